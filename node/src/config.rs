@@ -1,0 +1,2027 @@
+//! The XML configuration of `heraldd`.
+//!
+//! The format is documented element by element in `conf/reference.xml`. The
+//! reader is strict: anything it does not know, anything missing, anything of
+//! the wrong type or out of range, is refused with an error naming the file,
+//! the line and column, the element and the field at fault, e.g.
+//!
+//! ```text
+//! conf/x.xml:12:41: <server number="2"> sync-port: duplicate port 7101 (also used by server 1 sync-port)
+//! ```
+//!
+//! Parsing walks quick-xml's event reader by hand (serde would lose the
+//! positions): first the text becomes a small tree of elements and attributes,
+//! each with its byte offset; then the tree is read against the schema; then
+//! the cross-field rules (ports, node membership, Raft timing) are checked.
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+
+use quick_xml::events::attributes::AttrError;
+use quick_xml::events::{BytesStart, Event};
+use quick_xml::Reader;
+
+/// The default configuration compiled into the binary (one node on 127.0.0.1).
+pub const EMBEDDED_DEFAULT: &str = include_str!("../../conf/herald.xml");
+/// The `source` name used for [`EMBEDDED_DEFAULT`] in a [`Config`] and in errors.
+pub const EMBEDDED_NAME: &str = "conf/herald.xml (embedded)";
+
+/// Upper limit of `<limits max-request-bytes>` (64 MiB).
+pub const MAX_REQUEST_BYTES_CAP: usize = 64 * 1024 * 1024;
+/// Upper limit of `<limits max-ids-per-query>`.
+pub const MAX_IDS_PER_QUERY_CAP: usize = 1_000_000;
+
+/// A validated configuration.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Config {
+    /// Where it came from (file name, or [`EMBEDDED_NAME`]); used in messages.
+    pub source: String,
+    pub cluster: String,
+    /// This node's number; always the number of one entry of `servers`.
+    pub node: u64,
+    /// Never bootstrap a cluster; wait to be added as a learner.
+    pub join: bool,
+    pub data_dir: PathBuf,
+    /// Sorted by number; numbers are unique; no host:port is used twice.
+    pub servers: Vec<Server>,
+    pub raft: RaftTiming,
+    pub limits: Limits,
+}
+
+/// One `<server>` of the cluster.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Server {
+    pub number: u64,
+    pub host: String,
+    pub sync_port: u16,
+    pub time_port: u16,
+    pub publish_port: u16,
+}
+
+impl Server {
+    /// `host:sync-port` (an IPv6 host is bracketed).
+    pub fn sync_addr(&self) -> String {
+        host_port(&self.host, self.sync_port)
+    }
+    /// `host:publish-port` (an IPv6 host is bracketed).
+    pub fn publish_addr(&self) -> String {
+        host_port(&self.host, self.publish_port)
+    }
+    /// `host:time-port` (an IPv6 host is bracketed).
+    pub fn time_addr(&self) -> String {
+        host_port(&self.host, self.time_port)
+    }
+}
+
+fn host_port(host: &str, port: u16) -> String {
+    if host.contains(':') && !host.starts_with('[') {
+        format!("[{host}]:{port}")
+    } else {
+        format!("{host}:{port}")
+    }
+}
+
+/// `<raft>`: Raft timing. Every field is at least 1, and
+/// `heartbeat_ms < election_min_ms < election_max_ms`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RaftTiming {
+    pub heartbeat_ms: u64,
+    pub election_min_ms: u64,
+    pub election_max_ms: u64,
+    pub snapshot_logs: u64,
+    pub write_timeout_ms: u64,
+}
+
+impl Default for RaftTiming {
+    fn default() -> Self {
+        RaftTiming {
+            heartbeat_ms: 100,
+            election_min_ms: 400,
+            election_max_ms: 800,
+            snapshot_logs: 20_000,
+            write_timeout_ms: 5_000,
+        }
+    }
+}
+
+/// `<limits>`: request limits. None is 0.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Limits {
+    pub max_ids_per_query: usize,
+    pub max_request_bytes: usize,
+    pub max_events_per_request: usize,
+    pub max_connections: usize,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Limits {
+            max_ids_per_query: 10_000,
+            max_request_bytes: 4 * 1024 * 1024,
+            max_events_per_request: 10_000,
+            max_connections: 1024,
+        }
+    }
+}
+
+impl Config {
+    /// This node's own entry of the server list.
+    pub fn this_server(&self) -> &Server {
+        self.server(self.node)
+            .expect("validated: <node number> is in the server list")
+    }
+
+    /// The server with this number, if any.
+    pub fn server(&self, number: u64) -> Option<&Server> {
+        self.servers.iter().find(|s| s.number == number)
+    }
+
+    /// Applies command-line style overrides to this node's own server entry
+    /// and data directory, then re-validates. Returns one human-readable line
+    /// per override applied (for the caller to log; an override is never
+    /// silent). On error `self` is left unchanged.
+    pub fn apply_overrides(&mut self, o: &Overrides) -> Result<Vec<String>, ConfigError> {
+        let mut next = self.clone();
+        let mut lines = Vec::new();
+        let node = next.node;
+        let refuse = |element: String, field: &str, message: String| ConfigError::Override {
+            file: self.source.clone(),
+            element,
+            field: field.to_string(),
+            message,
+        };
+
+        if let Some(dir) = &o.data_dir {
+            if dir.as_os_str().is_empty() {
+                return Err(refuse(
+                    "<node>".into(),
+                    "data-dir",
+                    "must not be empty".into(),
+                ));
+            }
+            lines.push(format!(
+                "data-dir overridden: {} -> {}",
+                next.data_dir.display(),
+                dir.display()
+            ));
+            next.data_dir = dir.clone();
+        }
+
+        let Some(me) = next.servers.iter_mut().find(|s| s.number == node) else {
+            return Err(refuse(
+                "<node>".into(),
+                "number",
+                format!("node {node} is not in the server list"),
+            ));
+        };
+        let ports: [(&str, Option<u16>, &mut u16); 3] = [
+            ("sync-port", o.sync_port, &mut me.sync_port),
+            ("time-port", o.time_port, &mut me.time_port),
+            ("publish-port", o.publish_port, &mut me.publish_port),
+        ];
+        for (field, new, slot) in ports {
+            let Some(new) = new else { continue };
+            if new == 0 {
+                return Err(refuse(
+                    server_desc(node),
+                    field,
+                    "port 0 is not allowed (1 to 65535)".into(),
+                ));
+            }
+            lines.push(format!(
+                "{field} of server {node} overridden: {} -> {new}",
+                *slot
+            ));
+            *slot = new;
+        }
+
+        if let Err(p) = check(&next, Some(node)) {
+            return Err(refuse(p.site.describe(), p.fields[0], p.message));
+        }
+        *self = next;
+        Ok(lines)
+    }
+}
+
+/// Values that replace parts of the loaded configuration (e.g. from the
+/// command line). Ports apply to this node's own `<server>` entry.
+#[derive(Debug, Default, Clone)]
+pub struct Overrides {
+    pub data_dir: Option<PathBuf>,
+    pub sync_port: Option<u16>,
+    pub time_port: Option<u16>,
+    pub publish_port: Option<u16>,
+}
+
+/// Why a configuration was refused.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    /// The file could not be read.
+    #[error("cannot read {file}: {source}")]
+    Io {
+        file: String,
+        #[source]
+        source: std::io::Error,
+    },
+    /// The text is not well-formed XML.
+    #[error("{file}:{line}:{column}: malformed XML: {message}")]
+    Syntax {
+        file: String,
+        line: usize,
+        column: usize,
+        message: String,
+    },
+    /// Well-formed XML that breaks the schema or a rule. `element` is how the
+    /// element is shown (`<server number="2">`); `field` is an attribute name
+    /// (`sync-port`) or a child element (`<servers>`).
+    #[error("{file}:{line}:{column}: {element}{}: {message}", with_space(.field))]
+    Invalid {
+        file: String,
+        line: usize,
+        column: usize,
+        element: String,
+        field: Option<String>,
+        message: String,
+    },
+    /// An override (see [`Config::apply_overrides`]) was refused.
+    #[error("{file}: after overrides: {element} {field}: {message}")]
+    Override {
+        file: String,
+        element: String,
+        field: String,
+        message: String,
+    },
+}
+
+fn with_space(field: &Option<String>) -> String {
+    field
+        .as_deref()
+        .map(|f| format!(" {f}"))
+        .unwrap_or_default()
+}
+
+impl ConfigError {
+    /// The file (or source name) the error is about.
+    pub fn file(&self) -> &str {
+        match self {
+            ConfigError::Io { file, .. }
+            | ConfigError::Syntax { file, .. }
+            | ConfigError::Invalid { file, .. }
+            | ConfigError::Override { file, .. } => file,
+        }
+    }
+
+    /// 1-based line, when the error is about a place in the file.
+    pub fn line(&self) -> Option<usize> {
+        match self {
+            ConfigError::Syntax { line, .. } | ConfigError::Invalid { line, .. } => Some(*line),
+            _ => None,
+        }
+    }
+
+    /// 1-based column (in characters), when the error is about a place in the file.
+    pub fn column(&self) -> Option<usize> {
+        match self {
+            ConfigError::Syntax { column, .. } | ConfigError::Invalid { column, .. } => {
+                Some(*column)
+            }
+            _ => None,
+        }
+    }
+
+    /// The field at fault: an attribute name (`sync-port`) or a child element
+    /// in angle brackets (`<servers>`).
+    pub fn field(&self) -> Option<&str> {
+        match self {
+            ConfigError::Invalid { field, .. } => field.as_deref(),
+            ConfigError::Override { field, .. } => Some(field),
+            _ => None,
+        }
+    }
+}
+
+/// Reads and validates the configuration file at `path`.
+pub fn load(path: &Path) -> Result<Config, ConfigError> {
+    let file = path.display().to_string();
+    let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Io {
+        file: file.clone(),
+        source,
+    })?;
+    parse(&text, &file)
+}
+
+/// Parses and validates a configuration; `source` names it in errors and
+/// becomes [`Config::source`].
+pub fn parse(text: &str, source: &str) -> Result<Config, ConfigError> {
+    let ctx = Ctx { file: source, text };
+    let root = ctx.tree()?;
+    ctx.read_config(&root)
+}
+
+// ---------------------------------------------------------------------------
+// Stage 1: text -> tree of elements with byte offsets.
+
+struct Attr {
+    name: String,
+    value: String,
+    at: usize,
+}
+
+struct Elem {
+    name: String,
+    at: usize,
+    attrs: Vec<Attr>,
+    children: Vec<Elem>,
+}
+
+impl Elem {
+    fn attr(&self, name: &str) -> Option<&Attr> {
+        self.attrs.iter().find(|a| a.name == name)
+    }
+
+    /// How the element is named in messages: `<servers>`, `<server number="2">`.
+    fn describe(&self) -> String {
+        match (self.name.as_str(), self.attr("number")) {
+            ("server", Some(n)) => format!("<server number=\"{}\">", n.value),
+            _ => format!("<{}>", self.name),
+        }
+    }
+}
+
+fn server_desc(number: u64) -> String {
+    format!("<server number=\"{number}\">")
+}
+
+struct Ctx<'a> {
+    file: &'a str,
+    text: &'a str,
+}
+
+impl Ctx<'_> {
+    /// 1-based line and column (in characters) of a byte offset.
+    fn line_col(&self, at: usize) -> (usize, usize) {
+        let mut at = at.min(self.text.len());
+        while !self.text.is_char_boundary(at) {
+            at -= 1;
+        }
+        let before = &self.text[..at];
+        let line = before.matches('\n').count() + 1;
+        let line_start = before.rfind('\n').map_or(0, |i| i + 1);
+        (line, before[line_start..].chars().count() + 1)
+    }
+
+    /// Byte offset of `part` within the text (it must borrow from it).
+    fn offset_of(&self, part: &[u8], fallback: usize) -> usize {
+        let base = self.text.as_ptr() as usize;
+        let p = part.as_ptr() as usize;
+        if p >= base && p <= base + self.text.len() {
+            p - base
+        } else {
+            fallback
+        }
+    }
+
+    fn syntax(&self, at: usize, message: impl Into<String>) -> ConfigError {
+        let (line, column) = self.line_col(at);
+        ConfigError::Syntax {
+            file: self.file.to_string(),
+            line,
+            column,
+            message: message.into(),
+        }
+    }
+
+    fn invalid(
+        &self,
+        at: usize,
+        element: String,
+        field: Option<String>,
+        message: impl Into<String>,
+    ) -> ConfigError {
+        let (line, column) = self.line_col(at);
+        ConfigError::Invalid {
+            file: self.file.to_string(),
+            line,
+            column,
+            element,
+            field,
+            message: message.into(),
+        }
+    }
+
+    fn tree(&self) -> Result<Elem, ConfigError> {
+        let mut reader = Reader::from_str(self.text);
+        reader.config_mut().check_end_names = true;
+        let mut stack: Vec<Elem> = Vec::new();
+        let mut root: Option<Elem> = None;
+        loop {
+            let start = reader.buffer_position() as usize;
+            let event = match reader.read_event() {
+                Ok(e) => e,
+                Err(e) => return Err(self.syntax(reader.error_position() as usize, e.to_string())),
+            };
+            let (opened, empty) = match &event {
+                Event::Start(e) => (Some(e), false),
+                Event::Empty(e) => (Some(e), true),
+                _ => (None, false),
+            };
+            if let Some(e) = opened {
+                let elem = self.element(e, start)?;
+                if stack.is_empty() && root.is_some() {
+                    return Err(self.syntax(
+                        start,
+                        format!("second root element <{}>; the document must have exactly one root <herald>", elem.name),
+                    ));
+                }
+                if empty {
+                    attach(&mut stack, &mut root, elem);
+                } else {
+                    stack.push(elem);
+                }
+                continue;
+            }
+            match event {
+                Event::End(_) => match stack.pop() {
+                    Some(done) => attach(&mut stack, &mut root, done),
+                    None => return Err(self.syntax(start, "end tag without a start tag")),
+                },
+                Event::Text(t) => {
+                    let raw: &[u8] = &t;
+                    if let Some(skip) = raw.iter().position(|b| !b.is_ascii_whitespace()) {
+                        return Err(self.text_error(&stack, start + skip, raw));
+                    }
+                }
+                Event::CData(_) | Event::GeneralRef(_) => {
+                    return Err(self.text_error(&stack, start, b""));
+                }
+                Event::Comment(_) | Event::Decl(_) => {}
+                Event::PI(_) => {
+                    return Err(self.syntax(start, "processing instructions are not allowed"))
+                }
+                Event::DocType(_) => {
+                    return Err(self.syntax(start, "a DOCTYPE declaration is not allowed"))
+                }
+                Event::Eof => {
+                    if let Some(open) = stack.last() {
+                        let (line, _) = self.line_col(open.at);
+                        return Err(self.syntax(
+                            start,
+                            format!(
+                                "unexpected end of file: <{}> opened at line {line} is not closed",
+                                open.name
+                            ),
+                        ));
+                    }
+                    return root
+                        .ok_or_else(|| self.syntax(start, "no root element; expected <herald>"));
+                }
+                Event::Start(_) | Event::Empty(_) => unreachable!("handled above"),
+            }
+        }
+    }
+
+    fn text_error(&self, stack: &[Elem], at: usize, raw: &[u8]) -> ConfigError {
+        let shown: String = String::from_utf8_lossy(raw)
+            .trim()
+            .chars()
+            .take(30)
+            .collect();
+        let what = if shown.is_empty() {
+            "unexpected text content".to_string()
+        } else {
+            format!("unexpected text {shown:?}")
+        };
+        match stack.last() {
+            Some(parent) => self.invalid(
+                at,
+                parent.describe(),
+                None,
+                format!("{what}; this element takes attributes only"),
+            ),
+            None => self.syntax(at, format!("{what} outside the root element")),
+        }
+    }
+
+    /// A start tag -> element with its attributes (duplicates refused here).
+    fn element(&self, e: &BytesStart<'_>, start: usize) -> Result<Elem, ConfigError> {
+        let buf_at = self.offset_of(e, start + 1);
+        let name = String::from_utf8_lossy(e.name().as_ref()).into_owned();
+        let mut elem = Elem {
+            name,
+            at: start,
+            attrs: Vec::new(),
+            children: Vec::new(),
+        };
+        let mut attrs = e.attributes();
+        attrs.with_checks(false);
+        for a in attrs {
+            let a = a.map_err(|err| {
+                let (rel, message) = match err {
+                    AttrError::ExpectedEq(p) => {
+                        (p, "attribute name must be followed by `=`".into())
+                    }
+                    AttrError::ExpectedValue(p) => {
+                        (p, "`=` must be followed by a quoted value".into())
+                    }
+                    AttrError::UnquotedValue(p) => (p, "attribute value must be quoted".into()),
+                    AttrError::ExpectedQuote(p, q) => (
+                        p,
+                        format!("attribute value is missing its closing {}", q as char),
+                    ),
+                    AttrError::Duplicated(p, _) => (p, "duplicate attribute".into()),
+                };
+                self.syntax(buf_at + rel, format!("in <{}>: {message}", elem.name))
+            })?;
+            let at = self.offset_of(a.key.as_ref(), start);
+            let attr_name = String::from_utf8_lossy(a.key.as_ref()).into_owned();
+            let value = a
+                .unescape_value()
+                .map_err(|err| {
+                    self.invalid(
+                        at,
+                        elem.describe(),
+                        Some(attr_name.clone()),
+                        format!("bad value: {err}"),
+                    )
+                })?
+                .into_owned();
+            if let Some(first) = elem.attr(&attr_name) {
+                let (line, _) = self.line_col(first.at);
+                return Err(self.invalid(
+                    at,
+                    elem.describe(),
+                    Some(attr_name),
+                    format!("duplicate attribute (first given at line {line})"),
+                ));
+            }
+            elem.attrs.push(Attr {
+                name: attr_name,
+                value,
+                at,
+            });
+        }
+        Ok(elem)
+    }
+}
+
+fn attach(stack: &mut [Elem], root: &mut Option<Elem>, elem: Elem) {
+    match stack.last_mut() {
+        Some(parent) => parent.children.push(elem),
+        None => *root = Some(elem),
+    }
+}
+
+// ---------------------------------------------------------------------------
+// Stage 2: tree -> Config, against the schema.
+
+/// Where an element sits, for pointing cross-field errors at it.
+struct Loc {
+    at: usize,
+    desc: String,
+    attrs: Vec<(String, usize)>,
+}
+
+impl Loc {
+    fn of(e: &Elem) -> Loc {
+        Loc {
+            at: e.at,
+            desc: e.describe(),
+            attrs: e.attrs.iter().map(|a| (a.name.clone(), a.at)).collect(),
+        }
+    }
+    fn has(&self, field: &str) -> Option<usize> {
+        self.attrs
+            .iter()
+            .find(|(n, _)| n == field)
+            .map(|(_, at)| *at)
+    }
+}
+
+/// The attributes of one element, with unknown names already refused.
+struct Attrs<'c, 'e> {
+    ctx: &'c Ctx<'c>,
+    el: &'e Elem,
+}
+
+impl<'c> Ctx<'c> {
+    fn attrs<'e>(&'c self, el: &'e Elem, allowed: &[&str]) -> Result<Attrs<'c, 'e>, ConfigError> {
+        if let Some(bad) = el
+            .attrs
+            .iter()
+            .find(|a| !allowed.contains(&a.name.as_str()))
+        {
+            return Err(self.invalid(
+                bad.at,
+                el.describe(),
+                Some(bad.name.clone()),
+                format!("unknown attribute (allowed: {})", allowed.join(", ")),
+            ));
+        }
+        Ok(Attrs { ctx: self, el })
+    }
+}
+
+impl Attrs<'_, '_> {
+    /// An error about attribute `name`: at the attribute if given, else at the element.
+    fn err(&self, name: &str, message: impl Into<String>) -> ConfigError {
+        let at = self.el.attr(name).map_or(self.el.at, |a| a.at);
+        self.ctx
+            .invalid(at, self.el.describe(), Some(name.to_string()), message)
+    }
+
+    fn req(&self, name: &str) -> Result<&str, ConfigError> {
+        self.el
+            .attr(name)
+            .map(|a| a.value.as_str())
+            .ok_or_else(|| self.err(name, "missing required attribute"))
+    }
+
+    /// A required string that is not empty or blank.
+    fn req_text(&self, name: &str) -> Result<String, ConfigError> {
+        let v = self.req(name)?;
+        if v.trim().is_empty() {
+            return Err(self.err(name, "must not be empty"));
+        }
+        Ok(v.to_string())
+    }
+
+    /// A decimal integer in `min..=max`.
+    fn int(&self, name: &str, v: &str, min: u64, max: u64) -> Result<u64, ConfigError> {
+        let range = if max == u64::MAX {
+            format!("an integer >= {min}")
+        } else {
+            format!("an integer from {min} to {max}")
+        };
+        if v.is_empty() || !v.bytes().all(|b| b.is_ascii_digit()) {
+            return Err(self.err(name, format!("expected {range}, got {v:?}")));
+        }
+        match v.parse::<u64>() {
+            Ok(n) if (min..=max).contains(&n) => Ok(n),
+            _ => Err(self.err(name, format!("{v} is out of range: expected {range}"))),
+        }
+    }
+
+    fn req_u64(&self, name: &str, min: u64) -> Result<u64, ConfigError> {
+        self.int(name, self.req(name)?, min, u64::MAX)
+    }
+
+    fn req_port(&self, name: &str) -> Result<u16, ConfigError> {
+        let n = self.int(name, self.req(name)?, 1, u16::MAX.into())?;
+        Ok(u16::try_from(n).expect("range checked"))
+    }
+
+    fn opt_u64(&self, name: &str, default: u64, min: u64) -> Result<u64, ConfigError> {
+        match self.el.attr(name) {
+            None => Ok(default),
+            Some(a) => self.int(name, &a.value, min, u64::MAX),
+        }
+    }
+
+    fn opt_usize(
+        &self,
+        name: &str,
+        default: usize,
+        min: usize,
+        max: usize,
+    ) -> Result<usize, ConfigError> {
+        match self.el.attr(name) {
+            None => Ok(default),
+            Some(a) => {
+                let n = self.int(name, &a.value, min as u64, max as u64)?;
+                Ok(usize::try_from(n).expect("range checked"))
+            }
+        }
+    }
+
+    fn opt_bool(&self, name: &str, default: bool) -> Result<bool, ConfigError> {
+        match self.el.attr(name).map(|a| a.value.as_str()) {
+            None => Ok(default),
+            Some("true") => Ok(true),
+            Some("false") => Ok(false),
+            Some(v) => Err(self.err(name, format!("expected \"true\" or \"false\", got {v:?}"))),
+        }
+    }
+}
+
+const HERALD_CHILDREN: &[&str] = &["node", "servers", "raft", "limits"];
+
+impl Ctx<'_> {
+    /// Refuses children not in `allowed` (an empty list: no children at all).
+    fn only_children(&self, el: &Elem, allowed: &[&str]) -> Result<(), ConfigError> {
+        if let Some(bad) = el
+            .children
+            .iter()
+            .find(|c| !allowed.contains(&c.name.as_str()))
+        {
+            let message = if allowed.is_empty() {
+                format!("unknown element; {} takes no child elements", el.describe())
+            } else {
+                let list: Vec<String> = allowed.iter().map(|a| format!("<{a}>")).collect();
+                format!("unknown element (allowed here: {})", list.join(", "))
+            };
+            return Err(self.invalid(
+                bad.at,
+                el.describe(),
+                Some(format!("<{}>", bad.name)),
+                message,
+            ));
+        }
+        Ok(())
+    }
+
+    /// The child `name` if present; a second one is refused.
+    fn at_most_one<'e>(&self, el: &'e Elem, name: &str) -> Result<Option<&'e Elem>, ConfigError> {
+        let mut found = el.children.iter().filter(|c| c.name == name);
+        let first = found.next();
+        if let (Some(first), Some(dup)) = (first, found.next()) {
+            let (line, _) = self.line_col(first.at);
+            return Err(self.invalid(
+                dup.at,
+                el.describe(),
+                Some(format!("<{name}>")),
+                format!("duplicate element (first given at line {line}); at most one is allowed"),
+            ));
+        }
+        Ok(first)
+    }
+
+    fn exactly_one<'e>(&self, el: &'e Elem, name: &str) -> Result<&'e Elem, ConfigError> {
+        self.at_most_one(el, name)?.ok_or_else(|| {
+            self.invalid(
+                el.at,
+                el.describe(),
+                Some(format!("<{name}>")),
+                "missing required element",
+            )
+        })
+    }
+
+    fn read_config(&self, root: &Elem) -> Result<Config, ConfigError> {
+        if root.name != "herald" {
+            return Err(self.invalid(
+                root.at,
+                format!("<{}>", root.name),
+                Some(format!("<{}>", root.name)),
+                "unknown root element; expected <herald>",
+            ));
+        }
+        let a = self.attrs(root, &["cluster"])?;
+        let cluster = a.req_text("cluster")?;
+        self.only_children(root, HERALD_CHILDREN)?;
+        let node_el = self.exactly_one(root, "node")?;
+        let servers_el = self.exactly_one(root, "servers")?;
+        let raft_el = self.at_most_one(root, "raft")?;
+        let limits_el = self.at_most_one(root, "limits")?;
+
+        // <node>
+        self.only_children(node_el, &[])?;
+        let a = self.attrs(node_el, &["number", "data-dir", "join"])?;
+        let node = a.req_u64("number", 1)?;
+        let data_dir = PathBuf::from(a.req_text("data-dir")?);
+        let join = a.opt_bool("join", false)?;
+
+        // <servers>
+        self.attrs(servers_el, &[])?;
+        self.only_children(servers_el, &["server"])?;
+        if servers_el.children.is_empty() {
+            return Err(self.invalid(
+                servers_el.at,
+                "<servers>".into(),
+                Some("<server>".into()),
+                "at least one <server> is required",
+            ));
+        }
+        let mut servers = Vec::new();
+        let mut server_locs = HashMap::new();
+        for el in &servers_el.children {
+            self.only_children(el, &[])?;
+            let a = self.attrs(
+                el,
+                &["number", "host", "sync-port", "time-port", "publish-port"],
+            )?;
+            let number = a.req_u64("number", 1)?;
+            let host = a.req_text("host")?;
+            if host.chars().any(char::is_whitespace) {
+                return Err(a.err("host", format!("must not contain whitespace, got {host:?}")));
+            }
+            let server = Server {
+                number,
+                host,
+                sync_port: a.req_port("sync-port")?,
+                time_port: a.req_port("time-port")?,
+                publish_port: a.req_port("publish-port")?,
+            };
+            if let Some(first) = server_locs.insert(number, Loc::of(el)) {
+                let (line, _) = self.line_col(first.at);
+                return Err(a.err(
+                    "number",
+                    format!("duplicate server number {number} (first used at line {line})"),
+                ));
+            }
+            servers.push(server);
+        }
+
+        // <raft>
+        let raft = match raft_el {
+            None => RaftTiming::default(),
+            Some(el) => {
+                self.only_children(el, &[])?;
+                let d = RaftTiming::default();
+                let a = self.attrs(
+                    el,
+                    &[
+                        "heartbeat-ms",
+                        "election-min-ms",
+                        "election-max-ms",
+                        "snapshot-logs",
+                        "write-timeout-ms",
+                    ],
+                )?;
+                RaftTiming {
+                    heartbeat_ms: a.opt_u64("heartbeat-ms", d.heartbeat_ms, 1)?,
+                    election_min_ms: a.opt_u64("election-min-ms", d.election_min_ms, 1)?,
+                    election_max_ms: a.opt_u64("election-max-ms", d.election_max_ms, 1)?,
+                    snapshot_logs: a.opt_u64("snapshot-logs", d.snapshot_logs, 1)?,
+                    write_timeout_ms: a.opt_u64("write-timeout-ms", d.write_timeout_ms, 1)?,
+                }
+            }
+        };
+
+        // <limits>
+        let limits = match limits_el {
+            None => Limits::default(),
+            Some(el) => {
+                self.only_children(el, &[])?;
+                let d = Limits::default();
+                let a = self.attrs(
+                    el,
+                    &[
+                        "max-ids-per-query",
+                        "max-request-bytes",
+                        "max-events-per-request",
+                        "max-connections",
+                    ],
+                )?;
+                Limits {
+                    max_ids_per_query: a.opt_usize(
+                        "max-ids-per-query",
+                        d.max_ids_per_query,
+                        1,
+                        MAX_IDS_PER_QUERY_CAP,
+                    )?,
+                    max_request_bytes: a.opt_usize(
+                        "max-request-bytes",
+                        d.max_request_bytes,
+                        1,
+                        MAX_REQUEST_BYTES_CAP,
+                    )?,
+                    max_events_per_request: a.opt_usize(
+                        "max-events-per-request",
+                        d.max_events_per_request,
+                        1,
+                        usize::MAX,
+                    )?,
+                    max_connections: a.opt_usize(
+                        "max-connections",
+                        d.max_connections,
+                        1,
+                        usize::MAX,
+                    )?,
+                }
+            }
+        };
+
+        let mut config = Config {
+            source: self.file.to_string(),
+            cluster,
+            node,
+            join,
+            data_dir,
+            servers,
+            raft,
+            limits,
+        };
+        // Checked in document order, so a clash is reported at the later entry.
+        if let Err(p) = check(&config, None) {
+            let loc = match p.site {
+                Site::Node => Loc::of(node_el),
+                Site::Raft => raft_el.map_or_else(|| Loc::of(root), Loc::of),
+                Site::Server(n) => server_locs.remove(&n).expect("every server has a location"),
+            };
+            let field = p
+                .fields
+                .iter()
+                .copied()
+                .find(|f| loc.has(f).is_some())
+                .unwrap_or(p.fields[0]);
+            let at = loc.has(field).unwrap_or(loc.at);
+            return Err(self.invalid(at, loc.desc, Some(field.to_string()), p.message));
+        }
+        config.servers.sort_by_key(|s| s.number);
+        Ok(config)
+    }
+}
+
+// ---------------------------------------------------------------------------
+// Stage 3: rules across fields, shared by parse and apply_overrides.
+
+enum Site {
+    Node,
+    Server(u64),
+    Raft,
+}
+
+impl Site {
+    fn describe(&self) -> String {
+        match self {
+            Site::Node => "<node>".into(),
+            Site::Server(n) => server_desc(*n),
+            Site::Raft => "<raft>".into(),
+        }
+    }
+}
+
+/// A broken rule: at `site`, blamed on the first of `fields` that the element
+/// spells out (or the first field if it spells out none).
+struct Problem {
+    site: Site,
+    fields: &'static [&'static str],
+    message: String,
+}
+
+/// Cross-field rules. Port clashes are reported at the later server in list
+/// order, or at server `prefer` when it is one of the two.
+fn check(c: &Config, prefer: Option<u64>) -> Result<(), Problem> {
+    let mut used: HashMap<(String, u16), (u64, &'static str)> = HashMap::new();
+    for s in &c.servers {
+        let ports = [
+            ("sync-port", s.sync_port),
+            ("time-port", s.time_port),
+            ("publish-port", s.publish_port),
+        ];
+        for (field, port) in ports {
+            let key = (s.host.to_ascii_lowercase(), port);
+            if let Some(&(other, other_field)) = used.get(&key) {
+                let (at, at_field, by, by_field) = if prefer == Some(other) {
+                    (other, other_field, s.number, field)
+                } else {
+                    (s.number, field, other, other_field)
+                };
+                return Err(Problem {
+                    site: Site::Server(at),
+                    fields: port_field(at_field),
+                    message: format!("duplicate port {port} (also used by server {by} {by_field})"),
+                });
+            }
+            used.insert(key, (s.number, field));
+        }
+    }
+
+    if !c.servers.iter().any(|s| s.number == c.node) {
+        let mut numbers: Vec<u64> = c.servers.iter().map(|s| s.number).collect();
+        numbers.sort_unstable();
+        let list: Vec<String> = numbers.iter().map(u64::to_string).collect();
+        return Err(Problem {
+            site: Site::Node,
+            fields: &["number"],
+            message: format!(
+                "node {} is not in the server list (servers: {})",
+                c.node,
+                list.join(", ")
+            ),
+        });
+    }
+
+    let r = &c.raft;
+    if r.election_min_ms >= r.election_max_ms {
+        return Err(Problem {
+            site: Site::Raft,
+            fields: &["election-min-ms", "election-max-ms"],
+            message: format!(
+                "election-min-ms ({}) must be less than election-max-ms ({})",
+                r.election_min_ms, r.election_max_ms
+            ),
+        });
+    }
+    if r.heartbeat_ms >= r.election_min_ms {
+        return Err(Problem {
+            site: Site::Raft,
+            fields: &["heartbeat-ms", "election-min-ms"],
+            message: format!(
+                "heartbeat-ms ({}) must be less than election-min-ms ({})",
+                r.heartbeat_ms, r.election_min_ms
+            ),
+        });
+    }
+    Ok(())
+}
+
+fn port_field(name: &str) -> &'static [&'static str] {
+    match name {
+        "sync-port" => &["sync-port"],
+        "time-port" => &["time-port"],
+        _ => &["publish-port"],
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const NODE1: &str = include_str!("../../conf/cluster-3/node1.xml");
+    const NODE2: &str = include_str!("../../conf/cluster-3/node2.xml");
+    const NODE3: &str = include_str!("../../conf/cluster-3/node3.xml");
+    const REFERENCE: &str = include_str!("../../conf/reference.xml");
+
+    /// Every shipped file, by its path under conf/, with its text.
+    const SHIPPED: &[(&str, &str)] = &[
+        ("herald.xml", EMBEDDED_DEFAULT),
+        ("cluster-3/node1.xml", NODE1),
+        ("cluster-3/node2.xml", NODE2),
+        ("cluster-3/node3.xml", NODE3),
+        ("reference.xml", REFERENCE),
+    ];
+
+    /// A valid two-server file; the line numbers below refer to it.
+    const BASE: &str = r#"<herald cluster="c">
+  <node number="1" data-dir="./d"/>
+  <servers>
+    <server number="1" host="127.0.0.1" sync-port="7101" time-port="7102" publish-port="7103"/>
+    <server number="2" host="127.0.0.1" sync-port="7201" time-port="7202" publish-port="7203"/>
+  </servers>
+</herald>
+"#;
+
+    /// BASE with the first `from` replaced by `to` (which must exist).
+    fn edit(from: &str, to: &str) -> String {
+        assert!(BASE.contains(from), "BASE has no {from:?}");
+        BASE.replacen(from, to, 1)
+    }
+
+    /// BASE with `line` added as line 7, just before `</herald>`.
+    fn with(line: &str) -> String {
+        edit("</herald>", &format!("  {line}\n</herald>"))
+    }
+
+    /// Asserts `text` is refused at `line`, blaming `field`, with a message that
+    /// starts with the file name and line and contains the field and `needle`.
+    fn refused(text: &str, line: usize, field: Option<&str>, needle: &str) -> ConfigError {
+        let err = parse(text, "t.xml").expect_err("must be refused");
+        let msg = err.to_string();
+        assert_eq!(err.line(), Some(line), "wrong line: {msg}");
+        assert_eq!(err.field(), field, "wrong field: {msg}");
+        assert!(
+            msg.starts_with(&format!("t.xml:{line}:")),
+            "no file:line: {msg}"
+        );
+        if let Some(f) = field {
+            assert!(msg.contains(f), "field not named: {msg}");
+        }
+        assert!(msg.contains(needle), "{needle:?} not in: {msg}");
+        err
+    }
+
+    fn base() -> Config {
+        parse(BASE, "t.xml").expect("BASE is valid")
+    }
+
+    // --- shipped files -----------------------------------------------------
+
+    /// The embedded default is conf/herald.xml: one node on 127.0.0.1 with
+    /// ports 7101/7102/7103, data dir ./data/node1, cluster herald-local.
+    #[test]
+    fn config_shipped_embedded_default() {
+        let c = parse(EMBEDDED_DEFAULT, EMBEDDED_NAME).unwrap();
+        assert_eq!(c.source, EMBEDDED_NAME);
+        assert_eq!(c.cluster, "herald-local");
+        assert_eq!(c.node, 1);
+        assert!(!c.join);
+        assert_eq!(c.data_dir, PathBuf::from("./data/node1"));
+        assert_eq!(
+            c.servers,
+            vec![Server {
+                number: 1,
+                host: "127.0.0.1".into(),
+                sync_port: 7101,
+                time_port: 7102,
+                publish_port: 7103,
+            }]
+        );
+        assert_eq!(c.this_server().sync_addr(), "127.0.0.1:7101");
+        assert_eq!(c.this_server().time_addr(), "127.0.0.1:7102");
+        assert_eq!(c.this_server().publish_addr(), "127.0.0.1:7103");
+        assert_eq!(c.raft, RaftTiming::default());
+        assert_eq!(c.limits, Limits::default());
+    }
+
+    /// Each cluster-3 file is node N of the same three servers (7N01/7N02/7N03)
+    /// with data dir ./data/cluster-3/nodeN.
+    #[test]
+    fn config_shipped_cluster3_nodes() {
+        let files = [NODE1, NODE2, NODE3];
+        let configs: Vec<Config> = files
+            .iter()
+            .enumerate()
+            .map(|(i, t)| parse(t, &format!("node{}.xml", i + 1)).unwrap())
+            .collect();
+        for (i, c) in configs.iter().enumerate() {
+            let n = i as u64 + 1;
+            assert_eq!(c.node, n);
+            assert_eq!(c.cluster, "herald-local");
+            assert!(!c.join);
+            assert_eq!(
+                c.data_dir,
+                PathBuf::from(format!("./data/cluster-3/node{n}"))
+            );
+            assert_eq!(c.servers, configs[0].servers, "same server list everywhere");
+            assert_eq!(c.this_server().number, n);
+        }
+        for s in &configs[0].servers {
+            let base = 7000 + 100 * s.number as u16;
+            assert_eq!(s.host, "127.0.0.1");
+            assert_eq!(
+                (s.sync_port, s.time_port, s.publish_port),
+                (base + 1, base + 2, base + 3)
+            );
+        }
+        let node2 = &configs[1];
+        assert_eq!(node2.servers.len(), 3);
+        assert_eq!(node2.this_server().publish_port, 7203);
+        assert_eq!(node2.this_server().publish_addr(), "127.0.0.1:7203");
+    }
+
+    /// reference.xml parses, and the defaults it spells out are the real ones.
+    #[test]
+    fn config_shipped_reference_parses() {
+        let c = parse(REFERENCE, "reference.xml").unwrap();
+        assert_eq!(c.raft, RaftTiming::default());
+        assert_eq!(c.limits, Limits::default());
+        assert_eq!(c.servers.len(), 3);
+        assert_eq!(c.node, 1);
+    }
+
+    /// Every .xml under conf/ is in SHIPPED (so is parsed by these tests), and
+    /// every entry of SHIPPED matches the file on disk.
+    #[test]
+    fn config_shipped_all_files_covered() {
+        // file!() is absolute, or relative to the workspace root while tests
+        // run in the package directory (node/).
+        let here = [PathBuf::from(file!()), Path::new("..").join(file!())]
+            .into_iter()
+            .find(|p| p.exists())
+            .expect("config.rs found from file!()");
+        let conf = here.parent().unwrap().join("../../conf");
+        let mut found = Vec::new();
+        let mut dirs = vec![conf.clone()];
+        while let Some(dir) = dirs.pop() {
+            for entry in std::fs::read_dir(&dir).unwrap() {
+                let path = entry.unwrap().path();
+                if path.is_dir() {
+                    dirs.push(path);
+                } else if path.extension().is_some_and(|e| e == "xml") {
+                    let rel = path.strip_prefix(&conf).unwrap();
+                    found.push(rel.to_string_lossy().replace('\\', "/"));
+                }
+            }
+        }
+        found.sort();
+        let mut listed: Vec<String> = SHIPPED.iter().map(|(n, _)| n.to_string()).collect();
+        listed.sort();
+        assert_eq!(found, listed);
+        for (name, text) in SHIPPED {
+            assert_eq!(
+                std::fs::read_to_string(conf.join(name)).unwrap(),
+                *text,
+                "{name}"
+            );
+            parse(text, name).unwrap_or_else(|e| panic!("{e}"));
+        }
+    }
+
+    // --- syntax ------------------------------------------------------------
+
+    /// Comments (even before the root and inside lists), the XML declaration,
+    /// blank lines and multi-line tags are all accepted.
+    #[test]
+    fn config_syntax_comments_decl_whitespace_allowed() {
+        let text = format!(
+            "<?xml version=\"1.0\"?>\n<!-- a -->\n\n{}<!-- end -->\n",
+            edit("<servers>", "<servers>\n  <!-- list -->\n")
+                .replace("<server number=\"2\"", "<server\n      number=\"2\"")
+        );
+        let c = parse(&text, "t.xml").unwrap();
+        assert_eq!(
+            c,
+            Config {
+                source: "t.xml".into(),
+                ..base()
+            }
+        );
+    }
+
+    /// A mismatched end tag is malformed XML, reported at its line.
+    #[test]
+    fn config_syntax_mismatched_end_tag() {
+        let err = refused(&edit("</servers>", "</server>"), 6, None, "malformed XML");
+        assert_eq!(err.column(), Some(3));
+    }
+
+    /// An unquoted attribute value is malformed XML, reported at its line.
+    #[test]
+    fn config_syntax_unquoted_attribute() {
+        refused(
+            &edit("sync-port=\"7201\"", "sync-port=7201"),
+            5,
+            None,
+            "must be quoted",
+        );
+    }
+
+    /// An element left open at the end of the file is reported, naming it.
+    #[test]
+    fn config_syntax_unclosed_element() {
+        let text = BASE.replace("</herald>\n", "");
+        refused(&text, 7, None, "<herald> opened at line 1 is not closed");
+    }
+
+    /// An empty document, a second root element and a wrong root are refused.
+    #[test]
+    fn config_syntax_root_element() {
+        refused("<!-- nothing -->\n", 2, None, "no root element");
+        refused(
+            &format!("{BASE}<herald/>\n"),
+            8,
+            None,
+            "second root element",
+        );
+        refused("\n<config/>\n", 2, Some("<config>"), "expected <herald>");
+    }
+
+    /// Text, CDATA or entity references inside an element are refused, naming
+    /// the element; non-blank text outside the root is malformed.
+    #[test]
+    fn config_syntax_text_content_refused() {
+        let e = refused(
+            &edit("</servers>", "oops</servers>"),
+            6,
+            None,
+            "unexpected text \"oops\"",
+        );
+        assert!(e.to_string().contains("<servers>"), "{e}");
+        refused(
+            &edit("<servers>", "<servers><![CDATA[x]]>"),
+            3,
+            None,
+            "<servers>",
+        );
+        refused(&edit("<servers>", "<servers>&amp;"), 3, None, "<servers>");
+        refused(
+            &format!("{BASE}trailing\n"),
+            8,
+            None,
+            "outside the root element",
+        );
+    }
+
+    /// DOCTYPE declarations and processing instructions are refused.
+    #[test]
+    fn config_syntax_doctype_and_pi_refused() {
+        refused(&format!("<!DOCTYPE herald>\n{BASE}"), 1, None, "DOCTYPE");
+        refused(
+            &edit("<servers>", "<servers>\n<?pi x?>"),
+            4,
+            None,
+            "processing instructions",
+        );
+    }
+
+    // --- unknown -----------------------------------------------------------
+
+    /// An unknown element is refused at its own line, at every level.
+    #[test]
+    fn config_unknown_element_refused() {
+        refused(
+            &with("<cache size=\"1\"/>"),
+            7,
+            Some("<cache>"),
+            "unknown element",
+        );
+        refused(
+            &edit("</servers>", "  <host/>\n  </servers>"),
+            6,
+            Some("<host>"),
+            "allowed here: <server>",
+        );
+        refused(
+            &edit(
+                "data-dir=\"./d\"/>",
+                "data-dir=\"./d\">\n    <x/>\n  </node>",
+            ),
+            3,
+            Some("<x>"),
+            "<node> takes no child elements",
+        );
+    }
+
+    /// An unknown attribute is refused on every element, naming it.
+    #[test]
+    fn config_unknown_attribute_refused() {
+        refused(
+            &edit("cluster=\"c\"", "cluster=\"c\" version=\"2\""),
+            1,
+            Some("version"),
+            "unknown attribute",
+        );
+        refused(
+            &edit("data-dir=\"./d\"", "data-dir=\"./d\" datadir=\"x\""),
+            2,
+            Some("datadir"),
+            "<node>",
+        );
+        refused(
+            &edit("<servers>", "<servers count=\"2\">"),
+            3,
+            Some("count"),
+            "<servers>",
+        );
+        refused(
+            &edit("host=\"127.0.0.1\"", "host=\"127.0.0.1\" port=\"1\""),
+            4,
+            Some("port"),
+            "<server number=\"1\">",
+        );
+        refused(
+            &with("<raft heartbeat=\"5\"/>"),
+            7,
+            Some("heartbeat"),
+            "<raft>",
+        );
+        refused(
+            &with("<limits max-ids=\"5\"/>"),
+            7,
+            Some("max-ids"),
+            "<limits>",
+        );
+    }
+
+    // --- missing -----------------------------------------------------------
+
+    /// A missing required element is named, at the line of its parent.
+    #[test]
+    fn config_missing_element_refused() {
+        let no_node = BASE.replace("  <node number=\"1\" data-dir=\"./d\"/>\n", "");
+        refused(&no_node, 1, Some("<node>"), "missing required element");
+        let no_servers = format!(
+            "\n<herald cluster=\"c\">\n  <node number=\"1\" data-dir=\"./d\"/>\n</herald>\n"
+        );
+        refused(
+            &no_servers,
+            2,
+            Some("<servers>"),
+            "missing required element",
+        );
+    }
+
+    /// A missing required attribute is named, at the line of its element.
+    #[test]
+    fn config_missing_attribute_refused() {
+        refused(
+            &edit(" cluster=\"c\"", ""),
+            1,
+            Some("cluster"),
+            "missing required attribute",
+        );
+        refused(
+            &edit("number=\"1\" data-dir", "data-dir"),
+            2,
+            Some("number"),
+            "missing",
+        );
+        refused(
+            &edit(" data-dir=\"./d\"", ""),
+            2,
+            Some("data-dir"),
+            "missing",
+        );
+        for field in ["number", "host", "sync-port", "time-port", "publish-port"] {
+            let line5 = BASE.lines().nth(4).unwrap();
+            let attr = line5
+                .split(' ')
+                .find(|a| a.starts_with(&format!("{field}=")))
+                .unwrap();
+            let text = BASE.replace(
+                line5,
+                &line5.replace(&format!(" {}", attr.trim_end_matches("/>")), ""),
+            );
+            let err = refused(&text, 5, Some(field), "missing required attribute");
+            assert_eq!(err.column(), Some(5), "at the element: {err}");
+        }
+    }
+
+    // --- type --------------------------------------------------------------
+
+    /// Ports must be decimal integers from 1 to 65535.
+    #[test]
+    fn config_type_port_refused() {
+        for bad in [
+            "abc",
+            "0",
+            "65536",
+            "99999999999999999999999",
+            "-1",
+            "+7201",
+            " 7201",
+            "",
+        ] {
+            let text = edit("sync-port=\"7201\"", &format!("sync-port=\"{bad}\""));
+            refused(&text, 5, Some("sync-port"), "1 to 65535");
+        }
+        refused(
+            &edit("time-port=\"7202\"", "time-port=\"7.2\""),
+            5,
+            Some("time-port"),
+            "\"7.2\"",
+        );
+        refused(
+            &edit("publish-port=\"7203\"", "publish-port=\"0x1c23\""),
+            5,
+            Some("publish-port"),
+            "integer",
+        );
+        let max = parse(
+            &edit("publish-port=\"7203\"", "publish-port=\"65535\""),
+            "t.xml",
+        )
+        .unwrap();
+        assert_eq!(max.server(2).unwrap().publish_port, 65535);
+    }
+
+    /// Server and node numbers must be integers of at least 1.
+    #[test]
+    fn config_type_number_refused() {
+        refused(
+            &edit("<server number=\"2\"", "<server number=\"0\""),
+            5,
+            Some("number"),
+            "out of range",
+        );
+        refused(
+            &edit("<server number=\"2\"", "<server number=\"two\""),
+            5,
+            Some("number"),
+            "\"two\"",
+        );
+        refused(
+            &edit("<node number=\"1\"", "<node number=\"0\""),
+            2,
+            Some("number"),
+            "<node>",
+        );
+    }
+
+    /// Empty or blank host, cluster and data-dir are refused, as is a host with
+    /// whitespace inside.
+    #[test]
+    fn config_type_empty_text_refused() {
+        refused(
+            &edit("host=\"127.0.0.1\"", "host=\"\""),
+            4,
+            Some("host"),
+            "must not be empty",
+        );
+        refused(
+            &edit("host=\"127.0.0.1\"", "host=\"  \""),
+            4,
+            Some("host"),
+            "must not be empty",
+        );
+        refused(
+            &edit("host=\"127.0.0.1\"", "host=\"a b\""),
+            4,
+            Some("host"),
+            "whitespace",
+        );
+        refused(
+            &edit("cluster=\"c\"", "cluster=\"\""),
+            1,
+            Some("cluster"),
+            "must not be empty",
+        );
+        refused(
+            &edit("data-dir=\"./d\"", "data-dir=\"\""),
+            2,
+            Some("data-dir"),
+            "must not be empty",
+        );
+    }
+
+    /// join accepts exactly "true" or "false" and defaults to false.
+    #[test]
+    fn config_type_join_bool() {
+        assert!(!base().join);
+        let c = parse(
+            &edit("data-dir=\"./d\"", "data-dir=\"./d\" join=\"true\""),
+            "t.xml",
+        )
+        .unwrap();
+        assert!(c.join);
+        refused(
+            &edit("data-dir=\"./d\"", "data-dir=\"./d\" join=\"yes\""),
+            2,
+            Some("join"),
+            "\"true\" or \"false\"",
+        );
+    }
+
+    /// Attribute values are unescaped; an unknown entity is refused.
+    #[test]
+    fn config_type_entities() {
+        let c = parse(&edit("cluster=\"c\"", "cluster=\"a&amp;b\""), "t.xml").unwrap();
+        assert_eq!(c.cluster, "a&b");
+        refused(
+            &edit("cluster=\"c\"", "cluster=\"a&bogus;\""),
+            1,
+            Some("cluster"),
+            "bogus",
+        );
+    }
+
+    // --- duplicate ---------------------------------------------------------
+
+    /// Two servers with the same number are refused at the second one.
+    #[test]
+    fn config_duplicate_server_number_refused() {
+        refused(
+            &edit("<server number=\"2\"", "<server number=\"1\""),
+            5,
+            Some("number"),
+            "duplicate server number 1 (first used at line 4)",
+        );
+    }
+
+    /// The same host:port used by two servers is refused at the later one,
+    /// naming the other server and field.
+    #[test]
+    fn config_duplicate_port_across_servers_refused() {
+        let err = refused(
+            &edit("sync-port=\"7201\"", "sync-port=\"7101\""),
+            5,
+            Some("sync-port"),
+            "duplicate port 7101 (also used by server 1 sync-port)",
+        );
+        assert_eq!(
+            err.to_string(),
+            "t.xml:5:41: <server number=\"2\"> sync-port: duplicate port 7101 (also used by server 1 sync-port)"
+        );
+        refused(
+            &edit("time-port=\"7202\"", "time-port=\"7103\""),
+            5,
+            Some("time-port"),
+            "also used by server 1 publish-port",
+        );
+    }
+
+    /// The same port twice within one server is refused too.
+    #[test]
+    fn config_duplicate_port_within_server_refused() {
+        refused(
+            &edit("publish-port=\"7203\"", "publish-port=\"7201\""),
+            5,
+            Some("publish-port"),
+            "also used by server 2 sync-port",
+        );
+    }
+
+    /// The same port on different hosts is fine; host comparison ignores case.
+    #[test]
+    fn config_duplicate_port_other_host_allowed() {
+        let text = edit("<server number=\"2\" host=\"127.0.0.1\" sync-port=\"7201\" time-port=\"7202\" publish-port=\"7203\"",
+            "<server number=\"2\" host=\"10.0.0.2\" sync-port=\"7101\" time-port=\"7102\" publish-port=\"7103\"");
+        assert_eq!(
+            parse(&text, "t.xml")
+                .unwrap()
+                .server(2)
+                .unwrap()
+                .sync_addr(),
+            "10.0.0.2:7101"
+        );
+        let text = edit("host=\"127.0.0.1\"", "host=\"LOCALHOST\"").replacen(
+            "host=\"127.0.0.1\" sync-port=\"7201\"",
+            "host=\"localhost\" sync-port=\"7101\"",
+            1,
+        );
+        refused(&text, 5, Some("sync-port"), "duplicate port 7101");
+    }
+
+    /// A repeated attribute is refused at the repeat.
+    #[test]
+    fn config_duplicate_attribute_refused() {
+        refused(
+            &edit(
+                "host=\"127.0.0.1\"",
+                "host=\"127.0.0.1\"\n       host=\"x\"",
+            ),
+            5,
+            Some("host"),
+            "duplicate attribute (first given at line 4)",
+        );
+    }
+
+    /// A second <node>, <servers>, <raft> or <limits> is refused at its line.
+    #[test]
+    fn config_duplicate_element_refused() {
+        refused(
+            &with("<node number=\"2\" data-dir=\"./e\"/>"),
+            7,
+            Some("<node>"),
+            "duplicate element (first given at line 2)",
+        );
+        refused(
+            &with("<servers/>"),
+            7,
+            Some("<servers>"),
+            "duplicate element (first given at line 3)",
+        );
+        let two_raft = with("<raft/>").replace("</herald>", "  <raft/>\n</herald>");
+        refused(
+            &two_raft,
+            8,
+            Some("<raft>"),
+            "duplicate element (first given at line 7)",
+        );
+        let two_limits = with("<limits/>").replace("</herald>", "  <limits/>\n</herald>");
+        refused(&two_limits, 8, Some("<limits>"), "duplicate element");
+    }
+
+    // --- membership --------------------------------------------------------
+
+    /// <node number> must name a server of the list.
+    #[test]
+    fn config_membership_node_not_in_servers_refused() {
+        refused(
+            &edit("<node number=\"1\"", "<node number=\"3\""),
+            2,
+            Some("number"),
+            "node 3 is not in the server list (servers: 1, 2)",
+        );
+    }
+
+    /// An empty <servers> is refused at its line.
+    #[test]
+    fn config_membership_zero_servers_refused() {
+        let text = "<herald cluster=\"c\">\n  <node number=\"1\" data-dir=\"d\"/>\n  <servers>\n  </servers>\n</herald>";
+        refused(text, 3, Some("<server>"), "at least one <server>");
+        refused(
+            &text.replace("<servers>\n  </servers>", "<servers/>"),
+            3,
+            Some("<server>"),
+            "at least one",
+        );
+    }
+
+    /// Servers are sorted by number whatever the file order; lookups work.
+    #[test]
+    fn config_membership_sorted_and_lookup() {
+        let text = edit("<server number=\"1\"", "<server number=\"9\"")
+            .replace("<node number=\"1\"", "<node number=\"9\"");
+        let c = parse(&text, "t.xml").unwrap();
+        let numbers: Vec<u64> = c.servers.iter().map(|s| s.number).collect();
+        assert_eq!(numbers, vec![2, 9]);
+        assert_eq!(c.this_server().sync_port, 7101);
+        assert_eq!(c.server(2).unwrap().time_addr(), "127.0.0.1:7202");
+        assert!(c.server(1).is_none());
+    }
+
+    /// An IPv6 host is bracketed in addresses.
+    #[test]
+    fn config_membership_ipv6_address() {
+        let c = parse(&edit("host=\"127.0.0.1\"", "host=\"::1\""), "t.xml").unwrap();
+        assert_eq!(c.server(1).unwrap().sync_addr(), "[::1]:7101");
+    }
+
+    // --- raft --------------------------------------------------------------
+
+    /// Given <raft> values are read.
+    #[test]
+    fn config_raft_values_read() {
+        let c = parse(&with(r#"<raft heartbeat-ms="50" election-min-ms="300" election-max-ms="600" snapshot-logs="7" write-timeout-ms="900"/>"#), "t.xml").unwrap();
+        assert_eq!(
+            c.raft,
+            RaftTiming {
+                heartbeat_ms: 50,
+                election_min_ms: 300,
+                election_max_ms: 600,
+                snapshot_logs: 7,
+                write_timeout_ms: 900
+            }
+        );
+    }
+
+    /// election-min-ms >= election-max-ms is refused, blaming the attribute given.
+    #[test]
+    fn config_raft_election_order_refused() {
+        refused(
+            &with("<raft election-min-ms=\"800\" election-max-ms=\"800\"/>"),
+            7,
+            Some("election-min-ms"),
+            "must be less than election-max-ms (800)",
+        );
+        refused(
+            &with("<raft election-min-ms=\"900\"/>"),
+            7,
+            Some("election-min-ms"),
+            "(900)",
+        );
+        refused(
+            &with("<raft election-max-ms=\"300\"/>"),
+            7,
+            Some("election-max-ms"),
+            "(300)",
+        );
+    }
+
+    /// heartbeat-ms >= election-min-ms is refused.
+    #[test]
+    fn config_raft_heartbeat_refused() {
+        refused(
+            &with("<raft heartbeat-ms=\"400\"/>"),
+            7,
+            Some("heartbeat-ms"),
+            "must be less than election-min-ms (400)",
+        );
+        refused(
+            &with("<raft election-min-ms=\"50\" election-max-ms=\"60\"/>"),
+            7,
+            Some("election-min-ms"),
+            "heartbeat-ms (100)",
+        );
+    }
+
+    /// Raft values of 0 or of the wrong type are refused.
+    #[test]
+    fn config_raft_type_refused() {
+        refused(
+            &with("<raft snapshot-logs=\"0\"/>"),
+            7,
+            Some("snapshot-logs"),
+            "integer >= 1",
+        );
+        refused(
+            &with("<raft write-timeout-ms=\"5s\"/>"),
+            7,
+            Some("write-timeout-ms"),
+            "\"5s\"",
+        );
+    }
+
+    // --- limits ------------------------------------------------------------
+
+    /// Given <limits> values are read, including the upper caps themselves.
+    #[test]
+    fn config_limits_values_read() {
+        let c = parse(&with(r#"<limits max-ids-per-query="1000000" max-request-bytes="67108864" max-events-per-request="3" max-connections="4"/>"#), "t.xml").unwrap();
+        assert_eq!(
+            c.limits,
+            Limits {
+                max_ids_per_query: 1_000_000,
+                max_request_bytes: 64 << 20,
+                max_events_per_request: 3,
+                max_connections: 4
+            }
+        );
+    }
+
+    /// Any limit of 0 is refused.
+    #[test]
+    fn config_limits_zero_refused() {
+        for field in [
+            "max-ids-per-query",
+            "max-request-bytes",
+            "max-events-per-request",
+            "max-connections",
+        ] {
+            refused(
+                &with(&format!("<limits {field}=\"0\"/>")),
+                7,
+                Some(field),
+                "out of range",
+            );
+        }
+    }
+
+    /// max-request-bytes above 64 MiB and max-ids-per-query above 1,000,000 are refused.
+    #[test]
+    fn config_limits_caps_refused() {
+        refused(
+            &with("<limits max-request-bytes=\"67108865\"/>"),
+            7,
+            Some("max-request-bytes"),
+            "from 1 to 67108864",
+        );
+        refused(
+            &with("<limits max-ids-per-query=\"1000001\"/>"),
+            7,
+            Some("max-ids-per-query"),
+            "from 1 to 1000000",
+        );
+    }
+
+    // --- defaults ----------------------------------------------------------
+
+    /// Without <raft> and <limits> the documented defaults apply.
+    #[test]
+    fn config_defaults_absent_elements() {
+        let c = base();
+        assert_eq!(
+            c.raft,
+            RaftTiming {
+                heartbeat_ms: 100,
+                election_min_ms: 400,
+                election_max_ms: 800,
+                snapshot_logs: 20_000,
+                write_timeout_ms: 5_000
+            }
+        );
+        assert_eq!(
+            c.limits,
+            Limits {
+                max_ids_per_query: 10_000,
+                max_request_bytes: 4_194_304,
+                max_events_per_request: 10_000,
+                max_connections: 1024
+            }
+        );
+    }
+
+    /// Empty <raft/> and <limits/>, or partial ones, default the missing attributes.
+    #[test]
+    fn config_defaults_absent_attributes() {
+        let c = parse(
+            &with("<raft/>").replace("</herald>", "  <limits/>\n</herald>"),
+            "t.xml",
+        )
+        .unwrap();
+        assert_eq!(
+            (c.raft, c.limits),
+            (RaftTiming::default(), Limits::default())
+        );
+        let c = parse(
+            &with("<raft snapshot-logs=\"5\"/>")
+                .replace("</herald>", "  <limits max-connections=\"9\"/>\n</herald>"),
+            "t.xml",
+        )
+        .unwrap();
+        assert_eq!(
+            c.raft,
+            RaftTiming {
+                snapshot_logs: 5,
+                ..RaftTiming::default()
+            }
+        );
+        assert_eq!(
+            c.limits,
+            Limits {
+                max_connections: 9,
+                ..Limits::default()
+            }
+        );
+    }
+
+    // --- overrides ---------------------------------------------------------
+
+    /// Overrides change this node's data dir and ports (and nothing else), and
+    /// each one is reported.
+    #[test]
+    fn config_override_applied_and_reported() {
+        let mut c = base();
+        let lines = c
+            .apply_overrides(&Overrides {
+                data_dir: Some("/tmp/x".into()),
+                sync_port: Some(45676),
+                time_port: Some(45677),
+                publish_port: Some(45678),
+            })
+            .unwrap();
+        assert_eq!(
+            lines,
+            vec![
+                "data-dir overridden: ./d -> /tmp/x",
+                "sync-port of server 1 overridden: 7101 -> 45676",
+                "time-port of server 1 overridden: 7102 -> 45677",
+                "publish-port of server 1 overridden: 7103 -> 45678",
+            ]
+        );
+        assert_eq!(c.data_dir, PathBuf::from("/tmp/x"));
+        assert_eq!(c.this_server().publish_addr(), "127.0.0.1:45678");
+        assert_eq!(c.server(2), base().server(2), "other servers untouched");
+    }
+
+    /// Overrides apply to the node's own entry (node 2 here), not server 1.
+    #[test]
+    fn config_override_targets_this_node() {
+        let mut c = parse(NODE2, "node2.xml").unwrap();
+        let lines = c
+            .apply_overrides(&Overrides {
+                publish_port: Some(45678),
+                ..Overrides::default()
+            })
+            .unwrap();
+        assert_eq!(
+            lines,
+            vec!["publish-port of server 2 overridden: 7203 -> 45678"]
+        );
+        assert_eq!(c.server(2).unwrap().publish_port, 45678);
+        assert_eq!(c.server(1).unwrap().publish_port, 7103);
+    }
+
+    /// No overrides: nothing changes and nothing is reported.
+    #[test]
+    fn config_override_none_is_noop() {
+        let mut c = base();
+        assert!(c.apply_overrides(&Overrides::default()).unwrap().is_empty());
+        assert_eq!(c, base());
+    }
+
+    /// A port override that collides with another server (or this server's
+    /// other port) is refused, naming both, and leaves the config unchanged.
+    #[test]
+    fn config_override_collision_refused() {
+        let mut c = base();
+        let err = c
+            .apply_overrides(&Overrides {
+                publish_port: Some(7203),
+                ..Overrides::default()
+            })
+            .unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            "t.xml: after overrides: <server number=\"1\"> publish-port: duplicate port 7203 (also used by server 2 publish-port)"
+        );
+        assert_eq!(err.field(), Some("publish-port"));
+        assert_eq!(err.line(), None);
+        assert_eq!(c, base(), "unchanged after a refused override");
+        let err = c
+            .apply_overrides(&Overrides {
+                time_port: Some(7101),
+                ..Overrides::default()
+            })
+            .unwrap_err();
+        assert!(err.to_string().contains("duplicate port 7101"), "{err}");
+    }
+
+    /// A port override of 0 or an empty data dir is refused.
+    #[test]
+    fn config_override_invalid_refused() {
+        let mut c = base();
+        let err = c
+            .apply_overrides(&Overrides {
+                sync_port: Some(0),
+                ..Overrides::default()
+            })
+            .unwrap_err();
+        assert_eq!(err.field(), Some("sync-port"));
+        let err = c
+            .apply_overrides(&Overrides {
+                data_dir: Some(PathBuf::new()),
+                ..Overrides::default()
+            })
+            .unwrap_err();
+        assert_eq!(err.field(), Some("data-dir"));
+        assert_eq!(c, base());
+    }
+
+    // --- load --------------------------------------------------------------
+
+    /// load() reads a file and names it as the source.
+    #[test]
+    fn config_load_reads_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("n.xml");
+        std::fs::write(&path, NODE3).unwrap();
+        let c = load(&path).unwrap();
+        assert_eq!(c.source, path.display().to_string());
+        assert_eq!(c.node, 3);
+    }
+
+    /// load() errors name the file: I/O failures and parse failures alike.
+    #[test]
+    fn config_load_errors_name_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let missing = dir.path().join("missing.xml");
+        let err = load(&missing).unwrap_err();
+        assert!(matches!(err, ConfigError::Io { .. }));
+        assert!(
+            err.to_string()
+                .starts_with(&format!("cannot read {}: ", missing.display())),
+            "{err}"
+        );
+        let bad = dir.path().join("bad.xml");
+        std::fs::write(&bad, with("<raft heartbeat-ms=\"x\"/>")).unwrap();
+        let err = load(&bad).unwrap_err();
+        assert!(
+            err.to_string()
+                .starts_with(&format!("{}:7:", bad.display())),
+            "{err}"
+        );
+    }
+}

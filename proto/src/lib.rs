@@ -1,0 +1,15 @@
+//! Generated protobuf and gRPC code of Herald.
+//!
+//! - [`v1`]: the public API (`herald.v1`): `Presence` and `Cluster` services.
+//! - [`raft`]: the internal node-to-node transport (`herald.raft`), served on
+//!   the sync port only.
+
+/// Public API, package `herald.v1`.
+pub mod v1 {
+    tonic::include_proto!("herald.v1");
+}
+
+/// Internal Raft transport, package `herald.raft`.
+pub mod raft {
+    tonic::include_proto!("herald.raft");
+}
