@@ -1166,10 +1166,13 @@ mod tests {
     fn config_shipped_all_files_covered() {
         // file!() is absolute, or relative to the workspace root while tests
         // run in the package directory (node/).
-        let here = [PathBuf::from(file!()), Path::new("..").join(file!())]
-            .into_iter()
-            .find(|p| p.exists())
-            .expect("config.rs found from file!()");
+        let here = [
+            PathBuf::from(file!()),
+            PathBuf::from(format!("../{}", file!())),
+        ]
+        .into_iter()
+        .find(|p| p.exists())
+        .expect("config.rs found from file!()");
         let conf = here.parent().unwrap().join("../../conf");
         let mut found = Vec::new();
         let mut dirs = vec![conf.clone()];
@@ -1371,15 +1374,9 @@ mod tests {
     fn config_missing_element_refused() {
         let no_node = BASE.replace("  <node number=\"1\" data-dir=\"./d\"/>\n", "");
         refused(&no_node, 1, Some("<node>"), "missing required element");
-        let no_servers = format!(
-            "\n<herald cluster=\"c\">\n  <node number=\"1\" data-dir=\"./d\"/>\n</herald>\n"
-        );
-        refused(
-            &no_servers,
-            2,
-            Some("<servers>"),
-            "missing required element",
-        );
+        let no_servers =
+            "\n<herald cluster=\"c\">\n  <node number=\"1\" data-dir=\"./d\"/>\n</herald>\n";
+        refused(no_servers, 2, Some("<servers>"), "missing required element");
     }
 
     /// A missing required attribute is named, at the line of its element.

@@ -1,1 +1,11 @@
+//! heraldd: a status-publish node of a Herald cluster.
+//!
+//! See ARCHITECTURE.md for the bird's-eye view. Entry point: [`app::run`].
 
+pub mod api;
+pub mod app;
+pub mod clock;
+pub mod config;
+pub mod metrics;
+pub mod presence;
+pub mod raft;

@@ -1,0 +1,369 @@
+//! The database under test: real `heraldd` processes, one per node
+//! namespace, each with its own XML config, data dir, log file and (when the
+//! clock nemesis is on) libfaketime timestamp file.
+
+use std::fs::{self, File, OpenOptions};
+use std::io::Write;
+use std::os::fd::AsRawFd;
+use std::os::unix::process::{CommandExt, ExitStatusExt};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use anyhow::{anyhow, Context, Result};
+
+use crate::netns;
+
+pub const SYNC_PORT: u16 = 7101;
+pub const TIME_PORT: u16 = 7102;
+pub const PUBLISH_PORT: u16 = 7103;
+
+/// Where Debian's `faketime` package puts the multi-threaded library.
+pub const FAKETIME_LIBS: [&str; 2] =
+    ["/usr/lib/x86_64-linux-gnu/faketime/libfaketimeMT.so.1", "/usr/lib/aarch64-linux-gnu/faketime/libfaketimeMT.so.1"];
+
+pub fn find_faketime() -> Option<PathBuf> {
+    FAKETIME_LIBS.iter().map(PathBuf::from).find(|p| p.exists())
+}
+
+#[derive(Clone, Debug)]
+pub struct NodeSpec {
+    pub idx: usize,
+    pub number: u32,
+    pub name: String,
+    pub ip: String,
+    pub data_dir: PathBuf,
+    pub config: PathBuf,
+    pub log: PathBuf,
+    pub faketime_file: PathBuf,
+}
+
+#[derive(Clone, Debug)]
+pub struct RaftParams {
+    pub heartbeat_ms: u64,
+    pub election_min_ms: u64,
+    pub election_max_ms: u64,
+    pub snapshot_logs: u64,
+    pub write_timeout_ms: u64,
+}
+
+impl Default for RaftParams {
+    fn default() -> Self {
+        RaftParams { heartbeat_ms: 100, election_min_ms: 400, election_max_ms: 800, snapshot_logs: 20000, write_timeout_ms: 5000 }
+    }
+}
+
+/// The per-node XML configuration (the SUT's documented format).
+pub fn config_xml(me: &NodeSpec, all: &[NodeSpec], raft: &RaftParams) -> String {
+    let mut s = String::new();
+    s.push_str("<herald cluster=\"jepsen\">\n");
+    s.push_str(&format!(
+        "  <node number=\"{}\" data-dir=\"{}\" join=\"false\"/>\n",
+        me.number,
+        xml_escape(&me.data_dir.display().to_string())
+    ));
+    s.push_str("  <servers>\n");
+    for n in all {
+        s.push_str(&format!(
+            "    <server number=\"{}\" host=\"{}\" sync-port=\"{SYNC_PORT}\" time-port=\"{TIME_PORT}\" publish-port=\"{PUBLISH_PORT}\"/>\n",
+            n.number, n.ip
+        ));
+    }
+    s.push_str("  </servers>\n");
+    s.push_str(&format!(
+        "  <raft heartbeat-ms=\"{}\" election-min-ms=\"{}\" election-max-ms=\"{}\" snapshot-logs=\"{}\" write-timeout-ms=\"{}\"/>\n",
+        raft.heartbeat_ms, raft.election_min_ms, raft.election_max_ms, raft.snapshot_logs, raft.write_timeout_ms
+    ));
+    s.push_str("  <limits max-ids-per-query=\"10000\" max-request-bytes=\"4194304\" max-events-per-request=\"10000\" max-connections=\"1024\"/>\n");
+    s.push_str("</herald>\n");
+    s
+}
+
+fn xml_escape(s: &str) -> String {
+    s.replace('&', "&amp;").replace('"', "&quot;").replace('<', "&lt;").replace('>', "&gt;")
+}
+
+/// Formats a clock offset for libfaketime's timestamp file ("+1.500", "-30.000").
+pub fn faketime_offset(offset_ms: i64) -> String {
+    let sign = if offset_ms < 0 { '-' } else { '+' };
+    let a = offset_ms.unsigned_abs();
+    format!("{sign}{}.{:03}", a / 1000, a % 1000)
+}
+
+#[derive(Clone, Debug)]
+pub struct Exit {
+    pub node: String,
+    pub status: String,
+    pub at_ns: u64,
+}
+
+pub struct Db {
+    pub heraldd: PathBuf,
+    pub nodes: Vec<NodeSpec>,
+    procs: Vec<Option<Child>>,
+    paused: Vec<bool>,
+    /// LD_PRELOAD library when the clock nemesis is enabled.
+    pub faketime: Option<PathBuf>,
+    /// Exits we did not cause (crashes), for the report.
+    pub unexpected_exits: Vec<Exit>,
+    /// Nodes whose exit is expected (e.g. removed from the cluster).
+    pub exit_ok: Vec<bool>,
+    start: Instant,
+}
+
+impl Db {
+    pub fn new(heraldd: &Path, dir: &Path, n: usize, raft: &RaftParams, faketime: Option<PathBuf>, start: Instant) -> Result<Db> {
+        let dir = fs::canonicalize(dir)?;
+        let nodes: Vec<NodeSpec> = (0..n)
+            .map(|i| NodeSpec {
+                idx: i,
+                number: i as u32 + 1,
+                name: netns::node_name(i),
+                ip: netns::node_ip(i),
+                data_dir: dir.join(format!("{}-data", netns::node_name(i))),
+                config: dir.join(format!("{}.xml", netns::node_name(i))),
+                log: dir.join(format!("{}.log", netns::node_name(i))),
+                faketime_file: dir.join(format!("{}.faketime", netns::node_name(i))),
+            })
+            .collect();
+        for n in &nodes {
+            fs::create_dir_all(&n.data_dir)?;
+            fs::write(&n.config, config_xml(n, &nodes, raft))?;
+            fs::write(&n.faketime_file, "+0\n")?;
+        }
+        Ok(Db {
+            heraldd: heraldd.to_path_buf(),
+            procs: (0..n).map(|_| None).collect(),
+            paused: vec![false; n],
+            exit_ok: vec![false; n],
+            nodes,
+            faketime,
+            unexpected_exits: Vec::new(),
+            start,
+        })
+    }
+
+    pub fn len(&self) -> usize {
+        self.nodes.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.nodes.is_empty()
+    }
+
+    /// Starts node i inside its namespace. Must be called from the thread
+    /// that lives for the whole test (the children die with it via
+    /// PR_SET_PDEATHSIG, so a harness crash leaves no daemons behind).
+    pub fn start(&mut self, i: usize) -> Result<()> {
+        self.reap();
+        if self.running(i) {
+            return Ok(());
+        }
+        let spec = &self.nodes[i];
+        let ns = netns::open_ns(&netns::node_ns(i))?;
+        let ns_fd = ns.as_raw_fd();
+        let log = OpenOptions::new().create(true).append(true).open(&spec.log)?;
+        let mut marker = log.try_clone()?;
+        writeln!(marker, "==== herald-jepsen: starting {} at +{:.3}s ====", spec.name, self.start.elapsed().as_secs_f64())?;
+        let mut cmd = Command::new(&self.heraldd);
+        cmd.arg("--config").arg(&spec.config).stdin(Stdio::null()).stdout(log.try_clone()?).stderr(log);
+        cmd.env("RUST_BACKTRACE", "1");
+        if let Some(lib) = &self.faketime {
+            cmd.env("LD_PRELOAD", lib)
+                .env("FAKETIME_DONT_FAKE_MONOTONIC", "1")
+                .env("FAKETIME_NO_CACHE", "1")
+                .env("FAKETIME_TIMESTAMP_FILE", &spec.faketime_file);
+        }
+        // SAFETY: only async-signal-safe syscalls between fork and exec.
+        unsafe {
+            cmd.pre_exec(move || {
+                if libc::setns(ns_fd, libc::CLONE_NEWNET) != 0 {
+                    return Err(std::io::Error::last_os_error());
+                }
+                libc::setpgid(0, 0);
+                libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL as libc::c_ulong);
+                Ok(())
+            });
+        }
+        let child = cmd.spawn().with_context(|| format!("spawn {}", self.heraldd.display()))?;
+        drop(ns);
+        self.procs[i] = Some(child);
+        self.paused[i] = false;
+        Ok(())
+    }
+
+    pub fn running(&self, i: usize) -> bool {
+        self.procs[i].is_some()
+    }
+
+    pub fn pid(&self, i: usize) -> Option<i32> {
+        self.procs[i].as_ref().map(|c| c.id() as i32)
+    }
+
+    /// Collects processes that exited on their own; records them as crashes
+    /// unless expected. Returns the indices that died.
+    pub fn reap(&mut self) -> Vec<usize> {
+        let mut dead = Vec::new();
+        for i in 0..self.procs.len() {
+            if let Some(c) = self.procs[i].as_mut() {
+                if let Ok(Some(status)) = c.try_wait() {
+                    self.procs[i] = None;
+                    dead.push(i);
+                    if !self.exit_ok[i] {
+                        self.unexpected_exits.push(Exit {
+                            node: self.nodes[i].name.clone(),
+                            status: describe(status),
+                            at_ns: self.start.elapsed().as_nanos() as u64,
+                        });
+                    }
+                }
+            }
+        }
+        dead
+    }
+
+    fn signal(&self, i: usize, sig: i32) -> bool {
+        match self.pid(i) {
+            // SAFETY: kill(2) on our own child's pid (not yet reaped).
+            Some(pid) => unsafe { libc::kill(pid, sig) == 0 },
+            None => false,
+        }
+    }
+
+    /// SIGKILL and reap. Returns whether it was running.
+    pub fn kill(&mut self, i: usize) -> bool {
+        self.reap();
+        let Some(mut c) = self.procs[i].take() else { return false };
+        let _ = c.kill();
+        let _ = c.wait();
+        self.paused[i] = false;
+        true
+    }
+
+    pub fn pause(&mut self, i: usize) -> bool {
+        if self.signal(i, libc::SIGSTOP) {
+            self.paused[i] = true;
+            true
+        } else {
+            false
+        }
+    }
+
+    pub fn resume(&mut self, i: usize) -> bool {
+        let was = self.paused[i];
+        self.signal(i, libc::SIGCONT);
+        self.paused[i] = false;
+        was
+    }
+
+    pub fn is_paused(&self, i: usize) -> bool {
+        self.paused[i]
+    }
+
+    /// Writes a libfaketime offset for node i (atomically, via rename).
+    pub fn set_clock(&self, i: usize, offset_ms: i64) -> Result<()> {
+        write_atomic(&self.nodes[i].faketime_file, &format!("{}\n", faketime_offset(offset_ms)))
+    }
+
+    /// SIGTERM everyone (after SIGCONT), wait up to `grace`, then SIGKILL.
+    /// Returns the exit status of each node that was running.
+    pub fn stop_all(&mut self, grace: Duration) -> Vec<(String, String)> {
+        self.reap();
+        for i in 0..self.procs.len() {
+            self.exit_ok[i] = true;
+            self.signal(i, libc::SIGCONT);
+            self.signal(i, libc::SIGTERM);
+        }
+        let deadline = Instant::now() + grace;
+        let mut out = Vec::new();
+        for i in 0..self.procs.len() {
+            let Some(mut c) = self.procs[i].take() else { continue };
+            let status = loop {
+                match c.try_wait() {
+                    Ok(Some(s)) => break describe(s),
+                    Ok(None) if Instant::now() < deadline => std::thread::sleep(Duration::from_millis(50)),
+                    _ => {
+                        let _ = c.kill();
+                        break format!("{} (SIGKILL after {grace:?})", c.wait().map(describe).unwrap_or_default());
+                    }
+                }
+            };
+            out.push((self.nodes[i].name.clone(), status));
+        }
+        out
+    }
+}
+
+impl Drop for Db {
+    fn drop(&mut self) {
+        for c in self.procs.iter_mut().flatten() {
+            // SAFETY: kill(2) on our own child.
+            unsafe {
+                libc::kill(c.id() as i32, libc::SIGCONT);
+            }
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+}
+
+fn describe(s: std::process::ExitStatus) -> String {
+    match (s.code(), s.signal()) {
+        (Some(c), _) => format!("exit {c}"),
+        (_, Some(sig)) => format!("signal {sig}"),
+        _ => "unknown".into(),
+    }
+}
+
+pub fn write_atomic(path: &Path, text: &str) -> Result<()> {
+    let tmp = path.with_extension("tmp");
+    let mut f = File::create(&tmp)?;
+    f.write_all(text.as_bytes())?;
+    f.sync_data().ok();
+    fs::rename(&tmp, path).map_err(|e| anyhow!("rename {}: {e}", tmp.display()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn spec(i: usize) -> NodeSpec {
+        NodeSpec {
+            idx: i,
+            number: i as u32 + 1,
+            name: netns::node_name(i),
+            ip: netns::node_ip(i),
+            data_dir: PathBuf::from(format!("/s/n{}-data", i + 1)),
+            config: PathBuf::new(),
+            log: PathBuf::new(),
+            faketime_file: PathBuf::new(),
+        }
+    }
+
+    /// Proves the XML config lists every server with its own address and the
+    /// documented ports, and names this node's number and data dir.
+    #[test]
+    fn db_config_xml_lists_all_servers() {
+        let all: Vec<NodeSpec> = (0..3).map(spec).collect();
+        let x = config_xml(&all[1], &all, &RaftParams::default());
+        assert!(x.starts_with("<herald cluster=\"jepsen\">"));
+        assert!(x.contains("<node number=\"2\" data-dir=\"/s/n2-data\" join=\"false\"/>"));
+        for i in 0..3 {
+            assert!(x.contains(&format!(
+                "<server number=\"{}\" host=\"10.77.0.{}\" sync-port=\"7101\" time-port=\"7102\" publish-port=\"7103\"/>",
+                i + 1,
+                11 + i
+            )));
+        }
+        assert!(x.contains("write-timeout-ms=\"5000\""));
+        assert!(x.trim_end().ends_with("</herald>"));
+    }
+
+    /// Proves clock offsets are written in libfaketime's relative format.
+    #[test]
+    fn db_faketime_offset_format() {
+        assert_eq!(faketime_offset(0), "+0.000");
+        assert_eq!(faketime_offset(1500), "+1.500");
+        assert_eq!(faketime_offset(-30_007), "-30.007");
+    }
+}

@@ -1,0 +1,228 @@
+//! gRPC services of package `herald.v1`: `Presence` and `Cluster`.
+
+use std::pin::Pin;
+use std::sync::Arc;
+
+use futures::Stream;
+use herald_proto::v1 as pb;
+use herald_proto::v1::cluster_client::ClusterClient;
+use tokio_stream::StreamExt;
+use tonic::transport::Channel;
+use tonic::{Request, Response, Status, Streaming};
+
+use super::{Api, ApiError, Consistency, MembershipOp, MembershipResult, NodeView};
+use crate::presence::{Event, QueryResult};
+
+/// Requests of one stream being worked on at once: responses keep request
+/// order, so more would only buffer.
+const STREAM_RESPONSE_BUFFER: usize = 16;
+
+pub struct PresenceService {
+    pub api: Arc<Api>,
+}
+
+pub struct ClusterService {
+    pub api: Arc<Api>,
+}
+
+fn event_from_pb(i: usize, e: pb::PresenceEvent) -> Result<Event, ApiError> {
+    use pb::presence_event::Kind;
+    let kind = Kind::try_from(e.kind).unwrap_or(Kind::Unspecified);
+    let ext = e.ext.into_iter().collect();
+    Ok(match kind {
+        Kind::Login => Event::Login { uid: e.uid, sid: e.sid, client: e.client, accepts_strangers: e.accepts_strangers, ext },
+        Kind::Logout => Event::Logout { uid: e.uid, sid: e.sid, client: e.client, ext },
+        Kind::Permission => Event::Permission {
+            uid: e.uid,
+            sid: e.sid,
+            accepts_strangers: e
+                .accepts_strangers
+                .ok_or_else(|| ApiError::bad("invalid_event", format!("event {i}: permission needs accepts_strangers")))?,
+            ext,
+        },
+        Kind::Unspecified => return Err(ApiError::bad("invalid_event", format!("event {i}: kind is required"))),
+    })
+}
+
+fn consistency_from_pb(c: i32) -> Consistency {
+    match pb::Consistency::try_from(c) {
+        Ok(pb::Consistency::Local) => Consistency::Local,
+        _ => Consistency::Linearizable,
+    }
+}
+
+fn query_to_pb(q: QueryResult) -> pb::QueryResponse {
+    pb::QueryResponse {
+        revision: q.revision,
+        users: q
+            .users
+            .into_iter()
+            .map(|r| pb::UserPresence {
+                online: r.online(),
+                uid: r.uid,
+                sid: r.sid,
+                clients: r.clients.into_iter().collect(),
+                accepts_strangers: r.accepts_strangers,
+                ext: r.ext.into_iter().collect(),
+                changed_at_ms: r.changed_at_ms,
+                revision: r.revision,
+            })
+            .collect(),
+        unknown: q.unknown,
+        unknown_sids: q.unknown_sids,
+    }
+}
+
+impl PresenceService {
+    async fn push(&self, req: pb::PushEventsRequest) -> Result<pb::PushEventsResponse, ApiError> {
+        let events = req.events.into_iter().enumerate().map(|(i, e)| event_from_pb(i, e)).collect::<Result<Vec<_>, _>>()?;
+        Ok(pb::PushEventsResponse { revision: self.api.push_events(events).await? })
+    }
+
+    async fn query(&self, req: pb::QueryRequest) -> Result<pb::QueryResponse, ApiError> {
+        let q = self.api.query(&req.uids, &req.sids, consistency_from_pb(req.consistency)).await?;
+        Ok(query_to_pb(q))
+    }
+}
+
+type RespStream<T> = Pin<Box<dyn Stream<Item = Result<T, Status>> + Send + 'static>>;
+
+/// Runs `f` on each request of a stream, in order, answering each.
+fn map_stream<Req, Resp, F, Fut>(svc: Arc<PresenceService>, input: Streaming<Req>, f: F) -> RespStream<Resp>
+where
+    Req: Send + 'static,
+    Resp: Send + 'static,
+    F: Fn(Arc<PresenceService>, Req) -> Fut + Send + Sync + 'static,
+    Fut: std::future::Future<Output = Result<Resp, ApiError>> + Send,
+{
+    let (tx, rx) = tokio::sync::mpsc::channel(STREAM_RESPONSE_BUFFER);
+    tokio::spawn(async move {
+        let mut input = input;
+        while let Some(item) = input.next().await {
+            let out = match item {
+                Ok(req) => f(svc.clone(), req).await.map_err(|e| e.to_grpc()),
+                Err(s) => Err(s),
+            };
+            if tx.send(out).await.is_err() {
+                break;
+            }
+        }
+    });
+    Box::pin(tokio_stream::wrappers::ReceiverStream::new(rx))
+}
+
+/// Wraps the service so streaming methods can share it.
+pub struct PresenceGrpc(pub Arc<PresenceService>);
+
+#[tonic::async_trait]
+impl pb::presence_server::Presence for PresenceGrpc {
+    async fn push_events(&self, req: Request<pb::PushEventsRequest>) -> Result<Response<pb::PushEventsResponse>, Status> {
+        self.0.push(req.into_inner()).await.map(Response::new).map_err(|e| e.to_grpc())
+    }
+
+    type PushEventsStreamStream = RespStream<pb::PushEventsResponse>;
+
+    async fn push_events_stream(
+        &self,
+        req: Request<Streaming<pb::PushEventsRequest>>,
+    ) -> Result<Response<Self::PushEventsStreamStream>, Status> {
+        Ok(Response::new(map_stream(self.0.clone(), req.into_inner(), |s, r| async move { s.push(r).await })))
+    }
+
+    async fn query(&self, req: Request<pb::QueryRequest>) -> Result<Response<pb::QueryResponse>, Status> {
+        self.0.query(req.into_inner()).await.map(Response::new).map_err(|e| e.to_grpc())
+    }
+
+    type QueryStreamStream = RespStream<pb::QueryResponse>;
+
+    async fn query_stream(&self, req: Request<Streaming<pb::QueryRequest>>) -> Result<Response<Self::QueryStreamStream>, Status> {
+        Ok(Response::new(map_stream(self.0.clone(), req.into_inner(), |s, r| async move { s.query(r).await })))
+    }
+}
+
+pub fn node_view_from_pb(n: pb::NodeStatus) -> NodeView {
+    NodeView { number: n.number, sync: n.sync, publish: n.publish, role: n.role, healthy: n.healthy, matched_index: n.matched_index }
+}
+
+fn node_view_to_pb(n: NodeView) -> pb::NodeStatus {
+    pb::NodeStatus { number: n.number, sync: n.sync, publish: n.publish, role: n.role, healthy: n.healthy, matched_index: n.matched_index }
+}
+
+/// A client of another node's public Cluster service.
+pub async fn cluster_client(publish_addr: &str) -> Result<ClusterClient<Channel>, tonic::transport::Error> {
+    let ch = tonic::transport::Endpoint::from_shared(format!("http://{publish_addr}"))?
+        .connect_timeout(std::time::Duration::from_millis(500))
+        .connect()
+        .await?;
+    Ok(ClusterClient::new(ch))
+}
+
+/// Sends a membership change to the leader's publish port.
+pub async fn forward_membership(addr: &str, op: MembershipOp) -> Result<MembershipResult, ApiError> {
+    let unavailable = |e: String| ApiError::Cluster(crate::raft::ClusterError::Unavailable(e));
+    let mut c = cluster_client(addr).await.map_err(|e| unavailable(e.to_string()))?;
+    let r = match op {
+        MembershipOp::AddLearner { number, sync, publish } => c.add_learner(pb::AddLearnerRequest { number, sync, publish }).await,
+        MembershipOp::Promote { number } => c.promote(pb::PromoteRequest { number }).await,
+        MembershipOp::Remove { number } => c.remove(pb::RemoveRequest { number }).await,
+    };
+    match r {
+        Ok(r) => {
+            let r = r.into_inner();
+            Ok(MembershipResult { revision: r.revision, nodes: r.nodes.into_iter().map(node_view_from_pb).collect() })
+        }
+        Err(s) => Err(status_to_api(s)),
+    }
+}
+
+/// Turns a gRPC error from another node back into our error (by its code).
+fn status_to_api(s: Status) -> ApiError {
+    use crate::raft::ClusterError as C;
+    let code = s.metadata().get("x-herald-code").and_then(|v| v.to_str().ok()).unwrap_or("").to_string();
+    let msg = s.message().to_string();
+    match code.as_str() {
+        "no_leader" => ApiError::Cluster(C::NoLeader),
+        "timeout" => ApiError::Cluster(C::Timeout),
+        "membership_refused" => ApiError::Cluster(C::Membership(msg)),
+        "unknown_node" => ApiError::NotFound(msg),
+        "missing_address" => ApiError::bad("missing_address", msg),
+        _ => ApiError::Cluster(C::Unavailable(msg)),
+    }
+}
+
+fn membership_to_pb(r: MembershipResult) -> pb::MembershipResponse {
+    pb::MembershipResponse { revision: r.revision, nodes: r.nodes.into_iter().map(node_view_to_pb).collect() }
+}
+
+#[tonic::async_trait]
+impl pb::cluster_server::Cluster for ClusterService {
+    async fn status(&self, _req: Request<pb::StatusRequest>) -> Result<Response<pb::StatusResponse>, Status> {
+        let v = self.api.cluster_view().await;
+        Ok(Response::new(pb::StatusResponse {
+            cluster: v.cluster,
+            node: v.node,
+            leader: v.leader,
+            term: v.term,
+            commit_index: v.commit_index,
+            applied_index: v.applied_index,
+            nodes: v.nodes.into_iter().map(node_view_to_pb).collect(),
+            state: v.state,
+        }))
+    }
+
+    async fn add_learner(&self, req: Request<pb::AddLearnerRequest>) -> Result<Response<pb::MembershipResponse>, Status> {
+        let r = req.into_inner();
+        let op = MembershipOp::AddLearner { number: r.number, sync: r.sync, publish: r.publish };
+        self.api.membership(op).await.map(|r| Response::new(membership_to_pb(r))).map_err(|e| e.to_grpc())
+    }
+
+    async fn promote(&self, req: Request<pb::PromoteRequest>) -> Result<Response<pb::MembershipResponse>, Status> {
+        let op = MembershipOp::Promote { number: req.into_inner().number };
+        self.api.membership(op).await.map(|r| Response::new(membership_to_pb(r))).map_err(|e| e.to_grpc())
+    }
+
+    async fn remove(&self, req: Request<pb::RemoveRequest>) -> Result<Response<pb::MembershipResponse>, Status> {
+        let op = MembershipOp::Remove { number: req.into_inner().number };
+        self.api.membership(op).await.map(|r| Response::new(membership_to_pb(r))).map_err(|e| e.to_grpc())
+    }
+}

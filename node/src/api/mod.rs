@@ -1,0 +1,328 @@
+//! The public API: HTTP/JSON ([`http`]) and gRPC ([`grpc`]) on one publish
+//! port, both thin adapters over [`Api`], which holds the request logic,
+//! the limits and the error codes.
+
+pub mod grpc;
+pub mod http;
+
+use std::sync::Arc;
+use std::time::Instant;
+
+use serde::{Deserialize, Serialize};
+
+use crate::config::Limits;
+use crate::metrics::{CodeLabel, ConsistencyLabel, Metrics};
+use crate::presence::{Event, EventError, QueryResult};
+use crate::raft::{ClusterError, RaftNode};
+
+/// An error answered to a client: a stable code, an HTTP status, a message.
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum ApiError {
+    #[error("{message}")]
+    BadRequest { code: &'static str, message: String },
+    #[error("request body larger than the {limit} byte limit")]
+    TooLarge { limit: usize },
+    #[error("{0}")]
+    NotFound(String),
+    #[error(transparent)]
+    Cluster(#[from] ClusterError),
+}
+
+impl From<EventError> for ApiError {
+    fn from(e: EventError) -> Self {
+        ApiError::BadRequest { code: "invalid_event", message: e.to_string() }
+    }
+}
+
+impl ApiError {
+    pub fn bad(code: &'static str, message: impl Into<String>) -> Self {
+        ApiError::BadRequest { code, message: message.into() }
+    }
+
+    /// Stable snake_case code.
+    pub fn code(&self) -> &'static str {
+        match self {
+            ApiError::BadRequest { code, .. } => code,
+            ApiError::TooLarge { .. } => "payload_too_large",
+            ApiError::NotFound(_) => "not_found",
+            ApiError::Cluster(e) => e.code(),
+        }
+    }
+
+    /// HTTP status for the code.
+    pub fn http_status(&self) -> u16 {
+        match self {
+            ApiError::BadRequest { .. } => 400,
+            ApiError::TooLarge { .. } => 413,
+            ApiError::NotFound(_) => 404,
+            ApiError::Cluster(e) => match e {
+                ClusterError::NoLeader | ClusterError::NotLeader(_) | ClusterError::Unavailable(_) => 503,
+                ClusterError::Timeout => 504,
+                ClusterError::Membership(_) => 409,
+                ClusterError::UnknownNode(_) => 404,
+                ClusterError::Internal(_) => 500,
+            },
+        }
+    }
+
+    /// gRPC status; the stable code travels in the `x-herald-code` metadata.
+    pub fn to_grpc(&self) -> tonic::Status {
+        use tonic::Code;
+        let code = match self.http_status() {
+            400 => Code::InvalidArgument,
+            413 => Code::ResourceExhausted,
+            404 => Code::NotFound,
+            409 => Code::FailedPrecondition,
+            503 => Code::Unavailable,
+            504 => Code::DeadlineExceeded,
+            _ => Code::Internal,
+        };
+        let mut s = tonic::Status::new(code, format!("{}: {}", self.code(), self));
+        if let Ok(v) = self.code().parse() {
+            s.metadata_mut().insert("x-herald-code", v);
+        }
+        s
+    }
+}
+
+/// Read consistency of a query.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(rename_all = "snake_case")]
+pub enum Consistency {
+    /// Read-index confirmed by the leader, then served from the local state
+    /// once applied: reflects every write acknowledged before the query.
+    #[default]
+    Linearizable,
+    /// This node's current state, no round trip; may be stale.
+    Local,
+}
+
+impl Consistency {
+    fn label(self) -> &'static str {
+        match self {
+            Consistency::Linearizable => "linearizable",
+            Consistency::Local => "local",
+        }
+    }
+
+    pub fn parse(s: &str) -> Result<Self, ApiError> {
+        match s {
+            "linearizable" | "" => Ok(Consistency::Linearizable),
+            "local" => Ok(Consistency::Local),
+            other => Err(ApiError::bad("invalid_consistency", format!("consistency must be linearizable or local, not {other:?}"))),
+        }
+    }
+}
+
+/// The request logic shared by HTTP and gRPC.
+pub struct Api {
+    pub cluster: String,
+    /// The XML server list, to resolve addresses of `add-learner` by number.
+    pub servers: Vec<crate::config::Server>,
+    pub node: Arc<RaftNode>,
+    pub limits: Limits,
+    pub metrics: Arc<Metrics>,
+}
+
+impl Api {
+    fn count_error(&self, e: &ApiError) {
+        self.metrics.errors.get_or_create(&CodeLabel { code: e.code() }).inc();
+    }
+
+    /// Validates and commits a batch of events; returns the revision.
+    #[tracing::instrument(level = "debug", skip_all, fields(events = events.len()))]
+    pub async fn push_events(&self, events: Vec<Event>) -> Result<u64, ApiError> {
+        let start = Instant::now();
+        let r = self.push_inner(events).await;
+        match &r {
+            Ok(_) => {
+                self.metrics.write_requests.inc();
+                self.metrics.write_seconds.observe(start.elapsed().as_secs_f64());
+            }
+            Err(e) => self.count_error(e),
+        }
+        r
+    }
+
+    async fn push_inner(&self, events: Vec<Event>) -> Result<u64, ApiError> {
+        if events.is_empty() {
+            return Err(ApiError::bad("no_events", "events must not be empty"));
+        }
+        let max = self.limits.max_events_per_request;
+        if events.len() > max {
+            return Err(ApiError::bad("too_many_events", format!("{} events; at most {max} per request", events.len())));
+        }
+        for (i, e) in events.iter().enumerate() {
+            e.validate(i)?;
+        }
+        let n = events.len() as u64;
+        let rev = self.node.write(events).await?;
+        self.metrics.write_events.inc_by(n);
+        Ok(rev)
+    }
+
+    /// Answers a batch query at the given consistency.
+    #[tracing::instrument(level = "debug", skip_all, fields(uids = uids.len(), sids = sids.len(), ?consistency))]
+    pub async fn query(&self, uids: &[String], sids: &[u64], consistency: Consistency) -> Result<QueryResult, ApiError> {
+        let start = Instant::now();
+        let r = self.query_inner(uids, sids, consistency).await;
+        match &r {
+            Ok(_) => {
+                let l = ConsistencyLabel { consistency: consistency.label() };
+                self.metrics.queries.get_or_create(&l).inc();
+                self.metrics.query_ids.inc_by((uids.len() + sids.len()) as u64);
+                self.metrics.query_seconds.get_or_create(&l).observe(start.elapsed().as_secs_f64());
+            }
+            Err(e) => self.count_error(e),
+        }
+        r
+    }
+
+    async fn query_inner(&self, uids: &[String], sids: &[u64], consistency: Consistency) -> Result<QueryResult, ApiError> {
+        let n = uids.len() + sids.len();
+        let max = self.limits.max_ids_per_query;
+        if n > max {
+            return Err(ApiError::bad("too_many_ids", format!("{n} ids; at most {max} per query")));
+        }
+        if consistency == Consistency::Linearizable {
+            self.node.read_barrier().await?;
+        }
+        let st = self.node.state();
+        let st = st.read().expect("state lock");
+        Ok(st.query(uids, sids))
+    }
+
+    /// The cluster as a person wants to see it: this node's view, with
+    /// member health taken from the leader when this node is a follower.
+    pub async fn cluster_view(&self) -> ClusterView {
+        let st = self.node.status();
+        let mut nodes: Vec<NodeView> = st
+            .members
+            .iter()
+            .map(|m| NodeView {
+                number: m.number,
+                sync: m.sync.clone(),
+                publish: m.publish.clone(),
+                role: m.role.clone(),
+                healthy: m.healthy.unwrap_or(false),
+                matched_index: m.matched_index,
+            })
+            .collect();
+        if !self.node.is_leader() {
+            if let Some(leader_view) = self.leader_health().await {
+                for n in &mut nodes {
+                    if n.number == self.node.id {
+                        continue;
+                    }
+                    if let Some(l) = leader_view.iter().find(|l| l.number == n.number) {
+                        n.healthy = l.healthy;
+                        n.matched_index = l.matched_index;
+                    }
+                }
+            }
+        }
+        ClusterView {
+            cluster: self.cluster.clone(),
+            node: st.node,
+            state: st.state,
+            leader: st.leader,
+            term: st.term,
+            last_log_index: st.last_log_index,
+            commit_index: st.commit_index,
+            applied_index: st.applied_index,
+            snapshot_index: st.snapshot_index,
+            nodes,
+        }
+    }
+
+    /// Member health as the leader sees it (short timeout; None if unknown).
+    async fn leader_health(&self) -> Option<Vec<NodeView>> {
+        let (_, addr) = self.node.leader_publish_addr()?;
+        let fut = async {
+            let mut c = grpc::cluster_client(&addr).await.ok()?;
+            let r = c.status(herald_proto::v1::StatusRequest {}).await.ok()?.into_inner();
+            Some(r.nodes.into_iter().map(grpc::node_view_from_pb).collect::<Vec<_>>())
+        };
+        tokio::time::timeout(std::time::Duration::from_millis(500), fut).await.ok().flatten()
+    }
+
+    /// Runs a membership change on the leader: locally, or through the
+    /// leader's public Cluster service.
+    pub async fn membership(&self, op: MembershipOp) -> Result<MembershipResult, ApiError> {
+        let r = self.membership_inner(op).await;
+        if let Err(e) = &r {
+            self.count_error(e);
+        }
+        r
+    }
+
+    async fn membership_inner(&self, mut op: MembershipOp) -> Result<MembershipResult, ApiError> {
+        // Addresses left out of add-learner come from the XML server list.
+        if let MembershipOp::AddLearner { number, sync, publish } = &mut op {
+            if let Some(s) = self.servers.iter().find(|s| s.number == *number) {
+                if sync.is_empty() {
+                    *sync = s.sync_addr();
+                }
+                if publish.is_empty() {
+                    *publish = s.publish_addr();
+                }
+            }
+        }
+        if !self.node.is_leader() {
+            let (_, addr) = self.node.leader_publish_addr().ok_or(ClusterError::NoLeader)?;
+            return grpc::forward_membership(&addr, op).await;
+        }
+        let revision = match op {
+            MembershipOp::AddLearner { number, sync, publish } => {
+                if sync.is_empty() || publish.is_empty() {
+                    return Err(ApiError::bad("missing_address", "add-learner needs sync and publish addresses"));
+                }
+                self.node.add_learner(number, sync, publish).await?
+            }
+            MembershipOp::Promote { number } => self.node.promote(number).await?,
+            MembershipOp::Remove { number } => self.node.remove(number).await?,
+        };
+        Ok(MembershipResult { revision, nodes: self.cluster_view().await.nodes })
+    }
+}
+
+/// A membership change.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum MembershipOp {
+    AddLearner { number: u64, sync: String, publish: String },
+    Promote { number: u64 },
+    Remove { number: u64 },
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct MembershipResult {
+    pub revision: u64,
+    pub nodes: Vec<NodeView>,
+}
+
+/// One member in `GET /v1/cluster`.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct NodeView {
+    pub number: u64,
+    pub sync: String,
+    pub publish: String,
+    pub role: String,
+    pub healthy: bool,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub matched_index: Option<u64>,
+}
+
+/// The body of `GET /v1/cluster`.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct ClusterView {
+    pub cluster: String,
+    pub node: u64,
+    pub state: String,
+    pub leader: Option<u64>,
+    pub term: u64,
+    pub last_log_index: u64,
+    pub commit_index: u64,
+    pub applied_index: u64,
+    pub snapshot_index: Option<u64>,
+    pub nodes: Vec<NodeView>,
+}

@@ -1,0 +1,207 @@
+//! The node as a whole: binds the sync and publish ports, starts Raft, serves
+//! until the shutdown future resolves, then stops in order.
+
+use std::future::Future;
+use std::io;
+use std::net::SocketAddr;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+
+use axum::Router;
+use herald_proto::raft::raft_internal_server::RaftInternalServer;
+use herald_proto::v1::cluster_server::ClusterServer;
+use herald_proto::v1::presence_server::PresenceServer;
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
+
+use crate::api::grpc::{ClusterService, PresenceGrpc, PresenceService};
+use crate::api::{http, Api};
+use crate::clock::ClusterClock;
+use crate::config::Config;
+use crate::metrics::Metrics;
+use crate::raft::network::MAX_RAFT_MESSAGE_BYTES;
+use crate::raft::service::RaftService;
+use crate::raft::RaftNode;
+
+/// Connections the sync port accepts at once: peers open a few each.
+const MAX_SYNC_CONNECTIONS: usize = 256;
+
+/// Shared handles of a running node.
+pub struct App {
+    pub config: Config,
+    pub node: Arc<RaftNode>,
+    pub api: Arc<Api>,
+}
+
+/// Runs a node until `shutdown` resolves.
+pub async fn run(config: Config, shutdown: impl Future<Output = ()> + Send + 'static) -> anyhow::Result<()> {
+    let me = config.this_server().clone();
+    // Bind first: a port in use is reported before anything starts.
+    let sync_l = TcpListener::bind(me.sync_addr()).await.map_err(|e| anyhow::anyhow!("cannot bind sync-port {}: {e}", me.sync_addr()))?;
+    let pub_l = TcpListener::bind(me.publish_addr())
+        .await
+        .map_err(|e| anyhow::anyhow!("cannot bind publish-port {}: {e}", me.publish_addr()))?;
+
+    let clock = Arc::new(ClusterClock::new());
+    let node = RaftNode::start(&config, clock).await?;
+    let metrics = Arc::new(Metrics::new());
+    let api = Arc::new(Api {
+        cluster: config.cluster.clone(),
+        servers: config.servers.clone(),
+        node: node.clone(),
+        limits: config.limits.clone(),
+        metrics,
+    });
+    let app = App { config, node, api };
+    tracing::info!(
+        cluster = %app.config.cluster,
+        node = app.config.node,
+        sync = %me.sync_addr(),
+        publish = %me.publish_addr(),
+        data_dir = %app.config.data_dir.display(),
+        "heraldd serving"
+    );
+
+    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+    let stopped = move || {
+        let mut rx = stop_rx.clone();
+        async move {
+            let _ = rx.wait_for(|s| *s).await;
+        }
+    };
+
+    let raft_svc = RaftInternalServer::new(RaftService { node: app.node.clone() })
+        .max_decoding_message_size(MAX_RAFT_MESSAGE_BYTES)
+        .max_encoding_message_size(MAX_RAFT_MESSAGE_BYTES);
+    let sync_incoming = LimitedListener::new(sync_l, MAX_SYNC_CONNECTIONS);
+    let sync_task = tokio::spawn(
+        tonic::transport::Server::builder()
+            .tcp_nodelay(true)
+            .add_service(raft_svc)
+            .serve_with_incoming_shutdown(sync_incoming.into_stream(), stopped()),
+    );
+
+    let router = publish_router(&app.api);
+    let pub_incoming = LimitedListener::new(pub_l, app.config.limits.max_connections);
+    let pub_server = axum::serve(pub_incoming, router).with_graceful_shutdown(stopped());
+    let pub_task = tokio::spawn(async move { pub_server.await });
+
+    shutdown.await;
+    tracing::info!("shutting down");
+    let _ = stop_tx.send(true);
+    // In-flight requests get a bounded time to finish.
+    let grace = std::time::Duration::from_secs(5);
+    let _ = tokio::time::timeout(grace, pub_task).await;
+    let _ = tokio::time::timeout(grace, sync_task).await;
+    app.node.shutdown().await;
+    tracing::info!("stopped");
+    Ok(())
+}
+
+/// HTTP routes plus the two public gRPC services, on one port.
+pub fn publish_router(api: &Arc<Api>) -> Router {
+    let limit = api.limits.max_request_bytes;
+    let presence = PresenceServer::new(PresenceGrpc(Arc::new(PresenceService { api: api.clone() })))
+        .max_decoding_message_size(limit)
+        .max_encoding_message_size(64 << 20);
+    let cluster = ClusterServer::new(ClusterService { api: api.clone() });
+    let grpc = tonic::service::Routes::new(presence).add_service(cluster);
+    http::router(api.clone())
+        .route_service("/herald.v1.Presence/{*method}", grpc.clone())
+        .route_service("/herald.v1.Cluster/{*method}", grpc)
+}
+
+/// A TCP listener that holds at most `max` connections open: accepting waits
+/// for a free slot (back-pressure, as in mini-redis).
+pub struct LimitedListener {
+    inner: TcpListener,
+    slots: Arc<Semaphore>,
+}
+
+impl LimitedListener {
+    pub fn new(inner: TcpListener, max: usize) -> Self {
+        LimitedListener { inner, slots: Arc::new(Semaphore::new(max)) }
+    }
+
+    async fn next(&mut self) -> (LimitedStream, SocketAddr) {
+        let permit = self.slots.clone().acquire_owned().await.expect("semaphore never closed");
+        loop {
+            match self.inner.accept().await {
+                Ok((s, a)) => {
+                    let _ = s.set_nodelay(true);
+                    return (LimitedStream { inner: s, _permit: permit }, a);
+                }
+                Err(e) => {
+                    // EMFILE and friends: wait rather than spin.
+                    tracing::warn!(error = %e, "accept failed");
+                    tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+                }
+            }
+        }
+    }
+
+    /// As a stream of connections, for tonic.
+    fn into_stream(self) -> impl tokio_stream::Stream<Item = io::Result<LimitedStream>> {
+        futures::stream::unfold(self, |mut l| async move {
+            let (s, _) = l.next().await;
+            Some((Ok(s), l))
+        })
+    }
+}
+
+impl axum::serve::Listener for LimitedListener {
+    type Io = LimitedStream;
+    type Addr = SocketAddr;
+
+    async fn accept(&mut self) -> (Self::Io, Self::Addr) {
+        self.next().await
+    }
+
+    fn local_addr(&self) -> io::Result<Self::Addr> {
+        self.inner.local_addr()
+    }
+}
+
+/// A connection holding its slot until dropped.
+pub struct LimitedStream {
+    inner: TcpStream,
+    _permit: OwnedSemaphorePermit,
+}
+
+impl tonic::transport::server::Connected for LimitedStream {
+    type ConnectInfo = tonic::transport::server::TcpConnectInfo;
+
+    fn connect_info(&self) -> Self::ConnectInfo {
+        self.inner.connect_info()
+    }
+}
+
+impl AsyncRead for LimitedStream {
+    fn poll_read(mut self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &mut ReadBuf<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.inner).poll_read(cx, buf)
+    }
+}
+
+impl AsyncWrite for LimitedStream {
+    fn poll_write(mut self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &[u8]) -> Poll<io::Result<usize>> {
+        Pin::new(&mut self.inner).poll_write(cx, buf)
+    }
+
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.inner).poll_flush(cx)
+    }
+
+    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.inner).poll_shutdown(cx)
+    }
+
+    fn poll_write_vectored(mut self: Pin<&mut Self>, cx: &mut Context<'_>, bufs: &[io::IoSlice<'_>]) -> Poll<io::Result<usize>> {
+        Pin::new(&mut self.inner).poll_write_vectored(cx, bufs)
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        self.inner.is_write_vectored()
+    }
+}

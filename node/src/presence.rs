@@ -1,0 +1,387 @@
+//! The presence domain: events from a status pool, the per-user record, and the
+//! deterministic state they build (MISSION P1, P2).
+//!
+//! Nothing here does I/O or reads a clock: the leader stamps cluster time into
+//! every [`Command`], and [`PresenceState::apply`] only uses what the command
+//! carries plus the log index it was committed at. Every replica that applies
+//! the same commands in the same order ends in the same state.
+
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+
+use serde::{Deserialize, Serialize};
+
+/// Longest uid accepted, in bytes: ids are keys in every replica's memory and
+/// on disk, so they stay short.
+pub const MAX_UID_BYTES: usize = 128;
+/// Longest client type name, in bytes.
+pub const MAX_CLIENT_BYTES: usize = 64;
+/// Most ext entries one event may carry, and one user may hold.
+pub const MAX_EXT_ENTRIES: usize = 32;
+/// Longest ext key or value, in bytes.
+pub const MAX_EXT_BYTES: usize = 1024;
+
+/// Free key/values carried by an event and kept on the user's record.
+pub type Ext = BTreeMap<String, String>;
+
+/// One event of the status pool's interface: `UserLogin`, `UserLogout`,
+/// `PermissionChanged`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Event {
+    /// The user came online on `client`.
+    Login { uid: String, sid: u64, client: String, accepts_strangers: Option<bool>, ext: Ext },
+    /// The user went offline on `client`.
+    Logout { uid: String, sid: u64, client: String, ext: Ext },
+    /// The user changed whether strangers may open sessions with it.
+    Permission { uid: String, sid: u64, accepts_strangers: bool, ext: Ext },
+}
+
+/// Why an event was refused before it reached the log.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum EventError {
+    #[error("event {index}: uid must be 1..={MAX_UID_BYTES} bytes")]
+    BadUid { index: usize },
+    #[error("event {index}: client must be 1..={MAX_CLIENT_BYTES} bytes")]
+    BadClient { index: usize },
+    #[error("event {index}: at most {MAX_EXT_ENTRIES} ext entries of at most {MAX_EXT_BYTES} bytes each")]
+    BadExt { index: usize },
+}
+
+impl Event {
+    pub fn uid(&self) -> &str {
+        match self {
+            Event::Login { uid, .. } | Event::Logout { uid, .. } | Event::Permission { uid, .. } => uid,
+        }
+    }
+
+    fn ext(&self) -> &Ext {
+        match self {
+            Event::Login { ext, .. } | Event::Logout { ext, .. } | Event::Permission { ext, .. } => ext,
+        }
+    }
+
+    /// Checks the bounds of one event; `index` is its place in the request.
+    pub fn validate(&self, index: usize) -> Result<(), EventError> {
+        let uid = self.uid();
+        if uid.is_empty() || uid.len() > MAX_UID_BYTES {
+            return Err(EventError::BadUid { index });
+        }
+        if let Event::Login { client, .. } | Event::Logout { client, .. } = self {
+            if client.is_empty() || client.len() > MAX_CLIENT_BYTES {
+                return Err(EventError::BadClient { index });
+            }
+        }
+        let ext = self.ext();
+        if ext.len() > MAX_EXT_ENTRIES
+            || ext.iter().any(|(k, v)| k.is_empty() || k.len() > MAX_EXT_BYTES || v.len() > MAX_EXT_BYTES)
+        {
+            return Err(EventError::BadExt { index });
+        }
+        Ok(())
+    }
+}
+
+/// A batch of events as it is written to the Raft log: the leader stamps the
+/// cluster time once for the whole batch.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Command {
+    /// Cluster time in ms since the Unix epoch, stamped by the leader.
+    pub at_ms: u64,
+    pub events: Vec<Event>,
+}
+
+impl std::fmt::Display for Command {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "Command(at_ms={}, events={})", self.at_ms, self.events.len())
+    }
+}
+
+/// The presence record of one user (MISSION P2).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Record {
+    pub uid: String,
+    pub sid: u64,
+    /// Client types the user is online on; online = not empty.
+    pub clients: BTreeSet<String>,
+    pub accepts_strangers: bool,
+    pub ext: Ext,
+    /// Cluster time of the last change.
+    pub changed_at_ms: u64,
+    /// Log index of the last change.
+    pub revision: u64,
+}
+
+impl Record {
+    pub fn online(&self) -> bool {
+        !self.clients.is_empty()
+    }
+
+    fn new(uid: &str, sid: u64) -> Self {
+        Record {
+            uid: uid.to_owned(),
+            sid,
+            clients: BTreeSet::new(),
+            accepts_strangers: true,
+            ext: Ext::new(),
+            changed_at_ms: 0,
+            revision: 0,
+        }
+    }
+}
+
+/// All presence records plus the sid index. Deterministic: see module docs.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct PresenceState {
+    users: HashMap<String, Record>,
+    by_sid: HashMap<u64, String>,
+    /// Log index of the last applied entry (any kind).
+    applied: u64,
+}
+
+impl PresenceState {
+    /// Builds a state from stored records and sid index (start-up, snapshot
+    /// install). The sid index is stored, not derived, so that which user a
+    /// reused sid points at is the same on every replica.
+    pub fn from_parts(
+        records: impl IntoIterator<Item = Record>,
+        sids: impl IntoIterator<Item = (u64, String)>,
+        applied: u64,
+    ) -> Self {
+        let mut s = PresenceState { applied, ..Default::default() };
+        for r in records {
+            s.users.insert(r.uid.clone(), r);
+        }
+        s.by_sid.extend(sids);
+        s
+    }
+
+    /// The sid index: which uid each sid resolves to.
+    pub fn sid_index(&self) -> impl Iterator<Item = (u64, &str)> {
+        self.by_sid.iter().map(|(s, u)| (*s, u.as_str()))
+    }
+
+    /// The uid a sid resolves to.
+    pub fn sid_owner(&self, sid: u64) -> Option<&str> {
+        self.by_sid.get(&sid).map(|s| s.as_str())
+    }
+
+    /// Applies a committed command at log index `revision`; returns the uids
+    /// and sids it changed so that the caller can persist exactly those.
+    pub fn apply(&mut self, cmd: &Command, revision: u64) -> Touched {
+        let mut touched = Touched::default();
+        for ev in &cmd.events {
+            let (uid, sid) = match ev {
+                Event::Login { uid, sid, .. } | Event::Logout { uid, sid, .. } | Event::Permission { uid, sid, .. } => {
+                    (uid, *sid)
+                }
+            };
+            let rec = self.users.entry(uid.clone()).or_insert_with(|| Record::new(uid, sid));
+            if rec.sid != sid {
+                if self.by_sid.get(&rec.sid) == Some(uid) {
+                    self.by_sid.remove(&rec.sid);
+                    touched.sids.push(rec.sid);
+                }
+                rec.sid = sid;
+            }
+            if self.by_sid.get(&sid) != Some(uid) {
+                self.by_sid.insert(sid, uid.clone());
+                touched.sids.push(sid);
+            }
+            match ev {
+                Event::Login { client, accepts_strangers, .. } => {
+                    rec.clients.insert(client.clone());
+                    if let Some(a) = accepts_strangers {
+                        rec.accepts_strangers = *a;
+                    }
+                }
+                Event::Logout { client, .. } => {
+                    rec.clients.remove(client);
+                }
+                Event::Permission { accepts_strangers, .. } => rec.accepts_strangers = *accepts_strangers,
+            }
+            for (k, v) in ev.ext() {
+                if rec.ext.len() < MAX_EXT_ENTRIES || rec.ext.contains_key(k) {
+                    rec.ext.insert(k.clone(), v.clone());
+                }
+            }
+            rec.changed_at_ms = cmd.at_ms;
+            rec.revision = revision;
+            touched.uids.push(uid.clone());
+        }
+        self.applied = self.applied.max(revision);
+        touched
+    }
+
+    /// Notes that an entry without presence data (blank, membership) was applied.
+    pub fn set_applied(&mut self, index: u64) {
+        self.applied = self.applied.max(index);
+    }
+
+    pub fn applied(&self) -> u64 {
+        self.applied
+    }
+
+    pub fn get(&self, uid: &str) -> Option<&Record> {
+        self.users.get(uid)
+    }
+
+    pub fn get_by_sid(&self, sid: u64) -> Option<&Record> {
+        self.by_sid.get(&sid).and_then(|uid| self.users.get(uid))
+    }
+
+    pub fn len(&self) -> usize {
+        self.users.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.users.is_empty()
+    }
+
+    pub fn online_count(&self) -> usize {
+        self.users.values().filter(|r| r.online()).count()
+    }
+
+    /// Every record, in no particular order (snapshots sort them).
+    pub fn records(&self) -> impl Iterator<Item = &Record> {
+        self.users.values()
+    }
+
+    /// Answers a batch query: records found by uid then by sid (each user at
+    /// most once, in request order), and the ids that have no record.
+    pub fn query(&self, uids: &[String], sids: &[u64]) -> QueryResult {
+        let mut seen = std::collections::HashSet::new();
+        let mut out = QueryResult { revision: self.applied, ..Default::default() };
+        for uid in uids {
+            match self.users.get(uid) {
+                Some(r) => {
+                    if seen.insert(r.uid.as_str()) {
+                        out.users.push(r.clone());
+                    }
+                }
+                None => out.unknown.push(uid.clone()),
+            }
+        }
+        for sid in sids {
+            match self.get_by_sid(*sid) {
+                Some(r) => {
+                    if seen.insert(r.uid.as_str()) {
+                        out.users.push(r.clone());
+                    }
+                }
+                None => out.unknown_sids.push(*sid),
+            }
+        }
+        out
+    }
+}
+
+/// What one [`PresenceState::apply`] changed (may name an id twice).
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct Touched {
+    pub uids: Vec<String>,
+    pub sids: Vec<u64>,
+}
+
+/// The answer to a batch query.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct QueryResult {
+    /// Applied index the answer was served at.
+    pub revision: u64,
+    pub users: Vec<Record>,
+    pub unknown: Vec<String>,
+    pub unknown_sids: Vec<u64>,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn login(uid: &str, sid: u64, client: &str) -> Event {
+        Event::Login { uid: uid.into(), sid, client: client.into(), accepts_strangers: None, ext: Ext::new() }
+    }
+
+    /// A user is online while at least one client type is logged in, and the
+    /// record carries the command's time and the log index.
+    #[test]
+    fn presence_apply_multi_client_online() {
+        let mut s = PresenceState::default();
+        s.apply(&Command { at_ms: 10, events: vec![login("u1", 1, "mobile"), login("u1", 1, "web")] }, 5);
+        let logout = Event::Logout { uid: "u1".into(), sid: 1, client: "mobile".into(), ext: Ext::new() };
+        s.apply(&Command { at_ms: 20, events: vec![logout] }, 6);
+        let r = s.get("u1").unwrap();
+        assert!(r.online());
+        assert_eq!(r.clients.iter().cloned().collect::<Vec<_>>(), vec!["web".to_string()]);
+        assert_eq!((r.changed_at_ms, r.revision), (20, 6));
+        let logout = Event::Logout { uid: "u1".into(), sid: 1, client: "web".into(), ext: Ext::new() };
+        s.apply(&Command { at_ms: 30, events: vec![logout] }, 7);
+        assert!(!s.get("u1").unwrap().online());
+        assert_eq!(s.applied(), 7);
+    }
+
+    /// Ext merges key by key, permission changes stick, and the sid index
+    /// follows a user whose sid changes.
+    #[test]
+    fn presence_apply_ext_permission_and_sid_index() {
+        let mut s = PresenceState::default();
+        let mut ext = Ext::new();
+        ext.insert("a".into(), "1".into());
+        let ev = Event::Login { uid: "u".into(), sid: 7, client: "pc".into(), accepts_strangers: Some(false), ext };
+        s.apply(&Command { at_ms: 1, events: vec![ev] }, 1);
+        let mut ext = Ext::new();
+        ext.insert("b".into(), "2".into());
+        s.apply(&Command { at_ms: 2, events: vec![Event::Permission { uid: "u".into(), sid: 8, accepts_strangers: true, ext }] }, 2);
+        let r = s.get("u").unwrap();
+        assert!(r.accepts_strangers);
+        assert_eq!(r.ext.len(), 2);
+        assert!(s.get_by_sid(7).is_none());
+        assert_eq!(s.get_by_sid(8).unwrap().uid, "u");
+    }
+
+    /// A query lists found users once each and reports unknown uids and sids.
+    #[test]
+    fn presence_query_found_and_unknown() {
+        let mut s = PresenceState::default();
+        s.apply(&Command { at_ms: 1, events: vec![login("u1", 100, "m"), login("u2", 200, "m")] }, 3);
+        let q = s.query(&["u1".into(), "nope".into(), "u1".into()], &[200, 100, 999]);
+        assert_eq!(q.users.iter().map(|r| r.uid.as_str()).collect::<Vec<_>>(), vec!["u1", "u2"]);
+        assert_eq!(q.unknown, vec!["nope".to_string()]);
+        assert_eq!(q.unknown_sids, vec![999]);
+        assert_eq!(q.revision, 3);
+    }
+
+    /// Validation refuses empty uids, empty clients and oversized ext.
+    #[test]
+    fn presence_validate_bounds() {
+        assert_eq!(login("", 1, "m").validate(0), Err(EventError::BadUid { index: 0 }));
+        assert_eq!(login("u", 1, "").validate(3), Err(EventError::BadClient { index: 3 }));
+        let mut ext = Ext::new();
+        for i in 0..=MAX_EXT_ENTRIES {
+            ext.insert(i.to_string(), String::new());
+        }
+        let ev = Event::Permission { uid: "u".into(), sid: 1, accepts_strangers: true, ext };
+        assert_eq!(ev.validate(1), Err(EventError::BadExt { index: 1 }));
+        assert!(login("u", 1, "m").validate(0).is_ok());
+    }
+
+    /// Two replicas applying the same commands end equal, and a state rebuilt
+    /// from its records equals the original.
+    #[test]
+    fn presence_apply_deterministic_and_rebuildable() {
+        let cmds: Vec<Command> = (0..50)
+            .map(|i| Command { at_ms: i, events: vec![login(&format!("u{}", i % 7), i % 5, if i % 2 == 0 { "a" } else { "b" })] })
+            .collect();
+        let (mut a, mut b) = (PresenceState::default(), PresenceState::default());
+        for (i, c) in cmds.iter().enumerate() {
+            a.apply(c, i as u64 + 1);
+            b.apply(c, i as u64 + 1);
+        }
+        assert_eq!(a, b);
+        let sids: Vec<(u64, String)> = a.sid_index().map(|(s, u)| (s, u.to_string())).collect();
+        let rebuilt = PresenceState::from_parts(a.records().cloned(), sids, a.applied());
+        assert_eq!(rebuilt, a);
+        assert_eq!(rebuilt.len(), a.len());
+        for r in a.records() {
+            assert_eq!(rebuilt.get(&r.uid), Some(r));
+            assert_eq!(rebuilt.get_by_sid(r.sid).map(|x| x.sid), Some(r.sid));
+        }
+    }
+}

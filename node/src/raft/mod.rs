@@ -1,0 +1,489 @@
+//! Everything that knows openraft: storage, transport, and [`RaftNode`], the
+//! one handle the rest of the node uses (writes, linearizable reads, status,
+//! membership). No openraft type leaves this module.
+
+pub mod codec;
+pub mod log_store;
+pub mod network;
+pub mod service;
+pub mod state_machine;
+pub mod types;
+
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::path::Path;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use herald_proto::raft::raft_internal_client::RaftInternalClient;
+use herald_proto::raft::{RaftBytes, ReadIndexRequest};
+use openraft::async_runtime::WatchReceiver;
+use openraft::{ChangeMembers, Instant as _, ReadPolicy, ServerState};
+use serde::{Deserialize, Serialize};
+use tokio::sync::{mpsc, oneshot, Semaphore};
+use tonic::transport::Channel;
+
+use crate::clock::ClusterClock;
+use crate::config::Config;
+use crate::presence::{Command, Event};
+pub use state_machine::SharedState;
+use types::{NodeAddr, Raft};
+
+/// Requests waiting for the group-commit batcher. Bounded so that a flood of
+/// writers waits (back-pressure) instead of growing memory.
+const WRITE_QUEUE: usize = 4096;
+/// Most events in one log entry: bounds entry size (~100 B/event → ~2 MiB).
+const MAX_BATCH_EVENTS: usize = 20_000;
+/// Batches in flight to openraft at once; more only queue inside openraft.
+const MAX_INFLIGHT_BATCHES: usize = 32;
+
+/// Errors of cluster operations, each with a stable code for the wire.
+#[derive(Debug, Clone, thiserror::Error, Serialize, Deserialize, PartialEq, Eq)]
+pub enum ClusterError {
+    #[error("no leader is known; the cluster may be electing or has lost its majority")]
+    NoLeader,
+    #[error("the operation did not finish in time; it may or may not have taken effect")]
+    Timeout,
+    #[error("node {0} is not the leader")]
+    NotLeader(u64),
+    #[error("the leader could not be reached: {0}")]
+    Unavailable(String),
+    #[error("membership change refused: {0}")]
+    Membership(String),
+    #[error("node {0} is not known to this cluster")]
+    UnknownNode(u64),
+    #[error("internal error: {0}")]
+    Internal(String),
+}
+
+impl ClusterError {
+    /// Stable snake_case code that crosses the wire.
+    pub fn code(&self) -> &'static str {
+        match self {
+            ClusterError::NoLeader => "no_leader",
+            ClusterError::Timeout => "timeout",
+            ClusterError::NotLeader(_) => "not_leader",
+            ClusterError::Unavailable(_) => "leader_unavailable",
+            ClusterError::Membership(_) => "membership_refused",
+            ClusterError::UnknownNode(_) => "unknown_node",
+            ClusterError::Internal(_) => "internal",
+        }
+    }
+}
+
+/// Reply to a forwarded write.
+pub type ForwardReply = Result<u64, ClusterError>;
+
+struct WriteReq {
+    events: Vec<Event>,
+    reply: oneshot::Sender<ForwardReply>,
+}
+
+/// A member as seen in status.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct MemberStatus {
+    pub number: u64,
+    pub sync: String,
+    pub publish: String,
+    /// leader | follower | learner
+    pub role: String,
+    /// Acked a heartbeat recently (leader's view), or is this node.
+    pub healthy: Option<bool>,
+    pub matched_index: Option<u64>,
+}
+
+/// What this node knows about the cluster right now.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct LocalStatus {
+    pub node: u64,
+    pub state: String,
+    pub leader: Option<u64>,
+    pub term: u64,
+    pub last_log_index: u64,
+    pub commit_index: u64,
+    pub applied_index: u64,
+    pub snapshot_index: Option<u64>,
+    pub members: Vec<MemberStatus>,
+}
+
+/// The Raft group as the rest of the node sees it.
+pub struct RaftNode {
+    pub id: u64,
+    raft: Raft,
+    sm: state_machine::StateMachine,
+    writer: mpsc::Sender<WriteReq>,
+    clock: Arc<ClusterClock>,
+    /// Bounds every write and read barrier.
+    op_timeout: Duration,
+    /// How long to wait for a leader to appear before answering `no_leader`.
+    leader_wait: Duration,
+    health_window: Duration,
+    peers: Mutex<HashMap<String, RaftInternalClient<Channel>>>,
+    connect_timeout: Duration,
+}
+
+fn internal(e: impl std::fmt::Display) -> ClusterError {
+    ClusterError::Internal(e.to_string())
+}
+
+impl RaftNode {
+    /// Opens storage under `config.data_dir`, starts Raft, and bootstraps the
+    /// cluster from the XML server list when this node has no state yet.
+    pub async fn start(config: &Config, clock: Arc<ClusterClock>) -> anyhow::Result<Arc<Self>> {
+        let dir = &config.data_dir;
+        std::fs::create_dir_all(dir)?;
+        let db = open_sled(&dir.join("sled"))?;
+        let log = log_store::LogStore::open(&db)?;
+        let sm = state_machine::StateMachine::open(&db, dir.join("snapshots"))?;
+        let t = &config.raft;
+        let rc = openraft::Config {
+            cluster_name: config.cluster.clone(),
+            heartbeat_interval: t.heartbeat_ms,
+            election_timeout_min: t.election_min_ms,
+            election_timeout_max: t.election_max_ms,
+            // AppendEntries RPC timeout is the heartbeat interval in 0.10;
+            // snapshots get their own, longer one.
+            install_snapshot_timeout: t.election_max_ms.max(2000),
+            snapshot_policy: openraft::SnapshotPolicy::LogsSinceLast(t.snapshot_logs),
+            max_in_snapshot_log_to_keep: 1000,
+            enable_pre_vote: Some(true),
+            ..Default::default()
+        };
+        let rc = Arc::new(rc.validate()?);
+        let connect_timeout = Duration::from_millis(t.election_min_ms);
+        let net = network::NetworkFactory { connect_timeout };
+        let raft = Raft::new(config.node, rc, net, log, sm.clone()).await?;
+
+        if !config.join && !raft.is_initialized().await? {
+            let members: BTreeMap<u64, NodeAddr> = config
+                .servers
+                .iter()
+                .map(|s| (s.number, NodeAddr { sync: s.sync_addr(), publish: s.publish_addr() }))
+                .collect();
+            match raft.initialize(members).await {
+                Ok(()) => tracing::info!(servers = config.servers.len(), "bootstrapped a new cluster from the XML server list"),
+                // Another member reached us first: we are part of a cluster already.
+                Err(e) => tracing::info!(error = %e, "not bootstrapping"),
+            }
+        }
+
+        let (tx, rx) = mpsc::channel(WRITE_QUEUE);
+        let node = Arc::new(RaftNode {
+            id: config.node,
+            raft,
+            sm,
+            writer: tx,
+            clock,
+            op_timeout: Duration::from_millis(t.write_timeout_ms),
+            leader_wait: Duration::from_millis(t.election_max_ms * 3).min(Duration::from_millis(t.write_timeout_ms)),
+            health_window: Duration::from_millis(t.election_max_ms * 2),
+            peers: Mutex::new(HashMap::new()),
+            connect_timeout,
+        });
+        tokio::spawn(batcher(node.raft.clone(), node.clock.clone(), rx));
+        Ok(node)
+    }
+
+    /// The presence state, for local reads.
+    pub fn state(&self) -> SharedState {
+        self.sm.shared_state()
+    }
+
+    /// Stops Raft; storage is flushed as part of openraft's shutdown.
+    pub async fn shutdown(&self) {
+        if let Err(e) = self.raft.shutdown().await {
+            tracing::warn!(error = %e, "raft shutdown");
+        }
+    }
+
+    fn leader(&self) -> Option<(u64, NodeAddr)> {
+        let m = self.raft.metrics();
+        let m = m.borrow_watched();
+        let id = m.current_leader?;
+        let node = m.membership_config.membership().get_node(&id)?.clone();
+        Some((id, node))
+    }
+
+    async fn wait_for_leader(&self, deadline: tokio::time::Instant) -> Result<(u64, NodeAddr), ClusterError> {
+        let leader_deadline = deadline.min(tokio::time::Instant::now() + self.leader_wait);
+        loop {
+            if let Some(l) = self.leader() {
+                return Ok(l);
+            }
+            if tokio::time::Instant::now() >= leader_deadline {
+                return Err(ClusterError::NoLeader);
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
+    fn peer(&self, addr: &str) -> Result<RaftInternalClient<Channel>, ClusterError> {
+        let mut peers = self.peers.lock().expect("peers lock");
+        if let Some(c) = peers.get(addr) {
+            return Ok(c.clone());
+        }
+        let ch = network::channel(addr, self.connect_timeout).map_err(internal)?;
+        let c = RaftInternalClient::new(ch)
+            .max_decoding_message_size(network::MAX_RAFT_MESSAGE_BYTES)
+            .max_encoding_message_size(network::MAX_RAFT_MESSAGE_BYTES);
+        peers.insert(addr.to_owned(), c.clone());
+        Ok(c)
+    }
+
+    /// Commits a batch of events through the leader (this node or another)
+    /// and returns the log index it was committed at. Bounded by the write
+    /// timeout; `no_leader` when no leader appears in time.
+    pub async fn write(&self, events: Vec<Event>) -> Result<u64, ClusterError> {
+        let deadline = tokio::time::Instant::now() + self.op_timeout;
+        match tokio::time::timeout_at(deadline, self.write_inner(events, deadline)).await {
+            Ok(r) => r,
+            Err(_) => Err(ClusterError::Timeout),
+        }
+    }
+
+    async fn write_inner(&self, events: Vec<Event>, deadline: tokio::time::Instant) -> Result<u64, ClusterError> {
+        loop {
+            let (leader, addr) = self.wait_for_leader(deadline).await?;
+            let res = if leader == self.id {
+                self.write_as_leader(events.clone()).await
+            } else {
+                self.forward(&addr, &events).await
+            };
+            match res {
+                // Leadership moved between our look and the write: try the new one.
+                Err(ClusterError::NotLeader(_)) | Err(ClusterError::NoLeader) => {
+                    tokio::time::sleep(Duration::from_millis(20)).await;
+                }
+                // Nothing was sent: the leader may have died; look again.
+                Err(ClusterError::Unavailable(ref e)) if e.starts_with("connect:") => {
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                }
+                other => return other,
+            }
+        }
+    }
+
+    async fn forward(&self, addr: &NodeAddr, events: &[Event]) -> ForwardReply {
+        let mut c = self.peer(&addr.sync)?;
+        let data = codec::encode(&events).map_err(internal)?;
+        match c.forward(RaftBytes { data }).await {
+            Ok(r) => codec::decode::<ForwardReply>(&r.into_inner().data).map_err(internal)?,
+            Err(s) if s.code() == tonic::Code::Unavailable && s.message().contains("connect") => {
+                Err(ClusterError::Unavailable(format!("connect: {}", s.message())))
+            }
+            Err(s) => Err(ClusterError::Unavailable(s.to_string())),
+        }
+    }
+
+    /// Queues events for the local batcher; valid only on the leader.
+    pub async fn write_as_leader(&self, events: Vec<Event>) -> ForwardReply {
+        let (tx, rx) = oneshot::channel();
+        self.writer.send(WriteReq { events, reply: tx }).await.map_err(|_| internal("batcher stopped"))?;
+        rx.await.map_err(|_| internal("batcher dropped the request"))?
+    }
+
+    /// On the leader: confirms leadership with a quorum and returns the read
+    /// index (every write acknowledged before this call is at or below it).
+    pub async fn leader_read_index(&self) -> Result<u64, ClusterError> {
+        let fut = self.raft.get_read_log_id(ReadPolicy::ReadIndex);
+        match tokio::time::timeout(self.op_timeout, fut).await {
+            Err(_) => Err(ClusterError::Timeout),
+            Ok(Ok((read_log_id, _applied))) => Ok(read_log_id.index()),
+            Ok(Err(e)) => match e.forward_to_leader() {
+                Some(f) => Err(ClusterError::NotLeader(f.leader_id.unwrap_or(0))),
+                None => Err(internal(e)),
+            },
+        }
+    }
+
+    /// A linearizable read barrier: returns once this node's state machine
+    /// has applied everything acknowledged before the call (read-index
+    /// confirmed by the leader). Then the local state may be read.
+    pub async fn read_barrier(&self) -> Result<u64, ClusterError> {
+        let deadline = tokio::time::Instant::now() + self.op_timeout;
+        let fut = async {
+            loop {
+                let (leader, addr) = self.wait_for_leader(deadline).await?;
+                let r = if leader == self.id {
+                    self.leader_read_index().await
+                } else {
+                    let mut c = self.peer(&addr.sync)?;
+                    match c.read_index(ReadIndexRequest {}).await {
+                        Ok(r) => Ok(r.into_inner().index),
+                        Err(s) => Err(ClusterError::Unavailable(s.message().to_string())),
+                    }
+                };
+                match r {
+                    Ok(index) => {
+                        let remaining = deadline.saturating_duration_since(tokio::time::Instant::now());
+                        self.raft
+                            .wait(Some(remaining))
+                            .applied_index_at_least(Some(index), "read barrier")
+                            .await
+                            .map_err(|_| ClusterError::Timeout)?;
+                        return Ok(index);
+                    }
+                    Err(ClusterError::NotLeader(_)) | Err(ClusterError::Unavailable(_)) => {
+                        tokio::time::sleep(Duration::from_millis(20)).await;
+                    }
+                    Err(e) => return Err(e),
+                }
+            }
+        };
+        match tokio::time::timeout_at(deadline, fut).await {
+            Ok(r) => r,
+            Err(_) => Err(ClusterError::Timeout),
+        }
+    }
+
+    /// A snapshot of this node's view of the cluster.
+    pub fn status(&self) -> LocalStatus {
+        let m = self.raft.metrics();
+        let m = m.borrow_watched();
+        let membership = m.membership_config.membership();
+        let voters: BTreeSet<u64> = membership.voter_ids().collect();
+        let is_leader = m.state == ServerState::Leader;
+        let mut members = Vec::new();
+        for (id, addr) in membership.nodes() {
+            let role = if m.current_leader == Some(*id) {
+                "leader"
+            } else if voters.contains(id) {
+                "follower"
+            } else {
+                "learner"
+            };
+            let (healthy, matched) = if *id == self.id {
+                (Some(true), m.last_applied.as_ref().map(|l| l.index()))
+            } else if is_leader {
+                let hb = m.heartbeat.as_ref().and_then(|h| h.get(id).cloned().flatten());
+                let ok = hb.map(|t| t.elapsed() < self.health_window).unwrap_or(false);
+                let matched = m.replication.as_ref().and_then(|r| r.get(id).cloned().flatten()).map(|l| l.index());
+                (Some(ok), matched)
+            } else {
+                (None, None)
+            };
+            members.push(MemberStatus {
+                number: *id,
+                sync: addr.sync.clone(),
+                publish: addr.publish.clone(),
+                role: role.to_string(),
+                healthy,
+                matched_index: matched,
+            });
+        }
+        LocalStatus {
+            node: self.id,
+            state: format!("{:?}", m.state).to_lowercase(),
+            leader: m.current_leader,
+            term: m.current_term,
+            last_log_index: m.last_log_index.unwrap_or(0),
+            commit_index: m.cluster_committed.as_ref().or(m.local_committed.as_ref()).map(|l| l.index()).unwrap_or(0),
+            applied_index: m.last_applied.as_ref().map(|l| l.index()).unwrap_or(0),
+            snapshot_index: m.snapshot.as_ref().map(|l| l.index()),
+            members,
+        }
+    }
+
+    pub fn is_leader(&self) -> bool {
+        self.raft.metrics().borrow_watched().state == ServerState::Leader
+    }
+
+    /// Address of the leader's publish port, for forwarding admin calls.
+    pub fn leader_publish_addr(&self) -> Option<(u64, String)> {
+        self.leader().map(|(id, a)| (id, a.publish))
+    }
+
+    fn map_write_err<E: std::fmt::Display>(e: openraft::errors::RaftError<types::TypeConfig, E>) -> ClusterError
+    where
+        E: std::error::Error + openraft::TryAsRef<openraft::errors::ForwardToLeader<types::TypeConfig>>,
+    {
+        match e.forward_to_leader() {
+            Some(f) => ClusterError::NotLeader(f.leader_id.unwrap_or(0)),
+            None => ClusterError::Membership(e.to_string()),
+        }
+    }
+
+    /// Adds a learner (leader only) and waits until it has caught up.
+    pub async fn add_learner(&self, number: u64, sync: String, publish: String) -> Result<u64, ClusterError> {
+        let fut = self.raft.add_learner(number, NodeAddr { sync, publish }, true);
+        let r = tokio::time::timeout(self.op_timeout * 6, fut).await.map_err(|_| ClusterError::Timeout)?;
+        r.map(|resp| resp.log_id.index()).map_err(Self::map_write_err)
+    }
+
+    /// Promotes a learner to voter (leader only).
+    pub async fn promote(&self, number: u64) -> Result<u64, ClusterError> {
+        let known = self.status().members.iter().any(|m| m.number == number);
+        if !known {
+            return Err(ClusterError::UnknownNode(number));
+        }
+        let fut = self.raft.change_membership(ChangeMembers::AddVoterIds(BTreeSet::from([number])), false);
+        let r = tokio::time::timeout(self.op_timeout, fut).await.map_err(|_| ClusterError::Timeout)?;
+        r.map(|resp| resp.log_id.index()).map_err(Self::map_write_err)
+    }
+
+    /// Removes a node (voter or learner) from the cluster (leader only).
+    pub async fn remove(&self, number: u64) -> Result<u64, ClusterError> {
+        let st = self.status();
+        let Some(m) = st.members.iter().find(|m| m.number == number) else {
+            return Err(ClusterError::UnknownNode(number));
+        };
+        let change = if m.role == "learner" {
+            ChangeMembers::RemoveNodes(BTreeSet::from([number]))
+        } else {
+            ChangeMembers::RemoveVoters(BTreeSet::from([number]))
+        };
+        let fut = self.raft.change_membership(change, false);
+        let r = tokio::time::timeout(self.op_timeout, fut).await.map_err(|_| ClusterError::Timeout)?;
+        r.map(|resp| resp.log_id.index()).map_err(Self::map_write_err)
+    }
+}
+
+fn open_sled(path: &Path) -> anyhow::Result<sled::Db> {
+    // Page cache for sled: the hot state lives in our own memory, so sled
+    // needs little.
+    Ok(sled::Config::new().path(path).cache_capacity(64 << 20).mode(sled::Mode::HighThroughput).open()?)
+}
+
+/// Group commit: drains whatever requests are queued (up to
+/// [`MAX_BATCH_EVENTS`]) into one log entry stamped with cluster time, and
+/// keeps up to [`MAX_INFLIGHT_BATCHES`] entries in flight.
+async fn batcher(raft: Raft, clock: Arc<ClusterClock>, mut rx: mpsc::Receiver<WriteReq>) {
+    let inflight = Arc::new(Semaphore::new(MAX_INFLIGHT_BATCHES));
+    while let Some(first) = rx.recv().await {
+        let permit = match inflight.clone().acquire_owned().await {
+            Ok(p) => p,
+            Err(_) => return,
+        };
+        let mut n = first.events.len();
+        let mut reqs = vec![first];
+        while n < MAX_BATCH_EVENTS {
+            match rx.try_recv() {
+                Ok(r) => {
+                    n += r.events.len();
+                    reqs.push(r);
+                }
+                Err(_) => break,
+            }
+        }
+        let raft = raft.clone();
+        let at_ms = clock.now_ms();
+        tokio::spawn(async move {
+            let mut events = Vec::with_capacity(n);
+            let mut replies = Vec::with_capacity(reqs.len());
+            for r in reqs {
+                events.extend(r.events);
+                replies.push(r.reply);
+            }
+            let res = match raft.client_write(Command { at_ms, events }).await {
+                Ok(resp) => Ok(resp.log_id.index()),
+                Err(e) => Err(match e.forward_to_leader() {
+                    Some(f) => ClusterError::NotLeader(f.leader_id.unwrap_or(0)),
+                    None => internal(e),
+                }),
+            };
+            for tx in replies {
+                let _ = tx.send(res.clone());
+            }
+            drop(permit);
+        });
+    }
+}

@@ -1,0 +1,46 @@
+//! The openraft type configuration of Herald.
+
+use std::fmt;
+
+use serde::{Deserialize, Serialize};
+
+use crate::presence::Command;
+
+/// Addresses of one member, as stored in the Raft membership.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct NodeAddr {
+    /// host:port of Raft traffic.
+    pub sync: String,
+    /// host:port of client gRPC + HTTP.
+    pub publish: String,
+}
+
+impl fmt::Display for NodeAddr {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{{sync:{}, publish:{}}}", self.sync, self.publish)
+    }
+}
+
+/// What applying one entry answers to the writer: nothing beyond its index,
+/// which the caller already gets from openraft as the log id.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Applied {
+    pub revision: u64,
+}
+
+openraft::declare_raft_types!(
+    /// Herald's Raft types: presence command batches, u64 node numbers.
+    pub TypeConfig:
+        D = Command,
+        R = Applied,
+        NodeId = u64,
+        Node = NodeAddr,
+);
+
+pub type Raft = openraft::Raft<TypeConfig, super::state_machine::StateMachine>;
+pub type Entry = openraft::alias::EntryOf<TypeConfig>;
+pub type LogId = openraft::alias::LogIdOf<TypeConfig>;
+pub type Vote = openraft::alias::VoteOf<TypeConfig>;
+pub type SnapshotMeta = openraft::alias::SnapshotMetaOf<TypeConfig>;
+pub type StoredMembership = openraft::alias::StoredMembershipOf<TypeConfig>;
+pub type Membership = openraft::Membership<u64, NodeAddr>;
