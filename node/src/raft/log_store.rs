@@ -156,7 +156,7 @@ impl RaftLogStorage<TypeConfig> for LogStore {
     async fn purge(&mut self, log_id: LogId) -> Result<(), io::Error> {
         // Record the purge point first: a crash in between leaves entries that
         // are below it, which readers never ask for.
-        self.put_meta(KEY_PURGED, &Some(log_id.clone()))?;
+        self.put_meta(KEY_PURGED, &log_id)?;
         let mut batch = sled::Batch::default();
         for k in self.log.range(..=key(log_id.index())).keys() {
             batch.remove(k.map_err(io_err)?);

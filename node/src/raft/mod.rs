@@ -8,6 +8,8 @@ pub mod network;
 pub mod service;
 pub mod state_machine;
 pub mod types;
+#[cfg(test)]
+mod tests;
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::path::Path;
@@ -144,7 +146,9 @@ impl RaftNode {
             // snapshots get their own, longer one.
             install_snapshot_timeout: t.election_max_ms.max(2000),
             snapshot_policy: openraft::SnapshotPolicy::LogsSinceLast(t.snapshot_logs),
-            max_in_snapshot_log_to_keep: 1000,
+            // Keep some log behind a snapshot so a briefly lagging follower
+            // catches up from the log rather than a full snapshot.
+            max_in_snapshot_log_to_keep: t.snapshot_logs.min(1000),
             enable_pre_vote: Some(true),
             ..Default::default()
         };
