@@ -1,1 +1,352 @@
+//! Test harness: real `heraldd` processes with temp dirs and free ports.
+//!
+//! The binary is taken from `$HERALDD` or `<workspace>/target/<profile>/heraldd`;
+//! `scripts/test` builds it before the tests run.
 
+use std::fs;
+use std::net::TcpListener;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use anyhow::{anyhow, bail, Context, Result};
+use serde_json::{json, Value};
+
+/// Path of the heraldd binary under test.
+pub fn heraldd_path() -> PathBuf {
+    if let Ok(p) = std::env::var("HERALDD") {
+        return PathBuf::from(p);
+    }
+    // target/<profile>/deps/<test-binary> → target/<profile>/heraldd
+    let exe = std::env::current_exe().expect("current exe");
+    let profile_dir = exe.parent().and_then(|d| d.parent()).expect("target dir");
+    let p = profile_dir.join("heraldd");
+    assert!(p.exists(), "{} not found: run `cargo build -p herald-node` first (scripts/test does)", p.display());
+    p
+}
+
+/// Prints a phase marker into the test log.
+pub fn phase(name: &str) {
+    eprintln!("=== phase: {name}");
+}
+
+/// A free TCP port on 127.0.0.1 (bound then released).
+pub fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+}
+
+/// Raft timing and limits for the XML of a test cluster.
+#[derive(Clone, Debug)]
+pub struct Tuning {
+    pub heartbeat_ms: u64,
+    pub election_min_ms: u64,
+    pub election_max_ms: u64,
+    pub snapshot_logs: u64,
+    pub write_timeout_ms: u64,
+    pub max_ids_per_query: usize,
+    pub max_request_bytes: usize,
+}
+
+impl Default for Tuning {
+    fn default() -> Self {
+        Tuning {
+            heartbeat_ms: 50,
+            election_min_ms: 300,
+            election_max_ms: 600,
+            snapshot_logs: 5000,
+            write_timeout_ms: 3000,
+            max_ids_per_query: 10_000,
+            max_request_bytes: 4 << 20,
+        }
+    }
+}
+
+#[derive(Clone, Debug)]
+pub struct Ports {
+    pub sync: u16,
+    pub time: u16,
+    pub publish: u16,
+}
+
+/// One heraldd process (or its place when stopped).
+pub struct Node {
+    pub number: u64,
+    pub ports: Ports,
+    pub config: PathBuf,
+    pub data_dir: PathBuf,
+    pub log: PathBuf,
+    child: Option<Child>,
+}
+
+impl Node {
+    pub fn publish(&self) -> String {
+        format!("127.0.0.1:{}", self.ports.publish)
+    }
+
+    pub fn start(&mut self) -> Result<()> {
+        if self.child.is_some() {
+            bail!("node {} already running", self.number);
+        }
+        let log = fs::OpenOptions::new().create(true).append(true).open(&self.log)?;
+        let child = Command::new(heraldd_path())
+            .arg("--config")
+            .arg(&self.config)
+            .env("HERALD_LOG", "info,openraft=warn")
+            .stdout(Stdio::from(log.try_clone()?))
+            .stderr(Stdio::from(log))
+            .spawn()
+            .context("spawn heraldd")?;
+        self.child = Some(child);
+        Ok(())
+    }
+
+    fn signal(&mut self, sig: &str) -> Result<()> {
+        if let Some(c) = &self.child {
+            let st = Command::new("kill").arg(format!("-{sig}")).arg(c.id().to_string()).status()?;
+            if !st.success() {
+                bail!("kill -{sig} failed");
+            }
+        }
+        Ok(())
+    }
+
+    /// SIGKILL: no shutdown, no flush beyond what was already durable.
+    pub fn kill9(&mut self) -> Result<()> {
+        self.signal("KILL")?;
+        if let Some(mut c) = self.child.take() {
+            c.wait()?;
+        }
+        Ok(())
+    }
+
+    /// SIGTERM and wait for a clean exit.
+    pub fn stop(&mut self) -> Result<()> {
+        self.signal("TERM")?;
+        if let Some(mut c) = self.child.take() {
+            let deadline = Instant::now() + Duration::from_secs(15);
+            loop {
+                if let Some(st) = c.try_wait()? {
+                    if !st.success() {
+                        bail!("node {} exited with {st}", self.number);
+                    }
+                    break;
+                }
+                if Instant::now() > deadline {
+                    c.kill()?;
+                    bail!("node {} did not stop on SIGTERM", self.number);
+                }
+                std::thread::sleep(Duration::from_millis(20));
+            }
+        }
+        Ok(())
+    }
+
+    pub fn is_running(&self) -> bool {
+        self.child.is_some()
+    }
+}
+
+impl Drop for Node {
+    fn drop(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+}
+
+/// A cluster of heraldd processes in a temp dir.
+pub struct Cluster {
+    pub dir: tempfile::TempDir,
+    pub nodes: Vec<Node>,
+    pub tuning: Tuning,
+    servers: Vec<(u64, Ports)>,
+}
+
+fn server_xml(servers: &[(u64, Ports)]) -> String {
+    servers
+        .iter()
+        .map(|(n, p)| {
+            format!(
+                "    <server number=\"{n}\" host=\"127.0.0.1\" sync-port=\"{}\" time-port=\"{}\" publish-port=\"{}\"/>\n",
+                p.sync, p.time, p.publish
+            )
+        })
+        .collect()
+}
+
+impl Cluster {
+    /// Writes XML for `n` nodes (plus `spare` extra servers listed in no
+    /// initial config, for membership tests) without starting anything.
+    pub fn configure(n: usize, tuning: Tuning) -> Result<Self> {
+        let dir = tempfile::Builder::new().prefix("herald-test-").tempdir()?;
+        let servers: Vec<(u64, Ports)> =
+            (1..=n as u64).map(|i| (i, Ports { sync: free_port(), time: free_port(), publish: free_port() })).collect();
+        let mut c = Cluster { dir, nodes: Vec::new(), tuning, servers: servers.clone() };
+        for (num, ports) in servers {
+            let node = c.make_node(num, ports, &c.servers.clone(), false)?;
+            c.nodes.push(node);
+        }
+        Ok(c)
+    }
+
+    fn make_node(&self, number: u64, ports: Ports, servers: &[(u64, Ports)], join: bool) -> Result<Node> {
+        let t = &self.tuning;
+        let data_dir = self.dir.path().join(format!("node{number}"));
+        let config = self.dir.path().join(format!("node{number}.xml"));
+        let xml = format!(
+            "<herald cluster=\"test\">\n  <node number=\"{number}\" data-dir=\"{}\" join=\"{join}\"/>\n  <servers>\n{}  </servers>\n  <raft heartbeat-ms=\"{}\" election-min-ms=\"{}\" election-max-ms=\"{}\" snapshot-logs=\"{}\" write-timeout-ms=\"{}\"/>\n  <limits max-ids-per-query=\"{}\" max-request-bytes=\"{}\"/>\n</herald>\n",
+            data_dir.display(),
+            server_xml(servers),
+            t.heartbeat_ms,
+            t.election_min_ms,
+            t.election_max_ms,
+            t.snapshot_logs,
+            t.write_timeout_ms,
+            t.max_ids_per_query,
+            t.max_request_bytes
+        );
+        fs::write(&config, xml)?;
+        let log = self.dir.path().join(format!("node{number}.log"));
+        Ok(Node { number, ports, config, data_dir, log, child: None })
+    }
+
+    /// Starts `n` nodes that bootstrap from their shared XML server list.
+    pub fn start(n: usize, tuning: Tuning) -> Result<Self> {
+        let mut c = Self::configure(n, tuning)?;
+        for node in &mut c.nodes {
+            node.start()?;
+        }
+        Ok(c)
+    }
+
+    /// Configures and starts one more node with `join="true"`: it waits to be
+    /// added as a learner. Its XML lists every server including itself.
+    pub fn start_joining_node(&mut self) -> Result<u64> {
+        let number = self.servers.iter().map(|s| s.0).max().unwrap_or(0) + 1;
+        let ports = Ports { sync: free_port(), time: free_port(), publish: free_port() };
+        self.servers.push((number, ports.clone()));
+        let servers = self.servers.clone();
+        let mut node = self.make_node(number, ports, &servers, true)?;
+        node.start()?;
+        self.nodes.push(node);
+        Ok(number)
+    }
+
+    pub fn node(&mut self, number: u64) -> &mut Node {
+        self.nodes.iter_mut().find(|n| n.number == number).expect("no such node")
+    }
+
+    pub fn addr(&self, number: u64) -> String {
+        self.nodes.iter().find(|n| n.number == number).expect("no such node").publish()
+    }
+
+    /// Waits until a running node reports a leader that all running nodes
+    /// agree on; returns its number.
+    pub fn wait_leader(&self, timeout: Duration) -> Result<u64> {
+        let deadline = Instant::now() + timeout;
+        loop {
+            let mut leaders = Vec::new();
+            for n in self.nodes.iter().filter(|n| n.is_running()) {
+                match get_json(&n.publish(), "/v1/cluster") {
+                    Ok((200, v)) => leaders.push(v["leader"].as_u64()),
+                    _ => leaders.push(None),
+                }
+            }
+            if let Some(Some(l)) = leaders.first() {
+                let running_leader = self.nodes.iter().any(|n| n.number == *l && n.is_running());
+                if running_leader && leaders.iter().all(|x| *x == Some(*l)) {
+                    return Ok(*l);
+                }
+            }
+            if Instant::now() > deadline {
+                bail!("no agreed leader within {timeout:?}: {leaders:?}\n{}", self.logs_tail());
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    /// The last lines of every node's log, for failure messages.
+    pub fn logs_tail(&self) -> String {
+        let mut out = String::new();
+        for n in &self.nodes {
+            let text = fs::read_to_string(&n.log).unwrap_or_default();
+            let lines: Vec<&str> = text.lines().collect();
+            let tail = &lines[lines.len().saturating_sub(15)..];
+            out.push_str(&format!("--- node{} log ---\n{}\n", n.number, tail.join("\n")));
+        }
+        out
+    }
+
+    pub fn path(&self) -> &Path {
+        self.dir.path()
+    }
+}
+
+fn agent() -> ureq::Agent {
+    ureq::Agent::config_builder()
+        .timeout_global(Some(Duration::from_secs(15)))
+        .http_status_as_error(false)
+        .build()
+        .into()
+}
+
+/// GET a JSON document: (status, body).
+pub fn get_json(addr: &str, path: &str) -> Result<(u16, Value)> {
+    let mut r = agent().get(&format!("http://{addr}{path}")).call().map_err(|e| anyhow!("GET {path}: {e}"))?;
+    let status = r.status().as_u16();
+    let body = r.body_mut().read_to_string()?;
+    Ok((status, serde_json::from_str(&body).unwrap_or(Value::String(body))))
+}
+
+/// POST raw bytes with a content type: (status, body as JSON or string).
+pub fn post_raw(addr: &str, path: &str, content_type: &str, body: Vec<u8>) -> Result<(u16, Value)> {
+    let mut r = agent()
+        .post(&format!("http://{addr}{path}"))
+        .header("content-type", content_type)
+        .send(&body[..])
+        .map_err(|e| anyhow!("POST {path}: {e}"))?;
+    let status = r.status().as_u16();
+    let text = r.body_mut().with_config().limit(256 << 20).read_to_string()?;
+    Ok((status, serde_json::from_str(&text).unwrap_or(Value::String(text))))
+}
+
+/// POST a JSON document: (status, body).
+pub fn post_json(addr: &str, path: &str, body: &Value) -> Result<(u16, Value)> {
+    post_raw(addr, path, "application/json", serde_json::to_vec(body)?)
+}
+
+/// A login event carrying `ext.v = value`.
+pub fn login_event(uid: &str, sid: u64, client: &str, value: &str) -> Value {
+    json!({"type": "login", "uid": uid, "sid": sid, "client": client, "ext": {"v": value}})
+}
+
+/// Pushes events; Ok(revision) on 200, Err with the body otherwise.
+pub fn push(addr: &str, events: Vec<Value>) -> Result<u64> {
+    let (st, v) = post_json(addr, "/v1/presence/events", &json!({ "events": events }))?;
+    if st != 200 {
+        bail!("push → {st}: {v}");
+    }
+    v["revision"].as_u64().ok_or_else(|| anyhow!("no revision in {v}"))
+}
+
+/// Linearizable (or local) batch query by uids.
+pub fn query(addr: &str, uids: &[String], consistency: &str) -> Result<Value> {
+    let (st, v) = post_json(addr, "/v1/presence/query", &json!({"uids": uids, "consistency": consistency}))?;
+    if st != 200 {
+        bail!("query → {st}: {v}");
+    }
+    Ok(v)
+}
+
+/// Retries `f` until it succeeds or `timeout` passes.
+pub fn eventually<T>(timeout: Duration, mut f: impl FnMut() -> Result<T>) -> Result<T> {
+    let deadline = Instant::now() + timeout;
+    loop {
+        match f() {
+            Ok(v) => return Ok(v),
+            Err(e) if Instant::now() > deadline => return Err(e.context(format!("still failing after {timeout:?}"))),
+            Err(_) => std::thread::sleep(Duration::from_millis(100)),
+        }
+    }
+}
