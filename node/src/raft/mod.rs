@@ -35,8 +35,10 @@ use types::{NodeAddr, Raft};
 const WRITE_QUEUE: usize = 4096;
 /// Most events in one log entry: bounds entry size (~100 B/event → ~2 MiB).
 const MAX_BATCH_EVENTS: usize = 20_000;
-/// Batches in flight to openraft at once; more only queue inside openraft.
-const MAX_INFLIGHT_BATCHES: usize = 32;
+/// Batches in flight to openraft at once. Small on purpose: while they
+/// commit, new requests queue up and go out together as the next entry
+/// (group commit); two keep the disk busy while the next batch forms.
+const MAX_INFLIGHT_BATCHES: usize = 2;
 
 /// Errors of cluster operations, each with a stable code for the wire.
 #[derive(Debug, Clone, thiserror::Error, Serialize, Deserialize, PartialEq, Eq)]
