@@ -1,1 +1,39 @@
+//! Client library of Herald, a Raft-replicated presence cluster.
+//!
+//! [`HeraldClient`] talks gRPC to one node's publish port: it pushes presence
+//! events, queries presence (splitting large id lists into requests the
+//! server accepts), and reads and changes cluster membership.
+//!
+//! ```no_run
+//! # async fn demo() -> Result<(), herald_client::ClientError> {
+//! use herald_client::{Consistency, Ext, HeraldClient};
+//! let c = HeraldClient::connect("127.0.0.1:7103").await?;
+//! let rev = c.login("u1", 1001, "mobile", None, Ext::new()).await?;
+//! let q = c.query(&["u1".to_string()], &[], Consistency::Linearizable).await?;
+//! assert!(q.revision >= rev);
+//! # Ok(()) }
+//! ```
+//!
+//! Errors carry the server's stable code: [`ClientError::code`].
+//!
+//! - [`addr`] — node address normalisation.
+//! - [`chunk`] — splitting large queries and merging the answers.
+//! - [`client`] — the [`HeraldClient`].
+//! - [`error`] — [`ClientError`] and its codes.
+//! - [`types`] — plain request and answer types.
 
+pub mod addr;
+pub mod chunk;
+pub mod client;
+pub mod error;
+pub mod types;
+
+pub use addr::{normalize_addr, DEFAULT_PUBLISH_PORT};
+pub use chunk::DEFAULT_MAX_IDS_PER_QUERY;
+pub use client::HeraldClient;
+pub use error::ClientError;
+pub use types::{Consistency, Event, Ext, Membership, NodeStatus, QueryResult, Status, UserPresence};
+
+/// Generated protobuf types and gRPC clients, for what the wrapper does not
+/// cover.
+pub use herald_proto::v1 as proto;

@@ -46,6 +46,41 @@ pub struct Config {
     pub servers: Vec<Server>,
     pub raft: RaftTiming,
     pub limits: Limits,
+    pub time: TimeSync,
+    pub master: MasterPolicy,
+}
+
+/// `<time>`: SNTP time synchronisation with the time master (MISSION P5).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TimeSync {
+    /// How often a node polls the time master.
+    pub interval_ms: u64,
+    /// A node corrects its cluster clock when off by more than this.
+    pub tolerance_ms: u64,
+    /// Samples per poll; the one with the smallest round trip is used.
+    pub samples: u32,
+}
+
+impl Default for TimeSync {
+    fn default() -> Self {
+        TimeSync { interval_ms: 1000, tolerance_ms: 5, samples: 4 }
+    }
+}
+
+/// `<master>`: the numbered master (MISSION P6).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MasterPolicy {
+    /// Move leadership to the lowest-numbered healthy, caught-up voter.
+    pub prefer_lowest: bool,
+    /// How long a lower-numbered voter must be healthy and caught up before
+    /// leadership moves to it (stops a flapping node making leadership flap).
+    pub hold_down_ms: u64,
+}
+
+impl Default for MasterPolicy {
+    fn default() -> Self {
+        MasterPolicy { prefer_lowest: true, hold_down_ms: 3000 }
+    }
 }
 
 /// One `<server>` of the cluster.
@@ -703,7 +738,7 @@ impl Attrs<'_, '_> {
     }
 }
 
-const HERALD_CHILDREN: &[&str] = &["node", "servers", "raft", "limits"];
+const HERALD_CHILDREN: &[&str] = &["node", "servers", "raft", "limits", "time", "master"];
 
 impl Ctx<'_> {
     /// Refuses children not in `allowed` (an empty list: no children at all).
@@ -772,6 +807,8 @@ impl Ctx<'_> {
         let servers_el = self.exactly_one(root, "servers")?;
         let raft_el = self.at_most_one(root, "raft")?;
         let limits_el = self.at_most_one(root, "limits")?;
+        let time_el = self.at_most_one(root, "time")?;
+        let master_el = self.at_most_one(root, "master")?;
 
         // <node>
         self.only_children(node_el, &[])?;
@@ -891,6 +928,35 @@ impl Ctx<'_> {
             }
         };
 
+        // <time>
+        let time = match time_el {
+            None => TimeSync::default(),
+            Some(el) => {
+                self.only_children(el, &[])?;
+                let d = TimeSync::default();
+                let a = self.attrs(el, &["interval-ms", "tolerance-ms", "samples"])?;
+                TimeSync {
+                    interval_ms: a.opt_u64("interval-ms", d.interval_ms, 1)?,
+                    tolerance_ms: a.opt_u64("tolerance-ms", d.tolerance_ms, 1)?,
+                    samples: a.opt_usize("samples", d.samples as usize, 1, 16)? as u32,
+                }
+            }
+        };
+
+        // <master>
+        let master = match master_el {
+            None => MasterPolicy::default(),
+            Some(el) => {
+                self.only_children(el, &[])?;
+                let d = MasterPolicy::default();
+                let a = self.attrs(el, &["prefer-lowest", "hold-down-ms"])?;
+                MasterPolicy {
+                    prefer_lowest: a.opt_bool("prefer-lowest", d.prefer_lowest)?,
+                    hold_down_ms: a.opt_u64("hold-down-ms", d.hold_down_ms, 0)?,
+                }
+            }
+        };
+
         let mut config = Config {
             source: self.file.to_string(),
             cluster,
@@ -900,6 +966,8 @@ impl Ctx<'_> {
             servers,
             raft,
             limits,
+            time,
+            master,
         };
         // Checked in document order, so a clash is reported at the later entry.
         if let Err(p) = check(&config, None) {
@@ -1156,6 +1224,8 @@ mod tests {
         let c = parse(REFERENCE, "reference.xml").unwrap();
         assert_eq!(c.raft, RaftTiming::default());
         assert_eq!(c.limits, Limits::default());
+        assert_eq!(c.time, TimeSync::default());
+        assert_eq!(c.master, MasterPolicy::default());
         assert_eq!(c.servers.len(), 3);
         assert_eq!(c.node, 1);
     }
@@ -1694,6 +1764,23 @@ mod tests {
     fn config_membership_ipv6_address() {
         let c = parse(&edit("host=\"127.0.0.1\"", "host=\"::1\""), "t.xml").unwrap();
         assert_eq!(c.server(1).unwrap().sync_addr(), "[::1]:7101");
+    }
+
+    // --- time and master ---------------------------------------------------
+
+    /// <time> and <master> values are read; bad values are refused at their line.
+    #[test]
+    fn config_time_master_values_read_and_checked() {
+        let c = parse(&with(r#"<time interval-ms="250" tolerance-ms="2" samples="8"/>"#), "t.xml").unwrap();
+        assert_eq!(c.time, TimeSync { interval_ms: 250, tolerance_ms: 2, samples: 8 });
+        let c = parse(&with(r#"<master prefer-lowest="false" hold-down-ms="0"/>"#), "t.xml").unwrap();
+        assert_eq!(c.master, MasterPolicy { prefer_lowest: false, hold_down_ms: 0 });
+        let e = parse(&with(r#"<time samples="17"/>"#), "t.xml").unwrap_err();
+        assert_eq!(e.field(), Some("samples"));
+        let e = parse(&with(r#"<master prefer-lowest="yes"/>"#), "t.xml").unwrap_err();
+        assert_eq!(e.field(), Some("prefer-lowest"));
+        let e = parse(&with(r#"<time period="1"/>"#), "t.xml").unwrap_err();
+        assert_eq!(e.field(), Some("period"));
     }
 
     // --- raft --------------------------------------------------------------

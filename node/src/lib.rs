@@ -9,3 +9,4 @@ pub mod config;
 pub mod metrics;
 pub mod presence;
 pub mod raft;
+pub mod time;

@@ -16,7 +16,7 @@ pub struct ConsistencyLabel {
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct CodeLabel {
-    pub code: &'static str,
+    pub code: String,
 }
 
 /// All metrics of one node.

@@ -175,19 +175,24 @@ pub async fn forward_membership(addr: &str, op: MembershipOp) -> Result<Membersh
     }
 }
 
-/// Turns a gRPC error from another node back into our error (by its code).
+/// Turns a gRPC error from another node back into our error, keeping the
+/// stable code and message the other node gave.
 fn status_to_api(s: Status) -> ApiError {
-    use crate::raft::ClusterError as C;
-    let code = s.metadata().get("x-herald-code").and_then(|v| v.to_str().ok()).unwrap_or("").to_string();
-    let msg = s.message().to_string();
-    match code.as_str() {
-        "no_leader" => ApiError::Cluster(C::NoLeader),
-        "timeout" => ApiError::Cluster(C::Timeout),
-        "membership_refused" => ApiError::Cluster(C::Membership(msg)),
-        "unknown_node" => ApiError::NotFound(msg),
-        "missing_address" => ApiError::bad("missing_address", msg),
-        _ => ApiError::Cluster(C::Unavailable(msg)),
-    }
+    let Some(code) = s.metadata().get("x-herald-code").and_then(|v| v.to_str().ok()).map(str::to_string) else {
+        return ApiError::Cluster(crate::raft::ClusterError::Unavailable(s.message().to_string()));
+    };
+    let prefix = format!("{code}: ");
+    let message = s.message().strip_prefix(&prefix).unwrap_or(s.message()).to_string();
+    let status = match s.code() {
+        tonic::Code::InvalidArgument => 400,
+        tonic::Code::ResourceExhausted => 413,
+        tonic::Code::NotFound => 404,
+        tonic::Code::FailedPrecondition => 409,
+        tonic::Code::Unavailable => 503,
+        tonic::Code::DeadlineExceeded => 504,
+        _ => 500,
+    };
+    ApiError::Forwarded { code, status, message }
 }
 
 fn membership_to_pb(r: MembershipResult) -> pb::MembershipResponse {

@@ -26,6 +26,10 @@ pub enum ApiError {
     NotFound(String),
     #[error(transparent)]
     Cluster(#[from] ClusterError),
+    /// An error answered by another node (the leader) for a forwarded
+    /// request, passed on with its own code.
+    #[error("{message}")]
+    Forwarded { code: String, status: u16, message: String },
 }
 
 impl From<EventError> for ApiError {
@@ -40,9 +44,10 @@ impl ApiError {
     }
 
     /// Stable snake_case code.
-    pub fn code(&self) -> &'static str {
+    pub fn code(&self) -> &str {
         match self {
             ApiError::BadRequest { code, .. } => code,
+            ApiError::Forwarded { code, .. } => code,
             ApiError::TooLarge { .. } => "payload_too_large",
             ApiError::NotFound(_) => "not_found",
             ApiError::Cluster(e) => e.code(),
@@ -55,6 +60,7 @@ impl ApiError {
             ApiError::BadRequest { .. } => 400,
             ApiError::TooLarge { .. } => 413,
             ApiError::NotFound(_) => 404,
+            ApiError::Forwarded { status, .. } => *status,
             ApiError::Cluster(e) => match e {
                 ClusterError::NoLeader | ClusterError::NotLeader(_) | ClusterError::Unavailable(_) => 503,
                 ClusterError::Timeout => 504,
@@ -126,7 +132,7 @@ pub struct Api {
 
 impl Api {
     fn count_error(&self, e: &ApiError) {
-        self.metrics.errors.get_or_create(&CodeLabel { code: e.code() }).inc();
+        self.metrics.errors.get_or_create(&CodeLabel { code: e.code().to_string() }).inc();
     }
 
     /// Validates and commits a batch of events; returns the revision.

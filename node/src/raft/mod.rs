@@ -4,6 +4,7 @@
 
 pub mod codec;
 pub mod log_store;
+pub mod master;
 pub mod network;
 pub mod service;
 pub mod state_machine;
@@ -123,6 +124,8 @@ pub struct RaftNode {
     health_window: Duration,
     peers: Mutex<HashMap<String, RaftInternalClient<Channel>>>,
     connect_timeout: Duration,
+    /// Leader changes seen by this node (metrics).
+    pub master_changes: std::sync::atomic::AtomicU64,
 }
 
 fn internal(e: impl std::fmt::Display) -> ClusterError {
@@ -184,8 +187,11 @@ impl RaftNode {
             health_window: Duration::from_millis(t.election_max_ms * 2),
             peers: Mutex::new(HashMap::new()),
             connect_timeout,
+            master_changes: std::sync::atomic::AtomicU64::new(0),
         });
         tokio::spawn(batcher(node.raft.clone(), node.clock.clone(), rx));
+        let period = Duration::from_millis(t.heartbeat_ms * 2);
+        tokio::spawn(master::run(node.clone(), config.master.clone(), period));
         Ok(node)
     }
 
@@ -240,30 +246,38 @@ impl RaftNode {
     /// timeout; `no_leader` when no leader appears in time.
     pub async fn write(&self, events: Vec<Event>) -> Result<u64, ClusterError> {
         let deadline = tokio::time::Instant::now() + self.op_timeout;
-        match tokio::time::timeout_at(deadline, self.write_inner(events, deadline)).await {
-            Ok(r) => r,
-            Err(_) => Err(ClusterError::Timeout),
-        }
-    }
-
-    async fn write_inner(&self, events: Vec<Event>, deadline: tokio::time::Instant) -> Result<u64, ClusterError> {
+        // What went wrong last, answered when the deadline passes while
+        // retrying: a leader that metrics still name but that cannot be
+        // reached (e.g. the majority is gone) is `leader_unavailable`.
+        let mut last;
         loop {
             let (leader, addr) = self.wait_for_leader(deadline).await?;
-            let res = if leader == self.id {
-                self.write_as_leader(events.clone()).await
-            } else {
-                self.forward(&addr, &events).await
+            let attempt = async {
+                if leader == self.id {
+                    self.write_as_leader(events.clone()).await
+                } else {
+                    self.forward(&addr, &events).await
+                }
+            };
+            let res = match tokio::time::timeout_at(deadline, attempt).await {
+                Ok(r) => r,
+                Err(_) => return Err(ClusterError::Timeout),
             };
             match res {
                 // Leadership moved between our look and the write: try the new one.
-                Err(ClusterError::NotLeader(_)) | Err(ClusterError::NoLeader) => {
+                Err(e @ ClusterError::NotLeader(_)) | Err(e @ ClusterError::NoLeader) => {
+                    last = e;
                     tokio::time::sleep(Duration::from_millis(20)).await;
                 }
                 // Nothing was sent: the leader may have died; look again.
-                Err(ClusterError::Unavailable(ref e)) if e.starts_with("connect:") => {
+                Err(ClusterError::Unavailable(e)) if e.starts_with("connect:") => {
+                    last = ClusterError::Unavailable(format!("leader {leader} at {}: {e}", addr.sync));
                     tokio::time::sleep(Duration::from_millis(50)).await;
                 }
                 other => return other,
+            }
+            if tokio::time::Instant::now() >= deadline {
+                return Err(last);
             }
         }
     }
@@ -387,6 +401,31 @@ impl RaftNode {
             snapshot_index: m.snapshot.as_ref().map(|l| l.index()),
             members,
         }
+    }
+
+    /// The current leader (the numbered master), if known.
+    pub fn leader_id(&self) -> Option<u64> {
+        self.raft.metrics().borrow_watched().current_leader
+    }
+
+    /// Asks the leader to hand leadership to `number` (operator command;
+    /// this node must be the leader).
+    pub async fn transfer_leader(&self, number: u64) -> Result<(), ClusterError> {
+        if !self.is_leader() {
+            return Err(ClusterError::NotLeader(self.leader_id().unwrap_or(0)));
+        }
+        if !self.status().members.iter().any(|m| m.number == number && m.role != "learner") {
+            return Err(ClusterError::UnknownNode(number));
+        }
+        self.raft.trigger().transfer_leader(number).await.map_err(internal)?;
+        let deadline = tokio::time::Instant::now() + self.op_timeout;
+        while tokio::time::Instant::now() < deadline {
+            if self.leader_id() == Some(number) {
+                return Ok(());
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        Err(ClusterError::Timeout)
     }
 
     pub fn is_leader(&self) -> bool {

@@ -1,0 +1,125 @@
+//! The `herald` command line: global flags, the subcommand tree, and running
+//! one command. Each subcommand group lives in its own module; a new group
+//! is a new module plus one variant of [`Command`].
+
+mod cluster;
+mod ids;
+mod output;
+mod presence;
+mod status;
+mod table;
+
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+use herald_client::{ClientError, HeraldClient};
+
+/// Command-line client of a Herald presence cluster.
+#[derive(Parser, Debug)]
+#[command(
+    name = "herald",
+    version,
+    about = "Command-line client of a Herald presence cluster",
+    long_about = "Command-line client of a Herald presence cluster: push presence events, query \
+                  presence, inspect the cluster and change its membership over gRPC.\n\n\
+                  Errors go to stderr as `error: <code>: <message>` with a non-zero exit code; \
+                  <code> is the server's stable snake_case code (no_leader, timeout, ...)."
+)]
+pub struct Cli {
+    /// Publish address (gRPC) of the node to talk to: host:port or http://host:port.
+    #[arg(long, global = true, value_name = "ADDR", env = "HERALD_NODE", default_value = "127.0.0.1:7103")]
+    pub node: String,
+    /// Machine output: one JSON document on stdout instead of tables.
+    #[arg(long, global = true)]
+    pub json: bool,
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// Top-level subcommands.
+#[derive(Subcommand, Debug)]
+pub enum Command {
+    /// Show the cluster as the node sees it: leader, term, indexes, members.
+    Status(status::StatusArgs),
+    /// Push presence events (login, logout, permission) and query presence.
+    #[command(subcommand)]
+    Presence(presence::PresenceCommand),
+    /// Change cluster membership: add a learner, promote it, remove a node.
+    #[command(subcommand)]
+    Cluster(cluster::ClusterCommand),
+}
+
+/// What every command gets: where to connect and how to print.
+pub struct Ctx {
+    pub node: String,
+    pub out: output::Output,
+}
+
+impl Ctx {
+    /// Connects to `--node`.
+    pub async fn connect(&self) -> Result<HeraldClient, ClientError> {
+        HeraldClient::connect(&self.node).await
+    }
+}
+
+/// Parses the command line, runs the command, reports an error on stderr.
+pub fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let rt = match tokio::runtime::Builder::new_current_thread().enable_all().build() {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("error: internal: cannot start the async runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match rt.block_on(run(cli)) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// Runs one parsed command line.
+pub async fn run(cli: Cli) -> Result<(), ClientError> {
+    let ctx = Ctx { node: cli.node, out: output::Output { json: cli.json } };
+    match cli.command {
+        Command::Status(a) => status::run(&ctx, a).await,
+        Command::Presence(c) => presence::run(&ctx, c).await,
+        Command::Cluster(c) => cluster::run(&ctx, c).await,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::CommandFactory;
+
+    /// The clap definition is internally consistent (no clashing flags,
+    /// valid defaults), checked by clap's own debug assertions.
+    #[test]
+    fn cli_parse_definition_is_valid() {
+        Cli::command().debug_assert();
+    }
+
+    /// `--node` defaults to the local single node, and the global flags are
+    /// accepted after the subcommand too.
+    #[test]
+    fn cli_parse_global_flags() {
+        let c = Cli::try_parse_from(["herald", "status"]).unwrap();
+        // HERALD_NODE may be set in the environment running the tests.
+        if std::env::var_os("HERALD_NODE").is_none() {
+            assert_eq!(c.node, "127.0.0.1:7103");
+        }
+        assert!(!c.json);
+        let c = Cli::try_parse_from(["herald", "status", "--json", "--node", "10.0.0.2:7203"]).unwrap();
+        assert_eq!((c.node.as_str(), c.json), ("10.0.0.2:7203", true));
+    }
+
+    /// A subcommand is required.
+    #[test]
+    fn cli_parse_requires_subcommand() {
+        assert!(Cli::try_parse_from(["herald"]).is_err());
+    }
+}

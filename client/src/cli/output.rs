@@ -1,0 +1,128 @@
+//! Printing results: one JSON document (`--json`) or human text, and the
+//! small formatting helpers the human text shares.
+
+use std::io::Write;
+
+use herald_client::{ClientError, NodeStatus};
+use serde::Serialize;
+
+use super::table::Table;
+
+/// Where and how results are printed.
+#[derive(Debug, Clone, Copy)]
+pub struct Output {
+    pub json: bool,
+}
+
+impl Output {
+    /// Prints `value` as pretty JSON with `--json`, else the text `human`
+    /// builds.
+    pub fn print<T: Serialize>(&self, value: &T, human: impl FnOnce(&T) -> String) -> Result<(), ClientError> {
+        let text = if self.json {
+            serde_json::to_string_pretty(value)
+                .map_err(|e| ClientError::InvalidArgument(format!("cannot encode JSON: {e}")))?
+        } else {
+            human(value)
+        };
+        emit(&text);
+        Ok(())
+    }
+}
+
+/// Writes `text` and a final newline to stdout; a closed pipe (`| head`) is
+/// not an error.
+fn emit(text: &str) {
+    let mut out = std::io::stdout().lock();
+    let _ = out.write_all(text.as_bytes());
+    if !text.ends_with('\n') {
+        let _ = out.write_all(b"\n");
+    }
+    let _ = out.flush();
+}
+
+pub fn yes_no(b: bool) -> &'static str {
+    if b {
+        "yes"
+    } else {
+        "no"
+    }
+}
+
+/// The members table of `status` and the membership commands.
+pub fn nodes_table(nodes: &[NodeStatus]) -> String {
+    let mut t = Table::new(["NUMBER", "SYNC", "PUBLISH", "ROLE", "HEALTHY", "MATCHED"]);
+    for n in nodes {
+        t.row([
+            n.number.to_string(),
+            n.sync.clone(),
+            n.publish.clone(),
+            n.role.clone(),
+            yes_no(n.healthy).to_string(),
+            n.matched_index.map(|m| m.to_string()).unwrap_or_else(|| "-".into()),
+        ]);
+    }
+    t.to_string()
+}
+
+/// Milliseconds since the Unix epoch as `YYYY-MM-DDTHH:MM:SS.mmmZ`; 0 (never
+/// changed) as `-`.
+pub fn format_ms(ms: u64) -> String {
+    if ms == 0 {
+        return "-".into();
+    }
+    let secs = ms / 1000;
+    let days = (secs / 86_400) as i64;
+    let rem = secs % 86_400;
+    let (y, m, d) = civil_from_days(days);
+    format!("{y:04}-{m:02}-{d:02}T{:02}:{:02}:{:02}.{:03}Z", rem / 3600, rem % 3600 / 60, rem % 60, ms % 1000)
+}
+
+/// Days since 1970-01-01 to (year, month, day), proleptic Gregorian
+/// (Howard Hinnant's algorithm).
+fn civil_from_days(z: i64) -> (i64, u32, u32) {
+    let z = z + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z.rem_euclid(146_097);
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let d = (doy - (153 * mp + 2) / 5 + 1) as u32;
+    let m = if mp < 10 { mp + 3 } else { mp - 9 } as u32;
+    let y = yoe + era * 400 + i64::from(m <= 2);
+    (y, m, d)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Known instants format as UTC ISO-8601 with milliseconds, including a
+    /// leap day; 0 means "never" and prints `-`.
+    #[test]
+    fn cli_output_format_ms() {
+        assert_eq!(format_ms(0), "-");
+        assert_eq!(format_ms(1), "1970-01-01T00:00:00.001Z");
+        assert_eq!(format_ms(951_782_400_000), "2000-02-29T00:00:00.000Z");
+        assert_eq!(format_ms(1_700_000_000_123), "2023-11-14T22:13:20.123Z");
+        assert_eq!(format_ms(4_102_444_799_999), "2099-12-31T23:59:59.999Z");
+    }
+
+    /// The members table shows every field, `-` for an unknown matched
+    /// index.
+    #[test]
+    fn cli_output_nodes_table() {
+        let n = |number: u64, role: &str, m: Option<u64>| NodeStatus {
+            number,
+            sync: format!("127.0.0.1:7{number}01"),
+            publish: format!("127.0.0.1:7{number}03"),
+            role: role.into(),
+            healthy: m.is_some(),
+            matched_index: m,
+        };
+        let t = nodes_table(&[n(1, "leader", Some(42)), n(2, "learner", None)]);
+        let lines: Vec<&str> = t.lines().collect();
+        assert_eq!(lines[0], "NUMBER  SYNC            PUBLISH         ROLE     HEALTHY  MATCHED");
+        assert_eq!(lines[1], "1       127.0.0.1:7101  127.0.0.1:7103  leader   yes      42");
+        assert_eq!(lines[2], "2       127.0.0.1:7201  127.0.0.1:7203  learner  no       -");
+    }
+}

@@ -1,0 +1,64 @@
+//! `herald status`.
+
+use clap::Args;
+use herald_client::{ClientError, Status};
+
+use super::output::nodes_table;
+use super::Ctx;
+
+/// Arguments of `herald status` (none yet).
+#[derive(Args, Debug)]
+pub struct StatusArgs {}
+
+pub async fn run(ctx: &Ctx, _args: StatusArgs) -> Result<(), ClientError> {
+    let s = ctx.connect().await?.status().await?;
+    ctx.out.print(&s, human)
+}
+
+fn human(s: &Status) -> String {
+    let leader = s.leader.map(|l| l.to_string()).unwrap_or_else(|| "none".into());
+    format!(
+        "cluster  {}\nnode     {} ({})\nleader   {}\nterm     {}\ncommit   {}\napplied  {}\n\n{}",
+        s.cluster,
+        s.node,
+        s.state,
+        leader,
+        s.term,
+        s.commit_index,
+        s.applied_index,
+        nodes_table(&s.nodes)
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::cli::Cli;
+    use clap::Parser;
+
+    /// `status` takes no arguments of its own.
+    #[test]
+    fn cli_parse_status() {
+        assert!(Cli::try_parse_from(["herald", "status"]).is_ok());
+        assert!(Cli::try_parse_from(["herald", "status", "extra"]).is_err());
+    }
+
+    /// The human form names the cluster, this node and its state, the
+    /// leader (or `none`), term and indexes, then the members.
+    #[test]
+    fn cli_output_status_human() {
+        let s = Status {
+            cluster: "c".into(),
+            node: 2,
+            state: "follower".into(),
+            leader: None,
+            term: 3,
+            commit_index: 10,
+            applied_index: 9,
+            nodes: vec![],
+        };
+        let h = human(&s);
+        assert!(h.starts_with("cluster  c\nnode     2 (follower)\nleader   none\nterm     3\ncommit   10\napplied  9\n"), "{h}");
+        assert!(h.ends_with("NUMBER  SYNC  PUBLISH  ROLE  HEALTHY  MATCHED"), "{h}");
+    }
+}

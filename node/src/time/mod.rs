@@ -1,0 +1,281 @@
+//! Time synchronisation (MISSION P5): every node answers SNTP on its
+//! time-port; every node but the time master (= the Raft leader, the
+//! numbered master) polls the master with sntpc and corrects its cluster
+//! clock when it is off by more than the tolerance.
+
+pub mod ntp;
+
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use serde::Serialize;
+use tokio::net::UdpSocket;
+
+use crate::clock::{wall_us, ClusterClock};
+use crate::config::{Server, TimeSync};
+use ntp::Packet;
+
+/// Longest a single SNTP exchange may take before it counts as lost.
+const SAMPLE_TIMEOUT: Duration = Duration::from_millis(500);
+/// Largest datagram read; NTP packets are 48 bytes plus optional extensions.
+const MAX_DATAGRAM: usize = 1024;
+
+/// This node's clock as shown in status.
+#[derive(Debug, Clone, Default, Serialize, PartialEq)]
+pub struct ClockStatus {
+    /// Error of this node's cluster clock against the time master at the
+    /// last poll, in ms (positive: the master is ahead).
+    pub offset_ms: f64,
+    /// Round trip of the best sample of the last poll, in ms.
+    pub rtt_ms: f64,
+    /// Cluster time of the last successful poll (0: never).
+    pub last_sync_ms: u64,
+    pub in_tolerance: bool,
+    /// The time master this node followed at the last poll (itself when it
+    /// is the master).
+    pub time_master: Option<u64>,
+    /// Why the last poll failed, if it did; the clock keeps its last correction.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+    /// Corrections applied since start.
+    pub corrections: u64,
+}
+
+/// The time service of one node.
+pub struct TimeService {
+    pub node: u64,
+    pub clock: Arc<ClusterClock>,
+    pub config: TimeSync,
+    servers: Vec<Server>,
+    status: Mutex<ClockStatus>,
+}
+
+impl TimeService {
+    pub fn new(node: u64, clock: Arc<ClusterClock>, config: TimeSync, servers: Vec<Server>) -> Arc<Self> {
+        Arc::new(TimeService { node, clock, config, servers, status: Mutex::new(ClockStatus::default()) })
+    }
+
+    pub fn status(&self) -> ClockStatus {
+        self.status.lock().expect("status lock").clone()
+    }
+
+    fn is_synced_or_master(&self, master: Option<u64>) -> bool {
+        master == Some(self.node) || self.status.lock().expect("status lock").last_sync_ms > 0
+    }
+
+    /// Answers SNTP requests on `socket` until the task is dropped.
+    /// `master` tells who the time master is right now.
+    pub async fn serve(self: Arc<Self>, socket: UdpSocket, master: impl Fn() -> Option<u64> + Send + 'static) {
+        let mut buf = [0u8; MAX_DATAGRAM];
+        loop {
+            let (n, peer) = match socket.recv_from(&mut buf).await {
+                Ok(x) => x,
+                Err(e) => {
+                    tracing::debug!(error = %e, "time-port recv");
+                    continue;
+                }
+            };
+            let recv_us = self.clock.now_us();
+            let Ok(req) = Packet::decode(&buf[..n]) else { continue };
+            if req.mode != ntp::MODE_CLIENT || !(1..=4).contains(&req.version) {
+                continue;
+            }
+            let reply = self.reply(&req, recv_us, master());
+            if let Err(e) = socket.send_to(&reply.encode(), peer).await {
+                tracing::debug!(error = %e, %peer, "time-port send");
+            }
+        }
+    }
+
+    /// Builds the server reply to a client request received at `recv_us`.
+    fn reply(&self, req: &Packet, recv_us: i64, master: Option<u64>) -> Packet {
+        let st = self.status();
+        let is_master = master == Some(self.node);
+        let (leap, stratum, reference_id, reference_us, root_delay) = if is_master {
+            // The master's clock is the cluster's reference: a primary server
+            // with the local clock as its source.
+            (0, 1, *b"LOCL", recv_us - (recv_us % 1_000_000), 0)
+        } else if self.is_synced_or_master(master) {
+            let refid = st
+                .time_master
+                .and_then(|m| self.servers.iter().find(|s| s.number == m))
+                .and_then(|s| s.host.parse::<std::net::Ipv4Addr>().ok())
+                .map(|ip| ip.octets())
+                .unwrap_or(*b"HRLD");
+            (0, 2, refid, st.last_sync_ms as i64 * 1000, ntp::to_short((st.rtt_ms * 1000.0) as u64))
+        } else {
+            (ntp::LI_UNSYNC, 16, *b"INIT", 0, 0)
+        };
+        Packet {
+            leap,
+            version: req.version,
+            mode: ntp::MODE_SERVER,
+            stratum,
+            poll: req.poll.clamp(4, 17),
+            precision: -20,
+            root_delay,
+            root_dispersion: ntp::to_short(self.config.tolerance_ms * 1000),
+            reference_id,
+            reference_ts: if reference_us > 0 { ntp::to_ntp(reference_us) } else { 0 },
+            origin_ts: req.transmit_ts,
+            receive_ts: ntp::to_ntp(recv_us),
+            transmit_ts: ntp::to_ntp(self.clock.now_us()),
+        }
+    }
+
+    /// Polls the time master every interval until the task is dropped.
+    pub async fn sync_loop(self: Arc<Self>, master: impl Fn() -> Option<u64> + Send + 'static) {
+        let mut tick = tokio::time::interval(Duration::from_millis(self.config.interval_ms));
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tick.tick().await;
+            let m = master();
+            match m {
+                Some(id) if id == self.node => {
+                    // The master is the reference: keep the clock as it runs
+                    // (with whatever correction it had), so cluster time is
+                    // continuous across master changes.
+                    let mut st = self.status.lock().expect("status lock");
+                    st.offset_ms = 0.0;
+                    st.rtt_ms = 0.0;
+                    st.in_tolerance = true;
+                    st.time_master = Some(id);
+                    st.error = None;
+                    st.last_sync_ms = self.clock.now_ms();
+                }
+                Some(id) => self.poll_master(id).await,
+                None => {
+                    let mut st = self.status.lock().expect("status lock");
+                    st.error = Some("no time master: running on the last correction".into());
+                    st.time_master = None;
+                }
+            }
+        }
+    }
+
+    async fn poll_master(&self, master: u64) {
+        let Some(server) = self.servers.iter().find(|s| s.number == master) else {
+            self.fail(master, format!("time master {master} is not in the XML server list"));
+            return;
+        };
+        let addr: SocketAddr = match tokio::net::lookup_host(server.time_addr()).await.ok().and_then(|mut a| a.next()) {
+            Some(a) => a,
+            None => {
+                self.fail(master, format!("cannot resolve {}", server.time_addr()));
+                return;
+            }
+        };
+        let bind = if addr.is_ipv4() { "0.0.0.0:0" } else { "[::]:0" };
+        let socket = match UdpSocket::bind(bind).await {
+            Ok(s) => sntpc_net_tokio::UdpSocketWrapper::new(s),
+            Err(e) => {
+                self.fail(master, format!("bind: {e}"));
+                return;
+            }
+        };
+        let mut best: Option<(i64, u64)> = None; // (offset µs, rtt µs)
+        let mut last_err = None;
+        for _ in 0..self.config.samples {
+            let ctx = sntpc::NtpContext::new(WallClock::default());
+            match tokio::time::timeout(SAMPLE_TIMEOUT, sntpc::get_time(addr, &socket, ctx)).await {
+                Ok(Ok(r)) if r.stratum() < 16 => {
+                    if best.is_none_or(|(_, rtt)| r.roundtrip() < rtt) {
+                        best = Some((r.offset(), r.roundtrip()));
+                    }
+                }
+                Ok(Ok(r)) => last_err = Some(format!("time master {master} is unsynchronized (stratum {})", r.stratum())),
+                Ok(Err(e)) => last_err = Some(format!("sntp: {e:?}")),
+                Err(_) => last_err = Some("sntp: timed out".into()),
+            }
+        }
+        let Some((wall_offset_us, rtt_us)) = best else {
+            self.fail(master, last_err.unwrap_or_else(|| "no sample".into()));
+            return;
+        };
+        // wall_offset = master's cluster time − our wall clock; our error is
+        // that minus the offset our cluster clock applies.
+        let error_us = wall_offset_us - self.clock.offset_us();
+        let tolerance_us = (self.config.tolerance_ms * 1000) as i64;
+        let in_tolerance = error_us.abs() <= tolerance_us;
+        let mut st = self.status.lock().expect("status lock");
+        if !in_tolerance {
+            self.clock.set_target_offset_us(wall_offset_us);
+            st.corrections += 1;
+            tracing::info!(master, error_ms = error_us as f64 / 1000.0, rtt_ms = rtt_us as f64 / 1000.0, "cluster clock corrected");
+        }
+        st.offset_ms = error_us as f64 / 1000.0;
+        st.rtt_ms = rtt_us as f64 / 1000.0;
+        st.in_tolerance = in_tolerance;
+        st.time_master = Some(master);
+        st.error = None;
+        st.last_sync_ms = self.clock.now_ms();
+    }
+
+    fn fail(&self, master: u64, error: String) {
+        tracing::debug!(master, %error, "time sync failed");
+        let mut st = self.status.lock().expect("status lock");
+        st.error = Some(error);
+        st.time_master = Some(master);
+    }
+}
+
+/// sntpc's client timestamps: this host's wall clock, so that the measured
+/// offset is (master's cluster time − our wall clock).
+#[derive(Default, Clone, Copy)]
+struct WallClock {
+    us: i64,
+}
+
+impl sntpc::NtpTimestampGenerator for WallClock {
+    fn init(&mut self) {
+        self.us = wall_us();
+    }
+
+    fn timestamp_sec(&self) -> u64 {
+        (self.us / 1_000_000) as u64
+    }
+
+    fn timestamp_subsec_micros(&self) -> u32 {
+        (self.us % 1_000_000) as u32
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn svc(node: u64) -> Arc<TimeService> {
+        let servers = vec![Server { number: 1, host: "10.0.0.1".into(), sync_port: 1, time_port: 2, publish_port: 3 }];
+        TimeService::new(node, Arc::new(ClusterClock::new()), TimeSync::default(), servers)
+    }
+
+    /// The master answers stratum 1 "LOCL"; a never-synced follower answers
+    /// "unsynchronized" (LI 3, stratum 16); both echo the client's transmit
+    /// timestamp as origin and keep its version.
+    #[test]
+    fn time_reply_fields() {
+        let req = Packet { version: 3, mode: ntp::MODE_CLIENT, transmit_ts: 42, poll: 6, ..Default::default() };
+        let m = svc(1).reply(&req, wall_us(), Some(1));
+        assert_eq!((m.leap, m.stratum, m.mode, m.version, m.origin_ts), (0, 1, ntp::MODE_SERVER, 3, 42));
+        assert_eq!(&m.reference_id, b"LOCL");
+        assert!(m.transmit_ts >= m.receive_ts);
+        let f = svc(2).reply(&req, wall_us(), Some(1));
+        assert_eq!((f.leap, f.stratum), (ntp::LI_UNSYNC, 16));
+    }
+
+    /// A synced follower answers stratum 2 with the master's IPv4 address as
+    /// reference id.
+    #[test]
+    fn time_reply_synced_follower() {
+        let s = svc(2);
+        {
+            let mut st = s.status.lock().unwrap();
+            st.last_sync_ms = 1;
+            st.time_master = Some(1);
+        }
+        let req = Packet { version: 4, mode: ntp::MODE_CLIENT, ..Default::default() };
+        let r = s.reply(&req, wall_us(), Some(1));
+        assert_eq!((r.leap, r.stratum, r.reference_id), (0, 2, [10, 0, 0, 1]));
+    }
+}
