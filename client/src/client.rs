@@ -147,7 +147,7 @@ impl HeraldClient {
 
     /// The cluster as the connected node sees it.
     pub async fn status(&self) -> Result<Status, ClientError> {
-        let r = self.cluster.clone().status(pb::StatusRequest {}).await?;
+        let r = self.cluster.clone().status(pb::StatusRequest { local: false }).await?;
         Ok(r.into_inner().into())
     }
 

@@ -44,8 +44,16 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()> + Send + 'st
         .await
         .map_err(|e| anyhow::anyhow!("cannot bind publish-port {}: {e}", me.publish_addr()))?;
 
+    let time_l = tokio::net::UdpSocket::bind(me.time_addr())
+        .await
+        .map_err(|e| anyhow::anyhow!("cannot bind time-port {} (udp): {e}", me.time_addr()))?;
+
     let clock = Arc::new(ClusterClock::new());
-    let node = RaftNode::start(&config, clock).await?;
+    let node = RaftNode::start(&config, clock.clone()).await?;
+    let time = crate::time::TimeService::new(config.node, clock, config.time.clone(), config.servers.clone());
+    let (n1, n2) = (node.clone(), node.clone());
+    tokio::spawn(time.clone().serve(time_l, move || n1.leader_id()));
+    tokio::spawn(time.clone().sync_loop(move || n2.leader_id()));
     let metrics = Arc::new(Metrics::new());
     let api = Arc::new(Api {
         cluster: config.cluster.clone(),
@@ -53,6 +61,7 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()> + Send + 'st
         node: node.clone(),
         limits: config.limits.clone(),
         metrics,
+        time,
     });
     let app = App { config, node, api };
     tracing::info!(

@@ -8,6 +8,7 @@ use prometheus_client::metrics::histogram::{exponential_buckets, Histogram};
 use prometheus_client::registry::Registry;
 
 use crate::raft::LocalStatus;
+use crate::time::ClockStatus;
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct ConsistencyLabel {
@@ -37,6 +38,11 @@ pub struct Metrics {
     applied_index: Gauge,
     users: Gauge,
     online_users: Gauge,
+    clock_offset_ms: Gauge<f64, std::sync::atomic::AtomicU64>,
+    clock_rtt_ms: Gauge<f64, std::sync::atomic::AtomicU64>,
+    clock_in_tolerance: Gauge,
+    clock_corrections: Gauge,
+    master_changes: Gauge,
 }
 
 fn latency_histogram() -> Histogram {
@@ -69,6 +75,11 @@ impl Metrics {
             applied_index: Gauge::default(),
             users: Gauge::default(),
             online_users: Gauge::default(),
+            clock_offset_ms: Gauge::default(),
+            clock_rtt_ms: Gauge::default(),
+            clock_in_tolerance: Gauge::default(),
+            clock_corrections: Gauge::default(),
+            master_changes: Gauge::default(),
             registry: Registry::default(),
         };
         r.register("presence_write_requests", "Presence write requests committed", m.write_requests.clone());
@@ -86,11 +97,21 @@ impl Metrics {
         r.register("raft_applied_index", "Last log index applied to the state machine", m.applied_index.clone());
         r.register("presence_users", "Users with a presence record", m.users.clone());
         r.register("presence_online_users", "Users online on at least one client", m.online_users.clone());
+        r.register("clock_offset_ms", "Cluster clock error against the time master at the last poll", m.clock_offset_ms.clone());
+        r.register("clock_rtt_ms", "Round trip to the time master at the last poll", m.clock_rtt_ms.clone());
+        r.register("clock_in_tolerance", "1 when the cluster clock is within tolerance of the time master", m.clock_in_tolerance.clone());
+        r.register("clock_corrections", "Cluster clock corrections since start", m.clock_corrections.clone());
+        r.register("master_changes", "Master (leader) changes seen by this node since start", m.master_changes.clone());
         Metrics { registry: r, ..m }
     }
 
     /// Renders the text exposition, after refreshing the gauges.
-    pub fn render(&self, st: &LocalStatus, users: usize, online: usize) -> String {
+    pub fn render(&self, st: &LocalStatus, users: usize, online: usize, clock: &ClockStatus, master_changes: u64) -> String {
+        self.clock_offset_ms.set(clock.offset_ms);
+        self.clock_rtt_ms.set(clock.rtt_ms);
+        self.clock_in_tolerance.set(clock.in_tolerance as i64);
+        self.clock_corrections.set(clock.corrections as i64);
+        self.master_changes.set(master_changes as i64);
         self.term.set(st.term as i64);
         self.leader.set(st.leader.unwrap_or(0) as i64);
         self.is_leader.set((st.leader == Some(st.node)) as i64);

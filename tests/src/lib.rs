@@ -45,6 +45,10 @@ pub struct Tuning {
     pub write_timeout_ms: u64,
     pub max_ids_per_query: usize,
     pub max_request_bytes: usize,
+    pub time_interval_ms: u64,
+    pub time_tolerance_ms: u64,
+    pub prefer_lowest: bool,
+    pub hold_down_ms: u64,
 }
 
 impl Default for Tuning {
@@ -57,6 +61,10 @@ impl Default for Tuning {
             write_timeout_ms: 3000,
             max_ids_per_query: 10_000,
             max_request_bytes: 4 << 20,
+            time_interval_ms: 200,
+            time_tolerance_ms: 5,
+            prefer_lowest: true,
+            hold_down_ms: 1000,
         }
     }
 }
@@ -75,6 +83,8 @@ pub struct Node {
     pub config: PathBuf,
     pub data_dir: PathBuf,
     pub log: PathBuf,
+    /// Extra environment for the process (e.g. libfaketime).
+    pub env: Vec<(String, String)>,
     child: Option<Child>,
 }
 
@@ -92,6 +102,7 @@ impl Node {
             .arg("--config")
             .arg(&self.config)
             .env("HERALD_LOG", "info,openraft=warn")
+            .envs(self.env.iter().map(|(k, v)| (k.as_str(), v.as_str())))
             .stdout(Stdio::from(log.try_clone()?))
             .stderr(Stdio::from(log))
             .spawn()
@@ -144,6 +155,11 @@ impl Node {
     pub fn is_running(&self) -> bool {
         self.child.is_some()
     }
+
+    /// Process id while running.
+    pub fn pid(&self) -> Option<u32> {
+        self.child.as_ref().map(|c| c.id())
+    }
 }
 
 impl Drop for Node {
@@ -195,7 +211,7 @@ impl Cluster {
         let data_dir = self.dir.path().join(format!("node{number}"));
         let config = self.dir.path().join(format!("node{number}.xml"));
         let xml = format!(
-            "<herald cluster=\"test\">\n  <node number=\"{number}\" data-dir=\"{}\" join=\"{join}\"/>\n  <servers>\n{}  </servers>\n  <raft heartbeat-ms=\"{}\" election-min-ms=\"{}\" election-max-ms=\"{}\" snapshot-logs=\"{}\" write-timeout-ms=\"{}\"/>\n  <limits max-ids-per-query=\"{}\" max-request-bytes=\"{}\"/>\n</herald>\n",
+            "<herald cluster=\"test\">\n  <node number=\"{number}\" data-dir=\"{}\" join=\"{join}\"/>\n  <servers>\n{}  </servers>\n  <raft heartbeat-ms=\"{}\" election-min-ms=\"{}\" election-max-ms=\"{}\" snapshot-logs=\"{}\" write-timeout-ms=\"{}\"/>\n  <limits max-ids-per-query=\"{}\" max-request-bytes=\"{}\"/>\n  <time interval-ms=\"{}\" tolerance-ms=\"{}\" samples=\"3\"/>\n  <master prefer-lowest=\"{}\" hold-down-ms=\"{}\"/>\n</herald>\n",
             data_dir.display(),
             server_xml(servers),
             t.heartbeat_ms,
@@ -204,11 +220,15 @@ impl Cluster {
             t.snapshot_logs,
             t.write_timeout_ms,
             t.max_ids_per_query,
-            t.max_request_bytes
+            t.max_request_bytes,
+            t.time_interval_ms,
+            t.time_tolerance_ms,
+            t.prefer_lowest,
+            t.hold_down_ms
         );
         fs::write(&config, xml)?;
         let log = self.dir.path().join(format!("node{number}.log"));
-        Ok(Node { number, ports, config, data_dir, log, child: None })
+        Ok(Node { number, ports, config, data_dir, log, env: Vec::new(), child: None })
     }
 
     /// Starts `n` nodes that bootstrap from their shared XML server list.
@@ -337,6 +357,23 @@ pub fn query(addr: &str, uids: &[String], consistency: &str) -> Result<Value> {
         bail!("query → {st}: {v}");
     }
     Ok(v)
+}
+
+/// This node's own view of the cluster (`GET /v1/cluster?local=true`).
+pub fn local_view(addr: &str) -> Result<Value> {
+    let (st, v) = get_json(addr, "/v1/cluster?local=true")?;
+    if st != 200 {
+        bail!("cluster → {st}: {v}");
+    }
+    Ok(v)
+}
+
+/// Path of libfaketime's multi-threaded library, if installed.
+pub fn libfaketime() -> Option<PathBuf> {
+    ["/usr/lib/x86_64-linux-gnu/faketime/libfaketimeMT.so.1", "/usr/lib/aarch64-linux-gnu/faketime/libfaketimeMT.so.1", "/usr/lib/faketime/libfaketimeMT.so.1"]
+        .iter()
+        .map(PathBuf::from)
+        .find(|p| p.exists())
 }
 
 /// Retries `f` until it succeeds or `timeout` passes.

@@ -12,6 +12,7 @@ use tonic::{Request, Response, Status, Streaming};
 
 use super::{Api, ApiError, Consistency, MembershipOp, MembershipResult, NodeView};
 use crate::presence::{Event, QueryResult};
+use crate::time::ClockStatus;
 
 /// Requests of one stream being worked on at once: responses keep request
 /// order, so more would only buffer.
@@ -141,11 +142,42 @@ impl pb::presence_server::Presence for PresenceGrpc {
 }
 
 pub fn node_view_from_pb(n: pb::NodeStatus) -> NodeView {
-    NodeView { number: n.number, sync: n.sync, publish: n.publish, role: n.role, healthy: n.healthy, matched_index: n.matched_index }
+    NodeView {
+        number: n.number,
+        sync: n.sync,
+        publish: n.publish,
+        role: n.role,
+        healthy: n.healthy,
+        matched_index: n.matched_index,
+        clock: n.clock.map(|c| ClockStatus {
+            offset_ms: c.offset_ms,
+            rtt_ms: c.rtt_ms,
+            last_sync_ms: c.last_sync_ms,
+            in_tolerance: c.in_tolerance,
+            time_master: c.time_master,
+            error: (!c.error.is_empty()).then_some(c.error),
+            corrections: 0,
+        }),
+    }
 }
 
 fn node_view_to_pb(n: NodeView) -> pb::NodeStatus {
-    pb::NodeStatus { number: n.number, sync: n.sync, publish: n.publish, role: n.role, healthy: n.healthy, matched_index: n.matched_index }
+    pb::NodeStatus {
+        number: n.number,
+        sync: n.sync,
+        publish: n.publish,
+        role: n.role,
+        healthy: n.healthy,
+        matched_index: n.matched_index,
+        clock: n.clock.map(|c| pb::ClockStatus {
+            offset_ms: c.offset_ms,
+            rtt_ms: c.rtt_ms,
+            last_sync_ms: c.last_sync_ms,
+            in_tolerance: c.in_tolerance,
+            time_master: c.time_master,
+            error: c.error.unwrap_or_default(),
+        }),
+    }
 }
 
 /// A client of another node's public Cluster service.
@@ -171,6 +203,15 @@ pub async fn forward_membership(addr: &str, op: MembershipOp) -> Result<Membersh
             let r = r.into_inner();
             Ok(MembershipResult { revision: r.revision, nodes: r.nodes.into_iter().map(node_view_from_pb).collect() })
         }
+        Err(s) => Err(status_to_api(s)),
+    }
+}
+
+/// Sends a leader transfer to the leader's publish port.
+pub async fn forward_transfer(addr: &str, number: u64) -> Result<u64, ApiError> {
+    let mut c = cluster_client(addr).await.map_err(|e| ApiError::Cluster(crate::raft::ClusterError::Unavailable(e.to_string())))?;
+    match c.transfer_leader(pb::TransferLeaderRequest { number }).await {
+        Ok(r) => Ok(r.into_inner().leader),
         Err(s) => Err(status_to_api(s)),
     }
 }
@@ -201,8 +242,8 @@ fn membership_to_pb(r: MembershipResult) -> pb::MembershipResponse {
 
 #[tonic::async_trait]
 impl pb::cluster_server::Cluster for ClusterService {
-    async fn status(&self, _req: Request<pb::StatusRequest>) -> Result<Response<pb::StatusResponse>, Status> {
-        let v = self.api.cluster_view().await;
+    async fn status(&self, req: Request<pb::StatusRequest>) -> Result<Response<pb::StatusResponse>, Status> {
+        let v = self.api.cluster_view(req.into_inner().local).await;
         Ok(Response::new(pb::StatusResponse {
             cluster: v.cluster,
             node: v.node,
@@ -212,7 +253,14 @@ impl pb::cluster_server::Cluster for ClusterService {
             applied_index: v.applied_index,
             nodes: v.nodes.into_iter().map(node_view_to_pb).collect(),
             state: v.state,
+            master: v.master,
+            time_master: v.time_master,
         }))
+    }
+
+    async fn transfer_leader(&self, req: Request<pb::TransferLeaderRequest>) -> Result<Response<pb::TransferLeaderResponse>, Status> {
+        let leader = self.api.transfer_leader(req.into_inner().number).await.map_err(|e| e.to_grpc())?;
+        Ok(Response::new(pb::TransferLeaderResponse { leader }))
     }
 
     async fn add_learner(&self, req: Request<pb::AddLearnerRequest>) -> Result<Response<pb::MembershipResponse>, Status> {

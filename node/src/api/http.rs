@@ -143,6 +143,7 @@ pub fn router(api: Arc<Api>) -> Router {
         .route("/v1/cluster/add-learner", post(post_add_learner))
         .route("/v1/cluster/promote", post(post_promote))
         .route("/v1/cluster/remove", post(post_remove))
+        .route("/v1/cluster/transfer-leader", post(post_transfer_leader))
         .route("/healthz", get(healthz))
         .route("/metrics", get(metrics))
         .fallback(not_found)
@@ -184,8 +185,25 @@ async fn get_presence(State(api): State<AppState>, RawQuery(q): RawQuery) -> Res
     Ok(Json(query_json(&res)))
 }
 
-async fn get_cluster(State(api): State<AppState>) -> Json<super::ClusterView> {
-    Json(api.cluster_view().await)
+#[derive(Debug, Deserialize, Default)]
+struct ClusterQuery {
+    #[serde(default)]
+    local: bool,
+}
+
+/// `GET /v1/cluster[?local=true]`.
+async fn get_cluster(
+    State(api): State<AppState>,
+    q: Result<axum::extract::Query<ClusterQuery>, axum::extract::rejection::QueryRejection>,
+) -> Result<Json<super::ClusterView>, ApiError> {
+    let q = q.map_err(|e| ApiError::bad("invalid_query_string", e.body_text()))?;
+    Ok(Json(api.cluster_view(q.0.local).await))
+}
+
+async fn post_transfer_leader(State(api): State<AppState>, body: Result<Json<NumberBody>, JsonRejection>) -> Result<Json<serde_json::Value>, ApiError> {
+    let Json(b) = body.map_err(|r| json_error(r, api.limits.max_request_bytes))?;
+    let leader = api.transfer_leader(b.number).await?;
+    Ok(Json(serde_json::json!({ "leader": leader })))
 }
 
 #[derive(Debug, Deserialize)]
@@ -234,6 +252,7 @@ async fn metrics(State(api): State<AppState>) -> Response {
         let s = s.read().expect("state lock");
         (s.len(), s.online_count())
     };
-    let body = api.metrics.render(&st, users, online);
+    let changes = api.node.master_changes.load(std::sync::atomic::Ordering::Relaxed);
+    let body = api.metrics.render(&st, users, online, &api.time.status(), changes);
     ([(axum::http::header::CONTENT_TYPE, "text/plain; version=0.0.4; charset=utf-8")], body).into_response()
 }

@@ -128,6 +128,7 @@ pub struct Api {
     pub node: Arc<RaftNode>,
     pub limits: Limits,
     pub metrics: Arc<Metrics>,
+    pub time: Arc<crate::time::TimeService>,
 }
 
 impl Api {
@@ -199,8 +200,10 @@ impl Api {
     }
 
     /// The cluster as a person wants to see it: this node's view, with
-    /// member health taken from the leader when this node is a follower.
-    pub async fn cluster_view(&self) -> ClusterView {
+    /// member health taken from the leader and each member's clock from the
+    /// member itself (short timeouts; unknown stays unknown). With `local`,
+    /// no other node is asked.
+    pub async fn cluster_view(&self, local: bool) -> ClusterView {
         let st = self.node.status();
         let mut nodes: Vec<NodeView> = st
             .members
@@ -212,26 +215,36 @@ impl Api {
                 role: m.role.clone(),
                 healthy: m.healthy.unwrap_or(false),
                 matched_index: m.matched_index,
+                clock: (m.number == self.node.id).then(|| self.time.status()),
             })
             .collect();
-        if !self.node.is_leader() {
-            if let Some(leader_view) = self.leader_health().await {
-                for n in &mut nodes {
-                    if n.number == self.node.id {
-                        continue;
-                    }
-                    if let Some(l) = leader_view.iter().find(|l| l.number == n.number) {
-                        n.healthy = l.healthy;
-                        n.matched_index = l.matched_index;
+        if !local {
+            let others: Vec<(u64, String)> =
+                nodes.iter().filter(|n| n.number != self.node.id).map(|n| (n.number, n.publish.clone())).collect();
+            let views = futures::future::join_all(others.iter().map(|(_, a)| self.remote_view(a))).await;
+            let leader_view = st.leader.and_then(|l| others.iter().position(|(n, _)| *n == l)).and_then(|i| views[i].clone());
+            for n in &mut nodes {
+                if let Some(i) = others.iter().position(|(num, _)| *num == n.number) {
+                    n.clock = views[i].as_ref().and_then(|v| v.iter().find(|x| x.number == n.number)).and_then(|x| x.clock.clone());
+                }
+                if let (false, Some(lv)) = (self.node.is_leader(), &leader_view) {
+                    if n.number != self.node.id {
+                        if let Some(l) = lv.iter().find(|l| l.number == n.number) {
+                            n.healthy = l.healthy;
+                            n.matched_index = l.matched_index;
+                        }
                     }
                 }
             }
         }
+        let time_master = self.time.status().time_master;
         ClusterView {
             cluster: self.cluster.clone(),
             node: st.node,
             state: st.state,
             leader: st.leader,
+            master: st.leader,
+            time_master,
             term: st.term,
             last_log_index: st.last_log_index,
             commit_index: st.commit_index,
@@ -241,15 +254,24 @@ impl Api {
         }
     }
 
-    /// Member health as the leader sees it (short timeout; None if unknown).
-    async fn leader_health(&self) -> Option<Vec<NodeView>> {
-        let (_, addr) = self.node.leader_publish_addr()?;
+    /// Another node's own view of the members (short timeout; None if unknown).
+    async fn remote_view(&self, addr: &str) -> Option<Vec<NodeView>> {
         let fut = async {
-            let mut c = grpc::cluster_client(&addr).await.ok()?;
-            let r = c.status(herald_proto::v1::StatusRequest {}).await.ok()?.into_inner();
+            let mut c = grpc::cluster_client(addr).await.ok()?;
+            let r = c.status(herald_proto::v1::StatusRequest { local: true }).await.ok()?.into_inner();
             Some(r.nodes.into_iter().map(grpc::node_view_from_pb).collect::<Vec<_>>())
         };
         tokio::time::timeout(std::time::Duration::from_millis(500), fut).await.ok().flatten()
+    }
+
+    /// Hands the master role to `number` (through the leader).
+    pub async fn transfer_leader(&self, number: u64) -> Result<u64, ApiError> {
+        if !self.node.is_leader() {
+            let (_, addr) = self.node.leader_publish_addr().ok_or(ClusterError::NoLeader)?;
+            return grpc::forward_transfer(&addr, number).await;
+        }
+        self.node.transfer_leader(number).await?;
+        Ok(number)
     }
 
     /// Runs a membership change on the leader: locally, or through the
@@ -288,7 +310,7 @@ impl Api {
             MembershipOp::Promote { number } => self.node.promote(number).await?,
             MembershipOp::Remove { number } => self.node.remove(number).await?,
         };
-        Ok(MembershipResult { revision, nodes: self.cluster_view().await.nodes })
+        Ok(MembershipResult { revision, nodes: self.cluster_view(true).await.nodes })
     }
 }
 
@@ -300,14 +322,14 @@ pub enum MembershipOp {
     Remove { number: u64 },
 }
 
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 pub struct MembershipResult {
     pub revision: u64,
     pub nodes: Vec<NodeView>,
 }
 
 /// One member in `GET /v1/cluster`.
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 pub struct NodeView {
     pub number: u64,
     pub sync: String,
@@ -316,15 +338,22 @@ pub struct NodeView {
     pub healthy: bool,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub matched_index: Option<u64>,
+    /// The member's cluster clock against the time master, as it reports it.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub clock: Option<crate::time::ClockStatus>,
 }
 
 /// The body of `GET /v1/cluster`.
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 pub struct ClusterView {
     pub cluster: String,
     pub node: u64,
     pub state: String,
     pub leader: Option<u64>,
+    /// The numbered master (the Raft leader, steered to the lowest number).
+    pub master: Option<u64>,
+    /// Whose clock is the standard time, as this node last followed it.
+    pub time_master: Option<u64>,
     pub term: u64,
     pub last_log_index: u64,
     pub commit_index: u64,

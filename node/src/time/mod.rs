@@ -9,7 +9,7 @@ use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 use tokio::net::UdpSocket;
 
 use crate::clock::{wall_us, ClusterClock};
@@ -22,7 +22,7 @@ const SAMPLE_TIMEOUT: Duration = Duration::from_millis(500);
 const MAX_DATAGRAM: usize = 1024;
 
 /// This node's clock as shown in status.
-#[derive(Debug, Clone, Default, Serialize, PartialEq)]
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
 pub struct ClockStatus {
     /// Error of this node's cluster clock against the time master at the
     /// last poll, in ms (positive: the master is ahead).
