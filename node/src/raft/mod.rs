@@ -248,7 +248,8 @@ impl RaftNode {
         let deadline = tokio::time::Instant::now() + self.op_timeout;
         // What went wrong last, answered when the deadline passes while
         // retrying: a leader that metrics still name but that cannot be
-        // reached (e.g. the majority is gone) is `leader_unavailable`.
+        // reached (the majority is gone; pre-vote keeps the old term) is
+        // answered as `no_leader`.
         let mut last;
         loop {
             let (leader, addr) = self.wait_for_leader(deadline).await?;
@@ -271,7 +272,8 @@ impl RaftNode {
                 }
                 // Nothing was sent: the leader may have died; look again.
                 Err(ClusterError::Unavailable(e)) if e.starts_with("connect:") => {
-                    last = ClusterError::Unavailable(format!("leader {leader} at {}: {e}", addr.sync));
+                    tracing::debug!(leader, addr = %addr.sync, error = %e, "leader unreachable");
+                    last = ClusterError::NoLeader;
                     tokio::time::sleep(Duration::from_millis(50)).await;
                 }
                 other => return other,
