@@ -153,7 +153,7 @@ impl From<pb::QueryResponse> for QueryResult {
 }
 
 /// One member of the cluster.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct NodeStatus {
     pub number: u64,
     /// host:port of Raft traffic.
@@ -167,6 +167,38 @@ pub struct NodeStatus {
     pub healthy: bool,
     /// Last log index known replicated to it (leader's view).
     pub matched_index: Option<u64>,
+    /// Its cluster clock against the time master, as it reports it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub clock: Option<ClockStatus>,
+}
+
+/// A node's cluster clock against the time master.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ClockStatus {
+    /// Error at the last poll, ms (positive: the master is ahead).
+    pub offset_ms: f64,
+    /// Round trip of the best sample, ms.
+    pub rtt_ms: f64,
+    /// Cluster time of the last successful poll (0: never).
+    pub last_sync_ms: u64,
+    pub in_tolerance: bool,
+    pub time_master: Option<u64>,
+    /// Why the last poll failed, if it did.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub error: String,
+}
+
+impl From<pb::ClockStatus> for ClockStatus {
+    fn from(c: pb::ClockStatus) -> Self {
+        ClockStatus {
+            offset_ms: c.offset_ms,
+            rtt_ms: c.rtt_ms,
+            last_sync_ms: c.last_sync_ms,
+            in_tolerance: c.in_tolerance,
+            time_master: c.time_master,
+            error: c.error,
+        }
+    }
 }
 
 impl From<pb::NodeStatus> for NodeStatus {
@@ -178,12 +210,13 @@ impl From<pb::NodeStatus> for NodeStatus {
             role: n.role,
             healthy: n.healthy,
             matched_index: n.matched_index,
+            clock: n.clock.map(ClockStatus::from),
         }
     }
 }
 
 /// The cluster as one node sees it.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Status {
     /// Cluster name.
     pub cluster: String,
@@ -192,6 +225,10 @@ pub struct Status {
     /// That node's own server state (leader, follower, ...).
     pub state: String,
     pub leader: Option<u64>,
+    /// The numbered master (the leader, steered to the lowest number).
+    pub master: Option<u64>,
+    /// Whose clock is the standard time.
+    pub time_master: Option<u64>,
     pub term: u64,
     pub commit_index: u64,
     pub applied_index: u64,
@@ -205,6 +242,8 @@ impl From<pb::StatusResponse> for Status {
             node: s.node,
             state: s.state,
             leader: s.leader,
+            master: s.master,
+            time_master: s.time_master,
             term: s.term,
             commit_index: s.commit_index,
             applied_index: s.applied_index,
@@ -214,7 +253,7 @@ impl From<pb::StatusResponse> for Status {
 }
 
 /// The result of a membership change.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Membership {
     /// Log index of the membership change.
     pub revision: u64,

@@ -50,8 +50,9 @@ pub fn yes_no(b: bool) -> &'static str {
 
 /// The members table of `status` and the membership commands.
 pub fn nodes_table(nodes: &[NodeStatus]) -> String {
-    let mut t = Table::new(["NUMBER", "SYNC", "PUBLISH", "ROLE", "HEALTHY", "MATCHED"]);
+    let mut t = Table::new(["NUMBER", "SYNC", "PUBLISH", "ROLE", "HEALTHY", "MATCHED", "CLOCK OFFSET", "RTT", "IN TOL", "LAST SYNC"]);
     for n in nodes {
+        let c = n.clock.as_ref();
         t.row([
             n.number.to_string(),
             n.sync.clone(),
@@ -59,6 +60,10 @@ pub fn nodes_table(nodes: &[NodeStatus]) -> String {
             n.role.clone(),
             yes_no(n.healthy).to_string(),
             n.matched_index.map(|m| m.to_string()).unwrap_or_else(|| "-".into()),
+            c.map(|c| format!("{:+.3} ms", c.offset_ms)).unwrap_or_else(|| "-".into()),
+            c.map(|c| format!("{:.3} ms", c.rtt_ms)).unwrap_or_else(|| "-".into()),
+            c.map(|c| yes_no(c.in_tolerance).to_string()).unwrap_or_else(|| "-".into()),
+            c.map(|c| format_ms(c.last_sync_ms)).unwrap_or_else(|| "-".into()),
         ]);
     }
     t.to_string()
@@ -118,11 +123,19 @@ mod tests {
             role: role.into(),
             healthy: m.is_some(),
             matched_index: m,
+            clock: m.map(|_| herald_client::ClockStatus {
+                offset_ms: -0.25,
+                rtt_ms: 0.125,
+                last_sync_ms: 1_000,
+                in_tolerance: true,
+                time_master: Some(1),
+                error: String::new(),
+            }),
         };
         let t = nodes_table(&[n(1, "leader", Some(42)), n(2, "learner", None)]);
         let lines: Vec<&str> = t.lines().collect();
-        assert_eq!(lines[0], "NUMBER  SYNC            PUBLISH         ROLE     HEALTHY  MATCHED");
-        assert_eq!(lines[1], "1       127.0.0.1:7101  127.0.0.1:7103  leader   yes      42");
-        assert_eq!(lines[2], "2       127.0.0.1:7201  127.0.0.1:7203  learner  no       -");
+        assert_eq!(lines[0], "NUMBER  SYNC            PUBLISH         ROLE     HEALTHY  MATCHED  CLOCK OFFSET  RTT       IN TOL  LAST SYNC");
+        assert_eq!(lines[1], "1       127.0.0.1:7101  127.0.0.1:7103  leader   yes      42       -0.250 ms     0.125 ms  yes     1970-01-01T00:00:01.000Z");
+        assert_eq!(lines[2], "2       127.0.0.1:7201  127.0.0.1:7203  learner  no       -        -             -         -       -");
     }
 }

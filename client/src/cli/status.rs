@@ -17,12 +17,15 @@ pub async fn run(ctx: &Ctx, _args: StatusArgs) -> Result<(), ClientError> {
 
 fn human(s: &Status) -> String {
     let leader = s.leader.map(|l| l.to_string()).unwrap_or_else(|| "none".into());
+    let or_none = |x: Option<u64>| x.map(|l| l.to_string()).unwrap_or_else(|| "none".into());
     format!(
-        "cluster  {}\nnode     {} ({})\nleader   {}\nterm     {}\ncommit   {}\napplied  {}\n\n{}",
+        "cluster      {}\nnode         {} ({})\nleader       {}\nmaster       {}\ntime master  {}\nterm         {}\ncommit       {}\napplied      {}\n\n{}",
         s.cluster,
         s.node,
         s.state,
         leader,
+        or_none(s.master),
+        or_none(s.time_master),
         s.term,
         s.commit_index,
         s.applied_index,
@@ -52,13 +55,18 @@ mod tests {
             node: 2,
             state: "follower".into(),
             leader: None,
+            master: None,
+            time_master: Some(1),
             term: 3,
             commit_index: 10,
             applied_index: 9,
             nodes: vec![],
         };
         let h = human(&s);
-        assert!(h.starts_with("cluster  c\nnode     2 (follower)\nleader   none\nterm     3\ncommit   10\napplied  9\n"), "{h}");
-        assert!(h.ends_with("NUMBER  SYNC  PUBLISH  ROLE  HEALTHY  MATCHED"), "{h}");
+        assert!(
+            h.starts_with("cluster      c\nnode         2 (follower)\nleader       none\nmaster       none\ntime master  1\nterm         3\ncommit       10\napplied      9\n"),
+            "{h}"
+        );
+        assert!(h.ends_with("NUMBER  SYNC  PUBLISH  ROLE  HEALTHY  MATCHED  CLOCK OFFSET  RTT  IN TOL  LAST SYNC"), "{h}");
     }
 }
