@@ -53,7 +53,7 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()> + Send + 'st
     let time = crate::time::TimeService::new(config.node, clock, config.time.clone(), config.servers.clone());
     let (n1, n2) = (node.clone(), node.clone());
     tokio::spawn(time.clone().serve(time_l, move || n1.leader_id()));
-    tokio::spawn(time.clone().sync_loop(move || n2.leader_id()));
+    tokio::spawn(time.clone().sync_loop(move || (n2.leader_id(), n2.lowest_voter())));
     let metrics = Arc::new(Metrics::new());
     let api = Arc::new(Api {
         cluster: config.cluster.clone(),

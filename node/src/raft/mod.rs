@@ -405,6 +405,12 @@ impl RaftNode {
         }
     }
 
+    /// The lowest-numbered voter of the current membership: the designated
+    /// standard-time node.
+    pub fn lowest_voter(&self) -> Option<u64> {
+        self.raft.metrics().borrow_watched().membership_config.membership().voter_ids().min()
+    }
+
     /// The current leader (the numbered master), if known.
     pub fn leader_id(&self) -> Option<u64> {
         self.raft.metrics().borrow_watched().current_leader

@@ -125,17 +125,36 @@ impl TimeService {
     }
 
     /// Polls the time master every interval until the task is dropped.
-    pub async fn sync_loop(self: Arc<Self>, master: impl Fn() -> Option<u64> + Send + 'static) {
+    /// `roles` answers (current master, lowest-numbered voter).
+    pub async fn sync_loop(self: Arc<Self>, roles: impl Fn() -> (Option<u64>, Option<u64>) + Send + 'static) {
         let mut tick = tokio::time::interval(Duration::from_millis(self.config.interval_ms));
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let mut was_master = false;
         loop {
             tick.tick().await;
-            let m = master();
+            let (m, lowest) = roles();
+            if m != Some(self.node) {
+                was_master = false;
+            }
             match m {
                 Some(id) if id == self.node => {
-                    // The master is the reference: keep the clock as it runs
-                    // (with whatever correction it had), so cluster time is
-                    // continuous across master changes.
+                    if !was_master {
+                        was_master = true;
+                        if lowest == Some(self.node) {
+                            // The designated standard-time node (lowest
+                            // number): its own wall clock is the standard.
+                            // Forward: a step; backward: a slew.
+                            self.clock.set_target_offset_us(0);
+                            tracing::info!("time master: own wall clock is the standard time");
+                        } else {
+                            // An interim master keeps cluster time as it
+                            // runs (with the correction it had, no further
+                            // slewing), so time is continuous across the
+                            // change of master.
+                            self.clock.set_target_offset_us(self.clock.offset_us());
+                            tracing::info!(offset_ms = self.clock.offset_us() / 1000, "time master: keeping cluster time");
+                        }
+                    }
                     let mut st = self.status.lock().expect("status lock");
                     st.offset_ms = 0.0;
                     st.rtt_ms = 0.0;
