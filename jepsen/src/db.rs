@@ -19,8 +19,10 @@ pub const TIME_PORT: u16 = 7102;
 pub const PUBLISH_PORT: u16 = 7103;
 
 /// Where Debian's `faketime` package puts the multi-threaded library.
-pub const FAKETIME_LIBS: [&str; 2] =
-    ["/usr/lib/x86_64-linux-gnu/faketime/libfaketimeMT.so.1", "/usr/lib/aarch64-linux-gnu/faketime/libfaketimeMT.so.1"];
+pub const FAKETIME_LIBS: [&str; 2] = [
+    "/usr/lib/x86_64-linux-gnu/faketime/libfaketimeMT.so.1",
+    "/usr/lib/aarch64-linux-gnu/faketime/libfaketimeMT.so.1",
+];
 
 pub fn find_faketime() -> Option<PathBuf> {
     FAKETIME_LIBS.iter().map(PathBuf::from).find(|p| p.exists())
@@ -49,7 +51,13 @@ pub struct RaftParams {
 
 impl Default for RaftParams {
     fn default() -> Self {
-        RaftParams { heartbeat_ms: 100, election_min_ms: 400, election_max_ms: 800, snapshot_logs: 20000, write_timeout_ms: 5000 }
+        RaftParams {
+            heartbeat_ms: 100,
+            election_min_ms: 400,
+            election_max_ms: 800,
+            snapshot_logs: 20000,
+            write_timeout_ms: 5000,
+        }
     }
 }
 
@@ -80,7 +88,10 @@ pub fn config_xml(me: &NodeSpec, all: &[NodeSpec], raft: &RaftParams) -> String 
 }
 
 fn xml_escape(s: &str) -> String {
-    s.replace('&', "&amp;").replace('"', "&quot;").replace('<', "&lt;").replace('>', "&gt;")
+    s.replace('&', "&amp;")
+        .replace('"', "&quot;")
+        .replace('<', "&lt;")
+        .replace('>', "&gt;")
 }
 
 /// Formats a clock offset for libfaketime's timestamp file ("+1.500", "-30.000").
@@ -112,7 +123,14 @@ pub struct Db {
 }
 
 impl Db {
-    pub fn new(heraldd: &Path, dir: &Path, n: usize, raft: &RaftParams, faketime: Option<PathBuf>, start: Instant) -> Result<Db> {
+    pub fn new(
+        heraldd: &Path,
+        dir: &Path,
+        n: usize,
+        raft: &RaftParams,
+        faketime: Option<PathBuf>,
+        start: Instant,
+    ) -> Result<Db> {
         let dir = fs::canonicalize(dir)?;
         let nodes: Vec<NodeSpec> = (0..n)
             .map(|i| NodeSpec {
@@ -143,6 +161,11 @@ impl Db {
         })
     }
 
+    /// Sets the instant that crash times are measured from (test start).
+    pub fn set_start(&mut self, t: Instant) {
+        self.start = t;
+    }
+
     pub fn len(&self) -> usize {
         self.nodes.len()
     }
@@ -162,11 +185,23 @@ impl Db {
         let spec = &self.nodes[i];
         let ns = netns::open_ns(&netns::node_ns(i))?;
         let ns_fd = ns.as_raw_fd();
-        let log = OpenOptions::new().create(true).append(true).open(&spec.log)?;
+        let log = OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&spec.log)?;
         let mut marker = log.try_clone()?;
-        writeln!(marker, "==== herald-jepsen: starting {} at +{:.3}s ====", spec.name, self.start.elapsed().as_secs_f64())?;
+        writeln!(
+            marker,
+            "==== herald-jepsen: starting {} at +{:.3}s ====",
+            spec.name,
+            self.start.elapsed().as_secs_f64()
+        )?;
         let mut cmd = Command::new(&self.heraldd);
-        cmd.arg("--config").arg(&spec.config).stdin(Stdio::null()).stdout(log.try_clone()?).stderr(log);
+        cmd.arg("--config")
+            .arg(&spec.config)
+            .stdin(Stdio::null())
+            .stdout(log.try_clone()?)
+            .stderr(log);
         cmd.env("RUST_BACKTRACE", "1");
         if let Some(lib) = &self.faketime {
             cmd.env("LD_PRELOAD", lib)
@@ -185,7 +220,9 @@ impl Db {
                 Ok(())
             });
         }
-        let child = cmd.spawn().with_context(|| format!("spawn {}", self.heraldd.display()))?;
+        let child = cmd
+            .spawn()
+            .with_context(|| format!("spawn {}", self.heraldd.display()))?;
         drop(ns);
         self.procs[i] = Some(child);
         self.paused[i] = false;
@@ -233,7 +270,9 @@ impl Db {
     /// SIGKILL and reap. Returns whether it was running.
     pub fn kill(&mut self, i: usize) -> bool {
         self.reap();
-        let Some(mut c) = self.procs[i].take() else { return false };
+        let Some(mut c) = self.procs[i].take() else {
+            return false;
+        };
         let _ = c.kill();
         let _ = c.wait();
         self.paused[i] = false;
@@ -262,7 +301,10 @@ impl Db {
 
     /// Writes a libfaketime offset for node i (atomically, via rename).
     pub fn set_clock(&self, i: usize, offset_ms: i64) -> Result<()> {
-        write_atomic(&self.nodes[i].faketime_file, &format!("{}\n", faketime_offset(offset_ms)))
+        write_atomic(
+            &self.nodes[i].faketime_file,
+            &format!("{}\n", faketime_offset(offset_ms)),
+        )
     }
 
     /// SIGTERM everyone (after SIGCONT), wait up to `grace`, then SIGKILL.
@@ -277,14 +319,21 @@ impl Db {
         let deadline = Instant::now() + grace;
         let mut out = Vec::new();
         for i in 0..self.procs.len() {
-            let Some(mut c) = self.procs[i].take() else { continue };
+            let Some(mut c) = self.procs[i].take() else {
+                continue;
+            };
             let status = loop {
                 match c.try_wait() {
                     Ok(Some(s)) => break describe(s),
-                    Ok(None) if Instant::now() < deadline => std::thread::sleep(Duration::from_millis(50)),
+                    Ok(None) if Instant::now() < deadline => {
+                        std::thread::sleep(Duration::from_millis(50))
+                    }
                     _ => {
                         let _ = c.kill();
-                        break format!("{} (SIGKILL after {grace:?})", c.wait().map(describe).unwrap_or_default());
+                        break format!(
+                            "{} (SIGKILL after {grace:?})",
+                            c.wait().map(describe).unwrap_or_default()
+                        );
                     }
                 }
             };

@@ -96,7 +96,10 @@ pub struct Recorder {
 
 impl Recorder {
     pub fn new(start: Instant) -> Self {
-        Recorder { start, ops: Mutex::new(Vec::new()) }
+        Recorder {
+            start,
+            ops: Mutex::new(Vec::new()),
+        }
     }
 
     pub fn start(&self) -> Instant {
@@ -158,7 +161,10 @@ pub fn pair_ops(history: &[Op]) -> Vec<Pair<'_>> {
         match op.typ {
             OpType::Invoke => {
                 open.insert(op.process, pairs.len());
-                pairs.push(Pair { invoke: op, complete: None });
+                pairs.push(Pair {
+                    invoke: op,
+                    complete: None,
+                });
             }
             _ => {
                 if let Some(i) = open.remove(&op.process) {
@@ -191,7 +197,10 @@ pub fn validate(history: &[Op]) -> Vec<String> {
             continue;
         }
         if crashed.contains(&op.process) {
-            problems.push(format!("op {} reuses process {:?} after info", op.index, op.process));
+            problems.push(format!(
+                "op {} reuses process {:?} after info",
+                op.index, op.process
+            ));
         }
         match op.typ {
             OpType::Invoke => {
@@ -213,7 +222,8 @@ pub fn validate(history: &[Op]) -> Vec<String> {
 }
 
 pub fn write_jsonl(path: &Path, history: &[Op]) -> Result<()> {
-    let mut w = BufWriter::new(File::create(path).with_context(|| format!("create {}", path.display()))?);
+    let mut w =
+        BufWriter::new(File::create(path).with_context(|| format!("create {}", path.display()))?);
     for op in history {
         serde_json::to_writer(&mut w, op)?;
         w.write_all(b"\n")?;
@@ -230,7 +240,9 @@ pub fn read_jsonl(path: &Path) -> Result<Vec<Op>> {
         if line.trim().is_empty() {
             continue;
         }
-        ops.push(serde_json::from_str(&line).with_context(|| format!("{}:{}", path.display(), n + 1))?);
+        ops.push(
+            serde_json::from_str(&line).with_context(|| format!("{}:{}", path.display(), n + 1))?,
+        );
     }
     Ok(ops)
 }
@@ -248,7 +260,11 @@ pub mod tests {
                 index: i as u64,
                 time: i as u64 * 1000,
                 typ: *t,
-                process: if *p < 0 { Process::Nemesis } else { Process::Worker(*p as u64) },
+                process: if *p < 0 {
+                    Process::Nemesis
+                } else {
+                    Process::Worker(*p as u64)
+                },
                 f: f.to_string(),
                 value: v.clone(),
                 node: None,
@@ -262,7 +278,12 @@ pub mod tests {
     fn history_jsonl_round_trip_keeps_fields() {
         let h = hist(&[
             (0, OpType::Invoke, "write", json!(["k1", 3])),
-            (-1, OpType::Info, "start-partition", json!({"mode":"halves"})),
+            (
+                -1,
+                OpType::Info,
+                "start-partition",
+                json!({"mode":"halves"}),
+            ),
             (0, OpType::Ok, "write", json!(["k1", 3])),
         ]);
         let dir = std::env::temp_dir().join(format!("hj-hist-{}", std::process::id()));
@@ -271,7 +292,9 @@ pub mod tests {
         write_jsonl(&p, &h).unwrap();
         let text = std::fs::read_to_string(&p).unwrap();
         let first: Value = serde_json::from_str(text.lines().next().unwrap()).unwrap();
-        for field in ["index", "time", "type", "process", "f", "value", "node", "error"] {
+        for field in [
+            "index", "time", "type", "process", "f", "value", "node", "error",
+        ] {
             assert!(first.get(field).is_some(), "missing {field}");
         }
         assert!(text.contains("\"process\":\"nemesis\""));

@@ -22,8 +22,15 @@ pub enum Family {
 }
 
 impl Family {
-    pub const ALL: [Family; 7] =
-        [Family::Partition, Family::Kill, Family::Pause, Family::Clock, Family::Member, Family::PartKill, Family::PauseKill];
+    pub const ALL: [Family; 7] = [
+        Family::Partition,
+        Family::Kill,
+        Family::Pause,
+        Family::Clock,
+        Family::Member,
+        Family::PartKill,
+        Family::PauseKill,
+    ];
 
     pub fn name(&self) -> &'static str {
         match self {
@@ -99,13 +106,33 @@ pub enum Target {
 #[derive(Clone, Debug, PartialEq, Serialize)]
 #[serde(tag = "kind", rename_all = "kebab-case")]
 pub enum Fault {
-    Partition { mode: PartMode, order: Vec<usize> },
-    Kill { target: Target, order: Vec<usize> },
-    Pause { target: Target, order: Vec<usize> },
-    ClockBump { nodes: Vec<usize>, offsets_ms: Vec<i64> },
-    ClockStrobe { nodes: Vec<usize>, delta_ms: i64, period_ms: u64 },
-    Member { order: Vec<usize> },
-    Composite { faults: Vec<Fault> },
+    Partition {
+        mode: PartMode,
+        order: Vec<usize>,
+    },
+    Kill {
+        target: Target,
+        order: Vec<usize>,
+    },
+    Pause {
+        target: Target,
+        order: Vec<usize>,
+    },
+    ClockBump {
+        nodes: Vec<usize>,
+        offsets_ms: Vec<i64>,
+    },
+    ClockStrobe {
+        nodes: Vec<usize>,
+        delta_ms: i64,
+        period_ms: u64,
+    },
+    Member {
+        order: Vec<usize>,
+    },
+    Composite {
+        faults: Vec<Fault>,
+    },
 }
 
 impl Fault {
@@ -118,7 +145,11 @@ impl Fault {
             Fault::ClockBump { .. } => "clock-bump".into(),
             Fault::ClockStrobe { .. } => "clock-strobe".into(),
             Fault::Member { .. } => "member".into(),
-            Fault::Composite { faults } => faults.iter().map(|f| f.name()).collect::<Vec<_>>().join("+"),
+            Fault::Composite { faults } => faults
+                .iter()
+                .map(|f| f.name())
+                .collect::<Vec<_>>()
+                .join("+"),
         }
     }
 }
@@ -147,16 +178,31 @@ fn order(rng: &mut Rng, n: usize) -> Vec<usize> {
 fn fault_for(rng: &mut Rng, fam: Family, n: usize) -> Fault {
     match fam {
         Family::Partition => {
-            let modes = [PartMode::Halves, PartMode::IsolateOne, PartMode::IsolateLeader, PartMode::MajoritiesRing, PartMode::Bridge];
-            Fault::Partition { mode: *rng.pick(&modes), order: order(rng, n) }
+            let modes = [
+                PartMode::Halves,
+                PartMode::IsolateOne,
+                PartMode::IsolateLeader,
+                PartMode::MajoritiesRing,
+                PartMode::Bridge,
+            ];
+            Fault::Partition {
+                mode: *rng.pick(&modes),
+                order: order(rng, n),
+            }
         }
         Family::Kill => {
             let t = [Target::One, Target::Minority, Target::Leader, Target::All];
-            Fault::Kill { target: *rng.pick(&t), order: order(rng, n) }
+            Fault::Kill {
+                target: *rng.pick(&t),
+                order: order(rng, n),
+            }
         }
         Family::Pause => {
             let t = [Target::One, Target::Minority, Target::Leader];
-            Fault::Pause { target: *rng.pick(&t), order: order(rng, n) }
+            Fault::Pause {
+                target: *rng.pick(&t),
+                order: order(rng, n),
+            }
         }
         Family::Clock => {
             let o = order(rng, n);
@@ -176,20 +222,32 @@ fn fault_for(rng: &mut Rng, fam: Family, n: usize) -> Fault {
                     .collect();
                 Fault::ClockBump { nodes, offsets_ms }
             } else {
-                Fault::ClockStrobe { nodes, delta_ms: rng.range_i64(200, 5_000), period_ms: rng.range_i64(10, 200) as u64 }
+                Fault::ClockStrobe {
+                    nodes,
+                    delta_ms: rng.range_i64(200, 5_000),
+                    period_ms: rng.range_i64(10, 200) as u64,
+                }
             }
         }
-        Family::Member => Fault::Member { order: order(rng, n) },
+        Family::Member => Fault::Member {
+            order: order(rng, n),
+        },
         Family::PartKill => {
             let p = fault_for(rng, Family::Partition, n);
             let t = [Target::One, Target::Minority, Target::Leader];
-            let k = Fault::Kill { target: *rng.pick(&t), order: order(rng, n) };
+            let k = Fault::Kill {
+                target: *rng.pick(&t),
+                order: order(rng, n),
+            };
             Fault::Composite { faults: vec![p, k] }
         }
         Family::PauseKill => {
             let p = fault_for(rng, Family::Pause, n);
             let t = [Target::One, Target::Minority, Target::Leader];
-            let k = Fault::Kill { target: *rng.pick(&t), order: order(rng, n) };
+            let k = Fault::Kill {
+                target: *rng.pick(&t),
+                order: order(rng, n),
+            };
             Fault::Composite { faults: vec![p, k] }
         }
     }
@@ -197,20 +255,38 @@ fn fault_for(rng: &mut Rng, fam: Family, n: usize) -> Fault {
 
 /// The schedule: quiet for ~one interval, then alternately start a fault of
 /// a randomly chosen enabled family and stop it, each ~interval (±50%).
-pub fn generate(seed: u64, families: &[Family], n: usize, time_limit_ms: u64, interval_ms: u64) -> Vec<Step> {
+pub fn generate(
+    seed: u64,
+    families: &[Family],
+    n: usize,
+    time_limit_ms: u64,
+    interval_ms: u64,
+) -> Vec<Step> {
     let mut rng = Rng::new(seed).fork(0x5c4e_d01e);
-    let fams: Vec<Family> = families.iter().copied().filter(|f| *f != Family::Member || n >= 3).collect();
+    let fams: Vec<Family> = families
+        .iter()
+        .copied()
+        .filter(|f| *f != Family::Member || n >= 3)
+        .collect();
     let mut steps = Vec::new();
     if fams.is_empty() || interval_ms == 0 {
         return steps;
     }
-    let mut jitter = |rng: &mut Rng| interval_ms / 2 + rng.below(interval_ms.max(1));
+    let jitter = |rng: &mut Rng| interval_ms / 2 + rng.below(interval_ms.max(1));
     let mut t = jitter(&mut rng);
     while t < time_limit_ms {
         let fam = *rng.pick(&fams);
-        steps.push(Step { at_ms: t, action: Action::Start { fault: fault_for(&mut rng, fam, n) } });
+        steps.push(Step {
+            at_ms: t,
+            action: Action::Start {
+                fault: fault_for(&mut rng, fam, n),
+            },
+        });
         t += jitter(&mut rng);
-        steps.push(Step { at_ms: t.min(time_limit_ms), action: Action::Stop });
+        steps.push(Step {
+            at_ms: t.min(time_limit_ms),
+            action: Action::Stop,
+        });
         t += jitter(&mut rng);
     }
     steps
@@ -236,7 +312,11 @@ pub fn grudge(mode: PartMode, order: &[usize], n: usize, leader: Option<usize>) 
             cut(a, b, &mut g);
         }
         PartMode::IsolateOne | PartMode::IsolateLeader => {
-            let x = if mode == PartMode::IsolateLeader { leader.unwrap_or(all[0]) } else { all[0] };
+            let x = if mode == PartMode::IsolateLeader {
+                leader.unwrap_or(all[0])
+            } else {
+                all[0]
+            };
             let rest: Vec<usize> = all.iter().copied().filter(|&y| y != x).collect();
             cut(&[x], &rest, &mut g);
         }
@@ -267,7 +347,11 @@ pub fn grudge(mode: PartMode, order: &[usize], n: usize, leader: Option<usize>) 
     g
 }
 
-fn bridge(all: &[usize], g: &mut Vec<Vec<usize>>, cut: &mut impl FnMut(&[usize], &[usize], &mut Vec<Vec<usize>>)) {
+fn bridge(
+    all: &[usize],
+    g: &mut Vec<Vec<usize>>,
+    cut: &mut impl FnMut(&[usize], &[usize], &mut Vec<Vec<usize>>),
+) {
     let n = all.len();
     if n < 3 {
         return;
@@ -315,7 +399,10 @@ mod tests {
     #[test]
     fn schedule_mixes_enabled_families_only() {
         let fams = Family::parse_list("partition,kill").unwrap();
-        assert_eq!(fams, vec![Family::Partition, Family::Kill, Family::PartKill]);
+        assert_eq!(
+            fams,
+            vec![Family::Partition, Family::Kill, Family::PartKill]
+        );
         let s = generate(7, &fams, 3, 3_600_000, 10_000);
         let names: std::collections::HashSet<String> = s
             .iter()
@@ -324,8 +411,15 @@ mod tests {
                 _ => None,
             })
             .collect();
-        assert!(names.contains("partition") && names.contains("kill") && names.contains("partition+kill"), "{names:?}");
-        assert!(!names.iter().any(|n| n.contains("pause") || n.contains("clock") || n.contains("member")));
+        assert!(
+            names.contains("partition")
+                && names.contains("kill")
+                && names.contains("partition+kill"),
+            "{names:?}"
+        );
+        assert!(!names
+            .iter()
+            .any(|n| n.contains("pause") || n.contains("clock") || n.contains("member")));
     }
 
     /// Proves unknown nemesis names are rejected and `none` gives no steps.
@@ -349,7 +443,13 @@ mod tests {
     fn schedule_grudges_have_their_shapes() {
         for n in [3usize, 4, 5, 7] {
             let order: Vec<usize> = (0..n).rev().collect();
-            for mode in [PartMode::Halves, PartMode::IsolateOne, PartMode::IsolateLeader, PartMode::MajoritiesRing, PartMode::Bridge] {
+            for mode in [
+                PartMode::Halves,
+                PartMode::IsolateOne,
+                PartMode::IsolateLeader,
+                PartMode::MajoritiesRing,
+                PartMode::Bridge,
+            ] {
                 let g = grudge(mode, &order, n, Some(1));
                 for (x, d) in g.iter().enumerate() {
                     assert!(!d.contains(&x));
@@ -357,7 +457,10 @@ mod tests {
                         assert!(g[y].contains(&x), "{mode:?} n={n} not symmetric");
                     }
                 }
-                assert!(g.iter().any(|d| !d.is_empty()), "{mode:?} n={n} cuts nothing");
+                assert!(
+                    g.iter().any(|d| !d.is_empty()),
+                    "{mode:?} n={n} cuts nothing"
+                );
             }
             let iso = grudge(PartMode::IsolateLeader, &order, n, Some(1));
             assert_eq!(iso[1].len(), n - 1);

@@ -30,7 +30,10 @@ pub struct QueueOptions {
 
 impl Default for QueueOptions {
     fn default() -> Self {
-        QueueOptions { allow_duplicates: true, ordered: true }
+        QueueOptions {
+            allow_duplicates: true,
+            ordered: true,
+        }
     }
 }
 
@@ -97,7 +100,16 @@ pub fn check(history: &[Op], opts: QueueOptions) -> QueueResult {
                 if ctype == OpType::Fail && enqs.contains_key(&key) {
                     continue;
                 }
-                enqs.insert(key, Enq { mailbox: m, id, invoke: inv.index, ok_at, typ: ctype });
+                enqs.insert(
+                    key,
+                    Enq {
+                        mailbox: m,
+                        id,
+                        invoke: inv.index,
+                        ok_at,
+                        typ: ctype,
+                    },
+                );
             }
             "dequeue" if ctype == OpType::Ok => {
                 let (m, id) = split(&p.complete.unwrap().value);
@@ -135,8 +147,16 @@ pub fn check(history: &[Op], opts: QueueOptions) -> QueueResult {
     }
     let mut acked: Vec<&Enq> = enqs.values().filter(|e| e.ok_at.is_some()).collect();
     acked.sort_by_key(|e| e.invoke);
-    let lost: Vec<Value> = acked.iter().filter(|e| !counts.contains_key(&e.id.to_string())).map(|e| e.id.clone()).collect();
-    let duplicated: BTreeMap<String, usize> = counts.iter().filter(|(_, c)| **c > 1).map(|(k, c)| (k.clone(), *c)).collect();
+    let lost: Vec<Value> = acked
+        .iter()
+        .filter(|e| !counts.contains_key(&e.id.to_string()))
+        .map(|e| e.id.clone())
+        .collect();
+    let duplicated: BTreeMap<String, usize> = counts
+        .iter()
+        .filter(|(_, c)| **c > 1)
+        .map(|(k, c)| (k.clone(), *c))
+        .collect();
 
     let mut order_violations = Vec::new();
     if opts.ordered {
@@ -146,7 +166,9 @@ pub fn check(history: &[Op], opts: QueueOptions) -> QueueResult {
         }
         for (m, list) in by_mailbox {
             for a in &list {
-                let Some(pa) = first_pos.get(&a.id.to_string()) else { continue };
+                let Some(pa) = first_pos.get(&a.id.to_string()) else {
+                    continue;
+                };
                 for b in &list {
                     if a.ok_at.unwrap() >= b.invoke {
                         continue;
@@ -163,7 +185,13 @@ pub fn check(history: &[Op], opts: QueueOptions) -> QueueResult {
                 }
             }
         }
-        order_violations.sort_by_key(|v| (v.mailbox.clone(), v.earlier.to_string(), v.later.to_string()));
+        order_violations.sort_by_key(|v| {
+            (
+                v.mailbox.clone(),
+                v.earlier.to_string(),
+                v.later.to_string(),
+            )
+        });
     }
     let ok = lost.is_empty()
         && unexpected.is_empty()
@@ -223,8 +251,21 @@ mod tests {
     /// Proves an acknowledged message that is never delivered is reported lost.
     #[test]
     fn checker_queue_lost_message_is_invalid() {
-        let h = hist(&[enq(0, Invoke, 1), enq(0, Ok, 1), enq(0, Invoke, 2), enq(0, Ok, 2), deq(1, Invoke, None), deq(1, Ok, Some(2))]);
-        let r = check(&h, QueueOptions { ordered: false, ..Default::default() });
+        let h = hist(&[
+            enq(0, Invoke, 1),
+            enq(0, Ok, 1),
+            enq(0, Invoke, 2),
+            enq(0, Ok, 2),
+            deq(1, Invoke, None),
+            deq(1, Ok, Some(2)),
+        ]);
+        let r = check(
+            &h,
+            QueueOptions {
+                ordered: false,
+                ..Default::default()
+            },
+        );
         assert_eq!(r.valid, Verdict::Invalid);
         assert_eq!(r.lost, vec![json!(1)]);
     }
@@ -233,7 +274,14 @@ mod tests {
     /// is unexpected.
     #[test]
     fn checker_queue_unexpected_message_is_invalid() {
-        let h = hist(&[enq(0, Invoke, 1), enq(0, Fail, 1), deq(1, Invoke, None), deq(1, Ok, Some(1)), deq(1, Invoke, None), deq(1, Ok, Some(7))]);
+        let h = hist(&[
+            enq(0, Invoke, 1),
+            enq(0, Fail, 1),
+            deq(1, Invoke, None),
+            deq(1, Ok, Some(1)),
+            deq(1, Invoke, None),
+            deq(1, Ok, Some(7)),
+        ]);
         let r = check(&h, QueueOptions::default());
         assert_eq!(r.valid, Verdict::Invalid);
         assert_eq!(r.unexpected, vec![json!(1), json!(7)]);
@@ -243,7 +291,14 @@ mod tests {
     /// (counted as recovered) without making the history invalid.
     #[test]
     fn checker_queue_info_enqueue_is_recovered_or_absent() {
-        let h = hist(&[enq(0, Invoke, 1), enq(0, Info, 1), enq(2, Invoke, 2), enq(2, Info, 2), deq(1, Invoke, None), deq(1, Ok, Some(1))]);
+        let h = hist(&[
+            enq(0, Invoke, 1),
+            enq(0, Info, 1),
+            enq(2, Invoke, 2),
+            enq(2, Info, 2),
+            deq(1, Invoke, None),
+            deq(1, Ok, Some(1)),
+        ]);
         let r = check(&h, QueueOptions::default());
         assert_eq!(r.valid, Verdict::Valid);
         assert_eq!(r.recovered, vec![json!(1)]);
@@ -254,11 +309,24 @@ mod tests {
     /// duplicates are disallowed.
     #[test]
     fn checker_queue_duplicates_reported() {
-        let h = hist(&[enq(0, Invoke, 1), enq(0, Ok, 1), deq(1, Invoke, None), deq(1, Ok, Some(1)), deq(1, Invoke, None), deq(1, Ok, Some(1))]);
+        let h = hist(&[
+            enq(0, Invoke, 1),
+            enq(0, Ok, 1),
+            deq(1, Invoke, None),
+            deq(1, Ok, Some(1)),
+            deq(1, Invoke, None),
+            deq(1, Ok, Some(1)),
+        ]);
         let lenient = check(&h, QueueOptions::default());
         assert_eq!(lenient.valid, Verdict::Valid);
         assert_eq!(lenient.duplicated.get("1"), Some(&2));
-        let strict = check(&h, QueueOptions { allow_duplicates: false, ordered: true });
+        let strict = check(
+            &h,
+            QueueOptions {
+                allow_duplicates: false,
+                ordered: true,
+            },
+        );
         assert_eq!(strict.valid, Verdict::Invalid);
     }
 
@@ -267,12 +335,40 @@ mod tests {
     /// different mailboxes are independent.
     #[test]
     fn checker_queue_mailbox_order() {
-        let bad = hist(&[enq(0, Invoke, 1), enq(0, Ok, 1), enq(0, Invoke, 2), enq(0, Ok, 2), deq(1, Invoke, None), deq(1, Ok, Some(2)), deq(1, Invoke, None), deq(1, Ok, Some(1))]);
+        let bad = hist(&[
+            enq(0, Invoke, 1),
+            enq(0, Ok, 1),
+            enq(0, Invoke, 2),
+            enq(0, Ok, 2),
+            deq(1, Invoke, None),
+            deq(1, Ok, Some(2)),
+            deq(1, Invoke, None),
+            deq(1, Ok, Some(1)),
+        ]);
         let r = check(&bad, QueueOptions::default());
         assert_eq!(r.valid, Verdict::Invalid);
-        assert_eq!(r.order_violations, vec![OrderViolation { mailbox: "m1".into(), earlier: json!(1), later: json!(2) }]);
-        let concurrent = hist(&[enq(0, Invoke, 1), enq(2, Invoke, 2), enq(0, Ok, 1), enq(2, Ok, 2), deq(1, Invoke, None), deq(1, Ok, Some(2)), deq(1, Invoke, None), deq(1, Ok, Some(1))]);
-        assert_eq!(check(&concurrent, QueueOptions::default()).valid, Verdict::Valid);
+        assert_eq!(
+            r.order_violations,
+            vec![OrderViolation {
+                mailbox: "m1".into(),
+                earlier: json!(1),
+                later: json!(2)
+            }]
+        );
+        let concurrent = hist(&[
+            enq(0, Invoke, 1),
+            enq(2, Invoke, 2),
+            enq(0, Ok, 1),
+            enq(2, Ok, 2),
+            deq(1, Invoke, None),
+            deq(1, Ok, Some(2)),
+            deq(1, Invoke, None),
+            deq(1, Ok, Some(1)),
+        ]);
+        assert_eq!(
+            check(&concurrent, QueueOptions::default()).valid,
+            Verdict::Valid
+        );
         let two_boxes = hist(&[
             (0, Invoke, "enqueue", json!(["a", 1])),
             (0, Ok, "enqueue", json!(["a", 1])),
@@ -283,6 +379,9 @@ mod tests {
             (1, Invoke, "drain", json!(["a", null])),
             (1, Ok, "drain", json!(["a", [1]])),
         ]);
-        assert_eq!(check(&two_boxes, QueueOptions::default()).valid, Verdict::Valid);
+        assert_eq!(
+            check(&two_boxes, QueueOptions::default()).valid,
+            Verdict::Valid
+        );
     }
 }

@@ -1,0 +1,14 @@
+#!/usr/bin/env bash
+# The short fault-injection run for CI (about 35 s of wall time for the test
+# phase): 30 s of the presence workload on 3 real heraldd nodes, each in its
+# own network namespace, under partition + kill (and their part-kill
+# composite). Exit status: 0 valid, 1 anomaly found, 2 unknown (checker time
+# limit or interrupted), 3 the harness could not run. Needs root.
+# Extra arguments are passed to `herald-jepsen test` (later ones win).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+bash jepsen/setup.sh
+cargo build -q -p herald-node -p herald-jepsen
+exec ./target/debug/herald-jepsen test --workload presence --nemesis partition,kill \
+  --nodes 3 --time-limit 30 --concurrency 6 --interval 5 --seed "${HJ_SEED:-42}" \
+  --checker-time-limit 20 "$@"

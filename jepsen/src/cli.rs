@@ -1,0 +1,96 @@
+//! Command line.
+
+use std::path::PathBuf;
+
+use clap::{Args, Parser, Subcommand};
+
+use crate::workload::Workload;
+
+#[derive(Parser, Debug)]
+#[command(
+    name = "herald-jepsen",
+    version,
+    about = "Jepsen-style fault-injection tests for Herald (heraldd)"
+)]
+pub struct Cli {
+    #[command(subcommand)]
+    pub cmd: Cmd,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum Cmd {
+    /// Run a test: cluster in network namespaces, workers, nemesis, checkers.
+    Test(TestArgs),
+    /// Re-check a stored run directory (rewrites results.json and the report).
+    Check {
+        /// e.g. jepsen/store/presence/latest
+        dir: PathBuf,
+        /// Seconds per key before the linearizability checker says unknown.
+        #[arg(long, default_value_t = 30)]
+        checker_time_limit: u64,
+    },
+    /// Remove leftovers of earlier runs (hj-* namespaces, links, processes).
+    Cleanup,
+    /// Print the nemesis schedule a seed produces (JSON), without running.
+    Schedule {
+        #[arg(long, default_value = "partition,kill")]
+        nemesis: String,
+        #[arg(long, default_value_t = 5)]
+        nodes: usize,
+        #[arg(long, default_value_t = 60)]
+        time_limit: u64,
+        #[arg(long, default_value_t = 10)]
+        interval: u64,
+        #[arg(long, default_value_t = 0)]
+        seed: u64,
+    },
+}
+
+#[derive(Args, Debug, Clone)]
+pub struct TestArgs {
+    #[arg(long, value_enum, default_value_t = Workload::Presence)]
+    pub workload: Workload,
+    /// Comma list of partition, kill, pause, clock, member, part-kill,
+    /// pause-kill; or all / none. partition+kill adds part-kill, pause+kill
+    /// adds pause-kill.
+    #[arg(long, default_value = "partition,kill")]
+    pub nemesis: String,
+    #[arg(long, default_value_t = 5)]
+    pub nodes: usize,
+    /// Seconds of the main phase (workers + nemesis).
+    #[arg(long, default_value_t = 60)]
+    pub time_limit: u64,
+    /// Client worker threads.
+    #[arg(long, default_value_t = 10)]
+    pub concurrency: usize,
+    /// Seed of the nemesis schedule and op mix (default: from the clock).
+    #[arg(long)]
+    pub seed: Option<u64>,
+    /// Mean seconds between nemesis flips (start, stop, start, ...).
+    #[arg(long, default_value_t = 10)]
+    pub interval: u64,
+    /// Invocations per uid before a worker group moves to a fresh uid.
+    #[arg(long, default_value_t = 100)]
+    pub ops_per_key: u64,
+    /// Target client ops per second, over all workers.
+    #[arg(long, default_value_t = 50.0)]
+    pub rate: f64,
+    /// Client request timeout in ms (above the server's 5 s write timeout).
+    #[arg(long, default_value_t = 6000)]
+    pub timeout_ms: u64,
+    /// Seconds to wait for the cluster to agree on a leader after healing.
+    #[arg(long, default_value_t = 10)]
+    pub recovery: u64,
+    /// Seconds per key before the linearizability checker says unknown.
+    #[arg(long, default_value_t = 30)]
+    pub checker_time_limit: u64,
+    /// heraldd binary (default: <workspace>/target/debug/heraldd).
+    #[arg(long)]
+    pub heraldd: Option<PathBuf>,
+    /// Where runs are stored (default: <workspace>/jepsen/store).
+    #[arg(long)]
+    pub store: Option<PathBuf>,
+    /// Do not run jepsen/setup.sh when tools are missing.
+    #[arg(long)]
+    pub no_setup: bool,
+}

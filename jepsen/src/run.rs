@@ -1,0 +1,669 @@
+//! One test run, end to end: preflight, hosts, cluster, workers + nemesis
+//! schedule, heal, final reads, teardown, then history files, checkers and
+//! report. Cleanup is guaranteed by drop guards (also on error and panic) and
+//! a SIGINT/SIGTERM flag that ends the run early but orderly.
+
+use std::fs::{self, File};
+use std::os::fd::AsRawFd;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use anyhow::{bail, Context, Result};
+use serde_json::{json, Value};
+
+use crate::checker::{linear, queue, Verdict};
+use crate::client::Api;
+use crate::db::{self, Db, RaftParams};
+use crate::history::{self, Op, Recorder};
+use crate::nemesis::Nemesis;
+use crate::schedule::{self, Action, Family};
+use crate::workload::{presence, Workload};
+use crate::{edn, netns, report};
+
+pub static INTERRUPTED: AtomicBool = AtomicBool::new(false);
+
+extern "C" fn on_signal(_: libc::c_int) {
+    INTERRUPTED.store(true, Ordering::SeqCst);
+}
+
+pub fn install_signal_handlers() {
+    // SAFETY: the handler only stores to an atomic.
+    unsafe {
+        for sig in [libc::SIGINT, libc::SIGTERM, libc::SIGHUP] {
+            libc::signal(sig, on_signal as *const () as libc::sighandler_t);
+        }
+    }
+}
+
+fn interrupted() -> bool {
+    INTERRUPTED.load(Ordering::SeqCst)
+}
+
+#[derive(Clone, Debug)]
+pub struct TestOpts {
+    pub workload: Workload,
+    pub nemesis: String,
+    pub nodes: usize,
+    pub time_limit: u64,
+    pub concurrency: usize,
+    pub seed: u64,
+    pub interval: u64,
+    pub ops_per_key: u64,
+    pub rate: f64,
+    pub timeout_ms: u64,
+    pub recovery: u64,
+    pub checker_time_limit: u64,
+    pub heraldd: PathBuf,
+    pub store: PathBuf,
+    pub no_setup: bool,
+    pub command: String,
+}
+
+pub fn workspace_root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .map(Path::to_path_buf)
+        .unwrap_or_else(|| PathBuf::from("."))
+}
+
+pub fn default_heraldd() -> PathBuf {
+    workspace_root().join("target/debug/heraldd")
+}
+
+pub fn default_store() -> PathBuf {
+    let here = Path::new(env!("CARGO_MANIFEST_DIR"));
+    if here.is_dir() {
+        here.join("store")
+    } else {
+        PathBuf::from("store")
+    }
+}
+
+fn civil_from_days(z: i64) -> (i64, u32, u32) {
+    let z = z + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z.rem_euclid(146_097);
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let d = (doy - (153 * mp + 2) / 5 + 1) as u32;
+    let m = if mp < 10 { mp + 3 } else { mp - 9 } as u32;
+    (yoe + era * 400 + i64::from(m <= 2), m, d)
+}
+
+/// UTC timestamp like 20261121T103500Z (the harness' wall clock is never faked).
+pub fn utc_stamp(secs: u64) -> String {
+    let (y, m, d) = civil_from_days((secs / 86_400) as i64);
+    let r = secs % 86_400;
+    format!(
+        "{y:04}{m:02}{d:02}T{:02}{:02}{:02}Z",
+        r / 3600,
+        r % 3600 / 60,
+        r % 60
+    )
+}
+
+pub fn commit() -> String {
+    let root = workspace_root();
+    let head = std::process::Command::new("git")
+        .arg("-C")
+        .arg(&root)
+        .args(["rev-parse", "--short=12", "HEAD"])
+        .output();
+    let mut c = match head {
+        Ok(o) if o.status.success() => String::from_utf8_lossy(&o.stdout).trim().to_string(),
+        _ => "none".to_string(),
+    };
+    let dirty = std::process::Command::new("git")
+        .arg("-C")
+        .arg(&root)
+        .args(["status", "--porcelain", "--untracked-files=no"])
+        .output();
+    if let Ok(o) = dirty {
+        if o.status.success() && !o.stdout.is_empty() {
+            c.push_str("+dirty");
+        }
+    }
+    c
+}
+
+fn which(name: &str) -> Option<PathBuf> {
+    let path = std::env::var("PATH").unwrap_or_default();
+    let found = path
+        .split(':')
+        .chain(["/usr/sbin", "/sbin", "/usr/bin", "/bin"])
+        .map(|d| Path::new(d).join(name))
+        .find(|p| p.is_file());
+    found
+}
+
+fn missing_tools(clock: bool) -> Vec<String> {
+    let mut m: Vec<String> = ["ip", "iptables", "iptables-restore"]
+        .iter()
+        .filter(|t| which(t).is_none())
+        .map(|t| t.to_string())
+        .collect();
+    if clock && db::find_faketime().is_none() {
+        m.push("libfaketimeMT.so.1 (Debian package faketime)".into());
+    }
+    m
+}
+
+pub fn setup_script() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("setup.sh")
+}
+
+/// Root, tools (installed via jepsen/setup.sh when missing), heraldd.
+pub fn preflight(opts: &TestOpts, clock: bool) -> Result<()> {
+    // SAFETY: geteuid has no preconditions.
+    if unsafe { libc::geteuid() } != 0 {
+        bail!("herald-jepsen test must run as root: it creates network namespaces (ip netns), veth pairs, iptables rules, and signals heraldd processes. Re-run as root (e.g. sudo).");
+    }
+    let mut missing = missing_tools(clock);
+    if !missing.is_empty() && !opts.no_setup {
+        let script = setup_script();
+        eprintln!(
+            "missing {}: running {}",
+            missing.join(", "),
+            script.display()
+        );
+        let st = std::process::Command::new("bash").arg(&script).status();
+        if !matches!(st, Ok(s) if s.success()) {
+            eprintln!("warning: {} did not succeed ({st:?})", script.display());
+        }
+        missing = missing_tools(clock);
+    }
+    if !missing.is_empty() {
+        bail!("cannot run: missing {}. Install with `bash {}` (apt-get install -y iproute2 iptables faketime).", missing.join(", "), setup_script().display());
+    }
+    if !opts.heraldd.is_file() {
+        bail!("heraldd not found at {}: build it with `cargo build -p herald-node`, or pass --heraldd PATH", opts.heraldd.display());
+    }
+    Ok(())
+}
+
+/// Exclusive lock so two harness runs never clean up each other.
+pub fn lock() -> Result<File> {
+    let f = File::create("/run/herald-jepsen.lock").context("create /run/herald-jepsen.lock")?;
+    // SAFETY: flock on an fd we own.
+    if unsafe { libc::flock(f.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) } != 0 {
+        bail!("another herald-jepsen run holds /run/herald-jepsen.lock");
+    }
+    Ok(f)
+}
+
+struct RemoveOnDrop(PathBuf);
+
+impl Drop for RemoveOnDrop {
+    fn drop(&mut self) {
+        let _ = fs::remove_file(&self.0);
+    }
+}
+
+/// Deletes our namespaces (and what runs in them) when dropped.
+struct NetGuard;
+
+impl Drop for NetGuard {
+    fn drop(&mut self) {
+        match netns::cleanup() {
+            Ok(_) => {}
+            Err(e) => eprintln!("warning: cleanup failed: {e}; run `herald-jepsen cleanup`"),
+        }
+    }
+}
+
+fn sleep_until(t: Instant, mut tick: impl FnMut()) {
+    while Instant::now() < t && !interrupted() {
+        std::thread::sleep((t - Instant::now()).min(Duration::from_millis(200)));
+        tick();
+    }
+}
+
+fn log_tails(db: &Db, lines: usize) -> String {
+    let mut s = String::new();
+    for n in &db.nodes {
+        let text = fs::read_to_string(&n.log).unwrap_or_default();
+        let tail: Vec<&str> = text.lines().rev().take(lines).collect();
+        s.push_str(&format!("--- {} ({}) ---\n", n.name, n.log.display()));
+        for l in tail.into_iter().rev() {
+            s.push_str(l);
+            s.push('\n');
+        }
+    }
+    s
+}
+
+/// Each live node's view (node index, leader number or None).
+fn views(db: &Db) -> Vec<(usize, Option<u64>)> {
+    let ips: Vec<(usize, String)> = (0..db.len())
+        .filter(|&i| db.running(i))
+        .map(|i| (i, db.nodes[i].ip.clone()))
+        .collect();
+    netns::run_in(netns::CLIENT_NS, || {
+        let api = Api::new(Duration::from_millis(1000));
+        ips.iter()
+            .filter_map(|(i, ip)| {
+                api.cluster(ip)
+                    .ok()
+                    .map(|v| (*i, v.get("leader").and_then(|l| l.as_u64())))
+            })
+            .collect()
+    })
+    .unwrap_or_default()
+}
+
+/// Waits until every node (or, after `strict_for`, a majority) agrees on a leader.
+fn wait_leader(db: &Db, strict_for: Duration, limit: Duration) -> Option<u64> {
+    let start = Instant::now();
+    while start.elapsed() < limit && !interrupted() {
+        let v = views(db);
+        let mut counts: std::collections::HashMap<u64, usize> = Default::default();
+        for (_, l) in &v {
+            if let Some(l) = l {
+                *counts.entry(*l).or_default() += 1;
+            }
+        }
+        if let Some((&l, &c)) = counts.iter().max_by_key(|(_, c)| **c) {
+            let need = if start.elapsed() < strict_for {
+                db.len()
+            } else {
+                db.len() / 2 + 1
+            };
+            if c >= need {
+                return Some(l);
+            }
+        }
+        std::thread::sleep(Duration::from_millis(250));
+    }
+    None
+}
+
+fn store_dir(store: &Path, workload: &str) -> Result<PathBuf> {
+    let now = SystemTime::now().duration_since(UNIX_EPOCH)?.as_secs();
+    let base = store.join(workload);
+    let stamp = utc_stamp(now);
+    let mut dir = base.join(&stamp);
+    let mut k = 2;
+    while dir.exists() {
+        dir = base.join(format!("{stamp}-{k}"));
+        k += 1;
+    }
+    fs::create_dir_all(&dir)?;
+    let latest = base.join("latest");
+    let _ = fs::remove_file(&latest);
+    let _ = std::os::unix::fs::symlink(dir.file_name().unwrap(), &latest);
+    Ok(dir)
+}
+
+/// Runs all requested workloads; returns the merged verdict.
+pub fn test(opts: &TestOpts) -> Result<Verdict> {
+    let families = Family::parse_list(&opts.nemesis)?;
+    if opts.nodes == 0 || opts.nodes > 50 {
+        bail!("--nodes must be 1..=50");
+    }
+    preflight(opts, families.contains(&Family::Clock))?;
+    install_signal_handlers();
+    let _lock = lock()?;
+    let mut verdict = Verdict::Valid;
+    for w in opts.workload.expand() {
+        if interrupted() {
+            break;
+        }
+        verdict = verdict.merge(test_one(opts, w, &families)?);
+    }
+    Ok(verdict)
+}
+
+fn test_one(opts: &TestOpts, workload: Workload, families: &[Family]) -> Result<Verdict> {
+    let n = opts.nodes;
+    let dir = store_dir(&opts.store, workload.name())?;
+    let steps = schedule::generate(
+        opts.seed,
+        families,
+        n,
+        opts.time_limit * 1000,
+        opts.interval * 1000,
+    );
+    let meta = json!({
+        "workload": workload.name(),
+        "nemesis": opts.nemesis,
+        "families": families,
+        "nodes": n,
+        "time_limit": opts.time_limit,
+        "concurrency": opts.concurrency,
+        "seed": opts.seed,
+        "interval": opts.interval,
+        "ops_per_key": opts.ops_per_key,
+        "rate": opts.rate,
+        "timeout_ms": opts.timeout_ms,
+        "commit": commit(),
+        "command": opts.command,
+        "heraldd": opts.heraldd.display().to_string(),
+        "heraldd_built": fs::metadata(&opts.heraldd).ok().and_then(|m| m.modified().ok()).and_then(|t| t.duration_since(UNIX_EPOCH).ok()).map(|d| utc_stamp(d.as_secs())),
+        "heraldd_bytes": fs::metadata(&opts.heraldd).map(|m| m.len()).unwrap_or(0),
+        "started_at": utc_stamp(SystemTime::now().duration_since(UNIX_EPOCH)?.as_secs()),
+        "schedule": steps,
+    });
+    fs::write(dir.join("test.json"), serde_json::to_string_pretty(&meta)?)?;
+    eprintln!("store: {}", dir.display());
+
+    let removed = netns::cleanup()?;
+    if !removed.is_empty() {
+        eprintln!(
+            "cleared leftovers of an earlier run: {}",
+            removed.join(", ")
+        );
+    }
+    let guard = NetGuard;
+    for c in netns::setup_commands(n) {
+        netns::run(&c)?;
+    }
+    netns::heal(n)?;
+
+    let clock = families.contains(&Family::Clock);
+    let faketime = if clock { db::find_faketime() } else { None };
+    // Run a private copy, so that a rebuild of target/debug/heraldd during the
+    // run cannot make restarted nodes run another build. Removed at the end.
+    let bin = dir.join("heraldd.bin");
+    fs::copy(&opts.heraldd, &bin).with_context(|| format!("copy {}", opts.heraldd.display()))?;
+    let _bin_guard = RemoveOnDrop(bin.clone());
+    let mut db = Db::new(
+        &bin,
+        &dir,
+        n,
+        &RaftParams::default(),
+        faketime,
+        Instant::now(),
+    )?;
+    for i in 0..n {
+        db.start(i)?;
+    }
+    eprintln!("waiting for {n} heraldd nodes to elect a leader...");
+    if wait_leader(&db, Duration::from_secs(30), Duration::from_secs(60)).is_none() {
+        let tails = log_tails(&db, 15);
+        db.reap();
+        bail!(
+            "cluster did not elect a leader within 60 s (unexpected exits: {:?})\n{tails}",
+            db.unexpected_exits
+        );
+    }
+
+    // Main phase.
+    let t0 = Instant::now();
+    db.set_start(t0);
+    let rec = Arc::new(Recorder::new(t0));
+    let stop = Arc::new(AtomicBool::new(false));
+    let nodes: Vec<(String, String)> = db
+        .nodes
+        .iter()
+        .map(|s| (s.name.clone(), s.ip.clone()))
+        .collect();
+    let wopts = presence::Opts {
+        concurrency: opts.concurrency,
+        nodes: nodes.clone(),
+        ops_per_key: opts.ops_per_key,
+        rate: opts.rate,
+        seed: opts.seed,
+        timeout: Duration::from_millis(opts.timeout_ms),
+    };
+    eprintln!(
+        "running {} workers for {} s, nemesis {:?}",
+        opts.concurrency, opts.time_limit, opts.nemesis
+    );
+    let (shared, workers) = presence::spawn(&wopts, rec.clone(), stop.clone());
+    let end = t0 + Duration::from_secs(opts.time_limit);
+    let mut nem = Nemesis::new(&mut db, &rec);
+    for s in &steps {
+        sleep_until(t0 + Duration::from_millis(s.at_ms), || nem.watch_crashes());
+        if interrupted() || Instant::now() >= end {
+            break;
+        }
+        match &s.action {
+            Action::Start { fault } => {
+                eprintln!(
+                    "[{:>5.1}s] nemesis start {}",
+                    t0.elapsed().as_secs_f64(),
+                    fault.name()
+                );
+                nem.start(fault)
+            }
+            Action::Stop => {
+                eprintln!("[{:>5.1}s] nemesis stop", t0.elapsed().as_secs_f64());
+                nem.stop()
+            }
+        }
+    }
+    sleep_until(end, || nem.watch_crashes());
+    stop.store(true, Ordering::SeqCst);
+    let mut worker_errors = Vec::new();
+    for h in workers {
+        match h.join() {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => worker_errors.push(e.to_string()),
+            Err(_) => worker_errors.push("worker panicked".into()),
+        }
+    }
+    if !worker_errors.is_empty() {
+        eprintln!("worker errors: {worker_errors:?}");
+    }
+
+    // Recovery: heal everything, wait for a leader, then final reads.
+    eprintln!(
+        "[{:>5.1}s] healing; waiting up to {} s for the cluster to recover",
+        t0.elapsed().as_secs_f64(),
+        opts.recovery
+    );
+    nem.heal_all();
+    drop(nem);
+    let interrupted_run = interrupted();
+    let mut final_reads = None;
+    if !interrupted_run {
+        let leader = wait_leader(
+            &db,
+            Duration::from_secs(opts.recovery),
+            Duration::from_secs(opts.recovery * 3),
+        );
+        eprintln!(
+            "[{:>5.1}s] leader after heal: {leader:?}; final reads",
+            t0.elapsed().as_secs_f64()
+        );
+        let keys = shared.keys();
+        let fr = presence::final_reads(
+            &rec,
+            &keys,
+            &nodes,
+            Duration::from_millis(opts.timeout_ms),
+            Instant::now() + Duration::from_secs(30),
+        );
+        final_reads = Some(fr);
+    }
+    let mut nem = Nemesis::new(&mut db, &rec);
+    nem.watch_crashes();
+    drop(nem);
+    let shutdown = db.stop_all(Duration::from_secs(5));
+    let exits = db.unexpected_exits.clone();
+    drop(db);
+    drop(guard);
+
+    // Files, checkers, report.
+    let hist = rec.snapshot();
+    history::write_jsonl(&dir.join("history.jsonl"), &hist)?;
+    edn::write(&dir.join("history.edn"), &hist)?;
+    let run = json!({
+        "interrupted": interrupted_run,
+        "final_reads": final_reads,
+        "unexpected_exits": exits.iter().map(|e| json!({"node": e.node, "status": e.status, "at_ns": e.at_ns})).collect::<Vec<_>>(),
+        "shutdown": shutdown.iter().map(|(n, s)| json!({"node": n, "status": s})).collect::<Vec<_>>(),
+        "worker_errors": worker_errors,
+    });
+    fs::write(dir.join("run.json"), serde_json::to_string_pretty(&run)?)?;
+    let v = check_dir(&dir, opts.checker_time_limit)?;
+    if interrupted_run {
+        eprintln!("interrupted: partial history kept in {}", dir.display());
+        return Ok(Verdict::Unknown);
+    }
+    Ok(v)
+}
+
+/// Runs the checkers over a stored history, writes results.json, report.html
+/// and report.txt, prints the summary. Used by `test` and by `check`.
+pub fn check_dir(dir: &Path, checker_time_limit: u64) -> Result<Verdict> {
+    let meta: Value = serde_json::from_str(
+        &fs::read_to_string(dir.join("test.json")).context("read test.json")?,
+    )?;
+    let run: Value = fs::read_to_string(dir.join("run.json"))
+        .ok()
+        .and_then(|t| serde_json::from_str(&t).ok())
+        .unwrap_or(Value::Null);
+    let hist = history::read_jsonl(&dir.join("history.jsonl"))?;
+    let results = analyze(&hist, &run, Duration::from_secs(checker_time_limit));
+    fs::write(
+        dir.join("results.json"),
+        serde_json::to_string_pretty(&results)?,
+    )?;
+    let shown = dir.display().to_string();
+    let summary = report::summary(&meta, &hist, &results, &shown);
+    fs::write(dir.join("report.txt"), &summary)?;
+    fs::write(
+        dir.join("report.html"),
+        report::html(&meta, &hist, &results, &shown),
+    )?;
+    println!("{summary}");
+    Ok(Verdict::from_json(&results["valid"]))
+}
+
+/// All checkers over one history (+ facts about the run from run.json).
+pub fn analyze(hist: &[Op], run: &Value, limit: Duration) -> Value {
+    let threads = std::thread::available_parallelism()
+        .map(|n| n.get())
+        .unwrap_or(2);
+    let mut checkers = serde_json::Map::new();
+    let mut valid = Verdict::Valid;
+
+    let problems = history::validate(hist);
+    let hv = if problems.is_empty() {
+        Verdict::Valid
+    } else {
+        Verdict::Invalid
+    };
+    valid = valid.merge(hv);
+    checkers.insert(
+        "history".into(),
+        json!({"valid": hv, "problems": problems.iter().take(50).collect::<Vec<_>>()}),
+    );
+
+    if hist.iter().any(|o| o.f == "read" || o.f == "write") {
+        let lr = linear::check(hist, threads, limit);
+        valid = valid.merge(lr.valid);
+        checkers.insert(
+            "linear".into(),
+            serde_json::to_value(&lr).unwrap_or(Value::Null),
+        );
+    }
+    if hist.iter().any(|o| o.f == "enqueue") {
+        let q = queue::check(hist, queue::QueueOptions::default());
+        valid = valid.merge(q.valid);
+        checkers.insert(
+            "queue".into(),
+            serde_json::to_value(&q).unwrap_or(Value::Null),
+        );
+    }
+    if let Some(fr) = run.get("final_reads").filter(|v| !v.is_null()) {
+        let ok = fr["unread"].as_array().is_some_and(|a| a.is_empty());
+        let v = if ok { Verdict::Valid } else { Verdict::Invalid };
+        valid = valid.merge(v);
+        let mut o = fr.clone();
+        o["valid"] = json!(v);
+        checkers.insert("final-reads".into(), o);
+    }
+    if let Some(exits) = run.get("unexpected_exits").and_then(|e| e.as_array()) {
+        let v = if exits.is_empty() {
+            Verdict::Valid
+        } else {
+            Verdict::Invalid
+        };
+        valid = valid.merge(v);
+        // Informational: nodes that did not exit 0 on the final SIGTERM.
+        let unclean: Vec<&Value> = run["shutdown"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter(|s| s["status"].as_str() != Some("exit 0"))
+            .collect();
+        checkers.insert(
+            "crashes".into(),
+            json!({"valid": v, "exits": exits, "unclean_shutdown": unclean}),
+        );
+    }
+    let interrupted = run.get("interrupted").and_then(|v| v.as_bool()) == Some(true);
+    if interrupted {
+        valid = valid.merge(Verdict::Unknown);
+    }
+    json!({"valid": valid, "interrupted": interrupted, "checkers": checkers})
+}
+
+/// `herald-jepsen cleanup`.
+pub fn cleanup() -> Result<()> {
+    // SAFETY: geteuid has no preconditions.
+    if unsafe { libc::geteuid() } != 0 {
+        bail!("cleanup must run as root");
+    }
+    let _lock = lock()
+        .context("a herald-jepsen run seems active; stop it first (its own guards clean up)")?;
+    let removed = netns::cleanup()?;
+    if removed.is_empty() {
+        println!("nothing to clean up");
+    } else {
+        for r in removed {
+            println!("removed {r}");
+        }
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::history::tests::hist;
+    use crate::history::OpType::*;
+
+    /// Proves store-dir timestamps are correct UTC civil dates.
+    #[test]
+    fn history_store_timestamp_is_utc() {
+        assert_eq!(utc_stamp(0), "19700101T000000Z");
+        assert_eq!(utc_stamp(951_782_400), "20000229T000000Z");
+        assert_eq!(utc_stamp(1_795_257_256), "20261121T103416Z");
+    }
+
+    /// Proves the overall verdict merges checkers: a lost final read or a
+    /// crash makes a linearizable history invalid; an interrupted run is unknown.
+    #[test]
+    fn checker_analyze_merges_verdicts() {
+        let h = hist(&[
+            (0, Invoke, "write", json!(["k", 1])),
+            (0, Ok, "write", json!(["k", 1])),
+        ]);
+        let ok = analyze(
+            &h,
+            &json!({"final_reads": {"unread": []}, "unexpected_exits": []}),
+            Duration::from_secs(1),
+        );
+        assert_eq!(ok["valid"], json!(true));
+        let lost = analyze(
+            &h,
+            &json!({"final_reads": {"unread": ["k"]}, "unexpected_exits": []}),
+            Duration::from_secs(1),
+        );
+        assert_eq!(lost["valid"], json!(false));
+        let crash = analyze(
+            &h,
+            &json!({"unexpected_exits": [{"node": "n1"}]}),
+            Duration::from_secs(1),
+        );
+        assert_eq!(crash["valid"], json!(false));
+        let intr = analyze(&h, &json!({"interrupted": true}), Duration::from_secs(1));
+        assert_eq!(intr["valid"], json!("unknown"));
+    }
+}
