@@ -84,6 +84,17 @@ pub struct TestArgs {
     /// Seconds per key before the linearizability checker says unknown.
     #[arg(long, default_value_t = 30)]
     pub checker_time_limit: u64,
+    /// `<master hold-down-ms>` in the nodes' XML: how long a lower-numbered
+    /// voter must be healthy and caught up before leadership moves to it.
+    #[arg(long, default_value_t = 1000)]
+    pub hold_down_ms: u64,
+    /// `<time tolerance-ms>` in the nodes' XML: the clock error a follower
+    /// corrects (and the master checkers' tolerance).
+    #[arg(long, default_value_t = 5)]
+    pub tolerance_ms: u64,
+    /// Master workload: ms between two status polls of one node.
+    #[arg(long, default_value_t = 150)]
+    pub status_ms: u64,
     /// heraldd binary (default: <workspace>/target/debug/heraldd).
     #[arg(long)]
     pub heraldd: Option<PathBuf>,

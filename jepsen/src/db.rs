@@ -47,6 +47,14 @@ pub struct RaftParams {
     pub election_max_ms: u64,
     pub snapshot_logs: u64,
     pub write_timeout_ms: u64,
+    /// `<time interval-ms tolerance-ms samples>`: how often followers poll
+    /// the time master, the error they correct, samples per poll.
+    pub time_interval_ms: u64,
+    pub time_tolerance_ms: u64,
+    pub time_samples: u64,
+    /// `<master prefer-lowest hold-down-ms>`.
+    pub master_prefer_lowest: bool,
+    pub master_hold_down_ms: u64,
 }
 
 impl Default for RaftParams {
@@ -57,6 +65,11 @@ impl Default for RaftParams {
             election_max_ms: 800,
             snapshot_logs: 20000,
             write_timeout_ms: 5000,
+            time_interval_ms: 200,
+            time_tolerance_ms: 5,
+            time_samples: 3,
+            master_prefer_lowest: true,
+            master_hold_down_ms: 1000,
         }
     }
 }
@@ -83,6 +96,14 @@ pub fn config_xml(me: &NodeSpec, all: &[NodeSpec], raft: &RaftParams) -> String 
         raft.heartbeat_ms, raft.election_min_ms, raft.election_max_ms, raft.snapshot_logs, raft.write_timeout_ms
     ));
     s.push_str("  <limits max-ids-per-query=\"10000\" max-request-bytes=\"4194304\" max-events-per-request=\"10000\" max-connections=\"1024\"/>\n");
+    s.push_str(&format!(
+        "  <time interval-ms=\"{}\" tolerance-ms=\"{}\" samples=\"{}\"/>\n",
+        raft.time_interval_ms, raft.time_tolerance_ms, raft.time_samples
+    ));
+    s.push_str(&format!(
+        "  <master prefer-lowest=\"{}\" hold-down-ms=\"{}\"/>\n",
+        raft.master_prefer_lowest, raft.master_hold_down_ms
+    ));
     s.push_str("</herald>\n");
     s
 }
@@ -405,6 +426,8 @@ mod tests {
             )));
         }
         assert!(x.contains("write-timeout-ms=\"5000\""));
+        assert!(x.contains("<time interval-ms=\"200\" tolerance-ms=\"5\" samples=\"3\"/>"));
+        assert!(x.contains("<master prefer-lowest=\"true\" hold-down-ms=\"1000\"/>"));
         assert!(x.trim_end().ends_with("</herald>"));
     }
 

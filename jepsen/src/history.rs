@@ -138,6 +138,21 @@ impl Recorder {
     pub fn snapshot(&self) -> Vec<Op> {
         self.ops.lock().unwrap_or_else(|e| e.into_inner()).clone()
     }
+
+    /// Number of ops recorded so far (the index the next op gets).
+    pub fn len(&self) -> usize {
+        self.ops.lock().unwrap_or_else(|e| e.into_inner()).len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// A copy of the ops from index `from` on.
+    pub fn since(&self, from: usize) -> Vec<Op> {
+        let ops = self.ops.lock().unwrap_or_else(|e| e.into_inner());
+        ops.get(from..).map(<[Op]>::to_vec).unwrap_or_default()
+    }
 }
 
 /// An invocation with its completion (if any).

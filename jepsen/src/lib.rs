@@ -13,4 +13,5 @@ pub mod report;
 pub mod rng;
 pub mod run;
 pub mod schedule;
+pub mod sntp;
 pub mod workload;

@@ -28,8 +28,8 @@ fn main() {
                     .unwrap_or(1)
             });
             let command = format!(
-                "herald-jepsen test --workload {} --nemesis {} --nodes {} --time-limit {} --concurrency {} --seed {} --interval {} --ops-per-key {} --rate {} --timeout-ms {} --recovery {} --checker-time-limit {}",
-                a.workload.name(), a.nemesis, a.nodes, a.time_limit, a.concurrency, seed, a.interval, a.ops_per_key, a.rate, a.timeout_ms, a.recovery, a.checker_time_limit
+                "herald-jepsen test --workload {} --nemesis {} --nodes {} --time-limit {} --concurrency {} --seed {} --interval {} --ops-per-key {} --rate {} --timeout-ms {} --recovery {} --checker-time-limit {} --hold-down-ms {} --tolerance-ms {} --status-ms {}",
+                a.workload.name(), a.nemesis, a.nodes, a.time_limit, a.concurrency, seed, a.interval, a.ops_per_key, a.rate, a.timeout_ms, a.recovery, a.checker_time_limit, a.hold_down_ms, a.tolerance_ms, a.status_ms
             );
             let opts = TestOpts {
                 workload: a.workload,
@@ -44,6 +44,9 @@ fn main() {
                 timeout_ms: a.timeout_ms,
                 recovery: a.recovery.max(1),
                 checker_time_limit: a.checker_time_limit,
+                hold_down_ms: a.hold_down_ms,
+                tolerance_ms: a.tolerance_ms,
+                status_ms: a.status_ms,
                 heraldd: a.heraldd.unwrap_or_else(run::default_heraldd),
                 store: a.store.unwrap_or_else(run::default_store),
                 no_setup: a.no_setup,

@@ -12,12 +12,14 @@ use std::fmt::Write as _;
 use serde_json::Value;
 
 use crate::history::{pair_ops, Op, OpType, Process};
+use crate::workload::master::STATUS_PROCESS_BASE;
 use crate::workload::presence::FINAL_PROCESS_BASE;
 
 const OK: &str = "#6DB6FE";
 const OK_WRITE: &str = "#2C7BB6";
 const INFO: &str = "#FFAA26";
 const FAIL: &str = "#E05A9B";
+const OK_STATUS: &str = "#7BC47F";
 const NEMESIS: &str = "rgba(120,120,120,0.18)";
 
 pub fn esc(s: &str) -> String {
@@ -67,11 +69,55 @@ pub fn nemesis_intervals(history: &[Op]) -> Vec<Interval> {
     out
 }
 
-fn lane(p: Process, concurrency: usize) -> usize {
-    match p {
-        Process::Worker(n) if n >= FINAL_PROCESS_BASE => concurrency,
-        Process::Worker(n) => (n % concurrency as u64) as usize,
-        Process::Nemesis => concurrency + 1,
+/// Timeline lanes: presence workers (when there are any), one status
+/// poller per node (master workload), final reads, nemesis.
+pub struct Lanes {
+    workers: usize,
+    status: usize,
+}
+
+impl Lanes {
+    pub fn of(history: &[Op], concurrency: usize) -> Lanes {
+        let mut workers = 0;
+        let mut status = 0;
+        for o in history {
+            match o.process {
+                Process::Worker(n) if n >= FINAL_PROCESS_BASE => {}
+                Process::Worker(n) if n >= STATUS_PROCESS_BASE => {
+                    status = status.max((n - STATUS_PROCESS_BASE) as usize + 1)
+                }
+                Process::Worker(_) => workers = concurrency.max(1),
+                Process::Nemesis => {}
+            }
+        }
+        Lanes { workers, status }
+    }
+
+    pub fn count(&self) -> usize {
+        self.workers + self.status + 2
+    }
+
+    pub fn lane(&self, p: Process) -> usize {
+        match p {
+            Process::Worker(n) if n >= FINAL_PROCESS_BASE => self.workers + self.status,
+            Process::Worker(n) if n >= STATUS_PROCESS_BASE => {
+                self.workers + (n - STATUS_PROCESS_BASE) as usize
+            }
+            Process::Worker(n) => (n % self.workers.max(1) as u64) as usize,
+            Process::Nemesis => self.workers + self.status + 1,
+        }
+    }
+
+    pub fn name(&self, l: usize) -> String {
+        if l < self.workers {
+            format!("worker {l}")
+        } else if l < self.workers + self.status {
+            format!("status n{}", l - self.workers + 1)
+        } else if l == self.workers + self.status {
+            "final".into()
+        } else {
+            "nemesis".into()
+        }
     }
 }
 
@@ -152,6 +198,7 @@ fn shade(s: &mut String, f: &Frame, iv: &[Interval], labels: bool) {
 fn color(f: &str, t: OpType) -> &'static str {
     match t {
         OpType::Ok if f == "read" => OK,
+        OpType::Ok if f == "status" => OK_STATUS,
         OpType::Ok => OK_WRITE,
         OpType::Fail => FAIL,
         _ => INFO,
@@ -181,7 +228,8 @@ pub fn timeline_svg(
     highlight: &std::collections::HashSet<u64>,
 ) -> String {
     let t_end = history.last().map(|o| o.time).unwrap_or(1).max(1);
-    let lanes = concurrency + 2;
+    let layout = Lanes::of(history, concurrency);
+    let lanes = layout.count();
     let lane_h = 14.0;
     let f = Frame {
         left: 70.0,
@@ -200,13 +248,7 @@ pub fn timeline_svg(
     shade(&mut s, &f, &nemesis_intervals(history), true);
     for l in 0..lanes {
         let y = f.top + l as f64 * lane_h;
-        let name = if l < concurrency {
-            format!("worker {l}")
-        } else if l == concurrency {
-            "final".into()
-        } else {
-            "nemesis".into()
-        };
+        let name = layout.name(l);
         let _ = write!(
             s,
             r##"<text x="{:.1}" y="{:.1}" font-size="10" text-anchor="end">{name}</text>"##,
@@ -220,7 +262,7 @@ pub fn timeline_svg(
             Some(c) => (c.time, c.typ),
             None => (t_end, OpType::Info),
         };
-        let l = lane(inv.process, concurrency);
+        let l = layout.lane(inv.process);
         let x0 = f.x(inv.time);
         let w = (f.x(end) - x0).max(1.0);
         let y = f.top + l as f64 * lane_h + 1.0;
@@ -255,7 +297,7 @@ pub fn timeline_svg(
             esc(&title)
         );
     }
-    let ny = f.top + (concurrency + 1) as f64 * lane_h + 1.0;
+    let ny = f.top + layout.lane(Process::Nemesis) as f64 * lane_h + 1.0;
     for o in history.iter().filter(|o| o.process == Process::Nemesis) {
         let c = if o.f == "crash" { "#d00" } else { "#555" };
         let _ = write!(
@@ -349,6 +391,7 @@ pub fn throughput_svg(history: &[Op]) -> String {
     {
         let key = match (o.typ, o.f.as_str()) {
             (OpType::Ok, "read") => "ok read",
+            (OpType::Ok, "status") => "ok status",
             (OpType::Ok, _) => "ok write",
             (OpType::Info, _) => "info",
             _ => "fail",
@@ -387,6 +430,7 @@ pub fn throughput_svg(history: &[Op]) -> String {
     for (name, counts) in &series {
         let c = match *name {
             "ok read" => OK,
+            "ok status" => OK_STATUS,
             "ok write" => OK_WRITE,
             "info" => INFO,
             _ => FAIL,
@@ -521,9 +565,72 @@ pub fn summary(meta: &Value, history: &[Op], results: &Value, dir: &str) -> Stri
                     "lost {} unexpected {} duplicated {}",
                     r["lost_count"], r["unexpected_count"], r["duplicated_count"]
                 ),
+                "master-term" => format!(
+                    "{} status answers, {} terms with a leader (max term {}), {} terms with two leaders",
+                    r["observations"],
+                    r["terms_with_leader"],
+                    r["max_term"],
+                    r["violations"].as_array().map(|a| a.len()).unwrap_or(0)
+                ),
+                "clock-monotonic" => {
+                    let n = r["violations"].as_array().map(|a| a.len()).unwrap_or(0);
+                    if n == 0 {
+                        format!("{} successive SNTP samples: no node's cluster time went back", r["pairs"])
+                    } else {
+                        let v = &r["violations"][0];
+                        format!(
+                            "{n} steps back in {} sample pairs (max {:.1} ms); first: n{} ops #{}→#{} went back {:.1} ms",
+                            r["pairs"],
+                            r["max_back_ms"].as_f64().unwrap_or(0.0),
+                            v["node"],
+                            v["from_index"],
+                            v["to_index"],
+                            v["back_ms"].as_f64().unwrap_or(0.0)
+                        )
+                    }
+                }
+                "master-final" => match r["leader"].as_u64() {
+                    Some(l) if r["valid"] == Value::Bool(true) => format!(
+                        "n{l} (lowest running voter) leads, all agree: settled {} after heal (deadline {})",
+                        ms(&r["settled_after_ms"]),
+                        ms(&r["deadline_after_ms"])
+                    ),
+                    _ => format!(
+                        "{}; last: {} (deadline {} after heal)",
+                        r["reason"].as_str().unwrap_or(""),
+                        r["last_unsettled"].as_str().unwrap_or("-"),
+                        ms(&r["deadline_after_ms"])
+                    ),
+                },
+                "clock-final" => {
+                    let mut d = if r["valid"] == Value::Bool(true) {
+                        format!(
+                            "every clock within tolerance of the master {} after heal (deadline {}; largest clock fault {} ms)",
+                            ms(&r["settled_after_ms"]),
+                            ms(&r["deadline_after_ms"]),
+                            r["largest_clock_fault_ms"]
+                        )
+                    } else {
+                        format!(
+                            "{}; last: {} (deadline {} after heal)",
+                            r["reason"].as_str().unwrap_or(""),
+                            r["last_unsettled"].as_str().unwrap_or("-"),
+                            ms(&r["deadline_after_ms"])
+                        )
+                    };
+                    let mis = r["misreports"]["persistent_streaks"].as_u64().unwrap_or(0);
+                    if mis > 0 {
+                        d.push_str(&format!(
+                            "; {mis} times a node kept saying in tolerance while measured >1 s off for >=1 s (longest {:.0} ms, max skew {:.0} ms)",
+                            r["misreports"]["longest_streak_ms"].as_f64().unwrap_or(0.0),
+                            r["misreports"]["max_measured_skew_ms"].as_f64().unwrap_or(0.0)
+                        ));
+                    }
+                    d
+                }
                 _ => String::new(),
             };
-            let _ = writeln!(s, "{:<12} {:<7} {}", name, verdict(&r["valid"]), detail);
+            let _ = writeln!(s, "{:<15} {:<7} {}", name, verdict(&r["valid"]), detail);
         }
     }
     if let Some(fails) = results["checkers"]["linear"]["failures"].as_array() {
@@ -551,6 +658,32 @@ pub fn summary(meta: &Value, history: &[Op], results: &Value, dir: &str) -> Stri
             }
         }
     }
+    for v in results["checkers"]["master-term"]["violations"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .take(5)
+    {
+        let _ = writeln!(
+            s,
+            "  term {}: {} (witness ops {})",
+            v["term"],
+            v["why"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .filter_map(|w| w.as_str())
+                .collect::<Vec<_>>()
+                .join("; "),
+            v["witnesses"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .map(|w| format!("#{} n{} \"{}\"", w["index"], w["node"], w["says"].as_str().unwrap_or("")))
+                .collect::<Vec<_>>()
+                .join(", ")
+        );
+    }
     if results["interrupted"].as_bool() == Some(true) {
         let _ = writeln!(
             s,
@@ -559,6 +692,233 @@ pub fn summary(meta: &Value, history: &[Op], results: &Value, dir: &str) -> Stri
     }
     let _ = writeln!(s, "report       {dir}/report.html");
     let _ = writeln!(s, "valid: {}", verdict(&results["valid"]));
+    s
+}
+
+fn ms(v: &Value) -> String {
+    match v.as_f64() {
+        Some(x) if x >= 1000.0 => format!("{:.1} s", x / 1000.0),
+        Some(x) => format!("{x:.0} ms"),
+        None => "never".into(),
+    }
+}
+
+/// A colour per node number (leader colours in the master plots).
+fn node_color(n: u64) -> &'static str {
+    const P: [&str; 8] = [
+        "#1f77b4", "#ff7f0e", "#2ca02c", "#9467bd", "#8c564b", "#e377c2", "#17becf", "#bcbd22",
+    ];
+    P[(n.saturating_sub(1) % P.len() as u64) as usize]
+}
+
+/// Leadership as each node saw it: one lane per node, coloured by the
+/// leader it named (grey: none, pink: no answer); a black tick above the
+/// bar when the node itself said it was leader. Hover for term and state.
+pub fn master_svg(history: &[Op]) -> String {
+    use crate::checker::status::observations;
+    let obs = observations(history);
+    let nodes = obs.iter().map(|o| o.node).max().unwrap_or(0) as usize;
+    let t_end = history.last().map(|o| o.time).unwrap_or(1).max(1);
+    let lane_h = 18.0;
+    let f = Frame {
+        left: 70.0,
+        top: 20.0,
+        w: 1100.0,
+        h: nodes.max(1) as f64 * lane_h,
+        t_max: t_end as f64 / 1e9,
+    };
+    let mut s = String::new();
+    let _ = write!(
+        s,
+        r##"<svg xmlns="http://www.w3.org/2000/svg" width="{:.0}" height="{:.0}" font-family="sans-serif">"##,
+        f.left + f.w + 20.0,
+        f.top + f.h + 30.0
+    );
+    shade(&mut s, &f, &nemesis_intervals(history), true);
+    for n in 1..=nodes {
+        let _ = write!(
+            s,
+            r##"<text x="{:.1}" y="{:.1}" font-size="10" text-anchor="end">n{n}</text>"##,
+            f.left - 4.0,
+            f.top + n as f64 * lane_h - 5.0
+        );
+    }
+    // Each answer lasts until the node's next answer (at most 1 s).
+    let mut next: std::collections::HashMap<u64, u64> = Default::default();
+    let mut ends = vec![0u64; obs.len()];
+    for (i, o) in obs.iter().enumerate().rev() {
+        let t = o.time();
+        ends[i] = next.get(&o.node).copied().unwrap_or(t_end).min(t + 1_000_000_000);
+        next.insert(o.node, t);
+    }
+    for (o, end) in obs.iter().zip(ends) {
+        let y = f.top + (o.node as f64 - 1.0) * lane_h + 4.0;
+        let x0 = f.x(o.time());
+        let w = (f.x(end) - x0).max(0.8);
+        let (c, title) = match &o.status {
+            Some(st) => (
+                st.leader.map(node_color).unwrap_or("#ccc"),
+                format!(
+                    "n{}: term {} leader {} state {} time master {} in tolerance {} offset {} ms",
+                    st.node,
+                    st.term,
+                    st.leader.map(|l| format!("n{l}")).unwrap_or("none".into()),
+                    st.state,
+                    st.time_master.map(|l| format!("n{l}")).unwrap_or("none".into()),
+                    st.in_tolerance.map(|b| b.to_string()).unwrap_or("?".into()),
+                    st.offset_ms.map(|x| format!("{x:.3}")).unwrap_or("?".into())
+                ),
+            ),
+            None => (FAIL, format!("n{}: no answer", o.node)),
+        };
+        let _ = write!(
+            s,
+            r##"<rect x="{x0:.2}" y="{y:.1}" width="{w:.2}" height="{:.1}" fill="{c}"><title>{}</title></rect>"##,
+            lane_h - 8.0,
+            esc(&title)
+        );
+        if o.status.as_ref().is_some_and(|st| st.is_leader()) {
+            let _ = write!(
+                s,
+                r##"<rect x="{x0:.2}" y="{:.1}" width="{w:.2}" height="2" fill="#000"/>"##,
+                y - 3.0
+            );
+        }
+    }
+    time_axis(&mut s, &f);
+    s.push_str("</svg>");
+    s
+}
+
+/// Clock error over time, symmetric log scale (ms): filled dots the error
+/// each node reported against its time master, hollow circles the skew
+/// the harness measured over SNTP against the master the node followed.
+pub fn clock_svg(history: &[Op]) -> String {
+    use crate::checker::status::observations;
+    let obs: Vec<_> = observations(history)
+        .into_iter()
+        .filter_map(|o| Some((o.time(), o.status?)))
+        .collect();
+    let t_end = history.last().map(|o| o.time).unwrap_or(1).max(1);
+    let f = Frame {
+        left: 70.0,
+        top: 20.0,
+        w: 1100.0,
+        h: 260.0,
+        t_max: t_end as f64 / 1e9,
+    };
+    let sl = |x: f64| x.signum() * (1.0 + x.abs()).log10();
+    let mut max_abs = 10.0f64;
+    let mut pts: Vec<(u64, u64, f64, bool)> = Vec::new(); // (t, node, ms, measured)
+    let mut by_node: std::collections::HashMap<u64, Vec<(u64, f64)>> = Default::default();
+    for (t, st) in &obs {
+        if let Some(sn) = st.sntp {
+            by_node.entry(st.node).or_default().push((*t, sn.offset_ms));
+        }
+    }
+    for (t, st) in &obs {
+        if let Some(o) = st.offset_ms {
+            pts.push((*t, st.node, o, false));
+        }
+        let m = st.time_master.filter(|m| *m != st.node);
+        if let (Some(m), Some(sn)) = (m, st.sntp) {
+            let near = by_node.get(&m).and_then(|v| {
+                v.iter()
+                    .filter(|(tm, _)| tm.abs_diff(*t) <= 300_000_000)
+                    .min_by_key(|(tm, _)| tm.abs_diff(*t))
+            });
+            if let Some((_, mo)) = near {
+                pts.push((*t, st.node, sn.offset_ms - mo, true));
+            }
+        }
+    }
+    for p in &pts {
+        max_abs = max_abs.max(p.2.abs());
+    }
+    let hi = sl(max_abs).ceil();
+    let y = |ms: f64| f.top + f.h / 2.0 - sl(ms) / hi * (f.h / 2.0);
+    let mut s = String::new();
+    let _ = write!(
+        s,
+        r##"<svg xmlns="http://www.w3.org/2000/svg" width="{:.0}" height="{:.0}" font-family="sans-serif">"##,
+        f.left + f.w + 20.0,
+        f.top + f.h + 30.0
+    );
+    shade(&mut s, &f, &nemesis_intervals(history), false);
+    let mut e = 0;
+    while e as f64 <= hi {
+        let v = if e == 0 { 0.0 } else { 10f64.powi(e) - 1.0 };
+        let label = if e == 0 { 0 } else { 10i64.pow(e as u32) };
+        for sign in [1.0, -1.0] {
+            if e == 0 && sign < 0.0 {
+                continue;
+            }
+            let yy = y(sign * v.max(if e == 0 { 0.0 } else { 1.0 }));
+            let _ = write!(
+                s,
+                r##"<line x1="{:.1}" y1="{yy:.1}" x2="{:.1}" y2="{yy:.1}" stroke="{}"/><text x="{:.1}" y="{:.1}" font-size="10" text-anchor="end">{}{label} ms</text>"##,
+                f.left,
+                f.left + f.w,
+                if e == 0 { "#aaa" } else { "#eee" },
+                f.left - 4.0,
+                yy + 3.0,
+                if sign < 0.0 { "-" } else { "" }
+            );
+        }
+        e += 1;
+    }
+    for (t, n, v, measured) in &pts {
+        let c = node_color(*n);
+        let _ = if *measured {
+            write!(
+                s,
+                r##"<circle cx="{:.1}" cy="{:.1}" r="2.2" fill="none" stroke="{c}" stroke-width="0.8"><title>n{n} measured {v:.3} ms</title></circle>"##,
+                f.x(*t),
+                y(*v)
+            )
+        } else {
+            write!(
+                s,
+                r##"<circle cx="{:.1}" cy="{:.1}" r="1.4" fill="{c}"><title>n{n} reported {v:.3} ms</title></circle>"##,
+                f.x(*t),
+                y(*v)
+            )
+        };
+    }
+    time_axis(&mut s, &f);
+    s.push_str("</svg>");
+    s
+}
+
+fn json_table(rows: &Value) -> String {
+    let rows: Vec<&serde_json::Map<String, Value>> =
+        rows.as_array().into_iter().flatten().filter_map(|r| r.as_object()).collect();
+    let mut cols: Vec<&String> = Vec::new();
+    for r in &rows {
+        for k in r.keys() {
+            if !cols.contains(&k) {
+                cols.push(k);
+            }
+        }
+    }
+    let mut s = String::from("<table><tr>");
+    for c in &cols {
+        let _ = write!(s, "<th>{}</th>", esc(c));
+    }
+    s.push_str("</tr>");
+    for r in rows {
+        s.push_str("<tr>");
+        for c in &cols {
+            let v = r.get(*c).map(|v| match v {
+                Value::String(x) => x.clone(),
+                Value::Number(n) if n.is_f64() => format!("{:.3}", n.as_f64().unwrap_or(0.0)),
+                other => other.to_string(),
+            });
+            let _ = write!(s, "<td>{}</td>", esc(&v.unwrap_or_default()));
+        }
+        s.push_str("</tr>");
+    }
+    s.push_str("</table>");
     s
 }
 
@@ -605,10 +965,10 @@ svg{{border:1px solid #eee;margin:4px 0}}</style></head><body>
         "<pre>{}</pre>",
         esc(&summary(meta, history, results, dir))
     );
-    s.push_str(r##"<h2>How to read this</h2><p>Each op is a bar from invoke to completion in its worker's lane: <b>ok</b> (it happened; reads light blue, writes dark blue), <b>info</b> (unknown outcome: timeout or connection lost after sending; the worker then continues as a new process), <b>fail</b> (definitely did not happen). Ops outlined in red belong to a reported anomaly window. Grey bands are nemesis intervals (from the start of a fault to the end of its heal); marks in the <i>nemesis</i> lane are nemesis ops, red ones node crashes. Hover anything for details. The linearizability checker partitions the history by uid and searches for a legal order of each register (WGL); <i>unknown</i> means its time limit ran out.</p>"##);
+    s.push_str(r##"<h2>How to read this</h2><p>Each op is a bar from invoke to completion in its worker's lane: <b>ok</b> (it happened; reads light blue, writes dark blue), <b>info</b> (unknown outcome: timeout or connection lost after sending; the worker then continues as a new process), <b>fail</b> (definitely did not happen). Ops outlined in red belong to a reported anomaly window. Grey bands are nemesis intervals (from the start of a fault to the end of its heal); marks in the <i>nemesis</i> lane are nemesis ops, red ones node crashes. Hover anything for details. The linearizability checker partitions the history by uid and searches for a legal order of each register (WGL); <i>unknown</i> means its time limit ran out. Lanes <i>status nN</i> are the master workload's polls of node N (green: it answered; details under <i>Master and clocks</i>).</p>"##);
     let _ = write!(
         s,
-        r##"<div class="legend"><span style="background:{OK}"></span>ok read<span style="background:{OK_WRITE}"></span>ok write<span style="background:{INFO}"></span>info<span style="background:{FAIL}"></span>fail<span style="background:{NEMESIS}"></span>nemesis active</div>"##
+        r##"<div class="legend"><span style="background:{OK}"></span>ok read<span style="background:{OK_WRITE}"></span>ok write<span style="background:{OK_STATUS}"></span>ok status<span style="background:{INFO}"></span>info<span style="background:{FAIL}"></span>fail<span style="background:{NEMESIS}"></span>nemesis active</div>"##
     );
     s.push_str("<h2>Timeline</h2>");
     s.push_str(&timeline_svg(history, concurrency, &anomaly_ops(results)));
@@ -669,6 +1029,58 @@ svg{{border:1px solid #eee;margin:4px 0}}</style></head><body>
             } else {
                 s.push_str("<p>The checker ran out of time on this key.</p>");
             }
+        }
+    }
+    if history.iter().any(|o| o.f == "status") {
+        let c = &results["checkers"];
+        s.push_str("<h2>Master and clocks</h2><p>Leadership as each node reported it (its own view, <code>GET /v1/cluster?local=true</code>): bars coloured by the leader it named ");
+        for n in 1..=meta["nodes"].as_u64().unwrap_or(0) {
+            let _ = write!(s, r#"<span style="color:{}">■ n{n}</span> "#, node_color(n));
+        }
+        s.push_str("(grey: none, pink: no answer); a black line above a bar: the node said it was leader.</p>");
+        s.push_str(&master_svg(history));
+        s.push_str("<p>Clock error, symmetric log scale: dots are the error each node reported against its time master (<code>clock.offset_ms</code>, positive: the master is ahead); circles are the skew the harness measured itself over SNTP (node − the master it followed).</p>");
+        s.push_str(&clock_svg(history));
+        if let Some(v) = c["master-term"]["violations"].as_array().filter(|v| !v.is_empty()) {
+            s.push_str("<h3>Terms with more than one leader</h3>");
+            for x in v.iter().take(20) {
+                let _ = write!(
+                    s,
+                    "<p>term {}: leaders {} — {}</p>{}",
+                    x["term"],
+                    esc(&x["leaders"].to_string()),
+                    esc(&x["why"].to_string()),
+                    json_table(&x["witnesses"])
+                );
+            }
+        }
+        if let Some(v) = c["clock-monotonic"]["violations"].as_array().filter(|v| !v.is_empty()) {
+            s.push_str("<h3>Cluster time went backwards</h3><p>Successive SNTP samples of one node (no restart between) whose cluster time went back by more than the measurement bound:</p>");
+            s.push_str(&json_table(&Value::Array(v.iter().take(20).cloned().collect())));
+        }
+        if c.get("master-final").is_some() {
+            let _ = write!(
+                s,
+                "<h3>After healing: master</h3><p>valid: {} — {} (deadline rule: {}). Latest answer of every node:</p>{}",
+                verdict(&c["master-final"]["valid"]),
+                esc(c["master-final"]["reason"].as_str().unwrap_or("")),
+                esc(c["master-final"]["deadline_rule"].as_str().unwrap_or("")),
+                json_table(&c["master-final"]["final_views"])
+            );
+            let conv: Vec<Value> = c["clock-final"]["converged_after_ms"]
+                .as_object()
+                .into_iter()
+                .flatten()
+                .map(|(k, v)| serde_json::json!({"node": k, "in tolerance since (ms after heal)": v}))
+                .collect();
+            let _ = write!(
+                s,
+                "<h3>After healing: clocks</h3><p>valid: {} — {}</p>{}{}",
+                verdict(&c["clock-final"]["valid"]),
+                esc(c["clock-final"]["reason"].as_str().unwrap_or("")),
+                json_table(&Value::Array(conv)),
+                json_table(&c["clock-final"]["final_clocks"])
+            );
         }
     }
     s.push_str("<h2>Nemesis</h2><table><tr><th>#</th><th>time</th><th>f</th><th>value</th></tr>");
@@ -769,6 +1181,46 @@ mod tests {
         assert!(h.contains("key k0"));
         // 3 client ops in the timeline, titled with their index
         assert!(h.contains("#0 p0 write") && h.contains("#4 p1 read") && h.contains("#8 p2 write"));
+    }
+
+    /// Proves a master-workload history gets status lanes, the two master
+    /// plots, the final-phase tables, the summary lines of the three master
+    /// checkers, and the witnesses of a term with two leaders.
+    #[test]
+    fn report_master_sections_and_summary() {
+        use crate::checker::status::tests::{status_hist, sv};
+        let mut h = status_hist(&[
+            (0, 1, Some(sv(1, 3, Some(1), "leader"))),
+            (1, 2, Some(sv(2, 3, Some(2), "leader"))),
+            (2, 3, None),
+        ]);
+        for o in h.iter_mut() {
+            if let Process::Worker(p) = o.process {
+                o.process = Process::Worker(STATUS_PROCESS_BASE + p - 101);
+            }
+        }
+        let meta = json!({"workload": "master", "concurrency": 10, "nodes": 3, "seed": 7});
+        let results = json!({"valid": false, "checkers": {
+            "master-term": serde_json::to_value(crate::checker::master_term::check(&h)).unwrap(),
+            "master-final": {"valid": true, "leader": 1, "settled_after_ms": 150.0, "deadline_after_ms": 12400.0,
+                             "reason": "settled in time and stayed so", "final_views": [{"node": 1, "leader": 1}]},
+            "clock-final": {"valid": false, "reason": "not settled at the deadline", "last_unsettled": "n2 not in tolerance (offset -40.0 ms)",
+                            "deadline_after_ms": 22400.0, "converged_after_ms": {"n1": 100.0, "n2": null},
+                            "final_clocks": [], "misreports": {"count": 12, "persistent_streaks": 1, "longest_streak_ms": 1800.0, "max_measured_skew_ms": 5500.0}}}});
+        let sum = summary(&meta, &h, &results, "d");
+        assert!(sum.contains("master-term     false   2 status answers, 1 terms with a leader (max term 3), 1 terms with two leaders"), "{sum}");
+        assert!(sum.contains("n1 (lowest running voter) leads, all agree: settled 150 ms after heal (deadline 12.4 s)"), "{sum}");
+        assert!(sum.contains("last: n2 not in tolerance (offset -40.0 ms) (deadline 22.4 s after heal)"), "{sum}");
+        assert!(sum.contains("1 times a node kept saying in tolerance while measured >1 s off for >=1 s (longest 1800 ms, max skew 5500 ms)"), "{sum}");
+        assert!(sum.contains("term 3: n1, n2 each reported state=leader in term 3"), "{sum}");
+        let html = html(&meta, &h, &results, "d");
+        assert!(html.contains("status n1") && html.contains("status n3"));
+        assert!(!html.contains("worker 0"), "no presence lanes without presence ops");
+        assert!(html.contains("<h2>Master and clocks</h2>"));
+        assert!(html.contains("Terms with more than one leader"));
+        assert!(html.contains("After healing: clocks"));
+        assert_eq!(html.matches("<svg").count(), 5);
+        assert!(!html.contains("<script"));
     }
 
     /// Proves the summary ends with the overall verdict line and counts ops.

@@ -13,13 +13,15 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use anyhow::{bail, Context, Result};
 use serde_json::{json, Value};
 
-use crate::checker::{linear, queue, Verdict};
+use crate::checker::{
+    linear, master_clock, master_final, master_monotonic, master_term, queue, Verdict,
+};
 use crate::client::Api;
 use crate::db::{self, Db, RaftParams};
 use crate::history::{self, Op, Recorder};
 use crate::nemesis::Nemesis;
 use crate::schedule::{self, Action, Family};
-use crate::workload::{presence, Workload};
+use crate::workload::{master, presence, Workload};
 use crate::{edn, netns, report};
 
 pub static INTERRUPTED: AtomicBool = AtomicBool::new(false);
@@ -55,6 +57,12 @@ pub struct TestOpts {
     pub timeout_ms: u64,
     pub recovery: u64,
     pub checker_time_limit: u64,
+    /// `<master hold-down-ms>` written into every node's XML.
+    pub hold_down_ms: u64,
+    /// `<time tolerance-ms>` written into every node's XML.
+    pub tolerance_ms: u64,
+    /// Period of the master workload's status polls, per node.
+    pub status_ms: u64,
     pub heraldd: PathBuf,
     pub store: PathBuf,
     pub no_setup: bool,
@@ -306,18 +314,34 @@ pub fn test(opts: &TestOpts) -> Result<Verdict> {
     preflight(opts, families.contains(&Family::Clock))?;
     install_signal_handlers();
     let _lock = lock()?;
-    let mut verdict = Verdict::Valid;
-    for w in opts.workload.expand() {
-        if interrupted() {
-            break;
-        }
-        verdict = verdict.merge(test_one(opts, w, &families)?);
-    }
-    Ok(verdict)
+    test_one(opts, opts.workload, &families)
+}
+
+/// How long after healing the master may take to settle: the hold-down,
+/// plus eight election timeouts (an election, a transfer attempt every
+/// ~3 timeouts, a lost transfer), plus 5 s for restarted nodes to start and
+/// catch up.
+pub fn master_settle_ms(raft: &RaftParams) -> u64 {
+    raft.master_hold_down_ms + 8 * raft.election_max_ms + 5000
+}
+
+/// How long after healing the clocks may take: the master's settle time,
+/// 10 s, and 2.2× the largest clock fault of the run (cluster time never
+/// goes back and backward corrections slew at half speed, so a clock B ms
+/// ahead needs ~2·B ms to converge).
+pub fn clock_settle_ms(raft: &RaftParams, largest_fault_ms: i64) -> u64 {
+    master_settle_ms(raft) + 10_000 + (2.2 * largest_fault_ms.unsigned_abs() as f64) as u64
 }
 
 fn test_one(opts: &TestOpts, workload: Workload, families: &[Family]) -> Result<Verdict> {
     let n = opts.nodes;
+    let raft = RaftParams {
+        master_hold_down_ms: opts.hold_down_ms,
+        time_tolerance_ms: opts.tolerance_ms.max(1),
+        ..RaftParams::default()
+    };
+    let with_presence = workload.includes(Workload::Presence);
+    let with_master = workload.includes(Workload::Master);
     let dir = store_dir(&opts.store, workload.name())?;
     let steps = schedule::generate(
         opts.seed,
@@ -338,6 +362,12 @@ fn test_one(opts: &TestOpts, workload: Workload, families: &[Family]) -> Result<
         "ops_per_key": opts.ops_per_key,
         "rate": opts.rate,
         "timeout_ms": opts.timeout_ms,
+        "status_ms": opts.status_ms,
+        "sut_config": {
+            "raft": {"heartbeat_ms": raft.heartbeat_ms, "election_min_ms": raft.election_min_ms, "election_max_ms": raft.election_max_ms, "write_timeout_ms": raft.write_timeout_ms},
+            "time": {"interval_ms": raft.time_interval_ms, "tolerance_ms": raft.time_tolerance_ms, "samples": raft.time_samples},
+            "master": {"prefer_lowest": raft.master_prefer_lowest, "hold_down_ms": raft.master_hold_down_ms},
+        },
         "commit": commit(),
         "command": opts.command,
         "heraldd": opts.heraldd.display().to_string(),
@@ -373,7 +403,7 @@ fn test_one(opts: &TestOpts, workload: Workload, families: &[Family]) -> Result<
         &bin,
         &dir,
         n,
-        &RaftParams::default(),
+        &raft,
         faketime,
         Instant::now(),
     )?;
@@ -408,11 +438,36 @@ fn test_one(opts: &TestOpts, workload: Workload, families: &[Family]) -> Result<
         seed: opts.seed,
         timeout: Duration::from_millis(opts.timeout_ms),
     };
+    let mopts = master::Opts {
+        nodes: nodes.clone(),
+        period: Duration::from_millis(opts.status_ms.max(10)),
+        timeout: Duration::from_millis(1000),
+        sntp_samples: 3,
+    };
     eprintln!(
-        "running {} workers for {} s, nemesis {:?}",
-        opts.concurrency, opts.time_limit, opts.nemesis
+        "running {} for {} s, nemesis {:?}",
+        [
+            with_presence.then(|| format!("{} presence workers", opts.concurrency)),
+            with_master.then(|| format!("{n} status pollers (every {} ms)", opts.status_ms)),
+        ]
+        .into_iter()
+        .flatten()
+        .collect::<Vec<_>>()
+        .join(" + "),
+        opts.time_limit,
+        opts.nemesis
     );
-    let (shared, workers) = presence::spawn(&wopts, rec.clone(), stop.clone());
+    let mut workers = Vec::new();
+    let mut shared = None;
+    if with_presence {
+        let (s, w) = presence::spawn(&wopts, rec.clone(), stop.clone());
+        shared = Some(s);
+        workers.extend(w);
+    }
+    if with_master {
+        let all: Vec<usize> = (0..n).collect();
+        workers.extend(master::spawn(&mopts, &all, rec.clone(), stop.clone()));
+    }
     let end = t0 + Duration::from_secs(opts.time_limit);
     let mut nem = Nemesis::new(&mut db, &rec);
     for s in &steps {
@@ -459,25 +514,80 @@ fn test_one(opts: &TestOpts, workload: Workload, families: &[Family]) -> Result<
     drop(nem);
     let interrupted_run = interrupted();
     let mut final_reads = None;
+    let mut master_final = None;
     if !interrupted_run {
-        let leader = wait_leader(
-            &db,
-            Duration::from_secs(opts.recovery),
-            Duration::from_secs(opts.recovery * 3),
-        );
-        eprintln!(
-            "[{:>5.1}s] leader after heal: {leader:?}; final reads",
-            t0.elapsed().as_secs_f64()
-        );
-        let keys = shared.keys();
-        let fr = presence::final_reads(
-            &rec,
-            &keys,
-            &nodes,
-            Duration::from_millis(opts.timeout_ms),
-            Instant::now() + Duration::from_secs(30),
-        );
-        final_reads = Some(fr);
+        // The master workload's final phase polls from the end of the heal,
+        // while the presence workload waits for a leader and reads back.
+        let from = rec.len();
+        let from_ns = rec.now();
+        let largest = master_clock::clock_fault_max_ms(&rec.snapshot());
+        let running: Vec<usize> = (0..n).filter(|&i| db.running(i)).collect();
+        let params = master_final::FinalParams {
+            from_ns,
+            master_deadline_ns: from_ns + master_settle_ms(&raft) * 1_000_000,
+            clock_deadline_ns: from_ns + clock_settle_ms(&raft, largest) * 1_000_000,
+            stable_ns: 2_000_000_000,
+            running: running.iter().map(|&i| i as u64 + 1).collect(),
+            tolerance_ms: raft.time_tolerance_ms as f64,
+            sntp_slack_ms: 5.0,
+            note: format!(
+                "master: hold-down {} ms + 8 x election-max {} ms + 5 s; clocks: that + 10 s + 2.2 x largest clock fault ({largest} ms); stable for 2 s",
+                raft.master_hold_down_ms, raft.election_max_ms
+            ),
+        };
+        let db_ref = &db;
+        let (fr, mf) = std::thread::scope(|sc| {
+            let poller = with_master.then(|| {
+                let (rec, mopts, running, params) = (&rec, &mopts, &running, params.clone());
+                sc.spawn(move || {
+                    master::final_phase(rec, mopts, running, params, from, interrupted)
+                })
+            });
+            let leader = wait_leader(
+                db_ref,
+                Duration::from_secs(opts.recovery),
+                Duration::from_secs(opts.recovery * 3),
+            );
+            eprintln!(
+                "[{:>5.1}s] leader after heal: {leader:?}{}",
+                t0.elapsed().as_secs_f64(),
+                if with_presence { "; final reads" } else { "" }
+            );
+            let fr = shared.as_ref().map(|shared| {
+                presence::final_reads(
+                    &rec,
+                    &shared.keys(),
+                    &nodes,
+                    Duration::from_millis(opts.timeout_ms),
+                    Instant::now() + Duration::from_secs(30),
+                )
+            });
+            if poller.is_some() {
+                eprintln!(
+                    "[{:>5.1}s] master/time: polling until n{:?}'s lowest running voter leads and clocks converge (deadlines +{:.1} s / +{:.1} s)",
+                    t0.elapsed().as_secs_f64(),
+                    params.running,
+                    (params.master_deadline_ns - from_ns) as f64 / 1e9,
+                    (params.clock_deadline_ns - from_ns) as f64 / 1e9
+                );
+            }
+            let mf = poller.and_then(|h| h.join().ok());
+            (fr, mf)
+        });
+        if let Some(m) = &mf {
+            eprintln!(
+                "[{:>5.1}s] master/time: {} — master {} (n{} after {} ms), clocks {} (after {} ms)",
+                t0.elapsed().as_secs_f64(),
+                m.stopped_because,
+                verdict_str(&m.master["valid"]),
+                m.master["leader"],
+                m.master["settled_after_ms"],
+                verdict_str(&m.clock["valid"]),
+                m.clock["settled_after_ms"]
+            );
+        }
+        final_reads = fr;
+        master_final = mf;
     }
     let mut nem = Nemesis::new(&mut db, &rec);
     nem.watch_crashes();
@@ -494,6 +604,7 @@ fn test_one(opts: &TestOpts, workload: Workload, families: &[Family]) -> Result<
     let run = json!({
         "interrupted": interrupted_run,
         "final_reads": final_reads,
+        "master_final": master_final,
         "unexpected_exits": exits.iter().map(|e| json!({"node": e.node, "status": e.status, "at_ns": e.at_ns})).collect::<Vec<_>>(),
         "shutdown": shutdown.iter().map(|(n, s)| json!({"node": n, "status": s})).collect::<Vec<_>>(),
         "worker_errors": worker_errors,
@@ -570,6 +681,36 @@ pub fn analyze(hist: &[Op], run: &Value, limit: Duration) -> Value {
             serde_json::to_value(&q).unwrap_or(Value::Null),
         );
     }
+    if hist.iter().any(|o| o.f == "status") {
+        let t = master_term::check(hist);
+        valid = valid.merge(t.valid);
+        checkers.insert(
+            "master-term".into(),
+            serde_json::to_value(&t).unwrap_or(Value::Null),
+        );
+        let m = master_monotonic::check(hist);
+        valid = valid.merge(m.valid);
+        checkers.insert(
+            "clock-monotonic".into(),
+            serde_json::to_value(&m).unwrap_or(Value::Null),
+        );
+    }
+    let final_params = run
+        .pointer("/master_final/params")
+        .and_then(|p| serde_json::from_value::<master_final::FinalParams>(p.clone()).ok());
+    if let Some(p) = final_params {
+        let m = master_final::check(hist, &p);
+        valid = valid.merge(m.valid);
+        let mut mv = serde_json::to_value(&m).unwrap_or(Value::Null);
+        mv["deadline_rule"] = json!(p.note);
+        checkers.insert("master-final".into(), mv);
+        let c = master_clock::check(hist, &p);
+        valid = valid.merge(c.valid);
+        checkers.insert(
+            "clock-final".into(),
+            serde_json::to_value(&c).unwrap_or(Value::Null),
+        );
+    }
     if let Some(fr) = run.get("final_reads").filter(|v| !v.is_null()) {
         let ok = fr["unread"].as_array().is_some_and(|a| a.is_empty());
         let v = if ok { Verdict::Valid } else { Verdict::Invalid };
@@ -602,6 +743,10 @@ pub fn analyze(hist: &[Op], run: &Value, limit: Duration) -> Value {
         valid = valid.merge(Verdict::Unknown);
     }
     json!({"valid": valid, "interrupted": interrupted, "checkers": checkers})
+}
+
+fn verdict_str(v: &Value) -> &'static str {
+    Verdict::from_json(v).as_str()
 }
 
 /// `herald-jepsen cleanup`.

@@ -2,6 +2,7 @@
 //! one command. Each subcommand group lives in its own module; a new group
 //! is a new module plus one variant of [`Command`].
 
+mod bench;
 mod cluster;
 mod ids;
 mod output;
@@ -47,6 +48,9 @@ pub enum Command {
     /// Change cluster membership: add a learner, promote it, remove a node.
     #[command(subcommand)]
     Cluster(cluster::ClusterCommand),
+    /// Benchmark a running cluster (or etcd, for comparison): throughput, latency percentiles, errors, node memory.
+    #[command(subcommand)]
+    Bench(bench::BenchCommand),
 }
 
 /// What every command gets: where to connect and how to print.
@@ -88,6 +92,7 @@ pub async fn run(cli: Cli) -> Result<(), ClientError> {
         Command::Status(a) => status::run(&ctx, a).await,
         Command::Presence(c) => presence::run(&ctx, c).await,
         Command::Cluster(c) => cluster::run(&ctx, c).await,
+        Command::Bench(c) => bench::run(&ctx, c).await,
     }
 }
 

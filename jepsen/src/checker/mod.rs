@@ -1,8 +1,15 @@
-//! Checkers: linearizability (WGL over a register model, per key) and the
-//! total-queue / mailbox checker.
+//! Checkers: linearizability (WGL over a register model, per key), the
+//! total-queue / mailbox checker, and the master/time invariants (one
+//! master per term; after healing, the lowest running voter is master and
+//! every clock is back in tolerance; cluster time never goes backwards).
 
 pub mod linear;
+pub mod master_clock;
+pub mod master_final;
+pub mod master_monotonic;
+pub mod master_term;
 pub mod queue;
+pub mod status;
 
 use serde::{Serialize, Serializer};
 
