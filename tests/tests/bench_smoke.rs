@@ -7,7 +7,7 @@ use std::process::Command;
 use std::time::Duration;
 
 use anyhow::{bail, Context, Result};
-use herald_tests::{heraldd_path, phase, Cluster, Tuning};
+use herald_tests::{eventually, heraldd_path, phase, Cluster, Tuning};
 use serde_json::Value;
 
 /// The `herald` CLI, built beside `heraldd` (`cargo build --workspace --bins`).
@@ -97,11 +97,16 @@ fn bench_smoke_query_and_mixed() -> Result<()> {
 }
 
 /// `bench failover` SIGKILLs the leader it finds by its port and reports
-/// when writes succeeded again through the followers.
+/// when writes succeeded again through the followers, and when the numbered
+/// master (node 2, the lowest survivor) was back.
 #[test]
 fn bench_smoke_failover() -> Result<()> {
     let c = Cluster::start(3, Tuning::default())?;
-    let leader = c.wait_leader(Duration::from_secs(20))?;
+    // Let the numbered master settle on node 1 first.
+    let leader = eventually(Duration::from_secs(20), || match c.wait_leader(Duration::from_secs(20))? {
+        1 => Ok(1),
+        l => bail!("leader is {l}"),
+    })?;
     let follower = c.nodes.iter().map(|n| n.number).find(|n| *n != leader).unwrap();
     phase("bench failover");
     let v = bench(&c.addr(follower), &["failover", "--users", "200", "--clients", "2", "--warmup", "1s", "--duration", "3s"])?;
@@ -109,6 +114,8 @@ fn bench_smoke_failover() -> Result<()> {
     assert!(r["ops"].as_u64().unwrap() > 0, "{r:#}");
     let ms = r["failover_ms"].as_f64().with_context(|| format!("no successful write after the kill: {r:#}"))?;
     assert!(ms > 0.0 && ms < 3000.0, "{r:#}");
+    let back = r["master_back_ms"].as_f64().with_context(|| format!("numbered master not back: {r:#}"))?;
+    assert!(back > 0.0 && back < 13_000.0, "{r:#}");
     // The bench killed the leader behind the harness's back; dropping the
     // cluster reaps it.
     Ok(())

@@ -107,6 +107,9 @@ pub struct BenchResult {
     /// failover: from the SIGKILL to the first successful write sent after it.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub failover_ms: Option<f64>,
+    /// Herald: from the kill until the lowest-numbered survivor is master.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub master_back_ms: Option<f64>,
     /// failover: longest time without a successful answer around the kill.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub max_gap_ms: Option<f64>,
@@ -139,6 +142,7 @@ impl BenchResult {
             writes: None,
             bytes_per_user: None,
             failover_ms: None,
+            master_back_ms: None,
             max_gap_ms: None,
             killed_pid: None,
             nodes: Vec::new(),
@@ -215,6 +219,9 @@ impl BenchResult {
                 }
                 if let Some(ms) = self.max_gap_ms {
                     f.push(("longest write gap ms".into(), ms));
+                }
+                if let Some(ms) = self.master_back_ms {
+                    f.push(("kill → numbered master back ms".into(), ms));
                 }
                 f.push(("errors".into(), self.errors as f64));
             }
@@ -310,6 +317,9 @@ pub fn human(r: &Report) -> String {
                 "failover: SIGKILL of pid {} → first successful write sent after it: {f}; longest time without a successful write: {g}",
                 x.killed_pid.unwrap_or(0)
             ));
+            if let Some(ms) = x.master_back_ms {
+                notes.push(format!("failover: numbered master (lowest surviving number) back {} ms after the kill", num(ms)));
+            }
         }
     }
     let mut n = Table::new(["NODE", "ADDR", "ROLE", "PID", "RSS MB", "PEAK RSS MB"]);

@@ -524,11 +524,23 @@ async fn inner(workload: Workload, topo: &Topology, a: &RunArgs, report: &mut Re
                 procs::kill9(pid).map(|_| Instant::now())
             });
             // Measure everything: before the kill, and `duration` after it.
+            // Herald: also clock how long until the numbered master is back
+            // (the lowest-numbered surviving node leads again).
+            let master_watch = (topo.system == System::Herald).then(|| {
+                let survivors: Vec<(u64, String)> =
+                    topo.nodes.iter().filter(|n| n.number != leader.number).map(|n| (n.number, n.addr.clone())).collect();
+                let limit = before_kill + a.duration + Duration::from_secs(10);
+                tokio::spawn(watch_master(survivors, limit))
+            });
             let out = closed_loop(conns, cfg, Duration::ZERO, before_kill + a.duration).await;
             let killed_at = killer
                 .await
                 .map_err(|e| OpError::new("internal", e.to_string()))?
                 .map_err(|e| OpError::new("kill_failed", e.to_string()))?;
+            let master_back = match master_watch {
+                Some(h) => h.await.ok().flatten(),
+                None => None,
+            };
             let f = failover_stats(&out.timeline, killed_at);
             let mut r = BenchResult::new(topo.system, "failover");
             r.via = Via::Follower.name().into();
@@ -538,6 +550,7 @@ async fn inner(workload: Workload, topo: &Topology, a: &RunArgs, report: &mut Re
             r.set_mixed(out.reads, out.writes, &out.errors, out.elapsed);
             r.failover_ms = f.first_success_ms;
             r.max_gap_ms = f.max_gap_ms;
+            r.master_back_ms = master_back.map(|t| t.saturating_duration_since(killed_at).as_secs_f64() * 1000.0);
             r.killed_pid = Some(pid);
             for m in &mut node_before {
                 if m.pid == Some(pid) {
@@ -549,6 +562,34 @@ async fn inner(workload: Workload, topo: &Topology, a: &RunArgs, report: &mut Re
         }
     }
     Ok(())
+}
+
+/// Polls the survivors until one reports the lowest-numbered survivor as
+/// master (the numbered master is back); the instant it was first seen.
+async fn watch_master(survivors: Vec<(u64, String)>, limit: Duration) -> Option<Instant> {
+    let want = survivors.iter().map(|(n, _)| *n).min()?;
+    let start = Instant::now();
+    let mut clients = Vec::new();
+    for (_, addr) in &survivors {
+        if let Ok(c) = herald_client::HeraldClient::connect(addr).await {
+            clients.push(c);
+        }
+    }
+    // Give the kill time to happen: the old master is still master before it.
+    let mut seen_other = false;
+    while start.elapsed() < limit {
+        for c in &clients {
+            if let Ok(s) = c.status().await {
+                if s.master != Some(want) {
+                    seen_other = true;
+                } else if seen_other {
+                    return Some(Instant::now());
+                }
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    None
 }
 
 /// What the clients saw around the leader's death.
