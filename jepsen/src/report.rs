@@ -603,7 +603,7 @@ pub fn summary(meta: &Value, history: &[Op], results: &Value, dir: &str) -> Stri
                     ),
                 },
                 "clock-final" => {
-                    let mut d = if r["valid"] == Value::Bool(true) {
+                    if r["valid"] == Value::Bool(true) {
                         format!(
                             "every clock within tolerance of the master {} after heal (deadline {}; largest clock fault {} ms)",
                             ms(&r["settled_after_ms"]),
@@ -617,16 +617,27 @@ pub fn summary(meta: &Value, history: &[Op], results: &Value, dir: &str) -> Stri
                             r["last_unsettled"].as_str().unwrap_or("-"),
                             ms(&r["deadline_after_ms"])
                         )
-                    };
-                    let mis = r["misreports"]["persistent_streaks"].as_u64().unwrap_or(0);
-                    if mis > 0 {
-                        d.push_str(&format!(
-                            "; {mis} times a node kept saying in tolerance while measured >1 s off for >=1 s (longest {:.0} ms, max skew {:.0} ms)",
-                            r["misreports"]["longest_streak_ms"].as_f64().unwrap_or(0.0),
-                            r["misreports"]["max_measured_skew_ms"].as_f64().unwrap_or(0.0)
-                        ));
                     }
-                    d
+                }
+                "clock-report" => {
+                    let n = r["persistent_streaks"].as_u64().unwrap_or(0);
+                    if n == 0 {
+                        format!(
+                            "no node kept claiming to be in tolerance while measured >1 s off ({} transient stale answers)",
+                            r["count"]
+                        )
+                    } else {
+                        let f = &r["streaks"][0];
+                        format!(
+                            "{n} times a node kept saying in tolerance while measured >1 s off, for >=1 s (longest {:.0} ms, max skew {:.0} ms); first: n{} at {:.3} s, reported {} ms, measured {:+.0} ms",
+                            r["longest_streak_ms"].as_f64().unwrap_or(0.0),
+                            r["max_measured_skew_ms"].as_f64().unwrap_or(0.0),
+                            f["first"]["node"],
+                            f["first"]["time_ns"].as_f64().unwrap_or(0.0) / 1e9,
+                            f["first"]["reported_offset_ms"],
+                            f["first"]["measured_skew_ms"].as_f64().unwrap_or(0.0)
+                        )
+                    }
                 }
                 _ => String::new(),
             };
@@ -679,7 +690,12 @@ pub fn summary(meta: &Value, history: &[Op], results: &Value, dir: &str) -> Stri
                 .as_array()
                 .into_iter()
                 .flatten()
-                .map(|w| format!("#{} n{} \"{}\"", w["index"], w["node"], w["says"].as_str().unwrap_or("")))
+                .map(|w| format!(
+                    "#{} n{} \"{}\"",
+                    w["index"],
+                    w["node"],
+                    w["says"].as_str().unwrap_or("")
+                ))
                 .collect::<Vec<_>>()
                 .join(", ")
         );
@@ -748,17 +764,22 @@ pub fn master_svg(history: &[Op]) -> String {
     let mut ends = vec![0u64; obs.len()];
     for (i, o) in obs.iter().enumerate().rev() {
         let t = o.time();
-        ends[i] = next.get(&o.node).copied().unwrap_or(t_end).min(t + 1_000_000_000);
+        ends[i] = next
+            .get(&o.node)
+            .copied()
+            .unwrap_or(t_end)
+            .min(t + 1_000_000_000);
         next.insert(o.node, t);
     }
     for (o, end) in obs.iter().zip(ends) {
         let y = f.top + (o.node as f64 - 1.0) * lane_h + 4.0;
         let x0 = f.x(o.time());
         let w = (f.x(end) - x0).max(0.8);
-        let (c, title) = match &o.status {
-            Some(st) => (
-                st.leader.map(node_color).unwrap_or("#ccc"),
-                format!(
+        let (c, title) =
+            match &o.status {
+                Some(st) => (
+                    st.leader.map(node_color).unwrap_or("#ccc"),
+                    format!(
                     "n{}: term {} leader {} state {} time master {} in tolerance {} offset {} ms",
                     st.node,
                     st.term,
@@ -768,9 +789,9 @@ pub fn master_svg(history: &[Op]) -> String {
                     st.in_tolerance.map(|b| b.to_string()).unwrap_or("?".into()),
                     st.offset_ms.map(|x| format!("{x:.3}")).unwrap_or("?".into())
                 ),
-            ),
-            None => (FAIL, format!("n{}: no answer", o.node)),
-        };
+                ),
+                None => (FAIL, format!("n{}: no answer", o.node)),
+            };
         let _ = write!(
             s,
             r##"<rect x="{x0:.2}" y="{y:.1}" width="{w:.2}" height="{:.1}" fill="{c}"><title>{}</title></rect>"##,
@@ -891,8 +912,12 @@ pub fn clock_svg(history: &[Op]) -> String {
 }
 
 fn json_table(rows: &Value) -> String {
-    let rows: Vec<&serde_json::Map<String, Value>> =
-        rows.as_array().into_iter().flatten().filter_map(|r| r.as_object()).collect();
+    let rows: Vec<&serde_json::Map<String, Value>> = rows
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(|r| r.as_object())
+        .collect();
     let mut cols: Vec<&String> = Vec::new();
     for r in &rows {
         for k in r.keys() {
@@ -1041,7 +1066,10 @@ svg{{border:1px solid #eee;margin:4px 0}}</style></head><body>
         s.push_str(&master_svg(history));
         s.push_str("<p>Clock error, symmetric log scale: dots are the error each node reported against its time master (<code>clock.offset_ms</code>, positive: the master is ahead); circles are the skew the harness measured itself over SNTP (node − the master it followed).</p>");
         s.push_str(&clock_svg(history));
-        if let Some(v) = c["master-term"]["violations"].as_array().filter(|v| !v.is_empty()) {
+        if let Some(v) = c["master-term"]["violations"]
+            .as_array()
+            .filter(|v| !v.is_empty())
+        {
             s.push_str("<h3>Terms with more than one leader</h3>");
             for x in v.iter().take(20) {
                 let _ = write!(
@@ -1054,9 +1082,29 @@ svg{{border:1px solid #eee;margin:4px 0}}</style></head><body>
                 );
             }
         }
-        if let Some(v) = c["clock-monotonic"]["violations"].as_array().filter(|v| !v.is_empty()) {
+        if let Some(v) = c["clock-report"]["streaks"]
+            .as_array()
+            .filter(|v| !v.is_empty())
+        {
+            s.push_str("<h3>Clock self-report contradicted by measurement</h3><p>Streaks of answers in which a node said <code>in_tolerance: true</code> while the harness measured its cluster clock more than 1 s off its time master:</p>");
+            let rows: Vec<Value> = v
+                .iter()
+                .map(|x| {
+                    let mut r = x["first"].clone();
+                    r["lasted_ms"] = x["lasted_ms"].clone();
+                    r
+                })
+                .collect();
+            s.push_str(&json_table(&Value::Array(rows)));
+        }
+        if let Some(v) = c["clock-monotonic"]["violations"]
+            .as_array()
+            .filter(|v| !v.is_empty())
+        {
             s.push_str("<h3>Cluster time went backwards</h3><p>Successive SNTP samples of one node (no restart between) whose cluster time went back by more than the measurement bound:</p>");
-            s.push_str(&json_table(&Value::Array(v.iter().take(20).cloned().collect())));
+            s.push_str(&json_table(&Value::Array(
+                v.iter().take(20).cloned().collect(),
+            )));
         }
         if c.get("master-final").is_some() {
             let _ = write!(
@@ -1206,16 +1254,29 @@ mod tests {
                              "reason": "settled in time and stayed so", "final_views": [{"node": 1, "leader": 1}]},
             "clock-final": {"valid": false, "reason": "not settled at the deadline", "last_unsettled": "n2 not in tolerance (offset -40.0 ms)",
                             "deadline_after_ms": 22400.0, "converged_after_ms": {"n1": 100.0, "n2": null},
-                            "final_clocks": [], "misreports": {"count": 12, "persistent_streaks": 1, "longest_streak_ms": 1800.0, "max_measured_skew_ms": 5500.0}}}});
+                            "final_clocks": []},
+            "clock-report": {"valid": false, "count": 12, "persistent_streaks": 1, "longest_streak_ms": 1800.0, "max_measured_skew_ms": 5500.0,
+                             "streaks": [{"first": {"node": 3, "time_ns": 11960067208u64, "reported_offset_ms": -0.006, "measured_skew_ms": 88593.1}, "lasted_ms": 1800.0}]}}});
         let sum = summary(&meta, &h, &results, "d");
         assert!(sum.contains("master-term     false   2 status answers, 1 terms with a leader (max term 3), 1 terms with two leaders"), "{sum}");
         assert!(sum.contains("n1 (lowest running voter) leads, all agree: settled 150 ms after heal (deadline 12.4 s)"), "{sum}");
-        assert!(sum.contains("last: n2 not in tolerance (offset -40.0 ms) (deadline 22.4 s after heal)"), "{sum}");
-        assert!(sum.contains("1 times a node kept saying in tolerance while measured >1 s off for >=1 s (longest 1800 ms, max skew 5500 ms)"), "{sum}");
-        assert!(sum.contains("term 3: n1, n2 each reported state=leader in term 3"), "{sum}");
+        assert!(
+            sum.contains(
+                "last: n2 not in tolerance (offset -40.0 ms) (deadline 22.4 s after heal)"
+            ),
+            "{sum}"
+        );
+        assert!(sum.contains("1 times a node kept saying in tolerance while measured >1 s off, for >=1 s (longest 1800 ms, max skew 5500 ms); first: n3 at 11.960 s, reported -0.006 ms, measured +88593 ms"), "{sum}");
+        assert!(
+            sum.contains("term 3: n1, n2 each reported state=leader in term 3"),
+            "{sum}"
+        );
         let html = html(&meta, &h, &results, "d");
         assert!(html.contains("status n1") && html.contains("status n3"));
-        assert!(!html.contains("worker 0"), "no presence lanes without presence ops");
+        assert!(
+            !html.contains("worker 0"),
+            "no presence lanes without presence ops"
+        );
         assert!(html.contains("<h2>Master and clocks</h2>"));
         assert!(html.contains("Terms with more than one leader"));
         assert!(html.contains("After healing: clocks"));

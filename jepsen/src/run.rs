@@ -14,7 +14,8 @@ use anyhow::{bail, Context, Result};
 use serde_json::{json, Value};
 
 use crate::checker::{
-    linear, master_clock, master_final, master_monotonic, master_term, queue, Verdict,
+    linear, master_clock, master_final, master_monotonic, master_report, master_term, queue,
+    Verdict,
 };
 use crate::client::Api;
 use crate::db::{self, Db, RaftParams};
@@ -399,14 +400,7 @@ fn test_one(opts: &TestOpts, workload: Workload, families: &[Family]) -> Result<
     let bin = dir.join("heraldd.bin");
     fs::copy(&opts.heraldd, &bin).with_context(|| format!("copy {}", opts.heraldd.display()))?;
     let _bin_guard = RemoveOnDrop(bin.clone());
-    let mut db = Db::new(
-        &bin,
-        &dir,
-        n,
-        &raft,
-        faketime,
-        Instant::now(),
-    )?;
+    let mut db = Db::new(&bin, &dir, n, &raft, faketime, Instant::now())?;
     for i in 0..n {
         db.start(i)?;
     }
@@ -687,6 +681,12 @@ pub fn analyze(hist: &[Op], run: &Value, limit: Duration) -> Value {
         checkers.insert(
             "master-term".into(),
             serde_json::to_value(&t).unwrap_or(Value::Null),
+        );
+        let r = master_report::check(hist);
+        valid = valid.merge(r.valid);
+        checkers.insert(
+            "clock-report".into(),
+            serde_json::to_value(&r).unwrap_or(Value::Null),
         );
         let m = master_monotonic::check(hist);
         valid = valid.merge(m.valid);

@@ -93,8 +93,10 @@ fn wall_us() -> i64 {
 /// the sample with the smallest round trip, as NTP clients do.
 pub fn probe(ip: &str, port: u16, samples: usize, timeout: Duration) -> Result<Sample, String> {
     let sock = UdpSocket::bind("0.0.0.0:0").map_err(|e| format!("bind: {e}"))?;
-    sock.connect((ip, port)).map_err(|e| format!("connect: {e}"))?;
-    sock.set_read_timeout(Some(timeout)).map_err(|e| e.to_string())?;
+    sock.connect((ip, port))
+        .map_err(|e| format!("connect: {e}"))?;
+    sock.set_read_timeout(Some(timeout))
+        .map_err(|e| e.to_string())?;
     let mut best: Option<Sample> = None;
     let mut last_err = String::from("no sample");
     let mut buf = [0u8; 512];
@@ -151,7 +153,10 @@ mod tests {
         }
         let r = request(1_000_000);
         assert_eq!(r[0], 0x23);
-        assert_eq!(u64::from_be_bytes(r[40..48].try_into().unwrap()), to_ntp(1_000_000));
+        assert_eq!(
+            u64::from_be_bytes(r[40..48].try_into().unwrap()),
+            to_ntp(1_000_000)
+        );
     }
 
     /// Proves the offset/round-trip formulas: a server 50 ms ahead that

@@ -65,7 +65,14 @@ impl ClusterClock {
             let step = ((dt as f64) * SLEW_RATE) as i64;
             s.current_us = (s.current_us - step).max(s.target_us);
         }
-        let t = (wall + s.current_us).max(s.last_returned_us);
+        let raw = wall + s.current_us;
+        if raw < s.last_returned_us {
+            // The wall clock stepped back: absorb the step into the offset so
+            // that `offset_us` stays the truth (cluster − wall), then slew
+            // back towards the target from there.
+            s.current_us += s.last_returned_us - raw;
+        }
+        let t = wall + s.current_us;
         s.last_returned_us = t;
         t
     }
@@ -76,8 +83,10 @@ impl ClusterClock {
         s.target_us = target;
     }
 
-    /// The offset in force now (cluster − wall, µs).
+    /// The offset in force now (cluster − wall, µs), after accounting for
+    /// any wall-clock step since the last reading.
     pub fn offset_us(&self) -> i64 {
+        self.now_at(wall_us(), Instant::now());
         self.state.lock().expect("clock lock").current_us
     }
 
@@ -123,8 +132,14 @@ mod tests {
         // 10 s later the target is reached and holds.
         let t2 = c.now_at(w0 + 12_000_000, m0 + Duration::from_secs(12));
         assert_eq!(t2, w0 + 12_000_000);
-        // Wall clock stepped back by 3 s: cluster time holds still.
+        // Wall clock stepped back by 3 s: cluster time holds still, and the
+        // offset absorbs the step (it stays cluster − wall).
         let t3 = c.now_at(w0 + 9_000_000, m0 + Duration::from_secs(13));
         assert_eq!(t3, t2);
+        assert_eq!(c.state.lock().unwrap().current_us, 3_000_000);
+        // ... and then slews back to the target at half speed.
+        let t4 = c.now_at(w0 + 11_000_000, m0 + Duration::from_secs(15));
+        assert_eq!(t4, t3 + 1_000_000);
+        assert_eq!(c.state.lock().unwrap().current_us, 2_000_000);
     }
 }

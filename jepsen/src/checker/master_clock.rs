@@ -15,9 +15,8 @@
 //! bumped while it was the lowest-numbered master legitimately moved cluster
 //! time; what is checked is that the others converge to the master.
 //!
-//! Informational: `misreports` — answers where a node said it was in
-//! tolerance while the measured skew to its time master was over a second
-//! (persistent: such answers in a row for a second or more).
+//! Whether the self-report itself can be trusted during the run is judged
+//! separately (`master_report`).
 
 use std::collections::BTreeMap;
 
@@ -25,10 +24,9 @@ use serde::Serialize;
 use serde_json::{json, Value};
 
 use super::master_final::{final_stretch, judge_stretch, master_state, walk, FinalParams};
-use super::status::{observations, Status};
+use super::status::Status;
 use super::Verdict;
 use crate::history::{Op, OpType, Process};
-use crate::sntp::Sample;
 
 /// The measured skew of `s` against the master `l` (ms, positive: `s`
 /// ahead) and the bound it must stay within; None without both samples.
@@ -45,7 +43,9 @@ pub fn node_clock(s: &Status, l: &Status, p: &FinalParams) -> Result<(), String>
         return Err(format!(
             "n{} follows time master {}",
             s.node,
-            s.time_master.map(|m| format!("n{m}")).unwrap_or("none".into())
+            s.time_master
+                .map(|m| format!("n{m}"))
+                .unwrap_or("none".into())
         ));
     }
     if let Some(e) = &s.clock_error {
@@ -107,7 +107,6 @@ pub struct ClockFinal {
     /// skew against the master (ms).
     pub final_clocks: Vec<Value>,
     pub largest_clock_fault_ms: i64,
-    pub misreports: Value,
     pub reason: String,
 }
 
@@ -134,92 +133,12 @@ pub fn clock_fault_max_ms(hist: &[Op]) -> i64 {
         }
     }
     let mut max = 0;
-    for o in hist
-        .iter()
-        .filter(|o| o.process == Process::Nemesis && o.typ == OpType::Info && o.f.starts_with("start-"))
-    {
+    for o in hist.iter().filter(|o| {
+        o.process == Process::Nemesis && o.typ == OpType::Info && o.f.starts_with("start-")
+    }) {
         scan(&o.value, &mut max);
     }
     max
-}
-
-/// Answers (anywhere in the run) where a node reported `in_tolerance`
-/// while the harness measured its cluster clock more than 1 s off its time
-/// master (master sampled within 300 ms). One such answer right after a
-/// clock fault is expected (the node has not polled since); a *persistent*
-/// streak — consecutive answers of one node over at least 1 s — is not.
-/// Informational.
-pub fn misreports(hist: &[Op]) -> Value {
-    let obs: Vec<(u64, Option<Status>)> = observations(hist)
-        .into_iter()
-        .map(|o| (o.time(), o.status))
-        .collect();
-    let mut by_node: BTreeMap<u64, Vec<(u64, Sample)>> = BTreeMap::new();
-    for (t, s) in &obs {
-        if let Some(s) = s {
-            if let Some(x) = s.sntp {
-                by_node.entry(s.node).or_default().push((*t, x));
-            }
-        }
-    }
-    let flagged = |t: u64, s: &Status| -> Option<f64> {
-        let m = s.time_master.filter(|m| *m != s.node)?;
-        if s.in_tolerance != Some(true) || s.clock_error.is_some() {
-            return None;
-        }
-        let near = by_node.get(&m).and_then(|v| {
-            v.iter()
-                .filter(|(tm, _)| tm.abs_diff(t) <= 300_000_000)
-                .min_by_key(|(tm, _)| tm.abs_diff(t))
-        })?;
-        let skew = s.sntp?.offset_ms - near.1.offset_ms;
-        (skew.abs() > 1000.0).then_some(skew)
-    };
-    let mut count = 0;
-    let mut max_ms = 0f64;
-    let mut persistent = 0;
-    let mut longest_ms = 0f64;
-    let mut first_persistent = Value::Null;
-    // Open streak per node: (first time, first op description).
-    let mut open: BTreeMap<u64, (u64, Value)> = BTreeMap::new();
-    let mut close = |node: u64, end: u64, open: &mut BTreeMap<u64, (u64, Value)>| {
-        if let Some((start, first)) = open.remove(&node) {
-            let len = (end - start) as f64 / 1e6;
-            longest_ms = longest_ms.max(len);
-            if len >= 1000.0 {
-                persistent += 1;
-                if first_persistent.is_null() {
-                    first_persistent = json!({"first": first, "lasted_ms": len});
-                }
-            }
-        }
-    };
-    let mut last_t: BTreeMap<u64, u64> = BTreeMap::new();
-    for (t, s) in &obs {
-        let Some(s) = s else { continue };
-        match flagged(*t, s) {
-            Some(skew) => {
-                count += 1;
-                max_ms = max_ms.max(skew.abs());
-                open.entry(s.node).or_insert_with(|| {
-                    (*t, json!({"time_ns": t, "node": s.node, "time_master": s.time_master,
-                                "reported_offset_ms": s.offset_ms, "measured_skew_ms": skew}))
-                });
-                last_t.insert(s.node, *t);
-            }
-            None => {
-                let end = last_t.get(&s.node).copied().unwrap_or(*t);
-                close(s.node, end, &mut open);
-            }
-        }
-    }
-    let rest: Vec<u64> = open.keys().copied().collect();
-    for n in rest {
-        let end = last_t.get(&n).copied().unwrap_or(0);
-        close(n, end, &mut open);
-    }
-    json!({"count": count, "max_measured_skew_ms": max_ms, "persistent_streaks": persistent,
-           "longest_streak_ms": longest_ms, "first_persistent": first_persistent})
 }
 
 pub fn check(hist: &[Op], p: &FinalParams) -> ClockFinal {
@@ -246,9 +165,11 @@ pub fn check(hist: &[Op], p: &FinalParams) -> ClockFinal {
             let s = s.as_ref()?;
             let l = master.as_ref().and_then(|m| latest[&m.leader].as_ref());
             let skew = l.and_then(|l| measured_skew(s, l, p));
-            Some(json!({"node": n, "in_tolerance": s.in_tolerance, "offset_ms": s.offset_ms,
+            Some(
+                json!({"node": n, "in_tolerance": s.in_tolerance, "offset_ms": s.offset_ms,
                         "time_master": s.time_master, "measured_skew_ms": skew.map(|x| x.0),
-                        "bound_ms": skew.map(|x| x.1)}))
+                        "bound_ms": skew.map(|x| x.1)}),
+            )
         })
         .collect();
     ClockFinal {
@@ -260,13 +181,12 @@ pub fn check(hist: &[Op], p: &FinalParams) -> ClockFinal {
         converged_after_ms: converged,
         final_clocks,
         largest_clock_fault_ms: clock_fault_max_ms(hist),
-        misreports: misreports(hist),
         reason,
     }
 }
 
 #[cfg(test)]
-mod tests {
+pub mod tests {
     use super::*;
     use crate::checker::master_final::tests::params;
     use crate::checker::status::tests::{status_hist, sv};
@@ -274,8 +194,13 @@ mod tests {
 
     /// A status value with a clock: reported offset/in_tolerance and the
     /// harness' SNTP offset (node − harness, ms).
-    fn cv(node: u64, leader: u64, off: f64, in_tol: bool, sntp_off: f64) -> Value {
-        let mut v = sv(node, 8, Some(leader), if node == leader { "leader" } else { "follower" });
+    pub fn cv(node: u64, leader: u64, off: f64, in_tol: bool, sntp_off: f64) -> Value {
+        let mut v = sv(
+            node,
+            8,
+            Some(leader),
+            if node == leader { "leader" } else { "follower" },
+        );
         v["clock"]["offset_ms"] = json!(off);
         v["clock"]["in_tolerance"] = json!(in_tol);
         v["sntp"] = json!({"offset_ms": sntp_off, "rtt_ms": 0.5, "stratum": if node == leader {1} else {2}});
@@ -284,7 +209,11 @@ mod tests {
 
     /// Rounds every 200 ms in [from, to); `f(node, t)` gives (reported
     /// offset, in_tolerance, measured sntp offset).
-    fn rounds(from: u64, to: u64, f: impl Fn(u64, u64) -> (f64, bool, f64)) -> Vec<(u64, u64, Option<Value>)> {
+    fn rounds(
+        from: u64,
+        to: u64,
+        f: impl Fn(u64, u64) -> (f64, bool, f64),
+    ) -> Vec<(u64, u64, Option<Value>)> {
         let mut rows = Vec::new();
         for t in (from..to).step_by(200) {
             for n in 1..=3u64 {
@@ -332,7 +261,7 @@ mod tests {
 
     /// Proves the self-report is not trusted: a node that says it is in
     /// tolerance while the harness measures its cluster clock 30 s ahead of
-    /// the master never converges (invalid), and the misreport is counted.
+    /// the master never converges (invalid).
     #[test]
     fn checker_master_clock_measured_skew_overrides_self_report() {
         let rows = rounds(1000, 10_000, |n, _| {
@@ -346,9 +275,6 @@ mod tests {
         let r = check(&h, &params(&[1, 2, 3]));
         assert_eq!(r.valid, Verdict::Invalid, "{r:?}");
         assert!(r.last_unsettled.unwrap().contains("+30000.0 ms off n1"));
-        assert!(r.misreports["count"].as_u64().unwrap() > 10);
-        assert_eq!(r.misreports["persistent_streaks"], json!(1));
-        assert_eq!(r.misreports["first_persistent"]["first"]["node"], json!(2));
     }
 
     /// Proves a node following another time master, or reporting a clock
@@ -361,12 +287,18 @@ mod tests {
         }
         let r = check(&status_hist(&rows), &params(&[1, 2, 3]));
         assert_eq!(r.valid, Verdict::Invalid);
-        assert!(r.last_unsettled.unwrap().contains("n3 follows time master n2"));
+        assert!(r
+            .last_unsettled
+            .unwrap()
+            .contains("n3 follows time master n2"));
         let mut rows = rounds(1000, 9000, |_, _| (0.1, true, 0.0));
         for r in rows.iter_mut().filter(|r| r.1 == 2) {
             r.2.as_mut().unwrap()["clock"]["error"] = json!("sntp: timed out");
         }
-        assert_eq!(check(&status_hist(&rows), &params(&[1, 2, 3])).valid, Verdict::Invalid);
+        assert_eq!(
+            check(&status_hist(&rows), &params(&[1, 2, 3])).valid,
+            Verdict::Invalid
+        );
     }
 
     /// Proves the largest clock fault is found in bump offsets, strobe
@@ -375,10 +307,30 @@ mod tests {
     fn checker_master_clock_fault_magnitude() {
         use crate::history::OpType::*;
         let h = hist(&[
-            (-1, Info, "start-clock-bump", json!({"kind": "clock-bump", "nodes": [0, 2], "offsets_ms": [-68445, 1200]})),
-            (-1, Info, "start-clock-bump", json!({"offsets": {"n1": "-68.445"}})),
-            (-1, Info, "start-clock-strobe", json!({"kind": "clock-strobe", "delta_ms": 4000, "period_ms": 90000})),
-            (-1, Info, "start-kill", json!({"kind": "kill", "order": [99999]})),
+            (
+                -1,
+                Info,
+                "start-clock-bump",
+                json!({"kind": "clock-bump", "nodes": [0, 2], "offsets_ms": [-68445, 1200]}),
+            ),
+            (
+                -1,
+                Info,
+                "start-clock-bump",
+                json!({"offsets": {"n1": "-68.445"}}),
+            ),
+            (
+                -1,
+                Info,
+                "start-clock-strobe",
+                json!({"kind": "clock-strobe", "delta_ms": 4000, "period_ms": 90000}),
+            ),
+            (
+                -1,
+                Info,
+                "start-kill",
+                json!({"kind": "kill", "order": [99999]}),
+            ),
         ]);
         assert_eq!(clock_fault_max_ms(&h), 68_445);
         assert_eq!(clock_fault_max_ms(&h[2..]), 4000);

@@ -99,7 +99,12 @@ pub fn master_state(
             _ => {}
         }
     }
-    let expected = l.voters.iter().copied().filter(|v| running.contains(v)).min();
+    let expected = l
+        .voters
+        .iter()
+        .copied()
+        .filter(|v| running.contains(v))
+        .min();
     if expected != Some(l.node) {
         return Err(format!(
             "leader is n{}, lowest running voter is {}",
@@ -133,15 +138,18 @@ pub struct MasterFinal {
     pub reason: String,
 }
 
+/// The latest answer of each node (None: its latest poll failed).
+pub type Latest = BTreeMap<u64, Option<Status>>;
+
 /// Walks the final-phase observations, calling `judge` on the latest answer
 /// of every running node after each completion. Returns, per point,
 /// (time, judged result), and the latest map at the end.
 pub fn walk<T>(
     hist: &[Op],
     p: &FinalParams,
-    mut judge: impl FnMut(&BTreeMap<u64, Option<Status>>) -> T,
-) -> (Vec<(u64, T)>, BTreeMap<u64, Option<Status>>) {
-    let mut latest: BTreeMap<u64, Option<Status>> = BTreeMap::new();
+    mut judge: impl FnMut(&Latest) -> T,
+) -> (Vec<(u64, T)>, Latest) {
+    let mut latest: Latest = BTreeMap::new();
     let mut points = Vec::new();
     for o in observations(hist) {
         if o.invoke.time < p.from_ns || !p.running.contains(&o.node) {
@@ -183,12 +191,22 @@ pub fn judge_stretch(
     stable: u64,
 ) -> (Verdict, String) {
     match start {
-        Some(s) if s <= deadline && end - s >= stable => (Verdict::Valid, "settled in time and stayed so".into()),
+        Some(s) if s <= deadline && end - s >= stable => {
+            (Verdict::Valid, "settled in time and stayed so".into())
+        }
         Some(s) if s > deadline => (Verdict::Invalid, "settled only after the deadline".into()),
-        Some(_) if end >= deadline + stable => (Verdict::Invalid, "not stable for the required time".into()),
-        Some(_) => (Verdict::Unknown, "settled, but observed too briefly (run cut short?)".into()),
+        Some(_) if end >= deadline + stable => {
+            (Verdict::Invalid, "not stable for the required time".into())
+        }
+        Some(_) => (
+            Verdict::Unknown,
+            "settled, but observed too briefly (run cut short?)".into(),
+        ),
         None if end >= deadline => (Verdict::Invalid, "not settled at the deadline".into()),
-        None => (Verdict::Unknown, "observations stop before the deadline".into()),
+        None => (
+            Verdict::Unknown,
+            "observations stop before the deadline".into(),
+        ),
     }
 }
 
@@ -254,7 +272,12 @@ pub mod tests {
             .collect()
     }
 
-    fn rounds(from_ms: u64, to_ms: u64, leader: u64, nodes: &[u64]) -> Vec<(u64, u64, Option<Value>)> {
+    fn rounds(
+        from_ms: u64,
+        to_ms: u64,
+        leader: u64,
+        nodes: &[u64],
+    ) -> Vec<(u64, u64, Option<Value>)> {
         (from_ms..to_ms)
             .step_by(200)
             .flat_map(|t| round(t, leader, nodes))
@@ -283,7 +306,10 @@ pub mod tests {
         let rows = rounds(1000, 7000, 2, &[1, 2, 3]);
         let r = check(&status_hist(&rows), &params(&[1, 2, 3]));
         assert_eq!(r.valid, Verdict::Invalid, "{r:?}");
-        assert!(r.last_unsettled.unwrap().contains("lowest running voter is n1"));
+        assert!(r
+            .last_unsettled
+            .unwrap()
+            .contains("lowest running voter is n1"));
     }
 
     /// Proves that when n1 is not running, n2 is the right master; and that
@@ -292,7 +318,10 @@ pub mod tests {
     #[test]
     fn checker_master_final_lowest_running_voter() {
         let rows = rounds(1000, 4000, 2, &[2, 3]);
-        assert_eq!(check(&status_hist(&rows), &params(&[2, 3])).valid, Verdict::Valid);
+        assert_eq!(
+            check(&status_hist(&rows), &params(&[2, 3])).valid,
+            Verdict::Valid
+        );
         // n1 runs but was removed: voters are [2,3] in the leader's view.
         let mut rows: Vec<(u64, u64, Option<Value>)> = Vec::new();
         for t in (1000..4000).step_by(200) {
@@ -343,7 +372,10 @@ pub mod tests {
         rows.extend(rounds(7000, 8000, 3, &[1, 2, 3]));
         let r = check(&status_hist(&rows), &params(&[1, 2, 3]));
         assert_eq!(r.valid, Verdict::Invalid, "{r:?}");
-        let r = check(&status_hist(&rounds(1000, 2000, 2, &[1, 2, 3])), &params(&[1, 2, 3]));
+        let r = check(
+            &status_hist(&rounds(1000, 2000, 2, &[1, 2, 3])),
+            &params(&[1, 2, 3]),
+        );
         assert_eq!(r.valid, Verdict::Unknown, "{r:?}");
     }
 }

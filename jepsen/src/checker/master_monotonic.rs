@@ -74,7 +74,12 @@ pub fn check(hist: &[Op]) -> MonotonicResult {
     let mut violations = Vec::new();
     for o in observations(hist) {
         // (Histories recorded before samples carried `at_ms` cannot be judged.)
-        let Some(s) = o.status.as_ref().and_then(|s| s.sntp).filter(|s| s.at_ms > 0.0) else {
+        let Some(s) = o
+            .status
+            .as_ref()
+            .and_then(|s| s.sntp)
+            .filter(|s| s.at_ms > 0.0)
+        else {
             continue;
         };
         let idx = o.complete.map(|c| c.index).unwrap_or(o.invoke.index);
@@ -125,7 +130,8 @@ mod tests {
     fn at(t: u64, node: u64, cluster: f64) -> (u64, u64, Option<Value>) {
         let mut v = sv(node, 3, Some(1), "follower");
         let at_ms = 1.7e12 + t as f64;
-        v["sntp"] = json!({"offset_ms": cluster - t as f64, "rtt_ms": 0.4, "stratum": 2, "at_ms": at_ms});
+        v["sntp"] =
+            json!({"offset_ms": cluster - t as f64, "rtt_ms": 0.4, "stratum": 2, "at_ms": at_ms});
         (t, node, Some(v))
     }
 
@@ -136,9 +142,9 @@ mod tests {
         let h = status_hist(&[
             at(0, 2, 1000.0),
             at(150, 2, 1150.0),
-            at(300, 2, 1150.3),  // frozen (0.3 ms noise)
-            at(450, 2, 1149.9),  // frozen, 0.4 ms "back": within rtt/2 + 1
-            at(600, 2, 1225.0),  // half speed
+            at(300, 2, 1150.3), // frozen (0.3 ms noise)
+            at(450, 2, 1149.9), // frozen, 0.4 ms "back": within rtt/2 + 1
+            at(600, 2, 1225.0), // half speed
             at(750, 2, 1300.0),
         ]);
         let r = check(&h);
@@ -156,7 +162,10 @@ mod tests {
         let v = &r.violations[0];
         assert_eq!(v["node"], json!(3));
         assert!((v["back_ms"].as_f64().unwrap() - 40.0).abs() < 1e-6);
-        assert_eq!((v["from_index"].as_u64(), v["to_index"].as_u64()), (Some(1), Some(3)));
+        assert_eq!(
+            (v["from_index"].as_u64(), v["to_index"].as_u64()),
+            (Some(1), Some(3))
+        );
     }
 
     /// Proves a restart of the node between two samples (here the nemesis

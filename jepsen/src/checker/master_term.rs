@@ -195,7 +195,11 @@ mod tests {
         assert_eq!(r.violations.len(), 1);
         let v = &r.violations[0];
         assert_eq!((v.term, v.leaders.clone()), (5, vec![2, 3]));
-        assert!(v.why[0].contains("n2, n3 each reported state=leader"), "{:?}", v.why);
+        assert!(
+            v.why[0].contains("n2, n3 each reported state=leader"),
+            "{:?}",
+            v.why
+        );
         assert_eq!(v.witnesses.len(), 4);
     }
 
@@ -209,7 +213,10 @@ mod tests {
         ]);
         let r = check(&h);
         assert_eq!(r.valid, Verdict::Invalid);
-        assert!(r.violations[0].why.iter().any(|w| w.contains("n1 reported leaders n2, n3")));
+        assert!(r.violations[0]
+            .why
+            .iter()
+            .any(|w| w.contains("n1 reported leaders n2, n3")));
     }
 
     /// Proves two followers naming different leaders for the same term are

@@ -1,12 +1,14 @@
 //! Checkers: linearizability (WGL over a register model, per key), the
 //! total-queue / mailbox checker, and the master/time invariants (one
 //! master per term; after healing, the lowest running voter is master and
-//! every clock is back in tolerance; cluster time never goes backwards).
+//! every clock is back in tolerance; cluster time never goes backwards;
+//! a node does not keep claiming a clock it does not have).
 
 pub mod linear;
 pub mod master_clock;
 pub mod master_final;
 pub mod master_monotonic;
+pub mod master_report;
 pub mod master_term;
 pub mod queue;
 pub mod status;

@@ -139,7 +139,11 @@ pub mod tests {
             h.push(op(OpType::Invoke, t * 1_000_000, json!({"node": node})));
             match v {
                 Some(v) => h.push(op(OpType::Ok, t * 1_000_000 + 1_000_000, v.clone())),
-                None => h.push(op(OpType::Fail, t * 1_000_000 + 1_000_000, json!({"node": node}))),
+                None => h.push(op(
+                    OpType::Fail,
+                    t * 1_000_000 + 1_000_000,
+                    json!({"node": node}),
+                )),
             }
         }
         h.sort_by_key(|o| o.time);
@@ -157,7 +161,10 @@ pub mod tests {
         let o = observations(&h);
         assert_eq!(o.len(), 2);
         let s = o[0].status.as_ref().unwrap();
-        assert_eq!((s.node, s.term, s.leader, s.state.as_str()), (2, 7, Some(1), "follower"));
+        assert_eq!(
+            (s.node, s.term, s.leader, s.state.as_str()),
+            (2, 7, Some(1), "follower")
+        );
         assert_eq!(s.voters, vec![1, 2, 3]);
         assert_eq!((s.in_tolerance, s.time_master), (Some(true), Some(1)));
         assert!(o[1].status.is_none());

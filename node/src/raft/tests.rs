@@ -39,7 +39,7 @@ async fn storage_openraft_conformance_suite() {
 }
 
 fn log_id(term: u64, index: u64) -> LogId {
-    openraft::LogId::new(openraft::impls::leader_id_adv::LeaderId { term, node_id: 1 }, index)
+    openraft::testing::log_id::<TypeConfig>(term, 1, index)
 }
 
 fn login(uid: &str, sid: u64, client: &str) -> Event {

@@ -35,6 +35,9 @@ openraft::declare_raft_types!(
         R = Applied,
         NodeId = u64,
         Node = NodeAddr,
+        // Standard Raft: at most one leader per term (the numbered master is
+        // unique per term; the harness checks it).
+        LeaderId = openraft::impls::leader_id_std::LeaderId<u64, u64>,
 );
 
 pub type Raft = openraft::Raft<TypeConfig, super::state_machine::StateMachine>;

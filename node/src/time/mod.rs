@@ -147,12 +147,10 @@ impl TimeService {
                             self.clock.set_target_offset_us(0);
                             tracing::info!("time master: own wall clock is the standard time");
                         } else {
-                            // An interim master keeps cluster time as it
-                            // runs (with the correction it had, no further
-                            // slewing), so time is continuous across the
-                            // change of master.
-                            self.clock.set_target_offset_us(self.clock.offset_us());
-                            tracing::info!(offset_ms = self.clock.offset_us() / 1000, "time master: keeping cluster time");
+                            // An interim master keeps the correction it had
+                            // against the previous master (its target), so
+                            // cluster time stays continuous across the change.
+                            tracing::info!(target_ms = self.clock.target_offset_us() / 1000, "time master: keeping cluster time");
                         }
                     }
                     let mut st = self.status.lock().expect("status lock");

@@ -1,0 +1,185 @@
+//! The clock self-report can be trusted: a node does not keep saying
+//! `in_tolerance: true` while its cluster clock is far off its time master.
+//!
+//! For every status answer of the run that says in tolerance (no clock
+//! error, a time master other than itself), the harness compares the node's
+//! SNTP-measured cluster clock with its time master's, sampled within
+//! 300 ms. More than 1 s apart is a misreport. One misreport right after a
+//! clock fault is expected (the node has not polled since; polls are every
+//! `<time interval-ms>`); a *persistent* streak — consecutive misreports of
+//! one node over at least 1 s — is invalid: status (and the node's SNTP
+//! answers, stratum 2 "synced") claim a clock that the node does not have.
+
+use std::collections::BTreeMap;
+
+use serde::Serialize;
+use serde_json::{json, Value};
+
+use super::status::{observations, Status};
+use super::Verdict;
+use crate::history::Op;
+use crate::sntp::Sample;
+
+/// Measured skew over which an "in tolerance" answer is a misreport, ms.
+pub const OFF_MS: f64 = 1000.0;
+/// A streak of misreports at least this long is invalid, ns.
+pub const PERSISTENT_NS: u64 = 1_000_000_000;
+
+#[derive(Clone, Debug, Serialize)]
+pub struct ReportResult {
+    pub valid: Verdict,
+    /// Answers that were misreports (including transient ones).
+    pub count: usize,
+    pub max_measured_skew_ms: f64,
+    pub persistent_streaks: usize,
+    pub longest_streak_ms: f64,
+    /// The first answer of each persistent streak (up to 20) and its length.
+    pub streaks: Vec<Value>,
+}
+
+pub fn check(hist: &[Op]) -> ReportResult {
+    let obs: Vec<(u64, Option<Status>)> = observations(hist)
+        .into_iter()
+        .map(|o| (o.time(), o.status))
+        .collect();
+    let mut by_node: BTreeMap<u64, Vec<(u64, Sample)>> = BTreeMap::new();
+    for (t, s) in &obs {
+        if let Some(s) = s {
+            if let Some(x) = s.sntp {
+                by_node.entry(s.node).or_default().push((*t, x));
+            }
+        }
+    }
+    let flagged = |t: u64, s: &Status| -> Option<f64> {
+        let m = s.time_master.filter(|m| *m != s.node)?;
+        if s.in_tolerance != Some(true) || s.clock_error.is_some() {
+            return None;
+        }
+        let near = by_node.get(&m).and_then(|v| {
+            v.iter()
+                .filter(|(tm, _)| tm.abs_diff(t) <= 300_000_000)
+                .min_by_key(|(tm, _)| tm.abs_diff(t))
+        })?;
+        let skew = s.sntp?.offset_ms - near.1.offset_ms;
+        (skew.abs() > OFF_MS).then_some(skew)
+    };
+    let mut count = 0;
+    let mut max_ms = 0f64;
+    let mut persistent = 0;
+    let mut longest_ms = 0f64;
+    let mut streaks: Vec<Value> = Vec::new();
+    // Open streak per node: (first time, first op description).
+    let mut open: BTreeMap<u64, (u64, Value)> = BTreeMap::new();
+    let mut close = |node: u64, end: u64, open: &mut BTreeMap<u64, (u64, Value)>| {
+        if let Some((start, first)) = open.remove(&node) {
+            let len = (end - start) as f64 / 1e6;
+            longest_ms = longest_ms.max(len);
+            if end - start >= PERSISTENT_NS {
+                persistent += 1;
+                if streaks.len() < 20 {
+                    streaks.push(json!({"first": first, "lasted_ms": len}));
+                }
+            }
+        }
+    };
+    let mut last_t: BTreeMap<u64, u64> = BTreeMap::new();
+    for (t, s) in &obs {
+        let Some(s) = s else { continue };
+        match flagged(*t, s) {
+            Some(skew) => {
+                count += 1;
+                max_ms = max_ms.max(skew.abs());
+                open.entry(s.node).or_insert_with(|| {
+                    (
+                        *t,
+                        json!({"time_ns": t, "node": s.node, "time_master": s.time_master,
+                                "reported_offset_ms": s.offset_ms, "measured_skew_ms": skew}),
+                    )
+                });
+                last_t.insert(s.node, *t);
+            }
+            None => {
+                let end = last_t.get(&s.node).copied().unwrap_or(*t);
+                close(s.node, end, &mut open);
+            }
+        }
+    }
+    let rest: Vec<u64> = open.keys().copied().collect();
+    for n in rest {
+        let end = last_t.get(&n).copied().unwrap_or(0);
+        close(n, end, &mut open);
+    }
+    ReportResult {
+        valid: if persistent == 0 {
+            Verdict::Valid
+        } else {
+            Verdict::Invalid
+        },
+        count,
+        max_measured_skew_ms: max_ms,
+        persistent_streaks: persistent,
+        longest_streak_ms: longest_ms,
+        streaks,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::checker::master_clock::tests::cv;
+    use crate::checker::status::tests::status_hist;
+
+    /// Answers every 200 ms from `from` to `to` ms; n2's measured offset is
+    /// `n2(t)`, everyone else runs with the master; all say in tolerance.
+    fn run(from: u64, to: u64, n2: impl Fn(u64) -> f64) -> Vec<Op> {
+        let mut rows = Vec::new();
+        for t in (from..to).step_by(200) {
+            for n in 1..=3u64 {
+                let m = if n == 2 { n2(t) } else { 50_000.0 };
+                rows.push((t + n, n, Some(cv(n, 1, 0.1, true, m))));
+            }
+        }
+        status_hist(&rows)
+    }
+
+    /// Proves honest answers are valid, and that a single stale answer right
+    /// after a clock fault (n2 says in tolerance once while 40 s off, then
+    /// reports the error) is counted but not invalid.
+    #[test]
+    fn checker_master_report_honest_or_transient_is_valid() {
+        let r = check(&run(0, 5000, |_| 50_000.2));
+        assert_eq!((r.valid, r.count), (Verdict::Valid, 0));
+        let mut h = run(0, 5000, |t| if t == 2000 { 90_000.0 } else { 50_000.0 });
+        let r = check(&h);
+        assert_eq!(
+            (r.valid, r.count, r.persistent_streaks),
+            (Verdict::Valid, 1, 0)
+        );
+        // Once it reports itself out of tolerance, it is no misreport.
+        for o in h.iter_mut().filter(|o| o.typ == crate::history::OpType::Ok) {
+            if o.value["node"] == json!(2) && o.value["sntp"]["offset_ms"] == json!(90_000.0) {
+                o.value["clock"]["in_tolerance"] = json!(false);
+            }
+        }
+        assert_eq!(check(&h).count, 0);
+    }
+
+    /// Proves a node that keeps saying "in tolerance" while its cluster
+    /// clock stands 88 s ahead of the master (the frozen-clock case seen in
+    /// run 20261121T111156Z) is invalid, with the streak's first answer.
+    #[test]
+    fn checker_master_report_persistent_misreport_is_invalid() {
+        let h = run(0, 6000, |t| {
+            if (1000..4000).contains(&t) {
+                50_000.0 + 88_000.0 - t as f64
+            } else {
+                50_000.0
+            }
+        });
+        let r = check(&h);
+        assert_eq!(r.valid, Verdict::Invalid);
+        assert_eq!(r.persistent_streaks, 1);
+        assert_eq!(r.streaks[0]["first"]["node"], json!(2));
+        assert!(r.longest_streak_ms >= 2800.0, "{}", r.longest_streak_ms);
+    }
+}
