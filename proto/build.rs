@@ -4,6 +4,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let files = [
         "proto/herald/v1/presence.proto",
         "proto/herald/v1/cluster.proto",
+        "proto/herald/v1/messages.proto",
         "proto/herald/raft/raft.proto",
     ];
     for f in files {

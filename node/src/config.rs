@@ -48,6 +48,106 @@ pub struct Config {
     pub limits: Limits,
     pub time: TimeSync,
     pub master: MasterPolicy,
+    pub gateway: GatewayConfig,
+    pub messages: MessagesConfig,
+    pub auth: AuthConfig,
+    /// TLS on the publish port (MISSION M9); None = plaintext.
+    pub tls: Option<TlsConfig>,
+}
+
+/// `<gateway>`: client sessions (MISSION M5, M7).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct GatewayConfig {
+    /// Clients heartbeat at least this often (told in the Welcome frame).
+    pub heartbeat_ms: u64,
+    /// A session that sent nothing for heartbeat_ms * heartbeat_misses ends
+    /// and its user goes offline on that client.
+    pub heartbeat_misses: u32,
+    /// Sessions of a gateway node that has been unreachable from the leader
+    /// this long are marked offline by the cluster.
+    pub grace_ms: u64,
+    /// How long a submission waits for online recipients to acknowledge
+    /// before answering "stored" (or "dropped") for them.
+    pub push_timeout_ms: u64,
+    /// Open sessions this node accepts; more are refused with `overloaded`.
+    pub max_sessions: usize,
+    /// How often a node asks the others for their load.
+    pub load_poll_ms: u64,
+}
+
+impl Default for GatewayConfig {
+    fn default() -> Self {
+        GatewayConfig {
+            heartbeat_ms: 30_000,
+            heartbeat_misses: 3,
+            grace_ms: 60_000,
+            push_timeout_ms: 2_000,
+            max_sessions: 100_000,
+            load_poll_ms: 1_000,
+        }
+    }
+}
+
+impl GatewayConfig {
+    pub fn heartbeat_timeout_ms(&self) -> u64 {
+        self.heartbeat_ms * self.heartbeat_misses as u64
+    }
+}
+
+/// `<messages>`: message submission and the offline store (MISSION M1-M4).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MessagesConfig {
+    /// Largest message body; larger is refused with 413.
+    pub max_body_bytes: usize,
+    /// Most messages stored for one user; beyond, new ones are rejected for
+    /// that user (`quota_exceeded`), never older ones evicted.
+    pub quota_per_user: usize,
+    /// How long an idempotency key is remembered.
+    pub idempotency_window_s: u64,
+    /// Most recipients of one submission (a `to` list or a group).
+    pub max_recipients: usize,
+    /// Longest lifetime (`ttl_s`) a message may ask for.
+    pub max_ttl_s: u64,
+}
+
+impl Default for MessagesConfig {
+    fn default() -> Self {
+        MessagesConfig {
+            max_body_bytes: 64 * 1024,
+            quota_per_user: 1_000,
+            idempotency_window_s: 86_400,
+            max_recipients: 1_000,
+            max_ttl_s: 7 * 86_400,
+        }
+    }
+}
+
+/// `<auth>`: how session tokens are checked (MISSION M6).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum AuthConfig {
+    /// Built-in HMAC-SHA256 signed tokens (`herald token issue`).
+    Hmac { key: Vec<u8> },
+    /// An external service: POST {url} with JSON {uid, token, client};
+    /// 2xx accepts, 401/403 refuses.
+    External { url: String, timeout_ms: u64 },
+    /// No `<auth>` element: every session is refused (`auth_not_configured`).
+    Unconfigured,
+}
+
+impl Default for AuthConfig {
+    fn default() -> Self {
+        AuthConfig::Unconfigured
+    }
+}
+
+/// `<tls>`: certificate and key (PEM) for the publish port.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TlsConfig {
+    pub cert: PathBuf,
+    pub key: PathBuf,
+    /// Roots this node trusts when it calls other nodes' publish ports;
+    /// defaults to `cert` (one self-signed cluster certificate).
+    pub ca: Option<PathBuf>,
 }
 
 /// `<time>`: SNTP time synchronisation with the time master (MISSION P5).
@@ -968,6 +1068,10 @@ impl Ctx<'_> {
             limits,
             time,
             master,
+            gateway: GatewayConfig::default(),
+            messages: MessagesConfig::default(),
+            auth: AuthConfig::default(),
+            tls: None,
         };
         // Checked in document order, so a clash is reported at the later entry.
         if let Err(p) = check(&config, None) {
