@@ -104,4 +104,12 @@ impl RaftInternal for RaftService {
             Err(e) => Err(Status::failed_precondition(e.to_string())),
         }
     }
+
+    async fn load(&self, _req: Request<RaftBytes>) -> Result<Response<RaftBytes>, Status> {
+        Err(Status::unimplemented("load: not yet"))
+    }
+
+    async fn delivered(&self, _req: Request<RaftBytes>) -> Result<Response<RaftBytes>, Status> {
+        Err(Status::unimplemented("delivered: not yet"))
+    }
 }
