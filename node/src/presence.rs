@@ -2,7 +2,7 @@
 //! deterministic state they build (MISSION P1, P2).
 //!
 //! Nothing here does I/O or reads a clock: the leader stamps cluster time into
-//! every [`Command`], and [`PresenceState::apply`] only uses what the command
+//! every [`crate::state::Command`], and [`PresenceState::apply_event`] only uses what the command
 //! carries plus the log index it was committed at. Every replica that applies
 //! the same commands in the same order ends in the same state.
 
@@ -80,21 +80,6 @@ impl Event {
     }
 }
 
-/// A batch of events as it is written to the Raft log: the leader stamps the
-/// cluster time once for the whole batch.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Command {
-    /// Cluster time in ms since the Unix epoch, stamped by the leader.
-    pub at_ms: u64,
-    pub events: Vec<Event>,
-}
-
-impl std::fmt::Display for Command {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "Command(at_ms={}, events={})", self.at_ms, self.events.len())
-    }
-}
-
 /// The presence record of one user (MISSION P2).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Record {
@@ -108,6 +93,9 @@ pub struct Record {
     pub changed_at_ms: u64,
     /// Log index of the last change.
     pub revision: u64,
+    /// Client types held by a gateway session, and which gateway (node
+    /// number) holds each; status-pool logins are not listed.
+    pub gateways: BTreeMap<String, u64>,
 }
 
 impl Record {
@@ -124,6 +112,7 @@ impl Record {
             ext: Ext::new(),
             changed_at_ms: 0,
             revision: 0,
+            gateways: BTreeMap::new(),
         }
     }
 }
@@ -133,6 +122,8 @@ impl Record {
 pub struct PresenceState {
     users: HashMap<String, Record>,
     by_sid: HashMap<u64, String>,
+    /// Users with a client held by each gateway (derived from records).
+    by_gateway: HashMap<u64, BTreeSet<String>>,
     /// Log index of the last applied entry (any kind).
     applied: u64,
 }
@@ -148,6 +139,9 @@ impl PresenceState {
     ) -> Self {
         let mut s = PresenceState { applied, ..Default::default() };
         for r in records {
+            for g in r.gateways.values() {
+                s.by_gateway.entry(*g).or_default().insert(r.uid.clone());
+            }
             s.users.insert(r.uid.clone(), r);
         }
         s.by_sid.extend(sids);
@@ -164,51 +158,130 @@ impl PresenceState {
         self.by_sid.get(&sid).map(|s| s.as_str())
     }
 
-    /// Applies a committed command at log index `revision`; returns the uids
-    /// and sids it changed so that the caller can persist exactly those.
-    pub fn apply(&mut self, cmd: &Command, revision: u64) -> Touched {
+    /// Applies events at cluster time `at_ms` and log index `revision`
+    /// (tests and tools; the log goes through [`crate::state::State`]).
+    pub fn apply_events(&mut self, events: &[Event], at_ms: u64, revision: u64) -> Touched {
         let mut touched = Touched::default();
-        for ev in &cmd.events {
-            let (uid, sid) = match ev {
-                Event::Login { uid, sid, .. } | Event::Logout { uid, sid, .. } | Event::Permission { uid, sid, .. } => {
-                    (uid, *sid)
-                }
-            };
-            let rec = self.users.entry(uid.clone()).or_insert_with(|| Record::new(uid, sid));
-            if rec.sid != sid {
-                if self.by_sid.get(&rec.sid) == Some(uid) {
-                    self.by_sid.remove(&rec.sid);
-                    touched.sids.push(rec.sid);
-                }
-                rec.sid = sid;
-            }
-            if self.by_sid.get(&sid) != Some(uid) {
-                self.by_sid.insert(sid, uid.clone());
-                touched.sids.push(sid);
-            }
-            match ev {
-                Event::Login { client, accepts_strangers, .. } => {
-                    rec.clients.insert(client.clone());
-                    if let Some(a) = accepts_strangers {
-                        rec.accepts_strangers = *a;
-                    }
-                }
-                Event::Logout { client, .. } => {
-                    rec.clients.remove(client);
-                }
-                Event::Permission { accepts_strangers, .. } => rec.accepts_strangers = *accepts_strangers,
-            }
-            for (k, v) in ev.ext() {
-                if rec.ext.len() < MAX_EXT_ENTRIES || rec.ext.contains_key(k) {
-                    rec.ext.insert(k.clone(), v.clone());
-                }
-            }
-            rec.changed_at_ms = cmd.at_ms;
-            rec.revision = revision;
-            touched.uids.push(uid.clone());
+        for ev in events {
+            self.apply_event(ev, at_ms, revision, &mut touched);
         }
-        self.applied = self.applied.max(revision);
+        self.set_applied(revision);
         touched
+    }
+
+    /// The record of `uid` with `sid` made current (sid 0 keeps the
+    /// record's sid); notes the sid index changes in `touched`.
+    fn record_for(&mut self, uid: &str, sid: u64, touched: &mut Touched) -> &mut Record {
+        let rec = self.users.entry(uid.to_owned()).or_insert_with(|| Record::new(uid, sid));
+        if sid != 0 && rec.sid != sid {
+            if self.by_sid.get(&rec.sid).map(String::as_str) == Some(uid) {
+                self.by_sid.remove(&rec.sid);
+                touched.sids.push(rec.sid);
+            }
+            rec.sid = sid;
+        }
+        if rec.sid != 0 && self.by_sid.get(&rec.sid).map(String::as_str) != Some(uid) {
+            self.by_sid.insert(rec.sid, uid.to_owned());
+            touched.sids.push(rec.sid);
+        }
+        rec
+    }
+
+    /// Applies one status-pool event.
+    pub fn apply_event(&mut self, ev: &Event, at_ms: u64, revision: u64, touched: &mut Touched) {
+        let (uid, sid) = match ev {
+            Event::Login { uid, sid, .. } | Event::Logout { uid, sid, .. } | Event::Permission { uid, sid, .. } => (uid, *sid),
+        };
+        let mut left_gateway = None;
+        let rec = self.record_for(uid, sid, touched);
+        match ev {
+            Event::Login { client, accepts_strangers, .. } => {
+                rec.clients.insert(client.clone());
+                if let Some(a) = accepts_strangers {
+                    rec.accepts_strangers = *a;
+                }
+            }
+            Event::Logout { client, .. } => {
+                rec.clients.remove(client);
+                left_gateway = rec.gateways.remove(client);
+            }
+            Event::Permission { accepts_strangers, .. } => rec.accepts_strangers = *accepts_strangers,
+        }
+        for (k, v) in ev.ext() {
+            if rec.ext.len() < MAX_EXT_ENTRIES || rec.ext.contains_key(k) {
+                rec.ext.insert(k.clone(), v.clone());
+            }
+        }
+        rec.changed_at_ms = at_ms;
+        rec.revision = revision;
+        if let Some(g) = left_gateway {
+            self.unindex_gateway(uid, g);
+        }
+        touched.uids.push(uid.clone());
+    }
+
+    fn unindex_gateway(&mut self, uid: &str, gateway: u64) {
+        let still = self.users.get(uid).is_some_and(|r| r.gateways.values().any(|g| *g == gateway));
+        if !still {
+            if let Some(set) = self.by_gateway.get_mut(&gateway) {
+                set.remove(uid);
+                if set.is_empty() {
+                    self.by_gateway.remove(&gateway);
+                }
+            }
+        }
+    }
+
+    /// A gateway session started for `uid` on `client`.
+    #[allow(clippy::too_many_arguments)]
+    pub fn session_login(&mut self, uid: &str, sid: u64, client: &str, gateway: u64, at_ms: u64, revision: u64, touched: &mut Touched) {
+        let rec = self.record_for(uid, sid, touched);
+        rec.clients.insert(client.to_owned());
+        let previous = rec.gateways.insert(client.to_owned(), gateway);
+        rec.changed_at_ms = at_ms;
+        rec.revision = revision;
+        self.by_gateway.entry(gateway).or_default().insert(uid.to_owned());
+        if let Some(p) = previous.filter(|p| *p != gateway) {
+            self.unindex_gateway(uid, p);
+        }
+        touched.uids.push(uid.to_owned());
+    }
+
+    /// A gateway session ended: the client goes offline unless another
+    /// gateway holds it by now.
+    pub fn session_logout(&mut self, uid: &str, client: &str, gateway: u64, at_ms: u64, revision: u64, touched: &mut Touched) {
+        let Some(rec) = self.users.get_mut(uid) else { return };
+        if rec.gateways.get(client) != Some(&gateway) {
+            return;
+        }
+        rec.gateways.remove(client);
+        rec.clients.remove(client);
+        rec.changed_at_ms = at_ms;
+        rec.revision = revision;
+        self.unindex_gateway(uid, gateway);
+        touched.uids.push(uid.to_owned());
+    }
+
+    /// Every session held by `gateway` ends.
+    pub fn gateway_reset(&mut self, gateway: u64, at_ms: u64, revision: u64, touched: &mut Touched) {
+        let Some(uids) = self.by_gateway.remove(&gateway) else { return };
+        for uid in uids {
+            if let Some(rec) = self.users.get_mut(&uid) {
+                let clients: Vec<String> = rec.gateways.iter().filter(|(_, g)| **g == gateway).map(|(c, _)| c.clone()).collect();
+                for c in clients {
+                    rec.gateways.remove(&c);
+                    rec.clients.remove(&c);
+                }
+                rec.changed_at_ms = at_ms;
+                rec.revision = revision;
+                touched.uids.push(uid);
+            }
+        }
+    }
+
+    /// Users with a session on `gateway` (reconciliation, tests).
+    pub fn gateway_users(&self, gateway: u64) -> usize {
+        self.by_gateway.get(&gateway).map_or(0, |s| s.len())
     }
 
     /// Notes that an entry without presence data (blank, membership) was applied.
@@ -304,15 +377,15 @@ mod tests {
     #[test]
     fn presence_apply_multi_client_online() {
         let mut s = PresenceState::default();
-        s.apply(&Command { at_ms: 10, events: vec![login("u1", 1, "mobile"), login("u1", 1, "web")] }, 5);
+        s.apply_events(&vec![login("u1", 1, "mobile"), login("u1", 1, "web")], 10, 5);
         let logout = Event::Logout { uid: "u1".into(), sid: 1, client: "mobile".into(), ext: Ext::new() };
-        s.apply(&Command { at_ms: 20, events: vec![logout] }, 6);
+        s.apply_events(&vec![logout], 20, 6);
         let r = s.get("u1").unwrap();
         assert!(r.online());
         assert_eq!(r.clients.iter().cloned().collect::<Vec<_>>(), vec!["web".to_string()]);
         assert_eq!((r.changed_at_ms, r.revision), (20, 6));
         let logout = Event::Logout { uid: "u1".into(), sid: 1, client: "web".into(), ext: Ext::new() };
-        s.apply(&Command { at_ms: 30, events: vec![logout] }, 7);
+        s.apply_events(&vec![logout], 30, 7);
         assert!(!s.get("u1").unwrap().online());
         assert_eq!(s.applied(), 7);
     }
@@ -325,10 +398,10 @@ mod tests {
         let mut ext = Ext::new();
         ext.insert("a".into(), "1".into());
         let ev = Event::Login { uid: "u".into(), sid: 7, client: "pc".into(), accepts_strangers: Some(false), ext };
-        s.apply(&Command { at_ms: 1, events: vec![ev] }, 1);
+        s.apply_events(&vec![ev], 1, 1);
         let mut ext = Ext::new();
         ext.insert("b".into(), "2".into());
-        s.apply(&Command { at_ms: 2, events: vec![Event::Permission { uid: "u".into(), sid: 8, accepts_strangers: true, ext }] }, 2);
+        s.apply_events(&vec![Event::Permission { uid: "u".into(), sid: 8, accepts_strangers: true, ext }], 2, 2);
         let r = s.get("u").unwrap();
         assert!(r.accepts_strangers);
         assert_eq!(r.ext.len(), 2);
@@ -340,7 +413,7 @@ mod tests {
     #[test]
     fn presence_query_found_and_unknown() {
         let mut s = PresenceState::default();
-        s.apply(&Command { at_ms: 1, events: vec![login("u1", 100, "m"), login("u2", 200, "m")] }, 3);
+        s.apply_events(&vec![login("u1", 100, "m"), login("u2", 200, "m")], 1, 3);
         let q = s.query(&["u1".into(), "nope".into(), "u1".into()], &[200, 100, 999]);
         assert_eq!(q.users.iter().map(|r| r.uid.as_str()).collect::<Vec<_>>(), vec!["u1", "u2"]);
         assert_eq!(q.unknown, vec!["nope".to_string()]);
@@ -366,13 +439,13 @@ mod tests {
     /// from its records equals the original.
     #[test]
     fn presence_apply_deterministic_and_rebuildable() {
-        let cmds: Vec<Command> = (0..50)
-            .map(|i| Command { at_ms: i, events: vec![login(&format!("u{}", i % 7), i % 5, if i % 2 == 0 { "a" } else { "b" })] })
+        let cmds: Vec<(u64, Vec<Event>)> = (0..50)
+            .map(|i| (i, vec![login(&format!("u{}", i % 7), i % 5 + 1, if i % 2 == 0 { "a" } else { "b" })]))
             .collect();
         let (mut a, mut b) = (PresenceState::default(), PresenceState::default());
         for (i, c) in cmds.iter().enumerate() {
-            a.apply(c, i as u64 + 1);
-            b.apply(c, i as u64 + 1);
+            a.apply_events(&c.1, c.0, i as u64 + 1);
+            b.apply_events(&c.1, c.0, i as u64 + 1);
         }
         assert_eq!(a, b);
         let sids: Vec<(u64, String)> = a.sid_index().map(|(s, u)| (s, u.to_string())).collect();
@@ -383,5 +456,33 @@ mod tests {
             assert_eq!(rebuilt.get(&r.uid), Some(r));
             assert_eq!(rebuilt.get_by_sid(r.sid).map(|x| x.sid), Some(r.sid));
         }
+    }
+
+    /// Gateway sessions make a user online with the gateway recorded; a
+    /// logout from another gateway is ignored; a gateway reset ends exactly
+    /// that gateway's sessions; sid 0 keeps the known sid.
+    #[test]
+    fn presence_sessions_and_gateway_reset() {
+        let mut s = PresenceState::default();
+        let mut t = Touched::default();
+        s.apply_events(&[login("u1", 11, "pc")], 1, 1);
+        s.session_login("u1", 0, "mobile", 2, 2, 2, &mut t);
+        s.session_login("u2", 0, "mobile", 2, 2, 2, &mut t);
+        s.session_login("u3", 0, "mobile", 3, 2, 2, &mut t);
+        assert_eq!(s.get("u1").unwrap().sid, 11);
+        assert!(s.get_by_sid(0).is_none(), "sid 0 is never indexed");
+        assert_eq!(s.gateway_users(2), 2);
+        s.session_logout("u3", "mobile", 2, 3, 3, &mut t);
+        assert!(s.get("u3").unwrap().online(), "a logout from another gateway is ignored");
+        s.gateway_reset(2, 4, 4, &mut t);
+        let u1 = s.get("u1").unwrap();
+        assert_eq!(u1.clients.iter().cloned().collect::<Vec<_>>(), vec!["pc".to_string()]);
+        assert!(u1.gateways.is_empty());
+        assert!(!s.get("u2").unwrap().online());
+        assert!(s.get("u3").unwrap().online());
+        assert_eq!(s.gateway_users(2), 0);
+        let sids: Vec<(u64, String)> = s.sid_index().map(|(a, b)| (a, b.to_string())).collect();
+        let rebuilt = PresenceState::from_parts(s.records().cloned(), sids, s.applied());
+        assert_eq!(rebuilt, s, "the gateway index is rebuilt from records");
     }
 }

@@ -250,7 +250,7 @@ async fn metrics(State(api): State<AppState>) -> Response {
     let (users, online) = {
         let s = api.node.state();
         let s = s.read().expect("state lock");
-        (s.len(), s.online_count())
+        (s.presence.len(), s.presence.online_count())
     };
     let changes = api.node.master_changes.load(std::sync::atomic::Ordering::Relaxed);
     let body = api.metrics.render(&st, users, online, &api.time.status(), changes);

@@ -163,7 +163,7 @@ impl Api {
             e.validate(i)?;
         }
         let n = events.len() as u64;
-        let rev = self.node.write(events).await?;
+        let (rev, _) = self.node.write(events.into_iter().map(crate::state::Op::Presence).collect()).await?;
         self.metrics.write_events.inc_by(n);
         Ok(rev)
     }
@@ -196,7 +196,7 @@ impl Api {
         }
         let st = self.node.state();
         let st = st.read().expect("state lock");
-        Ok(st.query(uids, sids))
+        Ok(st.presence.query(uids, sids))
     }
 
     /// The cluster as a person wants to see it: this node's view, with

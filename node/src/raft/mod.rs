@@ -27,15 +27,18 @@ use tonic::transport::Channel;
 
 use crate::clock::ClusterClock;
 use crate::config::Config;
-use crate::presence::{Command, Event};
+use crate::state::{Command, Op, OpResult};
 pub use state_machine::SharedState;
 use types::{NodeAddr, Raft};
 
 /// Requests waiting for the group-commit batcher. Bounded so that a flood of
 /// writers waits (back-pressure) instead of growing memory.
 const WRITE_QUEUE: usize = 4096;
-/// Most events in one log entry: bounds entry size (~100 B/event → ~2 MiB).
+/// Most operations in one log entry: bounds entry size (~100 B/event → ~2 MiB).
 const MAX_BATCH_EVENTS: usize = 20_000;
+/// Most payload bytes (message bodies) in one log entry: an entry must fit
+/// one AppendEntries message with room to spare.
+const MAX_BATCH_BYTES: usize = 8 << 20;
 /// Batches in flight to openraft at once. Small on purpose: while they
 /// commit, new requests queue up and go out together as the next entry
 /// (group commit); two keep the disk busy while the next batch forms.
@@ -75,11 +78,11 @@ impl ClusterError {
     }
 }
 
-/// Reply to a forwarded write.
-pub type ForwardReply = Result<u64, ClusterError>;
+/// Reply to a write: the log index and one result per operation.
+pub type ForwardReply = Result<(u64, Vec<OpResult>), ClusterError>;
 
 struct WriteReq {
-    events: Vec<Event>,
+    ops: Vec<Op>,
     reply: oneshot::Sender<ForwardReply>,
 }
 
@@ -195,9 +198,14 @@ impl RaftNode {
         Ok(node)
     }
 
-    /// The presence state, for local reads.
+    /// The replicated state, for local reads.
     pub fn state(&self) -> SharedState {
         self.sm.shared_state()
+    }
+
+    /// What applied entries mean for sessions, as they are applied here.
+    pub fn subscribe(&self) -> tokio::sync::broadcast::Receiver<crate::messages::Notice> {
+        self.sm.subscribe()
     }
 
     /// Stops Raft; storage is flushed as part of openraft's shutdown.
@@ -241,10 +249,11 @@ impl RaftNode {
         Ok(c)
     }
 
-    /// Commits a batch of events through the leader (this node or another)
-    /// and returns the log index it was committed at. Bounded by the write
-    /// timeout; `no_leader` when no leader appears in time.
-    pub async fn write(&self, events: Vec<Event>) -> Result<u64, ClusterError> {
+    /// Commits a batch of operations through the leader (this node or
+    /// another) and returns the log index it was committed at with one
+    /// result per operation. Bounded by the write timeout; `no_leader` when
+    /// no leader appears in time.
+    pub async fn write(&self, ops: Vec<Op>) -> ForwardReply {
         let deadline = tokio::time::Instant::now() + self.op_timeout;
         // What went wrong last, answered when the deadline passes while
         // retrying: a leader that metrics still name but that cannot be
@@ -255,9 +264,9 @@ impl RaftNode {
             let (leader, addr) = self.wait_for_leader(deadline).await?;
             let attempt = async {
                 if leader == self.id {
-                    self.write_as_leader(events.clone()).await
+                    self.write_as_leader(ops.clone()).await
                 } else {
-                    self.forward(&addr, &events).await
+                    self.forward(&addr, &ops).await
                 }
             };
             let res = match tokio::time::timeout_at(deadline, attempt).await {
@@ -284,9 +293,9 @@ impl RaftNode {
         }
     }
 
-    async fn forward(&self, addr: &NodeAddr, events: &[Event]) -> ForwardReply {
+    async fn forward(&self, addr: &NodeAddr, ops: &[Op]) -> ForwardReply {
         let mut c = self.peer(&addr.sync)?;
-        let data = codec::encode(&events).map_err(internal)?;
+        let data = codec::encode(&ops).map_err(internal)?;
         match c.forward(RaftBytes { data }).await {
             Ok(r) => codec::decode::<ForwardReply>(&r.into_inner().data).map_err(internal)?,
             Err(s) if s.code() == tonic::Code::Unavailable && s.message().contains("connect") => {
@@ -296,10 +305,10 @@ impl RaftNode {
         }
     }
 
-    /// Queues events for the local batcher; valid only on the leader.
-    pub async fn write_as_leader(&self, events: Vec<Event>) -> ForwardReply {
+    /// Queues operations for the local batcher; valid only on the leader.
+    pub async fn write_as_leader(&self, ops: Vec<Op>) -> ForwardReply {
         let (tx, rx) = oneshot::channel();
-        self.writer.send(WriteReq { events, reply: tx }).await.map_err(|_| internal("batcher stopped"))?;
+        self.writer.send(WriteReq { ops, reply: tx }).await.map_err(|_| internal("batcher stopped"))?;
         rx.await.map_err(|_| internal("batcher dropped the request"))?
     }
 
@@ -506,12 +515,14 @@ async fn batcher(raft: Raft, clock: Arc<ClusterClock>, mut rx: mpsc::Receiver<Wr
             Ok(p) => p,
             Err(_) => return,
         };
-        let mut n = first.events.len();
+        let mut n = first.ops.len();
+        let mut bytes: usize = first.ops.iter().map(Op::payload_bytes).sum();
         let mut reqs = vec![first];
-        while n < MAX_BATCH_EVENTS {
+        while n < MAX_BATCH_EVENTS && bytes < MAX_BATCH_BYTES {
             match rx.try_recv() {
                 Ok(r) => {
-                    n += r.events.len();
+                    n += r.ops.len();
+                    bytes += r.ops.iter().map(Op::payload_bytes).sum::<usize>();
                     reqs.push(r);
                 }
                 Err(_) => break,
@@ -520,21 +531,31 @@ async fn batcher(raft: Raft, clock: Arc<ClusterClock>, mut rx: mpsc::Receiver<Wr
         let raft = raft.clone();
         let at_ms = clock.now_ms();
         tokio::spawn(async move {
-            let mut events = Vec::with_capacity(n);
+            let mut ops = Vec::with_capacity(n);
             let mut replies = Vec::with_capacity(reqs.len());
             for r in reqs {
-                events.extend(r.events);
-                replies.push(r.reply);
+                replies.push((r.ops.len(), r.reply));
+                ops.extend(r.ops);
             }
-            let res = match raft.client_write(Command { at_ms, events }).await {
-                Ok(resp) => Ok(resp.log_id.index()),
-                Err(e) => Err(match e.forward_to_leader() {
-                    Some(f) => ClusterError::NotLeader(f.leader_id.unwrap_or(0)),
-                    None => internal(e),
-                }),
-            };
-            for tx in replies {
-                let _ = tx.send(res.clone());
+            match raft.client_write(Command { at_ms, ops }).await {
+                Ok(resp) => {
+                    let index = resp.log_id.index();
+                    // One result per op, in order: hand each request its slice.
+                    let mut results = resp.data.results.into_iter();
+                    for (k, tx) in replies {
+                        let mine: Vec<OpResult> = results.by_ref().take(k).collect();
+                        let _ = tx.send(Ok((index, mine)));
+                    }
+                }
+                Err(e) => {
+                    let err = match e.forward_to_leader() {
+                        Some(f) => ClusterError::NotLeader(f.leader_id.unwrap_or(0)),
+                        None => internal(e),
+                    };
+                    for (_, tx) in replies {
+                        let _ = tx.send(Err(err.clone()));
+                    }
+                }
             }
             drop(permit);
         });

@@ -13,7 +13,7 @@ use tonic::{Request, Response, Status, Streaming};
 use super::codec::{decode, encode};
 use super::types::{SnapshotMeta, TypeConfig, Vote};
 use super::{ForwardReply, RaftNode};
-use crate::presence::Event;
+use crate::state::Op;
 
 /// Largest snapshot accepted from a peer: a bound on disk use by a bad peer.
 const MAX_SNAPSHOT_BYTES: u64 = 16 << 30;
@@ -93,8 +93,8 @@ impl RaftInternal for RaftService {
     }
 
     async fn forward(&self, req: Request<RaftBytes>) -> Result<Response<RaftBytes>, Status> {
-        let events: Vec<Event> = decode(&req.into_inner().data).map_err(bad)?;
-        let r: ForwardReply = self.node.write_as_leader(events).await;
+        let ops: Vec<Op> = decode(&req.into_inner().data).map_err(bad)?;
+        let r: ForwardReply = self.node.write_as_leader(ops).await;
         reply(&r)
     }
 

@@ -2,6 +2,7 @@
 //! persisted in sled, with snapshots as files we write and fsync ourselves.
 //!
 //! Layout of the `sm` sled tree: `u<uid>` → record, `s<sid BE>` → uid,
+//! `M…` → message items (see [`crate::messages::Key::bytes`]),
 //! `!applied` → last applied log id, `!membership` → last membership.
 //! Snapshot files live in `<data>/snapshots/` (see [`SnapshotStore`]).
 
@@ -18,7 +19,13 @@ use serde::{Deserialize, Serialize};
 
 use super::codec::{decode, decode_from, encode, encode_into};
 use super::types::{Applied, LogId, SnapshotMeta, StoredMembership, TypeConfig};
+use crate::messages::{Item, MsgState, Notice};
 use crate::presence::{PresenceState, Record};
+use crate::state::{Effects, State};
+
+/// Notices buffered for slow gateway listeners; one that falls further
+/// behind re-reads the inboxes it serves (see gateway sessions).
+const NOTICE_BUFFER: usize = 8192;
 
 type Snapshot = openraft::alias::SnapshotOf<TypeConfig, File>;
 
@@ -44,7 +51,7 @@ fn sid_key(sid: u64) -> [u8; 9] {
 }
 
 /// Shared, read-mostly view of the presence state, for the query path.
-pub type SharedState = Arc<RwLock<PresenceState>>;
+pub type SharedState = Arc<RwLock<State>>;
 
 /// Header of a snapshot file, then `records` records and `sids` sid pairs.
 #[derive(Serialize, Deserialize)]
@@ -52,6 +59,7 @@ struct SnapshotHeader {
     meta: SnapshotMeta,
     records: u64,
     sids: u64,
+    items: u64,
 }
 
 /// Snapshot files in one directory: `snap-<index>-<term>-<n>.snap`, written to
@@ -118,8 +126,14 @@ impl SnapshotStore {
 }
 
 /// Writes a snapshot body: header, records sorted by uid, sid pairs sorted.
-fn write_snapshot(w: &mut impl Write, meta: &SnapshotMeta, records: &[Record], sids: &[(u64, String)]) -> io::Result<()> {
-    let h = SnapshotHeader { meta: meta.clone(), records: records.len() as u64, sids: sids.len() as u64 };
+fn write_snapshot(
+    w: &mut impl Write,
+    meta: &SnapshotMeta,
+    records: &[Record],
+    sids: &[(u64, String)],
+    items: &[Item],
+) -> io::Result<()> {
+    let h = SnapshotHeader { meta: meta.clone(), records: records.len() as u64, sids: sids.len() as u64, items: items.len() as u64 };
     encode_into(&h, w)?;
     for r in records {
         encode_into(r, w)?;
@@ -127,11 +141,14 @@ fn write_snapshot(w: &mut impl Write, meta: &SnapshotMeta, records: &[Record], s
     for s in sids {
         encode_into(s, w)?;
     }
+    for it in items {
+        encode_into(it, w)?;
+    }
     Ok(())
 }
 
 /// Reads a snapshot file into a state.
-fn read_snapshot(r: &mut impl Read) -> io::Result<(SnapshotMeta, PresenceState)> {
+fn read_snapshot(r: &mut impl Read) -> io::Result<(SnapshotMeta, State)> {
     let h: SnapshotHeader = decode_from(r)?;
     // The counts come from a file a peer sent: bound what we reserve.
     let mut records = Vec::with_capacity(h.records.min(1 << 20) as usize);
@@ -142,8 +159,12 @@ fn read_snapshot(r: &mut impl Read) -> io::Result<(SnapshotMeta, PresenceState)>
     for _ in 0..h.sids {
         sids.push(decode_from::<(u64, String), _>(r)?);
     }
+    let mut items = Vec::with_capacity(h.items.min(1 << 20) as usize);
+    for _ in 0..h.items {
+        items.push(decode_from::<Item, _>(r)?);
+    }
     let applied = h.meta.last_log_id.as_ref().map(|l| l.index()).unwrap_or(0);
-    Ok((h.meta, PresenceState::from_parts(records, sids, applied)))
+    Ok((h.meta, State { presence: PresenceState::from_parts(records, sids, applied), msgs: MsgState::from_items(items) }))
 }
 
 struct Inner {
@@ -153,6 +174,7 @@ struct Inner {
     /// Last applied log id and membership: what `applied_state` answers.
     applied: Mutex<(Option<LogId>, StoredMembership)>,
     snapshots: SnapshotStore,
+    notices: tokio::sync::broadcast::Sender<Notice>,
 }
 
 /// The openraft state machine. Cheap to clone; clones share everything.
@@ -186,14 +208,21 @@ impl StateMachine {
             let sid = u64::from_be_bytes(k[1..9].try_into().map_err(|_| io::Error::other("bad sid key"))?);
             sids.push((sid, String::from_utf8(v.to_vec()).map_err(io::Error::other)?));
         }
+        let mut items = Vec::new();
+        for kv in tree.scan_prefix(b"M") {
+            let (_, v) = kv.map_err(io_err)?;
+            items.push(decode::<Item>(&v)?);
+        }
         let idx = applied.as_ref().map(|l| l.index()).unwrap_or(0);
+        let state = State { presence: PresenceState::from_parts(records, sids, idx), msgs: MsgState::from_items(items) };
         let sm = StateMachine {
             inner: Arc::new(Inner {
                 db: db.clone(),
                 tree,
-                state: Arc::new(RwLock::new(PresenceState::from_parts(records, sids, idx))),
+                state: Arc::new(RwLock::new(state)),
                 applied: Mutex::new((applied.clone(), membership)),
                 snapshots,
+                notices: tokio::sync::broadcast::channel(NOTICE_BUFFER).0,
             }),
         };
         if let Some((path, meta)) = sm.inner.snapshots.current()? {
@@ -206,9 +235,15 @@ impl StateMachine {
         Ok(sm)
     }
 
-    /// The live presence state, for queries.
+    /// The live state, for queries.
     pub fn shared_state(&self) -> SharedState {
         self.inner.state.clone()
+    }
+
+    /// Notices of what each applied entry means for sessions (messages to
+    /// push). Subscribe before reading the state to miss nothing.
+    pub fn subscribe(&self) -> tokio::sync::broadcast::Receiver<Notice> {
+        self.inner.notices.subscribe()
     }
 
     /// The snapshot directory, for receiving snapshots from the network.
@@ -217,16 +252,19 @@ impl StateMachine {
     }
 
     /// Replaces the whole state (snapshot install), in memory and in sled.
-    fn replace_state(&self, meta: &SnapshotMeta, state: PresenceState) -> io::Result<()> {
+    fn replace_state(&self, meta: &SnapshotMeta, state: State) -> io::Result<()> {
         let mut batch = sled::Batch::default();
         for k in self.inner.tree.iter().keys() {
             batch.remove(k.map_err(io_err)?);
         }
-        for r in state.records() {
+        for r in state.presence.records() {
             batch.insert(user_key(&r.uid), encode(r)?);
         }
-        for (sid, uid) in state.sid_index() {
+        for (sid, uid) in state.presence.sid_index() {
             batch.insert(&sid_key(sid)[..], uid.as_bytes());
+        }
+        for it in state.msgs.items() {
+            batch.insert(it.key().bytes(), encode(&it)?);
         }
         batch.insert(KEY_APPLIED, encode(&meta.last_log_id)?);
         batch.insert(KEY_MEMBERSHIP, encode(&meta.last_membership)?);
@@ -243,12 +281,12 @@ impl RaftSnapshotBuilder<TypeConfig> for StateMachine {
     async fn build_snapshot(&mut self) -> Result<Snapshot, io::Error> {
         // Copy under the locks (a memory copy), write without them, so that
         // applying is not blocked by the disk.
-        let (meta, mut records, mut sids) = {
+        let (meta, mut records, mut sids, items) = {
             let st = self.inner.state.read().expect("state lock");
             let (last, membership) = self.inner.applied.lock().expect("applied lock").clone();
-            let records: Vec<Record> = st.records().cloned().collect();
-            let sids: Vec<(u64, String)> = st.sid_index().map(|(s, u)| (s, u.to_owned())).collect();
-            (SnapshotMeta { last_log_id: last, last_membership: membership }, records, sids)
+            let records: Vec<Record> = st.presence.records().cloned().collect();
+            let sids: Vec<(u64, String)> = st.presence.sid_index().map(|(s, u)| (s, u.to_owned())).collect();
+            (SnapshotMeta { last_log_id: last, last_membership: membership }, records, sids, st.msgs.items())
         };
         // The snapshot stands for the state up to `meta.last_log_id`; make
         // sure sled holds at least that much before logs are purged.
@@ -260,7 +298,7 @@ impl RaftSnapshotBuilder<TypeConfig> for StateMachine {
             sids.sort();
             let (tmp, f) = this.inner.snapshots.temp_file()?;
             let mut w = BufWriter::new(f);
-            write_snapshot(&mut w, &m, &records, &sids)?;
+            write_snapshot(&mut w, &m, &records, &sids, &items)?;
             w.flush()?;
             this.inner.snapshots.commit(&tmp, &m)
         })
@@ -286,19 +324,17 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
         let items: Vec<EntryResponder<TypeConfig>> = entries.try_collect().await?;
         let mut batch = sled::Batch::default();
         let mut replies = Vec::with_capacity(items.len());
+        let mut fx = Effects::default();
         {
             let mut st = self.inner.state.write().expect("state lock");
             let mut applied = self.inner.applied.lock().expect("applied lock");
-            let mut touched_uids = std::collections::HashSet::new();
-            let mut touched_sids = std::collections::HashSet::new();
             for (entry, responder) in items {
                 let log_id = entry.log_id();
                 let index = log_id.index();
+                let mut results = Vec::new();
                 match &entry.payload {
                     EntryPayload::Normal(cmd) => {
-                        let t = st.apply(cmd, index);
-                        touched_uids.extend(t.uids);
-                        touched_sids.extend(t.sids);
+                        results = st.apply(cmd, index, &mut fx);
                     }
                     EntryPayload::Membership(m) => {
                         st.set_applied(index);
@@ -309,23 +345,36 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
                 }
                 applied.0 = Some(log_id);
                 if let Some(r) = responder {
-                    replies.push((r, Applied { revision: index }));
+                    replies.push((r, Applied { revision: index, results }));
                 }
             }
-            for uid in touched_uids {
-                if let Some(r) = st.get(&uid) {
-                    batch.insert(user_key(&uid), encode(r)?);
+            let uids: std::collections::HashSet<&String> = fx.touched.uids.iter().collect();
+            for uid in uids {
+                if let Some(r) = st.presence.get(uid) {
+                    batch.insert(user_key(uid), encode(r)?);
                 }
             }
-            for sid in touched_sids {
-                match st.sid_owner(sid) {
+            let sids: std::collections::HashSet<u64> = fx.touched.sids.iter().copied().collect();
+            for sid in sids {
+                match st.presence.sid_owner(sid) {
                     Some(uid) => batch.insert(&sid_key(sid)[..], uid.as_bytes()),
                     None => batch.remove(&sid_key(sid)[..]),
+                }
+            }
+            let keys: std::collections::BTreeSet<crate::messages::Key> = st.msgs.take_dirty().into_iter().collect();
+            for k in keys {
+                match st.msgs.item(&k) {
+                    Some(it) => batch.insert(k.bytes(), encode(&it)?),
+                    None => batch.remove(k.bytes()),
                 }
             }
             batch.insert(KEY_APPLIED, encode(&applied.0)?);
         }
         self.inner.tree.apply_batch(batch).map_err(io_err)?;
+        for n in fx.notices {
+            // No receiver (no gateway listening) is fine.
+            let _ = self.inner.notices.send(n);
+        }
         for (r, a) in replies {
             r.send(a);
         }

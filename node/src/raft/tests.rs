@@ -12,7 +12,9 @@ use tempfile::TempDir;
 use super::log_store::LogStore;
 use super::state_machine::StateMachine;
 use super::types::{Entry, LogId, TypeConfig};
-use crate::presence::{Command, Event, Ext};
+use crate::messages::{MsgOp, Origin, SendOp};
+use crate::presence::{Event, Ext};
+use crate::state::{Command, Op};
 
 fn open(dir: &std::path::Path) -> (LogStore, StateMachine) {
     let db = sled::Config::new().path(dir.join("sled")).open().expect("sled");
@@ -53,15 +55,49 @@ async fn apply(sm: &mut StateMachine, entries: Vec<Entry>) {
     sm.apply(stream).await.expect("apply");
 }
 
+fn send(i: u64, to: Vec<String>, broadcast: bool) -> Op {
+    Op::Msg(MsgOp::Send(SendOp {
+        idempotency_key: format!("k{i}"),
+        from: "app".into(),
+        to,
+        group: None,
+        broadcast,
+        ttl_ms: if broadcast { 1_000_000 } else { 0 },
+        content_type: "text/plain".into(),
+        body: vec![i as u8; 100],
+        origin: Origin { node: 1, req: i },
+        quota: 50,
+        idempotency_window_ms: 60_000,
+    }))
+}
+
+/// The mix of operations the storage tests apply at index `i`: presence,
+/// sessions, sends, acks, groups, subscriptions, broadcasts.
+fn ops(i: u64) -> Vec<Op> {
+    let uid = format!("u{}", i % 37);
+    let mut v = vec![Op::Presence(login(&uid, i % 11, if i % 3 == 0 { "web" } else { "mobile" }))];
+    match i % 7 {
+        0 => v.push(send(i, vec![uid.clone(), format!("u{}", (i + 1) % 37)], false)),
+        1 => v.push(Op::Msg(MsgOp::Ack { uid: format!("u{}", (i + 30) % 37), ids: vec![], up_to: i / 2 })),
+        2 => v.push(Op::SessionLogin { uid, sid: 0, client: "pc".into(), gateway: i % 3 + 1 }),
+        3 => v.push(Op::Msg(MsgOp::SetGroup { name: format!("g{}", i % 4), members: vec![uid, "x".into()] })),
+        4 => v.push(Op::Msg(MsgOp::SetOffline { uid, enabled: i % 2 == 0 })),
+        5 => v.push(send(i, vec![], true)),
+        _ => v.push(Op::GatewayReset { gateway: i % 3 + 1 }),
+    }
+    v
+}
+
 /// A state machine's snapshot, installed into an empty one, gives identical
-/// contents; and a state machine reopened from sled equals the original.
+/// contents (presence and messages); and a state machine reopened from sled
+/// equals the original.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn storage_snapshot_roundtrip_identical() {
     let (a_dir, b_dir) = (TempDir::new().unwrap(), TempDir::new().unwrap());
     let (_la, mut a) = open(a_dir.path());
     let mut entries = Vec::new();
     for i in 1..=200u64 {
-        let cmd = Command { at_ms: 1000 + i, events: vec![login(&format!("u{}", i % 37), i % 11, if i % 3 == 0 { "web" } else { "mobile" })] };
+        let cmd = Command { at_ms: 1000 + i, ops: ops(i) };
         entries.push(Entry::new_normal(log_id(1, i), cmd));
     }
     apply(&mut a, entries).await;
@@ -73,7 +109,8 @@ async fn storage_snapshot_roundtrip_identical() {
     let sa = a.shared_state();
     let sb = b.shared_state();
     assert_eq!(*sa.read().unwrap(), *sb.read().unwrap(), "installed snapshot differs");
-    assert_eq!(sb.read().unwrap().len(), 37);
+    assert_eq!(sb.read().unwrap().presence.len(), 37);
+    assert!(sb.read().unwrap().msgs.stored_messages() > 0);
     assert_eq!(b.applied_state().await.unwrap().0, Some(log_id(1, 200)));
     drop(b);
     drop(_lb);

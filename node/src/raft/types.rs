@@ -4,7 +4,7 @@ use std::fmt;
 
 use serde::{Deserialize, Serialize};
 
-use crate::presence::Command;
+use crate::state::{Command, OpResult};
 
 /// Addresses of one member, as stored in the Raft membership.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -21,11 +21,12 @@ impl fmt::Display for NodeAddr {
     }
 }
 
-/// What applying one entry answers to the writer: nothing beyond its index,
-/// which the caller already gets from openraft as the log id.
+/// What applying one entry answers to the writer: its index and one result
+/// per operation, in order.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Applied {
     pub revision: u64,
+    pub results: Vec<OpResult>,
 }
 
 openraft::declare_raft_types!(
