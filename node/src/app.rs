@@ -11,7 +11,12 @@ use std::task::{Context, Poll};
 use axum::Router;
 use herald_proto::raft::raft_internal_server::RaftInternalServer;
 use herald_proto::v1::cluster_server::ClusterServer;
+use herald_proto::v1::gateway_server::GatewayServer;
+use herald_proto::v1::messages_server::MessagesServer;
 use herald_proto::v1::presence_server::PresenceServer;
+
+use crate::api::messages::MessagesGrpc;
+use crate::gateway::session::GatewayGrpc;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
@@ -55,6 +60,14 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()> + Send + 'st
     tokio::spawn(time.clone().serve(time_l, move || n1.leader_id()));
     tokio::spawn(time.clone().sync_loop(move || (n2.leader_id(), n2.lowest_voter())));
     let metrics = Arc::new(Metrics::new());
+    let gateway = crate::gateway::Gateway::new(
+        node.clone(),
+        config.gateway.clone(),
+        config.messages.clone(),
+        crate::gateway::auth::Authenticator::new(&config.auth),
+        me.publish_addr(),
+    );
+    gateway.start();
     let api = Arc::new(Api {
         cluster: config.cluster.clone(),
         servers: config.servers.clone(),
@@ -62,6 +75,7 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()> + Send + 'st
         limits: config.limits.clone(),
         metrics,
         time,
+        gateway: gateway.clone(),
     });
     let app = App { config, node, api };
     tracing::info!(
@@ -81,7 +95,7 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()> + Send + 'st
         }
     };
 
-    let raft_svc = RaftInternalServer::new(RaftService { node: app.node.clone() })
+    let raft_svc = RaftInternalServer::new(RaftService { node: app.node.clone(), gateway: gateway.clone().into() })
         .max_decoding_message_size(MAX_RAFT_MESSAGE_BYTES)
         .max_encoding_message_size(MAX_RAFT_MESSAGE_BYTES);
     let sync_incoming = LimitedListener::new(sync_l, MAX_SYNC_CONNECTIONS);
@@ -116,10 +130,20 @@ pub fn publish_router(api: &Arc<Api>) -> Router {
         .max_decoding_message_size(limit)
         .max_encoding_message_size(64 << 20);
     let cluster = ClusterServer::new(ClusterService { api: api.clone() });
-    let grpc = tonic::service::Routes::new(presence).add_service(cluster);
+    let messages = MessagesServer::new(MessagesGrpc { api: api.clone() })
+        .max_decoding_message_size(limit)
+        .max_encoding_message_size(limit);
+    // Session frames carry at most one message body each.
+    let frame_limit = api.gateway.msgs.max_body_bytes + 64 * 1024;
+    let gateway = GatewayServer::new(GatewayGrpc { gw: api.gateway.clone() })
+        .max_decoding_message_size(frame_limit)
+        .max_encoding_message_size(frame_limit);
+    let grpc = tonic::service::Routes::new(presence).add_service(cluster).add_service(messages).add_service(gateway);
     http::router(api.clone())
         .route_service("/herald.v1.Presence/{*method}", grpc.clone())
-        .route_service("/herald.v1.Cluster/{*method}", grpc)
+        .route_service("/herald.v1.Cluster/{*method}", grpc.clone())
+        .route_service("/herald.v1.Messages/{*method}", grpc.clone())
+        .route_service("/herald.v1.Gateway/{*method}", grpc)
 }
 
 /// A TCP listener that holds at most `max` connections open: accepting waits

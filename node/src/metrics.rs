@@ -20,6 +20,22 @@ pub struct CodeLabel {
     pub code: String,
 }
 
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct OutcomeLabel {
+    pub outcome: String,
+}
+
+/// Gateway and message-store figures sampled at render time.
+#[derive(Debug, Default, Clone, Copy)]
+pub struct GatewayFigures {
+    pub sessions: u64,
+    pub sessions_opened: u64,
+    pub sessions_refused: u64,
+    pub pushes: u64,
+    pub stored_messages: u64,
+    pub inboxes: u64,
+}
+
 /// All metrics of one node.
 pub struct Metrics {
     registry: Registry,
@@ -30,6 +46,14 @@ pub struct Metrics {
     pub query_ids: Counter,
     pub query_seconds: Family<ConsistencyLabel, Histogram>,
     pub errors: Family<CodeLabel, Counter>,
+    pub messages_sent: Counter,
+    pub message_outcomes: Family<OutcomeLabel, Counter>,
+    sessions: Gauge,
+    sessions_opened: Gauge,
+    sessions_refused: Gauge,
+    pushes: Gauge,
+    stored_messages: Gauge,
+    inboxes: Gauge,
     term: Gauge,
     leader: Gauge,
     is_leader: Gauge,
@@ -67,6 +91,14 @@ impl Metrics {
             query_ids: Counter::default(),
             query_seconds: Family::new_with_constructor(latency_histogram),
             errors: Family::default(),
+            messages_sent: Counter::default(),
+            message_outcomes: Family::default(),
+            sessions: Gauge::default(),
+            sessions_opened: Gauge::default(),
+            sessions_refused: Gauge::default(),
+            pushes: Gauge::default(),
+            stored_messages: Gauge::default(),
+            inboxes: Gauge::default(),
             term: Gauge::default(),
             leader: Gauge::default(),
             is_leader: Gauge::default(),
@@ -89,6 +121,14 @@ impl Metrics {
         r.register("presence_query_ids", "Ids asked for in batch queries", m.query_ids.clone());
         r.register("presence_query_seconds", "Latency of batch queries", m.query_seconds.clone());
         r.register("api_errors", "Requests answered with an error, by code", m.errors.clone());
+        r.register("messages_sent", "Message submissions answered", m.messages_sent.clone());
+        r.register("message_recipient_outcomes", "Per-recipient outcomes of submissions (delivered, stored, dropped, rejected)", m.message_outcomes.clone());
+        r.register("gateway_sessions", "Client sessions open on this node", m.sessions.clone());
+        r.register("gateway_sessions_opened", "Sessions opened on this node since start", m.sessions_opened.clone());
+        r.register("gateway_sessions_refused", "Sessions refused (token, limits) since start", m.sessions_refused.clone());
+        r.register("gateway_pushes", "Messages sent to sessions on this node since start", m.pushes.clone());
+        r.register("messages_stored", "Message bodies in the offline store", m.stored_messages.clone());
+        r.register("messages_inboxes", "Users with stored messages", m.inboxes.clone());
         r.register("raft_term", "Current Raft term", m.term.clone());
         r.register("raft_leader", "Number of the known leader (0 = none)", m.leader.clone());
         r.register("raft_is_leader", "1 when this node is the leader", m.is_leader.clone());
@@ -106,7 +146,13 @@ impl Metrics {
     }
 
     /// Renders the text exposition, after refreshing the gauges.
-    pub fn render(&self, st: &LocalStatus, users: usize, online: usize, clock: &ClockStatus, master_changes: u64) -> String {
+    pub fn render(&self, st: &LocalStatus, users: usize, online: usize, clock: &ClockStatus, master_changes: u64, gw: GatewayFigures) -> String {
+        self.sessions.set(gw.sessions as i64);
+        self.sessions_opened.set(gw.sessions_opened as i64);
+        self.sessions_refused.set(gw.sessions_refused as i64);
+        self.pushes.set(gw.pushes as i64);
+        self.stored_messages.set(gw.stored_messages as i64);
+        self.inboxes.set(gw.inboxes as i64);
         self.clock_offset_ms.set(clock.offset_ms);
         self.clock_rtt_ms.set(clock.rtt_ms);
         self.clock_in_tolerance.set(clock.in_tolerance as i64);

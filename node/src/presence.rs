@@ -279,6 +279,24 @@ impl PresenceState {
         }
     }
 
+    /// Gateways that hold at least one session.
+    pub fn gateways(&self) -> Vec<u64> {
+        let mut v: Vec<u64> = self.by_gateway.keys().copied().collect();
+        v.sort();
+        v
+    }
+
+    /// (uid, client) of every session `gateway` holds.
+    pub fn gateway_sessions(&self, gateway: u64) -> Vec<(String, String)> {
+        let mut out = Vec::new();
+        for uid in self.by_gateway.get(&gateway).into_iter().flatten() {
+            if let Some(r) = self.users.get(uid) {
+                out.extend(r.gateways.iter().filter(|(_, g)| **g == gateway).map(|(c, _)| (uid.clone(), c.clone())));
+            }
+        }
+        out
+    }
+
     /// Users with a session on `gateway` (reconciliation, tests).
     pub fn gateway_users(&self, gateway: u64) -> usize {
         self.by_gateway.get(&gateway).map_or(0, |s| s.len())

@@ -25,7 +25,7 @@ impl IntoResponse for ApiError {
 }
 
 /// Maps axum's JSON rejections to our error shape and codes.
-fn json_error(r: JsonRejection, limit: usize) -> ApiError {
+pub(crate) fn json_error(r: JsonRejection, limit: usize) -> ApiError {
     match r {
         JsonRejection::JsonDataError(e) => ApiError::bad("invalid_field", e.body_text()),
         JsonRejection::JsonSyntaxError(e) => ApiError::bad("malformed_json", e.body_text()),
@@ -146,6 +146,7 @@ pub fn router(api: Arc<Api>) -> Router {
         .route("/v1/cluster/transfer-leader", post(post_transfer_leader))
         .route("/healthz", get(healthz))
         .route("/metrics", get(metrics))
+        .merge(super::messages::routes())
         .fallback(not_found)
         .layer(DefaultBodyLimit::max(limit))
         .with_state(api)
@@ -247,12 +248,22 @@ async fn healthz(State(api): State<AppState>) -> Response {
 
 async fn metrics(State(api): State<AppState>) -> Response {
     let st = api.node.status();
-    let (users, online) = {
+    let (users, online, stored, inboxes) = {
         let s = api.node.state();
         let s = s.read().expect("state lock");
-        (s.presence.len(), s.presence.online_count())
+        (s.presence.len(), s.presence.online_count(), s.msgs.stored_messages(), s.msgs.inboxes())
     };
     let changes = api.node.master_changes.load(std::sync::atomic::Ordering::Relaxed);
-    let body = api.metrics.render(&st, users, online, &api.time.status(), changes);
+    let g = &api.gateway;
+    let ld = |a: &std::sync::atomic::AtomicU64| a.load(std::sync::atomic::Ordering::Relaxed);
+    let figures = crate::metrics::GatewayFigures {
+        sessions: g.session_count() as u64,
+        sessions_opened: ld(&g.sessions_opened),
+        sessions_refused: ld(&g.sessions_refused),
+        pushes: ld(&g.pushes),
+        stored_messages: stored as u64,
+        inboxes: inboxes as u64,
+    };
+    let body = api.metrics.render(&st, users, online, &api.time.status(), changes, figures);
     ([(axum::http::header::CONTENT_TYPE, "text/plain; version=0.0.4; charset=utf-8")], body).into_response()
 }

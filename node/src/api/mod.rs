@@ -4,6 +4,7 @@
 
 pub mod grpc;
 pub mod http;
+pub mod messages;
 
 use std::sync::Arc;
 use std::time::Instant;
@@ -24,6 +25,9 @@ pub enum ApiError {
     TooLarge { limit: usize },
     #[error("{0}")]
     NotFound(String),
+    /// A refusal with its own HTTP status (404 unknown_group, 503 no_gateway…).
+    #[error("{message}")]
+    WithStatus { status: u16, code: &'static str, message: String },
     #[error(transparent)]
     Cluster(#[from] ClusterError),
     /// An error answered by another node (the leader) for a forwarded
@@ -43,11 +47,16 @@ impl ApiError {
         ApiError::BadRequest { code, message: message.into() }
     }
 
+    pub fn bad_status(status: u16, code: &'static str, message: impl Into<String>) -> Self {
+        ApiError::WithStatus { status, code, message: message.into() }
+    }
+
     /// Stable snake_case code.
     pub fn code(&self) -> &str {
         match self {
             ApiError::BadRequest { code, .. } => code,
             ApiError::Forwarded { code, .. } => code,
+            ApiError::WithStatus { code, .. } => code,
             ApiError::TooLarge { .. } => "payload_too_large",
             ApiError::NotFound(_) => "not_found",
             ApiError::Cluster(e) => e.code(),
@@ -61,6 +70,7 @@ impl ApiError {
             ApiError::TooLarge { .. } => 413,
             ApiError::NotFound(_) => 404,
             ApiError::Forwarded { status, .. } => *status,
+            ApiError::WithStatus { status, .. } => *status,
             ApiError::Cluster(e) => match e {
                 ClusterError::NoLeader | ClusterError::NotLeader(_) | ClusterError::Unavailable(_) => 503,
                 ClusterError::Timeout => 504,
@@ -129,10 +139,11 @@ pub struct Api {
     pub limits: Limits,
     pub metrics: Arc<Metrics>,
     pub time: Arc<crate::time::TimeService>,
+    pub gateway: Arc<crate::gateway::Gateway>,
 }
 
 impl Api {
-    fn count_error(&self, e: &ApiError) {
+    pub(crate) fn count_error(&self, e: &ApiError) {
         self.metrics.errors.get_or_create(&CodeLabel { code: e.code().to_string() }).inc();
     }
 

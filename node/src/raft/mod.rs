@@ -236,6 +236,34 @@ impl RaftNode {
         }
     }
 
+    /// Waits until this node has applied `index` (bounded by the op timeout).
+    pub async fn wait_applied(&self, index: u64) -> Result<(), ClusterError> {
+        self.raft
+            .wait(Some(self.op_timeout))
+            .applied_index_at_least(Some(index), "wait applied")
+            .await
+            .map(|_| ())
+            .map_err(|_| ClusterError::Timeout)
+    }
+
+    /// Members (voters and learners) with their addresses.
+    pub fn members(&self) -> Vec<(u64, NodeAddr)> {
+        let m = self.raft.metrics();
+        let m = m.borrow_watched();
+        m.membership_config.membership().nodes().map(|(id, a)| (*id, a.clone())).collect()
+    }
+
+    /// A client of another member's internal service (sync port).
+    pub fn peer_client(&self, node: u64) -> Result<RaftInternalClient<Channel>, ClusterError> {
+        let addr = self.members().into_iter().find(|(id, _)| *id == node).map(|(_, a)| a.sync).ok_or(ClusterError::UnknownNode(node))?;
+        self.peer(&addr)
+    }
+
+    /// The clock leaders stamp commands with.
+    pub fn clock(&self) -> &Arc<ClusterClock> {
+        &self.clock
+    }
+
     fn peer(&self, addr: &str) -> Result<RaftInternalClient<Channel>, ClusterError> {
         let mut peers = self.peers.lock().expect("peers lock");
         if let Some(c) = peers.get(addr) {

@@ -20,6 +20,8 @@ const MAX_SNAPSHOT_BYTES: u64 = 16 << 30;
 
 pub struct RaftService {
     pub node: Arc<RaftNode>,
+    /// The node's gateway, for load and delivery reports between nodes.
+    pub gateway: std::sync::OnceLock<Arc<crate::gateway::Gateway>>,
 }
 
 fn bad(e: impl std::fmt::Display) -> Status {
@@ -106,10 +108,14 @@ impl RaftInternal for RaftService {
     }
 
     async fn load(&self, _req: Request<RaftBytes>) -> Result<Response<RaftBytes>, Status> {
-        Err(Status::unimplemented("load: not yet"))
+        let gw = self.gateway.get().ok_or_else(|| Status::unavailable("gateway not started"))?;
+        crate::gateway::load::answer(gw).map(Response::new).map_err(Status::internal)
     }
 
-    async fn delivered(&self, _req: Request<RaftBytes>) -> Result<Response<RaftBytes>, Status> {
-        Err(Status::unimplemented("delivered: not yet"))
+    async fn delivered(&self, req: Request<RaftBytes>) -> Result<Response<RaftBytes>, Status> {
+        let gw = self.gateway.get().ok_or_else(|| Status::unavailable("gateway not started"))?;
+        let r: crate::gateway::DeliveredReport = decode(&req.into_inner().data).map_err(bad)?;
+        gw.delivered_here(&r.reports);
+        reply(&())
     }
 }

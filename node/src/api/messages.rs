@@ -1,0 +1,505 @@
+//! Message submission, recipient groups, offline-storage settings and the
+//! gateway choice (MISSION M1–M5): the request logic on [`Api`], the HTTP
+//! routes and the gRPC `herald.v1.Messages` service.
+
+use std::collections::HashSet;
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::extract::rejection::JsonRejection;
+use axum::extract::{Path, Query, State};
+use axum::routing::{get, post, put};
+use axum::{Json, Router};
+use herald_proto::v1 as pb;
+use serde::{Deserialize, Serialize};
+use tonic::{Request, Response, Status};
+
+use super::{Api, ApiError};
+use crate::messages::{
+    Kind, MsgOp, MsgResult, Origin, SendOp, Stored, MAX_CONTENT_TYPE_BYTES, MAX_GROUP_MEMBERS, MAX_GROUP_NAME_BYTES,
+    MAX_IDEMPOTENCY_KEY_BYTES,
+};
+use crate::presence::MAX_UID_BYTES;
+use crate::state::{Op, OpResult};
+
+/// A submission, as HTTP and gRPC both hand it over.
+#[derive(Debug, Clone, Default)]
+pub struct Submission {
+    pub idempotency_key: String,
+    pub from: String,
+    pub to: Vec<String>,
+    pub group: Option<String>,
+    pub broadcast: bool,
+    pub ttl_s: u64,
+    pub content_type: String,
+    pub body: Vec<u8>,
+}
+
+/// The outcome for one recipient.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct RecipientOutcome {
+    pub uid: String,
+    /// delivered | stored | dropped | rejected
+    pub outcome: String,
+    #[serde(skip_serializing_if = "String::is_empty", default)]
+    pub reason: String,
+}
+
+/// The answer to a submission.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct SendAnswer {
+    pub message_id: u64,
+    pub revision: u64,
+    pub duplicate: bool,
+    pub recipients: Vec<RecipientOutcome>,
+    /// Broadcasts: "online_only" or "stored".
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub broadcast: Option<String>,
+    #[serde(skip_serializing_if = "is_zero")]
+    pub expires_at_ms: u64,
+}
+
+fn is_zero(v: &u64) -> bool {
+    *v == 0
+}
+
+fn check_uid(field: &'static str, uid: &str) -> Result<(), ApiError> {
+    if uid.is_empty() || uid.len() > MAX_UID_BYTES {
+        return Err(ApiError::bad("invalid_uid", format!("{field}: a uid is 1..={MAX_UID_BYTES} bytes, got {:?}", uid)));
+    }
+    Ok(())
+}
+
+fn check_group_name(name: &str) -> Result<(), ApiError> {
+    if name.is_empty() || name.len() > MAX_GROUP_NAME_BYTES {
+        return Err(ApiError::bad("invalid_group", format!("a group name is 1..={MAX_GROUP_NAME_BYTES} bytes")));
+    }
+    Ok(())
+}
+
+impl Api {
+    /// Validates a submission, commits it (stored for subscribed
+    /// recipients before any push), then waits up to the push timeout for
+    /// online recipients to acknowledge; answers per recipient.
+    #[tracing::instrument(level = "info", skip_all, fields(from = %s.from, key = %s.idempotency_key, to = s.to.len(), group = ?s.group, broadcast = s.broadcast))]
+    pub async fn send(&self, s: Submission) -> Result<SendAnswer, ApiError> {
+        let r = self.send_inner(s).await;
+        match &r {
+            Ok(a) => {
+                self.metrics.messages_sent.inc();
+                for o in &a.recipients {
+                    self.metrics.message_outcomes.get_or_create(&crate::metrics::OutcomeLabel { outcome: o.outcome.clone() }).inc();
+                }
+            }
+            Err(e) => self.count_error(e),
+        }
+        r
+    }
+
+    fn validate(&self, s: &Submission) -> Result<(), ApiError> {
+        let cfg = &self.gateway.msgs;
+        if s.idempotency_key.is_empty() || s.idempotency_key.len() > MAX_IDEMPOTENCY_KEY_BYTES {
+            return Err(ApiError::bad(
+                "invalid_idempotency_key",
+                format!("idempotency_key is required, 1..={MAX_IDEMPOTENCY_KEY_BYTES} bytes (a retry with the same key is not stored twice)"),
+            ));
+        }
+        check_uid("from", &s.from)?;
+        let ways = (!s.to.is_empty()) as u8 + s.group.is_some() as u8 + s.broadcast as u8;
+        if ways != 1 {
+            return Err(ApiError::bad("invalid_recipients", "name recipients in exactly one way: a `to` list, a `group`, or `broadcast`"));
+        }
+        if s.to.len() > cfg.max_recipients {
+            return Err(ApiError::bad("too_many_recipients", format!("{} recipients; at most {}", s.to.len(), cfg.max_recipients)));
+        }
+        for u in &s.to {
+            check_uid("to", u)?;
+        }
+        if let Some(g) = &s.group {
+            check_group_name(g)?;
+        }
+        if s.ttl_s > 0 && !s.broadcast {
+            return Err(ApiError::bad(
+                "ttl_not_supported",
+                "ttl_s applies to broadcasts; a directed message is stored until its recipient acknowledges it",
+            ));
+        }
+        if s.ttl_s > cfg.max_ttl_s {
+            return Err(ApiError::bad("invalid_ttl", format!("ttl_s {} is over the maximum of {}", s.ttl_s, cfg.max_ttl_s)));
+        }
+        if s.content_type.len() > MAX_CONTENT_TYPE_BYTES {
+            return Err(ApiError::bad("invalid_content_type", format!("content_type is at most {MAX_CONTENT_TYPE_BYTES} bytes")));
+        }
+        if s.body.len() > cfg.max_body_bytes {
+            return Err(ApiError::TooLarge { limit: cfg.max_body_bytes });
+        }
+        Ok(())
+    }
+
+    async fn send_inner(&self, s: Submission) -> Result<SendAnswer, ApiError> {
+        self.validate(&s)?;
+        // Fast refusal of an unknown group from this node's state; apply
+        // decides for good (a group created meanwhile is fine).
+        if let Some(g) = &s.group {
+            let st = self.node.state();
+            let known = st.read().expect("state lock").msgs.group(g).is_some();
+            if !known {
+                self.node.read_barrier().await?;
+                if st.read().expect("state lock").msgs.group(g).is_none() {
+                    return Err(ApiError::bad("unknown_group", format!("no recipient group named {g:?}")));
+                }
+            }
+        }
+        let cfg = &self.gateway.msgs;
+        let (req, waiter) = self.gateway.waiter();
+        let op = SendOp {
+            idempotency_key: s.idempotency_key,
+            from: s.from,
+            to: s.to,
+            group: s.group,
+            broadcast: s.broadcast,
+            ttl_ms: s.ttl_s.saturating_mul(1000),
+            content_type: if s.content_type.is_empty() { "text/plain".into() } else { s.content_type },
+            body: s.body,
+            origin: Origin { node: self.node.id, req },
+            quota: cfg.quota_per_user.min(u32::MAX as usize) as u32,
+            idempotency_window_ms: cfg.idempotency_window_s.saturating_mul(1000),
+        };
+        let written = self.node.write(vec![Op::Msg(MsgOp::Send(op))]).await;
+        let (revision, results) = match written {
+            Ok(x) => x,
+            Err(e) => {
+                self.gateway.forget(req);
+                return Err(e.into());
+            }
+        };
+        let r = match results.into_iter().next() {
+            Some(OpResult::Msg(MsgResult::Sent(Ok(r)))) => r,
+            Some(OpResult::Msg(MsgResult::Sent(Err(e)))) => {
+                self.gateway.forget(req);
+                return Err(ApiError::bad(e.code(), e.to_string()));
+            }
+            other => {
+                self.gateway.forget(req);
+                return Err(ApiError::Cluster(crate::raft::ClusterError::Internal(format!("unexpected apply result {other:?}"))));
+            }
+        };
+        if r.kind == Kind::Broadcast {
+            self.gateway.forget(req);
+            return Ok(SendAnswer {
+                message_id: r.id,
+                revision,
+                duplicate: r.duplicate,
+                recipients: Vec::new(),
+                broadcast: Some(if r.expires_at_ms > 0 { "stored" } else { "online_only" }.into()),
+                expires_at_ms: r.expires_at_ms,
+            });
+        }
+        // Wait for online recipients (a retry is answered from the log:
+        // what was stored, not who acknowledged).
+        let online: HashSet<String> = if r.duplicate {
+            HashSet::new()
+        } else {
+            let st = self.node.state();
+            let st = st.read().expect("state lock");
+            r.outcomes.iter().filter(|(u, _)| st.presence.get(u).is_some_and(|p| p.online())).map(|(u, _)| u.clone()).collect()
+        };
+        if !online.is_empty() {
+            let deadline = tokio::time::Instant::now() + Duration::from_millis(self.gateway.cfg.push_timeout_ms);
+            loop {
+                let n = waiter.notify.notified();
+                tokio::pin!(n);
+                n.as_mut().enable();
+                if online.iter().all(|u| waiter.delivered.lock().expect("delivered").contains(u)) {
+                    break;
+                }
+                if tokio::time::timeout_at(deadline, n).await.is_err() {
+                    break;
+                }
+            }
+        }
+        self.gateway.forget(req);
+        let delivered = waiter.delivered.lock().expect("delivered").clone();
+        let recipients = r
+            .outcomes
+            .iter()
+            .map(|(uid, st)| {
+                let (outcome, reason) = if delivered.contains(uid) {
+                    ("delivered", "")
+                } else {
+                    match st {
+                        Stored::Stored => ("stored", ""),
+                        Stored::NotSubscribed => ("dropped", "not_subscribed"),
+                        Stored::QuotaExceeded => ("rejected", "quota_exceeded"),
+                    }
+                };
+                RecipientOutcome { uid: uid.clone(), outcome: outcome.into(), reason: reason.into() }
+            })
+            .collect();
+        Ok(SendAnswer { message_id: r.id, revision, duplicate: r.duplicate, recipients, broadcast: None, expires_at_ms: 0 })
+    }
+
+    /// Replaces (or with no members deletes) a recipient group.
+    pub async fn set_group(&self, name: &str, members: Vec<String>) -> Result<u64, ApiError> {
+        check_group_name(name)?;
+        if members.len() > MAX_GROUP_MEMBERS.min(self.gateway.msgs.max_recipients) {
+            let max = MAX_GROUP_MEMBERS.min(self.gateway.msgs.max_recipients);
+            return Err(ApiError::bad("too_many_recipients", format!("{} members; at most {max}", members.len())));
+        }
+        for m in &members {
+            check_uid("members", m)?;
+        }
+        let (rev, _) = self.node.write(vec![Op::Msg(MsgOp::SetGroup { name: name.to_owned(), members })]).await?;
+        Ok(rev)
+    }
+
+    /// A group's members (linearizable).
+    pub async fn get_group(&self, name: &str) -> Result<(Vec<String>, u64), ApiError> {
+        check_group_name(name)?;
+        let rev = self.node.read_barrier().await?;
+        let st = self.node.state();
+        let st = st.read().expect("state lock");
+        match st.msgs.group(name) {
+            Some(m) => Ok((m.to_vec(), rev.max(st.applied()))),
+            None => Err(ApiError::bad_status(404, "unknown_group", format!("no recipient group named {name:?}"))),
+        }
+    }
+
+    /// Subscribes or unsubscribes a user from offline storage.
+    pub async fn set_settings(&self, uid: &str, offline: bool) -> Result<SettingsAnswer, ApiError> {
+        check_uid("uid", uid)?;
+        let (rev, _) = self.node.write(vec![Op::Msg(MsgOp::SetOffline { uid: uid.to_owned(), enabled: offline })]).await?;
+        self.node.wait_applied(rev).await?;
+        let mut a = self.settings_now(uid);
+        a.revision = rev;
+        Ok(a)
+    }
+
+    /// A user's settings and queue length (linearizable).
+    pub async fn get_settings(&self, uid: &str) -> Result<SettingsAnswer, ApiError> {
+        check_uid("uid", uid)?;
+        self.node.read_barrier().await?;
+        Ok(self.settings_now(uid))
+    }
+
+    fn settings_now(&self, uid: &str) -> SettingsAnswer {
+        let st = self.node.state();
+        let st = st.read().expect("state lock");
+        SettingsAnswer { uid: uid.to_owned(), offline: st.msgs.offline_enabled(uid), queued: st.msgs.queued(uid) as u64, revision: st.applied() }
+    }
+
+    /// The best gateway for a client.
+    pub fn pick_gateway(&self, uid: &str) -> Result<pb::PickGatewayResponse, ApiError> {
+        let r = self.gateway.load.pick(&self.node, uid);
+        if r.best.is_none() {
+            return Err(ApiError::bad_status(503, "no_gateway", "no healthy gateway is known"));
+        }
+        Ok(r)
+    }
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct SettingsAnswer {
+    pub uid: String,
+    pub offline: bool,
+    pub queued: u64,
+    pub revision: u64,
+}
+
+// ------------------------------------------------------------------ HTTP
+
+/// `POST /v1/messages` body.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SendBody {
+    pub idempotency_key: String,
+    pub from: String,
+    #[serde(default)]
+    pub to: Vec<String>,
+    #[serde(default)]
+    pub group: Option<String>,
+    #[serde(default)]
+    pub broadcast: bool,
+    #[serde(default)]
+    pub ttl_s: u64,
+    #[serde(default)]
+    pub content_type: String,
+    /// The body as text...
+    #[serde(default)]
+    pub body: Option<String>,
+    /// ...or as base64 (binary bodies).
+    #[serde(default)]
+    pub body_base64: Option<String>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct GroupBody {
+    members: Vec<String>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct SettingsBody {
+    offline: bool,
+}
+
+#[derive(Debug, Deserialize, Default)]
+struct GatewayQuery {
+    #[serde(default)]
+    uid: String,
+    #[serde(default)]
+    #[allow(dead_code)]
+    client: String,
+}
+
+type AppState = Arc<Api>;
+
+/// Routes of this module, merged into the HTTP router.
+pub fn routes() -> Router<AppState> {
+    Router::new()
+        .route("/v1/messages", post(post_message))
+        .route("/v1/groups/{name}", put(put_group).get(get_group).delete(delete_group))
+        .route("/v1/users/{uid}/settings", put(put_settings).get(get_settings))
+        .route("/v1/gateway", get(get_gateway))
+}
+
+async fn post_message(State(api): State<AppState>, body: Result<Json<SendBody>, JsonRejection>) -> Result<Json<SendAnswer>, ApiError> {
+    let Json(b) = body.map_err(|r| super::http::json_error(r, api.limits.max_request_bytes))?;
+    let body = match (b.body, b.body_base64) {
+        (Some(t), None) => t.into_bytes(),
+        (None, Some(b64)) => {
+            use base64::Engine as _;
+            base64::engine::general_purpose::STANDARD
+                .decode(b64.as_bytes())
+                .map_err(|e| ApiError::bad("invalid_body", format!("body_base64: {e}")))?
+        }
+        (None, None) => Vec::new(),
+        (Some(_), Some(_)) => return Err(ApiError::bad("invalid_body", "give body or body_base64, not both")),
+    };
+    let s = Submission {
+        idempotency_key: b.idempotency_key,
+        from: b.from,
+        to: b.to,
+        group: b.group,
+        broadcast: b.broadcast,
+        ttl_s: b.ttl_s,
+        content_type: b.content_type,
+        body,
+    };
+    Ok(Json(api.send(s).await?))
+}
+
+async fn put_group(State(api): State<AppState>, Path(name): Path<String>, body: Result<Json<GroupBody>, JsonRejection>) -> Result<Json<serde_json::Value>, ApiError> {
+    let Json(b) = body.map_err(|r| super::http::json_error(r, api.limits.max_request_bytes))?;
+    if b.members.is_empty() {
+        return Err(ApiError::bad("no_members", "a group needs members; DELETE removes a group"));
+    }
+    let members: Vec<String> = {
+        let mut seen = HashSet::new();
+        b.members.into_iter().filter(|m| seen.insert(m.clone())).collect()
+    };
+    let revision = api.set_group(&name, members.clone()).await?;
+    Ok(Json(serde_json::json!({ "name": name, "members": members, "revision": revision })))
+}
+
+async fn get_group(State(api): State<AppState>, Path(name): Path<String>) -> Result<Json<serde_json::Value>, ApiError> {
+    let (members, revision) = api.get_group(&name).await?;
+    Ok(Json(serde_json::json!({ "name": name, "members": members, "revision": revision })))
+}
+
+async fn delete_group(State(api): State<AppState>, Path(name): Path<String>) -> Result<Json<serde_json::Value>, ApiError> {
+    api.get_group(&name).await?;
+    let revision = api.set_group(&name, Vec::new()).await?;
+    Ok(Json(serde_json::json!({ "name": name, "deleted": true, "revision": revision })))
+}
+
+async fn put_settings(State(api): State<AppState>, Path(uid): Path<String>, body: Result<Json<SettingsBody>, JsonRejection>) -> Result<Json<SettingsAnswer>, ApiError> {
+    let Json(b) = body.map_err(|r| super::http::json_error(r, api.limits.max_request_bytes))?;
+    Ok(Json(api.set_settings(&uid, b.offline).await?))
+}
+
+async fn get_settings(State(api): State<AppState>, Path(uid): Path<String>) -> Result<Json<SettingsAnswer>, ApiError> {
+    Ok(Json(api.get_settings(&uid).await?))
+}
+
+fn gateway_json(g: &pb::GatewayInfo) -> serde_json::Value {
+    serde_json::json!({
+        "node": g.node, "publish": g.publish, "sessions": g.sessions, "max_sessions": g.max_sessions,
+        "load": g.load, "healthy": g.healthy, "age_ms": g.age_ms,
+    })
+}
+
+/// `GET /v1/gateway?uid=U`: the best node for this client, and all of them.
+async fn get_gateway(
+    State(api): State<AppState>,
+    q: Result<Query<GatewayQuery>, axum::extract::rejection::QueryRejection>,
+) -> Result<Json<serde_json::Value>, ApiError> {
+    let q = q.map_err(|e| ApiError::bad("invalid_query_string", e.body_text()))?;
+    let r = api.pick_gateway(&q.0.uid)?;
+    Ok(Json(serde_json::json!({
+        "best": r.best.as_ref().map(gateway_json),
+        "candidates": r.candidates.iter().map(gateway_json).collect::<Vec<_>>(),
+    })))
+}
+
+// ------------------------------------------------------------------ gRPC
+
+/// The gRPC `herald.v1.Messages` service.
+pub struct MessagesGrpc {
+    pub api: Arc<Api>,
+}
+
+#[tonic::async_trait]
+impl pb::messages_server::Messages for MessagesGrpc {
+    async fn send(&self, req: Request<pb::SendRequest>) -> Result<Response<pb::SendResponse>, Status> {
+        let r = req.into_inner();
+        let s = Submission {
+            idempotency_key: r.idempotency_key,
+            from: r.from,
+            to: r.to,
+            group: (!r.group.is_empty()).then_some(r.group),
+            broadcast: r.broadcast,
+            ttl_s: r.ttl_s,
+            content_type: r.content_type,
+            body: r.body,
+        };
+        let a = self.api.send(s).await.map_err(|e| e.to_grpc())?;
+        Ok(Response::new(pb::SendResponse {
+            message_id: a.message_id,
+            revision: a.revision,
+            duplicate: a.duplicate,
+            recipients: a
+                .recipients
+                .into_iter()
+                .map(|o| pb::RecipientOutcome { uid: o.uid, outcome: o.outcome, reason: o.reason })
+                .collect(),
+            broadcast: a.broadcast.unwrap_or_default(),
+            expires_at_ms: a.expires_at_ms,
+        }))
+    }
+
+    async fn set_group(&self, req: Request<pb::SetGroupRequest>) -> Result<Response<pb::GroupResponse>, Status> {
+        let r = req.into_inner();
+        let revision = self.api.set_group(&r.name, r.members.clone()).await.map_err(|e| e.to_grpc())?;
+        Ok(Response::new(pb::GroupResponse { name: r.name, members: r.members, revision }))
+    }
+
+    async fn get_group(&self, req: Request<pb::GetGroupRequest>) -> Result<Response<pb::GroupResponse>, Status> {
+        let r = req.into_inner();
+        let (members, revision) = self.api.get_group(&r.name).await.map_err(|e| e.to_grpc())?;
+        Ok(Response::new(pb::GroupResponse { name: r.name, members, revision }))
+    }
+
+    async fn set_settings(&self, req: Request<pb::SetSettingsRequest>) -> Result<Response<pb::SettingsResponse>, Status> {
+        let r = req.into_inner();
+        let a = self.api.set_settings(&r.uid, r.offline).await.map_err(|e| e.to_grpc())?;
+        Ok(Response::new(pb::SettingsResponse { uid: a.uid, offline: a.offline, queued: a.queued, revision: a.revision }))
+    }
+
+    async fn get_settings(&self, req: Request<pb::GetSettingsRequest>) -> Result<Response<pb::SettingsResponse>, Status> {
+        let r = req.into_inner();
+        let a = self.api.get_settings(&r.uid).await.map_err(|e| e.to_grpc())?;
+        Ok(Response::new(pb::SettingsResponse { uid: a.uid, offline: a.offline, queued: a.queued, revision: a.revision }))
+    }
+}

@@ -1,0 +1,317 @@
+//! One client session: the gRPC bidirectional stream `Gateway.Session`.
+//!
+//! Order of a session: Hello → token check (nothing else happens before it)
+//! → registered for pushes → `SessionLogin` committed and applied here →
+//! Welcome → stored messages in id order → new messages as the log applies
+//! them. Acks delete (through Raft) and are reported to the submitting node;
+//! anything unacknowledged when the session ends stays stored and comes
+//! again next time. A session that is silent for the heartbeat timeout ends,
+//! and its user goes offline on that client (unless another session of the
+//! same user and client type is open on this node).
+
+use std::collections::BTreeMap;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::time::Duration;
+
+use futures::Stream;
+use herald_proto::v1::{self as pb, client_frame, server_frame};
+use tokio::sync::mpsc;
+use tokio_stream::wrappers::ReceiverStream;
+use tokio_stream::StreamExt;
+use tonic::{Request, Response, Status, Streaming};
+
+use super::{Gateway, Push, SESSION_QUEUE};
+use crate::messages::{Origin, StoredMsg};
+use crate::presence::{MAX_CLIENT_BYTES, MAX_UID_BYTES};
+use crate::state::Op;
+
+/// Messages sent to a session and not yet acknowledged: beyond this the
+/// session waits for acks (flow control; bounds memory per session).
+pub const WINDOW: usize = 256;
+/// How long a new stream may take to send its Hello.
+const HELLO_TIMEOUT: Duration = Duration::from_secs(10);
+/// Frames queued towards one client.
+const OUT_QUEUE: usize = 64;
+/// Ids one Ack frame may name.
+const MAX_ACK_IDS: usize = 4096;
+/// Client type used when a Hello names none.
+pub const DEFAULT_CLIENT: &str = "app";
+
+type Out = mpsc::Sender<Result<pb::ServerFrame, Status>>;
+
+fn frame(f: server_frame::Frame) -> Result<pb::ServerFrame, Status> {
+    Ok(pb::ServerFrame { frame: Some(f) })
+}
+
+/// Sends an error frame, then ends the stream with a gRPC status carrying
+/// the same stable code.
+async fn refuse(out: &Out, code: &str, message: String, status: tonic::Code) {
+    let _ = out.send(frame(server_frame::Frame::Error(pb::SessionError { code: code.into(), message: message.clone() }))).await;
+    let mut s = Status::new(status, format!("{code}: {message}"));
+    if let Ok(v) = code.parse() {
+        s.metadata_mut().insert("x-herald-code", v);
+    }
+    let _ = out.send(Err(s)).await;
+}
+
+pub fn delivery(m: &StoredMsg, stored: bool) -> pb::Delivery {
+    pb::Delivery {
+        id: m.id,
+        from: m.from.clone(),
+        kind: m.kind.as_str().into(),
+        content_type: m.content_type.clone(),
+        body: m.body.clone(),
+        sent_at_ms: m.at_ms,
+        stored,
+        expires_at_ms: m.expires_at_ms,
+        group: m.group.clone().unwrap_or_default(),
+    }
+}
+
+/// The gRPC `herald.v1.Gateway` service.
+pub struct GatewayGrpc {
+    pub gw: Arc<Gateway>,
+}
+
+#[tonic::async_trait]
+impl pb::gateway_server::Gateway for GatewayGrpc {
+    type SessionStream = Pin<Box<dyn Stream<Item = Result<pb::ServerFrame, Status>> + Send + 'static>>;
+
+    async fn session(&self, req: Request<Streaming<pb::ClientFrame>>) -> Result<Response<Self::SessionStream>, Status> {
+        let inbound = req.into_inner();
+        let (tx, rx) = mpsc::channel(OUT_QUEUE);
+        let gw = self.gw.clone();
+        tokio::spawn(async move { run(gw, inbound, tx).await });
+        Ok(Response::new(Box::pin(ReceiverStream::new(rx))))
+    }
+
+    async fn pick(&self, req: Request<pb::PickGatewayRequest>) -> Result<Response<pb::PickGatewayResponse>, Status> {
+        let r = req.into_inner();
+        Ok(Response::new(self.gw.load.pick(&self.gw.node, &r.uid)))
+    }
+}
+
+struct Session {
+    gw: Arc<Gateway>,
+    uid: String,
+    out: Out,
+    /// Highest stored id sent (stored messages go out in id order).
+    cursor: u64,
+    /// Sent, not acknowledged: id → (origin, stored).
+    inflight: BTreeMap<u64, (Origin, bool)>,
+    acks: mpsc::Sender<Vec<u64>>,
+}
+
+impl Session {
+    /// Sends stored messages after the cursor while the window has room.
+    async fn fill(&mut self) -> Result<(), ()> {
+        let room = WINDOW.saturating_sub(self.inflight.len());
+        if room == 0 {
+            return Ok(());
+        }
+        let pending = {
+            let now = self.gw.node.clock().now_ms();
+            let s = self.gw.node.state();
+            let s = s.read().expect("state lock");
+            s.msgs.pending(&self.uid, self.cursor, now, room)
+        };
+        for m in pending {
+            self.cursor = self.cursor.max(m.id);
+            self.inflight.insert(m.id, (m.origin, true));
+            self.send_msg(&m, true).await?;
+        }
+        Ok(())
+    }
+
+    async fn send_msg(&mut self, m: &StoredMsg, stored: bool) -> Result<(), ()> {
+        self.gw.pushes.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        self.out.send(frame(server_frame::Frame::Message(delivery(m, stored)))).await.map_err(|_| ())
+    }
+
+    async fn on_push(&mut self, p: Push) -> Result<(), ()> {
+        match p {
+            // Stored ones are read back from the state in id order, so a
+            // lost or reordered notice never leaves a gap.
+            Push::Msg { stored: true, .. } | Push::Resync => self.fill().await,
+            Push::Msg { msg, stored: false } => {
+                if self.inflight.len() >= WINDOW || self.inflight.contains_key(&msg.id) {
+                    // Online-only and the client is not keeping up: it is
+                    // not delivered (the sender hears "dropped").
+                    return Ok(());
+                }
+                self.inflight.insert(msg.id, (msg.origin, false));
+                self.send_msg(&msg, false).await
+            }
+        }
+    }
+
+    async fn on_ack(&mut self, a: pb::Ack) -> Result<(), ()> {
+        if a.ids.len() > MAX_ACK_IDS {
+            refuse(&self.out, "too_many_ids", format!("an ack names at most {MAX_ACK_IDS} ids"), tonic::Code::InvalidArgument).await;
+            return Err(());
+        }
+        let acked: Vec<u64> = self.inflight.keys().copied().filter(|id| *id <= a.up_to || a.ids.contains(id)).collect();
+        let mut origins = Vec::with_capacity(acked.len());
+        let mut stored = Vec::new();
+        for id in acked {
+            if let Some((o, s)) = self.inflight.remove(&id) {
+                origins.push(o);
+                if s {
+                    stored.push(id);
+                }
+            }
+        }
+        if !origins.is_empty() {
+            self.gw.report_delivered(&self.uid, &origins);
+        }
+        if !stored.is_empty() && self.acks.send(stored).await.is_err() {
+            return Err(());
+        }
+        self.fill().await
+    }
+}
+
+/// Commits a session's acks one Raft write at a time, coalescing what
+/// queued meanwhile. A failed commit leaves the messages stored: they come
+/// again (at-least-once).
+async fn ack_committer(gw: Arc<Gateway>, uid: String, mut rx: mpsc::Receiver<Vec<u64>>) {
+    while let Some(mut ids) = rx.recv().await {
+        while let Ok(more) = rx.try_recv() {
+            ids.extend(more);
+        }
+        if let Err(e) = gw.commit_acks(&uid, ids).await {
+            tracing::warn!(uid = %uid, error = %e, "ack not committed; the messages stay stored and come again");
+        }
+    }
+}
+
+#[tracing::instrument(level = "info", skip_all, fields(uid = tracing::field::Empty, client = tracing::field::Empty, session = tracing::field::Empty))]
+async fn run(gw: Arc<Gateway>, mut inbound: Streaming<pb::ClientFrame>, out: Out) {
+    // 1. Hello, then the token check before anything else.
+    let hello = match tokio::time::timeout(HELLO_TIMEOUT, inbound.next()).await {
+        Ok(Some(Ok(pb::ClientFrame { frame: Some(client_frame::Frame::Hello(h)) }))) => h,
+        Ok(Some(Ok(_))) => return refuse(&out, "expected_hello", "the first frame must be Hello".into(), tonic::Code::InvalidArgument).await,
+        Ok(Some(Err(_))) | Ok(None) => return,
+        Err(_) => return refuse(&out, "hello_timeout", format!("no Hello within {HELLO_TIMEOUT:?}"), tonic::Code::DeadlineExceeded).await,
+    };
+    let client = if hello.client.is_empty() { DEFAULT_CLIENT.to_string() } else { hello.client.clone() };
+    let span = tracing::Span::current();
+    span.record("uid", hello.uid.as_str());
+    span.record("client", client.as_str());
+    if hello.uid.is_empty() || hello.uid.len() > MAX_UID_BYTES || client.len() > MAX_CLIENT_BYTES {
+        gw.sessions_refused.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        return refuse(&out, "invalid_hello", format!("uid must be 1..={MAX_UID_BYTES} bytes and client at most {MAX_CLIENT_BYTES}"), tonic::Code::InvalidArgument).await;
+    }
+    let now_s = (crate::clock::wall_us().max(0) as u64) / 1_000_000;
+    if let Err(e) = gw.auth.check(&hello.uid, &hello.token, &client, now_s).await {
+        gw.sessions_refused.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        tracing::info!(code = e.code(), "session refused");
+        let status = if e.code() == "auth_unavailable" { tonic::Code::Unavailable } else { tonic::Code::Unauthenticated };
+        return refuse(&out, e.code(), e.to_string(), status).await;
+    }
+    if gw.session_count() >= gw.cfg.max_sessions {
+        gw.sessions_refused.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        return refuse(&out, "overloaded", format!("this gateway holds its maximum of {} sessions; ask /v1/gateway for another", gw.cfg.max_sessions), tonic::Code::ResourceExhausted).await;
+    }
+    if !gw.wait_ready(Duration::from_secs(10)).await {
+        return refuse(&out, "not_ready", "this gateway has not joined the cluster yet".into(), tonic::Code::Unavailable).await;
+    }
+
+    // 2. Registered first (pushes queue up), then online through Raft.
+    let uid = hello.uid.clone();
+    let (push_tx, mut push_rx) = mpsc::channel(SESSION_QUEUE);
+    let sid = gw.register(&uid, &client, push_tx);
+    span.record("session", sid);
+    let login = Op::SessionLogin { uid: uid.clone(), sid: hello.sid, client: client.clone(), gateway: gw.node.id };
+    let index = match gw.node.write(vec![login]).await {
+        Ok((index, _)) => index,
+        Err(e) => {
+            gw.unregister(sid);
+            return refuse(&out, e.code(), e.to_string(), tonic::Code::Unavailable).await;
+        }
+    };
+    let _ = gw.node.wait_applied(index).await;
+    gw.sessions_opened.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    let queued = {
+        let s = gw.node.state();
+        let s = s.read().expect("state lock");
+        s.msgs.queued(&uid) as u64
+    };
+    let welcome = pb::Welcome {
+        session: format!("{}-{sid}", gw.node.id),
+        node: gw.node.id,
+        heartbeat_ms: gw.cfg.heartbeat_ms,
+        heartbeat_timeout_ms: gw.cfg.heartbeat_timeout_ms(),
+        queued,
+    };
+    tracing::info!(queued, "session open");
+    let (ack_tx, ack_rx) = mpsc::channel(16);
+    let committer = tokio::spawn(ack_committer(gw.clone(), uid.clone(), ack_rx));
+    let mut s = Session { gw: gw.clone(), uid: uid.clone(), out: out.clone(), cursor: 0, inflight: BTreeMap::new(), acks: ack_tx };
+
+    // 3. Serve until the client goes, falls silent, or the node stops.
+    let timeout = Duration::from_millis(gw.cfg.heartbeat_timeout_ms());
+    let end: &str = 'serve: {
+        if out.send(frame(server_frame::Frame::Welcome(welcome))).await.is_err() || s.fill().await.is_err() {
+            break 'serve "client_gone";
+        }
+        let mut deadline = tokio::time::Instant::now() + timeout;
+        loop {
+            tokio::select! {
+                f = inbound.next() => {
+                    let f = match f {
+                        Some(Ok(f)) => f,
+                        Some(Err(_)) | None => break 'serve "client_gone",
+                    };
+                    deadline = tokio::time::Instant::now() + timeout;
+                    let r = match f.frame {
+                        Some(client_frame::Frame::Heartbeat(h)) => {
+                            let now_ms = gw.node.clock().now_ms();
+                            out.send(frame(server_frame::Frame::Heartbeat(pb::HeartbeatAck { seq: h.seq, now_ms }))).await.map_err(|_| ())
+                        }
+                        Some(client_frame::Frame::Ack(a)) => s.on_ack(a).await,
+                        Some(client_frame::Frame::Hello(_)) | None => {
+                            refuse(&out, "unexpected_frame", "Hello only once, first".into(), tonic::Code::InvalidArgument).await;
+                            Err(())
+                        }
+                    };
+                    if r.is_err() {
+                        break 'serve "client_gone";
+                    }
+                }
+                p = push_rx.recv() => {
+                    let Some(p) = p else { break 'serve "closed" };
+                    if s.on_push(p).await.is_err() {
+                        break 'serve "client_gone";
+                    }
+                }
+                _ = tokio::time::sleep_until(deadline) => {
+                    refuse(&out, "heartbeat_timeout", format!("no heartbeat for {timeout:?}"), tonic::Code::DeadlineExceeded).await;
+                    break 'serve "heartbeat_timeout";
+                }
+            }
+        }
+    };
+
+    // 4. Offline (unless another session of this user and client is here);
+    //    unacknowledged messages stay stored.
+    drop(s);
+    let _ = committer.await;
+    let last = gw.unregister(sid);
+    tracing::info!(reason = end, "session closed");
+    if last {
+        let op = Op::SessionLogout { uid: uid.clone(), client: client.clone(), gateway: gw.node.id };
+        for attempt in 0..5 {
+            match gw.node.write(vec![op.clone()]).await {
+                Ok(_) => break,
+                Err(e) => {
+                    // The reaper or the next restart reset covers a logout
+                    // that never gets through.
+                    tracing::warn!(attempt, error = %e, "session logout not written yet");
+                    tokio::time::sleep(Duration::from_millis(200)).await;
+                }
+            }
+        }
+    }
+}
