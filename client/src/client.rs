@@ -30,6 +30,7 @@ pub struct HeraldClient {
     presence: PresenceClient<Channel>,
     cluster: ClusterClient<Channel>,
     max_ids_per_query: usize,
+    channel: Channel,
 }
 
 impl HeraldClient {
@@ -63,10 +64,11 @@ impl HeraldClient {
             presence: PresenceClient::new(channel.clone())
                 .max_decoding_message_size(MAX_MESSAGE_BYTES)
                 .max_encoding_message_size(MAX_MESSAGE_BYTES),
-            cluster: ClusterClient::new(channel)
+            cluster: ClusterClient::new(channel.clone())
                 .max_decoding_message_size(MAX_MESSAGE_BYTES)
                 .max_encoding_message_size(MAX_MESSAGE_BYTES),
             max_ids_per_query: DEFAULT_MAX_IDS_PER_QUERY,
+            channel,
         }
     }
 
@@ -90,6 +92,11 @@ impl HeraldClient {
     /// (e.g. the streaming methods).
     pub fn presence_client(&self) -> PresenceClient<Channel> {
         self.presence.clone()
+    }
+
+    /// The underlying gRPC channel (for the Messages and Gateway services).
+    pub fn channel(&self) -> Channel {
+        self.channel.clone()
     }
 
     /// The generated Cluster client.

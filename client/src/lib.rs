@@ -20,12 +20,16 @@
 //! - [`chunk`] — splitting large queries and merging the answers.
 //! - [`client`] — the [`HeraldClient`].
 //! - [`error`] — [`ClientError`] and its codes.
+//! - [`messages`] — submitting messages, groups, offline settings, gateway choice.
+//! - [`session`] — a client session that heartbeats, receives, acks and reconnects.
 //! - [`types`] — plain request and answer types.
 
 pub mod addr;
 pub mod chunk;
 pub mod client;
 pub mod error;
+pub mod messages;
+pub mod session;
 pub mod types;
 
 pub use addr::{normalize_addr, DEFAULT_PUBLISH_PORT};

@@ -4,11 +4,14 @@
 
 mod bench;
 mod cluster;
+mod connect;
 mod ids;
 mod output;
 mod presence;
+mod send;
 mod status;
 mod table;
+mod token;
 
 use std::process::ExitCode;
 
@@ -51,6 +54,17 @@ pub enum Command {
     /// Benchmark a running cluster (or etcd, for comparison): throughput, latency percentiles, errors, node memory.
     #[command(subcommand)]
     Bench(bench::BenchCommand),
+    /// Send a message to users, a recipient group, or everyone.
+    Send(send::SendArgs),
+    /// Open a session as a user: print each message as a JSON line, acknowledge it, heartbeat.
+    Connect(connect::ConnectArgs),
+    /// Recipient groups: set, get, delete.
+    #[command(subcommand)]
+    Groups(send::GroupsCommand),
+    /// A user's offline-storage subscription and queue.
+    Settings(send::SettingsArgs),
+    /// Which gateway the cluster recommends, and every node's load.
+    Gateway(send::GatewayArgs),
 }
 
 /// What every command gets: where to connect and how to print.
@@ -93,6 +107,11 @@ pub async fn run(cli: Cli) -> Result<(), ClientError> {
         Command::Presence(c) => presence::run(&ctx, c).await,
         Command::Cluster(c) => cluster::run(&ctx, c).await,
         Command::Bench(c) => bench::run(&ctx, c).await,
+        Command::Send(a) => send::send(&ctx, a).await,
+        Command::Connect(a) => connect::run(&ctx, a).await,
+        Command::Groups(c) => send::groups(&ctx, c).await,
+        Command::Settings(a) => send::settings(&ctx, a).await,
+        Command::Gateway(a) => send::gateway(&ctx, a).await,
     }
 }
 

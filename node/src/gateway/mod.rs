@@ -209,7 +209,8 @@ impl Gateway {
                 Ok((index, _)) => {
                     let _ = self.node.wait_applied(index).await;
                     tracing::info!(index, "gateway reset: sessions of the previous run are offline");
-                    let _ = self.ready.send(true);
+                    // send_replace: updates even with no receiver yet.
+                    self.ready.send_replace(true);
                     return;
                 }
                 Err(e) => {

@@ -1,0 +1,185 @@
+//! Messages for applications (MISSION M1–M4): submit one-to-one, group and
+//! broadcast messages, manage recipient groups and users' offline-storage
+//! subscription, and ask which gateway a client should use.
+
+use herald_proto::v1 as pb;
+use herald_proto::v1::gateway_client::GatewayClient;
+use herald_proto::v1::messages_client::MessagesClient;
+use serde::{Deserialize, Serialize};
+
+use crate::client::{HeraldClient, MAX_MESSAGE_BYTES};
+use crate::error::ClientError;
+
+/// Who a message goes to.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Recipients {
+    /// These users (one = one-to-one).
+    To(Vec<String>),
+    /// The members of a named recipient group.
+    Group(String),
+    /// Every user: online ones only, or with a lifetime also those who log
+    /// in before it ends.
+    Broadcast,
+}
+
+/// A message to submit.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Outgoing {
+    /// Retrying with the same key (and `from`) never stores it twice.
+    pub idempotency_key: String,
+    pub from: String,
+    pub to: Recipients,
+    /// Broadcasts only: lifetime in seconds (0 = online users only).
+    pub ttl_s: u64,
+    pub content_type: String,
+    pub body: Vec<u8>,
+}
+
+/// What happened for one recipient.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RecipientOutcome {
+    pub uid: String,
+    /// delivered | stored | dropped | rejected
+    pub outcome: String,
+    #[serde(skip_serializing_if = "String::is_empty", default)]
+    pub reason: String,
+}
+
+/// The answer to a submission.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SendOutcome {
+    pub message_id: u64,
+    pub revision: u64,
+    pub duplicate: bool,
+    pub recipients: Vec<RecipientOutcome>,
+    #[serde(skip_serializing_if = "String::is_empty", default)]
+    pub broadcast: String,
+    #[serde(skip_serializing_if = "is_zero", default)]
+    pub expires_at_ms: u64,
+}
+
+fn is_zero(v: &u64) -> bool {
+    *v == 0
+}
+
+/// A user's offline-storage setting and queue.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Settings {
+    pub uid: String,
+    pub offline: bool,
+    pub queued: u64,
+    pub revision: u64,
+}
+
+/// One gateway as the cluster rates it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct GatewayInfo {
+    pub node: u64,
+    pub publish: String,
+    pub sessions: u64,
+    pub max_sessions: u64,
+    pub load: f64,
+    pub healthy: bool,
+    pub age_ms: u64,
+}
+
+impl From<pb::GatewayInfo> for GatewayInfo {
+    fn from(g: pb::GatewayInfo) -> Self {
+        GatewayInfo {
+            node: g.node,
+            publish: g.publish,
+            sessions: g.sessions,
+            max_sessions: g.max_sessions,
+            load: g.load,
+            healthy: g.healthy,
+            age_ms: g.age_ms,
+        }
+    }
+}
+
+/// The best gateway and every candidate.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct GatewayChoice {
+    pub best: Option<GatewayInfo>,
+    pub candidates: Vec<GatewayInfo>,
+}
+
+impl HeraldClient {
+    fn messages_client(&self) -> MessagesClient<tonic::transport::Channel> {
+        MessagesClient::new(self.channel()).max_decoding_message_size(MAX_MESSAGE_BYTES).max_encoding_message_size(MAX_MESSAGE_BYTES)
+    }
+
+    /// Submits a message; answers once every recipient's outcome is decided
+    /// and durable.
+    pub async fn send(&self, m: Outgoing) -> Result<SendOutcome, ClientError> {
+        let (to, group, broadcast) = match m.to {
+            Recipients::To(v) => (v, String::new(), false),
+            Recipients::Group(g) => (Vec::new(), g, false),
+            Recipients::Broadcast => (Vec::new(), String::new(), true),
+        };
+        let req = pb::SendRequest {
+            idempotency_key: m.idempotency_key,
+            from: m.from,
+            to,
+            group,
+            broadcast,
+            ttl_s: m.ttl_s,
+            content_type: m.content_type,
+            body: m.body,
+        };
+        let r = self.messages_client().send(req).await?.into_inner();
+        Ok(SendOutcome {
+            message_id: r.message_id,
+            revision: r.revision,
+            duplicate: r.duplicate,
+            recipients: r.recipients.into_iter().map(|o| RecipientOutcome { uid: o.uid, outcome: o.outcome, reason: o.reason }).collect(),
+            broadcast: r.broadcast,
+            expires_at_ms: r.expires_at_ms,
+        })
+    }
+
+    /// Creates or replaces a recipient group; no members deletes it.
+    pub async fn set_group(&self, name: &str, members: Vec<String>) -> Result<u64, ClientError> {
+        let r = self.messages_client().set_group(pb::SetGroupRequest { name: name.into(), members }).await?;
+        Ok(r.into_inner().revision)
+    }
+
+    /// A group's members.
+    pub async fn group(&self, name: &str) -> Result<Vec<String>, ClientError> {
+        let r = self.messages_client().get_group(pb::GetGroupRequest { name: name.into() }).await?;
+        Ok(r.into_inner().members)
+    }
+
+    /// Subscribes (true) or unsubscribes a user from offline storage.
+    pub async fn set_offline(&self, uid: &str, offline: bool) -> Result<Settings, ClientError> {
+        let r = self.messages_client().set_settings(pb::SetSettingsRequest { uid: uid.into(), offline }).await?.into_inner();
+        Ok(Settings { uid: r.uid, offline: r.offline, queued: r.queued, revision: r.revision })
+    }
+
+    /// A user's setting and how many messages wait for it.
+    pub async fn settings(&self, uid: &str) -> Result<Settings, ClientError> {
+        let r = self.messages_client().get_settings(pb::GetSettingsRequest { uid: uid.into() }).await?.into_inner();
+        Ok(Settings { uid: r.uid, offline: r.offline, queued: r.queued, revision: r.revision })
+    }
+
+    /// The gateway the cluster recommends for `uid`.
+    pub async fn pick_gateway(&self, uid: &str, client: &str) -> Result<GatewayChoice, ClientError> {
+        let mut c = GatewayClient::new(self.channel());
+        let r = c.pick(pb::PickGatewayRequest { uid: uid.into(), client: client.into() }).await?.into_inner();
+        Ok(GatewayChoice { best: r.best.map(GatewayInfo::from), candidates: r.candidates.into_iter().map(GatewayInfo::from).collect() })
+    }
+}
+
+/// A fresh idempotency key (random, 128 bits, hex) for callers that do not
+/// keep their own.
+pub fn new_idempotency_key() -> String {
+    use std::hash::{BuildHasher, Hasher};
+    let mut out = String::with_capacity(32);
+    for i in 0..2u64 {
+        let mut h = std::collections::hash_map::RandomState::new().build_hasher();
+        h.write_u64(i);
+        h.write_u128(std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_nanos()).unwrap_or(0));
+        out.push_str(&format!("{:016x}", h.finish()));
+    }
+    out
+}
