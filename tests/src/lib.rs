@@ -30,6 +30,15 @@ pub fn phase(name: &str) {
     eprintln!("=== phase: {name}");
 }
 
+/// The HMAC key of test clusters' `<auth>`.
+pub const TEST_AUTH_KEY: &str = "herald-test-key-0123456789abcdef";
+
+/// A session token for `uid` under [`TEST_AUTH_KEY`], valid for an hour.
+pub fn token(uid: &str) -> String {
+    let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_secs();
+    herald_proto::token::issue(TEST_AUTH_KEY.as_bytes(), uid, now + 3600)
+}
+
 /// A free TCP port on 127.0.0.1 (bound then released).
 pub fn free_port() -> u16 {
     TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
@@ -49,6 +58,19 @@ pub struct Tuning {
     pub time_tolerance_ms: u64,
     pub prefer_lowest: bool,
     pub hold_down_ms: u64,
+    /// `<gateway>`: session heartbeats, dead-gateway grace, push wait.
+    pub heartbeat_ms: u64,
+    pub heartbeat_misses: u32,
+    pub grace_ms: u64,
+    pub push_timeout_ms: u64,
+    pub max_sessions: usize,
+    pub load_poll_ms: u64,
+    /// `<messages>`.
+    pub quota_per_user: usize,
+    pub max_body_bytes: usize,
+    /// Raw XML put inside `<herald>` instead of the HMAC `<auth>` element
+    /// (e.g. an external auth service).
+    pub auth_xml: Option<String>,
 }
 
 impl Default for Tuning {
@@ -65,6 +87,15 @@ impl Default for Tuning {
             time_tolerance_ms: 5,
             prefer_lowest: true,
             hold_down_ms: 1000,
+            heartbeat_ms: 500,
+            heartbeat_misses: 3,
+            grace_ms: 3000,
+            push_timeout_ms: 2000,
+            max_sessions: 10_000,
+            load_poll_ms: 200,
+            quota_per_user: 1000,
+            max_body_bytes: 64 * 1024,
+            auth_xml: None,
         }
     }
 }
@@ -211,7 +242,7 @@ impl Cluster {
         let data_dir = self.dir.path().join(format!("node{number}"));
         let config = self.dir.path().join(format!("node{number}.xml"));
         let xml = format!(
-            "<herald cluster=\"test\">\n  <node number=\"{number}\" data-dir=\"{}\" join=\"{join}\"/>\n  <servers>\n{}  </servers>\n  <raft heartbeat-ms=\"{}\" election-min-ms=\"{}\" election-max-ms=\"{}\" snapshot-logs=\"{}\" write-timeout-ms=\"{}\"/>\n  <limits max-ids-per-query=\"{}\" max-request-bytes=\"{}\"/>\n  <time interval-ms=\"{}\" tolerance-ms=\"{}\" samples=\"3\"/>\n  <master prefer-lowest=\"{}\" hold-down-ms=\"{}\"/>\n</herald>\n",
+            "<herald cluster=\"test\">\n  <node number=\"{number}\" data-dir=\"{}\" join=\"{join}\"/>\n  <servers>\n{}  </servers>\n  <raft heartbeat-ms=\"{}\" election-min-ms=\"{}\" election-max-ms=\"{}\" snapshot-logs=\"{}\" write-timeout-ms=\"{}\"/>\n  <limits max-ids-per-query=\"{}\" max-request-bytes=\"{}\"/>\n  <time interval-ms=\"{}\" tolerance-ms=\"{}\" samples=\"3\"/>\n  <master prefer-lowest=\"{}\" hold-down-ms=\"{}\"/>\n  <gateway heartbeat-ms=\"{}\" heartbeat-misses=\"{}\" grace-ms=\"{}\" push-timeout-ms=\"{}\" max-sessions=\"{}\" load-poll-ms=\"{}\"/>\n  <messages quota-per-user=\"{}\" max-body-bytes=\"{}\"/>\n  {}\n</herald>\n",
             data_dir.display(),
             server_xml(servers),
             t.heartbeat_ms,
@@ -224,7 +255,16 @@ impl Cluster {
             t.time_interval_ms,
             t.time_tolerance_ms,
             t.prefer_lowest,
-            t.hold_down_ms
+            t.hold_down_ms,
+            t.heartbeat_ms,
+            t.heartbeat_misses,
+            t.grace_ms,
+            t.push_timeout_ms,
+            t.max_sessions,
+            t.load_poll_ms,
+            t.quota_per_user,
+            t.max_body_bytes,
+            t.auth_xml.clone().unwrap_or_else(|| format!("<auth mode=\"hmac\" key=\"{TEST_AUTH_KEY}\"/>"))
         );
         fs::write(&config, xml)?;
         let log = self.dir.path().join(format!("node{number}.log"));
@@ -317,6 +357,18 @@ pub fn get_json(addr: &str, path: &str) -> Result<(u16, Value)> {
     let status = r.status().as_u16();
     let body = r.body_mut().read_to_string()?;
     Ok((status, serde_json::from_str(&body).unwrap_or(Value::String(body))))
+}
+
+/// PUT a JSON document: (status, body).
+pub fn put_json(addr: &str, path: &str, body: &Value) -> Result<(u16, Value)> {
+    let mut r = agent()
+        .put(&format!("http://{addr}{path}"))
+        .header("content-type", "application/json")
+        .send(serde_json::to_vec(body)?.as_slice())
+        .map_err(|e| anyhow!("PUT {path}: {e}"))?;
+    let status = r.status().as_u16();
+    let text = r.body_mut().read_to_string()?;
+    Ok((status, serde_json::from_str(&text).unwrap_or(Value::String(text))))
 }
 
 /// POST raw bytes with a content type: (status, body as JSON or string).
