@@ -6,6 +6,7 @@ pub mod api;
 pub mod app;
 pub mod clock;
 pub mod config;
+pub mod gateway;
 pub mod metrics;
 pub mod presence;
 pub mod raft;

@@ -9,6 +9,7 @@ mod output;
 mod presence;
 mod status;
 mod table;
+mod token;
 
 use std::process::ExitCode;
 
@@ -22,7 +23,7 @@ use herald_client::{ClientError, HeraldClient};
     version,
     about = "Command-line client of a Herald presence cluster",
     long_about = "Command-line client of a Herald presence cluster: push presence events, query \
-                  presence, inspect the cluster and change its membership over gRPC.\n\n\
+                  presence, inspect the cluster and change its membership over gRPC; issue session tokens.\n\n\
                   Errors go to stderr as `error: <code>: <message>` with a non-zero exit code; \
                   <code> is the server's stable snake_case code (no_leader, timeout, ...)."
 )]
@@ -51,6 +52,9 @@ pub enum Command {
     /// Benchmark a running cluster (or etcd, for comparison): throughput, latency percentiles, errors, node memory.
     #[command(subcommand)]
     Bench(bench::BenchCommand),
+    /// Issue and check HMAC session tokens offline (the key of the nodes' <auth mode="hmac">).
+    #[command(subcommand)]
+    Token(token::TokenCommand),
 }
 
 /// What every command gets: where to connect and how to print.
@@ -93,6 +97,7 @@ pub async fn run(cli: Cli) -> Result<(), ClientError> {
         Command::Presence(c) => presence::run(&ctx, c).await,
         Command::Cluster(c) => cluster::run(&ctx, c).await,
         Command::Bench(c) => bench::run(&ctx, c).await,
+        Command::Token(c) => token::run(&ctx, c),
     }
 }
 
