@@ -3,6 +3,8 @@
 //! - [`v1`]: the public API (`herald.v1`): `Presence` and `Cluster` services.
 //! - [`raft`]: the internal node-to-node transport (`herald.raft`), served on
 //!   the sync port only.
+//! - [`token`]: HMAC-signed session tokens (issued by `herald token`,
+//!   checked by gateway nodes).
 
 /// Public API, package `herald.v1`.
 pub mod v1 {
@@ -13,3 +15,5 @@ pub mod v1 {
 pub mod raft {
     tonic::include_proto!("herald.raft");
 }
+
+pub mod token;

@@ -312,7 +312,7 @@ async fn first_error(frames: &mut tonic::Streaming<pb::ServerFrame>) -> Option<S
 /// its user goes offline; heartbeats themselves keep it open.
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn sessions_heartbeat_timeout_goes_offline() -> Result<()> {
-    let t = Tuning { heartbeat_ms: 300, heartbeat_misses: 3, ..Tuning::default() };
+    let t = Tuning { session_heartbeat_ms: 300, heartbeat_misses: 3, ..Tuning::default() };
     let c = Cluster::start(3, t)?;
     c.wait_leader(LEADER_WAIT)?;
     phase("a heartbeating session stays online past the timeout");

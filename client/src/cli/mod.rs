@@ -25,7 +25,7 @@ use herald_client::{ClientError, HeraldClient};
     version,
     about = "Command-line client of a Herald presence cluster",
     long_about = "Command-line client of a Herald presence cluster: push presence events, query \
-                  presence, inspect the cluster and change its membership over gRPC.\n\n\
+                  presence, inspect the cluster and change its membership over gRPC; issue session tokens.\n\n\
                   Errors go to stderr as `error: <code>: <message>` with a non-zero exit code; \
                   <code> is the server's stable snake_case code (no_leader, timeout, ...)."
 )]
@@ -65,6 +65,9 @@ pub enum Command {
     Settings(send::SettingsArgs),
     /// Which gateway the cluster recommends, and every node's load.
     Gateway(send::GatewayArgs),
+    /// Issue and check HMAC session tokens offline (the key of the nodes' <auth mode="hmac">).
+    #[command(subcommand)]
+    Token(token::TokenCommand),
 }
 
 /// What every command gets: where to connect and how to print.
@@ -112,6 +115,7 @@ pub async fn run(cli: Cli) -> Result<(), ClientError> {
         Command::Groups(c) => send::groups(&ctx, c).await,
         Command::Settings(a) => send::settings(&ctx, a).await,
         Command::Gateway(a) => send::gateway(&ctx, a).await,
+        Command::Token(c) => token::run(&ctx, c),
     }
 }
 

@@ -25,7 +25,7 @@ pub struct SendArgs {
     pub broadcast: bool,
     /// Lifetime of a broadcast: 90s, 15m, 1h, 7d.
     #[arg(long, value_parser = super::token::parse_ttl, requires = "broadcast")]
-    pub ttl: Option<std::time::Duration>,
+    pub ttl: Option<u64>,
     /// Idempotency key; a retry with the same key is not stored twice.
     /// Default: a fresh random key.
     #[arg(long)]
@@ -50,7 +50,7 @@ pub async fn send(ctx: &Ctx, a: SendArgs) -> Result<(), ClientError> {
         idempotency_key: a.key.unwrap_or_else(new_idempotency_key),
         from: a.from,
         to,
-        ttl_s: a.ttl.map(|d| d.as_secs()).unwrap_or(0),
+        ttl_s: a.ttl.unwrap_or(0),
         content_type: a.content_type,
         body: a.text.into_bytes(),
     };
