@@ -30,6 +30,12 @@ pub const EMBEDDED_NAME: &str = "conf/herald.xml (embedded)";
 pub const MAX_REQUEST_BYTES_CAP: usize = 64 * 1024 * 1024;
 /// Upper limit of `<limits max-ids-per-query>`.
 pub const MAX_IDS_PER_QUERY_CAP: usize = 1_000_000;
+/// Upper limit of `<messages max-body-bytes>` (1 MiB).
+pub const MAX_BODY_BYTES_CAP: usize = 1024 * 1024;
+/// Shortest key `<auth mode="hmac">` accepts, in bytes.
+pub const MIN_HMAC_KEY_BYTES: usize = 16;
+/// Default of `<auth mode="external" timeout-ms>`.
+pub const DEFAULT_AUTH_TIMEOUT_MS: u64 = 2_000;
 
 /// A validated configuration.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -123,7 +129,9 @@ impl Default for MessagesConfig {
 }
 
 /// `<auth>`: how session tokens are checked (MISSION M6).
-#[derive(Debug, Clone, PartialEq, Eq)]
+///
+/// `Debug` never shows the HMAC key (`heraldd --check` prints the config).
+#[derive(Clone, PartialEq, Eq, Default)]
 pub enum AuthConfig {
     /// Built-in HMAC-SHA256 signed tokens (`herald token issue`).
     Hmac { key: Vec<u8> },
@@ -131,16 +139,30 @@ pub enum AuthConfig {
     /// 2xx accepts, 401/403 refuses.
     External { url: String, timeout_ms: u64 },
     /// No `<auth>` element: every session is refused (`auth_not_configured`).
+    #[default]
     Unconfigured,
 }
 
-impl Default for AuthConfig {
-    fn default() -> Self {
-        AuthConfig::Unconfigured
+impl std::fmt::Debug for AuthConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            AuthConfig::Hmac { key } => f
+                .debug_struct("Hmac")
+                .field("key", &format_args!("<{} bytes, redacted>", key.len()))
+                .finish(),
+            AuthConfig::External { url, timeout_ms } => f
+                .debug_struct("External")
+                .field("url", url)
+                .field("timeout_ms", timeout_ms)
+                .finish(),
+            AuthConfig::Unconfigured => f.write_str("Unconfigured"),
+        }
     }
 }
 
-/// `<tls>`: certificate and key (PEM) for the publish port.
+/// `<tls>`: certificate and key (PEM) for the publish port. The paths are
+/// resolved against the configuration file's directory and were readable
+/// files when the configuration was parsed.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct TlsConfig {
     pub cert: PathBuf,
@@ -447,8 +469,20 @@ pub fn load(path: &Path) -> Result<Config, ConfigError> {
 
 /// Parses and validates a configuration; `source` names it in errors and
 /// becomes [`Config::source`].
+///
+/// Relative file paths in the configuration (`<auth key-file>`, `<tls>`) are
+/// resolved against the directory of `source` when it is a file path, and
+/// against the current directory for [`EMBEDDED_NAME`] or a bare file name.
 pub fn parse(text: &str, source: &str) -> Result<Config, ConfigError> {
-    let ctx = Ctx { file: source, text };
+    let base_dir = (source != EMBEDDED_NAME)
+        .then(|| Path::new(source).parent())
+        .flatten()
+        .filter(|d| !d.as_os_str().is_empty());
+    let ctx = Ctx {
+        file: source,
+        text,
+        base_dir,
+    };
     let root = ctx.tree()?;
     ctx.read_config(&root)
 }
@@ -490,6 +524,9 @@ fn server_desc(number: u64) -> String {
 struct Ctx<'a> {
     file: &'a str,
     text: &'a str,
+    /// Directory relative file paths are resolved against; None: the
+    /// current directory.
+    base_dir: Option<&'a Path>,
 }
 
 impl Ctx<'_> {
@@ -523,6 +560,15 @@ impl Ctx<'_> {
             line,
             column,
             message: message.into(),
+        }
+    }
+
+    /// `path` as given in the file, resolved against [`Ctx::base_dir`].
+    fn resolve(&self, path: &str) -> PathBuf {
+        let p = Path::new(path);
+        match self.base_dir {
+            Some(dir) if p.is_relative() => dir.join(p),
+            _ => p.to_path_buf(),
         }
     }
 
@@ -806,9 +852,33 @@ impl Attrs<'_, '_> {
     }
 
     fn opt_u64(&self, name: &str, default: u64, min: u64) -> Result<u64, ConfigError> {
+        self.opt_u64_in(name, default, min, u64::MAX)
+    }
+
+    /// An optional integer in `min..=max`.
+    fn opt_u64_in(&self, name: &str, default: u64, min: u64, max: u64) -> Result<u64, ConfigError> {
         match self.el.attr(name) {
             None => Ok(default),
-            Some(a) => self.int(name, &a.value, min, u64::MAX),
+            Some(a) => self.int(name, &a.value, min, max),
+        }
+    }
+
+    /// The file named by the required attribute `name`, resolved against the
+    /// configuration file's directory; it must be a readable regular file.
+    fn req_file(&self, name: &str) -> Result<PathBuf, ConfigError> {
+        let path = self.ctx.resolve(&self.req_text(name)?);
+        match std::fs::File::open(&path).and_then(|f| f.metadata()) {
+            Ok(m) if m.is_file() => Ok(path),
+            Ok(_) => Err(self.err(name, format!("{} is not a regular file", path.display()))),
+            Err(e) => Err(self.err(name, format!("cannot read {}: {e}", path.display()))),
+        }
+    }
+
+    /// Like [`Attrs::req_file`], for an optional attribute.
+    fn opt_file(&self, name: &str) -> Result<Option<PathBuf>, ConfigError> {
+        match self.el.attr(name) {
+            None => Ok(None),
+            Some(_) => self.req_file(name).map(Some),
         }
     }
 
@@ -838,7 +908,15 @@ impl Attrs<'_, '_> {
     }
 }
 
-const HERALD_CHILDREN: &[&str] = &["node", "servers", "raft", "limits", "time", "master"];
+const HERALD_CHILDREN: &[&str] = &[
+    "node", "servers", "raft", "limits", "time", "master", "gateway", "messages", "auth", "tls",
+];
+
+/// The valid values of `<auth mode>`, with the attributes each allows.
+const AUTH_MODES: &[(&str, &[&str])] = &[
+    ("hmac", &["mode", "key", "key-file"]),
+    ("external", &["mode", "url", "timeout-ms"]),
+];
 
 impl Ctx<'_> {
     /// Refuses children not in `allowed` (an empty list: no children at all).
@@ -909,6 +987,10 @@ impl Ctx<'_> {
         let limits_el = self.at_most_one(root, "limits")?;
         let time_el = self.at_most_one(root, "time")?;
         let master_el = self.at_most_one(root, "master")?;
+        let gateway_el = self.at_most_one(root, "gateway")?;
+        let messages_el = self.at_most_one(root, "messages")?;
+        let auth_el = self.at_most_one(root, "auth")?;
+        let tls_el = self.at_most_one(root, "tls")?;
 
         // <node>
         self.only_children(node_el, &[])?;
@@ -1057,6 +1139,129 @@ impl Ctx<'_> {
             }
         };
 
+        // <gateway>
+        let gateway = match gateway_el {
+            None => GatewayConfig::default(),
+            Some(el) => {
+                self.only_children(el, &[])?;
+                let d = GatewayConfig::default();
+                let a = self.attrs(
+                    el,
+                    &[
+                        "heartbeat-ms",
+                        "heartbeat-misses",
+                        "grace-ms",
+                        "push-timeout-ms",
+                        "max-sessions",
+                        "load-poll-ms",
+                    ],
+                )?;
+                GatewayConfig {
+                    heartbeat_ms: a.opt_u64_in("heartbeat-ms", d.heartbeat_ms, 100, 3_600_000)?,
+                    heartbeat_misses: a.opt_usize(
+                        "heartbeat-misses",
+                        d.heartbeat_misses as usize,
+                        1,
+                        100,
+                    )? as u32,
+                    grace_ms: a.opt_u64("grace-ms", d.grace_ms, 100)?,
+                    push_timeout_ms: a.opt_u64_in(
+                        "push-timeout-ms",
+                        d.push_timeout_ms,
+                        0,
+                        60_000,
+                    )?,
+                    max_sessions: a.opt_usize("max-sessions", d.max_sessions, 1, 10_000_000)?,
+                    load_poll_ms: a.opt_u64_in("load-poll-ms", d.load_poll_ms, 50, 60_000)?,
+                }
+            }
+        };
+
+        // <messages>, then its body limit against <limits max-request-bytes>.
+        let body_vs_request = |body: usize| {
+            format!(
+                "max-body-bytes ({body}) must be less than <limits max-request-bytes> ({}): \
+                 the JSON or gRPC request that submits a message carries its body",
+                limits.max_request_bytes
+            )
+        };
+        let messages = match messages_el {
+            None => MessagesConfig::default(),
+            Some(el) => {
+                self.only_children(el, &[])?;
+                let d = MessagesConfig::default();
+                let a = self.attrs(
+                    el,
+                    &[
+                        "max-body-bytes",
+                        "quota-per-user",
+                        "idempotency-window-s",
+                        "max-recipients",
+                        "max-ttl-s",
+                    ],
+                )?;
+                let messages = MessagesConfig {
+                    max_body_bytes: a.opt_usize(
+                        "max-body-bytes",
+                        d.max_body_bytes,
+                        1,
+                        MAX_BODY_BYTES_CAP,
+                    )?,
+                    quota_per_user: a.opt_usize(
+                        "quota-per-user",
+                        d.quota_per_user,
+                        1,
+                        1_000_000,
+                    )?,
+                    idempotency_window_s: a.opt_u64_in(
+                        "idempotency-window-s",
+                        d.idempotency_window_s,
+                        1,
+                        30 * 86_400,
+                    )?,
+                    max_recipients: a.opt_usize("max-recipients", d.max_recipients, 1, 100_000)?,
+                    max_ttl_s: a.opt_u64_in("max-ttl-s", d.max_ttl_s, 1, 365 * 86_400)?,
+                };
+                if messages.max_body_bytes >= limits.max_request_bytes {
+                    return Err(a.err("max-body-bytes", body_vs_request(messages.max_body_bytes)));
+                }
+                messages
+            }
+        };
+        if messages.max_body_bytes >= limits.max_request_bytes {
+            // No <messages>: the default body limit, so <limits> lowered the
+            // request limit below it (the default request limit is larger).
+            let el = limits_el.unwrap_or(root);
+            return Err(Attrs { ctx: self, el }.err(
+                "max-request-bytes",
+                format!(
+                    "{} (<messages> is absent, so max-body-bytes is its default {})",
+                    body_vs_request(messages.max_body_bytes),
+                    messages.max_body_bytes
+                ),
+            ));
+        }
+
+        // <auth>
+        let auth = match auth_el {
+            None => AuthConfig::Unconfigured,
+            Some(el) => self.read_auth(el)?,
+        };
+
+        // <tls>
+        let tls = match tls_el {
+            None => None,
+            Some(el) => {
+                self.only_children(el, &[])?;
+                let a = self.attrs(el, &["cert", "key", "ca"])?;
+                Some(TlsConfig {
+                    cert: a.req_file("cert")?,
+                    key: a.req_file("key")?,
+                    ca: a.opt_file("ca")?,
+                })
+            }
+        };
+
         let mut config = Config {
             source: self.file.to_string(),
             cluster,
@@ -1068,10 +1273,10 @@ impl Ctx<'_> {
             limits,
             time,
             master,
-            gateway: GatewayConfig::default(),
-            messages: MessagesConfig::default(),
-            auth: AuthConfig::default(),
-            tls: None,
+            gateway,
+            messages,
+            auth,
+            tls,
         };
         // Checked in document order, so a clash is reported at the later entry.
         if let Err(p) = check(&config, None) {
@@ -1091,6 +1296,117 @@ impl Ctx<'_> {
         }
         config.servers.sort_by_key(|s| s.number);
         Ok(config)
+    }
+}
+
+impl Ctx<'_> {
+    /// `<auth>`: `mode` picks the variant and the attributes allowed with it.
+    fn read_auth(&self, el: &Elem) -> Result<AuthConfig, ConfigError> {
+        self.only_children(el, &[])?;
+        let mut every: Vec<&str> = Vec::new();
+        for name in AUTH_MODES.iter().flat_map(|(_, a)| a.iter().copied()) {
+            if !every.contains(&name) {
+                every.push(name);
+            }
+        }
+        let a = self.attrs(el, &every)?;
+        let modes: Vec<String> = AUTH_MODES.iter().map(|(m, _)| format!("{m:?}")).collect();
+        let modes = modes.join(", ");
+        let mode = match el.attr("mode") {
+            Some(m) => m.value.as_str(),
+            None => {
+                return Err(a.err(
+                    "mode",
+                    format!("missing required attribute (valid modes: {modes})"),
+                ))
+            }
+        };
+        let Some((mode, allowed)) = AUTH_MODES.iter().find(|(m, _)| *m == mode) else {
+            return Err(a.err(
+                "mode",
+                format!("unknown mode {mode:?} (valid modes: {modes})"),
+            ));
+        };
+        if let Some(bad) = el
+            .attrs
+            .iter()
+            .find(|x| !allowed.contains(&x.name.as_str()))
+        {
+            return Err(a.err(
+                &bad.name,
+                format!(
+                    "not used with mode=\"{mode}\" (allowed: {})",
+                    allowed.join(", ")
+                ),
+            ));
+        }
+        match *mode {
+            "hmac" => {
+                let short = |n: usize| {
+                    format!("the key is {n} bytes; at least {MIN_HMAC_KEY_BYTES} are required")
+                };
+                let key = match (el.attr("key"), el.attr("key-file")) {
+                    (Some(_), Some(_)) => {
+                        return Err(a.err("key-file", "give either key or key-file, not both"))
+                    }
+                    (None, None) => {
+                        return Err(a.err(
+                            "key",
+                            "missing required attribute: mode=\"hmac\" needs key or key-file",
+                        ))
+                    }
+                    (Some(k), None) => {
+                        let key = k.value.as_bytes().to_vec();
+                        if key.len() < MIN_HMAC_KEY_BYTES {
+                            return Err(a.err("key", short(key.len())));
+                        }
+                        key
+                    }
+                    (None, Some(_)) => {
+                        let path = self.resolve(&a.req_text("key-file")?);
+                        let mut key = std::fs::read(&path).map_err(|e| {
+                            a.err("key-file", format!("cannot read {}: {e}", path.display()))
+                        })?;
+                        let end = key
+                            .iter()
+                            .rposition(|b| !b.is_ascii_whitespace())
+                            .map_or(0, |i| i + 1);
+                        key.truncate(end);
+                        if key.len() < MIN_HMAC_KEY_BYTES {
+                            return Err(a.err(
+                                "key-file",
+                                format!("{} in {}", short(key.len()), path.display()),
+                            ));
+                        }
+                        key
+                    }
+                };
+                Ok(AuthConfig::Hmac { key })
+            }
+            _ => {
+                let url = a.req_text("url")?;
+                if url
+                    .get(..8)
+                    .is_some_and(|p| p.eq_ignore_ascii_case("https://"))
+                {
+                    return Err(a.err(
+                        "url",
+                        format!("{url:?}: https is not supported for the auth call; use an http:// URL (e.g. a local sidecar)"),
+                    ));
+                }
+                let rest = url
+                    .strip_prefix("http://")
+                    .ok_or_else(|| a.err("url", format!("{url:?}: must start with http://")))?;
+                if rest.is_empty() || rest.starts_with('/') || url.chars().any(char::is_whitespace)
+                {
+                    return Err(a.err("url", format!("{url:?}: expected http://host:port/path")));
+                }
+                Ok(AuthConfig::External {
+                    url,
+                    timeout_ms: a.opt_u64_in("timeout-ms", DEFAULT_AUTH_TIMEOUT_MS, 1, 60_000)?,
+                })
+            }
+        }
     }
 }
 
@@ -1284,6 +1600,17 @@ mod tests {
         assert_eq!(c.this_server().publish_addr(), "127.0.0.1:7103");
         assert_eq!(c.raft, RaftTiming::default());
         assert_eq!(c.limits, Limits::default());
+        assert_eq!(c.gateway, GatewayConfig::default());
+        assert_eq!(c.messages, MessagesConfig::default());
+        assert_eq!(c.auth, dev_key());
+        assert_eq!(c.tls, None);
+    }
+
+    /// The development HMAC key of the shipped files.
+    fn dev_key() -> AuthConfig {
+        AuthConfig::Hmac {
+            key: b"herald-dev-key-change-me-0001".to_vec(),
+        }
     }
 
     /// Each cluster-3 file is node N of the same three servers (7N01/7N02/7N03)
@@ -1306,6 +1633,7 @@ mod tests {
                 PathBuf::from(format!("./data/cluster-3/node{n}"))
             );
             assert_eq!(c.servers, configs[0].servers, "same server list everywhere");
+            assert_eq!(c.auth, dev_key(), "same development key everywhere");
             assert_eq!(c.this_server().number, n);
         }
         for s in &configs[0].servers {
@@ -1330,6 +1658,10 @@ mod tests {
         assert_eq!(c.limits, Limits::default());
         assert_eq!(c.time, TimeSync::default());
         assert_eq!(c.master, MasterPolicy::default());
+        assert_eq!(c.gateway, GatewayConfig::default());
+        assert_eq!(c.messages, MessagesConfig::default());
+        assert_eq!(c.auth, dev_key(), "same key as cluster-3 node files");
+        assert_eq!(c.tls, None, "<tls> is only shown in a comment");
         assert_eq!(c.servers.len(), 3);
         assert_eq!(c.node, 1);
     }
@@ -1885,6 +2217,508 @@ mod tests {
         assert_eq!(e.field(), Some("prefer-lowest"));
         let e = parse(&with(r#"<time period="1"/>"#), "t.xml").unwrap_err();
         assert_eq!(e.field(), Some("period"));
+    }
+
+    // --- gateway and messages ----------------------------------------------
+
+    /// <gateway> values are read, all attributes at once.
+    #[test]
+    fn config_gateway_values_read() {
+        let c = parse(&with(r#"<gateway heartbeat-ms="100" heartbeat-misses="100" grace-ms="100" push-timeout-ms="0" max-sessions="10000000" load-poll-ms="60000"/>"#), "t.xml").unwrap();
+        assert_eq!(
+            c.gateway,
+            GatewayConfig {
+                heartbeat_ms: 100,
+                heartbeat_misses: 100,
+                grace_ms: 100,
+                push_timeout_ms: 0,
+                max_sessions: 10_000_000,
+                load_poll_ms: 60_000,
+            }
+        );
+        assert_eq!(c.gateway.heartbeat_timeout_ms(), 10_000);
+    }
+
+    /// <messages> values are read, all attributes at once (the upper bounds).
+    #[test]
+    fn config_messages_values_read() {
+        let c = parse(&with(r#"<messages max-body-bytes="1048576" quota-per-user="1000000" idempotency-window-s="2592000" max-recipients="100000" max-ttl-s="31536000"/>"#), "t.xml").unwrap();
+        assert_eq!(
+            c.messages,
+            MessagesConfig {
+                max_body_bytes: 1 << 20,
+                quota_per_user: 1_000_000,
+                idempotency_window_s: 30 * 86_400,
+                max_recipients: 100_000,
+                max_ttl_s: 365 * 86_400,
+            }
+        );
+    }
+
+    /// Every bound of <gateway> and <messages> is refused one step outside,
+    /// at line 7 and naming the attribute; the bound itself is accepted.
+    #[test]
+    fn config_gateway_messages_bounds_refused() {
+        // (element, attribute, lowest accepted, highest accepted)
+        let bounds: &[(&str, &str, u64, Option<u64>)] = &[
+            ("gateway", "heartbeat-ms", 100, Some(3_600_000)),
+            ("gateway", "heartbeat-misses", 1, Some(100)),
+            ("gateway", "grace-ms", 100, None),
+            ("gateway", "push-timeout-ms", 0, Some(60_000)),
+            ("gateway", "max-sessions", 1, Some(10_000_000)),
+            ("gateway", "load-poll-ms", 50, Some(60_000)),
+            ("messages", "max-body-bytes", 1, Some(1_048_576)),
+            ("messages", "quota-per-user", 1, Some(1_000_000)),
+            ("messages", "idempotency-window-s", 1, Some(2_592_000)),
+            ("messages", "max-recipients", 1, Some(100_000)),
+            ("messages", "max-ttl-s", 1, Some(31_536_000)),
+        ];
+        for &(el, field, min, max) in bounds {
+            let line = |v: u64| with(&format!("<{el} {field}=\"{v}\"/>"));
+            parse(&line(min), "t.xml").unwrap_or_else(|e| panic!("{e}"));
+            if min > 0 {
+                let e = refused(&line(min - 1), 7, Some(field), "out of range");
+                assert!(e.to_string().contains(&format!("<{el}>")), "{e}");
+            }
+            if let Some(max) = max {
+                parse(&line(max), "t.xml").unwrap_or_else(|e| panic!("{e}"));
+                refused(&line(max + 1), 7, Some(field), "out of range");
+            }
+        }
+        refused(
+            &with("<gateway heartbeat-ms=\"1s\"/>"),
+            7,
+            Some("heartbeat-ms"),
+            "\"1s\"",
+        );
+    }
+
+    /// max-body-bytes must be less than <limits max-request-bytes>: refused at
+    /// <messages> max-body-bytes, or at <limits> when <messages> is absent.
+    #[test]
+    fn config_messages_body_not_below_request_refused() {
+        let text = with("<limits max-request-bytes=\"1000\"/>").replace(
+            "</herald>",
+            "  <messages max-body-bytes=\"1000\"/>\n</herald>",
+        );
+        let e = refused(
+            &text,
+            8,
+            Some("max-body-bytes"),
+            "max-body-bytes (1000) must be less than <limits max-request-bytes> (1000)",
+        );
+        assert!(e.to_string().contains("<messages>"), "{e}");
+        assert!(e.to_string().contains("carries its body"), "{e}");
+        let c = parse(
+            &text.replace("=\"1000\"/>\n</herald>", "=\"999\"/>\n</herald>"),
+            "t.xml",
+        )
+        .unwrap();
+        assert_eq!(c.messages.max_body_bytes, 999);
+        let e = refused(
+            &with("<limits max-request-bytes=\"65536\"/>"),
+            7,
+            Some("max-request-bytes"),
+            "max-body-bytes (65536) must be less than <limits max-request-bytes> (65536)",
+        );
+        assert!(e.to_string().contains("<limits>"), "{e}");
+    }
+
+    // --- auth --------------------------------------------------------------
+
+    /// <auth mode="hmac" key> gives the key's bytes.
+    #[test]
+    fn config_auth_hmac_key_read() {
+        let c = parse(
+            &with(r#"<auth mode="hmac" key="0123456789abcdef"/>"#),
+            "t.xml",
+        )
+        .unwrap();
+        assert_eq!(
+            c.auth,
+            AuthConfig::Hmac {
+                key: b"0123456789abcdef".to_vec()
+            }
+        );
+    }
+
+    /// Debug output (printed by `heraldd --check`) never shows the key.
+    #[test]
+    fn config_auth_debug_redacts_key() {
+        let c = parse(
+            &with(r#"<auth mode="hmac" key="secret-secret-secret"/>"#),
+            "t.xml",
+        )
+        .unwrap();
+        let shown = format!("{c:?}");
+        assert!(!shown.contains("secret"), "{shown}");
+        assert!(shown.contains("20 bytes, redacted"), "{shown}");
+    }
+
+    /// <auth mode="external"> gives url and timeout (default 2000).
+    #[test]
+    fn config_auth_external_read() {
+        let c = parse(
+            &with(
+                r#"<auth mode="external" url="http://127.0.0.1:8080/check" timeout-ms="60000"/>"#,
+            ),
+            "t.xml",
+        )
+        .unwrap();
+        assert_eq!(
+            c.auth,
+            AuthConfig::External {
+                url: "http://127.0.0.1:8080/check".into(),
+                timeout_ms: 60_000
+            }
+        );
+        let c = parse(
+            &with(r#"<auth mode="external" url="http://auth:80/"/>"#),
+            "t.xml",
+        )
+        .unwrap();
+        assert_eq!(
+            c.auth,
+            AuthConfig::External {
+                url: "http://auth:80/".into(),
+                timeout_ms: 2_000
+            }
+        );
+    }
+
+    /// A missing or unknown mode is refused at its line, listing the valid modes.
+    #[test]
+    fn config_auth_mode_refused() {
+        refused(
+            &with(r#"<auth key="0123456789abcdef"/>"#),
+            7,
+            Some("mode"),
+            "missing required attribute (valid modes: \"hmac\", \"external\")",
+        );
+        refused(
+            &with(r#"<auth mode="jwt"/>"#),
+            7,
+            Some("mode"),
+            "unknown mode \"jwt\" (valid modes: \"hmac\", \"external\")",
+        );
+    }
+
+    /// A key under 16 bytes is refused; 16 bytes is accepted.
+    #[test]
+    fn config_auth_key_too_short_refused() {
+        refused(
+            &with(r#"<auth mode="hmac" key="0123456789abcde"/>"#),
+            7,
+            Some("key"),
+            "the key is 15 bytes; at least 16 are required",
+        );
+        let e = refused(
+            &with(r#"<auth mode="hmac" key=""/>"#),
+            7,
+            Some("key"),
+            "0 bytes",
+        );
+        assert!(!e.to_string().contains("0123"), "{e}");
+    }
+
+    /// key and key-file together, or neither, are refused.
+    #[test]
+    fn config_auth_key_and_key_file_refused() {
+        refused(
+            &with(r#"<auth mode="hmac" key="0123456789abcdef" key-file="k"/>"#),
+            7,
+            Some("key-file"),
+            "either key or key-file, not both",
+        );
+        refused(
+            &with(r#"<auth mode="hmac"/>"#),
+            7,
+            Some("key"),
+            "needs key or key-file",
+        );
+    }
+
+    /// Attributes of the other mode, or unknown ones, are refused.
+    #[test]
+    fn config_auth_attribute_of_other_mode_refused() {
+        refused(
+            &with(r#"<auth mode="hmac" key="0123456789abcdef" url="http://a/"/>"#),
+            7,
+            Some("url"),
+            "not used with mode=\"hmac\" (allowed: mode, key, key-file)",
+        );
+        refused(
+            &with(r#"<auth mode="external" url="http://a/" key="0123456789abcdef"/>"#),
+            7,
+            Some("key"),
+            "not used with mode=\"external\"",
+        );
+        refused(
+            &with(r#"<auth mode="hmac" colour="red"/>"#),
+            7,
+            Some("colour"),
+            "unknown attribute",
+        );
+    }
+
+    /// key-file is read relative to the config file's directory, trailing
+    /// whitespace trimmed; an absolute path works from parse() too.
+    #[test]
+    fn config_auth_key_file_read() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::create_dir(dir.path().join("keys")).unwrap();
+        let key_path = dir.path().join("keys/hmac.key");
+        std::fs::write(&key_path, "0123456789abcdef-file \r\n\n").unwrap();
+        let path = dir.path().join("n.xml");
+        std::fs::write(
+            &path,
+            with(r#"<auth mode="hmac" key-file="keys/hmac.key"/>"#),
+        )
+        .unwrap();
+        let want = AuthConfig::Hmac {
+            key: b"0123456789abcdef-file".to_vec(),
+        };
+        assert_eq!(load(&path).unwrap().auth, want);
+        let text = with(&format!(
+            "<auth mode=\"hmac\" key-file=\"{}\"/>",
+            key_path.display()
+        ));
+        assert_eq!(parse(&text, "t.xml").unwrap().auth, want);
+        assert_eq!(parse(&text, EMBEDDED_NAME).unwrap().auth, want);
+    }
+
+    /// An unreadable key-file is refused naming the field and the resolved
+    /// path; a key-file whose key is too short too.
+    #[test]
+    fn config_auth_key_file_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("n.xml");
+        std::fs::write(&path, with(r#"<auth mode="hmac" key-file="missing.key"/>"#)).unwrap();
+        let e = load(&path).unwrap_err();
+        assert_eq!((e.line(), e.field()), (Some(7), Some("key-file")));
+        let missing = dir.path().join("missing.key");
+        assert!(
+            e.to_string()
+                .contains(&format!("cannot read {}", missing.display())),
+            "{e}"
+        );
+        std::fs::write(&missing, "short\n").unwrap();
+        let e = load(&path).unwrap_err();
+        assert_eq!(e.field(), Some("key-file"));
+        assert!(e.to_string().contains("the key is 5 bytes"), "{e}");
+        refused(
+            &with(r#"<auth mode="hmac" key-file=" "/>"#),
+            7,
+            Some("key-file"),
+            "must not be empty",
+        );
+    }
+
+    /// An external url that is not http:// is refused (https says why); a
+    /// missing url or a timeout out of range too.
+    #[test]
+    fn config_auth_external_url_refused() {
+        refused(
+            &with(r#"<auth mode="external" url="https://auth/check"/>"#),
+            7,
+            Some("url"),
+            "https is not supported for the auth call",
+        );
+        refused(
+            &with(r#"<auth mode="external" url="ftp://auth/check"/>"#),
+            7,
+            Some("url"),
+            "must start with http://",
+        );
+        refused(
+            &with(r#"<auth mode="external" url="http://"/>"#),
+            7,
+            Some("url"),
+            "expected http://host:port/path",
+        );
+        refused(
+            &with(r#"<auth mode="external"/>"#),
+            7,
+            Some("url"),
+            "missing required attribute",
+        );
+        for t in ["0", "60001"] {
+            refused(
+                &with(&format!(
+                    "<auth mode=\"external\" url=\"http://a/\" timeout-ms=\"{t}\"/>"
+                )),
+                7,
+                Some("timeout-ms"),
+                "from 1 to 60000",
+            );
+        }
+    }
+
+    // --- tls ---------------------------------------------------------------
+
+    /// <tls> paths are resolved against the config file's directory; ca is
+    /// optional.
+    #[test]
+    fn config_tls_read() {
+        let dir = tempfile::tempdir().unwrap();
+        for f in ["cert.pem", "key.pem", "ca.pem"] {
+            std::fs::write(dir.path().join(f), "PEM").unwrap();
+        }
+        let path = dir.path().join("n.xml");
+        std::fs::write(
+            &path,
+            with(r#"<tls cert="cert.pem" key="key.pem" ca="ca.pem"/>"#),
+        )
+        .unwrap();
+        assert_eq!(
+            load(&path).unwrap().tls,
+            Some(TlsConfig {
+                cert: dir.path().join("cert.pem"),
+                key: dir.path().join("key.pem"),
+                ca: Some(dir.path().join("ca.pem")),
+            })
+        );
+        let text = with(&format!(
+            "<tls cert=\"{}\" key=\"{}\"/>",
+            dir.path().join("cert.pem").display(),
+            dir.path().join("key.pem").display()
+        ));
+        assert_eq!(
+            parse(&text, "t.xml").unwrap().tls,
+            Some(TlsConfig {
+                cert: dir.path().join("cert.pem"),
+                key: dir.path().join("key.pem"),
+                ca: None,
+            })
+        );
+    }
+
+    /// A missing cert, key or ca file (or a directory) is refused naming the
+    /// field and the path; cert and key are required.
+    #[test]
+    fn config_tls_missing_file_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("key.pem"), "PEM").unwrap();
+        let path = dir.path().join("n.xml");
+        let load_with = |line: &str| {
+            std::fs::write(&path, with(line)).unwrap();
+            load(&path).unwrap_err()
+        };
+        let e = load_with(r#"<tls cert="cert.pem" key="key.pem"/>"#);
+        assert_eq!((e.line(), e.field()), (Some(7), Some("cert")));
+        let cert = dir.path().join("cert.pem");
+        assert!(
+            e.to_string()
+                .contains(&format!("cert: cannot read {}", cert.display())),
+            "{e}"
+        );
+        let e = load_with(r#"<tls cert="key.pem" key="key.pem" ca="nope.pem"/>"#);
+        assert_eq!(e.field(), Some("ca"));
+        assert!(e.to_string().contains("nope.pem"), "{e}");
+        let e = load_with(r#"<tls cert="key.pem" key="."/>"#);
+        assert_eq!(e.field(), Some("key"));
+        assert!(e.to_string().contains("is not a regular file"), "{e}");
+        refused(
+            &with(r#"<tls key="k.pem"/>"#),
+            7,
+            Some("cert"),
+            "missing required attribute",
+        );
+        refused(
+            &with(r#"<tls cert="c.pem"/>"#),
+            7,
+            Some("cert"),
+            "cannot read c.pem",
+        );
+    }
+
+    // --- new elements: shared rules ----------------------------------------
+
+    /// Without <gateway>, <messages>, <auth> and <tls> the defaults apply:
+    /// no auth (every session refused) and plaintext; empty elements default
+    /// every attribute.
+    #[test]
+    fn config_defaults_new_elements() {
+        let c = base();
+        assert_eq!(c.gateway, GatewayConfig::default());
+        assert_eq!(c.messages, MessagesConfig::default());
+        assert_eq!(c.auth, AuthConfig::Unconfigured);
+        assert_eq!(c.tls, None);
+        assert_eq!(
+            (c.gateway.heartbeat_ms, c.messages.max_body_bytes),
+            (30_000, 65_536)
+        );
+        let c = parse(
+            &with("<gateway/>").replace("</herald>", "  <messages/>\n</herald>"),
+            "t.xml",
+        )
+        .unwrap();
+        assert_eq!(
+            (c.gateway, c.messages),
+            (GatewayConfig::default(), MessagesConfig::default())
+        );
+        let c = parse(&with(r#"<gateway max-sessions="5"/>"#), "t.xml").unwrap();
+        assert_eq!(
+            c.gateway,
+            GatewayConfig {
+                max_sessions: 5,
+                ..GatewayConfig::default()
+            }
+        );
+    }
+
+    /// The new elements may come anywhere among <herald>'s children.
+    #[test]
+    fn config_new_elements_any_position() {
+        let text = edit(
+            "  <node number",
+            "  <auth mode=\"hmac\" key=\"0123456789abcdef\"/>\n  <messages max-ttl-s=\"5\"/>\n  <node number",
+        )
+        .replace("</servers>", "</servers>\n  <gateway grace-ms=\"100\"/>");
+        let c = parse(&text, "t.xml").unwrap();
+        assert_eq!(c.messages.max_ttl_s, 5);
+        assert_eq!(c.gateway.grace_ms, 100);
+        assert!(matches!(c.auth, AuthConfig::Hmac { .. }));
+    }
+
+    /// An unknown attribute of each new element is refused at its line.
+    #[test]
+    fn config_new_elements_unknown_attribute_refused() {
+        for el in ["gateway", "messages", "tls"] {
+            let e = refused(
+                &with(&format!("<{el} colour=\"red\"/>")),
+                7,
+                Some("colour"),
+                "unknown attribute (allowed: ",
+            );
+            assert!(e.to_string().contains(&format!("<{el}>")), "{e}");
+        }
+        refused(
+            &with("<messages>\n    <x/>\n  </messages>"),
+            8,
+            Some("<x>"),
+            "<messages> takes no child elements",
+        );
+    }
+
+    /// A second <gateway>, <messages>, <auth> or <tls> is refused at its line.
+    #[test]
+    fn config_new_elements_duplicate_refused() {
+        for line in [
+            "<gateway/>",
+            "<messages/>",
+            r#"<auth mode="hmac" key="0123456789abcdef"/>"#,
+            r#"<tls cert="c" key="k"/>"#,
+        ] {
+            let name = line[1..].split([' ', '/']).next().unwrap();
+            let text = with(line).replace("</herald>", &format!("  {line}\n</herald>"));
+            refused(
+                &text,
+                8,
+                Some(&format!("<{name}>")),
+                "duplicate element (first given at line 7)",
+            );
+        }
     }
 
     // --- raft --------------------------------------------------------------
