@@ -737,7 +737,7 @@ mod tests {
         let mut s = MsgState::default();
         let mut n = Vec::new();
         let mut persisted: BTreeMap<Key, Item> = BTreeMap::new();
-        let mut flush = |s: &mut MsgState, p: &mut BTreeMap<Key, Item>| {
+        let flush = |s: &mut MsgState, p: &mut BTreeMap<Key, Item>| {
             for k in s.take_dirty() {
                 match s.item(&k) {
                     Some(it) => {
