@@ -10,3 +10,4 @@ pub mod metrics;
 pub mod presence;
 pub mod raft;
 pub mod time;
+pub mod tls;
