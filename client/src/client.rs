@@ -6,7 +6,9 @@ use std::time::Duration;
 use herald_proto::v1 as pb;
 use herald_proto::v1::cluster_client::ClusterClient;
 use herald_proto::v1::presence_client::PresenceClient;
-use tonic::transport::{Channel, Endpoint};
+use rustls_pki_types::pem::PemObject;
+use rustls_pki_types::CertificateDer;
+use tonic::transport::{Certificate, Channel, ClientTlsConfig, Endpoint};
 
 use crate::addr::normalize_addr;
 use crate::chunk::{self, Merger, DEFAULT_MAX_IDS_PER_QUERY};
@@ -22,6 +24,49 @@ pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
 /// can be large; the server encodes up to 64 MiB.
 pub const MAX_MESSAGE_BYTES: usize = 64 << 20;
 
+/// How to connect beyond the address: TLS settings for `https://`
+/// addresses. The default is what [`HeraldClient::connect`] uses (no CA:
+/// plaintext addresses only).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ConnectOptions {
+    /// PEM certificate(s) to trust for `https://` addresses: the cluster's
+    /// CA, or its self-signed certificate. Required for `https://`; unused
+    /// for plaintext addresses.
+    pub ca_pem: Option<Vec<u8>>,
+    /// Name to check the server certificate against instead of the host of
+    /// the address (e.g. when connecting by IP to a certificate issued for
+    /// a DNS name).
+    pub domain: Option<String>,
+}
+
+/// The endpoint of a node's publish port, for opening a channel: `addr` as
+/// [`normalize_addr`] accepts it; `https://` uses TLS with `opts`, which
+/// then needs [`ConnectOptions::ca_pem`]. Sets the connect timeout
+/// ([`CONNECT_TIMEOUT`], also for the TLS handshake) and TCP_NODELAY; no
+/// request timeout (long-lived streams open channels here too) —
+/// [`HeraldClient`] adds [`REQUEST_TIMEOUT`].
+pub fn endpoint(addr: &str, opts: &ConnectOptions) -> Result<Endpoint, ClientError> {
+    let uri = normalize_addr(addr)?;
+    let bad = |e: &dyn std::fmt::Display| ClientError::InvalidArgument(format!("node address {addr:?}: {e}"));
+    let ep = Endpoint::from_shared(uri.clone()).map_err(|e| bad(&e))?.connect_timeout(CONNECT_TIMEOUT).tcp_nodelay(true);
+    if !uri.starts_with("https://") {
+        return Ok(ep);
+    }
+    let Some(ca) = &opts.ca_pem else {
+        return Err(bad(&"https:// needs the CA certificate to trust (ConnectOptions::ca_pem; herald --ca FILE)"));
+    };
+    match CertificateDer::pem_slice_iter(ca).collect::<Result<Vec<_>, _>>() {
+        Ok(certs) if !certs.is_empty() => {}
+        Ok(_) => return Err(ClientError::InvalidArgument("CA: no PEM certificate found".into())),
+        Err(e) => return Err(ClientError::InvalidArgument(format!("CA: bad PEM: {e}"))),
+    }
+    let mut tls = ClientTlsConfig::new().ca_certificate(Certificate::from_pem(ca)).timeout(CONNECT_TIMEOUT);
+    if let Some(d) = &opts.domain {
+        tls = tls.domain_name(d.clone());
+    }
+    ep.tls_config(tls).map_err(|e| ClientError::InvalidArgument(format!("TLS settings for {uri}: {}", crate::error::error_chain(&e))))
+}
+
 /// A client of one Herald node. Cheap to clone; clones share the channel and
 /// may be used concurrently.
 #[derive(Debug, Clone)]
@@ -34,16 +79,19 @@ pub struct HeraldClient {
 }
 
 impl HeraldClient {
-    /// Connects to a node's publish port. `addr` is `host:port`,
-    /// `http://host:port` or a bare host (port 7103); gives up after
-    /// [`CONNECT_TIMEOUT`].
+    /// Connects to a node's publish port over plaintext. `addr` is
+    /// `host:port`, `http://host:port` or a bare host (port 7103); gives up
+    /// after [`CONNECT_TIMEOUT`]. For `https://` use
+    /// [`connect_with`](Self::connect_with).
     pub async fn connect(addr: &str) -> Result<Self, ClientError> {
+        Self::connect_with(addr, &ConnectOptions::default()).await
+    }
+
+    /// Connects like [`connect`](Self::connect), also to `https://host:port`
+    /// (TLS, trusting `opts.ca_pem`).
+    pub async fn connect_with(addr: &str, opts: &ConnectOptions) -> Result<Self, ClientError> {
         let uri = normalize_addr(addr)?;
-        let endpoint = Endpoint::from_shared(uri.clone())
-            .map_err(|e| ClientError::InvalidArgument(format!("node address {addr:?}: {e}")))?
-            .connect_timeout(CONNECT_TIMEOUT)
-            .timeout(REQUEST_TIMEOUT)
-            .tcp_nodelay(true);
+        let endpoint = endpoint(addr, opts)?.timeout(REQUEST_TIMEOUT);
         // connect_timeout bounds the TCP connect; this also bounds the
         // HTTP/2 handshake with a peer that accepts but never answers.
         let channel = match tokio::time::timeout(CONNECT_TIMEOUT, endpoint.connect()).await {
@@ -83,7 +131,7 @@ impl HeraldClient {
         Ok(self)
     }
 
-    /// The node's URI, `http://host:port`.
+    /// The node's URI, `http://host:port` or `https://host:port`.
     pub fn addr(&self) -> &str {
         &self.addr
     }
@@ -176,5 +224,54 @@ impl HeraldClient {
     pub async fn remove(&self, number: u64) -> Result<Membership, ClientError> {
         let r = self.cluster.clone().remove(pb::RemoveRequest { number }).await?;
         Ok(r.into_inner().into())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn ca_pem() -> Vec<u8> {
+        rcgen::generate_simple_self_signed(vec!["localhost".to_string()]).unwrap().cert.pem().into_bytes()
+    }
+
+    /// Plaintext addresses give `http://` endpoints whatever the options say.
+    #[test]
+    fn client_endpoint_plain_ignores_tls_options() {
+        let opts = ConnectOptions { ca_pem: Some(ca_pem()), domain: Some("node".into()) };
+        assert_eq!(endpoint("127.0.0.1:7103", &opts).unwrap().uri().to_string(), "http://127.0.0.1:7103/");
+        assert_eq!(endpoint("http://h:1", &ConnectOptions::default()).unwrap().uri().to_string(), "http://h:1/");
+    }
+
+    /// `https://` with a CA gives a TLS endpoint; with a domain override too.
+    #[test]
+    fn client_endpoint_https_with_ca() {
+        let mut opts = ConnectOptions { ca_pem: Some(ca_pem()), domain: None };
+        assert_eq!(endpoint("https://127.0.0.1:7443", &opts).unwrap().uri().to_string(), "https://127.0.0.1:7443/");
+        opts.domain = Some("localhost".into());
+        assert!(endpoint("https://127.0.0.1:7443", &opts).is_ok());
+    }
+
+    /// `https://` without a CA, or with a CA that holds no certificate, is
+    /// refused before connecting, saying what is missing.
+    #[test]
+    fn client_endpoint_https_needs_a_ca() {
+        let e = endpoint("https://127.0.0.1:7443", &ConnectOptions::default()).unwrap_err();
+        assert_eq!(e.code(), "invalid_argument");
+        assert!(e.message().contains("CA") && e.message().contains("--ca"), "{e}");
+        for bad in [&b""[..], b"not a pem", b"-----BEGIN CERTIFICATE-----\nAAAA\n"] {
+            let opts = ConnectOptions { ca_pem: Some(bad.to_vec()), domain: None };
+            let e = endpoint("https://127.0.0.1:7443", &opts).unwrap_err();
+            assert_eq!(e.code(), "invalid_argument", "{e}");
+            assert!(e.message().starts_with("CA: "), "{e}");
+        }
+    }
+
+    /// Plain `connect` refuses an `https://` address (it has no CA) without
+    /// a connection attempt.
+    #[tokio::test]
+    async fn client_connect_plain_refuses_https() {
+        let e = HeraldClient::connect("https://127.0.0.1:1").await.unwrap_err();
+        assert_eq!(e.code(), "invalid_argument", "{e}");
     }
 }

@@ -107,7 +107,7 @@ pub fn grpc_code_name(code: tonic::Code) -> &'static str {
 }
 
 /// `"outer: inner: innermost"`, skipping repeats of the same text.
-fn error_chain(err: &(dyn std::error::Error + 'static)) -> String {
+pub(crate) fn error_chain(err: &(dyn std::error::Error + 'static)) -> String {
     let mut parts: Vec<String> = Vec::new();
     let mut cur = Some(err);
     while let Some(e) = cur {

@@ -14,11 +14,15 @@
 //! # Ok(()) }
 //! ```
 //!
+//! Nodes serving TLS are reached at `https://host:port` with
+//! [`HeraldClient::connect_with`] and a [`ConnectOptions`] holding the CA to
+//! trust; [`endpoint`] opens the same kind of channel for other clients.
+//!
 //! Errors carry the server's stable code: [`ClientError::code`].
 //!
 //! - [`addr`] — node address normalisation.
 //! - [`chunk`] — splitting large queries and merging the answers.
-//! - [`client`] — the [`HeraldClient`].
+//! - [`client`] — the [`HeraldClient`], [`ConnectOptions`] and [`endpoint`].
 //! - [`error`] — [`ClientError`] and its codes.
 //! - [`messages`] — submitting messages, groups, offline settings, gateway choice.
 //! - [`session`] — a client session that heartbeats, receives, acks and reconnects.
@@ -34,7 +38,7 @@ pub mod types;
 
 pub use addr::{normalize_addr, DEFAULT_PUBLISH_PORT};
 pub use chunk::DEFAULT_MAX_IDS_PER_QUERY;
-pub use client::HeraldClient;
+pub use client::{endpoint, ConnectOptions, HeraldClient};
 pub use error::ClientError;
 pub use types::{ClockStatus, Consistency, Event, Ext, Membership, NodeStatus, QueryResult, Status, UserPresence};
 

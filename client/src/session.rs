@@ -28,9 +28,10 @@ use serde::{Deserialize, Serialize};
 use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 use tokio_stream::wrappers::ReceiverStream;
-use tonic::transport::{Channel, Endpoint};
+use tonic::transport::Channel;
 
 use crate::addr::normalize_addr;
+use crate::client::{endpoint, ConnectOptions};
 use crate::error::ClientError;
 
 /// Error codes after which reconnecting cannot help.
@@ -57,11 +58,21 @@ pub struct SessionConfig {
     pub sid: u64,
     /// Give up reconnecting after this long without a session (None: never).
     pub give_up_after: Option<Duration>,
+    /// TLS: with a CA, gateways the cluster names are reached over https.
+    pub tls: ConnectOptions,
 }
 
 impl SessionConfig {
     pub fn new(seeds: Vec<String>, uid: impl Into<String>, token: impl Into<String>) -> Self {
-        SessionConfig { seeds, uid: uid.into(), token: token.into(), client: "app".into(), sid: 0, give_up_after: None }
+        SessionConfig {
+            seeds,
+            uid: uid.into(),
+            token: token.into(),
+            client: "app".into(),
+            sid: 0,
+            give_up_after: None,
+            tls: ConnectOptions::default(),
+        }
     }
 }
 
@@ -181,12 +192,11 @@ impl Session {
     }
 }
 
-async fn open_channel(addr: &str) -> Result<Channel, ClientError> {
-    let uri = normalize_addr(addr)?;
-    let ep = Endpoint::from_shared(uri.clone())
-        .map_err(|e| ClientError::InvalidArgument(format!("{addr}: {e}")))?
-        .connect_timeout(CONNECT_TIMEOUT)
-        .tcp_nodelay(true)
+async fn open_channel(addr: &str, tls: &ConnectOptions) -> Result<Channel, ClientError> {
+    // Gateways are named by host:port; with a CA they speak TLS.
+    let addr = if tls.ca_pem.is_some() && !addr.contains("://") { format!("https://{addr}") } else { addr.to_string() };
+    let uri = normalize_addr(&addr)?;
+    let ep = endpoint(&addr, tls)?
         .http2_keep_alive_interval(Duration::from_secs(10))
         .keep_alive_timeout(Duration::from_secs(5));
     match tokio::time::timeout(CONNECT_TIMEOUT, ep.connect()).await {
@@ -201,7 +211,7 @@ async fn open_channel(addr: &str) -> Result<Channel, ClientError> {
 async fn gateways(cfg: &SessionConfig, start: usize, avoid: Option<&str>) -> Vec<String> {
     for i in 0..cfg.seeds.len() {
         let seed = &cfg.seeds[(start + i) % cfg.seeds.len()];
-        let Ok(ch) = open_channel(seed).await else { continue };
+        let Ok(ch) = open_channel(seed, &cfg.tls).await else { continue };
         let mut c = GatewayClient::new(ch);
         let pick = c.pick(pb::PickGatewayRequest { uid: cfg.uid.clone(), client: cfg.client.clone() });
         let Ok(Ok(r)) = tokio::time::timeout(CONNECT_TIMEOUT, pick).await else { continue };
@@ -325,7 +335,7 @@ async fn one_session(
     seen: &mut Seen,
 ) -> Result<Ended, Ended> {
     let retry = |e: ClientError| Ended::Retry { code: e.code().to_string(), message: e.message() };
-    let ch = open_channel(addr).await.map_err(retry)?;
+    let ch = open_channel(addr, &cfg.tls).await.map_err(retry)?;
     let mut client = GatewayClient::new(ch).max_decoding_message_size(4 << 20);
     let (out_tx, out_rx) = mpsc::channel::<pb::ClientFrame>(64);
     let hello = pb::Hello { uid: cfg.uid.clone(), token: cfg.token.clone(), client: cfg.client.clone(), sid: cfg.sid };

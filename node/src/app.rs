@@ -29,6 +29,7 @@ use crate::metrics::Metrics;
 use crate::raft::network::MAX_RAFT_MESSAGE_BYTES;
 use crate::raft::service::RaftService;
 use crate::raft::RaftNode;
+use crate::tls::TlsListener;
 
 /// Connections the sync port accepts at once: peers open a few each.
 const MAX_SYNC_CONNECTIONS: usize = 256;
@@ -43,6 +44,12 @@ pub struct App {
 /// Runs a node until `shutdown` resolves.
 pub async fn run(config: Config, shutdown: impl Future<Output = ()> + Send + 'static) -> anyhow::Result<()> {
     let me = config.this_server().clone();
+    // TLS files first: a bad certificate or key stops startup, naming the file.
+    let pub_tls = config.tls.as_ref().map(crate::tls::server_config).transpose()?;
+    let peer_tls = config.tls.as_ref().map(crate::tls::client_tls).transpose()?;
+    if !crate::tls::set_peer_tls(peer_tls) {
+        tracing::warn!("node-to-node TLS was already set in this process; keeping the first setting");
+    }
     // Bind first: a port in use is reported before anything starts.
     let sync_l = TcpListener::bind(me.sync_addr()).await.map_err(|e| anyhow::anyhow!("cannot bind sync-port {}: {e}", me.sync_addr()))?;
     let pub_l = TcpListener::bind(me.publish_addr())
@@ -83,6 +90,7 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()> + Send + 'st
         node = app.config.node,
         sync = %me.sync_addr(),
         publish = %me.publish_addr(),
+        tls = pub_tls.is_some(),
         data_dir = %app.config.data_dir.display(),
         "heraldd serving"
     );
@@ -108,8 +116,16 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()> + Send + 'st
 
     let router = publish_router(&app.api);
     let pub_incoming = LimitedListener::new(pub_l, app.config.limits.max_connections);
-    let pub_server = axum::serve(pub_incoming, router).with_graceful_shutdown(stopped());
-    let pub_task = tokio::spawn(async move { pub_server.await });
+    let pub_task = match pub_tls {
+        Some(tls) => {
+            let pub_server = axum::serve(TlsListener::new(pub_incoming, tls)?, router).with_graceful_shutdown(stopped());
+            tokio::spawn(async move { pub_server.await })
+        }
+        None => {
+            let pub_server = axum::serve(pub_incoming, router).with_graceful_shutdown(stopped());
+            tokio::spawn(async move { pub_server.await })
+        }
+    };
 
     shutdown.await;
     tracing::info!("shutting down");
@@ -147,7 +163,8 @@ pub fn publish_router(api: &Arc<Api>) -> Router {
 }
 
 /// A TCP listener that holds at most `max` connections open: accepting waits
-/// for a free slot (back-pressure, as in mini-redis).
+/// for a free slot (back-pressure, as in mini-redis). [`TlsListener`] wraps
+/// it for the publish port with TLS.
 pub struct LimitedListener {
     inner: TcpListener,
     slots: Arc<Semaphore>,
@@ -158,7 +175,9 @@ impl LimitedListener {
         LimitedListener { inner, slots: Arc::new(Semaphore::new(max)) }
     }
 
-    async fn next(&mut self) -> (LimitedStream, SocketAddr) {
+    /// The next connection, once a slot is free; the slot is held by the
+    /// stream until it is dropped.
+    pub(crate) async fn next(&mut self) -> (LimitedStream, SocketAddr) {
         let permit = self.slots.clone().acquire_owned().await.expect("semaphore never closed");
         loop {
             match self.inner.accept().await {

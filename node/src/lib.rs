@@ -13,3 +13,4 @@ pub mod presence;
 pub mod raft;
 pub mod state;
 pub mod time;
+pub mod tls;

@@ -71,6 +71,11 @@ pub struct Tuning {
     /// Raw XML put inside `<herald>` instead of the HMAC `<auth>` element
     /// (e.g. an external auth service).
     pub auth_xml: Option<String>,
+    /// TLS on the publish ports: emits `<tls cert=".." key=".."/>`. The
+    /// harness's own HTTP helpers (`get_json`, `wait_leader`, ...) speak
+    /// plaintext and do not work then: use the gRPC client with
+    /// [`TlsFiles::connect_options`].
+    pub tls: Option<TlsFiles>,
 }
 
 impl Default for Tuning {
@@ -96,8 +101,41 @@ impl Default for Tuning {
             quota_per_user: 1000,
             max_body_bytes: 64 * 1024,
             auth_xml: None,
+            tls: None,
         }
     }
+}
+
+/// A certificate and its key (PEM files) for TLS tests.
+#[derive(Clone, Debug)]
+pub struct TlsFiles {
+    pub cert: PathBuf,
+    pub key: PathBuf,
+    /// The certificate's PEM text (self-signed: also the CA to trust).
+    pub cert_pem: String,
+}
+
+impl TlsFiles {
+    /// Client options trusting this certificate.
+    pub fn connect_options(&self) -> herald_client::ConnectOptions {
+        herald_client::ConnectOptions { ca_pem: Some(self.cert_pem.clone().into_bytes()), domain: None }
+    }
+
+    /// The `<tls>` element for this pair.
+    fn xml(&self) -> String {
+        format!("  <tls cert=\"{}\" key=\"{}\"/>\n", self.cert.display(), self.key.display())
+    }
+}
+
+/// Writes a fresh self-signed certificate for `localhost` and 127.0.0.1
+/// (`cert.pem`) and its key (`key.pem`) into `dir`.
+pub fn generate_tls(dir: &Path) -> Result<TlsFiles> {
+    let ck = rcgen::generate_simple_self_signed(vec!["localhost".to_string(), "127.0.0.1".to_string()])?;
+    let (cert, key) = (dir.join("cert.pem"), dir.join("key.pem"));
+    let cert_pem = ck.cert.pem();
+    fs::write(&cert, &cert_pem)?;
+    fs::write(&key, ck.key_pair.serialize_pem())?;
+    Ok(TlsFiles { cert, key, cert_pem })
 }
 
 #[derive(Clone, Debug)]
@@ -242,9 +280,10 @@ impl Cluster {
         let data_dir = self.dir.path().join(format!("node{number}"));
         let config = self.dir.path().join(format!("node{number}.xml"));
         let xml = format!(
-            "<herald cluster=\"test\">\n  <node number=\"{number}\" data-dir=\"{}\" join=\"{join}\"/>\n  <servers>\n{}  </servers>\n  <raft heartbeat-ms=\"{}\" election-min-ms=\"{}\" election-max-ms=\"{}\" snapshot-logs=\"{}\" write-timeout-ms=\"{}\"/>\n  <limits max-ids-per-query=\"{}\" max-request-bytes=\"{}\"/>\n  <time interval-ms=\"{}\" tolerance-ms=\"{}\" samples=\"3\"/>\n  <master prefer-lowest=\"{}\" hold-down-ms=\"{}\"/>\n  <gateway heartbeat-ms=\"{}\" heartbeat-misses=\"{}\" grace-ms=\"{}\" push-timeout-ms=\"{}\" max-sessions=\"{}\" load-poll-ms=\"{}\"/>\n  <messages quota-per-user=\"{}\" max-body-bytes=\"{}\"/>\n  {}\n</herald>\n",
+            "<herald cluster=\"test\">\n  <node number=\"{number}\" data-dir=\"{}\" join=\"{join}\"/>\n  <servers>\n{}  </servers>\n{}  <raft heartbeat-ms=\"{}\" election-min-ms=\"{}\" election-max-ms=\"{}\" snapshot-logs=\"{}\" write-timeout-ms=\"{}\"/>\n  <limits max-ids-per-query=\"{}\" max-request-bytes=\"{}\"/>\n  <time interval-ms=\"{}\" tolerance-ms=\"{}\" samples=\"3\"/>\n  <master prefer-lowest=\"{}\" hold-down-ms=\"{}\"/>\n  <gateway heartbeat-ms=\"{}\" heartbeat-misses=\"{}\" grace-ms=\"{}\" push-timeout-ms=\"{}\" max-sessions=\"{}\" load-poll-ms=\"{}\"/>\n  <messages quota-per-user=\"{}\" max-body-bytes=\"{}\"/>\n  {}\n</herald>\n",
             data_dir.display(),
             server_xml(servers),
+            t.tls.as_ref().map(TlsFiles::xml).unwrap_or_default(),
             t.heartbeat_ms,
             t.election_min_ms,
             t.election_max_ms,

@@ -39,6 +39,7 @@ pub async fn run(ctx: &Ctx, a: ConnectArgs) -> Result<(), ClientError> {
     seeds.extend(a.seeds);
     let mut cfg = SessionConfig::new(seeds, a.uid, a.token);
     cfg.client = a.client;
+    cfg.tls = ctx.opts.clone();
     let mut s = Session::connect(cfg).await?;
     let mut n = 0u64;
     if a.count == Some(0) {

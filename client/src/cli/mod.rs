@@ -16,7 +16,9 @@ mod token;
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
-use herald_client::{ClientError, HeraldClient};
+use std::path::PathBuf;
+
+use herald_client::{ClientError, ConnectOptions, HeraldClient};
 
 /// Command-line client of a Herald presence cluster.
 #[derive(Parser, Debug)]
@@ -30,9 +32,12 @@ use herald_client::{ClientError, HeraldClient};
                   <code> is the server's stable snake_case code (no_leader, timeout, ...)."
 )]
 pub struct Cli {
-    /// Publish address (gRPC) of the node to talk to: host:port or http://host:port.
+    /// Publish address (gRPC) of the node to talk to: host:port, http://host:port, or https://host:port for TLS (needs --ca).
     #[arg(long, global = true, value_name = "ADDR", env = "HERALD_NODE", default_value = "127.0.0.1:7103")]
     pub node: String,
+    /// PEM certificate(s) to trust for an https:// --node: the cluster's CA or its self-signed certificate.
+    #[arg(long, global = true, value_name = "FILE", env = "HERALD_CA")]
+    pub ca: Option<PathBuf>,
     /// Machine output: one JSON document on stdout instead of tables.
     #[arg(long, global = true)]
     pub json: bool,
@@ -73,14 +78,25 @@ pub enum Command {
 /// What every command gets: where to connect and how to print.
 pub struct Ctx {
     pub node: String,
+    /// TLS settings for an https:// `node` (from `--ca`).
+    pub opts: ConnectOptions,
     pub out: output::Output,
 }
 
 impl Ctx {
-    /// Connects to `--node`.
+    /// Connects to `--node` (with `--ca` for https://).
     pub async fn connect(&self) -> Result<HeraldClient, ClientError> {
-        HeraldClient::connect(&self.node).await
+        HeraldClient::connect_with(&self.node, &self.opts).await
     }
+}
+
+/// The connect options of the command line: the `--ca` file's contents.
+fn connect_options(ca: Option<&std::path::Path>) -> Result<ConnectOptions, ClientError> {
+    let ca_pem = match ca {
+        Some(p) => Some(std::fs::read(p).map_err(|e| ClientError::InvalidArgument(format!("--ca {}: {e}", p.display())))?),
+        None => None,
+    };
+    Ok(ConnectOptions { ca_pem, domain: None })
 }
 
 /// Parses the command line, runs the command, reports an error on stderr.
@@ -104,7 +120,8 @@ pub fn main() -> ExitCode {
 
 /// Runs one parsed command line.
 pub async fn run(cli: Cli) -> Result<(), ClientError> {
-    let ctx = Ctx { node: cli.node, out: output::Output { json: cli.json } };
+    let opts = connect_options(cli.ca.as_deref())?;
+    let ctx = Ctx { node: cli.node, opts, out: output::Output { json: cli.json } };
     match cli.command {
         Command::Status(a) => status::run(&ctx, a).await,
         Command::Presence(c) => presence::run(&ctx, c).await,
@@ -143,6 +160,26 @@ mod tests {
         assert!(!c.json);
         let c = Cli::try_parse_from(["herald", "status", "--json", "--node", "10.0.0.2:7203"]).unwrap();
         assert_eq!((c.node.as_str(), c.json), ("10.0.0.2:7203", true));
+    }
+
+    /// `--ca FILE` is a global flag; its file is read into the connect
+    /// options, and an unreadable file is an `invalid_argument` naming it.
+    #[test]
+    fn cli_parse_ca_flag() {
+        let c = Cli::try_parse_from(["herald", "status", "--node", "https://n1:7103", "--ca", "/x/ca.pem"]).unwrap();
+        assert_eq!(c.ca.as_deref(), Some(std::path::Path::new("/x/ca.pem")));
+        let e = connect_options(c.ca.as_deref()).unwrap_err();
+        assert_eq!(e.code(), "invalid_argument");
+        assert!(e.message().contains("/x/ca.pem"), "{e}");
+
+        let dir = std::env::temp_dir().join(format!("herald-cli-ca-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let f = dir.join("ca.pem");
+        std::fs::write(&f, "PEM").unwrap();
+        let o = connect_options(Some(&f)).unwrap();
+        assert_eq!(o.ca_pem.as_deref(), Some(&b"PEM"[..]));
+        std::fs::remove_dir_all(&dir).unwrap();
+        assert_eq!(connect_options(None).unwrap(), ConnectOptions::default());
     }
 
     /// A subcommand is required.

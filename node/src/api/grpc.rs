@@ -180,9 +180,10 @@ fn node_view_to_pb(n: NodeView) -> pb::NodeStatus {
     }
 }
 
-/// A client of another node's public Cluster service.
+/// A client of another node's public Cluster service (https when the
+/// cluster has `<tls>`, see [`crate::tls::publish_endpoint`]).
 pub async fn cluster_client(publish_addr: &str) -> Result<ClusterClient<Channel>, tonic::transport::Error> {
-    let ch = tonic::transport::Endpoint::from_shared(format!("http://{publish_addr}"))?
+    let ch = crate::tls::publish_endpoint(publish_addr)?
         .connect_timeout(std::time::Duration::from_millis(500))
         .connect()
         .await?;
