@@ -39,9 +39,24 @@ pub fn token(uid: &str) -> String {
     herald_proto::token::issue(TEST_AUTH_KEY.as_bytes(), uid, now + 3600)
 }
 
-/// A free TCP port on 127.0.0.1 (bound then released).
+/// A free port on 127.0.0.1 (TCP and UDP bindable right now), taken from
+/// below the kernel's ephemeral range (32768+) so that outgoing connections
+/// never sit on a port a stopped node will bind again on restart, and
+/// handed out once per test process (a per-process start offset keeps
+/// test binaries run side by side apart).
 pub fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+    use std::sync::atomic::{AtomicU32, Ordering};
+    const LOW: u32 = 10_000;
+    const HIGH: u32 = 32_000;
+    static NEXT: AtomicU32 = AtomicU32::new(0);
+    let _ = NEXT.compare_exchange(0, LOW + (std::process::id() * 211) % (HIGH - LOW), Ordering::SeqCst, Ordering::SeqCst);
+    loop {
+        let p = NEXT.fetch_add(1, Ordering::SeqCst);
+        let port = (LOW + (p - LOW) % (HIGH - LOW)) as u16;
+        if TcpListener::bind(("127.0.0.1", port)).is_ok() && std::net::UdpSocket::bind(("127.0.0.1", port)).is_ok() {
+            return port;
+        }
+    }
 }
 
 /// Raft timing and limits for the XML of a test cluster.
@@ -370,9 +385,12 @@ impl Cluster {
         let mut out = String::new();
         for n in &self.nodes {
             let text = fs::read_to_string(&n.log).unwrap_or_default();
-            let lines: Vec<&str> = text.lines().collect();
+            // Backtraces are long: keep the panic lines, then the tail
+            // without frames.
+            let panics: Vec<&str> = text.lines().filter(|l| l.contains("panicked")).take(5).collect();
+            let lines: Vec<&str> = text.lines().filter(|l| !l.trim_start().starts_with("at ") && !l.trim_start().chars().next().is_some_and(|c| c.is_ascii_digit())).collect();
             let tail = &lines[lines.len().saturating_sub(15)..];
-            out.push_str(&format!("--- node{} log ---\n{}\n", n.number, tail.join("\n")));
+            out.push_str(&format!("--- node{} log ---\n{}\n{}\n", n.number, panics.join("\n"), tail.join("\n")));
         }
         out
     }
