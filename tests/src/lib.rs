@@ -317,7 +317,8 @@ impl Cluster {
             t.max_sessions,
             t.load_poll_ms,
             t.quota_per_user,
-            t.max_body_bytes,
+            // The body must fit in a request with room for the JSON around it.
+            t.max_body_bytes.min(t.max_request_bytes / 2),
             t.auth_xml.clone().unwrap_or_else(|| format!("<auth mode=\"hmac\" key=\"{TEST_AUTH_KEY}\"/>"))
         );
         fs::write(&config, xml)?;

@@ -158,6 +158,7 @@ pub fn node_view_from_pb(n: pb::NodeStatus) -> NodeView {
             error: (!c.error.is_empty()).then_some(c.error),
             corrections: 0,
         }),
+        gateway: None,
     }
 }
 

@@ -227,8 +227,14 @@ impl Api {
                 healthy: m.healthy.unwrap_or(false),
                 matched_index: m.matched_index,
                 clock: (m.number == self.node.id).then(|| self.time.status()),
+                gateway: None,
             })
             .collect();
+        for g in self.gateway.load.candidates(&self.node) {
+            if let Some(n) = nodes.iter_mut().find(|n| n.number == g.node) {
+                n.gateway = (g.healthy || g.node == self.node.id).then_some(GatewayView { sessions: g.sessions, load: g.load, fresh: g.healthy });
+            }
+        }
         if !local {
             let others: Vec<(u64, String)> =
                 nodes.iter().filter(|n| n.number != self.node.id).map(|n| (n.number, n.publish.clone())).collect();
@@ -352,6 +358,18 @@ pub struct NodeView {
     /// The member's cluster clock against the time master, as it reports it.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub clock: Option<crate::time::ClockStatus>,
+    /// The member's gateway load as this node last heard it.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub gateway: Option<GatewayView>,
+}
+
+/// Sessions and load of one gateway, in `GET /v1/cluster`.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct GatewayView {
+    pub sessions: u64,
+    pub load: f64,
+    /// Heard from within the freshness window (always true for this node).
+    pub fresh: bool,
 }
 
 /// The body of `GET /v1/cluster`.
