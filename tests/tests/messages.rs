@@ -515,3 +515,26 @@ async fn gateway_pick_balances_load_and_skips_dead_nodes() -> Result<()> {
     }
     Ok(())
 }
+
+/// A gateway that restarts (SIGKILL, then start again well within the grace
+/// period) ends the sessions of its previous run itself: the users go
+/// offline as soon as it is back, not after the grace period.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn sessions_restarted_gateway_resets_its_sessions() -> Result<()> {
+    let t = Tuning { grace_ms: 60_000, ..Tuning::default() };
+    let mut c = Cluster::start(3, t)?;
+    c.wait_leader(LEADER_WAIT)?;
+    let (mut frames, _tx) = raw_session(&c.addr(3), "restarted", &token("restarted")).await?;
+    assert!(matches!(frames.message().await?, Some(pb::ServerFrame { frame: Some(pb::server_frame::Frame::Welcome(_)) })));
+    assert!(online(&c.addr(1), "restarted")?);
+    phase("SIGKILL node 3 and start it again");
+    c.node(3).kill9()?;
+    assert!(online(&c.addr(1), "restarted")?, "a dead gateway's session stays online within the grace period");
+    let t0 = Instant::now();
+    c.node(3).start()?;
+    eventually(Duration::from_secs(15), || if online(&c.addr(1), "restarted")? { bail!("still online") } else { Ok(()) })?;
+    let took = t0.elapsed();
+    eprintln!("restarted gateway reset its sessions {took:?} after the restart (grace 60 s)");
+    assert!(took < Duration::from_secs(15));
+    Ok(())
+}

@@ -205,10 +205,30 @@ impl Gateway {
     async fn reset_on_start(self: Arc<Self>) {
         let me = self.node.id;
         loop {
+            // A linearizable look first: only write the reset when the
+            // cluster still lists sessions of this gateway (no log entry
+            // per restart otherwise). Nobody else adds sessions for this
+            // gateway, so the answer cannot go stale before we act.
+            let listed = match self.node.read_barrier().await {
+                Ok(_) => {
+                    let s = self.node.state();
+                    let n = s.read().expect("state lock").presence.gateway_users(me);
+                    n
+                }
+                Err(e) => {
+                    tracing::debug!(error = %e, "gateway reset: no leader yet; retrying");
+                    tokio::time::sleep(Duration::from_millis(200)).await;
+                    continue;
+                }
+            };
+            if listed == 0 {
+                self.ready.send_replace(true);
+                return;
+            }
             match self.node.write(vec![Op::GatewayReset { gateway: me }]).await {
                 Ok((index, _)) => {
                     let _ = self.node.wait_applied(index).await;
-                    tracing::info!(index, "gateway reset: sessions of the previous run are offline");
+                    tracing::info!(index, users = listed, "gateway reset: sessions of the previous run are offline");
                     // send_replace: updates even with no receiver yet.
                     self.ready.send_replace(true);
                     return;
