@@ -395,15 +395,15 @@ mod tests {
     #[test]
     fn presence_apply_multi_client_online() {
         let mut s = PresenceState::default();
-        s.apply_events(&vec![login("u1", 1, "mobile"), login("u1", 1, "web")], 10, 5);
+        s.apply_events(&[login("u1", 1, "mobile"), login("u1", 1, "web")], 10, 5);
         let logout = Event::Logout { uid: "u1".into(), sid: 1, client: "mobile".into(), ext: Ext::new() };
-        s.apply_events(&vec![logout], 20, 6);
+        s.apply_events(&[logout], 20, 6);
         let r = s.get("u1").unwrap();
         assert!(r.online());
         assert_eq!(r.clients.iter().cloned().collect::<Vec<_>>(), vec!["web".to_string()]);
         assert_eq!((r.changed_at_ms, r.revision), (20, 6));
         let logout = Event::Logout { uid: "u1".into(), sid: 1, client: "web".into(), ext: Ext::new() };
-        s.apply_events(&vec![logout], 30, 7);
+        s.apply_events(&[logout], 30, 7);
         assert!(!s.get("u1").unwrap().online());
         assert_eq!(s.applied(), 7);
     }
@@ -416,10 +416,10 @@ mod tests {
         let mut ext = Ext::new();
         ext.insert("a".into(), "1".into());
         let ev = Event::Login { uid: "u".into(), sid: 7, client: "pc".into(), accepts_strangers: Some(false), ext };
-        s.apply_events(&vec![ev], 1, 1);
+        s.apply_events(&[ev], 1, 1);
         let mut ext = Ext::new();
         ext.insert("b".into(), "2".into());
-        s.apply_events(&vec![Event::Permission { uid: "u".into(), sid: 8, accepts_strangers: true, ext }], 2, 2);
+        s.apply_events(&[Event::Permission { uid: "u".into(), sid: 8, accepts_strangers: true, ext }], 2, 2);
         let r = s.get("u").unwrap();
         assert!(r.accepts_strangers);
         assert_eq!(r.ext.len(), 2);
@@ -431,7 +431,7 @@ mod tests {
     #[test]
     fn presence_query_found_and_unknown() {
         let mut s = PresenceState::default();
-        s.apply_events(&vec![login("u1", 100, "m"), login("u2", 200, "m")], 1, 3);
+        s.apply_events(&[login("u1", 100, "m"), login("u2", 200, "m")], 1, 3);
         let q = s.query(&["u1".into(), "nope".into(), "u1".into()], &[200, 100, 999]);
         assert_eq!(q.users.iter().map(|r| r.uid.as_str()).collect::<Vec<_>>(), vec!["u1", "u2"]);
         assert_eq!(q.unknown, vec!["nope".to_string()]);
