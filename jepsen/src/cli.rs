@@ -95,7 +95,29 @@ pub struct TestArgs {
     /// Master workload: ms between two status polls of one node.
     #[arg(long, default_value_t = 150)]
     pub status_ms: u64,
-    /// heraldd binary (default: <workspace>/target/debug/heraldd).
+    /// `<raft snapshot-logs>` in the nodes' XML: log entries between
+    /// snapshots. Small values make restarted or lagging nodes catch up by
+    /// snapshot install (the message state included).
+    #[arg(long, default_value_t = 20000)]
+    pub snapshot_logs: u64,
+    /// Messages workload: mailboxes (uids mbox0, mbox1, ...).
+    #[arg(long, default_value_t = 5)]
+    pub mailboxes: usize,
+    /// Messages workload: writer threads submitting messages.
+    #[arg(long, default_value_t = 4)]
+    pub msg_writers: usize,
+    /// Messages workload: target submissions per second over all writers.
+    #[arg(long, default_value_t = 20.0)]
+    pub msg_rate: f64,
+    /// Messages workload: attempts per submission (the first and retries
+    /// with the same idempotency key after indeterminate answers).
+    #[arg(long, default_value_t = 3)]
+    pub msg_attempts: usize,
+    /// Messages workload: seconds the final drain may take after healing.
+    #[arg(long, default_value_t = 30)]
+    pub drain_s: u64,
+    /// heraldd binary (default: heraldd next to this binary, else
+    /// <workspace>/target/debug/heraldd).
     #[arg(long)]
     pub heraldd: Option<PathBuf>,
     /// Where runs are stored (default: <workspace>/jepsen/store).

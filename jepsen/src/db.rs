@@ -18,6 +18,10 @@ pub const SYNC_PORT: u16 = 7101;
 pub const TIME_PORT: u16 = 7102;
 pub const PUBLISH_PORT: u16 = 7103;
 
+/// The key of `<auth mode="hmac">` in every node's XML; the messages
+/// workload signs its session tokens with it (`herald_proto::token::issue`).
+pub const AUTH_KEY: &str = "herald-jepsen-hmac-key-0001";
+
 /// Where Debian's `faketime` package puts the multi-threaded library.
 pub const FAKETIME_LIBS: [&str; 2] = [
     "/usr/lib/x86_64-linux-gnu/faketime/libfaketimeMT.so.1",
@@ -55,6 +59,14 @@ pub struct RaftParams {
     /// `<master prefer-lowest hold-down-ms>`.
     pub master_prefer_lowest: bool,
     pub master_hold_down_ms: u64,
+    /// `<gateway heartbeat-ms grace-ms push-timeout-ms>` (heartbeat-misses
+    /// stays 3): shorter than the defaults (30 s, 60 s, 2 s) so that dead
+    /// sessions and gateways are noticed within a short run, and a
+    /// submission to an online recipient answers well within the client
+    /// timeout.
+    pub gateway_heartbeat_ms: u64,
+    pub gateway_grace_ms: u64,
+    pub push_timeout_ms: u64,
 }
 
 impl Default for RaftParams {
@@ -70,6 +82,9 @@ impl Default for RaftParams {
             time_samples: 3,
             master_prefer_lowest: true,
             master_hold_down_ms: 1000,
+            gateway_heartbeat_ms: 1000,
+            gateway_grace_ms: 3000,
+            push_timeout_ms: 1000,
         }
     }
 }
@@ -104,6 +119,11 @@ pub fn config_xml(me: &NodeSpec, all: &[NodeSpec], raft: &RaftParams) -> String 
         "  <master prefer-lowest=\"{}\" hold-down-ms=\"{}\"/>\n",
         raft.master_prefer_lowest, raft.master_hold_down_ms
     ));
+    s.push_str(&format!(
+        "  <gateway heartbeat-ms=\"{}\" heartbeat-misses=\"3\" grace-ms=\"{}\" push-timeout-ms=\"{}\"/>\n",
+        raft.gateway_heartbeat_ms, raft.gateway_grace_ms, raft.push_timeout_ms
+    ));
+    s.push_str(&format!("  <auth mode=\"hmac\" key=\"{AUTH_KEY}\"/>\n"));
     s.push_str("</herald>\n");
     s
 }
@@ -428,7 +448,26 @@ mod tests {
         assert!(x.contains("write-timeout-ms=\"5000\""));
         assert!(x.contains("<time interval-ms=\"200\" tolerance-ms=\"5\" samples=\"3\"/>"));
         assert!(x.contains("<master prefer-lowest=\"true\" hold-down-ms=\"1000\"/>"));
+        assert!(x.contains("<gateway heartbeat-ms=\"1000\" heartbeat-misses=\"3\" grace-ms=\"3000\" push-timeout-ms=\"1000\"/>"));
+        assert!(x.contains(&format!("<auth mode=\"hmac\" key=\"{AUTH_KEY}\"/>")));
         assert!(x.trim_end().ends_with("</herald>"));
+    }
+
+    /// Proves heraldd's own (strict) config reader accepts the XML the
+    /// harness writes, with the gateway timings and the HMAC key the
+    /// messages workload relies on.
+    #[test]
+    fn db_config_xml_is_accepted_by_heraldd() {
+        let all: Vec<NodeSpec> = (0..3).map(spec).collect();
+        let x = config_xml(&all[2], &all, &RaftParams::default());
+        let c = herald_node::config::parse(&x, "n3.xml").unwrap_or_else(|e| panic!("{e}\n{x}"));
+        assert_eq!(c.gateway.heartbeat_ms, 1000);
+        assert_eq!(c.gateway.grace_ms, 3000);
+        assert_eq!(c.gateway.push_timeout_ms, 1000);
+        let t = herald_proto::token::issue(AUTH_KEY.as_bytes(), "mbox0", 4_000_000_000);
+        assert!(
+            herald_proto::token::verify(AUTH_KEY.as_bytes(), &t, "mbox0", 1_800_000_000).is_ok()
+        );
     }
 
     /// Proves clock offsets are written in libfaketime's relative format.

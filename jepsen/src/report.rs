@@ -13,6 +13,9 @@ use serde_json::Value;
 
 use crate::history::{pair_ops, Op, OpType, Process};
 use crate::workload::master::STATUS_PROCESS_BASE;
+use crate::workload::messages::{
+    CONSUMER_PROCESS_BASE, WRITER_COMPANION, WRITER_PROCESS_BASE, WRITER_STRIDE,
+};
 use crate::workload::presence::FINAL_PROCESS_BASE;
 
 const OK: &str = "#6DB6FE";
@@ -69,51 +72,84 @@ pub fn nemesis_intervals(history: &[Op]) -> Vec<Interval> {
     out
 }
 
-/// Timeline lanes: presence workers (when there are any), one status
-/// poller per node (master workload), final reads, nemesis.
+/// A message writer's lane: its processes after an `info`, and its
+/// companion process (second recipient), share it.
+fn writer_lane(n: u64) -> usize {
+    ((n - WRITER_PROCESS_BASE) % WRITER_STRIDE % WRITER_COMPANION) as usize
+}
+
+/// Timeline lanes: presence workers (when there are any), message writers
+/// and one lane per mailbox consumer (messages workload), one status poller
+/// per node (master workload), final reads and drains, nemesis.
 pub struct Lanes {
     workers: usize,
+    writers: usize,
+    mailboxes: usize,
     status: usize,
 }
 
 impl Lanes {
     pub fn of(history: &[Op], concurrency: usize) -> Lanes {
-        let mut workers = 0;
-        let mut status = 0;
+        let mut l = Lanes {
+            workers: 0,
+            writers: 0,
+            mailboxes: 0,
+            status: 0,
+        };
         for o in history {
             match o.process {
                 Process::Worker(n) if n >= FINAL_PROCESS_BASE => {}
                 Process::Worker(n) if n >= STATUS_PROCESS_BASE => {
-                    status = status.max((n - STATUS_PROCESS_BASE) as usize + 1)
+                    l.status = l.status.max((n - STATUS_PROCESS_BASE) as usize + 1)
                 }
-                Process::Worker(_) => workers = concurrency.max(1),
+                Process::Worker(n) if n >= CONSUMER_PROCESS_BASE => {
+                    l.mailboxes = l.mailboxes.max((n - CONSUMER_PROCESS_BASE) as usize + 1)
+                }
+                Process::Worker(n) if n >= WRITER_PROCESS_BASE => {
+                    l.writers = l.writers.max(writer_lane(n) + 1)
+                }
+                Process::Worker(_) => l.workers = concurrency.max(1),
                 Process::Nemesis => {}
             }
         }
-        Lanes { workers, status }
+        l
+    }
+
+    fn clients(&self) -> usize {
+        self.workers + self.writers + self.mailboxes + self.status
     }
 
     pub fn count(&self) -> usize {
-        self.workers + self.status + 2
+        self.clients() + 2
     }
 
     pub fn lane(&self, p: Process) -> usize {
+        let w = self.workers;
         match p {
-            Process::Worker(n) if n >= FINAL_PROCESS_BASE => self.workers + self.status,
+            Process::Worker(n) if n >= FINAL_PROCESS_BASE => self.clients(),
             Process::Worker(n) if n >= STATUS_PROCESS_BASE => {
-                self.workers + (n - STATUS_PROCESS_BASE) as usize
+                w + self.writers + self.mailboxes + (n - STATUS_PROCESS_BASE) as usize
             }
-            Process::Worker(n) => (n % self.workers.max(1) as u64) as usize,
-            Process::Nemesis => self.workers + self.status + 1,
+            Process::Worker(n) if n >= CONSUMER_PROCESS_BASE => {
+                w + self.writers + (n - CONSUMER_PROCESS_BASE) as usize
+            }
+            Process::Worker(n) if n >= WRITER_PROCESS_BASE => w + writer_lane(n),
+            Process::Worker(n) => (n % w.max(1) as u64) as usize,
+            Process::Nemesis => self.clients() + 1,
         }
     }
 
     pub fn name(&self, l: usize) -> String {
-        if l < self.workers {
+        let (w, wr, mb) = (self.workers, self.writers, self.mailboxes);
+        if l < w {
             format!("worker {l}")
-        } else if l < self.workers + self.status {
-            format!("status n{}", l - self.workers + 1)
-        } else if l == self.workers + self.status {
+        } else if l < w + wr {
+            format!("writer {}", l - w)
+        } else if l < w + wr + mb {
+            format!("mbox{}", l - w - wr)
+        } else if l < self.clients() {
+            format!("status n{}", l - w - wr - mb + 1)
+        } else if l == self.clients() {
             "final".into()
         } else {
             "nemesis".into()
@@ -197,7 +233,7 @@ fn shade(s: &mut String, f: &Frame, iv: &[Interval], labels: bool) {
 
 fn color(f: &str, t: OpType) -> &'static str {
     match t {
-        OpType::Ok if f == "read" => OK,
+        OpType::Ok if f == "read" || f == "dequeue" || f == "queued" => OK,
         OpType::Ok if f == "status" => OK_STATUS,
         OpType::Ok => OK_WRITE,
         OpType::Fail => FAIL,
@@ -390,7 +426,7 @@ pub fn throughput_svg(history: &[Op]) -> String {
         .filter(|o| o.is_client() && o.typ != OpType::Invoke)
     {
         let key = match (o.typ, o.f.as_str()) {
-            (OpType::Ok, "read") => "ok read",
+            (OpType::Ok, "read" | "dequeue" | "queued") => "ok read",
             (OpType::Ok, "status") => "ok status",
             (OpType::Ok, _) => "ok write",
             (OpType::Info, _) => "info",
@@ -562,9 +598,28 @@ pub fn summary(meta: &Value, history: &[Op], results: &Value, dir: &str) -> Stri
                     r["problems"].as_array().map(|a| a.len()).unwrap_or(0)
                 ),
                 "queue" => format!(
-                    "lost {} unexpected {} duplicated {}",
-                    r["lost_count"], r["unexpected_count"], r["duplicated_count"]
+                    "{} acknowledged, {} delivered ({} deliveries, {} sessions); lost {} unexpected {} misdelivered {} duplicated {} recovered {}; id conflicts {}, \"delivered\" unseen {}, order violations {} (real time) / {} (within a session); resubmits {} ({} answered duplicate)",
+                    r["acknowledged_count"], r["delivered_count"], r["delivery_count"], r["sessions"],
+                    r["lost_count"], r["unexpected_count"], r["misdelivered_count"], r["duplicated_count"],
+                    r["recovered_count"], r["id_conflict_count"], r["delivered_unseen_count"], r["order_violation_count"],
+                    r["session_order_violation_count"], r["resubmits"], r["resubmits_duplicate"]
                 ),
+                "messages-final" => {
+                    let mbs = r["mailboxes"].as_array().cloned().unwrap_or_default();
+                    let done = mbs.iter().filter(|m| m["drained"].as_bool() == Some(true)).count();
+                    let left: Vec<String> = mbs
+                        .iter()
+                        .filter(|m| m["drained"].as_bool() != Some(true))
+                        .map(|m| format!("{} queued {}", m["mailbox"].as_str().unwrap_or("?"), m["queued_last"]))
+                        .collect();
+                    format!(
+                        "{done}/{} mailboxes drained to queued=0 after heal in {} ({} deliveries){}",
+                        mbs.len(),
+                        ms(&r["elapsed_ms"]),
+                        mbs.iter().map(|m| m["delivered"].as_u64().unwrap_or(0)).sum::<u64>(),
+                        if left.is_empty() { String::new() } else { format!("; not drained: {}", left.join(", ")) }
+                    )
+                }
                 "master-term" => format!(
                     "{} status answers, {} terms with a leader (max term {}), {} terms with two leaders",
                     r["observations"],
@@ -668,6 +723,72 @@ pub fn summary(meta: &Value, history: &[Op], results: &Value, dir: &str) -> Stri
                 );
             }
         }
+    }
+    let q = &results["checkers"]["queue"];
+    for l in q["lost_ops"].as_array().into_iter().flatten().take(5) {
+        let _ = writeln!(
+            s,
+            "  lost: {} element {} (message id {}), enqueue #{} acknowledged at #{}, never delivered",
+            l["mailbox"].as_str().unwrap_or("?"),
+            l["element"],
+            l["message_id"],
+            l["invoke_index"],
+            l["ok_index"]
+        );
+    }
+    for u in q["unexpected"].as_array().into_iter().flatten().take(5) {
+        let _ = writeln!(s, "  unexpected: element {u} delivered but never sent");
+    }
+    for m in q["misdelivered"].as_array().into_iter().flatten().take(5) {
+        let _ = writeln!(s, "  misdelivered: {m}");
+    }
+    for c in q["id_conflicts"].as_array().into_iter().flatten().take(5) {
+        let _ = writeln!(
+            s,
+            "  id conflict: {} element {} seen as message ids {}",
+            c["mailbox"].as_str().unwrap_or("?"),
+            c["element"],
+            c["ids"]
+        );
+    }
+    for d in q["delivered_unseen"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .take(5)
+    {
+        let _ = writeln!(s, "  answered delivered before any delivery: {d}");
+    }
+    for v in q["session_order_violations"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .take(5)
+    {
+        let _ = writeln!(
+            s,
+            "  session order: {} session {}: message id {} (op #{}) after {} (op #{})",
+            v["mailbox"].as_str().unwrap_or("?"),
+            v["session"].as_str().unwrap_or("?"),
+            v["this"][1],
+            v["this"][2],
+            v["previous"][1],
+            v["previous"][2]
+        );
+    }
+    for v in q["order_violations"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .take(5)
+    {
+        let _ = writeln!(
+            s,
+            "  order: {} element {} was acknowledged before {} was sent, but first delivered after it",
+            v["mailbox"].as_str().unwrap_or("?"),
+            v["earlier"],
+            v["later"]
+        );
     }
     for v in results["checkers"]["master-term"]["violations"]
         .as_array()
@@ -990,7 +1111,7 @@ svg{{border:1px solid #eee;margin:4px 0}}</style></head><body>
         "<pre>{}</pre>",
         esc(&summary(meta, history, results, dir))
     );
-    s.push_str(r##"<h2>How to read this</h2><p>Each op is a bar from invoke to completion in its worker's lane: <b>ok</b> (it happened; reads light blue, writes dark blue), <b>info</b> (unknown outcome: timeout or connection lost after sending; the worker then continues as a new process), <b>fail</b> (definitely did not happen). Ops outlined in red belong to a reported anomaly window. Grey bands are nemesis intervals (from the start of a fault to the end of its heal); marks in the <i>nemesis</i> lane are nemesis ops, red ones node crashes. Hover anything for details. The linearizability checker partitions the history by uid and searches for a legal order of each register (WGL); <i>unknown</i> means its time limit ran out. Lanes <i>status nN</i> are the master workload's polls of node N (green: it answered; details under <i>Master and clocks</i>).</p>"##);
+    s.push_str(r##"<h2>How to read this</h2><p>Each op is a bar from invoke to completion in its worker's lane: <b>ok</b> (it happened; reads light blue, writes dark blue), <b>info</b> (unknown outcome: timeout or connection lost after sending; the worker then continues as a new process), <b>fail</b> (definitely did not happen). Ops outlined in red belong to a reported anomaly window. Grey bands are nemesis intervals (from the start of a fault to the end of its heal); marks in the <i>nemesis</i> lane are nemesis ops, red ones node crashes. Hover anything for details. The linearizability checker partitions the history by uid and searches for a legal order of each register (WGL); <i>unknown</i> means its time limit ran out. Lanes <i>status nN</i> are the master workload's polls of node N (green: it answered; details under <i>Master and clocks</i>). Lanes <i>writer N</i> are the messages workload's submissions (one bar per submission, retries included), lanes <i>mboxN</i> its mailbox consumers (thin light-blue ticks: deliveries, recorded as they arrive; dark ticks: session starts); the queue checker (Jepsen's total queue) is in the checker table and the summary.</p>"##);
     let _ = write!(
         s,
         r##"<div class="legend"><span style="background:{OK}"></span>ok read<span style="background:{OK_WRITE}"></span>ok write<span style="background:{OK_STATUS}"></span>ok status<span style="background:{INFO}"></span>info<span style="background:{FAIL}"></span>fail<span style="background:{NEMESIS}"></span>nemesis active</div>"##
@@ -1293,5 +1414,61 @@ mod tests {
         assert!(s.trim_end().ends_with("valid: unknown"), "{s}");
         assert!(s.contains("3 invoked: 1 ok, 1 fail, 1 info"), "{s}");
         assert!(s.contains("partition×1"), "{s}");
+    }
+
+    /// Proves a history mixing every workload gets one lane group each, in
+    /// order — presence workers, message writers (a writer's later processes
+    /// and its companion stay in its lane), one lane per mailbox consumer, status pollers —
+    /// then `final` (final reads and mailbox drains) and `nemesis`; and that
+    /// the summary prints the queue and drain lines with a lost message.
+    #[test]
+    fn report_lanes_and_summary_for_messages() {
+        use crate::workload::messages::DRAIN_PROCESS_BASE;
+        let mut h = hist(&[
+            (0, Invoke, "write", json!(["k0", 1])),
+            (0, Ok, "write", json!(["k0", 1])),
+        ]);
+        let w = |n: u64| Process::Worker(n);
+        for (p, f) in [
+            (w(WRITER_PROCESS_BASE + 1), "enqueue"),
+            (w(WRITER_PROCESS_BASE + 3 * WRITER_STRIDE + 1), "enqueue"),
+            (w(WRITER_PROCESS_BASE + WRITER_COMPANION + 1), "enqueue"),
+            (w(CONSUMER_PROCESS_BASE + 4), "dequeue"),
+            (w(STATUS_PROCESS_BASE + 2), "status"),
+            (w(DRAIN_PROCESS_BASE), "queued"),
+        ] {
+            let mut o = h[0].clone();
+            o.process = p;
+            o.f = f.into();
+            h.push(o);
+        }
+        let l = Lanes::of(&h, 3);
+        // 3 workers, 2 writers, 5 mailboxes, 3 status, final, nemesis
+        assert_eq!(l.count(), 15);
+        assert_eq!(l.lane(w(WRITER_PROCESS_BASE + 3 * WRITER_STRIDE + 1)), 4);
+        assert_eq!(l.name(4), "writer 1");
+        assert_eq!(l.lane(w(WRITER_PROCESS_BASE + WRITER_COMPANION + 1)), 4);
+        assert_eq!(l.lane(w(CONSUMER_PROCESS_BASE + 4)), 9);
+        assert_eq!(l.name(9), "mbox4");
+        assert_eq!(l.name(l.lane(w(STATUS_PROCESS_BASE + 2))), "status n3");
+        assert_eq!(l.name(l.lane(w(DRAIN_PROCESS_BASE))), "final");
+        assert_eq!(l.name(l.lane(Process::Nemesis)), "nemesis");
+        let meta = json!({"workload": "messages", "seed": 1});
+        let results = json!({"valid": false, "checkers": {
+            "queue": {"valid": false, "acknowledged_count": 2, "delivered_count": 1, "delivery_count": 1, "sessions": 1,
+                      "lost_count": 1, "unexpected_count": 0, "misdelivered_count": 0, "duplicated_count": 0, "recovered_count": 0,
+                      "id_conflict_count": 0, "delivered_unseen_count": 0, "order_violation_count": 0, "session_order_violation_count": 0,
+                      "resubmits": 0, "resubmits_duplicate": 0,
+                      "lost_ops": [{"mailbox": "mbox2", "element": 7, "message_id": 31, "invoke_index": 40, "ok_index": 44}]},
+            "messages-final": {"valid": false, "elapsed_ms": 30000.0, "mailboxes": [
+                {"mailbox": "mbox0", "drained": true, "delivered": 3, "queued_last": 0},
+                {"mailbox": "mbox2", "drained": false, "delivered": 0, "queued_last": 4}]}}});
+        let sum = summary(&meta, &h, &results, "d");
+        assert!(
+            sum.contains("2 acknowledged, 1 delivered (1 deliveries, 1 sessions); lost 1"),
+            "{sum}"
+        );
+        assert!(sum.contains("lost: mbox2 element 7 (message id 31), enqueue #40 acknowledged at #44, never delivered"), "{sum}");
+        assert!(sum.contains("1/2 mailboxes drained to queued=0 after heal in 30.0 s (3 deliveries); not drained: mbox2 queued 4"), "{sum}");
     }
 }

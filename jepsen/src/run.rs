@@ -22,7 +22,7 @@ use crate::db::{self, Db, RaftParams};
 use crate::history::{self, Op, Recorder};
 use crate::nemesis::Nemesis;
 use crate::schedule::{self, Action, Family};
-use crate::workload::{master, presence, Workload};
+use crate::workload::{master, messages, presence, Workload};
 use crate::{edn, netns, report};
 
 pub static INTERRUPTED: AtomicBool = AtomicBool::new(false);
@@ -64,6 +64,16 @@ pub struct TestOpts {
     pub tolerance_ms: u64,
     /// Period of the master workload's status polls, per node.
     pub status_ms: u64,
+    /// Messages workload: mailboxes (uids mbox0..), writer threads, target
+    /// submissions per second over all writers, attempts per submission,
+    /// and the time limit of the final drain.
+    pub mailboxes: usize,
+    pub msg_writers: usize,
+    pub msg_rate: f64,
+    pub msg_attempts: usize,
+    pub drain_s: u64,
+    /// `<raft snapshot-logs>` written into every node's XML.
+    pub snapshot_logs: u64,
     pub heraldd: PathBuf,
     pub store: PathBuf,
     pub no_setup: bool,
@@ -77,8 +87,15 @@ pub fn workspace_root() -> PathBuf {
         .unwrap_or_else(|| PathBuf::from("."))
 }
 
+/// `heraldd` next to the running harness binary (cargo builds both into
+/// the same target dir, wherever `CARGO_TARGET_DIR` points), else
+/// `<workspace>/target/debug/heraldd`.
 pub fn default_heraldd() -> PathBuf {
-    workspace_root().join("target/debug/heraldd")
+    std::env::current_exe()
+        .ok()
+        .and_then(|e| e.parent().map(|d| d.join("heraldd")))
+        .filter(|p| p.is_file())
+        .unwrap_or_else(|| workspace_root().join("target/debug/heraldd"))
 }
 
 pub fn default_store() -> PathBuf {
@@ -339,10 +356,12 @@ fn test_one(opts: &TestOpts, workload: Workload, families: &[Family]) -> Result<
     let raft = RaftParams {
         master_hold_down_ms: opts.hold_down_ms,
         time_tolerance_ms: opts.tolerance_ms.max(1),
+        snapshot_logs: opts.snapshot_logs.max(1),
         ..RaftParams::default()
     };
     let with_presence = workload.includes(Workload::Presence);
     let with_master = workload.includes(Workload::Master);
+    let with_messages = workload.includes(Workload::Messages);
     let dir = store_dir(&opts.store, workload.name())?;
     let steps = schedule::generate(
         opts.seed,
@@ -365,10 +384,16 @@ fn test_one(opts: &TestOpts, workload: Workload, families: &[Family]) -> Result<
         "timeout_ms": opts.timeout_ms,
         "status_ms": opts.status_ms,
         "sut_config": {
-            "raft": {"heartbeat_ms": raft.heartbeat_ms, "election_min_ms": raft.election_min_ms, "election_max_ms": raft.election_max_ms, "write_timeout_ms": raft.write_timeout_ms},
+            "raft": {"snapshot_logs": raft.snapshot_logs, "heartbeat_ms": raft.heartbeat_ms, "election_min_ms": raft.election_min_ms, "election_max_ms": raft.election_max_ms, "write_timeout_ms": raft.write_timeout_ms},
             "time": {"interval_ms": raft.time_interval_ms, "tolerance_ms": raft.time_tolerance_ms, "samples": raft.time_samples},
             "master": {"prefer_lowest": raft.master_prefer_lowest, "hold_down_ms": raft.master_hold_down_ms},
+            "gateway": {"heartbeat_ms": raft.gateway_heartbeat_ms, "heartbeat_misses": 3, "grace_ms": raft.gateway_grace_ms, "push_timeout_ms": raft.push_timeout_ms},
         },
+        "messages": with_messages.then(|| json!({
+            "mailboxes": opts.mailboxes, "writers": opts.msg_writers, "rate": opts.msg_rate,
+            "attempts": opts.msg_attempts, "drain_s": opts.drain_s,
+            "ack_probability": messages::ACK_PROBABILITY, "resubmit_probability": messages::RESUBMIT_PROBABILITY,
+        })),
         "commit": commit(),
         "command": opts.command,
         "heraldd": opts.heraldd.display().to_string(),
@@ -438,11 +463,24 @@ fn test_one(opts: &TestOpts, workload: Workload, families: &[Family]) -> Result<
         timeout: Duration::from_millis(1000),
         sntp_samples: 3,
     };
+    let msgopts = messages::Opts {
+        nodes: nodes.clone(),
+        writers: opts.msg_writers.max(1),
+        mailboxes: opts.mailboxes.max(1),
+        rate: opts.msg_rate,
+        seed: opts.seed,
+        timeout: Duration::from_millis(opts.timeout_ms),
+        attempts: opts.msg_attempts.max(1),
+    };
     eprintln!(
         "running {} for {} s, nemesis {:?}",
         [
             with_presence.then(|| format!("{} presence workers", opts.concurrency)),
             with_master.then(|| format!("{n} status pollers (every {} ms)", opts.status_ms)),
+            with_messages.then(|| format!(
+                "{} message writers ({}/s) + {} mailbox consumers",
+                msgopts.writers, msgopts.rate, msgopts.mailboxes
+            )),
         ]
         .into_iter()
         .flatten()
@@ -461,6 +499,12 @@ fn test_one(opts: &TestOpts, workload: Workload, families: &[Family]) -> Result<
     if with_master {
         let all: Vec<usize> = (0..n).collect();
         workers.extend(master::spawn(&mopts, &all, rec.clone(), stop.clone()));
+    }
+    let mut msg_shared = None;
+    if with_messages {
+        let (s, w) = messages::spawn(&msgopts, rec.clone(), stop.clone());
+        msg_shared = Some(s);
+        workers.extend(w);
     }
     let end = t0 + Duration::from_secs(opts.time_limit);
     let mut nem = Nemesis::new(&mut db, &rec);
@@ -509,6 +553,7 @@ fn test_one(opts: &TestOpts, workload: Workload, families: &[Family]) -> Result<
     let interrupted_run = interrupted();
     let mut final_reads = None;
     let mut master_final = None;
+    let mut messages_final = None;
     if !interrupted_run {
         // The master workload's final phase polls from the end of the heal,
         // while the presence workload waits for a leader and reads back.
@@ -530,7 +575,7 @@ fn test_one(opts: &TestOpts, workload: Workload, families: &[Family]) -> Result<
             ),
         };
         let db_ref = &db;
-        let (fr, mf) = std::thread::scope(|sc| {
+        let (fr, mf, md) = std::thread::scope(|sc| {
             let poller = with_master.then(|| {
                 let (rec, mopts, running, params) = (&rec, &mopts, &running, params.clone());
                 sc.spawn(move || {
@@ -543,10 +588,20 @@ fn test_one(opts: &TestOpts, workload: Workload, families: &[Family]) -> Result<
                 Duration::from_secs(opts.recovery * 3),
             );
             eprintln!(
-                "[{:>5.1}s] leader after heal: {leader:?}{}",
+                "[{:>5.1}s] leader after heal: {leader:?}{}{}",
                 t0.elapsed().as_secs_f64(),
-                if with_presence { "; final reads" } else { "" }
+                if with_presence { "; final reads" } else { "" },
+                if with_messages {
+                    "; draining mailboxes"
+                } else {
+                    ""
+                }
             );
+            let drainer = msg_shared.as_ref().map(|shared| {
+                let (rec, msgopts) = (&rec, &msgopts);
+                let limit = Duration::from_secs(opts.drain_s);
+                sc.spawn(move || messages::drain(rec, msgopts, &shared.stats, limit))
+            });
             let fr = shared.as_ref().map(|shared| {
                 presence::final_reads(
                     &rec,
@@ -565,8 +620,18 @@ fn test_one(opts: &TestOpts, workload: Workload, families: &[Family]) -> Result<
                     (params.clock_deadline_ns - from_ns) as f64 / 1e9
                 );
             }
+            let md = drainer.and_then(|h| h.join().ok());
+            if let Some(d) = &md {
+                eprintln!(
+                    "[{:>5.1}s] messages: drained {}/{} mailboxes in {:.0} ms",
+                    t0.elapsed().as_secs_f64(),
+                    d.mailboxes.iter().filter(|m| m.drained).count(),
+                    d.mailboxes.len(),
+                    d.elapsed_ms
+                );
+            }
             let mf = poller.and_then(|h| h.join().ok());
-            (fr, mf)
+            (fr, mf, md)
         });
         if let Some(m) = &mf {
             eprintln!(
@@ -582,6 +647,7 @@ fn test_one(opts: &TestOpts, workload: Workload, families: &[Family]) -> Result<
         }
         final_reads = fr;
         master_final = mf;
+        messages_final = md;
     }
     let mut nem = Nemesis::new(&mut db, &rec);
     nem.watch_crashes();
@@ -599,6 +665,8 @@ fn test_one(opts: &TestOpts, workload: Workload, families: &[Family]) -> Result<
         "interrupted": interrupted_run,
         "final_reads": final_reads,
         "master_final": master_final,
+        "messages_final": messages_final,
+        "messages_stats": msg_shared.as_ref().map(|s| s.stats.to_json()),
         "unexpected_exits": exits.iter().map(|e| json!({"node": e.node, "status": e.status, "at_ns": e.at_ns})).collect::<Vec<_>>(),
         "shutdown": shutdown.iter().map(|(n, s)| json!({"node": n, "status": s})).collect::<Vec<_>>(),
         "worker_errors": worker_errors,
@@ -711,6 +779,13 @@ pub fn analyze(hist: &[Op], run: &Value, limit: Duration) -> Value {
             serde_json::to_value(&c).unwrap_or(Value::Null),
         );
     }
+    if let Some(md) = run.get("messages_final").filter(|v| !v.is_null()) {
+        let v = messages_final_verdict(md);
+        valid = valid.merge(v);
+        let mut o = md.clone();
+        o["valid"] = json!(v);
+        checkers.insert("messages-final".into(), o);
+    }
     if let Some(fr) = run.get("final_reads").filter(|v| !v.is_null()) {
         let ok = fr["unread"].as_array().is_some_and(|a| a.is_empty());
         let v = if ok { Verdict::Valid } else { Verdict::Invalid };
@@ -743,6 +818,19 @@ pub fn analyze(hist: &[Op], run: &Value, limit: Duration) -> Value {
         valid = valid.merge(Verdict::Unknown);
     }
     json!({"valid": valid, "interrupted": interrupted, "checkers": checkers})
+}
+
+/// The final drain: valid iff every mailbox's `queued` reached 0 (else
+/// stored messages could not be delivered after healing).
+pub fn messages_final_verdict(md: &Value) -> Verdict {
+    let all = md["mailboxes"]
+        .as_array()
+        .is_some_and(|a| a.iter().all(|m| m["drained"].as_bool() == Some(true)));
+    if all {
+        Verdict::Valid
+    } else {
+        Verdict::Invalid
+    }
 }
 
 fn verdict_str(v: &Value) -> &'static str {

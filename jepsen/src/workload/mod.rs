@@ -1,11 +1,12 @@
 //! Workloads. Each one spawns client workers that record ops into the
 //! shared history, and names the checkers that judge it: `presence` (a
-//! register per uid, `checker::linear`) and `master` (status polls of every
-//! node, `checker::master_*`). `all` runs both against one cluster at once.
-//! `messages` (a queue per mailbox, checked by `checker::queue`) is still
-//! to be added here.
+//! register per uid, `checker::linear`), `master` (status polls of every
+//! node, `checker::master_*`) and `messages` (a queue per mailbox:
+//! submissions, sessions that receive and acknowledge, a final drain;
+//! `checker::queue`). `all` runs the three against one cluster at once.
 
 pub mod master;
+pub mod messages;
 pub mod presence;
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum, serde::Serialize)]
@@ -13,6 +14,7 @@ pub mod presence;
 pub enum Workload {
     Presence,
     Master,
+    Messages,
     All,
 }
 
@@ -20,7 +22,7 @@ impl Workload {
     /// The concrete workloads that run together (one cluster, one history).
     pub fn parts(self) -> Vec<Workload> {
         match self {
-            Workload::All => vec![Workload::Presence, Workload::Master],
+            Workload::All => vec![Workload::Presence, Workload::Master, Workload::Messages],
             w => vec![w],
         }
     }
@@ -33,6 +35,7 @@ impl Workload {
         match self {
             Workload::Presence => "presence",
             Workload::Master => "master",
+            Workload::Messages => "messages",
             Workload::All => "all",
         }
     }
@@ -42,13 +45,16 @@ impl Workload {
 mod tests {
     use super::*;
 
-    /// Proves `all` runs presence and master together, and each single
-    /// workload only itself.
+    /// Proves `all` runs presence, master and messages together, and each
+    /// single workload only itself.
     #[test]
-    fn workload_all_includes_presence_and_master() {
+    fn workload_all_includes_presence_master_and_messages() {
         assert!(Workload::All.includes(Workload::Presence));
         assert!(Workload::All.includes(Workload::Master));
+        assert!(Workload::All.includes(Workload::Messages));
         assert!(!Workload::Master.includes(Workload::Presence));
+        assert!(!Workload::Presence.includes(Workload::Messages));
+        assert_eq!(Workload::Messages.parts(), vec![Workload::Messages]);
         assert_eq!(Workload::Presence.parts(), vec![Workload::Presence]);
     }
 }
