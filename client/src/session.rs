@@ -97,8 +97,8 @@ pub struct Message {
     pub node: u64,
 }
 
-/// Bodies as text when they are UTF-8, else as `{"base64": ...}`-free
-/// lossless bytes list would be noisy: they are shown as UTF-8 lossy.
+/// Bodies in JSON (`herald connect`) as text; bytes that are not UTF-8
+/// show as U+FFFD.
 mod body_text {
     use serde::{Deserialize, Deserializer, Serializer};
 
@@ -129,6 +129,8 @@ enum Ctl {
 
 /// A session that reconnects by itself. Dropping it ends the session.
 pub struct Session {
+    /// Events that came while `connect` waited for the first session.
+    early: VecDeque<SessionEvent>,
     events: mpsc::Receiver<SessionEvent>,
     ctl: mpsc::Sender<Ctl>,
     task: JoinHandle<()>,
@@ -166,23 +168,14 @@ impl Session {
                 None => return Err(ClientError::Server { code: "unavailable".into(), message: "no gateway could be reached".into() }),
             }
         }
-        // Put back what came first.
-        let (tx2, rx2) = mpsc::channel(EVENT_QUEUE);
-        for e in early {
-            let _ = tx2.try_send(e);
-        }
-        tokio::spawn(async move {
-            while let Some(e) = ev_rx.recv().await {
-                if tx2.send(e).await.is_err() {
-                    return;
-                }
-            }
-        });
-        Ok(Session { events: rx2, ctl: ctl_tx, task })
+        Ok(Session { early, events: ev_rx, ctl: ctl_tx, task })
     }
 
     /// The next event; None once the session has ended for good.
     pub async fn recv(&mut self) -> Option<SessionEvent> {
+        if let Some(e) = self.early.pop_front() {
+            return Some(e);
+        }
         self.events.recv().await
     }
 

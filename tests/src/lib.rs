@@ -417,25 +417,23 @@ pub fn get_json(addr: &str, path: &str) -> Result<(u16, Value)> {
     Ok((status, serde_json::from_str(&body).unwrap_or(Value::String(body))))
 }
 
-/// PUT a JSON document: (status, body).
-pub fn put_json(addr: &str, path: &str, body: &Value) -> Result<(u16, Value)> {
-    let mut r = agent()
-        .put(&format!("http://{addr}{path}"))
-        .header("content-type", "application/json")
-        .send(serde_json::to_vec(body)?.as_slice())
-        .map_err(|e| anyhow!("PUT {path}: {e}"))?;
-    let status = r.status().as_u16();
-    let text = r.body_mut().read_to_string()?;
-    Ok((status, serde_json::from_str(&text).unwrap_or(Value::String(text))))
-}
-
 /// POST raw bytes with a content type: (status, body as JSON or string).
 pub fn post_raw(addr: &str, path: &str, content_type: &str, body: Vec<u8>) -> Result<(u16, Value)> {
-    let mut r = agent()
-        .post(&format!("http://{addr}{path}"))
-        .header("content-type", content_type)
-        .send(&body[..])
-        .map_err(|e| anyhow!("POST {path}: {e}"))?;
+    send_raw("POST", addr, path, content_type, body)
+}
+
+/// PUT a JSON document: (status, body).
+pub fn put_json(addr: &str, path: &str, body: &Value) -> Result<(u16, Value)> {
+    send_raw("PUT", addr, path, "application/json", serde_json::to_vec(body)?)
+}
+
+fn send_raw(method: &str, addr: &str, path: &str, content_type: &str, body: Vec<u8>) -> Result<(u16, Value)> {
+    let url = format!("http://{addr}{path}");
+    let req = match method {
+        "PUT" => agent().put(&url),
+        _ => agent().post(&url),
+    };
+    let mut r = req.header("content-type", content_type).send(&body[..]).map_err(|e| anyhow!("{method} {path}: {e}"))?;
     let status = r.status().as_u16();
     let text = r.body_mut().with_config().limit(256 << 20).read_to_string()?;
     Ok((status, serde_json::from_str(&text).unwrap_or(Value::String(text))))

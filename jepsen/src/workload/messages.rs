@@ -687,6 +687,22 @@ pub struct DrainMailbox {
     pub last_error: Option<String>,
 }
 
+impl DrainMailbox {
+    /// A mailbox whose drain could not run.
+    fn failed(m: usize, error: String) -> Self {
+        DrainMailbox {
+            mailbox: mailbox(m),
+            drained: false,
+            queued_first: None,
+            queued_last: None,
+            delivered: 0,
+            sessions: 0,
+            after_ms: None,
+            last_error: Some(error),
+        }
+    }
+}
+
 /// run.json `messages_final`: the drain of every mailbox after healing.
 #[derive(Clone, Debug, Serialize)]
 pub struct DrainSummary {
@@ -708,32 +724,14 @@ pub fn drain(rec: &Recorder, opts: &Opts, stats: &Stats, limit: Duration) -> Dra
                         netns::enter(netns::CLIENT_NS)?;
                         Ok(runtime()?.block_on(drain_one(m, opts, rec, stats, deadline)))
                     };
-                    run().unwrap_or_else(|e| DrainMailbox {
-                        mailbox: mailbox(m),
-                        drained: false,
-                        queued_first: None,
-                        queued_last: None,
-                        delivered: 0,
-                        sessions: 0,
-                        after_ms: None,
-                        last_error: Some(e.to_string()),
-                    })
+                    run().unwrap_or_else(|e| DrainMailbox::failed(m, e.to_string()))
                 })
             })
             .collect();
         hs.into_iter()
             .enumerate()
             .map(|(m, h)| {
-                h.join().unwrap_or_else(|_| DrainMailbox {
-                    mailbox: mailbox(m),
-                    drained: false,
-                    queued_first: None,
-                    queued_last: None,
-                    delivered: 0,
-                    sessions: 0,
-                    after_ms: None,
-                    last_error: Some("drain thread panicked".into()),
-                })
+                h.join().unwrap_or_else(|_| DrainMailbox::failed(m, "drain thread panicked".into()))
             })
             .collect()
     });

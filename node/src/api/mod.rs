@@ -93,12 +93,18 @@ impl ApiError {
             504 => Code::DeadlineExceeded,
             _ => Code::Internal,
         };
-        let mut s = tonic::Status::new(code, format!("{}: {}", self.code(), self));
-        if let Ok(v) = self.code().parse() {
-            s.metadata_mut().insert("x-herald-code", v);
-        }
-        s
+        grpc_status(code, self.code(), &self.to_string())
     }
+}
+
+/// A gRPC status whose stable code travels in the `x-herald-code` metadata
+/// (and prefixes the message).
+pub fn grpc_status(status: tonic::Code, code: &str, message: &str) -> tonic::Status {
+    let mut s = tonic::Status::new(status, format!("{code}: {message}"));
+    if let Ok(v) = code.parse() {
+        s.metadata_mut().insert("x-herald-code", v);
+    }
+    s
 }
 
 /// Read consistency of a query.

@@ -44,12 +44,13 @@ pub struct LoadBoard {
     /// CPU share in millionths (an atomic f64).
     cpu_ppm: AtomicU64,
     peers: Mutex<HashMap<u64, (LoadInfo, Instant)>>,
-    /// How long a peer's answer counts as fresh.
-    fresh: Mutex<Duration>,
+    /// How often peers are asked (`load-poll-ms`); an answer counts as
+    /// fresh for three periods.
+    period: Duration,
 }
 
 impl LoadBoard {
-    pub fn new(me: u64, publish: String, max_sessions: usize) -> Self {
+    pub fn new(me: u64, publish: String, max_sessions: usize, period: Duration) -> Self {
         LoadBoard {
             me,
             publish,
@@ -57,7 +58,7 @@ impl LoadBoard {
             sessions: AtomicU64::new(0),
             cpu_ppm: AtomicU64::new(0),
             peers: Mutex::new(HashMap::new()),
-            fresh: Mutex::new(Duration::from_secs(3)),
+            period,
         }
     }
 
@@ -83,7 +84,7 @@ impl LoadBoard {
     /// Every member with its load; members not heard from recently are
     /// unhealthy. This node is always healthy to itself.
     pub fn candidates(&self, node: &RaftNode) -> Vec<pb::GatewayInfo> {
-        let fresh = *self.fresh.lock().expect("fresh");
+        let fresh = self.period * 3;
         let peers = self.peers.lock().expect("peers");
         let mut out = Vec::new();
         for (id, addr) in node.members() {
@@ -173,8 +174,7 @@ impl CpuMeter {
 
 /// Every `load_poll_ms`: measure this node, ask every other member.
 pub async fn share(gw: Arc<Gateway>) {
-    let period = Duration::from_millis(gw.cfg.load_poll_ms);
-    *gw.load.fresh.lock().expect("fresh") = period * 3;
+    let period = gw.load.period;
     let mut cpu = CpuMeter::new();
     loop {
         gw.load.cpu_ppm.store((cpu.sample() * 1e6) as u64, Ordering::Relaxed);

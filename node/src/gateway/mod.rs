@@ -92,7 +92,7 @@ pub struct Gateway {
 impl Gateway {
     pub fn new(node: Arc<RaftNode>, cfg: GatewayConfig, msgs: MessagesConfig, auth: auth::Authenticator, publish: String) -> Arc<Self> {
         let id = node.id;
-        let max = cfg.max_sessions;
+        let (max, poll) = (cfg.max_sessions, Duration::from_millis(cfg.load_poll_ms));
         // Request numbers start from the clock so that a restarted node does
         // not reuse the numbers its previous run gave out.
         let seed = (crate::clock::wall_us().max(0) as u64) << 8;
@@ -101,7 +101,7 @@ impl Gateway {
             cfg,
             msgs,
             auth,
-            load: load::LoadBoard::new(id, publish, max),
+            load: load::LoadBoard::new(id, publish, max, poll),
             registry: Mutex::new(Registry::default()),
             next_session: AtomicU64::new(1),
             next_req: AtomicU64::new(seed),

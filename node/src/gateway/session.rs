@@ -47,11 +47,8 @@ fn frame(f: server_frame::Frame) -> Result<pb::ServerFrame, Status> {
 /// Sends an error frame, then ends the stream with a gRPC status carrying
 /// the same stable code.
 async fn refuse(out: &Out, code: &str, message: String, status: tonic::Code) {
-    let _ = out.send(frame(server_frame::Frame::Error(pb::SessionError { code: code.into(), message: message.clone() }))).await;
-    let mut s = Status::new(status, format!("{code}: {message}"));
-    if let Ok(v) = code.parse() {
-        s.metadata_mut().insert("x-herald-code", v);
-    }
+    let s = crate::api::grpc_status(status, code, &message);
+    let _ = out.send(frame(server_frame::Frame::Error(pb::SessionError { code: code.into(), message }))).await;
     let _ = out.send(Err(s)).await;
 }
 
