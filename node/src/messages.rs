@@ -267,7 +267,8 @@ impl Item {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct MsgState {
     next_id: u64,
-    msgs: HashMap<u64, StoredMsg>,
+    /// Shared with notices and sessions: a delivery never copies a body.
+    msgs: HashMap<u64, Arc<StoredMsg>>,
     inbox: HashMap<String, BTreeSet<u64>>,
     idem: HashMap<(String, String), IdemEntry>,
     /// Idempotency keys by expiry time.
@@ -275,6 +276,8 @@ pub struct MsgState {
     no_offline: BTreeSet<String>,
     groups: BTreeMap<String, Vec<String>>,
     bcasts: BTreeMap<u64, Bcast>,
+    /// (expires_at_ms, id) of every broadcast, for expiry (derived).
+    bcast_expiry: BTreeSet<(u64, u64)>,
     /// Keys changed since the last [`MsgState::take_dirty`].
     dirty: Vec<Key>,
 }
@@ -290,6 +293,7 @@ impl Default for MsgState {
             no_offline: BTreeSet::new(),
             groups: BTreeMap::new(),
             bcasts: BTreeMap::new(),
+            bcast_expiry: BTreeSet::new(),
             dirty: Vec::new(),
         }
     }
@@ -303,7 +307,7 @@ impl MsgState {
             match it {
                 Item::Meta { next_id } => s.next_id = next_id,
                 Item::Msg(m) => {
-                    s.msgs.insert(m.id, m);
+                    s.msgs.insert(m.id, Arc::new(m));
                 }
                 Item::Inbox(u, ids) => {
                     s.inbox.insert(u, ids.into_iter().collect());
@@ -319,6 +323,7 @@ impl MsgState {
                     s.groups.insert(n, m);
                 }
                 Item::Bcast(id, b) => {
+                    s.bcast_expiry.insert((b.expires_at_ms, id));
                     s.bcasts.insert(id, b);
                 }
             }
@@ -345,7 +350,7 @@ impl MsgState {
     pub fn item(&self, key: &Key) -> Option<Item> {
         match key {
             Key::Meta => Some(Item::Meta { next_id: self.next_id }),
-            Key::Msg(id) => self.msgs.get(id).map(|m| Item::Msg(m.clone())),
+            Key::Msg(id) => self.msgs.get(id).map(|m| Item::Msg(StoredMsg::clone(m))),
             Key::Inbox(u) => self.inbox.get(u).map(|ids| Item::Inbox(u.clone(), ids.iter().copied().collect())),
             Key::Idem(f, k) => self.idem.get(&(f.clone(), k.clone())).map(|e| Item::Idem {
                 from: f.clone(),
@@ -403,10 +408,11 @@ impl MsgState {
             self.idem.remove(&(from.clone(), key.clone()));
             self.dirty.push(Key::Idem(from, key));
         }
-        // Lifetimes differ, so ids do not order expiry: check each (there
-        // are few live broadcasts).
-        let expired: Vec<u64> = self.bcasts.iter().filter(|(_, b)| b.expires_at_ms <= at_ms).map(|(id, _)| *id).collect();
-        for id in expired {
+        while let Some(&(exp, id)) = self.bcast_expiry.first() {
+            if exp > at_ms {
+                break;
+            }
+            self.bcast_expiry.pop_first();
             self.bcasts.remove(&id);
             self.msgs.remove(&id);
             self.dirty.push(Key::Bcast(id));
@@ -450,15 +456,21 @@ impl MsgState {
             refs: 0,
         };
         let mut outcomes = Vec::with_capacity(recipients.len());
+        let mut expires = 0;
         if kind == Kind::Broadcast {
             if s.ttl_ms > 0 {
                 msg.expires_at_ms = at_ms.saturating_add(s.ttl_ms);
                 self.bcasts.insert(id, Bcast { expires_at_ms: msg.expires_at_ms, acked: BTreeSet::new() });
-                self.msgs.insert(id, msg.clone());
+                self.bcast_expiry.insert((msg.expires_at_ms, id));
                 self.dirty.push(Key::Bcast(id));
                 self.dirty.push(Key::Msg(id));
             }
-            notices.push(Notice::Broadcast { msg: Arc::new(msg.clone()) });
+            let msg = Arc::new(msg);
+            if msg.expires_at_ms > 0 {
+                self.msgs.insert(id, msg.clone());
+            }
+            expires = msg.expires_at_ms;
+            notices.push(Notice::Broadcast { msg });
         } else {
             for uid in recipients {
                 let outcome = if self.no_offline.contains(&uid) {
@@ -482,18 +494,19 @@ impl MsgState {
                     self.inbox.remove(uid);
                 }
             }
+            let msg = Arc::new(msg);
             if msg.refs > 0 {
                 self.msgs.insert(id, msg.clone());
                 self.dirty.push(Key::Msg(id));
             }
-            notices.push(Notice::Message { msg: Arc::new(msg.clone()), to: Arc::new(outcomes.clone()) });
+            notices.push(Notice::Message { msg, to: Arc::new(outcomes.clone()) });
         }
         let result = SendResult {
             id,
             duplicate: false,
             kind,
             outcomes,
-            expires_at_ms: msg.expires_at_ms,
+            expires_at_ms: expires,
             origin: s.origin,
             at_ms,
         };
@@ -510,14 +523,16 @@ impl MsgState {
     /// Removes acknowledged ids from the user's inbox (deleting bodies no
     /// inbox holds any more) and marks acknowledged broadcasts.
     fn ack(&mut self, uid: &str, ids: &[u64], up_to: u64, at_ms: u64) -> u32 {
-        let wanted = |id: u64| id <= up_to || ids.contains(&id);
         let mut removed = 0;
         if let Some(inbox) = self.inbox.get_mut(uid) {
-            let gone: Vec<u64> = inbox.iter().copied().filter(|id| wanted(*id)).collect();
+            let gone: BTreeSet<u64> =
+                inbox.range(..=up_to).copied().chain(ids.iter().copied().filter(|id| inbox.contains(id))).collect();
             for id in gone {
                 inbox.remove(&id);
                 removed += 1;
                 if let Some(m) = self.msgs.get_mut(&id) {
+                    // Copies the body only while a session still holds it.
+                    let m = Arc::make_mut(m);
                     m.refs = m.refs.saturating_sub(1);
                     if m.refs == 0 && m.kind != Kind::Broadcast {
                         self.msgs.remove(&id);
@@ -532,10 +547,13 @@ impl MsgState {
                 self.dirty.push(Key::Inbox(uid.to_owned()));
             }
         }
-        for (id, b) in self.bcasts.iter_mut() {
-            if wanted(*id) && b.expires_at_ms > at_ms && b.acked.insert(uid.to_owned()) {
+        let named: BTreeSet<u64> =
+            self.bcasts.range(..=up_to).map(|(id, _)| *id).chain(ids.iter().copied().filter(|id| self.bcasts.contains_key(id))).collect();
+        for id in named {
+            let b = self.bcasts.get_mut(&id).expect("named from bcasts");
+            if b.expires_at_ms > at_ms && b.acked.insert(uid.to_owned()) {
                 removed += 1;
-                self.dirty.push(Key::Bcast(*id));
+                self.dirty.push(Key::Bcast(id));
             }
         }
         removed
@@ -551,14 +569,14 @@ impl MsgState {
         if let Some(inbox) = self.inbox.get(uid) {
             for id in inbox.range(after + 1..).take(limit) {
                 if let Some(m) = self.msgs.get(id) {
-                    out.push(Arc::new(m.clone()));
+                    out.push(m.clone());
                 }
             }
         }
         for (id, b) in self.bcasts.range(after + 1..) {
             if b.expires_at_ms > now_ms && !b.acked.contains(uid) {
                 if let Some(m) = self.msgs.get(id) {
-                    out.push(Arc::new(m.clone()));
+                    out.push(m.clone());
                 }
             }
         }
