@@ -148,7 +148,8 @@ impl Session {
             refuse(&self.out, "too_many_ids", format!("an ack names at most {MAX_ACK_IDS} ids"), tonic::Code::InvalidArgument).await;
             return Err(());
         }
-        let acked: Vec<u64> = self.inflight.keys().copied().filter(|id| *id <= a.up_to || a.ids.contains(id)).collect();
+        let acked: std::collections::BTreeSet<u64> =
+            self.inflight.range(..=a.up_to).map(|(id, _)| *id).chain(a.ids.iter().copied()).collect();
         let mut origins = Vec::with_capacity(acked.len());
         let mut stored = Vec::new();
         for id in acked {
