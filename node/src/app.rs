@@ -75,6 +75,8 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()> + Send + 'st
         me.publish_addr(),
     );
     gateway.start();
+    let media = crate::media::Media::open(config.media.clone(), &config.data_dir, node.clone(), config.tls.is_some())
+        .map_err(|e| anyhow::anyhow!("cannot open the media directory under {}: {e}", config.data_dir.display()))?;
     let api = Arc::new(Api {
         cluster: config.cluster.clone(),
         servers: config.servers.clone(),
@@ -83,6 +85,7 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()> + Send + 'st
         metrics,
         time,
         gateway: gateway.clone(),
+        media: media.clone(),
     });
     let app = App { config, node, api };
     tracing::info!(
@@ -96,6 +99,7 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()> + Send + 'st
     );
 
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+    tokio::spawn(media.clone().run_repair(stop_rx.clone()));
     let stopped = move || {
         let mut rx = stop_rx.clone();
         async move {
@@ -103,7 +107,7 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()> + Send + 'st
         }
     };
 
-    let raft_svc = RaftInternalServer::new(RaftService { node: app.node.clone(), gateway: gateway.clone().into() })
+    let raft_svc = RaftInternalServer::new(RaftService { node: app.node.clone(), gateway: gateway.clone().into(), media: media.into() })
         .max_decoding_message_size(MAX_RAFT_MESSAGE_BYTES)
         .max_encoding_message_size(MAX_RAFT_MESSAGE_BYTES);
     let sync_incoming = LimitedListener::new(sync_l, MAX_SYNC_CONNECTIONS);

@@ -59,6 +59,8 @@ pub struct Config {
     pub auth: AuthConfig,
     /// TLS on the publish port (MISSION M9); None = plaintext.
     pub tls: Option<TlsConfig>,
+    /// Media storage, credentials and edit rules (MISSION G, S).
+    pub media: MediaConfig,
 }
 
 /// `<gateway>`: client sessions (MISSION M5, M7).
@@ -125,6 +127,94 @@ impl Default for MessagesConfig {
             max_recipients: 1_000,
             max_ttl_s: 7 * 86_400,
         }
+    }
+}
+
+/// Upper limit of `<media max-bytes>` (64 GiB).
+pub const MAX_MEDIA_BYTES_CAP: u64 = 64 << 30;
+
+/// `<media>`: uploads, replicas, credentials, garbage collection and the
+/// `<edit>` rules (MISSION G2, G4, S1–S4).
+///
+/// `Debug` never shows the key.
+#[derive(Clone, PartialEq, Eq)]
+pub struct MediaConfig {
+    /// Largest media an upload may state; larger is refused (413).
+    pub max_bytes: u64,
+    /// Bytes one user may share in all (0 = no quota).
+    pub quota_bytes_per_user: u64,
+    /// Free disk space always kept: an upload needing it is refused (507).
+    pub reserve_bytes: u64,
+    /// Nodes that must hold a fsynced copy before an upload is
+    /// acknowledged; 0 = a majority of the voters.
+    pub replicas: usize,
+    /// Lifetime of an upload credential (and of an unfinished upload).
+    pub upload_ttl_ms: u64,
+    /// Lifetime of a download (access) credential.
+    pub access_ttl_ms: u64,
+    /// Media nobody shares any more is deleted after this long.
+    pub gc_grace_ms: u64,
+    /// How often a node checks it holds what it should (and collects garbage).
+    pub repair_interval_ms: u64,
+    /// Uploads open at once on one node (each holds a temp file).
+    pub max_uploads: usize,
+    /// HMAC key of upload and access credentials (any node checks them);
+    /// defaults to one derived from the `<auth mode="hmac">` key. None:
+    /// media is not configured (503).
+    pub key: Option<Vec<u8>>,
+    pub edit: crate::media::edit::EditRules,
+}
+
+impl Default for MediaConfig {
+    fn default() -> Self {
+        MediaConfig {
+            max_bytes: 4 << 30,
+            quota_bytes_per_user: 0,
+            reserve_bytes: 256 << 20,
+            replicas: 0,
+            upload_ttl_ms: 600_000,
+            access_ttl_ms: 300_000,
+            gc_grace_ms: 3_600_000,
+            repair_interval_ms: 5_000,
+            max_uploads: 64,
+            key: None,
+            edit: crate::media::edit::EditRules::default(),
+        }
+    }
+}
+
+impl std::fmt::Debug for MediaConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("MediaConfig")
+            .field("max_bytes", &self.max_bytes)
+            .field("quota_bytes_per_user", &self.quota_bytes_per_user)
+            .field("reserve_bytes", &self.reserve_bytes)
+            .field("replicas", &self.replicas)
+            .field("upload_ttl_ms", &self.upload_ttl_ms)
+            .field("access_ttl_ms", &self.access_ttl_ms)
+            .field("gc_grace_ms", &self.gc_grace_ms)
+            .field("repair_interval_ms", &self.repair_interval_ms)
+            .field("max_uploads", &self.max_uploads)
+            .field("key", &self.key.as_ref().map(|_| "<set>"))
+            .field("edit", &self.edit)
+            .finish()
+    }
+}
+
+impl MediaConfig {
+    /// The media key derived from an HMAC auth key (HMAC of a fixed label),
+    /// so a session token key never doubles as a credential key.
+    pub fn derived_key(auth: &AuthConfig) -> Option<Vec<u8>> {
+        match auth {
+            AuthConfig::Hmac { key } => Some(crate::media::credential::derive_key(key, b"herald media credentials v1")),
+            _ => None,
+        }
+    }
+
+    /// Replicas an upload needs with `voters` voters.
+    pub fn required_replicas(&self, voters: usize) -> usize {
+        let n = if self.replicas == 0 { voters / 2 + 1 } else { self.replicas };
+        n.clamp(1, voters.max(1))
     }
 }
 
@@ -910,6 +1000,7 @@ impl Attrs<'_, '_> {
 
 const HERALD_CHILDREN: &[&str] = &[
     "node", "servers", "raft", "limits", "time", "master", "gateway", "messages", "auth", "tls",
+    "media",
 ];
 
 /// The valid values of `<auth mode>`, with the attributes each allows.
@@ -991,6 +1082,7 @@ impl Ctx<'_> {
         let messages_el = self.at_most_one(root, "messages")?;
         let auth_el = self.at_most_one(root, "auth")?;
         let tls_el = self.at_most_one(root, "tls")?;
+        let media_el = self.at_most_one(root, "media")?;
 
         // <node>
         self.only_children(node_el, &[])?;
@@ -1262,6 +1354,12 @@ impl Ctx<'_> {
             }
         };
 
+        // <media> (after <auth>: its key defaults to one derived from the HMAC key)
+        let media = match media_el {
+            None => MediaConfig { key: MediaConfig::derived_key(&auth), ..MediaConfig::default() },
+            Some(el) => self.read_media(el, &auth)?,
+        };
+
         let mut config = Config {
             source: self.file.to_string(),
             cluster,
@@ -1277,6 +1375,7 @@ impl Ctx<'_> {
             messages,
             auth,
             tls,
+            media,
         };
         // Checked in document order, so a clash is reported at the later entry.
         if let Err(p) = check(&config, None) {
@@ -1301,6 +1400,111 @@ impl Ctx<'_> {
 
 impl Ctx<'_> {
     /// `<auth>`: `mode` picks the variant and the attributes allowed with it.
+    /// `key` or `key-file` (not both) of `el`: at least
+    /// [`MIN_HMAC_KEY_BYTES`]; None when neither is given.
+    fn read_key(&self, a: &Attrs, el: &Elem) -> Result<Option<Vec<u8>>, ConfigError> {
+        let short = |n: usize| {
+            format!("the key is {n} bytes; at least {MIN_HMAC_KEY_BYTES} are required")
+        };
+        match (el.attr("key"), el.attr("key-file")) {
+            (Some(_), Some(_)) => Err(a.err("key-file", "give either key or key-file, not both")),
+            (None, None) => Ok(None),
+            (Some(k), None) => {
+                let key = k.value.as_bytes().to_vec();
+                if key.len() < MIN_HMAC_KEY_BYTES {
+                    return Err(a.err("key", short(key.len())));
+                }
+                Ok(Some(key))
+            }
+            (None, Some(_)) => {
+                let path = self.resolve(&a.req_text("key-file")?);
+                let mut key = std::fs::read(&path).map_err(|e| {
+                    a.err("key-file", format!("cannot read {}: {e}", path.display()))
+                })?;
+                let end = key
+                    .iter()
+                    .rposition(|b| !b.is_ascii_whitespace())
+                    .map_or(0, |i| i + 1);
+                key.truncate(end);
+                if key.len() < MIN_HMAC_KEY_BYTES {
+                    return Err(a.err(
+                        "key-file",
+                        format!("{} in {}", short(key.len()), path.display()),
+                    ));
+                }
+                Ok(Some(key))
+            }
+        }
+    }
+
+    /// `<media>` and its `<edit>` child.
+    fn read_media(&self, el: &Elem, auth: &AuthConfig) -> Result<MediaConfig, ConfigError> {
+        self.only_children(el, &["edit"])?;
+        let d = MediaConfig::default();
+        let a = self.attrs(
+            el,
+            &[
+                "max-bytes",
+                "quota-bytes-per-user",
+                "reserve-bytes",
+                "replicas",
+                "upload-ttl-ms",
+                "access-ttl-ms",
+                "gc-grace-ms",
+                "repair-interval-ms",
+                "max-uploads",
+                "key",
+                "key-file",
+            ],
+        )?;
+        let key = match self.read_key(&a, el)? {
+            Some(k) => Some(k),
+            None => MediaConfig::derived_key(auth),
+        };
+        let edit = match self.at_most_one(el, "edit")? {
+            None => d.edit.clone(),
+            Some(e) => {
+                self.only_children(e, &[])?;
+                let ea = self.attrs(
+                    e,
+                    &["enabled", "max-width", "max-height", "format", "quality", "max-pixels"],
+                )?;
+                let de = crate::media::edit::EditRules::default();
+                let format = match e.attr("format").map(|x| x.value.as_str()) {
+                    None | Some("keep") => None,
+                    Some(v) => Some(crate::media::edit::OutFormat::parse(v).ok_or_else(|| {
+                        ea.err(
+                            "format",
+                            format!("{v:?}: expected one of jpeg, png, webp, keep"),
+                        )
+                    })?),
+                };
+                crate::media::edit::EditRules {
+                    enabled: ea.opt_bool("enabled", true)?,
+                    max_width: ea.opt_u64_in("max-width", 0, 0, 65_535)? as u32,
+                    max_height: ea.opt_u64_in("max-height", 0, 0, 65_535)? as u32,
+                    format,
+                    quality: ea.opt_u64_in("quality", de.quality.into(), 1, 100)? as u8,
+                    max_pixels: ea.opt_u64_in("max-pixels", de.max_pixels, 1, 1_000_000_000)?,
+                }
+            }
+        };
+        let m = MediaConfig {
+            max_bytes: a.opt_u64_in("max-bytes", d.max_bytes, 1, MAX_MEDIA_BYTES_CAP)?,
+            quota_bytes_per_user: a.opt_u64_in("quota-bytes-per-user", d.quota_bytes_per_user, 0, u64::MAX)?,
+            reserve_bytes: a.opt_u64_in("reserve-bytes", d.reserve_bytes, 0, u64::MAX)?,
+            replicas: a.opt_u64_in("replicas", 0, 0, 15)? as usize,
+            upload_ttl_ms: a.opt_u64_in("upload-ttl-ms", d.upload_ttl_ms, 1_000, 86_400_000)?,
+            access_ttl_ms: a.opt_u64_in("access-ttl-ms", d.access_ttl_ms, 1_000, 86_400_000)?,
+            gc_grace_ms: a.opt_u64_in("gc-grace-ms", d.gc_grace_ms, 0, 30 * 86_400_000)?,
+            repair_interval_ms: a.opt_u64_in("repair-interval-ms", d.repair_interval_ms, 100, 3_600_000)?,
+            max_uploads: a.opt_usize("max-uploads", d.max_uploads, 1, 10_000)?,
+            key,
+            edit,
+        };
+        Ok(m)
+    }
+
     fn read_auth(&self, el: &Elem) -> Result<AuthConfig, ConfigError> {
         self.only_children(el, &[])?;
         let mut every: Vec<&str> = Vec::new();
@@ -1342,45 +1546,9 @@ impl Ctx<'_> {
         }
         match *mode {
             "hmac" => {
-                let short = |n: usize| {
-                    format!("the key is {n} bytes; at least {MIN_HMAC_KEY_BYTES} are required")
-                };
-                let key = match (el.attr("key"), el.attr("key-file")) {
-                    (Some(_), Some(_)) => {
-                        return Err(a.err("key-file", "give either key or key-file, not both"))
-                    }
-                    (None, None) => {
-                        return Err(a.err(
-                            "key",
-                            "missing required attribute: mode=\"hmac\" needs key or key-file",
-                        ))
-                    }
-                    (Some(k), None) => {
-                        let key = k.value.as_bytes().to_vec();
-                        if key.len() < MIN_HMAC_KEY_BYTES {
-                            return Err(a.err("key", short(key.len())));
-                        }
-                        key
-                    }
-                    (None, Some(_)) => {
-                        let path = self.resolve(&a.req_text("key-file")?);
-                        let mut key = std::fs::read(&path).map_err(|e| {
-                            a.err("key-file", format!("cannot read {}: {e}", path.display()))
-                        })?;
-                        let end = key
-                            .iter()
-                            .rposition(|b| !b.is_ascii_whitespace())
-                            .map_or(0, |i| i + 1);
-                        key.truncate(end);
-                        if key.len() < MIN_HMAC_KEY_BYTES {
-                            return Err(a.err(
-                                "key-file",
-                                format!("{} in {}", short(key.len()), path.display()),
-                            ));
-                        }
-                        key
-                    }
-                };
+                let key = self.read_key(&a, el)?.ok_or_else(|| {
+                    a.err("key", "missing required attribute: mode=\"hmac\" needs key or key-file")
+                })?;
                 Ok(AuthConfig::Hmac { key })
             }
             _ => {

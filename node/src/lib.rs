@@ -7,6 +7,8 @@ pub mod app;
 pub mod clock;
 pub mod config;
 pub mod gateway;
+pub mod library;
+pub mod media;
 pub mod messages;
 pub mod metrics;
 pub mod presence;

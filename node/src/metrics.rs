@@ -48,6 +48,11 @@ pub struct Metrics {
     pub errors: Family<CodeLabel, Counter>,
     pub messages_sent: Counter,
     pub message_outcomes: Family<OutcomeLabel, Counter>,
+    pub media_uploads_requested: Counter,
+    pub media_uploads: Counter,
+    pub media_upload_bytes: Counter,
+    pub media_download_bytes: Counter,
+    pub media_group_sends: Counter,
     sessions: Gauge,
     sessions_opened: Gauge,
     sessions_refused: Gauge,
@@ -93,6 +98,11 @@ impl Metrics {
             errors: Family::default(),
             messages_sent: Counter::default(),
             message_outcomes: Family::default(),
+            media_uploads_requested: Counter::default(),
+            media_uploads: Counter::default(),
+            media_upload_bytes: Counter::default(),
+            media_download_bytes: Counter::default(),
+            media_group_sends: Counter::default(),
             sessions: Gauge::default(),
             sessions_opened: Gauge::default(),
             sessions_refused: Gauge::default(),
@@ -123,6 +133,11 @@ impl Metrics {
         r.register("api_errors", "Requests answered with an error, by code", m.errors.clone());
         r.register("messages_sent", "Message submissions answered", m.messages_sent.clone());
         r.register("message_recipient_outcomes", "Per-recipient outcomes of submissions (delivered, stored, dropped, rejected)", m.message_outcomes.clone());
+        r.register("media_uploads_requested", "Upload requests accepted (upload ids issued)", m.media_uploads_requested.clone());
+        r.register("media_uploads", "Uploads stored on enough nodes and committed", m.media_uploads.clone());
+        r.register("media_upload_bytes", "Bytes of committed uploads (as stored)", m.media_upload_bytes.clone());
+        r.register("media_download_bytes", "Media bytes served by this node", m.media_download_bytes.clone());
+        r.register("media_group_sends", "Group-sends answered", m.media_group_sends.clone());
         r.register("gateway_sessions", "Client sessions open on this node", m.sessions.clone());
         r.register("gateway_sessions_opened", "Sessions opened on this node since start", m.sessions_opened.clone());
         r.register("gateway_sessions_refused", "Sessions refused (token, limits) since start", m.sessions_refused.clone());

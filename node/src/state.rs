@@ -1,4 +1,5 @@
-//! The replicated state as one deterministic value: presence plus messages,
+//! The replicated state as one deterministic value: presence, messages and
+//! the media library,
 //! and the log command that changes it.
 //!
 //! [`State::apply`] is the only way the replicated state changes. It uses
@@ -8,6 +9,7 @@
 
 use serde::{Deserialize, Serialize};
 
+use crate::library::{LibOp, LibResult, Library};
 use crate::messages::{MsgOp, MsgResult, MsgState, Notice};
 use crate::presence::{Event, PresenceState, Touched};
 
@@ -27,6 +29,8 @@ pub enum Op {
     GatewayReset { gateway: u64 },
     /// Messages, inboxes, groups, subscriptions.
     Msg(MsgOp),
+    /// Media metadata and contacts.
+    Lib(LibOp),
 }
 
 impl Op {
@@ -36,6 +40,7 @@ impl Op {
         match self {
             Op::Msg(MsgOp::Send(s)) => s.body.len() + s.to.len() * 16,
             Op::Msg(MsgOp::SetGroup { members, .. }) => members.len() * 16,
+            Op::Lib(LibOp::MediaGrant { uids, .. }) => uids.len() * 16,
             _ => 0,
         }
     }
@@ -62,6 +67,7 @@ pub enum OpResult {
     /// Presence operations answer only the revision (the entry's index).
     Ok,
     Msg(MsgResult),
+    Lib(LibResult),
 }
 
 /// Everything the Raft group holds.
@@ -69,6 +75,7 @@ pub enum OpResult {
 pub struct State {
     pub presence: PresenceState,
     pub msgs: MsgState,
+    pub lib: Library,
 }
 
 /// What one [`State::apply`] produced besides the results.
@@ -103,6 +110,7 @@ impl State {
                     OpResult::Ok
                 }
                 Op::Msg(m) => OpResult::Msg(self.msgs.apply(m, cmd.at_ms, &mut fx.notices)),
+                Op::Lib(l) => OpResult::Lib(self.lib.apply(l, cmd.at_ms)),
             };
             results.push(r);
         }

@@ -147,6 +147,7 @@ pub fn router(api: Arc<Api>) -> Router {
         .route("/healthz", get(healthz))
         .route("/metrics", get(metrics))
         .merge(super::messages::routes())
+        .merge(super::media::routes())
         .fallback(not_found)
         .layer(DefaultBodyLimit::max(limit))
         .with_state(api)

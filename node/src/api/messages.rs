@@ -33,6 +33,9 @@ pub struct Submission {
     pub ttl_s: u64,
     pub content_type: String,
     pub body: Vec<u8>,
+    /// Group-send: the recipients are granted access to this media in the
+    /// same log entry (not settable over the wire).
+    pub grant_media: Option<String>,
 }
 
 /// The outcome for one recipient.
@@ -152,6 +155,7 @@ impl Api {
         }
         let cfg = &self.gateway.msgs;
         let (req, waiter) = self.gateway.waiter();
+        let grant = s.grant_media;
         let op = SendOp {
             idempotency_key: s.idempotency_key,
             from: s.from,
@@ -165,7 +169,12 @@ impl Api {
             quota: cfg.quota_per_user.min(u32::MAX as usize) as u32,
             idempotency_window_ms: cfg.idempotency_window_s.saturating_mul(1000),
         };
-        let written = self.node.write(vec![Op::Msg(MsgOp::Send(op))]).await;
+        let mut ops = Vec::with_capacity(2);
+        if let Some(id) = &grant {
+            ops.push(Op::Lib(crate::library::LibOp::MediaGrant { id: id.clone(), uids: op.to.clone() }));
+        }
+        ops.push(Op::Msg(MsgOp::Send(op)));
+        let written = self.node.write(ops).await;
         let (revision, results) = match written {
             Ok(x) => x,
             Err(e) => {
@@ -173,7 +182,7 @@ impl Api {
                 return Err(e.into());
             }
         };
-        let r = match results.into_iter().next() {
+        let r = match results.into_iter().last() {
             Some(OpResult::Msg(MsgResult::Sent(Ok(r)))) => r,
             Some(OpResult::Msg(MsgResult::Sent(Err(e)))) => {
                 self.gateway.forget(req);
@@ -386,6 +395,7 @@ async fn post_message(State(api): State<AppState>, body: Result<Json<SendBody>, 
         ttl_s: b.ttl_s,
         content_type: b.content_type,
         body,
+        grant_media: None,
     };
     Ok(Json(api.send(s).await?))
 }
@@ -463,6 +473,7 @@ impl pb::messages_server::Messages for MessagesGrpc {
             ttl_s: r.ttl_s,
             content_type: r.content_type,
             body: r.body,
+            grant_media: None,
         };
         let a = self.api.send(s).await.map_err(|e| e.to_grpc())?;
         Ok(Response::new(pb::SendResponse {

@@ -4,6 +4,7 @@
 
 pub mod grpc;
 pub mod http;
+pub mod media;
 pub mod messages;
 
 use std::sync::Arc;
@@ -34,6 +35,17 @@ pub enum ApiError {
     /// request, passed on with its own code.
     #[error("{message}")]
     Forwarded { code: String, status: u16, message: String },
+}
+
+impl From<crate::media::MediaError> for ApiError {
+    fn from(e: crate::media::MediaError) -> Self {
+        use crate::media::MediaError;
+        match e {
+            MediaError::Refused { status, code, message } => ApiError::WithStatus { status, code, message },
+            MediaError::Cluster(c) => ApiError::Cluster(c),
+            MediaError::Io(e) => ApiError::WithStatus { status: 500, code: "storage_error", message: e.to_string() },
+        }
+    }
 }
 
 impl From<EventError> for ApiError {
@@ -146,6 +158,7 @@ pub struct Api {
     pub metrics: Arc<Metrics>,
     pub time: Arc<crate::time::TimeService>,
     pub gateway: Arc<crate::gateway::Gateway>,
+    pub media: Arc<crate::media::Media>,
 }
 
 impl Api {

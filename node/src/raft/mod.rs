@@ -253,6 +253,16 @@ impl RaftNode {
         m.membership_config.membership().nodes().map(|(id, a)| (*id, a.clone())).collect()
     }
 
+    /// Voter numbers of the current membership.
+    pub fn voters(&self) -> Vec<u64> {
+        self.raft.metrics().borrow_watched().membership_config.membership().voter_ids().collect()
+    }
+
+    /// This node's number.
+    pub fn id(&self) -> u64 {
+        self.id
+    }
+
     /// A client of another member's internal service (sync port).
     pub fn peer_client(&self, node: u64) -> Result<RaftInternalClient<Channel>, ClusterError> {
         let addr = self.members().into_iter().find(|(id, _)| *id == node).map(|(_, a)| a.sync).ok_or(ClusterError::UnknownNode(node))?;

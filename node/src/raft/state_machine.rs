@@ -3,6 +3,7 @@
 //!
 //! Layout of the `sm` sled tree: `u<uid>` → record, `s<sid BE>` → uid,
 //! `M…` → message items (see [`crate::messages::Key::bytes`]),
+//! `G…` → media metadata and contacts (see [`crate::library::Key::bytes`]),
 //! `!applied` → last applied log id, `!membership` → last membership.
 //! Snapshot files live in `<data>/snapshots/` (see [`SnapshotStore`]).
 
@@ -19,6 +20,7 @@ use serde::{Deserialize, Serialize};
 
 use super::codec::{decode, decode_from, encode, encode_into};
 use super::types::{Applied, LogId, SnapshotMeta, StoredMembership, TypeConfig};
+use crate::library::{Item as LibItem, Library};
 use crate::messages::{Item, MsgState, Notice};
 use crate::presence::{PresenceState, Record};
 use crate::state::{Effects, State};
@@ -60,6 +62,7 @@ struct SnapshotHeader {
     records: u64,
     sids: u64,
     items: u64,
+    lib_items: u64,
 }
 
 /// Snapshot files in one directory: `snap-<index>-<term>-<n>.snap`, written to
@@ -132,8 +135,15 @@ fn write_snapshot(
     records: &[Record],
     sids: &[(u64, String)],
     items: &[Item],
+    lib_items: &[LibItem],
 ) -> io::Result<()> {
-    let h = SnapshotHeader { meta: meta.clone(), records: records.len() as u64, sids: sids.len() as u64, items: items.len() as u64 };
+    let h = SnapshotHeader {
+        meta: meta.clone(),
+        records: records.len() as u64,
+        sids: sids.len() as u64,
+        items: items.len() as u64,
+        lib_items: lib_items.len() as u64,
+    };
     encode_into(&h, w)?;
     for r in records {
         encode_into(r, w)?;
@@ -142,6 +152,9 @@ fn write_snapshot(
         encode_into(s, w)?;
     }
     for it in items {
+        encode_into(it, w)?;
+    }
+    for it in lib_items {
         encode_into(it, w)?;
     }
     Ok(())
@@ -163,8 +176,19 @@ fn read_snapshot(r: &mut impl Read) -> io::Result<(SnapshotMeta, State)> {
     for _ in 0..h.items {
         items.push(decode_from::<Item, _>(r)?);
     }
+    let mut lib_items = Vec::with_capacity(h.lib_items.min(1 << 20) as usize);
+    for _ in 0..h.lib_items {
+        lib_items.push(decode_from::<LibItem, _>(r)?);
+    }
     let applied = h.meta.last_log_id.as_ref().map(|l| l.index()).unwrap_or(0);
-    Ok((h.meta, State { presence: PresenceState::from_parts(records, sids, applied), msgs: MsgState::from_items(items) }))
+    Ok((
+        h.meta,
+        State {
+            presence: PresenceState::from_parts(records, sids, applied),
+            msgs: MsgState::from_items(items),
+            lib: Library::from_items(lib_items),
+        },
+    ))
 }
 
 struct Inner {
@@ -213,8 +237,17 @@ impl StateMachine {
             let (_, v) = kv.map_err(io_err)?;
             items.push(decode::<Item>(&v)?);
         }
+        let mut lib_items = Vec::new();
+        for kv in tree.scan_prefix(b"G") {
+            let (_, v) = kv.map_err(io_err)?;
+            lib_items.push(decode::<LibItem>(&v)?);
+        }
         let idx = applied.as_ref().map(|l| l.index()).unwrap_or(0);
-        let state = State { presence: PresenceState::from_parts(records, sids, idx), msgs: MsgState::from_items(items) };
+        let state = State {
+            presence: PresenceState::from_parts(records, sids, idx),
+            msgs: MsgState::from_items(items),
+            lib: Library::from_items(lib_items),
+        };
         let sm = StateMachine {
             inner: Arc::new(Inner {
                 db: db.clone(),
@@ -266,6 +299,9 @@ impl StateMachine {
         for it in state.msgs.items() {
             batch.insert(it.key().bytes(), encode(&it)?);
         }
+        for it in state.lib.items() {
+            batch.insert(it.key().bytes(), encode(&it)?);
+        }
         batch.insert(KEY_APPLIED, encode(&meta.last_log_id)?);
         batch.insert(KEY_MEMBERSHIP, encode(&meta.last_membership)?);
         self.inner.tree.apply_batch(batch).map_err(io_err)?;
@@ -281,12 +317,12 @@ impl RaftSnapshotBuilder<TypeConfig> for StateMachine {
     async fn build_snapshot(&mut self) -> Result<Snapshot, io::Error> {
         // Copy under the locks (a memory copy), write without them, so that
         // applying is not blocked by the disk.
-        let (meta, mut records, mut sids, items) = {
+        let (meta, mut records, mut sids, items, lib_items) = {
             let st = self.inner.state.read().expect("state lock");
             let (last, membership) = self.inner.applied.lock().expect("applied lock").clone();
             let records: Vec<Record> = st.presence.records().cloned().collect();
             let sids: Vec<(u64, String)> = st.presence.sid_index().map(|(s, u)| (s, u.to_owned())).collect();
-            (SnapshotMeta { last_log_id: last, last_membership: membership }, records, sids, st.msgs.items())
+            (SnapshotMeta { last_log_id: last, last_membership: membership }, records, sids, st.msgs.items(), st.lib.items())
         };
         // The snapshot stands for the state up to `meta.last_log_id`; make
         // sure sled holds at least that much before logs are purged.
@@ -298,7 +334,7 @@ impl RaftSnapshotBuilder<TypeConfig> for StateMachine {
             sids.sort();
             let (tmp, f) = this.inner.snapshots.temp_file()?;
             let mut w = BufWriter::new(f);
-            write_snapshot(&mut w, &m, &records, &sids, &items)?;
+            write_snapshot(&mut w, &m, &records, &sids, &items, &lib_items)?;
             w.flush()?;
             this.inner.snapshots.commit(&tmp, &m)
         })
@@ -364,6 +400,13 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
             let keys: std::collections::BTreeSet<crate::messages::Key> = st.msgs.take_dirty().into_iter().collect();
             for k in keys {
                 match st.msgs.item(&k) {
+                    Some(it) => batch.insert(k.bytes(), encode(&it)?),
+                    None => batch.remove(k.bytes()),
+                }
+            }
+            let keys: std::collections::BTreeSet<crate::library::Key> = st.lib.take_dirty().into_iter().collect();
+            for k in keys {
+                match st.lib.item(&k) {
                     Some(it) => batch.insert(k.bytes(), encode(&it)?),
                     None => batch.remove(k.bytes()),
                 }

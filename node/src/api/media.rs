@@ -1,0 +1,537 @@
+//! Media, contacts, group-send and the shared page over HTTP (MISSION
+//! G1–G3, S1–S4). The contract is docs/media.md; the byte handling is in
+//! [`crate::media`], the replicated metadata in [`crate::library`].
+
+use std::collections::BTreeSet;
+
+use axum::body::{Body, Bytes};
+use axum::extract::rejection::JsonRejection;
+use axum::extract::{Path, Query, State};
+use axum::http::{header, HeaderMap, Method, StatusCode};
+use axum::response::{Html, IntoResponse, Response};
+use axum::routing::{get, post, put};
+use axum::{Json, Router};
+use serde::{Deserialize, Serialize};
+
+use super::messages::{RecipientOutcome, Submission};
+use super::{Api, ApiError};
+use crate::library::{LibOp, LibResult, MediaMeta, MAX_GROUPS_PER_CONTACT};
+use crate::media::range::{self, RangeAnswer};
+use crate::media::store::valid_id;
+use crate::messages::MAX_GROUP_NAME_BYTES;
+use crate::presence::MAX_UID_BYTES;
+use crate::state::{Op, OpResult};
+
+type AppState = std::sync::Arc<Api>;
+
+/// Longest `text` of a group-send (it travels in every recipient's message).
+pub const MAX_TEXT_BYTES: usize = 4096;
+/// Content type of the message a group-send delivers.
+pub const MEDIA_MESSAGE_TYPE: &str = "application/vnd.herald.media+json";
+
+pub fn routes() -> Router<AppState> {
+    Router::new()
+        .route("/v1/users/{uid}/uploads", post(post_upload))
+        .route("/v1/uploads/{id}", put(put_upload))
+        .route("/v1/media/{id}", get(get_media))
+        .route("/v1/media/{id}/content", get(get_content))
+        .route("/v1/users/{uid}/media/{id}", axum::routing::delete(delete_media))
+        .route("/v1/users/{uid}/contacts", get(get_contacts))
+        .route("/v1/users/{uid}/contacts/{contact}", put(put_contact).delete(delete_contact))
+        .route("/v1/users/{uid}/group-send", post(post_group_send))
+        .route("/v1/users/{uid}/shared", get(get_shared))
+}
+
+/// Query parameters any of these routes may carry.
+#[derive(Debug, Default, Deserialize)]
+struct Params {
+    token: Option<String>,
+    viewer: Option<String>,
+    access: Option<String>,
+    format: Option<String>,
+    group: Option<String>,
+}
+
+fn bearer(headers: &HeaderMap) -> Option<&str> {
+    let v = headers.get(header::AUTHORIZATION)?.to_str().ok()?;
+    let (scheme, rest) = v.split_once(' ')?;
+    scheme.eq_ignore_ascii_case("bearer").then_some(rest.trim())
+}
+
+fn check_uid(field: &str, uid: &str) -> Result<(), ApiError> {
+    if uid.is_empty() || uid.len() > MAX_UID_BYTES {
+        return Err(ApiError::WithStatus {
+            status: 400,
+            code: "invalid_uid",
+            message: format!("{field}: a uid is 1..={MAX_UID_BYTES} bytes"),
+        });
+    }
+    Ok(())
+}
+
+fn check_group(g: &str) -> Result<(), ApiError> {
+    if g.is_empty() || g.len() > MAX_GROUP_NAME_BYTES {
+        return Err(ApiError::bad("invalid_group", format!("a group name is 1..={MAX_GROUP_NAME_BYTES} bytes")));
+    }
+    Ok(())
+}
+
+impl Api {
+    /// Checks that the caller holds a session token of `uid`.
+    pub async fn authenticate(&self, uid: &str, headers: &HeaderMap, query_token: Option<&str>) -> Result<(), ApiError> {
+        check_uid("uid", uid)?;
+        let token = bearer(headers).or(query_token).ok_or_else(|| ApiError::WithStatus {
+            status: 401,
+            code: "missing_token",
+            message: "a session token is required: Authorization: Bearer <token> (or ?token=)".into(),
+        })?;
+        let now_s = self.node.clock().now_ms() / 1000;
+        self.gateway.auth.check(uid, token, "http", now_s).await.map_err(|e| {
+            let status = match e.code() {
+                "auth_unavailable" | "auth_not_configured" => 503,
+                _ => 401,
+            };
+            ApiError::WithStatus { status, code: e.code(), message: e.to_string() }
+        })
+    }
+
+    /// Media metadata from this node's state, after a read barrier when it
+    /// is not known here yet (committed through another node just now).
+    async fn media_meta(&self, id: &str) -> Result<MediaMeta, ApiError> {
+        if !valid_id(id) {
+            return Err(ApiError::bad_status(404, "unknown_media", "a media id is 64 hex digits"));
+        }
+        let local = self.node.state().read().expect("state lock").lib.media(id).cloned();
+        if let Some(m) = local {
+            return Ok(m);
+        }
+        self.node.read_barrier().await?;
+        let m = self.node.state().read().expect("state lock").lib.media(id).cloned();
+        m.ok_or_else(|| ApiError::bad_status(404, "unknown_media", format!("no media {id}")))
+    }
+}
+
+#[derive(Debug, Deserialize)]
+struct UploadBody {
+    #[serde(default)]
+    size: u64,
+    #[serde(default)]
+    content_type: String,
+    #[serde(default)]
+    name: String,
+}
+
+async fn post_upload(
+    State(api): State<AppState>,
+    Path(uid): Path<String>,
+    Query(q): Query<Params>,
+    headers: HeaderMap,
+    body: Result<Json<UploadBody>, JsonRejection>,
+) -> Result<Response, ApiError> {
+    api.authenticate(&uid, &headers, q.token.as_deref()).await?;
+    let Json(b) = body.map_err(|r| super::http::json_error(r, api.limits.max_request_bytes))?;
+    let t = api.media.begin_upload(&uid, b.size, &b.content_type, &b.name)?;
+    api.metrics.media_uploads_requested.inc();
+    Ok((StatusCode::CREATED, Json(t)).into_response())
+}
+
+async fn put_upload(State(api): State<AppState>, Path(id): Path<String>, headers: HeaderMap, body: Body) -> Result<Response, ApiError> {
+    let cred = bearer(&headers).ok_or_else(|| ApiError::WithStatus {
+        status: 401,
+        code: "missing_credential",
+        message: "the upload credential is required: Authorization: Bearer <credential>".into(),
+    })?;
+    let r = api.media.receive(&id, cred, body.into_data_stream()).await;
+    match r {
+        Ok(done) => {
+            api.metrics.media_uploads.inc();
+            api.metrics.media_upload_bytes.inc_by(done.size);
+            Ok((StatusCode::CREATED, Json(done)).into_response())
+        }
+        Err(e) => {
+            let e = ApiError::from(e);
+            api.count_error(&e);
+            Err(e)
+        }
+    }
+}
+
+/// The viewer of a view call: `X-Herald-User` or `?viewer=`, else `default`.
+fn viewer(headers: &HeaderMap, q: &Params, default: &str) -> String {
+    headers
+        .get("x-herald-user")
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_owned)
+        .or_else(|| q.viewer.clone())
+        .unwrap_or_else(|| default.to_owned())
+}
+
+#[derive(Serialize)]
+struct MediaInfo {
+    media_id: String,
+    size: u64,
+    content_type: String,
+    created_ms: u64,
+    owners: Vec<String>,
+    replicas: Vec<u64>,
+    url: String,
+    expires_at_ms: u64,
+}
+
+async fn get_media(State(api): State<AppState>, Path(id): Path<String>, Query(q): Query<Params>, headers: HeaderMap) -> Result<Json<MediaInfo>, ApiError> {
+    let Some(v) = headers.get("x-herald-user").and_then(|v| v.to_str().ok()).map(str::to_owned).or_else(|| q.viewer.clone()) else {
+        return Err(ApiError::bad("missing_viewer", "name the viewer: X-Herald-User: <uid> (or ?viewer=)"));
+    };
+    api.authenticate(&v, &headers, q.token.as_deref()).await?;
+    api.node.read_barrier().await?;
+    let m = api.media_meta(&id).await?;
+    let allowed = api.node.state().read().expect("state lock").lib.may_view(&id, &v);
+    if !allowed {
+        return Err(ApiError::bad_status(403, "access_denied", format!("{v} is not an owner, a friend of an owner, or a recipient of this media")));
+    }
+    let (url, expires_at_ms) = api.media.access_url(&id, &v)?;
+    Ok(Json(MediaInfo {
+        media_id: m.id,
+        size: m.size,
+        content_type: m.content_type,
+        created_ms: m.created_ms,
+        owners: m.owners.keys().cloned().collect(),
+        replicas: m.replicas.iter().copied().collect(),
+        url,
+        expires_at_ms,
+    }))
+}
+
+async fn get_content(
+    State(api): State<AppState>,
+    Path(id): Path<String>,
+    Query(q): Query<Params>,
+    method: Method,
+    headers: HeaderMap,
+) -> Result<Response, ApiError> {
+    let cred = q.access.as_deref().or_else(|| bearer(&headers)).ok_or_else(|| ApiError::WithStatus {
+        status: 401,
+        code: "missing_credential",
+        message: "an access credential is required: ?access=<credential> (from GET /v1/media/{id})".into(),
+    })?;
+    let viewer = api.media.check_access(&id, cred)?;
+    let m = api.media_meta(&id).await?;
+    let size = m.size;
+    let range_header = headers.get(header::RANGE).and_then(|v| v.to_str().ok());
+    let (status, start, len) = match range::parse(range_header, size) {
+        RangeAnswer::Full => (StatusCode::OK, 0, size),
+        RangeAnswer::Partial { start, end } => (StatusCode::PARTIAL_CONTENT, start, end - start + 1),
+        RangeAnswer::Unsatisfiable => {
+            let mut r = ApiError::bad_status(416, "range_not_satisfiable", format!("the media has {size} bytes")).into_response();
+            if let Ok(v) = format!("bytes */{size}").parse() {
+                r.headers_mut().insert(header::CONTENT_RANGE, v);
+            }
+            return Ok(r);
+        }
+    };
+    tracing::debug!(media = %id, %viewer, start, len, "serving media");
+    let body = if method == Method::HEAD || len == 0 {
+        Body::empty()
+    } else {
+        let s = api.media.open_bytes(&id, start, len, &m.replicas).await?;
+        api.metrics.media_download_bytes.inc_by(len);
+        Body::from_stream(s)
+    };
+    let mut r = Response::builder()
+        .status(status)
+        .header(header::CONTENT_TYPE, m.content_type.as_str())
+        .header(header::CONTENT_LENGTH, len)
+        .header(header::ACCEPT_RANGES, "bytes")
+        .header(header::ETAG, format!("\"{}\"", m.id))
+        .header(header::CACHE_CONTROL, "private, max-age=31536000, immutable");
+    if status == StatusCode::PARTIAL_CONTENT {
+        r = r.header(header::CONTENT_RANGE, range::content_range(start, start + len - 1, size));
+    }
+    r.body(body).map_err(|e| ApiError::bad_status(500, "internal", e.to_string()))
+}
+
+async fn write_lib(api: &Api, op: LibOp) -> Result<(u64, LibResult), ApiError> {
+    let (rev, results) = api.node.write(vec![Op::Lib(op)]).await?;
+    match results.into_iter().next() {
+        Some(OpResult::Lib(LibResult::Refused(code))) => {
+            let (status, code): (u16, &'static str) = match code.as_str() {
+                "self_contact" => (400, "self_contact"),
+                "too_many_contacts" => (409, "too_many_contacts"),
+                "too_many_groups" => (409, "too_many_groups"),
+                "media_quota_exceeded" => (403, "media_quota_exceeded"),
+                "unknown_media" => (404, "unknown_media"),
+                _ => (409, "refused"),
+            };
+            Err(ApiError::bad_status(status, code, format!("refused: {code}")))
+        }
+        Some(OpResult::Lib(r)) => Ok((rev, r)),
+        other => Err(ApiError::bad_status(500, "internal", format!("unexpected apply result {other:?}"))),
+    }
+}
+
+async fn delete_media(
+    State(api): State<AppState>,
+    Path((uid, id)): Path<(String, String)>,
+    Query(q): Query<Params>,
+    headers: HeaderMap,
+) -> Result<Json<serde_json::Value>, ApiError> {
+    api.authenticate(&uid, &headers, q.token.as_deref()).await?;
+    let (revision, r) = write_lib(&api, LibOp::MediaUnshare { id, owner: uid }).await?;
+    Ok(Json(serde_json::json!({ "revision": revision, "removed": r == LibResult::Done(true) })))
+}
+
+#[derive(Serialize)]
+struct ContactOut {
+    uid: String,
+    groups: Vec<String>,
+    friend: bool,
+}
+
+async fn get_contacts(
+    State(api): State<AppState>,
+    Path(uid): Path<String>,
+    Query(q): Query<Params>,
+    headers: HeaderMap,
+) -> Result<Json<serde_json::Value>, ApiError> {
+    api.authenticate(&uid, &headers, q.token.as_deref()).await?;
+    api.node.read_barrier().await?;
+    let st = api.node.state();
+    let st = st.read().expect("state lock");
+    let contacts: Vec<ContactOut> = st
+        .lib
+        .contacts(&uid)
+        .map(|c| {
+            c.iter()
+                .filter(|(_, gs)| q.group.as_ref().is_none_or(|g| gs.contains(g)))
+                .map(|(u, gs)| ContactOut { uid: u.clone(), groups: gs.iter().cloned().collect(), friend: st.lib.are_friends(&uid, u) })
+                .collect()
+        })
+        .unwrap_or_default();
+    Ok(Json(serde_json::json!({ "uid": uid, "contacts": contacts })))
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ContactBody {
+    #[serde(default)]
+    groups: Vec<String>,
+}
+
+async fn put_contact(
+    State(api): State<AppState>,
+    Path((uid, contact)): Path<(String, String)>,
+    Query(q): Query<Params>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Result<Json<serde_json::Value>, ApiError> {
+    api.authenticate(&uid, &headers, q.token.as_deref()).await?;
+    check_uid("contact", &contact)?;
+    let b: ContactBody = if body.iter().all(u8::is_ascii_whitespace) {
+        ContactBody::default()
+    } else {
+        serde_json::from_slice(&body).map_err(|e| ApiError::bad("malformed_json", e.to_string()))?
+    };
+    if b.groups.len() > MAX_GROUPS_PER_CONTACT {
+        return Err(ApiError::bad_status(409, "too_many_groups", format!("a contact is in at most {MAX_GROUPS_PER_CONTACT} groups")));
+    }
+    for g in &b.groups {
+        check_group(g)?;
+    }
+    let (revision, _) = write_lib(&api, LibOp::ContactSet { uid, contact, groups: b.groups }).await?;
+    Ok(Json(serde_json::json!({ "revision": revision })))
+}
+
+async fn delete_contact(
+    State(api): State<AppState>,
+    Path((uid, contact)): Path<(String, String)>,
+    Query(q): Query<Params>,
+    headers: HeaderMap,
+) -> Result<Json<serde_json::Value>, ApiError> {
+    api.authenticate(&uid, &headers, q.token.as_deref()).await?;
+    let (revision, r) = write_lib(&api, LibOp::ContactRemove { uid, contact }).await?;
+    Ok(Json(serde_json::json!({ "revision": revision, "removed": r == LibResult::Done(true) })))
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct GroupSendBody {
+    media_id: String,
+    #[serde(default)]
+    text: String,
+    #[serde(default)]
+    groups: Vec<String>,
+    #[serde(default)]
+    idempotency_key: String,
+}
+
+/// What a group-send answers: the message answer plus the media id.
+#[derive(Debug, Serialize)]
+struct GroupSendAnswer {
+    message_id: u64,
+    media_id: String,
+    duplicate: bool,
+    revision: u64,
+    recipients: Vec<RecipientOutcome>,
+}
+
+async fn post_group_send(
+    State(api): State<AppState>,
+    Path(uid): Path<String>,
+    Query(q): Query<Params>,
+    headers: HeaderMap,
+    body: Result<Json<GroupSendBody>, JsonRejection>,
+) -> Result<Json<GroupSendAnswer>, ApiError> {
+    api.authenticate(&uid, &headers, q.token.as_deref()).await?;
+    let Json(b) = body.map_err(|r| super::http::json_error(r, api.limits.max_request_bytes))?;
+    if b.text.len() > MAX_TEXT_BYTES {
+        return Err(ApiError::bad("invalid_text", format!("text is at most {MAX_TEXT_BYTES} bytes")));
+    }
+    for g in &b.groups {
+        check_group(g)?;
+    }
+    api.node.read_barrier().await?;
+    let m = api.media_meta(&b.media_id).await?;
+    if !m.owners.contains_key(&uid) {
+        return Err(ApiError::bad_status(403, "not_owner", format!("{uid} does not share media {}; upload it first", m.id)));
+    }
+    let to = api.node.state().read().expect("state lock").lib.recipients(&uid, &b.groups);
+    if to.is_empty() {
+        return Err(ApiError::bad(
+            "no_recipients",
+            if b.groups.is_empty() { "the user has no contacts".to_string() } else { format!("no contact is in the groups {:?}", b.groups) },
+        ));
+    }
+    let name = m.owners.get(&uid).map(|o| o.name.clone()).unwrap_or_default();
+    let msg = serde_json::json!({
+        "type": "media",
+        "from": uid,
+        "media_id": m.id,
+        "name": name,
+        "size": m.size,
+        "content_type": m.content_type,
+        "text": b.text,
+        "link": api.media.link(&m.id),
+    });
+    let s = Submission {
+        idempotency_key: b.idempotency_key,
+        from: uid,
+        to,
+        content_type: MEDIA_MESSAGE_TYPE.into(),
+        body: msg.to_string().into_bytes(),
+        grant_media: Some(m.id.clone()),
+        ..Submission::default()
+    };
+    let a = api.send(s).await?;
+    api.metrics.media_group_sends.inc();
+    Ok(Json(GroupSendAnswer { message_id: a.message_id, media_id: m.id, duplicate: a.duplicate, revision: a.revision, recipients: a.recipients }))
+}
+
+#[derive(Serialize)]
+struct SharedItem {
+    media_id: String,
+    name: String,
+    size: u64,
+    content_type: String,
+    created_ms: u64,
+    url: String,
+    expires_at_ms: u64,
+}
+
+fn wants_html(headers: &HeaderMap, q: &Params) -> bool {
+    match q.format.as_deref() {
+        Some("html") => true,
+        Some(_) => false,
+        None => headers.get(header::ACCEPT).and_then(|v| v.to_str().ok()).is_some_and(|a| a.contains("text/html")),
+    }
+}
+
+fn escape(s: &str) -> String {
+    let mut o = String::with_capacity(s.len());
+    for c in s.chars() {
+        match c {
+            '&' => o.push_str("&amp;"),
+            '<' => o.push_str("&lt;"),
+            '>' => o.push_str("&gt;"),
+            '"' => o.push_str("&quot;"),
+            '\'' => o.push_str("&#39;"),
+            c => o.push(c),
+        }
+    }
+    o
+}
+
+async fn get_shared(State(api): State<AppState>, Path(uid): Path<String>, Query(q): Query<Params>, headers: HeaderMap) -> Result<Response, ApiError> {
+    check_uid("uid", &uid)?;
+    let v = viewer(&headers, &q, &uid);
+    api.authenticate(&v, &headers, q.token.as_deref()).await?;
+    api.node.read_barrier().await?;
+    let items: Vec<SharedItem> = {
+        let st = api.node.state();
+        let st = st.read().expect("state lock");
+        if v != uid && !st.lib.are_friends(&uid, &v) {
+            return Err(ApiError::bad_status(403, "not_a_friend", format!("{uid}'s shared media is visible to {uid}'s friends only")));
+        }
+        let mut out = Vec::new();
+        for m in st.lib.shared_by(&uid) {
+            let (url, expires_at_ms) = api.media.access_url(&m.id, &v)?;
+            out.push(SharedItem {
+                media_id: m.id.clone(),
+                name: m.owners.get(&uid).map(|o| o.name.clone()).unwrap_or_default(),
+                size: m.size,
+                content_type: m.content_type.clone(),
+                created_ms: m.created_ms,
+                url,
+                expires_at_ms,
+            });
+        }
+        out
+    };
+    if wants_html(&headers, &q) {
+        let mut h = format!(
+            "<!doctype html>\n<html><head><meta charset=\"utf-8\"><title>Shared by {u}</title></head>\n<body>\n<h1>Shared by {u}</h1>\n",
+            u = escape(&uid)
+        );
+        if items.is_empty() {
+            h.push_str("<p>Nothing shared yet.</p>\n");
+        } else {
+            h.push_str("<ul>\n");
+            for i in &items {
+                let label = if i.name.is_empty() { &i.media_id } else { &i.name };
+                h.push_str(&format!(
+                    "<li><a href=\"{}\">{}</a> — {} · {} bytes</li>\n",
+                    escape(&i.url),
+                    escape(label),
+                    escape(&i.content_type),
+                    i.size
+                ));
+            }
+            h.push_str("</ul>\n");
+        }
+        h.push_str("</body></html>\n");
+        return Ok(Html(h).into_response());
+    }
+    let ids: BTreeSet<&str> = items.iter().map(|i| i.media_id.as_str()).collect();
+    tracing::debug!(%uid, viewer = %v, items = ids.len(), "shared page");
+    Ok(Json(serde_json::json!({ "uid": uid, "media": items })).into_response())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// HTML output escapes what users control.
+    #[test]
+    fn media_html_escape() {
+        assert_eq!(escape("<a href=\"x\">'&'</a>"), "&lt;a href=&quot;x&quot;&gt;&#39;&amp;&#39;&lt;/a&gt;");
+    }
+
+    /// Bearer tokens are read case-insensitively; other schemes are not.
+    #[test]
+    fn media_bearer_header() {
+        let mut h = HeaderMap::new();
+        h.insert(header::AUTHORIZATION, "bearer abc".parse().unwrap());
+        assert_eq!(bearer(&h), Some("abc"));
+        h.insert(header::AUTHORIZATION, "Basic abc".parse().unwrap());
+        assert_eq!(bearer(&h), None);
+    }
+}

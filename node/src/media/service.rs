@@ -1,0 +1,705 @@
+//! The media service of one node: upload sessions, edit rules, replication
+//! to other nodes before an upload is acknowledged, serving bytes from
+//! here or from a replica, and the repair / garbage-collection loop
+//! (MISSION G2, G4, S1, S2, S4).
+//!
+//! Flow of an upload: [`Media::begin_upload`] checks health, size, quota
+//! and free space and hands out an upload id + credential;
+//! [`Media::receive`] streams the body into a temp file (hashing as it
+//! goes, never buffering the file), applies the edit rules, commits the
+//! file under its hash, pushes it to enough other nodes (`PutBlob`, each
+//! fsyncs before answering), and only then commits the metadata through
+//! Raft. A failure before that point leaves no metadata; a file without
+//! metadata is removed by the repair loop after the grace period.
+
+use std::collections::{BTreeSet, HashMap};
+use std::io;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use bytes::Bytes;
+use futures::{Stream, StreamExt};
+use herald_proto::raft::{BlobChunk, BlobRequest};
+use sha2::{Digest, Sha256};
+use tokio::io::{AsyncReadExt, AsyncSeekExt};
+use tokio_stream::wrappers::ReceiverStream;
+
+use super::credential::{self, Kind};
+use super::edit;
+use super::store::{hash_file, valid_id, BlobStore, WRITE_BUFFER_BYTES};
+use crate::config::MediaConfig;
+use crate::library::{LibOp, LibResult, MAX_NAME_BYTES};
+use crate::raft::{ClusterError, RaftNode};
+use crate::state::{Op, OpResult};
+
+/// Bytes per chunk between nodes: well under the sync port's message limit;
+/// with [`STREAM_CHUNKS`] in flight this bounds memory per stream.
+pub const CHUNK_BYTES: usize = 256 * 1024;
+/// Chunks buffered per stream between the file and the network.
+const STREAM_CHUNKS: usize = 4;
+/// Longest content type accepted.
+pub const MAX_CONTENT_TYPE_BYTES: usize = 128;
+/// Media fetched from other nodes per repair pass: bounds the bandwidth a
+/// rejoining node takes at once (the next pass continues).
+const REPAIR_FETCHES_PER_PASS: usize = 8;
+/// Metadata ops written per repair batch.
+const REPAIR_OPS_PER_WRITE: usize = 256;
+/// A file without metadata is kept at least this long (it may be a replica
+/// whose upload has not committed yet).
+const MIN_ORPHAN_FILE_AGE_MS: u64 = 10_000;
+
+/// Why a media request was refused: a stable code and an HTTP status.
+#[derive(Debug, thiserror::Error)]
+pub enum MediaError {
+    #[error("{message}")]
+    Refused { status: u16, code: &'static str, message: String },
+    #[error(transparent)]
+    Cluster(#[from] ClusterError),
+    #[error("media storage: {0}")]
+    Io(#[from] io::Error),
+}
+
+impl MediaError {
+    fn refused(status: u16, code: &'static str, message: impl Into<String>) -> Self {
+        MediaError::Refused { status, code, message: message.into() }
+    }
+}
+
+impl From<credential::CredentialError> for MediaError {
+    fn from(e: credential::CredentialError) -> Self {
+        MediaError::refused(e.http_status(), e.code(), e.to_string())
+    }
+}
+
+/// An open upload: what was promised, until when.
+#[derive(Debug, Clone)]
+struct Upload {
+    uid: String,
+    size: u64,
+    content_type: String,
+    name: String,
+    expires_at_ms: u64,
+    busy: bool,
+}
+
+/// The answer to an upload request (S1).
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct UploadTicket {
+    pub upload_id: String,
+    pub upload_url: String,
+    pub credential: String,
+    pub expires_at_ms: u64,
+}
+
+/// The answer to a finished upload.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct UploadDone {
+    pub media_id: String,
+    pub size: u64,
+    pub content_type: String,
+    pub sha256: String,
+    pub replicas: Vec<u64>,
+    pub edited: bool,
+    pub duplicate: bool,
+    pub link: String,
+}
+
+/// Removes a file when dropped unless disarmed.
+struct RemoveOnDrop(Option<PathBuf>);
+impl Drop for RemoveOnDrop {
+    fn drop(&mut self) {
+        if let Some(p) = self.0.take() {
+            let _ = std::fs::remove_file(p);
+        }
+    }
+}
+
+/// A stream of media bytes for an HTTP body.
+pub type ByteStream = std::pin::Pin<Box<dyn Stream<Item = Result<Bytes, io::Error>> + Send>>;
+
+/// The media service of this node.
+pub struct Media {
+    pub cfg: MediaConfig,
+    pub store: BlobStore,
+    node: Arc<RaftNode>,
+    /// `http` or `https`: how links to this cluster's publish ports read.
+    scheme: &'static str,
+    uploads: Mutex<HashMap<String, Upload>>,
+    seq: AtomicU64,
+}
+
+/// Rendezvous rank of `node` for media `id`: every node computes the same
+/// order, so placement needs no coordination.
+fn rank(id: &str, node: u64) -> u64 {
+    let mut h = Sha256::new();
+    h.update(id.as_bytes());
+    h.update(node.to_be_bytes());
+    u64::from_be_bytes(h.finalize()[..8].try_into().expect("8 bytes"))
+}
+
+/// `nodes` in placement order for `id` (highest rank first).
+pub fn placement(id: &str, nodes: impl IntoIterator<Item = u64>) -> Vec<u64> {
+    let mut v: Vec<u64> = nodes.into_iter().collect();
+    v.sort_by_key(|n| std::cmp::Reverse(rank(id, *n)));
+    v
+}
+
+fn valid_content_type(ct: &str) -> bool {
+    !ct.is_empty()
+        && ct.len() <= MAX_CONTENT_TYPE_BYTES
+        && ct.contains('/')
+        && ct.bytes().all(|b| (0x20..0x7f).contains(&b))
+}
+
+fn valid_name(name: &str) -> bool {
+    name.len() <= MAX_NAME_BYTES && !name.contains('/') && !name.chars().any(char::is_control)
+}
+
+impl Media {
+    pub fn open(cfg: MediaConfig, data_dir: &Path, node: Arc<RaftNode>, tls: bool) -> io::Result<Arc<Self>> {
+        Ok(Arc::new(Media {
+            cfg,
+            store: BlobStore::open(data_dir)?,
+            node,
+            scheme: if tls { "https" } else { "http" },
+            uploads: Mutex::new(HashMap::new()),
+            seq: AtomicU64::new(0),
+        }))
+    }
+
+    fn now_ms(&self) -> u64 {
+        self.node.clock().now_ms()
+    }
+
+    fn key(&self) -> Result<&[u8], MediaError> {
+        self.cfg.key.as_deref().ok_or_else(|| {
+            MediaError::refused(
+                503,
+                "media_not_configured",
+                "no media credential key: set <media key> or <auth mode=\"hmac\">",
+            )
+        })
+    }
+
+    /// Base URL of a node's publish port.
+    pub fn base_url(&self, node: u64) -> Option<String> {
+        self.node.members().into_iter().find(|(n, _)| *n == node).map(|(_, a)| format!("{}://{}", self.scheme, a.publish))
+    }
+
+    /// The link group-sent messages carry: this node's `GET /v1/media/{id}`.
+    pub fn link(&self, id: &str) -> String {
+        format!("{}/v1/media/{id}", self.base_url(self.node.id()).unwrap_or_default())
+    }
+
+    /// A download credential for `viewer` and its URL on this node.
+    pub fn access_url(&self, id: &str, viewer: &str) -> Result<(String, u64), MediaError> {
+        let exp = self.now_ms() + self.cfg.access_ttl_ms;
+        let cred = credential::mint(self.key()?, Kind::Access, id, viewer, exp);
+        Ok((format!("{}/v1/media/{id}/content?access={cred}", self.base_url(self.node.id()).unwrap_or_default()), exp))
+    }
+
+    /// Checks an access credential for `id`; answers the viewer.
+    pub fn check_access(&self, id: &str, cred: &str) -> Result<String, MediaError> {
+        Ok(credential::check(self.key()?, Kind::Access, cred, id, self.now_ms())?)
+    }
+
+    /// Open uploads (for the status page and metrics).
+    pub fn open_uploads(&self) -> usize {
+        self.uploads.lock().expect("uploads lock").len()
+    }
+
+    /// S1: checks that `size` bytes of `content_type` can be stored for
+    /// `uid`; answers an upload id, URL and credential.
+    #[tracing::instrument(level = "info", skip(self), err(Display))]
+    pub fn begin_upload(&self, uid: &str, size: u64, content_type: &str, name: &str) -> Result<UploadTicket, MediaError> {
+        let key = self.key()?.to_vec();
+        if size == 0 {
+            return Err(MediaError::refused(400, "invalid_size", "size is required and must be at least 1 byte"));
+        }
+        if size > self.cfg.max_bytes {
+            return Err(MediaError::refused(
+                413,
+                "media_too_large",
+                format!("{size} bytes; media may be at most {} bytes (<media max-bytes>)", self.cfg.max_bytes),
+            ));
+        }
+        if !valid_content_type(content_type) {
+            return Err(MediaError::refused(400, "invalid_content_type", format!("{content_type:?} is not a content type like image/jpeg")));
+        }
+        if !valid_name(name) {
+            return Err(MediaError::refused(400, "invalid_name", format!("a name is at most {MAX_NAME_BYTES} bytes, without '/' or control characters")));
+        }
+        if !self.store.healthy() {
+            return Err(MediaError::refused(503, "storage_unhealthy", "this node's media storage failed its write probe"));
+        }
+        if self.cfg.quota_bytes_per_user > 0 {
+            let used = self.node.state().read().expect("state lock").lib.usage(uid);
+            if used.saturating_add(size) > self.cfg.quota_bytes_per_user {
+                return Err(MediaError::refused(
+                    403,
+                    "media_quota_exceeded",
+                    format!("{uid} shares {used} bytes; {size} more would exceed the quota of {} bytes", self.cfg.quota_bytes_per_user),
+                ));
+            }
+        }
+        let now = self.now_ms();
+        let mut uploads = self.uploads.lock().expect("uploads lock");
+        uploads.retain(|_, u| u.busy || u.expires_at_ms > now);
+        let promised: u64 = uploads.values().map(|u| u.size).sum();
+        let free = self.store.free_bytes()?;
+        let room = free.saturating_sub(self.cfg.reserve_bytes).saturating_sub(promised);
+        if size > room {
+            return Err(MediaError::refused(
+                507,
+                "insufficient_storage",
+                format!("{size} bytes do not fit: {free} free, {} reserved, {promised} promised to open uploads", self.cfg.reserve_bytes),
+            ));
+        }
+        if uploads.len() >= self.cfg.max_uploads {
+            return Err(MediaError::refused(429, "too_many_uploads", format!("{} uploads are open on this node; retry later", uploads.len())));
+        }
+        let mut h = Sha256::new();
+        h.update(self.node.id().to_be_bytes());
+        h.update(crate::clock::wall_us().to_be_bytes());
+        h.update(self.seq.fetch_add(1, Ordering::Relaxed).to_be_bytes());
+        h.update(uid.as_bytes());
+        h.update(&key);
+        let upload_id = format!("u{}", &super::store::hex(&h.finalize())[..32]);
+        let expires_at_ms = now + self.cfg.upload_ttl_ms;
+        uploads.insert(
+            upload_id.clone(),
+            Upload { uid: uid.into(), size, content_type: content_type.into(), name: name.into(), expires_at_ms, busy: false },
+        );
+        let credential = credential::mint(&key, Kind::Upload, &upload_id, uid, expires_at_ms);
+        let upload_url = format!("{}/v1/uploads/{upload_id}", self.base_url(self.node.id()).unwrap_or_default());
+        Ok(UploadTicket { upload_id, upload_url, credential, expires_at_ms })
+    }
+
+    /// S2: receives the bytes of an upload, stores them on enough nodes,
+    /// commits the metadata. The upload id is used up whatever happens.
+    #[tracing::instrument(level = "info", skip(self, cred, body), fields(uid, size), err(Display))]
+    pub async fn receive<S, E>(&self, upload_id: &str, cred: &str, mut body: S) -> Result<UploadDone, MediaError>
+    where
+        S: Stream<Item = Result<Bytes, E>> + Unpin,
+        E: std::fmt::Display,
+    {
+        let uid = credential::check(self.key()?, Kind::Upload, cred, upload_id, self.now_ms())?;
+        let up = {
+            let mut uploads = self.uploads.lock().expect("uploads lock");
+            let u = uploads.get_mut(upload_id).ok_or_else(|| {
+                MediaError::refused(404, "unknown_upload", format!("no open upload {upload_id} on this node (used, expired, or issued by another node)"))
+            })?;
+            if u.busy {
+                return Err(MediaError::refused(409, "upload_in_progress", "this upload is already receiving its bytes"));
+            }
+            if u.uid != uid {
+                return Err(MediaError::refused(403, "credential_scope", "credential is for another user"));
+            }
+            u.busy = true;
+            u.clone()
+        };
+        tracing::Span::current().record("uid", up.uid.as_str()).record("size", up.size);
+        let r = self.receive_inner(&up, &mut body).await;
+        self.uploads.lock().expect("uploads lock").remove(upload_id);
+        r
+    }
+
+    async fn receive_inner<S, E>(&self, up: &Upload, body: &mut S) -> Result<UploadDone, MediaError>
+    where
+        S: Stream<Item = Result<Bytes, E>> + Unpin,
+        E: std::fmt::Display,
+    {
+        let mut tmp = self.store.temp().await?;
+        while let Some(chunk) = body.next().await {
+            let chunk = chunk.map_err(|e| MediaError::refused(400, "upload_interrupted", format!("the upload stream broke: {e}")))?;
+            if tmp.len() + chunk.len() as u64 > up.size {
+                return Err(MediaError::refused(400, "size_mismatch", format!("more than the stated {} bytes were sent", up.size)));
+            }
+            tmp.write(&chunk).await?;
+        }
+        if tmp.len() != up.size {
+            return Err(MediaError::refused(400, "size_mismatch", format!("{} bytes were sent; {} were stated", tmp.len(), up.size)));
+        }
+        let (mut id, mut size) = tmp.finish().await?;
+        let mut path = RemoveOnDrop(Some(tmp.keep()));
+        let mut content_type = up.content_type.clone();
+        let mut edited = false;
+        if self.cfg.edit.enabled && edit::is_editable(&content_type) {
+            let input = path.0.clone().expect("armed");
+            let output = input.with_extension("edit");
+            let guard = RemoveOnDrop(Some(output.clone()));
+            let (rules, ct, o) = (self.cfg.edit.clone(), content_type.clone(), output.clone());
+            let res = tokio::task::spawn_blocking(move || edit::apply(&rules, &ct, &input, &o)).await.map_err(io::Error::other)?;
+            match res {
+                Ok(None) => {}
+                Ok(Some(e)) => {
+                    tracing::info!(from = %content_type, to = %e.content_type, w = e.width, h = e.height, ow = e.original_width, oh = e.original_height, "image edited");
+                    (id, size) = hash_file(&output).await?;
+                    content_type = e.content_type;
+                    edited = true;
+                    path = guard;
+                }
+                Err(e) => {
+                    let status = if e.code() == "internal" { 500 } else { 422 };
+                    return Err(MediaError::refused(status, e.code(), e.to_string()));
+                }
+            }
+        }
+        let file = path.0.take().expect("armed");
+        self.store.commit(&file, &id).await?;
+        let replicas = self.replicate(&id, size).await?;
+        let op = Op::Lib(LibOp::MediaCommit {
+            id: id.clone(),
+            size,
+            content_type: content_type.clone(),
+            owner: up.uid.clone(),
+            name: up.name.clone(),
+            replicas: replicas.clone(),
+            quota_bytes: self.cfg.quota_bytes_per_user,
+        });
+        let (index, results) = self.node.write(vec![op]).await?;
+        let duplicate = match results.into_iter().next() {
+            Some(OpResult::Lib(LibResult::Committed { duplicate })) => duplicate,
+            Some(OpResult::Lib(LibResult::Refused(code))) if code == "media_quota_exceeded" => {
+                return Err(MediaError::refused(403, "media_quota_exceeded", format!("{} would exceed the quota", up.uid)))
+            }
+            other => return Err(MediaError::Io(io::Error::other(format!("unexpected commit result {other:?}")))),
+        };
+        self.node.wait_applied(index).await?;
+        let replicas = self.node.state().read().expect("state lock").lib.media(&id).map(|m| m.replicas.iter().copied().collect()).unwrap_or(replicas);
+        Ok(UploadDone { link: self.link(&id), sha256: id.clone(), media_id: id, size, content_type, replicas, edited, duplicate })
+    }
+
+    /// Pushes the local file `id` to other voters until the required number
+    /// of nodes (this one included) hold it; answers who holds it.
+    async fn replicate(&self, id: &str, size: u64) -> Result<Vec<u64>, MediaError> {
+        let me = self.node.id();
+        let voters = self.node.voters();
+        let required = self.cfg.required_replicas(voters.len());
+        let mut holders = vec![me];
+        let others = placement(id, voters.into_iter().filter(|n| *n != me));
+        let mut next = others.into_iter();
+        while holders.len() < required {
+            let want = required - holders.len();
+            let batch: Vec<u64> = next.by_ref().take(want).collect();
+            if batch.is_empty() {
+                break;
+            }
+            let results = futures::future::join_all(batch.iter().map(|n| self.push(*n, id, size))).await;
+            for (n, r) in batch.into_iter().zip(results) {
+                match r {
+                    Ok(()) => holders.push(n),
+                    Err(e) => tracing::warn!(node = n, media = id, error = %e, "replica push failed; trying another node"),
+                }
+            }
+        }
+        if holders.len() < required {
+            return Err(MediaError::refused(
+                503,
+                "replication_failed",
+                format!("the media reached {} of the {required} nodes required; nothing was committed", holders.len()),
+            ));
+        }
+        holders.sort_unstable();
+        Ok(holders)
+    }
+
+    /// Streams the local file `id` to `peer` (`PutBlob`); the peer fsyncs
+    /// before answering.
+    async fn push(&self, peer: u64, id: &str, size: u64) -> Result<(), String> {
+        let mut client = self.node.peer_client(peer).map_err(|e| e.to_string())?;
+        let (tx, rx) = tokio::sync::mpsc::channel::<BlobChunk>(STREAM_CHUNKS);
+        let path = self.store.path(id);
+        let id_owned = id.to_owned();
+        let reader = tokio::spawn(async move {
+            let mut f = tokio::fs::File::open(path).await?;
+            let mut first = true;
+            loop {
+                let mut buf = vec![0u8; CHUNK_BYTES];
+                let n = read_full(&mut f, &mut buf).await?;
+                buf.truncate(n);
+                if n == 0 && !first {
+                    break;
+                }
+                let c = BlobChunk { id: if first { id_owned.clone() } else { String::new() }, size, data: buf };
+                first = false;
+                if tx.send(c).await.is_err() || n < CHUNK_BYTES {
+                    break;
+                }
+            }
+            Ok::<(), io::Error>(())
+        });
+        let res = client.put_blob(ReceiverStream::new(rx)).await;
+        reader.abort();
+        res.map(|_| ()).map_err(|s| format!("{}: {}", s.code(), s.message()))
+    }
+
+    /// The sync-port side of `PutBlob`: stores a replica (fsynced). Answers
+    /// whether the node already had it.
+    pub async fn accept_replica<S>(&self, mut stream: S) -> Result<bool, tonic::Status>
+    where
+        S: Stream<Item = Result<BlobChunk, tonic::Status>> + Unpin,
+    {
+        let first = stream.next().await.ok_or_else(|| tonic::Status::invalid_argument("empty blob stream"))??;
+        let (id, size) = (first.id.clone(), first.size);
+        if !valid_id(&id) {
+            return Err(tonic::Status::invalid_argument("not a media id"));
+        }
+        if self.store.has(&id) {
+            return Ok(true);
+        }
+        if size > self.cfg.max_bytes.max(1) {
+            return Err(tonic::Status::resource_exhausted("larger than <media max-bytes>"));
+        }
+        let free = self.store.free_bytes().map_err(|e| tonic::Status::internal(e.to_string()))?;
+        if free.saturating_sub(self.cfg.reserve_bytes) < size {
+            return Err(tonic::Status::resource_exhausted("insufficient_storage"));
+        }
+        let mut tmp = self.store.temp().await.map_err(|e| tonic::Status::internal(e.to_string()))?;
+        let mut chunk = Some(first);
+        while let Some(c) = chunk.take() {
+            if tmp.len() + c.data.len() as u64 > size {
+                return Err(tonic::Status::invalid_argument("more bytes than stated"));
+            }
+            tmp.write(&c.data).await.map_err(|e| tonic::Status::internal(e.to_string()))?;
+            chunk = stream.next().await.transpose()?;
+        }
+        let (hash, len) = tmp.finish().await.map_err(|e| tonic::Status::internal(e.to_string()))?;
+        if len != size || hash != id {
+            return Err(tonic::Status::data_loss(format!("received {len} bytes hashing to {hash}; expected {size} bytes of {id}")));
+        }
+        let path = tmp.keep();
+        self.store.commit(&path, &id).await.map_err(|e| tonic::Status::internal(e.to_string()))?;
+        tracing::debug!(media = %id, size, "replica stored");
+        Ok(false)
+    }
+
+    /// The sync-port side of `GetBlob`: a slice of a local file as chunks.
+    pub async fn read_blob(&self, req: BlobRequest) -> Result<ReceiverStream<Result<BlobChunk, tonic::Status>>, tonic::Status> {
+        let size = self.store.len(&req.id).ok_or_else(|| tonic::Status::not_found("no replica of this media here"))?;
+        if req.offset > size {
+            return Err(tonic::Status::out_of_range("offset past the end"));
+        }
+        let len = if req.length == 0 { size - req.offset } else { req.length.min(size - req.offset) };
+        let mut f = tokio::fs::File::open(self.store.path(&req.id)).await.map_err(|e| tonic::Status::internal(e.to_string()))?;
+        f.seek(io::SeekFrom::Start(req.offset)).await.map_err(|e| tonic::Status::internal(e.to_string()))?;
+        let (tx, rx) = tokio::sync::mpsc::channel(STREAM_CHUNKS);
+        tokio::spawn(async move {
+            let mut left = len;
+            let mut f = f.take(len);
+            while left > 0 {
+                let mut buf = vec![0u8; CHUNK_BYTES.min(left as usize)];
+                match read_full(&mut f, &mut buf).await {
+                    Ok(0) => break,
+                    Ok(n) => {
+                        buf.truncate(n);
+                        left -= n as u64;
+                        if tx.send(Ok(BlobChunk { id: String::new(), size, data: buf })).await.is_err() {
+                            return;
+                        }
+                    }
+                    Err(e) => {
+                        let _ = tx.send(Err(tonic::Status::internal(e.to_string()))).await;
+                        return;
+                    }
+                }
+            }
+        });
+        Ok(ReceiverStream::new(rx))
+    }
+
+    /// Bytes `start..start+len` of media `id`: from the local file, or
+    /// streamed from a node that holds a replica.
+    pub async fn open_bytes(&self, id: &str, start: u64, len: u64, replicas: &BTreeSet<u64>) -> Result<ByteStream, MediaError> {
+        if self.store.has(id) {
+            let mut f = tokio::fs::File::open(self.store.path(id)).await?;
+            f.seek(io::SeekFrom::Start(start)).await?;
+            let s = tokio_util::io::ReaderStream::with_capacity(f.take(len), WRITE_BUFFER_BYTES);
+            return Ok(Box::pin(s));
+        }
+        let me = self.node.id();
+        let mut last = String::from("no node holds a replica");
+        for n in placement(id, replicas.iter().copied().filter(|n| *n != me)) {
+            let Ok(mut c) = self.node.peer_client(n) else { continue };
+            match c.get_blob(BlobRequest { id: id.into(), offset: start, length: len }).await {
+                Ok(resp) => {
+                    let s = resp.into_inner().map(|r| r.map(|c| Bytes::from(c.data)).map_err(|s| io::Error::other(s.message().to_string())));
+                    return Ok(Box::pin(s));
+                }
+                Err(s) => last = format!("node {n}: {}", s.message()),
+            }
+        }
+        Err(MediaError::refused(503, "media_unavailable", format!("no reachable node holds media {id}: {last}")))
+    }
+
+    /// Fetches the whole media `id` from a replica into the local store.
+    async fn fetch(&self, id: &str, size: u64, replicas: &BTreeSet<u64>) -> Result<(), MediaError> {
+        let mut s = self.open_remote_whole(id, replicas).await?;
+        let mut tmp = self.store.temp().await?;
+        while let Some(chunk) = s.next().await {
+            tmp.write(&chunk?).await?;
+        }
+        let (hash, len) = tmp.finish().await?;
+        if hash != id || len != size {
+            return Err(MediaError::Io(io::Error::other(format!("fetched {len} bytes hashing to {hash}, not {id}"))));
+        }
+        let p = tmp.keep();
+        self.store.commit(&p, id).await?;
+        Ok(())
+    }
+
+    async fn open_remote_whole(&self, id: &str, replicas: &BTreeSet<u64>) -> Result<ByteStream, MediaError> {
+        let me = self.node.id();
+        let others: BTreeSet<u64> = replicas.iter().copied().filter(|n| *n != me).collect();
+        if others.is_empty() {
+            return Err(MediaError::refused(503, "media_unavailable", "no other replica"));
+        }
+        self.open_remote(id, &others).await
+    }
+
+    async fn open_remote(&self, id: &str, replicas: &BTreeSet<u64>) -> Result<ByteStream, MediaError> {
+        let mut last = String::new();
+        for n in placement(id, replicas.iter().copied()) {
+            let Ok(mut c) = self.node.peer_client(n) else { continue };
+            match c.get_blob(BlobRequest { id: id.into(), offset: 0, length: 0 }).await {
+                Ok(resp) => {
+                    let s = resp.into_inner().map(|r| r.map(|c| Bytes::from(c.data)).map_err(|s| io::Error::other(s.message().to_string())));
+                    return Ok(Box::pin(s));
+                }
+                Err(s) => last = format!("node {n}: {}", s.message()),
+            }
+        }
+        Err(MediaError::refused(503, "media_unavailable", format!("no reachable replica of {id}: {last}")))
+    }
+
+    /// Every `repair-interval-ms` until `stop`: probe storage, hold the
+    /// replicas this node should hold, drop metadata of media nobody has
+    /// owned for the grace period (leader), delete files nothing refers to.
+    pub async fn run_repair(self: Arc<Self>, mut stop: tokio::sync::watch::Receiver<bool>) {
+        self.store.probe().await;
+        let every = Duration::from_millis(self.cfg.repair_interval_ms);
+        loop {
+            tokio::select! {
+                _ = tokio::time::sleep(every) => {}
+                _ = stop.wait_for(|s| *s) => return,
+            }
+            self.store.probe().await;
+            if let Err(e) = self.repair_pass().await {
+                tracing::warn!(error = %e, "media repair pass failed; retrying next interval");
+            }
+        }
+    }
+
+    /// One repair pass (see [`Media::run_repair`]).
+    pub async fn repair_pass(&self) -> Result<(), MediaError> {
+        let me = self.node.id();
+        let now = self.now_ms();
+        let voters: BTreeSet<u64> = self.node.voters().into_iter().collect();
+        let members: BTreeSet<u64> = self.node.members().into_iter().map(|(n, _)| n).collect();
+        let required = self.cfg.required_replicas(voters.len());
+        let leader = self.node.is_leader();
+        let metas: Vec<(String, u64, BTreeSet<u64>, Option<u64>)> = {
+            let st = self.node.state();
+            let st = st.read().expect("state lock");
+            st.lib.all_media().map(|m| (m.id.clone(), m.size, m.replicas.clone(), m.orphan_since_ms)).collect()
+        };
+        let known: BTreeSet<&str> = metas.iter().map(|m| m.0.as_str()).collect();
+        let mut ops = Vec::new();
+        let mut fetches = 0;
+        for (id, size, replicas, orphan_since) in &metas {
+            let have = self.store.has(id);
+            let listed = replicas.contains(&me);
+            if let Some(t) = orphan_since {
+                if leader && t.saturating_add(self.cfg.gc_grace_ms) <= now {
+                    ops.push(Op::Lib(LibOp::MediaGc { id: id.clone(), grace_ms: self.cfg.gc_grace_ms }));
+                }
+                continue;
+            }
+            if leader {
+                for r in replicas.iter().filter(|r| !members.contains(r)) {
+                    ops.push(Op::Lib(LibOp::MediaDropReplica { id: id.clone(), node: *r }));
+                }
+            }
+            if have && !listed {
+                ops.push(Op::Lib(LibOp::MediaAddReplica { id: id.clone(), node: me }));
+                continue;
+            }
+            let live = replicas.iter().filter(|r| voters.contains(r)).count();
+            let should_fetch = if listed {
+                !have
+            } else {
+                // Short of replicas: the best-ranked voters without a copy fetch one.
+                live < required
+                    && voters.contains(&me)
+                    && placement(id, voters.iter().copied().filter(|v| !replicas.contains(v))).iter().take(required - live).any(|n| *n == me)
+            };
+            if should_fetch && fetches < REPAIR_FETCHES_PER_PASS {
+                fetches += 1;
+                match self.fetch(id, *size, replicas).await {
+                    Ok(()) => {
+                        tracing::info!(media = %id, size, "replica restored from another node");
+                        if !listed {
+                            ops.push(Op::Lib(LibOp::MediaAddReplica { id: id.clone(), node: me }));
+                        }
+                    }
+                    Err(e) => tracing::warn!(media = %id, error = %e, "cannot fetch a replica"),
+                }
+            }
+        }
+        let min_age = Duration::from_millis(self.cfg.gc_grace_ms.max(MIN_ORPHAN_FILE_AGE_MS));
+        let files = self.store.list()?;
+        for (id, mtime) in files {
+            if !known.contains(id.as_str()) && mtime.elapsed().unwrap_or_default() >= min_age {
+                if self.store.remove(&id).await? {
+                    tracing::info!(media = %id, "deleted a media file nothing refers to");
+                }
+            }
+        }
+        for batch in ops.chunks(REPAIR_OPS_PER_WRITE) {
+            self.node.write(batch.to_vec()).await?;
+        }
+        Ok(())
+    }
+}
+
+/// Reads until `buf` is full or the end; answers the bytes read.
+async fn read_full<R: tokio::io::AsyncRead + Unpin>(r: &mut R, buf: &mut [u8]) -> io::Result<usize> {
+    let mut n = 0;
+    while n < buf.len() {
+        let k = r.read(&mut buf[n..]).await?;
+        if k == 0 {
+            break;
+        }
+        n += k;
+    }
+    Ok(n)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Placement is a deterministic order of the given nodes that differs
+    /// between media (so replicas spread).
+    #[test]
+    fn media_placement_is_deterministic_and_spreads() {
+        let a = placement("aa", [1, 2, 3, 4, 5]);
+        assert_eq!(a, placement("aa", [5, 4, 3, 2, 1]));
+        let mut sorted = a.clone();
+        sorted.sort();
+        assert_eq!(sorted, vec![1, 2, 3, 4, 5]);
+        let firsts: BTreeSet<u64> = (0..64).map(|i| placement(&format!("m{i}"), [1, 2, 3])[0]).collect();
+        assert_eq!(firsts.len(), 3, "every node is first for some media");
+    }
+
+    /// Content types and names are checked before anything is promised.
+    #[test]
+    fn media_request_field_checks() {
+        assert!(valid_content_type("image/jpeg") && valid_content_type("video/mp4; codecs=avc1"));
+        assert!(!valid_content_type("") && !valid_content_type("jpeg") && !valid_content_type("a/b\n"));
+        assert!(valid_name("beach.jpg") && valid_name(""));
+        assert!(!valid_name("../x") && !valid_name("a\u{0}b") && !valid_name(&"x".repeat(256)));
+    }
+}
