@@ -91,6 +91,9 @@ pub struct Tuning {
     /// plaintext and do not work then: use the gRPC client with
     /// [`TlsFiles::connect_options`].
     pub tls: Option<TlsFiles>,
+    /// Raw `<media>` element (None: the defaults, with the key derived
+    /// from the HMAC auth key).
+    pub media_xml: Option<String>,
 }
 
 impl Default for Tuning {
@@ -117,6 +120,7 @@ impl Default for Tuning {
             max_body_bytes: 64 * 1024,
             auth_xml: None,
             tls: None,
+            media_xml: None,
         }
     }
 }
@@ -295,7 +299,7 @@ impl Cluster {
         let data_dir = self.dir.path().join(format!("node{number}"));
         let config = self.dir.path().join(format!("node{number}.xml"));
         let xml = format!(
-            "<herald cluster=\"test\">\n  <node number=\"{number}\" data-dir=\"{}\" join=\"{join}\"/>\n  <servers>\n{}  </servers>\n{}  <raft heartbeat-ms=\"{}\" election-min-ms=\"{}\" election-max-ms=\"{}\" snapshot-logs=\"{}\" write-timeout-ms=\"{}\"/>\n  <limits max-ids-per-query=\"{}\" max-request-bytes=\"{}\"/>\n  <time interval-ms=\"{}\" tolerance-ms=\"{}\" samples=\"3\"/>\n  <master prefer-lowest=\"{}\" hold-down-ms=\"{}\"/>\n  <gateway heartbeat-ms=\"{}\" heartbeat-misses=\"{}\" grace-ms=\"{}\" push-timeout-ms=\"{}\" max-sessions=\"{}\" load-poll-ms=\"{}\"/>\n  <messages quota-per-user=\"{}\" max-body-bytes=\"{}\"/>\n  {}\n</herald>\n",
+            "<herald cluster=\"test\">\n  <node number=\"{number}\" data-dir=\"{}\" join=\"{join}\"/>\n  <servers>\n{}  </servers>\n{}  <raft heartbeat-ms=\"{}\" election-min-ms=\"{}\" election-max-ms=\"{}\" snapshot-logs=\"{}\" write-timeout-ms=\"{}\"/>\n  <limits max-ids-per-query=\"{}\" max-request-bytes=\"{}\"/>\n  <time interval-ms=\"{}\" tolerance-ms=\"{}\" samples=\"3\"/>\n  <master prefer-lowest=\"{}\" hold-down-ms=\"{}\"/>\n  <gateway heartbeat-ms=\"{}\" heartbeat-misses=\"{}\" grace-ms=\"{}\" push-timeout-ms=\"{}\" max-sessions=\"{}\" load-poll-ms=\"{}\"/>\n  <messages quota-per-user=\"{}\" max-body-bytes=\"{}\"/>\n  {}\n  {}\n</herald>\n",
             data_dir.display(),
             server_xml(servers),
             t.tls.as_ref().map(TlsFiles::xml).unwrap_or_default(),
@@ -319,7 +323,8 @@ impl Cluster {
             t.quota_per_user,
             // The body must fit in a request with room for the JSON around it.
             t.max_body_bytes.min(t.max_request_bytes / 2),
-            t.auth_xml.clone().unwrap_or_else(|| format!("<auth mode=\"hmac\" key=\"{TEST_AUTH_KEY}\"/>"))
+            t.auth_xml.clone().unwrap_or_else(|| format!("<auth mode=\"hmac\" key=\"{TEST_AUTH_KEY}\"/>")),
+            t.media_xml.clone().unwrap_or_default()
         );
         fs::write(&config, xml)?;
         let log = self.dir.path().join(format!("node{number}.log"));

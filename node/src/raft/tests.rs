@@ -14,6 +14,7 @@ use super::state_machine::StateMachine;
 use super::types::{Entry, LogId, TypeConfig};
 use crate::messages::{MsgOp, Origin, SendOp};
 use crate::presence::{Event, Ext};
+use crate::library::LibOp;
 use crate::state::{Command, Op};
 
 fn open(dir: &std::path::Path) -> (LogStore, StateMachine) {
@@ -85,6 +86,23 @@ fn ops(i: u64) -> Vec<Op> {
         5 => v.push(send(i, vec![], true)),
         _ => v.push(Op::GatewayReset { gateway: i % 3 + 1 }),
     }
+    // Media metadata and contacts.
+    let id = format!("{:064x}", i % 13);
+    v.push(match i % 5 {
+        0 => Op::Lib(LibOp::MediaCommit {
+            id,
+            size: i,
+            content_type: "image/png".into(),
+            owner: format!("u{}", i % 7),
+            name: format!("f{i}.png"),
+            replicas: vec![i % 3 + 1],
+            quota_bytes: 0,
+        }),
+        1 => Op::Lib(LibOp::MediaGrant { id, uids: vec![format!("u{}", i % 5)] }),
+        2 => Op::Lib(LibOp::ContactSet { uid: format!("u{}", i % 7), contact: format!("u{}", i % 11), groups: vec![format!("g{}", i % 3)] }),
+        3 => Op::Lib(LibOp::MediaUnshare { id, owner: format!("u{}", i % 7) }),
+        _ => Op::Lib(LibOp::MediaGc { id, grace_ms: 0 }),
+    });
     v
 }
 
