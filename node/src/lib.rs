@@ -7,6 +7,7 @@ pub mod app;
 pub mod clock;
 pub mod config;
 pub mod gateway;
+pub mod media;
 pub mod messages;
 pub mod metrics;
 pub mod presence;
