@@ -80,7 +80,7 @@ fn upload(addr: &str, uid: &str, bytes: &[u8], ct: &str, name: &str) -> Result<V
 fn download(addr: &str, id: &str, viewer: &str, range: Option<&str>) -> Result<(u16, Vec<(String, String)>, Vec<u8>)> {
     let (s, info) = call("GET", &format!("http://{addr}/v1/media/{id}"), viewer, None)?;
     if s != 200 {
-        return Ok((s, vec![("code".into(), info["code"].as_str().unwrap_or_default().into())], Vec::new()));
+        return Ok((s, vec![("code".into(), info["error"]["code"].as_str().unwrap_or_default().into())], Vec::new()));
     }
     let url = info["url"].as_str().context("url")?;
     let mut req = agent().get(url);
@@ -144,7 +144,7 @@ fn media_upload_refused_by_space_and_quota() -> Result<()> {
     c.wait_leader(Duration::from_secs(10))?;
     let a = c.addr(1);
     let (s, b) = request_upload(&a, "alice", 10, "image/jpeg", "a.jpg")?;
-    assert_eq!((s, b["code"].as_str()), (507, Some("insufficient_storage")), "{b}");
+    assert_eq!((s, b["error"]["code"].as_str()), (507, Some("insufficient_storage")), "{b}");
     drop(c);
 
     phase("quota and limits");
@@ -152,21 +152,21 @@ fn media_upload_refused_by_space_and_quota() -> Result<()> {
     c.wait_leader(Duration::from_secs(10))?;
     let a = c.addr(1);
     let (s, b) = request_upload(&a, "alice", 1001, "image/jpeg", "a.jpg")?;
-    assert_eq!((s, b["code"].as_str()), (403, Some("media_quota_exceeded")), "{b}");
+    assert_eq!((s, b["error"]["code"].as_str()), (403, Some("media_quota_exceeded")), "{b}");
     let (s, b) = request_upload(&a, "alice", 6000, "image/jpeg", "a.jpg")?;
-    assert_eq!((s, b["code"].as_str()), (413, Some("media_too_large")), "{b}");
+    assert_eq!((s, b["error"]["code"].as_str()), (413, Some("media_too_large")), "{b}");
     let (s, b) = request_upload(&a, "alice", 0, "image/jpeg", "a.jpg")?;
-    assert_eq!((s, b["code"].as_str()), (400, Some("invalid_size")), "{b}");
+    assert_eq!((s, b["error"]["code"].as_str()), (400, Some("invalid_size")), "{b}");
     let (s, b) = request_upload(&a, "alice", 10, "jpeg", "a.jpg")?;
-    assert_eq!((s, b["code"].as_str()), (400, Some("invalid_content_type")), "{b}");
+    assert_eq!((s, b["error"]["code"].as_str()), (400, Some("invalid_content_type")), "{b}");
     let (s, b) = call("POST", &format!("http://{a}/v1/users/alice/uploads"), "bob", Some(&json!({"size": 1, "content_type": "a/b"})))?;
-    assert_eq!((s, b["code"].as_str()), (401, Some("wrong_user")), "{b}");
+    assert_eq!((s, b["error"]["code"].as_str()), (401, Some("wrong_user")), "{b}");
 
     phase("within the quota: accepted, then the quota counts it");
     let done = upload(&a, "alice", &noise(1, 900), "application/octet-stream", "n.bin")?;
     assert_eq!(done["size"], 900);
     let (s, b) = request_upload(&a, "alice", 101, "image/jpeg", "a.jpg")?;
-    assert_eq!((s, b["code"].as_str()), (403, Some("media_quota_exceeded")), "{b}");
+    assert_eq!((s, b["error"]["code"].as_str()), (403, Some("media_quota_exceeded")), "{b}");
     let (s, _) = request_upload(&a, "alice", 100, "image/jpeg", "a.jpg")?;
     assert_eq!(s, 201);
     Ok(())
@@ -184,14 +184,14 @@ fn media_upload_mismatch_and_broken_stream_leave_nothing() -> Result<()> {
     phase("shorter than stated");
     let (_, t) = request_upload(&a, "alice", 1000, "application/octet-stream", "x")?;
     let (s, b) = put_bytes(&t, &noise(2, 500)[..], 500)?;
-    assert_eq!((s, b["code"].as_str()), (400, Some("size_mismatch")), "{b}");
+    assert_eq!((s, b["error"]["code"].as_str()), (400, Some("size_mismatch")), "{b}");
     let (s, b) = put_bytes(&t, &noise(2, 1000)[..], 1000)?;
-    assert_eq!((s, b["code"].as_str()), (404, Some("unknown_upload")), "the id is used up: {b}");
+    assert_eq!((s, b["error"]["code"].as_str()), (404, Some("unknown_upload")), "the id is used up: {b}");
 
     phase("longer than stated");
     let (_, t) = request_upload(&a, "alice", 100, "application/octet-stream", "x")?;
     let (s, b) = put_bytes(&t, &noise(3, 200)[..], 200)?;
-    assert_eq!((s, b["code"].as_str()), (400, Some("size_mismatch")), "{b}");
+    assert_eq!((s, b["error"]["code"].as_str()), (400, Some("size_mismatch")), "{b}");
 
     phase("stream cut mid-way");
     let (_, t) = request_upload(&a, "alice", 1 << 20, "application/octet-stream", "x")?;
@@ -243,7 +243,7 @@ fn media_dedup_and_large_file_bounded_memory() -> Result<()> {
     assert_eq!(first["media_id"].as_str(), Some(sha256(&bytes).as_str()));
     assert_eq!((first["duplicate"].as_bool(), second["duplicate"].as_bool()), (Some(false), Some(true)));
     let holders: usize = (1..=3).map(|n| blob_files(&c.node(n).data_dir.clone()).len()).sum();
-    assert_eq!(holders, 2, "one file on each of a majority (2 of 3) nodes");
+    assert_eq!(holders, 2, "one file on each of a majority (2 of 3) nodes: {first} {second} {:?}", (1..=3).map(|n| blob_files(&c.node(n).data_dir.clone())).collect::<Vec<_>>());
     assert_eq!(first["replicas"].as_array().map(Vec::len), Some(2), "{first}");
 
     phase("large file: generate");
@@ -383,20 +383,23 @@ async fn media_group_send_reaches_exactly_the_group() -> Result<()> {
     let id = done["media_id"].as_str().unwrap().to_string();
     let mut bob = session(seeds.clone(), "bob").await?;
     let body = json!({"media_id": id, "text": "look", "groups": ["friends"], "idempotency_key": "gs-1"});
-    let (s, ans) = tokio::task::spawn_blocking({
+    // The answer waits (push timeout) for bob's acknowledgement: receive
+    // and ack while the call is in flight.
+    let call_task = tokio::task::spawn_blocking({
         let b = b.clone();
         move || call("POST", &format!("http://{b}/v1/users/alice/group-send"), "alice", Some(&body))
-    })
-    .await??;
+    });
+
+    phase("bob got the id and a working link");
+    let m = next_message(&mut bob, Duration::from_secs(5)).await.context("bob's message")?;
+    bob.ack(vec![m.id]).await;
+    let (s, ans) = call_task.await??;
     assert_eq!(s, 200, "{ans}");
     let mut outcomes: Vec<(String, String)> =
         ans["recipients"].as_array().unwrap().iter().map(|r| (r["uid"].as_str().unwrap().into(), r["outcome"].as_str().unwrap().into())).collect();
     outcomes.sort();
     assert_eq!(outcomes, vec![("bob".into(), "delivered".into()), ("carol".into(), "stored".into())]);
-
-    phase("bob got the id and a working link");
-    let m = next_message(&mut bob, Duration::from_secs(5)).await.context("bob's message")?;
-    bob.ack(vec![m.id]).await;
+    assert_eq!(ans["media_id"].as_str(), Some(id.as_str()));
     assert_eq!(m.content_type, "application/vnd.herald.media+json");
     let v: Value = serde_json::from_slice(&m.body)?;
     assert_eq!((v["media_id"].as_str(), v["text"].as_str(), v["from"].as_str()), (Some(id.as_str()), Some("look"), Some("alice")));
@@ -428,13 +431,13 @@ async fn media_group_send_reaches_exactly_the_group() -> Result<()> {
         call("POST", &format!("http://{a2}/v1/users/alice/group-send"), "alice", Some(&json!({"media_id": id2, "groups": ["work"], "idempotency_key": "gs-2"})))
     })
     .await??;
-    assert_eq!((s, r["code"].as_str()), (400, Some("no_recipients")), "{r}");
+    assert_eq!((s, r["error"]["code"].as_str()), (400, Some("no_recipients")), "{r}");
     let (a2, id2) = (a.clone(), id.clone());
     let (s, r) = tokio::task::spawn_blocking(move || {
         call("POST", &format!("http://{a2}/v1/users/bob/group-send"), "bob", Some(&json!({"media_id": id2, "idempotency_key": "gs-3"})))
     })
     .await??;
-    assert_eq!((s, r["code"].as_str()), (403, Some("not_owner")), "{r}");
+    assert_eq!((s, r["error"]["code"].as_str()), (403, Some("not_owner")), "{r}");
     Ok(())
 }
 
@@ -454,7 +457,7 @@ fn media_shared_page_friends_only_with_range() -> Result<()> {
     phase("bob is not a friend until he adds alice");
     let page = |viewer: &str| call("GET", &format!("http://{b}/v1/users/alice/shared"), viewer, None);
     let (s, r) = page("bob")?;
-    assert_eq!((s, r["code"].as_str()), (403, Some("not_a_friend")), "{r}");
+    assert_eq!((s, r["error"]["code"].as_str()), (403, Some("not_a_friend")), "{r}");
     call("PUT", &format!("http://{b}/v1/users/bob/contacts/alice"), "bob", None)?;
     let (s, r) = page("bob")?;
     assert_eq!(s, 200, "{r}");
@@ -484,7 +487,7 @@ fn media_shared_page_friends_only_with_range() -> Result<()> {
 
     phase("eve (one-way contact) and strangers: 403; a credential is per media");
     let (s, r) = page("eve")?;
-    assert_eq!((s, r["code"].as_str()), (403, Some("not_a_friend")));
+    assert_eq!((s, r["error"]["code"].as_str()), (403, Some("not_a_friend")));
     let (s, h, _) = download(&a, &id, "eve", None)?;
     assert_eq!((s, header(&h, "code")), (403, Some("access_denied")));
     let other = url.replace(&id, &"0".repeat(64));

@@ -348,8 +348,29 @@ impl Media {
             }
         }
         let file = path.0.take().expect("armed");
-        self.store.commit(&file, &id).await?;
-        let replicas = self.replicate(&id, size).await?;
+        // Identical content already stored on enough nodes: no new copy
+        // (read after a barrier: it may have been committed through another node).
+        self.node.read_barrier().await?;
+        let existing: Option<Vec<u64>> = {
+            let voters: BTreeSet<u64> = self.node.voters().into_iter().collect();
+            let required = self.cfg.required_replicas(voters.len());
+            let st = self.node.state();
+            let st = st.read().expect("state lock");
+            st.lib
+                .media(&id)
+                .filter(|m| m.orphan_since_ms.is_none() && m.replicas.iter().filter(|r| voters.contains(r)).count() >= required)
+                .map(|m| m.replicas.iter().copied().collect())
+        };
+        let replicas = match existing {
+            Some(r) => {
+                let _ = tokio::fs::remove_file(&file).await;
+                r
+            }
+            None => {
+                self.store.commit(&file, &id).await?;
+                self.replicate(&id, size).await?
+            }
+        };
         let op = Op::Lib(LibOp::MediaCommit {
             id: id.clone(),
             size,
