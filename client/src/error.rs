@@ -23,6 +23,16 @@ pub enum ClientError {
     /// A caller's argument was refused before anything was sent.
     #[error("invalid_argument: {0}")]
     InvalidArgument(String),
+    /// A local file could not be read, written or moved (`what` names it).
+    #[error("io_error: {what}: {message}")]
+    Io { what: String, message: String },
+    /// An HTTP exchange failed after the connection was made: reset,
+    /// timeout, or an answer that is not what the contract says.
+    #[error("transport_error: {0}")]
+    Transport(String),
+    /// Downloaded bytes do not hash to the media id (nothing is kept).
+    #[error("hash_mismatch: the downloaded bytes hash to {actual}, expected {expected}")]
+    HashMismatch { expected: String, actual: String },
 }
 
 impl ClientError {
@@ -32,6 +42,9 @@ impl ClientError {
             ClientError::Connect { .. } => "connect_failed",
             ClientError::Server { code, .. } => code,
             ClientError::InvalidArgument(_) => "invalid_argument",
+            ClientError::Io { .. } => "io_error",
+            ClientError::Transport(_) => "transport_error",
+            ClientError::HashMismatch { .. } => "hash_mismatch",
         }
     }
 
@@ -41,7 +54,17 @@ impl ClientError {
             ClientError::Connect { addr, message } => format!("cannot connect to {addr}: {message}"),
             ClientError::Server { message, .. } => message.clone(),
             ClientError::InvalidArgument(m) => m.clone(),
+            ClientError::Io { what, message } => format!("{what}: {message}"),
+            ClientError::Transport(m) => m.clone(),
+            ClientError::HashMismatch { expected, actual } => {
+                format!("the downloaded bytes hash to {actual}, expected {expected}")
+            }
         }
+    }
+
+    /// An [`Io`](ClientError::Io) error about `what` (a path or an action).
+    pub fn io(what: impl std::fmt::Display, err: &std::io::Error) -> Self {
+        ClientError::Io { what: what.to_string(), message: err.to_string() }
     }
 
     /// Builds a connect error from a transport error, keeping its whole
@@ -170,6 +193,13 @@ mod tests {
         let e = ClientError::Connect { addr: "h:1".into(), message: "refused".into() };
         assert_eq!(e.code(), "connect_failed");
         assert_eq!(e.to_string(), "connect_failed: cannot connect to h:1: refused");
+        let e = ClientError::io("/tmp/x", &std::io::Error::new(std::io::ErrorKind::NotFound, "gone"));
+        assert_eq!((e.code(), e.to_string().as_str()), ("io_error", "io_error: /tmp/x: gone"));
+        let e = ClientError::Transport("reset".into());
+        assert_eq!((e.code(), e.message().as_str()), ("transport_error", "reset"));
+        let e = ClientError::HashMismatch { expected: "aa".into(), actual: "bb".into() };
+        assert_eq!(e.code(), "hash_mismatch");
+        assert_eq!(e.to_string(), format!("hash_mismatch: {}", e.message()));
     }
 
     /// A status without a code but with a transport cause names the cause

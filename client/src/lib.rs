@@ -24,17 +24,24 @@
 //! - [`chunk`] — splitting large queries and merging the answers.
 //! - [`client`] — the [`HeraldClient`], [`ConnectOptions`] and [`endpoint`].
 //! - [`error`] — [`ClientError`] and its codes.
+//! - [`media`] — blocking HTTP client of media upload/download, contacts,
+//!   group-send and shared pages ([`media::MediaClient`]).
 //! - [`messages`] — submitting messages, groups, offline settings, gateway choice.
 //! - [`session`] — a client session that heartbeats, receives, acks and reconnects.
 //! - [`types`] — plain request and answer types.
+//! - [`watch`] — a folder watcher that group-sends each new file once.
 
 pub mod addr;
 pub mod chunk;
 pub mod client;
 pub mod error;
+pub mod media;
 pub mod messages;
 pub mod session;
+#[cfg(test)]
+mod testserver;
 pub mod types;
+pub mod watch;
 
 pub use addr::{normalize_addr, DEFAULT_PUBLISH_PORT};
 pub use chunk::DEFAULT_MAX_IDS_PER_QUERY;

@@ -5,13 +5,18 @@
 mod bench;
 mod cluster;
 mod connect;
+mod contacts;
+mod group_send;
 mod ids;
+mod media;
 mod output;
 mod presence;
+mod progress;
 mod send;
 mod status;
 mod table;
 mod token;
+mod watch;
 
 use std::process::ExitCode;
 
@@ -27,7 +32,8 @@ use herald_client::{ClientError, ConnectOptions, HeraldClient};
     version,
     about = "Command-line client of a Herald presence cluster",
     long_about = "Command-line client of a Herald presence cluster: push presence events, query \
-                  presence, inspect the cluster and change its membership over gRPC; issue session tokens.\n\n\
+                  presence, inspect the cluster and change its membership over gRPC; issue session tokens; \
+                  upload, send and download media over HTTP (media, group-send, contacts, watch-folder).\n\n\
                   Errors go to stderr as `error: <code>: <message>` with a non-zero exit code; \
                   <code> is the server's stable snake_case code (no_leader, timeout, ...)."
 )]
@@ -73,6 +79,16 @@ pub enum Command {
     /// Issue and check HMAC session tokens offline (the key of the nodes' <auth mode="hmac">).
     #[command(subcommand)]
     Token(token::TokenCommand),
+    /// Media over HTTP: upload, download (resumable), info, delete, shared list.
+    #[command(subcommand)]
+    Media(media::MediaCommand),
+    /// Upload a file (or name an uploaded media) and send it to your contacts by group.
+    GroupSend(group_send::GroupSendArgs),
+    /// Your contacts and their groups: add, remove, list.
+    #[command(subcommand)]
+    Contacts(contacts::ContactsCommand),
+    /// Group-send every new file of a folder once, then move it to its sent/ subfolder.
+    WatchFolder(watch::WatchArgs),
 }
 
 /// What every command gets: where to connect and how to print.
@@ -133,6 +149,10 @@ pub async fn run(cli: Cli) -> Result<(), ClientError> {
         Command::Settings(a) => send::settings(&ctx, a).await,
         Command::Gateway(a) => send::gateway(&ctx, a).await,
         Command::Token(c) => token::run(&ctx, c),
+        Command::Media(c) => media::run(&ctx, c).await,
+        Command::GroupSend(a) => group_send::run(&ctx, a).await,
+        Command::Contacts(c) => contacts::run(&ctx, c).await,
+        Command::WatchFolder(a) => watch::run(&ctx, a).await,
     }
 }
 
