@@ -38,7 +38,7 @@ use herald_client::{ClientError, ConnectOptions, HeraldClient};
                   <code> is the server's stable snake_case code (no_leader, timeout, ...)."
 )]
 pub struct Cli {
-    /// Publish address (gRPC) of the node to talk to: host:port, http://host:port, or https://host:port for TLS (needs --ca).
+    /// Publish address of the node to talk to (gRPC and HTTP share it): host:port, http://host:port, or https://host:port for TLS (needs --ca).
     #[arg(long, global = true, value_name = "ADDR", env = "HERALD_NODE", default_value = "127.0.0.1:7103")]
     pub node: String,
     /// PEM certificate(s) to trust for an https:// --node: the cluster's CA or its self-signed certificate.
