@@ -1818,7 +1818,8 @@ mod tests {
         assert_eq!(node2.this_server().publish_addr(), "127.0.0.1:7203");
     }
 
-    /// reference.xml parses, and the defaults it spells out are the real ones.
+    /// reference.xml parses, and the defaults it spells out are the real ones
+    /// (<media> and its <edit> included).
     #[test]
     fn config_shipped_reference_parses() {
         let c = parse(REFERENCE, "reference.xml").unwrap();
@@ -1830,6 +1831,16 @@ mod tests {
         assert_eq!(c.messages, MessagesConfig::default());
         assert_eq!(c.auth, dev_key(), "same key as cluster-3 node files");
         assert_eq!(c.tls, None, "<tls> is only shown in a comment");
+        assert_eq!(
+            c.media,
+            MediaConfig {
+                key: MediaConfig::derived_key(&dev_key()),
+                ..MediaConfig::default()
+            },
+            "<media> and <edit> at their defaults; the key is derived (key-file only shown in a comment)"
+        );
+        assert_eq!(c.media.edit, crate::media::edit::EditRules::default());
+        assert!(c.media.key.is_some());
         assert_eq!(c.servers.len(), 3);
         assert_eq!(c.node, 1);
     }
@@ -2887,6 +2898,430 @@ mod tests {
                 "duplicate element (first given at line 7)",
             );
         }
+    }
+
+    // --- media -------------------------------------------------------------
+
+    /// The <auth> line used by the media tests (a 16-byte HMAC key).
+    const AUTH_HMAC: &str = r#"<auth mode="hmac" key="0123456789abcdef"/>"#;
+
+    /// BASE with `<auth>` (when given) as line 7 and `media` from line 8 on,
+    /// or `media` from line 7 on without `<auth>`.
+    fn with_media(auth: Option<&str>, media: &str) -> String {
+        match auth {
+            Some(auth) => with(auth).replace("</herald>", &format!("  {media}\n</herald>")),
+            None => with(media),
+        }
+    }
+
+    /// `<media>` holding `edit` as its only child: `<media>` is line 7, the
+    /// child line 8.
+    fn with_edit(edit: &str) -> String {
+        with(&format!("<media>\n    {edit}\n  </media>"))
+    }
+
+    /// Without <media> every attribute has its documented default and edits
+    /// are off; the media key is derived from the <auth mode="hmac"> key (32
+    /// bytes, not the auth key itself, the same on every node), and there is
+    /// none with external auth or without <auth>.
+    #[test]
+    fn config_media_defaults_when_absent() {
+        let c = base();
+        let want = MediaConfig {
+            max_bytes: 4 << 30,
+            quota_bytes_per_user: 0,
+            reserve_bytes: 256 << 20,
+            replicas: 0,
+            upload_ttl_ms: 600_000,
+            access_ttl_ms: 300_000,
+            gc_grace_ms: 3_600_000,
+            repair_interval_ms: 5_000,
+            max_uploads: 64,
+            key: None,
+            edit: crate::media::edit::EditRules {
+                enabled: false,
+                max_width: 0,
+                max_height: 0,
+                format: None,
+                quality: 85,
+                max_pixels: 100_000_000,
+            },
+        };
+        assert_eq!(c.media, want, "no <auth>: no media key");
+        assert_eq!(MediaConfig::default(), want);
+
+        let c = parse(&with(AUTH_HMAC), "t.xml").unwrap();
+        let key = c.media.key.clone().expect("derived from the hmac key");
+        assert_eq!(key.len(), 32, "an HMAC-SHA256 output");
+        assert_ne!(key, b"0123456789abcdef".to_vec(), "not the auth key itself");
+        assert_eq!(Some(key.clone()), MediaConfig::derived_key(&c.auth));
+        assert_eq!(c.media, MediaConfig { key: Some(key.clone()), ..want.clone() });
+        let again = parse(&with(AUTH_HMAC), "other.xml").unwrap();
+        assert_eq!(again.media.key, Some(key.clone()), "every node derives the same key");
+        let other = parse(&with(r#"<auth mode="hmac" key="0123456789abcdeX"/>"#), "t.xml").unwrap();
+        assert_ne!(other.media.key, Some(key), "another auth key, another media key");
+
+        let c = parse(&with(r#"<auth mode="external" url="http://auth:80/"/>"#), "t.xml").unwrap();
+        assert_eq!(c.media, want, "external auth: no media key");
+        assert_eq!(MediaConfig::derived_key(&c.auth), None);
+        assert_eq!(MediaConfig::derived_key(&AuthConfig::Unconfigured), None);
+
+        let c = parse(EMBEDDED_DEFAULT, EMBEDDED_NAME).unwrap();
+        assert_eq!(c.media.key, MediaConfig::derived_key(&dev_key()));
+        assert!(c.media.key.is_some(), "the embedded default can serve media");
+    }
+
+    /// An empty <media/> means the same as no <media> (derived key
+    /// included); an empty <edit/> turns edits on with every other rule at
+    /// its default.
+    #[test]
+    fn config_media_empty_elements_default() {
+        let absent = parse(&with(AUTH_HMAC), "t.xml").unwrap().media;
+        let c = parse(&with_media(Some(AUTH_HMAC), "<media/>"), "t.xml").unwrap();
+        assert_eq!(c.media, absent);
+        let c = parse(&with_media(Some(AUTH_HMAC), "<media></media>"), "t.xml").unwrap();
+        assert_eq!(c.media, absent);
+        let c = parse(&with_media(Some(AUTH_HMAC), "<media><edit/></media>"), "t.xml").unwrap();
+        assert_eq!(
+            c.media,
+            MediaConfig {
+                edit: crate::media::edit::EditRules {
+                    enabled: true,
+                    ..crate::media::edit::EditRules::default()
+                },
+                ..absent
+            }
+        );
+    }
+
+    /// Every <media> and <edit> attribute is read, all at once; an explicit
+    /// key is used as given (not derived), with hmac and external auth alike.
+    #[test]
+    fn config_media_values_read() {
+        let media = r#"<media max-bytes="1048576" quota-bytes-per-user="10485760" reserve-bytes="1073741824" replicas="2" upload-ttl-ms="1000" access-ttl-ms="86400000" gc-grace-ms="0" repair-interval-ms="100" max-uploads="10000" key="media-key-0123456789">
+    <edit enabled="true" max-width="1920" max-height="1080" format="webp" quality="1" max-pixels="1000000000"/>
+  </media>"#;
+        let want = MediaConfig {
+            max_bytes: 1 << 20,
+            quota_bytes_per_user: 10 << 20,
+            reserve_bytes: 1 << 30,
+            replicas: 2,
+            upload_ttl_ms: 1_000,
+            access_ttl_ms: 86_400_000,
+            gc_grace_ms: 0,
+            repair_interval_ms: 100,
+            max_uploads: 10_000,
+            key: Some(b"media-key-0123456789".to_vec()),
+            edit: crate::media::edit::EditRules {
+                enabled: true,
+                max_width: 1920,
+                max_height: 1080,
+                format: Some(crate::media::edit::OutFormat::Webp),
+                quality: 1,
+                max_pixels: 1_000_000_000,
+            },
+        };
+        for auth in [AUTH_HMAC, r#"<auth mode="external" url="http://auth:80/"/>"#] {
+            let c = parse(&with_media(Some(auth), media), "t.xml").unwrap();
+            assert_eq!(c.media, want, "with {auth}");
+        }
+        let c = parse(&with_media(None, media), "t.xml").unwrap();
+        assert_eq!(c.media, want, "without <auth>");
+
+        // The other ends of each range, and the other formats.
+        let c = parse(&with(r#"<media max-bytes="68719476736" replicas="15" upload-ttl-ms="86400000" access-ttl-ms="1000" gc-grace-ms="2592000000" repair-interval-ms="3600000" max-uploads="1"/>"#), "t.xml").unwrap();
+        assert_eq!(
+            (c.media.max_bytes, c.media.replicas, c.media.upload_ttl_ms, c.media.access_ttl_ms),
+            (MAX_MEDIA_BYTES_CAP, 15, 86_400_000, 1_000)
+        );
+        assert_eq!(
+            (c.media.gc_grace_ms, c.media.repair_interval_ms, c.media.max_uploads),
+            (30 * 86_400_000, 3_600_000, 1)
+        );
+        use crate::media::edit::OutFormat;
+        for (v, want) in [
+            ("jpeg", Some(OutFormat::Jpeg)),
+            ("png", Some(OutFormat::Png)),
+            ("webp", Some(OutFormat::Webp)),
+            ("keep", None),
+        ] {
+            let c = parse(&with_edit(&format!(r#"<edit format="{v}" enabled="false" quality="100" max-width="65535" max-height="0" max-pixels="1"/>"#)), "t.xml").unwrap();
+            let e = &c.media.edit;
+            assert_eq!(e.format, want, "format={v}");
+            assert_eq!(
+                (e.enabled, e.quality, e.max_width, e.max_height, e.max_pixels),
+                (false, 100, 65_535, 0, 1)
+            );
+        }
+    }
+
+    /// Every bound of <media> and <edit> is refused one step outside, naming
+    /// the attribute, its element and the range, at the attribute's line;
+    /// the bound itself is accepted. A lower bound of 0 has "-1" (not an
+    /// integer) outside it, and an unbounded attribute a number past u64.
+    #[test]
+    fn config_media_bounds_refused() {
+        // (element, attribute, lowest accepted, highest accepted)
+        let bounds: &[(&str, &str, u64, Option<u64>)] = &[
+            ("media", "max-bytes", 1, Some(68_719_476_736)),
+            ("media", "quota-bytes-per-user", 0, None),
+            ("media", "reserve-bytes", 0, None),
+            ("media", "replicas", 0, Some(15)),
+            ("media", "upload-ttl-ms", 1_000, Some(86_400_000)),
+            ("media", "access-ttl-ms", 1_000, Some(86_400_000)),
+            ("media", "gc-grace-ms", 0, Some(2_592_000_000)),
+            ("media", "repair-interval-ms", 100, Some(3_600_000)),
+            ("media", "max-uploads", 1, Some(10_000)),
+            ("edit", "max-width", 0, Some(65_535)),
+            ("edit", "max-height", 0, Some(65_535)),
+            ("edit", "quality", 1, Some(100)),
+            ("edit", "max-pixels", 1, Some(1_000_000_000)),
+        ];
+        for &(el, field, min, max) in bounds {
+            let (text, line): (Box<dyn Fn(&str) -> String>, usize) = if el == "media" {
+                (Box::new(move |v: &str| with(&format!("<media {field}=\"{v}\"/>"))), 7)
+            } else {
+                (Box::new(move |v: &str| with_edit(&format!("<edit {field}=\"{v}\"/>"))), 8)
+            };
+            let ok = |v: u64| {
+                parse(&text(&v.to_string()), "t.xml").unwrap_or_else(|e| panic!("{field}={v}: {e}"));
+            };
+            let out = |v: &str, needle: &str| {
+                let e = refused(&text(v), line, Some(field), needle);
+                assert!(e.to_string().contains(&format!("<{el}>")), "{e}");
+            };
+            ok(min);
+            if min > 0 {
+                out(&(min - 1).to_string(), &format!("out of range: expected an integer from {min} to"));
+            } else {
+                out("-1", "expected an integer");
+            }
+            match max {
+                Some(max) => {
+                    ok(max);
+                    out(&(max + 1).to_string(), &format!("out of range: expected an integer from {min} to {max}"));
+                }
+                None => {
+                    ok(u64::MAX);
+                    out("18446744073709551616", "out of range");
+                }
+            }
+            out("1k", "\"1k\"");
+        }
+    }
+
+    /// An unknown attribute of <media> or of <edit> is refused at its line,
+    /// naming it and its element and listing the allowed ones; so are
+    /// attributes of <auth> that <media> does not take.
+    #[test]
+    fn config_media_unknown_attribute_refused() {
+        let e = refused(
+            &with(r#"<media colour="red"/>"#),
+            7,
+            Some("colour"),
+            "unknown attribute (allowed: max-bytes, quota-bytes-per-user, reserve-bytes, replicas, upload-ttl-ms, access-ttl-ms, gc-grace-ms, repair-interval-ms, max-uploads, key, key-file)",
+        );
+        assert!(e.to_string().contains("<media>"), "{e}");
+        refused(&with(r#"<media mode="hmac"/>"#), 7, Some("mode"), "unknown attribute");
+        // The line of the attribute, not of the element, when they differ.
+        refused(&with("<media\n      max-bytes=\"5\"\n      ttl=\"5\"/>"), 9, Some("ttl"), "unknown attribute");
+        let e = refused(
+            &with_edit(r#"<edit width="100"/>"#),
+            8,
+            Some("width"),
+            "unknown attribute (allowed: enabled, max-width, max-height, format, quality, max-pixels)",
+        );
+        assert!(e.to_string().contains("<edit>"), "{e}");
+        refused(&with_edit(r#"<edit max-bytes="100"/>"#), 8, Some("max-bytes"), "unknown attribute");
+    }
+
+    /// An unknown child of <media> (only <edit> is allowed), any child of
+    /// <edit>, a second <edit> and a second <media> are refused at their
+    /// line, naming the element.
+    #[test]
+    fn config_media_unknown_child_refused() {
+        refused(
+            &with("<media>\n    <resize/>\n  </media>"),
+            8,
+            Some("<resize>"),
+            "unknown element (allowed here: <edit>)",
+        );
+        refused(
+            &with("<media>\n    <edit/>\n    <auth/>\n  </media>"),
+            9,
+            Some("<auth>"),
+            "allowed here: <edit>",
+        );
+        refused(
+            &with_edit("<edit>\n      <crop/>\n    </edit>"),
+            9,
+            Some("<crop>"),
+            "<edit> takes no child elements",
+        );
+        refused(
+            &with("<media>\n    <edit/>\n    <edit quality=\"5\"/>\n  </media>"),
+            9,
+            Some("<edit>"),
+            "duplicate element (first given at line 8)",
+        );
+        refused(
+            &with("<media/>\n  <media/>"),
+            8,
+            Some("<media>"),
+            "duplicate element (first given at line 7)",
+        );
+        // <edit> belongs inside <media>, not directly in <herald>.
+        refused(&with("<edit/>"), 7, Some("<edit>"), "unknown element");
+        refused(&with("<media>x</media>"), 7, None, "unexpected text \"x\"");
+    }
+
+    /// A format other than jpeg, png, webp or keep is refused naming
+    /// `format`, the value and the valid ones; a boolean other than "true"
+    /// or "false" is refused naming `enabled`.
+    #[test]
+    fn config_media_edit_format_refused() {
+        for bad in ["gif", "", "jpeg2000", "original"] {
+            let e = refused(
+                &with_edit(&format!(r#"<edit format="{bad}"/>"#)),
+                8,
+                Some("format"),
+                &format!("{bad:?}: expected one of jpeg, png, webp, keep"),
+            );
+            assert!(e.to_string().contains("<edit>"), "{e}");
+        }
+        refused(
+            &with_edit(r#"<edit enabled="yes"/>"#),
+            8,
+            Some("enabled"),
+            "expected \"true\" or \"false\", got \"yes\"",
+        );
+    }
+
+    /// key and key-file together are refused, at the line of <media>, naming
+    /// key-file.
+    #[test]
+    fn config_media_key_and_key_file_refused() {
+        refused(
+            &with(r#"<media key="0123456789abcdef" key-file="k"/>"#),
+            7,
+            Some("key-file"),
+            "give either key or key-file, not both",
+        );
+        refused(
+            &with_media(Some(AUTH_HMAC), r#"<media key-file="k" key="0123456789abcdef"/>"#),
+            8,
+            Some("key-file"),
+            "not both",
+        );
+    }
+
+    /// A media key under 16 bytes is refused naming `key` (without showing
+    /// it), however the auth is configured; 16 bytes is accepted.
+    #[test]
+    fn config_media_key_too_short_refused() {
+        let e = refused(
+            &with(r#"<media key="0123456789abcde"/>"#),
+            7,
+            Some("key"),
+            "the key is 15 bytes; at least 16 are required",
+        );
+        assert!(!e.to_string().contains("0123"), "{e}");
+        assert!(e.to_string().contains("<media>"), "{e}");
+        refused(
+            &with_media(Some(AUTH_HMAC), r#"<media key=""/>"#),
+            8,
+            Some("key"),
+            "the key is 0 bytes",
+        );
+        let c = parse(&with(r#"<media key="0123456789abcdef"/>"#), "t.xml").unwrap();
+        assert_eq!(c.media.key, Some(b"0123456789abcdef".to_vec()));
+    }
+
+    /// key-file is read relative to the config file's directory, trailing
+    /// whitespace trimmed; an absolute path works from parse() too. A
+    /// missing file (named by its resolved path), a short key in it, or an
+    /// empty key-file are refused naming key-file.
+    #[test]
+    fn config_media_key_file_read() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::create_dir(dir.path().join("keys")).unwrap();
+        let key_path = dir.path().join("keys/media.key");
+        std::fs::write(&key_path, "media-key-from-file \r\n\n").unwrap();
+        let path = dir.path().join("n.xml");
+        std::fs::write(&path, with_media(Some(AUTH_HMAC), r#"<media key-file="keys/media.key"/>"#)).unwrap();
+        let want = Some(b"media-key-from-file".to_vec());
+        assert_eq!(load(&path).unwrap().media.key, want, "the file's key, not the derived one");
+        let text = with(&format!("<media key-file=\"{}\"/>", key_path.display()));
+        assert_eq!(parse(&text, "t.xml").unwrap().media.key, want);
+        assert_eq!(parse(&text, EMBEDDED_NAME).unwrap().media.key, want);
+
+        std::fs::write(&path, with(r#"<media key-file="missing.key"/>"#)).unwrap();
+        let e = load(&path).unwrap_err();
+        assert_eq!((e.line(), e.field()), (Some(7), Some("key-file")));
+        let missing = dir.path().join("missing.key");
+        assert!(e.to_string().contains(&format!("cannot read {}", missing.display())), "{e}");
+        std::fs::write(&missing, "short-key\n").unwrap();
+        let e = load(&path).unwrap_err();
+        assert_eq!(e.field(), Some("key-file"));
+        assert!(e.to_string().contains("the key is 9 bytes"), "{e}");
+        assert!(!e.to_string().contains("short-key"), "{e}");
+        refused(&with(r#"<media key-file=" "/>"#), 7, Some("key-file"), "must not be empty");
+    }
+
+    /// The media key is derived from <auth> wherever <media> stands among
+    /// <herald>'s children (even before <auth>), and <media> may come
+    /// anywhere.
+    #[test]
+    fn config_media_any_position() {
+        let text = edit(
+            "  <node number",
+            "  <media max-uploads=\"3\"/>\n  <node number",
+        )
+        .replace("</herald>", &format!("  {AUTH_HMAC}\n</herald>"));
+        let c = parse(&text, "t.xml").unwrap();
+        assert_eq!(c.media.max_uploads, 3);
+        assert_eq!(c.media.key, MediaConfig::derived_key(&c.auth));
+        assert!(c.media.key.is_some());
+    }
+
+    /// required_replicas: 0 means a majority of the voters (1 of 1, 2 of 2,
+    /// 2 of 3, 3 of 4, 3 of 5); an explicit count is clamped to the voters
+    /// (2 with 1 voter is 1) and is never below 1 (even with no voters).
+    #[test]
+    fn config_media_required_replicas() {
+        let majority = MediaConfig::default();
+        assert_eq!(majority.replicas, 0);
+        for (voters, want) in [(1, 1), (2, 2), (3, 2), (4, 3), (5, 3), (0, 1)] {
+            assert_eq!(majority.required_replicas(voters), want, "{voters} voters");
+        }
+        let c = parse(&with(r#"<media replicas="2"/>"#), "t.xml").unwrap();
+        assert_eq!(c.media.replicas, 2);
+        for (voters, want) in [(1, 1), (2, 2), (3, 2), (5, 2), (0, 1)] {
+            assert_eq!(c.media.required_replicas(voters), want, "{voters} voters");
+        }
+        let all = MediaConfig { replicas: 15, ..MediaConfig::default() };
+        assert_eq!((all.required_replicas(3), all.required_replicas(15)), (3, 15));
+    }
+
+    /// Debug output (printed by `heraldd --check`) never shows the media key,
+    /// given or derived, only that one is set; nor the auth key it came from.
+    #[test]
+    fn config_media_debug_redacts_key() {
+        let c = parse(&with(r#"<media key="media-secret-secret"/>"#), "t.xml").unwrap();
+        for shown in [format!("{c:?}"), format!("{c:#?}"), format!("{:?}", c.media)] {
+            assert!(!shown.contains("media-secret"), "{shown}");
+            assert!(!shown.contains(&format!("{:?}", c.media.key.as_ref().unwrap())), "{shown}");
+            assert!(shown.contains("\"<set>\""), "{shown}");
+        }
+        let c = parse(&with(r#"<auth mode="hmac" key="auth-secret-secret"/>"#), "t.xml").unwrap();
+        let derived = c.media.key.clone().unwrap();
+        for shown in [format!("{c:?}"), format!("{c:#?}")] {
+            assert!(!shown.contains("auth-secret"), "{shown}");
+            assert!(!shown.contains(&format!("{derived:?}")), "{shown}");
+            assert!(shown.contains("\"<set>\""), "{shown}");
+        }
+        let shown = format!("{:?}", base().media);
+        assert!(shown.contains("key: None"), "{shown}");
     }
 
     // --- raft --------------------------------------------------------------

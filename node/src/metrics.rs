@@ -53,6 +53,12 @@ pub struct Metrics {
     pub media_upload_bytes: Counter,
     pub media_download_bytes: Counter,
     pub media_group_sends: Counter,
+    media_healthy: Gauge,
+    media_free_bytes: Gauge,
+    media_files: Gauge,
+    media_known: Gauge,
+    media_under_replicated: Gauge,
+    media_open_uploads: Gauge,
     sessions: Gauge,
     sessions_opened: Gauge,
     sessions_refused: Gauge,
@@ -103,6 +109,12 @@ impl Metrics {
             media_upload_bytes: Counter::default(),
             media_download_bytes: Counter::default(),
             media_group_sends: Counter::default(),
+            media_healthy: Gauge::default(),
+            media_free_bytes: Gauge::default(),
+            media_files: Gauge::default(),
+            media_known: Gauge::default(),
+            media_under_replicated: Gauge::default(),
+            media_open_uploads: Gauge::default(),
             sessions: Gauge::default(),
             sessions_opened: Gauge::default(),
             sessions_refused: Gauge::default(),
@@ -138,6 +150,12 @@ impl Metrics {
         r.register("media_upload_bytes", "Bytes of committed uploads (as stored)", m.media_upload_bytes.clone());
         r.register("media_download_bytes", "Media bytes served by this node", m.media_download_bytes.clone());
         r.register("media_group_sends", "Group-sends answered", m.media_group_sends.clone());
+        r.register("media_storage_healthy", "1 when the last write probe of the media directory succeeded", m.media_healthy.clone());
+        r.register("media_free_bytes", "Free bytes on the media file system", m.media_free_bytes.clone());
+        r.register("media_files", "Media files held by this node (last repair pass)", m.media_files.clone());
+        r.register("media_known", "Media the cluster knows (shared by someone)", m.media_known.clone());
+        r.register("media_under_replicated", "Known media with fewer live replicas than required", m.media_under_replicated.clone());
+        r.register("media_open_uploads", "Uploads open on this node", m.media_open_uploads.clone());
         r.register("gateway_sessions", "Client sessions open on this node", m.sessions.clone());
         r.register("gateway_sessions_opened", "Sessions opened on this node since start", m.sessions_opened.clone());
         r.register("gateway_sessions_refused", "Sessions refused (token, limits) since start", m.sessions_refused.clone());
@@ -158,6 +176,16 @@ impl Metrics {
         r.register("clock_corrections", "Cluster clock corrections since start", m.clock_corrections.clone());
         r.register("master_changes", "Master (leader) changes seen by this node since start", m.master_changes.clone());
         Metrics { registry: r, ..m }
+    }
+
+    /// Refreshes the media gauges (before [`Metrics::render`]).
+    pub fn set_media(&self, m: &crate::media::service::MediaStatus) {
+        self.media_healthy.set(m.healthy as i64);
+        self.media_free_bytes.set(m.free_bytes.min(i64::MAX as u64) as i64);
+        self.media_files.set(m.files_here as i64);
+        self.media_known.set(m.media as i64);
+        self.media_under_replicated.set(m.under_replicated as i64);
+        self.media_open_uploads.set(m.open_uploads as i64);
     }
 
     /// Renders the text exposition, after refreshing the gauges.

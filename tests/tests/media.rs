@@ -246,6 +246,15 @@ fn media_dedup_and_large_file_bounded_memory() -> Result<()> {
     assert_eq!(holders, 2, "one file on each of a majority (2 of 3) nodes: {first} {second} {:?}", (1..=3).map(|n| blob_files(&c.node(n).data_dir.clone())).collect::<Vec<_>>());
     assert_eq!(first["replicas"].as_array().map(Vec::len), Some(2), "{first}");
 
+    phase("status page and metrics show the media");
+    let (s, v) = herald_tests::get_json(&a, "/v1/cluster")?;
+    assert_eq!(s, 200);
+    assert_eq!((v["media"]["healthy"].as_bool(), v["media"]["media"].as_u64(), v["media"]["under_replicated"].as_u64()), (Some(true), Some(1), Some(0)), "{v}");
+    assert_eq!(v["media"]["required_replicas"].as_u64(), Some(2));
+    let mut r = agent().get(&format!("http://{a}/metrics")).call()?;
+    let text = r.body_mut().read_to_string()?;
+    assert!(text.contains("herald_media_known 1") && text.contains("herald_media_uploads_total 1"), "{text}");
+
     phase("large file: generate");
     const SIZE: u64 = 256 << 20;
     let dir = tempfile::tempdir()?;

@@ -248,6 +248,7 @@ async fn healthz(State(api): State<AppState>) -> Response {
 }
 
 async fn metrics(State(api): State<AppState>) -> Response {
+    api.metrics.set_media(&api.media.status());
     let st = api.node.status();
     let (users, online, stored, inboxes) = {
         let s = api.node.state();

@@ -287,6 +287,7 @@ impl Api {
             applied_index: st.applied_index,
             snapshot_index: st.snapshot_index,
             nodes,
+            media: Some(self.media.status()),
         }
     }
 
@@ -408,4 +409,7 @@ pub struct ClusterView {
     pub applied_index: u64,
     pub snapshot_index: Option<u64>,
     pub nodes: Vec<NodeView>,
+    /// This node's media storage (HTTP only).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub media: Option<crate::media::service::MediaStatus>,
 }

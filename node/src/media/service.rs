@@ -119,6 +119,25 @@ impl Drop for RemoveOnDrop {
 /// A stream of media bytes for an HTTP body.
 pub type ByteStream = std::pin::Pin<Box<dyn Stream<Item = Result<Bytes, io::Error>> + Send>>;
 
+/// What this node's media storage is doing (status page and metrics).
+#[derive(Debug, Clone, Default, serde::Serialize, serde::Deserialize, PartialEq, Eq)]
+pub struct MediaStatus {
+    /// The last write probe of the media directory succeeded.
+    pub healthy: bool,
+    pub free_bytes: u64,
+    pub reserve_bytes: u64,
+    /// Media files on this node (as of the last repair pass).
+    pub files_here: u64,
+    /// Media the cluster knows, and their bytes (one copy each).
+    pub media: u64,
+    pub media_bytes: u64,
+    /// Known media with fewer live replicas than required.
+    pub under_replicated: u64,
+    pub open_uploads: u64,
+    /// Replicas an upload needs now.
+    pub required_replicas: u64,
+}
+
 /// The media service of this node.
 pub struct Media {
     pub cfg: MediaConfig,
@@ -128,6 +147,8 @@ pub struct Media {
     scheme: &'static str,
     uploads: Mutex<HashMap<String, Upload>>,
     seq: AtomicU64,
+    /// Files counted by the last repair pass.
+    files_here: AtomicU64,
 }
 
 /// Rendezvous rank of `node` for media `id`: every node computes the same
@@ -166,6 +187,7 @@ impl Media {
             scheme: if tls { "https" } else { "http" },
             uploads: Mutex::new(HashMap::new()),
             seq: AtomicU64::new(0),
+            files_here: AtomicU64::new(0),
         }))
     }
 
@@ -205,9 +227,36 @@ impl Media {
         Ok(credential::check(self.key()?, Kind::Access, cred, id, self.now_ms())?)
     }
 
-    /// Open uploads (for the status page and metrics).
-    pub fn open_uploads(&self) -> usize {
-        self.uploads.lock().expect("uploads lock").len()
+    /// What this node's media storage is doing.
+    pub fn status(&self) -> MediaStatus {
+        let voters: BTreeSet<u64> = self.node.voters().into_iter().collect();
+        let required = self.cfg.required_replicas(voters.len());
+        let (media, media_bytes, under_replicated) = {
+            let st = self.node.state();
+            let st = st.read().expect("state lock");
+            let mut n = 0u64;
+            let mut bytes = 0u64;
+            let mut under = 0u64;
+            for m in st.lib.all_media().filter(|m| m.orphan_since_ms.is_none()) {
+                n += 1;
+                bytes += m.size;
+                if m.replicas.iter().filter(|r| voters.contains(r)).count() < required {
+                    under += 1;
+                }
+            }
+            (n, bytes, under)
+        };
+        MediaStatus {
+            healthy: self.store.healthy(),
+            free_bytes: self.store.free_bytes().unwrap_or(0),
+            reserve_bytes: self.cfg.reserve_bytes,
+            files_here: self.files_here.load(Ordering::Relaxed),
+            media,
+            media_bytes,
+            under_replicated,
+            open_uploads: self.uploads.lock().expect("uploads lock").len() as u64,
+            required_replicas: required as u64,
+        }
     }
 
     /// S1: checks that `size` bytes of `content_type` can be stored for
@@ -671,6 +720,7 @@ impl Media {
         }
         let min_age = Duration::from_millis(self.cfg.gc_grace_ms.max(MIN_ORPHAN_FILE_AGE_MS));
         let files = self.store.list()?;
+        self.files_here.store(files.len() as u64, Ordering::Relaxed);
         for (id, mtime) in files {
             if !known.contains(id.as_str()) && mtime.elapsed().unwrap_or_default() >= min_age {
                 if self.store.remove(&id).await? {
