@@ -66,6 +66,10 @@ pub enum LibOp {
         name: String,
         replicas: Vec<u64>,
         quota_bytes: u64,
+        /// Dedup: the bytes were found already stored; refuse
+        /// (`media_gone`) if the media was collected meanwhile, so the
+        /// writer stores the bytes again instead of pointing at deleted files.
+        expect_existing: bool,
     },
     /// `owner` no longer shares `id`.
     MediaUnshare { id: String, owner: String },
@@ -93,23 +97,29 @@ pub enum LibResult {
     Refused(String),
 }
 
-/// A persisted key: `G` + tag + bytes.
+/// A persisted key: `G` + tag + bytes. One key per contact, so a change
+/// rewrites one small value, not a user's whole list.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub enum Key {
     Media(String),
-    Contacts(String),
+    Contact(String, String),
 }
 
 impl Key {
     pub fn bytes(&self) -> Vec<u8> {
-        let (tag, s) = match self {
-            Key::Media(id) => (b'm', id),
-            Key::Contacts(uid) => (b'c', uid),
-        };
-        let mut k = Vec::with_capacity(2 + s.len());
-        k.push(b'G');
-        k.push(tag);
-        k.extend_from_slice(s.as_bytes());
+        let mut k = vec![b'G'];
+        match self {
+            Key::Media(id) => {
+                k.push(b'm');
+                k.extend_from_slice(id.as_bytes());
+            }
+            Key::Contact(uid, contact) => {
+                k.push(b'c');
+                k.extend_from_slice(&(uid.len() as u32).to_be_bytes());
+                k.extend_from_slice(uid.as_bytes());
+                k.extend_from_slice(contact.as_bytes());
+            }
+        }
         k
     }
 }
@@ -118,14 +128,15 @@ impl Key {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub enum Item {
     Media(MediaMeta),
-    Contacts(String, Contacts),
+    /// uid, contact, the contact's groups.
+    Contact(String, String, BTreeSet<String>),
 }
 
 impl Item {
     pub fn key(&self) -> Key {
         match self {
             Item::Media(m) => Key::Media(m.id.clone()),
-            Item::Contacts(u, _) => Key::Contacts(u.clone()),
+            Item::Contact(u, c, _) => Key::Contact(u.clone(), c.clone()),
         }
     }
 }
@@ -151,8 +162,8 @@ impl Library {
                     }
                     lib.media.insert(m.id.clone(), m);
                 }
-                Item::Contacts(u, c) => {
-                    lib.contacts.insert(u, c);
+                Item::Contact(u, c, groups) => {
+                    lib.contacts.entry(u).or_default().insert(c, groups);
                 }
             }
         }
@@ -164,14 +175,16 @@ impl Library {
         let mut out: Vec<Item> = self.media.values().cloned().map(Item::Media).collect();
         let mut users: Vec<&String> = self.contacts.keys().collect();
         users.sort();
-        out.extend(users.into_iter().map(|u| Item::Contacts(u.clone(), self.contacts[u].clone())));
+        for u in users {
+            out.extend(self.contacts[u].iter().map(|(c, g)| Item::Contact(u.clone(), c.clone(), g.clone())));
+        }
         out
     }
 
     pub fn item(&self, key: &Key) -> Option<Item> {
         match key {
             Key::Media(id) => self.media.get(id).cloned().map(Item::Media),
-            Key::Contacts(u) => self.contacts.get(u).map(|c| Item::Contacts(u.clone(), c.clone())),
+            Key::Contact(u, c) => self.contacts.get(u).and_then(|m| m.get(c)).map(|g| Item::Contact(u.clone(), c.clone(), g.clone())),
         }
     }
 
@@ -181,7 +194,10 @@ impl Library {
 
     pub fn apply(&mut self, op: &LibOp, at_ms: u64) -> LibResult {
         match op {
-            LibOp::MediaCommit { id, size, content_type, owner, name, replicas, quota_bytes } => {
+            LibOp::MediaCommit { id, size, content_type, owner, name, replicas, quota_bytes, expect_existing } => {
+                if *expect_existing && self.media.get(id).is_none_or(|m| m.orphan_since_ms.is_some()) {
+                    return LibResult::Refused("media_gone".into());
+                }
                 let already_owner = self.media.get(id).is_some_and(|m| m.owners.contains_key(owner));
                 if *quota_bytes > 0 && !already_owner && self.usage(owner).saturating_add(*size) > *quota_bytes {
                     return LibResult::Refused("media_quota_exceeded".into());
@@ -271,7 +287,7 @@ impl Library {
                     return LibResult::Refused("too_many_contacts".into());
                 }
                 c.insert(contact.clone(), groups.iter().cloned().collect());
-                self.dirty.push(Key::Contacts(uid.clone()));
+                self.dirty.push(Key::Contact(uid.clone(), contact.clone()));
                 LibResult::Done(true)
             }
             LibOp::ContactRemove { uid, contact } => {
@@ -281,7 +297,7 @@ impl Library {
                     self.contacts.remove(uid);
                 }
                 if removed {
-                    self.dirty.push(Key::Contacts(uid.clone()));
+                    self.dirty.push(Key::Contact(uid.clone(), contact.clone()));
                 }
                 LibResult::Done(removed)
             }
@@ -349,6 +365,7 @@ mod tests {
             name: format!("{id}.jpg"),
             replicas: vec![1, 2],
             quota_bytes: quota,
+            expect_existing: false,
         }
     }
 
@@ -382,6 +399,11 @@ mod tests {
         assert_eq!(l.apply(&LibOp::MediaUnshare { id: "a".into(), owner: "alice".into() }, 1000), LibResult::Done(true));
         assert_eq!(l.apply(&LibOp::MediaGc { id: "a".into(), grace_ms: 100 }, 1050), LibResult::Done(false));
         assert_eq!(l.apply(&LibOp::MediaGc { id: "a".into(), grace_ms: 100 }, 1100), LibResult::Done(true));
+        assert!(l.media("a").is_none());
+        // A dedup commit of collected bytes is refused: they must be stored again.
+        let LibOp::MediaCommit { id, size, content_type, owner, name, replicas, quota_bytes, .. } = commit("a", "bob", 1, 0) else { unreachable!() };
+        let dedup = LibOp::MediaCommit { id, size, content_type, owner, name, replicas, quota_bytes, expect_existing: true };
+        assert_eq!(l.apply(&dedup, 1200), LibResult::Refused("media_gone".into()));
         assert!(l.media("a").is_none());
         assert!(l.shared_by("alice").is_empty());
     }

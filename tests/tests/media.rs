@@ -222,6 +222,8 @@ fn media_upload_mismatch_and_broken_stream_leave_nothing() -> Result<()> {
     let (s, b) = call("GET", &format!("http://{a}/v1/users/alice/shared"), "alice", None)?;
     assert_eq!(s, 200);
     assert_eq!(b["media"].as_array().map(Vec::len), Some(0), "{b}");
+    let (_, v) = herald_tests::get_json(&a, "/v1/cluster?local=true")?;
+    assert_eq!(v["media"]["open_uploads"].as_u64(), Some(0), "every upload id is used up, the cut one too: {v}");
     Ok(())
 }
 
@@ -371,7 +373,9 @@ async fn next_message(s: &mut Session, timeout: Duration) -> Option<Message> {
 /// contact outside the group gets nothing and cannot open the media.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn media_group_send_reaches_exactly_the_group() -> Result<()> {
-    let c = Cluster::start(3, tuning(r#"<media reserve-bytes="0"/>"#))?;
+    // A push timeout well above a loaded CI's delivery time: bob's ack must
+    // arrive within it for "delivered".
+    let c = Cluster::start(3, Tuning { push_timeout_ms: 8000, ..tuning(r#"<media reserve-bytes="0"/>"#) })?;
     c.wait_leader(Duration::from_secs(10))?;
     let (a, b) = (c.addr(1), c.addr(2));
     let seeds: Vec<String> = (1..=3).map(|n| format!("http://{}", c.addr(n))).collect();
@@ -535,7 +539,7 @@ fn media_survives_kill_of_receiving_node() -> Result<()> {
 /// any more is deleted from every node after the grace period.
 #[test]
 fn media_repair_and_garbage_collection() -> Result<()> {
-    let mut c = Cluster::start(3, tuning(r#"<media reserve-bytes="0" repair-interval-ms="300" gc-grace-ms="500"/>"#))?;
+    let mut c = Cluster::start(3, tuning(r#"<media reserve-bytes="0" repair-interval-ms="300" gc-grace-ms="500" upload-ttl-ms="3000"/>"#))?;
     c.wait_leader(Duration::from_secs(10))?;
     let bytes = noise(14, 500_000);
     let done = upload(&c.addr(1), "alice", &bytes, "application/zip", "z.zip")?;

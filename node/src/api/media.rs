@@ -190,12 +190,19 @@ async fn get_media(State(api): State<AppState>, Path(id): Path<String>, Query(q)
         return Err(ApiError::bad_status(403, "access_denied", format!("{v} is not an owner, a friend of an owner, or a recipient of this media")));
     }
     let (url, expires_at_ms) = api.media.access_url(&id, &v)?;
+    // Owners the viewer may know of: itself and its friends (identical
+    // bytes shared by a stranger are not revealed).
+    let owners: Vec<String> = {
+        let st = api.node.state();
+        let st = st.read().expect("state lock");
+        m.owners.keys().filter(|o| **o == v || st.lib.are_friends(o, &v)).cloned().collect()
+    };
     Ok(Json(MediaInfo {
         media_id: m.id,
         size: m.size,
         content_type: m.content_type,
         created_ms: m.created_ms,
-        owners: m.owners.keys().cloned().collect(),
+        owners,
         replicas: m.replicas.iter().copied().collect(),
         url,
         expires_at_ms,
@@ -243,7 +250,14 @@ async fn get_content(
         .header(header::CONTENT_LENGTH, len)
         .header(header::ACCEPT_RANGES, "bytes")
         .header(header::ETAG, format!("\"{}\"", m.id))
-        .header(header::CACHE_CONTROL, "private, max-age=31536000, immutable");
+        .header(header::CACHE_CONTROL, "private, max-age=31536000, immutable")
+        // Uploaded bytes never run as a page of this origin.
+        .header("x-content-type-options", "nosniff")
+        .header(header::CONTENT_SECURITY_POLICY, "sandbox");
+    let inline = ["image/", "audio/", "video/"].iter().any(|p| m.content_type.starts_with(p));
+    if !inline {
+        r = r.header(header::CONTENT_DISPOSITION, "attachment");
+    }
     if status == StatusCode::PARTIAL_CONTENT {
         r = r.header(header::CONTENT_RANGE, range::content_range(start, start + len - 1, size));
     }

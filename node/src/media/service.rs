@@ -46,9 +46,10 @@ pub const MAX_CONTENT_TYPE_BYTES: usize = 128;
 const REPAIR_FETCHES_PER_PASS: usize = 8;
 /// Metadata ops written per repair batch.
 const REPAIR_OPS_PER_WRITE: usize = 256;
-/// A file without metadata is kept at least this long (it may be a replica
-/// whose upload has not committed yet).
-const MIN_ORPHAN_FILE_AGE_MS: u64 = 10_000;
+/// A file without metadata is kept at least this long, and at least the
+/// upload credential's lifetime and the GC grace (it may be a replica whose
+/// upload has not committed yet).
+const MIN_ORPHAN_FILE_AGE_MS: u64 = 1_000;
 
 /// Why a media request was refused: a stable code and an HTTP status.
 #[derive(Debug, thiserror::Error)]
@@ -106,6 +107,34 @@ pub struct UploadDone {
     pub link: String,
 }
 
+/// Removes an upload from the open ones when dropped.
+struct UploadSlot<'a> {
+    media: &'a Media,
+    id: String,
+}
+impl Drop for UploadSlot<'_> {
+    fn drop(&mut self) {
+        self.media.uploads.lock().expect("uploads lock").remove(&self.id);
+    }
+}
+
+/// A media id the repair loop leaves alone while held.
+struct Pin<'a> {
+    media: &'a Media,
+    id: String,
+}
+impl Drop for Pin<'_> {
+    fn drop(&mut self) {
+        let mut pins = self.media.pinned.lock().expect("pins lock");
+        if let Some(n) = pins.get_mut(&self.id) {
+            *n -= 1;
+            if *n == 0 {
+                pins.remove(&self.id);
+            }
+        }
+    }
+}
+
 /// Removes a file when dropped unless disarmed.
 struct RemoveOnDrop(Option<PathBuf>);
 impl Drop for RemoveOnDrop {
@@ -149,6 +178,8 @@ pub struct Media {
     seq: AtomicU64,
     /// Files counted by the last repair pass.
     files_here: AtomicU64,
+    /// Ids being uploaded or fetched here: not garbage, whatever the state says yet.
+    pinned: Mutex<HashMap<String, usize>>,
 }
 
 /// Rendezvous rank of `node` for media `id`: every node computes the same
@@ -188,6 +219,7 @@ impl Media {
             uploads: Mutex::new(HashMap::new()),
             seq: AtomicU64::new(0),
             files_here: AtomicU64::new(0),
+            pinned: Mutex::new(HashMap::new()),
         }))
     }
 
@@ -350,9 +382,11 @@ impl Media {
             u.clone()
         };
         tracing::Span::current().record("uid", up.uid.as_str()).record("size", up.size);
-        let r = self.receive_inner(&up, &mut body).await;
-        self.uploads.lock().expect("uploads lock").remove(upload_id);
-        r
+        // The upload id is used up however this ends, also when the
+        // request is dropped mid-way (client gone): a guard, not a line
+        // after the await.
+        let _slot = UploadSlot { media: self, id: upload_id.to_owned() };
+        self.receive_inner(&up, &mut body).await
     }
 
     async fn receive_inner<S, E>(&self, up: &Upload, body: &mut S) -> Result<UploadDone, MediaError>
@@ -372,6 +406,7 @@ impl Media {
             return Err(MediaError::refused(400, "size_mismatch", format!("{} bytes were sent; {} were stated", tmp.len(), up.size)));
         }
         let (mut id, mut size) = tmp.finish().await?;
+        // Armed until the file is committed or deliberately dropped.
         let mut path = RemoveOnDrop(Some(tmp.keep()));
         let mut content_type = up.content_type.clone();
         let mut edited = false;
@@ -396,7 +431,9 @@ impl Media {
                 }
             }
         }
-        let file = path.0.take().expect("armed");
+        // From here until the metadata is committed, the repair loop must
+        // not delete this id's file here.
+        let _pin = self.pin(&id);
         // Identical content already stored on enough nodes: no new copy
         // (read after a barrier: it may have been committed through another node).
         self.node.read_barrier().await?;
@@ -410,36 +447,78 @@ impl Media {
                 .filter(|m| m.orphan_since_ms.is_none() && m.replicas.iter().filter(|r| voters.contains(r)).count() >= required)
                 .map(|m| m.replicas.iter().copied().collect())
         };
-        let replicas = match existing {
-            Some(r) => {
-                let _ = tokio::fs::remove_file(&file).await;
-                r
+        let mut outcome = None;
+        if let Some(replicas) = existing {
+            match self.commit_meta(up, &id, size, &content_type, replicas, true).await? {
+                Some(done) => outcome = Some(done),
+                None => tracing::info!(media = %id, "deduplicated media was collected meanwhile; storing the bytes again"),
             }
+        }
+        let (index, duplicate) = match outcome {
+            Some(x) => x,
             None => {
+                let file = path.0.clone().expect("armed");
                 self.store.commit(&file, &id).await?;
-                self.replicate(&id, size).await?
+                path.0 = None;
+                let replicas = self.replicate(&id, size).await?;
+                self.commit_meta(up, &id, size, &content_type, replicas, false)
+                    .await?
+                    .ok_or_else(|| MediaError::Io(io::Error::other("media_gone answered to a non-dedup commit")))?
             }
         };
+        drop(path);
+        self.node.wait_applied(index).await?;
+        let (replicas, content_type) = {
+            let st = self.node.state();
+            let st = st.read().expect("state lock");
+            match st.lib.media(&id) {
+                Some(m) => (m.replicas.iter().copied().collect(), m.content_type.clone()),
+                None => (Vec::new(), content_type),
+            }
+        };
+        Ok(UploadDone { link: self.link(&id), sha256: id.clone(), media_id: id, size, content_type, replicas, edited, duplicate })
+    }
+
+    /// Commits the metadata of an upload; `Ok(None)` when a dedup commit
+    /// found the media collected meanwhile (`media_gone`).
+    async fn commit_meta(
+        &self,
+        up: &Upload,
+        id: &str,
+        size: u64,
+        content_type: &str,
+        replicas: Vec<u64>,
+        expect_existing: bool,
+    ) -> Result<Option<(u64, bool)>, MediaError> {
         let op = Op::Lib(LibOp::MediaCommit {
-            id: id.clone(),
+            id: id.to_owned(),
             size,
-            content_type: content_type.clone(),
+            content_type: content_type.to_owned(),
             owner: up.uid.clone(),
             name: up.name.clone(),
-            replicas: replicas.clone(),
+            replicas,
             quota_bytes: self.cfg.quota_bytes_per_user,
+            expect_existing,
         });
         let (index, results) = self.node.write(vec![op]).await?;
-        let duplicate = match results.into_iter().next() {
-            Some(OpResult::Lib(LibResult::Committed { duplicate })) => duplicate,
+        match results.into_iter().next() {
+            Some(OpResult::Lib(LibResult::Committed { duplicate })) => Ok(Some((index, duplicate))),
+            Some(OpResult::Lib(LibResult::Refused(code))) if code == "media_gone" => Ok(None),
             Some(OpResult::Lib(LibResult::Refused(code))) if code == "media_quota_exceeded" => {
-                return Err(MediaError::refused(403, "media_quota_exceeded", format!("{} would exceed the quota", up.uid)))
+                Err(MediaError::refused(403, "media_quota_exceeded", format!("{} would exceed the quota", up.uid)))
             }
-            other => return Err(MediaError::Io(io::Error::other(format!("unexpected commit result {other:?}")))),
-        };
-        self.node.wait_applied(index).await?;
-        let replicas = self.node.state().read().expect("state lock").lib.media(&id).map(|m| m.replicas.iter().copied().collect()).unwrap_or(replicas);
-        Ok(UploadDone { link: self.link(&id), sha256: id.clone(), media_id: id, size, content_type, replicas, edited, duplicate })
+            other => Err(MediaError::Io(io::Error::other(format!("unexpected commit result {other:?}")))),
+        }
+    }
+
+    /// Keeps the repair loop away from `id`'s local file until dropped.
+    fn pin(&self, id: &str) -> Pin<'_> {
+        *self.pinned.lock().expect("pins lock").entry(id.to_owned()).or_insert(0) += 1;
+        Pin { media: self, id: id.to_owned() }
+    }
+
+    fn is_pinned(&self, id: &str) -> bool {
+        self.pinned.lock().expect("pins lock").contains_key(id)
     }
 
     /// Pushes the local file `id` to other voters until the required number
@@ -479,7 +558,7 @@ impl Media {
     /// Streams the local file `id` to `peer` (`PutBlob`); the peer fsyncs
     /// before answering.
     async fn push(&self, peer: u64, id: &str, size: u64) -> Result<(), String> {
-        let mut client = self.node.peer_client(peer).map_err(|e| e.to_string())?;
+        let mut client = self.node.blob_client(peer).map_err(|e| e.to_string())?;
         let (tx, rx) = tokio::sync::mpsc::channel::<BlobChunk>(STREAM_CHUNKS);
         let path = self.store.path(id);
         let id_owned = id.to_owned();
@@ -518,8 +597,14 @@ impl Media {
             return Err(tonic::Status::invalid_argument("not a media id"));
         }
         if self.store.has(&id) {
+            // Fresh mtime: the repair loop treats it as a new replica.
+            let _ = self.store.touch(&id);
             return Ok(true);
         }
+        if !self.store.healthy() {
+            return Err(tonic::Status::unavailable("storage_unhealthy"));
+        }
+        let _pin = self.pin(&id);
         if size > self.cfg.max_bytes.max(1) {
             return Err(tonic::Status::resource_exhausted("larger than <media max-bytes>"));
         }
@@ -540,8 +625,9 @@ impl Media {
         if len != size || hash != id {
             return Err(tonic::Status::data_loss(format!("received {len} bytes hashing to {hash}; expected {size} bytes of {id}")));
         }
-        let path = tmp.keep();
-        self.store.commit(&path, &id).await.map_err(|e| tonic::Status::internal(e.to_string()))?;
+        let mut path = RemoveOnDrop(Some(tmp.keep()));
+        self.store.commit(path.0.as_ref().expect("armed"), &id).await.map_err(|e| tonic::Status::internal(e.to_string()))?;
+        path.0 = None;
         tracing::debug!(media = %id, size, "replica stored");
         Ok(false)
     }
@@ -592,7 +678,7 @@ impl Media {
         let me = self.node.id();
         let mut last = String::from("no node holds a replica");
         for n in placement(id, replicas.iter().copied().filter(|n| *n != me)) {
-            let Ok(mut c) = self.node.peer_client(n) else { continue };
+            let Ok(mut c) = self.node.blob_client(n) else { continue };
             match c.get_blob(BlobRequest { id: id.into(), offset: start, length: len }).await {
                 Ok(resp) => {
                     let s = resp.into_inner().map(|r| r.map(|c| Bytes::from(c.data)).map_err(|s| io::Error::other(s.message().to_string())));
@@ -606,6 +692,11 @@ impl Media {
 
     /// Fetches the whole media `id` from a replica into the local store.
     async fn fetch(&self, id: &str, size: u64, replicas: &BTreeSet<u64>) -> Result<(), MediaError> {
+        let free = self.store.free_bytes()?;
+        if free.saturating_sub(self.cfg.reserve_bytes) < size {
+            return Err(MediaError::refused(507, "insufficient_storage", "no room for this replica above the reserve"));
+        }
+        let _pin = self.pin(id);
         let mut s = self.open_remote_whole(id, replicas).await?;
         let mut tmp = self.store.temp().await?;
         while let Some(chunk) = s.next().await {
@@ -615,8 +706,9 @@ impl Media {
         if hash != id || len != size {
             return Err(MediaError::Io(io::Error::other(format!("fetched {len} bytes hashing to {hash}, not {id}"))));
         }
-        let p = tmp.keep();
-        self.store.commit(&p, id).await?;
+        let mut p = RemoveOnDrop(Some(tmp.keep()));
+        self.store.commit(p.0.as_ref().expect("armed"), id).await?;
+        p.0 = None;
         Ok(())
     }
 
@@ -632,7 +724,7 @@ impl Media {
     async fn open_remote(&self, id: &str, replicas: &BTreeSet<u64>) -> Result<ByteStream, MediaError> {
         let mut last = String::new();
         for n in placement(id, replicas.iter().copied()) {
-            let Ok(mut c) = self.node.peer_client(n) else { continue };
+            let Ok(mut c) = self.node.blob_client(n) else { continue };
             match c.get_blob(BlobRequest { id: id.into(), offset: 0, length: 0 }).await {
                 Ok(resp) => {
                     let s = resp.into_inner().map(|r| r.map(|c| Bytes::from(c.data)).map_err(|s| io::Error::other(s.message().to_string())));
@@ -664,6 +756,10 @@ impl Media {
 
     /// One repair pass (see [`Media::run_repair`]).
     pub async fn repair_pass(&self) -> Result<(), MediaError> {
+        // Decide from a state at least as new as every acknowledged write:
+        // a node that is behind must not take a replica whose commit it has
+        // not applied yet for garbage. No leader: skip the pass.
+        self.node.read_barrier().await?;
         let me = self.node.id();
         let now = self.now_ms();
         let voters: BTreeSet<u64> = self.node.voters().into_iter().collect();
@@ -718,11 +814,18 @@ impl Media {
                 }
             }
         }
-        let min_age = Duration::from_millis(self.cfg.gc_grace_ms.max(MIN_ORPHAN_FILE_AGE_MS));
+        // A replica may arrive (PutBlob) before its upload commits; the
+        // upload must commit within its credential's lifetime.
+        let min_age = Duration::from_millis(self.cfg.gc_grace_ms.max(self.cfg.upload_ttl_ms).max(MIN_ORPHAN_FILE_AGE_MS));
         let files = self.store.list()?;
         self.files_here.store(files.len() as u64, Ordering::Relaxed);
         for (id, mtime) in files {
             if !known.contains(id.as_str()) && mtime.elapsed().unwrap_or_default() >= min_age {
+                // Fetches above may have taken a while: look again now.
+                let referenced = self.node.state().read().expect("state lock").lib.media(&id).is_some();
+                if referenced || self.is_pinned(&id) {
+                    continue;
+                }
                 if self.store.remove(&id).await? {
                     tracing::info!(media = %id, "deleted a media file nothing refers to");
                 }

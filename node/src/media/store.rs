@@ -56,6 +56,17 @@ impl BlobStore {
         let tmp = root.join("tmp");
         std::fs::create_dir_all(&blobs)?;
         std::fs::create_dir_all(&tmp)?;
+        // Every shard directory exists (and is durable) before any blob is
+        // committed, so a commit only has to fsync its shard after the rename.
+        for i in 0..=255u8 {
+            std::fs::create_dir_all(blobs.join(format!("{i:02x}")))?;
+        }
+        for d in [&blobs, &root, &tmp] {
+            std::fs::File::open(d)?.sync_all()?;
+        }
+        if let Some(parent) = root.parent() {
+            std::fs::File::open(parent)?.sync_all()?;
+        }
         for e in std::fs::read_dir(&tmp)? {
             let p = e?.path();
             let _ = std::fs::remove_file(&p);
@@ -102,6 +113,8 @@ impl BlobStore {
         let dst = self.path(id);
         if self.has(id) {
             let _ = tokio::fs::remove_file(tmp).await;
+            // A fresh mtime: the repair loop treats the file as just stored.
+            let _ = self.touch(id);
             return Ok(());
         }
         let shard = dst.parent().expect("blob paths have a shard directory").to_path_buf();
@@ -118,6 +131,11 @@ impl BlobStore {
         })
         .await
         .map_err(io::Error::other)?
+    }
+
+    /// Sets the modification time of `id`'s file to now.
+    pub fn touch(&self, id: &str) -> io::Result<()> {
+        std::fs::File::options().write(true).open(self.path(id))?.set_modified(SystemTime::now())
     }
 
     /// Deletes the local copy of `id` (and fsyncs its directory).

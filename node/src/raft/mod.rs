@@ -126,6 +126,10 @@ pub struct RaftNode {
     leader_wait: Duration,
     health_window: Duration,
     peers: Mutex<HashMap<String, RaftInternalClient<Channel>>>,
+    /// Separate connections for media bytes, so that a slow download
+    /// never holds up Raft-adjacent calls (forwards, read index) that share
+    /// an HTTP/2 connection's flow-control window.
+    blob_peers: Mutex<HashMap<String, RaftInternalClient<Channel>>>,
     connect_timeout: Duration,
     /// Leader changes seen by this node (metrics).
     pub master_changes: std::sync::atomic::AtomicU64,
@@ -189,6 +193,7 @@ impl RaftNode {
             leader_wait: Duration::from_millis(t.election_max_ms * 3).min(Duration::from_millis(t.write_timeout_ms)),
             health_window: Duration::from_millis(t.election_max_ms * 2),
             peers: Mutex::new(HashMap::new()),
+            blob_peers: Mutex::new(HashMap::new()),
             connect_timeout,
             master_changes: std::sync::atomic::AtomicU64::new(0),
         });
@@ -267,6 +272,22 @@ impl RaftNode {
     pub fn peer_client(&self, node: u64) -> Result<RaftInternalClient<Channel>, ClusterError> {
         let addr = self.members().into_iter().find(|(id, _)| *id == node).map(|(_, a)| a.sync).ok_or(ClusterError::UnknownNode(node))?;
         self.peer(&addr)
+    }
+
+    /// A client of another member's internal service on a connection used
+    /// only for media bytes (`PutBlob`, `GetBlob`).
+    pub fn blob_client(&self, node: u64) -> Result<RaftInternalClient<Channel>, ClusterError> {
+        let addr = self.members().into_iter().find(|(id, _)| *id == node).map(|(_, a)| a.sync).ok_or(ClusterError::UnknownNode(node))?;
+        let mut peers = self.blob_peers.lock().expect("peers lock");
+        if let Some(c) = peers.get(&addr) {
+            return Ok(c.clone());
+        }
+        let ch = network::channel(&addr, self.connect_timeout).map_err(internal)?;
+        let c = RaftInternalClient::new(ch)
+            .max_decoding_message_size(network::MAX_RAFT_MESSAGE_BYTES)
+            .max_encoding_message_size(network::MAX_RAFT_MESSAGE_BYTES);
+        peers.insert(addr, c.clone());
+        Ok(c)
     }
 
     /// The clock leaders stamp commands with.

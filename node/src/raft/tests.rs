@@ -97,6 +97,7 @@ fn ops(i: u64) -> Vec<Op> {
             name: format!("f{i}.png"),
             replicas: vec![i % 3 + 1],
             quota_bytes: 0,
+            expect_existing: false,
         }),
         1 => Op::Lib(LibOp::MediaGrant { id, uids: vec![format!("u{}", i % 5)] }),
         2 => Op::Lib(LibOp::ContactSet { uid: format!("u{}", i % 7), contact: format!("u{}", i % 11), groups: vec![format!("g{}", i % 3)] }),
