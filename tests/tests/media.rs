@@ -169,6 +169,16 @@ fn media_upload_refused_by_space_and_quota() -> Result<()> {
     assert_eq!((s, b["error"]["code"].as_str()), (403, Some("media_quota_exceeded")), "{b}");
     let (s, _) = request_upload(&a, "alice", 100, "image/jpeg", "a.jpg")?;
     assert_eq!(s, 201);
+
+    phase("open uploads per user are capped");
+    for _ in 0..8 {
+        let (s, b) = request_upload(&a, "bob", 1, "image/jpeg", "b.jpg")?;
+        assert_eq!(s, 201, "{b}");
+    }
+    let (s, b) = request_upload(&a, "bob", 1, "image/jpeg", "b.jpg")?;
+    assert_eq!((s, b["error"]["code"].as_str()), (429, Some("too_many_uploads")), "{b}");
+    let (s, _) = request_upload(&a, "carol", 1, "image/jpeg", "c.jpg")?;
+    assert_eq!(s, 201, "another user is not affected");
     Ok(())
 }
 

@@ -39,6 +39,9 @@ use crate::state::{Op, OpResult};
 pub const CHUNK_BYTES: usize = 256 * 1024;
 /// Chunks buffered per stream between the file and the network.
 const STREAM_CHUNKS: usize = 4;
+/// Uploads one user may have open on one node: one user cannot take every
+/// upload slot (and the space promised to them).
+pub const MAX_OPEN_UPLOADS_PER_USER: usize = 8;
 /// Longest content type accepted.
 pub const MAX_CONTENT_TYPE_BYTES: usize = 128;
 /// Media fetched from other nodes per repair pass: bounds the bandwidth a
@@ -336,6 +339,13 @@ impl Media {
                 507,
                 "insufficient_storage",
                 format!("{size} bytes do not fit: {free} free, {} reserved, {promised} promised to open uploads", self.cfg.reserve_bytes),
+            ));
+        }
+        if uploads.values().filter(|u| u.uid == uid).count() >= MAX_OPEN_UPLOADS_PER_USER {
+            return Err(MediaError::refused(
+                429,
+                "too_many_uploads",
+                format!("{uid} has {MAX_OPEN_UPLOADS_PER_USER} uploads open on this node; finish or let them expire first"),
             ));
         }
         if uploads.len() >= self.cfg.max_uploads {
