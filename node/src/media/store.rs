@@ -234,6 +234,10 @@ impl TempBlob {
         self.len
     }
 
+    pub fn is_empty(&self) -> bool {
+        self.len == 0
+    }
+
     /// Flushes and fsyncs; answers (hex SHA-256, length).
     pub async fn finish(&mut self) -> io::Result<(String, u64)> {
         let mut out = self.out.take().ok_or_else(|| io::Error::other("temp blob already finished"))?;
