@@ -13,13 +13,11 @@ use axum::routing::{get, post, put};
 use axum::{Json, Router};
 use serde::{Deserialize, Serialize};
 
-use super::messages::{RecipientOutcome, Submission};
+use super::messages::{check_group_name, check_uid, RecipientOutcome, Submission};
 use super::{Api, ApiError};
 use crate::library::{LibOp, LibResult, MediaMeta, MAX_GROUPS_PER_CONTACT};
 use crate::media::range::{self, RangeAnswer};
 use crate::media::store::valid_id;
-use crate::messages::MAX_GROUP_NAME_BYTES;
-use crate::presence::MAX_UID_BYTES;
 use crate::state::{Op, OpResult};
 
 type AppState = std::sync::Arc<Api>;
@@ -56,24 +54,6 @@ fn bearer(headers: &HeaderMap) -> Option<&str> {
     let v = headers.get(header::AUTHORIZATION)?.to_str().ok()?;
     let (scheme, rest) = v.split_once(' ')?;
     scheme.eq_ignore_ascii_case("bearer").then_some(rest.trim())
-}
-
-fn check_uid(field: &str, uid: &str) -> Result<(), ApiError> {
-    if uid.is_empty() || uid.len() > MAX_UID_BYTES {
-        return Err(ApiError::WithStatus {
-            status: 400,
-            code: "invalid_uid",
-            message: format!("{field}: a uid is 1..={MAX_UID_BYTES} bytes"),
-        });
-    }
-    Ok(())
-}
-
-fn check_group(g: &str) -> Result<(), ApiError> {
-    if g.is_empty() || g.len() > MAX_GROUP_NAME_BYTES {
-        return Err(ApiError::bad("invalid_group", format!("a group name is 1..={MAX_GROUP_NAME_BYTES} bytes")));
-    }
-    Ok(())
 }
 
 impl Api {
@@ -156,14 +136,9 @@ async fn put_upload(State(api): State<AppState>, Path(id): Path<String>, headers
     }
 }
 
-/// The viewer of a view call: `X-Herald-User` or `?viewer=`, else `default`.
-fn viewer(headers: &HeaderMap, q: &Params, default: &str) -> String {
-    headers
-        .get("x-herald-user")
-        .and_then(|v| v.to_str().ok())
-        .map(str::to_owned)
-        .or_else(|| q.viewer.clone())
-        .unwrap_or_else(|| default.to_owned())
+/// The viewer a view call names: `X-Herald-User` or `?viewer=`.
+fn named_viewer(headers: &HeaderMap, q: &Params) -> Option<String> {
+    headers.get("x-herald-user").and_then(|v| v.to_str().ok()).map(str::to_owned).or_else(|| q.viewer.clone())
 }
 
 #[derive(Serialize)]
@@ -179,7 +154,7 @@ struct MediaInfo {
 }
 
 async fn get_media(State(api): State<AppState>, Path(id): Path<String>, Query(q): Query<Params>, headers: HeaderMap) -> Result<Json<MediaInfo>, ApiError> {
-    let Some(v) = headers.get("x-herald-user").and_then(|v| v.to_str().ok()).map(str::to_owned).or_else(|| q.viewer.clone()) else {
+    let Some(v) = named_viewer(&headers, &q) else {
         return Err(ApiError::bad("missing_viewer", "name the viewer: X-Herald-User: <uid> (or ?viewer=)"));
     };
     api.authenticate(&v, &headers, q.token.as_deref()).await?;
@@ -349,7 +324,7 @@ async fn put_contact(
         return Err(ApiError::bad_status(409, "too_many_groups", format!("a contact is in at most {MAX_GROUPS_PER_CONTACT} groups")));
     }
     for g in &b.groups {
-        check_group(g)?;
+        check_group_name(g)?;
     }
     let (revision, _) = write_lib(&api, LibOp::ContactSet { uid, contact, groups: b.groups }).await?;
     Ok(Json(serde_json::json!({ "revision": revision })))
@@ -401,7 +376,7 @@ async fn post_group_send(
         return Err(ApiError::bad("invalid_text", format!("text is at most {MAX_TEXT_BYTES} bytes")));
     }
     for g in &b.groups {
-        check_group(g)?;
+        check_group_name(g)?;
     }
     api.node.read_barrier().await?;
     let m = api.media_meta(&b.media_id).await?;
@@ -476,7 +451,7 @@ fn escape(s: &str) -> String {
 
 async fn get_shared(State(api): State<AppState>, Path(uid): Path<String>, Query(q): Query<Params>, headers: HeaderMap) -> Result<Response, ApiError> {
     check_uid("uid", &uid)?;
-    let v = viewer(&headers, &q, &uid);
+    let v = named_viewer(&headers, &q).unwrap_or_else(|| uid.clone());
     api.authenticate(&v, &headers, q.token.as_deref()).await?;
     api.node.read_barrier().await?;
     let items: Vec<SharedItem> = {

@@ -66,14 +66,14 @@ fn is_zero(v: &u64) -> bool {
     *v == 0
 }
 
-fn check_uid(field: &'static str, uid: &str) -> Result<(), ApiError> {
+pub(super) fn check_uid(field: &'static str, uid: &str) -> Result<(), ApiError> {
     if uid.is_empty() || uid.len() > MAX_UID_BYTES {
         return Err(ApiError::bad("invalid_uid", format!("{field}: a uid is 1..={MAX_UID_BYTES} bytes, got {:?}", uid)));
     }
     Ok(())
 }
 
-fn check_group_name(name: &str) -> Result<(), ApiError> {
+pub(super) fn check_group_name(name: &str) -> Result<(), ApiError> {
     if name.is_empty() || name.len() > MAX_GROUP_NAME_BYTES {
         return Err(ApiError::bad("invalid_group", format!("a group name is 1..={MAX_GROUP_NAME_BYTES} bytes")));
     }

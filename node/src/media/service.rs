@@ -686,18 +686,7 @@ impl Media {
             return Ok(Box::pin(s));
         }
         let me = self.node.id();
-        let mut last = String::from("no node holds a replica");
-        for n in placement(id, replicas.iter().copied().filter(|n| *n != me)) {
-            let Ok(mut c) = self.node.blob_client(n) else { continue };
-            match c.get_blob(BlobRequest { id: id.into(), offset: start, length: len }).await {
-                Ok(resp) => {
-                    let s = resp.into_inner().map(|r| r.map(|c| Bytes::from(c.data)).map_err(|s| io::Error::other(s.message().to_string())));
-                    return Ok(Box::pin(s));
-                }
-                Err(s) => last = format!("node {n}: {}", s.message()),
-            }
-        }
-        Err(MediaError::refused(503, "media_unavailable", format!("no reachable node holds media {id}: {last}")))
+        self.open_remote(id, start, len, &replicas.iter().copied().filter(|n| *n != me).collect()).await
     }
 
     /// Fetches the whole media `id` from a replica into the local store.
@@ -707,7 +696,8 @@ impl Media {
             return Err(MediaError::refused(507, "insufficient_storage", "no room for this replica above the reserve"));
         }
         let _pin = self.pin(id);
-        let mut s = self.open_remote_whole(id, replicas).await?;
+        let me = self.node.id();
+        let mut s = self.open_remote(id, 0, 0, &replicas.iter().copied().filter(|n| *n != me).collect()).await?;
         let mut tmp = self.store.temp().await?;
         while let Some(chunk) = s.next().await {
             tmp.write(&chunk?).await?;
@@ -722,20 +712,13 @@ impl Media {
         Ok(())
     }
 
-    async fn open_remote_whole(&self, id: &str, replicas: &BTreeSet<u64>) -> Result<ByteStream, MediaError> {
-        let me = self.node.id();
-        let others: BTreeSet<u64> = replicas.iter().copied().filter(|n| *n != me).collect();
-        if others.is_empty() {
-            return Err(MediaError::refused(503, "media_unavailable", "no other replica"));
-        }
-        self.open_remote(id, &others).await
-    }
-
-    async fn open_remote(&self, id: &str, replicas: &BTreeSet<u64>) -> Result<ByteStream, MediaError> {
-        let mut last = String::new();
-        for n in placement(id, replicas.iter().copied()) {
+    /// Bytes `start..start+len` (0 = to the end) of `id` streamed from the
+    /// first of `nodes` (in placement order) that answers.
+    async fn open_remote(&self, id: &str, start: u64, len: u64, nodes: &BTreeSet<u64>) -> Result<ByteStream, MediaError> {
+        let mut last = String::from("no other node holds a replica");
+        for n in placement(id, nodes.iter().copied()) {
             let Ok(mut c) = self.node.blob_client(n) else { continue };
-            match c.get_blob(BlobRequest { id: id.into(), offset: 0, length: 0 }).await {
+            match c.get_blob(BlobRequest { id: id.into(), offset: start, length: len }).await {
                 Ok(resp) => {
                     let s = resp.into_inner().map(|r| r.map(|c| Bytes::from(c.data)).map_err(|s| io::Error::other(s.message().to_string())));
                     return Ok(Box::pin(s));
@@ -743,7 +726,7 @@ impl Media {
                 Err(s) => last = format!("node {n}: {}", s.message()),
             }
         }
-        Err(MediaError::refused(503, "media_unavailable", format!("no reachable replica of {id}: {last}")))
+        Err(MediaError::refused(503, "media_unavailable", format!("no reachable node holds media {id}: {last}")))
     }
 
     /// Every `repair-interval-ms` until `stop`: probe storage, hold the
