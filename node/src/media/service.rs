@@ -179,7 +179,7 @@ pub struct Media {
     scheme: &'static str,
     uploads: Mutex<HashMap<String, Upload>>,
     seq: AtomicU64,
-    /// Files counted by the last repair pass.
+    /// Files counted at start and by each repair pass.
     files_here: AtomicU64,
     /// Ids being uploaded or fetched here: not garbage, whatever the state says yet.
     pinned: Mutex<HashMap<String, usize>>,
@@ -214,14 +214,16 @@ fn valid_name(name: &str) -> bool {
 
 impl Media {
     pub fn open(cfg: MediaConfig, data_dir: &Path, node: Arc<RaftNode>, tls: bool) -> io::Result<Arc<Self>> {
+        let store = BlobStore::open(data_dir)?;
+        let files = store.list()?.len() as u64;
         Ok(Arc::new(Media {
             cfg,
-            store: BlobStore::open(data_dir)?,
+            store,
             node,
             scheme: if tls { "https" } else { "http" },
             uploads: Mutex::new(HashMap::new()),
             seq: AtomicU64::new(0),
-            files_here: AtomicU64::new(0),
+            files_here: AtomicU64::new(files),
             pinned: Mutex::new(HashMap::new()),
         }))
     }
