@@ -40,11 +40,16 @@ pub fn normalize_addr(addr: &str) -> Result<String, ClientError> {
         }
         match after {
             "" => (format!("[{h}]"), None),
-            p => (format!("[{h}]"), Some(p.strip_prefix(':').ok_or_else(|| bad("expected ':' after ']'"))?)),
+            p => (
+                format!("[{h}]"),
+                Some(p.strip_prefix(':').ok_or_else(|| bad("expected ':' after ']'"))?),
+            ),
         }
     } else {
         match rest.rsplit_once(':') {
-            Some((h, _)) if h.contains(':') => return Err(bad("IPv6 addresses need brackets: [addr]:port")),
+            Some((h, _)) if h.contains(':') => {
+                return Err(bad("IPv6 addresses need brackets: [addr]:port"))
+            }
             Some((h, p)) => (h.to_string(), Some(p)),
             None => (rest.to_string(), None),
         }
@@ -54,7 +59,11 @@ pub fn normalize_addr(addr: &str) -> Result<String, ClientError> {
     }
     let port = match port {
         None => DEFAULT_PUBLISH_PORT,
-        Some(p) => p.parse::<u16>().ok().filter(|p| *p != 0).ok_or_else(|| bad("port must be 1..=65535"))?,
+        Some(p) => p
+            .parse::<u16>()
+            .ok()
+            .filter(|p| *p != 0)
+            .ok_or_else(|| bad("port must be 1..=65535"))?,
     };
     Ok(format!("{scheme}://{host}:{port}"))
 }
@@ -91,7 +100,20 @@ mod tests {
     /// connection attempt.
     #[test]
     fn client_addr_refuses_bad_input() {
-        for a in ["", "http://", "https://", "https://h:1/x", "grpc://h:1", "h:port", "h:0", "h:70000", "h:1/x", "::1", "[::1", ":7103"] {
+        for a in [
+            "",
+            "http://",
+            "https://",
+            "https://h:1/x",
+            "grpc://h:1",
+            "h:port",
+            "h:0",
+            "h:70000",
+            "h:1/x",
+            "::1",
+            "[::1",
+            ":7103",
+        ] {
             let e = normalize_addr(a).unwrap_err();
             assert_eq!(e.code(), "invalid_argument", "{a:?}");
         }

@@ -56,7 +56,9 @@ impl Merger {
     /// earlier request (by uid, or through its sid) is not repeated; the
     /// revision is the lowest seen.
     pub fn push(&mut self, part: QueryResult) {
-        let out = self.out.get_or_insert_with(|| QueryResult { revision: part.revision, ..Default::default() });
+        let out = self
+            .out
+            .get_or_insert_with(|| QueryResult { revision: part.revision, ..Default::default() });
         out.revision = out.revision.min(part.revision);
         for u in part.users {
             if self.seen.insert(u.uid.clone()) {
@@ -139,9 +141,24 @@ mod tests {
     #[test]
     fn client_chunk_merge_dedups_and_keeps_lowest_revision() {
         let mut m = Merger::new();
-        m.push(QueryResult { revision: 12, users: vec![user("a", 1), user("b", 2)], unknown: vec!["x".into()], unknown_sids: vec![] });
-        m.push(QueryResult { revision: 10, users: vec![user("c", 3)], unknown: vec!["y".into()], unknown_sids: vec![9] });
-        m.push(QueryResult { revision: 15, users: vec![user("a", 1)], unknown: vec![], unknown_sids: vec![8] });
+        m.push(QueryResult {
+            revision: 12,
+            users: vec![user("a", 1), user("b", 2)],
+            unknown: vec!["x".into()],
+            unknown_sids: vec![],
+        });
+        m.push(QueryResult {
+            revision: 10,
+            users: vec![user("c", 3)],
+            unknown: vec!["y".into()],
+            unknown_sids: vec![9],
+        });
+        m.push(QueryResult {
+            revision: 15,
+            users: vec![user("a", 1)],
+            unknown: vec![],
+            unknown_sids: vec![8],
+        });
         let r = m.finish();
         assert_eq!(r.revision, 10);
         assert_eq!(r.users.iter().map(|u| u.uid.as_str()).collect::<Vec<_>>(), vec!["a", "b", "c"]);
@@ -152,7 +169,12 @@ mod tests {
     /// A single answer passes through the merger unchanged.
     #[test]
     fn client_chunk_merge_single_is_identity() {
-        let part = QueryResult { revision: 4, users: vec![user("a", 1)], unknown: vec!["z".into()], unknown_sids: vec![5] };
+        let part = QueryResult {
+            revision: 4,
+            users: vec![user("a", 1)],
+            unknown: vec!["z".into()],
+            unknown_sids: vec![5],
+        };
         let mut m = Merger::new();
         m.push(part.clone());
         assert_eq!(m.finish(), part);

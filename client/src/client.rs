@@ -47,8 +47,13 @@ pub struct ConnectOptions {
 /// [`HeraldClient`] adds [`REQUEST_TIMEOUT`].
 pub fn endpoint(addr: &str, opts: &ConnectOptions) -> Result<Endpoint, ClientError> {
     let uri = normalize_addr(addr)?;
-    let bad = |e: &dyn std::fmt::Display| ClientError::InvalidArgument(format!("node address {addr:?}: {e}"));
-    let ep = Endpoint::from_shared(uri.clone()).map_err(|e| bad(&e))?.connect_timeout(CONNECT_TIMEOUT).tcp_nodelay(true);
+    let bad = |e: &dyn std::fmt::Display| {
+        ClientError::InvalidArgument(format!("node address {addr:?}: {e}"))
+    };
+    let ep = Endpoint::from_shared(uri.clone())
+        .map_err(|e| bad(&e))?
+        .connect_timeout(CONNECT_TIMEOUT)
+        .tcp_nodelay(true);
     if !uri.starts_with("https://") {
         return Ok(ep);
     }
@@ -60,11 +65,17 @@ pub fn endpoint(addr: &str, opts: &ConnectOptions) -> Result<Endpoint, ClientErr
         Ok(_) => return Err(ClientError::InvalidArgument("CA: no PEM certificate found".into())),
         Err(e) => return Err(ClientError::InvalidArgument(format!("CA: bad PEM: {e}"))),
     }
-    let mut tls = ClientTlsConfig::new().ca_certificate(Certificate::from_pem(ca)).timeout(CONNECT_TIMEOUT);
+    let mut tls =
+        ClientTlsConfig::new().ca_certificate(Certificate::from_pem(ca)).timeout(CONNECT_TIMEOUT);
     if let Some(d) = &opts.domain {
         tls = tls.domain_name(d.clone());
     }
-    ep.tls_config(tls).map_err(|e| ClientError::InvalidArgument(format!("TLS settings for {uri}: {}", crate::error::error_chain(&e))))
+    ep.tls_config(tls).map_err(|e| {
+        ClientError::InvalidArgument(format!(
+            "TLS settings for {uri}: {}",
+            crate::error::error_chain(&e)
+        ))
+    })
 }
 
 /// A client of one Herald node. Cheap to clone; clones share the channel and
@@ -98,7 +109,10 @@ impl HeraldClient {
             Ok(Ok(ch)) => ch,
             Ok(Err(e)) => return Err(ClientError::connect(&uri, &e)),
             Err(_) => {
-                return Err(ClientError::Connect { addr: uri, message: format!("timed out after {CONNECT_TIMEOUT:?}") })
+                return Err(ClientError::Connect {
+                    addr: uri,
+                    message: format!("timed out after {CONNECT_TIMEOUT:?}"),
+                })
             }
         };
         Ok(Self::from_channel(uri, channel))
@@ -125,7 +139,9 @@ impl HeraldClient {
     /// Default [`DEFAULT_MAX_IDS_PER_QUERY`].
     pub fn with_max_ids_per_query(mut self, max: usize) -> Result<Self, ClientError> {
         if max == 0 {
-            return Err(ClientError::InvalidArgument("max ids per query must be at least 1".into()));
+            return Err(ClientError::InvalidArgument(
+                "max ids per query must be at least 1".into(),
+            ));
         }
         self.max_ids_per_query = max;
         Ok(self)
@@ -157,7 +173,8 @@ impl HeraldClient {
     /// (`no_events`) and more than its `max-events-per-request`
     /// (`too_many_events`, default 10,000).
     pub async fn push_events(&self, events: Vec<Event>) -> Result<u64, ClientError> {
-        let req = pb::PushEventsRequest { events: events.into_iter().map(Event::into_pb).collect() };
+        let req =
+            pb::PushEventsRequest { events: events.into_iter().map(Event::into_pb).collect() };
         let r = self.presence.clone().push_events(req).await?;
         Ok(r.into_inner().revision)
     }
@@ -171,18 +188,29 @@ impl HeraldClient {
         accepts_strangers: Option<bool>,
         ext: Ext,
     ) -> Result<u64, ClientError> {
-        let ev = Event::Login { uid: uid.into(), sid, client: client.into(), accepts_strangers, ext };
+        let ev =
+            Event::Login { uid: uid.into(), sid, client: client.into(), accepts_strangers, ext };
         self.push_events(vec![ev]).await
     }
 
     /// The user went offline on `client`; returns the revision.
-    pub async fn logout(&self, uid: impl Into<String>, sid: u64, client: impl Into<String>) -> Result<u64, ClientError> {
+    pub async fn logout(
+        &self,
+        uid: impl Into<String>,
+        sid: u64,
+        client: impl Into<String>,
+    ) -> Result<u64, ClientError> {
         self.push_events(vec![Event::logout(uid, sid, client)]).await
     }
 
     /// The user changed whether strangers may open sessions; returns the
     /// revision.
-    pub async fn permission(&self, uid: impl Into<String>, sid: u64, accepts_strangers: bool) -> Result<u64, ClientError> {
+    pub async fn permission(
+        &self,
+        uid: impl Into<String>,
+        sid: u64,
+        accepts_strangers: bool,
+    ) -> Result<u64, ClientError> {
         self.push_events(vec![Event::permission(uid, sid, accepts_strangers)]).await
     }
 
@@ -190,10 +218,19 @@ impl HeraldClient {
     /// in requests of at most [`with_max_ids_per_query`](Self::with_max_ids_per_query)
     /// ids, one after the other, and the answers merged (see
     /// [`QueryResult::revision`]). Fails on the first failing request.
-    pub async fn query(&self, uids: &[String], sids: &[u64], consistency: Consistency) -> Result<QueryResult, ClientError> {
+    pub async fn query(
+        &self,
+        uids: &[String],
+        sids: &[u64],
+        consistency: Consistency,
+    ) -> Result<QueryResult, ClientError> {
         let mut merged = Merger::new();
         for c in chunk::plan(uids, sids, self.max_ids_per_query) {
-            let req = pb::QueryRequest { uids: c.uids.to_vec(), sids: c.sids.to_vec(), consistency: consistency.to_pb() };
+            let req = pb::QueryRequest {
+                uids: c.uids.to_vec(),
+                sids: c.sids.to_vec(),
+                consistency: consistency.to_pb(),
+            };
             let r = self.presence.clone().query(req).await?;
             merged.push(r.into_inner().into());
         }
@@ -208,8 +245,17 @@ impl HeraldClient {
 
     /// Adds node `number` as a learner. Without addresses the node must be in
     /// the answering node's XML server list (`missing_address` otherwise).
-    pub async fn add_learner(&self, number: u64, sync: Option<String>, publish: Option<String>) -> Result<Membership, ClientError> {
-        let req = pb::AddLearnerRequest { number, sync: sync.unwrap_or_default(), publish: publish.unwrap_or_default() };
+    pub async fn add_learner(
+        &self,
+        number: u64,
+        sync: Option<String>,
+        publish: Option<String>,
+    ) -> Result<Membership, ClientError> {
+        let req = pb::AddLearnerRequest {
+            number,
+            sync: sync.unwrap_or_default(),
+            publish: publish.unwrap_or_default(),
+        };
         let r = self.cluster.clone().add_learner(req).await?;
         Ok(r.into_inner().into())
     }
@@ -232,22 +278,35 @@ mod tests {
     use super::*;
 
     fn ca_pem() -> Vec<u8> {
-        rcgen::generate_simple_self_signed(vec!["localhost".to_string()]).unwrap().cert.pem().into_bytes()
+        rcgen::generate_simple_self_signed(vec!["localhost".to_string()])
+            .unwrap()
+            .cert
+            .pem()
+            .into_bytes()
     }
 
     /// Plaintext addresses give `http://` endpoints whatever the options say.
     #[test]
     fn client_endpoint_plain_ignores_tls_options() {
         let opts = ConnectOptions { ca_pem: Some(ca_pem()), domain: Some("node".into()) };
-        assert_eq!(endpoint("127.0.0.1:7103", &opts).unwrap().uri().to_string(), "http://127.0.0.1:7103/");
-        assert_eq!(endpoint("http://h:1", &ConnectOptions::default()).unwrap().uri().to_string(), "http://h:1/");
+        assert_eq!(
+            endpoint("127.0.0.1:7103", &opts).unwrap().uri().to_string(),
+            "http://127.0.0.1:7103/"
+        );
+        assert_eq!(
+            endpoint("http://h:1", &ConnectOptions::default()).unwrap().uri().to_string(),
+            "http://h:1/"
+        );
     }
 
     /// `https://` with a CA gives a TLS endpoint; with a domain override too.
     #[test]
     fn client_endpoint_https_with_ca() {
         let mut opts = ConnectOptions { ca_pem: Some(ca_pem()), domain: None };
-        assert_eq!(endpoint("https://127.0.0.1:7443", &opts).unwrap().uri().to_string(), "https://127.0.0.1:7443/");
+        assert_eq!(
+            endpoint("https://127.0.0.1:7443", &opts).unwrap().uri().to_string(),
+            "https://127.0.0.1:7443/"
+        );
         opts.domain = Some("localhost".into());
         assert!(endpoint("https://127.0.0.1:7443", &opts).is_ok());
     }

@@ -51,7 +51,9 @@ impl ClientError {
     /// The human text of the error, without the code.
     pub fn message(&self) -> String {
         match self {
-            ClientError::Connect { addr, message } => format!("cannot connect to {addr}: {message}"),
+            ClientError::Connect { addr, message } => {
+                format!("cannot connect to {addr}: {message}")
+            }
             ClientError::Server { message, .. } => message.clone(),
             ClientError::InvalidArgument(m) => m.clone(),
             ClientError::Io { what, message } => format!("{what}: {message}"),
@@ -100,7 +102,13 @@ impl From<tonic::Status> for ClientError {
             .strip_prefix(code.as_str())
             .and_then(|rest| rest.strip_prefix(':'))
             .map(|rest| rest.trim_start().to_string())
-            .unwrap_or_else(|| if raw.is_empty() { grpc_code_name(s.code()).replace('_', " ") } else { raw.to_string() });
+            .unwrap_or_else(|| {
+                if raw.is_empty() {
+                    grpc_code_name(s.code()).replace('_', " ")
+                } else {
+                    raw.to_string()
+                }
+            });
         ClientError::Server { code, message }
     }
 }
@@ -157,7 +165,11 @@ mod tests {
     /// prefix the server puts in the message is not repeated.
     #[test]
     fn client_error_code_from_metadata() {
-        let e = ClientError::from(status_with_code(tonic::Code::Unavailable, "no_leader", "no_leader: no leader elected"));
+        let e = ClientError::from(status_with_code(
+            tonic::Code::Unavailable,
+            "no_leader",
+            "no_leader: no leader elected",
+        ));
         assert_eq!(e.code(), "no_leader");
         assert_eq!(e.message(), "no leader elected");
         assert_eq!(e.to_string(), "no_leader: no leader elected");
@@ -167,7 +179,8 @@ mod tests {
     /// message is kept whole.
     #[test]
     fn client_error_code_from_grpc_code_when_metadata_absent() {
-        let e = ClientError::from(tonic::Status::new(tonic::Code::DeadlineExceeded, "took too long"));
+        let e =
+            ClientError::from(tonic::Status::new(tonic::Code::DeadlineExceeded, "took too long"));
         assert_eq!(e.code(), "deadline_exceeded");
         assert_eq!(e.message(), "took too long");
         let e = ClientError::from(tonic::Status::new(tonic::Code::Unavailable, ""));
@@ -178,9 +191,17 @@ mod tests {
     /// empty metadata value falls back to the gRPC code.
     #[test]
     fn client_error_message_without_prefix_kept() {
-        let e = ClientError::from(status_with_code(tonic::Code::NotFound, "unknown_node", "node 99 is not a member"));
+        let e = ClientError::from(status_with_code(
+            tonic::Code::NotFound,
+            "unknown_node",
+            "node 99 is not a member",
+        ));
         assert_eq!((e.code(), e.message().as_str()), ("unknown_node", "node 99 is not a member"));
-        let e = ClientError::from(status_with_code(tonic::Code::InvalidArgument, " ", "invalid_argument: bad"));
+        let e = ClientError::from(status_with_code(
+            tonic::Code::InvalidArgument,
+            " ",
+            "invalid_argument: bad",
+        ));
         assert_eq!((e.code(), e.message().as_str()), ("invalid_argument", "bad"));
     }
 
@@ -193,7 +214,8 @@ mod tests {
         let e = ClientError::Connect { addr: "h:1".into(), message: "refused".into() };
         assert_eq!(e.code(), "connect_failed");
         assert_eq!(e.to_string(), "connect_failed: cannot connect to h:1: refused");
-        let e = ClientError::io("/tmp/x", &std::io::Error::new(std::io::ErrorKind::NotFound, "gone"));
+        let e =
+            ClientError::io("/tmp/x", &std::io::Error::new(std::io::ErrorKind::NotFound, "gone"));
         assert_eq!((e.code(), e.to_string().as_str()), ("io_error", "io_error: /tmp/x: gone"));
         let e = ClientError::Transport("reset".into());
         assert_eq!((e.code(), e.message().as_str()), ("transport_error", "reset"));
@@ -220,7 +242,8 @@ mod tests {
         #[derive(Debug, thiserror::Error)]
         #[error("transport error")]
         struct Outer(#[source] std::io::Error);
-        let e = Outer(std::io::Error::new(std::io::ErrorKind::ConnectionRefused, "connection refused"));
+        let e =
+            Outer(std::io::Error::new(std::io::ErrorKind::ConnectionRefused, "connection refused"));
         assert_eq!(error_chain(&e), "transport error: connection refused");
     }
 }

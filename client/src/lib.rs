@@ -47,7 +47,9 @@ pub use addr::{normalize_addr, DEFAULT_PUBLISH_PORT};
 pub use chunk::DEFAULT_MAX_IDS_PER_QUERY;
 pub use client::{endpoint, ConnectOptions, HeraldClient};
 pub use error::ClientError;
-pub use types::{ClockStatus, Consistency, Event, Ext, Membership, NodeStatus, QueryResult, Status, UserPresence};
+pub use types::{
+    ClockStatus, Consistency, Event, Ext, Membership, NodeStatus, QueryResult, Status, UserPresence,
+};
 
 /// Generated protobuf types and gRPC clients, for what the wrapper does not
 /// cover.

@@ -386,10 +386,17 @@ impl MediaClient {
     /// in `opts.ca_pem` are the only roots trusted; without it, the
     /// Mozilla roots. `opts.domain` is not supported by this HTTP client:
     /// the certificate is checked against the URL's host.
-    pub fn new(node: &str, uid: &str, token: &str, opts: &ConnectOptions) -> Result<Self, ClientError> {
+    pub fn new(
+        node: &str,
+        uid: &str,
+        token: &str,
+        opts: &ConnectOptions,
+    ) -> Result<Self, ClientError> {
         let base = normalize_addr(node)?;
         if uid.is_empty() {
-            return Err(ClientError::InvalidArgument("the user id (--uid) must not be empty".into()));
+            return Err(ClientError::InvalidArgument(
+                "the user id (--uid) must not be empty".into(),
+            ));
         }
         let mut tls = TlsConfig::builder().provider(TlsProvider::Rustls);
         if let Some(pem) = &opts.ca_pem {
@@ -398,7 +405,9 @@ impl MediaClient {
                 match item {
                     Ok(PemItem::Certificate(c)) => certs.push(c),
                     Ok(_) => {}
-                    Err(e) => return Err(ClientError::InvalidArgument(format!("CA: bad PEM: {e}"))),
+                    Err(e) => {
+                        return Err(ClientError::InvalidArgument(format!("CA: bad PEM: {e}")))
+                    }
                 }
             }
             if certs.is_empty() {
@@ -415,7 +424,13 @@ impl MediaClient {
             .user_agent(concat!("herald/", env!("CARGO_PKG_VERSION")))
             .build()
             .new_agent();
-        Ok(MediaClient { base, uid: uid.to_string(), token: token.to_string(), agent, retries: DEFAULT_DOWNLOAD_RETRIES })
+        Ok(MediaClient {
+            base,
+            uid: uid.to_string(),
+            token: token.to_string(),
+            agent,
+            retries: DEFAULT_DOWNLOAD_RETRIES,
+        })
     }
 
     /// How many attempts in a row without progress a download makes before
@@ -472,15 +487,21 @@ impl MediaClient {
         let file = File::open(path).map_err(|e| ClientError::io(path.display(), &e))?;
         let meta = file.metadata().map_err(|e| ClientError::io(path.display(), &e))?;
         if !meta.is_file() {
-            return Err(ClientError::InvalidArgument(format!("{} is not a regular file", path.display())));
+            return Err(ClientError::InvalidArgument(format!(
+                "{} is not a regular file",
+                path.display()
+            )));
         }
         let size = meta.len();
-        let content_type = content_type.map(str::to_string).unwrap_or_else(|| guess_content_type(path).to_string());
+        let content_type = content_type
+            .map(str::to_string)
+            .unwrap_or_else(|| guess_content_type(path).to_string());
         let name = match name {
             Some(n) => n.to_string(),
             None => path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default(),
         };
-        let ticket = self.create_upload(&UploadRequest { size, content_type: content_type.clone(), name })?;
+        let ticket =
+            self.create_upload(&UploadRequest { size, content_type: content_type.clone(), name })?;
         // Never more than `size` bytes, even if the file grows meanwhile; a
         // file that shrank ends short and the node refuses (size_mismatch).
         let mut body = ProgressReader::new(file.take(size), size, progress);
@@ -530,9 +551,16 @@ impl MediaClient {
     /// it). On a mismatch nothing is kept and the error is
     /// [`ClientError::HashMismatch`]. `progress(done, total)` is called as
     /// bytes arrive. Memory use is one [`STREAM_BUFFER`].
-    pub fn download(&self, media_id: &str, dest: &Path, mut progress: impl FnMut(u64, u64)) -> Result<DownloadReport, ClientError> {
+    pub fn download(
+        &self,
+        media_id: &str,
+        dest: &Path,
+        mut progress: impl FnMut(u64, u64),
+    ) -> Result<DownloadReport, ClientError> {
         if !is_media_id(media_id) {
-            return Err(ClientError::InvalidArgument(format!("{media_id:?} is not a media id (64 hex digits)")));
+            return Err(ClientError::InvalidArgument(format!(
+                "{media_id:?} is not a media id (64 hex digits)"
+            )));
         }
         let media_id = media_id.to_ascii_lowercase();
         let part = part_path(dest);
@@ -548,12 +576,20 @@ impl MediaClient {
         let mut last_err: Option<ClientError> = None;
         loop {
             if stalled > self.retries {
-                return Err(last_err.unwrap_or_else(|| ClientError::Transport(format!("download of {media_id} made no progress"))));
+                return Err(last_err.unwrap_or_else(|| {
+                    ClientError::Transport(format!("download of {media_id} made no progress"))
+                }));
             }
             if stalled > 0 {
                 std::thread::sleep(Duration::from_millis(200 * u64::from(stalled)));
             }
-            let mut file = File::options().create(true).truncate(false).read(true).write(true).open(&part).map_err(|e| ClientError::io(&pd, &e))?;
+            let mut file = File::options()
+                .create(true)
+                .truncate(false)
+                .read(true)
+                .write(true)
+                .open(&part)
+                .map_err(|e| ClientError::io(&pd, &e))?;
             let mut offset = file.metadata().map_err(|e| ClientError::io(&pd, &e))?.len();
             if offset > total {
                 offset = 0;
@@ -577,12 +613,19 @@ impl MediaClient {
                 match resp.status().as_u16() {
                     200 => offset = 0,
                     206 => {
-                        let cr = resp.headers().get("content-range").and_then(|v| v.to_str().ok()).unwrap_or("");
+                        let cr = resp
+                            .headers()
+                            .get("content-range")
+                            .and_then(|v| v.to_str().ok())
+                            .unwrap_or("");
                         match parse_content_range(cr) {
-                            Some((start, _, size)) if start == offset && size.is_none_or(|s| s == total) => {}
+                            Some((start, _, size))
+                                if start == offset && size.is_none_or(|s| s == total) => {}
                             _ => {
                                 // Not the part asked for: start again from 0.
-                                last_err = Some(ClientError::Transport(format!("206 with Content-Range {cr:?} for bytes={offset}-")));
+                                last_err = Some(ClientError::Transport(format!(
+                                    "206 with Content-Range {cr:?} for bytes={offset}-"
+                                )));
                                 drop(resp);
                                 file.set_len(0).map_err(|e| ClientError::io(&pd, &e))?;
                                 stalled += 1;
@@ -610,7 +653,8 @@ impl MediaClient {
                     _ => return Err(server_error(&url, &mut resp)),
                 }
                 file.set_len(offset).map_err(|e| ClientError::io(&pd, &e))?;
-                hash_prefix(&mut file, offset, &mut hasher, &mut buf).map_err(|e| ClientError::io(&pd, &e))?;
+                hash_prefix(&mut file, offset, &mut hasher, &mut buf)
+                    .map_err(|e| ClientError::io(&pd, &e))?;
                 file.seek(SeekFrom::Start(offset)).map_err(|e| ClientError::io(&pd, &e))?;
                 progress(offset, total);
                 let start = offset;
@@ -627,7 +671,10 @@ impl MediaClient {
                             progress(offset, total);
                         }
                         Err(e) => {
-                            broke = Some(ClientError::Transport(format!("download from {url} broke at byte {offset}: {}", error_chain(&e))));
+                            broke = Some(ClientError::Transport(format!(
+                                "download from {url} broke at byte {offset}: {}",
+                                error_chain(&e)
+                            )));
                             break;
                         }
                     }
@@ -636,12 +683,15 @@ impl MediaClient {
                 if offset < total {
                     stalled = if offset > start { 1 } else { stalled + 1 };
                     last_err = Some(broke.unwrap_or_else(|| {
-                        ClientError::Transport(format!("download from {url} ended at byte {offset} of {total}"))
+                        ClientError::Transport(format!(
+                            "download from {url} ended at byte {offset} of {total}"
+                        ))
                     }));
                     continue;
                 }
             } else {
-                hash_prefix(&mut file, offset, &mut hasher, &mut buf).map_err(|e| ClientError::io(&pd, &e))?;
+                hash_prefix(&mut file, offset, &mut hasher, &mut buf)
+                    .map_err(|e| ClientError::io(&pd, &e))?;
                 progress(offset, total);
             }
             drop(file);
@@ -656,7 +706,8 @@ impl MediaClient {
                 }
                 return Err(ClientError::HashMismatch { expected: media_id, actual });
             }
-            std::fs::rename(&part, dest).map_err(|e| ClientError::io(format!("rename {} to {}", pd, dest.display()), &e))?;
+            std::fs::rename(&part, dest)
+                .map_err(|e| ClientError::io(format!("rename {} to {}", pd, dest.display()), &e))?;
             return Ok(DownloadReport {
                 media_id,
                 path: dest.to_path_buf(),
@@ -671,7 +722,13 @@ impl MediaClient {
     /// to the contacts in `groups` (empty = all contacts). Resending with
     /// the same `idempotency_key` is answered `duplicate` (see
     /// [`group_send_key`]).
-    pub fn group_send(&self, media_id: &str, text: Option<&str>, groups: &[String], idempotency_key: &str) -> Result<GroupSendAnswer, ClientError> {
+    pub fn group_send(
+        &self,
+        media_id: &str,
+        text: Option<&str>,
+        groups: &[String],
+        idempotency_key: &str,
+    ) -> Result<GroupSendAnswer, ClientError> {
         let req = GroupSendRequest {
             media_id: media_id.to_string(),
             text: text.filter(|t| !t.is_empty()).map(str::to_string),
@@ -685,9 +742,17 @@ impl MediaClient {
     /// `PUT /v1/users/{uid}/contacts/{contact}`: adds a contact, or
     /// replaces its groups. With no groups the body is `{}` (the node keeps
     /// or clears them as it defines).
-    pub fn contacts_add(&self, contact: &str, groups: &[String]) -> Result<ContactSet, ClientError> {
+    pub fn contacts_add(
+        &self,
+        contact: &str,
+        groups: &[String],
+    ) -> Result<ContactSet, ClientError> {
         let url = self.user_path(&format!("/contacts/{}", encode_component(contact)));
-        let body = if groups.is_empty() { serde_json::json!({}) } else { serde_json::json!({ "groups": groups }) };
+        let body = if groups.is_empty() {
+            serde_json::json!({})
+        } else {
+            serde_json::json!({ "groups": groups })
+        };
         finish(&url, self.agent.put(&url).header("Authorization", self.bearer()).send_json(&body))
     }
 
@@ -726,24 +791,42 @@ impl MediaClient {
     /// when empty or not JSON).
     pub fn delete_media(&self, media_id: &str) -> Result<serde_json::Value, ClientError> {
         let url = self.user_path(&format!("/media/{}", encode_component(media_id)));
-        let mut resp = self.agent.delete(&url).header("Authorization", self.bearer()).call().map_err(|e| classify(&url, e))?;
+        let mut resp = self
+            .agent
+            .delete(&url)
+            .header("Authorization", self.bearer())
+            .call()
+            .map_err(|e| classify(&url, e))?;
         if !resp.status().is_success() {
             return Err(server_error(&url, &mut resp));
         }
-        let text = resp.body_mut().with_config().limit(MAX_ANSWER_BYTES).read_to_string().unwrap_or_default();
+        let text = resp
+            .body_mut()
+            .with_config()
+            .limit(MAX_ANSWER_BYTES)
+            .read_to_string()
+            .unwrap_or_default();
         Ok(serde_json::from_str(&text).unwrap_or(serde_json::Value::Null))
     }
 }
 
 /// Feeds the first `len` bytes of `file` to `hasher`.
-fn hash_prefix(file: &mut File, len: u64, hasher: &mut Sha256, buf: &mut [u8]) -> std::io::Result<()> {
+fn hash_prefix(
+    file: &mut File,
+    len: u64,
+    hasher: &mut Sha256,
+    buf: &mut [u8],
+) -> std::io::Result<()> {
     file.seek(SeekFrom::Start(0))?;
     let mut left = len;
     while left > 0 {
         let want = buf.len().min(left.min(usize::MAX as u64) as usize);
         let n = file.read(&mut buf[..want])?;
         if n == 0 {
-            return Err(std::io::Error::new(std::io::ErrorKind::UnexpectedEof, "the file shrank while being read"));
+            return Err(std::io::Error::new(
+                std::io::ErrorKind::UnexpectedEof,
+                "the file shrank while being read",
+            ));
         }
         hasher.update(&buf[..n]);
         left -= n as u64;
@@ -765,17 +848,18 @@ pub fn parse_content_range(v: &str) -> Option<(u64, u64, Option<u64>)> {
 }
 
 /// A 2xx answer's JSON, or the error the answer or the transport gives.
-fn finish<T: DeserializeOwned>(url: &str, r: Result<Response<Body>, ureq::Error>) -> Result<T, ClientError> {
+fn finish<T: DeserializeOwned>(
+    url: &str,
+    r: Result<Response<Body>, ureq::Error>,
+) -> Result<T, ClientError> {
     let mut resp = r.map_err(|e| classify(url, e))?;
     if !resp.status().is_success() {
         return Err(server_error(url, &mut resp));
     }
-    let text = resp
-        .body_mut()
-        .with_config()
-        .limit(MAX_ANSWER_BYTES)
-        .read_to_string()
-        .map_err(|e| ClientError::Transport(format!("reading the answer of {}: {e}", redact(url))))?;
+    let text =
+        resp.body_mut().with_config().limit(MAX_ANSWER_BYTES).read_to_string().map_err(|e| {
+            ClientError::Transport(format!("reading the answer of {}: {e}", redact(url)))
+        })?;
     serde_json::from_str(&text).map_err(|e| {
         let head: String = text.chars().take(200).collect();
         ClientError::Transport(format!("unexpected answer from {}: {e}: {head}", redact(url)))
@@ -795,19 +879,32 @@ fn server_error(url: &str, resp: &mut Response<Body>) -> ClientError {
 /// See [`server_error`].
 fn error_from_body(status: u16, reason: &str, text: &str, url: &str) -> ClientError {
     let v: serde_json::Value = serde_json::from_str(text).unwrap_or(serde_json::Value::Null);
-    let obj = if v.get("code").is_some() { Some(&v) } else { v.get("error").filter(|e| e.get("code").is_some()) };
-    let field = |o: &serde_json::Value, k: &str| o.get(k).and_then(|c| c.as_str()).map(str::trim).unwrap_or("").to_string();
+    let obj = if v.get("code").is_some() {
+        Some(&v)
+    } else {
+        v.get("error").filter(|e| e.get("code").is_some())
+    };
+    let field = |o: &serde_json::Value, k: &str| {
+        o.get(k).and_then(|c| c.as_str()).map(str::trim).unwrap_or("").to_string()
+    };
     if let Some(o) = obj {
         let code = field(o, "code");
         if !code.is_empty() {
             let msg = field(o, "message");
-            let msg = msg.strip_prefix(&format!("{code}:")).map(|m| m.trim_start().to_string()).unwrap_or(msg);
+            let msg = msg
+                .strip_prefix(&format!("{code}:"))
+                .map(|m| m.trim_start().to_string())
+                .unwrap_or(msg);
             let message = if msg.is_empty() { format!("HTTP {status} {reason}") } else { msg };
             return ClientError::Server { code, message };
         }
     }
     let head: String = text.trim().chars().take(200).collect();
-    let message = if head.is_empty() { format!("HTTP {status} {reason} from {}", redact(url)) } else { format!("HTTP {status} from {}: {head}", redact(url)) };
+    let message = if head.is_empty() {
+        format!("HTTP {status} {reason} from {}", redact(url))
+    } else {
+        format!("HTTP {status} from {}: {head}", redact(url))
+    };
     ClientError::Server { code: format!("http_{status}"), message }
 }
 
@@ -825,8 +922,13 @@ fn classify(url: &str, e: ureq::Error) -> ClientError {
         E::ConnectionFailed | E::HostNotFound | E::Tls(_) | E::Rustls(_) | E::Pem(_) => true,
         E::Timeout(ureq::Timeout::Connect | ureq::Timeout::Resolve) => true,
         E::Io(io) => {
-            matches!(io.kind(), K::ConnectionRefused | K::NetworkUnreachable | K::HostUnreachable | K::AddrNotAvailable)
-                || io.get_ref().is_some_and(|inner| inner.is::<rustls::Error>())
+            matches!(
+                io.kind(),
+                K::ConnectionRefused
+                    | K::NetworkUnreachable
+                    | K::HostUnreachable
+                    | K::AddrNotAvailable
+            ) || io.get_ref().is_some_and(|inner| inner.is::<rustls::Error>())
         }
         _ => false,
     };
@@ -847,7 +949,11 @@ mod tests {
     use std::sync::atomic::{AtomicUsize, Ordering};
 
     fn tmpdir(tag: &str) -> PathBuf {
-        let d = std::env::temp_dir().join(format!("herald-media-{tag}-{}-{:?}", std::process::id(), std::thread::current().id()));
+        let d = std::env::temp_dir().join(format!(
+            "herald-media-{tag}-{}-{:?}",
+            std::process::id(),
+            std::thread::current().id()
+        ));
         let _ = std::fs::remove_dir_all(&d);
         std::fs::create_dir_all(&d).unwrap();
         d
@@ -876,11 +982,18 @@ mod tests {
 
     /// A media server for downloads: info at /v1/media/{id} with a content
     /// URL on the same server, content served by `content`.
-    fn media_server(bytes: Vec<u8>, id: String, content: impl Fn(&Req, &[u8]) -> Resp + Send + Sync + 'static) -> Server {
+    fn media_server(
+        bytes: Vec<u8>,
+        id: String,
+        content: impl Fn(&Req, &[u8]) -> Resp + Send + Sync + 'static,
+    ) -> Server {
         Server::start(move |r| {
             if r.path() == format!("/v1/media/{id}") {
-                Resp::json(200, json!({"media_id": id, "size": bytes.len(), "content_type": "image/png", "created_ms": 1,
-                    "owners": ["alice"], "replicas": [1], "url": format!("/v1/media/{id}/content?access=a1"), "expires_at_ms": 2}))
+                Resp::json(
+                    200,
+                    json!({"media_id": id, "size": bytes.len(), "content_type": "image/png", "created_ms": 1,
+                    "owners": ["alice"], "replicas": [1], "url": format!("/v1/media/{id}/content?access=a1"), "expires_at_ms": 2}),
+                )
             } else if r.path() == format!("/v1/media/{id}/content") {
                 content(r, &bytes)
             } else {
@@ -913,22 +1026,36 @@ mod tests {
         let g = |v: &[&str]| v.iter().map(|s| s.to_string()).collect::<Vec<_>>();
         let id = "9F86D081884C7D659A2FEAA0C55AD015A3BF4F1B2B0B822CD15D6C15B0F00A08";
         let k = group_send_key("alice", id, &g(&["friends", "family"]), Some("hi"));
-        assert_eq!(k, group_send_key("alice", &id.to_lowercase(), &g(&["family", "friends", "family"]), Some("hi")));
+        assert_eq!(
+            k,
+            group_send_key(
+                "alice",
+                &id.to_lowercase(),
+                &g(&["family", "friends", "family"]),
+                Some("hi")
+            )
+        );
         assert_eq!(k.len(), 68);
         assert!(k.starts_with("gs1-"));
         // Pinned: the derivation must not change between versions, or a
         // re-run after an upgrade would send twice.
-        assert_eq!(group_send_key("alice", "ab", &[], None), group_send_key("alice", "ab", &[], Some("")));
         assert_eq!(
             group_send_key("alice", "ab", &[], None),
-            "gs1-".to_string() + &{
-                let mut h = Sha256::new();
-                for f in [&b"herald group-send v1"[..], b"alice", b"ab", &0u64.to_be_bytes(), b""] {
-                    h.update((f.len() as u64).to_be_bytes());
-                    h.update(f);
+            group_send_key("alice", "ab", &[], Some(""))
+        );
+        assert_eq!(
+            group_send_key("alice", "ab", &[], None),
+            "gs1-".to_string()
+                + &{
+                    let mut h = Sha256::new();
+                    for f in
+                        [&b"herald group-send v1"[..], b"alice", b"ab", &0u64.to_be_bytes(), b""]
+                    {
+                        h.update((f.len() as u64).to_be_bytes());
+                        h.update(f);
+                    }
+                    to_hex(&h.finalize())
                 }
-                to_hex(&h.finalize())
-            }
         );
         for other in [
             group_send_key("bob", id, &g(&["friends", "family"]), Some("hi")),
@@ -957,11 +1084,22 @@ mod tests {
     /// is dropped, and a non-JSON body gives `http_<status>`.
     #[test]
     fn media_server_error_shapes() {
-        let e = error_from_body(403, "Forbidden", r#"{"code":"not_owner","message":"alice does not own it"}"#, "http://h/x");
+        let e = error_from_body(
+            403,
+            "Forbidden",
+            r#"{"code":"not_owner","message":"alice does not own it"}"#,
+            "http://h/x",
+        );
         assert_eq!(e.to_string(), "not_owner: alice does not own it");
-        let e = error_from_body(400, "", r#"{"error":{"code":"invalid_uid","message":"invalid_uid: bad"}}"#, "http://h/x");
+        let e = error_from_body(
+            400,
+            "",
+            r#"{"error":{"code":"invalid_uid","message":"invalid_uid: bad"}}"#,
+            "http://h/x",
+        );
         assert_eq!((e.code(), e.message().as_str()), ("invalid_uid", "bad"));
-        let e = error_from_body(502, "Bad Gateway", "<html>oops</html>", "http://h/x?access=secret");
+        let e =
+            error_from_body(502, "Bad Gateway", "<html>oops</html>", "http://h/x?access=secret");
         assert_eq!(e.code(), "http_502");
         assert!(e.message().contains("oops"), "{e}");
         let e = error_from_body(500, "Internal Server Error", "", "http://h/x?access=secret");
@@ -1000,14 +1138,18 @@ mod tests {
             _ => Resp::error(404, "not_found", "no"),
         });
         let mut seen = Vec::new();
-        let a = client(&s).upload(&path, None, None, |sent, total| seen.push((sent, total))).unwrap();
+        let a =
+            client(&s).upload(&path, None, None, |sent, total| seen.push((sent, total))).unwrap();
         assert_eq!(a.media_id, expect_sha);
         assert_eq!(a.size, body.len() as u64);
         assert_eq!(a.replicas, vec![1, 3]);
         let reqs = s.requests();
         assert_eq!(reqs.len(), 2);
         assert_eq!(reqs[0].header("authorization"), Some("Bearer tok-a"));
-        assert_eq!(reqs[0].json(), json!({"size": body.len(), "content_type": "image/jpeg", "name": "beach.JPG"}));
+        assert_eq!(
+            reqs[0].json(),
+            json!({"size": body.len(), "content_type": "image/jpeg", "name": "beach.JPG"})
+        );
         let put = &reqs[1];
         assert_eq!(put.header("authorization"), Some("Bearer cred-1"));
         assert_eq!(put.header("content-length"), Some(body.len().to_string().as_str()));
@@ -1027,7 +1169,8 @@ mod tests {
         let dir = tmpdir("upload-refused");
         let path = dir.join("f.bin");
         std::fs::write(&path, b"abc").unwrap();
-        let s = Server::start(|_| Resp::error(413, "media_too_large", "3 bytes over the 2 byte limit"));
+        let s =
+            Server::start(|_| Resp::error(413, "media_too_large", "3 bytes over the 2 byte limit"));
         let e = client(&s).upload(&path, Some("video/mp4"), Some("clip"), |_, _| {}).unwrap_err();
         assert_eq!(e.to_string(), "media_too_large: 3 bytes over the 2 byte limit");
         let reqs = s.requests();
@@ -1098,7 +1241,12 @@ mod tests {
         let rep = client(&s).download(&id, &dest, |_, _| {}).unwrap();
         assert_eq!(rep.resumed_from, 0);
         assert_eq!(std::fs::read(&dest).unwrap(), bytes);
-        let ranges: Vec<Option<String>> = s.requests().iter().filter(|r| r.path().ends_with("/content")).map(|r| r.header("range").map(str::to_string)).collect();
+        let ranges: Vec<Option<String>> = s
+            .requests()
+            .iter()
+            .filter(|r| r.path().ends_with("/content"))
+            .map(|r| r.header("range").map(str::to_string))
+            .collect();
         assert_eq!(ranges, vec![None, Some("bytes=100000-".into()), Some("bytes=200000-".into())]);
         std::fs::remove_dir_all(&dir).unwrap();
     }
@@ -1130,7 +1278,8 @@ mod tests {
         let id = sha(&bytes);
         let s = media_server(bytes.clone(), id.clone(), |r, d| {
             if r.header("range").is_some() {
-                Resp { status: 206, body: d[10..].to_vec(), ..Resp::default() }.with("Content-Range", format!("bytes 10-{}/{}", d.len() - 1, d.len()))
+                Resp { status: 206, body: d[10..].to_vec(), ..Resp::default() }
+                    .with("Content-Range", format!("bytes 10-{}/{}", d.len() - 1, d.len()))
             } else {
                 serve_range(r, d, true)
             }
@@ -1155,8 +1304,11 @@ mod tests {
         let s = Server::start(move |r| {
             if r.path() == format!("/v1/media/{id2}") {
                 let n = infos2.fetch_add(1, Ordering::SeqCst) + 1;
-                Resp::json(200, json!({"media_id": id2, "size": bytes2.len(), "content_type": "image/png",
-                    "url": format!("/v1/media/{id2}/content?access=a{n}")}))
+                Resp::json(
+                    200,
+                    json!({"media_id": id2, "size": bytes2.len(), "content_type": "image/png",
+                    "url": format!("/v1/media/{id2}/content?access=a{n}")}),
+                )
             } else if r.query("access") == Some("a1") {
                 Resp::error(401, "credential_expired", "the access credential expired")
             } else {
@@ -1228,23 +1380,46 @@ mod tests {
     #[test]
     fn media_json_calls_follow_contract() {
         let s = Server::start(|r| match (r.method.as_str(), r.path()) {
-            ("POST", "/v1/users/alice/group-send") => Resp::json(200, json!({"message_id": 17, "media_id": "m", "duplicate": false, "revision": 88,
-                "recipients": [{"uid": "bob", "outcome": "delivered"}, {"uid": "carol", "outcome": "stored"}]})),
+            ("POST", "/v1/users/alice/group-send") => Resp::json(
+                200,
+                json!({"message_id": 17, "media_id": "m", "duplicate": false, "revision": 88,
+                "recipients": [{"uid": "bob", "outcome": "delivered"}, {"uid": "carol", "outcome": "stored"}]}),
+            ),
             ("PUT", "/v1/users/alice/contacts/bob%20b") => Resp::json(200, json!({"revision": 42})),
-            ("DELETE", "/v1/users/alice/contacts/bob") => Resp::json(200, json!({"revision": 43, "removed": true})),
-            ("GET", "/v1/users/alice/contacts") => Resp::json(200, json!({"uid": "alice", "contacts": [{"uid": "bob", "groups": ["friends"], "friend": true}]})),
-            ("GET", "/v1/users/bob/shared") => Resp::json(200, json!({"uid": "bob", "media": [{"media_id": "m", "name": "b.jpg", "size": 5,
-                "content_type": "image/jpeg", "created_ms": 1, "url": "http://x/c?access=1", "expires_at_ms": 2}]})),
+            ("DELETE", "/v1/users/alice/contacts/bob") => {
+                Resp::json(200, json!({"revision": 43, "removed": true}))
+            }
+            ("GET", "/v1/users/alice/contacts") => Resp::json(
+                200,
+                json!({"uid": "alice", "contacts": [{"uid": "bob", "groups": ["friends"], "friend": true}]}),
+            ),
+            ("GET", "/v1/users/bob/shared") => Resp::json(
+                200,
+                json!({"uid": "bob", "media": [{"media_id": "m", "name": "b.jpg", "size": 5,
+                "content_type": "image/jpeg", "created_ms": 1, "url": "http://x/c?access=1", "expires_at_ms": 2}]}),
+            ),
             ("DELETE", "/v1/users/alice/media/m") => Resp { status: 204, ..Resp::default() },
             _ => Resp::error(404, "not_found", "no"),
         });
         let c = client(&s);
         let g = c.group_send("m", Some("hi"), &["friends".to_string()], "k1").unwrap();
-        assert_eq!((g.message_id, g.recipients.len(), g.recipients[1].outcome.as_str()), (17, 2, "stored"));
-        assert_eq!(c.contacts_add("bob b", &["friends".into(), "family".into()]).unwrap().revision, 42);
-        assert_eq!(c.contacts_remove("bob").unwrap(), ContactRemoved { revision: 43, removed: true });
+        assert_eq!(
+            (g.message_id, g.recipients.len(), g.recipients[1].outcome.as_str()),
+            (17, 2, "stored")
+        );
+        assert_eq!(
+            c.contacts_add("bob b", &["friends".into(), "family".into()]).unwrap().revision,
+            42
+        );
+        assert_eq!(
+            c.contacts_remove("bob").unwrap(),
+            ContactRemoved { revision: 43, removed: true }
+        );
         let l = c.contacts_list(Some("friends")).unwrap();
-        assert_eq!(l.contacts, vec![Contact { uid: "bob".into(), groups: vec!["friends".into()], friend: true }]);
+        assert_eq!(
+            l.contacts,
+            vec![Contact { uid: "bob".into(), groups: vec!["friends".into()], friend: true }]
+        );
         let p = c.shared("bob").unwrap();
         assert_eq!((p.uid.as_str(), p.media[0].name.as_str()), ("bob", "b.jpg"));
         assert_eq!(c.delete_media("m").unwrap(), serde_json::Value::Null);
@@ -1253,7 +1428,10 @@ mod tests {
 
         let reqs = s.requests();
         assert!(reqs.iter().all(|r| r.header("authorization") == Some("Bearer tok-a")));
-        assert_eq!(reqs[0].json(), json!({"media_id": "m", "text": "hi", "groups": ["friends"], "idempotency_key": "k1"}));
+        assert_eq!(
+            reqs[0].json(),
+            json!({"media_id": "m", "text": "hi", "groups": ["friends"], "idempotency_key": "k1"})
+        );
         assert_eq!(reqs[1].json(), json!({"groups": ["friends", "family"]}));
         assert_eq!(reqs[3].target, "/v1/users/alice/contacts?group=friends");
         assert_eq!(reqs[4].header("x-herald-user"), Some("alice"));
@@ -1264,12 +1442,27 @@ mod tests {
     #[test]
     fn media_connect_failure_and_bad_id() {
         let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
-        let c = MediaClient::new(&format!("127.0.0.1:{port}"), "alice", "t", &ConnectOptions::default()).unwrap();
+        let c = MediaClient::new(
+            &format!("127.0.0.1:{port}"),
+            "alice",
+            "t",
+            &ConnectOptions::default(),
+        )
+        .unwrap();
         assert_eq!(c.contacts_list(None).unwrap_err().code(), "connect_failed");
-        assert_eq!(c.download("xyz", Path::new("/nonexistent/x"), |_, _| {}).unwrap_err().code(), "invalid_argument");
-        assert_eq!(MediaClient::new("h:1", "", "t", &ConnectOptions::default()).unwrap_err().code(), "invalid_argument");
+        assert_eq!(
+            c.download("xyz", Path::new("/nonexistent/x"), |_, _| {}).unwrap_err().code(),
+            "invalid_argument"
+        );
+        assert_eq!(
+            MediaClient::new("h:1", "", "t", &ConnectOptions::default()).unwrap_err().code(),
+            "invalid_argument"
+        );
         let bad_ca = ConnectOptions { ca_pem: Some(b"not a pem".to_vec()), domain: None };
-        assert_eq!(MediaClient::new("https://h:1", "a", "t", &bad_ca).unwrap_err().code(), "invalid_argument");
+        assert_eq!(
+            MediaClient::new("https://h:1", "a", "t", &bad_ca).unwrap_err().code(),
+            "invalid_argument"
+        );
     }
 
     /// Over https:// the client trusts the CA given in ConnectOptions (a
@@ -1279,14 +1472,19 @@ mod tests {
     fn media_https_with_custom_ca() {
         let ck = rcgen::generate_simple_self_signed(vec!["localhost".to_string()]).unwrap();
         let (cert, key) = (ck.cert.pem(), ck.key_pair.serialize_pem());
-        let s = Server::start_tls(&cert, &key, |_| Resp::json(200, json!({"uid": "alice", "contacts": []})));
+        let s = Server::start_tls(&cert, &key, |_| {
+            Resp::json(200, json!({"uid": "alice", "contacts": []}))
+        });
         let opts = ConnectOptions { ca_pem: Some(cert.into_bytes()), domain: None };
         let c = MediaClient::new(&s.base, "alice", "t", &opts).unwrap();
         assert_eq!(c.contacts_list(None).unwrap().contacts, vec![]);
 
         let other = rcgen::generate_simple_self_signed(vec!["localhost".to_string()]).unwrap();
         let opts = ConnectOptions { ca_pem: Some(other.cert.pem().into_bytes()), domain: None };
-        let e = MediaClient::new(&s.base, "alice", "t", &opts).unwrap().contacts_list(None).unwrap_err();
+        let e = MediaClient::new(&s.base, "alice", "t", &opts)
+            .unwrap()
+            .contacts_list(None)
+            .unwrap_err();
         assert_eq!(e.code(), "connect_failed", "{e}");
     }
 }

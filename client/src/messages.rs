@@ -106,7 +106,9 @@ pub struct GatewayChoice {
 
 impl HeraldClient {
     fn messages_client(&self) -> MessagesClient<tonic::transport::Channel> {
-        MessagesClient::new(self.channel()).max_decoding_message_size(MAX_MESSAGE_BYTES).max_encoding_message_size(MAX_MESSAGE_BYTES)
+        MessagesClient::new(self.channel())
+            .max_decoding_message_size(MAX_MESSAGE_BYTES)
+            .max_encoding_message_size(MAX_MESSAGE_BYTES)
     }
 
     /// Submits a message; answers once every recipient's outcome is decided
@@ -132,7 +134,11 @@ impl HeraldClient {
             message_id: r.message_id,
             revision: r.revision,
             duplicate: r.duplicate,
-            recipients: r.recipients.into_iter().map(|o| RecipientOutcome { uid: o.uid, outcome: o.outcome, reason: o.reason }).collect(),
+            recipients: r
+                .recipients
+                .into_iter()
+                .map(|o| RecipientOutcome { uid: o.uid, outcome: o.outcome, reason: o.reason })
+                .collect(),
             broadcast: r.broadcast,
             expires_at_ms: r.expires_at_ms,
         })
@@ -140,7 +146,10 @@ impl HeraldClient {
 
     /// Creates or replaces a recipient group; no members deletes it.
     pub async fn set_group(&self, name: &str, members: Vec<String>) -> Result<u64, ClientError> {
-        let r = self.messages_client().set_group(pb::SetGroupRequest { name: name.into(), members }).await?;
+        let r = self
+            .messages_client()
+            .set_group(pb::SetGroupRequest { name: name.into(), members })
+            .await?;
         Ok(r.into_inner().revision)
     }
 
@@ -152,21 +161,39 @@ impl HeraldClient {
 
     /// Subscribes (true) or unsubscribes a user from offline storage.
     pub async fn set_offline(&self, uid: &str, offline: bool) -> Result<Settings, ClientError> {
-        let r = self.messages_client().set_settings(pb::SetSettingsRequest { uid: uid.into(), offline }).await?.into_inner();
+        let r = self
+            .messages_client()
+            .set_settings(pb::SetSettingsRequest { uid: uid.into(), offline })
+            .await?
+            .into_inner();
         Ok(Settings { uid: r.uid, offline: r.offline, queued: r.queued, revision: r.revision })
     }
 
     /// A user's setting and how many messages wait for it.
     pub async fn settings(&self, uid: &str) -> Result<Settings, ClientError> {
-        let r = self.messages_client().get_settings(pb::GetSettingsRequest { uid: uid.into() }).await?.into_inner();
+        let r = self
+            .messages_client()
+            .get_settings(pb::GetSettingsRequest { uid: uid.into() })
+            .await?
+            .into_inner();
         Ok(Settings { uid: r.uid, offline: r.offline, queued: r.queued, revision: r.revision })
     }
 
     /// The gateway the cluster recommends for `uid`.
-    pub async fn pick_gateway(&self, uid: &str, client: &str) -> Result<GatewayChoice, ClientError> {
+    pub async fn pick_gateway(
+        &self,
+        uid: &str,
+        client: &str,
+    ) -> Result<GatewayChoice, ClientError> {
         let mut c = GatewayClient::new(self.channel());
-        let r = c.pick(pb::PickGatewayRequest { uid: uid.into(), client: client.into() }).await?.into_inner();
-        Ok(GatewayChoice { best: r.best.map(GatewayInfo::from), candidates: r.candidates.into_iter().map(GatewayInfo::from).collect() })
+        let r = c
+            .pick(pb::PickGatewayRequest { uid: uid.into(), client: client.into() })
+            .await?
+            .into_inner();
+        Ok(GatewayChoice {
+            best: r.best.map(GatewayInfo::from),
+            candidates: r.candidates.into_iter().map(GatewayInfo::from).collect(),
+        })
     }
 }
 
@@ -178,7 +205,12 @@ pub fn new_idempotency_key() -> String {
     for i in 0..2u64 {
         let mut h = std::collections::hash_map::RandomState::new().build_hasher();
         h.write_u64(i);
-        h.write_u128(std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_nanos()).unwrap_or(0));
+        h.write_u128(
+            std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map(|d| d.as_nanos())
+                .unwrap_or(0),
+        );
         out.push_str(&format!("{:016x}", h.finish()));
     }
     out

@@ -35,8 +35,15 @@ use crate::client::{endpoint, ConnectOptions};
 use crate::error::ClientError;
 
 /// Error codes after which reconnecting cannot help.
-const FATAL_CODES: &[&str] =
-    &["bad_token", "token_expired", "wrong_user", "auth_denied", "auth_not_configured", "invalid_hello", "expected_hello"];
+const FATAL_CODES: &[&str] = &[
+    "bad_token",
+    "token_expired",
+    "wrong_user",
+    "auth_denied",
+    "auth_not_configured",
+    "invalid_hello",
+    "expected_hello",
+];
 /// Acknowledged ids remembered to drop redeliveries: enough for a
 /// reconnect's redelivery of the server's window (256) many times over.
 const SEEN_IDS: usize = 16_384;
@@ -116,11 +123,19 @@ mod body_text {
 pub enum SessionEvent {
     /// A session is open on `node` (first time or after a reconnect);
     /// `queued` stored messages wait.
-    Connected { node: u64, session: String, queued: u64 },
+    Connected {
+        node: u64,
+        session: String,
+        queued: u64,
+    },
     Message(Message),
     /// The session broke; a reconnect follows unless the error is fatal
     /// (then this is the last event).
-    Disconnected { code: String, message: String, fatal: bool },
+    Disconnected {
+        code: String,
+        message: String,
+        fatal: bool,
+    },
 }
 
 enum Ctl {
@@ -165,7 +180,12 @@ impl Session {
                     return Err(ClientError::Server { code, message });
                 }
                 Some(e) => early.push_back(e),
-                None => return Err(ClientError::Server { code: "unavailable".into(), message: "no gateway could be reached".into() }),
+                None => {
+                    return Err(ClientError::Server {
+                        code: "unavailable".into(),
+                        message: "no gateway could be reached".into(),
+                    })
+                }
             }
         }
         Ok(Session { early, events: ev_rx, ctl: ctl_tx, task })
@@ -187,7 +207,11 @@ impl Session {
 
 async fn open_channel(addr: &str, tls: &ConnectOptions) -> Result<Channel, ClientError> {
     // Gateways are named by host:port; with a CA they speak TLS.
-    let addr = if tls.ca_pem.is_some() && !addr.contains("://") { format!("https://{addr}") } else { addr.to_string() };
+    let addr = if tls.ca_pem.is_some() && !addr.contains("://") {
+        format!("https://{addr}")
+    } else {
+        addr.to_string()
+    };
     let uri = normalize_addr(&addr)?;
     let ep = endpoint(&addr, tls)?
         .http2_keep_alive_interval(Duration::from_secs(10))
@@ -206,14 +230,16 @@ async fn gateways(cfg: &SessionConfig, start: usize, avoid: Option<&str>) -> Vec
         let seed = &cfg.seeds[(start + i) % cfg.seeds.len()];
         let Ok(ch) = open_channel(seed, &cfg.tls).await else { continue };
         let mut c = GatewayClient::new(ch);
-        let pick = c.pick(pb::PickGatewayRequest { uid: cfg.uid.clone(), client: cfg.client.clone() });
+        let pick =
+            c.pick(pb::PickGatewayRequest { uid: cfg.uid.clone(), client: cfg.client.clone() });
         let Ok(Ok(r)) = tokio::time::timeout(CONNECT_TIMEOUT, pick).await else { continue };
         let r = r.into_inner();
         let mut out: Vec<String> = Vec::new();
         if let Some(b) = r.best {
             out.push(b.publish);
         }
-        let mut rest: Vec<pb::GatewayInfo> = r.candidates.into_iter().filter(|g| g.healthy).collect();
+        let mut rest: Vec<pb::GatewayInfo> =
+            r.candidates.into_iter().filter(|g| g.healthy).collect();
         rest.sort_by(|a, b| a.load.partial_cmp(&b.load).unwrap_or(std::cmp::Ordering::Equal));
         out.extend(rest.into_iter().map(|g| g.publish));
         out.dedup();
@@ -250,8 +276,14 @@ impl Seen {
 
 enum Ended {
     /// Try again (after a pause).
-    Retry { code: String, message: String },
-    Fatal { code: String, message: String },
+    Retry {
+        code: String,
+        message: String,
+    },
+    Fatal {
+        code: String,
+        message: String,
+    },
     /// The application dropped the session.
     Closed,
 }
@@ -265,7 +297,8 @@ async fn run(cfg: SessionConfig, ev: mpsc::Sender<SessionEvent>, mut ctl: mpsc::
     loop {
         let addrs = gateways(&cfg, start, avoid.as_deref()).await;
         start += 1;
-        let mut ended = Ended::Retry { code: "unavailable".into(), message: "no gateway reachable".into() };
+        let mut ended =
+            Ended::Retry { code: "unavailable".into(), message: "no gateway reachable".into() };
         for addr in addrs {
             match one_session(&cfg, &addr, &ev, &mut ctl, &mut seen).await {
                 Ok(e) => {
@@ -294,11 +327,17 @@ async fn run(cfg: SessionConfig, ev: mpsc::Sender<SessionEvent>, mut ctl: mpsc::
                 if let Some(limit) = cfg.give_up_after {
                     if last_ok.elapsed() > limit {
                         let message = format!("no session for {limit:?}: {message}");
-                        let _ = ev.send(SessionEvent::Disconnected { code, message, fatal: true }).await;
+                        let _ = ev
+                            .send(SessionEvent::Disconnected { code, message, fatal: true })
+                            .await;
                         return;
                     }
                 }
-                if ev.send(SessionEvent::Disconnected { code, message, fatal: false }).await.is_err() {
+                if ev
+                    .send(SessionEvent::Disconnected { code, message, fatal: false })
+                    .await
+                    .is_err()
+                {
                     return;
                 }
                 tokio::time::sleep(backoff).await;
@@ -331,17 +370,37 @@ async fn one_session(
     let ch = open_channel(addr, &cfg.tls).await.map_err(retry)?;
     let mut client = GatewayClient::new(ch).max_decoding_message_size(4 << 20);
     let (out_tx, out_rx) = mpsc::channel::<pb::ClientFrame>(64);
-    let hello = pb::Hello { uid: cfg.uid.clone(), token: cfg.token.clone(), client: cfg.client.clone(), sid: cfg.sid };
-    out_tx.send(pb::ClientFrame { frame: Some(client_frame::Frame::Hello(hello)) }).await.map_err(|_| Ended::Closed)?;
-    let mut inbound = match tokio::time::timeout(Duration::from_secs(15), client.session(ReceiverStream::new(out_rx))).await {
+    let hello = pb::Hello {
+        uid: cfg.uid.clone(),
+        token: cfg.token.clone(),
+        client: cfg.client.clone(),
+        sid: cfg.sid,
+    };
+    out_tx
+        .send(pb::ClientFrame { frame: Some(client_frame::Frame::Hello(hello)) })
+        .await
+        .map_err(|_| Ended::Closed)?;
+    let mut inbound = match tokio::time::timeout(
+        Duration::from_secs(15),
+        client.session(ReceiverStream::new(out_rx)),
+    )
+    .await
+    {
         Ok(Ok(r)) => r.into_inner(),
         Ok(Err(s)) => return Err(status_end(s)),
-        Err(_) => return Err(Ended::Retry { code: "timeout".into(), message: format!("{addr}: no answer") }),
+        Err(_) => {
+            return Err(Ended::Retry {
+                code: "timeout".into(),
+                message: format!("{addr}: no answer"),
+            })
+        }
     };
     // Welcome or refusal.
     let welcome = loop {
         match tokio::time::timeout(Duration::from_secs(15), inbound.message()).await {
-            Ok(Ok(Some(pb::ServerFrame { frame: Some(server_frame::Frame::Welcome(w)) }))) => break w,
+            Ok(Ok(Some(pb::ServerFrame { frame: Some(server_frame::Frame::Welcome(w)) }))) => {
+                break w
+            }
             Ok(Ok(Some(pb::ServerFrame { frame: Some(server_frame::Frame::Error(e)) }))) => {
                 let code = e.code.clone();
                 return Err(if FATAL_CODES.contains(&code.as_str()) {
@@ -351,13 +410,31 @@ async fn one_session(
                 });
             }
             Ok(Ok(Some(_))) => continue,
-            Ok(Ok(None)) => return Err(Ended::Retry { code: "closed".into(), message: format!("{addr} closed the session") }),
+            Ok(Ok(None)) => {
+                return Err(Ended::Retry {
+                    code: "closed".into(),
+                    message: format!("{addr} closed the session"),
+                })
+            }
             Ok(Err(s)) => return Err(status_end(s)),
-            Err(_) => return Err(Ended::Retry { code: "timeout".into(), message: format!("{addr}: no welcome") }),
+            Err(_) => {
+                return Err(Ended::Retry {
+                    code: "timeout".into(),
+                    message: format!("{addr}: no welcome"),
+                })
+            }
         }
     };
     let node = welcome.node;
-    if ev.send(SessionEvent::Connected { node, session: welcome.session.clone(), queued: welcome.queued }).await.is_err() {
+    if ev
+        .send(SessionEvent::Connected {
+            node,
+            session: welcome.session.clone(),
+            queued: welcome.queued,
+        })
+        .await
+        .is_err()
+    {
         return Ok(Ended::Closed);
     }
     // Heartbeat a little more often than asked, so one late tick is fine.

@@ -94,21 +94,30 @@ impl Server {
     }
 
     /// Serves HTTPS for `localhost` with `cert_pem`/`key_pem`.
-    pub fn start_tls(cert_pem: &str, key_pem: &str, handler: impl Fn(&Req) -> Resp + Send + Sync + 'static) -> Server {
+    pub fn start_tls(
+        cert_pem: &str,
+        key_pem: &str,
+        handler: impl Fn(&Req) -> Resp + Send + Sync + 'static,
+    ) -> Server {
         use rustls_pki_types::pem::PemObject;
         use rustls_pki_types::{CertificateDer, PrivateKeyDer};
         let certs = vec![CertificateDer::from_pem_slice(cert_pem.as_bytes()).unwrap()];
         let key = PrivateKeyDer::from_pem_slice(key_pem.as_bytes()).unwrap();
-        let cfg = rustls::ServerConfig::builder_with_provider(Arc::new(rustls::crypto::ring::default_provider()))
-            .with_safe_default_protocol_versions()
-            .unwrap()
-            .with_no_client_auth()
-            .with_single_cert(certs, key)
-            .unwrap();
+        let cfg = rustls::ServerConfig::builder_with_provider(Arc::new(
+            rustls::crypto::ring::default_provider(),
+        ))
+        .with_safe_default_protocol_versions()
+        .unwrap()
+        .with_no_client_auth()
+        .with_single_cert(certs, key)
+        .unwrap();
         Self::start_inner(handler, Some(Arc::new(cfg)))
     }
 
-    fn start_inner(handler: impl Fn(&Req) -> Resp + Send + Sync + 'static, tls: Option<Arc<rustls::ServerConfig>>) -> Server {
+    fn start_inner(
+        handler: impl Fn(&Req) -> Resp + Send + Sync + 'static,
+        tls: Option<Arc<rustls::ServerConfig>>,
+    ) -> Server {
         let listener = TcpListener::bind("127.0.0.1:0").unwrap();
         let port = listener.local_addr().unwrap().port();
         let base = match tls {
@@ -140,7 +149,11 @@ impl Server {
     }
 }
 
-fn serve<S: Read + Write>(stream: S, handler: &(dyn Fn(&Req) -> Resp + Send + Sync), reqs: &Mutex<Vec<Req>>) {
+fn serve<S: Read + Write>(
+    stream: S,
+    handler: &(dyn Fn(&Req) -> Resp + Send + Sync),
+    reqs: &Mutex<Vec<Req>>,
+) {
     let mut r = BufReader::new(stream);
     let mut line = String::new();
     if r.read_line(&mut line).unwrap_or(0) == 0 {
@@ -183,7 +196,11 @@ fn serve<S: Read + Write>(stream: S, handler: &(dyn Fn(&Req) -> Resp + Send + Sy
     reqs.lock().unwrap().push(req.clone());
     let resp = handler(&req);
     let mut s = r.into_inner();
-    let mut head = format!("HTTP/1.1 {} X\r\nContent-Length: {}\r\nConnection: close\r\n", resp.status, resp.body.len());
+    let mut head = format!(
+        "HTTP/1.1 {} X\r\nContent-Length: {}\r\nConnection: close\r\n",
+        resp.status,
+        resp.body.len()
+    );
     for (n, v) in &resp.headers {
         head.push_str(&format!("{n}: {v}\r\n"));
     }
@@ -207,7 +224,9 @@ fn serve<S: Read + Write>(stream: S, handler: &(dyn Fn(&Req) -> Resp + Send + Sy
 /// ignores Range).
 pub fn serve_range(req: &Req, data: &[u8], honor_range: bool) -> Resp {
     let size = data.len() as u64;
-    let full = || Resp { status: 200, body: data.to_vec(), ..Resp::default() }.with("Accept-Ranges", "bytes");
+    let full = || {
+        Resp { status: 200, body: data.to_vec(), ..Resp::default() }.with("Accept-Ranges", "bytes")
+    };
     let Some(range) = req.header("range").filter(|_| honor_range) else { return full() };
     let Some(spec) = range.strip_prefix("bytes=") else { return full() };
     let Some((a, b)) = spec.split_once('-') else { return full() };
@@ -218,7 +237,8 @@ pub fn serve_range(req: &Req, data: &[u8], honor_range: bool) -> Resp {
         _ => return full(),
     };
     if start >= size || start > end {
-        return Resp::error(416, "range_not_satisfiable", "range past the end").with("Content-Range", format!("bytes */{size}"));
+        return Resp::error(416, "range_not_satisfiable", "range past the end")
+            .with("Content-Range", format!("bytes */{size}"));
     }
     Resp { status: 206, body: data[start as usize..=end as usize].to_vec(), ..Resp::default() }
         .with("Content-Range", format!("bytes {start}-{end}/{size}"))

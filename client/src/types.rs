@@ -45,7 +45,13 @@ pub enum Event {
 impl Event {
     /// A login without permission change or ext.
     pub fn login(uid: impl Into<String>, sid: u64, client: impl Into<String>) -> Self {
-        Event::Login { uid: uid.into(), sid, client: client.into(), accepts_strangers: None, ext: Ext::new() }
+        Event::Login {
+            uid: uid.into(),
+            sid,
+            client: client.into(),
+            accepts_strangers: None,
+            ext: Ext::new(),
+        }
     }
 
     /// A logout without ext.
@@ -61,13 +67,22 @@ impl Event {
     pub(crate) fn into_pb(self) -> pb::PresenceEvent {
         use pb::presence_event::Kind;
         let (kind, uid, sid, client, accepts_strangers, ext) = match self {
-            Event::Login { uid, sid, client, accepts_strangers, ext } => (Kind::Login, uid, sid, client, accepts_strangers, ext),
+            Event::Login { uid, sid, client, accepts_strangers, ext } => {
+                (Kind::Login, uid, sid, client, accepts_strangers, ext)
+            }
             Event::Logout { uid, sid, client, ext } => (Kind::Logout, uid, sid, client, None, ext),
             Event::Permission { uid, sid, accepts_strangers, ext } => {
                 (Kind::Permission, uid, sid, String::new(), Some(accepts_strangers), ext)
             }
         };
-        pb::PresenceEvent { kind: kind as i32, uid, sid, client, accepts_strangers, ext: ext.into_iter().collect() }
+        pb::PresenceEvent {
+            kind: kind as i32,
+            uid,
+            sid,
+            client,
+            accepts_strangers,
+            ext: ext.into_iter().collect(),
+        }
     }
 }
 
@@ -263,7 +278,10 @@ pub struct Membership {
 
 impl From<pb::MembershipResponse> for Membership {
     fn from(m: pb::MembershipResponse) -> Self {
-        Membership { revision: m.revision, nodes: m.nodes.into_iter().map(NodeStatus::from).collect() }
+        Membership {
+            revision: m.revision,
+            nodes: m.nodes.into_iter().map(NodeStatus::from).collect(),
+        }
     }
 }
 
@@ -278,15 +296,27 @@ mod tests {
         use pb::presence_event::Kind;
         let mut ext = Ext::new();
         ext.insert("k".into(), "v".into());
-        let e = Event::Login { uid: "u".into(), sid: 7, client: "web".into(), accepts_strangers: Some(false), ext };
+        let e = Event::Login {
+            uid: "u".into(),
+            sid: 7,
+            client: "web".into(),
+            accepts_strangers: Some(false),
+            ext,
+        };
         let p = e.into_pb();
-        assert_eq!((p.kind, p.uid.as_str(), p.sid, p.client.as_str()), (Kind::Login as i32, "u", 7, "web"));
+        assert_eq!(
+            (p.kind, p.uid.as_str(), p.sid, p.client.as_str()),
+            (Kind::Login as i32, "u", 7, "web")
+        );
         assert_eq!(p.accepts_strangers, Some(false));
         assert_eq!(p.ext.get("k").map(String::as_str), Some("v"));
         let p = Event::logout("u", 7, "web").into_pb();
         assert_eq!((p.kind, p.accepts_strangers), (Kind::Logout as i32, None));
         let p = Event::permission("u", 7, true).into_pb();
-        assert_eq!((p.kind, p.client.as_str(), p.accepts_strangers), (Kind::Permission as i32, "", Some(true)));
+        assert_eq!(
+            (p.kind, p.client.as_str(), p.accepts_strangers),
+            (Kind::Permission as i32, "", Some(true))
+        );
     }
 
     /// Consistency defaults to linearizable and maps to the protobuf enum.

@@ -63,7 +63,8 @@ pub fn parse_duration(s: &str) -> Result<Duration, String> {
         if i == start {
             return Err(bad());
         }
-        let n: u64 = s.trim()[start..i].parse().map_err(|_| format!("{s:?} is too long a duration"))?;
+        let n: u64 =
+            s.trim()[start..i].parse().map_err(|_| format!("{s:?} is too long a duration"))?;
         let ustart = i;
         while i < b.len() && b[i].is_ascii_alphabetic() {
             i += 1;
@@ -76,7 +77,10 @@ pub fn parse_duration(s: &str) -> Result<Duration, String> {
             "d" => 86_400_000,
             _ => return Err(bad()),
         };
-        total_ms = n.checked_mul(mult).and_then(|v| total_ms.checked_add(v)).ok_or_else(|| format!("{s:?} is too long a duration"))?;
+        total_ms = n
+            .checked_mul(mult)
+            .and_then(|v| total_ms.checked_add(v))
+            .ok_or_else(|| format!("{s:?} is too long a duration"))?;
         while i < b.len() && b[i] == b' ' {
             i += 1;
         }
@@ -137,7 +141,12 @@ impl Journal {
     /// final; the first `sending` entry's key is the one kept.
     pub fn open(path: &Path) -> Result<Journal, ClientError> {
         let pd = path.display();
-        let mut file = File::options().create(true).read(true).append(true).open(path).map_err(|e| ClientError::io(&pd, &e))?;
+        let mut file = File::options()
+            .create(true)
+            .read(true)
+            .append(true)
+            .open(path)
+            .map_err(|e| ClientError::io(&pd, &e))?;
         let mut by_sha: HashMap<String, (JournalState, String)> = HashMap::new();
         let mut ends_with_newline = true;
         {
@@ -153,7 +162,8 @@ impl Journal {
                 }
                 ends_with_newline = line.ends_with('\n');
                 let Ok(e) = serde_json::from_str::<JournalEntry>(line.trim()) else { continue };
-                let slot = by_sha.entry(e.sha256.clone()).or_insert((e.state, e.idempotency_key.clone()));
+                let slot =
+                    by_sha.entry(e.sha256.clone()).or_insert((e.state, e.idempotency_key.clone()));
                 if e.state == JournalState::Sent {
                     slot.0 = JournalState::Sent;
                 }
@@ -174,12 +184,14 @@ impl Journal {
 
     /// Appends an entry and fsyncs it before returning.
     pub fn append(&mut self, e: &JournalEntry) -> Result<(), ClientError> {
-        let mut line = serde_json::to_string(e).map_err(|e| ClientError::InvalidArgument(format!("journal entry: {e}")))?;
+        let mut line = serde_json::to_string(e)
+            .map_err(|e| ClientError::InvalidArgument(format!("journal entry: {e}")))?;
         line.push('\n');
         let pd = self.path.display();
         self.file.write_all(line.as_bytes()).map_err(|e| ClientError::io(&pd, &e))?;
         self.file.sync_data().map_err(|e| ClientError::io(&pd, &e))?;
-        let slot = self.by_sha.entry(e.sha256.clone()).or_insert((e.state, e.idempotency_key.clone()));
+        let slot =
+            self.by_sha.entry(e.sha256.clone()).or_insert((e.state, e.idempotency_key.clone()));
         if e.state == JournalState::Sent {
             slot.0 = JournalState::Sent;
         }
@@ -281,9 +293,13 @@ pub struct Watcher<S> {
 impl<S: FileSender> Watcher<S> {
     /// Creates `dir/sent/` if needed and opens the journal.
     pub fn open(cfg: WatchConfig, sender: S) -> Result<Self, ClientError> {
-        let meta = std::fs::metadata(&cfg.dir).map_err(|e| ClientError::io(cfg.dir.display(), &e))?;
+        let meta =
+            std::fs::metadata(&cfg.dir).map_err(|e| ClientError::io(cfg.dir.display(), &e))?;
         if !meta.is_dir() {
-            return Err(ClientError::InvalidArgument(format!("{} is not a directory", cfg.dir.display())));
+            return Err(ClientError::InvalidArgument(format!(
+                "{} is not a directory",
+                cfg.dir.display()
+            )));
         }
         let sent = cfg.dir.join(SENT_DIR);
         std::fs::create_dir_all(&sent).map_err(|e| ClientError::io(sent.display(), &e))?;
@@ -306,7 +322,8 @@ impl<S: FileSender> Watcher<S> {
     fn scan(&self) -> Result<HashMap<OsString, Observation>, ClientError> {
         let now = Instant::now();
         let mut out = HashMap::new();
-        let rd = std::fs::read_dir(&self.cfg.dir).map_err(|e| ClientError::io(self.cfg.dir.display(), &e))?;
+        let rd = std::fs::read_dir(&self.cfg.dir)
+            .map_err(|e| ClientError::io(self.cfg.dir.display(), &e))?;
         for entry in rd {
             let entry = entry.map_err(|e| ClientError::io(self.cfg.dir.display(), &e))?;
             let name = entry.file_name();
@@ -392,7 +409,11 @@ impl<S: FileSender> Watcher<S> {
     }
 
     /// Sends (or just moves) one ready file. `None`: it changed after all.
-    fn send_one(&mut self, name: &OsStr, obs: Observation) -> Result<Option<WatchEvent>, ClientError> {
+    fn send_one(
+        &mut self,
+        name: &OsStr,
+        obs: Observation,
+    ) -> Result<Option<WatchEvent>, ClientError> {
         let path = self.cfg.dir.join(name);
         let lossy = name.to_string_lossy().into_owned();
         if std::fs::symlink_metadata(&path).is_err() {
@@ -420,7 +441,9 @@ impl<S: FileSender> Watcher<S> {
                 return Ok(Some(WatchEvent::AlreadySent { name: lossy, moved_to }));
             }
             Some((JournalState::Sending, key)) => key.to_string(),
-            None => group_send_key(&self.cfg.uid, &sha256, &self.cfg.groups, self.cfg.text.as_deref()),
+            None => {
+                group_send_key(&self.cfg.uid, &sha256, &self.cfg.groups, self.cfg.text.as_deref())
+            }
         };
         let mut entry = JournalEntry {
             name: lossy.clone(),
@@ -440,7 +463,13 @@ impl<S: FileSender> Watcher<S> {
                 self.journal.append(&entry)?;
                 let moved_to = self.move_to_sent(name)?;
                 self.seen.remove(name);
-                Ok(Some(WatchEvent::Sent { name: lossy, media_id: d.media_id, recipients: d.recipients, duplicate: d.duplicate, moved_to }))
+                Ok(Some(WatchEvent::Sent {
+                    name: lossy,
+                    media_id: d.media_id,
+                    recipients: d.recipients,
+                    duplicate: d.duplicate,
+                    moved_to,
+                }))
             }
             Err(error) => Ok(Some(WatchEvent::Failed { name: lossy, error })),
         }
@@ -452,7 +481,9 @@ impl<S: FileSender> Watcher<S> {
         let sent = self.cfg.dir.join(SENT_DIR);
         let dest = unique_path(&sent, name);
         let from = self.cfg.dir.join(name);
-        std::fs::rename(&from, &dest).map_err(|e| ClientError::io(format!("move {} to {}", from.display(), dest.display()), &e))?;
+        std::fs::rename(&from, &dest).map_err(|e| {
+            ClientError::io(format!("move {} to {}", from.display(), dest.display()), &e)
+        })?;
         sync_dir(&sent);
         sync_dir(&self.cfg.dir);
         Ok(dest)
@@ -550,7 +581,13 @@ mod tests {
     }
 
     fn cfg(dir: &Path) -> WatchConfig {
-        WatchConfig { dir: dir.to_path_buf(), uid: "alice".into(), groups: vec!["friends".into()], text: None, settle: Duration::from_millis(30) }
+        WatchConfig {
+            dir: dir.to_path_buf(),
+            uid: "alice".into(),
+            groups: vec!["friends".into()],
+            text: None,
+            settle: Duration::from_millis(30),
+        }
     }
 
     /// Sends recorded as (file name, key, bytes); answers media id = sha.
@@ -560,7 +597,11 @@ mod tests {
         move |p: &Path, key: &str| {
             let bytes = std::fs::read(p).unwrap();
             let media_id = to_hex(&Sha256::digest(&bytes));
-            log.borrow_mut().push((p.file_name().unwrap().to_string_lossy().into_owned(), key.to_string(), bytes));
+            log.borrow_mut().push((
+                p.file_name().unwrap().to_string_lossy().into_owned(),
+                key.to_string(),
+                bytes,
+            ));
             Ok(Delivery { media_id, recipients: 2, duplicate: false })
         }
     }
@@ -574,18 +615,27 @@ mod tests {
 
     fn pass<S: FileSender>(w: &mut Watcher<S>) -> (PassReport, Vec<WatchEvent>) {
         let mut evs = Vec::new();
-        let r = w.pass(&mut sleep_wait(), &AtomicBool::new(false), &mut |e| evs.push(e.clone())).unwrap();
+        let r = w
+            .pass(&mut sleep_wait(), &AtomicBool::new(false), &mut |e| evs.push(e.clone()))
+            .unwrap();
         (r, evs)
     }
 
     fn sent_names(dir: &Path) -> Vec<String> {
-        let mut v: Vec<String> = std::fs::read_dir(dir.join(SENT_DIR)).unwrap().map(|e| e.unwrap().file_name().to_string_lossy().into_owned()).collect();
+        let mut v: Vec<String> = std::fs::read_dir(dir.join(SENT_DIR))
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .collect();
         v.sort();
         v
     }
 
     fn journal_lines(dir: &Path) -> Vec<JournalEntry> {
-        std::fs::read_to_string(dir.join(SENT_DIR).join(JOURNAL_FILE)).unwrap().lines().filter_map(|l| serde_json::from_str(l).ok()).collect()
+        std::fs::read_to_string(dir.join(SENT_DIR).join(JOURNAL_FILE))
+            .unwrap()
+            .lines()
+            .filter_map(|l| serde_json::from_str(l).ok())
+            .collect()
     }
 
     /// Units, compound terms and spaces parse; zero is allowed; garbage,
@@ -600,7 +650,20 @@ mod tests {
         assert_eq!(parse_duration("1h30m"), Ok(Duration::from_secs(5400)));
         assert_eq!(parse_duration(" 2m 30s "), Ok(Duration::from_secs(150)));
         assert_eq!(parse_duration("0s"), Ok(Duration::ZERO));
-        for bad in ["", "10", "m", "1.5h", "-1s", "+1s", "10 m", "5x", "1hh", "s10", "99999999999999999999d", "213503982334602d"] {
+        for bad in [
+            "",
+            "10",
+            "m",
+            "1.5h",
+            "-1s",
+            "+1s",
+            "10 m",
+            "5x",
+            "1hh",
+            "s10",
+            "99999999999999999999d",
+            "213503982334602d",
+        ] {
             assert!(parse_duration(bad).is_err(), "{bad:?}");
         }
     }
@@ -612,7 +675,18 @@ mod tests {
         for ok in ["a.jpg", "IMG_0001.HEIC", "notes.txt", "partial.jpg", "sent.jpg"] {
             assert!(is_candidate_name(OsStr::new(ok)), "{ok}");
         }
-        for no in [".hidden", ".herald-watch.jsonl", "a.part", "a.PART", "b.tmp", "c.crdownload", "d.partial", "e.txt~", "sent", ""] {
+        for no in [
+            ".hidden",
+            ".herald-watch.jsonl",
+            "a.part",
+            "a.PART",
+            "b.tmp",
+            "c.crdownload",
+            "d.partial",
+            "e.txt~",
+            "sent",
+            "",
+        ] {
             assert!(!is_candidate_name(OsStr::new(no)), "{no}");
         }
     }
@@ -636,14 +710,17 @@ mod tests {
         let (r, evs) = pass(&mut w);
         assert_eq!((r.sent, r.failed, r.already_sent), (2, 0, 0));
         let sent: Vec<_> = log.borrow().iter().map(|(n, k, _)| (n.clone(), k.clone())).collect();
-        let key = |b: &[u8]| group_send_key("alice", &to_hex(&Sha256::digest(b)), &["friends".into()], None);
+        let key = |b: &[u8]| {
+            group_send_key("alice", &to_hex(&Sha256::digest(b)), &["friends".into()], None)
+        };
         assert_eq!(sent, vec![("a.jpg".into(), key(b"aaa")), ("b.txt".into(), key(b"bbbb"))]);
         assert!(matches!(&evs[0], WatchEvent::Sent { name, recipients: 2, .. } if name == "a.jpg"));
         assert_eq!(sent_names(&dir), vec![".herald-watch.jsonl", "a.jpg", "b.txt"]);
         for left in [".hidden", "c.jpg.part", "d.crdownload", "e~", "sub/x.jpg"] {
             assert!(dir.join(left).exists(), "{left}");
         }
-        let states: Vec<_> = journal_lines(&dir).iter().map(|e| (e.name.clone(), e.state)).collect();
+        let states: Vec<_> =
+            journal_lines(&dir).iter().map(|e| (e.name.clone(), e.state)).collect();
         assert_eq!(
             states,
             vec![
@@ -699,7 +776,15 @@ mod tests {
         {
             std::fs::create_dir_all(dir.join(SENT_DIR)).unwrap();
             let mut j = Journal::open(&dir.join(SENT_DIR).join(JOURNAL_FILE)).unwrap();
-            let e = JournalEntry { name: "a.jpg".into(), size: 7, sha256: sha.clone(), idempotency_key: "gs1-old-key".into(), state: JournalState::Sending, media_id: None, at_ms: 1 };
+            let e = JournalEntry {
+                name: "a.jpg".into(),
+                size: 7,
+                sha256: sha.clone(),
+                idempotency_key: "gs1-old-key".into(),
+                state: JournalState::Sending,
+                media_id: None,
+                at_ms: 1,
+            };
             j.append(&e).unwrap();
         }
         let log: Log = Rc::default();
@@ -711,7 +796,10 @@ mod tests {
         assert_eq!(log.borrow()[0].1, "gs1-old-key");
         assert_eq!(sent_names(&dir), vec![".herald-watch.jsonl", "a.jpg"]);
         let last = journal_lines(&dir).pop().unwrap();
-        assert_eq!((last.state, last.idempotency_key.as_str(), last.media_id.as_deref()), (JournalState::Sent, "gs1-old-key", Some(sha.as_str())));
+        assert_eq!(
+            (last.state, last.idempotency_key.as_str(), last.media_id.as_deref()),
+            (JournalState::Sent, "gs1-old-key", Some(sha.as_str()))
+        );
         std::fs::remove_dir_all(&dir).unwrap();
     }
 
@@ -728,7 +816,16 @@ mod tests {
             let mut j = Journal::open(&dir.join(SENT_DIR).join(JOURNAL_FILE)).unwrap();
             let sha = to_hex(&Sha256::digest(b"content"));
             for state in [JournalState::Sending, JournalState::Sent] {
-                j.append(&JournalEntry { name: "a.jpg".into(), size: 7, sha256: sha.clone(), idempotency_key: "k".into(), state, media_id: None, at_ms: 1 }).unwrap();
+                j.append(&JournalEntry {
+                    name: "a.jpg".into(),
+                    size: 7,
+                    sha256: sha.clone(),
+                    idempotency_key: "k".into(),
+                    state,
+                    media_id: None,
+                    at_ms: 1,
+                })
+                .unwrap();
             }
         }
         let log: Log = Rc::default();
@@ -738,7 +835,9 @@ mod tests {
         assert!(log.borrow().is_empty());
         assert_eq!(sent_names(&dir), vec![".herald-watch.jsonl", "a-1.jpg", "a.jpg"]);
         assert_eq!(std::fs::read(dir.join(SENT_DIR).join("a-1.jpg")).unwrap(), b"content");
-        assert!(matches!(&evs[0], WatchEvent::AlreadySent { moved_to, .. } if moved_to.ends_with("a-1.jpg")));
+        assert!(
+            matches!(&evs[0], WatchEvent::AlreadySent { moved_to, .. } if moved_to.ends_with("a-1.jpg"))
+        );
         std::fs::remove_dir_all(&dir).unwrap();
     }
 
@@ -754,7 +853,10 @@ mod tests {
         let sender = move |_: &Path, key: &str| {
             k2.borrow_mut().push(key.to_string());
             if std::mem::replace(&mut fail, false) {
-                Err(ClientError::Server { code: "replication_failed".into(), message: "1 of 2 nodes".into() })
+                Err(ClientError::Server {
+                    code: "replication_failed".into(),
+                    message: "1 of 2 nodes".into(),
+                })
             } else {
                 Ok(Delivery { media_id: "m".into(), recipients: 1, duplicate: true })
             }
@@ -762,7 +864,9 @@ mod tests {
         let mut w = Watcher::open(cfg(&dir), sender).unwrap();
         let (r, evs) = pass(&mut w);
         assert_eq!(r.failed, 1);
-        assert!(matches!(&evs[0], WatchEvent::Failed { error, .. } if error.code() == "replication_failed"));
+        assert!(
+            matches!(&evs[0], WatchEvent::Failed { error, .. } if error.code() == "replication_failed")
+        );
         assert!(dir.join("a.jpg").exists());
         std::thread::sleep(Duration::from_millis(40));
         let (r, _) = pass(&mut w);
@@ -779,11 +883,29 @@ mod tests {
     fn watch_journal_torn_line() {
         let dir = tmpdir("torn");
         let p = dir.join("j.jsonl");
-        let good = JournalEntry { name: "a".into(), size: 1, sha256: "s1".into(), idempotency_key: "k1".into(), state: JournalState::Sent, media_id: None, at_ms: 0 };
-        std::fs::write(&p, format!("{}\n{{\"name\":\"b\",\"si", serde_json::to_string(&good).unwrap())).unwrap();
+        let good = JournalEntry {
+            name: "a".into(),
+            size: 1,
+            sha256: "s1".into(),
+            idempotency_key: "k1".into(),
+            state: JournalState::Sent,
+            media_id: None,
+            at_ms: 0,
+        };
+        std::fs::write(
+            &p,
+            format!("{}\n{{\"name\":\"b\",\"si", serde_json::to_string(&good).unwrap()),
+        )
+        .unwrap();
         let mut j = Journal::open(&p).unwrap();
         assert_eq!(j.lookup("s1"), Some((JournalState::Sent, "k1")));
-        j.append(&JournalEntry { sha256: "s2".into(), state: JournalState::Sending, idempotency_key: "k2".into(), ..good.clone() }).unwrap();
+        j.append(&JournalEntry {
+            sha256: "s2".into(),
+            state: JournalState::Sending,
+            idempotency_key: "k2".into(),
+            ..good.clone()
+        })
+        .unwrap();
         let j = Journal::open(&p).unwrap();
         assert_eq!(j.lookup("s2"), Some((JournalState::Sending, "k2")));
         assert_eq!(j.lookup("s1"), Some((JournalState::Sent, "k1")));
@@ -825,7 +947,9 @@ mod tests {
         std::fs::write(dir.join("a.png"), b"png").unwrap();
         let log: Log = Rc::default();
         let mut w = Watcher::open(cfg(&dir), recorder(log.clone())).unwrap();
-        let r = w.run(Duration::from_secs(3600), true, &AtomicBool::new(false), &mut |_| {}, &mut |_| {}).unwrap();
+        let r = w
+            .run(Duration::from_secs(3600), true, &AtomicBool::new(false), &mut |_| {}, &mut |_| {})
+            .unwrap();
         assert_eq!(r.sent, 1);
         assert!(!r.stopped);
         assert_eq!(log.borrow().len(), 1);

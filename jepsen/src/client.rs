@@ -67,10 +67,7 @@ fn classify(e: ureq::Error) -> ApiError {
         }
         _ => ErrorKind::Unknown,
     };
-    ApiError {
-        kind,
-        message: e.to_string(),
-    }
+    ApiError { kind, message: e.to_string() }
 }
 
 impl Api {
@@ -85,9 +82,7 @@ impl Api {
             .max_idle_connections(0)
             .max_idle_connections_per_host(0)
             .build();
-        Api {
-            agent: config.into(),
-        }
+        Api { agent: config.into() }
     }
 
     fn url(ip: &str, path: &str) -> String {
@@ -137,11 +132,7 @@ impl Api {
     }
 
     pub fn query(&self, ip: &str, uids: &[String]) -> Result<Value, ApiError> {
-        self.post(
-            ip,
-            "/v1/presence/query",
-            &json!({ "uids": uids, "consistency": "linearizable" }),
-        )
+        self.post(ip, "/v1/presence/query", &json!({ "uids": uids, "consistency": "linearizable" }))
     }
 
     pub fn cluster(&self, ip: &str) -> Result<Value, ApiError> {
@@ -153,18 +144,14 @@ impl Api {
 /// user is unknown or has no `reg`. Numeric strings become numbers (the
 /// workload writes numbers).
 pub fn reg_of(reply: &Value, uid: &str) -> Result<Value, String> {
-    let users = reply
-        .get("users")
-        .and_then(|u| u.as_array())
-        .ok_or("reply has no users array")?;
+    let users = reply.get("users").and_then(|u| u.as_array()).ok_or("reply has no users array")?;
     for u in users {
         if u.get("uid").and_then(|x| x.as_str()) == Some(uid) {
             return Ok(match u.pointer("/ext/reg") {
                 None | Some(Value::Null) => Value::Null,
-                Some(Value::String(s)) => s
-                    .parse::<u64>()
-                    .map(Value::from)
-                    .unwrap_or_else(|_| Value::String(s.clone())),
+                Some(Value::String(s)) => {
+                    s.parse::<u64>().map(Value::from).unwrap_or_else(|_| Value::String(s.clone()))
+                }
                 Some(other) => other.clone(),
             });
         }
@@ -188,23 +175,14 @@ mod tests {
             write_error_type(&ErrorKind::Status(400, Some("bad_request".into()))),
             OpType::Fail
         );
-        assert_eq!(
-            write_error_type(&ErrorKind::Status(413, None)),
-            OpType::Fail
-        );
+        assert_eq!(write_error_type(&ErrorKind::Status(413, None)), OpType::Fail);
         assert_eq!(write_error_type(&ErrorKind::NotSent), OpType::Fail);
         assert_eq!(
             write_error_type(&ErrorKind::Status(503, Some("no_leader".into()))),
             OpType::Info
         );
-        assert_eq!(
-            write_error_type(&ErrorKind::Status(504, Some("timeout".into()))),
-            OpType::Info
-        );
-        assert_eq!(
-            write_error_type(&ErrorKind::Status(500, None)),
-            OpType::Info
-        );
+        assert_eq!(write_error_type(&ErrorKind::Status(504, Some("timeout".into()))), OpType::Info);
+        assert_eq!(write_error_type(&ErrorKind::Status(500, None)), OpType::Info);
         assert_eq!(write_error_type(&ErrorKind::Unknown), OpType::Info);
     }
 

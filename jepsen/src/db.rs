@@ -129,10 +129,7 @@ pub fn config_xml(me: &NodeSpec, all: &[NodeSpec], raft: &RaftParams) -> String 
 }
 
 fn xml_escape(s: &str) -> String {
-    s.replace('&', "&amp;")
-        .replace('"', "&quot;")
-        .replace('<', "&lt;")
-        .replace('>', "&gt;")
+    s.replace('&', "&amp;").replace('"', "&quot;").replace('<', "&lt;").replace('>', "&gt;")
 }
 
 /// Formats a clock offset for libfaketime's timestamp file ("+1.500", "-30.000").
@@ -226,10 +223,7 @@ impl Db {
         let spec = &self.nodes[i];
         let ns = netns::open_ns(&netns::node_ns(i))?;
         let ns_fd = ns.as_raw_fd();
-        let log = OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(&spec.log)?;
+        let log = OpenOptions::new().create(true).append(true).open(&spec.log)?;
         let mut marker = log.try_clone()?;
         writeln!(
             marker,
@@ -261,9 +255,7 @@ impl Db {
                 Ok(())
             });
         }
-        let child = cmd
-            .spawn()
-            .with_context(|| format!("spawn {}", self.heraldd.display()))?;
+        let child = cmd.spawn().with_context(|| format!("spawn {}", self.heraldd.display()))?;
         drop(ns);
         self.procs[i] = Some(child);
         self.paused[i] = false;
@@ -342,10 +334,7 @@ impl Db {
 
     /// Writes a libfaketime offset for node i (atomically, via rename).
     pub fn set_clock(&self, i: usize, offset_ms: i64) -> Result<()> {
-        write_atomic(
-            &self.nodes[i].faketime_file,
-            &format!("{}\n", faketime_offset(offset_ms)),
-        )
+        write_atomic(&self.nodes[i].faketime_file, &format!("{}\n", faketime_offset(offset_ms)))
     }
 
     /// SIGTERM everyone (after SIGCONT), wait up to `grace`, then SIGKILL.

@@ -40,9 +40,7 @@ pub fn keyword(s: &str) -> Option<String> {
     if first.is_ascii_digit() || first == ':' || first == '#' {
         return None;
     }
-    let ok = s
-        .chars()
-        .all(|c| c.is_ascii_alphanumeric() || "*+!-_?<>=./".contains(c));
+    let ok = s.chars().all(|c| c.is_ascii_alphanumeric() || "*+!-_?<>=./".contains(c));
     if ok && !s.ends_with('/') && !s.starts_with('/') {
         Some(format!(":{s}"))
     } else {

@@ -96,10 +96,7 @@ pub struct Recorder {
 
 impl Recorder {
     pub fn new(start: Instant) -> Self {
-        Recorder {
-            start,
-            ops: Mutex::new(Vec::new()),
-        }
+        Recorder { start, ops: Mutex::new(Vec::new()) }
     }
 
     pub fn start(&self) -> Instant {
@@ -176,10 +173,7 @@ pub fn pair_ops(history: &[Op]) -> Vec<Pair<'_>> {
         match op.typ {
             OpType::Invoke => {
                 open.insert(op.process, pairs.len());
-                pairs.push(Pair {
-                    invoke: op,
-                    complete: None,
-                });
+                pairs.push(Pair { invoke: op, complete: None });
             }
             _ => {
                 if let Some(i) = open.remove(&op.process) {
@@ -212,10 +206,7 @@ pub fn validate(history: &[Op]) -> Vec<String> {
             continue;
         }
         if crashed.contains(&op.process) {
-            problems.push(format!(
-                "op {} reuses process {:?} after info",
-                op.index, op.process
-            ));
+            problems.push(format!("op {} reuses process {:?} after info", op.index, op.process));
         }
         match op.typ {
             OpType::Invoke => {
@@ -275,11 +266,7 @@ pub mod tests {
                 index: i as u64,
                 time: i as u64 * 1000,
                 typ: *t,
-                process: if *p < 0 {
-                    Process::Nemesis
-                } else {
-                    Process::Worker(*p as u64)
-                },
+                process: if *p < 0 { Process::Nemesis } else { Process::Worker(*p as u64) },
                 f: f.to_string(),
                 value: v.clone(),
                 node: None,
@@ -293,12 +280,7 @@ pub mod tests {
     fn history_jsonl_round_trip_keeps_fields() {
         let h = hist(&[
             (0, OpType::Invoke, "write", json!(["k1", 3])),
-            (
-                -1,
-                OpType::Info,
-                "start-partition",
-                json!({"mode":"halves"}),
-            ),
+            (-1, OpType::Info, "start-partition", json!({"mode":"halves"})),
             (0, OpType::Ok, "write", json!(["k1", 3])),
         ]);
         let dir = std::env::temp_dir().join(format!("hj-hist-{}", std::process::id()));
@@ -307,9 +289,7 @@ pub mod tests {
         write_jsonl(&p, &h).unwrap();
         let text = std::fs::read_to_string(&p).unwrap();
         let first: Value = serde_json::from_str(text.lines().next().unwrap()).unwrap();
-        for field in [
-            "index", "time", "type", "process", "f", "value", "node", "error",
-        ] {
+        for field in ["index", "time", "type", "process", "f", "value", "node", "error"] {
             assert!(first.get(field).is_some(), "missing {field}");
         }
         assert!(text.contains("\"process\":\"nemesis\""));

@@ -61,22 +61,17 @@ fn main() {
             };
             run::test(&opts).map(code)
         }
-        Cmd::Check {
-            dir,
-            checker_time_limit,
-        } => run::check_dir(&dir, checker_time_limit).map(code),
+        Cmd::Check { dir, checker_time_limit } => {
+            run::check_dir(&dir, checker_time_limit).map(code)
+        }
         Cmd::Cleanup => run::cleanup().map(|_| 0),
-        Cmd::Schedule {
-            nemesis,
-            nodes,
-            time_limit,
-            interval,
-            seed,
-        } => Family::parse_list(&nemesis).map(|f| {
-            let s = schedule::generate(seed, &f, nodes, time_limit * 1000, interval * 1000);
-            println!("{}", serde_json::to_string_pretty(&s).unwrap_or_default());
-            0
-        }),
+        Cmd::Schedule { nemesis, nodes, time_limit, interval, seed } => {
+            Family::parse_list(&nemesis).map(|f| {
+                let s = schedule::generate(seed, &f, nodes, time_limit * 1000, interval * 1000);
+                println!("{}", serde_json::to_string_pretty(&s).unwrap_or_default());
+                0
+            })
+        }
     };
     match result {
         Ok(c) => std::process::exit(c),

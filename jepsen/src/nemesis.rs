@@ -70,10 +70,7 @@ impl<'a> Nemesis<'a> {
             ips.iter()
                 .filter_map(|(_, ip)| api.cluster(ip).ok())
                 .filter_map(|v| {
-                    Some((
-                        v.get("term")?.as_u64().unwrap_or(0),
-                        v.get("leader")?.as_u64()?,
-                    ))
+                    Some((v.get("term")?.as_u64().unwrap_or(0), v.get("leader")?.as_u64()?))
                 })
                 .collect::<Vec<_>>()
         })
@@ -86,8 +83,7 @@ impl<'a> Nemesis<'a> {
     }
 
     fn record(&self, f: &str, value: Value) {
-        self.rec
-            .record(OpType::Info, Process::Nemesis, f, value, None, None);
+        self.rec.record(OpType::Info, Process::Nemesis, f, value, None, None);
     }
 
     /// Starts a fault (stopping nothing: the schedule alternates start/stop).
@@ -102,11 +98,7 @@ impl<'a> Nemesis<'a> {
     fn apply(&mut self, fault: &Fault) -> Value {
         match fault {
             Fault::Partition { mode, order } => {
-                let leader = if *mode == PartMode::IsolateLeader {
-                    self.leader()
-                } else {
-                    None
-                };
+                let leader = if *mode == PartMode::IsolateLeader { self.leader() } else { None };
                 let g = grudge(*mode, order, self.n(), leader);
                 let res = netns::apply_grudge(&g);
                 self.active.push(Active::Partition);
@@ -117,11 +109,7 @@ impl<'a> Nemesis<'a> {
                 json!({"mode": mode, "drops": view, "error": res.err().map(|e| e.to_string())})
             }
             Fault::Kill { target, order } => {
-                let leader = if *target == Target::Leader {
-                    self.leader()
-                } else {
-                    None
-                };
+                let leader = if *target == Target::Leader { self.leader() } else { None };
                 let t = targets(*target, order, leader);
                 let killed: Vec<usize> = t.into_iter().filter(|&i| self.db.kill(i)).collect();
                 let v = json!({"target": target, "killed": names(self.db, &killed)});
@@ -129,11 +117,7 @@ impl<'a> Nemesis<'a> {
                 v
             }
             Fault::Pause { target, order } => {
-                let leader = if *target == Target::Leader {
-                    self.leader()
-                } else {
-                    None
-                };
+                let leader = if *target == Target::Leader { self.leader() } else { None };
                 let t = targets(*target, order, leader);
                 let paused: Vec<usize> = t.into_iter().filter(|&i| self.db.pause(i)).collect();
                 let v = json!({"target": target, "paused": names(self.db, &paused)});
@@ -146,25 +130,15 @@ impl<'a> Nemesis<'a> {
                     let r = self.db.set_clock(i, off);
                     done.insert(
                         self.db.nodes[i].name.clone(),
-                        json!(if r.is_ok() {
-                            faketime_offset(off)
-                        } else {
-                            format!("{r:?}")
-                        }),
+                        json!(if r.is_ok() { faketime_offset(off) } else { format!("{r:?}") }),
                     );
                 }
                 self.active.push(Active::Clock(nodes.clone()));
                 json!({"offsets": done, "faketime": self.db.faketime.is_some()})
             }
-            Fault::ClockStrobe {
-                nodes,
-                delta_ms,
-                period_ms,
-            } => {
-                let files: Vec<_> = nodes
-                    .iter()
-                    .map(|&i| self.db.nodes[i].faketime_file.clone())
-                    .collect();
+            Fault::ClockStrobe { nodes, delta_ms, period_ms } => {
+                let files: Vec<_> =
+                    nodes.iter().map(|&i| self.db.nodes[i].faketime_file.clone()).collect();
                 let stop = Arc::new(AtomicBool::new(false));
                 let (s2, delta, period) = (stop.clone(), *delta_ms, *period_ms);
                 let handle = std::thread::spawn(move || {
@@ -244,10 +218,7 @@ impl<'a> Nemesis<'a> {
         if self.active.is_empty() {
             return;
         }
-        let label = format!(
-            "stop-{}",
-            self.current.take().unwrap_or_else(|| "all".into())
-        );
+        let label = format!("stop-{}", self.current.take().unwrap_or_else(|| "all".into()));
         self.record(&label, Value::Null);
         let mut done = Vec::new();
         while let Some(a) = self.active.pop() {
@@ -328,10 +299,7 @@ impl<'a> Nemesis<'a> {
                 restarted.push(self.db.nodes[i].name.clone());
             }
         }
-        self.record(
-            "heal",
-            json!({"network-error": net, "restarted": restarted}),
-        );
+        self.record("heal", json!({"network-error": net, "restarted": restarted}));
     }
 
     /// Notes nodes that exited on their own as `crash` info ops.

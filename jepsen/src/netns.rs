@@ -42,34 +42,23 @@ pub fn setup_commands(n: usize) -> Vec<Vec<String>> {
     let mut c = vec![
         cmd(&["ip", "netns", "add", BRIDGE_NS]),
         cmd(&["ip", "-n", BRIDGE_NS, "link", "set", "lo", "up"]),
-        cmd(&[
-            "ip", "-n", BRIDGE_NS, "link", "add", BRIDGE_IF, "type", "bridge",
-        ]),
+        cmd(&["ip", "-n", BRIDGE_NS, "link", "add", BRIDGE_IF, "type", "bridge"]),
         cmd(&["ip", "-n", BRIDGE_NS, "link", "set", BRIDGE_IF, "up"]),
     ];
-    let mut endpoints: Vec<(String, String, String)> = (0..n)
-        .map(|i| (node_ns(i), node_ip(i), format!("hj-v{}", i + 1)))
-        .collect();
-    endpoints.push((
-        CLIENT_NS.to_string(),
-        CLIENT_IP.to_string(),
-        "hj-vcl".to_string(),
-    ));
+    let mut endpoints: Vec<(String, String, String)> =
+        (0..n).map(|i| (node_ns(i), node_ip(i), format!("hj-v{}", i + 1))).collect();
+    endpoints.push((CLIENT_NS.to_string(), CLIENT_IP.to_string(), "hj-vcl".to_string()));
     for (ns, ip, veth) in endpoints {
         let peer = format!("{veth}-br");
         let addr = format!("{ip}/{SUBNET_BITS}");
         c.push(cmd(&["ip", "netns", "add", &ns]));
         c.push(cmd(&["ip", "-n", &ns, "link", "set", "lo", "up"]));
-        c.push(cmd(&[
-            "ip", "link", "add", &veth, "type", "veth", "peer", "name", &peer,
-        ]));
+        c.push(cmd(&["ip", "link", "add", &veth, "type", "veth", "peer", "name", &peer]));
         c.push(cmd(&["ip", "link", "set", &veth, "netns", &ns]));
         c.push(cmd(&["ip", "link", "set", &peer, "netns", BRIDGE_NS]));
         c.push(cmd(&["ip", "-n", &ns, "addr", "add", &addr, "dev", &veth]));
         c.push(cmd(&["ip", "-n", &ns, "link", "set", &veth, "up"]));
-        c.push(cmd(&[
-            "ip", "-n", BRIDGE_NS, "link", "set", &peer, "master", BRIDGE_IF,
-        ]));
+        c.push(cmd(&["ip", "-n", BRIDGE_NS, "link", "set", &peer, "master", BRIDGE_IF]));
         c.push(cmd(&["ip", "-n", BRIDGE_NS, "link", "set", &peer, "up"]));
     }
     c
@@ -100,20 +89,11 @@ pub fn run(c: &[String]) -> Result<String> {
 pub fn run_stdin(c: &[String], input: Option<&str>) -> Result<String> {
     let mut child = Command::new(&c[0])
         .args(&c[1..])
-        .stdin(if input.is_some() {
-            Stdio::piped()
-        } else {
-            Stdio::null()
-        })
+        .stdin(if input.is_some() { Stdio::piped() } else { Stdio::null() })
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .spawn()
-        .with_context(|| {
-            format!(
-                "cannot run {:?} (is it installed? see jepsen/setup.sh)",
-                c[0]
-            )
-        })?;
+        .with_context(|| format!("cannot run {:?} (is it installed? see jepsen/setup.sh)", c[0]))?;
     if let Some(text) = input {
         child.stdin.take().unwrap().write_all(text.as_bytes())?;
     }
@@ -174,10 +154,7 @@ pub fn cleanup() -> Result<Vec<String>> {
     let mut removed = Vec::new();
     for name in &ns {
         if let Ok(pids) = run(&cmd(&["ip", "netns", "pids", name])) {
-            for pid in pids
-                .split_whitespace()
-                .filter_map(|p| p.parse::<i32>().ok())
-            {
+            for pid in pids.split_whitespace().filter_map(|p| p.parse::<i32>().ok()) {
                 // SAFETY: plain kill(2) on a pid found in our namespace.
                 unsafe {
                     libc::kill(pid, libc::SIGCONT);
@@ -256,10 +233,9 @@ mod tests {
                 11 + i,
                 i + 1
             )));
-            assert!(joined.contains(&format!(
-                "ip -n hj-br link set hj-v{}-br master hj-br0",
-                i + 1
-            )));
+            assert!(
+                joined.contains(&format!("ip -n hj-br link set hj-v{}-br master hj-br0", i + 1))
+            );
         }
         assert!(joined.contains(&"ip -n hj-cl addr add 10.77.0.100/24 dev hj-vcl".to_string()));
         for v in &c {
@@ -279,10 +255,7 @@ mod tests {
         assert!(!r.contains(CLIENT_IP));
         assert!(r.ends_with("COMMIT\n"));
         assert!(!ruleset(&[]).contains("DROP"));
-        assert_eq!(
-            restore_command(0).join(" "),
-            "ip netns exec hj-n1 iptables-restore -w"
-        );
+        assert_eq!(restore_command(0).join(" "), "ip netns exec hj-n1 iptables-restore -w");
     }
 
     /// Proves leftover detection picks only hj- names from ip's output.

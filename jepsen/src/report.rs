@@ -26,10 +26,7 @@ const OK_STATUS: &str = "#7BC47F";
 const NEMESIS: &str = "rgba(120,120,120,0.18)";
 
 pub fn esc(s: &str) -> String {
-    s.replace('&', "&amp;")
-        .replace('<', "&lt;")
-        .replace('>', "&gt;")
-        .replace('"', "&quot;")
+    s.replace('&', "&amp;").replace('<', "&lt;").replace('>', "&gt;").replace('"', "&quot;")
 }
 
 /// A nemesis interval: from the start op to the completion of its stop/heal.
@@ -90,12 +87,7 @@ pub struct Lanes {
 
 impl Lanes {
     pub fn of(history: &[Op], concurrency: usize) -> Lanes {
-        let mut l = Lanes {
-            workers: 0,
-            writers: 0,
-            mailboxes: 0,
-            status: 0,
-        };
+        let mut l = Lanes { workers: 0, writers: 0, mailboxes: 0, status: 0 };
         for o in history {
             match o.process {
                 Process::Worker(n) if n >= FINAL_PROCESS_BASE => {}
@@ -244,11 +236,7 @@ fn color(f: &str, t: OpType) -> &'static str {
 /// Invoke indices of the ops in reported anomaly windows (outlined in red).
 pub fn anomaly_ops(results: &Value) -> std::collections::HashSet<u64> {
     let mut out = std::collections::HashSet::new();
-    for kr in results["checkers"]["linear"]["failures"]
-        .as_array()
-        .into_iter()
-        .flatten()
-    {
+    for kr in results["checkers"]["linear"]["failures"].as_array().into_iter().flatten() {
         for o in kr["anomaly"]["window"].as_array().into_iter().flatten() {
             if let Some(i) = o["index"].as_u64() {
                 out.insert(i);
@@ -351,17 +339,8 @@ pub fn timeline_svg(
 
 pub fn latency_svg(history: &[Op]) -> String {
     let t_end = history.last().map(|o| o.time).unwrap_or(1).max(1);
-    let f = Frame {
-        left: 70.0,
-        top: 20.0,
-        w: 1100.0,
-        h: 260.0,
-        t_max: t_end as f64 / 1e9,
-    };
-    let pairs: Vec<_> = pair_ops(history)
-        .into_iter()
-        .filter(|p| p.complete.is_some())
-        .collect();
+    let f = Frame { left: 70.0, top: 20.0, w: 1100.0, h: 260.0, t_max: t_end as f64 / 1e9 };
+    let pairs: Vec<_> = pair_ops(history).into_iter().filter(|p| p.complete.is_some()).collect();
     let lat = |p: &crate::history::Pair| (p.complete.unwrap().time - p.invoke.time) as f64 / 1e6;
     let max_ms = pairs.iter().map(lat).fold(1.0f64, f64::max);
     let lo = 0.1f64.log10();
@@ -386,11 +365,7 @@ pub fn latency_svg(history: &[Op]) -> String {
             f.left + f.w,
             f.left - 4.0,
             yy + 3.0,
-            if ms < 1.0 {
-                format!("{ms}")
-            } else {
-                format!("{}", ms as u64)
-            }
+            if ms < 1.0 { format!("{ms}") } else { format!("{}", ms as u64) }
         );
         e += 1;
     }
@@ -411,20 +386,11 @@ pub fn latency_svg(history: &[Op]) -> String {
 
 pub fn throughput_svg(history: &[Op]) -> String {
     let t_end = history.last().map(|o| o.time).unwrap_or(1).max(1);
-    let f = Frame {
-        left: 70.0,
-        top: 20.0,
-        w: 1100.0,
-        h: 200.0,
-        t_max: t_end as f64 / 1e9,
-    };
+    let f = Frame { left: 70.0, top: 20.0, w: 1100.0, h: 200.0, t_max: t_end as f64 / 1e9 };
     let bucket_ns: u64 = 1_000_000_000;
     let nb = (t_end / bucket_ns + 1) as usize;
     let mut series: BTreeMap<&str, Vec<u64>> = BTreeMap::new();
-    for o in history
-        .iter()
-        .filter(|o| o.is_client() && o.typ != OpType::Invoke)
-    {
+    for o in history.iter().filter(|o| o.is_client() && o.typ != OpType::Invoke) {
         let key = match (o.typ, o.f.as_str()) {
             (OpType::Ok, "read" | "dequeue" | "queued") => "ok read",
             (OpType::Ok, "status") => "ok status",
@@ -434,13 +400,7 @@ pub fn throughput_svg(history: &[Op]) -> String {
         };
         series.entry(key).or_insert_with(|| vec![0; nb])[(o.time / bucket_ns) as usize] += 1;
     }
-    let max = series
-        .values()
-        .flat_map(|v| v.iter())
-        .copied()
-        .max()
-        .unwrap_or(1)
-        .max(1) as f64;
+    let max = series.values().flat_map(|v| v.iter()).copied().max().unwrap_or(1).max(1) as f64;
     let mut s = String::new();
     let _ = write!(
         s,
@@ -519,11 +479,7 @@ fn verdict(v: &Value) -> String {
 pub fn summary(meta: &Value, history: &[Op], results: &Value, dir: &str) -> String {
     let mut s = String::new();
     let (inv, ok, fail, info) = counts(history);
-    let _ = writeln!(
-        s,
-        "== herald-jepsen {} ==",
-        meta["workload"].as_str().unwrap_or("?")
-    );
+    let _ = writeln!(s, "== herald-jepsen {} ==", meta["workload"].as_str().unwrap_or("?"));
     let _ = writeln!(s, "store        {dir}");
     let _ = writeln!(s, "command      {}", meta["command"].as_str().unwrap_or(""));
     let _ = writeln!(
@@ -536,31 +492,17 @@ pub fn summary(meta: &Value, history: &[Op], results: &Value, dir: &str) -> Stri
         meta["nemesis"].as_str().unwrap_or("?"),
         meta["commit"].as_str().unwrap_or("?")
     );
-    let _ = writeln!(
-        s,
-        "ops          {inv} invoked: {ok} ok, {fail} fail, {info} info"
-    );
+    let _ = writeln!(s, "ops          {inv} invoked: {ok} ok, {fail} fail, {info} info");
     let mut faults: BTreeMap<String, usize> = BTreeMap::new();
-    for o in history
-        .iter()
-        .filter(|o| o.process == Process::Nemesis && o.f.starts_with("start-"))
-    {
-        *faults
-            .entry(o.f.trim_start_matches("start-").to_string())
-            .or_default() += 1;
+    for o in history.iter().filter(|o| o.process == Process::Nemesis && o.f.starts_with("start-")) {
+        *faults.entry(o.f.trim_start_matches("start-").to_string()).or_default() += 1;
     }
-    let faults: Vec<String> = faults
-        .iter()
-        .map(|(k, v)| format!("{k}×{}", v.div_ceil(2)))
-        .collect();
+    let faults: Vec<String> =
+        faults.iter().map(|(k, v)| format!("{k}×{}", v.div_ceil(2))).collect();
     let _ = writeln!(
         s,
         "faults       {}",
-        if faults.is_empty() {
-            "none".into()
-        } else {
-            faults.join(", ")
-        }
+        if faults.is_empty() { "none".into() } else { faults.join(", ") }
     );
     if let Some(checkers) = results["checkers"].as_object() {
         for (name, r) in checkers {
@@ -751,20 +693,10 @@ pub fn summary(meta: &Value, history: &[Op], results: &Value, dir: &str) -> Stri
             c["ids"]
         );
     }
-    for d in q["delivered_unseen"]
-        .as_array()
-        .into_iter()
-        .flatten()
-        .take(5)
-    {
+    for d in q["delivered_unseen"].as_array().into_iter().flatten().take(5) {
         let _ = writeln!(s, "  answered delivered before any delivery: {d}");
     }
-    for v in q["session_order_violations"]
-        .as_array()
-        .into_iter()
-        .flatten()
-        .take(5)
-    {
+    for v in q["session_order_violations"].as_array().into_iter().flatten().take(5) {
         let _ = writeln!(
             s,
             "  session order: {} session {}: message id {} (op #{}) after {} (op #{})",
@@ -776,12 +708,7 @@ pub fn summary(meta: &Value, history: &[Op], results: &Value, dir: &str) -> Stri
             v["previous"][2]
         );
     }
-    for v in q["order_violations"]
-        .as_array()
-        .into_iter()
-        .flatten()
-        .take(5)
-    {
+    for v in q["order_violations"].as_array().into_iter().flatten().take(5) {
         let _ = writeln!(
             s,
             "  order: {} element {} was acknowledged before {} was sent, but first delivered after it",
@@ -790,11 +717,8 @@ pub fn summary(meta: &Value, history: &[Op], results: &Value, dir: &str) -> Stri
             v["later"]
         );
     }
-    for v in results["checkers"]["master-term"]["violations"]
-        .as_array()
-        .into_iter()
-        .flatten()
-        .take(5)
+    for v in
+        results["checkers"]["master-term"]["violations"].as_array().into_iter().flatten().take(5)
     {
         let _ = writeln!(
             s,
@@ -842,9 +766,8 @@ fn ms(v: &Value) -> String {
 
 /// A colour per node number (leader colours in the master plots).
 fn node_color(n: u64) -> &'static str {
-    const P: [&str; 8] = [
-        "#1f77b4", "#ff7f0e", "#2ca02c", "#9467bd", "#8c564b", "#e377c2", "#17becf", "#bcbd22",
-    ];
+    const P: [&str; 8] =
+        ["#1f77b4", "#ff7f0e", "#2ca02c", "#9467bd", "#8c564b", "#e377c2", "#17becf", "#bcbd22"];
     P[(n.saturating_sub(1) % P.len() as u64) as usize]
 }
 
@@ -885,22 +808,17 @@ pub fn master_svg(history: &[Op]) -> String {
     let mut ends = vec![0u64; obs.len()];
     for (i, o) in obs.iter().enumerate().rev() {
         let t = o.time();
-        ends[i] = next
-            .get(&o.node)
-            .copied()
-            .unwrap_or(t_end)
-            .min(t + 1_000_000_000);
+        ends[i] = next.get(&o.node).copied().unwrap_or(t_end).min(t + 1_000_000_000);
         next.insert(o.node, t);
     }
     for (o, end) in obs.iter().zip(ends) {
         let y = f.top + (o.node as f64 - 1.0) * lane_h + 4.0;
         let x0 = f.x(o.time());
         let w = (f.x(end) - x0).max(0.8);
-        let (c, title) =
-            match &o.status {
-                Some(st) => (
-                    st.leader.map(node_color).unwrap_or("#ccc"),
-                    format!(
+        let (c, title) = match &o.status {
+            Some(st) => (
+                st.leader.map(node_color).unwrap_or("#ccc"),
+                format!(
                     "n{}: term {} leader {} state {} time master {} in tolerance {} offset {} ms",
                     st.node,
                     st.term,
@@ -910,9 +828,9 @@ pub fn master_svg(history: &[Op]) -> String {
                     st.in_tolerance.map(|b| b.to_string()).unwrap_or("?".into()),
                     st.offset_ms.map(|x| format!("{x:.3}")).unwrap_or("?".into())
                 ),
-                ),
-                None => (FAIL, format!("n{}: no answer", o.node)),
-            };
+            ),
+            None => (FAIL, format!("n{}: no answer", o.node)),
+        };
         let _ = write!(
             s,
             r##"<rect x="{x0:.2}" y="{y:.1}" width="{w:.2}" height="{:.1}" fill="{c}"><title>{}</title></rect>"##,
@@ -937,18 +855,10 @@ pub fn master_svg(history: &[Op]) -> String {
 /// the harness measured over SNTP against the master the node followed.
 pub fn clock_svg(history: &[Op]) -> String {
     use crate::checker::status::observations;
-    let obs: Vec<_> = observations(history)
-        .into_iter()
-        .filter_map(|o| Some((o.time(), o.status?)))
-        .collect();
+    let obs: Vec<_> =
+        observations(history).into_iter().filter_map(|o| Some((o.time(), o.status?))).collect();
     let t_end = history.last().map(|o| o.time).unwrap_or(1).max(1);
-    let f = Frame {
-        left: 70.0,
-        top: 20.0,
-        w: 1100.0,
-        h: 260.0,
-        t_max: t_end as f64 / 1e9,
-    };
+    let f = Frame { left: 70.0, top: 20.0, w: 1100.0, h: 260.0, t_max: t_end as f64 / 1e9 };
     let sl = |x: f64| x.signum() * (1.0 + x.abs()).log10();
     let mut max_abs = 10.0f64;
     let mut pts: Vec<(u64, u64, f64, bool)> = Vec::new(); // (t, node, ms, measured)
@@ -1033,12 +943,8 @@ pub fn clock_svg(history: &[Op]) -> String {
 }
 
 fn json_table(rows: &Value) -> String {
-    let rows: Vec<&serde_json::Map<String, Value>> = rows
-        .as_array()
-        .into_iter()
-        .flatten()
-        .filter_map(|r| r.as_object())
-        .collect();
+    let rows: Vec<&serde_json::Map<String, Value>> =
+        rows.as_array().into_iter().flatten().filter_map(|r| r.as_object()).collect();
     let mut cols: Vec<&String> = Vec::new();
     for r in &rows {
         for k in r.keys() {
@@ -1106,11 +1012,7 @@ svg{{border:1px solid #eee;margin:4px 0}}</style></head><body>
 <h1>herald-jepsen: {wl} <span class="badge">valid: {v}</span></h1>"##,
         wl = esc(meta["workload"].as_str().unwrap_or("?"))
     );
-    let _ = write!(
-        s,
-        "<pre>{}</pre>",
-        esc(&summary(meta, history, results, dir))
-    );
+    let _ = write!(s, "<pre>{}</pre>", esc(&summary(meta, history, results, dir)));
     s.push_str(r##"<h2>How to read this</h2><p>Each op is a bar from invoke to completion in its worker's lane: <b>ok</b> (it happened; reads light blue, writes dark blue), <b>info</b> (unknown outcome: timeout or connection lost after sending; the worker then continues as a new process), <b>fail</b> (definitely did not happen). Ops outlined in red belong to a reported anomaly window. Grey bands are nemesis intervals (from the start of a fault to the end of its heal); marks in the <i>nemesis</i> lane are nemesis ops, red ones node crashes. Hover anything for details. The linearizability checker partitions the history by uid and searches for a legal order of each register (WGL); <i>unknown</i> means its time limit ran out. Lanes <i>status nN</i> are the master workload's polls of node N (green: it answered; details under <i>Master and clocks</i>). Lanes <i>writer N</i> are the messages workload's submissions (one bar per submission, retries included), lanes <i>mboxN</i> its mailbox consumers (thin light-blue ticks: deliveries, recorded as they arrive; dark ticks: session starts); the queue checker (Jepsen's total queue) is in the checker table and the summary.</p>"##);
     let _ = write!(
         s,
@@ -1187,10 +1089,7 @@ svg{{border:1px solid #eee;margin:4px 0}}</style></head><body>
         s.push_str(&master_svg(history));
         s.push_str("<p>Clock error, symmetric log scale: dots are the error each node reported against its time master (<code>clock.offset_ms</code>, positive: the master is ahead); circles are the skew the harness measured itself over SNTP (node − the master it followed).</p>");
         s.push_str(&clock_svg(history));
-        if let Some(v) = c["master-term"]["violations"]
-            .as_array()
-            .filter(|v| !v.is_empty())
-        {
+        if let Some(v) = c["master-term"]["violations"].as_array().filter(|v| !v.is_empty()) {
             s.push_str("<h3>Terms with more than one leader</h3>");
             for x in v.iter().take(20) {
                 let _ = write!(
@@ -1203,10 +1102,7 @@ svg{{border:1px solid #eee;margin:4px 0}}</style></head><body>
                 );
             }
         }
-        if let Some(v) = c["clock-report"]["streaks"]
-            .as_array()
-            .filter(|v| !v.is_empty())
-        {
+        if let Some(v) = c["clock-report"]["streaks"].as_array().filter(|v| !v.is_empty()) {
             s.push_str("<h3>Clock self-report contradicted by measurement</h3><p>Streaks of answers in which a node said <code>in_tolerance: true</code> while the harness measured its cluster clock more than 1 s off its time master:</p>");
             let rows: Vec<Value> = v
                 .iter()
@@ -1218,14 +1114,9 @@ svg{{border:1px solid #eee;margin:4px 0}}</style></head><body>
                 .collect();
             s.push_str(&json_table(&Value::Array(rows)));
         }
-        if let Some(v) = c["clock-monotonic"]["violations"]
-            .as_array()
-            .filter(|v| !v.is_empty())
-        {
+        if let Some(v) = c["clock-monotonic"]["violations"].as_array().filter(|v| !v.is_empty()) {
             s.push_str("<h3>Cluster time went backwards</h3><p>Successive SNTP samples of one node (no restart between) whose cluster time went back by more than the measurement bound:</p>");
-            s.push_str(&json_table(&Value::Array(
-                v.iter().take(20).cloned().collect(),
-            )));
+            s.push_str(&json_table(&Value::Array(v.iter().take(20).cloned().collect())));
         }
         if c.get("master-final").is_some() {
             let _ = write!(
@@ -1265,13 +1156,7 @@ svg{{border:1px solid #eee;margin:4px 0}}</style></head><body>
     }
     s.push_str("</table>");
     s.push_str("<h2>Files</h2><ul>");
-    for f in [
-        "history.jsonl",
-        "history.edn",
-        "results.json",
-        "test.json",
-        "report.txt",
-    ] {
+    for f in ["history.jsonl", "history.edn", "results.json", "test.json", "report.txt"] {
         let _ = write!(s, r#"<li><a href="{f}">{f}</a></li>"#);
     }
     for i in 1..=meta["nodes"].as_u64().unwrap_or(0) {
@@ -1281,11 +1166,8 @@ svg{{border:1px solid #eee;margin:4px 0}}</style></head><body>
         );
     }
     s.push_str("</ul><h2>Test</h2>");
-    let _ = write!(
-        s,
-        "<pre>{}</pre>",
-        esc(&serde_json::to_string_pretty(meta).unwrap_or_default())
-    );
+    let _ =
+        write!(s, "<pre>{}</pre>", esc(&serde_json::to_string_pretty(meta).unwrap_or_default()));
     s.push_str("</body></html>\n");
     s
 }
@@ -1317,18 +1199,9 @@ mod tests {
     #[test]
     fn report_nemesis_intervals() {
         let iv = nemesis_intervals(&sample());
-        assert_eq!(
-            iv,
-            vec![Interval {
-                start: 1000,
-                end: 7000,
-                label: "partition".into()
-            }]
-        );
-        let open = hist(&[
-            (-1, Info, "start-kill", Value::Null),
-            (0, Invoke, "read", json!(["k", null])),
-        ]);
+        assert_eq!(iv, vec![Interval { start: 1000, end: 7000, label: "partition".into() }]);
+        let open =
+            hist(&[(-1, Info, "start-kill", Value::Null), (0, Invoke, "read", json!(["k", null]))]);
         assert_eq!(nemesis_intervals(&open)[0].end, 1000);
     }
 
@@ -1388,16 +1261,10 @@ mod tests {
             "{sum}"
         );
         assert!(sum.contains("1 times a node kept saying in tolerance while measured >1 s off, for >=1 s (longest 1800 ms, max skew 5500 ms); first: n3 at 11.960 s, reported -0.006 ms, measured +88593 ms"), "{sum}");
-        assert!(
-            sum.contains("term 3: n1, n2 each reported state=leader in term 3"),
-            "{sum}"
-        );
+        assert!(sum.contains("term 3: n1, n2 each reported state=leader in term 3"), "{sum}");
         let html = html(&meta, &h, &results, "d");
         assert!(html.contains("status n1") && html.contains("status n3"));
-        assert!(
-            !html.contains("worker 0"),
-            "no presence lanes without presence ops"
-        );
+        assert!(!html.contains("worker 0"), "no presence lanes without presence ops");
         assert!(html.contains("<h2>Master and clocks</h2>"));
         assert!(html.contains("Terms with more than one leader"));
         assert!(html.contains("After healing: clocks"));
@@ -1424,10 +1291,8 @@ mod tests {
     #[test]
     fn report_lanes_and_summary_for_messages() {
         use crate::workload::messages::DRAIN_PROCESS_BASE;
-        let mut h = hist(&[
-            (0, Invoke, "write", json!(["k0", 1])),
-            (0, Ok, "write", json!(["k0", 1])),
-        ]);
+        let mut h =
+            hist(&[(0, Invoke, "write", json!(["k0", 1])), (0, Ok, "write", json!(["k0", 1]))]);
         let w = |n: u64| Process::Worker(n);
         for (p, f) in [
             (w(WRITER_PROCESS_BASE + 1), "enqueue"),

@@ -123,12 +123,7 @@ fn civil_from_days(z: i64) -> (i64, u32, u32) {
 pub fn utc_stamp(secs: u64) -> String {
     let (y, m, d) = civil_from_days((secs / 86_400) as i64);
     let r = secs % 86_400;
-    format!(
-        "{y:04}{m:02}{d:02}T{:02}{:02}{:02}Z",
-        r / 3600,
-        r % 3600 / 60,
-        r % 60
-    )
+    format!("{y:04}{m:02}{d:02}T{:02}{:02}{:02}Z", r / 3600, r % 3600 / 60, r % 60)
 }
 
 pub fn commit() -> String {
@@ -190,11 +185,7 @@ pub fn preflight(opts: &TestOpts, clock: bool) -> Result<()> {
     let mut missing = missing_tools(clock);
     if !missing.is_empty() && !opts.no_setup {
         let script = setup_script();
-        eprintln!(
-            "missing {}: running {}",
-            missing.join(", "),
-            script.display()
-        );
+        eprintln!("missing {}: running {}", missing.join(", "), script.display());
         let st = std::process::Command::new("bash").arg(&script).status();
         if !matches!(st, Ok(s) if s.success()) {
             eprintln!("warning: {} did not succeed ({st:?})", script.display());
@@ -263,17 +254,13 @@ fn log_tails(db: &Db, lines: usize) -> String {
 
 /// Each live node's view (node index, leader number or None).
 fn views(db: &Db) -> Vec<(usize, Option<u64>)> {
-    let ips: Vec<(usize, String)> = (0..db.len())
-        .filter(|&i| db.running(i))
-        .map(|i| (i, db.nodes[i].ip.clone()))
-        .collect();
+    let ips: Vec<(usize, String)> =
+        (0..db.len()).filter(|&i| db.running(i)).map(|i| (i, db.nodes[i].ip.clone())).collect();
     netns::run_in(netns::CLIENT_NS, || {
         let api = Api::new(Duration::from_millis(1000));
         ips.iter()
             .filter_map(|(i, ip)| {
-                api.cluster(ip)
-                    .ok()
-                    .map(|v| (*i, v.get("leader").and_then(|l| l.as_u64())))
+                api.cluster(ip).ok().map(|v| (*i, v.get("leader").and_then(|l| l.as_u64())))
             })
             .collect()
     })
@@ -292,11 +279,7 @@ fn wait_leader(db: &Db, strict_for: Duration, limit: Duration) -> Option<u64> {
             }
         }
         if let Some((&l, &c)) = counts.iter().max_by_key(|(_, c)| **c) {
-            let need = if start.elapsed() < strict_for {
-                db.len()
-            } else {
-                db.len() / 2 + 1
-            };
+            let need = if start.elapsed() < strict_for { db.len() } else { db.len() / 2 + 1 };
             if c >= need {
                 return Some(l);
             }
@@ -363,13 +346,8 @@ fn test_one(opts: &TestOpts, workload: Workload, families: &[Family]) -> Result<
     let with_master = workload.includes(Workload::Master);
     let with_messages = workload.includes(Workload::Messages);
     let dir = store_dir(&opts.store, workload.name())?;
-    let steps = schedule::generate(
-        opts.seed,
-        families,
-        n,
-        opts.time_limit * 1000,
-        opts.interval * 1000,
-    );
+    let steps =
+        schedule::generate(opts.seed, families, n, opts.time_limit * 1000, opts.interval * 1000);
     let meta = json!({
         "workload": workload.name(),
         "nemesis": opts.nemesis,
@@ -407,10 +385,7 @@ fn test_one(opts: &TestOpts, workload: Workload, families: &[Family]) -> Result<
 
     let removed = netns::cleanup()?;
     if !removed.is_empty() {
-        eprintln!(
-            "cleared leftovers of an earlier run: {}",
-            removed.join(", ")
-        );
+        eprintln!("cleared leftovers of an earlier run: {}", removed.join(", "));
     }
     let guard = NetGuard;
     for c in netns::setup_commands(n) {
@@ -444,11 +419,8 @@ fn test_one(opts: &TestOpts, workload: Workload, families: &[Family]) -> Result<
     db.set_start(t0);
     let rec = Arc::new(Recorder::new(t0));
     let stop = Arc::new(AtomicBool::new(false));
-    let nodes: Vec<(String, String)> = db
-        .nodes
-        .iter()
-        .map(|s| (s.name.clone(), s.ip.clone()))
-        .collect();
+    let nodes: Vec<(String, String)> =
+        db.nodes.iter().map(|s| (s.name.clone(), s.ip.clone())).collect();
     let wopts = presence::Opts {
         concurrency: opts.concurrency,
         nodes: nodes.clone(),
@@ -515,11 +487,7 @@ fn test_one(opts: &TestOpts, workload: Workload, families: &[Family]) -> Result<
         }
         match &s.action {
             Action::Start { fault } => {
-                eprintln!(
-                    "[{:>5.1}s] nemesis start {}",
-                    t0.elapsed().as_secs_f64(),
-                    fault.name()
-                );
+                eprintln!("[{:>5.1}s] nemesis start {}", t0.elapsed().as_secs_f64(), fault.name());
                 nem.start(fault)
             }
             Action::Stop => {
@@ -591,11 +559,7 @@ fn test_one(opts: &TestOpts, workload: Workload, families: &[Family]) -> Result<
                 "[{:>5.1}s] leader after heal: {leader:?}{}{}",
                 t0.elapsed().as_secs_f64(),
                 if with_presence { "; final reads" } else { "" },
-                if with_messages {
-                    "; draining mailboxes"
-                } else {
-                    ""
-                }
+                if with_messages { "; draining mailboxes" } else { "" }
             );
             let drainer = msg_shared.as_ref().map(|shared| {
                 let (rec, msgopts) = (&rec, &msgopts);
@@ -692,35 +656,23 @@ pub fn check_dir(dir: &Path, checker_time_limit: u64) -> Result<Verdict> {
         .unwrap_or(Value::Null);
     let hist = history::read_jsonl(&dir.join("history.jsonl"))?;
     let results = analyze(&hist, &run, Duration::from_secs(checker_time_limit));
-    fs::write(
-        dir.join("results.json"),
-        serde_json::to_string_pretty(&results)?,
-    )?;
+    fs::write(dir.join("results.json"), serde_json::to_string_pretty(&results)?)?;
     let shown = dir.display().to_string();
     let summary = report::summary(&meta, &hist, &results, &shown);
     fs::write(dir.join("report.txt"), &summary)?;
-    fs::write(
-        dir.join("report.html"),
-        report::html(&meta, &hist, &results, &shown),
-    )?;
+    fs::write(dir.join("report.html"), report::html(&meta, &hist, &results, &shown))?;
     println!("{summary}");
     Ok(Verdict::from_json(&results["valid"]))
 }
 
 /// All checkers over one history (+ facts about the run from run.json).
 pub fn analyze(hist: &[Op], run: &Value, limit: Duration) -> Value {
-    let threads = std::thread::available_parallelism()
-        .map(|n| n.get())
-        .unwrap_or(2);
+    let threads = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(2);
     let mut checkers = serde_json::Map::new();
     let mut valid = Verdict::Valid;
 
     let problems = history::validate(hist);
-    let hv = if problems.is_empty() {
-        Verdict::Valid
-    } else {
-        Verdict::Invalid
-    };
+    let hv = if problems.is_empty() { Verdict::Valid } else { Verdict::Invalid };
     valid = valid.merge(hv);
     checkers.insert(
         "history".into(),
@@ -730,38 +682,23 @@ pub fn analyze(hist: &[Op], run: &Value, limit: Duration) -> Value {
     if hist.iter().any(|o| o.f == "read" || o.f == "write") {
         let lr = linear::check(hist, threads, limit);
         valid = valid.merge(lr.valid);
-        checkers.insert(
-            "linear".into(),
-            serde_json::to_value(&lr).unwrap_or(Value::Null),
-        );
+        checkers.insert("linear".into(), serde_json::to_value(&lr).unwrap_or(Value::Null));
     }
     if hist.iter().any(|o| o.f == "enqueue") {
         let q = queue::check(hist, queue::QueueOptions::default());
         valid = valid.merge(q.valid);
-        checkers.insert(
-            "queue".into(),
-            serde_json::to_value(&q).unwrap_or(Value::Null),
-        );
+        checkers.insert("queue".into(), serde_json::to_value(&q).unwrap_or(Value::Null));
     }
     if hist.iter().any(|o| o.f == "status") {
         let t = master_term::check(hist);
         valid = valid.merge(t.valid);
-        checkers.insert(
-            "master-term".into(),
-            serde_json::to_value(&t).unwrap_or(Value::Null),
-        );
+        checkers.insert("master-term".into(), serde_json::to_value(&t).unwrap_or(Value::Null));
         let r = master_report::check(hist);
         valid = valid.merge(r.valid);
-        checkers.insert(
-            "clock-report".into(),
-            serde_json::to_value(&r).unwrap_or(Value::Null),
-        );
+        checkers.insert("clock-report".into(), serde_json::to_value(&r).unwrap_or(Value::Null));
         let m = master_monotonic::check(hist);
         valid = valid.merge(m.valid);
-        checkers.insert(
-            "clock-monotonic".into(),
-            serde_json::to_value(&m).unwrap_or(Value::Null),
-        );
+        checkers.insert("clock-monotonic".into(), serde_json::to_value(&m).unwrap_or(Value::Null));
     }
     let final_params = run
         .pointer("/master_final/params")
@@ -774,10 +711,7 @@ pub fn analyze(hist: &[Op], run: &Value, limit: Duration) -> Value {
         checkers.insert("master-final".into(), mv);
         let c = master_clock::check(hist, &p);
         valid = valid.merge(c.valid);
-        checkers.insert(
-            "clock-final".into(),
-            serde_json::to_value(&c).unwrap_or(Value::Null),
-        );
+        checkers.insert("clock-final".into(), serde_json::to_value(&c).unwrap_or(Value::Null));
     }
     if let Some(md) = run.get("messages_final").filter(|v| !v.is_null()) {
         let v = messages_final_verdict(md);
@@ -795,11 +729,7 @@ pub fn analyze(hist: &[Op], run: &Value, limit: Duration) -> Value {
         checkers.insert("final-reads".into(), o);
     }
     if let Some(exits) = run.get("unexpected_exits").and_then(|e| e.as_array()) {
-        let v = if exits.is_empty() {
-            Verdict::Valid
-        } else {
-            Verdict::Invalid
-        };
+        let v = if exits.is_empty() { Verdict::Valid } else { Verdict::Invalid };
         valid = valid.merge(v);
         // Informational: nodes that did not exit 0 on the final SIGTERM.
         let unclean: Vec<&Value> = run["shutdown"]
@@ -874,10 +804,7 @@ mod tests {
     /// crash makes a linearizable history invalid; an interrupted run is unknown.
     #[test]
     fn checker_analyze_merges_verdicts() {
-        let h = hist(&[
-            (0, Invoke, "write", json!(["k", 1])),
-            (0, Ok, "write", json!(["k", 1])),
-        ]);
+        let h = hist(&[(0, Invoke, "write", json!(["k", 1])), (0, Ok, "write", json!(["k", 1]))]);
         let ok = analyze(
             &h,
             &json!({"final_reads": {"unread": []}, "unexpected_exits": []}),
@@ -890,11 +817,8 @@ mod tests {
             Duration::from_secs(1),
         );
         assert_eq!(lost["valid"], json!(false));
-        let crash = analyze(
-            &h,
-            &json!({"unexpected_exits": [{"node": "n1"}]}),
-            Duration::from_secs(1),
-        );
+        let crash =
+            analyze(&h, &json!({"unexpected_exits": [{"node": "n1"}]}), Duration::from_secs(1));
         assert_eq!(crash["valid"], json!(false));
         let intr = analyze(&h, &json!({"interrupted": true}), Duration::from_secs(1));
         assert_eq!(intr["valid"], json!("unknown"));

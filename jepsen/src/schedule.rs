@@ -106,33 +106,13 @@ pub enum Target {
 #[derive(Clone, Debug, PartialEq, Serialize)]
 #[serde(tag = "kind", rename_all = "kebab-case")]
 pub enum Fault {
-    Partition {
-        mode: PartMode,
-        order: Vec<usize>,
-    },
-    Kill {
-        target: Target,
-        order: Vec<usize>,
-    },
-    Pause {
-        target: Target,
-        order: Vec<usize>,
-    },
-    ClockBump {
-        nodes: Vec<usize>,
-        offsets_ms: Vec<i64>,
-    },
-    ClockStrobe {
-        nodes: Vec<usize>,
-        delta_ms: i64,
-        period_ms: u64,
-    },
-    Member {
-        order: Vec<usize>,
-    },
-    Composite {
-        faults: Vec<Fault>,
-    },
+    Partition { mode: PartMode, order: Vec<usize> },
+    Kill { target: Target, order: Vec<usize> },
+    Pause { target: Target, order: Vec<usize> },
+    ClockBump { nodes: Vec<usize>, offsets_ms: Vec<i64> },
+    ClockStrobe { nodes: Vec<usize>, delta_ms: i64, period_ms: u64 },
+    Member { order: Vec<usize> },
+    Composite { faults: Vec<Fault> },
 }
 
 impl Fault {
@@ -145,11 +125,9 @@ impl Fault {
             Fault::ClockBump { .. } => "clock-bump".into(),
             Fault::ClockStrobe { .. } => "clock-strobe".into(),
             Fault::Member { .. } => "member".into(),
-            Fault::Composite { faults } => faults
-                .iter()
-                .map(|f| f.name())
-                .collect::<Vec<_>>()
-                .join("+"),
+            Fault::Composite { faults } => {
+                faults.iter().map(|f| f.name()).collect::<Vec<_>>().join("+")
+            }
         }
     }
 }
@@ -185,24 +163,15 @@ fn fault_for(rng: &mut Rng, fam: Family, n: usize) -> Fault {
                 PartMode::MajoritiesRing,
                 PartMode::Bridge,
             ];
-            Fault::Partition {
-                mode: *rng.pick(&modes),
-                order: order(rng, n),
-            }
+            Fault::Partition { mode: *rng.pick(&modes), order: order(rng, n) }
         }
         Family::Kill => {
             let t = [Target::One, Target::Minority, Target::Leader, Target::All];
-            Fault::Kill {
-                target: *rng.pick(&t),
-                order: order(rng, n),
-            }
+            Fault::Kill { target: *rng.pick(&t), order: order(rng, n) }
         }
         Family::Pause => {
             let t = [Target::One, Target::Minority, Target::Leader];
-            Fault::Pause {
-                target: *rng.pick(&t),
-                order: order(rng, n),
-            }
+            Fault::Pause { target: *rng.pick(&t), order: order(rng, n) }
         }
         Family::Clock => {
             let o = order(rng, n);
@@ -229,25 +198,17 @@ fn fault_for(rng: &mut Rng, fam: Family, n: usize) -> Fault {
                 }
             }
         }
-        Family::Member => Fault::Member {
-            order: order(rng, n),
-        },
+        Family::Member => Fault::Member { order: order(rng, n) },
         Family::PartKill => {
             let p = fault_for(rng, Family::Partition, n);
             let t = [Target::One, Target::Minority, Target::Leader];
-            let k = Fault::Kill {
-                target: *rng.pick(&t),
-                order: order(rng, n),
-            };
+            let k = Fault::Kill { target: *rng.pick(&t), order: order(rng, n) };
             Fault::Composite { faults: vec![p, k] }
         }
         Family::PauseKill => {
             let p = fault_for(rng, Family::Pause, n);
             let t = [Target::One, Target::Minority, Target::Leader];
-            let k = Fault::Kill {
-                target: *rng.pick(&t),
-                order: order(rng, n),
-            };
+            let k = Fault::Kill { target: *rng.pick(&t), order: order(rng, n) };
             Fault::Composite { faults: vec![p, k] }
         }
     }
@@ -263,11 +224,8 @@ pub fn generate(
     interval_ms: u64,
 ) -> Vec<Step> {
     let mut rng = Rng::new(seed).fork(0x5c4e_d01e);
-    let fams: Vec<Family> = families
-        .iter()
-        .copied()
-        .filter(|f| *f != Family::Member || n >= 3)
-        .collect();
+    let fams: Vec<Family> =
+        families.iter().copied().filter(|f| *f != Family::Member || n >= 3).collect();
     let mut steps = Vec::new();
     if fams.is_empty() || interval_ms == 0 {
         return steps;
@@ -276,17 +234,9 @@ pub fn generate(
     let mut t = jitter(&mut rng);
     while t < time_limit_ms {
         let fam = *rng.pick(&fams);
-        steps.push(Step {
-            at_ms: t,
-            action: Action::Start {
-                fault: fault_for(&mut rng, fam, n),
-            },
-        });
+        steps.push(Step { at_ms: t, action: Action::Start { fault: fault_for(&mut rng, fam, n) } });
         t += jitter(&mut rng);
-        steps.push(Step {
-            at_ms: t.min(time_limit_ms),
-            action: Action::Stop,
-        });
+        steps.push(Step { at_ms: t.min(time_limit_ms), action: Action::Stop });
         t += jitter(&mut rng);
     }
     steps
@@ -312,11 +262,7 @@ pub fn grudge(mode: PartMode, order: &[usize], n: usize, leader: Option<usize>) 
             cut(a, b, &mut g);
         }
         PartMode::IsolateOne | PartMode::IsolateLeader => {
-            let x = if mode == PartMode::IsolateLeader {
-                leader.unwrap_or(all[0])
-            } else {
-                all[0]
-            };
+            let x = if mode == PartMode::IsolateLeader { leader.unwrap_or(all[0]) } else { all[0] };
             let rest: Vec<usize> = all.iter().copied().filter(|&y| y != x).collect();
             cut(&[x], &rest, &mut g);
         }
@@ -399,10 +345,7 @@ mod tests {
     #[test]
     fn schedule_mixes_enabled_families_only() {
         let fams = Family::parse_list("partition,kill").unwrap();
-        assert_eq!(
-            fams,
-            vec![Family::Partition, Family::Kill, Family::PartKill]
-        );
+        assert_eq!(fams, vec![Family::Partition, Family::Kill, Family::PartKill]);
         let s = generate(7, &fams, 3, 3_600_000, 10_000);
         let names: std::collections::HashSet<String> = s
             .iter()
@@ -457,10 +400,7 @@ mod tests {
                         assert!(g[y].contains(&x), "{mode:?} n={n} not symmetric");
                     }
                 }
-                assert!(
-                    g.iter().any(|d| !d.is_empty()),
-                    "{mode:?} n={n} cuts nothing"
-                );
+                assert!(g.iter().any(|d| !d.is_empty()), "{mode:?} n={n} cuts nothing");
             }
             let iso = grudge(PartMode::IsolateLeader, &order, n, Some(1));
             assert_eq!(iso[1].len(), n - 1);

@@ -83,20 +83,15 @@ pub fn parse(reply: &[u8], t1_us: i64, t4_us: i64) -> Option<Sample> {
 }
 
 fn wall_us() -> i64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_micros() as i64)
-        .unwrap_or(0)
+    SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_micros() as i64).unwrap_or(0)
 }
 
 /// Asks `ip:port` `samples` times (each waiting at most `timeout`) and keeps
 /// the sample with the smallest round trip, as NTP clients do.
 pub fn probe(ip: &str, port: u16, samples: usize, timeout: Duration) -> Result<Sample, String> {
     let sock = UdpSocket::bind("0.0.0.0:0").map_err(|e| format!("bind: {e}"))?;
-    sock.connect((ip, port))
-        .map_err(|e| format!("connect: {e}"))?;
-    sock.set_read_timeout(Some(timeout))
-        .map_err(|e| e.to_string())?;
+    sock.connect((ip, port)).map_err(|e| format!("connect: {e}"))?;
+    sock.set_read_timeout(Some(timeout)).map_err(|e| e.to_string())?;
     let mut best: Option<Sample> = None;
     let mut last_err = String::from("no sample");
     let mut buf = [0u8; 512];
@@ -153,10 +148,7 @@ mod tests {
         }
         let r = request(1_000_000);
         assert_eq!(r[0], 0x23);
-        assert_eq!(
-            u64::from_be_bytes(r[40..48].try_into().unwrap()),
-            to_ntp(1_000_000)
-        );
+        assert_eq!(u64::from_be_bytes(r[40..48].try_into().unwrap()), to_ntp(1_000_000));
     }
 
     /// Proves the offset/round-trip formulas: a server 50 ms ahead that

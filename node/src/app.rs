@@ -42,16 +42,23 @@ pub struct App {
 }
 
 /// Runs a node until `shutdown` resolves.
-pub async fn run(config: Config, shutdown: impl Future<Output = ()> + Send + 'static) -> anyhow::Result<()> {
+pub async fn run(
+    config: Config,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> anyhow::Result<()> {
     let me = config.this_server().clone();
     // TLS files first: a bad certificate or key stops startup, naming the file.
     let pub_tls = config.tls.as_ref().map(crate::tls::server_config).transpose()?;
     let peer_tls = config.tls.as_ref().map(crate::tls::client_tls).transpose()?;
     if !crate::tls::set_peer_tls(peer_tls) {
-        tracing::warn!("node-to-node TLS was already set in this process; keeping the first setting");
+        tracing::warn!(
+            "node-to-node TLS was already set in this process; keeping the first setting"
+        );
     }
     // Bind first: a port in use is reported before anything starts.
-    let sync_l = TcpListener::bind(me.sync_addr()).await.map_err(|e| anyhow::anyhow!("cannot bind sync-port {}: {e}", me.sync_addr()))?;
+    let sync_l = TcpListener::bind(me.sync_addr())
+        .await
+        .map_err(|e| anyhow::anyhow!("cannot bind sync-port {}: {e}", me.sync_addr()))?;
     let pub_l = TcpListener::bind(me.publish_addr())
         .await
         .map_err(|e| anyhow::anyhow!("cannot bind publish-port {}: {e}", me.publish_addr()))?;
@@ -62,7 +69,12 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()> + Send + 'st
 
     let clock = Arc::new(ClusterClock::new());
     let node = RaftNode::start(&config, clock.clone()).await?;
-    let time = crate::time::TimeService::new(config.node, clock, config.time.clone(), config.servers.clone());
+    let time = crate::time::TimeService::new(
+        config.node,
+        clock,
+        config.time.clone(),
+        config.servers.clone(),
+    );
     let (n1, n2) = (node.clone(), node.clone());
     tokio::spawn(time.clone().serve(time_l, move || n1.leader_id()));
     tokio::spawn(time.clone().sync_loop(move || (n2.leader_id(), n2.lowest_voter())));
@@ -75,8 +87,15 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()> + Send + 'st
         me.publish_addr(),
     );
     gateway.start();
-    let media = crate::media::Media::open(config.media.clone(), &config.data_dir, node.clone(), config.tls.is_some())
-        .map_err(|e| anyhow::anyhow!("cannot open the media directory under {}: {e}", config.data_dir.display()))?;
+    let media = crate::media::Media::open(
+        config.media.clone(),
+        &config.data_dir,
+        node.clone(),
+        config.tls.is_some(),
+    )
+    .map_err(|e| {
+        anyhow::anyhow!("cannot open the media directory under {}: {e}", config.data_dir.display())
+    })?;
     let api = Arc::new(Api {
         cluster: config.cluster.clone(),
         servers: config.servers.clone(),
@@ -107,9 +126,13 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()> + Send + 'st
         }
     };
 
-    let raft_svc = RaftInternalServer::new(RaftService { node: app.node.clone(), gateway: gateway.clone().into(), media: media.into() })
-        .max_decoding_message_size(MAX_RAFT_MESSAGE_BYTES)
-        .max_encoding_message_size(MAX_RAFT_MESSAGE_BYTES);
+    let raft_svc = RaftInternalServer::new(RaftService {
+        node: app.node.clone(),
+        gateway: gateway.clone().into(),
+        media: media.into(),
+    })
+    .max_decoding_message_size(MAX_RAFT_MESSAGE_BYTES)
+    .max_encoding_message_size(MAX_RAFT_MESSAGE_BYTES);
     let sync_incoming = LimitedListener::new(sync_l, MAX_SYNC_CONNECTIONS);
     let sync_task = tokio::spawn(
         tonic::transport::Server::builder()
@@ -122,7 +145,8 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()> + Send + 'st
     let pub_incoming = LimitedListener::new(pub_l, app.config.limits.max_connections);
     let pub_task = match pub_tls {
         Some(tls) => {
-            let pub_server = axum::serve(TlsListener::new(pub_incoming, tls)?, router).with_graceful_shutdown(stopped());
+            let pub_server = axum::serve(TlsListener::new(pub_incoming, tls)?, router)
+                .with_graceful_shutdown(stopped());
             tokio::spawn(async move { pub_server.await })
         }
         None => {
@@ -146,9 +170,10 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()> + Send + 'st
 /// HTTP routes plus the two public gRPC services, on one port.
 pub fn publish_router(api: &Arc<Api>) -> Router {
     let limit = api.limits.max_request_bytes;
-    let presence = PresenceServer::new(PresenceGrpc(Arc::new(PresenceService { api: api.clone() })))
-        .max_decoding_message_size(limit)
-        .max_encoding_message_size(64 << 20);
+    let presence =
+        PresenceServer::new(PresenceGrpc(Arc::new(PresenceService { api: api.clone() })))
+            .max_decoding_message_size(limit)
+            .max_encoding_message_size(64 << 20);
     let cluster = ClusterServer::new(ClusterService { api: api.clone() });
     let messages = MessagesServer::new(MessagesGrpc { api: api.clone() })
         .max_decoding_message_size(limit)
@@ -158,7 +183,10 @@ pub fn publish_router(api: &Arc<Api>) -> Router {
     let gateway = GatewayServer::new(GatewayGrpc { gw: api.gateway.clone() })
         .max_decoding_message_size(frame_limit)
         .max_encoding_message_size(frame_limit);
-    let grpc = tonic::service::Routes::new(presence).add_service(cluster).add_service(messages).add_service(gateway);
+    let grpc = tonic::service::Routes::new(presence)
+        .add_service(cluster)
+        .add_service(messages)
+        .add_service(gateway);
     http::router(api.clone())
         .route_service("/herald.v1.Presence/{*method}", grpc.clone())
         .route_service("/herald.v1.Cluster/{*method}", grpc.clone())
@@ -235,13 +263,21 @@ impl tonic::transport::server::Connected for LimitedStream {
 }
 
 impl AsyncRead for LimitedStream {
-    fn poll_read(mut self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &mut ReadBuf<'_>) -> Poll<io::Result<()>> {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
         Pin::new(&mut self.inner).poll_read(cx, buf)
     }
 }
 
 impl AsyncWrite for LimitedStream {
-    fn poll_write(mut self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &[u8]) -> Poll<io::Result<usize>> {
+    fn poll_write(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
         Pin::new(&mut self.inner).poll_write(cx, buf)
     }
 
@@ -253,7 +289,11 @@ impl AsyncWrite for LimitedStream {
         Pin::new(&mut self.inner).poll_shutdown(cx)
     }
 
-    fn poll_write_vectored(mut self: Pin<&mut Self>, cx: &mut Context<'_>, bufs: &[io::IoSlice<'_>]) -> Poll<io::Result<usize>> {
+    fn poll_write_vectored(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[io::IoSlice<'_>],
+    ) -> Poll<io::Result<usize>> {
         Pin::new(&mut self.inner).poll_write_vectored(cx, bufs)
     }
 

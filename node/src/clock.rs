@@ -41,7 +41,12 @@ pub fn wall_us() -> i64 {
 impl ClusterClock {
     pub fn new() -> Self {
         ClusterClock {
-            state: Mutex::new(State { current_us: 0, target_us: 0, last_update: Instant::now(), last_returned_us: 0 }),
+            state: Mutex::new(State {
+                current_us: 0,
+                target_us: 0,
+                last_update: Instant::now(),
+                last_returned_us: 0,
+            }),
         }
     }
 

@@ -206,7 +206,9 @@ impl MediaConfig {
     /// so a session token key never doubles as a credential key.
     pub fn derived_key(auth: &AuthConfig) -> Option<Vec<u8>> {
         match auth {
-            AuthConfig::Hmac { key } => Some(crate::media::credential::derive_key(key, b"herald media credentials v1")),
+            AuthConfig::Hmac { key } => {
+                Some(crate::media::credential::derive_key(key, b"herald media credentials v1"))
+            }
             _ => None,
         }
     }
@@ -374,8 +376,7 @@ impl Default for Limits {
 impl Config {
     /// This node's own entry of the server list.
     pub fn this_server(&self) -> &Server {
-        self.server(self.node)
-            .expect("validated: <node number> is in the server list")
+        self.server(self.node).expect("validated: <node number> is in the server list")
     }
 
     /// The server with this number, if any.
@@ -400,11 +401,7 @@ impl Config {
 
         if let Some(dir) = &o.data_dir {
             if dir.as_os_str().is_empty() {
-                return Err(refuse(
-                    "<node>".into(),
-                    "data-dir",
-                    "must not be empty".into(),
-                ));
+                return Err(refuse("<node>".into(), "data-dir", "must not be empty".into()));
             }
             lines.push(format!(
                 "data-dir overridden: {} -> {}",
@@ -435,10 +432,7 @@ impl Config {
                     "port 0 is not allowed (1 to 65535)".into(),
                 ));
             }
-            lines.push(format!(
-                "{field} of server {node} overridden: {} -> {new}",
-                *slot
-            ));
+            lines.push(format!("{field} of server {node} overridden: {} -> {new}", *slot));
             *slot = new;
         }
 
@@ -472,12 +466,7 @@ pub enum ConfigError {
     },
     /// The text is not well-formed XML.
     #[error("{file}:{line}:{column}: malformed XML: {message}")]
-    Syntax {
-        file: String,
-        line: usize,
-        column: usize,
-        message: String,
-    },
+    Syntax { file: String, line: usize, column: usize, message: String },
     /// Well-formed XML that breaks the schema or a rule. `element` is how the
     /// element is shown (`<server number="2">`); `field` is an attribute name
     /// (`sync-port`) or a child element (`<servers>`).
@@ -492,19 +481,11 @@ pub enum ConfigError {
     },
     /// An override (see [`Config::apply_overrides`]) was refused.
     #[error("{file}: after overrides: {element} {field}: {message}")]
-    Override {
-        file: String,
-        element: String,
-        field: String,
-        message: String,
-    },
+    Override { file: String, element: String, field: String, message: String },
 }
 
 fn with_space(field: &Option<String>) -> String {
-    field
-        .as_deref()
-        .map(|f| format!(" {f}"))
-        .unwrap_or_default()
+    field.as_deref().map(|f| format!(" {f}")).unwrap_or_default()
 }
 
 impl ConfigError {
@@ -550,10 +531,8 @@ impl ConfigError {
 /// Reads and validates the configuration file at `path`.
 pub fn load(path: &Path) -> Result<Config, ConfigError> {
     let file = path.display().to_string();
-    let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Io {
-        file: file.clone(),
-        source,
-    })?;
+    let text = std::fs::read_to_string(path)
+        .map_err(|source| ConfigError::Io { file: file.clone(), source })?;
     parse(&text, &file)
 }
 
@@ -568,11 +547,7 @@ pub fn parse(text: &str, source: &str) -> Result<Config, ConfigError> {
         .then(|| Path::new(source).parent())
         .flatten()
         .filter(|d| !d.as_os_str().is_empty());
-    let ctx = Ctx {
-        file: source,
-        text,
-        base_dir,
-    };
+    let ctx = Ctx { file: source, text, base_dir };
     let root = ctx.tree()?;
     ctx.read_config(&root)
 }
@@ -645,12 +620,7 @@ impl Ctx<'_> {
 
     fn syntax(&self, at: usize, message: impl Into<String>) -> ConfigError {
         let (line, column) = self.line_col(at);
-        ConfigError::Syntax {
-            file: self.file.to_string(),
-            line,
-            column,
-            message: message.into(),
-        }
+        ConfigError::Syntax { file: self.file.to_string(), line, column, message: message.into() }
     }
 
     /// `path` as given in the file, resolved against [`Ctx::base_dir`].
@@ -752,11 +722,7 @@ impl Ctx<'_> {
     }
 
     fn text_error(&self, stack: &[Elem], at: usize, raw: &[u8]) -> ConfigError {
-        let shown: String = String::from_utf8_lossy(raw)
-            .trim()
-            .chars()
-            .take(30)
-            .collect();
+        let shown: String = String::from_utf8_lossy(raw).trim().chars().take(30).collect();
         let what = if shown.is_empty() {
             "unexpected text content".to_string()
         } else {
@@ -777,12 +743,7 @@ impl Ctx<'_> {
     fn element(&self, e: &BytesStart<'_>, start: usize) -> Result<Elem, ConfigError> {
         let buf_at = self.offset_of(e, start + 1);
         let name = String::from_utf8_lossy(e.name().as_ref()).into_owned();
-        let mut elem = Elem {
-            name,
-            at: start,
-            attrs: Vec::new(),
-            children: Vec::new(),
-        };
+        let mut elem = Elem { name, at: start, attrs: Vec::new(), children: Vec::new() };
         let mut attrs = e.attributes();
         attrs.with_checks(false);
         for a in attrs {
@@ -795,10 +756,9 @@ impl Ctx<'_> {
                         (p, "`=` must be followed by a quoted value".into())
                     }
                     AttrError::UnquotedValue(p) => (p, "attribute value must be quoted".into()),
-                    AttrError::ExpectedQuote(p, q) => (
-                        p,
-                        format!("attribute value is missing its closing {}", q as char),
-                    ),
+                    AttrError::ExpectedQuote(p, q) => {
+                        (p, format!("attribute value is missing its closing {}", q as char))
+                    }
                     AttrError::Duplicated(p, _) => (p, "duplicate attribute".into()),
                 };
                 self.syntax(buf_at + rel, format!("in <{}>: {message}", elem.name))
@@ -825,11 +785,7 @@ impl Ctx<'_> {
                     format!("duplicate attribute (first given at line {line})"),
                 ));
             }
-            elem.attrs.push(Attr {
-                name: attr_name,
-                value,
-                at,
-            });
+            elem.attrs.push(Attr { name: attr_name, value, at });
         }
         Ok(elem)
     }
@@ -861,10 +817,7 @@ impl Loc {
         }
     }
     fn has(&self, field: &str) -> Option<usize> {
-        self.attrs
-            .iter()
-            .find(|(n, _)| n == field)
-            .map(|(_, at)| *at)
+        self.attrs.iter().find(|(n, _)| n == field).map(|(_, at)| *at)
     }
 }
 
@@ -876,11 +829,7 @@ struct Attrs<'c, 'e> {
 
 impl<'c> Ctx<'c> {
     fn attrs<'e>(&'c self, el: &'e Elem, allowed: &[&str]) -> Result<Attrs<'c, 'e>, ConfigError> {
-        if let Some(bad) = el
-            .attrs
-            .iter()
-            .find(|a| !allowed.contains(&a.name.as_str()))
-        {
+        if let Some(bad) = el.attrs.iter().find(|a| !allowed.contains(&a.name.as_str())) {
             return Err(self.invalid(
                 bad.at,
                 el.describe(),
@@ -896,8 +845,7 @@ impl Attrs<'_, '_> {
     /// An error about attribute `name`: at the attribute if given, else at the element.
     fn err(&self, name: &str, message: impl Into<String>) -> ConfigError {
         let at = self.el.attr(name).map_or(self.el.at, |a| a.at);
-        self.ctx
-            .invalid(at, self.el.describe(), Some(name.to_string()), message)
+        self.ctx.invalid(at, self.el.describe(), Some(name.to_string()), message)
     }
 
     fn req(&self, name: &str) -> Result<&str, ConfigError> {
@@ -1004,19 +952,13 @@ const HERALD_CHILDREN: &[&str] = &[
 ];
 
 /// The valid values of `<auth mode>`, with the attributes each allows.
-const AUTH_MODES: &[(&str, &[&str])] = &[
-    ("hmac", &["mode", "key", "key-file"]),
-    ("external", &["mode", "url", "timeout-ms"]),
-];
+const AUTH_MODES: &[(&str, &[&str])] =
+    &[("hmac", &["mode", "key", "key-file"]), ("external", &["mode", "url", "timeout-ms"])];
 
 impl Ctx<'_> {
     /// Refuses children not in `allowed` (an empty list: no children at all).
     fn only_children(&self, el: &Elem, allowed: &[&str]) -> Result<(), ConfigError> {
-        if let Some(bad) = el
-            .children
-            .iter()
-            .find(|c| !allowed.contains(&c.name.as_str()))
-        {
+        if let Some(bad) = el.children.iter().find(|c| !allowed.contains(&c.name.as_str())) {
             let message = if allowed.is_empty() {
                 format!("unknown element; {} takes no child elements", el.describe())
             } else {
@@ -1106,10 +1048,8 @@ impl Ctx<'_> {
         let mut server_locs = HashMap::new();
         for el in &servers_el.children {
             self.only_children(el, &[])?;
-            let a = self.attrs(
-                el,
-                &["number", "host", "sync-port", "time-port", "publish-port"],
-            )?;
+            let a =
+                self.attrs(el, &["number", "host", "sync-port", "time-port", "publish-port"])?;
             let number = a.req_u64("number", 1)?;
             let host = a.req_text("host")?;
             if host.chars().any(char::is_whitespace) {
@@ -1384,12 +1324,8 @@ impl Ctx<'_> {
                 Site::Raft => raft_el.map_or_else(|| Loc::of(root), Loc::of),
                 Site::Server(n) => server_locs.remove(&n).expect("every server has a location"),
             };
-            let field = p
-                .fields
-                .iter()
-                .copied()
-                .find(|f| loc.has(f).is_some())
-                .unwrap_or(p.fields[0]);
+            let field =
+                p.fields.iter().copied().find(|f| loc.has(f).is_some()).unwrap_or(p.fields[0]);
             let at = loc.has(field).unwrap_or(loc.at);
             return Err(self.invalid(at, loc.desc, Some(field.to_string()), p.message));
         }
@@ -1403,9 +1339,8 @@ impl Ctx<'_> {
     /// `key` or `key-file` (not both) of `el`: at least
     /// [`MIN_HMAC_KEY_BYTES`]; None when neither is given.
     fn read_key(&self, a: &Attrs, el: &Elem) -> Result<Option<Vec<u8>>, ConfigError> {
-        let short = |n: usize| {
-            format!("the key is {n} bytes; at least {MIN_HMAC_KEY_BYTES} are required")
-        };
+        let short =
+            |n: usize| format!("the key is {n} bytes; at least {MIN_HMAC_KEY_BYTES} are required");
         match (el.attr("key"), el.attr("key-file")) {
             (Some(_), Some(_)) => Err(a.err("key-file", "give either key or key-file, not both")),
             (None, None) => Ok(None),
@@ -1421,16 +1356,12 @@ impl Ctx<'_> {
                 let mut key = std::fs::read(&path).map_err(|e| {
                     a.err("key-file", format!("cannot read {}: {e}", path.display()))
                 })?;
-                let end = key
-                    .iter()
-                    .rposition(|b| !b.is_ascii_whitespace())
-                    .map_or(0, |i| i + 1);
+                let end = key.iter().rposition(|b| !b.is_ascii_whitespace()).map_or(0, |i| i + 1);
                 key.truncate(end);
                 if key.len() < MIN_HMAC_KEY_BYTES {
-                    return Err(a.err(
-                        "key-file",
-                        format!("{} in {}", short(key.len()), path.display()),
-                    ));
+                    return Err(
+                        a.err("key-file", format!("{} in {}", short(key.len()), path.display()))
+                    );
                 }
                 Ok(Some(key))
             }
@@ -1473,10 +1404,7 @@ impl Ctx<'_> {
                 let format = match e.attr("format").map(|x| x.value.as_str()) {
                     None | Some("keep") => None,
                     Some(v) => Some(crate::media::edit::OutFormat::parse(v).ok_or_else(|| {
-                        ea.err(
-                            "format",
-                            format!("{v:?}: expected one of jpeg, png, webp, keep"),
-                        )
+                        ea.err("format", format!("{v:?}: expected one of jpeg, png, webp, keep"))
                     })?),
                 };
                 crate::media::edit::EditRules {
@@ -1491,13 +1419,23 @@ impl Ctx<'_> {
         };
         let m = MediaConfig {
             max_bytes: a.opt_u64_in("max-bytes", d.max_bytes, 1, MAX_MEDIA_BYTES_CAP)?,
-            quota_bytes_per_user: a.opt_u64_in("quota-bytes-per-user", d.quota_bytes_per_user, 0, u64::MAX)?,
+            quota_bytes_per_user: a.opt_u64_in(
+                "quota-bytes-per-user",
+                d.quota_bytes_per_user,
+                0,
+                u64::MAX,
+            )?,
             reserve_bytes: a.opt_u64_in("reserve-bytes", d.reserve_bytes, 0, u64::MAX)?,
             replicas: a.opt_u64_in("replicas", 0, 0, 15)? as usize,
             upload_ttl_ms: a.opt_u64_in("upload-ttl-ms", d.upload_ttl_ms, 1_000, 86_400_000)?,
             access_ttl_ms: a.opt_u64_in("access-ttl-ms", d.access_ttl_ms, 1_000, 86_400_000)?,
             gc_grace_ms: a.opt_u64_in("gc-grace-ms", d.gc_grace_ms, 0, 30 * 86_400_000)?,
-            repair_interval_ms: a.opt_u64_in("repair-interval-ms", d.repair_interval_ms, 100, 3_600_000)?,
+            repair_interval_ms: a.opt_u64_in(
+                "repair-interval-ms",
+                d.repair_interval_ms,
+                100,
+                3_600_000,
+            )?,
             max_uploads: a.opt_usize("max-uploads", d.max_uploads, 1, 10_000)?,
             key,
             edit,
@@ -1519,29 +1457,18 @@ impl Ctx<'_> {
         let mode = match el.attr("mode") {
             Some(m) => m.value.as_str(),
             None => {
-                return Err(a.err(
-                    "mode",
-                    format!("missing required attribute (valid modes: {modes})"),
-                ))
+                return Err(
+                    a.err("mode", format!("missing required attribute (valid modes: {modes})"))
+                )
             }
         };
         let Some((mode, allowed)) = AUTH_MODES.iter().find(|(m, _)| *m == mode) else {
-            return Err(a.err(
-                "mode",
-                format!("unknown mode {mode:?} (valid modes: {modes})"),
-            ));
+            return Err(a.err("mode", format!("unknown mode {mode:?} (valid modes: {modes})")));
         };
-        if let Some(bad) = el
-            .attrs
-            .iter()
-            .find(|x| !allowed.contains(&x.name.as_str()))
-        {
+        if let Some(bad) = el.attrs.iter().find(|x| !allowed.contains(&x.name.as_str())) {
             return Err(a.err(
                 &bad.name,
-                format!(
-                    "not used with mode=\"{mode}\" (allowed: {})",
-                    allowed.join(", ")
-                ),
+                format!("not used with mode=\"{mode}\" (allowed: {})", allowed.join(", ")),
             ));
         }
         match *mode {
@@ -1553,10 +1480,7 @@ impl Ctx<'_> {
             }
             _ => {
                 let url = a.req_text("url")?;
-                if url
-                    .get(..8)
-                    .is_some_and(|p| p.eq_ignore_ascii_case("https://"))
-                {
+                if url.get(..8).is_some_and(|p| p.eq_ignore_ascii_case("https://")) {
                     return Err(a.err(
                         "url",
                         format!("{url:?}: https is not supported for the auth call; use an http:// URL (e.g. a local sidecar)"),
@@ -1726,10 +1650,7 @@ mod tests {
         let msg = err.to_string();
         assert_eq!(err.line(), Some(line), "wrong line: {msg}");
         assert_eq!(err.field(), field, "wrong field: {msg}");
-        assert!(
-            msg.starts_with(&format!("t.xml:{line}:")),
-            "no file:line: {msg}"
-        );
+        assert!(msg.starts_with(&format!("t.xml:{line}:")), "no file:line: {msg}");
         if let Some(f) = field {
             assert!(msg.contains(f), "field not named: {msg}");
         }
@@ -1776,9 +1697,7 @@ mod tests {
 
     /// The development HMAC key of the shipped files.
     fn dev_key() -> AuthConfig {
-        AuthConfig::Hmac {
-            key: b"herald-dev-key-change-me-0001".to_vec(),
-        }
+        AuthConfig::Hmac { key: b"herald-dev-key-change-me-0001".to_vec() }
     }
 
     /// Each cluster-3 file is node N of the same three servers (7N01/7N02/7N03)
@@ -1796,10 +1715,7 @@ mod tests {
             assert_eq!(c.node, n);
             assert_eq!(c.cluster, "herald-local");
             assert!(!c.join);
-            assert_eq!(
-                c.data_dir,
-                PathBuf::from(format!("./data/cluster-3/node{n}"))
-            );
+            assert_eq!(c.data_dir, PathBuf::from(format!("./data/cluster-3/node{n}")));
             assert_eq!(c.servers, configs[0].servers, "same server list everywhere");
             assert_eq!(c.auth, dev_key(), "same development key everywhere");
             assert_eq!(c.this_server().number, n);
@@ -1807,10 +1723,7 @@ mod tests {
         for s in &configs[0].servers {
             let base = 7000 + 100 * s.number as u16;
             assert_eq!(s.host, "127.0.0.1");
-            assert_eq!(
-                (s.sync_port, s.time_port, s.publish_port),
-                (base + 1, base + 2, base + 3)
-            );
+            assert_eq!((s.sync_port, s.time_port, s.publish_port), (base + 1, base + 2, base + 3));
         }
         let node2 = &configs[1];
         assert_eq!(node2.servers.len(), 3);
@@ -1851,13 +1764,10 @@ mod tests {
     fn config_shipped_all_files_covered() {
         // file!() is absolute, or relative to the workspace root while tests
         // run in the package directory (node/).
-        let here = [
-            PathBuf::from(file!()),
-            PathBuf::from(format!("../{}", file!())),
-        ]
-        .into_iter()
-        .find(|p| p.exists())
-        .expect("config.rs found from file!()");
+        let here = [PathBuf::from(file!()), PathBuf::from(format!("../{}", file!()))]
+            .into_iter()
+            .find(|p| p.exists())
+            .expect("config.rs found from file!()");
         let conf = here.parent().unwrap().join("../../conf");
         let mut found = Vec::new();
         let mut dirs = vec![conf.clone()];
@@ -1877,11 +1787,7 @@ mod tests {
         listed.sort();
         assert_eq!(found, listed);
         for (name, text) in SHIPPED {
-            assert_eq!(
-                std::fs::read_to_string(conf.join(name)).unwrap(),
-                *text,
-                "{name}"
-            );
+            assert_eq!(std::fs::read_to_string(conf.join(name)).unwrap(), *text, "{name}");
             parse(text, name).unwrap_or_else(|e| panic!("{e}"));
         }
     }
@@ -1898,13 +1804,7 @@ mod tests {
                 .replace("<server number=\"2\"", "<server\n      number=\"2\"")
         );
         let c = parse(&text, "t.xml").unwrap();
-        assert_eq!(
-            c,
-            Config {
-                source: "t.xml".into(),
-                ..base()
-            }
-        );
+        assert_eq!(c, Config { source: "t.xml".into(), ..base() });
     }
 
     /// A mismatched end tag is malformed XML, reported at its line.
@@ -1917,12 +1817,7 @@ mod tests {
     /// An unquoted attribute value is malformed XML, reported at its line.
     #[test]
     fn config_syntax_unquoted_attribute() {
-        refused(
-            &edit("sync-port=\"7201\"", "sync-port=7201"),
-            5,
-            None,
-            "must be quoted",
-        );
+        refused(&edit("sync-port=\"7201\"", "sync-port=7201"), 5, None, "must be quoted");
     }
 
     /// An element left open at the end of the file is reported, naming it.
@@ -1936,12 +1831,7 @@ mod tests {
     #[test]
     fn config_syntax_root_element() {
         refused("<!-- nothing -->\n", 2, None, "no root element");
-        refused(
-            &format!("{BASE}<herald/>\n"),
-            8,
-            None,
-            "second root element",
-        );
+        refused(&format!("{BASE}<herald/>\n"), 8, None, "second root element");
         refused("\n<config/>\n", 2, Some("<config>"), "expected <herald>");
     }
 
@@ -1949,38 +1839,18 @@ mod tests {
     /// the element; non-blank text outside the root is malformed.
     #[test]
     fn config_syntax_text_content_refused() {
-        let e = refused(
-            &edit("</servers>", "oops</servers>"),
-            6,
-            None,
-            "unexpected text \"oops\"",
-        );
+        let e = refused(&edit("</servers>", "oops</servers>"), 6, None, "unexpected text \"oops\"");
         assert!(e.to_string().contains("<servers>"), "{e}");
-        refused(
-            &edit("<servers>", "<servers><![CDATA[x]]>"),
-            3,
-            None,
-            "<servers>",
-        );
+        refused(&edit("<servers>", "<servers><![CDATA[x]]>"), 3, None, "<servers>");
         refused(&edit("<servers>", "<servers>&amp;"), 3, None, "<servers>");
-        refused(
-            &format!("{BASE}trailing\n"),
-            8,
-            None,
-            "outside the root element",
-        );
+        refused(&format!("{BASE}trailing\n"), 8, None, "outside the root element");
     }
 
     /// DOCTYPE declarations and processing instructions are refused.
     #[test]
     fn config_syntax_doctype_and_pi_refused() {
         refused(&format!("<!DOCTYPE herald>\n{BASE}"), 1, None, "DOCTYPE");
-        refused(
-            &edit("<servers>", "<servers>\n<?pi x?>"),
-            4,
-            None,
-            "processing instructions",
-        );
+        refused(&edit("<servers>", "<servers>\n<?pi x?>"), 4, None, "processing instructions");
     }
 
     // --- unknown -----------------------------------------------------------
@@ -1988,12 +1858,7 @@ mod tests {
     /// An unknown element is refused at its own line, at every level.
     #[test]
     fn config_unknown_element_refused() {
-        refused(
-            &with("<cache size=\"1\"/>"),
-            7,
-            Some("<cache>"),
-            "unknown element",
-        );
+        refused(&with("<cache size=\"1\"/>"), 7, Some("<cache>"), "unknown element");
         refused(
             &edit("</servers>", "  <host/>\n  </servers>"),
             6,
@@ -2001,10 +1866,7 @@ mod tests {
             "allowed here: <server>",
         );
         refused(
-            &edit(
-                "data-dir=\"./d\"/>",
-                "data-dir=\"./d\">\n    <x/>\n  </node>",
-            ),
+            &edit("data-dir=\"./d\"/>", "data-dir=\"./d\">\n    <x/>\n  </node>"),
             3,
             Some("<x>"),
             "<node> takes no child elements",
@@ -2026,30 +1888,15 @@ mod tests {
             Some("datadir"),
             "<node>",
         );
-        refused(
-            &edit("<servers>", "<servers count=\"2\">"),
-            3,
-            Some("count"),
-            "<servers>",
-        );
+        refused(&edit("<servers>", "<servers count=\"2\">"), 3, Some("count"), "<servers>");
         refused(
             &edit("host=\"127.0.0.1\"", "host=\"127.0.0.1\" port=\"1\""),
             4,
             Some("port"),
             "<server number=\"1\">",
         );
-        refused(
-            &with("<raft heartbeat=\"5\"/>"),
-            7,
-            Some("heartbeat"),
-            "<raft>",
-        );
-        refused(
-            &with("<limits max-ids=\"5\"/>"),
-            7,
-            Some("max-ids"),
-            "<limits>",
-        );
+        refused(&with("<raft heartbeat=\"5\"/>"), 7, Some("heartbeat"), "<raft>");
+        refused(&with("<limits max-ids=\"5\"/>"), 7, Some("max-ids"), "<limits>");
     }
 
     // --- missing -----------------------------------------------------------
@@ -2067,34 +1914,14 @@ mod tests {
     /// A missing required attribute is named, at the line of its element.
     #[test]
     fn config_missing_attribute_refused() {
-        refused(
-            &edit(" cluster=\"c\"", ""),
-            1,
-            Some("cluster"),
-            "missing required attribute",
-        );
-        refused(
-            &edit("number=\"1\" data-dir", "data-dir"),
-            2,
-            Some("number"),
-            "missing",
-        );
-        refused(
-            &edit(" data-dir=\"./d\"", ""),
-            2,
-            Some("data-dir"),
-            "missing",
-        );
+        refused(&edit(" cluster=\"c\"", ""), 1, Some("cluster"), "missing required attribute");
+        refused(&edit("number=\"1\" data-dir", "data-dir"), 2, Some("number"), "missing");
+        refused(&edit(" data-dir=\"./d\"", ""), 2, Some("data-dir"), "missing");
         for field in ["number", "host", "sync-port", "time-port", "publish-port"] {
             let line5 = BASE.lines().nth(4).unwrap();
-            let attr = line5
-                .split(' ')
-                .find(|a| a.starts_with(&format!("{field}=")))
-                .unwrap();
-            let text = BASE.replace(
-                line5,
-                &line5.replace(&format!(" {}", attr.trim_end_matches("/>")), ""),
-            );
+            let attr = line5.split(' ').find(|a| a.starts_with(&format!("{field}="))).unwrap();
+            let text = BASE
+                .replace(line5, &line5.replace(&format!(" {}", attr.trim_end_matches("/>")), ""));
             let err = refused(&text, 5, Some(field), "missing required attribute");
             assert_eq!(err.column(), Some(5), "at the element: {err}");
         }
@@ -2105,36 +1932,18 @@ mod tests {
     /// Ports must be decimal integers from 1 to 65535.
     #[test]
     fn config_type_port_refused() {
-        for bad in [
-            "abc",
-            "0",
-            "65536",
-            "99999999999999999999999",
-            "-1",
-            "+7201",
-            " 7201",
-            "",
-        ] {
+        for bad in ["abc", "0", "65536", "99999999999999999999999", "-1", "+7201", " 7201", ""] {
             let text = edit("sync-port=\"7201\"", &format!("sync-port=\"{bad}\""));
             refused(&text, 5, Some("sync-port"), "1 to 65535");
         }
-        refused(
-            &edit("time-port=\"7202\"", "time-port=\"7.2\""),
-            5,
-            Some("time-port"),
-            "\"7.2\"",
-        );
+        refused(&edit("time-port=\"7202\"", "time-port=\"7.2\""), 5, Some("time-port"), "\"7.2\"");
         refused(
             &edit("publish-port=\"7203\"", "publish-port=\"0x1c23\""),
             5,
             Some("publish-port"),
             "integer",
         );
-        let max = parse(
-            &edit("publish-port=\"7203\"", "publish-port=\"65535\""),
-            "t.xml",
-        )
-        .unwrap();
+        let max = parse(&edit("publish-port=\"7203\"", "publish-port=\"65535\""), "t.xml").unwrap();
         assert_eq!(max.server(2).unwrap().publish_port, 65535);
     }
 
@@ -2153,42 +1962,17 @@ mod tests {
             Some("number"),
             "\"two\"",
         );
-        refused(
-            &edit("<node number=\"1\"", "<node number=\"0\""),
-            2,
-            Some("number"),
-            "<node>",
-        );
+        refused(&edit("<node number=\"1\"", "<node number=\"0\""), 2, Some("number"), "<node>");
     }
 
     /// Empty or blank host, cluster and data-dir are refused, as is a host with
     /// whitespace inside.
     #[test]
     fn config_type_empty_text_refused() {
-        refused(
-            &edit("host=\"127.0.0.1\"", "host=\"\""),
-            4,
-            Some("host"),
-            "must not be empty",
-        );
-        refused(
-            &edit("host=\"127.0.0.1\"", "host=\"  \""),
-            4,
-            Some("host"),
-            "must not be empty",
-        );
-        refused(
-            &edit("host=\"127.0.0.1\"", "host=\"a b\""),
-            4,
-            Some("host"),
-            "whitespace",
-        );
-        refused(
-            &edit("cluster=\"c\"", "cluster=\"\""),
-            1,
-            Some("cluster"),
-            "must not be empty",
-        );
+        refused(&edit("host=\"127.0.0.1\"", "host=\"\""), 4, Some("host"), "must not be empty");
+        refused(&edit("host=\"127.0.0.1\"", "host=\"  \""), 4, Some("host"), "must not be empty");
+        refused(&edit("host=\"127.0.0.1\"", "host=\"a b\""), 4, Some("host"), "whitespace");
+        refused(&edit("cluster=\"c\"", "cluster=\"\""), 1, Some("cluster"), "must not be empty");
         refused(
             &edit("data-dir=\"./d\"", "data-dir=\"\""),
             2,
@@ -2201,11 +1985,8 @@ mod tests {
     #[test]
     fn config_type_join_bool() {
         assert!(!base().join);
-        let c = parse(
-            &edit("data-dir=\"./d\"", "data-dir=\"./d\" join=\"true\""),
-            "t.xml",
-        )
-        .unwrap();
+        let c =
+            parse(&edit("data-dir=\"./d\"", "data-dir=\"./d\" join=\"true\""), "t.xml").unwrap();
         assert!(c.join);
         refused(
             &edit("data-dir=\"./d\"", "data-dir=\"./d\" join=\"yes\""),
@@ -2220,12 +2001,7 @@ mod tests {
     fn config_type_entities() {
         let c = parse(&edit("cluster=\"c\"", "cluster=\"a&amp;b\""), "t.xml").unwrap();
         assert_eq!(c.cluster, "a&b");
-        refused(
-            &edit("cluster=\"c\"", "cluster=\"a&bogus;\""),
-            1,
-            Some("cluster"),
-            "bogus",
-        );
+        refused(&edit("cluster=\"c\"", "cluster=\"a&bogus;\""), 1, Some("cluster"), "bogus");
     }
 
     // --- duplicate ---------------------------------------------------------
@@ -2279,14 +2055,7 @@ mod tests {
     fn config_duplicate_port_other_host_allowed() {
         let text = edit("<server number=\"2\" host=\"127.0.0.1\" sync-port=\"7201\" time-port=\"7202\" publish-port=\"7203\"",
             "<server number=\"2\" host=\"10.0.0.2\" sync-port=\"7101\" time-port=\"7102\" publish-port=\"7103\"");
-        assert_eq!(
-            parse(&text, "t.xml")
-                .unwrap()
-                .server(2)
-                .unwrap()
-                .sync_addr(),
-            "10.0.0.2:7101"
-        );
+        assert_eq!(parse(&text, "t.xml").unwrap().server(2).unwrap().sync_addr(), "10.0.0.2:7101");
         let text = edit("host=\"127.0.0.1\"", "host=\"LOCALHOST\"").replacen(
             "host=\"127.0.0.1\" sync-port=\"7201\"",
             "host=\"localhost\" sync-port=\"7101\"",
@@ -2299,10 +2068,7 @@ mod tests {
     #[test]
     fn config_duplicate_attribute_refused() {
         refused(
-            &edit(
-                "host=\"127.0.0.1\"",
-                "host=\"127.0.0.1\"\n       host=\"x\"",
-            ),
+            &edit("host=\"127.0.0.1\"", "host=\"127.0.0.1\"\n       host=\"x\""),
             5,
             Some("host"),
             "duplicate attribute (first given at line 4)",
@@ -2325,12 +2091,7 @@ mod tests {
             "duplicate element (first given at line 3)",
         );
         let two_raft = with("<raft/>").replace("</herald>", "  <raft/>\n</herald>");
-        refused(
-            &two_raft,
-            8,
-            Some("<raft>"),
-            "duplicate element (first given at line 7)",
-        );
+        refused(&two_raft, 8, Some("<raft>"), "duplicate element (first given at line 7)");
         let two_limits = with("<limits/>").replace("</herald>", "  <limits/>\n</herald>");
         refused(&two_limits, 8, Some("<limits>"), "duplicate element");
     }
@@ -2386,9 +2147,11 @@ mod tests {
     /// <time> and <master> values are read; bad values are refused at their line.
     #[test]
     fn config_time_master_values_read_and_checked() {
-        let c = parse(&with(r#"<time interval-ms="250" tolerance-ms="2" samples="8"/>"#), "t.xml").unwrap();
+        let c = parse(&with(r#"<time interval-ms="250" tolerance-ms="2" samples="8"/>"#), "t.xml")
+            .unwrap();
         assert_eq!(c.time, TimeSync { interval_ms: 250, tolerance_ms: 2, samples: 8 });
-        let c = parse(&with(r#"<master prefer-lowest="false" hold-down-ms="0"/>"#), "t.xml").unwrap();
+        let c =
+            parse(&with(r#"<master prefer-lowest="false" hold-down-ms="0"/>"#), "t.xml").unwrap();
         assert_eq!(c.master, MasterPolicy { prefer_lowest: false, hold_down_ms: 0 });
         let e = parse(&with(r#"<time samples="17"/>"#), "t.xml").unwrap_err();
         assert_eq!(e.field(), Some("samples"));
@@ -2464,22 +2227,15 @@ mod tests {
                 refused(&line(max + 1), 7, Some(field), "out of range");
             }
         }
-        refused(
-            &with("<gateway heartbeat-ms=\"1s\"/>"),
-            7,
-            Some("heartbeat-ms"),
-            "\"1s\"",
-        );
+        refused(&with("<gateway heartbeat-ms=\"1s\"/>"), 7, Some("heartbeat-ms"), "\"1s\"");
     }
 
     /// max-body-bytes must be less than <limits max-request-bytes>: refused at
     /// <messages> max-body-bytes, or at <limits> when <messages> is absent.
     #[test]
     fn config_messages_body_not_below_request_refused() {
-        let text = with("<limits max-request-bytes=\"1000\"/>").replace(
-            "</herald>",
-            "  <messages max-body-bytes=\"1000\"/>\n</herald>",
-        );
+        let text = with("<limits max-request-bytes=\"1000\"/>")
+            .replace("</herald>", "  <messages max-body-bytes=\"1000\"/>\n</herald>");
         let e = refused(
             &text,
             8,
@@ -2488,11 +2244,8 @@ mod tests {
         );
         assert!(e.to_string().contains("<messages>"), "{e}");
         assert!(e.to_string().contains("carries its body"), "{e}");
-        let c = parse(
-            &text.replace("=\"1000\"/>\n</herald>", "=\"999\"/>\n</herald>"),
-            "t.xml",
-        )
-        .unwrap();
+        let c = parse(&text.replace("=\"1000\"/>\n</herald>", "=\"999\"/>\n</herald>"), "t.xml")
+            .unwrap();
         assert_eq!(c.messages.max_body_bytes, 999);
         let e = refused(
             &with("<limits max-request-bytes=\"65536\"/>"),
@@ -2508,27 +2261,14 @@ mod tests {
     /// <auth mode="hmac" key> gives the key's bytes.
     #[test]
     fn config_auth_hmac_key_read() {
-        let c = parse(
-            &with(r#"<auth mode="hmac" key="0123456789abcdef"/>"#),
-            "t.xml",
-        )
-        .unwrap();
-        assert_eq!(
-            c.auth,
-            AuthConfig::Hmac {
-                key: b"0123456789abcdef".to_vec()
-            }
-        );
+        let c = parse(&with(r#"<auth mode="hmac" key="0123456789abcdef"/>"#), "t.xml").unwrap();
+        assert_eq!(c.auth, AuthConfig::Hmac { key: b"0123456789abcdef".to_vec() });
     }
 
     /// Debug output (printed by `heraldd --check`) never shows the key.
     #[test]
     fn config_auth_debug_redacts_key() {
-        let c = parse(
-            &with(r#"<auth mode="hmac" key="secret-secret-secret"/>"#),
-            "t.xml",
-        )
-        .unwrap();
+        let c = parse(&with(r#"<auth mode="hmac" key="secret-secret-secret"/>"#), "t.xml").unwrap();
         let shown = format!("{c:?}");
         assert!(!shown.contains("secret"), "{shown}");
         assert!(shown.contains("20 bytes, redacted"), "{shown}");
@@ -2546,22 +2286,12 @@ mod tests {
         .unwrap();
         assert_eq!(
             c.auth,
-            AuthConfig::External {
-                url: "http://127.0.0.1:8080/check".into(),
-                timeout_ms: 60_000
-            }
+            AuthConfig::External { url: "http://127.0.0.1:8080/check".into(), timeout_ms: 60_000 }
         );
-        let c = parse(
-            &with(r#"<auth mode="external" url="http://auth:80/"/>"#),
-            "t.xml",
-        )
-        .unwrap();
+        let c = parse(&with(r#"<auth mode="external" url="http://auth:80/"/>"#), "t.xml").unwrap();
         assert_eq!(
             c.auth,
-            AuthConfig::External {
-                url: "http://auth:80/".into(),
-                timeout_ms: 2_000
-            }
+            AuthConfig::External { url: "http://auth:80/".into(), timeout_ms: 2_000 }
         );
     }
 
@@ -2591,12 +2321,7 @@ mod tests {
             Some("key"),
             "the key is 15 bytes; at least 16 are required",
         );
-        let e = refused(
-            &with(r#"<auth mode="hmac" key=""/>"#),
-            7,
-            Some("key"),
-            "0 bytes",
-        );
+        let e = refused(&with(r#"<auth mode="hmac" key=""/>"#), 7, Some("key"), "0 bytes");
         assert!(!e.to_string().contains("0123"), "{e}");
     }
 
@@ -2609,12 +2334,7 @@ mod tests {
             Some("key-file"),
             "either key or key-file, not both",
         );
-        refused(
-            &with(r#"<auth mode="hmac"/>"#),
-            7,
-            Some("key"),
-            "needs key or key-file",
-        );
+        refused(&with(r#"<auth mode="hmac"/>"#), 7, Some("key"), "needs key or key-file");
     }
 
     /// Attributes of the other mode, or unknown ones, are refused.
@@ -2649,19 +2369,10 @@ mod tests {
         let key_path = dir.path().join("keys/hmac.key");
         std::fs::write(&key_path, "0123456789abcdef-file \r\n\n").unwrap();
         let path = dir.path().join("n.xml");
-        std::fs::write(
-            &path,
-            with(r#"<auth mode="hmac" key-file="keys/hmac.key"/>"#),
-        )
-        .unwrap();
-        let want = AuthConfig::Hmac {
-            key: b"0123456789abcdef-file".to_vec(),
-        };
+        std::fs::write(&path, with(r#"<auth mode="hmac" key-file="keys/hmac.key"/>"#)).unwrap();
+        let want = AuthConfig::Hmac { key: b"0123456789abcdef-file".to_vec() };
         assert_eq!(load(&path).unwrap().auth, want);
-        let text = with(&format!(
-            "<auth mode=\"hmac\" key-file=\"{}\"/>",
-            key_path.display()
-        ));
+        let text = with(&format!("<auth mode=\"hmac\" key-file=\"{}\"/>", key_path.display()));
         assert_eq!(parse(&text, "t.xml").unwrap().auth, want);
         assert_eq!(parse(&text, EMBEDDED_NAME).unwrap().auth, want);
     }
@@ -2676,11 +2387,7 @@ mod tests {
         let e = load(&path).unwrap_err();
         assert_eq!((e.line(), e.field()), (Some(7), Some("key-file")));
         let missing = dir.path().join("missing.key");
-        assert!(
-            e.to_string()
-                .contains(&format!("cannot read {}", missing.display())),
-            "{e}"
-        );
+        assert!(e.to_string().contains(&format!("cannot read {}", missing.display())), "{e}");
         std::fs::write(&missing, "short\n").unwrap();
         let e = load(&path).unwrap_err();
         assert_eq!(e.field(), Some("key-file"));
@@ -2715,17 +2422,10 @@ mod tests {
             Some("url"),
             "expected http://host:port/path",
         );
-        refused(
-            &with(r#"<auth mode="external"/>"#),
-            7,
-            Some("url"),
-            "missing required attribute",
-        );
+        refused(&with(r#"<auth mode="external"/>"#), 7, Some("url"), "missing required attribute");
         for t in ["0", "60001"] {
             refused(
-                &with(&format!(
-                    "<auth mode=\"external\" url=\"http://a/\" timeout-ms=\"{t}\"/>"
-                )),
+                &with(&format!("<auth mode=\"external\" url=\"http://a/\" timeout-ms=\"{t}\"/>")),
                 7,
                 Some("timeout-ms"),
                 "from 1 to 60000",
@@ -2744,11 +2444,7 @@ mod tests {
             std::fs::write(dir.path().join(f), "PEM").unwrap();
         }
         let path = dir.path().join("n.xml");
-        std::fs::write(
-            &path,
-            with(r#"<tls cert="cert.pem" key="key.pem" ca="ca.pem"/>"#),
-        )
-        .unwrap();
+        std::fs::write(&path, with(r#"<tls cert="cert.pem" key="key.pem" ca="ca.pem"/>"#)).unwrap();
         assert_eq!(
             load(&path).unwrap().tls,
             Some(TlsConfig {
@@ -2786,29 +2482,15 @@ mod tests {
         let e = load_with(r#"<tls cert="cert.pem" key="key.pem"/>"#);
         assert_eq!((e.line(), e.field()), (Some(7), Some("cert")));
         let cert = dir.path().join("cert.pem");
-        assert!(
-            e.to_string()
-                .contains(&format!("cert: cannot read {}", cert.display())),
-            "{e}"
-        );
+        assert!(e.to_string().contains(&format!("cert: cannot read {}", cert.display())), "{e}");
         let e = load_with(r#"<tls cert="key.pem" key="key.pem" ca="nope.pem"/>"#);
         assert_eq!(e.field(), Some("ca"));
         assert!(e.to_string().contains("nope.pem"), "{e}");
         let e = load_with(r#"<tls cert="key.pem" key="."/>"#);
         assert_eq!(e.field(), Some("key"));
         assert!(e.to_string().contains("is not a regular file"), "{e}");
-        refused(
-            &with(r#"<tls key="k.pem"/>"#),
-            7,
-            Some("cert"),
-            "missing required attribute",
-        );
-        refused(
-            &with(r#"<tls cert="c.pem"/>"#),
-            7,
-            Some("cert"),
-            "cannot read c.pem",
-        );
+        refused(&with(r#"<tls key="k.pem"/>"#), 7, Some("cert"), "missing required attribute");
+        refused(&with(r#"<tls cert="c.pem"/>"#), 7, Some("cert"), "cannot read c.pem");
     }
 
     // --- new elements: shared rules ----------------------------------------
@@ -2823,27 +2505,13 @@ mod tests {
         assert_eq!(c.messages, MessagesConfig::default());
         assert_eq!(c.auth, AuthConfig::Unconfigured);
         assert_eq!(c.tls, None);
-        assert_eq!(
-            (c.gateway.heartbeat_ms, c.messages.max_body_bytes),
-            (30_000, 65_536)
-        );
-        let c = parse(
-            &with("<gateway/>").replace("</herald>", "  <messages/>\n</herald>"),
-            "t.xml",
-        )
-        .unwrap();
-        assert_eq!(
-            (c.gateway, c.messages),
-            (GatewayConfig::default(), MessagesConfig::default())
-        );
+        assert_eq!((c.gateway.heartbeat_ms, c.messages.max_body_bytes), (30_000, 65_536));
+        let c =
+            parse(&with("<gateway/>").replace("</herald>", "  <messages/>\n</herald>"), "t.xml")
+                .unwrap();
+        assert_eq!((c.gateway, c.messages), (GatewayConfig::default(), MessagesConfig::default()));
         let c = parse(&with(r#"<gateway max-sessions="5"/>"#), "t.xml").unwrap();
-        assert_eq!(
-            c.gateway,
-            GatewayConfig {
-                max_sessions: 5,
-                ..GatewayConfig::default()
-            }
-        );
+        assert_eq!(c.gateway, GatewayConfig { max_sessions: 5, ..GatewayConfig::default() });
     }
 
     /// The new elements may come anywhere among <herald>'s children.
@@ -3084,7 +2752,8 @@ mod tests {
                 (Box::new(move |v: &str| with_edit(&format!("<edit {field}=\"{v}\"/>"))), 8)
             };
             let ok = |v: u64| {
-                parse(&text(&v.to_string()), "t.xml").unwrap_or_else(|e| panic!("{field}={v}: {e}"));
+                parse(&text(&v.to_string()), "t.xml")
+                    .unwrap_or_else(|e| panic!("{field}={v}: {e}"));
             };
             let out = |v: &str, needle: &str| {
                 let e = refused(&text(v), line, Some(field), needle);
@@ -3092,14 +2761,20 @@ mod tests {
             };
             ok(min);
             if min > 0 {
-                out(&(min - 1).to_string(), &format!("out of range: expected an integer from {min} to"));
+                out(
+                    &(min - 1).to_string(),
+                    &format!("out of range: expected an integer from {min} to"),
+                );
             } else {
                 out("-1", "expected an integer");
             }
             match max {
                 Some(max) => {
                     ok(max);
-                    out(&(max + 1).to_string(), &format!("out of range: expected an integer from {min} to {max}"));
+                    out(
+                        &(max + 1).to_string(),
+                        &format!("out of range: expected an integer from {min} to {max}"),
+                    );
                 }
                 None => {
                     ok(u64::MAX);
@@ -3124,7 +2799,12 @@ mod tests {
         assert!(e.to_string().contains("<media>"), "{e}");
         refused(&with(r#"<media mode="hmac"/>"#), 7, Some("mode"), "unknown attribute");
         // The line of the attribute, not of the element, when they differ.
-        refused(&with("<media\n      max-bytes=\"5\"\n      ttl=\"5\"/>"), 9, Some("ttl"), "unknown attribute");
+        refused(
+            &with("<media\n      max-bytes=\"5\"\n      ttl=\"5\"/>"),
+            9,
+            Some("ttl"),
+            "unknown attribute",
+        );
         let e = refused(
             &with_edit(r#"<edit width="100"/>"#),
             8,
@@ -3132,7 +2812,12 @@ mod tests {
             "unknown attribute (allowed: enabled, max-width, max-height, format, quality, max-pixels)",
         );
         assert!(e.to_string().contains("<edit>"), "{e}");
-        refused(&with_edit(r#"<edit max-bytes="100"/>"#), 8, Some("max-bytes"), "unknown attribute");
+        refused(
+            &with_edit(r#"<edit max-bytes="100"/>"#),
+            8,
+            Some("max-bytes"),
+            "unknown attribute",
+        );
     }
 
     /// An unknown child of <media> (only <edit> is allowed), any child of
@@ -3248,7 +2933,8 @@ mod tests {
         let key_path = dir.path().join("keys/media.key");
         std::fs::write(&key_path, "media-key-from-file \r\n\n").unwrap();
         let path = dir.path().join("n.xml");
-        std::fs::write(&path, with_media(Some(AUTH_HMAC), r#"<media key-file="keys/media.key"/>"#)).unwrap();
+        std::fs::write(&path, with_media(Some(AUTH_HMAC), r#"<media key-file="keys/media.key"/>"#))
+            .unwrap();
         let want = Some(b"media-key-from-file".to_vec());
         assert_eq!(load(&path).unwrap().media.key, want, "the file's key, not the derived one");
         let text = with(&format!("<media key-file=\"{}\"/>", key_path.display()));
@@ -3273,11 +2959,8 @@ mod tests {
     /// anywhere.
     #[test]
     fn config_media_any_position() {
-        let text = edit(
-            "  <node number",
-            "  <media max-uploads=\"3\"/>\n  <node number",
-        )
-        .replace("</herald>", &format!("  {AUTH_HMAC}\n</herald>"));
+        let text = edit("  <node number", "  <media max-uploads=\"3\"/>\n  <node number")
+            .replace("</herald>", &format!("  {AUTH_HMAC}\n</herald>"));
         let c = parse(&text, "t.xml").unwrap();
         assert_eq!(c.media.max_uploads, 3);
         assert_eq!(c.media.key, MediaConfig::derived_key(&c.auth));
@@ -3351,18 +3034,8 @@ mod tests {
             Some("election-min-ms"),
             "must be less than election-max-ms (800)",
         );
-        refused(
-            &with("<raft election-min-ms=\"900\"/>"),
-            7,
-            Some("election-min-ms"),
-            "(900)",
-        );
-        refused(
-            &with("<raft election-max-ms=\"300\"/>"),
-            7,
-            Some("election-max-ms"),
-            "(300)",
-        );
+        refused(&with("<raft election-min-ms=\"900\"/>"), 7, Some("election-min-ms"), "(900)");
+        refused(&with("<raft election-max-ms=\"300\"/>"), 7, Some("election-max-ms"), "(300)");
     }
 
     /// heartbeat-ms >= election-min-ms is refused.
@@ -3385,18 +3058,8 @@ mod tests {
     /// Raft values of 0 or of the wrong type are refused.
     #[test]
     fn config_raft_type_refused() {
-        refused(
-            &with("<raft snapshot-logs=\"0\"/>"),
-            7,
-            Some("snapshot-logs"),
-            "integer >= 1",
-        );
-        refused(
-            &with("<raft write-timeout-ms=\"5s\"/>"),
-            7,
-            Some("write-timeout-ms"),
-            "\"5s\"",
-        );
+        refused(&with("<raft snapshot-logs=\"0\"/>"), 7, Some("snapshot-logs"), "integer >= 1");
+        refused(&with("<raft write-timeout-ms=\"5s\"/>"), 7, Some("write-timeout-ms"), "\"5s\"");
     }
 
     // --- limits ------------------------------------------------------------
@@ -3419,18 +3082,10 @@ mod tests {
     /// Any limit of 0 is refused.
     #[test]
     fn config_limits_zero_refused() {
-        for field in [
-            "max-ids-per-query",
-            "max-request-bytes",
-            "max-events-per-request",
-            "max-connections",
-        ] {
-            refused(
-                &with(&format!("<limits {field}=\"0\"/>")),
-                7,
-                Some(field),
-                "out of range",
-            );
+        for field in
+            ["max-ids-per-query", "max-request-bytes", "max-events-per-request", "max-connections"]
+        {
+            refused(&with(&format!("<limits {field}=\"0\"/>")), 7, Some(field), "out of range");
         }
     }
 
@@ -3481,35 +3136,17 @@ mod tests {
     /// Empty <raft/> and <limits/>, or partial ones, default the missing attributes.
     #[test]
     fn config_defaults_absent_attributes() {
-        let c = parse(
-            &with("<raft/>").replace("</herald>", "  <limits/>\n</herald>"),
-            "t.xml",
-        )
-        .unwrap();
-        assert_eq!(
-            (c.raft, c.limits),
-            (RaftTiming::default(), Limits::default())
-        );
+        let c = parse(&with("<raft/>").replace("</herald>", "  <limits/>\n</herald>"), "t.xml")
+            .unwrap();
+        assert_eq!((c.raft, c.limits), (RaftTiming::default(), Limits::default()));
         let c = parse(
             &with("<raft snapshot-logs=\"5\"/>")
                 .replace("</herald>", "  <limits max-connections=\"9\"/>\n</herald>"),
             "t.xml",
         )
         .unwrap();
-        assert_eq!(
-            c.raft,
-            RaftTiming {
-                snapshot_logs: 5,
-                ..RaftTiming::default()
-            }
-        );
-        assert_eq!(
-            c.limits,
-            Limits {
-                max_connections: 9,
-                ..Limits::default()
-            }
-        );
+        assert_eq!(c.raft, RaftTiming { snapshot_logs: 5, ..RaftTiming::default() });
+        assert_eq!(c.limits, Limits { max_connections: 9, ..Limits::default() });
     }
 
     // --- overrides ---------------------------------------------------------
@@ -3546,15 +3183,9 @@ mod tests {
     fn config_override_targets_this_node() {
         let mut c = parse(NODE2, "node2.xml").unwrap();
         let lines = c
-            .apply_overrides(&Overrides {
-                publish_port: Some(45678),
-                ..Overrides::default()
-            })
+            .apply_overrides(&Overrides { publish_port: Some(45678), ..Overrides::default() })
             .unwrap();
-        assert_eq!(
-            lines,
-            vec!["publish-port of server 2 overridden: 7203 -> 45678"]
-        );
+        assert_eq!(lines, vec!["publish-port of server 2 overridden: 7203 -> 45678"]);
         assert_eq!(c.server(2).unwrap().publish_port, 45678);
         assert_eq!(c.server(1).unwrap().publish_port, 7103);
     }
@@ -3573,10 +3204,7 @@ mod tests {
     fn config_override_collision_refused() {
         let mut c = base();
         let err = c
-            .apply_overrides(&Overrides {
-                publish_port: Some(7203),
-                ..Overrides::default()
-            })
+            .apply_overrides(&Overrides { publish_port: Some(7203), ..Overrides::default() })
             .unwrap_err();
         assert_eq!(
             err.to_string(),
@@ -3586,10 +3214,7 @@ mod tests {
         assert_eq!(err.line(), None);
         assert_eq!(c, base(), "unchanged after a refused override");
         let err = c
-            .apply_overrides(&Overrides {
-                time_port: Some(7101),
-                ..Overrides::default()
-            })
+            .apply_overrides(&Overrides { time_port: Some(7101), ..Overrides::default() })
             .unwrap_err();
         assert!(err.to_string().contains("duplicate port 7101"), "{err}");
     }
@@ -3599,17 +3224,11 @@ mod tests {
     fn config_override_invalid_refused() {
         let mut c = base();
         let err = c
-            .apply_overrides(&Overrides {
-                sync_port: Some(0),
-                ..Overrides::default()
-            })
+            .apply_overrides(&Overrides { sync_port: Some(0), ..Overrides::default() })
             .unwrap_err();
         assert_eq!(err.field(), Some("sync-port"));
         let err = c
-            .apply_overrides(&Overrides {
-                data_dir: Some(PathBuf::new()),
-                ..Overrides::default()
-            })
+            .apply_overrides(&Overrides { data_dir: Some(PathBuf::new()), ..Overrides::default() })
             .unwrap_err();
         assert_eq!(err.field(), Some("data-dir"));
         assert_eq!(c, base());
@@ -3636,17 +3255,12 @@ mod tests {
         let err = load(&missing).unwrap_err();
         assert!(matches!(err, ConfigError::Io { .. }));
         assert!(
-            err.to_string()
-                .starts_with(&format!("cannot read {}: ", missing.display())),
+            err.to_string().starts_with(&format!("cannot read {}: ", missing.display())),
             "{err}"
         );
         let bad = dir.path().join("bad.xml");
         std::fs::write(&bad, with("<raft heartbeat-ms=\"x\"/>")).unwrap();
         let err = load(&bad).unwrap_err();
-        assert!(
-            err.to_string()
-                .starts_with(&format!("{}:7:", bad.display())),
-            "{err}"
-        );
+        assert!(err.to_string().starts_with(&format!("{}:7:", bad.display())), "{err}");
     }
 }

@@ -72,18 +72,40 @@ pub enum LibOp {
         expect_existing: bool,
     },
     /// `owner` no longer shares `id`.
-    MediaUnshare { id: String, owner: String },
+    MediaUnshare {
+        id: String,
+        owner: String,
+    },
     /// `node` now holds a fsynced copy of `id`.
-    MediaAddReplica { id: String, node: u64 },
+    MediaAddReplica {
+        id: String,
+        node: u64,
+    },
     /// `node` no longer holds `id` (lost it, or left the cluster).
-    MediaDropReplica { id: String, node: u64 },
+    MediaDropReplica {
+        id: String,
+        node: u64,
+    },
     /// `uids` were sent `id`: they may view it.
-    MediaGrant { id: String, uids: Vec<String> },
+    MediaGrant {
+        id: String,
+        uids: Vec<String>,
+    },
     /// Forget `id` if nobody has owned it for `grace_ms`.
-    MediaGc { id: String, grace_ms: u64 },
+    MediaGc {
+        id: String,
+        grace_ms: u64,
+    },
     /// Adds `contact` to `uid`'s contacts (or replaces its groups).
-    ContactSet { uid: String, contact: String, groups: Vec<String> },
-    ContactRemove { uid: String, contact: String },
+    ContactSet {
+        uid: String,
+        contact: String,
+        groups: Vec<String>,
+    },
+    ContactRemove {
+        uid: String,
+        contact: String,
+    },
 }
 
 /// What a [`LibOp`] answers.
@@ -176,7 +198,11 @@ impl Library {
         let mut users: Vec<&String> = self.contacts.keys().collect();
         users.sort();
         for u in users {
-            out.extend(self.contacts[u].iter().map(|(c, g)| Item::Contact(u.clone(), c.clone(), g.clone())));
+            out.extend(
+                self.contacts[u]
+                    .iter()
+                    .map(|(c, g)| Item::Contact(u.clone(), c.clone(), g.clone())),
+            );
         }
         out
     }
@@ -184,7 +210,11 @@ impl Library {
     pub fn item(&self, key: &Key) -> Option<Item> {
         match key {
             Key::Media(id) => self.media.get(id).cloned().map(Item::Media),
-            Key::Contact(u, c) => self.contacts.get(u).and_then(|m| m.get(c)).map(|g| Item::Contact(u.clone(), c.clone(), g.clone())),
+            Key::Contact(u, c) => self
+                .contacts
+                .get(u)
+                .and_then(|m| m.get(c))
+                .map(|g| Item::Contact(u.clone(), c.clone(), g.clone())),
         }
     }
 
@@ -194,12 +224,27 @@ impl Library {
 
     pub fn apply(&mut self, op: &LibOp, at_ms: u64) -> LibResult {
         match op {
-            LibOp::MediaCommit { id, size, content_type, owner, name, replicas, quota_bytes, expect_existing } => {
-                if *expect_existing && self.media.get(id).is_none_or(|m| m.orphan_since_ms.is_some()) {
+            LibOp::MediaCommit {
+                id,
+                size,
+                content_type,
+                owner,
+                name,
+                replicas,
+                quota_bytes,
+                expect_existing,
+            } => {
+                if *expect_existing
+                    && self.media.get(id).is_none_or(|m| m.orphan_since_ms.is_some())
+                {
                     return LibResult::Refused("media_gone".into());
                 }
-                let already_owner = self.media.get(id).is_some_and(|m| m.owners.contains_key(owner));
-                if *quota_bytes > 0 && !already_owner && self.usage(owner).saturating_add(*size) > *quota_bytes {
+                let already_owner =
+                    self.media.get(id).is_some_and(|m| m.owners.contains_key(owner));
+                if *quota_bytes > 0
+                    && !already_owner
+                    && self.usage(owner).saturating_add(*size) > *quota_bytes
+                {
                     return LibResult::Refused("media_quota_exceeded".into());
                 }
                 let duplicate = self.media.contains_key(id);
@@ -254,7 +299,9 @@ impl Library {
                 LibResult::Done(changed)
             }
             LibOp::MediaGrant { id, uids } => {
-                let Some(m) = self.media.get_mut(id) else { return LibResult::Refused("unknown_media".into()) };
+                let Some(m) = self.media.get_mut(id) else {
+                    return LibResult::Refused("unknown_media".into());
+                };
                 let mut changed = false;
                 for u in uids {
                     changed |= m.grants.insert(u.clone());
@@ -265,7 +312,11 @@ impl Library {
                 LibResult::Done(changed)
             }
             LibOp::MediaGc { id, grace_ms } => {
-                let due = self.media.get(id).and_then(|m| m.orphan_since_ms).is_some_and(|t| t.saturating_add(*grace_ms) <= at_ms);
+                let due = self
+                    .media
+                    .get(id)
+                    .and_then(|m| m.orphan_since_ms)
+                    .is_some_and(|t| t.saturating_add(*grace_ms) <= at_ms);
                 if due {
                     self.media.remove(id);
                     self.dirty.push(Key::Media(id.clone()));
@@ -306,7 +357,10 @@ impl Library {
 
     /// Bytes of media `owner` shares (each media counted in full).
     pub fn usage(&self, owner: &str) -> u64 {
-        self.by_owner.get(owner).map(|ids| ids.iter().filter_map(|id| self.media.get(id)).map(|m| m.size).sum()).unwrap_or(0)
+        self.by_owner
+            .get(owner)
+            .map(|ids| ids.iter().filter_map(|id| self.media.get(id)).map(|m| m.size).sum())
+            .unwrap_or(0)
     }
 
     pub fn media(&self, id: &str) -> Option<&MediaMeta> {
@@ -319,10 +373,14 @@ impl Library {
 
     /// Media `owner` shares, newest first.
     pub fn shared_by(&self, owner: &str) -> Vec<&MediaMeta> {
-        let mut v: Vec<&MediaMeta> =
-            self.by_owner.get(owner).map(|ids| ids.iter().filter_map(|id| self.media.get(id)).collect()).unwrap_or_default();
+        let mut v: Vec<&MediaMeta> = self
+            .by_owner
+            .get(owner)
+            .map(|ids| ids.iter().filter_map(|id| self.media.get(id)).collect())
+            .unwrap_or_default();
         v.sort_by(|a, b| {
-            let (ta, tb) = (a.owners.get(owner).map(|o| o.at_ms), b.owners.get(owner).map(|o| o.at_ms));
+            let (ta, tb) =
+                (a.owners.get(owner).map(|o| o.at_ms), b.owners.get(owner).map(|o| o.at_ms));
             tb.cmp(&ta).then_with(|| a.id.cmp(&b.id))
         });
         v
@@ -341,14 +399,19 @@ impl Library {
     /// `uid`'s contacts in any of `groups` (all contacts when empty), sorted.
     pub fn recipients(&self, uid: &str, groups: &[String]) -> Vec<String> {
         let Some(c) = self.contacts.get(uid) else { return Vec::new() };
-        c.iter().filter(|(_, gs)| groups.is_empty() || groups.iter().any(|g| gs.contains(g))).map(|(u, _)| u.clone()).collect()
+        c.iter()
+            .filter(|(_, gs)| groups.is_empty() || groups.iter().any(|g| gs.contains(g)))
+            .map(|(u, _)| u.clone())
+            .collect()
     }
 
     /// Whether `viewer` may see media `id`: an owner, a friend of an
     /// owner, or someone it was sent to.
     pub fn may_view(&self, id: &str, viewer: &str) -> bool {
         let Some(m) = self.media.get(id) else { return false };
-        m.owners.contains_key(viewer) || m.grants.contains(viewer) || m.owners.keys().any(|o| self.are_friends(o, viewer))
+        m.owners.contains_key(viewer)
+            || m.grants.contains(viewer)
+            || m.owners.keys().any(|o| self.are_friends(o, viewer))
     }
 }
 
@@ -370,7 +433,11 @@ mod tests {
     }
 
     fn set(uid: &str, contact: &str, groups: &[&str]) -> LibOp {
-        LibOp::ContactSet { uid: uid.into(), contact: contact.into(), groups: groups.iter().map(|g| g.to_string()).collect() }
+        LibOp::ContactSet {
+            uid: uid.into(),
+            contact: contact.into(),
+            groups: groups.iter().map(|g| g.to_string()).collect(),
+        }
     }
 
     /// Identical bytes are one media with several owners; quota counts what
@@ -378,16 +445,34 @@ mod tests {
     #[test]
     fn library_media_dedup_and_quota() {
         let mut l = Library::default();
-        assert_eq!(l.apply(&commit("a", "alice", 600, 1000), 10), LibResult::Committed { duplicate: false });
-        assert_eq!(l.apply(&commit("a", "bob", 600, 1000), 11), LibResult::Committed { duplicate: true });
+        assert_eq!(
+            l.apply(&commit("a", "alice", 600, 1000), 10),
+            LibResult::Committed { duplicate: false }
+        );
+        assert_eq!(
+            l.apply(&commit("a", "bob", 600, 1000), 11),
+            LibResult::Committed { duplicate: true }
+        );
         assert_eq!(l.media("a").unwrap().owners.len(), 2);
         assert_eq!(l.usage("alice"), 600);
-        assert_eq!(l.apply(&commit("b", "alice", 600, 1000), 12), LibResult::Refused("media_quota_exceeded".into()));
+        assert_eq!(
+            l.apply(&commit("b", "alice", 600, 1000), 12),
+            LibResult::Refused("media_quota_exceeded".into())
+        );
         assert!(l.media("b").is_none());
         // Re-committing what alice already owns is not counted twice.
-        assert_eq!(l.apply(&commit("a", "alice", 600, 1000), 13), LibResult::Committed { duplicate: true });
-        assert_eq!(l.apply(&commit("b", "alice", 400, 1000), 14), LibResult::Committed { duplicate: false });
-        assert_eq!(l.shared_by("alice").iter().map(|m| m.id.as_str()).collect::<Vec<_>>(), vec!["b", "a"]);
+        assert_eq!(
+            l.apply(&commit("a", "alice", 600, 1000), 13),
+            LibResult::Committed { duplicate: true }
+        );
+        assert_eq!(
+            l.apply(&commit("b", "alice", 400, 1000), 14),
+            LibResult::Committed { duplicate: false }
+        );
+        assert_eq!(
+            l.shared_by("alice").iter().map(|m| m.id.as_str()).collect::<Vec<_>>(),
+            vec!["b", "a"]
+        );
     }
 
     /// Media nobody owns is forgotten only after the grace period.
@@ -395,14 +480,40 @@ mod tests {
     fn library_gc_after_grace() {
         let mut l = Library::default();
         l.apply(&commit("a", "alice", 1, 0), 10);
-        assert_eq!(l.apply(&LibOp::MediaGc { id: "a".into(), grace_ms: 100 }, 1000), LibResult::Done(false));
-        assert_eq!(l.apply(&LibOp::MediaUnshare { id: "a".into(), owner: "alice".into() }, 1000), LibResult::Done(true));
-        assert_eq!(l.apply(&LibOp::MediaGc { id: "a".into(), grace_ms: 100 }, 1050), LibResult::Done(false));
-        assert_eq!(l.apply(&LibOp::MediaGc { id: "a".into(), grace_ms: 100 }, 1100), LibResult::Done(true));
+        assert_eq!(
+            l.apply(&LibOp::MediaGc { id: "a".into(), grace_ms: 100 }, 1000),
+            LibResult::Done(false)
+        );
+        assert_eq!(
+            l.apply(&LibOp::MediaUnshare { id: "a".into(), owner: "alice".into() }, 1000),
+            LibResult::Done(true)
+        );
+        assert_eq!(
+            l.apply(&LibOp::MediaGc { id: "a".into(), grace_ms: 100 }, 1050),
+            LibResult::Done(false)
+        );
+        assert_eq!(
+            l.apply(&LibOp::MediaGc { id: "a".into(), grace_ms: 100 }, 1100),
+            LibResult::Done(true)
+        );
         assert!(l.media("a").is_none());
         // A dedup commit of collected bytes is refused: they must be stored again.
-        let LibOp::MediaCommit { id, size, content_type, owner, name, replicas, quota_bytes, .. } = commit("a", "bob", 1, 0) else { unreachable!() };
-        let dedup = LibOp::MediaCommit { id, size, content_type, owner, name, replicas, quota_bytes, expect_existing: true };
+        let LibOp::MediaCommit {
+            id, size, content_type, owner, name, replicas, quota_bytes, ..
+        } = commit("a", "bob", 1, 0)
+        else {
+            unreachable!()
+        };
+        let dedup = LibOp::MediaCommit {
+            id,
+            size,
+            content_type,
+            owner,
+            name,
+            replicas,
+            quota_bytes,
+            expect_existing: true,
+        };
         assert_eq!(l.apply(&dedup, 1200), LibResult::Refused("media_gone".into()));
         assert!(l.media("a").is_none());
         assert!(l.shared_by("alice").is_empty());
@@ -417,7 +528,10 @@ mod tests {
         l.apply(&set("alice", "carol", &["family"]), 1);
         l.apply(&set("alice", "dave", &["friends", "family"]), 1);
         l.apply(&set("bob", "alice", &[]), 1);
-        assert_eq!(l.apply(&set("alice", "alice", &[]), 1), LibResult::Refused("self_contact".into()));
+        assert_eq!(
+            l.apply(&set("alice", "alice", &[]), 1),
+            LibResult::Refused("self_contact".into())
+        );
         assert!(l.are_friends("alice", "bob") && l.are_friends("bob", "alice"));
         assert!(!l.are_friends("alice", "carol"));
         assert_eq!(l.recipients("alice", &["friends".into()]), vec!["bob", "dave"]);
@@ -429,7 +543,10 @@ mod tests {
         l.apply(&LibOp::MediaGrant { id: "m".into(), uids: vec!["carol".into()] }, 3);
         assert!(l.may_view("m", "carol"));
         assert!(!l.may_view("m", "eve"));
-        assert_eq!(l.apply(&LibOp::ContactRemove { uid: "bob".into(), contact: "alice".into() }, 4), LibResult::Done(true));
+        assert_eq!(
+            l.apply(&LibOp::ContactRemove { uid: "bob".into(), contact: "alice".into() }, 4),
+            LibResult::Done(true)
+        );
         assert!(!l.are_friends("alice", "bob"));
         assert!(!l.may_view("m", "bob"));
     }

@@ -104,11 +104,21 @@ pub struct SendOp {
 pub enum MsgOp {
     Send(SendOp),
     /// A session acknowledged messages: by id, and every id <= `up_to`.
-    Ack { uid: String, ids: Vec<u64>, up_to: u64 },
+    Ack {
+        uid: String,
+        ids: Vec<u64>,
+        up_to: u64,
+    },
     /// Subscribes (true) or unsubscribes a user from offline storage.
-    SetOffline { uid: String, enabled: bool },
+    SetOffline {
+        uid: String,
+        enabled: bool,
+    },
     /// Replaces a recipient group; no members deletes it.
-    SetGroup { name: String, members: Vec<String> },
+    SetGroup {
+        name: String,
+        members: Vec<String>,
+    },
 }
 
 /// What happened to one recipient at apply.
@@ -351,7 +361,9 @@ impl MsgState {
         match key {
             Key::Meta => Some(Item::Meta { next_id: self.next_id }),
             Key::Msg(id) => self.msgs.get(id).map(|m| Item::Msg(StoredMsg::clone(m))),
-            Key::Inbox(u) => self.inbox.get(u).map(|ids| Item::Inbox(u.clone(), ids.iter().copied().collect())),
+            Key::Inbox(u) => {
+                self.inbox.get(u).map(|ids| Item::Inbox(u.clone(), ids.iter().copied().collect()))
+            }
             Key::Idem(f, k) => self.idem.get(&(f.clone(), k.clone())).map(|e| Item::Idem {
                 from: f.clone(),
                 key: k.clone(),
@@ -375,9 +387,15 @@ impl MsgState {
         self.expire(at_ms);
         match op {
             MsgOp::Send(s) => MsgResult::Sent(self.send(s, at_ms, notices)),
-            MsgOp::Ack { uid, ids, up_to } => MsgResult::Acked { removed: self.ack(uid, ids, *up_to, at_ms) },
+            MsgOp::Ack { uid, ids, up_to } => {
+                MsgResult::Acked { removed: self.ack(uid, ids, *up_to, at_ms) }
+            }
             MsgOp::SetOffline { uid, enabled } => {
-                let changed = if *enabled { self.no_offline.remove(uid) } else { self.no_offline.insert(uid.clone()) };
+                let changed = if *enabled {
+                    self.no_offline.remove(uid)
+                } else {
+                    self.no_offline.insert(uid.clone())
+                };
                 if changed {
                     self.dirty.push(Key::NoOffline(uid.clone()));
                 }
@@ -388,7 +406,8 @@ impl MsgState {
                     self.groups.remove(name);
                 } else {
                     let mut seen = BTreeSet::new();
-                    let m: Vec<String> = members.iter().filter(|u| seen.insert(u.as_str())).cloned().collect();
+                    let m: Vec<String> =
+                        members.iter().filter(|u| seen.insert(u.as_str())).cloned().collect();
                     self.groups.insert(name.clone(), m);
                 }
                 self.dirty.push(Key::Group(name.clone()));
@@ -420,7 +439,12 @@ impl MsgState {
         }
     }
 
-    fn send(&mut self, s: &SendOp, at_ms: u64, notices: &mut Vec<Notice>) -> Result<SendResult, SendError> {
+    fn send(
+        &mut self,
+        s: &SendOp,
+        at_ms: u64,
+        notices: &mut Vec<Notice>,
+    ) -> Result<SendResult, SendError> {
         let ikey = (s.from.clone(), s.idempotency_key.clone());
         if let Some(e) = self.idem.get(&ikey) {
             let mut r = e.result.clone();
@@ -434,7 +458,8 @@ impl MsgState {
             (Kind::Group, members.clone())
         } else {
             let mut seen = BTreeSet::new();
-            let to: Vec<String> = s.to.iter().filter(|u| seen.insert(u.as_str())).cloned().collect();
+            let to: Vec<String> =
+                s.to.iter().filter(|u| seen.insert(u.as_str())).cloned().collect();
             (if to.len() == 1 { Kind::Direct } else { Kind::Group }, to)
         };
         if kind != Kind::Broadcast && recipients.is_empty() {
@@ -460,7 +485,8 @@ impl MsgState {
         if kind == Kind::Broadcast {
             if s.ttl_ms > 0 {
                 msg.expires_at_ms = at_ms.saturating_add(s.ttl_ms);
-                self.bcasts.insert(id, Bcast { expires_at_ms: msg.expires_at_ms, acked: BTreeSet::new() });
+                self.bcasts
+                    .insert(id, Bcast { expires_at_ms: msg.expires_at_ms, acked: BTreeSet::new() });
                 self.bcast_expiry.insert((msg.expires_at_ms, id));
                 self.dirty.push(Key::Bcast(id));
                 self.dirty.push(Key::Msg(id));
@@ -490,7 +516,8 @@ impl MsgState {
             }
             // An inbox entry created only to find the quota full is removed.
             for (uid, o) in &outcomes {
-                if *o == Stored::QuotaExceeded && self.inbox.get(uid).is_some_and(|i| i.is_empty()) {
+                if *o == Stored::QuotaExceeded && self.inbox.get(uid).is_some_and(|i| i.is_empty())
+                {
                     self.inbox.remove(uid);
                 }
             }
@@ -525,8 +552,11 @@ impl MsgState {
     fn ack(&mut self, uid: &str, ids: &[u64], up_to: u64, at_ms: u64) -> u32 {
         let mut removed = 0;
         if let Some(inbox) = self.inbox.get_mut(uid) {
-            let gone: BTreeSet<u64> =
-                inbox.range(..=up_to).copied().chain(ids.iter().copied().filter(|id| inbox.contains(id))).collect();
+            let gone: BTreeSet<u64> = inbox
+                .range(..=up_to)
+                .copied()
+                .chain(ids.iter().copied().filter(|id| inbox.contains(id)))
+                .collect();
             for id in gone {
                 inbox.remove(&id);
                 removed += 1;
@@ -547,8 +577,12 @@ impl MsgState {
                 self.dirty.push(Key::Inbox(uid.to_owned()));
             }
         }
-        let named: BTreeSet<u64> =
-            self.bcasts.range(..=up_to).map(|(id, _)| *id).chain(ids.iter().copied().filter(|id| self.bcasts.contains_key(id))).collect();
+        let named: BTreeSet<u64> = self
+            .bcasts
+            .range(..=up_to)
+            .map(|(id, _)| *id)
+            .chain(ids.iter().copied().filter(|id| self.bcasts.contains_key(id)))
+            .collect();
         for id in named {
             let b = self.bcasts.get_mut(&id).expect("named from bcasts");
             if b.expires_at_ms > at_ms && b.acked.insert(uid.to_owned()) {
@@ -654,8 +688,14 @@ mod tests {
         assert_eq!(s.stored_messages(), 2);
         let p: Vec<u64> = s.pending("u1", 0, 11, 100).iter().map(|m| m.id).collect();
         assert_eq!(p, vec![a.id, b.id]);
-        assert_eq!(s.apply(&MsgOp::Ack { uid: "u1".into(), ids: vec![a.id], up_to: 0 }, 12, &mut n), MsgResult::Acked { removed: 1 });
-        assert_eq!(s.pending("u1", 0, 12, 100).iter().map(|m| m.id).collect::<Vec<_>>(), vec![b.id]);
+        assert_eq!(
+            s.apply(&MsgOp::Ack { uid: "u1".into(), ids: vec![a.id], up_to: 0 }, 12, &mut n),
+            MsgResult::Acked { removed: 1 }
+        );
+        assert_eq!(
+            s.pending("u1", 0, 12, 100).iter().map(|m| m.id).collect::<Vec<_>>(),
+            vec![b.id]
+        );
         // u2 still holds message a: the body stays.
         assert_eq!(s.stored_messages(), 2);
         s.apply(&MsgOp::Ack { uid: "u2".into(), ids: vec![], up_to: b.id }, 13, &mut n);
@@ -689,7 +729,10 @@ mod tests {
             sent(s.apply(&send(&format!("k{i}"), &["u"]), 1, &mut n));
         }
         let r = sent(s.apply(&send("k9", &["u", "v"]), 2, &mut n));
-        assert_eq!(r.outcomes, vec![("u".into(), Stored::QuotaExceeded), ("v".into(), Stored::Stored)]);
+        assert_eq!(
+            r.outcomes,
+            vec![("u".into(), Stored::QuotaExceeded), ("v".into(), Stored::Stored)]
+        );
         assert_eq!(s.queued("u"), 3);
         s.apply(&MsgOp::SetOffline { uid: "w".into(), enabled: false }, 3, &mut n);
         let r = sent(s.apply(&send("k10", &["w"]), 3, &mut n));
@@ -708,9 +751,19 @@ mod tests {
         if let MsgOp::Send(x) = &mut op {
             x.group = Some("team".into());
         }
-        assert_eq!(s.apply(&op, 1, &mut n), MsgResult::Sent(Err(SendError::UnknownGroup("team".into()))));
+        assert_eq!(
+            s.apply(&op, 1, &mut n),
+            MsgResult::Sent(Err(SendError::UnknownGroup("team".into())))
+        );
         assert_eq!(s.stored_messages(), 0);
-        s.apply(&MsgOp::SetGroup { name: "team".into(), members: vec!["a".into(), "b".into(), "a".into()] }, 2, &mut n);
+        s.apply(
+            &MsgOp::SetGroup {
+                name: "team".into(),
+                members: vec!["a".into(), "b".into(), "a".into()],
+            },
+            2,
+            &mut n,
+        );
         assert_eq!(s.group("team").unwrap(), ["a".to_string(), "b".to_string()]);
         let r = sent(s.apply(&op, 3, &mut n));
         assert_eq!(r.kind, Kind::Group);

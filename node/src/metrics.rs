@@ -136,45 +136,141 @@ impl Metrics {
             master_changes: Gauge::default(),
             registry: Registry::default(),
         };
-        r.register("presence_write_requests", "Presence write requests committed", m.write_requests.clone());
+        r.register(
+            "presence_write_requests",
+            "Presence write requests committed",
+            m.write_requests.clone(),
+        );
         r.register("presence_write_events", "Presence events committed", m.write_events.clone());
-        r.register("presence_write_seconds", "Latency of committed presence writes", m.write_seconds.clone());
+        r.register(
+            "presence_write_seconds",
+            "Latency of committed presence writes",
+            m.write_seconds.clone(),
+        );
         r.register("presence_queries", "Batch presence queries answered", m.queries.clone());
         r.register("presence_query_ids", "Ids asked for in batch queries", m.query_ids.clone());
         r.register("presence_query_seconds", "Latency of batch queries", m.query_seconds.clone());
         r.register("api_errors", "Requests answered with an error, by code", m.errors.clone());
         r.register("messages_sent", "Message submissions answered", m.messages_sent.clone());
-        r.register("message_recipient_outcomes", "Per-recipient outcomes of submissions (delivered, stored, dropped, rejected)", m.message_outcomes.clone());
-        r.register("media_uploads_requested", "Upload requests accepted (upload ids issued)", m.media_uploads_requested.clone());
-        r.register("media_uploads", "Uploads stored on enough nodes and committed", m.media_uploads.clone());
-        r.register("media_upload_bytes", "Bytes of committed uploads (as stored)", m.media_upload_bytes.clone());
-        r.register("media_download_bytes", "Media bytes served by this node", m.media_download_bytes.clone());
+        r.register(
+            "message_recipient_outcomes",
+            "Per-recipient outcomes of submissions (delivered, stored, dropped, rejected)",
+            m.message_outcomes.clone(),
+        );
+        r.register(
+            "media_uploads_requested",
+            "Upload requests accepted (upload ids issued)",
+            m.media_uploads_requested.clone(),
+        );
+        r.register(
+            "media_uploads",
+            "Uploads stored on enough nodes and committed",
+            m.media_uploads.clone(),
+        );
+        r.register(
+            "media_upload_bytes",
+            "Bytes of committed uploads (as stored)",
+            m.media_upload_bytes.clone(),
+        );
+        r.register(
+            "media_download_bytes",
+            "Media bytes served by this node",
+            m.media_download_bytes.clone(),
+        );
         r.register("media_group_sends", "Group-sends answered", m.media_group_sends.clone());
-        r.register("media_storage_healthy", "1 when the last write probe of the media directory succeeded", m.media_healthy.clone());
-        r.register("media_free_bytes", "Free bytes on the media file system", m.media_free_bytes.clone());
-        r.register("media_files", "Media files held by this node (last repair pass)", m.media_files.clone());
-        r.register("media_known", "Media the cluster knows (shared by someone)", m.media_known.clone());
-        r.register("media_under_replicated", "Known media with fewer live replicas than required", m.media_under_replicated.clone());
+        r.register(
+            "media_storage_healthy",
+            "1 when the last write probe of the media directory succeeded",
+            m.media_healthy.clone(),
+        );
+        r.register(
+            "media_free_bytes",
+            "Free bytes on the media file system",
+            m.media_free_bytes.clone(),
+        );
+        r.register(
+            "media_files",
+            "Media files held by this node (last repair pass)",
+            m.media_files.clone(),
+        );
+        r.register(
+            "media_known",
+            "Media the cluster knows (shared by someone)",
+            m.media_known.clone(),
+        );
+        r.register(
+            "media_under_replicated",
+            "Known media with fewer live replicas than required",
+            m.media_under_replicated.clone(),
+        );
         r.register("media_open_uploads", "Uploads open on this node", m.media_open_uploads.clone());
         r.register("gateway_sessions", "Client sessions open on this node", m.sessions.clone());
-        r.register("gateway_sessions_opened", "Sessions opened on this node since start", m.sessions_opened.clone());
-        r.register("gateway_sessions_refused", "Sessions refused (token, limits) since start", m.sessions_refused.clone());
-        r.register("gateway_pushes", "Messages sent to sessions on this node since start", m.pushes.clone());
-        r.register("messages_stored", "Message bodies in the offline store", m.stored_messages.clone());
+        r.register(
+            "gateway_sessions_opened",
+            "Sessions opened on this node since start",
+            m.sessions_opened.clone(),
+        );
+        r.register(
+            "gateway_sessions_refused",
+            "Sessions refused (token, limits) since start",
+            m.sessions_refused.clone(),
+        );
+        r.register(
+            "gateway_pushes",
+            "Messages sent to sessions on this node since start",
+            m.pushes.clone(),
+        );
+        r.register(
+            "messages_stored",
+            "Message bodies in the offline store",
+            m.stored_messages.clone(),
+        );
         r.register("messages_inboxes", "Users with stored messages", m.inboxes.clone());
         r.register("raft_term", "Current Raft term", m.term.clone());
         r.register("raft_leader", "Number of the known leader (0 = none)", m.leader.clone());
         r.register("raft_is_leader", "1 when this node is the leader", m.is_leader.clone());
         r.register("raft_last_log_index", "Last log index on this node", m.last_log_index.clone());
-        r.register("raft_commit_index", "Committed log index known to this node", m.commit_index.clone());
-        r.register("raft_applied_index", "Last log index applied to the state machine", m.applied_index.clone());
+        r.register(
+            "raft_commit_index",
+            "Committed log index known to this node",
+            m.commit_index.clone(),
+        );
+        r.register(
+            "raft_applied_index",
+            "Last log index applied to the state machine",
+            m.applied_index.clone(),
+        );
         r.register("presence_users", "Users with a presence record", m.users.clone());
-        r.register("presence_online_users", "Users online on at least one client", m.online_users.clone());
-        r.register("clock_offset_ms", "Cluster clock error against the time master at the last poll", m.clock_offset_ms.clone());
-        r.register("clock_rtt_ms", "Round trip to the time master at the last poll", m.clock_rtt_ms.clone());
-        r.register("clock_in_tolerance", "1 when the cluster clock is within tolerance of the time master", m.clock_in_tolerance.clone());
-        r.register("clock_corrections", "Cluster clock corrections since start", m.clock_corrections.clone());
-        r.register("master_changes", "Master (leader) changes seen by this node since start", m.master_changes.clone());
+        r.register(
+            "presence_online_users",
+            "Users online on at least one client",
+            m.online_users.clone(),
+        );
+        r.register(
+            "clock_offset_ms",
+            "Cluster clock error against the time master at the last poll",
+            m.clock_offset_ms.clone(),
+        );
+        r.register(
+            "clock_rtt_ms",
+            "Round trip to the time master at the last poll",
+            m.clock_rtt_ms.clone(),
+        );
+        r.register(
+            "clock_in_tolerance",
+            "1 when the cluster clock is within tolerance of the time master",
+            m.clock_in_tolerance.clone(),
+        );
+        r.register(
+            "clock_corrections",
+            "Cluster clock corrections since start",
+            m.clock_corrections.clone(),
+        );
+        r.register(
+            "master_changes",
+            "Master (leader) changes seen by this node since start",
+            m.master_changes.clone(),
+        );
         Metrics { registry: r, ..m }
     }
 
@@ -189,7 +285,15 @@ impl Metrics {
     }
 
     /// Renders the text exposition, after refreshing the gauges.
-    pub fn render(&self, st: &LocalStatus, users: usize, online: usize, clock: &ClockStatus, master_changes: u64, gw: GatewayFigures) -> String {
+    pub fn render(
+        &self,
+        st: &LocalStatus,
+        users: usize,
+        online: usize,
+        clock: &ClockStatus,
+        master_changes: u64,
+        gw: GatewayFigures,
+    ) -> String {
         self.sessions.set(gw.sessions as i64);
         self.sessions_opened.set(gw.sessions_opened as i64);
         self.sessions_refused.set(gw.sessions_refused as i64);

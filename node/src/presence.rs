@@ -49,13 +49,17 @@ pub enum EventError {
 impl Event {
     pub fn uid(&self) -> &str {
         match self {
-            Event::Login { uid, .. } | Event::Logout { uid, .. } | Event::Permission { uid, .. } => uid,
+            Event::Login { uid, .. }
+            | Event::Logout { uid, .. }
+            | Event::Permission { uid, .. } => uid,
         }
     }
 
     fn ext(&self) -> &Ext {
         match self {
-            Event::Login { ext, .. } | Event::Logout { ext, .. } | Event::Permission { ext, .. } => ext,
+            Event::Login { ext, .. }
+            | Event::Logout { ext, .. }
+            | Event::Permission { ext, .. } => ext,
         }
     }
 
@@ -72,7 +76,9 @@ impl Event {
         }
         let ext = self.ext();
         if ext.len() > MAX_EXT_ENTRIES
-            || ext.iter().any(|(k, v)| k.is_empty() || k.len() > MAX_EXT_BYTES || v.len() > MAX_EXT_BYTES)
+            || ext
+                .iter()
+                .any(|(k, v)| k.is_empty() || k.len() > MAX_EXT_BYTES || v.len() > MAX_EXT_BYTES)
         {
             return Err(EventError::BadExt { index });
         }
@@ -190,7 +196,9 @@ impl PresenceState {
     /// Applies one status-pool event.
     pub fn apply_event(&mut self, ev: &Event, at_ms: u64, revision: u64, touched: &mut Touched) {
         let (uid, sid) = match ev {
-            Event::Login { uid, sid, .. } | Event::Logout { uid, sid, .. } | Event::Permission { uid, sid, .. } => (uid, *sid),
+            Event::Login { uid, sid, .. }
+            | Event::Logout { uid, sid, .. }
+            | Event::Permission { uid, sid, .. } => (uid, *sid),
         };
         let mut left_gateway = None;
         let rec = self.record_for(uid, sid, touched);
@@ -205,7 +213,9 @@ impl PresenceState {
                 rec.clients.remove(client);
                 left_gateway = rec.gateways.remove(client);
             }
-            Event::Permission { accepts_strangers, .. } => rec.accepts_strangers = *accepts_strangers,
+            Event::Permission { accepts_strangers, .. } => {
+                rec.accepts_strangers = *accepts_strangers
+            }
         }
         for (k, v) in ev.ext() {
             if rec.ext.len() < MAX_EXT_ENTRIES || rec.ext.contains_key(k) {
@@ -234,7 +244,16 @@ impl PresenceState {
 
     /// A gateway session started for `uid` on `client`.
     #[allow(clippy::too_many_arguments)]
-    pub fn session_login(&mut self, uid: &str, sid: u64, client: &str, gateway: u64, at_ms: u64, revision: u64, touched: &mut Touched) {
+    pub fn session_login(
+        &mut self,
+        uid: &str,
+        sid: u64,
+        client: &str,
+        gateway: u64,
+        at_ms: u64,
+        revision: u64,
+        touched: &mut Touched,
+    ) {
         let rec = self.record_for(uid, sid, touched);
         rec.clients.insert(client.to_owned());
         let previous = rec.gateways.insert(client.to_owned(), gateway);
@@ -249,7 +268,15 @@ impl PresenceState {
 
     /// A gateway session ended: the client goes offline unless another
     /// gateway holds it by now.
-    pub fn session_logout(&mut self, uid: &str, client: &str, gateway: u64, at_ms: u64, revision: u64, touched: &mut Touched) {
+    pub fn session_logout(
+        &mut self,
+        uid: &str,
+        client: &str,
+        gateway: u64,
+        at_ms: u64,
+        revision: u64,
+        touched: &mut Touched,
+    ) {
         let Some(rec) = self.users.get_mut(uid) else { return };
         if rec.gateways.get(client) != Some(&gateway) {
             return;
@@ -263,11 +290,22 @@ impl PresenceState {
     }
 
     /// Every session held by `gateway` ends.
-    pub fn gateway_reset(&mut self, gateway: u64, at_ms: u64, revision: u64, touched: &mut Touched) {
+    pub fn gateway_reset(
+        &mut self,
+        gateway: u64,
+        at_ms: u64,
+        revision: u64,
+        touched: &mut Touched,
+    ) {
         let Some(uids) = self.by_gateway.remove(&gateway) else { return };
         for uid in uids {
             if let Some(rec) = self.users.get_mut(&uid) {
-                let clients: Vec<String> = rec.gateways.iter().filter(|(_, g)| **g == gateway).map(|(c, _)| c.clone()).collect();
+                let clients: Vec<String> = rec
+                    .gateways
+                    .iter()
+                    .filter(|(_, g)| **g == gateway)
+                    .map(|(c, _)| c.clone())
+                    .collect();
                 for c in clients {
                     rec.gateways.remove(&c);
                     rec.clients.remove(&c);
@@ -291,7 +329,12 @@ impl PresenceState {
         let mut out = Vec::new();
         for uid in self.by_gateway.get(&gateway).into_iter().flatten() {
             if let Some(r) = self.users.get(uid) {
-                out.extend(r.gateways.iter().filter(|(_, g)| **g == gateway).map(|(c, _)| (uid.clone(), c.clone())));
+                out.extend(
+                    r.gateways
+                        .iter()
+                        .filter(|(_, g)| **g == gateway)
+                        .map(|(c, _)| (uid.clone(), c.clone())),
+                );
             }
         }
         out
@@ -387,7 +430,13 @@ mod tests {
     use super::*;
 
     fn login(uid: &str, sid: u64, client: &str) -> Event {
-        Event::Login { uid: uid.into(), sid, client: client.into(), accepts_strangers: None, ext: Ext::new() }
+        Event::Login {
+            uid: uid.into(),
+            sid,
+            client: client.into(),
+            accepts_strangers: None,
+            ext: Ext::new(),
+        }
     }
 
     /// A user is online while at least one client type is logged in, and the
@@ -396,13 +445,15 @@ mod tests {
     fn presence_apply_multi_client_online() {
         let mut s = PresenceState::default();
         s.apply_events(&[login("u1", 1, "mobile"), login("u1", 1, "web")], 10, 5);
-        let logout = Event::Logout { uid: "u1".into(), sid: 1, client: "mobile".into(), ext: Ext::new() };
+        let logout =
+            Event::Logout { uid: "u1".into(), sid: 1, client: "mobile".into(), ext: Ext::new() };
         s.apply_events(&[logout], 20, 6);
         let r = s.get("u1").unwrap();
         assert!(r.online());
         assert_eq!(r.clients.iter().cloned().collect::<Vec<_>>(), vec!["web".to_string()]);
         assert_eq!((r.changed_at_ms, r.revision), (20, 6));
-        let logout = Event::Logout { uid: "u1".into(), sid: 1, client: "web".into(), ext: Ext::new() };
+        let logout =
+            Event::Logout { uid: "u1".into(), sid: 1, client: "web".into(), ext: Ext::new() };
         s.apply_events(&[logout], 30, 7);
         assert!(!s.get("u1").unwrap().online());
         assert_eq!(s.applied(), 7);
@@ -415,11 +466,21 @@ mod tests {
         let mut s = PresenceState::default();
         let mut ext = Ext::new();
         ext.insert("a".into(), "1".into());
-        let ev = Event::Login { uid: "u".into(), sid: 7, client: "pc".into(), accepts_strangers: Some(false), ext };
+        let ev = Event::Login {
+            uid: "u".into(),
+            sid: 7,
+            client: "pc".into(),
+            accepts_strangers: Some(false),
+            ext,
+        };
         s.apply_events(&[ev], 1, 1);
         let mut ext = Ext::new();
         ext.insert("b".into(), "2".into());
-        s.apply_events(&[Event::Permission { uid: "u".into(), sid: 8, accepts_strangers: true, ext }], 2, 2);
+        s.apply_events(
+            &[Event::Permission { uid: "u".into(), sid: 8, accepts_strangers: true, ext }],
+            2,
+            2,
+        );
         let r = s.get("u").unwrap();
         assert!(r.accepts_strangers);
         assert_eq!(r.ext.len(), 2);
@@ -458,7 +519,16 @@ mod tests {
     #[test]
     fn presence_apply_deterministic_and_rebuildable() {
         let cmds: Vec<(u64, Vec<Event>)> = (0..50)
-            .map(|i| (i, vec![login(&format!("u{}", i % 7), i % 5 + 1, if i % 2 == 0 { "a" } else { "b" })]))
+            .map(|i| {
+                (
+                    i,
+                    vec![login(
+                        &format!("u{}", i % 7),
+                        i % 5 + 1,
+                        if i % 2 == 0 { "a" } else { "b" },
+                    )],
+                )
+            })
             .collect();
         let (mut a, mut b) = (PresenceState::default(), PresenceState::default());
         for (i, c) in cmds.iter().enumerate() {

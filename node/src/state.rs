@@ -98,11 +98,26 @@ impl State {
                     OpResult::Ok
                 }
                 Op::SessionLogin { uid, sid, client, gateway } => {
-                    self.presence.session_login(uid, *sid, client, *gateway, cmd.at_ms, index, &mut fx.touched);
+                    self.presence.session_login(
+                        uid,
+                        *sid,
+                        client,
+                        *gateway,
+                        cmd.at_ms,
+                        index,
+                        &mut fx.touched,
+                    );
                     OpResult::Ok
                 }
                 Op::SessionLogout { uid, client, gateway } => {
-                    self.presence.session_logout(uid, client, *gateway, cmd.at_ms, index, &mut fx.touched);
+                    self.presence.session_logout(
+                        uid,
+                        client,
+                        *gateway,
+                        cmd.at_ms,
+                        index,
+                        &mut fx.touched,
+                    );
                     OpResult::Ok
                 }
                 Op::GatewayReset { gateway } => {

@@ -98,7 +98,11 @@ pub fn server_config(cfg: &TlsConfig) -> Result<Arc<ServerConfig>, TlsError> {
         rustls::Error::InconsistentKeys(rustls::InconsistentKeys::KeyMismatch) => {
             TlsError::KeyMismatch { cert: cfg.cert.clone(), key: cfg.key.clone() }
         }
-        e => TlsError::Invalid { cert: cfg.cert.clone(), key: cfg.key.clone(), message: e.to_string() },
+        e => TlsError::Invalid {
+            cert: cfg.cert.clone(),
+            key: cfg.key.clone(),
+            message: e.to_string(),
+        },
     };
     let mut config = ServerConfig::builder_with_provider(provider())
         .with_safe_default_protocol_versions()
@@ -121,7 +125,9 @@ pub fn client_tls(cfg: &TlsConfig) -> Result<ClientTlsConfig, TlsError> {
     // Parsed here only to fail early and clearly; tonic parses it again.
     load_certs(what, path)?;
     let pem = read(what, path)?;
-    Ok(ClientTlsConfig::new().ca_certificate(Certificate::from_pem(pem)).timeout(PEER_HANDSHAKE_TIMEOUT))
+    Ok(ClientTlsConfig::new()
+        .ca_certificate(Certificate::from_pem(pem))
+        .timeout(PEER_HANDSHAKE_TIMEOUT))
 }
 
 /// How this process calls other nodes' publish ports: `None` = plaintext,
@@ -155,7 +161,10 @@ pub fn publish_endpoint(addr: &str) -> Result<Endpoint, tonic::transport::Error>
     endpoint_with(addr, PEER_TLS.get().and_then(Option::as_ref))
 }
 
-fn endpoint_with(addr: &str, tls: Option<&ClientTlsConfig>) -> Result<Endpoint, tonic::transport::Error> {
+fn endpoint_with(
+    addr: &str,
+    tls: Option<&ClientTlsConfig>,
+) -> Result<Endpoint, tonic::transport::Error> {
     match tls {
         Some(tls) => Endpoint::from_shared(format!("https://{addr}"))?.tls_config(tls.clone()),
         None => Endpoint::from_shared(format!("http://{addr}")),
@@ -192,7 +201,11 @@ impl TlsListener {
     }
 }
 
-async fn accept_loop(mut inner: LimitedListener, acceptor: TlsAcceptor, tx: mpsc::Sender<(TlsStream, SocketAddr)>) {
+async fn accept_loop(
+    mut inner: LimitedListener,
+    acceptor: TlsAcceptor,
+    tx: mpsc::Sender<(TlsStream, SocketAddr)>,
+) {
     loop {
         let (tcp, peer) = tokio::select! {
             c = inner.next() => c,
@@ -206,7 +219,9 @@ async fn accept_loop(mut inner: LimitedListener, acceptor: TlsAcceptor, tx: mpsc
                     let _ = tx.send((tls, peer)).await;
                 }
                 Ok(Err(e)) => tracing::debug!(%peer, error = %e, "tls handshake failed"),
-                Err(_) => tracing::debug!(%peer, timeout = ?HANDSHAKE_TIMEOUT, "tls handshake timed out"),
+                Err(_) => {
+                    tracing::debug!(%peer, timeout = ?HANDSHAKE_TIMEOUT, "tls handshake timed out")
+                }
             }
         });
     }
@@ -228,7 +243,9 @@ impl axum::serve::Listener for TlsListener {
             // The accept task only returns once this receiver is gone, so
             // this means it panicked: nothing more will come.
             None => {
-                tracing::error!("tls accept task died; the publish port accepts no more connections");
+                tracing::error!(
+                    "tls accept task died; the publish port accepts no more connections"
+                );
                 std::future::pending().await
             }
         }
@@ -254,7 +271,11 @@ mod tests {
     /// A self-signed certificate for `localhost` and 127.0.0.1: (cert PEM,
     /// key PEM).
     fn self_signed() -> (String, String) {
-        let c = rcgen::generate_simple_self_signed(vec!["localhost".to_string(), "127.0.0.1".to_string()]).unwrap();
+        let c = rcgen::generate_simple_self_signed(vec![
+            "localhost".to_string(),
+            "127.0.0.1".to_string(),
+        ])
+        .unwrap();
         (c.cert.pem(), c.key_pair.serialize_pem())
     }
 
@@ -295,7 +316,10 @@ mod tests {
         std::fs::write(&empty, "").unwrap();
         let e = server_config(&TlsConfig { cert: empty.clone(), ..cfg.clone() }).unwrap_err();
         assert!(matches!(&e, TlsError::NoCertificate { path, .. } if *path == empty), "{e}");
-        assert!(e.to_string().contains("empty.pem") && e.to_string().contains("no certificate"), "{e}");
+        assert!(
+            e.to_string().contains("empty.pem") && e.to_string().contains("no certificate"),
+            "{e}"
+        );
         // The CA file of client_tls is checked the same way.
         let e = client_tls(&TlsConfig { ca: Some(empty.clone()), ..cfg.clone() }).unwrap_err();
         assert!(matches!(e, TlsError::NoCertificate { what: "CA", .. }), "{e}");
@@ -303,14 +327,20 @@ mod tests {
         // A certificate where the key should be: no key.
         let e = server_config(&TlsConfig { key: cfg.cert.clone(), ..cfg.clone() }).unwrap_err();
         assert!(matches!(&e, TlsError::NoKey { path } if *path == cfg.cert), "{e}");
-        assert!(e.to_string().contains("cert.pem") && e.to_string().contains("no private key"), "{e}");
+        assert!(
+            e.to_string().contains("cert.pem") && e.to_string().contains("no private key"),
+            "{e}"
+        );
 
         // The key of another certificate.
         let other = dir.path().join("other-key.pem");
         std::fs::write(&other, self_signed().1).unwrap();
         let e = server_config(&TlsConfig { key: other.clone(), ..cfg.clone() }).unwrap_err();
         assert!(matches!(e, TlsError::KeyMismatch { .. }), "{e}");
-        assert!(e.to_string().contains("other-key.pem") && e.to_string().contains("does not match"), "{e}");
+        assert!(
+            e.to_string().contains("other-key.pem") && e.to_string().contains("does not match"),
+            "{e}"
+        );
 
         // A PEM block that never ends.
         let broken = dir.path().join("broken.pem");
@@ -336,8 +366,10 @@ mod tests {
     /// GET /healthz over TLS with HTTP/1.1; the whole response.
     async fn https_get(addr: SocketAddr, cert_pem: &str) -> io::Result<String> {
         let tcp = TcpStream::connect(addr).await?;
-        let mut tls = connector(cert_pem).connect(ServerName::try_from("localhost").unwrap(), tcp).await?;
-        tls.write_all(b"GET /healthz HTTP/1.1\r\nhost: localhost\r\nconnection: close\r\n\r\n").await?;
+        let mut tls =
+            connector(cert_pem).connect(ServerName::try_from("localhost").unwrap(), tcp).await?;
+        tls.write_all(b"GET /healthz HTTP/1.1\r\nhost: localhost\r\nconnection: close\r\n\r\n")
+            .await?;
         let mut out = String::new();
         tls.read_to_string(&mut out).await?;
         Ok(out)
@@ -348,7 +380,11 @@ mod tests {
         let (cert, key) = self_signed();
         let cfg = write_pair(dir.path(), &cert, &key);
         let tcp = TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let listener = TlsListener::new(LimitedListener::new(tcp, max_connections), server_config(&cfg).unwrap()).unwrap();
+        let listener = TlsListener::new(
+            LimitedListener::new(tcp, max_connections),
+            server_config(&cfg).unwrap(),
+        )
+        .unwrap();
         let addr = axum::serve::Listener::local_addr(&listener).unwrap();
         let router = Router::new().route("/healthz", get(|| async { "ok" }));
         tokio::spawn(async move { axum::serve(listener, router).await });
@@ -373,7 +409,9 @@ mod tests {
         let mut plain = TcpStream::connect(addr).await.unwrap();
         plain.write_all(b"GET /healthz HTTP/1.1\r\nhost: localhost\r\n\r\n").await.unwrap();
         let mut buf = Vec::new();
-        let _ = tokio::time::timeout(Duration::from_secs(5), plain.read_to_end(&mut buf)).await.expect("server closes");
+        let _ = tokio::time::timeout(Duration::from_secs(5), plain.read_to_end(&mut buf))
+            .await
+            .expect("server closes");
         assert!(!buf.starts_with(b"HTTP/"), "{:?}", String::from_utf8_lossy(&buf));
 
         // Stalled handshakes (connected, silent) do not block accepting.
@@ -381,7 +419,10 @@ mod tests {
         for _ in 0..3 {
             stalled.push(TcpStream::connect(addr).await.unwrap());
         }
-        let r = tokio::time::timeout(Duration::from_secs(5), https_get(addr, &cert)).await.expect("not blocked").unwrap();
+        let r = tokio::time::timeout(Duration::from_secs(5), https_get(addr, &cert))
+            .await
+            .expect("not blocked")
+            .unwrap();
         assert!(r.starts_with("HTTP/1.1 200"), "{r}");
     }
 
@@ -422,10 +463,19 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let (cert, key) = self_signed();
         let tls = client_tls(&write_pair(dir.path(), &cert, &key)).unwrap();
-        assert_eq!(endpoint_with("127.0.0.1:7103", Some(&tls)).unwrap().uri().to_string(), "https://127.0.0.1:7103/");
-        assert_eq!(endpoint_with("127.0.0.1:7103", None).unwrap().uri().to_string(), "http://127.0.0.1:7103/");
+        assert_eq!(
+            endpoint_with("127.0.0.1:7103", Some(&tls)).unwrap().uri().to_string(),
+            "https://127.0.0.1:7103/"
+        );
+        assert_eq!(
+            endpoint_with("127.0.0.1:7103", None).unwrap().uri().to_string(),
+            "http://127.0.0.1:7103/"
+        );
         // No test sets the process-wide PEER_TLS.
         assert!(!peer_tls_enabled());
-        assert_eq!(publish_endpoint("node-2:7203").unwrap().uri().to_string(), "http://node-2:7203/");
+        assert_eq!(
+            publish_endpoint("node-2:7203").unwrap().uri().to_string(),
+            "http://node-2:7203/"
+        );
     }
 }

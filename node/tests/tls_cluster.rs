@@ -15,7 +15,12 @@ fn free_port() -> u16 {
 
 /// The config of node `number`; `ports` are (sync, time, publish) of nodes
 /// 1, 2, ...
-fn node_config(dir: &Path, number: u64, ports: &[(u16, u16, u16)], tls: &TlsConfig) -> config::Config {
+fn node_config(
+    dir: &Path,
+    number: u64,
+    ports: &[(u16, u16, u16)],
+    tls: &TlsConfig,
+) -> config::Config {
     let servers: String = ports
         .iter()
         .enumerate()
@@ -44,13 +49,16 @@ fn node_config(dir: &Path, number: u64, ports: &[(u16, u16, u16)], tls: &TlsConf
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn tls_publish_port_end_to_end() {
     let dir = tempfile::tempdir().unwrap();
-    let ck = rcgen::generate_simple_self_signed(vec!["localhost".to_string(), "127.0.0.1".to_string()]).unwrap();
+    let ck =
+        rcgen::generate_simple_self_signed(vec!["localhost".to_string(), "127.0.0.1".to_string()])
+            .unwrap();
     let (cert, key) = (dir.path().join("cert.pem"), dir.path().join("key.pem"));
     std::fs::write(&cert, ck.cert.pem()).unwrap();
     std::fs::write(&key, ck.key_pair.serialize_pem()).unwrap();
     let tls = TlsConfig { cert, key, ca: None };
 
-    let ports: Vec<(u16, u16, u16)> = (0..2).map(|_| (free_port(), free_port(), free_port())).collect();
+    let ports: Vec<(u16, u16, u16)> =
+        (0..2).map(|_| (free_port(), free_port(), free_port())).collect();
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
     let mut nodes = Vec::new();
     for n in 1..=2 {
@@ -111,7 +119,10 @@ async fn tls_publish_port_end_to_end() {
 
     let _ = stop_tx.send(true);
     for n in nodes {
-        let r = tokio::time::timeout(Duration::from_secs(20), n).await.expect("node stops").expect("no panic");
+        let r = tokio::time::timeout(Duration::from_secs(20), n)
+            .await
+            .expect("node stops")
+            .expect("no panic");
         r.expect("node ran cleanly");
     }
 }

@@ -80,7 +80,8 @@ impl TokenError {
 
 /// Issues a token for `uid` valid until `expires_at_unix_s`.
 pub fn issue(key: &[u8], uid: &str, expires_at_unix_s: u64) -> String {
-    let payload = format!("{VERSION}.{}.{expires_at_unix_s}", URL_SAFE_NO_PAD.encode(uid.as_bytes()));
+    let payload =
+        format!("{VERSION}.{}.{expires_at_unix_s}", URL_SAFE_NO_PAD.encode(uid.as_bytes()));
     let sig = URL_SAFE_NO_PAD.encode(mac(key, &payload).finalize().into_bytes());
     format!("{payload}.{sig}")
 }
@@ -94,7 +95,8 @@ pub fn verify(key: &[u8], token: &str, uid: &str, now_unix_s: u64) -> Result<Cla
     }
     let (payload, b64sig) = token.rsplit_once('.').ok_or(TokenError::Malformed)?;
     let mut fields = payload.split('.');
-    let (Some(version), Some(b64uid), Some(exp), None) = (fields.next(), fields.next(), fields.next(), fields.next())
+    let (Some(version), Some(b64uid), Some(exp), None) =
+        (fields.next(), fields.next(), fields.next(), fields.next())
     else {
         return Err(TokenError::Malformed);
     };
@@ -150,7 +152,10 @@ mod tests {
         for uid in ["u1", "a.b.c", "ümlaut-用户", &"x".repeat(128)] {
             let t = issue(KEY, uid, NOW + 60);
             assert!(t.starts_with("v1.") && t.split('.').count() == 4, "{t}");
-            assert_eq!(verify(KEY, &t, uid, NOW), Ok(Claims { uid: uid.into(), expires_at_unix_s: NOW + 60 }));
+            assert_eq!(
+                verify(KEY, &t, uid, NOW),
+                Ok(Claims { uid: uid.into(), expires_at_unix_s: NOW + 60 })
+            );
         }
     }
 
@@ -162,7 +167,10 @@ mod tests {
         assert_eq!(&t[..t.rfind('.').unwrap()], "v1.dTE.42");
         let mut m = HmacSha256::new_from_slice(KEY).unwrap();
         m.update(b"v1.dTE.42");
-        assert_eq!(t.rsplit('.').next().unwrap(), URL_SAFE_NO_PAD.encode(m.finalize().into_bytes()));
+        assert_eq!(
+            t.rsplit('.').next().unwrap(),
+            URL_SAFE_NO_PAD.encode(m.finalize().into_bytes())
+        );
     }
 
     /// Changing the uid, the expiry or the signature breaks the signature.
@@ -175,7 +183,10 @@ mod tests {
         assert_eq!(verify(KEY, &later, "u1", NOW), Err(TokenError::BadSignature));
         // Another valid 32-byte signature (of another payload).
         let foreign_sig = issue(KEY, "u1", NOW + 61).rsplit('.').next().unwrap().to_string();
-        assert_eq!(verify(KEY, &with_field(&t, 3, &foreign_sig), "u1", NOW), Err(TokenError::BadSignature));
+        assert_eq!(
+            verify(KEY, &with_field(&t, 3, &foreign_sig), "u1", NOW),
+            Err(TokenError::BadSignature)
+        );
         // One character of the signature changed.
         let mut sig: Vec<u8> = t.rsplit('.').next().unwrap().bytes().collect();
         sig[0] = if sig[0] == b'A' { b'B' } else { b'A' };
@@ -254,7 +265,10 @@ mod tests {
         for raw in [&[0xff, 0xfe][..], &[][..]] {
             let payload = format!("v1.{}.{}", URL_SAFE_NO_PAD.encode(raw), NOW + 60);
             let sig = URL_SAFE_NO_PAD.encode(mac(KEY, &payload).finalize().into_bytes());
-            assert_eq!(verify(KEY, &format!("{payload}.{sig}"), "u1", NOW), Err(TokenError::Malformed));
+            assert_eq!(
+                verify(KEY, &format!("{payload}.{sig}"), "u1", NOW),
+                Err(TokenError::Malformed)
+            );
         }
     }
 

@@ -21,7 +21,11 @@ pub fn heraldd_path() -> PathBuf {
     let exe = std::env::current_exe().expect("current exe");
     let profile_dir = exe.parent().and_then(|d| d.parent()).expect("target dir");
     let p = profile_dir.join("heraldd");
-    assert!(p.exists(), "{} not found: run `cargo build -p herald-node` first (scripts/test does)", p.display());
+    assert!(
+        p.exists(),
+        "{} not found: run `cargo build -p herald-node` first (scripts/test does)",
+        p.display()
+    );
     p
 }
 
@@ -49,11 +53,18 @@ pub fn free_port() -> u16 {
     const LOW: u32 = 10_000;
     const HIGH: u32 = 32_000;
     static NEXT: AtomicU32 = AtomicU32::new(0);
-    let _ = NEXT.compare_exchange(0, LOW + (std::process::id() * 211) % (HIGH - LOW), Ordering::SeqCst, Ordering::SeqCst);
+    let _ = NEXT.compare_exchange(
+        0,
+        LOW + (std::process::id() * 211) % (HIGH - LOW),
+        Ordering::SeqCst,
+        Ordering::SeqCst,
+    );
     loop {
         let p = NEXT.fetch_add(1, Ordering::SeqCst);
         let port = (LOW + (p - LOW) % (HIGH - LOW)) as u16;
-        if TcpListener::bind(("127.0.0.1", port)).is_ok() && std::net::UdpSocket::bind(("127.0.0.1", port)).is_ok() {
+        if TcpListener::bind(("127.0.0.1", port)).is_ok()
+            && std::net::UdpSocket::bind(("127.0.0.1", port)).is_ok()
+        {
             return port;
         }
     }
@@ -137,7 +148,10 @@ pub struct TlsFiles {
 impl TlsFiles {
     /// Client options trusting this certificate.
     pub fn connect_options(&self) -> herald_client::ConnectOptions {
-        herald_client::ConnectOptions { ca_pem: Some(self.cert_pem.clone().into_bytes()), domain: None }
+        herald_client::ConnectOptions {
+            ca_pem: Some(self.cert_pem.clone().into_bytes()),
+            domain: None,
+        }
     }
 
     /// The `<tls>` element for this pair.
@@ -149,7 +163,8 @@ impl TlsFiles {
 /// Writes a fresh self-signed certificate for `localhost` and 127.0.0.1
 /// (`cert.pem`) and its key (`key.pem`) into `dir`.
 pub fn generate_tls(dir: &Path) -> Result<TlsFiles> {
-    let ck = rcgen::generate_simple_self_signed(vec!["localhost".to_string(), "127.0.0.1".to_string()])?;
+    let ck =
+        rcgen::generate_simple_self_signed(vec!["localhost".to_string(), "127.0.0.1".to_string()])?;
     let (cert, key) = (dir.join("cert.pem"), dir.join("key.pem"));
     let cert_pem = ck.cert.pem();
     fs::write(&cert, &cert_pem)?;
@@ -201,7 +216,8 @@ impl Node {
 
     fn signal(&mut self, sig: &str) -> Result<()> {
         if let Some(c) = &self.child {
-            let st = Command::new("kill").arg(format!("-{sig}")).arg(c.id().to_string()).status()?;
+            let st =
+                Command::new("kill").arg(format!("-{sig}")).arg(c.id().to_string()).status()?;
             if !st.success() {
                 bail!("kill -{sig} failed");
             }
@@ -284,8 +300,9 @@ impl Cluster {
     /// initial config, for membership tests) without starting anything.
     pub fn configure(n: usize, tuning: Tuning) -> Result<Self> {
         let dir = tempfile::Builder::new().prefix("herald-test-").tempdir()?;
-        let servers: Vec<(u64, Ports)> =
-            (1..=n as u64).map(|i| (i, Ports { sync: free_port(), time: free_port(), publish: free_port() })).collect();
+        let servers: Vec<(u64, Ports)> = (1..=n as u64)
+            .map(|i| (i, Ports { sync: free_port(), time: free_port(), publish: free_port() }))
+            .collect();
         let mut c = Cluster { dir, nodes: Vec::new(), tuning, servers: servers.clone() };
         for (num, ports) in servers {
             let node = c.make_node(num, ports, &c.servers.clone(), false)?;
@@ -294,7 +311,13 @@ impl Cluster {
         Ok(c)
     }
 
-    fn make_node(&self, number: u64, ports: Ports, servers: &[(u64, Ports)], join: bool) -> Result<Node> {
+    fn make_node(
+        &self,
+        number: u64,
+        ports: Ports,
+        servers: &[(u64, Ports)],
+        join: bool,
+    ) -> Result<Node> {
         let t = &self.tuning;
         let data_dir = self.dir.path().join(format!("node{number}"));
         let config = self.dir.path().join(format!("node{number}.xml"));
@@ -393,10 +416,22 @@ impl Cluster {
             let text = fs::read_to_string(&n.log).unwrap_or_default();
             // Backtraces are long: keep the panic lines, then the tail
             // without frames.
-            let panics: Vec<&str> = text.lines().filter(|l| l.contains("panicked")).take(5).collect();
-            let lines: Vec<&str> = text.lines().filter(|l| !l.trim_start().starts_with("at ") && !l.trim_start().chars().next().is_some_and(|c| c.is_ascii_digit())).collect();
+            let panics: Vec<&str> =
+                text.lines().filter(|l| l.contains("panicked")).take(5).collect();
+            let lines: Vec<&str> = text
+                .lines()
+                .filter(|l| {
+                    !l.trim_start().starts_with("at ")
+                        && !l.trim_start().chars().next().is_some_and(|c| c.is_ascii_digit())
+                })
+                .collect();
             let tail = &lines[lines.len().saturating_sub(15)..];
-            out.push_str(&format!("--- node{} log ---\n{}\n{}\n", n.number, panics.join("\n"), tail.join("\n")));
+            out.push_str(&format!(
+                "--- node{} log ---\n{}\n{}\n",
+                n.number,
+                panics.join("\n"),
+                tail.join("\n")
+            ));
         }
         out
     }
@@ -416,7 +451,10 @@ fn agent() -> ureq::Agent {
 
 /// GET a JSON document: (status, body).
 pub fn get_json(addr: &str, path: &str) -> Result<(u16, Value)> {
-    let mut r = agent().get(&format!("http://{addr}{path}")).call().map_err(|e| anyhow!("GET {path}: {e}"))?;
+    let mut r = agent()
+        .get(&format!("http://{addr}{path}"))
+        .call()
+        .map_err(|e| anyhow!("GET {path}: {e}"))?;
     let status = r.status().as_u16();
     let body = r.body_mut().read_to_string()?;
     Ok((status, serde_json::from_str(&body).unwrap_or(Value::String(body))))
@@ -432,13 +470,22 @@ pub fn put_json(addr: &str, path: &str, body: &Value) -> Result<(u16, Value)> {
     send_raw("PUT", addr, path, "application/json", serde_json::to_vec(body)?)
 }
 
-fn send_raw(method: &str, addr: &str, path: &str, content_type: &str, body: Vec<u8>) -> Result<(u16, Value)> {
+fn send_raw(
+    method: &str,
+    addr: &str,
+    path: &str,
+    content_type: &str,
+    body: Vec<u8>,
+) -> Result<(u16, Value)> {
     let url = format!("http://{addr}{path}");
     let req = match method {
         "PUT" => agent().put(&url),
         _ => agent().post(&url),
     };
-    let mut r = req.header("content-type", content_type).send(&body[..]).map_err(|e| anyhow!("{method} {path}: {e}"))?;
+    let mut r = req
+        .header("content-type", content_type)
+        .send(&body[..])
+        .map_err(|e| anyhow!("{method} {path}: {e}"))?;
     let status = r.status().as_u16();
     let text = r.body_mut().with_config().limit(256 << 20).read_to_string()?;
     Ok((status, serde_json::from_str(&text).unwrap_or(Value::String(text))))
@@ -465,7 +512,8 @@ pub fn push(addr: &str, events: Vec<Value>) -> Result<u64> {
 
 /// Linearizable (or local) batch query by uids.
 pub fn query(addr: &str, uids: &[String], consistency: &str) -> Result<Value> {
-    let (st, v) = post_json(addr, "/v1/presence/query", &json!({"uids": uids, "consistency": consistency}))?;
+    let (st, v) =
+        post_json(addr, "/v1/presence/query", &json!({"uids": uids, "consistency": consistency}))?;
     if st != 200 {
         bail!("query → {st}: {v}");
     }
@@ -483,10 +531,14 @@ pub fn local_view(addr: &str) -> Result<Value> {
 
 /// Path of libfaketime's multi-threaded library, if installed.
 pub fn libfaketime() -> Option<PathBuf> {
-    ["/usr/lib/x86_64-linux-gnu/faketime/libfaketimeMT.so.1", "/usr/lib/aarch64-linux-gnu/faketime/libfaketimeMT.so.1", "/usr/lib/faketime/libfaketimeMT.so.1"]
-        .iter()
-        .map(PathBuf::from)
-        .find(|p| p.exists())
+    [
+        "/usr/lib/x86_64-linux-gnu/faketime/libfaketimeMT.so.1",
+        "/usr/lib/aarch64-linux-gnu/faketime/libfaketimeMT.so.1",
+        "/usr/lib/faketime/libfaketimeMT.so.1",
+    ]
+    .iter()
+    .map(PathBuf::from)
+    .find(|p| p.exists())
 }
 
 /// Retries `f` until it succeeds or `timeout` passes.
@@ -495,7 +547,9 @@ pub fn eventually<T>(timeout: Duration, mut f: impl FnMut() -> Result<T>) -> Res
     loop {
         match f() {
             Ok(v) => return Ok(v),
-            Err(e) if Instant::now() > deadline => return Err(e.context(format!("still failing after {timeout:?}"))),
+            Err(e) if Instant::now() > deadline => {
+                return Err(e.context(format!("still failing after {timeout:?}")))
+            }
             Err(_) => std::thread::sleep(Duration::from_millis(100)),
         }
     }

@@ -29,7 +29,11 @@ fn bench(addr: &str, args: &[&str]) -> Result<Value> {
         .context("run herald bench")?;
     let stdout = String::from_utf8_lossy(&out.stdout);
     if !out.status.success() {
-        bail!("herald bench {args:?} failed ({}):\n{}\n{stdout}", out.status, String::from_utf8_lossy(&out.stderr));
+        bail!(
+            "herald bench {args:?} failed ({}):\n{}\n{stdout}",
+            out.status,
+            String::from_utf8_lossy(&out.stderr)
+        );
     }
     serde_json::from_str(&stdout).with_context(|| format!("bench output is not JSON:\n{stdout}"))
 }
@@ -53,18 +57,28 @@ fn bench_smoke_presence_write() -> Result<()> {
     let c = Cluster::start(3, Tuning::default())?;
     let leader = c.wait_leader(Duration::from_secs(20))?;
     phase("bench presence-write");
-    let v = bench(&c.addr(leader), &["presence-write", "--users", "200", "--clients", "4", "--duration", "2s"])?;
+    let v = bench(
+        &c.addr(leader),
+        &["presence-write", "--users", "200", "--clients", "4", "--duration", "2s"],
+    )?;
     let results = assert_clean(&v);
     let r = &results[0];
     assert_eq!((r["workload"].as_str(), r["clients"].as_u64()), (Some("presence-write"), Some(4)));
     assert!(r["ops_per_s"].as_f64().unwrap() > 0.0, "{r:#}");
     let l = &r["latency"];
-    let (p50, p99, p999) = (l["p50_ms"].as_f64().unwrap(), l["p99_ms"].as_f64().unwrap(), l["p999_ms"].as_f64().unwrap());
+    let (p50, p99, p999) = (
+        l["p50_ms"].as_f64().unwrap(),
+        l["p99_ms"].as_f64().unwrap(),
+        l["p999_ms"].as_f64().unwrap(),
+    );
     assert!(0.0 < p50 && p50 <= p99 && p99 <= p999, "{l}");
     let nodes = r["nodes"].as_array().unwrap();
     assert_eq!(nodes.len(), 3, "{r:#}");
     for n in nodes {
-        assert!(n["pid"].as_u64().is_some() && n["peak_rss_bytes"].as_u64().unwrap_or(0) > 0, "node memory: {n}");
+        assert!(
+            n["pid"].as_u64().is_some() && n["peak_rss_bytes"].as_u64().unwrap_or(0) > 0,
+            "node memory: {n}"
+        );
     }
     Ok(())
 }
@@ -77,7 +91,10 @@ fn bench_smoke_query_and_mixed() -> Result<()> {
     let c = Cluster::start(3, Tuning::default())?;
     let leader = c.wait_leader(Duration::from_secs(20))?;
     phase("bench batch-query");
-    let v = bench(&c.addr(leader), &["batch-query", "--users", "500", "--ids", "100", "--clients", "2", "--duration", "1s"])?;
+    let v = bench(
+        &c.addr(leader),
+        &["batch-query", "--users", "500", "--ids", "100", "--clients", "2", "--duration", "1s"],
+    )?;
     let results = assert_clean(&v);
     // load + follower/leader × linearizable/local
     assert_eq!(results.len(), 5, "{v:#}");
@@ -89,7 +106,20 @@ fn bench_smoke_query_and_mixed() -> Result<()> {
     phase("bench mixed, batched writes");
     let v = bench(
         &c.addr(leader),
-        &["mixed", "--users", "500", "--ids", "50", "--clients", "4", "--duration", "1s", "--batch", "10", "--no-preload"],
+        &[
+            "mixed",
+            "--users",
+            "500",
+            "--ids",
+            "50",
+            "--clients",
+            "4",
+            "--duration",
+            "1s",
+            "--batch",
+            "10",
+            "--no-preload",
+        ],
     )?;
     let r = &assert_clean(&v)[0];
     assert_eq!(r["read_percent"].as_u64(), Some(90), "{r:#}");
@@ -103,18 +133,25 @@ fn bench_smoke_query_and_mixed() -> Result<()> {
 fn bench_smoke_failover() -> Result<()> {
     let c = Cluster::start(3, Tuning::default())?;
     // Let the numbered master settle on node 1 first.
-    let leader = eventually(Duration::from_secs(20), || match c.wait_leader(Duration::from_secs(20))? {
-        1 => Ok(1),
-        l => bail!("leader is {l}"),
-    })?;
+    let leader =
+        eventually(Duration::from_secs(20), || match c.wait_leader(Duration::from_secs(20))? {
+            1 => Ok(1),
+            l => bail!("leader is {l}"),
+        })?;
     let follower = c.nodes.iter().map(|n| n.number).find(|n| *n != leader).unwrap();
     phase("bench failover");
-    let v = bench(&c.addr(follower), &["failover", "--users", "200", "--clients", "2", "--warmup", "1s", "--duration", "3s"])?;
+    let v = bench(
+        &c.addr(follower),
+        &["failover", "--users", "200", "--clients", "2", "--warmup", "1s", "--duration", "3s"],
+    )?;
     let r = &v["results"][0];
     assert!(r["ops"].as_u64().unwrap() > 0, "{r:#}");
-    let ms = r["failover_ms"].as_f64().with_context(|| format!("no successful write after the kill: {r:#}"))?;
+    let ms = r["failover_ms"]
+        .as_f64()
+        .with_context(|| format!("no successful write after the kill: {r:#}"))?;
     assert!(ms > 0.0 && ms < 3000.0, "{r:#}");
-    let back = r["master_back_ms"].as_f64().with_context(|| format!("numbered master not back: {r:#}"))?;
+    let back =
+        r["master_back_ms"].as_f64().with_context(|| format!("numbered master not back: {r:#}"))?;
     assert!(back > 0.0 && back < 13_000.0, "{r:#}");
     // The bench killed the leader behind the harness's back; dropping the
     // cluster reaps it.

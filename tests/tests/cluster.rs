@@ -28,7 +28,12 @@ fn admin(addr: &str, path: &str, body: Value) -> Result<Value> {
 
 /// Maps uid → user JSON from a query answer.
 fn users_by_uid(v: &Value) -> HashMap<String, Value> {
-    v["users"].as_array().unwrap().iter().map(|u| (u["uid"].as_str().unwrap().to_string(), u.clone())).collect()
+    v["users"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|u| (u["uid"].as_str().unwrap().to_string(), u.clone()))
+        .collect()
 }
 
 /// Pushes `n` single-event logins `prefix0..n` through `addr` from `threads`
@@ -38,7 +43,8 @@ fn push_logins(addr: &str, prefix: &str, n: usize, threads: usize) -> usize {
     let acked = Arc::new(AtomicUsize::new(0));
     let hs: Vec<_> = (0..threads)
         .map(|_| {
-            let (next, acked, addr, prefix) = (next.clone(), acked.clone(), addr.to_string(), prefix.to_string());
+            let (next, acked, addr, prefix) =
+                (next.clone(), acked.clone(), addr.to_string(), prefix.to_string());
             std::thread::spawn(move || loop {
                 let i = next.fetch_add(1, Ordering::SeqCst);
                 if i >= n {
@@ -66,7 +72,13 @@ fn assert_all_online(addr: &str, uids: &[String], consistency: &str) -> Result<(
     let users = users_by_uid(&v);
     let missing: Vec<&String> = uids.iter().filter(|u| !users.contains_key(*u)).collect();
     if !missing.is_empty() {
-        bail!("{} of {} uids missing (first: {:?}); unknown={}", missing.len(), uids.len(), missing.first(), v["unknown"].as_array().map(|a| a.len()).unwrap_or(0));
+        bail!(
+            "{} of {} uids missing (first: {:?}); unknown={}",
+            missing.len(),
+            uids.len(),
+            missing.first(),
+            v["unknown"].as_array().map(|a| a.len()).unwrap_or(0)
+        );
     }
     for u in uids {
         let r = &users[u];
@@ -91,14 +103,18 @@ fn cluster_forms_from_xml() -> Result<()> {
     phase("check /v1/cluster on every node");
     let view = eventually(Duration::from_secs(10), || {
         let (st, v) = get_json(&c.addr(leader), "/v1/cluster")?;
-        let healthy = v["nodes"].as_array().map(|a| a.iter().filter(|n| n["healthy"] == json!(true)).count()).unwrap_or(0);
+        let healthy = v["nodes"]
+            .as_array()
+            .map(|a| a.iter().filter(|n| n["healthy"] == json!(true)).count())
+            .unwrap_or(0);
         if st != 200 || healthy != 3 {
             bail!("not all healthy: {v}");
         }
         Ok(v)
     })?;
     assert_eq!(view["cluster"], "test");
-    let roles: Vec<&str> = view["nodes"].as_array().unwrap().iter().map(|n| n["role"].as_str().unwrap()).collect();
+    let roles: Vec<&str> =
+        view["nodes"].as_array().unwrap().iter().map(|n| n["role"].as_str().unwrap()).collect();
     assert_eq!(roles.iter().filter(|r| **r == "leader").count(), 1, "{view}");
     assert_eq!(roles.iter().filter(|r| **r == "follower").count(), 2, "{view}");
     for n in 1..=3 {
@@ -130,7 +146,8 @@ fn cluster_writes_via_follower_read_linearizable_elsewhere() -> Result<()> {
     assert_eq!(v["users"].as_array().unwrap().len(), 3, "{v}");
     assert_eq!(v["unknown"], json!(["nobody"]));
     let (_, after) = get_json(&c.addr(leader), "/v1/cluster")?;
-    let entries = after["last_log_index"].as_u64().unwrap() - before["last_log_index"].as_u64().unwrap();
+    let entries =
+        after["last_log_index"].as_u64().unwrap() - before["last_log_index"].as_u64().unwrap();
     eprintln!("1000 events in {entries} log entries");
     assert!(entries <= 1000, "no more entries than events");
     Ok(())
@@ -215,14 +232,30 @@ fn cluster_learner_add_promote_serves_queries() -> Result<()> {
         "/v1/cluster/add-learner",
         json!({"number": n4, "sync": format!("127.0.0.1:{}", p.sync), "publish": format!("127.0.0.1:{}", p.publish)}),
     )?;
-    assert!(v["nodes"].as_array().unwrap().iter().any(|n| n["number"] == json!(n4) && n["role"] == "learner"), "{v}");
+    assert!(
+        v["nodes"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|n| n["number"] == json!(n4) && n["role"] == "learner"),
+        "{v}"
+    );
     phase("promote");
     admin(&c.addr(leader), "/v1/cluster/promote", json!({"number": n4}))?;
     let (_, view) = get_json(&c.addr(leader), "/v1/cluster")?;
-    assert!(view["nodes"].as_array().unwrap().iter().any(|n| n["number"] == json!(n4) && n["role"] == "follower"), "{view}");
+    assert!(
+        view["nodes"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|n| n["number"] == json!(n4) && n["role"] == "follower"),
+        "{view}"
+    );
     phase("node 4 serves linearizable queries");
     let addr4 = c.addr(n4);
-    eventually(Duration::from_secs(20), || assert_all_online(&addr4, &uids("m", 300), "linearizable"))?;
+    eventually(Duration::from_secs(20), || {
+        assert_all_online(&addr4, &uids("m", 300), "linearizable")
+    })?;
     assert_eq!(push_logins(&addr4, "n", 50, 4), 50);
     assert_all_online(&c.addr(leader), &uids("n", 50), "linearizable")?;
     phase("unknown node is refused; remove node 4");

@@ -16,7 +16,13 @@ fn config_cli_shipped_files_check() -> Result<()> {
     let out = Command::new(heraldd_path()).arg("--check").output()?;
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     assert!(String::from_utf8_lossy(&out.stdout).contains("herald-local"));
-    for f in ["herald.xml", "reference.xml", "cluster-3/node1.xml", "cluster-3/node2.xml", "cluster-3/node3.xml"] {
+    for f in [
+        "herald.xml",
+        "reference.xml",
+        "cluster-3/node1.xml",
+        "cluster-3/node2.xml",
+        "cluster-3/node3.xml",
+    ] {
         let out = Command::new(heraldd_path()).args(["--check", "--config", &conf(f)]).output()?;
         assert!(out.status.success(), "{f}: {}", String::from_utf8_lossy(&out.stderr));
     }

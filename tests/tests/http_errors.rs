@@ -16,22 +16,38 @@ fn code(v: &Value) -> &str {
 /// and code; none of the refused requests changes any state.
 #[test]
 fn http_bad_requests_get_codes_and_write_nothing() -> Result<()> {
-    let c = Cluster::start(1, Tuning { max_ids_per_query: 100, max_request_bytes: 64 * 1024, ..Tuning::default() })?;
+    let c = Cluster::start(
+        1,
+        Tuning { max_ids_per_query: 100, max_request_bytes: 64 * 1024, ..Tuning::default() },
+    )?;
     c.wait_leader(Duration::from_secs(20))?;
     let a = c.addr(1);
     let rev0 = push(&a, vec![login_event("base", 1, "web", "x")])?;
 
     phase("malformed JSON");
-    let (st, v) = post_raw(&a, "/v1/presence/events", "application/json", b"{\"events\": [".to_vec())?;
+    let (st, v) =
+        post_raw(&a, "/v1/presence/events", "application/json", b"{\"events\": [".to_vec())?;
     assert_eq!((st, code(&v)), (400, "malformed_json"), "{v}");
     phase("wrong type");
-    let (st, v) = post_json(&a, "/v1/presence/events", &json!({"events":[{"type":"login","uid":"u","sid":"ten","client":"m"}]}))?;
+    let (st, v) = post_json(
+        &a,
+        "/v1/presence/events",
+        &json!({"events":[{"type":"login","uid":"u","sid":"ten","client":"m"}]}),
+    )?;
     assert_eq!((st, code(&v)), (400, "invalid_field"), "{v}");
     phase("unknown event type");
-    let (st, v) = post_json(&a, "/v1/presence/events", &json!({"events":[{"type":"dance","uid":"u","sid":1}]}))?;
+    let (st, v) = post_json(
+        &a,
+        "/v1/presence/events",
+        &json!({"events":[{"type":"dance","uid":"u","sid":1}]}),
+    )?;
     assert_eq!((st, code(&v)), (400, "invalid_field"), "{v}");
     phase("missing field (permission without accepts_strangers)");
-    let (st, v) = post_json(&a, "/v1/presence/events", &json!({"events":[{"type":"permission","uid":"u","sid":1}]}))?;
+    let (st, v) = post_json(
+        &a,
+        "/v1/presence/events",
+        &json!({"events":[{"type":"permission","uid":"u","sid":1}]}),
+    )?;
     assert_eq!((st, code(&v)), (400, "invalid_field"), "{v}");
     phase("one bad event in a batch refuses the whole batch");
     let (st, v) = post_json(
@@ -44,7 +60,9 @@ fn http_bad_requests_get_codes_and_write_nothing() -> Result<()> {
     let (st, v) = post_json(&a, "/v1/presence/events", &json!({"events":[]}))?;
     assert_eq!((st, code(&v)), (400, "no_events"), "{v}");
     phase("oversized body");
-    let big: Vec<Value> = (0..2000).map(|i| login_event(&format!("big{i}"), i, "web", "zzzzzzzzzzzzzzzzzzzz")).collect();
+    let big: Vec<Value> = (0..2000)
+        .map(|i| login_event(&format!("big{i}"), i, "web", "zzzzzzzzzzzzzzzzzzzz"))
+        .collect();
     let (st, v) = post_json(&a, "/v1/presence/events", &json!({ "events": big }))?;
     assert_eq!((st, code(&v)), (413, "payload_too_large"), "{v}");
     phase("wrong content type");
@@ -55,7 +73,8 @@ fn http_bad_requests_get_codes_and_write_nothing() -> Result<()> {
     let (st, v) = post_json(&a, "/v1/presence/query", &json!({ "uids": ids }))?;
     assert_eq!((st, code(&v)), (400, "too_many_ids"), "{v}");
     phase("bad consistency, bad sid, unknown parameter, unknown path");
-    let (st, v) = post_json(&a, "/v1/presence/query", &json!({"uids":["a"], "consistency":"eventual"}))?;
+    let (st, v) =
+        post_json(&a, "/v1/presence/query", &json!({"uids":["a"], "consistency":"eventual"}))?;
     assert_eq!((st, code(&v)), (400, "invalid_field"), "{v}");
     let (st, v) = get_json(&a, "/v1/presence?sid=abc")?;
     assert_eq!((st, code(&v)), (400, "invalid_field"), "{v}");
@@ -89,7 +108,8 @@ fn http_no_leader_fails_fast() -> Result<()> {
     let a = c.addr(survivor);
     phase("write");
     let t = Instant::now();
-    let (st, v) = post_json(&a, "/v1/presence/events", &json!({"events":[login_event("y", 2, "web", "2")]}))?;
+    let (st, v) =
+        post_json(&a, "/v1/presence/events", &json!({"events":[login_event("y", 2, "web", "2")]}))?;
     let took = t.elapsed();
     assert!(st == 503 || st == 504, "{st} {v}");
     assert!(["no_leader", "timeout"].contains(&code(&v)), "{v}");

@@ -15,7 +15,11 @@ use serde_json::{json, Value};
 use sha2::{Digest, Sha256};
 
 fn agent() -> ureq::Agent {
-    ureq::Agent::config_builder().timeout_global(Some(Duration::from_secs(120))).http_status_as_error(false).build().into()
+    ureq::Agent::config_builder()
+        .timeout_global(Some(Duration::from_secs(120)))
+        .http_status_as_error(false)
+        .build()
+        .into()
 }
 
 fn hex(d: &[u8]) -> String {
@@ -33,8 +37,16 @@ fn call(method: &str, url: &str, uid: &str, body: Option<&Value>) -> Result<(u16
     let mut r = match (method, body) {
         ("GET", _) => a.get(url).header("authorization", &auth).header("x-herald-user", uid).call(),
         ("DELETE", _) => a.delete(url).header("authorization", &auth).call(),
-        ("PUT", b) => a.put(url).header("authorization", &auth).header("content-type", "application/json").send(serde_json::to_vec(&b.cloned().unwrap_or(json!({})))?.as_slice()),
-        (_, b) => a.post(url).header("authorization", &auth).header("content-type", "application/json").send(serde_json::to_vec(&b.cloned().unwrap_or(json!({})))?.as_slice()),
+        ("PUT", b) => a
+            .put(url)
+            .header("authorization", &auth)
+            .header("content-type", "application/json")
+            .send(serde_json::to_vec(&b.cloned().unwrap_or(json!({})))?.as_slice()),
+        (_, b) => a
+            .post(url)
+            .header("authorization", &auth)
+            .header("content-type", "application/json")
+            .send(serde_json::to_vec(&b.cloned().unwrap_or(json!({})))?.as_slice()),
     }
     .map_err(|e| anyhow::anyhow!("{method} {url}: {e}"))?;
     let status = r.status().as_u16();
@@ -44,7 +56,12 @@ fn call(method: &str, url: &str, uid: &str, body: Option<&Value>) -> Result<(u16
 
 /// Asks for an upload; answers (status, body).
 fn request_upload(addr: &str, uid: &str, size: u64, ct: &str, name: &str) -> Result<(u16, Value)> {
-    call("POST", &format!("http://{addr}/v1/users/{uid}/uploads"), uid, Some(&json!({"size": size, "content_type": ct, "name": name})))
+    call(
+        "POST",
+        &format!("http://{addr}/v1/users/{uid}/uploads"),
+        uid,
+        Some(&json!({"size": size, "content_type": ct, "name": name})),
+    )
 }
 
 /// Streams `body` to an upload URL with its credential.
@@ -77,10 +94,19 @@ fn upload(addr: &str, uid: &str, bytes: &[u8], ct: &str, name: &str) -> Result<V
 
 /// GET /v1/media/{id} as `viewer` on `addr`, then the bytes from the
 /// access URL (with an optional Range); answers (status, headers, bytes).
-fn download(addr: &str, id: &str, viewer: &str, range: Option<&str>) -> Result<(u16, Vec<(String, String)>, Vec<u8>)> {
+fn download(
+    addr: &str,
+    id: &str,
+    viewer: &str,
+    range: Option<&str>,
+) -> Result<(u16, Vec<(String, String)>, Vec<u8>)> {
     let (s, info) = call("GET", &format!("http://{addr}/v1/media/{id}"), viewer, None)?;
     if s != 200 {
-        return Ok((s, vec![("code".into(), info["error"]["code"].as_str().unwrap_or_default().into())], Vec::new()));
+        return Ok((
+            s,
+            vec![("code".into(), info["error"]["code"].as_str().unwrap_or_default().into())],
+            Vec::new(),
+        ));
     }
     let url = info["url"].as_str().context("url")?;
     let mut req = agent().get(url);
@@ -89,7 +115,11 @@ fn download(addr: &str, id: &str, viewer: &str, range: Option<&str>) -> Result<(
     }
     let mut resp = req.call()?;
     let status = resp.status().as_u16();
-    let headers = resp.headers().iter().map(|(k, v)| (k.to_string(), v.to_str().unwrap_or_default().to_string())).collect();
+    let headers = resp
+        .headers()
+        .iter()
+        .map(|(k, v)| (k.to_string(), v.to_str().unwrap_or_default().to_string()))
+        .collect();
     let body = resp.body_mut().with_config().limit(1 << 30).read_to_vec()?;
     Ok((status, headers, body))
 }
@@ -148,7 +178,10 @@ fn media_upload_refused_by_space_and_quota() -> Result<()> {
     drop(c);
 
     phase("quota and limits");
-    let c = Cluster::start(1, tuning(r#"<media reserve-bytes="0" quota-bytes-per-user="1000" max-bytes="5000"/>"#))?;
+    let c = Cluster::start(
+        1,
+        tuning(r#"<media reserve-bytes="0" quota-bytes-per-user="1000" max-bytes="5000"/>"#),
+    )?;
     c.wait_leader(Duration::from_secs(10))?;
     let a = c.addr(1);
     let (s, b) = request_upload(&a, "alice", 1001, "image/jpeg", "a.jpg")?;
@@ -159,7 +192,12 @@ fn media_upload_refused_by_space_and_quota() -> Result<()> {
     assert_eq!((s, b["error"]["code"].as_str()), (400, Some("invalid_size")), "{b}");
     let (s, b) = request_upload(&a, "alice", 10, "jpeg", "a.jpg")?;
     assert_eq!((s, b["error"]["code"].as_str()), (400, Some("invalid_content_type")), "{b}");
-    let (s, b) = call("POST", &format!("http://{a}/v1/users/alice/uploads"), "bob", Some(&json!({"size": 1, "content_type": "a/b"})))?;
+    let (s, b) = call(
+        "POST",
+        &format!("http://{a}/v1/users/alice/uploads"),
+        "bob",
+        Some(&json!({"size": 1, "content_type": "a/b"})),
+    )?;
     assert_eq!((s, b["error"]["code"].as_str()), (401, Some("wrong_user")), "{b}");
 
     phase("within the quota: accepted, then the quota counts it");
@@ -196,7 +234,11 @@ fn media_upload_mismatch_and_broken_stream_leave_nothing() -> Result<()> {
     let (s, b) = put_bytes(&t, &noise(2, 500)[..], 500)?;
     assert_eq!((s, b["error"]["code"].as_str()), (400, Some("size_mismatch")), "{b}");
     let (s, b) = put_bytes(&t, &noise(2, 1000)[..], 1000)?;
-    assert_eq!((s, b["error"]["code"].as_str()), (404, Some("unknown_upload")), "the id is used up: {b}");
+    assert_eq!(
+        (s, b["error"]["code"].as_str()),
+        (404, Some("unknown_upload")),
+        "the id is used up: {b}"
+    );
 
     phase("longer than stated");
     let (_, t) = request_upload(&a, "alice", 100, "application/octet-stream", "x")?;
@@ -233,7 +275,11 @@ fn media_upload_mismatch_and_broken_stream_leave_nothing() -> Result<()> {
     assert_eq!(s, 200);
     assert_eq!(b["media"].as_array().map(Vec::len), Some(0), "{b}");
     let (_, v) = herald_tests::get_json(&a, "/v1/cluster?local=true")?;
-    assert_eq!(v["media"]["open_uploads"].as_u64(), Some(0), "every upload id is used up, the cut one too: {v}");
+    assert_eq!(
+        v["media"]["open_uploads"].as_u64(),
+        Some(0),
+        "every upload id is used up, the cut one too: {v}"
+    );
     Ok(())
 }
 
@@ -253,19 +299,38 @@ fn media_dedup_and_large_file_bounded_memory() -> Result<()> {
     let second = upload(&c.addr(3), "bob", &bytes, "application/octet-stream", "two.bin")?;
     assert_eq!(first["media_id"], second["media_id"]);
     assert_eq!(first["media_id"].as_str(), Some(sha256(&bytes).as_str()));
-    assert_eq!((first["duplicate"].as_bool(), second["duplicate"].as_bool()), (Some(false), Some(true)));
+    assert_eq!(
+        (first["duplicate"].as_bool(), second["duplicate"].as_bool()),
+        (Some(false), Some(true))
+    );
     let holders: usize = (1..=3).map(|n| blob_files(&c.node(n).data_dir.clone()).len()).sum();
-    assert_eq!(holders, 2, "one file on each of a majority (2 of 3) nodes: {first} {second} {:?}", (1..=3).map(|n| blob_files(&c.node(n).data_dir.clone())).collect::<Vec<_>>());
+    assert_eq!(
+        holders,
+        2,
+        "one file on each of a majority (2 of 3) nodes: {first} {second} {:?}",
+        (1..=3).map(|n| blob_files(&c.node(n).data_dir.clone())).collect::<Vec<_>>()
+    );
     assert_eq!(first["replicas"].as_array().map(Vec::len), Some(2), "{first}");
 
     phase("status page and metrics show the media");
     let (s, v) = herald_tests::get_json(&a, "/v1/cluster")?;
     assert_eq!(s, 200);
-    assert_eq!((v["media"]["healthy"].as_bool(), v["media"]["media"].as_u64(), v["media"]["under_replicated"].as_u64()), (Some(true), Some(1), Some(0)), "{v}");
+    assert_eq!(
+        (
+            v["media"]["healthy"].as_bool(),
+            v["media"]["media"].as_u64(),
+            v["media"]["under_replicated"].as_u64()
+        ),
+        (Some(true), Some(1), Some(0)),
+        "{v}"
+    );
     assert_eq!(v["media"]["required_replicas"].as_u64(), Some(2));
     let mut r = agent().get(&format!("http://{a}/metrics")).call()?;
     let text = r.body_mut().read_to_string()?;
-    assert!(text.contains("herald_media_known 1") && text.contains("herald_media_uploads_total 1"), "{text}");
+    assert!(
+        text.contains("herald_media_known 1") && text.contains("herald_media_uploads_total 1"),
+        "{text}"
+    );
 
     phase("large file: generate");
     const SIZE: u64 = 256 << 20;
@@ -334,12 +399,20 @@ fn media_dedup_and_large_file_bounded_memory() -> Result<()> {
 /// down, in the configured format; the id is the hash of the stored bytes.
 #[test]
 fn media_image_scaled_down_and_converted() -> Result<()> {
-    let c = Cluster::start(1, tuning(r#"<media reserve-bytes="0"><edit max-width="640" max-height="480" format="jpeg" quality="80"/></media>"#))?;
+    let c = Cluster::start(
+        1,
+        tuning(
+            r#"<media reserve-bytes="0"><edit max-width="640" max-height="480" format="jpeg" quality="80"/></media>"#,
+        ),
+    )?;
     c.wait_leader(Duration::from_secs(10))?;
     let a = c.addr(1);
-    let img = image::RgbImage::from_fn(1600, 1000, |x, y| image::Rgb([(x % 256) as u8, (y % 256) as u8, ((x + y) % 256) as u8]));
+    let img = image::RgbImage::from_fn(1600, 1000, |x, y| {
+        image::Rgb([(x % 256) as u8, (y % 256) as u8, ((x + y) % 256) as u8])
+    });
     let mut png = Vec::new();
-    image::DynamicImage::ImageRgb8(img).write_to(&mut std::io::Cursor::new(&mut png), image::ImageFormat::Png)?;
+    image::DynamicImage::ImageRgb8(img)
+        .write_to(&mut std::io::Cursor::new(&mut png), image::ImageFormat::Png)?;
     let done = upload(&a, "alice", &png, "image/png", "wide.png")?;
     assert_eq!(done["content_type"], "image/jpeg", "{done}");
     assert_eq!(done["edited"], true);
@@ -354,7 +427,10 @@ fn media_image_scaled_down_and_converted() -> Result<()> {
     phase("non-image passes unchanged");
     let raw = noise(9, 5000);
     let done = upload(&a, "alice", &raw, "application/pdf", "doc.pdf")?;
-    assert_eq!((done["edited"].as_bool(), done["media_id"].as_str()), (Some(false), Some(sha256(&raw).as_str())));
+    assert_eq!(
+        (done["edited"].as_bool(), done["media_id"].as_str()),
+        (Some(false), Some(sha256(&raw).as_str()))
+    );
     Ok(())
 }
 
@@ -385,19 +461,31 @@ async fn next_message(s: &mut Session, timeout: Duration) -> Option<Message> {
 async fn media_group_send_reaches_exactly_the_group() -> Result<()> {
     // A push timeout well above a loaded CI's delivery time: bob's ack must
     // arrive within it for "delivered".
-    let c = Cluster::start(3, Tuning { push_timeout_ms: 8000, ..tuning(r#"<media reserve-bytes="0"/>"#) })?;
+    let c = Cluster::start(
+        3,
+        Tuning { push_timeout_ms: 8000, ..tuning(r#"<media reserve-bytes="0"/>"#) },
+    )?;
     c.wait_leader(Duration::from_secs(10))?;
     let (a, b) = (c.addr(1), c.addr(2));
     let seeds: Vec<String> = (1..=3).map(|n| format!("http://{}", c.addr(n))).collect();
 
     phase("contacts");
-    for (who, groups) in [("bob", vec!["friends"]), ("carol", vec!["friends", "family"]), ("dave", vec!["family"])] {
-        let (s, r) = call("PUT", &format!("http://{a}/v1/users/alice/contacts/{who}"), "alice", Some(&json!({"groups": groups})))?;
+    for (who, groups) in
+        [("bob", vec!["friends"]), ("carol", vec!["friends", "family"]), ("dave", vec!["family"])]
+    {
+        let (s, r) = call(
+            "PUT",
+            &format!("http://{a}/v1/users/alice/contacts/{who}"),
+            "alice",
+            Some(&json!({"groups": groups})),
+        )?;
         assert_eq!(s, 200, "{r}");
     }
-    let (s, r) = call("GET", &format!("http://{b}/v1/users/alice/contacts?group=friends"), "alice", None)?;
+    let (s, r) =
+        call("GET", &format!("http://{b}/v1/users/alice/contacts?group=friends"), "alice", None)?;
     assert_eq!(s, 200);
-    let names: Vec<&str> = r["contacts"].as_array().unwrap().iter().map(|x| x["uid"].as_str().unwrap()).collect();
+    let names: Vec<&str> =
+        r["contacts"].as_array().unwrap().iter().map(|x| x["uid"].as_str().unwrap()).collect();
     assert_eq!(names, vec!["bob", "carol"]);
 
     phase("upload and group-send; bob online, carol and dave offline");
@@ -405,7 +493,8 @@ async fn media_group_send_reaches_exactly_the_group() -> Result<()> {
     let done = upload(&a, "alice", &bytes, "video/mp4", "clip.mp4")?;
     let id = done["media_id"].as_str().unwrap().to_string();
     let mut bob = session(seeds.clone(), "bob").await?;
-    let body = json!({"media_id": id, "text": "look", "groups": ["friends"], "idempotency_key": "gs-1"});
+    let body =
+        json!({"media_id": id, "text": "look", "groups": ["friends"], "idempotency_key": "gs-1"});
     // The answer waits (push timeout) for bob's acknowledgement: receive
     // and ack while the call is in flight.
     let call_task = tokio::task::spawn_blocking({
@@ -418,14 +507,24 @@ async fn media_group_send_reaches_exactly_the_group() -> Result<()> {
     bob.ack(vec![m.id]).await;
     let (s, ans) = call_task.await??;
     assert_eq!(s, 200, "{ans}");
-    let mut outcomes: Vec<(String, String)> =
-        ans["recipients"].as_array().unwrap().iter().map(|r| (r["uid"].as_str().unwrap().into(), r["outcome"].as_str().unwrap().into())).collect();
+    let mut outcomes: Vec<(String, String)> = ans["recipients"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| (r["uid"].as_str().unwrap().into(), r["outcome"].as_str().unwrap().into()))
+        .collect();
     outcomes.sort();
-    assert_eq!(outcomes, vec![("bob".into(), "delivered".into()), ("carol".into(), "stored".into())]);
+    assert_eq!(
+        outcomes,
+        vec![("bob".into(), "delivered".into()), ("carol".into(), "stored".into())]
+    );
     assert_eq!(ans["media_id"].as_str(), Some(id.as_str()));
     assert_eq!(m.content_type, "application/vnd.herald.media+json");
     let v: Value = serde_json::from_slice(&m.body)?;
-    assert_eq!((v["media_id"].as_str(), v["text"].as_str(), v["from"].as_str()), (Some(id.as_str()), Some("look"), Some("alice")));
+    assert_eq!(
+        (v["media_id"].as_str(), v["text"].as_str(), v["from"].as_str()),
+        (Some(id.as_str()), Some("look"), Some("alice"))
+    );
     let link = v["link"].as_str().unwrap().to_string();
     let got = tokio::task::spawn_blocking(move || -> Result<Vec<u8>> {
         let (s, info) = call("GET", &link, "bob", None)?;
@@ -438,26 +537,41 @@ async fn media_group_send_reaches_exactly_the_group() -> Result<()> {
 
     phase("carol gets it at login; dave gets nothing and cannot open it");
     let mut carol = session(seeds.clone(), "carol").await?;
-    let m = next_message(&mut carol, Duration::from_secs(5)).await.context("carol's stored message")?;
+    let m =
+        next_message(&mut carol, Duration::from_secs(5)).await.context("carol's stored message")?;
     let v: Value = serde_json::from_slice(&m.body)?;
     assert_eq!(v["media_id"].as_str(), Some(id.as_str()));
     carol.ack(vec![m.id]).await;
     let mut dave = session(seeds.clone(), "dave").await?;
-    assert!(next_message(&mut dave, Duration::from_millis(800)).await.is_none(), "dave is family, not friends");
+    assert!(
+        next_message(&mut dave, Duration::from_millis(800)).await.is_none(),
+        "dave is family, not friends"
+    );
     let (a2, id2) = (a.clone(), id.clone());
-    let (s, _, _) = tokio::task::spawn_blocking(move || download(&a2, &id2, "dave", None)).await??;
+    let (s, _, _) =
+        tokio::task::spawn_blocking(move || download(&a2, &id2, "dave", None)).await??;
     assert_eq!(s, 403);
 
     phase("no group with contacts, not the owner");
     let (a2, id2) = (a.clone(), id.clone());
     let (s, r) = tokio::task::spawn_blocking(move || {
-        call("POST", &format!("http://{a2}/v1/users/alice/group-send"), "alice", Some(&json!({"media_id": id2, "groups": ["work"], "idempotency_key": "gs-2"})))
+        call(
+            "POST",
+            &format!("http://{a2}/v1/users/alice/group-send"),
+            "alice",
+            Some(&json!({"media_id": id2, "groups": ["work"], "idempotency_key": "gs-2"})),
+        )
     })
     .await??;
     assert_eq!((s, r["error"]["code"].as_str()), (400, Some("no_recipients")), "{r}");
     let (a2, id2) = (a.clone(), id.clone());
     let (s, r) = tokio::task::spawn_blocking(move || {
-        call("POST", &format!("http://{a2}/v1/users/bob/group-send"), "bob", Some(&json!({"media_id": id2, "idempotency_key": "gs-3"})))
+        call(
+            "POST",
+            &format!("http://{a2}/v1/users/bob/group-send"),
+            "bob",
+            Some(&json!({"media_id": id2, "idempotency_key": "gs-3"})),
+        )
     })
     .await??;
     assert_eq!((s, r["error"]["code"].as_str()), (403, Some("not_owner")), "{r}");
@@ -473,12 +587,16 @@ fn media_shared_page_friends_only_with_range() -> Result<()> {
     c.wait_leader(Duration::from_secs(10))?;
     let (a, b) = (c.addr(1), c.addr(3));
     let bytes = noise(12, 100_000);
-    let id = upload(&a, "alice", &bytes, "audio/mpeg", "song.mp3")?["media_id"].as_str().unwrap().to_string();
+    let id = upload(&a, "alice", &bytes, "audio/mpeg", "song.mp3")?["media_id"]
+        .as_str()
+        .unwrap()
+        .to_string();
     call("PUT", &format!("http://{a}/v1/users/alice/contacts/bob"), "alice", None)?;
     call("PUT", &format!("http://{a}/v1/users/alice/contacts/eve"), "alice", None)?;
 
     phase("bob is not a friend until he adds alice");
-    let page = |viewer: &str| call("GET", &format!("http://{b}/v1/users/alice/shared"), viewer, None);
+    let page =
+        |viewer: &str| call("GET", &format!("http://{b}/v1/users/alice/shared"), viewer, None);
     let (s, r) = page("bob")?;
     assert_eq!((s, r["error"]["code"].as_str()), (403, Some("not_a_friend")), "{r}");
     call("PUT", &format!("http://{b}/v1/users/bob/contacts/alice"), "bob", None)?;
@@ -486,13 +604,19 @@ fn media_shared_page_friends_only_with_range() -> Result<()> {
     assert_eq!(s, 200, "{r}");
     let items = r["media"].as_array().unwrap();
     assert_eq!(items.len(), 1);
-    assert_eq!((items[0]["media_id"].as_str(), items[0]["name"].as_str()), (Some(id.as_str()), Some("song.mp3")));
+    assert_eq!(
+        (items[0]["media_id"].as_str(), items[0]["name"].as_str()),
+        (Some(id.as_str()), Some("song.mp3"))
+    );
 
     phase("the listed URL streams, with Range");
     let url = items[0]["url"].as_str().unwrap();
     let mut r = agent().get(url).header("range", "bytes=1000-1999").call()?;
     assert_eq!(r.status().as_u16(), 206);
-    assert_eq!(r.headers().get("content-range").and_then(|v| v.to_str().ok()), Some("bytes 1000-1999/100000"));
+    assert_eq!(
+        r.headers().get("content-range").and_then(|v| v.to_str().ok()),
+        Some("bytes 1000-1999/100000")
+    );
     assert_eq!(r.headers().get("content-type").and_then(|v| v.to_str().ok()), Some("audio/mpeg"));
     assert_eq!(r.headers().get("content-length").and_then(|v| v.to_str().ok()), Some("1000"));
     assert_eq!(r.body_mut().read_to_vec()?, bytes[1000..2000].to_vec());
@@ -503,10 +627,16 @@ fn media_shared_page_friends_only_with_range() -> Result<()> {
     assert_eq!(s, 416);
 
     phase("HTML for browsers");
-    let mut r = agent().get(&format!("http://{b}/v1/users/alice/shared?viewer=bob&token={}", token("bob"))).header("accept", "text/html").call()?;
+    let mut r = agent()
+        .get(&format!("http://{b}/v1/users/alice/shared?viewer=bob&token={}", token("bob")))
+        .header("accept", "text/html")
+        .call()?;
     assert_eq!(r.status().as_u16(), 200);
     let html = r.body_mut().read_to_string()?;
-    assert!(html.contains("song.mp3") && html.contains(&format!("/v1/media/{id}/content?access=")), "{html}");
+    assert!(
+        html.contains("song.mp3") && html.contains(&format!("/v1/media/{id}/content?access=")),
+        "{html}"
+    );
 
     phase("eve (one-way contact) and strangers: 403; a credential is per media");
     let (s, r) = page("eve")?;
@@ -549,7 +679,12 @@ fn media_survives_kill_of_receiving_node() -> Result<()> {
 /// any more is deleted from every node after the grace period.
 #[test]
 fn media_repair_and_garbage_collection() -> Result<()> {
-    let mut c = Cluster::start(3, tuning(r#"<media reserve-bytes="0" repair-interval-ms="300" gc-grace-ms="500" upload-ttl-ms="3000"/>"#))?;
+    let mut c = Cluster::start(
+        3,
+        tuning(
+            r#"<media reserve-bytes="0" repair-interval-ms="300" gc-grace-ms="500" upload-ttl-ms="3000"/>"#,
+        ),
+    )?;
     c.wait_leader(Duration::from_secs(10))?;
     let bytes = noise(14, 500_000);
     let done = upload(&c.addr(1), "alice", &bytes, "application/zip", "z.zip")?;
@@ -568,7 +703,8 @@ fn media_repair_and_garbage_collection() -> Result<()> {
     })?;
 
     phase("unshared: gone everywhere after the grace");
-    let (s, r) = call("DELETE", &format!("http://{}/v1/users/alice/media/{id}", c.addr(1)), "alice", None)?;
+    let (s, r) =
+        call("DELETE", &format!("http://{}/v1/users/alice/media/{id}", c.addr(1)), "alice", None)?;
     assert_eq!((s, r["removed"].as_bool()), (200, Some(true)), "{r}");
     eventually(Duration::from_secs(30), || {
         for n in 1..=3 {

@@ -54,7 +54,9 @@ fn bytes(seed: u8, len: usize) -> Vec<u8> {
 }
 
 fn names(dir: &Path) -> Vec<String> {
-    let mut v: Vec<String> = std::fs::read_dir(dir).map(|d| d.flatten().map(|e| e.file_name().to_string_lossy().into_owned()).collect()).unwrap_or_default();
+    let mut v: Vec<String> = std::fs::read_dir(dir)
+        .map(|d| d.flatten().map(|e| e.file_name().to_string_lossy().into_owned()).collect())
+        .unwrap_or_default();
     v.sort();
     v
 }
@@ -65,7 +67,10 @@ fn names(dir: &Path) -> Vec<String> {
 /// group's contact and a re-run is answered as a duplicate.
 #[test]
 fn cli_media_contacts_upload_download_group_send() -> Result<()> {
-    let c = Cluster::start(3, Tuning { media_xml: Some(r#"<media reserve-bytes="0"/>"#.into()), ..Tuning::default() })?;
+    let c = Cluster::start(
+        3,
+        Tuning { media_xml: Some(r#"<media reserve-bytes="0"/>"#.into()), ..Tuning::default() },
+    )?;
     c.wait_leader(Duration::from_secs(10))?;
     let (a, b) = (c.addr(1), c.addr(2));
     let dir = tempfile::tempdir()?;
@@ -77,7 +82,11 @@ fn cli_media_contacts_upload_download_group_send() -> Result<()> {
     let list = herald_json(&b, "alice", &["contacts", "list"])?;
     let contacts = list["contacts"].as_array().context("contacts")?;
     let bob = contacts.iter().find(|x| x["uid"] == "bob").context("bob listed")?;
-    assert_eq!((bob["friend"].as_bool(), bob["groups"][0].as_str()), (Some(true), Some("friends")), "{list}");
+    assert_eq!(
+        (bob["friend"].as_bool(), bob["groups"][0].as_str()),
+        (Some(true), Some("friends")),
+        "{list}"
+    );
     let carol = contacts.iter().find(|x| x["uid"] == "carol").context("carol listed")?;
     assert_eq!(carol["friend"].as_bool(), Some(false));
 
@@ -99,18 +108,29 @@ fn cli_media_contacts_upload_download_group_send() -> Result<()> {
     let shared = herald_json(&b, "bob", &["media", "shared", "alice"])?;
     assert_eq!(shared["media"][0]["media_id"].as_str(), Some(id.as_str()), "{shared}");
     let o = herald(&b, "carol", &["media", "shared", "alice"])?;
-    assert!(!o.status.success() && String::from_utf8_lossy(&o.stderr).contains("not_a_friend"), "{o:?}");
+    assert!(
+        !o.status.success() && String::from_utf8_lossy(&o.stderr).contains("not_a_friend"),
+        "{o:?}"
+    );
 
     phase("group-send");
     let photo = dir.path().join("photo.jpg");
     std::fs::write(&photo, bytes(9, 50_000))?;
-    let ans = herald_json(&a, "alice", &["group-send", photo.to_str().unwrap(), "--group", "friends", "--text", "hi"])?;
+    let ans = herald_json(
+        &a,
+        "alice",
+        &["group-send", photo.to_str().unwrap(), "--group", "friends", "--text", "hi"],
+    )?;
     let r = ans["recipients"].as_array().context("recipients")?;
     assert_eq!(r.len(), 1, "{ans}");
     assert_eq!((r[0]["uid"].as_str(), r[0]["outcome"].as_str()), (Some("bob"), Some("stored")));
     assert_eq!(queued(&a, "bob")?, 1);
     assert_eq!(queued(&a, "carol")?, 0);
-    let again = herald_json(&a, "alice", &["group-send", photo.to_str().unwrap(), "--group", "friends", "--text", "hi"])?;
+    let again = herald_json(
+        &a,
+        "alice",
+        &["group-send", photo.to_str().unwrap(), "--group", "friends", "--text", "hi"],
+    )?;
     assert_eq!(again["duplicate"].as_bool(), Some(true), "{again}");
     assert_eq!(queued(&a, "bob")?, 1, "a re-run is not sent twice");
     Ok(())
@@ -122,7 +142,10 @@ fn cli_media_contacts_upload_download_group_send() -> Result<()> {
 /// file send nothing new.
 #[test]
 fn cli_watch_folder_sends_each_file_once_and_moves_it() -> Result<()> {
-    let c = Cluster::start(1, Tuning { media_xml: Some(r#"<media reserve-bytes="0"/>"#.into()), ..Tuning::default() })?;
+    let c = Cluster::start(
+        1,
+        Tuning { media_xml: Some(r#"<media reserve-bytes="0"/>"#.into()), ..Tuning::default() },
+    )?;
     c.wait_leader(Duration::from_secs(10))?;
     let a = c.addr(1);
     herald_json(&a, "alice", &["contacts", "add", "bob", "--group", "friends"])?;
@@ -134,13 +157,28 @@ fn cli_watch_folder_sends_each_file_once_and_moves_it() -> Result<()> {
     std::fs::write(d.join(".hidden"), b"x")?;
     std::fs::write(d.join("c.mp4.part"), b"partial")?;
     let watch = |settle: &str| -> Result<Output> {
-        herald(&a, "alice", &["watch-folder", d.to_str().unwrap(), "--once", "--settle", settle, "--group", "friends"])
+        herald(
+            &a,
+            "alice",
+            &[
+                "watch-folder",
+                d.to_str().unwrap(),
+                "--once",
+                "--settle",
+                settle,
+                "--group",
+                "friends",
+            ],
+        )
     };
 
     phase("first pass");
     let o = watch("300ms")?;
     assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
-    assert_eq!(names(&d.join("sent")).into_iter().filter(|n| !n.starts_with('.')).collect::<Vec<_>>(), vec!["a.jpg", "b.pdf"]);
+    assert_eq!(
+        names(&d.join("sent")).into_iter().filter(|n| !n.starts_with('.')).collect::<Vec<_>>(),
+        vec!["a.jpg", "b.pdf"]
+    );
     assert_eq!(names(d), vec![".hidden", "c.mp4.part", "sent"]);
     assert_eq!(queued(&a, "bob")?, 2);
     assert_eq!(queued(&a, "dave")?, 0, "dave is not in friends");

@@ -39,7 +39,11 @@ fn send(addr: &str, body: &Value, patience: Duration) -> Result<Value> {
     }
 }
 
-fn send_async(addr: String, body: Value, patience: Duration) -> tokio::task::JoinHandle<Result<Value>> {
+fn send_async(
+    addr: String,
+    body: Value,
+    patience: Duration,
+) -> tokio::task::JoinHandle<Result<Value>> {
     tokio::task::spawn_blocking(move || send(&addr, &body, patience))
 }
 
@@ -53,7 +57,11 @@ fn queued(addr: &str, uid: &str) -> Result<u64> {
 
 fn online(addr: &str, uid: &str) -> Result<bool> {
     let v = query(addr, &[uid.to_string()], "linearizable")?;
-    Ok(v["users"].as_array().and_then(|u| u.first()).and_then(|u| u["online"].as_bool()).unwrap_or(false))
+    Ok(v["users"]
+        .as_array()
+        .and_then(|u| u.first())
+        .and_then(|u| u["online"].as_bool())
+        .unwrap_or(false))
 }
 
 async fn session(c: &Cluster, uid: &str, seeds: Vec<String>) -> Result<(Session, u64)> {
@@ -84,7 +92,12 @@ async fn recv_n(s: &mut Session, n: usize, timeout: Duration) -> Vec<Message> {
 
 /// Runs a session in the background that acknowledges every message (after
 /// `delay`) and reports it; returns the gateway it first connected to.
-async fn acking_session(c: &Cluster, uid: &str, seeds: Vec<String>, delay: Duration) -> Result<(u64, mpsc::UnboundedReceiver<SessionEvent>, tokio::task::JoinHandle<()>)> {
+async fn acking_session(
+    c: &Cluster,
+    uid: &str,
+    seeds: Vec<String>,
+    delay: Duration,
+) -> Result<(u64, mpsc::UnboundedReceiver<SessionEvent>, tokio::task::JoinHandle<()>)> {
     let (mut s, node) = session(c, uid, seeds).await?;
     let (tx, rx) = mpsc::unbounded_channel();
     let h = tokio::spawn(async move {
@@ -111,7 +124,8 @@ async fn messages_offline_delivery_in_order_ack_then_delete() -> Result<()> {
     let n2 = c.addr(2);
     phase("submit 5 messages for offline u1 through node 2");
     for i in 0..5 {
-        let v = send(&n2, &msg(&format!("k{i}"), &["u1"], &format!("m{i}")), Duration::from_secs(10))?;
+        let v =
+            send(&n2, &msg(&format!("k{i}"), &["u1"], &format!("m{i}")), Duration::from_secs(10))?;
         assert_eq!(v["recipients"][0]["outcome"], "stored", "{v}");
     }
     assert_eq!(queued(&c.addr(3), "u1")?, 5);
@@ -119,7 +133,8 @@ async fn messages_offline_delivery_in_order_ack_then_delete() -> Result<()> {
     phase("session 1: all 5 in order; acknowledge the first 2");
     let (mut s, _) = session(&c, "u1", seeds(&c)).await?;
     let got = recv_n(&mut s, 5, Duration::from_secs(10)).await;
-    let bodies: Vec<String> = got.iter().map(|m| String::from_utf8_lossy(&m.body).into_owned()).collect();
+    let bodies: Vec<String> =
+        got.iter().map(|m| String::from_utf8_lossy(&m.body).into_owned()).collect();
     assert_eq!(bodies, vec!["m0", "m1", "m2", "m3", "m4"]);
     let ids: Vec<u64> = got.iter().map(|m| m.id).collect();
     assert!(ids.windows(2).all(|w| w[0] < w[1]), "ids increase: {ids:?}");
@@ -160,13 +175,20 @@ async fn messages_online_push_across_nodes() -> Result<()> {
     let sender = c.nodes.iter().map(|n| n.number).find(|n| *n != gw).unwrap();
     phase(&format!("send through node {sender}; gateway is node {gw}"));
     let t0 = Instant::now();
-    let v = send_async(c.addr(sender), msg("live-1", &["u2", "offline-user"], "hi"), Duration::from_secs(10)).await??;
+    let v = send_async(
+        c.addr(sender),
+        msg("live-1", &["u2", "offline-user"], "hi"),
+        Duration::from_secs(10),
+    )
+    .await??;
     let took = t0.elapsed();
     let outcomes: HashMap<String, String> = v["recipients"]
         .as_array()
         .unwrap()
         .iter()
-        .map(|r| (r["uid"].as_str().unwrap().to_string(), r["outcome"].as_str().unwrap().to_string()))
+        .map(|r| {
+            (r["uid"].as_str().unwrap().to_string(), r["outcome"].as_str().unwrap().to_string())
+        })
         .collect();
     assert_eq!(outcomes["u2"], "delivered", "{v}");
     assert_eq!(outcomes["offline-user"], "stored", "{v}");
@@ -200,7 +222,11 @@ async fn messages_gateway_killed_mid_delivery_client_reconnects() -> Result<()> 
     phase("store 300 messages for u3");
     let mut want = BTreeSet::new();
     for i in 0..300 {
-        let v = send(&c.addr(1 + i % 3), &msg(&format!("g{i}"), &["u3"], &format!("b{i}")), Duration::from_secs(10))?;
+        let v = send(
+            &c.addr(1 + i % 3),
+            &msg(&format!("g{i}"), &["u3"], &format!("b{i}")),
+            Duration::from_secs(10),
+        )?;
         want.insert(v["message_id"].as_u64().unwrap());
     }
     phase("slow-acking session; kill its gateway after 20 messages");
@@ -210,7 +236,9 @@ async fn messages_gateway_killed_mid_delivery_client_reconnects() -> Result<()> 
     let mut killed = false;
     let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
     while !want.is_subset(&got) || reconnected_to.is_none() {
-        let ev = tokio::time::timeout_at(deadline, rx.recv()).await.context("timed out waiting for messages")?;
+        let ev = tokio::time::timeout_at(deadline, rx.recv())
+            .await
+            .context("timed out waiting for messages")?;
         match ev {
             Some(SessionEvent::Message(m)) => {
                 got.insert(m.id);
@@ -250,7 +278,8 @@ async fn messages_gateway_killed_mid_delivery_client_reconnects() -> Result<()> 
 async fn messages_leader_killed_during_submissions_none_lost() -> Result<()> {
     let mut c = Cluster::start(3, Tuning::default())?;
     let leader = c.wait_leader(LEADER_WAIT)?;
-    let followers: Vec<String> = c.nodes.iter().filter(|n| n.number != leader).map(|n| n.publish()).collect();
+    let followers: Vec<String> =
+        c.nodes.iter().filter(|n| n.number != leader).map(|n| n.publish()).collect();
     phase("4 writers submit 60 messages each through the followers");
     let acked = Arc::new(Mutex::new(HashMap::<String, u64>::new()));
     let mut writers = Vec::new();
@@ -282,7 +311,10 @@ async fn messages_leader_killed_during_submissions_none_lost() -> Result<()> {
     let (_gw, mut rx, _h) = acking_session(&c, "u4", followers.clone(), Duration::ZERO).await?;
     let mut got = BTreeSet::new();
     while !ids.is_subset(&got) {
-        match tokio::time::timeout(Duration::from_secs(20), rx.recv()).await.context("waiting for messages")? {
+        match tokio::time::timeout(Duration::from_secs(20), rx.recv())
+            .await
+            .context("waiting for messages")?
+        {
             Some(SessionEvent::Message(m)) => {
                 got.insert(m.id);
             }
@@ -295,7 +327,11 @@ async fn messages_leader_killed_during_submissions_none_lost() -> Result<()> {
 
 /// Opens a raw gRPC session (Hello only, no heartbeats) and returns the
 /// server's frames and the sender that keeps the stream open.
-async fn raw_session(addr: &str, uid: &str, tok: &str) -> Result<(tonic::Streaming<pb::ServerFrame>, mpsc::Sender<pb::ClientFrame>)> {
+async fn raw_session(
+    addr: &str,
+    uid: &str,
+    tok: &str,
+) -> Result<(tonic::Streaming<pb::ServerFrame>, mpsc::Sender<pb::ClientFrame>)> {
     let mut c = pb::gateway_client::GatewayClient::connect(format!("http://{addr}")).await?;
     let (tx, rx) = mpsc::channel(8);
     let hello = pb::Hello { uid: uid.into(), token: tok.into(), client: "mobile".into(), sid: 0 };
@@ -307,8 +343,12 @@ async fn raw_session(addr: &str, uid: &str, tok: &str) -> Result<(tonic::Streami
 /// The first frame's error code, if the server refused.
 async fn first_error(frames: &mut tonic::Streaming<pb::ServerFrame>) -> Option<String> {
     match tokio::time::timeout(Duration::from_secs(10), frames.message()).await {
-        Ok(Ok(Some(pb::ServerFrame { frame: Some(pb::server_frame::Frame::Error(e)) }))) => Some(e.code),
-        Ok(Err(s)) => s.metadata().get("x-herald-code").and_then(|v| v.to_str().ok()).map(str::to_string),
+        Ok(Ok(Some(pb::ServerFrame { frame: Some(pb::server_frame::Frame::Error(e)) }))) => {
+            Some(e.code)
+        }
+        Ok(Err(s)) => {
+            s.metadata().get("x-herald-code").and_then(|v| v.to_str().ok()).map(str::to_string)
+        }
         _ => None,
     }
 }
@@ -324,7 +364,9 @@ async fn sessions_heartbeat_timeout_goes_offline() -> Result<()> {
     let (_s, node) = session(&c, "alive", seeds(&c)).await?;
     let (mut frames, tx) = raw_session(&c.addr(1), "silent", &token("silent")).await?;
     match frames.message().await? {
-        Some(pb::ServerFrame { frame: Some(pb::server_frame::Frame::Welcome(w)) }) => assert_eq!(w.heartbeat_timeout_ms, 900),
+        Some(pb::ServerFrame { frame: Some(pb::server_frame::Frame::Welcome(w)) }) => {
+            assert_eq!(w.heartbeat_timeout_ms, 900)
+        }
         other => bail!("expected Welcome, got {other:?}"),
     }
     assert!(online(&c.addr(2), "silent")?);
@@ -332,12 +374,21 @@ async fn sessions_heartbeat_timeout_goes_offline() -> Result<()> {
     phase("the silent one goes offline after ~900 ms");
     let code = first_error(&mut frames).await;
     assert_eq!(code.as_deref(), Some("heartbeat_timeout"));
-    eventually(Duration::from_secs(5), || if online(&c.addr(2), "silent")? { bail!("still online") } else { Ok(()) })?;
+    eventually(Duration::from_secs(5), || {
+        if online(&c.addr(2), "silent")? {
+            bail!("still online")
+        } else {
+            Ok(())
+        }
+    })?;
     let took = t0.elapsed();
     assert!(took >= Duration::from_millis(800), "not before the timeout: {took:?}");
     eprintln!("silent session offline after {took:?}");
     tokio::time::sleep(Duration::from_millis(1500)).await;
-    assert!(online(&c.addr(3), "alive")?, "the heartbeating session (gateway {node}) is still online");
+    assert!(
+        online(&c.addr(3), "alive")?,
+        "the heartbeating session (gateway {node}) is still online"
+    );
     drop(tx);
     Ok(())
 }
@@ -352,14 +403,23 @@ async fn sessions_dead_gateway_offline_after_grace() -> Result<()> {
     // Gateway: node 3 (the numbered master prefers node 1 as leader, so
     // this kill is a gateway failure, not a leader failure).
     let (mut frames, _tx) = raw_session(&c.addr(3), "orphan", &token("orphan")).await?;
-    assert!(matches!(frames.message().await?, Some(pb::ServerFrame { frame: Some(pb::server_frame::Frame::Welcome(_)) })));
+    assert!(matches!(
+        frames.message().await?,
+        Some(pb::ServerFrame { frame: Some(pb::server_frame::Frame::Welcome(_)) })
+    ));
     assert!(online(&c.addr(1), "orphan")?);
     phase("SIGKILL gateway node 3");
     c.node(3).kill9()?;
     let t0 = Instant::now();
     tokio::time::sleep(Duration::from_millis(1000)).await;
     assert!(online(&c.addr(1), "orphan")?, "still online within the grace period");
-    eventually(Duration::from_secs(15), || if online(&c.addr(1), "orphan")? { bail!("still online") } else { Ok(()) })?;
+    eventually(Duration::from_secs(15), || {
+        if online(&c.addr(1), "orphan")? {
+            bail!("still online")
+        } else {
+            Ok(())
+        }
+    })?;
     let took = t0.elapsed();
     eprintln!("dead gateway's session offline {took:?} after the kill (grace 3 s)");
     assert!(took >= Duration::from_millis(2500) && took < Duration::from_secs(12), "{took:?}");
@@ -375,14 +435,25 @@ async fn messages_broadcast_lifetime() -> Result<()> {
     c.wait_leader(LEADER_WAIT)?;
     phase("online-only broadcast reaches the online session");
     let (mut online_s, _) = session(&c, "b-online", seeds(&c)).await?;
-    let v = send(&c.addr(2), &json!({"idempotency_key": "b0", "from": "ops", "broadcast": true, "body": "now"}), Duration::from_secs(10))?;
+    let v = send(
+        &c.addr(2),
+        &json!({"idempotency_key": "b0", "from": "ops", "broadcast": true, "body": "now"}),
+        Duration::from_secs(10),
+    )?;
     assert_eq!(v["broadcast"], "online_only");
     let got = recv_n(&mut online_s, 1, Duration::from_secs(5)).await;
-    assert_eq!(got.first().map(|m| (m.kind.as_str(), m.body.as_slice())), Some(("broadcast", &b"now"[..])));
+    assert_eq!(
+        got.first().map(|m| (m.kind.as_str(), m.body.as_slice())),
+        Some(("broadcast", &b"now"[..]))
+    );
     online_s.ack(vec![got[0].id]).await;
 
     phase("broadcast with a 3 s lifetime");
-    let v = send(&c.addr(2), &json!({"idempotency_key": "b1", "from": "ops", "broadcast": true, "ttl_s": 3, "body": "sale"}), Duration::from_secs(10))?;
+    let v = send(
+        &c.addr(2),
+        &json!({"idempotency_key": "b1", "from": "ops", "broadcast": true, "ttl_s": 3, "body": "sale"}),
+        Duration::from_secs(10),
+    )?;
     assert_eq!(v["broadcast"], "stored");
     let bid = v["message_id"].as_u64().unwrap();
     phase("a user logging in within the lifetime gets it, once");
@@ -393,13 +464,20 @@ async fn messages_broadcast_lifetime() -> Result<()> {
     tokio::time::sleep(Duration::from_millis(500)).await;
     drop(early);
     let (mut early2, _) = session(&c, "b-early", seeds(&c)).await?;
-    assert!(recv_n(&mut early2, 1, Duration::from_millis(800)).await.is_empty(), "acknowledged: not again");
+    assert!(
+        recv_n(&mut early2, 1, Duration::from_millis(800)).await.is_empty(),
+        "acknowledged: not again"
+    );
     phase("a user logging in after it expired does not");
     tokio::time::sleep(Duration::from_millis(3000)).await;
     let (mut late, _) = session(&c, "b-late", seeds(&c)).await?;
     send(&c.addr(3), &msg("marker", &["b-late"], "marker"), Duration::from_secs(10))?;
     let got = recv_n(&mut late, 1, Duration::from_secs(5)).await;
-    assert_eq!(got.first().map(|m| m.body.as_slice()), Some(&b"marker"[..]), "the expired broadcast is not delivered");
+    assert_eq!(
+        got.first().map(|m| m.body.as_slice()),
+        Some(&b"marker"[..]),
+        "the expired broadcast is not delivered"
+    );
     Ok(())
 }
 
@@ -429,15 +507,23 @@ async fn messages_idempotency_quota_subscription_groups() -> Result<()> {
     let (st, v) = put_json(&a, "/v1/users/nosub/settings", &json!({"offline": false}))?;
     assert_eq!((st, v["offline"].clone()), (200, json!(false)));
     let v = send(&a, &msg("ns", &["nosub"], "x"), Duration::from_secs(10))?;
-    assert_eq!((v["recipients"][0]["outcome"].clone(), v["recipients"][0]["reason"].clone()), (json!("dropped"), json!("not_subscribed")));
+    assert_eq!(
+        (v["recipients"][0]["outcome"].clone(), v["recipients"][0]["reason"].clone()),
+        (json!("dropped"), json!("not_subscribed"))
+    );
     assert_eq!(queued(&a, "nosub")?, 0);
     phase("a group send reaches exactly the group's members");
     let (st, _) = put_json(&a, "/v1/groups/team", &json!({"members": ["g1", "g2"]}))?;
     assert_eq!(st, 200);
     let (st, v) = get_json(&c.addr(3), "/v1/groups/team")?;
     assert_eq!((st, v["members"].clone()), (200, json!(["g1", "g2"])));
-    let v = send(&c.addr(3), &json!({"idempotency_key": "grp", "from": "app", "group": "team", "body": "hey"}), Duration::from_secs(10))?;
-    let uids: Vec<&str> = v["recipients"].as_array().unwrap().iter().map(|r| r["uid"].as_str().unwrap()).collect();
+    let v = send(
+        &c.addr(3),
+        &json!({"idempotency_key": "grp", "from": "app", "group": "team", "body": "hey"}),
+        Duration::from_secs(10),
+    )?;
+    let uids: Vec<&str> =
+        v["recipients"].as_array().unwrap().iter().map(|r| r["uid"].as_str().unwrap()).collect();
     assert_eq!(uids, vec!["g1", "g2"]);
     assert_eq!((queued(&a, "g1")?, queued(&a, "g2")?), (1, 1));
     Ok(())
@@ -469,11 +555,23 @@ async fn messages_refusals_have_codes_and_store_nothing() -> Result<()> {
     assert_eq!((st, v["error"]["code"].clone()), (400, json!("malformed_json")));
     let (st, v) = post_json(&a, "/v1/messages", &msg("big", &["r1"], &"x".repeat(1025)))?;
     assert_eq!((st, v["error"]["code"].clone()), (413, json!("payload_too_large")));
-    let (st, v) = post_json(&a, "/v1/messages", &json!({"idempotency_key": "g", "from": "app", "group": "nope", "body": "x"}))?;
+    let (st, v) = post_json(
+        &a,
+        "/v1/messages",
+        &json!({"idempotency_key": "g", "from": "app", "group": "nope", "body": "x"}),
+    )?;
     assert_eq!((st, v["error"]["code"].clone()), (400, json!("unknown_group")));
-    let (st, v) = post_json(&a, "/v1/messages", &json!({"idempotency_key": "", "from": "app", "to": ["r1"], "body": "x"}))?;
+    let (st, v) = post_json(
+        &a,
+        "/v1/messages",
+        &json!({"idempotency_key": "", "from": "app", "to": ["r1"], "body": "x"}),
+    )?;
     assert_eq!((st, v["error"]["code"].clone()), (400, json!("invalid_idempotency_key")));
-    let (st, v) = post_json(&a, "/v1/messages", &json!({"idempotency_key": "t", "from": "app", "to": ["r1"], "broadcast": true}))?;
+    let (st, v) = post_json(
+        &a,
+        "/v1/messages",
+        &json!({"idempotency_key": "t", "from": "app", "to": ["r1"], "broadcast": true}),
+    )?;
     assert_eq!((st, v["error"]["code"].clone()), (400, json!("invalid_recipients")));
     let (st, v) = post_json(&a, "/v1/messages", &json!({"from": "app", "to": ["r1"]}))?;
     assert_eq!(st, 400, "{v}");
@@ -498,7 +596,12 @@ async fn gateway_pick_balances_load_and_skips_dead_nodes() -> Result<()> {
     let v = eventually(Duration::from_secs(10), || {
         let (_, v) = get_json(&n1, "/v1/gateway?uid=x")?;
         let best = v["best"]["node"].as_u64().unwrap_or(0);
-        let n1_sessions = v["candidates"].as_array().unwrap().iter().find(|g| g["node"] == 1).map(|g| g["sessions"].clone());
+        let n1_sessions = v["candidates"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|g| g["node"] == 1)
+            .map(|g| g["sessions"].clone());
         if best == 1 || n1_sessions != Some(json!(6)) {
             bail!("not balanced yet: {v}");
         }
@@ -514,7 +617,8 @@ async fn gateway_pick_balances_load_and_skips_dead_nodes() -> Result<()> {
         // (node 1's raw sessions have timed out by now: loads are near
         // equal and the uid spreads clients over nodes 1 and 2.)
         assert_ne!(v["best"]["node"], 3, "{v}");
-        let n3 = v["candidates"].as_array().unwrap().iter().find(|g| g["node"] == 3).cloned().unwrap();
+        let n3 =
+            v["candidates"].as_array().unwrap().iter().find(|g| g["node"] == 3).cloned().unwrap();
         assert_eq!(n3["healthy"], false, "{v}");
     }
     Ok(())
@@ -529,14 +633,26 @@ async fn sessions_restarted_gateway_resets_its_sessions() -> Result<()> {
     let mut c = Cluster::start(3, t)?;
     c.wait_leader(LEADER_WAIT)?;
     let (mut frames, _tx) = raw_session(&c.addr(3), "restarted", &token("restarted")).await?;
-    assert!(matches!(frames.message().await?, Some(pb::ServerFrame { frame: Some(pb::server_frame::Frame::Welcome(_)) })));
+    assert!(matches!(
+        frames.message().await?,
+        Some(pb::ServerFrame { frame: Some(pb::server_frame::Frame::Welcome(_)) })
+    ));
     assert!(online(&c.addr(1), "restarted")?);
     phase("SIGKILL node 3 and start it again");
     c.node(3).kill9()?;
-    assert!(online(&c.addr(1), "restarted")?, "a dead gateway's session stays online within the grace period");
+    assert!(
+        online(&c.addr(1), "restarted")?,
+        "a dead gateway's session stays online within the grace period"
+    );
     let t0 = Instant::now();
     c.node(3).start()?;
-    eventually(Duration::from_secs(15), || if online(&c.addr(1), "restarted")? { bail!("still online") } else { Ok(()) })?;
+    eventually(Duration::from_secs(15), || {
+        if online(&c.addr(1), "restarted")? {
+            bail!("still online")
+        } else {
+            Ok(())
+        }
+    })?;
     let took = t0.elapsed();
     eprintln!("restarted gateway reset its sessions {took:?} after the restart (grace 60 s)");
     assert!(took < Duration::from_secs(15));

@@ -42,7 +42,8 @@ fn cli_send_connect_token_groups() -> Result<()> {
     c.wait_leader(Duration::from_secs(20))?;
     let a = c.addr(2);
     phase("herald token issue");
-    let out = herald(&a, &["token", "issue", "--uid", "cli-u", "--ttl", "1h", "--key", TEST_AUTH_KEY])?;
+    let out =
+        herald(&a, &["token", "issue", "--uid", "cli-u", "--ttl", "1h", "--key", TEST_AUTH_KEY])?;
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     let tok = String::from_utf8(out.stdout)?.trim().to_string();
     assert!(tok.starts_with("v1."), "{tok}");
@@ -60,7 +61,10 @@ fn cli_send_connect_token_groups() -> Result<()> {
     phase("herald connect --count 3 prints them in order and acks");
     let out = herald(&c.addr(3), &["connect", "--uid", "cli-u", "--token", &tok, "--count", "3"])?;
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
-    let lines: Vec<Value> = String::from_utf8(out.stdout)?.lines().map(serde_json::from_str).collect::<Result<_, _>>()?;
+    let lines: Vec<Value> = String::from_utf8(out.stdout)?
+        .lines()
+        .map(serde_json::from_str)
+        .collect::<Result<_, _>>()?;
     let bodies: Vec<&str> = lines.iter().map(|l| l["body"].as_str().unwrap()).collect();
     assert_eq!(bodies, vec!["first", "second", "third"]);
     assert_eq!(lines[2]["kind"], "group");

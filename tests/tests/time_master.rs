@@ -18,7 +18,13 @@ fn wall_ms() -> i64 {
 fn own_clock(addr: &str) -> Result<Value> {
     let v = local_view(addr)?;
     let me = v["node"].clone();
-    let n = v["nodes"].as_array().unwrap().iter().find(|n| n["number"] == me).cloned().context("self missing")?;
+    let n = v["nodes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|n| n["number"] == me)
+        .cloned()
+        .context("self missing")?;
     Ok(n["clock"].clone())
 }
 
@@ -60,7 +66,9 @@ fn time_independent_ntp_client_gets_valid_answer() -> Result<()> {
 /// the times it stamps into commands are cluster time, not its skewed clock.
 #[test]
 fn time_skewed_node_converges_and_stamps_cluster_time() -> Result<()> {
-    let Some(lib) = libfaketime() else { bail!("libfaketime missing: run scripts/setup-test-deps") };
+    let Some(lib) = libfaketime() else {
+        bail!("libfaketime missing: run scripts/setup-test-deps")
+    };
     let mut c = Cluster::configure(3, Tuning { prefer_lowest: false, ..Tuning::default() })?;
     c.node(3).env = vec![
         ("LD_PRELOAD".into(), lib.display().to_string()),
@@ -105,11 +113,19 @@ fn time_skewed_node_converges_and_stamps_cluster_time() -> Result<()> {
     let v = query(&addr3, &["stamped".into()], "linearizable")?;
     let stamped = v["users"][0]["changed_at_ms"].as_i64().unwrap();
     eprintln!("host clock {before}..{after}, stamped {stamped}, skew would be {}", before - 90_000);
-    assert!(stamped >= before - 50 && stamped <= after + 50, "stamped {stamped} not in [{before}, {after}] (±50 ms)");
+    assert!(
+        stamped >= before - 50 && stamped <= after + 50,
+        "stamped {stamped} not in [{before}, {after}] (±50 ms)"
+    );
     phase("/v1/cluster reports master, time master and every node's clock");
     let (_, view) = get_json(&c.addr(1), "/v1/cluster")?;
     assert_eq!(view["master"], json!(3), "{view}");
-    let clocks = view["nodes"].as_array().unwrap().iter().filter(|n| n["clock"]["in_tolerance"].is_boolean()).count();
+    let clocks = view["nodes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|n| n["clock"]["in_tolerance"].is_boolean())
+        .count();
     assert_eq!(clocks, 3, "{view}");
     Ok(())
 }
@@ -153,7 +169,10 @@ fn master_numbered_failover_and_return() -> Result<()> {
     eventually(Duration::from_secs(20), || {
         let v = local_view(&addr3)?;
         let clock = own_clock(&addr3)?;
-        if v["master"] != json!(2) || clock["time_master"] != json!(2) || clock["in_tolerance"] != json!(true) {
+        if v["master"] != json!(2)
+            || clock["time_master"] != json!(2)
+            || clock["in_tolerance"] != json!(true)
+        {
             bail!("not yet: master {} time master {}", v["master"], clock["time_master"]);
         }
         Ok(())

@@ -37,7 +37,9 @@ fn tls_single_node_serves_grpc_over_https_only() -> Result<()> {
                     Ok(s) if s.leader == Some(1) => break cl,
                     _ => {}
                 },
-                Err(e) if Instant::now() > deadline => bail!("no leader over https: {e}\n{}", c.logs_tail()),
+                Err(e) if Instant::now() > deadline => {
+                    bail!("no leader over https: {e}\n{}", c.logs_tail())
+                }
                 Err(_) => {}
             }
             if Instant::now() > deadline {
@@ -66,7 +68,8 @@ fn tls_single_node_serves_grpc_over_https_only() -> Result<()> {
         assert_eq!(e.code(), "connect_failed", "{e}");
 
         phase("a session and a message over TLS");
-        let mut cfg = SessionConfig::new(vec![https.clone()], "tls-s", herald_tests::token("tls-s"));
+        let mut cfg =
+            SessionConfig::new(vec![https.clone()], "tls-s", herald_tests::token("tls-s"));
         cfg.tls = opts.clone();
         let mut s = Session::connect(cfg).await?;
         let sent = client

@@ -84,8 +84,14 @@ mod tests {
     /// `promote` and `remove` take one node number.
     #[test]
     fn cli_parse_promote_remove() {
-        assert!(matches!(parse(&["promote", "2"]).unwrap(), ClusterCommand::Promote(NodeArg { number: 2 })));
-        assert!(matches!(parse(&["remove", "3"]).unwrap(), ClusterCommand::Remove(NodeArg { number: 3 })));
+        assert!(matches!(
+            parse(&["promote", "2"]).unwrap(),
+            ClusterCommand::Promote(NodeArg { number: 2 })
+        ));
+        assert!(matches!(
+            parse(&["remove", "3"]).unwrap(),
+            ClusterCommand::Remove(NodeArg { number: 3 })
+        ));
         assert!(parse(&["remove"]).is_err());
     }
 }

@@ -48,7 +48,8 @@ pub async fn run(ctx: &Ctx, a: ConnectArgs) -> Result<(), ClientError> {
     while let Some(ev) = s.recv().await {
         match ev {
             SessionEvent::Message(m) => {
-                let line = serde_json::to_string(&m).map_err(|e| ClientError::InvalidArgument(e.to_string()))?;
+                let line = serde_json::to_string(&m)
+                    .map_err(|e| ClientError::InvalidArgument(e.to_string()))?;
                 {
                     let mut out = std::io::stdout().lock();
                     let _ = writeln!(out, "{line}");

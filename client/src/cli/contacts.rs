@@ -47,7 +47,11 @@ pub async fn run(ctx: &Ctx, c: ContactsCommand) -> Result<(), ClientError> {
             let r = blocking(move || client.contacts_add(&c2, &g2)).await?;
             let v = serde_json::json!({ "uid": user.uid, "contact": contact, "groups": groups, "revision": r.revision });
             ctx.out.print(&v, |_| {
-                let g = if groups.is_empty() { "no group given".to_string() } else { format!("groups {}", groups.join(", ")) };
+                let g = if groups.is_empty() {
+                    "no group given".to_string()
+                } else {
+                    format!("groups {}", groups.join(", "))
+                };
                 format!("contact {contact} ({g}) at revision {}", r.revision)
             })
         }
@@ -100,9 +104,19 @@ mod tests {
     /// add takes repeated --group, list an optional --group, remove a uid.
     #[test]
     fn cli_parse_contacts() {
-        let ContactsCommand::Add { contact, groups, .. } = parse(&["add", "bob", "--group", "friends", "--group", "family"]).unwrap() else { panic!() };
-        assert_eq!((contact.as_str(), groups), ("bob", vec!["friends".to_string(), "family".to_string()]));
-        let ContactsCommand::List { group, .. } = parse(&["list", "--group", "friends"]).unwrap() else { panic!() };
+        let ContactsCommand::Add { contact, groups, .. } =
+            parse(&["add", "bob", "--group", "friends", "--group", "family"]).unwrap()
+        else {
+            panic!()
+        };
+        assert_eq!(
+            (contact.as_str(), groups),
+            ("bob", vec!["friends".to_string(), "family".to_string()])
+        );
+        let ContactsCommand::List { group, .. } = parse(&["list", "--group", "friends"]).unwrap()
+        else {
+            panic!()
+        };
         assert_eq!(group.as_deref(), Some("friends"));
         assert!(matches!(parse(&["remove", "bob"]).unwrap(), ContactsCommand::Remove { .. }));
         assert!(parse(&["remove"]).is_err());
@@ -114,7 +128,11 @@ mod tests {
         let l = ContactList {
             uid: "alice".into(),
             contacts: vec![
-                Contact { uid: "bob".into(), groups: vec!["friends".into(), "family".into()], friend: true },
+                Contact {
+                    uid: "bob".into(),
+                    groups: vec!["friends".into(), "family".into()],
+                    friend: true,
+                },
                 Contact { uid: "carol".into(), groups: vec![], friend: false },
             ],
         };

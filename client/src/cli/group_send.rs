@@ -72,7 +72,8 @@ pub async fn run(ctx: &Ctx, a: GroupSendArgs) -> Result<(), ClientError> {
         _ => return Err(ClientError::InvalidArgument("give FILE or --media-id ID".into())),
     };
     let (groups, k) = (a.groups, key.clone());
-    let answer = blocking(move || client.group_send(&media_id, text.as_deref(), &groups, &k)).await?;
+    let answer =
+        blocking(move || client.group_send(&media_id, text.as_deref(), &groups, &k)).await?;
     let out = GroupSendOutput { idempotency_key: key, upload: upload_answer, answer };
     ctx.out.print(&out, human)
 }
@@ -81,14 +82,23 @@ fn human(o: &GroupSendOutput) -> String {
     let a = &o.answer;
     let mut s = String::new();
     if let Some(u) = &o.upload {
-        s.push_str(&format!("uploaded {} ({} bytes{})\n", u.media_id, u.size, if u.duplicate { ", already stored" } else { "" }));
+        s.push_str(&format!(
+            "uploaded {} ({} bytes{})\n",
+            u.media_id,
+            u.size,
+            if u.duplicate { ", already stored" } else { "" }
+        ));
     }
     s.push_str(&format!(
         "message {} of media {} at revision {}{}\n",
         a.message_id,
         a.media_id,
         a.revision,
-        if a.duplicate { " (duplicate: this send was made before; nothing sent again)" } else { "" }
+        if a.duplicate {
+            " (duplicate: this send was made before; nothing sent again)"
+        } else {
+            ""
+        }
     ));
     let mut t = Table::new(["RECIPIENT", "OUTCOME", "REASON"]);
     for r in &a.recipients {
@@ -118,8 +128,12 @@ mod tests {
     /// go with FILE only.
     #[test]
     fn cli_parse_group_send() {
-        let a = parse(&["beach.jpg", "--group", "friends", "--group", "family", "--text", "hi"]).unwrap();
-        assert_eq!((a.file.as_deref().and_then(|p| p.to_str()), a.groups.len(), a.text.as_deref()), (Some("beach.jpg"), 2, Some("hi")));
+        let a = parse(&["beach.jpg", "--group", "friends", "--group", "family", "--text", "hi"])
+            .unwrap();
+        assert_eq!(
+            (a.file.as_deref().and_then(|p| p.to_str()), a.groups.len(), a.text.as_deref()),
+            (Some("beach.jpg"), 2, Some("hi"))
+        );
         let a = parse(&["--media-id", "abc"]).unwrap();
         assert_eq!((a.media_id.as_deref(), a.groups.len()), (Some("abc"), 0));
         assert!(parse(&[]).is_err());
@@ -140,15 +154,29 @@ mod tests {
                 duplicate: true,
                 revision: 88,
                 recipients: vec![
-                    RecipientOutcome { uid: "bob".into(), outcome: "delivered".into(), reason: String::new() },
-                    RecipientOutcome { uid: "carol".into(), outcome: "stored".into(), reason: String::new() },
+                    RecipientOutcome {
+                        uid: "bob".into(),
+                        outcome: "delivered".into(),
+                        reason: String::new(),
+                    },
+                    RecipientOutcome {
+                        uid: "carol".into(),
+                        outcome: "stored".into(),
+                        reason: String::new(),
+                    },
                 ],
             },
         };
         let s = human(&o);
         assert!(s.starts_with("message 17 of media 9f86 at revision 88 (duplicate"), "{s}");
-        assert!(s.ends_with("RECIPIENT  OUTCOME    REASON\nbob        delivered\ncarol      stored"), "{s}");
+        assert!(
+            s.ends_with("RECIPIENT  OUTCOME    REASON\nbob        delivered\ncarol      stored"),
+            "{s}"
+        );
         let j = serde_json::to_value(&o).unwrap();
-        assert_eq!((j["idempotency_key"].as_str(), j["message_id"].as_u64()), (Some("k"), Some(17)));
+        assert_eq!(
+            (j["idempotency_key"].as_str(), j["message_id"].as_u64()),
+            (Some("k"), Some(17))
+        );
     }
 }

@@ -27,7 +27,10 @@ pub fn parse(text: &str, origin: &str) -> Result<Ids, ClientError> {
         match line.strip_prefix("sid:") {
             Some(s) => {
                 let sid = s.trim().parse::<u64>().map_err(|_| {
-                    ClientError::InvalidArgument(format!("{origin}:{}: {line:?} is not sid:<number>", n + 1))
+                    ClientError::InvalidArgument(format!(
+                        "{origin}:{}: {line:?} is not sid:<number>",
+                        n + 1
+                    ))
                 })?;
                 ids.sids.push(sid);
             }
@@ -43,12 +46,13 @@ pub fn read(path: &Path) -> Result<Ids, ClientError> {
     let origin = path.display().to_string();
     let text = if origin == "-" {
         let mut s = String::new();
-        std::io::stdin()
-            .read_to_string(&mut s)
-            .map_err(|e| ClientError::InvalidArgument(format!("cannot read ids from stdin: {e}")))?;
+        std::io::stdin().read_to_string(&mut s).map_err(|e| {
+            ClientError::InvalidArgument(format!("cannot read ids from stdin: {e}"))
+        })?;
         s
     } else {
-        std::fs::read_to_string(path).map_err(|e| ClientError::InvalidArgument(format!("cannot read {origin}: {e}")))?
+        std::fs::read_to_string(path)
+            .map_err(|e| ClientError::InvalidArgument(format!("cannot read {origin}: {e}")))?
     };
     parse(&text, &origin)
 }

@@ -9,7 +9,9 @@
 use std::path::PathBuf;
 
 use clap::{Args, Subcommand};
-use herald_client::media::{extension_for, DownloadReport, MediaClient, MediaInfo, SharedPage, UploadAnswer};
+use herald_client::media::{
+    extension_for, DownloadReport, MediaClient, MediaInfo, SharedPage, UploadAnswer,
+};
 use herald_client::ClientError;
 
 use super::output::format_ms;
@@ -37,7 +39,9 @@ impl UserArgs {
 
 /// Runs blocking library calls on tokio's blocking pool; a panic there is
 /// re-raised here.
-pub async fn blocking<T: Send + 'static>(f: impl FnOnce() -> Result<T, ClientError> + Send + 'static) -> Result<T, ClientError> {
+pub async fn blocking<T: Send + 'static>(
+    f: impl FnOnce() -> Result<T, ClientError> + Send + 'static,
+) -> Result<T, ClientError> {
     match tokio::task::spawn_blocking(f).await {
         Ok(r) => r,
         Err(e) => match e.try_into_panic() {
@@ -127,7 +131,10 @@ pub async fn run(ctx: &Ctx, c: MediaCommand) -> Result<(), ClientError> {
                     None => PathBuf::from(default_name(&id, &client.info(&id, None)?.content_type)),
                 };
                 if !force && dest.exists() {
-                    return Err(ClientError::InvalidArgument(format!("{} exists (--force replaces it)", dest.display())));
+                    return Err(ClientError::InvalidArgument(format!(
+                        "{} exists (--force replaces it)",
+                        dest.display()
+                    )));
                 }
                 client.download(&id, &dest, cb)
             })
@@ -157,11 +164,21 @@ pub async fn run(ctx: &Ctx, c: MediaCommand) -> Result<(), ClientError> {
 }
 
 /// Uploads with a progress bar (shared with `group-send`).
-pub async fn upload(ctx: &Ctx, client: MediaClient, file: PathBuf, content_type: Option<String>, name: Option<String>) -> Result<UploadAnswer, ClientError> {
-    let label = file.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_else(|| "upload".into());
+pub async fn upload(
+    ctx: &Ctx,
+    client: MediaClient,
+    file: PathBuf,
+    content_type: Option<String>,
+    name: Option<String>,
+) -> Result<UploadAnswer, ClientError> {
+    let label = file
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_else(|| "upload".into());
     let bar = progress::bytes_bar(&ctx.out, &label);
     let cb = progress::callback(&bar);
-    let r = blocking(move || client.upload(&file, content_type.as_deref(), name.as_deref(), cb)).await;
+    let r =
+        blocking(move || client.upload(&file, content_type.as_deref(), name.as_deref(), cb)).await;
     bar.finish_and_clear();
     r
 }
@@ -197,8 +214,17 @@ fn upload_human(a: &UploadAnswer) -> String {
 }
 
 fn download_human(r: &DownloadReport) -> String {
-    let resumed = if r.resumed_from > 0 { format!(", resumed at byte {}", r.resumed_from) } else { String::new() };
-    format!("saved {} ({} bytes, {}{resumed}); sha256 verified", r.path.display(), r.size, r.content_type)
+    let resumed = if r.resumed_from > 0 {
+        format!(", resumed at byte {}", r.resumed_from)
+    } else {
+        String::new()
+    };
+    format!(
+        "saved {} ({} bytes, {}{resumed}); sha256 verified",
+        r.path.display(),
+        r.size,
+        r.content_type
+    )
 }
 
 fn info_human(i: &MediaInfo) -> String {
@@ -218,7 +244,13 @@ fn info_human(i: &MediaInfo) -> String {
 fn shared_human(p: &SharedPage) -> String {
     let mut t = Table::new(["MEDIA", "NAME", "SIZE", "TYPE", "CREATED"]);
     for m in &p.media {
-        t.row([m.media_id.clone(), m.name.clone(), m.size.to_string(), m.content_type.clone(), format_ms(m.created_ms)]);
+        t.row([
+            m.media_id.clone(),
+            m.name.clone(),
+            m.size.to_string(),
+            m.content_type.clone(),
+            format_ms(m.created_ms),
+        ]);
     }
     format!("{} shares {} media\n{t}", p.uid, p.media.len())
 }
@@ -248,16 +280,41 @@ mod tests {
     #[test]
     fn cli_parse_media() {
         let u = ["--uid", "alice", "--token", "t"];
-        let MediaCommand::Upload(a) = parse(&[&["upload", "a.jpg", "--type", "image/png", "--name", "x"][..], &u].concat()).unwrap() else { panic!() };
-        assert_eq!((a.file.to_str(), a.content_type.as_deref(), a.name.as_deref(), a.user.uid.as_str()), (Some("a.jpg"), Some("image/png"), Some("x"), "alice"));
-        let MediaCommand::Download(a) = parse(&[&["download", "abc", "-o", "out.jpg"][..], &u].concat()).unwrap() else { panic!() };
-        assert_eq!((a.id.as_str(), a.output.as_deref(), a.force), ("abc", Some(Path::new("out.jpg")), false));
-        let MediaCommand::Shared(a) = parse(&[&["shared"][..], &u].concat()).unwrap() else { panic!() };
+        let MediaCommand::Upload(a) =
+            parse(&[&["upload", "a.jpg", "--type", "image/png", "--name", "x"][..], &u].concat())
+                .unwrap()
+        else {
+            panic!()
+        };
+        assert_eq!(
+            (a.file.to_str(), a.content_type.as_deref(), a.name.as_deref(), a.user.uid.as_str()),
+            (Some("a.jpg"), Some("image/png"), Some("x"), "alice")
+        );
+        let MediaCommand::Download(a) =
+            parse(&[&["download", "abc", "-o", "out.jpg"][..], &u].concat()).unwrap()
+        else {
+            panic!()
+        };
+        assert_eq!(
+            (a.id.as_str(), a.output.as_deref(), a.force),
+            ("abc", Some(Path::new("out.jpg")), false)
+        );
+        let MediaCommand::Shared(a) = parse(&[&["shared"][..], &u].concat()).unwrap() else {
+            panic!()
+        };
         assert_eq!(a.of, None);
-        let MediaCommand::Shared(a) = parse(&[&["shared", "bob"][..], &u].concat()).unwrap() else { panic!() };
+        let MediaCommand::Shared(a) = parse(&[&["shared", "bob"][..], &u].concat()).unwrap() else {
+            panic!()
+        };
         assert_eq!(a.of.as_deref(), Some("bob"));
-        assert!(matches!(parse(&[&["info", "abc"][..], &u].concat()).unwrap(), MediaCommand::Info(_)));
-        assert!(matches!(parse(&[&["delete", "abc"][..], &u].concat()).unwrap(), MediaCommand::Delete(_)));
+        assert!(matches!(
+            parse(&[&["info", "abc"][..], &u].concat()).unwrap(),
+            MediaCommand::Info(_)
+        ));
+        assert!(matches!(
+            parse(&[&["delete", "abc"][..], &u].concat()).unwrap(),
+            MediaCommand::Delete(_)
+        ));
         if std::env::var_os("HERALD_UID").is_none() {
             assert!(parse(&["info", "abc", "--token", "t"]).is_err());
         }
@@ -287,6 +344,11 @@ mod tests {
         };
         let s = upload_human(&a);
         assert!(s.starts_with("media     9f86\nsize      5\n"), "{s}");
-        assert!(s.contains("replicas  1, 3") && s.contains("link      http://n1/v1/media/9f86") && s.contains("already stored"), "{s}");
+        assert!(
+            s.contains("replicas  1, 3")
+                && s.contains("link      http://n1/v1/media/9f86")
+                && s.contains("already stored"),
+            "{s}"
+        );
     }
 }

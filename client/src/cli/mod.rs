@@ -39,7 +39,13 @@ use herald_client::{ClientError, ConnectOptions, HeraldClient};
 )]
 pub struct Cli {
     /// Publish address of the node to talk to (gRPC and HTTP share it): host:port, http://host:port, or https://host:port for TLS (needs --ca).
-    #[arg(long, global = true, value_name = "ADDR", env = "HERALD_NODE", default_value = "127.0.0.1:7103")]
+    #[arg(
+        long,
+        global = true,
+        value_name = "ADDR",
+        env = "HERALD_NODE",
+        default_value = "127.0.0.1:7103"
+    )]
     pub node: String,
     /// PEM certificate(s) to trust for an https:// --node: the cluster's CA or its self-signed certificate.
     #[arg(long, global = true, value_name = "FILE", env = "HERALD_CA")]
@@ -109,7 +115,10 @@ impl Ctx {
 /// The connect options of the command line: the `--ca` file's contents.
 fn connect_options(ca: Option<&std::path::Path>) -> Result<ConnectOptions, ClientError> {
     let ca_pem = match ca {
-        Some(p) => Some(std::fs::read(p).map_err(|e| ClientError::InvalidArgument(format!("--ca {}: {e}", p.display())))?),
+        Some(p) => Some(
+            std::fs::read(p)
+                .map_err(|e| ClientError::InvalidArgument(format!("--ca {}: {e}", p.display())))?,
+        ),
         None => None,
     };
     Ok(ConnectOptions { ca_pem, domain: None })
@@ -178,7 +187,8 @@ mod tests {
             assert_eq!(c.node, "127.0.0.1:7103");
         }
         assert!(!c.json);
-        let c = Cli::try_parse_from(["herald", "status", "--json", "--node", "10.0.0.2:7203"]).unwrap();
+        let c =
+            Cli::try_parse_from(["herald", "status", "--json", "--node", "10.0.0.2:7203"]).unwrap();
         assert_eq!((c.node.as_str(), c.json), ("10.0.0.2:7203", true));
     }
 
@@ -186,7 +196,15 @@ mod tests {
     /// options, and an unreadable file is an `invalid_argument` naming it.
     #[test]
     fn cli_parse_ca_flag() {
-        let c = Cli::try_parse_from(["herald", "status", "--node", "https://n1:7103", "--ca", "/x/ca.pem"]).unwrap();
+        let c = Cli::try_parse_from([
+            "herald",
+            "status",
+            "--node",
+            "https://n1:7103",
+            "--ca",
+            "/x/ca.pem",
+        ])
+        .unwrap();
         assert_eq!(c.ca.as_deref(), Some(std::path::Path::new("/x/ca.pem")));
         let e = connect_options(c.ca.as_deref()).unwrap_err();
         assert_eq!(e.code(), "invalid_argument");

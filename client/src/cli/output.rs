@@ -17,7 +17,11 @@ pub struct Output {
 impl Output {
     /// Prints `value` as pretty JSON with `--json`, else the text `human`
     /// builds.
-    pub fn print<T: Serialize>(&self, value: &T, human: impl FnOnce(&T) -> String) -> Result<(), ClientError> {
+    pub fn print<T: Serialize>(
+        &self,
+        value: &T,
+        human: impl FnOnce(&T) -> String,
+    ) -> Result<(), ClientError> {
         let text = if self.json {
             serde_json::to_string_pretty(value)
                 .map_err(|e| ClientError::InvalidArgument(format!("cannot encode JSON: {e}")))?
@@ -50,7 +54,18 @@ pub fn yes_no(b: bool) -> &'static str {
 
 /// The members table of `status` and the membership commands.
 pub fn nodes_table(nodes: &[NodeStatus]) -> String {
-    let mut t = Table::new(["NUMBER", "SYNC", "PUBLISH", "ROLE", "HEALTHY", "MATCHED", "CLOCK OFFSET", "RTT", "IN TOL", "LAST SYNC"]);
+    let mut t = Table::new([
+        "NUMBER",
+        "SYNC",
+        "PUBLISH",
+        "ROLE",
+        "HEALTHY",
+        "MATCHED",
+        "CLOCK OFFSET",
+        "RTT",
+        "IN TOL",
+        "LAST SYNC",
+    ]);
     for n in nodes {
         let c = n.clock.as_ref();
         t.row([
@@ -79,7 +94,13 @@ pub fn format_ms(ms: u64) -> String {
     let days = (secs / 86_400) as i64;
     let rem = secs % 86_400;
     let (y, m, d) = civil_from_days(days);
-    format!("{y:04}-{m:02}-{d:02}T{:02}:{:02}:{:02}.{:03}Z", rem / 3600, rem % 3600 / 60, rem % 60, ms % 1000)
+    format!(
+        "{y:04}-{m:02}-{d:02}T{:02}:{:02}:{:02}.{:03}Z",
+        rem / 3600,
+        rem % 3600 / 60,
+        rem % 60,
+        ms % 1000
+    )
 }
 
 /// Days since 1970-01-01 to (year, month, day), proleptic Gregorian

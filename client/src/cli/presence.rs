@@ -130,13 +130,22 @@ pub async fn run(ctx: &Ctx, cmd: PresenceCommand) -> Result<(), ClientError> {
     let ext = |kv: Vec<(String, String)>| kv.into_iter().collect::<Ext>();
     let event = match cmd {
         PresenceCommand::Query(a) => return query(ctx, a).await,
-        PresenceCommand::Login(a) => {
-            Event::Login { uid: a.uid, sid: a.sid, client: a.client, accepts_strangers: a.accepts_strangers, ext: ext(a.ext) }
+        PresenceCommand::Login(a) => Event::Login {
+            uid: a.uid,
+            sid: a.sid,
+            client: a.client,
+            accepts_strangers: a.accepts_strangers,
+            ext: ext(a.ext),
+        },
+        PresenceCommand::Logout(a) => {
+            Event::Logout { uid: a.uid, sid: a.sid, client: a.client, ext: ext(a.ext) }
         }
-        PresenceCommand::Logout(a) => Event::Logout { uid: a.uid, sid: a.sid, client: a.client, ext: ext(a.ext) },
-        PresenceCommand::Permission(a) => {
-            Event::Permission { uid: a.uid, sid: a.sid, accepts_strangers: a.accepts_strangers, ext: ext(a.ext) }
-        }
+        PresenceCommand::Permission(a) => Event::Permission {
+            uid: a.uid,
+            sid: a.sid,
+            accepts_strangers: a.accepts_strangers,
+            ext: ext(a.ext),
+        },
     };
     let revision = ctx.connect().await?.push_events(vec![event]).await?;
     ctx.out.print(&Written { revision }, |w| format!("revision {}", w.revision))
@@ -151,7 +160,9 @@ async fn query(ctx: &Ctx, a: QueryArgs) -> Result<(), ClientError> {
         sids.extend(from_file.sids);
     }
     if uids.is_empty() && sids.is_empty() {
-        return Err(ClientError::InvalidArgument("nothing to query: give UIDs, --sid N or --file PATH".into()));
+        return Err(ClientError::InvalidArgument(
+            "nothing to query: give UIDs, --sid N or --file PATH".into(),
+        ));
     }
     let r = ctx.connect().await?.query(&uids, &sids, a.consistency.into()).await?;
     ctx.out.print(&r, human_query)
@@ -160,7 +171,8 @@ async fn query(ctx: &Ctx, a: QueryArgs) -> Result<(), ClientError> {
 /// Users as a table, then the unknown ids and a summary line.
 fn human_query(r: &QueryResult) -> String {
     let with_ext = r.users.iter().any(|u| !u.ext.is_empty());
-    let mut header = vec!["UID", "SID", "ONLINE", "CLIENTS", "ACCEPTS_STRANGERS", "CHANGED_AT", "REVISION"];
+    let mut header =
+        vec!["UID", "SID", "ONLINE", "CLIENTS", "ACCEPTS_STRANGERS", "CHANGED_AT", "REVISION"];
     if with_ext {
         header.push("EXT");
     }
@@ -233,12 +245,26 @@ mod tests {
     #[test]
     fn cli_parse_login_full() {
         let p = parse(&[
-            "login", "--uid", "u1", "--sid", "1001", "--client", "mobile", "--accepts-strangers", "false", "--ext", "a=1",
-            "--ext", "b=x=y",
+            "login",
+            "--uid",
+            "u1",
+            "--sid",
+            "1001",
+            "--client",
+            "mobile",
+            "--accepts-strangers",
+            "false",
+            "--ext",
+            "a=1",
+            "--ext",
+            "b=x=y",
         ])
         .unwrap();
         let PresenceCommand::Login(a) = p else { panic!("{p:?}") };
-        assert_eq!((a.uid.as_str(), a.sid, a.client.as_str(), a.accepts_strangers), ("u1", 1001, "mobile", Some(false)));
+        assert_eq!(
+            (a.uid.as_str(), a.sid, a.client.as_str(), a.accepts_strangers),
+            ("u1", 1001, "mobile", Some(false))
+        );
         assert_eq!(a.ext, vec![("a".into(), "1".into()), ("b".into(), "x=y".into())]);
     }
 
@@ -246,21 +272,35 @@ mod tests {
     /// uid, sid and client are required.
     #[test]
     fn cli_parse_login_defaults_and_required() {
-        let PresenceCommand::Login(a) = parse(&["login", "--uid", "u", "--sid", "1", "--client", "web"]).unwrap() else {
+        let PresenceCommand::Login(a) =
+            parse(&["login", "--uid", "u", "--sid", "1", "--client", "web"]).unwrap()
+        else {
             panic!()
         };
         assert_eq!(a.accepts_strangers, None);
         assert!(a.ext.is_empty());
         assert!(parse(&["login", "--uid", "u", "--sid", "1"]).is_err());
         assert!(parse(&["login", "--uid", "u", "--sid", "x", "--client", "web"]).is_err());
-        assert!(parse(&["login", "--uid", "u", "--sid", "1", "--client", "web", "--accepts-strangers", "maybe"]).is_err());
+        assert!(parse(&[
+            "login",
+            "--uid",
+            "u",
+            "--sid",
+            "1",
+            "--client",
+            "web",
+            "--accepts-strangers",
+            "maybe"
+        ])
+        .is_err());
     }
 
     /// `permission` requires an explicit true/false value.
     #[test]
     fn cli_parse_permission_needs_value() {
         let PresenceCommand::Permission(a) =
-            parse(&["permission", "--uid", "u", "--sid", "1", "--accepts-strangers", "true"]).unwrap()
+            parse(&["permission", "--uid", "u", "--sid", "1", "--accepts-strangers", "true"])
+                .unwrap()
         else {
             panic!()
         };
@@ -272,8 +312,13 @@ mod tests {
     /// `--ext` without `=` or with an empty key is refused.
     #[test]
     fn cli_parse_ext_malformed() {
-        assert!(parse(&["logout", "--uid", "u", "--sid", "1", "--client", "w", "--ext", "novalue"]).is_err());
-        assert!(parse(&["logout", "--uid", "u", "--sid", "1", "--client", "w", "--ext", "=v"]).is_err());
+        assert!(parse(&[
+            "logout", "--uid", "u", "--sid", "1", "--client", "w", "--ext", "novalue"
+        ])
+        .is_err());
+        assert!(
+            parse(&["logout", "--uid", "u", "--sid", "1", "--client", "w", "--ext", "=v"]).is_err()
+        );
         assert_eq!(parse_kv("k="), Ok(("k".into(), String::new())));
     }
 
@@ -281,7 +326,8 @@ mod tests {
     /// consistency (linearizable unless told).
     #[test]
     fn cli_parse_query() {
-        let PresenceCommand::Query(q) = parse(&["query", "a", "b", "--sid", "5", "--sid", "6", "--file", "ids.txt"]).unwrap()
+        let PresenceCommand::Query(q) =
+            parse(&["query", "a", "b", "--sid", "5", "--sid", "6", "--file", "ids.txt"]).unwrap()
         else {
             panic!()
         };
@@ -289,7 +335,10 @@ mod tests {
         assert_eq!(q.sids, vec![5, 6]);
         assert_eq!(q.file.as_deref(), Some(std::path::Path::new("ids.txt")));
         assert_eq!(q.consistency, ConsistencyArg::Linearizable);
-        let PresenceCommand::Query(q) = parse(&["query", "--consistency", "local", "a"]).unwrap() else { panic!() };
+        let PresenceCommand::Query(q) = parse(&["query", "--consistency", "local", "a"]).unwrap()
+        else {
+            panic!()
+        };
         assert_eq!(Consistency::from(q.consistency), Consistency::Local);
         assert!(parse(&["query", "--consistency", "stale", "a"]).is_err());
     }
@@ -315,8 +364,14 @@ mod tests {
         };
         let h = human_query(&r);
         let lines: Vec<&str> = h.lines().collect();
-        assert_eq!(lines[0], "UID  SID   ONLINE  CLIENTS     ACCEPTS_STRANGERS  CHANGED_AT                REVISION");
-        assert_eq!(lines[1], "u1   1001  yes     mobile,web  no                 2023-11-14T22:13:20.123Z  8");
+        assert_eq!(
+            lines[0],
+            "UID  SID   ONLINE  CLIENTS     ACCEPTS_STRANGERS  CHANGED_AT                REVISION"
+        );
+        assert_eq!(
+            lines[1],
+            "u1   1001  yes     mobile,web  no                 2023-11-14T22:13:20.123Z  8"
+        );
         assert_eq!(lines[2], "unknown uids (2): x y");
         assert_eq!(lines[3], "unknown sids (1): 77");
         assert_eq!(lines[4], "revision 9: 1 found (1 online), 3 unknown");

@@ -15,7 +15,8 @@ pub fn bytes_bar(out: &Output, label: &str) -> ProgressBar {
     }
     // Built with the builder methods, which do not draw: the first frame
     // comes with the first progress report, when the total is known.
-    let mut pb = ProgressBar::with_draw_target(Some(0), ProgressDrawTarget::stderr()).with_message(label.to_string());
+    let mut pb = ProgressBar::with_draw_target(Some(0), ProgressDrawTarget::stderr())
+        .with_message(label.to_string());
     if let Ok(style) = ProgressStyle::with_template(
         "{msg} [{bar:30}] {binary_bytes}/{binary_total_bytes} {binary_bytes_per_sec} eta {eta}",
     ) {

@@ -44,7 +44,9 @@ pub async fn send(ctx: &Ctx, a: SendArgs) -> Result<(), ClientError> {
     } else if !a.to.is_empty() {
         Recipients::To(a.to)
     } else {
-        return Err(ClientError::InvalidArgument("name recipients: --to UID, --group NAME or --broadcast".into()));
+        return Err(ClientError::InvalidArgument(
+            "name recipients: --to UID, --group NAME or --broadcast".into(),
+        ));
     };
     let m = Outgoing {
         idempotency_key: a.key.unwrap_or_else(new_idempotency_key),
@@ -59,7 +61,12 @@ pub async fn send(ctx: &Ctx, a: SendArgs) -> Result<(), ClientError> {
 }
 
 fn human(r: &SendOutcome) -> String {
-    let mut s = format!("message {} at revision {}{}\n", r.message_id, r.revision, if r.duplicate { " (duplicate: answered from the first submission)" } else { "" });
+    let mut s = format!(
+        "message {} at revision {}{}\n",
+        r.message_id,
+        r.revision,
+        if r.duplicate { " (duplicate: answered from the first submission)" } else { "" }
+    );
     if !r.broadcast.is_empty() {
         s.push_str(&format!("broadcast: {}", r.broadcast));
         if r.expires_at_ms > 0 {
@@ -79,7 +86,11 @@ fn human(r: &SendOutcome) -> String {
 #[derive(Subcommand, Debug)]
 pub enum GroupsCommand {
     /// Create or replace a group.
-    Set { name: String, #[arg(required = true)] members: Vec<String> },
+    Set {
+        name: String,
+        #[arg(required = true)]
+        members: Vec<String>,
+    },
     /// Show a group's members.
     Get { name: String },
     /// Delete a group.
@@ -92,7 +103,9 @@ pub async fn groups(ctx: &Ctx, c: GroupsCommand) -> Result<(), ClientError> {
         GroupsCommand::Set { name, members } => {
             let revision = client.set_group(&name, members.clone()).await?;
             let v = serde_json::json!({ "name": name, "members": members, "revision": revision });
-            ctx.out.print(&v, |_| format!("group {name}: {} members (revision {revision})", members.len()))
+            ctx.out.print(&v, |_| {
+                format!("group {name}: {} members (revision {revision})", members.len())
+            })
         }
         GroupsCommand::Get { name } => {
             let members = client.group(&name).await?;
@@ -124,7 +137,14 @@ pub async fn settings(ctx: &Ctx, a: SettingsArgs) -> Result<(), ClientError> {
         Some(v) => c.set_offline(&a.uid, v == "on").await?,
         None => c.settings(&a.uid).await?,
     };
-    ctx.out.print(&s, |s| format!("uid {}\noffline storage {}\nqueued {}", s.uid, if s.offline { "on" } else { "off" }, s.queued))
+    ctx.out.print(&s, |s| {
+        format!(
+            "uid {}\noffline storage {}\nqueued {}",
+            s.uid,
+            if s.offline { "on" } else { "off" },
+            s.queued
+        )
+    })
 }
 
 /// `herald gateway [--uid U]`
@@ -140,7 +160,14 @@ pub async fn gateway(ctx: &Ctx, a: GatewayArgs) -> Result<(), ClientError> {
         let mut t = Table::new(["NODE", "PUBLISH", "SESSIONS", "LOAD", "HEALTHY", "BEST"]);
         for g in &r.candidates {
             let best = r.best.as_ref().is_some_and(|b| b.node == g.node);
-            t.row([g.node.to_string(), g.publish.clone(), g.sessions.to_string(), format!("{:.3}", g.load), g.healthy.to_string(), if best { "*".into() } else { String::new() }]);
+            t.row([
+                g.node.to_string(),
+                g.publish.clone(),
+                g.sessions.to_string(),
+                format!("{:.3}", g.load),
+                g.healthy.to_string(),
+                if best { "*".into() } else { String::new() },
+            ]);
         }
         t.to_string()
     })

@@ -17,7 +17,8 @@ impl Table {
 
     /// Adds a row; missing cells are blank, extra cells are dropped.
     pub fn row<S: Into<String>>(&mut self, cells: impl IntoIterator<Item = S>) {
-        let mut r: Vec<String> = cells.into_iter().map(Into::into).take(self.header.len()).collect();
+        let mut r: Vec<String> =
+            cells.into_iter().map(Into::into).take(self.header.len()).collect();
         r.resize(self.header.len(), String::new());
         self.rows.push(r);
     }
@@ -61,7 +62,10 @@ mod tests {
         let mut t = Table::new(["A", "LONG HEADER", "C"]);
         t.row(["wide cell", "x", "1"]);
         t.row(["é", "yy"]);
-        assert_eq!(t.to_string(), "A          LONG HEADER  C\nwide cell  x            1\né          yy");
+        assert_eq!(
+            t.to_string(),
+            "A          LONG HEADER  C\nwide cell  x            1\né          yy"
+        );
     }
 
     /// A table without rows is just its header.

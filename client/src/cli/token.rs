@@ -85,7 +85,12 @@ pub fn run(ctx: &Ctx, cmd: TokenCommand) -> Result<(), ClientError> {
             let key = read_key(&a.key)?;
             let v = verify(&key, &a.token, &a.uid, now)?;
             ctx.out.print(&v, |v| {
-                format!("uid      {}\nexpires  {} ({})", v.uid, format_ms(v.expires_at_unix_s.saturating_mul(1000)), v.expires_at_unix_s)
+                format!(
+                    "uid      {}\nexpires  {} ({})",
+                    v.uid,
+                    format_ms(v.expires_at_unix_s.saturating_mul(1000)),
+                    v.expires_at_unix_s
+                )
             })
         }
     }
@@ -99,7 +104,11 @@ pub fn issue(key: &[u8], uid: &str, ttl_s: u64, now_unix_s: u64) -> Result<Issue
     let expires_at_unix_s = now_unix_s
         .checked_add(ttl_s)
         .ok_or_else(|| ClientError::InvalidArgument("--ttl is too large".into()))?;
-    Ok(Issued { token: token::issue(key, uid, expires_at_unix_s), uid: uid.to_string(), expires_at_unix_s })
+    Ok(Issued {
+        token: token::issue(key, uid, expires_at_unix_s),
+        uid: uid.to_string(),
+        expires_at_unix_s,
+    })
 }
 
 /// Checks `tok` for `uid`; a refusal is an error whose code is the
@@ -135,8 +144,9 @@ pub fn read_key(k: &KeyArgs) -> Result<Vec<u8>, ClientError> {
 }
 
 fn read_key_file(path: &Path) -> Result<Vec<u8>, ClientError> {
-    let mut key = std::fs::read(path)
-        .map_err(|e| ClientError::InvalidArgument(format!("cannot read the key file {}: {e}", path.display())))?;
+    let mut key = std::fs::read(path).map_err(|e| {
+        ClientError::InvalidArgument(format!("cannot read the key file {}: {e}", path.display()))
+    })?;
     let end = key.iter().rposition(|b| !b.is_ascii_whitespace()).map_or(0, |i| i + 1);
     key.truncate(end);
     Ok(key)
@@ -145,7 +155,8 @@ fn read_key_file(path: &Path) -> Result<Vec<u8>, ClientError> {
 /// Parses a duration `<n><unit>`, unit `s`, `m`, `h` or `d`, into seconds;
 /// refuses 0, a missing unit and overflow.
 pub fn parse_ttl(s: &str) -> Result<u64, String> {
-    let bad = || format!("{s:?} is not a duration: use <n>s, <n>m, <n>h or <n>d, e.g. 90s, 15m, 24h, 7d");
+    let bad =
+        || format!("{s:?} is not a duration: use <n>s, <n>m, <n>h or <n>d, e.g. 90s, 15m, 24h, 7d");
     let unit = s.chars().last().ok_or_else(bad)?;
     let mult = match unit {
         's' => 1,
@@ -207,7 +218,25 @@ mod tests {
     /// and overflow are refused with a message naming the input.
     #[test]
     fn cli_token_ttl_refused() {
-        for s in ["0s", "0d", "", "s", "90", "15x", "1.5h", "-5m", "+5m", " 5m", "5 m", "5M", "h24", "99999999999999999999d", "213503982334602d", "5ms", "é"] {
+        for s in [
+            "0s",
+            "0d",
+            "",
+            "s",
+            "90",
+            "15x",
+            "1.5h",
+            "-5m",
+            "+5m",
+            " 5m",
+            "5 m",
+            "5M",
+            "h24",
+            "99999999999999999999d",
+            "213503982334602d",
+            "5ms",
+            "é",
+        ] {
             let e = parse_ttl(s).expect_err(s);
             assert!(e.contains(&format!("{s:?}")), "{s}: {e}");
         }
@@ -279,17 +308,27 @@ mod tests {
     /// (checked by `read_key`, so HERALD_TOKEN_KEY can stand in).
     #[test]
     fn cli_parse_token() {
-        let TokenCommand::Issue(a) = parse(&["issue", "--uid", "u1", "--ttl", "24h", "--key-file", "/k"]).unwrap() else {
+        let TokenCommand::Issue(a) =
+            parse(&["issue", "--uid", "u1", "--ttl", "24h", "--key-file", "/k"]).unwrap()
+        else {
             panic!()
         };
-        assert_eq!((a.uid.as_str(), a.ttl, a.key.key_file.as_deref()), ("u1", 86_400, Some(Path::new("/k"))));
+        assert_eq!(
+            (a.uid.as_str(), a.ttl, a.key.key_file.as_deref()),
+            ("u1", 86_400, Some(Path::new("/k")))
+        );
         assert!(parse(&["issue", "--uid", "u1", "--ttl", "0s", "--key", "k"]).is_err());
         assert!(parse(&["issue", "--uid", "u1", "--key", "k"]).is_err());
         assert!(parse(&["issue", "--ttl", "1h", "--key", "k"]).is_err());
-        let TokenCommand::Verify(a) = parse(&["verify", "--uid", "u1", "v1.x.1.y", "--key", "k"]).unwrap() else {
+        let TokenCommand::Verify(a) =
+            parse(&["verify", "--uid", "u1", "v1.x.1.y", "--key", "k"]).unwrap()
+        else {
             panic!()
         };
-        assert_eq!((a.uid.as_str(), a.token.as_str(), a.key.key.as_deref()), ("u1", "v1.x.1.y", Some("k")));
+        assert_eq!(
+            (a.uid.as_str(), a.token.as_str(), a.key.key.as_deref()),
+            ("u1", "v1.x.1.y", Some("k"))
+        );
         assert!(parse(&["verify", "--uid", "u1"]).is_err());
     }
 }

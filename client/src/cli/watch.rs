@@ -59,12 +59,22 @@ fn parse_settle(s: &str) -> Result<Duration, String> {
 
 pub async fn run(ctx: &Ctx, a: WatchArgs) -> Result<(), ClientError> {
     let client = a.user.client(ctx)?;
-    let cfg = WatchConfig { dir: a.dir, uid: a.user.uid.clone(), groups: a.groups.clone(), text: a.text.clone().filter(|t| !t.is_empty()), settle: a.settle };
+    let cfg = WatchConfig {
+        dir: a.dir,
+        uid: a.user.uid.clone(),
+        groups: a.groups.clone(),
+        text: a.text.clone().filter(|t| !t.is_empty()),
+        settle: a.settle,
+    };
     let (groups, text) = (cfg.groups.clone(), cfg.text.clone());
     let sender = move |path: &Path, key: &str| -> Result<Delivery, ClientError> {
         let up = client.upload(path, None, None, |_, _| {})?;
         let ans = client.group_send(&up.media_id, text.as_deref(), &groups, key)?;
-        Ok(Delivery { media_id: up.media_id, recipients: ans.recipients.len(), duplicate: ans.duplicate })
+        Ok(Delivery {
+            media_id: up.media_id,
+            recipients: ans.recipients.len(),
+            duplicate: ans.duplicate,
+        })
     };
     let mut watcher = Watcher::open(cfg, sender)?;
 
@@ -89,7 +99,10 @@ pub async fn run(ctx: &Ctx, a: WatchArgs) -> Result<(), ClientError> {
     signals.abort();
     let report = result?;
     if once && report.failed > 0 {
-        return Err(ClientError::Transport(format!("{} file(s) could not be sent; they stay in the folder", report.failed)));
+        return Err(ClientError::Transport(format!(
+            "{} file(s) could not be sent; they stay in the folder",
+            report.failed
+        )));
     }
     Ok(())
 }
@@ -145,9 +158,19 @@ mod tests {
     #[test]
     fn cli_parse_watch_folder() {
         let a = parse(&["/tmp/in"]).unwrap();
-        assert_eq!((a.period, a.settle, a.once), (Duration::from_secs(600), Duration::from_secs(2), false));
-        let a = parse(&["/tmp/in", "--period", "30s", "--settle", "500ms", "--group", "friends", "--group", "family", "--once", "--text", "hi"]).unwrap();
-        assert_eq!((a.period, a.settle, a.once, a.groups.len()), (Duration::from_secs(30), Duration::from_millis(500), true, 2));
+        assert_eq!(
+            (a.period, a.settle, a.once),
+            (Duration::from_secs(600), Duration::from_secs(2), false)
+        );
+        let a = parse(&[
+            "/tmp/in", "--period", "30s", "--settle", "500ms", "--group", "friends", "--group",
+            "family", "--once", "--text", "hi",
+        ])
+        .unwrap();
+        assert_eq!(
+            (a.period, a.settle, a.once, a.groups.len()),
+            (Duration::from_secs(30), Duration::from_millis(500), true, 2)
+        );
         assert!(parse(&["/tmp/in", "--period", "0s"]).is_err());
         assert!(parse(&["/tmp/in", "--period", "10"]).is_err());
         assert!(parse(&[]).is_err());

@@ -88,27 +88,13 @@ pub fn wgl<M: Model>(
     events.sort();
     let head = 0usize;
     let tail = 2 * n + 1;
-    let mut nodes = vec![
-        Node {
-            prev: 0,
-            next: 0,
-            op: usize::MAX,
-            call: false,
-            partner: 0
-        };
-        2 * n + 2
-    ];
+    let mut nodes =
+        vec![Node { prev: 0, next: 0, op: usize::MAX, call: false, partner: 0 }; 2 * n + 2];
     let mut call_node = vec![0usize; n];
     let mut ret_node = vec![0usize; n];
     for (pos, &(_, kind, op)) in events.iter().enumerate() {
         let id = pos + 1;
-        nodes[id] = Node {
-            prev: id - 1,
-            next: id + 1,
-            op,
-            call: kind == 0,
-            partner: 0,
-        };
+        nodes[id] = Node { prev: id - 1, next: id + 1, op, call: kind == 0, partner: 0 };
         if kind == 0 {
             call_node[op] = id;
         } else {
@@ -292,17 +278,10 @@ pub fn partition(history: &[Op]) -> Vec<KeyHistory> {
         }
         let kh = by_key.entry(key.clone()).or_insert_with(|| {
             order.push(key.clone());
-            KeyHistory {
-                key: key.clone(),
-                ops: Vec::new(),
-                values: vec!["nil".into()],
-            }
+            KeyHistory { key: key.clone(), ops: Vec::new(), values: vec!["nil".into()] }
         });
         let val = if inv.f == "read" {
-            pair.complete
-                .and_then(|c| key_of(&c.value))
-                .map(|(_, v)| v)
-                .unwrap_or(Value::Null)
+            pair.complete.and_then(|c| key_of(&c.value)).map(|(_, v)| v).unwrap_or(Value::Null)
         } else {
             inv_val
         };
@@ -318,21 +297,10 @@ pub fn partition(history: &[Op]) -> Vec<KeyHistory> {
                 }
             }
         };
-        let op = if inv.f == "read" {
-            RegOp::Read(id)
-        } else {
-            RegOp::Write(id)
-        };
-        kh.ops.push(KeyOp {
-            op,
-            invoke: inv.clone(),
-            complete: pair.complete.cloned(),
-        });
+        let op = if inv.f == "read" { RegOp::Read(id) } else { RegOp::Write(id) };
+        kh.ops.push(KeyOp { op, invoke: inv.clone(), complete: pair.complete.cloned() });
     }
-    order
-        .into_iter()
-        .filter_map(|k| by_key.remove(&k))
-        .collect()
+    order.into_iter().filter_map(|k| by_key.remove(&k)).collect()
 }
 
 /// Entries of the window [start, end) of a key history: ops invoked before
@@ -360,11 +328,7 @@ fn window(kh: &KeyHistory, start: Option<u64>, end: u64) -> (Vec<Entry<RegOp>>, 
         if ret.is_none() && matches!(k.op, RegOp::Read(_)) {
             continue;
         }
-        entries.push(Entry {
-            input: k.op,
-            call: k.call(),
-            ret,
-        });
+        entries.push(Entry { input: k.op, call: k.call(), ret });
         map.push(i);
     }
     (entries, map)
@@ -402,12 +366,7 @@ fn summarize(kh: &KeyHistory, i: usize) -> OpSummary {
         process: k.invoke.process,
         f: k.invoke.f.clone(),
         value,
-        typ: k
-            .complete
-            .as_ref()
-            .map(|c| c.typ.as_str())
-            .unwrap_or("info")
-            .to_string(),
+        typ: k.complete.as_ref().map(|c| c.typ.as_str()).unwrap_or("info").to_string(),
         invoke_ns: k.invoke.time,
         complete_ns: k.complete.as_ref().map(|c| c.time),
         complete_index: k.complete.as_ref().map(|c| c.index),
@@ -464,11 +423,8 @@ pub fn check_key(kh: &KeyHistory, limit: Duration) -> KeyResult {
         Search::NotLinearizable { longest } => {
             res.valid = Verdict::Invalid;
             let shrink_deadline = Instant::now() + limit;
-            res.anomaly = Some(shrink(
-                kh,
-                longest.iter().map(|&i| map[i]).collect(),
-                shrink_deadline,
-            ));
+            res.anomaly =
+                Some(shrink(kh, longest.iter().map(|&i| map[i]).collect(), shrink_deadline));
         }
     }
     res.elapsed_ms = started.elapsed().as_millis() as u64;
@@ -486,12 +442,8 @@ fn fails(kh: &KeyHistory, start: Option<u64>, end: u64, deadline: Instant) -> Op
 
 fn shrink(kh: &KeyHistory, longest_full: Vec<usize>, deadline: Instant) -> Anomaly {
     // Smallest failing prefix: cut after each ok completion, binary search.
-    let mut rets: Vec<(u64, usize)> = kh
-        .ops
-        .iter()
-        .enumerate()
-        .filter_map(|(i, k)| k.ok_ret().map(|r| (r, i)))
-        .collect();
+    let mut rets: Vec<(u64, usize)> =
+        kh.ops.iter().enumerate().filter_map(|(i, k)| k.ok_ret().map(|r| (r, i))).collect();
     rets.sort();
     let mut hi = rets.len() - 1; // known failing (whole history)
     let mut lo: isize = -1;
@@ -509,12 +461,7 @@ fn shrink(kh: &KeyHistory, longest_full: Vec<usize>, deadline: Instant) -> Anoma
     let end = rets[hi].0 + 1;
     let failing = rets[hi].1;
     // Latest start that still fails with an unknown initial value.
-    let mut starts: Vec<u64> = kh
-        .ops
-        .iter()
-        .map(|k| k.call())
-        .filter(|c| *c < end)
-        .collect();
+    let mut starts: Vec<u64> = kh.ops.iter().map(|k| k.call()).filter(|c| *c < end).collect();
     starts.sort();
     starts.dedup();
     let mut best_start: Option<u64> = None;
@@ -542,11 +489,7 @@ fn shrink(kh: &KeyHistory, longest_full: Vec<usize>, deadline: Instant) -> Anoma
         failing_op: summarize(kh, failing),
         window_start_index: best_start.unwrap_or(0),
         window_end_index: end - 1,
-        window_initial: if best_start.is_some() {
-            "unknown".into()
-        } else {
-            "nil".into()
-        },
+        window_initial: if best_start.is_some() { "unknown".into() } else { "nil".into() },
         window: map.iter().map(|&i| summarize(kh, i)).collect(),
         longest_linearization: longest.iter().map(|&i| summarize(kh, i)).collect(),
         longest_full_len: longest_full.len(),
@@ -586,9 +529,7 @@ pub fn check(history: &[Op], threads: usize, per_key_limit: Duration) -> LinearR
     let mut results = results.into_inner().unwrap();
     results.sort_by(|a, b| a.key.cmp(&b.key));
     let count = |v: Verdict| results.iter().filter(|r| r.valid == v).count();
-    let valid = results
-        .iter()
-        .fold(Verdict::Valid, |acc, r| acc.merge(r.valid));
+    let valid = results.iter().fold(Verdict::Valid, |acc, r| acc.merge(r.valid));
     LinearResult {
         valid,
         model: "register",
@@ -598,10 +539,7 @@ pub fn check(history: &[Op], threads: usize, per_key_limit: Duration) -> LinearR
         unknown_keys: count(Verdict::Unknown),
         ops: results.iter().map(|r| r.ops).sum(),
         elapsed_ms: started.elapsed().as_millis() as u64,
-        failures: results
-            .into_iter()
-            .filter(|r| r.valid != Verdict::Valid)
-            .collect(),
+        failures: results.into_iter().filter(|r| r.valid != Verdict::Valid).collect(),
     }
 }
 
@@ -631,12 +569,7 @@ mod tests {
     /// Proves a plain sequential write-then-read history is linearizable.
     #[test]
     fn checker_linear_sequential_write_read_is_valid() {
-        let res = run(&[
-            w(0, Invoke, 1),
-            w(0, Ok, 1),
-            r(1, Invoke, None),
-            r(1, Ok, Some(1)),
-        ]);
+        let res = run(&[w(0, Invoke, 1), w(0, Ok, 1), r(1, Invoke, None), r(1, Ok, Some(1))]);
         assert_eq!(res.valid, Verdict::Valid);
         assert_eq!(res.keys, 1);
     }
@@ -662,14 +595,8 @@ mod tests {
     /// any write is valid.
     #[test]
     fn checker_linear_phantom_read_invalid_nil_initial_valid() {
-        assert_eq!(
-            run(&[r(1, Invoke, None), r(1, Ok, None)]).valid,
-            Verdict::Valid
-        );
-        assert_eq!(
-            run(&[r(1, Invoke, None), r(1, Ok, Some(9))]).valid,
-            Verdict::Invalid
-        );
+        assert_eq!(run(&[r(1, Invoke, None), r(1, Ok, None)]).valid, Verdict::Valid);
+        assert_eq!(run(&[r(1, Invoke, None), r(1, Ok, Some(9))]).valid, Verdict::Invalid);
     }
 
     /// Proves reads concurrent with a write may see either the old or the new
@@ -707,19 +634,9 @@ mod tests {
     /// (a later read sees nil), but not both in the order nil-after-value.
     #[test]
     fn checker_linear_info_write_may_or_may_not_happen() {
-        let seen = run(&[
-            w(0, Invoke, 1),
-            w(0, Info, 1),
-            r(1, Invoke, None),
-            r(1, Ok, Some(1)),
-        ]);
+        let seen = run(&[w(0, Invoke, 1), w(0, Info, 1), r(1, Invoke, None), r(1, Ok, Some(1))]);
         assert_eq!(seen.valid, Verdict::Valid);
-        let unseen = run(&[
-            w(0, Invoke, 1),
-            w(0, Info, 1),
-            r(1, Invoke, None),
-            r(1, Ok, None),
-        ]);
+        let unseen = run(&[w(0, Invoke, 1), w(0, Info, 1), r(1, Invoke, None), r(1, Ok, None)]);
         assert_eq!(unseen.valid, Verdict::Valid);
         let flip = run(&[
             w(0, Invoke, 1),
@@ -752,24 +669,14 @@ mod tests {
     /// Proves an info write cannot take effect before it was invoked.
     #[test]
     fn checker_linear_info_write_not_before_invoke() {
-        let res = run(&[
-            r(1, Invoke, None),
-            r(1, Ok, Some(1)),
-            w(0, Invoke, 1),
-            w(0, Info, 1),
-        ]);
+        let res = run(&[r(1, Invoke, None), r(1, Ok, Some(1)), w(0, Invoke, 1), w(0, Info, 1)]);
         assert_eq!(res.valid, Verdict::Invalid);
     }
 
     /// Proves a failed write never happened: reading its value is invalid.
     #[test]
     fn checker_linear_failed_write_never_happened() {
-        let res = run(&[
-            w(0, Invoke, 1),
-            w(0, Fail, 1),
-            r(1, Invoke, None),
-            r(1, Ok, Some(1)),
-        ]);
+        let res = run(&[w(0, Invoke, 1), w(0, Fail, 1), r(1, Invoke, None), r(1, Ok, Some(1))]);
         assert_eq!(res.valid, Verdict::Invalid);
     }
 
@@ -788,11 +695,7 @@ mod tests {
             let key = format!("u{k}");
             rows.push((k, Invoke, "write", json!([key, 1])));
             rows.push((k, Ok, "write", json!([key, 1])));
-            let seen = if k == 13 {
-                json!([key, 2])
-            } else {
-                json!([key, 1])
-            };
+            let seen = if k == 13 { json!([key, 2]) } else { json!([key, 1]) };
             rows.push((k, Invoke, "read", json!([key, null])));
             rows.push((k, Ok, "read", seen));
         }
@@ -851,10 +754,8 @@ mod tests {
     /// order respecting real time, is legal.
     fn brute(ops: &[Entry<RegOp>]) -> bool {
         fn go(ops: &[Entry<RegOp>], used: &mut Vec<bool>, state: u32) -> bool {
-            let remaining_required = ops
-                .iter()
-                .enumerate()
-                .any(|(i, o)| !used[i] && o.ret.is_some());
+            let remaining_required =
+                ops.iter().enumerate().any(|(i, o)| !used[i] && o.ret.is_some());
             if !remaining_required {
                 return true;
             }
@@ -897,11 +798,7 @@ mod tests {
                 t += rng.below(3);
                 let call = t;
                 let len = 1 + rng.below(6);
-                let ret = if rng.chance(0.2) {
-                    None
-                } else {
-                    Some(call + len)
-                };
+                let ret = if rng.chance(0.2) { None } else { Some(call + len) };
                 let input = if rng.chance(0.5) {
                     RegOp::Write(1 + rng.below(3) as u32)
                 } else {
@@ -926,9 +823,6 @@ mod tests {
                 invalid += 1
             }
         }
-        assert!(
-            valid > 300 && invalid > 300,
-            "valid {valid} invalid {invalid}"
-        );
+        assert!(valid > 300 && invalid > 300, "valid {valid} invalid {invalid}");
     }
 }

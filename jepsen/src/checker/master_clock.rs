@@ -43,9 +43,7 @@ pub fn node_clock(s: &Status, l: &Status, p: &FinalParams) -> Result<(), String>
         return Err(format!(
             "n{} follows time master {}",
             s.node,
-            s.time_master
-                .map(|m| format!("n{m}"))
-                .unwrap_or("none".into())
+            s.time_master.map(|m| format!("n{m}")).unwrap_or("none".into())
         ));
     }
     if let Some(e) = &s.clock_error {
@@ -165,11 +163,9 @@ pub fn check(hist: &[Op], p: &FinalParams) -> ClockFinal {
             let s = s.as_ref()?;
             let l = master.as_ref().and_then(|m| latest[&m.leader].as_ref());
             let skew = l.and_then(|l| measured_skew(s, l, p));
-            Some(
-                json!({"node": n, "in_tolerance": s.in_tolerance, "offset_ms": s.offset_ms,
+            Some(json!({"node": n, "in_tolerance": s.in_tolerance, "offset_ms": s.offset_ms,
                         "time_master": s.time_master, "measured_skew_ms": skew.map(|x| x.0),
-                        "bound_ms": skew.map(|x| x.1)}),
-            )
+                        "bound_ms": skew.map(|x| x.1)}))
         })
         .collect();
     ClockFinal {
@@ -195,12 +191,7 @@ pub mod tests {
     /// A status value with a clock: reported offset/in_tolerance and the
     /// harness' SNTP offset (node − harness, ms).
     pub fn cv(node: u64, leader: u64, off: f64, in_tol: bool, sntp_off: f64) -> Value {
-        let mut v = sv(
-            node,
-            8,
-            Some(leader),
-            if node == leader { "leader" } else { "follower" },
-        );
+        let mut v = sv(node, 8, Some(leader), if node == leader { "leader" } else { "follower" });
         v["clock"]["offset_ms"] = json!(off);
         v["clock"]["in_tolerance"] = json!(in_tol);
         v["sntp"] = json!({"offset_ms": sntp_off, "rtt_ms": 0.5, "stratum": if node == leader {1} else {2}});
@@ -287,18 +278,12 @@ pub mod tests {
         }
         let r = check(&status_hist(&rows), &params(&[1, 2, 3]));
         assert_eq!(r.valid, Verdict::Invalid);
-        assert!(r
-            .last_unsettled
-            .unwrap()
-            .contains("n3 follows time master n2"));
+        assert!(r.last_unsettled.unwrap().contains("n3 follows time master n2"));
         let mut rows = rounds(1000, 9000, |_, _| (0.1, true, 0.0));
         for r in rows.iter_mut().filter(|r| r.1 == 2) {
             r.2.as_mut().unwrap()["clock"]["error"] = json!("sntp: timed out");
         }
-        assert_eq!(
-            check(&status_hist(&rows), &params(&[1, 2, 3])).valid,
-            Verdict::Invalid
-        );
+        assert_eq!(check(&status_hist(&rows), &params(&[1, 2, 3])).valid, Verdict::Invalid);
     }
 
     /// Proves the largest clock fault is found in bump offsets, strobe
@@ -313,24 +298,14 @@ pub mod tests {
                 "start-clock-bump",
                 json!({"kind": "clock-bump", "nodes": [0, 2], "offsets_ms": [-68445, 1200]}),
             ),
-            (
-                -1,
-                Info,
-                "start-clock-bump",
-                json!({"offsets": {"n1": "-68.445"}}),
-            ),
+            (-1, Info, "start-clock-bump", json!({"offsets": {"n1": "-68.445"}})),
             (
                 -1,
                 Info,
                 "start-clock-strobe",
                 json!({"kind": "clock-strobe", "delta_ms": 4000, "period_ms": 90000}),
             ),
-            (
-                -1,
-                Info,
-                "start-kill",
-                json!({"kind": "kill", "order": [99999]}),
-            ),
+            (-1, Info, "start-kill", json!({"kind": "kill", "order": [99999]})),
         ]);
         assert_eq!(clock_fault_max_ms(&h), 68_445);
         assert_eq!(clock_fault_max_ms(&h[2..]), 4000);

@@ -63,11 +63,7 @@ pub fn master_state(
     latest: &BTreeMap<u64, Option<Status>>,
     running: &[u64],
 ) -> Result<Settled, String> {
-    let leaders: Vec<&Status> = latest
-        .values()
-        .flatten()
-        .filter(|s| s.is_leader())
-        .collect();
+    let leaders: Vec<&Status> = latest.values().flatten().filter(|s| s.is_leader()).collect();
     let l = match leaders.as_slice() {
         [] => return Err("no node says it is leader".into()),
         [one] => *one,
@@ -99,12 +95,7 @@ pub fn master_state(
             _ => {}
         }
     }
-    let expected = l
-        .voters
-        .iter()
-        .copied()
-        .filter(|v| running.contains(v))
-        .min();
+    let expected = l.voters.iter().copied().filter(|v| running.contains(v)).min();
     if expected != Some(l.node) {
         return Err(format!(
             "leader is n{}, lowest running voter is {}",
@@ -112,11 +103,7 @@ pub fn master_state(
             expected.map(|x| format!("n{x}")).unwrap_or("none".into())
         ));
     }
-    Ok(Settled {
-        leader: l.node,
-        judged,
-        outside,
-    })
+    Ok(Settled { leader: l.node, judged, outside })
 }
 
 #[derive(Clone, Debug, Serialize)]
@@ -198,15 +185,9 @@ pub fn judge_stretch(
         Some(_) if end >= deadline + stable => {
             (Verdict::Invalid, "not stable for the required time".into())
         }
-        Some(_) => (
-            Verdict::Unknown,
-            "settled, but observed too briefly (run cut short?)".into(),
-        ),
+        Some(_) => (Verdict::Unknown, "settled, but observed too briefly (run cut short?)".into()),
         None if end >= deadline => (Verdict::Invalid, "not settled at the deadline".into()),
-        None => (
-            Verdict::Unknown,
-            "observations stop before the deadline".into(),
-        ),
+        None => (Verdict::Unknown, "observations stop before the deadline".into()),
     }
 }
 
@@ -278,10 +259,7 @@ pub mod tests {
         leader: u64,
         nodes: &[u64],
     ) -> Vec<(u64, u64, Option<Value>)> {
-        (from_ms..to_ms)
-            .step_by(200)
-            .flat_map(|t| round(t, leader, nodes))
-            .collect()
+        (from_ms..to_ms).step_by(200).flat_map(|t| round(t, leader, nodes)).collect()
     }
 
     /// Proves the normal case is valid: after the heal n2 leads for a while,
@@ -306,10 +284,7 @@ pub mod tests {
         let rows = rounds(1000, 7000, 2, &[1, 2, 3]);
         let r = check(&status_hist(&rows), &params(&[1, 2, 3]));
         assert_eq!(r.valid, Verdict::Invalid, "{r:?}");
-        assert!(r
-            .last_unsettled
-            .unwrap()
-            .contains("lowest running voter is n1"));
+        assert!(r.last_unsettled.unwrap().contains("lowest running voter is n1"));
     }
 
     /// Proves that when n1 is not running, n2 is the right master; and that
@@ -318,10 +293,7 @@ pub mod tests {
     #[test]
     fn checker_master_final_lowest_running_voter() {
         let rows = rounds(1000, 4000, 2, &[2, 3]);
-        assert_eq!(
-            check(&status_hist(&rows), &params(&[2, 3])).valid,
-            Verdict::Valid
-        );
+        assert_eq!(check(&status_hist(&rows), &params(&[2, 3])).valid, Verdict::Valid);
         // n1 runs but was removed: voters are [2,3] in the leader's view.
         let mut rows: Vec<(u64, u64, Option<Value>)> = Vec::new();
         for t in (1000..4000).step_by(200) {
@@ -372,10 +344,7 @@ pub mod tests {
         rows.extend(rounds(7000, 8000, 3, &[1, 2, 3]));
         let r = check(&status_hist(&rows), &params(&[1, 2, 3]));
         assert_eq!(r.valid, Verdict::Invalid, "{r:?}");
-        let r = check(
-            &status_hist(&rounds(1000, 2000, 2, &[1, 2, 3])),
-            &params(&[1, 2, 3]),
-        );
+        let r = check(&status_hist(&rounds(1000, 2000, 2, &[1, 2, 3])), &params(&[1, 2, 3]));
         assert_eq!(r.valid, Verdict::Unknown, "{r:?}");
     }
 }

@@ -74,12 +74,7 @@ pub fn check(hist: &[Op]) -> MonotonicResult {
     let mut violations = Vec::new();
     for o in observations(hist) {
         // (Histories recorded before samples carried `at_ms` cannot be judged.)
-        let Some(s) = o
-            .status
-            .as_ref()
-            .and_then(|s| s.sntp)
-            .filter(|s| s.at_ms > 0.0)
-        else {
+        let Some(s) = o.status.as_ref().and_then(|s| s.sntp).filter(|s| s.at_ms > 0.0) else {
             continue;
         };
         let idx = o.complete.map(|c| c.index).unwrap_or(o.invoke.index);
@@ -87,9 +82,8 @@ pub fn check(hist: &[Op]) -> MonotonicResult {
         let Some((t1, i1, a)) = last.insert(o.node, now) else {
             continue;
         };
-        let restarted = restarts
-            .get(&o.node)
-            .is_some_and(|r| r.iter().any(|&t| t > t1 && t <= o.time()));
+        let restarted =
+            restarts.get(&o.node).is_some_and(|r| r.iter().any(|&t| t > t1 && t <= o.time()));
         if restarted {
             continue;
         }
@@ -108,11 +102,7 @@ pub fn check(hist: &[Op]) -> MonotonicResult {
         }
     }
     MonotonicResult {
-        valid: if violations.is_empty() {
-            Verdict::Valid
-        } else {
-            Verdict::Invalid
-        },
+        valid: if violations.is_empty() { Verdict::Valid } else { Verdict::Invalid },
         pairs,
         max_back_ms: max_back,
         violations,
@@ -162,10 +152,7 @@ mod tests {
         let v = &r.violations[0];
         assert_eq!(v["node"], json!(3));
         assert!((v["back_ms"].as_f64().unwrap() - 40.0).abs() < 1e-6);
-        assert_eq!(
-            (v["from_index"].as_u64(), v["to_index"].as_u64()),
-            (Some(1), Some(3))
-        );
+        assert_eq!((v["from_index"].as_u64(), v["to_index"].as_u64()), (Some(1), Some(3)));
     }
 
     /// Proves a restart of the node between two samples (here the nemesis

@@ -38,10 +38,8 @@ pub struct ReportResult {
 }
 
 pub fn check(hist: &[Op]) -> ReportResult {
-    let obs: Vec<(u64, Option<Status>)> = observations(hist)
-        .into_iter()
-        .map(|o| (o.time(), o.status))
-        .collect();
+    let obs: Vec<(u64, Option<Status>)> =
+        observations(hist).into_iter().map(|o| (o.time(), o.status)).collect();
     let mut by_node: BTreeMap<u64, Vec<(u64, Sample)>> = BTreeMap::new();
     for (t, s) in &obs {
         if let Some(s) = s {
@@ -110,11 +108,7 @@ pub fn check(hist: &[Op]) -> ReportResult {
         close(n, end, &mut open);
     }
     ReportResult {
-        valid: if persistent == 0 {
-            Verdict::Valid
-        } else {
-            Verdict::Invalid
-        },
+        valid: if persistent == 0 { Verdict::Valid } else { Verdict::Invalid },
         count,
         max_measured_skew_ms: max_ms,
         persistent_streaks: persistent,
@@ -151,10 +145,7 @@ mod tests {
         assert_eq!((r.valid, r.count), (Verdict::Valid, 0));
         let mut h = run(0, 5000, |t| if t == 2000 { 90_000.0 } else { 50_000.0 });
         let r = check(&h);
-        assert_eq!(
-            (r.valid, r.count, r.persistent_streaks),
-            (Verdict::Valid, 1, 0)
-        );
+        assert_eq!((r.valid, r.count, r.persistent_streaks), (Verdict::Valid, 1, 0));
         // Once it reports itself out of tolerance, it is no misreport.
         for o in h.iter_mut().filter(|o| o.typ == crate::history::OpType::Ok) {
             if o.value["node"] == json!(2) && o.value["sntp"]["offset_ms"] == json!(90_000.0) {

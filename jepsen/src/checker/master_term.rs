@@ -71,12 +71,8 @@ pub fn check(hist: &[Op]) -> TermResult {
     let mut violations = Vec::new();
     let mut leaders_by_term = BTreeMap::new();
     for (&term, e) in &by_term {
-        let leaders: BTreeSet<u64> = e
-            .self_claims
-            .keys()
-            .copied()
-            .chain(e.reports.keys().map(|(_, l)| *l))
-            .collect();
+        let leaders: BTreeSet<u64> =
+            e.self_claims.keys().copied().chain(e.reports.keys().map(|(_, l)| *l)).collect();
         if leaders.is_empty() {
             continue;
         }
@@ -97,10 +93,7 @@ pub fn check(hist: &[Op]) -> TermResult {
         }
         for (node, ls) in &per_node {
             if ls.len() > 1 {
-                why.push(format!(
-                    "n{node} reported leaders {} for term {term}",
-                    names(ls.iter())
-                ));
+                why.push(format!("n{node} reported leaders {} for term {term}", names(ls.iter())));
             }
         }
         if why.is_empty() {
@@ -118,12 +111,7 @@ pub fn check(hist: &[Op]) -> TermResult {
             json!({"index": i, "time_ns": t, "node": node, "says": format!("leader is n{l}")})
         }));
         witnesses.sort_by_key(|w| w["index"].as_u64());
-        violations.push(Violation {
-            term,
-            leaders: leaders.into_iter().collect(),
-            why,
-            witnesses,
-        });
+        violations.push(Violation { term, leaders: leaders.into_iter().collect(), why, witnesses });
     }
     let terms_with_leader = leaders_by_term.len();
     // Keep the table short in results.json: the last 40 terms, and every
@@ -137,11 +125,7 @@ pub fn check(hist: &[Op]) -> TermResult {
         .collect();
     leaders_by_term.retain(|t, _| keep.contains(t));
     TermResult {
-        valid: if violations.is_empty() {
-            Verdict::Valid
-        } else {
-            Verdict::Invalid
-        },
+        valid: if violations.is_empty() { Verdict::Valid } else { Verdict::Invalid },
         observations: n,
         terms_with_leader,
         max_term: by_term.keys().next_back().copied().unwrap_or(0),
@@ -195,11 +179,7 @@ mod tests {
         assert_eq!(r.violations.len(), 1);
         let v = &r.violations[0];
         assert_eq!((v.term, v.leaders.clone()), (5, vec![2, 3]));
-        assert!(
-            v.why[0].contains("n2, n3 each reported state=leader"),
-            "{:?}",
-            v.why
-        );
+        assert!(v.why[0].contains("n2, n3 each reported state=leader"), "{:?}", v.why);
         assert_eq!(v.witnesses.len(), 4);
     }
 
@@ -213,10 +193,7 @@ mod tests {
         ]);
         let r = check(&h);
         assert_eq!(r.valid, Verdict::Invalid);
-        assert!(r.violations[0]
-            .why
-            .iter()
-            .any(|w| w.contains("n1 reported leaders n2, n3")));
+        assert!(r.violations[0].why.iter().any(|w| w.contains("n1 reported leaders n2, n3")));
     }
 
     /// Proves two followers naming different leaders for the same term are

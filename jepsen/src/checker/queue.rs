@@ -51,10 +51,7 @@ pub struct QueueOptions {
 
 impl Default for QueueOptions {
     fn default() -> Self {
-        QueueOptions {
-            allow_duplicates: true,
-            ordered: true,
-        }
+        QueueOptions { allow_duplicates: true, ordered: true }
     }
 }
 
@@ -176,12 +173,7 @@ pub fn check(history: &[Op], opts: QueueOptions) -> QueueResult {
     let mut msg_ids: HashMap<String, BTreeMap<u64, Vec<String>>> = HashMap::new();
     let mut note_id = |k: &str, meta: &Value, what: String| {
         if let Some(mid) = meta.get("message_id").and_then(Value::as_u64) {
-            msg_ids
-                .entry(k.to_string())
-                .or_default()
-                .entry(mid)
-                .or_default()
-                .push(what);
+            msg_ids.entry(k.to_string()).or_default().entry(mid).or_default().push(what);
         }
     };
     let (mut resubmits, mut resubmits_duplicate) = (0, 0);
@@ -202,19 +194,11 @@ pub fn check(history: &[Op], opts: QueueOptions) -> QueueResult {
                     continue;
                 }
                 let said_delivered = ok_at.is_some()
-                    && p.complete
-                        .map(|c| split(&c.value).2["outcome"] == "delivered")
+                    && p.complete.map(|c| split(&c.value).2["outcome"] == "delivered")
                         == Some(true);
                 enqs.insert(
                     key,
-                    Enq {
-                        mailbox: m,
-                        id,
-                        invoke: inv.index,
-                        ok_at,
-                        typ: ctype,
-                        said_delivered,
-                    },
+                    Enq { mailbox: m, id, invoke: inv.index, ok_at, typ: ctype, said_delivered },
                 );
             }
             "resubmit" if ctype == OpType::Ok => {
@@ -231,12 +215,7 @@ pub fn check(history: &[Op], opts: QueueOptions) -> QueueResult {
                 let (m, id, meta) = split(&c.value);
                 if !id.is_null() {
                     note_id(&id.to_string(), &meta, format!("dequeue #{}", c.index));
-                    deliveries.push(Delivery {
-                        mailbox: m,
-                        id,
-                        index: c.index,
-                        meta,
-                    });
+                    deliveries.push(Delivery { mailbox: m, id, index: c.index, meta });
                 }
             }
             "drain" if ctype == OpType::Ok => {
@@ -281,41 +260,28 @@ pub fn check(history: &[Op], opts: QueueOptions) -> QueueResult {
     acked.sort_by_key(|e| e.invoke);
     // "delivered" means a session acknowledged it before the answer; the
     // harness records a delivery before acknowledging it.
-    let first_index: HashMap<String, u64> = first_pos
-        .iter()
-        .map(|(k, &pos)| (k.clone(), deliveries[pos].index))
-        .collect();
+    let first_index: HashMap<String, u64> =
+        first_pos.iter().map(|(k, &pos)| (k.clone(), deliveries[pos].index)).collect();
     let delivered_unseen: Vec<Value> = acked
         .iter()
         .filter(|e| e.said_delivered)
-        .filter(|e| {
-            first_index
-                .get(&e.id.to_string())
-                .is_none_or(|&i| i > e.ok_at.unwrap())
-        })
+        .filter(|e| first_index.get(&e.id.to_string()).is_none_or(|&i| i > e.ok_at.unwrap()))
         .map(|e| json!({"mailbox": e.mailbox, "element": e.id, "ok_index": e.ok_at}))
         .collect();
-    let lost_enqs: Vec<&&Enq> = acked
-        .iter()
-        .filter(|e| !counts.contains_key(&e.id.to_string()))
-        .collect();
+    let lost_enqs: Vec<&&Enq> =
+        acked.iter().filter(|e| !counts.contains_key(&e.id.to_string())).collect();
     let lost: Vec<Value> = lost_enqs.iter().map(|e| e.id.clone()).collect();
     let lost_ops: Vec<Value> = lost_enqs
         .iter()
         .take(SHOW)
         .map(|e| {
-            let mid = msg_ids
-                .get(&e.id.to_string())
-                .and_then(|m| m.keys().next().copied());
+            let mid = msg_ids.get(&e.id.to_string()).and_then(|m| m.keys().next().copied());
             json!({"mailbox": e.mailbox, "element": e.id, "message_id": mid,
                    "invoke_index": e.invoke, "ok_index": e.ok_at})
         })
         .collect();
-    let duplicated: BTreeMap<String, usize> = counts
-        .iter()
-        .filter(|(_, c)| **c > 1)
-        .map(|(k, c)| (k.clone(), *c))
-        .collect();
+    let duplicated: BTreeMap<String, usize> =
+        counts.iter().filter(|(_, c)| **c > 1).map(|(k, c)| (k.clone(), *c)).collect();
 
     let mut id_conflicts: Vec<IdConflict> = msg_ids
         .iter()
@@ -325,11 +291,7 @@ pub fn check(history: &[Op], opts: QueueOptions) -> QueueResult {
                 .get(k)
                 .map(|e| (e.mailbox.clone(), e.id.clone()))
                 .unwrap_or_else(|| ("?".into(), serde_json::from_str(k).unwrap_or(Value::Null)));
-            IdConflict {
-                mailbox,
-                element,
-                ids: ids.clone(),
-            }
+            IdConflict { mailbox, element, ids: ids.clone() }
         })
         .collect();
     id_conflicts.sort_by_key(|c| (c.mailbox.clone(), c.element.to_string()));
@@ -396,13 +358,8 @@ pub fn check(history: &[Op], opts: QueueOptions) -> QueueResult {
                 }
             }
         }
-        order_violations.sort_by_key(|v| {
-            (
-                v.mailbox.clone(),
-                v.earlier.to_string(),
-                v.later.to_string(),
-            )
-        });
+        order_violations
+            .sort_by_key(|v| (v.mailbox.clone(), v.earlier.to_string(), v.later.to_string()));
     }
     let ok = lost.is_empty()
         && unexpected.is_empty()
@@ -488,13 +445,7 @@ mod tests {
             deq(1, Invoke, None),
             deq(1, Ok, Some(2)),
         ]);
-        let r = check(
-            &h,
-            QueueOptions {
-                ordered: false,
-                ..Default::default()
-            },
-        );
+        let r = check(&h, QueueOptions { ordered: false, ..Default::default() });
         assert_eq!(r.valid, Verdict::Invalid);
         assert_eq!(r.lost, vec![json!(1)]);
     }
@@ -549,13 +500,7 @@ mod tests {
         let lenient = check(&h, QueueOptions::default());
         assert_eq!(lenient.valid, Verdict::Valid);
         assert_eq!(lenient.duplicated.get("1"), Some(&2));
-        let strict = check(
-            &h,
-            QueueOptions {
-                allow_duplicates: false,
-                ordered: true,
-            },
-        );
+        let strict = check(&h, QueueOptions { allow_duplicates: false, ordered: true });
         assert_eq!(strict.valid, Verdict::Invalid);
     }
 
@@ -578,11 +523,7 @@ mod tests {
         assert_eq!(r.valid, Verdict::Invalid);
         assert_eq!(
             r.order_violations,
-            vec![OrderViolation {
-                mailbox: "m1".into(),
-                earlier: json!(1),
-                later: json!(2)
-            }]
+            vec![OrderViolation { mailbox: "m1".into(), earlier: json!(1), later: json!(2) }]
         );
         let concurrent = hist(&[
             enq(0, Invoke, 1),
@@ -594,10 +535,7 @@ mod tests {
             deq(1, Invoke, None),
             deq(1, Ok, Some(1)),
         ]);
-        assert_eq!(
-            check(&concurrent, QueueOptions::default()).valid,
-            Verdict::Valid
-        );
+        assert_eq!(check(&concurrent, QueueOptions::default()).valid, Verdict::Valid);
         let two_boxes = hist(&[
             (0, Invoke, "enqueue", json!(["a", 1])),
             (0, Ok, "enqueue", json!(["a", 1])),
@@ -608,10 +546,7 @@ mod tests {
             (1, Invoke, "drain", json!(["a", null])),
             (1, Ok, "drain", json!(["a", [1]])),
         ]);
-        assert_eq!(
-            check(&two_boxes, QueueOptions::default()).valid,
-            Verdict::Valid
-        );
+        assert_eq!(check(&two_boxes, QueueOptions::default()).valid, Verdict::Valid);
     }
 
     fn deq_meta(
@@ -623,12 +558,7 @@ mod tests {
     ) -> [(i64, OpType, &'static str, Value); 2] {
         [
             (p, Invoke, "dequeue", json!([m, null])),
-            (
-                p,
-                Ok,
-                "dequeue",
-                json!([m, e, {"message_id": mid, "session": session}]),
-            ),
+            (p, Ok, "dequeue", json!([m, e, {"message_id": mid, "session": session}])),
         ]
     }
 
@@ -668,12 +598,7 @@ mod tests {
             (0, Invoke, "enqueue", json!(["a", 1])),
             (0, Ok, "enqueue", json!(["a", 1, {"message_id": 10}])),
             (0, Invoke, "resubmit", json!(["a", 1])),
-            (
-                0,
-                Ok,
-                "resubmit",
-                json!(["a", 1, {"message_id": 10, "duplicate": true}]),
-            ),
+            (0, Ok, "resubmit", json!(["a", 1, {"message_id": 10, "duplicate": true}])),
         ];
         let mut good = base.clone();
         good.extend(deq_meta(1, "a", 1, 10, "s1"));
@@ -693,12 +618,7 @@ mod tests {
         assert_eq!(r.id_conflicts[0].ids[&12], vec!["dequeue #7".to_string()]);
         let mut new_id = base;
         new_id.push((0, Invoke, "resubmit", json!(["a", 1])));
-        new_id.push((
-            0,
-            Ok,
-            "resubmit",
-            json!(["a", 1, {"message_id": 13, "duplicate": false}]),
-        ));
+        new_id.push((0, Ok, "resubmit", json!(["a", 1, {"message_id": 13, "duplicate": false}])));
         new_id.extend(deq_meta(1, "a", 1, 10, "s1"));
         let r = check(&hist(&new_id), QueueOptions::default());
         assert_eq!(r.valid, Verdict::Invalid);
@@ -730,10 +650,7 @@ mod tests {
         assert_eq!(r.session_order_violation_count, 1);
         let v = &r.session_order_violations[0];
         assert_eq!((v.session.as_str(), v.previous.1, v.this.1), ("s1", 11, 10));
-        assert!(
-            r.order_violations.is_empty(),
-            "first deliveries kept their order"
-        );
+        assert!(r.order_violations.is_empty(), "first deliveries kept their order");
     }
 
     /// Proves an answer saying "delivered" must follow a recorded delivery
@@ -743,30 +660,17 @@ mod tests {
     fn checker_queue_delivered_outcome_needs_a_prior_delivery() {
         let mut good = vec![(0, Invoke, "enqueue", json!(["a", 1]))];
         good.extend(deq_meta(1, "a", 1, 10, "s1"));
-        good.push((
-            0,
-            Ok,
-            "enqueue",
-            json!(["a", 1, {"message_id": 10, "outcome": "delivered"}]),
-        ));
+        good.push((0, Ok, "enqueue", json!(["a", 1, {"message_id": 10, "outcome": "delivered"}])));
         let r = check(&hist(&good), QueueOptions::default());
         assert_eq!(r.valid, Verdict::Valid, "{r:?}");
         let mut bad = vec![
             (0, Invoke, "enqueue", json!(["a", 1])),
-            (
-                0,
-                Ok,
-                "enqueue",
-                json!(["a", 1, {"message_id": 10, "outcome": "delivered"}]),
-            ),
+            (0, Ok, "enqueue", json!(["a", 1, {"message_id": 10, "outcome": "delivered"}])),
         ];
         bad.extend(deq_meta(1, "a", 1, 10, "s1"));
         let r = check(&hist(&bad), QueueOptions::default());
         assert_eq!(r.valid, Verdict::Invalid);
-        assert_eq!(
-            r.delivered_unseen,
-            vec![json!({"mailbox": "a", "element": 1, "ok_index": 1})]
-        );
+        assert_eq!(r.delivered_unseen, vec![json!({"mailbox": "a", "element": 1, "ok_index": 1})]);
         assert!(r.lost.is_empty());
     }
 }

@@ -36,11 +36,7 @@ pub struct Status {
 impl Status {
     pub fn from_value(v: &Value) -> Option<Status> {
         let nums = |k: &str| -> Vec<u64> {
-            v[k].as_array()
-                .into_iter()
-                .flatten()
-                .filter_map(|x| x.as_u64())
-                .collect()
+            v[k].as_array().into_iter().flatten().filter_map(|x| x.as_u64()).collect()
         };
         let c = &v["clock"];
         Some(Status {
@@ -92,12 +88,7 @@ pub fn observations(hist: &[Op]) -> Vec<Obs<'_>> {
                 .complete
                 .filter(|c| c.typ == OpType::Ok)
                 .and_then(|c| Status::from_value(&c.value));
-            Some(Obs {
-                node,
-                invoke: p.invoke,
-                complete: p.complete,
-                status,
-            })
+            Some(Obs { node, invoke: p.invoke, complete: p.complete, status })
         })
         .collect();
     out.sort_by_key(|o| (o.time(), o.invoke.index));
@@ -139,11 +130,7 @@ pub mod tests {
             h.push(op(OpType::Invoke, t * 1_000_000, json!({"node": node})));
             match v {
                 Some(v) => h.push(op(OpType::Ok, t * 1_000_000 + 1_000_000, v.clone())),
-                None => h.push(op(
-                    OpType::Fail,
-                    t * 1_000_000 + 1_000_000,
-                    json!({"node": node}),
-                )),
+                None => h.push(op(OpType::Fail, t * 1_000_000 + 1_000_000, json!({"node": node}))),
             }
         }
         h.sort_by_key(|o| o.time);
@@ -161,10 +148,7 @@ pub mod tests {
         let o = observations(&h);
         assert_eq!(o.len(), 2);
         let s = o[0].status.as_ref().unwrap();
-        assert_eq!(
-            (s.node, s.term, s.leader, s.state.as_str()),
-            (2, 7, Some(1), "follower")
-        );
+        assert_eq!((s.node, s.term, s.leader, s.state.as_str()), (2, 7, Some(1), "follower"));
         assert_eq!(s.voters, vec![1, 2, 3]);
         assert_eq!((s.in_tolerance, s.time_master), (Some(true), Some(1)));
         assert!(o[1].status.is_none());

@@ -97,32 +97,17 @@ fn poll(api: &Api, rec: &Recorder, i: usize, opts: &Opts) {
     let (name, ip) = &opts.nodes[i];
     let p = Process::Worker(STATUS_PROCESS_BASE + i as u64);
     let number = i as u64 + 1;
-    rec.record(
-        OpType::Invoke,
-        p,
-        "status",
-        json!({"node": number}),
-        Some(name),
-        None,
-    );
-    let res = api
-        .get(ip, "/v1/cluster?local=true")
-        .map_err(|e| e.to_string())
-        .and_then(|view| {
-            let s = (opts.sntp_samples > 0)
-                .then(|| sntp::probe(ip, TIME_PORT, opts.sntp_samples, Duration::from_millis(300)));
-            status_value(&view, s)
-        });
+    rec.record(OpType::Invoke, p, "status", json!({"node": number}), Some(name), None);
+    let res = api.get(ip, "/v1/cluster?local=true").map_err(|e| e.to_string()).and_then(|view| {
+        let s = (opts.sntp_samples > 0)
+            .then(|| sntp::probe(ip, TIME_PORT, opts.sntp_samples, Duration::from_millis(300)));
+        status_value(&view, s)
+    });
     match res {
         Ok(v) => rec.record(OpType::Ok, p, "status", v, Some(name), None),
-        Err(e) => rec.record(
-            OpType::Fail,
-            p,
-            "status",
-            json!({"node": number}),
-            Some(name),
-            Some(e),
-        ),
+        Err(e) => {
+            rec.record(OpType::Fail, p, "status", json!({"node": number}), Some(name), Some(e))
+        }
     };
 }
 
@@ -143,9 +128,7 @@ pub fn spawn(
                     netns::enter(netns::CLIENT_NS)?;
                     let api = Api::new(opts.timeout);
                     // Spread the nodes' polls over the period.
-                    let offset = opts
-                        .period
-                        .mul_f64(i as f64 / opts.nodes.len().max(1) as f64);
+                    let offset = opts.period.mul_f64(i as f64 / opts.nodes.len().max(1) as f64);
                     std::thread::sleep(offset);
                     while !stop.load(Ordering::SeqCst) {
                         let next = Instant::now() + opts.period;
@@ -238,12 +221,7 @@ mod tests {
                "clock": {"offset_ms": -0.4, "rtt_ms": 0.3, "last_sync_ms": 1, "in_tolerance": true, "time_master": 1, "corrections": 2}},
               {"number": 4, "role": "learner", "healthy": false},
               {"number": 3, "role": "follower", "healthy": false}]});
-        let s = Sample {
-            offset_ms: 12.5,
-            rtt_ms: 0.4,
-            stratum: 2,
-            at_ms: 1.0e12,
-        };
+        let s = Sample { offset_ms: 12.5, rtt_ms: 0.4, stratum: 2, at_ms: 1.0e12 };
         let v = status_value(&view, Some(Ok(s))).unwrap();
         assert_eq!(v["node"], json!(2));
         assert_eq!(v["term"], json!(6));
@@ -254,18 +232,12 @@ mod tests {
         assert_eq!(v["clock"]["in_tolerance"], json!(true));
         assert_eq!(v["sntp"]["offset_ms"], json!(12.5));
         let st = crate::checker::status::Status::from_value(&v).unwrap();
-        assert_eq!(
-            (st.node, st.term, st.leader, st.time_master),
-            (2, 6, Some(1), Some(1))
-        );
+        assert_eq!((st.node, st.term, st.leader, st.time_master), (2, 6, Some(1), Some(1)));
         assert_eq!(st.sntp, Some(s));
         let bad = json!({"node": 2, "state": "follower", "nodes": []});
         assert!(status_value(&bad, None).is_err());
         let e = status_value(&view, Some(Err("recv: timed out".into()))).unwrap();
         assert_eq!(e["sntp"]["error"], json!("recv: timed out"));
-        assert_eq!(
-            crate::checker::status::Status::from_value(&e).unwrap().sntp,
-            None
-        );
+        assert_eq!(crate::checker::status::Status::from_value(&e).unwrap().sntp, None);
     }
 }

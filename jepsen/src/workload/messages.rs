@@ -115,10 +115,7 @@ pub fn mailbox(i: usize) -> String {
 /// The body of a submission: `mailbox:element` per recipient, comma
 /// separated (`"mbox2:17"`, `"mbox0:18,mbox3:19"`).
 pub fn body_of(to: &[(&str, u64)]) -> String {
-    to.iter()
-        .map(|(m, e)| format!("{m}:{e}"))
-        .collect::<Vec<_>>()
-        .join(",")
+    to.iter().map(|(m, e)| format!("{m}:{e}")).collect::<Vec<_>>().join(",")
 }
 
 /// The element a body names for `uid`, if the body is one of ours and
@@ -138,10 +135,7 @@ pub fn idempotency_key(seed: u64, e: u64) -> String {
 /// A session token for `uid`, valid for two days of wall-clock time (more
 /// than any clock fault moves a node's clock).
 pub fn token(uid: &str) -> String {
-    let now = SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_secs())
-        .unwrap_or(0);
+    let now = SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0);
     herald_proto::token::issue(AUTH_KEY.as_bytes(), uid, now + 2 * 86_400)
 }
 
@@ -149,11 +143,7 @@ pub fn token(uid: &str) -> String {
 #[derive(Clone, Debug, PartialEq)]
 pub enum Attempt {
     /// 200, stored (or delivered) for the mailbox.
-    Stored {
-        message_id: u64,
-        duplicate: bool,
-        outcome: String,
-    },
+    Stored { message_id: u64, duplicate: bool, outcome: String },
     /// 200, but not stored for the mailbox (`dropped`, `rejected`): the
     /// submission's fate is decided (a retry answers the same).
     NotStored { message_id: u64, outcome: String },
@@ -167,14 +157,7 @@ pub enum Attempt {
 impl Attempt {
     /// Worth another attempt with the same key.
     pub fn retry(&self) -> bool {
-        matches!(
-            self,
-            Attempt::Unknown(_)
-                | Attempt::NotApplied {
-                    transient: true,
-                    ..
-                }
-        )
+        matches!(self, Attempt::Unknown(_) | Attempt::NotApplied { transient: true, .. })
     }
 }
 
@@ -208,10 +191,7 @@ pub fn classify(res: &Result<Value, ApiError>, mailbox: &str) -> Attempt {
             duplicate: reply["duplicate"].as_bool().unwrap_or(false),
             outcome: outcome.unwrap_or_default(),
         },
-        Some(o) => Attempt::NotStored {
-            message_id,
-            outcome: o.to_string(),
-        },
+        Some(o) => Attempt::NotStored { message_id, outcome: o.to_string() },
         None => Attempt::Unknown(format!("200 without an outcome for {mailbox}: {reply}")),
     }
 }
@@ -222,13 +202,9 @@ pub fn classify(res: &Result<Value, ApiError>, mailbox: &str) -> Attempt {
 pub fn completion(attempts: &[Attempt]) -> OpType {
     if attempts.iter().any(|a| matches!(a, Attempt::Stored { .. })) {
         OpType::Ok
-    } else if attempts
-        .iter()
-        .any(|a| matches!(a, Attempt::NotStored { .. }))
+    } else if attempts.iter().any(|a| matches!(a, Attempt::NotStored { .. }))
         || (!attempts.is_empty()
-            && attempts
-                .iter()
-                .all(|a| matches!(a, Attempt::NotApplied { .. })))
+            && attempts.iter().all(|a| matches!(a, Attempt::NotApplied { .. })))
     {
         OpType::Fail
     } else {
@@ -277,10 +253,7 @@ pub fn spawn(
     rec: Arc<Recorder>,
     stop: Arc<AtomicBool>,
 ) -> (Arc<Shared>, Vec<JoinHandle<Result<()>>>) {
-    let shared = Arc::new(Shared {
-        next_element: AtomicU64::new(0),
-        stats: Stats::default(),
-    });
+    let shared = Arc::new(Shared { next_element: AtomicU64::new(0), stats: Stats::default() });
     let mut handles = Vec::new();
     for i in 0..opts.writers {
         let (opts, rec, stop, shared) = (opts.clone(), rec.clone(), stop.clone(), shared.clone());
@@ -348,15 +321,10 @@ pub fn enqueue_completion(
     let error = (!errors.is_empty()).then(|| errors.join(" | "));
     let mut meta = json!({"attempts": attempts.len(), "via": via});
     let answered = attempts.iter().find_map(|a| match a {
-        Attempt::Stored {
-            message_id,
-            duplicate,
-            outcome,
-        } => Some((*message_id, Some(*duplicate), outcome.clone())),
-        Attempt::NotStored {
-            message_id,
-            outcome,
-        } => Some((*message_id, None, outcome.clone())),
+        Attempt::Stored { message_id, duplicate, outcome } => {
+            Some((*message_id, Some(*duplicate), outcome.clone()))
+        }
+        Attempt::NotStored { message_id, outcome } => Some((*message_id, None, outcome.clone())),
         _ => None,
     });
     if let Some((id, dup, outcome)) = answered {
@@ -384,11 +352,7 @@ fn writer(i: usize, opts: &Opts, rec: &Recorder, stop: &AtomicBool, shared: &Sha
         }
         // One recipient, or (sometimes) two: then each recipient's element
         // is its own enqueue op, on the writer's process and its companion.
-        let n_to = if opts.mailboxes >= 2 && rng.chance(MULTI_PROBABILITY) {
-            2
-        } else {
-            1
-        };
+        let n_to = if opts.mailboxes >= 2 && rng.chance(MULTI_PROBABILITY) { 2 } else { 1 };
         let mut to: Vec<(String, u64, Process)> = Vec::new();
         while to.len() < n_to {
             let mb = mailbox(rng.below(opts.mailboxes.max(1) as u64) as usize);
@@ -410,14 +374,7 @@ fn writer(i: usize, opts: &Opts, rec: &Recorder, stop: &AtomicBool, shared: &Sha
         inc(&shared.stats.submissions);
         let (mut node, mut ip) = random_node(&mut rng);
         for (mb, e, p) in &to {
-            rec.record(
-                OpType::Invoke,
-                *p,
-                "enqueue",
-                json!([mb, e]),
-                Some(&node),
-                None,
-            );
+            rec.record(OpType::Invoke, *p, "enqueue", json!([mb, e]), Some(&node), None);
         }
         let mut answers: Vec<(String, Result<Value, ApiError>)> = Vec::new();
         loop {
@@ -448,34 +405,18 @@ fn writer(i: usize, opts: &Opts, rec: &Recorder, stop: &AtomicBool, shared: &Sha
         {
             let (mb, e, p) = &to[0];
             let (node, ip) = random_node(&mut rng);
-            rec.record(
-                OpType::Invoke,
-                *p,
-                "resubmit",
-                json!([mb, e]),
-                Some(&node),
-                None,
-            );
+            rec.record(OpType::Invoke, *p, "resubmit", json!([mb, e]), Some(&node), None);
             let res = api.post(&ip, "/v1/messages", &req);
             let (t, v, err) = match classify(&res, mb) {
-                Attempt::Stored {
-                    message_id,
-                    duplicate,
-                    outcome,
-                } => (
+                Attempt::Stored { message_id, duplicate, outcome } => (
                     OpType::Ok,
                     json!([mb, e, {"message_id": message_id, "duplicate": duplicate, "outcome": outcome}]),
                     None,
                 ),
-                Attempt::NotStored {
-                    message_id,
-                    outcome,
-                } => (
+                Attempt::NotStored { message_id, outcome } => (
                     OpType::Ok,
                     json!([mb, e, {"message_id": message_id, "outcome": outcome}]),
-                    Some(format!(
-                        "resubmission of a stored message answered {outcome}"
-                    )),
+                    Some(format!("resubmission of a stored message answered {outcome}")),
                 ),
                 Attempt::NotApplied { error, .. } => (OpType::Fail, json!([mb, e]), Some(error)),
                 Attempt::Unknown(error) => (OpType::Info, json!([mb, e]), Some(error)),
@@ -490,11 +431,8 @@ fn writer(i: usize, opts: &Opts, rec: &Recorder, stop: &AtomicBool, shared: &Sha
 }
 
 fn seeds(opts: &Opts, rng: &mut Rng) -> Vec<String> {
-    let mut s: Vec<String> = opts
-        .nodes
-        .iter()
-        .map(|(_, ip)| format!("{ip}:{PUBLISH_PORT}"))
-        .collect();
+    let mut s: Vec<String> =
+        opts.nodes.iter().map(|(_, ip)| format!("{ip}:{PUBLISH_PORT}")).collect();
     rng.shuffle(&mut s);
     s
 }
@@ -539,11 +477,7 @@ async fn on_event(
     stats: &Stats,
 ) -> bool {
     match ev {
-        SessionEvent::Connected {
-            node,
-            session,
-            queued,
-        } => {
+        SessionEvent::Connected { node, session, queued } => {
             *n += 1;
             *cur = session_name(uid, who, *n, &session);
             inc(&stats.sessions);
@@ -577,11 +511,7 @@ async fn on_event(
             }
             true
         }
-        SessionEvent::Disconnected {
-            code,
-            message,
-            fatal,
-        } => {
+        SessionEvent::Disconnected { code, message, fatal } => {
             inc(&stats.disconnects);
             record_now(
                 rec,
@@ -639,19 +569,8 @@ async fn consume(i: usize, opts: &Opts, rec: &Recorder, stop: &AtomicBool, share
                 Ok(None) => break,
                 Ok(Some(ev)) => {
                     let ack = rng.chance(ACK_PROBABILITY);
-                    if !on_event(
-                        ev,
-                        &s,
-                        &uid,
-                        p,
-                        rec,
-                        'c',
-                        &mut n,
-                        &mut cur,
-                        ack,
-                        &shared.stats,
-                    )
-                    .await
+                    if !on_event(ev, &s, &uid, p, rec, 'c', &mut n, &mut cur, ack, &shared.stats)
+                        .await
                     {
                         break;
                     }
@@ -752,24 +671,13 @@ async fn queued(
     k: usize,
 ) -> Result<u64, String> {
     let (node, ip) = opts.nodes[k % opts.nodes.len()].clone();
-    rec.record(
-        OpType::Invoke,
-        p,
-        "queued",
-        json!({"mailbox": uid}),
-        Some(&node),
-        None,
-    );
+    rec.record(OpType::Invoke, p, "queued", json!({"mailbox": uid}), Some(&node), None);
     let (path, timeout) = (format!("/v1/users/{uid}/settings"), opts.timeout);
     let res = tokio::task::spawn_blocking(move || Api::new(timeout).get(&ip, &path))
         .await
         .map_err(|e| e.to_string())
         .and_then(|r| r.map_err(|e| e.to_string()))
-        .and_then(|v| {
-            v["queued"]
-                .as_u64()
-                .ok_or_else(|| format!("no queued in {v}"))
-        });
+        .and_then(|v| v["queued"].as_u64().ok_or_else(|| format!("no queued in {v}")));
     match &res {
         Ok(q) => rec.record(
             OpType::Ok,
@@ -871,10 +779,7 @@ mod tests {
     use crate::client::ErrorKind;
 
     fn err(kind: ErrorKind) -> Result<Value, ApiError> {
-        Err(ApiError {
-            kind,
-            message: "x".into(),
-        })
+        Err(ApiError { kind, message: "x".into() })
     }
 
     /// Proves how one attempt's answer is read: 200 stored/delivered for the
@@ -890,55 +795,23 @@ mod tests {
         };
         assert_eq!(
             classify(&ok("stored", false), "mbox1"),
-            Attempt::Stored {
-                message_id: 7,
-                duplicate: false,
-                outcome: "stored".into()
-            }
+            Attempt::Stored { message_id: 7, duplicate: false, outcome: "stored".into() }
         );
         assert_eq!(
             classify(&ok("delivered", true), "mbox1"),
-            Attempt::Stored {
-                message_id: 7,
-                duplicate: true,
-                outcome: "delivered".into()
-            }
+            Attempt::Stored { message_id: 7, duplicate: true, outcome: "delivered".into() }
         );
         assert_eq!(
             classify(&ok("rejected", false), "mbox1"),
-            Attempt::NotStored {
-                message_id: 7,
-                outcome: "rejected".into()
-            }
+            Attempt::NotStored { message_id: 7, outcome: "rejected".into() }
         );
-        assert!(matches!(
-            classify(&ok("stored", false), "mbox2"),
-            Attempt::Unknown(_)
-        ));
-        assert!(matches!(
-            classify(&Ok(json!({"x": 1})), "mbox1"),
-            Attempt::Unknown(_)
-        ));
-        let bad = classify(
-            &err(ErrorKind::Status(400, Some("invalid_uid".into()))),
-            "m",
-        );
-        assert!(matches!(
-            bad,
-            Attempt::NotApplied {
-                transient: false,
-                ..
-            }
-        ));
+        assert!(matches!(classify(&ok("stored", false), "mbox2"), Attempt::Unknown(_)));
+        assert!(matches!(classify(&Ok(json!({"x": 1})), "mbox1"), Attempt::Unknown(_)));
+        let bad = classify(&err(ErrorKind::Status(400, Some("invalid_uid".into()))), "m");
+        assert!(matches!(bad, Attempt::NotApplied { transient: false, .. }));
         assert!(!bad.retry());
         let refused = classify(&err(ErrorKind::NotSent), "m");
-        assert!(matches!(
-            refused,
-            Attempt::NotApplied {
-                transient: true,
-                ..
-            }
-        ));
+        assert!(matches!(refused, Attempt::NotApplied { transient: true, .. }));
         assert!(refused.retry());
         for k in [
             ErrorKind::Status(503, Some("no_leader".into())),
@@ -957,30 +830,14 @@ mod tests {
     /// applied), as does a submission with no answer at all.
     #[test]
     fn workload_messages_completion_of_retries() {
-        let stored = Attempt::Stored {
-            message_id: 1,
-            duplicate: true,
-            outcome: "stored".into(),
-        };
+        let stored = Attempt::Stored { message_id: 1, duplicate: true, outcome: "stored".into() };
         let unknown = Attempt::Unknown("504".into());
-        let refused = Attempt::NotApplied {
-            transient: true,
-            error: "refused".into(),
-        };
-        let bad = Attempt::NotApplied {
-            transient: false,
-            error: "400".into(),
-        };
-        let dropped = Attempt::NotStored {
-            message_id: 1,
-            outcome: "rejected".into(),
-        };
+        let refused = Attempt::NotApplied { transient: true, error: "refused".into() };
+        let bad = Attempt::NotApplied { transient: false, error: "400".into() };
+        let dropped = Attempt::NotStored { message_id: 1, outcome: "rejected".into() };
         assert_eq!(completion(&[unknown.clone(), stored.clone()]), OpType::Ok);
         assert_eq!(completion(&[refused.clone(), stored]), OpType::Ok);
-        assert_eq!(
-            completion(&[refused.clone(), refused.clone()]),
-            OpType::Fail
-        );
+        assert_eq!(completion(&[refused.clone(), refused.clone()]), OpType::Fail);
         assert_eq!(completion(&[bad]), OpType::Fail);
         assert_eq!(completion(&[unknown.clone(), dropped]), OpType::Fail);
         assert_eq!(completion(&[unknown.clone(), refused]), OpType::Info);
@@ -999,11 +856,7 @@ mod tests {
         assert_eq!(parse_body(b"mbox3:41", "mbox3"), Some(41));
         assert_eq!(parse_body(two.as_bytes(), "mbox0"), Some(7));
         assert_eq!(parse_body(two.as_bytes(), "mbox3"), Some(8));
-        assert_eq!(
-            parse_body(two.as_bytes(), "mbox1"),
-            None,
-            "not addressed to mbox1"
-        );
+        assert_eq!(parse_body(two.as_bytes(), "mbox1"), None, "not addressed to mbox1");
         assert_eq!(parse_body(b"hello", "mbox3"), None);
         assert_eq!(parse_body(b"mbox3:x", "mbox3"), None);
         assert_eq!(parse_body(&[0xff, b':', b'1'], "mbox3"), None);
@@ -1038,10 +891,7 @@ mod tests {
         m.body = b"spam".to_vec();
         assert_eq!(dequeue_value("mbox1", &m, "s")[1], json!("spam"));
         assert_eq!(session_name("mbox1", 'c', 4, "2-9"), "mbox1#c4@2-9");
-        assert_ne!(
-            session_name("mbox1", 'c', 1, "2-9"),
-            session_name("mbox1", 'd', 1, "2-9")
-        );
+        assert_ne!(session_name("mbox1", 'c', 1, "2-9"), session_name("mbox1", 'd', 1, "2-9"));
     }
 
     /// Proves a submission to two mailboxes completes each recipient's
@@ -1052,10 +902,7 @@ mod tests {
     #[test]
     fn workload_messages_two_recipients_complete_separately() {
         let answers = vec![
-            (
-                "n1".to_string(),
-                err(ErrorKind::Status(504, Some("timeout".into()))),
-            ),
+            ("n1".to_string(), err(ErrorKind::Status(504, Some("timeout".into())))),
             (
                 "n3".to_string(),
                 Ok(json!({"message_id": 40, "duplicate": true, "recipients": [

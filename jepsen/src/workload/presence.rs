@@ -141,14 +141,7 @@ fn worker(
         let u = uid(key);
         let p = Process::Worker(process);
         if rng.chance(0.5) {
-            rec.record(
-                OpType::Invoke,
-                p,
-                "read",
-                json!([u, null]),
-                Some(&node),
-                None,
-            );
+            rec.record(OpType::Invoke, p, "read", json!([u, null]), Some(&node), None);
             let (t, v, err) = match api.query(&ip, std::slice::from_ref(&u)) {
                 Ok(reply) => match reg_of(&reply, &u) {
                     Ok(v) => (OpType::Ok, v, None),
@@ -214,11 +207,7 @@ pub fn final_reads(
                 let reply = api.query(ip, &uids);
                 for (i, u) in chunk {
                     let p = Process::Worker(FINAL_PROCESS_BASE + *i as u64);
-                    match reply
-                        .as_ref()
-                        .map_err(|e| e.to_string())
-                        .and_then(|r| reg_of(r, u))
-                    {
+                    match reply.as_ref().map_err(|e| e.to_string()).and_then(|r| reg_of(r, u)) {
                         Ok(v) => {
                             rec.record(OpType::Ok, p, "read", json!([u, v]), Some(node), None);
                         }

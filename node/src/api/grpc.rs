@@ -31,17 +31,28 @@ fn event_from_pb(i: usize, e: pb::PresenceEvent) -> Result<Event, ApiError> {
     let kind = Kind::try_from(e.kind).unwrap_or(Kind::Unspecified);
     let ext = e.ext.into_iter().collect();
     Ok(match kind {
-        Kind::Login => Event::Login { uid: e.uid, sid: e.sid, client: e.client, accepts_strangers: e.accepts_strangers, ext },
+        Kind::Login => Event::Login {
+            uid: e.uid,
+            sid: e.sid,
+            client: e.client,
+            accepts_strangers: e.accepts_strangers,
+            ext,
+        },
         Kind::Logout => Event::Logout { uid: e.uid, sid: e.sid, client: e.client, ext },
         Kind::Permission => Event::Permission {
             uid: e.uid,
             sid: e.sid,
-            accepts_strangers: e
-                .accepts_strangers
-                .ok_or_else(|| ApiError::bad("invalid_event", format!("event {i}: permission needs accepts_strangers")))?,
+            accepts_strangers: e.accepts_strangers.ok_or_else(|| {
+                ApiError::bad(
+                    "invalid_event",
+                    format!("event {i}: permission needs accepts_strangers"),
+                )
+            })?,
             ext,
         },
-        Kind::Unspecified => return Err(ApiError::bad("invalid_event", format!("event {i}: kind is required"))),
+        Kind::Unspecified => {
+            return Err(ApiError::bad("invalid_event", format!("event {i}: kind is required")))
+        }
     })
 }
 
@@ -76,7 +87,12 @@ fn query_to_pb(q: QueryResult) -> pb::QueryResponse {
 
 impl PresenceService {
     async fn push(&self, req: pb::PushEventsRequest) -> Result<pb::PushEventsResponse, ApiError> {
-        let events = req.events.into_iter().enumerate().map(|(i, e)| event_from_pb(i, e)).collect::<Result<Vec<_>, _>>()?;
+        let events = req
+            .events
+            .into_iter()
+            .enumerate()
+            .map(|(i, e)| event_from_pb(i, e))
+            .collect::<Result<Vec<_>, _>>()?;
         Ok(pb::PushEventsResponse { revision: self.api.push_events(events).await? })
     }
 
@@ -89,7 +105,11 @@ impl PresenceService {
 type RespStream<T> = Pin<Box<dyn Stream<Item = Result<T, Status>> + Send + 'static>>;
 
 /// Runs `f` on each request of a stream, in order, answering each.
-fn map_stream<Req, Resp, F, Fut>(svc: Arc<PresenceService>, input: Streaming<Req>, f: F) -> RespStream<Resp>
+fn map_stream<Req, Resp, F, Fut>(
+    svc: Arc<PresenceService>,
+    input: Streaming<Req>,
+    f: F,
+) -> RespStream<Resp>
 where
     Req: Send + 'static,
     Resp: Send + 'static,
@@ -117,7 +137,10 @@ pub struct PresenceGrpc(pub Arc<PresenceService>);
 
 #[tonic::async_trait]
 impl pb::presence_server::Presence for PresenceGrpc {
-    async fn push_events(&self, req: Request<pb::PushEventsRequest>) -> Result<Response<pb::PushEventsResponse>, Status> {
+    async fn push_events(
+        &self,
+        req: Request<pb::PushEventsRequest>,
+    ) -> Result<Response<pb::PushEventsResponse>, Status> {
         self.0.push(req.into_inner()).await.map(Response::new).map_err(|e| e.to_grpc())
     }
 
@@ -127,17 +150,27 @@ impl pb::presence_server::Presence for PresenceGrpc {
         &self,
         req: Request<Streaming<pb::PushEventsRequest>>,
     ) -> Result<Response<Self::PushEventsStreamStream>, Status> {
-        Ok(Response::new(map_stream(self.0.clone(), req.into_inner(), |s, r| async move { s.push(r).await })))
+        Ok(Response::new(map_stream(self.0.clone(), req.into_inner(), |s, r| async move {
+            s.push(r).await
+        })))
     }
 
-    async fn query(&self, req: Request<pb::QueryRequest>) -> Result<Response<pb::QueryResponse>, Status> {
+    async fn query(
+        &self,
+        req: Request<pb::QueryRequest>,
+    ) -> Result<Response<pb::QueryResponse>, Status> {
         self.0.query(req.into_inner()).await.map(Response::new).map_err(|e| e.to_grpc())
     }
 
     type QueryStreamStream = RespStream<pb::QueryResponse>;
 
-    async fn query_stream(&self, req: Request<Streaming<pb::QueryRequest>>) -> Result<Response<Self::QueryStreamStream>, Status> {
-        Ok(Response::new(map_stream(self.0.clone(), req.into_inner(), |s, r| async move { s.query(r).await })))
+    async fn query_stream(
+        &self,
+        req: Request<Streaming<pb::QueryRequest>>,
+    ) -> Result<Response<Self::QueryStreamStream>, Status> {
+        Ok(Response::new(map_stream(self.0.clone(), req.into_inner(), |s, r| async move {
+            s.query(r).await
+        })))
     }
 }
 
@@ -183,7 +216,9 @@ fn node_view_to_pb(n: NodeView) -> pb::NodeStatus {
 
 /// A client of another node's public Cluster service (https when the
 /// cluster has `<tls>`, see [`crate::tls::publish_endpoint`]).
-pub async fn cluster_client(publish_addr: &str) -> Result<ClusterClient<Channel>, tonic::transport::Error> {
+pub async fn cluster_client(
+    publish_addr: &str,
+) -> Result<ClusterClient<Channel>, tonic::transport::Error> {
     let ch = crate::tls::publish_endpoint(publish_addr)?
         .connect_timeout(std::time::Duration::from_millis(500))
         .connect()
@@ -192,18 +227,26 @@ pub async fn cluster_client(publish_addr: &str) -> Result<ClusterClient<Channel>
 }
 
 /// Sends a membership change to the leader's publish port.
-pub async fn forward_membership(addr: &str, op: MembershipOp) -> Result<MembershipResult, ApiError> {
+pub async fn forward_membership(
+    addr: &str,
+    op: MembershipOp,
+) -> Result<MembershipResult, ApiError> {
     let unavailable = |e: String| ApiError::Cluster(crate::raft::ClusterError::Unavailable(e));
     let mut c = cluster_client(addr).await.map_err(|e| unavailable(e.to_string()))?;
     let r = match op {
-        MembershipOp::AddLearner { number, sync, publish } => c.add_learner(pb::AddLearnerRequest { number, sync, publish }).await,
+        MembershipOp::AddLearner { number, sync, publish } => {
+            c.add_learner(pb::AddLearnerRequest { number, sync, publish }).await
+        }
         MembershipOp::Promote { number } => c.promote(pb::PromoteRequest { number }).await,
         MembershipOp::Remove { number } => c.remove(pb::RemoveRequest { number }).await,
     };
     match r {
         Ok(r) => {
             let r = r.into_inner();
-            Ok(MembershipResult { revision: r.revision, nodes: r.nodes.into_iter().map(node_view_from_pb).collect() })
+            Ok(MembershipResult {
+                revision: r.revision,
+                nodes: r.nodes.into_iter().map(node_view_from_pb).collect(),
+            })
         }
         Err(s) => Err(status_to_api(s)),
     }
@@ -211,7 +254,9 @@ pub async fn forward_membership(addr: &str, op: MembershipOp) -> Result<Membersh
 
 /// Sends a leader transfer to the leader's publish port.
 pub async fn forward_transfer(addr: &str, number: u64) -> Result<u64, ApiError> {
-    let mut c = cluster_client(addr).await.map_err(|e| ApiError::Cluster(crate::raft::ClusterError::Unavailable(e.to_string())))?;
+    let mut c = cluster_client(addr)
+        .await
+        .map_err(|e| ApiError::Cluster(crate::raft::ClusterError::Unavailable(e.to_string())))?;
     match c.transfer_leader(pb::TransferLeaderRequest { number }).await {
         Ok(r) => Ok(r.into_inner().leader),
         Err(s) => Err(status_to_api(s)),
@@ -221,7 +266,9 @@ pub async fn forward_transfer(addr: &str, number: u64) -> Result<u64, ApiError> 
 /// Turns a gRPC error from another node back into our error, keeping the
 /// stable code and message the other node gave.
 fn status_to_api(s: Status) -> ApiError {
-    let Some(code) = s.metadata().get("x-herald-code").and_then(|v| v.to_str().ok()).map(str::to_string) else {
+    let Some(code) =
+        s.metadata().get("x-herald-code").and_then(|v| v.to_str().ok()).map(str::to_string)
+    else {
         return ApiError::Cluster(crate::raft::ClusterError::Unavailable(s.message().to_string()));
     };
     let prefix = format!("{code}: ");
@@ -239,12 +286,18 @@ fn status_to_api(s: Status) -> ApiError {
 }
 
 fn membership_to_pb(r: MembershipResult) -> pb::MembershipResponse {
-    pb::MembershipResponse { revision: r.revision, nodes: r.nodes.into_iter().map(node_view_to_pb).collect() }
+    pb::MembershipResponse {
+        revision: r.revision,
+        nodes: r.nodes.into_iter().map(node_view_to_pb).collect(),
+    }
 }
 
 #[tonic::async_trait]
 impl pb::cluster_server::Cluster for ClusterService {
-    async fn status(&self, req: Request<pb::StatusRequest>) -> Result<Response<pb::StatusResponse>, Status> {
+    async fn status(
+        &self,
+        req: Request<pb::StatusRequest>,
+    ) -> Result<Response<pb::StatusResponse>, Status> {
         let v = self.api.cluster_view(req.into_inner().local).await;
         Ok(Response::new(pb::StatusResponse {
             cluster: v.cluster,
@@ -260,24 +313,49 @@ impl pb::cluster_server::Cluster for ClusterService {
         }))
     }
 
-    async fn transfer_leader(&self, req: Request<pb::TransferLeaderRequest>) -> Result<Response<pb::TransferLeaderResponse>, Status> {
-        let leader = self.api.transfer_leader(req.into_inner().number).await.map_err(|e| e.to_grpc())?;
+    async fn transfer_leader(
+        &self,
+        req: Request<pb::TransferLeaderRequest>,
+    ) -> Result<Response<pb::TransferLeaderResponse>, Status> {
+        let leader =
+            self.api.transfer_leader(req.into_inner().number).await.map_err(|e| e.to_grpc())?;
         Ok(Response::new(pb::TransferLeaderResponse { leader }))
     }
 
-    async fn add_learner(&self, req: Request<pb::AddLearnerRequest>) -> Result<Response<pb::MembershipResponse>, Status> {
+    async fn add_learner(
+        &self,
+        req: Request<pb::AddLearnerRequest>,
+    ) -> Result<Response<pb::MembershipResponse>, Status> {
         let r = req.into_inner();
         let op = MembershipOp::AddLearner { number: r.number, sync: r.sync, publish: r.publish };
-        self.api.membership(op).await.map(|r| Response::new(membership_to_pb(r))).map_err(|e| e.to_grpc())
+        self.api
+            .membership(op)
+            .await
+            .map(|r| Response::new(membership_to_pb(r)))
+            .map_err(|e| e.to_grpc())
     }
 
-    async fn promote(&self, req: Request<pb::PromoteRequest>) -> Result<Response<pb::MembershipResponse>, Status> {
+    async fn promote(
+        &self,
+        req: Request<pb::PromoteRequest>,
+    ) -> Result<Response<pb::MembershipResponse>, Status> {
         let op = MembershipOp::Promote { number: req.into_inner().number };
-        self.api.membership(op).await.map(|r| Response::new(membership_to_pb(r))).map_err(|e| e.to_grpc())
+        self.api
+            .membership(op)
+            .await
+            .map(|r| Response::new(membership_to_pb(r)))
+            .map_err(|e| e.to_grpc())
     }
 
-    async fn remove(&self, req: Request<pb::RemoveRequest>) -> Result<Response<pb::MembershipResponse>, Status> {
+    async fn remove(
+        &self,
+        req: Request<pb::RemoveRequest>,
+    ) -> Result<Response<pb::MembershipResponse>, Status> {
         let op = MembershipOp::Remove { number: req.into_inner().number };
-        self.api.membership(op).await.map(|r| Response::new(membership_to_pb(r))).map_err(|e| e.to_grpc())
+        self.api
+            .membership(op)
+            .await
+            .map(|r| Response::new(membership_to_pb(r)))
+            .map_err(|e| e.to_grpc())
     }
 }

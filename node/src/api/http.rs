@@ -18,7 +18,8 @@ use crate::presence::{Event, Ext, QueryResult, Record};
 
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
-        let status = StatusCode::from_u16(self.http_status()).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+        let status =
+            StatusCode::from_u16(self.http_status()).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
         let body = serde_json::json!({"error": {"code": self.code(), "message": self.to_string()}});
         (status, Json(body)).into_response()
     }
@@ -32,7 +33,9 @@ pub(crate) fn json_error(r: JsonRejection, limit: usize) -> ApiError {
         JsonRejection::MissingJsonContentType(_) => {
             ApiError::bad("unsupported_content_type", "expected Content-Type: application/json")
         }
-        JsonRejection::BytesRejection(e) if e.status() == StatusCode::PAYLOAD_TOO_LARGE => ApiError::TooLarge { limit },
+        JsonRejection::BytesRejection(e) if e.status() == StatusCode::PAYLOAD_TOO_LARGE => {
+            ApiError::TooLarge { limit }
+        }
         other => ApiError::bad("bad_request", other.body_text()),
     }
 }
@@ -73,7 +76,9 @@ impl From<JsonEvent> for Event {
                 Event::Login { uid, sid, client, accepts_strangers, ext }
             }
             JsonEvent::Logout { uid, sid, client, ext } => Event::Logout { uid, sid, client, ext },
-            JsonEvent::Permission { uid, sid, accepts_strangers, ext } => Event::Permission { uid, sid, accepts_strangers, ext },
+            JsonEvent::Permission { uid, sid, accepts_strangers, ext } => {
+                Event::Permission { uid, sid, accepts_strangers, ext }
+            }
         }
     }
 }
@@ -157,30 +162,46 @@ async fn not_found() -> ApiError {
     ApiError::NotFound("no such path".into())
 }
 
-async fn post_events(State(api): State<AppState>, body: Result<Json<EventsBody>, JsonRejection>) -> Result<Json<serde_json::Value>, ApiError> {
+async fn post_events(
+    State(api): State<AppState>,
+    body: Result<Json<EventsBody>, JsonRejection>,
+) -> Result<Json<serde_json::Value>, ApiError> {
     let Json(body) = body.map_err(|r| json_error(r, api.limits.max_request_bytes))?;
     let events: Vec<Event> = body.events.into_iter().map(Event::from).collect();
     let revision = api.push_events(events).await?;
     Ok(Json(serde_json::json!({ "revision": revision })))
 }
 
-async fn post_query(State(api): State<AppState>, body: Result<Json<QueryBody>, JsonRejection>) -> Result<Json<serde_json::Value>, ApiError> {
+async fn post_query(
+    State(api): State<AppState>,
+    body: Result<Json<QueryBody>, JsonRejection>,
+) -> Result<Json<serde_json::Value>, ApiError> {
     let Json(q) = body.map_err(|r| json_error(r, api.limits.max_request_bytes))?;
     let res = api.query(&q.uids, &q.sids, q.consistency).await?;
     Ok(Json(query_json(&res)))
 }
 
 /// `GET /v1/presence?uid=u1&uid=u2&sid=10001[&consistency=local]`.
-async fn get_presence(State(api): State<AppState>, RawQuery(q): RawQuery) -> Result<Json<serde_json::Value>, ApiError> {
+async fn get_presence(
+    State(api): State<AppState>,
+    RawQuery(q): RawQuery,
+) -> Result<Json<serde_json::Value>, ApiError> {
     let pairs: Vec<(String, String)> = serde_urlencoded::from_str(q.as_deref().unwrap_or(""))
         .map_err(|e| ApiError::bad("invalid_query_string", e.to_string()))?;
     let (mut uids, mut sids, mut consistency) = (Vec::new(), Vec::new(), Consistency::default());
     for (k, v) in pairs {
         match k.as_str() {
             "uid" => uids.push(v),
-            "sid" => sids.push(v.parse::<u64>().map_err(|_| ApiError::bad("invalid_field", format!("sid {v:?} is not a number")))?),
+            "sid" => sids.push(v.parse::<u64>().map_err(|_| {
+                ApiError::bad("invalid_field", format!("sid {v:?} is not a number"))
+            })?),
             "consistency" => consistency = Consistency::parse(&v)?,
-            other => return Err(ApiError::bad("unknown_parameter", format!("unknown parameter {other:?}"))),
+            other => {
+                return Err(ApiError::bad(
+                    "unknown_parameter",
+                    format!("unknown parameter {other:?}"),
+                ))
+            }
         }
     }
     let res = api.query(&uids, &sids, consistency).await?;
@@ -202,7 +223,10 @@ async fn get_cluster(
     Ok(Json(api.cluster_view(q.0.local).await))
 }
 
-async fn post_transfer_leader(State(api): State<AppState>, body: Result<Json<NumberBody>, JsonRejection>) -> Result<Json<serde_json::Value>, ApiError> {
+async fn post_transfer_leader(
+    State(api): State<AppState>,
+    body: Result<Json<NumberBody>, JsonRejection>,
+) -> Result<Json<serde_json::Value>, ApiError> {
     let Json(b) = body.map_err(|r| json_error(r, api.limits.max_request_bytes))?;
     let leader = api.transfer_leader(b.number).await?;
     Ok(Json(serde_json::json!({ "leader": leader })))
@@ -217,12 +241,19 @@ struct NumberBody {
     publish: Option<String>,
 }
 
-async fn membership(api: AppState, body: Result<Json<NumberBody>, JsonRejection>, f: impl FnOnce(NumberBody) -> MembershipOp) -> Result<Json<super::MembershipResult>, ApiError> {
+async fn membership(
+    api: AppState,
+    body: Result<Json<NumberBody>, JsonRejection>,
+    f: impl FnOnce(NumberBody) -> MembershipOp,
+) -> Result<Json<super::MembershipResult>, ApiError> {
     let Json(b) = body.map_err(|r| json_error(r, api.limits.max_request_bytes))?;
     Ok(Json(api.membership(f(b)).await?))
 }
 
-async fn post_add_learner(State(api): State<AppState>, body: Result<Json<NumberBody>, JsonRejection>) -> Result<Json<super::MembershipResult>, ApiError> {
+async fn post_add_learner(
+    State(api): State<AppState>,
+    body: Result<Json<NumberBody>, JsonRejection>,
+) -> Result<Json<super::MembershipResult>, ApiError> {
     membership(api, body, |b| MembershipOp::AddLearner {
         number: b.number,
         sync: b.sync.unwrap_or_default(),
@@ -231,18 +262,25 @@ async fn post_add_learner(State(api): State<AppState>, body: Result<Json<NumberB
     .await
 }
 
-async fn post_promote(State(api): State<AppState>, body: Result<Json<NumberBody>, JsonRejection>) -> Result<Json<super::MembershipResult>, ApiError> {
+async fn post_promote(
+    State(api): State<AppState>,
+    body: Result<Json<NumberBody>, JsonRejection>,
+) -> Result<Json<super::MembershipResult>, ApiError> {
     membership(api, body, |b| MembershipOp::Promote { number: b.number }).await
 }
 
-async fn post_remove(State(api): State<AppState>, body: Result<Json<NumberBody>, JsonRejection>) -> Result<Json<super::MembershipResult>, ApiError> {
+async fn post_remove(
+    State(api): State<AppState>,
+    body: Result<Json<NumberBody>, JsonRejection>,
+) -> Result<Json<super::MembershipResult>, ApiError> {
     membership(api, body, |b| MembershipOp::Remove { number: b.number }).await
 }
 
 async fn healthz(State(api): State<AppState>) -> Response {
     let st = api.node.status();
     let ok = st.leader.is_some();
-    let body = serde_json::json!({"ok": ok, "node": st.node, "state": st.state, "leader": st.leader});
+    let body =
+        serde_json::json!({"ok": ok, "node": st.node, "state": st.state, "leader": st.leader});
     let code = if ok { StatusCode::OK } else { StatusCode::SERVICE_UNAVAILABLE };
     (code, Json(body)).into_response()
 }
@@ -267,5 +305,6 @@ async fn metrics(State(api): State<AppState>) -> Response {
         inboxes: inboxes as u64,
     };
     let body = api.metrics.render(&st, users, online, &api.time.status(), changes, figures);
-    ([(axum::http::header::CONTENT_TYPE, "text/plain; version=0.0.4; charset=utf-8")], body).into_response()
+    ([(axum::http::header::CONTENT_TYPE, "text/plain; version=0.0.4; charset=utf-8")], body)
+        .into_response()
 }

@@ -58,12 +58,18 @@ fn bearer(headers: &HeaderMap) -> Option<&str> {
 
 impl Api {
     /// Checks that the caller holds a session token of `uid`.
-    pub async fn authenticate(&self, uid: &str, headers: &HeaderMap, query_token: Option<&str>) -> Result<(), ApiError> {
+    pub async fn authenticate(
+        &self,
+        uid: &str,
+        headers: &HeaderMap,
+        query_token: Option<&str>,
+    ) -> Result<(), ApiError> {
         check_uid("uid", uid)?;
         let token = bearer(headers).or(query_token).ok_or_else(|| ApiError::WithStatus {
             status: 401,
             code: "missing_token",
-            message: "a session token is required: Authorization: Bearer <token> (or ?token=)".into(),
+            message: "a session token is required: Authorization: Bearer <token> (or ?token=)"
+                .into(),
         })?;
         let now_s = self.node.clock().now_ms() / 1000;
         self.gateway.auth.check(uid, token, "http", now_s).await.map_err(|e| {
@@ -115,7 +121,12 @@ async fn post_upload(
     Ok((StatusCode::CREATED, Json(t)).into_response())
 }
 
-async fn put_upload(State(api): State<AppState>, Path(id): Path<String>, headers: HeaderMap, body: Body) -> Result<Response, ApiError> {
+async fn put_upload(
+    State(api): State<AppState>,
+    Path(id): Path<String>,
+    headers: HeaderMap,
+    body: Body,
+) -> Result<Response, ApiError> {
     let cred = bearer(&headers).ok_or_else(|| ApiError::WithStatus {
         status: 401,
         code: "missing_credential",
@@ -138,7 +149,11 @@ async fn put_upload(State(api): State<AppState>, Path(id): Path<String>, headers
 
 /// The viewer a view call names: `X-Herald-User` or `?viewer=`.
 fn named_viewer(headers: &HeaderMap, q: &Params) -> Option<String> {
-    headers.get("x-herald-user").and_then(|v| v.to_str().ok()).map(str::to_owned).or_else(|| q.viewer.clone())
+    headers
+        .get("x-herald-user")
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_owned)
+        .or_else(|| q.viewer.clone())
 }
 
 #[derive(Serialize)]
@@ -153,16 +168,28 @@ struct MediaInfo {
     expires_at_ms: u64,
 }
 
-async fn get_media(State(api): State<AppState>, Path(id): Path<String>, Query(q): Query<Params>, headers: HeaderMap) -> Result<Json<MediaInfo>, ApiError> {
+async fn get_media(
+    State(api): State<AppState>,
+    Path(id): Path<String>,
+    Query(q): Query<Params>,
+    headers: HeaderMap,
+) -> Result<Json<MediaInfo>, ApiError> {
     let Some(v) = named_viewer(&headers, &q) else {
-        return Err(ApiError::bad("missing_viewer", "name the viewer: X-Herald-User: <uid> (or ?viewer=)"));
+        return Err(ApiError::bad(
+            "missing_viewer",
+            "name the viewer: X-Herald-User: <uid> (or ?viewer=)",
+        ));
     };
     api.authenticate(&v, &headers, q.token.as_deref()).await?;
     api.node.read_barrier().await?;
     let m = api.media_meta(&id).await?;
     let allowed = api.node.state().read().expect("state lock").lib.may_view(&id, &v);
     if !allowed {
-        return Err(ApiError::bad_status(403, "access_denied", format!("{v} is not an owner, a friend of an owner, or a recipient of this media")));
+        return Err(ApiError::bad_status(
+            403,
+            "access_denied",
+            format!("{v} is not an owner, a friend of an owner, or a recipient of this media"),
+        ));
     }
     let (url, expires_at_ms) = api.media.access_url(&id, &v)?;
     // Owners the viewer may know of: itself and its friends (identical
@@ -191,20 +218,30 @@ async fn get_content(
     method: Method,
     headers: HeaderMap,
 ) -> Result<Response, ApiError> {
-    let cred = q.access.as_deref().or_else(|| bearer(&headers)).ok_or_else(|| ApiError::WithStatus {
-        status: 401,
-        code: "missing_credential",
-        message: "an access credential is required: ?access=<credential> (from GET /v1/media/{id})".into(),
-    })?;
+    let cred =
+        q.access.as_deref().or_else(|| bearer(&headers)).ok_or_else(|| ApiError::WithStatus {
+            status: 401,
+            code: "missing_credential",
+            message:
+                "an access credential is required: ?access=<credential> (from GET /v1/media/{id})"
+                    .into(),
+        })?;
     let viewer = api.media.check_access(&id, cred)?;
     let m = api.media_meta(&id).await?;
     let size = m.size;
     let range_header = headers.get(header::RANGE).and_then(|v| v.to_str().ok());
     let (status, start, len) = match range::parse(range_header, size) {
         RangeAnswer::Full => (StatusCode::OK, 0, size),
-        RangeAnswer::Partial { start, end } => (StatusCode::PARTIAL_CONTENT, start, end - start + 1),
+        RangeAnswer::Partial { start, end } => {
+            (StatusCode::PARTIAL_CONTENT, start, end - start + 1)
+        }
         RangeAnswer::Unsatisfiable => {
-            let mut r = ApiError::bad_status(416, "range_not_satisfiable", format!("the media has {size} bytes")).into_response();
+            let mut r = ApiError::bad_status(
+                416,
+                "range_not_satisfiable",
+                format!("the media has {size} bytes"),
+            )
+            .into_response();
             if let Ok(v) = format!("bytes */{size}").parse() {
                 r.headers_mut().insert(header::CONTENT_RANGE, v);
             }
@@ -254,7 +291,9 @@ async fn write_lib(api: &Api, op: LibOp) -> Result<(u64, LibResult), ApiError> {
             Err(ApiError::bad_status(status, code, format!("refused: {code}")))
         }
         Some(OpResult::Lib(r)) => Ok((rev, r)),
-        other => Err(ApiError::bad_status(500, "internal", format!("unexpected apply result {other:?}"))),
+        other => {
+            Err(ApiError::bad_status(500, "internal", format!("unexpected apply result {other:?}")))
+        }
     }
 }
 
@@ -292,7 +331,11 @@ async fn get_contacts(
         .map(|c| {
             c.iter()
                 .filter(|(_, gs)| q.group.as_ref().is_none_or(|g| gs.contains(g)))
-                .map(|(u, gs)| ContactOut { uid: u.clone(), groups: gs.iter().cloned().collect(), friend: st.lib.are_friends(&uid, u) })
+                .map(|(u, gs)| ContactOut {
+                    uid: u.clone(),
+                    groups: gs.iter().cloned().collect(),
+                    friend: st.lib.are_friends(&uid, u),
+                })
                 .collect()
         })
         .unwrap_or_default();
@@ -321,12 +364,17 @@ async fn put_contact(
         serde_json::from_slice(&body).map_err(|e| ApiError::bad("malformed_json", e.to_string()))?
     };
     if b.groups.len() > MAX_GROUPS_PER_CONTACT {
-        return Err(ApiError::bad_status(409, "too_many_groups", format!("a contact is in at most {MAX_GROUPS_PER_CONTACT} groups")));
+        return Err(ApiError::bad_status(
+            409,
+            "too_many_groups",
+            format!("a contact is in at most {MAX_GROUPS_PER_CONTACT} groups"),
+        ));
     }
     for g in &b.groups {
         check_group_name(g)?;
     }
-    let (revision, _) = write_lib(&api, LibOp::ContactSet { uid, contact, groups: b.groups }).await?;
+    let (revision, _) =
+        write_lib(&api, LibOp::ContactSet { uid, contact, groups: b.groups }).await?;
     Ok(Json(serde_json::json!({ "revision": revision })))
 }
 
@@ -373,7 +421,10 @@ async fn post_group_send(
     api.authenticate(&uid, &headers, q.token.as_deref()).await?;
     let Json(b) = body.map_err(|r| super::http::json_error(r, api.limits.max_request_bytes))?;
     if b.text.len() > MAX_TEXT_BYTES {
-        return Err(ApiError::bad("invalid_text", format!("text is at most {MAX_TEXT_BYTES} bytes")));
+        return Err(ApiError::bad(
+            "invalid_text",
+            format!("text is at most {MAX_TEXT_BYTES} bytes"),
+        ));
     }
     for g in &b.groups {
         check_group_name(g)?;
@@ -381,13 +432,21 @@ async fn post_group_send(
     api.node.read_barrier().await?;
     let m = api.media_meta(&b.media_id).await?;
     if !m.owners.contains_key(&uid) {
-        return Err(ApiError::bad_status(403, "not_owner", format!("{uid} does not share media {}; upload it first", m.id)));
+        return Err(ApiError::bad_status(
+            403,
+            "not_owner",
+            format!("{uid} does not share media {}; upload it first", m.id),
+        ));
     }
     let to = api.node.state().read().expect("state lock").lib.recipients(&uid, &b.groups);
     if to.is_empty() {
         return Err(ApiError::bad(
             "no_recipients",
-            if b.groups.is_empty() { "the user has no contacts".to_string() } else { format!("no contact is in the groups {:?}", b.groups) },
+            if b.groups.is_empty() {
+                "the user has no contacts".to_string()
+            } else {
+                format!("no contact is in the groups {:?}", b.groups)
+            },
         ));
     }
     let name = m.owners.get(&uid).map(|o| o.name.clone()).unwrap_or_default();
@@ -412,7 +471,13 @@ async fn post_group_send(
     };
     let a = api.send(s).await?;
     api.metrics.media_group_sends.inc();
-    Ok(Json(GroupSendAnswer { message_id: a.message_id, media_id: m.id, duplicate: a.duplicate, revision: a.revision, recipients: a.recipients }))
+    Ok(Json(GroupSendAnswer {
+        message_id: a.message_id,
+        media_id: m.id,
+        duplicate: a.duplicate,
+        revision: a.revision,
+        recipients: a.recipients,
+    }))
 }
 
 #[derive(Serialize)]
@@ -430,7 +495,10 @@ fn wants_html(headers: &HeaderMap, q: &Params) -> bool {
     match q.format.as_deref() {
         Some("html") => true,
         Some(_) => false,
-        None => headers.get(header::ACCEPT).and_then(|v| v.to_str().ok()).is_some_and(|a| a.contains("text/html")),
+        None => headers
+            .get(header::ACCEPT)
+            .and_then(|v| v.to_str().ok())
+            .is_some_and(|a| a.contains("text/html")),
     }
 }
 
@@ -449,7 +517,12 @@ fn escape(s: &str) -> String {
     o
 }
 
-async fn get_shared(State(api): State<AppState>, Path(uid): Path<String>, Query(q): Query<Params>, headers: HeaderMap) -> Result<Response, ApiError> {
+async fn get_shared(
+    State(api): State<AppState>,
+    Path(uid): Path<String>,
+    Query(q): Query<Params>,
+    headers: HeaderMap,
+) -> Result<Response, ApiError> {
     check_uid("uid", &uid)?;
     let v = named_viewer(&headers, &q).unwrap_or_else(|| uid.clone());
     api.authenticate(&v, &headers, q.token.as_deref()).await?;
@@ -458,7 +531,11 @@ async fn get_shared(State(api): State<AppState>, Path(uid): Path<String>, Query(
         let st = api.node.state();
         let st = st.read().expect("state lock");
         if v != uid && !st.lib.are_friends(&uid, &v) {
-            return Err(ApiError::bad_status(403, "not_a_friend", format!("{uid}'s shared media is visible to {uid}'s friends only")));
+            return Err(ApiError::bad_status(
+                403,
+                "not_a_friend",
+                format!("{uid}'s shared media is visible to {uid}'s friends only"),
+            ));
         }
         let mut out = Vec::new();
         for m in st.lib.shared_by(&uid) {
@@ -511,7 +588,10 @@ mod tests {
     /// HTML output escapes what users control.
     #[test]
     fn media_html_escape() {
-        assert_eq!(escape("<a href=\"x\">'&'</a>"), "&lt;a href=&quot;x&quot;&gt;&#39;&amp;&#39;&lt;/a&gt;");
+        assert_eq!(
+            escape("<a href=\"x\">'&'</a>"),
+            "&lt;a href=&quot;x&quot;&gt;&#39;&amp;&#39;&lt;/a&gt;"
+        );
     }
 
     /// Bearer tokens are read case-insensitively; other schemes are not.

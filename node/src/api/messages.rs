@@ -16,8 +16,8 @@ use tonic::{Request, Response, Status};
 
 use super::{Api, ApiError};
 use crate::messages::{
-    Kind, MsgOp, MsgResult, Origin, SendOp, Stored, MAX_CONTENT_TYPE_BYTES, MAX_GROUP_MEMBERS, MAX_GROUP_NAME_BYTES,
-    MAX_IDEMPOTENCY_KEY_BYTES,
+    Kind, MsgOp, MsgResult, Origin, SendOp, Stored, MAX_CONTENT_TYPE_BYTES, MAX_GROUP_MEMBERS,
+    MAX_GROUP_NAME_BYTES, MAX_IDEMPOTENCY_KEY_BYTES,
 };
 use crate::presence::MAX_UID_BYTES;
 use crate::state::{Op, OpResult};
@@ -68,14 +68,20 @@ fn is_zero(v: &u64) -> bool {
 
 pub(super) fn check_uid(field: &'static str, uid: &str) -> Result<(), ApiError> {
     if uid.is_empty() || uid.len() > MAX_UID_BYTES {
-        return Err(ApiError::bad("invalid_uid", format!("{field}: a uid is 1..={MAX_UID_BYTES} bytes, got {:?}", uid)));
+        return Err(ApiError::bad(
+            "invalid_uid",
+            format!("{field}: a uid is 1..={MAX_UID_BYTES} bytes, got {:?}", uid),
+        ));
     }
     Ok(())
 }
 
 pub(super) fn check_group_name(name: &str) -> Result<(), ApiError> {
     if name.is_empty() || name.len() > MAX_GROUP_NAME_BYTES {
-        return Err(ApiError::bad("invalid_group", format!("a group name is 1..={MAX_GROUP_NAME_BYTES} bytes")));
+        return Err(ApiError::bad(
+            "invalid_group",
+            format!("a group name is 1..={MAX_GROUP_NAME_BYTES} bytes"),
+        ));
     }
     Ok(())
 }
@@ -91,7 +97,10 @@ impl Api {
             Ok(a) => {
                 self.metrics.messages_sent.inc();
                 for o in &a.recipients {
-                    self.metrics.message_outcomes.get_or_create(&crate::metrics::OutcomeLabel { outcome: o.outcome.clone() }).inc();
+                    self.metrics
+                        .message_outcomes
+                        .get_or_create(&crate::metrics::OutcomeLabel { outcome: o.outcome.clone() })
+                        .inc();
                 }
             }
             Err(e) => self.count_error(e),
@@ -110,10 +119,16 @@ impl Api {
         check_uid("from", &s.from)?;
         let ways = (!s.to.is_empty()) as u8 + s.group.is_some() as u8 + s.broadcast as u8;
         if ways != 1 {
-            return Err(ApiError::bad("invalid_recipients", "name recipients in exactly one way: a `to` list, a `group`, or `broadcast`"));
+            return Err(ApiError::bad(
+                "invalid_recipients",
+                "name recipients in exactly one way: a `to` list, a `group`, or `broadcast`",
+            ));
         }
         if s.to.len() > cfg.max_recipients {
-            return Err(ApiError::bad("too_many_recipients", format!("{} recipients; at most {}", s.to.len(), cfg.max_recipients)));
+            return Err(ApiError::bad(
+                "too_many_recipients",
+                format!("{} recipients; at most {}", s.to.len(), cfg.max_recipients),
+            ));
         }
         for u in &s.to {
             check_uid("to", u)?;
@@ -128,10 +143,16 @@ impl Api {
             ));
         }
         if s.ttl_s > cfg.max_ttl_s {
-            return Err(ApiError::bad("invalid_ttl", format!("ttl_s {} is over the maximum of {}", s.ttl_s, cfg.max_ttl_s)));
+            return Err(ApiError::bad(
+                "invalid_ttl",
+                format!("ttl_s {} is over the maximum of {}", s.ttl_s, cfg.max_ttl_s),
+            ));
         }
         if s.content_type.len() > MAX_CONTENT_TYPE_BYTES {
-            return Err(ApiError::bad("invalid_content_type", format!("content_type is at most {MAX_CONTENT_TYPE_BYTES} bytes")));
+            return Err(ApiError::bad(
+                "invalid_content_type",
+                format!("content_type is at most {MAX_CONTENT_TYPE_BYTES} bytes"),
+            ));
         }
         if s.body.len() > cfg.max_body_bytes {
             return Err(ApiError::TooLarge { limit: cfg.max_body_bytes });
@@ -149,7 +170,10 @@ impl Api {
             if !known {
                 self.node.read_barrier().await?;
                 if st.read().expect("state lock").msgs.group(g).is_none() {
-                    return Err(ApiError::bad("unknown_group", format!("no recipient group named {g:?}")));
+                    return Err(ApiError::bad(
+                        "unknown_group",
+                        format!("no recipient group named {g:?}"),
+                    ));
                 }
             }
         }
@@ -163,7 +187,11 @@ impl Api {
             group: s.group,
             broadcast: s.broadcast,
             ttl_ms: s.ttl_s.saturating_mul(1000),
-            content_type: if s.content_type.is_empty() { "text/plain".into() } else { s.content_type },
+            content_type: if s.content_type.is_empty() {
+                "text/plain".into()
+            } else {
+                s.content_type
+            },
             body: s.body,
             origin: Origin { node: self.node.id, req },
             quota: cfg.quota_per_user.min(u32::MAX as usize) as u32,
@@ -171,7 +199,10 @@ impl Api {
         };
         let mut ops = Vec::with_capacity(2);
         if let Some(id) = &grant {
-            ops.push(Op::Lib(crate::library::LibOp::MediaGrant { id: id.clone(), uids: op.to.clone() }));
+            ops.push(Op::Lib(crate::library::LibOp::MediaGrant {
+                id: id.clone(),
+                uids: op.to.clone(),
+            }));
         }
         ops.push(Op::Msg(MsgOp::Send(op)));
         let written = self.node.write(ops).await;
@@ -190,7 +221,9 @@ impl Api {
             }
             other => {
                 self.gateway.forget(req);
-                return Err(ApiError::Cluster(crate::raft::ClusterError::Internal(format!("unexpected apply result {other:?}"))));
+                return Err(ApiError::Cluster(crate::raft::ClusterError::Internal(format!(
+                    "unexpected apply result {other:?}"
+                ))));
             }
         };
         if r.kind == Kind::Broadcast {
@@ -211,10 +244,15 @@ impl Api {
         } else {
             let st = self.node.state();
             let st = st.read().expect("state lock");
-            r.outcomes.iter().filter(|(u, _)| st.presence.get(u).is_some_and(|p| p.online())).map(|(u, _)| u.clone()).collect()
+            r.outcomes
+                .iter()
+                .filter(|(u, _)| st.presence.get(u).is_some_and(|p| p.online()))
+                .map(|(u, _)| u.clone())
+                .collect()
         };
         if !online.is_empty() {
-            let deadline = tokio::time::Instant::now() + Duration::from_millis(self.gateway.cfg.push_timeout_ms);
+            let deadline = tokio::time::Instant::now()
+                + Duration::from_millis(self.gateway.cfg.push_timeout_ms);
             loop {
                 let n = waiter.notify.notified();
                 tokio::pin!(n);
@@ -242,10 +280,21 @@ impl Api {
                         Stored::QuotaExceeded => ("rejected", "quota_exceeded"),
                     }
                 };
-                RecipientOutcome { uid: uid.clone(), outcome: outcome.into(), reason: reason.into() }
+                RecipientOutcome {
+                    uid: uid.clone(),
+                    outcome: outcome.into(),
+                    reason: reason.into(),
+                }
             })
             .collect();
-        Ok(SendAnswer { message_id: r.id, revision, duplicate: r.duplicate, recipients, broadcast: None, expires_at_ms: 0 })
+        Ok(SendAnswer {
+            message_id: r.id,
+            revision,
+            duplicate: r.duplicate,
+            recipients,
+            broadcast: None,
+            expires_at_ms: 0,
+        })
     }
 
     /// Replaces (or with no members deletes) a recipient group.
@@ -253,12 +302,18 @@ impl Api {
         check_group_name(name)?;
         if members.len() > MAX_GROUP_MEMBERS.min(self.gateway.msgs.max_recipients) {
             let max = MAX_GROUP_MEMBERS.min(self.gateway.msgs.max_recipients);
-            return Err(ApiError::bad("too_many_recipients", format!("{} members; at most {max}", members.len())));
+            return Err(ApiError::bad(
+                "too_many_recipients",
+                format!("{} members; at most {max}", members.len()),
+            ));
         }
         for m in &members {
             check_uid("members", m)?;
         }
-        let (rev, _) = self.node.write(vec![Op::Msg(MsgOp::SetGroup { name: name.to_owned(), members })]).await?;
+        let (rev, _) = self
+            .node
+            .write(vec![Op::Msg(MsgOp::SetGroup { name: name.to_owned(), members })])
+            .await?;
         Ok(rev)
     }
 
@@ -270,14 +325,21 @@ impl Api {
         let st = st.read().expect("state lock");
         match st.msgs.group(name) {
             Some(m) => Ok((m.to_vec(), rev.max(st.applied()))),
-            None => Err(ApiError::bad_status(404, "unknown_group", format!("no recipient group named {name:?}"))),
+            None => Err(ApiError::bad_status(
+                404,
+                "unknown_group",
+                format!("no recipient group named {name:?}"),
+            )),
         }
     }
 
     /// Subscribes or unsubscribes a user from offline storage.
     pub async fn set_settings(&self, uid: &str, offline: bool) -> Result<SettingsAnswer, ApiError> {
         check_uid("uid", uid)?;
-        let (rev, _) = self.node.write(vec![Op::Msg(MsgOp::SetOffline { uid: uid.to_owned(), enabled: offline })]).await?;
+        let (rev, _) = self
+            .node
+            .write(vec![Op::Msg(MsgOp::SetOffline { uid: uid.to_owned(), enabled: offline })])
+            .await?;
         self.node.wait_applied(rev).await?;
         let mut a = self.settings_now(uid);
         a.revision = rev;
@@ -294,7 +356,12 @@ impl Api {
     fn settings_now(&self, uid: &str) -> SettingsAnswer {
         let st = self.node.state();
         let st = st.read().expect("state lock");
-        SettingsAnswer { uid: uid.to_owned(), offline: st.msgs.offline_enabled(uid), queued: st.msgs.queued(uid) as u64, revision: st.applied() }
+        SettingsAnswer {
+            uid: uid.to_owned(),
+            offline: st.msgs.offline_enabled(uid),
+            queued: st.msgs.queued(uid) as u64,
+            revision: st.applied(),
+        }
     }
 
     /// The best gateway for a client.
@@ -373,7 +440,10 @@ pub fn routes() -> Router<AppState> {
         .route("/v1/gateway", get(get_gateway))
 }
 
-async fn post_message(State(api): State<AppState>, body: Result<Json<SendBody>, JsonRejection>) -> Result<Json<SendAnswer>, ApiError> {
+async fn post_message(
+    State(api): State<AppState>,
+    body: Result<Json<SendBody>, JsonRejection>,
+) -> Result<Json<SendAnswer>, ApiError> {
     let Json(b) = body.map_err(|r| super::http::json_error(r, api.limits.max_request_bytes))?;
     let body = match (b.body, b.body_base64) {
         (Some(t), None) => t.into_bytes(),
@@ -384,7 +454,9 @@ async fn post_message(State(api): State<AppState>, body: Result<Json<SendBody>, 
                 .map_err(|e| ApiError::bad("invalid_body", format!("body_base64: {e}")))?
         }
         (None, None) => Vec::new(),
-        (Some(_), Some(_)) => return Err(ApiError::bad("invalid_body", "give body or body_base64, not both")),
+        (Some(_), Some(_)) => {
+            return Err(ApiError::bad("invalid_body", "give body or body_base64, not both"))
+        }
     };
     let s = Submission {
         idempotency_key: b.idempotency_key,
@@ -400,7 +472,11 @@ async fn post_message(State(api): State<AppState>, body: Result<Json<SendBody>, 
     Ok(Json(api.send(s).await?))
 }
 
-async fn put_group(State(api): State<AppState>, Path(name): Path<String>, body: Result<Json<GroupBody>, JsonRejection>) -> Result<Json<serde_json::Value>, ApiError> {
+async fn put_group(
+    State(api): State<AppState>,
+    Path(name): Path<String>,
+    body: Result<Json<GroupBody>, JsonRejection>,
+) -> Result<Json<serde_json::Value>, ApiError> {
     let Json(b) = body.map_err(|r| super::http::json_error(r, api.limits.max_request_bytes))?;
     if b.members.is_empty() {
         return Err(ApiError::bad("no_members", "a group needs members; DELETE removes a group"));
@@ -413,23 +489,36 @@ async fn put_group(State(api): State<AppState>, Path(name): Path<String>, body: 
     Ok(Json(serde_json::json!({ "name": name, "members": members, "revision": revision })))
 }
 
-async fn get_group(State(api): State<AppState>, Path(name): Path<String>) -> Result<Json<serde_json::Value>, ApiError> {
+async fn get_group(
+    State(api): State<AppState>,
+    Path(name): Path<String>,
+) -> Result<Json<serde_json::Value>, ApiError> {
     let (members, revision) = api.get_group(&name).await?;
     Ok(Json(serde_json::json!({ "name": name, "members": members, "revision": revision })))
 }
 
-async fn delete_group(State(api): State<AppState>, Path(name): Path<String>) -> Result<Json<serde_json::Value>, ApiError> {
+async fn delete_group(
+    State(api): State<AppState>,
+    Path(name): Path<String>,
+) -> Result<Json<serde_json::Value>, ApiError> {
     api.get_group(&name).await?;
     let revision = api.set_group(&name, Vec::new()).await?;
     Ok(Json(serde_json::json!({ "name": name, "deleted": true, "revision": revision })))
 }
 
-async fn put_settings(State(api): State<AppState>, Path(uid): Path<String>, body: Result<Json<SettingsBody>, JsonRejection>) -> Result<Json<SettingsAnswer>, ApiError> {
+async fn put_settings(
+    State(api): State<AppState>,
+    Path(uid): Path<String>,
+    body: Result<Json<SettingsBody>, JsonRejection>,
+) -> Result<Json<SettingsAnswer>, ApiError> {
     let Json(b) = body.map_err(|r| super::http::json_error(r, api.limits.max_request_bytes))?;
     Ok(Json(api.set_settings(&uid, b.offline).await?))
 }
 
-async fn get_settings(State(api): State<AppState>, Path(uid): Path<String>) -> Result<Json<SettingsAnswer>, ApiError> {
+async fn get_settings(
+    State(api): State<AppState>,
+    Path(uid): Path<String>,
+) -> Result<Json<SettingsAnswer>, ApiError> {
     Ok(Json(api.get_settings(&uid).await?))
 }
 
@@ -462,7 +551,10 @@ pub struct MessagesGrpc {
 
 #[tonic::async_trait]
 impl pb::messages_server::Messages for MessagesGrpc {
-    async fn send(&self, req: Request<pb::SendRequest>) -> Result<Response<pb::SendResponse>, Status> {
+    async fn send(
+        &self,
+        req: Request<pb::SendRequest>,
+    ) -> Result<Response<pb::SendResponse>, Status> {
         let r = req.into_inner();
         let s = Submission {
             idempotency_key: r.idempotency_key,
@@ -490,27 +582,50 @@ impl pb::messages_server::Messages for MessagesGrpc {
         }))
     }
 
-    async fn set_group(&self, req: Request<pb::SetGroupRequest>) -> Result<Response<pb::GroupResponse>, Status> {
+    async fn set_group(
+        &self,
+        req: Request<pb::SetGroupRequest>,
+    ) -> Result<Response<pb::GroupResponse>, Status> {
         let r = req.into_inner();
-        let revision = self.api.set_group(&r.name, r.members.clone()).await.map_err(|e| e.to_grpc())?;
+        let revision =
+            self.api.set_group(&r.name, r.members.clone()).await.map_err(|e| e.to_grpc())?;
         Ok(Response::new(pb::GroupResponse { name: r.name, members: r.members, revision }))
     }
 
-    async fn get_group(&self, req: Request<pb::GetGroupRequest>) -> Result<Response<pb::GroupResponse>, Status> {
+    async fn get_group(
+        &self,
+        req: Request<pb::GetGroupRequest>,
+    ) -> Result<Response<pb::GroupResponse>, Status> {
         let r = req.into_inner();
         let (members, revision) = self.api.get_group(&r.name).await.map_err(|e| e.to_grpc())?;
         Ok(Response::new(pb::GroupResponse { name: r.name, members, revision }))
     }
 
-    async fn set_settings(&self, req: Request<pb::SetSettingsRequest>) -> Result<Response<pb::SettingsResponse>, Status> {
+    async fn set_settings(
+        &self,
+        req: Request<pb::SetSettingsRequest>,
+    ) -> Result<Response<pb::SettingsResponse>, Status> {
         let r = req.into_inner();
         let a = self.api.set_settings(&r.uid, r.offline).await.map_err(|e| e.to_grpc())?;
-        Ok(Response::new(pb::SettingsResponse { uid: a.uid, offline: a.offline, queued: a.queued, revision: a.revision }))
+        Ok(Response::new(pb::SettingsResponse {
+            uid: a.uid,
+            offline: a.offline,
+            queued: a.queued,
+            revision: a.revision,
+        }))
     }
 
-    async fn get_settings(&self, req: Request<pb::GetSettingsRequest>) -> Result<Response<pb::SettingsResponse>, Status> {
+    async fn get_settings(
+        &self,
+        req: Request<pb::GetSettingsRequest>,
+    ) -> Result<Response<pb::SettingsResponse>, Status> {
         let r = req.into_inner();
         let a = self.api.get_settings(&r.uid).await.map_err(|e| e.to_grpc())?;
-        Ok(Response::new(pb::SettingsResponse { uid: a.uid, offline: a.offline, queued: a.queued, revision: a.revision }))
+        Ok(Response::new(pb::SettingsResponse {
+            uid: a.uid,
+            offline: a.offline,
+            queued: a.queued,
+            revision: a.revision,
+        }))
     }
 }

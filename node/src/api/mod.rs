@@ -41,9 +41,13 @@ impl From<crate::media::MediaError> for ApiError {
     fn from(e: crate::media::MediaError) -> Self {
         use crate::media::MediaError;
         match e {
-            MediaError::Refused { status, code, message } => ApiError::WithStatus { status, code, message },
+            MediaError::Refused { status, code, message } => {
+                ApiError::WithStatus { status, code, message }
+            }
             MediaError::Cluster(c) => ApiError::Cluster(c),
-            MediaError::Io(e) => ApiError::WithStatus { status: 500, code: "storage_error", message: e.to_string() },
+            MediaError::Io(e) => {
+                ApiError::WithStatus { status: 500, code: "storage_error", message: e.to_string() }
+            }
         }
     }
 }
@@ -84,7 +88,9 @@ impl ApiError {
             ApiError::Forwarded { status, .. } => *status,
             ApiError::WithStatus { status, .. } => *status,
             ApiError::Cluster(e) => match e {
-                ClusterError::NoLeader | ClusterError::NotLeader(_) | ClusterError::Unavailable(_) => 503,
+                ClusterError::NoLeader
+                | ClusterError::NotLeader(_)
+                | ClusterError::Unavailable(_) => 503,
                 ClusterError::Timeout => 504,
                 ClusterError::Membership(_) => 409,
                 ClusterError::UnknownNode(_) => 404,
@@ -143,7 +149,10 @@ impl Consistency {
         match s {
             "linearizable" | "" => Ok(Consistency::Linearizable),
             "local" => Ok(Consistency::Local),
-            other => Err(ApiError::bad("invalid_consistency", format!("consistency must be linearizable or local, not {other:?}"))),
+            other => Err(ApiError::bad(
+                "invalid_consistency",
+                format!("consistency must be linearizable or local, not {other:?}"),
+            )),
         }
     }
 }
@@ -187,20 +196,29 @@ impl Api {
         }
         let max = self.limits.max_events_per_request;
         if events.len() > max {
-            return Err(ApiError::bad("too_many_events", format!("{} events; at most {max} per request", events.len())));
+            return Err(ApiError::bad(
+                "too_many_events",
+                format!("{} events; at most {max} per request", events.len()),
+            ));
         }
         for (i, e) in events.iter().enumerate() {
             e.validate(i)?;
         }
         let n = events.len() as u64;
-        let (rev, _) = self.node.write(events.into_iter().map(crate::state::Op::Presence).collect()).await?;
+        let (rev, _) =
+            self.node.write(events.into_iter().map(crate::state::Op::Presence).collect()).await?;
         self.metrics.write_events.inc_by(n);
         Ok(rev)
     }
 
     /// Answers a batch query at the given consistency.
     #[tracing::instrument(level = "debug", skip_all, fields(uids = uids.len(), sids = sids.len(), ?consistency))]
-    pub async fn query(&self, uids: &[String], sids: &[u64], consistency: Consistency) -> Result<QueryResult, ApiError> {
+    pub async fn query(
+        &self,
+        uids: &[String],
+        sids: &[u64],
+        consistency: Consistency,
+    ) -> Result<QueryResult, ApiError> {
         let start = Instant::now();
         let r = self.query_inner(uids, sids, consistency).await;
         match &r {
@@ -215,7 +233,12 @@ impl Api {
         r
     }
 
-    async fn query_inner(&self, uids: &[String], sids: &[u64], consistency: Consistency) -> Result<QueryResult, ApiError> {
+    async fn query_inner(
+        &self,
+        uids: &[String],
+        sids: &[u64],
+        consistency: Consistency,
+    ) -> Result<QueryResult, ApiError> {
         let n = uids.len() + sids.len();
         let max = self.limits.max_ids_per_query;
         if n > max {
@@ -251,17 +274,31 @@ impl Api {
             .collect();
         for g in self.gateway.load.candidates(&self.node) {
             if let Some(n) = nodes.iter_mut().find(|n| n.number == g.node) {
-                n.gateway = (g.healthy || g.node == self.node.id).then_some(GatewayView { sessions: g.sessions, load: g.load, fresh: g.healthy });
+                n.gateway = (g.healthy || g.node == self.node.id).then_some(GatewayView {
+                    sessions: g.sessions,
+                    load: g.load,
+                    fresh: g.healthy,
+                });
             }
         }
         if !local {
-            let others: Vec<(u64, String)> =
-                nodes.iter().filter(|n| n.number != self.node.id).map(|n| (n.number, n.publish.clone())).collect();
-            let views = futures::future::join_all(others.iter().map(|(_, a)| self.remote_view(a))).await;
-            let leader_view = st.leader.and_then(|l| others.iter().position(|(n, _)| *n == l)).and_then(|i| views[i].clone());
+            let others: Vec<(u64, String)> = nodes
+                .iter()
+                .filter(|n| n.number != self.node.id)
+                .map(|n| (n.number, n.publish.clone()))
+                .collect();
+            let views =
+                futures::future::join_all(others.iter().map(|(_, a)| self.remote_view(a))).await;
+            let leader_view = st
+                .leader
+                .and_then(|l| others.iter().position(|(n, _)| *n == l))
+                .and_then(|i| views[i].clone());
             for n in &mut nodes {
                 if let Some(i) = others.iter().position(|(num, _)| *num == n.number) {
-                    n.clock = views[i].as_ref().and_then(|v| v.iter().find(|x| x.number == n.number)).and_then(|x| x.clock.clone());
+                    n.clock = views[i]
+                        .as_ref()
+                        .and_then(|v| v.iter().find(|x| x.number == n.number))
+                        .and_then(|x| x.clock.clone());
                 }
                 if let (false, Some(lv)) = (self.node.is_leader(), &leader_view) {
                     if n.number != self.node.id {
@@ -295,7 +332,8 @@ impl Api {
     async fn remote_view(&self, addr: &str) -> Option<Vec<NodeView>> {
         let fut = async {
             let mut c = grpc::cluster_client(addr).await.ok()?;
-            let r = c.status(herald_proto::v1::StatusRequest { local: true }).await.ok()?.into_inner();
+            let r =
+                c.status(herald_proto::v1::StatusRequest { local: true }).await.ok()?.into_inner();
             Some(r.nodes.into_iter().map(grpc::node_view_from_pb).collect::<Vec<_>>())
         };
         tokio::time::timeout(std::time::Duration::from_millis(500), fut).await.ok().flatten()
@@ -340,7 +378,10 @@ impl Api {
         let revision = match op {
             MembershipOp::AddLearner { number, sync, publish } => {
                 if sync.is_empty() || publish.is_empty() {
-                    return Err(ApiError::bad("missing_address", "add-learner needs sync and publish addresses"));
+                    return Err(ApiError::bad(
+                        "missing_address",
+                        "add-learner needs sync and publish addresses",
+                    ));
                 }
                 self.node.add_learner(number, sync, publish).await?
             }

@@ -13,13 +13,13 @@
 
 use std::time::Duration;
 
+use herald_proto::token::{self, TokenError};
 use http::{header, Method, Request, StatusCode, Uri};
 use http_body_util::{BodyExt, Full, Limited};
 use hyper::body::Bytes;
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::client::legacy::Client;
 use hyper_util::rt::TokioExecutor;
-use herald_proto::token::{self, TokenError};
 
 use crate::config::AuthConfig;
 
@@ -123,9 +123,17 @@ impl Authenticator {
     }
 
     /// Checks a session token before anything else happens for the session.
-    pub async fn check(&self, uid: &str, token: &str, client: &str, now_unix_s: u64) -> Result<(), AuthError> {
+    pub async fn check(
+        &self,
+        uid: &str,
+        token: &str,
+        client: &str,
+        now_unix_s: u64,
+    ) -> Result<(), AuthError> {
         match &self.mode {
-            Mode::Hmac { key } => token::verify(key, token, uid, now_unix_s).map(|_| ()).map_err(AuthError::from),
+            Mode::Hmac { key } => {
+                token::verify(key, token, uid, now_unix_s).map(|_| ()).map_err(AuthError::from)
+            }
             Mode::External(e) => e.check(uid, token, client).await,
             Mode::Unconfigured => Err(AuthError::NotConfigured),
         }
@@ -134,10 +142,13 @@ impl Authenticator {
 
 /// The external service's URL, which must be plain `http://host[:port]/...`.
 fn parse_url(url: &str) -> Result<Uri, String> {
-    let uri: Uri = url.parse().map_err(|e| format!("the auth URL {url:?} is not a valid URL: {e}"))?;
+    let uri: Uri =
+        url.parse().map_err(|e| format!("the auth URL {url:?} is not a valid URL: {e}"))?;
     match (uri.scheme_str(), uri.host()) {
         (Some("http"), Some(_)) => Ok(uri),
-        (Some("https"), _) => Err(format!("the auth URL {url:?} is https, which is not supported (http only)")),
+        (Some("https"), _) => {
+            Err(format!("the auth URL {url:?} is https, which is not supported (http only)"))
+        }
         _ => Err(format!("the auth URL {url:?} must be http://host[:port]/path")),
     }
 }
@@ -154,14 +165,23 @@ impl External {
             .map_err(|e| AuthError::Unavailable(format!("cannot build the request: {e}")))?;
         let deadline = tokio::time::Instant::now() + self.timeout;
         let resp = match tokio::time::timeout_at(deadline, self.client.request(req)).await {
-            Err(_) => return Err(AuthError::Unavailable(format!("no answer within {} ms", self.timeout.as_millis()))),
+            Err(_) => {
+                return Err(AuthError::Unavailable(format!(
+                    "no answer within {} ms",
+                    self.timeout.as_millis()
+                )))
+            }
             Ok(Err(e)) => return Err(AuthError::Unavailable(error_chain(&e))),
             Ok(Ok(resp)) => resp,
         };
         let status = resp.status();
         // The status decides; the body is only drained (see
         // MAX_RESPONSE_BODY_BYTES), within what is left of the timeout.
-        let _ = tokio::time::timeout_at(deadline, Limited::new(resp.into_body(), MAX_RESPONSE_BODY_BYTES).collect()).await;
+        let _ = tokio::time::timeout_at(
+            deadline,
+            Limited::new(resp.into_body(), MAX_RESPONSE_BODY_BYTES).collect(),
+        )
+        .await;
         if status.is_success() {
             Ok(())
         } else if status == StatusCode::UNAUTHORIZED || status == StatusCode::FORBIDDEN {
@@ -223,15 +243,17 @@ mod tests {
         let app = Router::new()
             .route(
                 "/auth",
-                post(|State(seen): State<Arc<Mutex<Vec<Value>>>>, Json(v): Json<Value>| async move {
-                    let ok = v["uid"] == "u1" && v["token"] == "good";
-                    seen.lock().unwrap().push(v);
-                    if ok {
-                        StatusCode::OK
-                    } else {
-                        StatusCode::FORBIDDEN
-                    }
-                }),
+                post(
+                    |State(seen): State<Arc<Mutex<Vec<Value>>>>, Json(v): Json<Value>| async move {
+                        let ok = v["uid"] == "u1" && v["token"] == "good";
+                        seen.lock().unwrap().push(v);
+                        if ok {
+                            StatusCode::OK
+                        } else {
+                            StatusCode::FORBIDDEN
+                        }
+                    },
+                ),
             )
             .with_state(seen.clone());
         (format!("{}/auth", serve(app).await), seen)
@@ -257,7 +279,10 @@ mod tests {
     async fn gateway_auth_hmac_wrong_key() {
         let t = token::issue(b"another key", "u1", NOW + 60);
         assert_eq!(hmac().check("u1", &t, "mobile", NOW).await.unwrap_err().code(), "bad_token");
-        assert_eq!(hmac().check("u1", "garbage", "mobile", NOW).await.unwrap_err().code(), "bad_token");
+        assert_eq!(
+            hmac().check("u1", "garbage", "mobile", NOW).await.unwrap_err().code(),
+            "bad_token"
+        );
     }
 
     /// HMAC: another user's valid token is refused with `wrong_user`.
@@ -272,10 +297,16 @@ mod tests {
     #[tokio::test]
     async fn gateway_auth_not_configured() {
         let a = Authenticator::new(&AuthConfig::Unconfigured);
-        assert_eq!(a.check("u1", "t", "mobile", NOW).await.unwrap_err().code(), "auth_not_configured");
+        assert_eq!(
+            a.check("u1", "t", "mobile", NOW).await.unwrap_err().code(),
+            "auth_not_configured"
+        );
         let a = Authenticator::new(&AuthConfig::Hmac { key: vec![] });
         let t = token::issue(b"", "u1", NOW + 60);
-        assert_eq!(a.check("u1", &t, "mobile", NOW).await.unwrap_err().code(), "auth_not_configured");
+        assert_eq!(
+            a.check("u1", &t, "mobile", NOW).await.unwrap_err().code(),
+            "auth_not_configured"
+        );
         assert!(!format!("{:?}", hmac()).contains("gateway test key"));
     }
 
@@ -310,7 +341,9 @@ mod tests {
         let app = Router::new().route(
             "/",
             post(|headers: http::HeaderMap| async move {
-                if headers.get(header::CONTENT_TYPE).map(|v| v.as_bytes()) == Some(b"application/json") {
+                if headers.get(header::CONTENT_TYPE).map(|v| v.as_bytes())
+                    == Some(b"application/json")
+                {
                     StatusCode::NO_CONTENT
                 } else {
                     StatusCode::BAD_REQUEST
@@ -355,7 +388,8 @@ mod tests {
     /// `auth_unavailable`, not acceptance.
     #[tokio::test]
     async fn gateway_auth_external_unexpected_status() {
-        for status in [StatusCode::INTERNAL_SERVER_ERROR, StatusCode::FOUND, StatusCode::NOT_FOUND] {
+        for status in [StatusCode::INTERNAL_SERVER_ERROR, StatusCode::FOUND, StatusCode::NOT_FOUND]
+        {
             let app = Router::new().route("/", post(move || async move { status }));
             let a = external(format!("{}/", serve(app).await), 2_000);
             let e = a.check("u1", "good", "mobile", NOW).await.unwrap_err();
@@ -367,7 +401,8 @@ mod tests {
     /// decides; the body is only drained).
     #[tokio::test]
     async fn gateway_auth_external_large_body() {
-        let app = Router::new().route("/", post(|| async { "x".repeat(MAX_RESPONSE_BODY_BYTES * 4) }));
+        let app =
+            Router::new().route("/", post(|| async { "x".repeat(MAX_RESPONSE_BODY_BYTES * 4) }));
         let a = external(format!("{}/", serve(app).await), 2_000);
         a.check("u1", "good", "mobile", NOW).await.unwrap();
     }

@@ -94,7 +94,13 @@ impl LoadBoard {
                 match peers.get(&id) {
                     Some((i, at)) => (i.clone(), at.elapsed(), at.elapsed() <= fresh),
                     None => (
-                        LoadInfo { node: id, publish: addr.publish.clone(), sessions: 0, max_sessions: 1, cpu: 0.0 },
+                        LoadInfo {
+                            node: id,
+                            publish: addr.publish.clone(),
+                            sessions: 0,
+                            max_sessions: 1,
+                            cpu: 0.0,
+                        },
                         Duration::MAX,
                         false,
                     ),
@@ -120,11 +126,14 @@ impl LoadBoard {
         let candidates = self.candidates(node);
         let healthy: Vec<&pb::GatewayInfo> = candidates.iter().filter(|g| g.healthy).collect();
         let min = healthy.iter().map(|g| g.load).fold(f64::INFINITY, f64::min);
-        let near: Vec<&&pb::GatewayInfo> = healthy.iter().filter(|g| g.load <= min + 0.05).collect();
+        let near: Vec<&&pb::GatewayInfo> =
+            healthy.iter().filter(|g| g.load <= min + 0.05).collect();
         let best = if near.is_empty() {
             None
         } else {
-            let h = uid.bytes().fold(0xcbf2_9ce4_8422_2325u64, |h, b| (h ^ b as u64).wrapping_mul(0x100_0000_01b3));
+            let h = uid.bytes().fold(0xcbf2_9ce4_8422_2325u64, |h, b| {
+                (h ^ b as u64).wrapping_mul(0x100_0000_01b3)
+            });
             Some((**near[(h % near.len() as u64) as usize]).clone())
         };
         pb::PickGatewayResponse { best, candidates }
@@ -144,7 +153,10 @@ struct CpuMeter {
 
 impl CpuMeter {
     fn new() -> Self {
-        CpuMeter { last: None, cores: std::thread::available_parallelism().map(|n| n.get() as f64).unwrap_or(1.0) }
+        CpuMeter {
+            last: None,
+            cores: std::thread::available_parallelism().map(|n| n.get() as f64).unwrap_or(1.0),
+        }
     }
 
     /// utime + stime of this process in clock ticks (USER_HZ = 100 on Linux).
@@ -178,12 +190,21 @@ pub async fn share(gw: Arc<Gateway>) {
     let mut cpu = CpuMeter::new();
     loop {
         gw.load.cpu_ppm.store((cpu.sample() * 1e6) as u64, Ordering::Relaxed);
-        let others: Vec<u64> = gw.node.members().into_iter().map(|(id, _)| id).filter(|id| *id != gw.node.id).collect();
+        let others: Vec<u64> = gw
+            .node
+            .members()
+            .into_iter()
+            .map(|(id, _)| id)
+            .filter(|id| *id != gw.node.id)
+            .collect();
         let asks = others.into_iter().map(|id| {
             let gw = gw.clone();
             async move {
                 let mut c = gw.node.peer_client(id).ok()?;
-                let r = tokio::time::timeout(period, c.load(RaftBytes { data: Vec::new() })).await.ok()?.ok()?;
+                let r = tokio::time::timeout(period, c.load(RaftBytes { data: Vec::new() }))
+                    .await
+                    .ok()?
+                    .ok()?;
                 codec::decode::<LoadInfo>(&r.into_inner().data).ok()
             }
         });
@@ -201,7 +222,8 @@ mod tests {
     /// Load is the larger of session fill and CPU, clamped to 0..1.
     #[test]
     fn gateway_load_measure() {
-        let mut i = LoadInfo { node: 1, publish: String::new(), sessions: 50, max_sessions: 100, cpu: 0.2 };
+        let mut i =
+            LoadInfo { node: 1, publish: String::new(), sessions: 50, max_sessions: 100, cpu: 0.2 };
         assert_eq!(i.load(), 0.5);
         i.cpu = 0.9;
         assert_eq!(i.load(), 0.9);

@@ -90,7 +90,13 @@ pub struct Gateway {
 }
 
 impl Gateway {
-    pub fn new(node: Arc<RaftNode>, cfg: GatewayConfig, msgs: MessagesConfig, auth: auth::Authenticator, publish: String) -> Arc<Self> {
+    pub fn new(
+        node: Arc<RaftNode>,
+        cfg: GatewayConfig,
+        msgs: MessagesConfig,
+        auth: auth::Authenticator,
+        publish: String,
+    ) -> Arc<Self> {
         let id = node.id;
         let (max, poll) = (cfg.max_sessions, Duration::from_millis(cfg.load_poll_ms));
         // Request numbers start from the clock so that a restarted node does
@@ -155,7 +161,9 @@ impl Gateway {
                 r.by_uid.remove(&e.uid);
             }
         }
-        let others = r.by_uid.get(&e.uid).is_some_and(|set| set.iter().any(|s| r.sessions.get(s).is_some_and(|x| x.client == e.client)));
+        let others = r.by_uid.get(&e.uid).is_some_and(|set| {
+            set.iter().any(|s| r.sessions.get(s).is_some_and(|x| x.client == e.client))
+        });
         self.load.set_sessions(r.sessions.len());
         !others
     }
@@ -189,7 +197,10 @@ impl Gateway {
                     }
                 }
                 Err(tokio::sync::broadcast::error::RecvError::Lagged(n)) => {
-                    tracing::warn!(lost = n, "gateway fell behind the notices; sessions re-read their inboxes");
+                    tracing::warn!(
+                        lost = n,
+                        "gateway fell behind the notices; sessions re-read their inboxes"
+                    );
                     let r = self.registry.lock().expect("registry");
                     for s in r.sessions.values() {
                         let _ = s.tx.try_send(Push::Resync);
@@ -228,7 +239,11 @@ impl Gateway {
             match self.node.write(vec![Op::GatewayReset { gateway: me }]).await {
                 Ok((index, _)) => {
                     let _ = self.node.wait_applied(index).await;
-                    tracing::info!(index, users = listed, "gateway reset: sessions of the previous run are offline");
+                    tracing::info!(
+                        index,
+                        users = listed,
+                        "gateway reset: sessions of the previous run are offline"
+                    );
                     // send_replace: updates even with no receiver yet.
                     self.ready.send_replace(true);
                     return;
@@ -264,19 +279,30 @@ impl Gateway {
                 if g == self.node.id {
                     continue;
                 }
-                let healthy = st.members.iter().find(|m| m.number == g).and_then(|m| m.healthy).unwrap_or(false);
+                let healthy = st
+                    .members
+                    .iter()
+                    .find(|m| m.number == g)
+                    .and_then(|m| m.healthy)
+                    .unwrap_or(false);
                 if healthy {
                     unhealthy_since.remove(&g);
                     continue;
                 }
                 let since = *unhealthy_since.entry(g).or_insert(now);
                 if now.duration_since(since) >= grace {
-                    tracing::warn!(gateway = g, grace_ms = self.cfg.grace_ms, "gateway unreachable past the grace period; its sessions go offline");
+                    tracing::warn!(
+                        gateway = g,
+                        grace_ms = self.cfg.grace_ms,
+                        "gateway unreachable past the grace period; its sessions go offline"
+                    );
                     match self.node.write(vec![Op::GatewayReset { gateway: g }]).await {
                         Ok(_) => {
                             unhealthy_since.remove(&g);
                         }
-                        Err(e) => tracing::warn!(gateway = g, error = %e, "gateway reset failed; will retry"),
+                        Err(e) => {
+                            tracing::warn!(gateway = g, error = %e, "gateway reset failed; will retry")
+                        }
                     }
                 }
             }
@@ -306,20 +332,34 @@ impl Gateway {
                 };
                 let mut ops: Vec<Op> = live
                     .iter()
-                    .filter(|(u, c)| s.presence.get(u).and_then(|r| r.gateways.get(c)) != Some(&self.node.id))
-                    .map(|(uid, client)| Op::SessionLogin { uid: uid.clone(), sid: 0, client: client.clone(), gateway: self.node.id })
+                    .filter(|(u, c)| {
+                        s.presence.get(u).and_then(|r| r.gateways.get(c)) != Some(&self.node.id)
+                    })
+                    .map(|(uid, client)| Op::SessionLogin {
+                        uid: uid.clone(),
+                        sid: 0,
+                        client: client.clone(),
+                        gateway: self.node.id,
+                    })
                     .collect();
                 ops.extend(
                     s.presence
                         .gateway_sessions(self.node.id)
                         .into_iter()
                         .filter(|k| !live.contains(k))
-                        .map(|(uid, client)| Op::SessionLogout { uid, client, gateway: self.node.id }),
+                        .map(|(uid, client)| Op::SessionLogout {
+                            uid,
+                            client,
+                            gateway: self.node.id,
+                        }),
                 );
                 ops
             };
             if !missing.is_empty() {
-                tracing::info!(changes = missing.len(), "reconciling the cluster's list of this gateway's sessions");
+                tracing::info!(
+                    changes = missing.len(),
+                    "reconciling the cluster's list of this gateway's sessions"
+                );
                 for chunk in missing.chunks(1000) {
                     if let Err(e) = self.node.write(chunk.to_vec()).await {
                         tracing::warn!(error = %e, "re-asserting sessions failed; will retry");
@@ -373,7 +413,11 @@ impl Gateway {
                 let Ok(mut c) = this.node.peer_client(node) else { return };
                 let Ok(data) = codec::encode(&DeliveredReport { reports }) else { return };
                 let fut = c.delivered(RaftBytes { data });
-                if let Err(e) = tokio::time::timeout(Duration::from_secs(2), fut).await.map_err(|_| "timeout".to_string()).and_then(|r| r.map_err(|s| s.to_string())) {
+                if let Err(e) = tokio::time::timeout(Duration::from_secs(2), fut)
+                    .await
+                    .map_err(|_| "timeout".to_string())
+                    .and_then(|r| r.map_err(|s| s.to_string()))
+                {
                     tracing::debug!(node, error = %e, "delivery report not sent");
                 }
             });

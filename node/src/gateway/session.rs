@@ -48,7 +48,9 @@ fn frame(f: server_frame::Frame) -> Result<pb::ServerFrame, Status> {
 /// the same stable code.
 async fn refuse(out: &Out, code: &str, message: String, status: tonic::Code) {
     let s = crate::api::grpc_status(status, code, &message);
-    let _ = out.send(frame(server_frame::Frame::Error(pb::SessionError { code: code.into(), message }))).await;
+    let _ = out
+        .send(frame(server_frame::Frame::Error(pb::SessionError { code: code.into(), message })))
+        .await;
     let _ = out.send(Err(s)).await;
 }
 
@@ -73,9 +75,13 @@ pub struct GatewayGrpc {
 
 #[tonic::async_trait]
 impl pb::gateway_server::Gateway for GatewayGrpc {
-    type SessionStream = Pin<Box<dyn Stream<Item = Result<pb::ServerFrame, Status>> + Send + 'static>>;
+    type SessionStream =
+        Pin<Box<dyn Stream<Item = Result<pb::ServerFrame, Status>> + Send + 'static>>;
 
-    async fn session(&self, req: Request<Streaming<pb::ClientFrame>>) -> Result<Response<Self::SessionStream>, Status> {
+    async fn session(
+        &self,
+        req: Request<Streaming<pb::ClientFrame>>,
+    ) -> Result<Response<Self::SessionStream>, Status> {
         let inbound = req.into_inner();
         let (tx, rx) = mpsc::channel(OUT_QUEUE);
         let gw = self.gw.clone();
@@ -83,7 +89,10 @@ impl pb::gateway_server::Gateway for GatewayGrpc {
         Ok(Response::new(Box::pin(ReceiverStream::new(rx))))
     }
 
-    async fn pick(&self, req: Request<pb::PickGatewayRequest>) -> Result<Response<pb::PickGatewayResponse>, Status> {
+    async fn pick(
+        &self,
+        req: Request<pb::PickGatewayRequest>,
+    ) -> Result<Response<pb::PickGatewayResponse>, Status> {
         let r = req.into_inner();
         Ok(Response::new(self.gw.load.pick(&self.gw.node, &r.uid)))
     }
@@ -123,7 +132,10 @@ impl Session {
 
     async fn send_msg(&mut self, m: &StoredMsg, stored: bool) -> Result<(), ()> {
         self.gw.pushes.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-        self.out.send(frame(server_frame::Frame::Message(delivery(m, stored)))).await.map_err(|_| ())
+        self.out
+            .send(frame(server_frame::Frame::Message(delivery(m, stored))))
+            .await
+            .map_err(|_| ())
     }
 
     async fn on_push(&mut self, p: Push) -> Result<(), ()> {
@@ -145,11 +157,21 @@ impl Session {
 
     async fn on_ack(&mut self, a: pb::Ack) -> Result<(), ()> {
         if a.ids.len() > MAX_ACK_IDS {
-            refuse(&self.out, "too_many_ids", format!("an ack names at most {MAX_ACK_IDS} ids"), tonic::Code::InvalidArgument).await;
+            refuse(
+                &self.out,
+                "too_many_ids",
+                format!("an ack names at most {MAX_ACK_IDS} ids"),
+                tonic::Code::InvalidArgument,
+            )
+            .await;
             return Err(());
         }
-        let acked: std::collections::BTreeSet<u64> =
-            self.inflight.range(..=a.up_to).map(|(id, _)| *id).chain(a.ids.iter().copied()).collect();
+        let acked: std::collections::BTreeSet<u64> = self
+            .inflight
+            .range(..=a.up_to)
+            .map(|(id, _)| *id)
+            .chain(a.ids.iter().copied())
+            .collect();
         let mut origins = Vec::with_capacity(acked.len());
         let mut stored = Vec::new();
         for id in acked {
@@ -189,31 +211,73 @@ async fn run(gw: Arc<Gateway>, mut inbound: Streaming<pb::ClientFrame>, out: Out
     // 1. Hello, then the token check before anything else.
     let hello = match tokio::time::timeout(HELLO_TIMEOUT, inbound.next()).await {
         Ok(Some(Ok(pb::ClientFrame { frame: Some(client_frame::Frame::Hello(h)) }))) => h,
-        Ok(Some(Ok(_))) => return refuse(&out, "expected_hello", "the first frame must be Hello".into(), tonic::Code::InvalidArgument).await,
+        Ok(Some(Ok(_))) => {
+            return refuse(
+                &out,
+                "expected_hello",
+                "the first frame must be Hello".into(),
+                tonic::Code::InvalidArgument,
+            )
+            .await
+        }
         Ok(Some(Err(_))) | Ok(None) => return,
-        Err(_) => return refuse(&out, "hello_timeout", format!("no Hello within {HELLO_TIMEOUT:?}"), tonic::Code::DeadlineExceeded).await,
+        Err(_) => {
+            return refuse(
+                &out,
+                "hello_timeout",
+                format!("no Hello within {HELLO_TIMEOUT:?}"),
+                tonic::Code::DeadlineExceeded,
+            )
+            .await
+        }
     };
-    let client = if hello.client.is_empty() { DEFAULT_CLIENT.to_string() } else { hello.client.clone() };
+    let client =
+        if hello.client.is_empty() { DEFAULT_CLIENT.to_string() } else { hello.client.clone() };
     let span = tracing::Span::current();
     span.record("uid", hello.uid.as_str());
     span.record("client", client.as_str());
     if hello.uid.is_empty() || hello.uid.len() > MAX_UID_BYTES || client.len() > MAX_CLIENT_BYTES {
         gw.sessions_refused.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-        return refuse(&out, "invalid_hello", format!("uid must be 1..={MAX_UID_BYTES} bytes and client at most {MAX_CLIENT_BYTES}"), tonic::Code::InvalidArgument).await;
+        return refuse(
+            &out,
+            "invalid_hello",
+            format!("uid must be 1..={MAX_UID_BYTES} bytes and client at most {MAX_CLIENT_BYTES}"),
+            tonic::Code::InvalidArgument,
+        )
+        .await;
     }
     let now_s = (crate::clock::wall_us().max(0) as u64) / 1_000_000;
     if let Err(e) = gw.auth.check(&hello.uid, &hello.token, &client, now_s).await {
         gw.sessions_refused.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         tracing::info!(code = e.code(), "session refused");
-        let status = if e.code() == "auth_unavailable" { tonic::Code::Unavailable } else { tonic::Code::Unauthenticated };
+        let status = if e.code() == "auth_unavailable" {
+            tonic::Code::Unavailable
+        } else {
+            tonic::Code::Unauthenticated
+        };
         return refuse(&out, e.code(), e.to_string(), status).await;
     }
     if gw.session_count() >= gw.cfg.max_sessions {
         gw.sessions_refused.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-        return refuse(&out, "overloaded", format!("this gateway holds its maximum of {} sessions; ask /v1/gateway for another", gw.cfg.max_sessions), tonic::Code::ResourceExhausted).await;
+        return refuse(
+            &out,
+            "overloaded",
+            format!(
+                "this gateway holds its maximum of {} sessions; ask /v1/gateway for another",
+                gw.cfg.max_sessions
+            ),
+            tonic::Code::ResourceExhausted,
+        )
+        .await;
     }
     if !gw.wait_ready(Duration::from_secs(10)).await {
-        return refuse(&out, "not_ready", "this gateway has not joined the cluster yet".into(), tonic::Code::Unavailable).await;
+        return refuse(
+            &out,
+            "not_ready",
+            "this gateway has not joined the cluster yet".into(),
+            tonic::Code::Unavailable,
+        )
+        .await;
     }
 
     // 2. Registered first (pushes queue up), then online through Raft.
@@ -221,7 +285,12 @@ async fn run(gw: Arc<Gateway>, mut inbound: Streaming<pb::ClientFrame>, out: Out
     let (push_tx, mut push_rx) = mpsc::channel(SESSION_QUEUE);
     let sid = gw.register(&uid, &client, push_tx);
     span.record("session", sid);
-    let login = Op::SessionLogin { uid: uid.clone(), sid: hello.sid, client: client.clone(), gateway: gw.node.id };
+    let login = Op::SessionLogin {
+        uid: uid.clone(),
+        sid: hello.sid,
+        client: client.clone(),
+        gateway: gw.node.id,
+    };
     let index = match gw.node.write(vec![login]).await {
         Ok((index, _)) => index,
         Err(e) => {
@@ -246,12 +315,21 @@ async fn run(gw: Arc<Gateway>, mut inbound: Streaming<pb::ClientFrame>, out: Out
     tracing::info!(queued, "session open");
     let (ack_tx, ack_rx) = mpsc::channel(16);
     let committer = tokio::spawn(ack_committer(gw.clone(), uid.clone(), ack_rx));
-    let mut s = Session { gw: gw.clone(), uid: uid.clone(), out: out.clone(), cursor: 0, inflight: BTreeMap::new(), acks: ack_tx };
+    let mut s = Session {
+        gw: gw.clone(),
+        uid: uid.clone(),
+        out: out.clone(),
+        cursor: 0,
+        inflight: BTreeMap::new(),
+        acks: ack_tx,
+    };
 
     // 3. Serve until the client goes, falls silent, or the node stops.
     let timeout = Duration::from_millis(gw.cfg.heartbeat_timeout_ms());
     let end: &str = 'serve: {
-        if out.send(frame(server_frame::Frame::Welcome(welcome))).await.is_err() || s.fill().await.is_err() {
+        if out.send(frame(server_frame::Frame::Welcome(welcome))).await.is_err()
+            || s.fill().await.is_err()
+        {
             break 'serve "client_gone";
         }
         let mut deadline = tokio::time::Instant::now() + timeout;
@@ -299,7 +377,8 @@ async fn run(gw: Arc<Gateway>, mut inbound: Streaming<pb::ClientFrame>, out: Out
     let last = gw.unregister(sid);
     tracing::info!(reason = end, "session closed");
     if last {
-        let op = Op::SessionLogout { uid: uid.clone(), client: client.clone(), gateway: gw.node.id };
+        let op =
+            Op::SessionLogout { uid: uid.clone(), client: client.clone(), gateway: gw.node.id };
         for attempt in 0..5 {
             match gw.node.write(vec![op.clone()]).await {
                 Ok(_) => break,

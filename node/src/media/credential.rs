@@ -97,13 +97,21 @@ pub fn mint(key: &[u8], kind: Kind, scope: &str, subject: &str, expires_at_ms: u
 
 /// Checks `cred` is a valid `kind` credential for `scope` at `now_ms`;
 /// answers its subject.
-pub fn check(key: &[u8], kind: Kind, cred: &str, scope: &str, now_ms: u64) -> Result<String, CredentialError> {
+pub fn check(
+    key: &[u8],
+    kind: Kind,
+    cred: &str,
+    scope: &str,
+    now_ms: u64,
+) -> Result<String, CredentialError> {
     if cred.len() > MAX_CREDENTIAL_BYTES {
         return Err(CredentialError::Malformed);
     }
     let (payload, sig) = cred.rsplit_once('.').ok_or(CredentialError::Malformed)?;
     let parts: Vec<&str> = payload.split('.').collect();
-    let [tag, b64scope, b64subject, exp] = parts[..] else { return Err(CredentialError::Malformed) };
+    let [tag, b64scope, b64subject, exp] = parts[..] else {
+        return Err(CredentialError::Malformed);
+    };
     if tag != kind.tag() || exp.is_empty() || !exp.bytes().all(|b| b.is_ascii_digit()) {
         return Err(CredentialError::Malformed);
     }
@@ -139,16 +147,25 @@ mod tests {
     fn credential_scope_expiry_and_tampering() {
         let c = mint(KEY, Kind::Access, "abc", "bob", 1_000);
         assert_eq!(check(KEY, Kind::Access, &c, "abc", 999).unwrap(), "bob");
-        assert_eq!(check(KEY, Kind::Access, &c, "abc", 1_000).unwrap_err().code(), "credential_expired");
+        assert_eq!(
+            check(KEY, Kind::Access, &c, "abc", 1_000).unwrap_err().code(),
+            "credential_expired"
+        );
         assert_eq!(check(KEY, Kind::Access, &c, "abd", 10).unwrap_err().code(), "credential_scope");
         assert_eq!(check(KEY, Kind::Upload, &c, "abc", 10).unwrap_err().code(), "bad_credential");
-        assert_eq!(check(b"another-key-0123456", Kind::Access, &c, "abc", 10).unwrap_err(), CredentialError::BadSignature);
+        assert_eq!(
+            check(b"another-key-0123456", Kind::Access, &c, "abc", 10).unwrap_err(),
+            CredentialError::BadSignature
+        );
         for i in 0..c.len() {
             let mut b = c.clone().into_bytes();
             b[i] = if b[i] == b'A' { b'B' } else { b'A' };
             if let Ok(s) = String::from_utf8(b) {
                 if s != c {
-                    assert!(check(KEY, Kind::Access, &s, "abc", 10).is_err(), "altered at {i}: {s}");
+                    assert!(
+                        check(KEY, Kind::Access, &s, "abc", 10).is_err(),
+                        "altered at {i}: {s}"
+                    );
                 }
             }
         }

@@ -252,11 +252,8 @@ pub fn apply(
 
     // Broken metadata is not worth refusing an image that decodes.
     let orientation = decoder.orientation().unwrap_or(Orientation::NoTransforms);
-    let (shown_width, shown_height) = if swaps_axes(orientation) {
-        (height, width)
-    } else {
-        (width, height)
-    };
+    let (shown_width, shown_height) =
+        if swaps_axes(orientation) { (height, width) } else { (width, height) };
     let target = rules.format.unwrap_or(source);
     let (new_width, new_height) = fit(shown_width, shown_height, rules.max_width, rules.max_height);
     let resized = (new_width, new_height) != (shown_width, shown_height);
@@ -278,12 +275,8 @@ pub fn apply(
     }
 
     let icc = decoder.icc_profile().ok().flatten();
-    limits
-        .reserve(decoder.total_bytes())
-        .map_err(|_| too_large())?;
-    decoder
-        .set_limits(limits)
-        .map_err(|e| decode_error(e, too_large))?;
+    limits.reserve(decoder.total_bytes()).map_err(|_| too_large())?;
+    decoder.set_limits(limits).map_err(|e| decode_error(e, too_large))?;
     let mut image = DynamicImage::from_decoder(decoder).map_err(|e| decode_error(e, too_large))?;
     image.apply_orientation(orientation);
     if resized {
@@ -311,11 +304,8 @@ fn fit(width: u32, height: u32, max_width: u32, max_height: u32) -> (u32, u32) {
     let width_binds = max_height == 0 || (max_width != 0 && mw * h <= mh * w);
     // Rounded to nearest; the result never exceeds the other bound, since the
     // exact value does not and the bound is an integer.
-    let scaled = |num: u64, den: u64| {
-        u32::try_from((num + den / 2) / den)
-            .unwrap_or(u32::MAX)
-            .max(1)
-    };
+    let scaled =
+        |num: u64, den: u64| u32::try_from((num + den / 2) / den).unwrap_or(u32::MAX).max(1);
     if width_binds {
         (max_width, scaled(h * mw, w))
     } else {
@@ -338,11 +328,8 @@ fn swaps_axes(orientation: Orientation) -> bool {
 fn decode_limits(max_pixels: u64) -> Limits {
     let mut limits = Limits::default();
     if max_pixels > 0 {
-        limits.max_alloc = Some(
-            max_pixels
-                .saturating_mul(MAX_BYTES_PER_PIXEL)
-                .saturating_add(DECODER_HEADROOM),
-        );
+        limits.max_alloc =
+            Some(max_pixels.saturating_mul(MAX_BYTES_PER_PIXEL).saturating_add(DECODER_HEADROOM));
     }
     limits
 }
@@ -351,9 +338,9 @@ fn decode_limits(max_pixels: u64) -> Limits {
 /// the whole allowance, before any dimensions are known.
 fn header_error(e: ImageError) -> EditError {
     match e {
-        ImageError::Limits(e) => EditError::Invalid(format!(
-            "image metadata exceeds the decoding memory limit: {e}"
-        )),
+        ImageError::Limits(e) => {
+            EditError::Invalid(format!("image metadata exceeds the decoding memory limit: {e}"))
+        }
         e => decode_error(e, || EditError::Invalid("unexpected limit".to_owned())),
     }
 }
@@ -364,10 +351,7 @@ fn decode_error(e: ImageError, too_large: impl FnOnce() -> EditError) -> EditErr
     match e {
         ImageError::Limits(_) => too_large(),
         ImageError::IoError(e)
-            if !matches!(
-                e.kind(),
-                io::ErrorKind::UnexpectedEof | io::ErrorKind::InvalidData
-            ) =>
+            if !matches!(e.kind(), io::ErrorKind::UnexpectedEof | io::ErrorKind::InvalidData) =>
         {
             EditError::Io(e)
         }
@@ -411,11 +395,7 @@ fn without_alpha(image: DynamicImage) -> DynamicImage {
 /// names the data colour space at bytes 16..20): a CMYK JPEG is decoded to
 /// RGB, so its profile must not be carried over.
 fn icc_matches(icc: &[u8], image: &DynamicImage) -> bool {
-    let wanted: &[u8] = if image.color().has_color() {
-        b"RGB "
-    } else {
-        b"GRAY"
-    };
+    let wanted: &[u8] = if image.color().has_color() { b"RGB " } else { b"GRAY" };
     icc.get(16..20) == Some(wanted)
 }
 
@@ -430,11 +410,9 @@ fn encode(
     let mut writer = BufWriter::new(File::create(output)?);
     let icc = icc.filter(|icc| icc_matches(icc, image));
     let result = match format {
-        OutFormat::Jpeg => write(
-            image,
-            JpegEncoder::new_with_quality(&mut writer, quality.clamp(1, 100)),
-            icc,
-        ),
+        OutFormat::Jpeg => {
+            write(image, JpegEncoder::new_with_quality(&mut writer, quality.clamp(1, 100)), icc)
+        }
         OutFormat::Png => write(image, PngEncoder::new(&mut writer), icc),
         OutFormat::Webp => write(image, WebPEncoder::new_lossless(&mut writer), icc),
     };
@@ -442,9 +420,7 @@ fn encode(
         ImageError::IoError(e) => EditError::Io(e),
         e => EditError::Encode(e.to_string()),
     })?;
-    writer
-        .into_inner()
-        .map_err(io::IntoInnerError::into_error)?;
+    writer.into_inner().map_err(io::IntoInnerError::into_error)?;
     Ok(())
 }
 
@@ -480,11 +456,7 @@ mod tests {
         let input_path = dir.path().join("input");
         std::fs::write(&input_path, input).expect("write input");
         let output = dir.path().join("output");
-        Files {
-            _dir: dir,
-            input: input_path,
-            output,
-        }
+        Files { _dir: dir, input: input_path, output }
     }
 
     /// A noisy RGBA image (noise so that JPEG quality changes the size).
@@ -502,9 +474,7 @@ mod tests {
 
     fn encoded(image: &DynamicImage, format: ImageFormat) -> Vec<u8> {
         let mut bytes = io::Cursor::new(Vec::new());
-        image
-            .write_to(&mut bytes, format)
-            .expect("encode test image");
+        image.write_to(&mut bytes, format).expect("encode test image");
         bytes.into_inner()
     }
 
@@ -513,13 +483,7 @@ mod tests {
     }
 
     fn rules(max_width: u32, max_height: u32, format: Option<OutFormat>) -> EditRules {
-        EditRules {
-            enabled: true,
-            max_width,
-            max_height,
-            format,
-            ..EditRules::default()
-        }
+        EditRules { enabled: true, max_width, max_height, format, ..EditRules::default() }
     }
 
     fn decode(path: &Path) -> DynamicImage {
@@ -563,9 +527,7 @@ mod tests {
         assert_aspect((400, 150), (edited.width, edited.height));
         let out = decode(&f.output);
         assert_eq!((out.width(), out.height()), (100, 38));
-        assert!(std::fs::read(&f.output)
-            .expect("read")
-            .starts_with(b"\x89PNG\r\n\x1a\n"));
+        assert!(std::fs::read(&f.output).expect("read").starts_with(b"\x89PNG\r\n\x1a\n"));
     }
 
     /// A PNG too tall for the box is scaled so its height fits, keeping the
@@ -622,13 +584,9 @@ mod tests {
         let mut sizes = Vec::new();
         for quality in [90, 30] {
             let f = files(&input);
-            let rules = EditRules {
-                quality,
-                ..rules(0, 0, Some(OutFormat::Jpeg))
-            };
-            let edited = apply(&rules, "image/png", &f.input, &f.output)
-                .expect("apply")
-                .expect("edited");
+            let rules = EditRules { quality, ..rules(0, 0, Some(OutFormat::Jpeg)) };
+            let edited =
+                apply(&rules, "image/png", &f.input, &f.output).expect("apply").expect("edited");
             assert_eq!(edited.content_type, "image/jpeg");
             assert_eq!((edited.width, edited.height), (256, 256));
             let bytes = std::fs::read(&f.output).expect("read");
@@ -652,20 +610,11 @@ mod tests {
     fn jpeg_conversion_composites_onto_white() {
         let image = DynamicImage::ImageRgba8(ImageBuffer::from_pixel(16, 16, Rgba([0, 0, 0, 0])));
         let f = files(&encoded(&image, ImageFormat::Png));
-        apply(
-            &rules(0, 0, Some(OutFormat::Jpeg)),
-            "image/png",
-            &f.input,
-            &f.output,
-        )
-        .expect("apply")
-        .expect("edited");
+        apply(&rules(0, 0, Some(OutFormat::Jpeg)), "image/png", &f.input, &f.output)
+            .expect("apply")
+            .expect("edited");
         let out = decode(&f.output).into_rgb8();
-        assert!(
-            out.pixels().all(|p| p.0.iter().all(|&c| c >= 250)),
-            "{:?}",
-            out.get_pixel(0, 0)
-        );
+        assert!(out.pixels().all(|p| p.0.iter().all(|&c| c >= 250)), "{:?}", out.get_pixel(0, 0));
     }
 
     /// Conversion to WebP (lossless): a RIFF....WEBP file that decodes back to
@@ -674,14 +623,9 @@ mod tests {
     fn converts_to_webp() {
         let image = noisy(64, 48);
         let f = files(&encoded(&image, ImageFormat::Png));
-        let edited = apply(
-            &rules(0, 0, Some(OutFormat::Webp)),
-            "image/png",
-            &f.input,
-            &f.output,
-        )
-        .expect("apply")
-        .expect("edited");
+        let edited = apply(&rules(0, 0, Some(OutFormat::Webp)), "image/png", &f.input, &f.output)
+            .expect("apply")
+            .expect("edited");
         assert_eq!(edited.content_type, "image/webp");
         let bytes = std::fs::read(&f.output).expect("read");
         assert_eq!(&bytes[0..4], b"RIFF");
@@ -697,19 +641,12 @@ mod tests {
             &DynamicImage::ImageRgb8(noisy(120, 80).into_rgb8()),
             ImageFormat::Jpeg,
         ));
-        let edited = apply(
-            &rules(60, 60, Some(OutFormat::Png)),
-            "image/jpeg",
-            &f.input,
-            &f.output,
-        )
-        .expect("apply")
-        .expect("edited");
+        let edited = apply(&rules(60, 60, Some(OutFormat::Png)), "image/jpeg", &f.input, &f.output)
+            .expect("apply")
+            .expect("edited");
         assert_eq!(edited.content_type, "image/png");
         assert_eq!((edited.width, edited.height), (60, 40));
-        assert!(std::fs::read(&f.output)
-            .expect("read")
-            .starts_with(b"\x89PNG\r\n\x1a\n"));
+        assert!(std::fs::read(&f.output).expect("read").starts_with(b"\x89PNG\r\n\x1a\n"));
         let out = decode(&f.output);
         assert_eq!((out.width(), out.height()), (60, 40));
     }
@@ -737,14 +674,8 @@ mod tests {
     #[test]
     fn disabled_rules_are_a_no_op() {
         let f = files(&png(400, 400));
-        let rules = EditRules {
-            enabled: false,
-            ..rules(10, 10, Some(OutFormat::Jpeg))
-        };
-        assert_eq!(
-            apply(&rules, "image/png", &f.input, &f.output).expect("apply"),
-            None
-        );
+        let rules = EditRules { enabled: false, ..rules(10, 10, Some(OutFormat::Jpeg)) };
+        assert_eq!(apply(&rules, "image/png", &f.input, &f.output).expect("apply"), None);
         assert!(!f.output.exists());
     }
 
@@ -754,22 +685,13 @@ mod tests {
     fn non_image_content_type_is_a_no_op() {
         let f = files(&png(400, 400));
         let rules = rules(10, 10, Some(OutFormat::Jpeg));
-        for content_type in [
-            "application/octet-stream",
-            "application/pdf",
-            "image/gif",
-            "text/plain",
-        ] {
-            assert_eq!(
-                apply(&rules, content_type, &f.input, &f.output).expect("apply"),
-                None
-            );
+        for content_type in
+            ["application/octet-stream", "application/pdf", "image/gif", "text/plain"]
+        {
+            assert_eq!(apply(&rules, content_type, &f.input, &f.output).expect("apply"), None);
         }
         let missing = f.input.with_file_name("does-not-exist");
-        assert_eq!(
-            apply(&rules, "video/mp4", &missing, &f.output).expect("apply"),
-            None
-        );
+        assert_eq!(apply(&rules, "video/mp4", &missing, &f.output).expect("apply"), None);
     }
 
     /// Bytes that are not an image, stated as image/png, are `Invalid`
@@ -803,11 +725,7 @@ mod tests {
             for &b in bytes {
                 crc ^= u32::from(b);
                 for _ in 0..8 {
-                    crc = if crc & 1 != 0 {
-                        (crc >> 1) ^ 0xEDB8_8320
-                    } else {
-                        crc >> 1
-                    };
+                    crc = if crc & 1 != 0 { (crc >> 1) ^ 0xEDB8_8320 } else { crc >> 1 };
                 }
             }
             !crc
@@ -825,11 +743,7 @@ mod tests {
         ihdr.extend_from_slice(&[8, 6, 0, 0, 0]); // 8-bit RGBA, deflate, no interlace
         let mut png = b"\x89PNG\r\n\x1a\n".to_vec();
         chunk(&mut png, b"IHDR", &ihdr);
-        chunk(
-            &mut png,
-            b"IDAT",
-            &[0x78, 0x9C, 0x03, 0x00, 0x00, 0x00, 0x00, 0x01],
-        );
+        chunk(&mut png, b"IDAT", &[0x78, 0x9C, 0x03, 0x00, 0x00, 0x00, 0x00, 0x01]);
         chunk(&mut png, b"IEND", &[]);
         png
     }
@@ -846,26 +760,16 @@ mod tests {
         assert!(
             matches!(
                 err,
-                EditError::TooLarge {
-                    width: 100_000,
-                    height: 100_000,
-                    max: 100_000_000
-                }
+                EditError::TooLarge { width: 100_000, height: 100_000, max: 100_000_000 }
             ),
             "{err:?}"
         );
         assert_eq!(err.code(), "image_too_large");
-        assert_eq!(
-            err.to_string(),
-            "image of 100000x100000 has more than 100000000 pixels"
-        );
+        assert_eq!(err.to_string(), "image of 100000x100000 has more than 100000000 pixels");
 
         // With no pixel limit the image crate's 512 MiB allocation limit still
         // refuses it before allocating, as the RGBA8 pixels that would fit.
-        let unlimited = EditRules {
-            max_pixels: 0,
-            ..rules(100, 100, None)
-        };
+        let unlimited = EditRules { max_pixels: 0, ..rules(100, 100, None) };
         let err = apply(&unlimited, "image/png", &f.input, &f.output).expect_err("too large");
         assert!(
             matches!(err, EditError::TooLarge { width: 100_000, height: 100_000, max }
@@ -879,29 +783,14 @@ mod tests {
     #[test]
     fn max_pixels_boundary() {
         let f = files(&png(100, 50));
-        let rules = EditRules {
-            max_pixels: 4999,
-            ..rules(10, 10, None)
-        };
+        let rules = EditRules { max_pixels: 4999, ..rules(10, 10, None) };
         let err = apply(&rules, "image/png", &f.input, &f.output).expect_err("too large");
         assert!(
-            matches!(
-                err,
-                EditError::TooLarge {
-                    width: 100,
-                    height: 50,
-                    max: 4999
-                }
-            ),
+            matches!(err, EditError::TooLarge { width: 100, height: 50, max: 4999 }),
             "{err:?}"
         );
-        let rules = EditRules {
-            max_pixels: 5000,
-            ..rules
-        };
-        assert!(apply(&rules, "image/png", &f.input, &f.output)
-            .expect("apply")
-            .is_some());
+        let rules = EditRules { max_pixels: 5000, ..rules };
+        assert!(apply(&rules, "image/png", &f.input, &f.output).expect("apply").is_some());
     }
 
     /// A PNG sent as image/jpeg is recognised from its bytes and decoded as a
@@ -914,9 +803,7 @@ mod tests {
             .expect("edited");
         assert_eq!(edited.content_type, "image/png");
         assert_eq!((edited.width, edited.height), (100, 100));
-        assert!(std::fs::read(&f.output)
-            .expect("read")
-            .starts_with(b"\x89PNG"));
+        assert!(std::fs::read(&f.output).expect("read").starts_with(b"\x89PNG"));
     }
 
     /// A mislabelled image that needs no other change is copied unchanged
@@ -930,12 +817,7 @@ mod tests {
             .expect("edited");
         assert_eq!(edited.content_type, "image/png");
         assert_eq!(
-            (
-                edited.width,
-                edited.height,
-                edited.original_width,
-                edited.original_height
-            ),
+            (edited.width, edited.height, edited.original_width, edited.original_height),
             (20, 10, 20, 10)
         );
         assert_eq!(std::fs::read(&f.output).expect("read"), input);
@@ -984,14 +866,9 @@ mod tests {
             encoder.set_icc_profile(profile(space)).expect("icc");
             noisy(40, 40).write_with_encoder(encoder).expect("encode");
             let f = files(&bytes);
-            apply(
-                &rules(20, 20, Some(OutFormat::Jpeg)),
-                "image/png",
-                &f.input,
-                &f.output,
-            )
-            .expect("apply")
-            .expect("edited");
+            apply(&rules(20, 20, Some(OutFormat::Jpeg)), "image/png", &f.input, &f.output)
+                .expect("apply")
+                .expect("edited");
             let mut decoder = ImageReader::open(&f.output)
                 .expect("open")
                 .with_guessed_format()
@@ -1043,10 +920,7 @@ mod tests {
         assert_eq!(OutFormat::parse(""), None);
         for format in [OutFormat::Jpeg, OutFormat::Png, OutFormat::Webp] {
             assert_eq!(OutFormat::parse(format.as_str()), Some(format));
-            assert_eq!(
-                OutFormat::from_content_type(format.content_type()),
-                Some(format)
-            );
+            assert_eq!(OutFormat::from_content_type(format.content_type()), Some(format));
         }
         assert_eq!(OutFormat::Jpeg.content_type(), "image/jpeg");
         assert_eq!(OutFormat::Webp.as_str(), "webp");

@@ -72,10 +72,7 @@ pub fn parse(header: Option<&str>, size: u64) -> RangeAnswer {
             } else if size == 0 {
                 RangeAnswer::Full
             } else {
-                RangeAnswer::Partial {
-                    start: size.saturating_sub(suffix),
-                    end: size - 1,
-                }
+                RangeAnswer::Partial { start: size.saturating_sub(suffix), end: size - 1 }
             }
         }
         // `a-` or `a-b`: int range.
@@ -95,10 +92,7 @@ pub fn parse(header: Option<&str>, size: u64) -> RangeAnswer {
             if start >= size {
                 RangeAnswer::Unsatisfiable
             } else {
-                RangeAnswer::Partial {
-                    start,
-                    end: end.min(size - 1),
-                }
+                RangeAnswer::Partial { start, end: end.min(size - 1) }
             }
         }
         // `-` alone.
@@ -137,33 +131,15 @@ mod tests {
     /// `bytes=a-b` inside the body is served exactly.
     #[test]
     fn closed_range() {
-        assert_eq!(
-            parse(Some("bytes=0-99"), 1000),
-            Partial { start: 0, end: 99 }
-        );
-        assert_eq!(
-            parse(Some("bytes=500-500"), 1000),
-            Partial {
-                start: 500,
-                end: 500
-            }
-        );
-        assert_eq!(
-            parse(Some("bytes=0-999"), 1000),
-            Partial { start: 0, end: 999 }
-        );
+        assert_eq!(parse(Some("bytes=0-99"), 1000), Partial { start: 0, end: 99 });
+        assert_eq!(parse(Some("bytes=500-500"), 1000), Partial { start: 500, end: 500 });
+        assert_eq!(parse(Some("bytes=0-999"), 1000), Partial { start: 0, end: 999 });
     }
 
     /// A last byte past the end is clamped to `size - 1` (RFC 9110 §14.1.2).
     #[test]
     fn last_byte_is_clamped() {
-        assert_eq!(
-            parse(Some("bytes=990-2000"), 1000),
-            Partial {
-                start: 990,
-                end: 999
-            }
-        );
+        assert_eq!(parse(Some("bytes=990-2000"), 1000), Partial { start: 990, end: 999 });
         assert_eq!(
             parse(Some("bytes=0-99999999999999999999999"), 1000),
             Partial { start: 0, end: 999 }
@@ -173,38 +149,17 @@ mod tests {
     /// `bytes=a-` runs to the end of the body.
     #[test]
     fn open_range() {
-        assert_eq!(
-            parse(Some("bytes=0-"), 1000),
-            Partial { start: 0, end: 999 }
-        );
-        assert_eq!(
-            parse(Some("bytes=999-"), 1000),
-            Partial {
-                start: 999,
-                end: 999
-            }
-        );
+        assert_eq!(parse(Some("bytes=0-"), 1000), Partial { start: 0, end: 999 });
+        assert_eq!(parse(Some("bytes=999-"), 1000), Partial { start: 999, end: 999 });
     }
 
     /// `bytes=-n` is the last n bytes; more than the body is the whole body as
     /// a 206; `-0` selects nothing.
     #[test]
     fn suffix_range() {
-        assert_eq!(
-            parse(Some("bytes=-100"), 1000),
-            Partial {
-                start: 900,
-                end: 999
-            }
-        );
-        assert_eq!(
-            parse(Some("bytes=-1000"), 1000),
-            Partial { start: 0, end: 999 }
-        );
-        assert_eq!(
-            parse(Some("bytes=-5000"), 1000),
-            Partial { start: 0, end: 999 }
-        );
+        assert_eq!(parse(Some("bytes=-100"), 1000), Partial { start: 900, end: 999 });
+        assert_eq!(parse(Some("bytes=-1000"), 1000), Partial { start: 0, end: 999 });
+        assert_eq!(parse(Some("bytes=-5000"), 1000), Partial { start: 0, end: 999 });
         assert_eq!(
             parse(Some("bytes=-99999999999999999999999"), 1000),
             Partial { start: 0, end: 999 }
@@ -218,10 +173,7 @@ mod tests {
         assert_eq!(parse(Some("bytes=1000-"), 1000), Unsatisfiable);
         assert_eq!(parse(Some("bytes=1000-1001"), 1000), Unsatisfiable);
         assert_eq!(parse(Some("bytes=5000-6000"), 1000), Unsatisfiable);
-        assert_eq!(
-            parse(Some("bytes=99999999999999999999999-"), 1000),
-            Unsatisfiable
-        );
+        assert_eq!(parse(Some("bytes=99999999999999999999999-"), 1000), Unsatisfiable);
     }
 
     /// `a > b` is invalid syntax, which RFC 9110 says to ignore: whole body.
@@ -236,28 +188,10 @@ mod tests {
     /// tolerated, and the unit is case-insensitive.
     #[test]
     fn whitespace_and_case() {
-        assert_eq!(
-            parse(Some("  bytes=0-99  "), 1000),
-            Partial { start: 0, end: 99 }
-        );
-        assert_eq!(
-            parse(Some("bytes = 0 - 99"), 1000),
-            Partial { start: 0, end: 99 }
-        );
-        assert_eq!(
-            parse(Some("bytes= -100"), 1000),
-            Partial {
-                start: 900,
-                end: 999
-            }
-        );
-        assert_eq!(
-            parse(Some("\tbytes=10-\t"), 1000),
-            Partial {
-                start: 10,
-                end: 999
-            }
-        );
+        assert_eq!(parse(Some("  bytes=0-99  "), 1000), Partial { start: 0, end: 99 });
+        assert_eq!(parse(Some("bytes = 0 - 99"), 1000), Partial { start: 0, end: 99 });
+        assert_eq!(parse(Some("bytes= -100"), 1000), Partial { start: 900, end: 999 });
+        assert_eq!(parse(Some("\tbytes=10-\t"), 1000), Partial { start: 10, end: 999 });
         assert_eq!(parse(Some("Bytes=0-0"), 1000), Partial { start: 0, end: 0 });
         assert_eq!(parse(Some("BYTES=0-0"), 1000), Partial { start: 0, end: 0 });
     }
@@ -316,11 +250,7 @@ mod tests {
     #[test]
     fn one_byte_body() {
         for header in ["bytes=0-0", "bytes=0-", "bytes=0-5", "bytes=-1", "bytes=-9"] {
-            assert_eq!(
-                parse(Some(header), 1),
-                Partial { start: 0, end: 0 },
-                "{header:?}"
-            );
+            assert_eq!(parse(Some(header), 1), Partial { start: 0, end: 0 }, "{header:?}");
         }
         assert_eq!(parse(Some("bytes=1-"), 1), Unsatisfiable);
     }

@@ -213,7 +213,12 @@ fn valid_name(name: &str) -> bool {
 }
 
 impl Media {
-    pub fn open(cfg: MediaConfig, data_dir: &Path, node: Arc<RaftNode>, tls: bool) -> io::Result<Arc<Self>> {
+    pub fn open(
+        cfg: MediaConfig,
+        data_dir: &Path,
+        node: Arc<RaftNode>,
+        tls: bool,
+    ) -> io::Result<Arc<Self>> {
         let store = BlobStore::open(data_dir)?;
         let files = store.list()?.len() as u64;
         Ok(Arc::new(Media {
@@ -244,7 +249,11 @@ impl Media {
 
     /// Base URL of a node's publish port.
     pub fn base_url(&self, node: u64) -> Option<String> {
-        self.node.members().into_iter().find(|(n, _)| *n == node).map(|(_, a)| format!("{}://{}", self.scheme, a.publish))
+        self.node
+            .members()
+            .into_iter()
+            .find(|(n, _)| *n == node)
+            .map(|(_, a)| format!("{}://{}", self.scheme, a.publish))
     }
 
     /// The link group-sent messages carry: this node's `GET /v1/media/{id}`.
@@ -256,7 +265,13 @@ impl Media {
     pub fn access_url(&self, id: &str, viewer: &str) -> Result<(String, u64), MediaError> {
         let exp = self.now_ms() + self.cfg.access_ttl_ms;
         let cred = credential::mint(self.key()?, Kind::Access, id, viewer, exp);
-        Ok((format!("{}/v1/media/{id}/content?access={cred}", self.base_url(self.node.id()).unwrap_or_default()), exp))
+        Ok((
+            format!(
+                "{}/v1/media/{id}/content?access={cred}",
+                self.base_url(self.node.id()).unwrap_or_default()
+            ),
+            exp,
+        ))
     }
 
     /// Checks an access credential for `id`; answers the viewer.
@@ -299,26 +314,53 @@ impl Media {
     /// S1: checks that `size` bytes of `content_type` can be stored for
     /// `uid`; answers an upload id, URL and credential.
     #[tracing::instrument(level = "info", skip(self), err(Display))]
-    pub fn begin_upload(&self, uid: &str, size: u64, content_type: &str, name: &str) -> Result<UploadTicket, MediaError> {
+    pub fn begin_upload(
+        &self,
+        uid: &str,
+        size: u64,
+        content_type: &str,
+        name: &str,
+    ) -> Result<UploadTicket, MediaError> {
         let key = self.key()?.to_vec();
         if size == 0 {
-            return Err(MediaError::refused(400, "invalid_size", "size is required and must be at least 1 byte"));
+            return Err(MediaError::refused(
+                400,
+                "invalid_size",
+                "size is required and must be at least 1 byte",
+            ));
         }
         if size > self.cfg.max_bytes {
             return Err(MediaError::refused(
                 413,
                 "media_too_large",
-                format!("{size} bytes; media may be at most {} bytes (<media max-bytes>)", self.cfg.max_bytes),
+                format!(
+                    "{size} bytes; media may be at most {} bytes (<media max-bytes>)",
+                    self.cfg.max_bytes
+                ),
             ));
         }
         if !valid_content_type(content_type) {
-            return Err(MediaError::refused(400, "invalid_content_type", format!("{content_type:?} is not a content type like image/jpeg")));
+            return Err(MediaError::refused(
+                400,
+                "invalid_content_type",
+                format!("{content_type:?} is not a content type like image/jpeg"),
+            ));
         }
         if !valid_name(name) {
-            return Err(MediaError::refused(400, "invalid_name", format!("a name is at most {MAX_NAME_BYTES} bytes, without '/' or control characters")));
+            return Err(MediaError::refused(
+                400,
+                "invalid_name",
+                format!(
+                    "a name is at most {MAX_NAME_BYTES} bytes, without '/' or control characters"
+                ),
+            ));
         }
         if !self.store.healthy() {
-            return Err(MediaError::refused(503, "storage_unhealthy", "this node's media storage failed its write probe"));
+            return Err(MediaError::refused(
+                503,
+                "storage_unhealthy",
+                "this node's media storage failed its write probe",
+            ));
         }
         if self.cfg.quota_bytes_per_user > 0 {
             let used = self.node.state().read().expect("state lock").lib.usage(uid);
@@ -326,7 +368,10 @@ impl Media {
                 return Err(MediaError::refused(
                     403,
                     "media_quota_exceeded",
-                    format!("{uid} shares {used} bytes; {size} more would exceed the quota of {} bytes", self.cfg.quota_bytes_per_user),
+                    format!(
+                        "{uid} shares {used} bytes; {size} more would exceed the quota of {} bytes",
+                        self.cfg.quota_bytes_per_user
+                    ),
                 ));
             }
         }
@@ -351,7 +396,11 @@ impl Media {
             ));
         }
         if uploads.len() >= self.cfg.max_uploads {
-            return Err(MediaError::refused(429, "too_many_uploads", format!("{} uploads are open on this node; retry later", uploads.len())));
+            return Err(MediaError::refused(
+                429,
+                "too_many_uploads",
+                format!("{} uploads are open on this node; retry later", uploads.len()),
+            ));
         }
         let mut h = Sha256::new();
         h.update(self.node.id().to_be_bytes());
@@ -363,17 +412,30 @@ impl Media {
         let expires_at_ms = now + self.cfg.upload_ttl_ms;
         uploads.insert(
             upload_id.clone(),
-            Upload { uid: uid.into(), size, content_type: content_type.into(), name: name.into(), expires_at_ms, busy: false },
+            Upload {
+                uid: uid.into(),
+                size,
+                content_type: content_type.into(),
+                name: name.into(),
+                expires_at_ms,
+                busy: false,
+            },
         );
         let credential = credential::mint(&key, Kind::Upload, &upload_id, uid, expires_at_ms);
-        let upload_url = format!("{}/v1/uploads/{upload_id}", self.base_url(self.node.id()).unwrap_or_default());
+        let upload_url =
+            format!("{}/v1/uploads/{upload_id}", self.base_url(self.node.id()).unwrap_or_default());
         Ok(UploadTicket { upload_id, upload_url, credential, expires_at_ms })
     }
 
     /// S2: receives the bytes of an upload, stores them on enough nodes,
     /// commits the metadata. The upload id is used up whatever happens.
     #[tracing::instrument(level = "info", skip(self, cred, body), fields(uid, size), err(Display))]
-    pub async fn receive<S, E>(&self, upload_id: &str, cred: &str, mut body: S) -> Result<UploadDone, MediaError>
+    pub async fn receive<S, E>(
+        &self,
+        upload_id: &str,
+        cred: &str,
+        mut body: S,
+    ) -> Result<UploadDone, MediaError>
     where
         S: Stream<Item = Result<Bytes, E>> + Unpin,
         E: std::fmt::Display,
@@ -385,10 +447,18 @@ impl Media {
                 MediaError::refused(404, "unknown_upload", format!("no open upload {upload_id} on this node (used, expired, or issued by another node)"))
             })?;
             if u.busy {
-                return Err(MediaError::refused(409, "upload_in_progress", "this upload is already receiving its bytes"));
+                return Err(MediaError::refused(
+                    409,
+                    "upload_in_progress",
+                    "this upload is already receiving its bytes",
+                ));
             }
             if u.uid != uid {
-                return Err(MediaError::refused(403, "credential_scope", "credential is for another user"));
+                return Err(MediaError::refused(
+                    403,
+                    "credential_scope",
+                    "credential is for another user",
+                ));
             }
             u.busy = true;
             u.clone()
@@ -408,14 +478,28 @@ impl Media {
     {
         let mut tmp = self.store.temp().await?;
         while let Some(chunk) = body.next().await {
-            let chunk = chunk.map_err(|e| MediaError::refused(400, "upload_interrupted", format!("the upload stream broke: {e}")))?;
+            let chunk = chunk.map_err(|e| {
+                MediaError::refused(
+                    400,
+                    "upload_interrupted",
+                    format!("the upload stream broke: {e}"),
+                )
+            })?;
             if tmp.len() + chunk.len() as u64 > up.size {
-                return Err(MediaError::refused(400, "size_mismatch", format!("more than the stated {} bytes were sent", up.size)));
+                return Err(MediaError::refused(
+                    400,
+                    "size_mismatch",
+                    format!("more than the stated {} bytes were sent", up.size),
+                ));
             }
             tmp.write(&chunk).await?;
         }
         if tmp.len() != up.size {
-            return Err(MediaError::refused(400, "size_mismatch", format!("{} bytes were sent; {} were stated", tmp.len(), up.size)));
+            return Err(MediaError::refused(
+                400,
+                "size_mismatch",
+                format!("{} bytes were sent; {} were stated", tmp.len(), up.size),
+            ));
         }
         let (mut id, mut size) = tmp.finish().await?;
         // Armed until the file is committed or deliberately dropped.
@@ -427,7 +511,9 @@ impl Media {
             let output = input.with_extension("edit");
             let guard = RemoveOnDrop(Some(output.clone()));
             let (rules, ct, o) = (self.cfg.edit.clone(), content_type.clone(), output.clone());
-            let res = tokio::task::spawn_blocking(move || edit::apply(&rules, &ct, &input, &o)).await.map_err(io::Error::other)?;
+            let res = tokio::task::spawn_blocking(move || edit::apply(&rules, &ct, &input, &o))
+                .await
+                .map_err(io::Error::other)?;
             match res {
                 Ok(None) => {}
                 Ok(Some(e)) => {
@@ -456,14 +542,19 @@ impl Media {
             let st = st.read().expect("state lock");
             st.lib
                 .media(&id)
-                .filter(|m| m.orphan_since_ms.is_none() && m.replicas.iter().filter(|r| voters.contains(r)).count() >= required)
+                .filter(|m| {
+                    m.orphan_since_ms.is_none()
+                        && m.replicas.iter().filter(|r| voters.contains(r)).count() >= required
+                })
                 .map(|m| m.replicas.iter().copied().collect())
         };
         let mut outcome = None;
         if let Some(replicas) = existing {
             match self.commit_meta(up, &id, size, &content_type, replicas, true).await? {
                 Some(done) => outcome = Some(done),
-                None => tracing::info!(media = %id, "deduplicated media was collected meanwhile; storing the bytes again"),
+                None => {
+                    tracing::info!(media = %id, "deduplicated media was collected meanwhile; storing the bytes again")
+                }
             }
         }
         let (index, duplicate) = match outcome {
@@ -473,9 +564,13 @@ impl Media {
                 self.store.commit(&file, &id).await?;
                 path.0 = None;
                 let replicas = self.replicate(&id, size).await?;
-                self.commit_meta(up, &id, size, &content_type, replicas, false)
-                    .await?
-                    .ok_or_else(|| MediaError::Io(io::Error::other("media_gone answered to a non-dedup commit")))?
+                self.commit_meta(up, &id, size, &content_type, replicas, false).await?.ok_or_else(
+                    || {
+                        MediaError::Io(io::Error::other(
+                            "media_gone answered to a non-dedup commit",
+                        ))
+                    },
+                )?
             }
         };
         drop(path);
@@ -488,7 +583,16 @@ impl Media {
                 None => (Vec::new(), content_type),
             }
         };
-        Ok(UploadDone { link: self.link(&id), sha256: id.clone(), media_id: id, size, content_type, replicas, edited, duplicate })
+        Ok(UploadDone {
+            link: self.link(&id),
+            sha256: id.clone(),
+            media_id: id,
+            size,
+            content_type,
+            replicas,
+            edited,
+            duplicate,
+        })
     }
 
     /// Commits the metadata of an upload; `Ok(None)` when a dedup commit
@@ -517,9 +621,15 @@ impl Media {
             Some(OpResult::Lib(LibResult::Committed { duplicate })) => Ok(Some((index, duplicate))),
             Some(OpResult::Lib(LibResult::Refused(code))) if code == "media_gone" => Ok(None),
             Some(OpResult::Lib(LibResult::Refused(code))) if code == "media_quota_exceeded" => {
-                Err(MediaError::refused(403, "media_quota_exceeded", format!("{} would exceed the quota", up.uid)))
+                Err(MediaError::refused(
+                    403,
+                    "media_quota_exceeded",
+                    format!("{} would exceed the quota", up.uid),
+                ))
             }
-            other => Err(MediaError::Io(io::Error::other(format!("unexpected commit result {other:?}")))),
+            other => {
+                Err(MediaError::Io(io::Error::other(format!("unexpected commit result {other:?}"))))
+            }
         }
     }
 
@@ -548,11 +658,14 @@ impl Media {
             if batch.is_empty() {
                 break;
             }
-            let results = futures::future::join_all(batch.iter().map(|n| self.push(*n, id, size))).await;
+            let results =
+                futures::future::join_all(batch.iter().map(|n| self.push(*n, id, size))).await;
             for (n, r) in batch.into_iter().zip(results) {
                 match r {
                     Ok(()) => holders.push(n),
-                    Err(e) => tracing::warn!(node = n, media = id, error = %e, "replica push failed; trying another node"),
+                    Err(e) => {
+                        tracing::warn!(node = n, media = id, error = %e, "replica push failed; trying another node")
+                    }
                 }
             }
         }
@@ -560,7 +673,10 @@ impl Media {
             return Err(MediaError::refused(
                 503,
                 "replication_failed",
-                format!("the media reached {} of the {required} nodes required; nothing was committed", holders.len()),
+                format!(
+                    "the media reached {} of the {required} nodes required; nothing was committed",
+                    holders.len()
+                ),
             ));
         }
         holders.sort_unstable();
@@ -584,7 +700,11 @@ impl Media {
                 if n == 0 && !first {
                     break;
                 }
-                let c = BlobChunk { id: if first { id_owned.clone() } else { String::new() }, size, data: buf };
+                let c = BlobChunk {
+                    id: if first { id_owned.clone() } else { String::new() },
+                    size,
+                    data: buf,
+                };
                 first = false;
                 if tx.send(c).await.is_err() || n < CHUNK_BYTES {
                     break;
@@ -603,7 +723,10 @@ impl Media {
     where
         S: Stream<Item = Result<BlobChunk, tonic::Status>> + Unpin,
     {
-        let first = stream.next().await.ok_or_else(|| tonic::Status::invalid_argument("empty blob stream"))??;
+        let first = stream
+            .next()
+            .await
+            .ok_or_else(|| tonic::Status::invalid_argument("empty blob stream"))??;
         let (id, size) = (first.id.clone(), first.size);
         if !valid_id(&id) {
             return Err(tonic::Status::invalid_argument("not a media id"));
@@ -624,7 +747,8 @@ impl Media {
         if free.saturating_sub(self.cfg.reserve_bytes) < size {
             return Err(tonic::Status::resource_exhausted("insufficient_storage"));
         }
-        let mut tmp = self.store.temp().await.map_err(|e| tonic::Status::internal(e.to_string()))?;
+        let mut tmp =
+            self.store.temp().await.map_err(|e| tonic::Status::internal(e.to_string()))?;
         let mut chunk = Some(first);
         while let Some(c) = chunk.take() {
             if tmp.len() + c.data.len() as u64 > size {
@@ -635,24 +759,40 @@ impl Media {
         }
         let (hash, len) = tmp.finish().await.map_err(|e| tonic::Status::internal(e.to_string()))?;
         if len != size || hash != id {
-            return Err(tonic::Status::data_loss(format!("received {len} bytes hashing to {hash}; expected {size} bytes of {id}")));
+            return Err(tonic::Status::data_loss(format!(
+                "received {len} bytes hashing to {hash}; expected {size} bytes of {id}"
+            )));
         }
         let mut path = RemoveOnDrop(Some(tmp.keep()));
-        self.store.commit(path.0.as_ref().expect("armed"), &id).await.map_err(|e| tonic::Status::internal(e.to_string()))?;
+        self.store
+            .commit(path.0.as_ref().expect("armed"), &id)
+            .await
+            .map_err(|e| tonic::Status::internal(e.to_string()))?;
         path.0 = None;
         tracing::debug!(media = %id, size, "replica stored");
         Ok(false)
     }
 
     /// The sync-port side of `GetBlob`: a slice of a local file as chunks.
-    pub async fn read_blob(&self, req: BlobRequest) -> Result<ReceiverStream<Result<BlobChunk, tonic::Status>>, tonic::Status> {
-        let size = self.store.len(&req.id).ok_or_else(|| tonic::Status::not_found("no replica of this media here"))?;
+    pub async fn read_blob(
+        &self,
+        req: BlobRequest,
+    ) -> Result<ReceiverStream<Result<BlobChunk, tonic::Status>>, tonic::Status> {
+        let size = self
+            .store
+            .len(&req.id)
+            .ok_or_else(|| tonic::Status::not_found("no replica of this media here"))?;
         if req.offset > size {
             return Err(tonic::Status::out_of_range("offset past the end"));
         }
-        let len = if req.length == 0 { size - req.offset } else { req.length.min(size - req.offset) };
-        let mut f = tokio::fs::File::open(self.store.path(&req.id)).await.map_err(|e| tonic::Status::internal(e.to_string()))?;
-        f.seek(io::SeekFrom::Start(req.offset)).await.map_err(|e| tonic::Status::internal(e.to_string()))?;
+        let len =
+            if req.length == 0 { size - req.offset } else { req.length.min(size - req.offset) };
+        let mut f = tokio::fs::File::open(self.store.path(&req.id))
+            .await
+            .map_err(|e| tonic::Status::internal(e.to_string()))?;
+        f.seek(io::SeekFrom::Start(req.offset))
+            .await
+            .map_err(|e| tonic::Status::internal(e.to_string()))?;
         let (tx, rx) = tokio::sync::mpsc::channel(STREAM_CHUNKS);
         tokio::spawn(async move {
             let mut left = len;
@@ -664,7 +804,11 @@ impl Media {
                     Ok(n) => {
                         buf.truncate(n);
                         left -= n as u64;
-                        if tx.send(Ok(BlobChunk { id: String::new(), size, data: buf })).await.is_err() {
+                        if tx
+                            .send(Ok(BlobChunk { id: String::new(), size, data: buf }))
+                            .await
+                            .is_err()
+                        {
                             return;
                         }
                     }
@@ -680,7 +824,13 @@ impl Media {
 
     /// Bytes `start..start+len` of media `id`: from the local file, or
     /// streamed from a node that holds a replica.
-    pub async fn open_bytes(&self, id: &str, start: u64, len: u64, replicas: &BTreeSet<u64>) -> Result<ByteStream, MediaError> {
+    pub async fn open_bytes(
+        &self,
+        id: &str,
+        start: u64,
+        len: u64,
+        replicas: &BTreeSet<u64>,
+    ) -> Result<ByteStream, MediaError> {
         if self.store.has(id) {
             let mut f = tokio::fs::File::open(self.store.path(id)).await?;
             f.seek(io::SeekFrom::Start(start)).await?;
@@ -688,25 +838,34 @@ impl Media {
             return Ok(Box::pin(s));
         }
         let me = self.node.id();
-        self.open_remote(id, start, len, &replicas.iter().copied().filter(|n| *n != me).collect()).await
+        self.open_remote(id, start, len, &replicas.iter().copied().filter(|n| *n != me).collect())
+            .await
     }
 
     /// Fetches the whole media `id` from a replica into the local store.
     async fn fetch(&self, id: &str, size: u64, replicas: &BTreeSet<u64>) -> Result<(), MediaError> {
         let free = self.store.free_bytes()?;
         if free.saturating_sub(self.cfg.reserve_bytes) < size {
-            return Err(MediaError::refused(507, "insufficient_storage", "no room for this replica above the reserve"));
+            return Err(MediaError::refused(
+                507,
+                "insufficient_storage",
+                "no room for this replica above the reserve",
+            ));
         }
         let _pin = self.pin(id);
         let me = self.node.id();
-        let mut s = self.open_remote(id, 0, 0, &replicas.iter().copied().filter(|n| *n != me).collect()).await?;
+        let mut s = self
+            .open_remote(id, 0, 0, &replicas.iter().copied().filter(|n| *n != me).collect())
+            .await?;
         let mut tmp = self.store.temp().await?;
         while let Some(chunk) = s.next().await {
             tmp.write(&chunk?).await?;
         }
         let (hash, len) = tmp.finish().await?;
         if hash != id || len != size {
-            return Err(MediaError::Io(io::Error::other(format!("fetched {len} bytes hashing to {hash}, not {id}"))));
+            return Err(MediaError::Io(io::Error::other(format!(
+                "fetched {len} bytes hashing to {hash}, not {id}"
+            ))));
         }
         let mut p = RemoveOnDrop(Some(tmp.keep()));
         self.store.commit(p.0.as_ref().expect("armed"), id).await?;
@@ -716,19 +875,32 @@ impl Media {
 
     /// Bytes `start..start+len` (0 = to the end) of `id` streamed from the
     /// first of `nodes` (in placement order) that answers.
-    async fn open_remote(&self, id: &str, start: u64, len: u64, nodes: &BTreeSet<u64>) -> Result<ByteStream, MediaError> {
+    async fn open_remote(
+        &self,
+        id: &str,
+        start: u64,
+        len: u64,
+        nodes: &BTreeSet<u64>,
+    ) -> Result<ByteStream, MediaError> {
         let mut last = String::from("no other node holds a replica");
         for n in placement(id, nodes.iter().copied()) {
             let Ok(mut c) = self.node.blob_client(n) else { continue };
             match c.get_blob(BlobRequest { id: id.into(), offset: start, length: len }).await {
                 Ok(resp) => {
-                    let s = resp.into_inner().map(|r| r.map(|c| Bytes::from(c.data)).map_err(|s| io::Error::other(s.message().to_string())));
+                    let s = resp.into_inner().map(|r| {
+                        r.map(|c| Bytes::from(c.data))
+                            .map_err(|s| io::Error::other(s.message().to_string()))
+                    });
                     return Ok(Box::pin(s));
                 }
                 Err(s) => last = format!("node {n}: {}", s.message()),
             }
         }
-        Err(MediaError::refused(503, "media_unavailable", format!("no reachable node holds media {id}: {last}")))
+        Err(MediaError::refused(
+            503,
+            "media_unavailable",
+            format!("no reachable node holds media {id}: {last}"),
+        ))
     }
 
     /// Every `repair-interval-ms` until `stop`: probe storage, hold the
@@ -764,7 +936,10 @@ impl Media {
         let metas: Vec<(String, u64, BTreeSet<u64>, Option<u64>)> = {
             let st = self.node.state();
             let st = st.read().expect("state lock");
-            st.lib.all_media().map(|m| (m.id.clone(), m.size, m.replicas.clone(), m.orphan_since_ms)).collect()
+            st.lib
+                .all_media()
+                .map(|m| (m.id.clone(), m.size, m.replicas.clone(), m.orphan_since_ms))
+                .collect()
         };
         let known: BTreeSet<&str> = metas.iter().map(|m| m.0.as_str()).collect();
         let mut ops = Vec::new();
@@ -774,7 +949,10 @@ impl Media {
             let listed = replicas.contains(&me);
             if let Some(t) = orphan_since {
                 if leader && t.saturating_add(self.cfg.gc_grace_ms) <= now {
-                    ops.push(Op::Lib(LibOp::MediaGc { id: id.clone(), grace_ms: self.cfg.gc_grace_ms }));
+                    ops.push(Op::Lib(LibOp::MediaGc {
+                        id: id.clone(),
+                        grace_ms: self.cfg.gc_grace_ms,
+                    }));
                 }
                 continue;
             }
@@ -794,7 +972,10 @@ impl Media {
                 // Short of replicas: the best-ranked voters without a copy fetch one.
                 live < required
                     && voters.contains(&me)
-                    && placement(id, voters.iter().copied().filter(|v| !replicas.contains(v))).iter().take(required - live).any(|n| *n == me)
+                    && placement(id, voters.iter().copied().filter(|v| !replicas.contains(v)))
+                        .iter()
+                        .take(required - live)
+                        .any(|n| *n == me)
             };
             if should_fetch && fetches < REPAIR_FETCHES_PER_PASS {
                 fetches += 1;
@@ -811,13 +992,16 @@ impl Media {
         }
         // A replica may arrive (PutBlob) before its upload commits; the
         // upload must commit within its credential's lifetime.
-        let min_age = Duration::from_millis(self.cfg.gc_grace_ms.max(self.cfg.upload_ttl_ms).max(MIN_ORPHAN_FILE_AGE_MS));
+        let min_age = Duration::from_millis(
+            self.cfg.gc_grace_ms.max(self.cfg.upload_ttl_ms).max(MIN_ORPHAN_FILE_AGE_MS),
+        );
         let files = self.store.list()?;
         self.files_here.store(files.len() as u64, Ordering::Relaxed);
         for (id, mtime) in files {
             if !known.contains(id.as_str()) && mtime.elapsed().unwrap_or_default() >= min_age {
                 // Fetches above may have taken a while: look again now.
-                let referenced = self.node.state().read().expect("state lock").lib.media(&id).is_some();
+                let referenced =
+                    self.node.state().read().expect("state lock").lib.media(&id).is_some();
                 if referenced || self.is_pinned(&id) {
                     continue;
                 }
@@ -834,7 +1018,10 @@ impl Media {
 }
 
 /// Reads until `buf` is full or the end; answers the bytes read.
-async fn read_full<R: tokio::io::AsyncRead + Unpin>(r: &mut R, buf: &mut [u8]) -> io::Result<usize> {
+async fn read_full<R: tokio::io::AsyncRead + Unpin>(
+    r: &mut R,
+    buf: &mut [u8],
+) -> io::Result<usize> {
     let mut n = 0;
     while n < buf.len() {
         let k = r.read(&mut buf[n..]).await?;
@@ -859,7 +1046,8 @@ mod tests {
         let mut sorted = a.clone();
         sorted.sort();
         assert_eq!(sorted, vec![1, 2, 3, 4, 5]);
-        let firsts: BTreeSet<u64> = (0..64).map(|i| placement(&format!("m{i}"), [1, 2, 3])[0]).collect();
+        let firsts: BTreeSet<u64> =
+            (0..64).map(|i| placement(&format!("m{i}"), [1, 2, 3])[0]).collect();
         assert_eq!(firsts.len(), 3, "every node is first for some media");
     }
 
@@ -867,7 +1055,9 @@ mod tests {
     #[test]
     fn media_request_field_checks() {
         assert!(valid_content_type("image/jpeg") && valid_content_type("video/mp4; codecs=avc1"));
-        assert!(!valid_content_type("") && !valid_content_type("jpeg") && !valid_content_type("a/b\n"));
+        assert!(
+            !valid_content_type("") && !valid_content_type("jpeg") && !valid_content_type("a/b\n")
+        );
         assert!(valid_name("beach.jpg") && valid_name(""));
         assert!(!valid_name("../x") && !valid_name("a\u{0}b") && !valid_name(&"x".repeat(256)));
     }

@@ -148,7 +148,10 @@ impl BlobStore {
             Ok(()) => {
                 if let Some(d) = p.parent() {
                     let d = d.to_path_buf();
-                    let _ = tokio::task::spawn_blocking(move || std::fs::File::open(d).and_then(|f| f.sync_all())).await;
+                    let _ = tokio::task::spawn_blocking(move || {
+                        std::fs::File::open(d).and_then(|f| f.sync_all())
+                    })
+                    .await;
                 }
                 Ok(true)
             }
@@ -202,7 +205,8 @@ impl BlobStore {
     /// Bytes available to this process on the media file system.
     pub fn free_bytes(&self) -> io::Result<u64> {
         use std::os::unix::ffi::OsStrExt;
-        let c = std::ffi::CString::new(self.root.as_os_str().as_bytes()).map_err(io::Error::other)?;
+        let c =
+            std::ffi::CString::new(self.root.as_os_str().as_bytes()).map_err(io::Error::other)?;
         let mut st: libc::statvfs = unsafe { std::mem::zeroed() };
         // SAFETY: `c` is a valid NUL-terminated path and `st` a valid out pointer.
         let rc = unsafe { libc::statvfs(c.as_ptr(), &mut st) };
@@ -223,7 +227,8 @@ pub struct TempBlob {
 
 impl TempBlob {
     pub async fn write(&mut self, data: &[u8]) -> io::Result<()> {
-        let out = self.out.as_mut().ok_or_else(|| io::Error::other("temp blob already finished"))?;
+        let out =
+            self.out.as_mut().ok_or_else(|| io::Error::other("temp blob already finished"))?;
         out.write_all(data).await?;
         self.hasher.update(data);
         self.len += data.len() as u64;
@@ -240,7 +245,8 @@ impl TempBlob {
 
     /// Flushes and fsyncs; answers (hex SHA-256, length).
     pub async fn finish(&mut self) -> io::Result<(String, u64)> {
-        let mut out = self.out.take().ok_or_else(|| io::Error::other("temp blob already finished"))?;
+        let mut out =
+            self.out.take().ok_or_else(|| io::Error::other("temp blob already finished"))?;
         out.flush().await?;
         out.get_mut().sync_all().await?;
         let digest = std::mem::take(&mut self.hasher).finalize();
@@ -308,7 +314,10 @@ mod tests {
         assert!(!p.exists());
         assert_eq!(s.len(&id), Some(11));
         assert_eq!(hash_file(&s.path(&id)).await.unwrap(), (id.clone(), 11));
-        assert_eq!(s.list().unwrap().into_iter().map(|(i, _)| i).collect::<Vec<_>>(), vec![id.clone()]);
+        assert_eq!(
+            s.list().unwrap().into_iter().map(|(i, _)| i).collect::<Vec<_>>(),
+            vec![id.clone()]
+        );
         let abandoned = s.temp().await.unwrap();
         let ap = abandoned.path.clone();
         assert!(ap.exists());

@@ -40,12 +40,14 @@ pub async fn run(node: Arc<RaftNode>, policy: MasterPolicy, period: Duration) {
             continue;
         }
         let last_index = m.last_log_index.unwrap_or(0);
-        let voters: Vec<u64> = m.membership_config.membership().voter_ids().filter(|v| *v < node.id).collect();
+        let voters: Vec<u64> =
+            m.membership_config.membership().voter_ids().filter(|v| *v < node.id).collect();
         let now = Instant::now();
         for v in &voters {
             let hb = m.heartbeat.as_ref().and_then(|h| h.get(v).cloned().flatten());
             let healthy = hb.map(|t| t.elapsed() < node.health_window).unwrap_or(false);
-            let matched = m.replication.as_ref().and_then(|r| r.get(v).cloned().flatten()).map(|l| l.index());
+            let matched =
+                m.replication.as_ref().and_then(|r| r.get(v).cloned().flatten()).map(|l| l.index());
             if healthy && matched == Some(last_index) {
                 good_since.entry(*v).or_insert(now);
             } else {
@@ -54,12 +56,20 @@ pub async fn run(node: Arc<RaftNode>, policy: MasterPolicy, period: Duration) {
         }
         good_since.retain(|k, _| voters.contains(k));
         let hold = Duration::from_millis(policy.hold_down_ms);
-        let target = voters.iter().copied().filter(|v| good_since.get(v).is_some_and(|s| now.duration_since(*s) >= hold)).min();
+        let target = voters
+            .iter()
+            .copied()
+            .filter(|v| good_since.get(v).is_some_and(|s| now.duration_since(*s) >= hold))
+            .min();
         // One attempt per election timeout: a transfer that fails (the target
         // lost the election) is retried, not hammered.
         let cooled = last_transfer.is_none_or(|t| now.duration_since(t) >= node.leader_wait);
         if let (Some(t), true) = (target, cooled) {
-            tracing::info!(from = node.id, to = t, "handing leadership to the lower-numbered voter");
+            tracing::info!(
+                from = node.id,
+                to = t,
+                "handing leadership to the lower-numbered voter"
+            );
             last_transfer = Some(now);
             if let Err(e) = node.raft.trigger().transfer_leader(t).await {
                 tracing::warn!(error = %e, "transfer_leader");

@@ -8,9 +8,9 @@ pub mod master;
 pub mod network;
 pub mod service;
 pub mod state_machine;
-pub mod types;
 #[cfg(test)]
 mod tests;
+pub mod types;
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::path::Path;
@@ -176,7 +176,10 @@ impl RaftNode {
                 .map(|s| (s.number, NodeAddr { sync: s.sync_addr(), publish: s.publish_addr() }))
                 .collect();
             match raft.initialize(members).await {
-                Ok(()) => tracing::info!(servers = config.servers.len(), "bootstrapped a new cluster from the XML server list"),
+                Ok(()) => tracing::info!(
+                    servers = config.servers.len(),
+                    "bootstrapped a new cluster from the XML server list"
+                ),
                 // Another member reached us first: we are part of a cluster already.
                 Err(e) => tracing::info!(error = %e, "not bootstrapping"),
             }
@@ -190,7 +193,8 @@ impl RaftNode {
             writer: tx,
             clock,
             op_timeout: Duration::from_millis(t.write_timeout_ms),
-            leader_wait: Duration::from_millis(t.election_max_ms * 3).min(Duration::from_millis(t.write_timeout_ms)),
+            leader_wait: Duration::from_millis(t.election_max_ms * 3)
+                .min(Duration::from_millis(t.write_timeout_ms)),
             health_window: Duration::from_millis(t.election_max_ms * 2),
             peers: Mutex::new(HashMap::new()),
             blob_peers: Mutex::new(HashMap::new()),
@@ -228,7 +232,10 @@ impl RaftNode {
         Some((id, node))
     }
 
-    async fn wait_for_leader(&self, deadline: tokio::time::Instant) -> Result<(u64, NodeAddr), ClusterError> {
+    async fn wait_for_leader(
+        &self,
+        deadline: tokio::time::Instant,
+    ) -> Result<(u64, NodeAddr), ClusterError> {
         let leader_deadline = deadline.min(tokio::time::Instant::now() + self.leader_wait);
         loop {
             if let Some(l) = self.leader() {
@@ -270,14 +277,24 @@ impl RaftNode {
 
     /// A client of another member's internal service (sync port).
     pub fn peer_client(&self, node: u64) -> Result<RaftInternalClient<Channel>, ClusterError> {
-        let addr = self.members().into_iter().find(|(id, _)| *id == node).map(|(_, a)| a.sync).ok_or(ClusterError::UnknownNode(node))?;
+        let addr = self
+            .members()
+            .into_iter()
+            .find(|(id, _)| *id == node)
+            .map(|(_, a)| a.sync)
+            .ok_or(ClusterError::UnknownNode(node))?;
         self.peer(&addr)
     }
 
     /// A client of another member's internal service on a connection used
     /// only for media bytes (`PutBlob`, `GetBlob`).
     pub fn blob_client(&self, node: u64) -> Result<RaftInternalClient<Channel>, ClusterError> {
-        let addr = self.members().into_iter().find(|(id, _)| *id == node).map(|(_, a)| a.sync).ok_or(ClusterError::UnknownNode(node))?;
+        let addr = self
+            .members()
+            .into_iter()
+            .find(|(id, _)| *id == node)
+            .map(|(_, a)| a.sync)
+            .ok_or(ClusterError::UnknownNode(node))?;
         let mut peers = self.blob_peers.lock().expect("peers lock");
         if let Some(c) = peers.get(&addr) {
             return Ok(c.clone());
@@ -367,7 +384,10 @@ impl RaftNode {
     /// Queues operations for the local batcher; valid only on the leader.
     pub async fn write_as_leader(&self, ops: Vec<Op>) -> ForwardReply {
         let (tx, rx) = oneshot::channel();
-        self.writer.send(WriteReq { ops, reply: tx }).await.map_err(|_| internal("batcher stopped"))?;
+        self.writer
+            .send(WriteReq { ops, reply: tx })
+            .await
+            .map_err(|_| internal("batcher stopped"))?;
         rx.await.map_err(|_| internal("batcher dropped the request"))?
     }
 
@@ -404,7 +424,8 @@ impl RaftNode {
                 };
                 match r {
                     Ok(index) => {
-                        let remaining = deadline.saturating_duration_since(tokio::time::Instant::now());
+                        let remaining =
+                            deadline.saturating_duration_since(tokio::time::Instant::now());
                         self.raft
                             .wait(Some(remaining))
                             .applied_index_at_least(Some(index), "read barrier")
@@ -446,7 +467,11 @@ impl RaftNode {
             } else if is_leader {
                 let hb = m.heartbeat.as_ref().and_then(|h| h.get(id).cloned().flatten());
                 let ok = hb.map(|t| t.elapsed() < self.health_window).unwrap_or(false);
-                let matched = m.replication.as_ref().and_then(|r| r.get(id).cloned().flatten()).map(|l| l.index());
+                let matched = m
+                    .replication
+                    .as_ref()
+                    .and_then(|r| r.get(id).cloned().flatten())
+                    .map(|l| l.index());
                 (Some(ok), matched)
             } else {
                 (None, None)
@@ -466,7 +491,12 @@ impl RaftNode {
             leader: m.current_leader,
             term: m.current_term,
             last_log_index: m.last_log_index.unwrap_or(0),
-            commit_index: m.cluster_committed.as_ref().or(m.local_committed.as_ref()).map(|l| l.index()).unwrap_or(0),
+            commit_index: m
+                .cluster_committed
+                .as_ref()
+                .or(m.local_committed.as_ref())
+                .map(|l| l.index())
+                .unwrap_or(0),
             applied_index: m.last_applied.as_ref().map(|l| l.index()).unwrap_or(0),
             snapshot_index: m.snapshot.as_ref().map(|l| l.index()),
             members,
@@ -513,9 +543,12 @@ impl RaftNode {
         self.leader().map(|(id, a)| (id, a.publish))
     }
 
-    fn map_write_err<E: std::fmt::Display>(e: openraft::errors::RaftError<types::TypeConfig, E>) -> ClusterError
+    fn map_write_err<E: std::fmt::Display>(
+        e: openraft::errors::RaftError<types::TypeConfig, E>,
+    ) -> ClusterError
     where
-        E: std::error::Error + openraft::TryAsRef<openraft::errors::ForwardToLeader<types::TypeConfig>>,
+        E: std::error::Error
+            + openraft::TryAsRef<openraft::errors::ForwardToLeader<types::TypeConfig>>,
     {
         match e.forward_to_leader() {
             Some(f) => ClusterError::NotLeader(f.leader_id.unwrap_or(0)),
@@ -524,9 +557,16 @@ impl RaftNode {
     }
 
     /// Adds a learner (leader only) and waits until it has caught up.
-    pub async fn add_learner(&self, number: u64, sync: String, publish: String) -> Result<u64, ClusterError> {
+    pub async fn add_learner(
+        &self,
+        number: u64,
+        sync: String,
+        publish: String,
+    ) -> Result<u64, ClusterError> {
         let fut = self.raft.add_learner(number, NodeAddr { sync, publish }, true);
-        let r = tokio::time::timeout(self.op_timeout * 6, fut).await.map_err(|_| ClusterError::Timeout)?;
+        let r = tokio::time::timeout(self.op_timeout * 6, fut)
+            .await
+            .map_err(|_| ClusterError::Timeout)?;
         r.map(|resp| resp.log_id.index()).map_err(Self::map_write_err)
     }
 
@@ -536,8 +576,11 @@ impl RaftNode {
         if !known {
             return Err(ClusterError::UnknownNode(number));
         }
-        let fut = self.raft.change_membership(ChangeMembers::AddVoterIds(BTreeSet::from([number])), false);
-        let r = tokio::time::timeout(self.op_timeout, fut).await.map_err(|_| ClusterError::Timeout)?;
+        let fut = self
+            .raft
+            .change_membership(ChangeMembers::AddVoterIds(BTreeSet::from([number])), false);
+        let r =
+            tokio::time::timeout(self.op_timeout, fut).await.map_err(|_| ClusterError::Timeout)?;
         r.map(|resp| resp.log_id.index()).map_err(Self::map_write_err)
     }
 
@@ -553,7 +596,8 @@ impl RaftNode {
             ChangeMembers::RemoveVoters(BTreeSet::from([number]))
         };
         let fut = self.raft.change_membership(change, false);
-        let r = tokio::time::timeout(self.op_timeout, fut).await.map_err(|_| ClusterError::Timeout)?;
+        let r =
+            tokio::time::timeout(self.op_timeout, fut).await.map_err(|_| ClusterError::Timeout)?;
         r.map(|resp| resp.log_id.index()).map_err(Self::map_write_err)
     }
 }
@@ -561,7 +605,11 @@ impl RaftNode {
 fn open_sled(path: &Path) -> anyhow::Result<sled::Db> {
     // Page cache for sled: the hot state lives in our own memory, so sled
     // needs little.
-    Ok(sled::Config::new().path(path).cache_capacity(64 << 20).mode(sled::Mode::HighThroughput).open()?)
+    Ok(sled::Config::new()
+        .path(path)
+        .cache_capacity(64 << 20)
+        .mode(sled::Mode::HighThroughput)
+        .open()?)
 }
 
 /// Group commit: drains whatever requests are queued (up to

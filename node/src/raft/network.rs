@@ -11,8 +11,8 @@ use herald_proto::raft::{RaftBytes, SnapshotChunk};
 use openraft::errors::{NetworkError, RPCError, ReplicationClosed, StreamingError, Unreachable};
 use openraft::network::{RPCOption, RaftNetworkFactory, RaftNetworkV2};
 use openraft::raft::{
-    AppendEntriesRequest, AppendEntriesResponse, SnapshotResponse, TransferLeaderRequest, TransferLeaderResponse,
-    VoteRequest, VoteResponse,
+    AppendEntriesRequest, AppendEntriesResponse, SnapshotResponse, TransferLeaderRequest,
+    TransferLeaderResponse, VoteRequest, VoteResponse,
 };
 use openraft::OptionalSend;
 use tonic::transport::{Channel, Endpoint};
@@ -66,19 +66,27 @@ pub struct Conn {
 
 fn status_to_rpc(target: u64, s: tonic::Status) -> RPCError<TypeConfig> {
     match s.code() {
-        tonic::Code::Unavailable => RPCError::Unreachable(Unreachable::from_string(format!("node {target}: {}", s.message()))),
+        tonic::Code::Unavailable => RPCError::Unreachable(Unreachable::from_string(format!(
+            "node {target}: {}",
+            s.message()
+        ))),
         _ => RPCError::Network(NetworkError::from_string(format!("node {target}: {s}"))),
     }
 }
 
 impl Conn {
     fn client(&self) -> Result<RaftInternalClient<Channel>, RPCError<TypeConfig>> {
-        self.client
-            .clone()
-            .ok_or_else(|| RPCError::Unreachable(Unreachable::from_string(format!("bad address {}", self.addr))))
+        self.client.clone().ok_or_else(|| {
+            RPCError::Unreachable(Unreachable::from_string(format!("bad address {}", self.addr)))
+        })
     }
 
-    async fn call<Req, Resp, F, Fut>(&self, req: &Req, option: &RPCOption, f: F) -> Result<Resp, RPCError<TypeConfig>>
+    async fn call<Req, Resp, F, Fut>(
+        &self,
+        req: &Req,
+        option: &RPCOption,
+        f: F,
+    ) -> Result<Resp, RPCError<TypeConfig>>
     where
         Req: serde::Serialize,
         Resp: serde::de::DeserializeOwned,
@@ -89,7 +97,12 @@ impl Conn {
         let fut = f(self.client()?, RaftBytes { data });
         let resp = tokio::time::timeout(option.hard_ttl(), fut)
             .await
-            .map_err(|_| RPCError::Unreachable(Unreachable::from_string(format!("node {}: timed out", self.target))))?
+            .map_err(|_| {
+                RPCError::Unreachable(Unreachable::from_string(format!(
+                    "node {}: timed out",
+                    self.target
+                )))
+            })?
             .map_err(|s| status_to_rpc(self.target, s))?;
         decode(&resp.into_inner().data).map_err(|e| RPCError::Network(NetworkError::new(&e)))
     }
@@ -106,11 +119,19 @@ impl RaftNetworkV2<TypeConfig> for Conn {
         self.call(&rpc, &option, |mut c, r| async move { c.append_entries(r).await }).await
     }
 
-    async fn vote(&mut self, rpc: VoteRequest<TypeConfig>, option: RPCOption) -> Result<VoteResponse<TypeConfig>, RPCError<TypeConfig>> {
+    async fn vote(
+        &mut self,
+        rpc: VoteRequest<TypeConfig>,
+        option: RPCOption,
+    ) -> Result<VoteResponse<TypeConfig>, RPCError<TypeConfig>> {
         self.call(&rpc, &option, |mut c, r| async move { c.vote(r).await }).await
     }
 
-    async fn pre_vote(&mut self, rpc: VoteRequest<TypeConfig>, option: RPCOption) -> Result<VoteResponse<TypeConfig>, RPCError<TypeConfig>> {
+    async fn pre_vote(
+        &mut self,
+        rpc: VoteRequest<TypeConfig>,
+        option: RPCOption,
+    ) -> Result<VoteResponse<TypeConfig>, RPCError<TypeConfig>> {
         self.call(&rpc, &option, |mut c, r| async move { c.pre_vote(r).await }).await
     }
 
@@ -129,11 +150,14 @@ impl RaftNetworkV2<TypeConfig> for Conn {
         cancel: impl Future<Output = ReplicationClosed> + OptionalSend + 'static,
         _option: RPCOption,
     ) -> Result<SnapshotResponse<TypeConfig>, StreamingError<TypeConfig>> {
-        let mut client = self.client().map_err(|_| StreamingError::Unreachable(Unreachable::from_string("bad address")))?;
+        let mut client = self
+            .client()
+            .map_err(|_| StreamingError::Unreachable(Unreachable::from_string("bad address")))?;
         let (tx, rx) = tokio::sync::mpsc::channel::<SnapshotChunk>(SNAPSHOT_CHANNEL_CHUNKS);
         let first = SnapshotChunk {
             vote: encode(&vote).map_err(|e| StreamingError::Network(NetworkError::new(&e)))?,
-            meta: encode(&snapshot.meta).map_err(|e| StreamingError::Network(NetworkError::new(&e)))?,
+            meta: encode(&snapshot.meta)
+                .map_err(|e| StreamingError::Network(NetworkError::new(&e)))?,
             data: Vec::new(),
             done: false,
         };
@@ -151,7 +175,11 @@ impl RaftNetworkV2<TypeConfig> for Conn {
                 buf.truncate(n);
                 let done = n == 0;
                 sent += n as u64;
-                if tx.blocking_send(SnapshotChunk { vote: vec![], meta: vec![], data: buf, done }).is_err() || done {
+                if tx
+                    .blocking_send(SnapshotChunk { vote: vec![], meta: vec![], data: buf, done })
+                    .is_err()
+                    || done
+                {
                     return Ok(sent);
                 }
             }
@@ -162,7 +190,9 @@ impl RaftNetworkV2<TypeConfig> for Conn {
             r = call => r.map_err(|s| StreamingError::Network(NetworkError::from_string(format!("node {}: {s}", self.target))))?,
             closed = cancel => return Err(StreamingError::Closed(closed)),
         };
-        let sent = reader.await.map_err(|e| StreamingError::Network(NetworkError::new(&e)))?
+        let sent = reader
+            .await
+            .map_err(|e| StreamingError::Network(NetworkError::new(&e)))?
             .map_err(|e| StreamingError::Network(NetworkError::new(&e)))?;
         tracing::info!(target_node = self.target, bytes = sent, "snapshot sent");
         decode(&resp.into_inner().data).map_err(|e| StreamingError::Network(NetworkError::new(&e)))

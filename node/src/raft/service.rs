@@ -5,7 +5,9 @@
 use std::sync::Arc;
 
 use herald_proto::raft::raft_internal_server::RaftInternal;
-use herald_proto::raft::{BlobChunk, BlobRequest, BlobStored, RaftBytes, ReadIndexReply, ReadIndexRequest, SnapshotChunk};
+use herald_proto::raft::{
+    BlobChunk, BlobRequest, BlobStored, RaftBytes, ReadIndexReply, ReadIndexRequest, SnapshotChunk,
+};
 use openraft::raft::{AppendEntriesRequest, TransferLeaderRequest, VoteRequest};
 use tokio_stream::StreamExt;
 use tonic::{Request, Response, Status, Streaming};
@@ -38,13 +40,19 @@ fn reply<T: serde::Serialize>(v: &T) -> Result<Response<RaftBytes>, Status> {
 impl RaftInternal for RaftService {
     type GetBlobStream = tokio_stream::wrappers::ReceiverStream<Result<BlobChunk, Status>>;
 
-    async fn put_blob(&self, req: Request<Streaming<BlobChunk>>) -> Result<Response<BlobStored>, Status> {
+    async fn put_blob(
+        &self,
+        req: Request<Streaming<BlobChunk>>,
+    ) -> Result<Response<BlobStored>, Status> {
         let media = self.media.get().ok_or_else(|| Status::unavailable("media not started"))?;
         let already = media.accept_replica(req.into_inner()).await?;
         Ok(Response::new(BlobStored { already }))
     }
 
-    async fn get_blob(&self, req: Request<BlobRequest>) -> Result<Response<Self::GetBlobStream>, Status> {
+    async fn get_blob(
+        &self,
+        req: Request<BlobRequest>,
+    ) -> Result<Response<Self::GetBlobStream>, Status> {
         let media = self.media.get().ok_or_else(|| Status::unavailable("media not started"))?;
         Ok(Response::new(media.read_blob(req.into_inner()).await?))
     }
@@ -57,28 +65,50 @@ impl RaftInternal for RaftService {
 
     async fn pre_vote(&self, req: Request<RaftBytes>) -> Result<Response<RaftBytes>, Status> {
         let rpc: VoteRequest<TypeConfig> = decode(&req.into_inner().data).map_err(bad)?;
-        let resp = self.node.raft.pre_vote(rpc).await.map_err(|e| Status::internal(e.to_string()))?;
+        let resp =
+            self.node.raft.pre_vote(rpc).await.map_err(|e| Status::internal(e.to_string()))?;
         reply(&resp)
     }
 
     async fn append_entries(&self, req: Request<RaftBytes>) -> Result<Response<RaftBytes>, Status> {
         let rpc: AppendEntriesRequest<TypeConfig> = decode(&req.into_inner().data).map_err(bad)?;
-        let resp = self.node.raft.append_entries(rpc).await.map_err(|e| Status::internal(e.to_string()))?;
+        let resp = self
+            .node
+            .raft
+            .append_entries(rpc)
+            .await
+            .map_err(|e| Status::internal(e.to_string()))?;
         reply(&resp)
     }
 
-    async fn transfer_leader(&self, req: Request<RaftBytes>) -> Result<Response<RaftBytes>, Status> {
+    async fn transfer_leader(
+        &self,
+        req: Request<RaftBytes>,
+    ) -> Result<Response<RaftBytes>, Status> {
         let rpc: TransferLeaderRequest<TypeConfig> = decode(&req.into_inner().data).map_err(bad)?;
-        let resp = self.node.raft.handle_transfer_leader(rpc).await.map_err(|e| Status::internal(e.to_string()))?;
+        let resp = self
+            .node
+            .raft
+            .handle_transfer_leader(rpc)
+            .await
+            .map_err(|e| Status::internal(e.to_string()))?;
         reply(&resp)
     }
 
-    async fn snapshot(&self, req: Request<Streaming<SnapshotChunk>>) -> Result<Response<RaftBytes>, Status> {
+    async fn snapshot(
+        &self,
+        req: Request<Streaming<SnapshotChunk>>,
+    ) -> Result<Response<RaftBytes>, Status> {
         let mut stream = req.into_inner();
         let first = stream.next().await.ok_or_else(|| bad("empty snapshot stream"))??;
         let vote: Vote = decode(&first.vote).map_err(bad)?;
         let meta: SnapshotMeta = decode(&first.meta).map_err(bad)?;
-        let (path, file) = self.node.sm.snapshot_store().temp_file().map_err(|e| Status::internal(e.to_string()))?;
+        let (path, file) = self
+            .node
+            .sm
+            .snapshot_store()
+            .temp_file()
+            .map_err(|e| Status::internal(e.to_string()))?;
         let mut file = tokio::fs::File::from_std(file);
         let mut total = 0u64;
         let mut done = first.done;
@@ -102,7 +132,8 @@ impl RaftInternal for RaftService {
         file.sync_all().await.map_err(|e| Status::internal(e.to_string()))?;
         let std_file = file.into_std().await;
         tracing::info!(bytes = total, last_log_id = ?meta.last_log_id, "snapshot received");
-        let snapshot = openraft::alias::SnapshotOf::<TypeConfig, std::fs::File> { meta, snapshot: std_file };
+        let snapshot =
+            openraft::alias::SnapshotOf::<TypeConfig, std::fs::File> { meta, snapshot: std_file };
         let res = self.node.raft.install_full_snapshot(vote, snapshot).await;
         let _ = tokio::fs::remove_file(&path).await;
         let resp = res.map_err(|e| Status::internal(e.to_string()))?;
@@ -115,7 +146,10 @@ impl RaftInternal for RaftService {
         reply(&r)
     }
 
-    async fn read_index(&self, _req: Request<ReadIndexRequest>) -> Result<Response<ReadIndexReply>, Status> {
+    async fn read_index(
+        &self,
+        _req: Request<ReadIndexRequest>,
+    ) -> Result<Response<ReadIndexReply>, Status> {
         match self.node.leader_read_index().await {
             Ok(index) => Ok(Response::new(ReadIndexReply { index })),
             Err(e) => Err(Status::failed_precondition(e.to_string())),

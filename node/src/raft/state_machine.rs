@@ -81,7 +81,10 @@ impl SnapshotStore {
                 fs::remove_file(&p)?;
             }
         }
-        let nanos = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap_or_default().as_nanos();
+        let nanos = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap_or_default()
+            .as_nanos();
         Ok(SnapshotStore { dir, seq: std::sync::atomic::AtomicU64::new(nanos as u64) })
     }
 
@@ -229,7 +232,9 @@ impl StateMachine {
         let mut sids = Vec::new();
         for kv in tree.scan_prefix(b"s") {
             let (k, v) = kv.map_err(io_err)?;
-            let sid = u64::from_be_bytes(k[1..9].try_into().map_err(|_| io::Error::other("bad sid key"))?);
+            let sid = u64::from_be_bytes(
+                k[1..9].try_into().map_err(|_| io::Error::other("bad sid key"))?,
+            );
             sids.push((sid, String::from_utf8(v.to_vec()).map_err(io::Error::other)?));
         }
         let mut items = Vec::new();
@@ -306,7 +311,8 @@ impl StateMachine {
         batch.insert(KEY_MEMBERSHIP, encode(&meta.last_membership)?);
         self.inner.tree.apply_batch(batch).map_err(io_err)?;
         *self.inner.state.write().expect("state lock") = state;
-        *self.inner.applied.lock().expect("applied lock") = (meta.last_log_id.clone(), meta.last_membership.clone());
+        *self.inner.applied.lock().expect("applied lock") =
+            (meta.last_log_id.clone(), meta.last_membership.clone());
         Ok(())
     }
 }
@@ -321,8 +327,15 @@ impl RaftSnapshotBuilder<TypeConfig> for StateMachine {
             let st = self.inner.state.read().expect("state lock");
             let (last, membership) = self.inner.applied.lock().expect("applied lock").clone();
             let records: Vec<Record> = st.presence.records().cloned().collect();
-            let sids: Vec<(u64, String)> = st.presence.sid_index().map(|(s, u)| (s, u.to_owned())).collect();
-            (SnapshotMeta { last_log_id: last, last_membership: membership }, records, sids, st.msgs.items(), st.lib.items())
+            let sids: Vec<(u64, String)> =
+                st.presence.sid_index().map(|(s, u)| (s, u.to_owned())).collect();
+            (
+                SnapshotMeta { last_log_id: last, last_membership: membership },
+                records,
+                sids,
+                st.msgs.items(),
+                st.lib.items(),
+            )
         };
         // The snapshot stands for the state up to `meta.last_log_id`; make
         // sure sled holds at least that much before logs are purged.
@@ -397,14 +410,16 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
                     None => batch.remove(&sid_key(sid)[..]),
                 }
             }
-            let keys: std::collections::BTreeSet<crate::messages::Key> = st.msgs.take_dirty().into_iter().collect();
+            let keys: std::collections::BTreeSet<crate::messages::Key> =
+                st.msgs.take_dirty().into_iter().collect();
             for k in keys {
                 match st.msgs.item(&k) {
                     Some(it) => batch.insert(k.bytes(), encode(&it)?),
                     None => batch.remove(k.bytes()),
                 }
             }
-            let keys: std::collections::BTreeSet<crate::library::Key> = st.lib.take_dirty().into_iter().collect();
+            let keys: std::collections::BTreeSet<crate::library::Key> =
+                st.lib.take_dirty().into_iter().collect();
             for k in keys {
                 match st.lib.item(&k) {
                     Some(it) => batch.insert(k.bytes(), encode(&it)?),
@@ -428,7 +443,11 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
         self.clone()
     }
 
-    async fn install_snapshot(&mut self, meta: &SnapshotMeta, mut snapshot: File) -> Result<(), io::Error> {
+    async fn install_snapshot(
+        &mut self,
+        meta: &SnapshotMeta,
+        mut snapshot: File,
+    ) -> Result<(), io::Error> {
         let this = self.clone();
         let meta = meta.clone();
         tokio::task::spawn_blocking(move || -> io::Result<()> {
@@ -442,7 +461,10 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
             let path = this.inner.snapshots.commit(&tmp, &meta)?;
             let (file_meta, state) = read_snapshot(&mut BufReader::new(File::open(&path)?))?;
             if file_meta.last_log_id != meta.last_log_id {
-                return Err(io::Error::new(io::ErrorKind::InvalidData, "snapshot file does not match its meta"));
+                return Err(io::Error::new(
+                    io::ErrorKind::InvalidData,
+                    "snapshot file does not match its meta",
+                ));
             }
             this.replace_state(&meta, state)?;
             tracing::info!(last_log_id = ?meta.last_log_id, "snapshot installed");

@@ -12,9 +12,9 @@ use tempfile::TempDir;
 use super::log_store::LogStore;
 use super::state_machine::StateMachine;
 use super::types::{Entry, LogId, TypeConfig};
+use crate::library::LibOp;
 use crate::messages::{MsgOp, Origin, SendOp};
 use crate::presence::{Event, Ext};
-use crate::library::LibOp;
 use crate::state::{Command, Op};
 
 fn open(dir: &std::path::Path) -> (LogStore, StateMachine) {
@@ -48,7 +48,13 @@ fn log_id(term: u64, index: u64) -> LogId {
 fn login(uid: &str, sid: u64, client: &str) -> Event {
     let mut ext = Ext::new();
     ext.insert("k".into(), format!("{uid}-{sid}"));
-    Event::Login { uid: uid.into(), sid, client: client.into(), accepts_strangers: Some(sid % 2 == 0), ext }
+    Event::Login {
+        uid: uid.into(),
+        sid,
+        client: client.into(),
+        accepts_strangers: Some(sid % 2 == 0),
+        ext,
+    }
 }
 
 async fn apply(sm: &mut StateMachine, entries: Vec<Entry>) {
@@ -79,9 +85,16 @@ fn ops(i: u64) -> Vec<Op> {
     let mut v = vec![Op::Presence(login(&uid, i % 11, if i % 3 == 0 { "web" } else { "mobile" }))];
     match i % 7 {
         0 => v.push(send(i, vec![uid.clone(), format!("u{}", (i + 1) % 37)], false)),
-        1 => v.push(Op::Msg(MsgOp::Ack { uid: format!("u{}", (i + 30) % 37), ids: vec![], up_to: i / 2 })),
+        1 => v.push(Op::Msg(MsgOp::Ack {
+            uid: format!("u{}", (i + 30) % 37),
+            ids: vec![],
+            up_to: i / 2,
+        })),
         2 => v.push(Op::SessionLogin { uid, sid: 0, client: "pc".into(), gateway: i % 3 + 1 }),
-        3 => v.push(Op::Msg(MsgOp::SetGroup { name: format!("g{}", i % 4), members: vec![uid, "x".into()] })),
+        3 => v.push(Op::Msg(MsgOp::SetGroup {
+            name: format!("g{}", i % 4),
+            members: vec![uid, "x".into()],
+        })),
         4 => v.push(Op::Msg(MsgOp::SetOffline { uid, enabled: i % 2 == 0 })),
         5 => v.push(send(i, vec![], true)),
         _ => v.push(Op::GatewayReset { gateway: i % 3 + 1 }),
@@ -100,7 +113,11 @@ fn ops(i: u64) -> Vec<Op> {
             expect_existing: false,
         }),
         1 => Op::Lib(LibOp::MediaGrant { id, uids: vec![format!("u{}", i % 5)] }),
-        2 => Op::Lib(LibOp::ContactSet { uid: format!("u{}", i % 7), contact: format!("u{}", i % 11), groups: vec![format!("g{}", i % 3)] }),
+        2 => Op::Lib(LibOp::ContactSet {
+            uid: format!("u{}", i % 7),
+            contact: format!("u{}", i % 11),
+            groups: vec![format!("g{}", i % 3)],
+        }),
         3 => Op::Lib(LibOp::MediaUnshare { id, owner: format!("u{}", i % 7) }),
         _ => Op::Lib(LibOp::MediaGc { id, grace_ms: 0 }),
     });

@@ -52,8 +52,19 @@ pub struct TimeService {
 }
 
 impl TimeService {
-    pub fn new(node: u64, clock: Arc<ClusterClock>, config: TimeSync, servers: Vec<Server>) -> Arc<Self> {
-        Arc::new(TimeService { node, clock, config, servers, status: Mutex::new(ClockStatus::default()) })
+    pub fn new(
+        node: u64,
+        clock: Arc<ClusterClock>,
+        config: TimeSync,
+        servers: Vec<Server>,
+    ) -> Arc<Self> {
+        Arc::new(TimeService {
+            node,
+            clock,
+            config,
+            servers,
+            status: Mutex::new(ClockStatus::default()),
+        })
     }
 
     pub fn status(&self) -> ClockStatus {
@@ -66,7 +77,11 @@ impl TimeService {
 
     /// Answers SNTP requests on `socket` until the task is dropped.
     /// `master` tells who the time master is right now.
-    pub async fn serve(self: Arc<Self>, socket: UdpSocket, master: impl Fn() -> Option<u64> + Send + 'static) {
+    pub async fn serve(
+        self: Arc<Self>,
+        socket: UdpSocket,
+        master: impl Fn() -> Option<u64> + Send + 'static,
+    ) {
         let mut buf = [0u8; MAX_DATAGRAM];
         loop {
             let (n, peer) = match socket.recv_from(&mut buf).await {
@@ -126,7 +141,10 @@ impl TimeService {
 
     /// Polls the time master every interval until the task is dropped.
     /// `roles` answers (current master, lowest-numbered voter).
-    pub async fn sync_loop(self: Arc<Self>, roles: impl Fn() -> (Option<u64>, Option<u64>) + Send + 'static) {
+    pub async fn sync_loop(
+        self: Arc<Self>,
+        roles: impl Fn() -> (Option<u64>, Option<u64>) + Send + 'static,
+    ) {
         let mut tick = tokio::time::interval(Duration::from_millis(self.config.interval_ms));
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         let mut was_master = false;
@@ -150,7 +168,10 @@ impl TimeService {
                             // An interim master keeps the correction it had
                             // against the previous master (its target), so
                             // cluster time stays continuous across the change.
-                            tracing::info!(target_ms = self.clock.target_offset_us() / 1000, "time master: keeping cluster time");
+                            tracing::info!(
+                                target_ms = self.clock.target_offset_us() / 1000,
+                                "time master: keeping cluster time"
+                            );
                         }
                     }
                     let mut st = self.status.lock().expect("status lock");
@@ -176,13 +197,15 @@ impl TimeService {
             self.fail(master, format!("time master {master} is not in the XML server list"));
             return;
         };
-        let addr: SocketAddr = match tokio::net::lookup_host(server.time_addr()).await.ok().and_then(|mut a| a.next()) {
-            Some(a) => a,
-            None => {
-                self.fail(master, format!("cannot resolve {}", server.time_addr()));
-                return;
-            }
-        };
+        let addr: SocketAddr =
+            match tokio::net::lookup_host(server.time_addr()).await.ok().and_then(|mut a| a.next())
+            {
+                Some(a) => a,
+                None => {
+                    self.fail(master, format!("cannot resolve {}", server.time_addr()));
+                    return;
+                }
+            };
         let bind = if addr.is_ipv4() { "0.0.0.0:0" } else { "[::]:0" };
         let socket = match UdpSocket::bind(bind).await {
             Ok(s) => sntpc_net_tokio::UdpSocketWrapper::new(s),
@@ -201,7 +224,12 @@ impl TimeService {
                         best = Some((r.offset(), r.roundtrip()));
                     }
                 }
-                Ok(Ok(r)) => last_err = Some(format!("time master {master} is unsynchronized (stratum {})", r.stratum())),
+                Ok(Ok(r)) => {
+                    last_err = Some(format!(
+                        "time master {master} is unsynchronized (stratum {})",
+                        r.stratum()
+                    ))
+                }
                 Ok(Err(e)) => last_err = Some(format!("sntp: {e:?}")),
                 Err(_) => last_err = Some("sntp: timed out".into()),
             }
@@ -219,7 +247,12 @@ impl TimeService {
         if !in_tolerance {
             self.clock.set_target_offset_us(wall_offset_us);
             st.corrections += 1;
-            tracing::info!(master, error_ms = error_us as f64 / 1000.0, rtt_ms = rtt_us as f64 / 1000.0, "cluster clock corrected");
+            tracing::info!(
+                master,
+                error_ms = error_us as f64 / 1000.0,
+                rtt_ms = rtt_us as f64 / 1000.0,
+                "cluster clock corrected"
+            );
         }
         st.offset_ms = error_us as f64 / 1000.0;
         st.rtt_ms = rtt_us as f64 / 1000.0;
@@ -263,7 +296,13 @@ mod tests {
     use super::*;
 
     fn svc(node: u64) -> Arc<TimeService> {
-        let servers = vec![Server { number: 1, host: "10.0.0.1".into(), sync_port: 1, time_port: 2, publish_port: 3 }];
+        let servers = vec![Server {
+            number: 1,
+            host: "10.0.0.1".into(),
+            sync_port: 1,
+            time_port: 2,
+            publish_port: 3,
+        }];
         TimeService::new(node, Arc::new(ClusterClock::new()), TimeSync::default(), servers)
     }
 
@@ -272,9 +311,18 @@ mod tests {
     /// timestamp as origin and keep its version.
     #[test]
     fn time_reply_fields() {
-        let req = Packet { version: 3, mode: ntp::MODE_CLIENT, transmit_ts: 42, poll: 6, ..Default::default() };
+        let req = Packet {
+            version: 3,
+            mode: ntp::MODE_CLIENT,
+            transmit_ts: 42,
+            poll: 6,
+            ..Default::default()
+        };
         let m = svc(1).reply(&req, wall_us(), Some(1));
-        assert_eq!((m.leap, m.stratum, m.mode, m.version, m.origin_ts), (0, 1, ntp::MODE_SERVER, 3, 42));
+        assert_eq!(
+            (m.leap, m.stratum, m.mode, m.version, m.origin_ts),
+            (0, 1, ntp::MODE_SERVER, 3, 42)
+        );
         assert_eq!(&m.reference_id, b"LOCL");
         assert!(m.transmit_ts >= m.receive_ts);
         let f = svc(2).reply(&req, wall_us(), Some(1));

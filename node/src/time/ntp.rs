@@ -136,7 +136,13 @@ mod tests {
     /// 2036 era boundary when the pivot is on either side.
     #[test]
     fn ntp_timestamp_roundtrip_and_era() {
-        for unix_us in [0i64, 1_795_219_200_123_456, 2_085_978_495_999_999, 2_085_978_496_000_001, 4_000_000_000_000_000] {
+        for unix_us in [
+            0i64,
+            1_795_219_200_123_456,
+            2_085_978_495_999_999,
+            2_085_978_496_000_001,
+            4_000_000_000_000_000,
+        ] {
             let ts = to_ntp(unix_us);
             assert_eq!(from_ntp(ts, unix_us), unix_us, "{unix_us}");
             assert_eq!(from_ntp(ts, unix_us + 3_600_000_000), unix_us, "pivot an hour later");

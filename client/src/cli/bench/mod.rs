@@ -144,7 +144,8 @@ pub fn parse_duration(s: &str) -> Result<Duration, String> {
         Some(i) => (&s[..i], s[i..].trim()),
         None => (s, "s"),
     };
-    let v: f64 = num.parse().map_err(|_| format!("{s:?} is not a duration (e.g. 500ms, 10s, 1m)"))?;
+    let v: f64 =
+        num.parse().map_err(|_| format!("{s:?} is not a duration (e.g. 500ms, 10s, 1m)"))?;
     let secs = match unit {
         "ms" => v / 1000.0,
         "s" => v,
@@ -169,16 +170,22 @@ pub async fn run(ctx: &Ctx, cmd: BenchCommand) -> Result<(), ClientError> {
     // The CLI's runtime has one thread; a benchmark wants every core for
     // its clients, so it gets a runtime of its own on its own thread.
     let node = ctx.node.clone();
-    let threads = args.threads.unwrap_or_else(|| std::thread::available_parallelism().map(|n| n.get()).unwrap_or(2));
+    let threads = args
+        .threads
+        .unwrap_or_else(|| std::thread::available_parallelism().map(|n| n.get()).unwrap_or(2));
     let handle = std::thread::spawn(move || {
         let rt = tokio::runtime::Builder::new_multi_thread()
             .worker_threads(threads.max(1))
             .enable_all()
             .build()
-            .map_err(|e| ClientError::InvalidArgument(format!("cannot start the benchmark runtime: {e}")))?;
+            .map_err(|e| {
+                ClientError::InvalidArgument(format!("cannot start the benchmark runtime: {e}"))
+            })?;
         rt.block_on(run::bench(workload, &node, &args))
     });
-    let report = handle.join().map_err(|_| ClientError::InvalidArgument("benchmark thread panicked".into()))??;
+    let report = handle
+        .join()
+        .map_err(|_| ClientError::InvalidArgument("benchmark thread panicked".into()))??;
     ctx.out.print(&report, report::human)
 }
 
@@ -207,19 +214,44 @@ mod tests {
     #[test]
     fn bench_args_parse_command_line() {
         let c = Cli::try_parse_from([
-            "herald", "bench", "presence-write", "--users", "200", "--clients", "1,4", "--duration", "2s", "--json",
+            "herald",
+            "bench",
+            "presence-write",
+            "--users",
+            "200",
+            "--clients",
+            "1,4",
+            "--duration",
+            "2s",
+            "--json",
         ])
         .unwrap();
         assert!(c.json);
-        let Command::Bench(BenchCommand::PresenceWrite(a)) = c.command else { panic!("wrong command") };
-        assert_eq!((a.users, a.clients, a.duration), (Some(200), vec![1, 4], Duration::from_secs(2)));
+        let Command::Bench(BenchCommand::PresenceWrite(a)) = c.command else {
+            panic!("wrong command")
+        };
+        assert_eq!(
+            (a.users, a.clients, a.duration),
+            (Some(200), vec![1, 4], Duration::from_secs(2))
+        );
         assert_eq!(a.target, System::Herald);
         let c = Cli::try_parse_from([
-            "herald", "bench", "batch-query", "--target", "etcd", "--endpoints", "127.0.0.1:1,127.0.0.1:2",
-            "--consistency", "local", "--via", "follower,leader",
+            "herald",
+            "bench",
+            "batch-query",
+            "--target",
+            "etcd",
+            "--endpoints",
+            "127.0.0.1:1,127.0.0.1:2",
+            "--consistency",
+            "local",
+            "--via",
+            "follower,leader",
         ])
         .unwrap();
-        let Command::Bench(BenchCommand::BatchQuery(a)) = c.command else { panic!("wrong command") };
+        let Command::Bench(BenchCommand::BatchQuery(a)) = c.command else {
+            panic!("wrong command")
+        };
         assert_eq!(a.endpoints.len(), 2);
         assert_eq!(a.consistency, vec![Cons::Local]);
         assert_eq!(a.via, vec![Via::Follower, Via::Leader]);

@@ -66,8 +66,10 @@ pub fn listening_inodes(tables: &[String], port: u16) -> Vec<u64> {
 /// The process that listens on local TCP `port`, if one of ours (or any,
 /// as root) does.
 pub fn pid_listening_on(port: u16) -> Option<u32> {
-    let tables: Vec<String> =
-        ["/proc/net/tcp", "/proc/net/tcp6"].iter().filter_map(|p| fs::read_to_string(p).ok()).collect();
+    let tables: Vec<String> = ["/proc/net/tcp", "/proc/net/tcp6"]
+        .iter()
+        .filter_map(|p| fs::read_to_string(p).ok())
+        .collect();
     let inodes = listening_inodes(&tables, port);
     if inodes.is_empty() {
         return None;
@@ -89,7 +91,8 @@ pub fn pid_listening_on(port: u16) -> Option<u32> {
 /// Every process id in `/proc`.
 fn pids() -> Vec<u32> {
     let Ok(rd) = fs::read_dir("/proc") else { return Vec::new() };
-    let mut v: Vec<u32> = rd.flatten().filter_map(|e| e.file_name().to_str()?.parse().ok()).collect();
+    let mut v: Vec<u32> =
+        rd.flatten().filter_map(|e| e.file_name().to_str()?.parse().ok()).collect();
     v.sort_unstable();
     v
 }
@@ -131,7 +134,10 @@ mod tests {
     #[test]
     fn bench_procs_parse_status() {
         let s = "Name:\theraldd\nVmPeak:\t  900000 kB\nVmHWM:\t   51200 kB\nVmRSS:\t   40960 kB\nThreads:\t9\n";
-        assert_eq!(parse_status(s), Some(Mem { rss_bytes: 40960 * 1024, peak_rss_bytes: 51200 * 1024 }));
+        assert_eq!(
+            parse_status(s),
+            Some(Mem { rss_bytes: 40960 * 1024, peak_rss_bytes: 51200 * 1024 })
+        );
         assert_eq!(parse_status("Name:\tkthreadd\n"), None);
     }
 

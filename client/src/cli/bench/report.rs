@@ -8,11 +8,11 @@ use std::time::Duration;
 use herald_client::ClientError;
 use serde::{Deserialize, Serialize};
 
+use super::super::table::Table;
+use super::super::Ctx;
 use super::procs::Mem;
 use super::stats::{throughput, Latency, Samples};
 use super::target::{ErrorCounts, NodeInfo, System};
-use super::super::table::Table;
-use super::super::Ctx;
 use super::CompareArgs;
 
 /// How often an error code was seen, with one message.
@@ -151,15 +151,24 @@ impl BenchResult {
 
     /// Fills counts, throughput and latency from the samples of successful
     /// reads and writes (set `batch` and `ids` first: they weigh the items).
-    pub fn set_mixed(&mut self, reads: Samples, writes: Samples, errors: &ErrorCounts, elapsed: Duration) {
+    pub fn set_mixed(
+        &mut self,
+        reads: Samples,
+        writes: Samples,
+        errors: &ErrorCounts,
+        elapsed: Duration,
+    ) {
         let (nr, nw) = (reads.len() as u64, writes.len() as u64);
         let mut all = Samples::new();
         all.merge(reads.clone());
         all.merge(writes.clone());
         self.ops = nr + nw;
         self.errors = errors.total();
-        self.error_codes =
-            errors.by_code.iter().map(|(c, (n, m))| (c.clone(), ErrorInfo { count: *n, example: m.clone() })).collect();
+        self.error_codes = errors
+            .by_code
+            .iter()
+            .map(|(c, (n, m))| (c.clone(), ErrorInfo { count: *n, example: m.clone() }))
+            .collect();
         self.elapsed_s = elapsed.as_secs_f64();
         self.ops_per_s = throughput(self.ops, elapsed);
         self.items_per_s = throughput(nr * self.ids as u64 + nw * self.batch as u64, elapsed);
@@ -206,8 +215,14 @@ impl BenchResult {
         };
         match self.workload.as_str() {
             "memory" => {
-                f.push(("RSS per node, max (MB)".into(), max_mb(self.nodes.iter().filter_map(|n| n.rss_bytes))));
-                f.push(("peak RSS per node, max (MB)".into(), max_mb(self.nodes.iter().filter_map(|n| n.peak_rss_bytes))));
+                f.push((
+                    "RSS per node, max (MB)".into(),
+                    max_mb(self.nodes.iter().filter_map(|n| n.rss_bytes)),
+                ));
+                f.push((
+                    "peak RSS per node, max (MB)".into(),
+                    max_mb(self.nodes.iter().filter_map(|n| n.peak_rss_bytes)),
+                ));
                 if let Some(b) = self.bytes_per_user {
                     f.push(("bytes per user".into(), b));
                 }
@@ -283,8 +298,19 @@ pub fn num(v: f64) -> String {
 /// The human form: one row per run, then the nodes' memory, then notes.
 pub fn human(r: &Report) -> String {
     let mut t = Table::new([
-        "WORKLOAD", "VIA", "CONSISTENCY", "CLIENTS", "BATCH", "IDS", "OPS", "OPS/S", "ITEMS/S", "P50 MS", "P99 MS",
-        "P99.9 MS", "ERRORS",
+        "WORKLOAD",
+        "VIA",
+        "CONSISTENCY",
+        "CLIENTS",
+        "BATCH",
+        "IDS",
+        "OPS",
+        "OPS/S",
+        "ITEMS/S",
+        "P50 MS",
+        "P99 MS",
+        "P99.9 MS",
+        "ERRORS",
     ]);
     let mut notes = Vec::new();
     for x in &r.results {
@@ -308,17 +334,25 @@ pub fn human(r: &Report) -> String {
             notes.push(format!("{}: {} × {code}: {}", x.workload, e.count, e.example));
         }
         if let Some(b) = x.bytes_per_user {
-            notes.push(format!("memory: {} users, {} bytes per user (RSS growth of the largest node)", x.users, num(b)));
+            notes.push(format!(
+                "memory: {} users, {} bytes per user (RSS growth of the largest node)",
+                x.users,
+                num(b)
+            ));
         }
         if x.workload == "failover" {
-            let f = x.failover_ms.map(|v| format!("{} ms", num(v))).unwrap_or_else(|| "never".into());
+            let f =
+                x.failover_ms.map(|v| format!("{} ms", num(v))).unwrap_or_else(|| "never".into());
             let g = x.max_gap_ms.map(|v| format!("{} ms", num(v))).unwrap_or_else(|| "-".into());
             notes.push(format!(
                 "failover: SIGKILL of pid {} → first successful write sent after it: {f}; longest time without a successful write: {g}",
                 x.killed_pid.unwrap_or(0)
             ));
             if let Some(ms) = x.master_back_ms {
-                notes.push(format!("failover: numbered master (lowest surviving number) back {} ms after the kill", num(ms)));
+                notes.push(format!(
+                    "failover: numbered master (lowest surviving number) back {} ms after the kill",
+                    num(ms)
+                ));
             }
         }
     }
@@ -343,7 +377,10 @@ pub fn human(r: &Report) -> String {
 
 /// Reads one or more concatenated `--json` documents.
 pub fn read_reports(text: &str) -> Result<Vec<Report>, String> {
-    serde_json::Deserializer::from_str(text).into_iter::<Report>().map(|r| r.map_err(|e| e.to_string())).collect()
+    serde_json::Deserializer::from_str(text)
+        .into_iter::<Report>()
+        .map(|r| r.map_err(|e| e.to_string()))
+        .collect()
 }
 
 /// One row of a comparison.
@@ -362,7 +399,8 @@ pub struct CompareRow {
 /// ratio left/right. A last row gives the peak RSS of any node over all
 /// runs.
 pub fn compare_rows(left: &[Report], right: &[Report]) -> Vec<CompareRow> {
-    let flat = |rs: &[Report]| -> Vec<BenchResult> { rs.iter().flat_map(|r| r.results.clone()).collect() };
+    let flat =
+        |rs: &[Report]| -> Vec<BenchResult> { rs.iter().flat_map(|r| r.results.clone()).collect() };
     let (l, r) = (flat(left), flat(right));
     let mut keys: Vec<String> = Vec::new();
     for x in l.iter().chain(&r) {
@@ -382,10 +420,18 @@ pub fn compare_rows(left: &[Report], right: &[Report]) -> Vec<CompareRow> {
                 }
             }
         }
-        let get = |x: Option<&BenchResult>, n: &str| x.and_then(|x| x.figures().into_iter().find(|(m, _)| m == n).map(|f| f.1));
+        let get = |x: Option<&BenchResult>, n: &str| {
+            x.and_then(|x| x.figures().into_iter().find(|(m, _)| m == n).map(|f| f.1))
+        };
         for n in names {
             let (lv, rv) = (get(a, &n), get(b, &n));
-            rows.push(CompareRow { run: k.clone(), figure: n, left: lv, right: rv, ratio: ratio(lv, rv) });
+            rows.push(CompareRow {
+                run: k.clone(),
+                figure: n,
+                left: lv,
+                right: rv,
+                ratio: ratio(lv, rv),
+            });
         }
     }
     let peak = |rs: &[Report]| {
@@ -397,7 +443,13 @@ pub fn compare_rows(left: &[Report], right: &[Report]) -> Vec<CompareRow> {
         v.map(|b| b as f64 / (1 << 20) as f64)
     };
     let (lp, rp) = (peak(left), peak(right));
-    rows.push(CompareRow { run: "all runs".into(), figure: "peak RSS of any node (MB)".into(), left: lp, right: rp, ratio: ratio(lp, rp) });
+    rows.push(CompareRow {
+        run: "all runs".into(),
+        figure: "peak RSS of any node (MB)".into(),
+        left: lp,
+        right: rp,
+        ratio: ratio(lp, rp),
+    });
     rows
 }
 
@@ -411,13 +463,20 @@ fn ratio(a: Option<f64>, b: Option<f64>) -> Option<f64> {
 /// The comparison as a markdown table.
 pub fn compare_markdown(lname: &str, rname: &str, rows: &[CompareRow]) -> String {
     let cell = |v: Option<f64>| v.map(num).unwrap_or_else(|| "–".into());
-    let mut s = format!("| run | figure | {lname} | {rname} | {lname}/{rname} |\n|---|---|---:|---:|---:|\n");
+    let mut s = format!(
+        "| run | figure | {lname} | {rname} | {lname}/{rname} |\n|---|---|---:|---:|---:|\n"
+    );
     let mut last = "";
     for r in rows {
         let run = if r.run == last { " ".to_string() } else { format!(" `{}` ", r.run) };
         last = &r.run;
         let ratio = r.ratio.map(|x| format!("{}×", num(x))).unwrap_or_else(|| "–".into());
-        s.push_str(&format!("|{run}| {} | {} | {} | {ratio} |\n", r.figure, cell(r.left), cell(r.right)));
+        s.push_str(&format!(
+            "|{run}| {} | {} | {} | {ratio} |\n",
+            r.figure,
+            cell(r.left),
+            cell(r.right)
+        ));
     }
     s
 }
@@ -427,14 +486,19 @@ pub fn compare(ctx: &Ctx, a: &CompareArgs) -> Result<(), ClientError> {
     let load = |paths: &[std::path::PathBuf]| -> Result<Vec<Report>, ClientError> {
         let mut out = Vec::new();
         for p in paths {
-            let text = std::fs::read_to_string(p)
-                .map_err(|e| ClientError::InvalidArgument(format!("cannot read {}: {e}", p.display())))?;
-            out.extend(read_reports(&text).map_err(|e| ClientError::InvalidArgument(format!("{}: {e}", p.display())))?);
+            let text = std::fs::read_to_string(p).map_err(|e| {
+                ClientError::InvalidArgument(format!("cannot read {}: {e}", p.display()))
+            })?;
+            out.extend(
+                read_reports(&text)
+                    .map_err(|e| ClientError::InvalidArgument(format!("{}: {e}", p.display())))?,
+            );
         }
         Ok(out)
     };
     let (l, r) = (load(&a.left)?, load(&a.right)?);
-    let name = |rs: &[Report], d: &str| rs.first().map(|r| r.target.clone()).unwrap_or_else(|| d.into());
+    let name =
+        |rs: &[Report], d: &str| rs.first().map(|r| r.target.clone()).unwrap_or_else(|| d.into());
     let (ln, rn) = (name(&l, "left"), name(&r, "right"));
     let rows = compare_rows(&l, &r);
     ctx.out.print(&rows, |rows| compare_markdown(&ln, &rn, rows))
@@ -444,7 +508,13 @@ pub fn compare(ctx: &Ctx, a: &CompareArgs) -> Result<(), ClientError> {
 mod tests {
     use super::*;
 
-    fn result(target: &str, workload: &str, clients: usize, ops_per_s: f64, p99: f64) -> BenchResult {
+    fn result(
+        target: &str,
+        workload: &str,
+        clients: usize,
+        ops_per_s: f64,
+        p99: f64,
+    ) -> BenchResult {
         let mut r = BenchResult::new(System::Herald, workload);
         r.target = target.into();
         r.via = "leader".into();
@@ -484,18 +554,31 @@ mod tests {
     #[test]
     fn bench_report_compare_pairs_by_key() {
         let mut h = Report::new(System::Herald);
-        h.results = vec![result("herald", "presence-write", 1, 1000.0, 2.0), result("herald", "presence-write", 64, 50_000.0, 4.0)];
+        h.results = vec![
+            result("herald", "presence-write", 1, 1000.0, 2.0),
+            result("herald", "presence-write", 64, 50_000.0, 4.0),
+        ];
         let mut e = Report::new(System::Etcd);
-        e.results = vec![result("etcd", "presence-write", 64, 5_000.0, 8.0), result("etcd", "presence-write", 256, 9_000.0, 30.0)];
+        e.results = vec![
+            result("etcd", "presence-write", 64, 5_000.0, 8.0),
+            result("etcd", "presence-write", 256, 9_000.0, 30.0),
+        ];
         let rows = compare_rows(&[h], &[e]);
-        let find = |run: &str, fig: &str| rows.iter().find(|r| r.run == run && r.figure == fig).unwrap().clone();
+        let find = |run: &str, fig: &str| {
+            rows.iter().find(|r| r.run == run && r.figure == fig).unwrap().clone()
+        };
         let r = find("presence-write via=leader clients=64 batch=1", "ops/s");
         assert_eq!((r.left, r.right, r.ratio), (Some(50_000.0), Some(5_000.0), Some(10.0)));
         assert_eq!(find("presence-write via=leader clients=64 batch=1", "p99 ms").ratio, Some(0.5));
         let only_left = find("presence-write via=leader clients=1 batch=1", "ops/s");
         assert_eq!((only_left.right, only_left.ratio), (None, None));
         let md = compare_markdown("herald", "etcd", &rows);
-        assert!(md.contains("| `presence-write via=leader clients=64 batch=1` | ops/s | 50000 | 5000 | 10× |"), "{md}");
+        assert!(
+            md.contains(
+                "| `presence-write via=leader clients=64 batch=1` | ops/s | 50000 | 5000 | 10× |"
+            ),
+            "{md}"
+        );
         assert!(md.contains("| | p99 ms | 4 | 8 | 0.500× |"), "{md}");
         assert!(md.contains("| | p99.9 ms | 0 | 0 | – |"), "{md}");
         assert!(md.contains("| ops/s | 1000 | – | – |"), "{md}");
@@ -507,7 +590,11 @@ mod tests {
         let mut a = Report::new(System::Herald);
         a.results.push(result("herald", "mixed", 16, 1.0, 1.0));
         let b = Report::new(System::Herald);
-        let text = format!("{}\n{}\n", serde_json::to_string_pretty(&a).unwrap(), serde_json::to_string_pretty(&b).unwrap());
+        let text = format!(
+            "{}\n{}\n",
+            serde_json::to_string_pretty(&a).unwrap(),
+            serde_json::to_string_pretty(&b).unwrap()
+        );
         let back = read_reports(&text).unwrap();
         assert_eq!(back, vec![a, b]);
         assert!(read_reports("{").is_err());

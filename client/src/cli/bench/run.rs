@@ -154,7 +154,9 @@ struct TaskOut {
 
 async fn client_loop(mut conn: Conn, cfg: Arc<LoopCfg>, idx: usize, start_at: Instant) -> TaskOut {
     let mut out = TaskOut::default();
-    let mut rng = Rng::new(0x5EED ^ ((idx as u64 + 1) << 20) ^ cfg.measure_from.elapsed().subsec_nanos() as u64);
+    let mut rng = Rng::new(
+        0x5EED ^ ((idx as u64 + 1) << 20) ^ cfg.measure_from.elapsed().subsec_nanos() as u64,
+    );
     let mut writer = Writer::new(slice_of(idx, cfg.clients, cfg.users));
     tokio::time::sleep_until(start_at.into()).await;
     loop {
@@ -162,16 +164,21 @@ async fn client_loop(mut conn: Conn, cfg: Arc<LoopCfg>, idx: usize, start_at: In
         if start >= cfg.deadline {
             break;
         }
-        let read = cfg.read_percent > 0 && (cfg.read_percent >= 100 || rng.below(100) < cfg.read_percent as u64);
+        let read = cfg.read_percent > 0
+            && (cfg.read_percent >= 100 || rng.below(100) < cfg.read_percent as u64);
         let res = if read {
             let ids = rng.distinct(cfg.ids, cfg.users);
-            tokio::time::timeout(cfg.op_timeout, conn.query(&ids, cfg.cons)).await.map(|r| r.map(|_| ()))
+            tokio::time::timeout(cfg.op_timeout, conn.query(&ids, cfg.cons))
+                .await
+                .map(|r| r.map(|_| ()))
         } else {
             let events = writer.next(cfg.batch);
             tokio::time::timeout(cfg.op_timeout, conn.write(&events)).await
         };
         let end = Instant::now();
-        let res = res.unwrap_or_else(|_| Err(OpError::new("client_timeout", format!("no answer within {:?}", cfg.op_timeout))));
+        let res = res.unwrap_or_else(|_| {
+            Err(OpError::new("client_timeout", format!("no answer within {:?}", cfg.op_timeout)))
+        });
         if cfg.timeline {
             out.timeline.push((start, end, res.is_ok()));
         }
@@ -207,7 +214,10 @@ fn addrs_for(topo: &Topology, via: Via) -> Result<Vec<String>, OpError> {
         Via::All => topo.nodes.iter().map(|n| n.addr.clone()).collect(),
     };
     if v.is_empty() {
-        return Err(OpError::new("no_node", format!("the cluster has no node to reach via {}", via.name())));
+        return Err(OpError::new(
+            "no_node",
+            format!("the cluster has no node to reach via {}", via.name()),
+        ));
     }
     Ok(v)
 }
@@ -229,7 +239,12 @@ struct LoopOut {
     timeline: Vec<(Instant, Instant, bool)>,
 }
 
-async fn closed_loop(conns: Vec<Conn>, mut cfg: LoopCfg, warmup: Duration, duration: Duration) -> LoopOut {
+async fn closed_loop(
+    conns: Vec<Conn>,
+    mut cfg: LoopCfg,
+    warmup: Duration,
+    duration: Duration,
+) -> LoopOut {
     // Every client starts at the same instant, after all connected.
     let start_at = Instant::now() + Duration::from_millis(20);
     cfg.measure_from = start_at + warmup;
@@ -292,7 +307,13 @@ fn node_mems(topo: &Topology, pids: &[u32]) -> Vec<NodeMem> {
 /// events per request from `clients` concurrent clients on the leader,
 /// then writes one sentinel after them and waits until every node has
 /// applied it, so that every replica holds every user.
-async fn load(topo: &Topology, users: u64, batch: usize, clients: usize, op_timeout: Duration) -> Result<BenchResult, OpError> {
+async fn load(
+    topo: &Topology,
+    users: u64,
+    batch: usize,
+    clients: usize,
+    op_timeout: Duration,
+) -> Result<BenchResult, OpError> {
     let addrs = addrs_for(topo, Via::Leader)?;
     let conns = open_conns(topo, &addrs, clients.max(1)).await?;
     let batch = batch.max(1) as u64;
@@ -310,13 +331,15 @@ async fn load(topo: &Topology, users: u64, batch: usize, clients: usize, op_time
                 if lo >= users {
                     break;
                 }
-                let events: Vec<(u64, bool)> = (lo..(lo + batch).min(users)).map(|i| (i, i % 2 == 0)).collect();
+                let events: Vec<(u64, bool)> =
+                    (lo..(lo + batch).min(users)).map(|i| (i, i % 2 == 0)).collect();
                 let mut tries = 0;
                 loop {
                     let t = Instant::now();
-                    let r = tokio::time::timeout(op_timeout, conn.write(&events))
-                        .await
-                        .unwrap_or_else(|_| Err(OpError::new("client_timeout", "load request timed out")));
+                    let r =
+                        tokio::time::timeout(op_timeout, conn.write(&events)).await.unwrap_or_else(
+                            |_| Err(OpError::new("client_timeout", "load request timed out")),
+                        );
                     match r {
                         Ok(()) => {
                             lat.record(t.elapsed());
@@ -356,7 +379,10 @@ async fn load(topo: &Topology, users: u64, batch: usize, clients: usize, op_time
                 break;
             }
             if Instant::now() > deadline {
-                return Err(OpError::new("timeout", format!("node {} did not catch up within 120 s", n.addr)));
+                return Err(OpError::new(
+                    "timeout",
+                    format!("node {} did not catch up within 120 s", n.addr),
+                ));
             }
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
@@ -381,7 +407,8 @@ pub async fn bench(workload: Workload, node: &str, a: &RunArgs) -> Result<Report
     if a.target == System::Herald {
         target::check_addr(node).map_err(to_client)?;
     }
-    let topo = target::discover(a.target, node, &a.endpoints, a.etcd_txn_ops).await.map_err(to_client)?;
+    let topo =
+        target::discover(a.target, node, &a.endpoints, a.etcd_txn_ops).await.map_err(to_client)?;
     let mut report = Report::new(a.target);
     inner(workload, &topo, a, &mut report).await.map_err(to_client)?;
     report.nodes = node_mems(&topo, &a.pids);
@@ -401,8 +428,14 @@ fn defaults<T: Clone>(given: &[T], default: &[T]) -> Vec<T> {
     }
 }
 
-async fn inner(workload: Workload, topo: &Topology, a: &RunArgs, report: &mut Report) -> Result<(), OpError> {
-    let users = a.users.unwrap_or(if workload == Workload::Memory { 1_000_000 } else { 100_000 }).max(1);
+async fn inner(
+    workload: Workload,
+    topo: &Topology,
+    a: &RunArgs,
+    report: &mut Report,
+) -> Result<(), OpError> {
+    let users =
+        a.users.unwrap_or(if workload == Workload::Memory { 1_000_000 } else { 100_000 }).max(1);
     let op_timeout = a.op_timeout.unwrap_or(if workload == Workload::Failover {
         // A request caught by the leader's death may hang until a server
         // timeout (etcd: 7 s); a real client gives up and retries sooner.
@@ -440,14 +473,24 @@ async fn inner(workload: Workload, topo: &Topology, a: &RunArgs, report: &mut Re
     match workload {
         Workload::PresenceWrite | Workload::BatchQuery | Workload::Mixed => {
             let (clients, vias, conses, read_percent) = match workload {
-                Workload::PresenceWrite => (defaults(&a.clients, &[1, 16, 64, 256]), defaults(&a.via, &[Via::Leader]), vec![Cons::Linearizable], 0),
+                Workload::PresenceWrite => (
+                    defaults(&a.clients, &[1, 16, 64, 256]),
+                    defaults(&a.via, &[Via::Leader]),
+                    vec![Cons::Linearizable],
+                    0,
+                ),
                 Workload::BatchQuery => (
                     defaults(&a.clients, &[16]),
                     defaults(&a.via, &[Via::Follower, Via::Leader]),
                     defaults(&a.consistency, &[Cons::Linearizable, Cons::Local]),
                     100,
                 ),
-                _ => (defaults(&a.clients, &[16]), defaults(&a.via, &[Via::All]), defaults(&a.consistency, &[Cons::Linearizable]), a.read_percent),
+                _ => (
+                    defaults(&a.clients, &[16]),
+                    defaults(&a.via, &[Via::All]),
+                    defaults(&a.consistency, &[Cons::Linearizable]),
+                    a.read_percent,
+                ),
             };
             if read_percent < 100 {
                 check_slices(&clients)?;
@@ -492,7 +535,10 @@ async fn inner(workload: Workload, topo: &Topology, a: &RunArgs, report: &mut Re
             r.nodes = after
                 .into_iter()
                 .map(|mut m| {
-                    if let (Some(now), Some(b)) = (m.rss_bytes, before.iter().find(|b| b.pid == m.pid).and_then(|b| b.rss_bytes)) {
+                    if let (Some(now), Some(b)) = (
+                        m.rss_bytes,
+                        before.iter().find(|b| b.pid == m.pid).and_then(|b| b.rss_bytes),
+                    ) {
                         m.bytes_per_user = Some(now.saturating_sub(b) as f64 / users as f64);
                     }
                     m
@@ -502,9 +548,16 @@ async fn inner(workload: Workload, topo: &Topology, a: &RunArgs, report: &mut Re
             report.results.push(r);
         }
         Workload::Failover => {
-            let leader: &NodeInfo = topo.leader().ok_or_else(|| OpError::new("no_leader", "no leader"))?;
+            let leader: &NodeInfo =
+                topo.leader().ok_or_else(|| OpError::new("no_leader", "no leader"))?;
             let pid = a.leader_pid.or(leader.pid).ok_or_else(|| {
-                OpError::new("no_leader_pid", format!("cannot find the process of leader {} ({}): pass --leader-pid", leader.number, leader.addr))
+                OpError::new(
+                    "no_leader_pid",
+                    format!(
+                        "cannot find the process of leader {} ({}): pass --leader-pid",
+                        leader.number, leader.addr
+                    ),
+                )
             })?;
             let clients = defaults(&a.clients, &[16])[0].max(1);
             check_slices(&[clients])?;
@@ -527,8 +580,12 @@ async fn inner(workload: Workload, topo: &Topology, a: &RunArgs, report: &mut Re
             // Herald: also clock how long until the numbered master is back
             // (the lowest-numbered surviving node leads again).
             let master_watch = (topo.system == System::Herald).then(|| {
-                let survivors: Vec<(u64, String)> =
-                    topo.nodes.iter().filter(|n| n.number != leader.number).map(|n| (n.number, n.addr.clone())).collect();
+                let survivors: Vec<(u64, String)> = topo
+                    .nodes
+                    .iter()
+                    .filter(|n| n.number != leader.number)
+                    .map(|n| (n.number, n.addr.clone()))
+                    .collect();
                 let limit = before_kill + a.duration + Duration::from_secs(10);
                 tokio::spawn(watch_master(survivors, limit))
             });
@@ -550,7 +607,8 @@ async fn inner(workload: Workload, topo: &Topology, a: &RunArgs, report: &mut Re
             r.set_mixed(out.reads, out.writes, &out.errors, out.elapsed);
             r.failover_ms = f.first_success_ms;
             r.max_gap_ms = f.max_gap_ms;
-            r.master_back_ms = master_back.map(|t| t.saturating_duration_since(killed_at).as_secs_f64() * 1000.0);
+            r.master_back_ms =
+                master_back.map(|t| t.saturating_duration_since(killed_at).as_secs_f64() * 1000.0);
             r.killed_pid = Some(pid);
             for m in &mut node_before {
                 if m.pid == Some(pid) {
@@ -608,8 +666,10 @@ pub struct Failover {
 /// have been committed by the old leader, so they do not end the outage.
 pub fn failover_stats(timeline: &[(Instant, Instant, bool)], killed_at: Instant) -> Failover {
     let ms = |d: Duration| d.as_secs_f64() * 1000.0;
-    let first = timeline.iter().filter(|(s, _, ok)| *ok && *s >= killed_at).map(|(_, e, _)| *e).min();
-    let last_before = timeline.iter().filter(|(_, e, ok)| *ok && *e <= killed_at).map(|(_, e, _)| *e).max();
+    let first =
+        timeline.iter().filter(|(s, _, ok)| *ok && *s >= killed_at).map(|(_, e, _)| *e).min();
+    let last_before =
+        timeline.iter().filter(|(_, e, ok)| *ok && *e <= killed_at).map(|(_, e, _)| *e).max();
     Failover {
         first_success_ms: first.map(|e| ms(e - killed_at)),
         max_gap_ms: first.map(|e| ms(e - last_before.unwrap_or(killed_at))),
@@ -667,8 +727,8 @@ mod tests {
         let at = |ms: u64| t0 + Duration::from_millis(ms);
         let kill = at(1000);
         let timeline = vec![
-            (at(900), at(950), true),   // last success before the kill
-            (at(990), at(1100), true),  // in flight at the kill: ignored
+            (at(900), at(950), true),  // last success before the kill
+            (at(990), at(1100), true), // in flight at the kill: ignored
             (at(1010), at(1200), false),
             (at(1300), at(1750), true), // first real success: 750 ms
             (at(1800), at(1810), true),

@@ -90,7 +90,8 @@ pub fn etcd_key(i: u64) -> String {
 /// The JSON record of user `i`, as Herald answers it; the etcd value.
 #[cfg_attr(not(feature = "etcd"), allow(dead_code))]
 pub fn record_json(i: u64, online: bool) -> String {
-    let now = SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_millis() as u64).unwrap_or(0);
+    let now =
+        SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_millis() as u64).unwrap_or(0);
     let r = UserPresence {
         uid: uid(i),
         sid: sid(i),
@@ -180,7 +181,12 @@ pub fn local_pid(addr: &str) -> Option<u32> {
 
 /// Finds the members and the leader. Herald: from `node`'s status. etcd:
 /// the status of every endpoint.
-pub async fn discover(system: System, node: &str, endpoints: &[String], etcd_txn_ops: usize) -> Result<Topology, OpError> {
+pub async fn discover(
+    system: System,
+    node: &str,
+    endpoints: &[String],
+    etcd_txn_ops: usize,
+) -> Result<Topology, OpError> {
     let nodes = match system {
         System::Herald => {
             let c = HeraldClient::connect(node).await?;
@@ -190,7 +196,12 @@ pub async fn discover(system: System, node: &str, endpoints: &[String], etcd_txn
             };
             s.nodes
                 .iter()
-                .map(|n| NodeInfo { number: n.number, addr: n.publish.clone(), leader: n.number == leader, pid: local_pid(&n.publish) })
+                .map(|n| NodeInfo {
+                    number: n.number,
+                    addr: n.publish.clone(),
+                    leader: n.number == leader,
+                    pid: local_pid(&n.publish),
+                })
                 .collect()
         }
         System::Etcd => etcd::discover(endpoints).await?,
@@ -228,7 +239,11 @@ impl Conn {
                 let events = events
                     .iter()
                     .map(|&(i, online)| {
-                        let kind = if online { pb::presence_event::Kind::Login } else { pb::presence_event::Kind::Logout };
+                        let kind = if online {
+                            pb::presence_event::Kind::Login
+                        } else {
+                            pb::presence_event::Kind::Logout
+                        };
                         pb::PresenceEvent {
                             kind: kind as i32,
                             uid: uid(i),
@@ -255,12 +270,21 @@ impl Conn {
                     Cons::Linearizable => pb::Consistency::Linearizable,
                     Cons::Local => pb::Consistency::Local,
                 } as i32;
-                let req = pb::QueryRequest { uids: users.iter().map(|&i| uid(i)).collect(), sids: vec![], consistency };
+                let req = pb::QueryRequest {
+                    uids: users.iter().map(|&i| uid(i)).collect(),
+                    sids: vec![],
+                    consistency,
+                };
                 let r = c.query(req).await?.into_inner();
                 if r.users.len() + r.unknown.len() != users.len() {
                     return Err(OpError::new(
                         "short_answer",
-                        format!("{} ids asked, {} found + {} unknown", users.len(), r.users.len(), r.unknown.len()),
+                        format!(
+                            "{} ids asked, {} found + {} unknown",
+                            users.len(),
+                            r.users.len(),
+                            r.unknown.len()
+                        ),
                     ));
                 }
                 Ok(r.users.len())
@@ -337,7 +361,9 @@ mod etcd {
 
     fn err(e: etcd_client::Error) -> OpError {
         match e {
-            etcd_client::Error::GRpcStatus(s) => OpError::new(grpc_code_name(s.code()), s.message().to_string()),
+            etcd_client::Error::GRpcStatus(s) => {
+                OpError::new(grpc_code_name(s.code()), s.message().to_string())
+            }
             etcd_client::Error::TransportError(t) => OpError::new("transport", format!("{t:?}")),
             other => OpError::new("etcd", other.to_string()),
         }
@@ -352,7 +378,9 @@ mod etcd {
     }
 
     async fn connect(addr: &str) -> Result<Client, OpError> {
-        let opts = ConnectOptions::new().with_connect_timeout(Duration::from_secs(2)).with_timeout(Duration::from_secs(30));
+        let opts = ConnectOptions::new()
+            .with_connect_timeout(Duration::from_secs(2))
+            .with_timeout(Duration::from_secs(30));
         Client::connect([url(addr)], Some(opts)).await.map_err(err)
     }
 
@@ -360,7 +388,10 @@ mod etcd {
     /// leader's.
     pub async fn discover(endpoints: &[String]) -> Result<Vec<NodeInfo>, OpError> {
         if endpoints.is_empty() {
-            return Err(OpError::new("invalid_argument", "--endpoints is required with --target etcd"));
+            return Err(OpError::new(
+                "invalid_argument",
+                "--endpoints is required with --target etcd",
+            ));
         }
         let mut out = Vec::new();
         let mut leader_id = 0;
@@ -379,7 +410,12 @@ mod etcd {
         }
         for (k, (ep, id)) in endpoints.iter().zip(ids).enumerate() {
             let addr = host_port(ep).map(|(h, p)| format!("{h}:{p}")).unwrap_or_else(|| ep.clone());
-            out.push(NodeInfo { number: k as u64 + 1, pid: local_pid(&addr), addr, leader: id == leader_id });
+            out.push(NodeInfo {
+                number: k as u64 + 1,
+                pid: local_pid(&addr),
+                addr,
+                leader: id == leader_id,
+            });
         }
         Ok(out)
     }
@@ -404,7 +440,10 @@ mod etcd {
                 return Ok(());
             }
             for part in events.chunks(self.txn_ops) {
-                let ops: Vec<TxnOp> = part.iter().map(|&(i, on)| TxnOp::put(etcd_key(i), record_json(i, on), None)).collect();
+                let ops: Vec<TxnOp> = part
+                    .iter()
+                    .map(|&(i, on)| TxnOp::put(etcd_key(i), record_json(i, on), None))
+                    .collect();
                 self.kv.txn(Txn::new().and_then(ops)).await.map_err(err)?;
             }
             Ok(())
@@ -419,7 +458,8 @@ mod etcd {
             };
             let mut set = JoinSet::new();
             for part in users.chunks(self.txn_ops) {
-                let ops: Vec<TxnOp> = part.iter().map(|&i| TxnOp::get(etcd_key(i), opts())).collect();
+                let ops: Vec<TxnOp> =
+                    part.iter().map(|&i| TxnOp::get(etcd_key(i), opts())).collect();
                 let mut kv = self.kv.clone();
                 set.spawn(async move { kv.txn(Txn::new().and_then(ops)).await });
             }
