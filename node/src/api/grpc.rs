@@ -11,8 +11,8 @@ use tonic::transport::Channel;
 use tonic::{Request, Response, Status, Streaming};
 
 use super::{Api, ApiError, Consistency, MembershipOp, MembershipResult, NodeView};
-use crate::presence::{Event, QueryResult};
 use crate::time::ClockStatus;
+use herald_domain::presence::{Event, QueryResult};
 
 /// Requests of one stream being worked on at once: responses keep request
 /// order, so more would only buffer.

@@ -14,7 +14,7 @@ use axum::{Json, Router};
 use serde::{Deserialize, Serialize};
 
 use super::{Api, ApiError, Consistency, MembershipOp};
-use crate::presence::{Event, Ext, QueryResult, Record};
+use herald_domain::presence::{Event, Ext, QueryResult, Record};
 
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {

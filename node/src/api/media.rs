@@ -1,6 +1,6 @@
 //! Media, contacts, group-send and the shared page over HTTP (MISSION
 //! G1–G3, S1–S4). The contract is docs/media.md; the byte handling is in
-//! [`crate::media`], the replicated metadata in [`crate::library`].
+//! [`crate::media`], the replicated metadata in [`herald_domain::library`].
 
 use std::collections::BTreeSet;
 
@@ -15,10 +15,10 @@ use serde::{Deserialize, Serialize};
 
 use super::messages::{check_group_name, check_uid, RecipientOutcome, Submission};
 use super::{Api, ApiError};
-use crate::library::{LibOp, LibResult, MediaMeta, MAX_GROUPS_PER_CONTACT};
 use crate::media::range::{self, RangeAnswer};
 use crate::media::store::valid_id;
-use crate::state::{Op, OpResult};
+use herald_domain::library::{LibOp, LibResult, MediaMeta, MAX_GROUPS_PER_CONTACT};
+use herald_domain::state::{Op, OpResult};
 
 type AppState = std::sync::Arc<Api>;
 

@@ -15,12 +15,12 @@ use serde::{Deserialize, Serialize};
 use tonic::{Request, Response, Status};
 
 use super::{Api, ApiError};
-use crate::messages::{
+use herald_domain::messages::{
     Kind, MsgOp, MsgResult, Origin, SendOp, Stored, MAX_CONTENT_TYPE_BYTES, MAX_GROUP_MEMBERS,
     MAX_GROUP_NAME_BYTES, MAX_IDEMPOTENCY_KEY_BYTES,
 };
-use crate::presence::MAX_UID_BYTES;
-use crate::state::{Op, OpResult};
+use herald_domain::presence::MAX_UID_BYTES;
+use herald_domain::state::{Op, OpResult};
 
 /// A submission, as HTTP and gRPC both hand it over.
 #[derive(Debug, Clone, Default)]
@@ -199,7 +199,7 @@ impl Api {
         };
         let mut ops = Vec::with_capacity(2);
         if let Some(id) = &grant {
-            ops.push(Op::Lib(crate::library::LibOp::MediaGrant {
+            ops.push(Op::Lib(herald_domain::library::LibOp::MediaGrant {
                 id: id.clone(),
                 uids: op.to.clone(),
             }));

@@ -14,8 +14,8 @@ use serde::{Deserialize, Serialize};
 
 use crate::config::Limits;
 use crate::metrics::{CodeLabel, ConsistencyLabel, Metrics};
-use crate::presence::{Event, EventError, QueryResult};
 use crate::raft::{ClusterError, RaftNode};
+use herald_domain::presence::{Event, EventError, QueryResult};
 
 /// An error answered to a client: a stable code, an HTTP status, a message.
 #[derive(Debug, Clone, thiserror::Error)]
@@ -205,8 +205,10 @@ impl Api {
             e.validate(i)?;
         }
         let n = events.len() as u64;
-        let (rev, _) =
-            self.node.write(events.into_iter().map(crate::state::Op::Presence).collect()).await?;
+        let (rev, _) = self
+            .node
+            .write(events.into_iter().map(herald_domain::state::Op::Presence).collect())
+            .await?;
         self.metrics.write_events.inc_by(n);
         Ok(rev)
     }

@@ -25,9 +25,9 @@ use serde::{Deserialize, Serialize};
 use tokio::sync::{mpsc, watch, Notify};
 
 use crate::config::{GatewayConfig, MessagesConfig};
-use crate::messages::{Notice, StoredMsg};
 use crate::raft::{codec, ClusterError, RaftNode};
-use crate::state::Op;
+use herald_domain::messages::{Notice, StoredMsg};
+use herald_domain::state::Op;
 
 /// What the dispatcher hands a session.
 #[derive(Debug, Clone)]
@@ -177,7 +177,7 @@ impl Gateway {
                     let r = self.registry.lock().expect("registry");
                     for (uid, stored) in to.iter() {
                         let Some(ids) = r.by_uid.get(uid) else { continue };
-                        let stored = *stored == crate::messages::Stored::Stored;
+                        let stored = *stored == herald_domain::messages::Stored::Stored;
                         for id in ids {
                             if let Some(s) = r.sessions.get(id) {
                                 if s.tx.try_send(Push::Msg { msg: msg.clone(), stored }).is_err() {
@@ -398,7 +398,11 @@ impl Gateway {
 
     /// Tells the submitting nodes that `uid` acknowledged these messages
     /// (best effort: a lost report only makes the answer "stored").
-    pub fn report_delivered(self: &Arc<Self>, uid: &str, acked: &[crate::messages::Origin]) {
+    pub fn report_delivered(
+        self: &Arc<Self>,
+        uid: &str,
+        acked: &[herald_domain::messages::Origin],
+    ) {
         let mut by_node: HashMap<u64, Vec<(u64, String)>> = HashMap::new();
         for o in acked {
             by_node.entry(o.node).or_default().push((o.req, uid.to_owned()));
@@ -426,7 +430,8 @@ impl Gateway {
 
     /// Commits acknowledged ids of `uid` (deleting them from its inbox).
     pub async fn commit_acks(&self, uid: &str, ids: Vec<u64>) -> Result<(), ClusterError> {
-        let op = Op::Msg(crate::messages::MsgOp::Ack { uid: uid.to_owned(), ids, up_to: 0 });
+        let op =
+            Op::Msg(herald_domain::messages::MsgOp::Ack { uid: uid.to_owned(), ids, up_to: 0 });
         self.node.write(vec![op]).await.map(|_| ())
     }
 }

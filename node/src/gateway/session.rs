@@ -22,9 +22,9 @@ use tokio_stream::StreamExt;
 use tonic::{Request, Response, Status, Streaming};
 
 use super::{Gateway, Push, SESSION_QUEUE};
-use crate::messages::{Origin, StoredMsg};
-use crate::presence::{MAX_CLIENT_BYTES, MAX_UID_BYTES};
-use crate::state::Op;
+use herald_domain::messages::{Origin, StoredMsg};
+use herald_domain::presence::{MAX_CLIENT_BYTES, MAX_UID_BYTES};
+use herald_domain::state::Op;
 
 /// Messages sent to a session and not yet acknowledged: beyond this the
 /// session waits for acks (flow control; bounds memory per session).

@@ -7,7 +7,7 @@
 //! - [`service`]: the upload flow, replication between nodes, serving
 //!   bytes from here or a replica, and the repair/garbage-collection loop.
 //!
-//! The Raft state holds only metadata ([`crate::library`]); bytes travel
+//! The Raft state holds only metadata ([`herald_domain::library`]); bytes travel
 //! node to node over the sync port (`PutBlob`, `GetBlob`), never through
 //! the log.
 pub mod credential;

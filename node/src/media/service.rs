@@ -30,9 +30,9 @@ use super::credential::{self, Kind};
 use super::edit;
 use super::store::{hash_file, valid_id, BlobStore, WRITE_BUFFER_BYTES};
 use crate::config::MediaConfig;
-use crate::library::{LibOp, LibResult, MAX_NAME_BYTES};
 use crate::raft::{ClusterError, RaftNode};
-use crate::state::{Op, OpResult};
+use herald_domain::library::{LibOp, LibResult, MAX_NAME_BYTES};
+use herald_domain::state::{Op, OpResult};
 
 /// Bytes per chunk between nodes: well under the sync port's message limit;
 /// with [`STREAM_CHUNKS`] in flight this bounds memory per stream.

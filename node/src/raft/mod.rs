@@ -27,7 +27,7 @@ use tonic::transport::Channel;
 
 use crate::clock::ClusterClock;
 use crate::config::Config;
-use crate::state::{Command, Op, OpResult};
+use herald_domain::state::{Command, Op, OpResult};
 pub use state_machine::SharedState;
 use types::{NodeAddr, Raft};
 
@@ -213,7 +213,7 @@ impl RaftNode {
     }
 
     /// What applied entries mean for sessions, as they are applied here.
-    pub fn subscribe(&self) -> tokio::sync::broadcast::Receiver<crate::messages::Notice> {
+    pub fn subscribe(&self) -> tokio::sync::broadcast::Receiver<herald_domain::messages::Notice> {
         self.sm.subscribe()
     }
 

@@ -15,7 +15,7 @@ use tonic::{Request, Response, Status, Streaming};
 use super::codec::{decode, encode};
 use super::types::{SnapshotMeta, TypeConfig, Vote};
 use super::{ForwardReply, RaftNode};
-use crate::state::Op;
+use herald_domain::state::Op;
 
 /// Largest snapshot accepted from a peer: a bound on disk use by a bad peer.
 const MAX_SNAPSHOT_BYTES: u64 = 16 << 30;

@@ -2,8 +2,8 @@
 //! persisted in sled, with snapshots as files we write and fsync ourselves.
 //!
 //! Layout of the `sm` sled tree: `u<uid>` → record, `s<sid BE>` → uid,
-//! `M…` → message items (see [`crate::messages::Key::bytes`]),
-//! `G…` → media metadata and contacts (see [`crate::library::Key::bytes`]),
+//! `M…` → message items (see [`herald_domain::messages::Key::bytes`]),
+//! `G…` → media metadata and contacts (see [`herald_domain::library::Key::bytes`]),
 //! `!applied` → last applied log id, `!membership` → last membership.
 //! Snapshot files live in `<data>/snapshots/` (see [`SnapshotStore`]).
 
@@ -20,10 +20,10 @@ use serde::{Deserialize, Serialize};
 
 use super::codec::{decode, decode_from, encode, encode_into};
 use super::types::{Applied, LogId, SnapshotMeta, StoredMembership, TypeConfig};
-use crate::library::{Item as LibItem, Library};
-use crate::messages::{Item, MsgState, Notice};
-use crate::presence::{PresenceState, Record};
-use crate::state::{Effects, State};
+use herald_domain::library::{Item as LibItem, Library};
+use herald_domain::messages::{Item, MsgState, Notice};
+use herald_domain::presence::{PresenceState, Record};
+use herald_domain::state::{Effects, State};
 
 /// Notices buffered for slow gateway listeners; one that falls further
 /// behind re-reads the inboxes it serves (see gateway sessions).
@@ -410,7 +410,7 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
                     None => batch.remove(&sid_key(sid)[..]),
                 }
             }
-            let keys: std::collections::BTreeSet<crate::messages::Key> =
+            let keys: std::collections::BTreeSet<herald_domain::messages::Key> =
                 st.msgs.take_dirty().into_iter().collect();
             for k in keys {
                 match st.msgs.item(&k) {
@@ -418,7 +418,7 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
                     None => batch.remove(k.bytes()),
                 }
             }
-            let keys: std::collections::BTreeSet<crate::library::Key> =
+            let keys: std::collections::BTreeSet<herald_domain::library::Key> =
                 st.lib.take_dirty().into_iter().collect();
             for k in keys {
                 match st.lib.item(&k) {

@@ -12,10 +12,10 @@ use tempfile::TempDir;
 use super::log_store::LogStore;
 use super::state_machine::StateMachine;
 use super::types::{Entry, LogId, TypeConfig};
-use crate::library::LibOp;
-use crate::messages::{MsgOp, Origin, SendOp};
-use crate::presence::{Event, Ext};
-use crate::state::{Command, Op};
+use herald_domain::library::LibOp;
+use herald_domain::messages::{MsgOp, Origin, SendOp};
+use herald_domain::presence::{Event, Ext};
+use herald_domain::state::{Command, Op};
 
 fn open(dir: &std::path::Path) -> (LogStore, StateMachine) {
     let db = sled::Config::new().path(dir.join("sled")).open().expect("sled");

@@ -4,7 +4,7 @@ use std::fmt;
 
 use serde::{Deserialize, Serialize};
 
-use crate::state::{Command, OpResult};
+use herald_domain::state::{Command, OpResult};
 
 /// Addresses of one member, as stored in the Raft membership.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]

@@ -1,7 +1,7 @@
 //! Replicated media metadata and contacts (MISSION G2, G3, S2, S3).
 //!
 //! The bytes of a media live in files on the nodes that hold a replica
-//! (`crate::media::store`); this state only says what exists: id (hex
+//! (`herald-node`'s `media::store`); this state only says what exists: id (hex
 //! SHA-256 of the stored bytes), size, content type, who shared it, which
 //! nodes hold it, who was sent it. Contacts are per user, each in zero or
 //! more named groups; two users are friends when each has the other as a
