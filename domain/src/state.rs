@@ -9,9 +9,11 @@
 
 use serde::{Deserialize, Serialize};
 
-use crate::library::{LibOp, LibResult, Library};
-use crate::messages::{MsgOp, MsgResult, MsgState, Notice};
-use crate::presence::{Event, PresenceState, Touched};
+use std::collections::BTreeSet;
+
+use crate::library::{self, LibOp, LibResult, Library};
+use crate::messages::{self, MsgOp, MsgResult, MsgState, Notice};
+use crate::presence::{Event, PresenceState, Record, Touched};
 
 /// One operation in a log entry.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -140,5 +142,178 @@ impl State {
 
     pub fn applied(&self) -> u64 {
         self.presence.applied()
+    }
+}
+
+/// One unit of the persisted form of the whole state: the value stored under
+/// one storage key, and one item of a snapshot. Storage and snapshots deal in
+/// these only, so they never name a domain (presence, messages, library).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Item {
+    /// A presence record.
+    User(Record),
+    /// One entry of the sid index: which uid `sid` resolves to. Stored, not
+    /// derived, so that a reused sid points at the same user everywhere.
+    Sid { sid: u64, uid: String },
+    /// A message item (see [`messages::Key`]).
+    Msg(messages::Item),
+    /// A media-library item (see [`library::Key`]).
+    Lib(library::Item),
+}
+
+/// First bytes of storage keys. Each domain owns one: `u` users, `s` sids,
+/// `M` messages, `G` library. `!` is left to the storage layer for its own
+/// keys (applied log id, membership), so no item key ever starts with it.
+const USER_KEY: u8 = b'u';
+const SID_KEY: u8 = b's';
+
+fn user_key(uid: &str) -> Vec<u8> {
+    let mut k = Vec::with_capacity(uid.len() + 1);
+    k.push(USER_KEY);
+    k.extend_from_slice(uid.as_bytes());
+    k
+}
+
+fn sid_key(sid: u64) -> Vec<u8> {
+    let mut k = Vec::with_capacity(9);
+    k.push(SID_KEY);
+    k.extend_from_slice(&sid.to_be_bytes());
+    k
+}
+
+impl Item {
+    /// The storage key of this item: `u<uid>`, `s<sid BE>`, `M…`, `G…`.
+    pub fn key(&self) -> Vec<u8> {
+        match self {
+            Item::User(r) => user_key(&r.uid),
+            Item::Sid { sid, .. } => sid_key(*sid),
+            Item::Msg(m) => m.key().bytes(),
+            Item::Lib(l) => l.key().bytes(),
+        }
+    }
+}
+
+/// One change to the persisted form after an apply: the item now stored
+/// under `key`, or `None` when the key is gone.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Change {
+    pub key: Vec<u8>,
+    pub item: Option<Item>,
+}
+
+impl State {
+    /// Rebuilds a state from its persisted items (start-up, snapshot
+    /// install); `applied` is the log index they stand for.
+    pub fn from_items(items: impl IntoIterator<Item = Item>, applied: u64) -> State {
+        let (mut records, mut sids, mut msgs, mut libs) = (vec![], vec![], vec![], vec![]);
+        for it in items {
+            match it {
+                Item::User(r) => records.push(r),
+                Item::Sid { sid, uid } => sids.push((sid, uid)),
+                Item::Msg(m) => msgs.push(m),
+                Item::Lib(l) => libs.push(l),
+            }
+        }
+        State {
+            presence: PresenceState::from_parts(records, sids, applied),
+            msgs: MsgState::from_items(msgs),
+            lib: Library::from_items(libs),
+        }
+    }
+
+    /// Every persisted item (a copy), for snapshots. Unordered: a writer
+    /// that wants a stable file sorts by [`Item::key`] outside any lock.
+    pub fn items(&self) -> Vec<Item> {
+        let mut out: Vec<Item> = self.presence.records().cloned().map(Item::User).collect();
+        out.extend(
+            self.presence.sid_index().map(|(sid, uid)| Item::Sid { sid, uid: uid.to_owned() }),
+        );
+        out.extend(self.msgs.items().into_iter().map(Item::Msg));
+        out.extend(self.lib.items().into_iter().map(Item::Lib));
+        out
+    }
+
+    /// What the applies since the last call changed in the persisted form,
+    /// each key once: the presence ids in `touched` plus every key the
+    /// message and library states marked dirty.
+    pub fn take_changes(&mut self, touched: &Touched) -> Vec<Change> {
+        let mut out = Vec::new();
+        let uids: BTreeSet<&String> = touched.uids.iter().collect();
+        for uid in uids {
+            let item = self.presence.get(uid).cloned().map(Item::User);
+            out.push(Change { key: user_key(uid), item });
+        }
+        let sids: BTreeSet<u64> = touched.sids.iter().copied().collect();
+        for sid in sids {
+            let item =
+                self.presence.sid_owner(sid).map(|uid| Item::Sid { sid, uid: uid.to_owned() });
+            out.push(Change { key: sid_key(sid), item });
+        }
+        let keys: BTreeSet<messages::Key> = self.msgs.take_dirty().into_iter().collect();
+        for k in keys {
+            out.push(Change { key: k.bytes(), item: self.msgs.item(&k).map(Item::Msg) });
+        }
+        let keys: BTreeSet<library::Key> = self.lib.take_dirty().into_iter().collect();
+        for k in keys {
+            out.push(Change { key: k.bytes(), item: self.lib.item(&k).map(Item::Lib) });
+        }
+        out
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::presence::Event;
+    use std::collections::BTreeMap;
+
+    fn login(uid: &str, sid: u64) -> Op {
+        Op::Presence(Event::Login {
+            uid: uid.into(),
+            sid,
+            client: "mobile".into(),
+            accepts_strangers: Some(true),
+            ext: BTreeMap::new(),
+        })
+    }
+
+    /// The persisted items of a state rebuild an equal state, and the
+    /// changes taken after each apply, replayed onto a key-value map, give
+    /// exactly the items of the final state (what storage relies on).
+    #[test]
+    fn items_and_changes_rebuild_the_state() {
+        let mut st = State::default();
+        // Storage starts from the items of the state it begins with.
+        let mut kv: BTreeMap<Vec<u8>, Item> =
+            st.items().into_iter().map(|i| (i.key(), i)).collect();
+        let cmds = [
+            vec![login("a", 1), login("b", 2)],
+            vec![login("c", 1)], // sid 1 moves from a to c
+            vec![Op::Msg(MsgOp::SetGroup { name: "g".into(), members: vec!["a".into()] })],
+            vec![Op::Msg(MsgOp::SetGroup { name: "g".into(), members: vec![] })],
+        ];
+        for (i, ops) in cmds.into_iter().enumerate() {
+            let mut fx = Effects::default();
+            st.apply(&Command { at_ms: 1000 + i as u64, ops }, i as u64 + 1, &mut fx);
+            for c in st.take_changes(&fx.touched) {
+                match c.item {
+                    Some(it) => {
+                        assert_eq!(it.key(), c.key, "a change's key is its item's key");
+                        kv.insert(c.key, it);
+                    }
+                    None => {
+                        kv.remove(&c.key);
+                    }
+                }
+            }
+        }
+        let mut items = st.items();
+        items.sort_by_key(|i| i.key());
+        let replayed: Vec<Item> = kv.into_values().collect();
+        assert_eq!(replayed, items);
+        assert!(items.iter().all(|i| i.key()[0] != b'!'), "no item key uses the storage's prefix");
+        let rebuilt = State::from_items(items, st.applied());
+        assert_eq!(rebuilt, st);
+        assert_eq!(rebuilt.presence.sid_owner(1), Some("c"));
     }
 }

@@ -1,10 +1,11 @@
 //! The replicated state machine: presence records in memory for queries,
 //! persisted in sled, with snapshots as files we write and fsync ourselves.
 //!
-//! Layout of the `sm` sled tree: `u<uid>` → record, `s<sid BE>` → uid,
-//! `M…` → message items (see [`herald_domain::messages::Key::bytes`]),
-//! `G…` → media metadata and contacts (see [`herald_domain::library::Key::bytes`]),
-//! `!applied` → last applied log id, `!membership` → last membership.
+//! Layout of the `sm` sled tree: each persisted item of the state under its
+//! own key ([`Item::key`]: `u<uid>`, `s<sid BE>`, `M…`, `G…`; the domain
+//! decides), plus `!applied` → last applied log id and `!membership` → last
+//! membership. This module never names a domain: it stores what
+//! [`State::items`] and [`State::take_changes`] hand it.
 //! Snapshot files live in `<data>/snapshots/` (see [`SnapshotStore`]).
 
 use std::fs::{self, File};
@@ -20,10 +21,8 @@ use serde::{Deserialize, Serialize};
 
 use super::codec::{decode, decode_from, encode, encode_into};
 use super::types::{Applied, LogId, SnapshotMeta, StoredMembership, TypeConfig};
-use herald_domain::library::{Item as LibItem, Library};
-use herald_domain::messages::{Item, MsgState, Notice};
-use herald_domain::presence::{PresenceState, Record};
-use herald_domain::state::{Effects, State};
+use herald_domain::messages::Notice;
+use herald_domain::state::{Effects, Item, State};
 
 /// Notices buffered for slow gateway listeners; one that falls further
 /// behind re-reads the inboxes it serves (see gateway sessions).
@@ -31,6 +30,8 @@ const NOTICE_BUFFER: usize = 8192;
 
 type Snapshot = openraft::alias::SnapshotOf<TypeConfig, File>;
 
+/// The storage's own keys start with `!`, which no item key does.
+const OWN_PREFIX: u8 = b'!';
 const KEY_APPLIED: &[u8] = b"!applied";
 const KEY_MEMBERSHIP: &[u8] = b"!membership";
 
@@ -38,31 +39,14 @@ fn io_err(e: sled::Error) -> io::Error {
     io::Error::other(e)
 }
 
-fn user_key(uid: &str) -> Vec<u8> {
-    let mut k = Vec::with_capacity(uid.len() + 1);
-    k.push(b'u');
-    k.extend_from_slice(uid.as_bytes());
-    k
-}
-
-fn sid_key(sid: u64) -> [u8; 9] {
-    let mut k = [0u8; 9];
-    k[0] = b's';
-    k[1..].copy_from_slice(&sid.to_be_bytes());
-    k
-}
-
 /// Shared, read-mostly view of the presence state, for the query path.
 pub type SharedState = Arc<RwLock<State>>;
 
-/// Header of a snapshot file, then `records` records and `sids` sid pairs.
+/// Header of a snapshot file, then `items` persisted items of the state.
 #[derive(Serialize, Deserialize)]
 struct SnapshotHeader {
     meta: SnapshotMeta,
-    records: u64,
-    sids: u64,
     items: u64,
-    lib_items: u64,
 }
 
 /// Snapshot files in one directory: `snap-<index>-<term>-<n>.snap`, written to
@@ -131,33 +115,10 @@ impl SnapshotStore {
     }
 }
 
-/// Writes a snapshot body: header, records sorted by uid, sid pairs sorted.
-fn write_snapshot(
-    w: &mut impl Write,
-    meta: &SnapshotMeta,
-    records: &[Record],
-    sids: &[(u64, String)],
-    items: &[Item],
-    lib_items: &[LibItem],
-) -> io::Result<()> {
-    let h = SnapshotHeader {
-        meta: meta.clone(),
-        records: records.len() as u64,
-        sids: sids.len() as u64,
-        items: items.len() as u64,
-        lib_items: lib_items.len() as u64,
-    };
-    encode_into(&h, w)?;
-    for r in records {
-        encode_into(r, w)?;
-    }
-    for s in sids {
-        encode_into(s, w)?;
-    }
+/// Writes a snapshot body: header, then the items in the given order.
+fn write_snapshot(w: &mut impl Write, meta: &SnapshotMeta, items: &[Item]) -> io::Result<()> {
+    encode_into(&SnapshotHeader { meta: meta.clone(), items: items.len() as u64 }, w)?;
     for it in items {
-        encode_into(it, w)?;
-    }
-    for it in lib_items {
         encode_into(it, w)?;
     }
     Ok(())
@@ -166,32 +127,13 @@ fn write_snapshot(
 /// Reads a snapshot file into a state.
 fn read_snapshot(r: &mut impl Read) -> io::Result<(SnapshotMeta, State)> {
     let h: SnapshotHeader = decode_from(r)?;
-    // The counts come from a file a peer sent: bound what we reserve.
-    let mut records = Vec::with_capacity(h.records.min(1 << 20) as usize);
-    for _ in 0..h.records {
-        records.push(decode_from::<Record, _>(r)?);
-    }
-    let mut sids = Vec::with_capacity(h.sids.min(1 << 20) as usize);
-    for _ in 0..h.sids {
-        sids.push(decode_from::<(u64, String), _>(r)?);
-    }
+    // The count comes from a file a peer sent: bound what we reserve.
     let mut items = Vec::with_capacity(h.items.min(1 << 20) as usize);
     for _ in 0..h.items {
         items.push(decode_from::<Item, _>(r)?);
     }
-    let mut lib_items = Vec::with_capacity(h.lib_items.min(1 << 20) as usize);
-    for _ in 0..h.lib_items {
-        lib_items.push(decode_from::<LibItem, _>(r)?);
-    }
     let applied = h.meta.last_log_id.as_ref().map(|l| l.index()).unwrap_or(0);
-    Ok((
-        h.meta,
-        State {
-            presence: PresenceState::from_parts(records, sids, applied),
-            msgs: MsgState::from_items(items),
-            lib: Library::from_items(lib_items),
-        },
-    ))
+    Ok((h.meta, State::from_items(items, applied)))
 }
 
 struct Inner {
@@ -224,35 +166,15 @@ impl StateMachine {
             Some(v) => decode(&v)?,
             None => StoredMembership::default(),
         };
-        let mut records = Vec::new();
-        for kv in tree.scan_prefix(b"u") {
-            let (_, v) = kv.map_err(io_err)?;
-            records.push(decode::<Record>(&v)?);
-        }
-        let mut sids = Vec::new();
-        for kv in tree.scan_prefix(b"s") {
-            let (k, v) = kv.map_err(io_err)?;
-            let sid = u64::from_be_bytes(
-                k[1..9].try_into().map_err(|_| io::Error::other("bad sid key"))?,
-            );
-            sids.push((sid, String::from_utf8(v.to_vec()).map_err(io::Error::other)?));
-        }
         let mut items = Vec::new();
-        for kv in tree.scan_prefix(b"M") {
-            let (_, v) = kv.map_err(io_err)?;
-            items.push(decode::<Item>(&v)?);
-        }
-        let mut lib_items = Vec::new();
-        for kv in tree.scan_prefix(b"G") {
-            let (_, v) = kv.map_err(io_err)?;
-            lib_items.push(decode::<LibItem>(&v)?);
+        for kv in tree.iter() {
+            let (k, v) = kv.map_err(io_err)?;
+            if k.first() != Some(&OWN_PREFIX) {
+                items.push(decode::<Item>(&v)?);
+            }
         }
         let idx = applied.as_ref().map(|l| l.index()).unwrap_or(0);
-        let state = State {
-            presence: PresenceState::from_parts(records, sids, idx),
-            msgs: MsgState::from_items(items),
-            lib: Library::from_items(lib_items),
-        };
+        let state = State::from_items(items, idx);
         let sm = StateMachine {
             inner: Arc::new(Inner {
                 db: db.clone(),
@@ -295,17 +217,8 @@ impl StateMachine {
         for k in self.inner.tree.iter().keys() {
             batch.remove(k.map_err(io_err)?);
         }
-        for r in state.presence.records() {
-            batch.insert(user_key(&r.uid), encode(r)?);
-        }
-        for (sid, uid) in state.presence.sid_index() {
-            batch.insert(&sid_key(sid)[..], uid.as_bytes());
-        }
-        for it in state.msgs.items() {
-            batch.insert(it.key().bytes(), encode(&it)?);
-        }
-        for it in state.lib.items() {
-            batch.insert(it.key().bytes(), encode(&it)?);
+        for it in state.items() {
+            batch.insert(it.key(), encode(&it)?);
         }
         batch.insert(KEY_APPLIED, encode(&meta.last_log_id)?);
         batch.insert(KEY_MEMBERSHIP, encode(&meta.last_membership)?);
@@ -323,19 +236,10 @@ impl RaftSnapshotBuilder<TypeConfig> for StateMachine {
     async fn build_snapshot(&mut self) -> Result<Snapshot, io::Error> {
         // Copy under the locks (a memory copy), write without them, so that
         // applying is not blocked by the disk.
-        let (meta, mut records, mut sids, items, lib_items) = {
+        let (meta, mut items) = {
             let st = self.inner.state.read().expect("state lock");
             let (last, membership) = self.inner.applied.lock().expect("applied lock").clone();
-            let records: Vec<Record> = st.presence.records().cloned().collect();
-            let sids: Vec<(u64, String)> =
-                st.presence.sid_index().map(|(s, u)| (s, u.to_owned())).collect();
-            (
-                SnapshotMeta { last_log_id: last, last_membership: membership },
-                records,
-                sids,
-                st.msgs.items(),
-                st.lib.items(),
-            )
+            (SnapshotMeta { last_log_id: last, last_membership: membership }, st.items())
         };
         // The snapshot stands for the state up to `meta.last_log_id`; make
         // sure sled holds at least that much before logs are purged.
@@ -343,11 +247,10 @@ impl RaftSnapshotBuilder<TypeConfig> for StateMachine {
         let this = self.clone();
         let m = meta.clone();
         let path = tokio::task::spawn_blocking(move || -> io::Result<PathBuf> {
-            records.sort_by(|a, b| a.uid.cmp(&b.uid));
-            sids.sort();
+            items.sort_by_cached_key(|i| i.key());
             let (tmp, f) = this.inner.snapshots.temp_file()?;
             let mut w = BufWriter::new(f);
-            write_snapshot(&mut w, &m, &records, &sids, &items, &lib_items)?;
+            write_snapshot(&mut w, &m, &items)?;
             w.flush()?;
             this.inner.snapshots.commit(&tmp, &m)
         })
@@ -397,33 +300,10 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
                     replies.push((r, Applied { revision: index, results }));
                 }
             }
-            let uids: std::collections::HashSet<&String> = fx.touched.uids.iter().collect();
-            for uid in uids {
-                if let Some(r) = st.presence.get(uid) {
-                    batch.insert(user_key(uid), encode(r)?);
-                }
-            }
-            let sids: std::collections::HashSet<u64> = fx.touched.sids.iter().copied().collect();
-            for sid in sids {
-                match st.presence.sid_owner(sid) {
-                    Some(uid) => batch.insert(&sid_key(sid)[..], uid.as_bytes()),
-                    None => batch.remove(&sid_key(sid)[..]),
-                }
-            }
-            let keys: std::collections::BTreeSet<herald_domain::messages::Key> =
-                st.msgs.take_dirty().into_iter().collect();
-            for k in keys {
-                match st.msgs.item(&k) {
-                    Some(it) => batch.insert(k.bytes(), encode(&it)?),
-                    None => batch.remove(k.bytes()),
-                }
-            }
-            let keys: std::collections::BTreeSet<herald_domain::library::Key> =
-                st.lib.take_dirty().into_iter().collect();
-            for k in keys {
-                match st.lib.item(&k) {
-                    Some(it) => batch.insert(k.bytes(), encode(&it)?),
-                    None => batch.remove(k.bytes()),
+            for c in st.take_changes(&fx.touched) {
+                match c.item {
+                    Some(it) => batch.insert(c.key, encode(&it)?),
+                    None => batch.remove(c.key),
                 }
             }
             batch.insert(KEY_APPLIED, encode(&applied.0)?);
