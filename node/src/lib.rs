@@ -2,6 +2,10 @@
 //!
 //! See ARCHITECTURE.md for the bird's-eye view. Entry point: [`app::run`].
 
+// The gRPC handlers' futures nest deeply (tonic service → Api → RaftNode::read
+// → read barrier → peer RPC); rustc's default layout depth (128) is just short.
+#![recursion_limit = "256"]
+
 pub mod api;
 pub mod app;
 pub mod clock;

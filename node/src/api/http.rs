@@ -288,11 +288,9 @@ async fn healthz(State(api): State<AppState>) -> Response {
 async fn metrics(State(api): State<AppState>) -> Response {
     api.metrics.set_media(&api.media.status());
     let st = api.node.status();
-    let (users, online, stored, inboxes) = {
-        let s = api.node.state();
-        let s = s.read().expect("state lock");
+    let (users, online, stored, inboxes) = api.node.read_local(|s| {
         (s.presence.len(), s.presence.online_count(), s.msgs.stored_messages(), s.msgs.inboxes())
-    };
+    });
     let changes = api.node.master_changes.load(std::sync::atomic::Ordering::Relaxed);
     let g = &api.gateway;
     let ld = |a: &std::sync::atomic::AtomicU64| a.load(std::sync::atomic::Ordering::Relaxed);

@@ -14,7 +14,7 @@ use axum::{Json, Router};
 use serde::{Deserialize, Serialize};
 
 use super::messages::{check_group_name, check_uid, RecipientOutcome, Submission};
-use super::{Api, ApiError};
+use super::{Api, ApiError, Consistency};
 use crate::media::range::{self, RangeAnswer};
 use crate::media::store::valid_id;
 use herald_domain::library::{LibOp, LibResult, MediaMeta, MAX_GROUPS_PER_CONTACT};
@@ -87,14 +87,19 @@ impl Api {
         if !valid_id(id) {
             return Err(ApiError::bad_status(404, "unknown_media", "a media id is 64 hex digits"));
         }
-        let local = self.node.state().read().expect("state lock").lib.media(id).cloned();
-        if let Some(m) = local {
+        if let Ok(m) = self.node.read_local(|st| media_in(st, id)) {
             return Ok(m);
         }
-        self.node.read_barrier().await?;
-        let m = self.node.state().read().expect("state lock").lib.media(id).cloned();
-        m.ok_or_else(|| ApiError::bad_status(404, "unknown_media", format!("no media {id}")))
+        self.node.read(Consistency::Linearizable, |st| media_in(st, id)).await?
     }
+}
+
+/// A media's metadata as `st` holds it, or 404 `unknown_media`.
+fn media_in(st: &herald_domain::state::State, id: &str) -> Result<MediaMeta, ApiError> {
+    st.lib
+        .media(id)
+        .cloned()
+        .ok_or_else(|| ApiError::bad_status(404, "unknown_media", format!("no media {id}")))
 }
 
 #[derive(Debug, Deserialize)]
@@ -181,24 +186,34 @@ async fn get_media(
         ));
     };
     api.authenticate(&v, &headers, q.token.as_deref()).await?;
-    api.node.read_barrier().await?;
-    let m = api.media_meta(&id).await?;
-    let allowed = api.node.state().read().expect("state lock").lib.may_view(&id, &v);
-    if !allowed {
-        return Err(ApiError::bad_status(
-            403,
-            "access_denied",
-            format!("{v} is not an owner, a friend of an owner, or a recipient of this media"),
-        ));
+    if !valid_id(&id) {
+        return Err(ApiError::bad_status(404, "unknown_media", "a media id is 64 hex digits"));
     }
+    let (m, owners) = api
+        .node
+        .read(Consistency::Linearizable, |st| {
+            let m = media_in(st, &id)?;
+            if !st.lib.may_view(&id, &v) {
+                return Err(ApiError::bad_status(
+                    403,
+                    "access_denied",
+                    format!(
+                        "{v} is not an owner, a friend of an owner, or a recipient of this media"
+                    ),
+                ));
+            }
+            // Owners the viewer may know of: itself and its friends
+            // (identical bytes shared by a stranger are not revealed).
+            let owners: Vec<String> = m
+                .owners
+                .keys()
+                .filter(|o| **o == v || st.lib.are_friends(o, &v))
+                .cloned()
+                .collect();
+            Ok((m, owners))
+        })
+        .await??;
     let (url, expires_at_ms) = api.media.access_url(&id, &v)?;
-    // Owners the viewer may know of: itself and its friends (identical
-    // bytes shared by a stranger are not revealed).
-    let owners: Vec<String> = {
-        let st = api.node.state();
-        let st = st.read().expect("state lock");
-        m.owners.keys().filter(|o| **o == v || st.lib.are_friends(o, &v)).cloned().collect()
-    };
     Ok(Json(MediaInfo {
         media_id: m.id,
         size: m.size,
@@ -322,23 +337,24 @@ async fn get_contacts(
     headers: HeaderMap,
 ) -> Result<Json<serde_json::Value>, ApiError> {
     api.authenticate(&uid, &headers, q.token.as_deref()).await?;
-    api.node.read_barrier().await?;
-    let st = api.node.state();
-    let st = st.read().expect("state lock");
-    let contacts: Vec<ContactOut> = st
-        .lib
-        .contacts(&uid)
-        .map(|c| {
-            c.iter()
-                .filter(|(_, gs)| q.group.as_ref().is_none_or(|g| gs.contains(g)))
-                .map(|(u, gs)| ContactOut {
-                    uid: u.clone(),
-                    groups: gs.iter().cloned().collect(),
-                    friend: st.lib.are_friends(&uid, u),
+    let contacts: Vec<ContactOut> = api
+        .node
+        .read(Consistency::Linearizable, |st| {
+            st.lib
+                .contacts(&uid)
+                .map(|c| {
+                    c.iter()
+                        .filter(|(_, gs)| q.group.as_ref().is_none_or(|g| gs.contains(g)))
+                        .map(|(u, gs)| ContactOut {
+                            uid: u.clone(),
+                            groups: gs.iter().cloned().collect(),
+                            friend: st.lib.are_friends(&uid, u),
+                        })
+                        .collect()
                 })
-                .collect()
+                .unwrap_or_default()
         })
-        .unwrap_or_default();
+        .await?;
     Ok(Json(serde_json::json!({ "uid": uid, "contacts": contacts })))
 }
 
@@ -429,16 +445,23 @@ async fn post_group_send(
     for g in &b.groups {
         check_group_name(g)?;
     }
-    api.node.read_barrier().await?;
-    let m = api.media_meta(&b.media_id).await?;
-    if !m.owners.contains_key(&uid) {
-        return Err(ApiError::bad_status(
-            403,
-            "not_owner",
-            format!("{uid} does not share media {}; upload it first", m.id),
-        ));
+    if !valid_id(&b.media_id) {
+        return Err(ApiError::bad_status(404, "unknown_media", "a media id is 64 hex digits"));
     }
-    let to = api.node.state().read().expect("state lock").lib.recipients(&uid, &b.groups);
+    let (m, to) = api
+        .node
+        .read(Consistency::Linearizable, |st| {
+            let m = media_in(st, &b.media_id)?;
+            if !m.owners.contains_key(&uid) {
+                return Err(ApiError::bad_status(
+                    403,
+                    "not_owner",
+                    format!("{uid} does not share media {}; upload it first", m.id),
+                ));
+            }
+            Ok((m, st.lib.recipients(&uid, &b.groups)))
+        })
+        .await??;
     if to.is_empty() {
         return Err(ApiError::bad(
             "no_recipients",
@@ -526,32 +549,32 @@ async fn get_shared(
     check_uid("uid", &uid)?;
     let v = named_viewer(&headers, &q).unwrap_or_else(|| uid.clone());
     api.authenticate(&v, &headers, q.token.as_deref()).await?;
-    api.node.read_barrier().await?;
-    let items: Vec<SharedItem> = {
-        let st = api.node.state();
-        let st = st.read().expect("state lock");
-        if v != uid && !st.lib.are_friends(&uid, &v) {
-            return Err(ApiError::bad_status(
-                403,
-                "not_a_friend",
-                format!("{uid}'s shared media is visible to {uid}'s friends only"),
-            ));
-        }
-        let mut out = Vec::new();
-        for m in st.lib.shared_by(&uid) {
-            let (url, expires_at_ms) = api.media.access_url(&m.id, &v)?;
-            out.push(SharedItem {
-                media_id: m.id.clone(),
-                name: m.owners.get(&uid).map(|o| o.name.clone()).unwrap_or_default(),
-                size: m.size,
-                content_type: m.content_type.clone(),
-                created_ms: m.created_ms,
-                url,
-                expires_at_ms,
-            });
-        }
-        out
-    };
+    let items: Vec<SharedItem> = api
+        .node
+        .read(Consistency::Linearizable, |st| {
+            if v != uid && !st.lib.are_friends(&uid, &v) {
+                return Err(ApiError::bad_status(
+                    403,
+                    "not_a_friend",
+                    format!("{uid}'s shared media is visible to {uid}'s friends only"),
+                ));
+            }
+            let mut out = Vec::new();
+            for m in st.lib.shared_by(&uid) {
+                let (url, expires_at_ms) = api.media.access_url(&m.id, &v)?;
+                out.push(SharedItem {
+                    media_id: m.id.clone(),
+                    name: m.owners.get(&uid).map(|o| o.name.clone()).unwrap_or_default(),
+                    size: m.size,
+                    content_type: m.content_type.clone(),
+                    created_ms: m.created_ms,
+                    url,
+                    expires_at_ms,
+                });
+            }
+            Ok::<_, ApiError>(out)
+        })
+        .await??;
     if wants_html(&headers, &q) {
         let mut h = format!(
             "<!doctype html>\n<html><head><meta charset=\"utf-8\"><title>Shared by {u}</title></head>\n<body>\n<h1>Shared by {u}</h1>\n",

@@ -14,7 +14,7 @@ use herald_proto::v1 as pb;
 use serde::{Deserialize, Serialize};
 use tonic::{Request, Response, Status};
 
-use super::{Api, ApiError};
+use super::{Api, ApiError, Consistency};
 use herald_domain::messages::{
     Kind, MsgOp, MsgResult, Origin, SendOp, Stored, MAX_CONTENT_TYPE_BYTES, MAX_GROUP_MEMBERS,
     MAX_GROUP_NAME_BYTES, MAX_IDEMPOTENCY_KEY_BYTES,
@@ -60,6 +60,16 @@ pub struct SendAnswer {
     pub broadcast: Option<String>,
     #[serde(skip_serializing_if = "is_zero")]
     pub expires_at_ms: u64,
+}
+
+/// A user's settings as the given state holds them.
+fn settings_of(st: &herald_domain::state::State, uid: &str) -> SettingsAnswer {
+    SettingsAnswer {
+        uid: uid.to_owned(),
+        offline: st.msgs.offline_enabled(uid),
+        queued: st.msgs.queued(uid) as u64,
+        revision: st.applied(),
+    }
 }
 
 fn is_zero(v: &u64) -> bool {
@@ -165,11 +175,13 @@ impl Api {
         // Fast refusal of an unknown group from this node's state; apply
         // decides for good (a group created meanwhile is fine).
         if let Some(g) = &s.group {
-            let st = self.node.state();
-            let known = st.read().expect("state lock").msgs.group(g).is_some();
+            let known = self.node.read_local(|st| st.msgs.group(g).is_some());
             if !known {
-                self.node.read_barrier().await?;
-                if st.read().expect("state lock").msgs.group(g).is_none() {
+                if !self
+                    .node
+                    .read(Consistency::Linearizable, |st| st.msgs.group(g).is_some())
+                    .await?
+                {
                     return Err(ApiError::bad(
                         "unknown_group",
                         format!("no recipient group named {g:?}"),
@@ -242,13 +254,13 @@ impl Api {
         let online: HashSet<String> = if r.duplicate {
             HashSet::new()
         } else {
-            let st = self.node.state();
-            let st = st.read().expect("state lock");
-            r.outcomes
-                .iter()
-                .filter(|(u, _)| st.presence.get(u).is_some_and(|p| p.online()))
-                .map(|(u, _)| u.clone())
-                .collect()
+            self.node.read_local(|st| {
+                r.outcomes
+                    .iter()
+                    .filter(|(u, _)| st.presence.get(u).is_some_and(|p| p.online()))
+                    .map(|(u, _)| u.clone())
+                    .collect()
+            })
         };
         if !online.is_empty() {
             let deadline = tokio::time::Instant::now()
@@ -320,11 +332,14 @@ impl Api {
     /// A group's members (linearizable).
     pub async fn get_group(&self, name: &str) -> Result<(Vec<String>, u64), ApiError> {
         check_group_name(name)?;
-        let rev = self.node.read_barrier().await?;
-        let st = self.node.state();
-        let st = st.read().expect("state lock");
-        match st.msgs.group(name) {
-            Some(m) => Ok((m.to_vec(), rev.max(st.applied()))),
+        let found = self
+            .node
+            .read(Consistency::Linearizable, |st| {
+                st.msgs.group(name).map(|m| (m.to_vec(), st.applied()))
+            })
+            .await?;
+        match found {
+            Some(m) => Ok(m),
             None => Err(ApiError::bad_status(
                 404,
                 "unknown_group",
@@ -349,19 +364,11 @@ impl Api {
     /// A user's settings and queue length (linearizable).
     pub async fn get_settings(&self, uid: &str) -> Result<SettingsAnswer, ApiError> {
         check_uid("uid", uid)?;
-        self.node.read_barrier().await?;
-        Ok(self.settings_now(uid))
+        Ok(self.node.read(Consistency::Linearizable, |st| settings_of(st, uid)).await?)
     }
 
     fn settings_now(&self, uid: &str) -> SettingsAnswer {
-        let st = self.node.state();
-        let st = st.read().expect("state lock");
-        SettingsAnswer {
-            uid: uid.to_owned(),
-            offline: st.msgs.offline_enabled(uid),
-            queued: st.msgs.queued(uid) as u64,
-            revision: st.applied(),
-        }
+        self.node.read_local(|st| settings_of(st, uid))
     }
 
     /// The best gateway for a client.

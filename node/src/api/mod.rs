@@ -125,17 +125,8 @@ pub fn grpc_status(status: tonic::Code, code: &str, message: &str) -> tonic::Sta
     s
 }
 
-/// Read consistency of a query.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
-#[serde(rename_all = "snake_case")]
-pub enum Consistency {
-    /// Read-index confirmed by the leader, then served from the local state
-    /// once applied: reflects every write acknowledged before the query.
-    #[default]
-    Linearizable,
-    /// This node's current state, no round trip; may be stale.
-    Local,
-}
+/// Read consistency of a query (defined with the read call it chooses).
+pub use crate::raft::Consistency;
 
 impl Consistency {
     fn label(self) -> &'static str {
@@ -246,12 +237,7 @@ impl Api {
         if n > max {
             return Err(ApiError::bad("too_many_ids", format!("{n} ids; at most {max} per query")));
         }
-        if consistency == Consistency::Linearizable {
-            self.node.read_barrier().await?;
-        }
-        let st = self.node.state();
-        let st = st.read().expect("state lock");
-        Ok(st.presence.query(uids, sids))
+        Ok(self.node.read(consistency, |st| st.presence.query(uids, sids)).await?)
     }
 
     /// The cluster as a person wants to see it: this node's view, with

@@ -25,7 +25,7 @@ use serde::{Deserialize, Serialize};
 use tokio::sync::{mpsc, watch, Notify};
 
 use crate::config::{GatewayConfig, MessagesConfig};
-use crate::raft::{codec, ClusterError, RaftNode};
+use crate::raft::{codec, ClusterError, Consistency, RaftNode};
 use herald_domain::messages::{Notice, StoredMsg};
 use herald_domain::state::Op;
 
@@ -220,12 +220,12 @@ impl Gateway {
             // cluster still lists sessions of this gateway (no log entry
             // per restart otherwise). Nobody else adds sessions for this
             // gateway, so the answer cannot go stale before we act.
-            let listed = match self.node.read_barrier().await {
-                Ok(_) => {
-                    let s = self.node.state();
-                    let n = s.read().expect("state lock").presence.gateway_users(me);
-                    n
-                }
+            let listed = match self
+                .node
+                .read(Consistency::Linearizable, |s| s.presence.gateway_users(me))
+                .await
+            {
+                Ok(n) => n,
                 Err(e) => {
                     tracing::debug!(error = %e, "gateway reset: no leader yet; retrying");
                     tokio::time::sleep(Duration::from_millis(200)).await;
@@ -269,11 +269,7 @@ impl Gateway {
                 continue;
             }
             let st = self.node.status();
-            let gateways: Vec<u64> = {
-                let s = self.node.state();
-                let s = s.read().expect("state lock");
-                s.presence.gateways()
-            };
+            let gateways: Vec<u64> = self.node.read_local(|s| s.presence.gateways());
             let now = Instant::now();
             for g in gateways {
                 if g == self.node.id {
@@ -323,9 +319,7 @@ impl Gateway {
             // code takes them in the other order). A session registers
             // before its login is applied and unregisters before its logout
             // is written, so "listed but not live" means it ended.
-            let missing: Vec<Op> = {
-                let s = self.node.state();
-                let s = s.read().expect("state lock");
+            let missing: Vec<Op> = self.node.read_local(|s| {
                 let live: HashSet<(String, String)> = {
                     let r = self.registry.lock().expect("registry");
                     r.sessions.values().map(|x| (x.uid.clone(), x.client.clone())).collect()
@@ -354,7 +348,7 @@ impl Gateway {
                         }),
                 );
                 ops
-            };
+            });
             if !missing.is_empty() {
                 tracing::info!(
                     changes = missing.len(),

@@ -116,12 +116,9 @@ impl Session {
         if room == 0 {
             return Ok(());
         }
-        let pending = {
-            let now = self.gw.node.clock().now_ms();
-            let s = self.gw.node.state();
-            let s = s.read().expect("state lock");
-            s.msgs.pending(&self.uid, self.cursor, now, room)
-        };
+        let now = self.gw.node.clock().now_ms();
+        let pending =
+            self.gw.node.read_local(|s| s.msgs.pending(&self.uid, self.cursor, now, room));
         for m in pending {
             self.cursor = self.cursor.max(m.id);
             self.inflight.insert(m.id, (m.origin, true));
@@ -300,11 +297,7 @@ async fn run(gw: Arc<Gateway>, mut inbound: Streaming<pb::ClientFrame>, out: Out
     };
     let _ = gw.node.wait_applied(index).await;
     gw.sessions_opened.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-    let queued = {
-        let s = gw.node.state();
-        let s = s.read().expect("state lock");
-        s.msgs.queued(&uid) as u64
-    };
+    let queued = gw.node.read_local(|s| s.msgs.queued(&uid) as u64);
     let welcome = pb::Welcome {
         session: format!("{}-{sid}", gw.node.id),
         node: gw.node.id,

@@ -30,7 +30,7 @@ use super::credential::{self, Kind};
 use super::edit;
 use super::store::{hash_file, valid_id, BlobStore, WRITE_BUFFER_BYTES};
 use crate::config::MediaConfig;
-use crate::raft::{ClusterError, RaftNode};
+use crate::raft::{ClusterError, Consistency, RaftNode};
 use herald_domain::library::{LibOp, LibResult, MAX_NAME_BYTES};
 use herald_domain::state::{Op, OpResult};
 
@@ -283,9 +283,7 @@ impl Media {
     pub fn status(&self) -> MediaStatus {
         let voters: BTreeSet<u64> = self.node.voters().into_iter().collect();
         let required = self.cfg.required_replicas(voters.len());
-        let (media, media_bytes, under_replicated) = {
-            let st = self.node.state();
-            let st = st.read().expect("state lock");
+        let (media, media_bytes, under_replicated) = self.node.read_local(|st| {
             let mut n = 0u64;
             let mut bytes = 0u64;
             let mut under = 0u64;
@@ -297,7 +295,7 @@ impl Media {
                 }
             }
             (n, bytes, under)
-        };
+        });
         MediaStatus {
             healthy: self.store.healthy(),
             free_bytes: self.store.free_bytes().unwrap_or(0),
@@ -363,7 +361,7 @@ impl Media {
             ));
         }
         if self.cfg.quota_bytes_per_user > 0 {
-            let used = self.node.state().read().expect("state lock").lib.usage(uid);
+            let used = self.node.read_local(|st| st.lib.usage(uid));
             if used.saturating_add(size) > self.cfg.quota_bytes_per_user {
                 return Err(MediaError::refused(
                     403,
@@ -534,20 +532,20 @@ impl Media {
         let _pin = self.pin(&id);
         // Identical content already stored on enough nodes: no new copy
         // (read after a barrier: it may have been committed through another node).
-        self.node.read_barrier().await?;
-        let existing: Option<Vec<u64>> = {
-            let voters: BTreeSet<u64> = self.node.voters().into_iter().collect();
-            let required = self.cfg.required_replicas(voters.len());
-            let st = self.node.state();
-            let st = st.read().expect("state lock");
-            st.lib
-                .media(&id)
-                .filter(|m| {
-                    m.orphan_since_ms.is_none()
-                        && m.replicas.iter().filter(|r| voters.contains(r)).count() >= required
-                })
-                .map(|m| m.replicas.iter().copied().collect())
-        };
+        let voters: BTreeSet<u64> = self.node.voters().into_iter().collect();
+        let required = self.cfg.required_replicas(voters.len());
+        let existing: Option<Vec<u64>> = self
+            .node
+            .read(Consistency::Linearizable, |st| {
+                st.lib
+                    .media(&id)
+                    .filter(|m| {
+                        m.orphan_since_ms.is_none()
+                            && m.replicas.iter().filter(|r| voters.contains(r)).count() >= required
+                    })
+                    .map(|m| m.replicas.iter().copied().collect())
+            })
+            .await?;
         let mut outcome = None;
         if let Some(replicas) = existing {
             match self.commit_meta(up, &id, size, &content_type, replicas, true).await? {
@@ -575,14 +573,10 @@ impl Media {
         };
         drop(path);
         self.node.wait_applied(index).await?;
-        let (replicas, content_type) = {
-            let st = self.node.state();
-            let st = st.read().expect("state lock");
-            match st.lib.media(&id) {
-                Some(m) => (m.replicas.iter().copied().collect(), m.content_type.clone()),
-                None => (Vec::new(), content_type),
-            }
-        };
+        let (replicas, content_type) = self.node.read_local(|st| match st.lib.media(&id) {
+            Some(m) => (m.replicas.iter().copied().collect(), m.content_type.clone()),
+            None => (Vec::new(), content_type),
+        });
         Ok(UploadDone {
             link: self.link(&id),
             sha256: id.clone(),
@@ -926,21 +920,21 @@ impl Media {
         // Decide from a state at least as new as every acknowledged write:
         // a node that is behind must not take a replica whose commit it has
         // not applied yet for garbage. No leader: skip the pass.
-        self.node.read_barrier().await?;
+        let metas: Vec<(String, u64, BTreeSet<u64>, Option<u64>)> = self
+            .node
+            .read(Consistency::Linearizable, |st| {
+                st.lib
+                    .all_media()
+                    .map(|m| (m.id.clone(), m.size, m.replicas.clone(), m.orphan_since_ms))
+                    .collect()
+            })
+            .await?;
         let me = self.node.id();
         let now = self.now_ms();
         let voters: BTreeSet<u64> = self.node.voters().into_iter().collect();
         let members: BTreeSet<u64> = self.node.members().into_iter().map(|(n, _)| n).collect();
         let required = self.cfg.required_replicas(voters.len());
         let leader = self.node.is_leader();
-        let metas: Vec<(String, u64, BTreeSet<u64>, Option<u64>)> = {
-            let st = self.node.state();
-            let st = st.read().expect("state lock");
-            st.lib
-                .all_media()
-                .map(|m| (m.id.clone(), m.size, m.replicas.clone(), m.orphan_since_ms))
-                .collect()
-        };
         let known: BTreeSet<&str> = metas.iter().map(|m| m.0.as_str()).collect();
         let mut ops = Vec::new();
         let mut fetches = 0;
@@ -1000,8 +994,7 @@ impl Media {
         for (id, mtime) in files {
             if !known.contains(id.as_str()) && mtime.elapsed().unwrap_or_default() >= min_age {
                 // Fetches above may have taken a while: look again now.
-                let referenced =
-                    self.node.state().read().expect("state lock").lib.media(&id).is_some();
+                let referenced = self.node.read_local(|st| st.lib.media(&id).is_some());
                 if referenced || self.is_pinned(&id) {
                     continue;
                 }

@@ -27,7 +27,7 @@ use tonic::transport::Channel;
 
 use crate::clock::ClusterClock;
 use crate::config::Config;
-use herald_domain::state::{Command, Op, OpResult};
+use herald_domain::state::{Command, Op, OpResult, State};
 pub use state_machine::SharedState;
 use types::{NodeAddr, Raft};
 
@@ -43,6 +43,18 @@ const MAX_BATCH_BYTES: usize = 8 << 20;
 /// commit, new requests queue up and go out together as the next entry
 /// (group commit); two keep the disk busy while the next batch forms.
 const MAX_INFLIGHT_BATCHES: usize = 2;
+
+/// How fresh a read of the replicated state must be (see [`RaftNode::read`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(rename_all = "snake_case")]
+pub enum Consistency {
+    /// Read-index confirmed by the leader, then served from the local state
+    /// once applied: reflects every write acknowledged before the query.
+    #[default]
+    Linearizable,
+    /// This node's current state, no round trip; may be stale.
+    Local,
+}
 
 /// Errors of cluster operations, each with a stable code for the wire.
 #[derive(Debug, Clone, thiserror::Error, Serialize, Deserialize, PartialEq, Eq)]
@@ -207,9 +219,30 @@ impl RaftNode {
         Ok(node)
     }
 
-    /// The replicated state, for local reads.
-    pub fn state(&self) -> SharedState {
-        self.sm.shared_state()
+    /// Reads the replicated state: the one way the rest of the node reads
+    /// it. `Linearizable` passes a [read barrier](Self::read_barrier) first,
+    /// so `f` sees every write acknowledged before the call; `Local` reads
+    /// this node's state as it is (may be stale). `f` runs under the
+    /// state's read lock, which blocks apply: keep it short (copy out what
+    /// you need; it cannot await).
+    pub async fn read<T>(
+        &self,
+        consistency: Consistency,
+        f: impl FnOnce(&State) -> T,
+    ) -> Result<T, ClusterError> {
+        if consistency == Consistency::Linearizable {
+            self.read_barrier().await?;
+        }
+        Ok(self.read_local(f))
+    }
+
+    /// [`read`](Self::read) with `Local` consistency, for code that cannot
+    /// wait (status, metrics, a fast pre-check that a later linearizable
+    /// read or apply confirms).
+    pub fn read_local<T>(&self, f: impl FnOnce(&State) -> T) -> T {
+        let st = self.sm.shared_state();
+        let guard = st.read().expect("state lock");
+        f(&guard)
     }
 
     /// What applied entries mean for sessions, as they are applied here.
