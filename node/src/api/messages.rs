@@ -250,10 +250,17 @@ impl Api {
             });
         }
         // Wait for online recipients (a retry is answered from the log:
-        // what was stored, not who acknowledged).
+        // what was stored, not who acknowledged). Who is online is read
+        // from this node's state once it has applied the message itself, so
+        // a session login committed before it is seen here too (otherwise a
+        // follower that is behind answers "stored" for an online user).
         let online: HashSet<String> = if r.duplicate {
             HashSet::new()
         } else {
+            if let Err(e) = self.node.wait_applied(revision).await {
+                self.gateway.forget(req);
+                return Err(e.into());
+            }
             self.node.read_local(|st| {
                 r.outcomes
                     .iter()
