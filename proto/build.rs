@@ -6,6 +6,8 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         "proto/herald/v1/cluster.proto",
         "proto/herald/v1/messages.proto",
         "proto/herald/raft/raft.proto",
+        "proto/herald/raft/media.proto",
+        "proto/herald/raft/gateway.proto",
     ];
     for f in files {
         println!("cargo:rerun-if-changed={f}");

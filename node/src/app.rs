@@ -9,6 +9,8 @@ use std::sync::Arc;
 use std::task::{Context, Poll};
 
 use axum::Router;
+use herald_proto::raft::gateway_peers_server::GatewayPeersServer;
+use herald_proto::raft::media_blobs_server::MediaBlobsServer;
 use herald_proto::raft::raft_internal_server::RaftInternalServer;
 use herald_proto::v1::cluster_server::ClusterServer;
 use herald_proto::v1::gateway_server::GatewayServer;
@@ -25,6 +27,8 @@ use crate::api::grpc::{ClusterService, PresenceGrpc, PresenceService};
 use crate::api::{http, Api};
 use crate::clock::ClusterClock;
 use crate::config::Config;
+use crate::gateway::peer::GatewayPeerService;
+use crate::media::peer::BlobService;
 use crate::metrics::Metrics;
 use crate::raft::network::MAX_RAFT_MESSAGE_BYTES;
 use crate::raft::service::RaftService;
@@ -126,18 +130,25 @@ pub async fn run(
         }
     };
 
-    let raft_svc = RaftInternalServer::new(RaftService {
-        node: app.node.clone(),
-        gateway: gateway.clone().into(),
-        media: media.into(),
-    })
-    .max_decoding_message_size(MAX_RAFT_MESSAGE_BYTES)
-    .max_encoding_message_size(MAX_RAFT_MESSAGE_BYTES);
+    // The sync port: three services side by side, each beside the code it
+    // serves (Raft transport, media blobs, gateway peers). One message-size
+    // bound for all: the largest is an AppendEntries batch.
+    let raft_svc = RaftInternalServer::new(RaftService { node: app.node.clone() })
+        .max_decoding_message_size(MAX_RAFT_MESSAGE_BYTES)
+        .max_encoding_message_size(MAX_RAFT_MESSAGE_BYTES);
+    let blob_svc = MediaBlobsServer::new(BlobService { media })
+        .max_decoding_message_size(MAX_RAFT_MESSAGE_BYTES)
+        .max_encoding_message_size(MAX_RAFT_MESSAGE_BYTES);
+    let gateway_svc = GatewayPeersServer::new(GatewayPeerService { gateway: gateway.clone() })
+        .max_decoding_message_size(MAX_RAFT_MESSAGE_BYTES)
+        .max_encoding_message_size(MAX_RAFT_MESSAGE_BYTES);
     let sync_incoming = LimitedListener::new(sync_l, MAX_SYNC_CONNECTIONS);
     let sync_task = tokio::spawn(
         tonic::transport::Server::builder()
             .tcp_nodelay(true)
             .add_service(raft_svc)
+            .add_service(blob_svc)
+            .add_service(gateway_svc)
             .serve_with_incoming_shutdown(sync_incoming.into_stream(), stopped()),
     );
 

@@ -200,7 +200,7 @@ pub async fn share(gw: Arc<Gateway>) {
         let asks = others.into_iter().map(|id| {
             let gw = gw.clone();
             async move {
-                let mut c = gw.node.peer_client(id).ok()?;
+                let mut c = super::peer::client(&gw.node, id).ok()?;
                 let r = tokio::time::timeout(period, c.load(RaftBytes { data: Vec::new() }))
                     .await
                     .ok()?

@@ -13,6 +13,7 @@
 
 pub mod auth;
 pub mod load;
+pub mod peer;
 pub mod session;
 
 use std::collections::{HashMap, HashSet};
@@ -408,7 +409,7 @@ impl Gateway {
             }
             let this = self.clone();
             tokio::spawn(async move {
-                let Ok(mut c) = this.node.peer_client(node) else { return };
+                let Ok(mut c) = peer::client(&this.node, node) else { return };
                 let Ok(data) = codec::encode(&DeliveredReport { reports }) else { return };
                 let fut = c.delivered(RaftBytes { data });
                 if let Err(e) = tokio::time::timeout(Duration::from_secs(2), fut)

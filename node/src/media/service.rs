@@ -680,7 +680,7 @@ impl Media {
     /// Streams the local file `id` to `peer` (`PutBlob`); the peer fsyncs
     /// before answering.
     async fn push(&self, peer: u64, id: &str, size: u64) -> Result<(), String> {
-        let mut client = self.node.blob_client(peer).map_err(|e| e.to_string())?;
+        let mut client = super::peer::client(&self.node, peer).map_err(|e| e.to_string())?;
         let (tx, rx) = tokio::sync::mpsc::channel::<BlobChunk>(STREAM_CHUNKS);
         let path = self.store.path(id);
         let id_owned = id.to_owned();
@@ -878,7 +878,7 @@ impl Media {
     ) -> Result<ByteStream, MediaError> {
         let mut last = String::from("no other node holds a replica");
         for n in placement(id, nodes.iter().copied()) {
-            let Ok(mut c) = self.node.blob_client(n) else { continue };
+            let Ok(mut c) = super::peer::client(&self.node, n) else { continue };
             match c.get_blob(BlobRequest { id: id.into(), offset: start, length: len }).await {
                 Ok(resp) => {
                     let s = resp.into_inner().map(|r| {

@@ -137,11 +137,11 @@ pub struct RaftNode {
     /// How long to wait for a leader to appear before answering `no_leader`.
     leader_wait: Duration,
     health_window: Duration,
-    peers: Mutex<HashMap<String, RaftInternalClient<Channel>>>,
+    peers: Mutex<HashMap<String, Channel>>,
     /// Separate connections for media bytes, so that a slow download
     /// never holds up Raft-adjacent calls (forwards, read index) that share
     /// an HTTP/2 connection's flow-control window.
-    blob_peers: Mutex<HashMap<String, RaftInternalClient<Channel>>>,
+    blob_peers: Mutex<HashMap<String, Channel>>,
     connect_timeout: Duration,
     /// Leader changes seen by this node (metrics).
     pub master_changes: std::sync::atomic::AtomicU64,
@@ -308,36 +308,28 @@ impl RaftNode {
         self.id
     }
 
-    /// A client of another member's internal service (sync port).
-    pub fn peer_client(&self, node: u64) -> Result<RaftInternalClient<Channel>, ClusterError> {
-        let addr = self
-            .members()
+    /// The sync-port address of a member.
+    fn sync_addr(&self, node: u64) -> Result<String, ClusterError> {
+        self.members()
             .into_iter()
             .find(|(id, _)| *id == node)
             .map(|(_, a)| a.sync)
-            .ok_or(ClusterError::UnknownNode(node))?;
-        self.peer(&addr)
+            .ok_or(ClusterError::UnknownNode(node))
     }
 
-    /// A client of another member's internal service on a connection used
-    /// only for media bytes (`PutBlob`, `GetBlob`).
-    pub fn blob_client(&self, node: u64) -> Result<RaftInternalClient<Channel>, ClusterError> {
-        let addr = self
-            .members()
-            .into_iter()
-            .find(|(id, _)| *id == node)
-            .map(|(_, a)| a.sync)
-            .ok_or(ClusterError::UnknownNode(node))?;
-        let mut peers = self.blob_peers.lock().expect("peers lock");
-        if let Some(c) = peers.get(&addr) {
-            return Ok(c.clone());
-        }
-        let ch = network::channel(&addr, self.connect_timeout).map_err(internal)?;
-        let c = RaftInternalClient::new(ch)
-            .max_decoding_message_size(network::MAX_RAFT_MESSAGE_BYTES)
-            .max_encoding_message_size(network::MAX_RAFT_MESSAGE_BYTES);
-        peers.insert(addr, c.clone());
-        Ok(c)
+    /// The connection to another member's sync port shared by Raft-adjacent
+    /// calls (the gateway peer service uses it too: small, latency-bound).
+    pub fn peer_channel(&self, node: u64) -> Result<Channel, ClusterError> {
+        let addr = self.sync_addr(node)?;
+        cached_channel(&self.peers, &addr, self.connect_timeout)
+    }
+
+    /// A connection to another member's sync port used only for media
+    /// bytes (`MediaBlobs`), so that large transfers never queue Raft
+    /// traffic behind them.
+    pub fn blob_channel(&self, node: u64) -> Result<Channel, ClusterError> {
+        let addr = self.sync_addr(node)?;
+        cached_channel(&self.blob_peers, &addr, self.connect_timeout)
     }
 
     /// The clock leaders stamp commands with.
@@ -346,16 +338,10 @@ impl RaftNode {
     }
 
     fn peer(&self, addr: &str) -> Result<RaftInternalClient<Channel>, ClusterError> {
-        let mut peers = self.peers.lock().expect("peers lock");
-        if let Some(c) = peers.get(addr) {
-            return Ok(c.clone());
-        }
-        let ch = network::channel(addr, self.connect_timeout).map_err(internal)?;
-        let c = RaftInternalClient::new(ch)
+        let ch = cached_channel(&self.peers, addr, self.connect_timeout)?;
+        Ok(RaftInternalClient::new(ch)
             .max_decoding_message_size(network::MAX_RAFT_MESSAGE_BYTES)
-            .max_encoding_message_size(network::MAX_RAFT_MESSAGE_BYTES);
-        peers.insert(addr.to_owned(), c.clone());
-        Ok(c)
+            .max_encoding_message_size(network::MAX_RAFT_MESSAGE_BYTES))
     }
 
     /// Commits a batch of operations through the leader (this node or
@@ -700,4 +686,19 @@ async fn batcher(raft: Raft, clock: Arc<ClusterClock>, mut rx: mpsc::Receiver<Wr
             drop(permit);
         });
     }
+}
+
+/// A channel to `addr` from `cache`, opened (lazily connecting) on first use.
+fn cached_channel(
+    cache: &Mutex<HashMap<String, Channel>>,
+    addr: &str,
+    connect_timeout: Duration,
+) -> Result<Channel, ClusterError> {
+    let mut peers = cache.lock().expect("peers lock");
+    if let Some(c) = peers.get(addr) {
+        return Ok(c.clone());
+    }
+    let ch = network::channel(addr, connect_timeout).map_err(internal)?;
+    peers.insert(addr.to_owned(), ch.clone());
+    Ok(ch)
 }

@@ -1,13 +1,13 @@
 //! Server side of the Raft transport: the `herald.raft.RaftInternal` gRPC
 //! service on the sync port. Besides openraft's own RPCs it carries writes
-//! forwarded by followers and read-index requests.
+//! forwarded by followers and read-index requests. Media blobs
+//! (`media::peer`) and gateway traffic (`gateway::peer`) are separate
+//! services registered beside it.
 
 use std::sync::Arc;
 
 use herald_proto::raft::raft_internal_server::RaftInternal;
-use herald_proto::raft::{
-    BlobChunk, BlobRequest, BlobStored, RaftBytes, ReadIndexReply, ReadIndexRequest, SnapshotChunk,
-};
+use herald_proto::raft::{RaftBytes, ReadIndexReply, ReadIndexRequest, SnapshotChunk};
 use openraft::raft::{AppendEntriesRequest, TransferLeaderRequest, VoteRequest};
 use tokio_stream::StreamExt;
 use tonic::{Request, Response, Status, Streaming};
@@ -22,10 +22,6 @@ const MAX_SNAPSHOT_BYTES: u64 = 16 << 30;
 
 pub struct RaftService {
     pub node: Arc<RaftNode>,
-    /// The node's gateway, for load and delivery reports between nodes.
-    pub gateway: std::sync::OnceLock<Arc<crate::gateway::Gateway>>,
-    /// The node's media service, for replicas between nodes.
-    pub media: std::sync::OnceLock<Arc<crate::media::Media>>,
 }
 
 fn bad(e: impl std::fmt::Display) -> Status {
@@ -38,25 +34,6 @@ fn reply<T: serde::Serialize>(v: &T) -> Result<Response<RaftBytes>, Status> {
 
 #[tonic::async_trait]
 impl RaftInternal for RaftService {
-    type GetBlobStream = tokio_stream::wrappers::ReceiverStream<Result<BlobChunk, Status>>;
-
-    async fn put_blob(
-        &self,
-        req: Request<Streaming<BlobChunk>>,
-    ) -> Result<Response<BlobStored>, Status> {
-        let media = self.media.get().ok_or_else(|| Status::unavailable("media not started"))?;
-        let already = media.accept_replica(req.into_inner()).await?;
-        Ok(Response::new(BlobStored { already }))
-    }
-
-    async fn get_blob(
-        &self,
-        req: Request<BlobRequest>,
-    ) -> Result<Response<Self::GetBlobStream>, Status> {
-        let media = self.media.get().ok_or_else(|| Status::unavailable("media not started"))?;
-        Ok(Response::new(media.read_blob(req.into_inner()).await?))
-    }
-
     async fn vote(&self, req: Request<RaftBytes>) -> Result<Response<RaftBytes>, Status> {
         let rpc: VoteRequest<TypeConfig> = decode(&req.into_inner().data).map_err(bad)?;
         let resp = self.node.raft.vote(rpc).await.map_err(|e| Status::internal(e.to_string()))?;
@@ -154,17 +131,5 @@ impl RaftInternal for RaftService {
             Ok(index) => Ok(Response::new(ReadIndexReply { index })),
             Err(e) => Err(Status::failed_precondition(e.to_string())),
         }
-    }
-
-    async fn load(&self, _req: Request<RaftBytes>) -> Result<Response<RaftBytes>, Status> {
-        let gw = self.gateway.get().ok_or_else(|| Status::unavailable("gateway not started"))?;
-        crate::gateway::load::answer(gw).map(Response::new).map_err(Status::internal)
-    }
-
-    async fn delivered(&self, req: Request<RaftBytes>) -> Result<Response<RaftBytes>, Status> {
-        let gw = self.gateway.get().ok_or_else(|| Status::unavailable("gateway not started"))?;
-        let r: crate::gateway::DeliveredReport = decode(&req.into_inner().data).map_err(bad)?;
-        gw.delivered_here(&r.reports);
-        reply(&())
     }
 }
