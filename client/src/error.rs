@@ -2,7 +2,7 @@
 //! stable snake_case code the server gives (or one derived from gRPC).
 
 /// Metadata key in which the server puts the stable error code.
-pub const CODE_METADATA_KEY: &str = "x-herald-code";
+pub const CODE_METADATA_KEY: &str = herald_proto::codes::METADATA_KEY;
 
 /// An error of the Herald client.
 ///
@@ -45,6 +45,25 @@ impl ClientError {
             ClientError::Io { .. } => "io_error",
             ClientError::Transport(_) => "transport_error",
             ClientError::HashMismatch { .. } => "hash_mismatch",
+        }
+    }
+
+    /// The server's code as a catalog entry (its HTTP/gRPC status and
+    /// meaning), when the error came from a node and the code is known.
+    pub fn catalog(&self) -> Option<herald_proto::codes::Code> {
+        match self {
+            ClientError::Server { code, .. } => herald_proto::codes::named(code),
+            _ => None,
+        }
+    }
+
+    /// Whether the same call may succeed if retried unchanged: a node that
+    /// could not be reached, or a catalog code that says the cluster was
+    /// busy, leaderless or slow (`no_leader`, `timeout`, …).
+    pub fn is_retryable(&self) -> bool {
+        match self {
+            ClientError::Connect { .. } | ClientError::Transport(_) => true,
+            _ => self.catalog().is_some_and(|c| c.retryable()),
         }
     }
 
@@ -173,6 +192,24 @@ mod tests {
         assert_eq!(e.code(), "no_leader");
         assert_eq!(e.message(), "no leader elected");
         assert_eq!(e.to_string(), "no_leader: no leader elected");
+    }
+
+    /// The client reads a server code through the shared catalog: its
+    /// status and whether a retry may help (no_leader yes, too_many_ids no,
+    /// a connect failure yes, a code the catalog lacks no).
+    #[test]
+    fn client_error_catalog_and_retryable() {
+        let e = ClientError::from(status_with_code(tonic::Code::Unavailable, "no_leader", "x"));
+        assert_eq!(e.catalog().map(|c| c.http), Some(503));
+        assert!(e.is_retryable());
+        let e =
+            ClientError::from(status_with_code(tonic::Code::InvalidArgument, "too_many_ids", "x"));
+        assert_eq!(e.catalog().map(|c| c.http), Some(400));
+        assert!(!e.is_retryable());
+        let e = ClientError::Connect { addr: "a".into(), message: "refused".into() };
+        assert!(e.is_retryable() && e.catalog().is_none());
+        let e = ClientError::Server { code: "from_the_future".into(), message: "x".into() };
+        assert!(!e.is_retryable() && e.catalog().is_none());
     }
 
     /// Without `x-herald-code` the code is the snake_case gRPC code and the

@@ -22,6 +22,7 @@
 use std::collections::{HashSet, VecDeque};
 use std::time::Duration;
 
+use herald_proto::codes::{self, Code};
 use herald_proto::v1::gateway_client::GatewayClient;
 use herald_proto::v1::{self as pb, client_frame, server_frame};
 use serde::{Deserialize, Serialize};
@@ -35,14 +36,14 @@ use crate::client::{endpoint, ConnectOptions};
 use crate::error::ClientError;
 
 /// Error codes after which reconnecting cannot help.
-const FATAL_CODES: &[&str] = &[
-    "bad_token",
-    "token_expired",
-    "wrong_user",
-    "auth_denied",
-    "auth_not_configured",
-    "invalid_hello",
-    "expected_hello",
+const FATAL_CODES: &[Code] = &[
+    codes::BAD_TOKEN,
+    codes::TOKEN_EXPIRED,
+    codes::WRONG_USER,
+    codes::AUTH_DENIED,
+    codes::AUTH_NOT_CONFIGURED,
+    codes::INVALID_HELLO,
+    codes::EXPECTED_HELLO,
 ];
 /// Acknowledged ids remembered to drop redeliveries: enough for a
 /// reconnect's redelivery of the server's window (256) many times over.
@@ -350,7 +351,7 @@ async fn run(cfg: SessionConfig, ev: mpsc::Sender<SessionEvent>, mut ctl: mpsc::
 fn status_end(s: tonic::Status) -> Ended {
     let e = ClientError::from(s);
     let code = e.code().to_string();
-    if FATAL_CODES.contains(&code.as_str()) {
+    if FATAL_CODES.iter().any(|c| *c == code.as_str()) {
         Ended::Fatal { code, message: e.message() }
     } else {
         Ended::Retry { code, message: e.message() }
@@ -403,7 +404,7 @@ async fn one_session(
             }
             Ok(Ok(Some(pb::ServerFrame { frame: Some(server_frame::Frame::Error(e)) }))) => {
                 let code = e.code.clone();
-                return Err(if FATAL_CODES.contains(&code.as_str()) {
+                return Err(if FATAL_CODES.iter().any(|c| *c == code.as_str()) {
                     Ended::Fatal { code, message: e.message }
                 } else {
                     Ended::Retry { code, message: e.message }

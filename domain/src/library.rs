@@ -119,6 +119,21 @@ pub enum LibResult {
     Refused(String),
 }
 
+/// The codes a [`LibResult::Refused`] carries (the node's error catalog
+/// lists every one it answers; `MEDIA_GONE` is handled inside the node).
+pub mod refusal {
+    /// A dedup commit found the media collected meanwhile.
+    pub const MEDIA_GONE: &str = "media_gone";
+    pub const MEDIA_QUOTA_EXCEEDED: &str = "media_quota_exceeded";
+    pub const UNKNOWN_MEDIA: &str = "unknown_media";
+    pub const SELF_CONTACT: &str = "self_contact";
+    pub const TOO_MANY_GROUPS: &str = "too_many_groups";
+    pub const TOO_MANY_CONTACTS: &str = "too_many_contacts";
+    /// Every refusal answered to a client (all but `MEDIA_GONE`).
+    pub const ANSWERED: &[&str] =
+        &[MEDIA_QUOTA_EXCEEDED, UNKNOWN_MEDIA, SELF_CONTACT, TOO_MANY_GROUPS, TOO_MANY_CONTACTS];
+}
+
 /// A persisted key: `G` + tag + bytes. One key per contact, so a change
 /// rewrites one small value, not a user's whole list.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -237,7 +252,7 @@ impl Library {
                 if *expect_existing
                     && self.media.get(id).is_none_or(|m| m.orphan_since_ms.is_some())
                 {
-                    return LibResult::Refused("media_gone".into());
+                    return LibResult::Refused(refusal::MEDIA_GONE.into());
                 }
                 let already_owner =
                     self.media.get(id).is_some_and(|m| m.owners.contains_key(owner));
@@ -245,7 +260,7 @@ impl Library {
                     && !already_owner
                     && self.usage(owner).saturating_add(*size) > *quota_bytes
                 {
-                    return LibResult::Refused("media_quota_exceeded".into());
+                    return LibResult::Refused(refusal::MEDIA_QUOTA_EXCEEDED.into());
                 }
                 let duplicate = self.media.contains_key(id);
                 let m = self.media.entry(id.clone()).or_insert_with(|| MediaMeta {
@@ -300,7 +315,7 @@ impl Library {
             }
             LibOp::MediaGrant { id, uids } => {
                 let Some(m) = self.media.get_mut(id) else {
-                    return LibResult::Refused("unknown_media".into());
+                    return LibResult::Refused(refusal::UNKNOWN_MEDIA.into());
                 };
                 let mut changed = false;
                 for u in uids {
@@ -325,17 +340,17 @@ impl Library {
             }
             LibOp::ContactSet { uid, contact, groups } => {
                 if uid == contact {
-                    return LibResult::Refused("self_contact".into());
+                    return LibResult::Refused(refusal::SELF_CONTACT.into());
                 }
                 if groups.len() > MAX_GROUPS_PER_CONTACT {
-                    return LibResult::Refused("too_many_groups".into());
+                    return LibResult::Refused(refusal::TOO_MANY_GROUPS.into());
                 }
                 let c = self.contacts.entry(uid.clone()).or_default();
                 if !c.contains_key(contact) && c.len() >= MAX_CONTACTS {
                     if c.is_empty() {
                         self.contacts.remove(uid);
                     }
-                    return LibResult::Refused("too_many_contacts".into());
+                    return LibResult::Refused(refusal::TOO_MANY_CONTACTS.into());
                 }
                 c.insert(contact.clone(), groups.iter().cloned().collect());
                 self.dirty.push(Key::Contact(uid.clone(), contact.clone()));
@@ -457,7 +472,7 @@ mod tests {
         assert_eq!(l.usage("alice"), 600);
         assert_eq!(
             l.apply(&commit("b", "alice", 600, 1000), 12),
-            LibResult::Refused("media_quota_exceeded".into())
+            LibResult::Refused(refusal::MEDIA_QUOTA_EXCEEDED.into())
         );
         assert!(l.media("b").is_none());
         // Re-committing what alice already owns is not counted twice.
@@ -514,7 +529,7 @@ mod tests {
             quota_bytes,
             expect_existing: true,
         };
-        assert_eq!(l.apply(&dedup, 1200), LibResult::Refused("media_gone".into()));
+        assert_eq!(l.apply(&dedup, 1200), LibResult::Refused(refusal::MEDIA_GONE.into()));
         assert!(l.media("a").is_none());
         assert!(l.shared_by("alice").is_empty());
     }
@@ -530,7 +545,7 @@ mod tests {
         l.apply(&set("bob", "alice", &[]), 1);
         assert_eq!(
             l.apply(&set("alice", "alice", &[]), 1),
-            LibResult::Refused("self_contact".into())
+            LibResult::Refused(refusal::SELF_CONTACT.into())
         );
         assert!(l.are_friends("alice", "bob") && l.are_friends("bob", "alice"));
         assert!(!l.are_friends("alice", "carol"));

@@ -157,10 +157,14 @@ pub enum SendError {
 }
 
 impl SendError {
+    /// Every code [`code`](Self::code) can answer (the node's error catalog
+    /// lists each).
+    pub const CODES: &'static [&'static str] = &["unknown_group", "no_recipients"];
+
     pub fn code(&self) -> &'static str {
         match self {
-            SendError::UnknownGroup(_) => "unknown_group",
-            SendError::NoRecipients => "no_recipients",
+            SendError::UnknownGroup(_) => Self::CODES[0],
+            SendError::NoRecipients => Self::CODES[1],
         }
     }
 }

@@ -3,6 +3,8 @@
 //! - [`v1`]: the public API (`herald.v1`): `Presence` and `Cluster` services.
 //! - [`raft`]: the internal node-to-node transport (`herald.raft`), served on
 //!   the sync port only.
+//! - [`codes`]: the error catalog — every stable error code with its HTTP
+//!   and gRPC status, shared by server and client.
 //! - [`token`]: HMAC-signed session tokens (issued by `herald token`,
 //!   checked by gateway nodes).
 
@@ -16,4 +18,5 @@ pub mod raft {
     tonic::include_proto!("herald.raft");
 }
 
+pub mod codes;
 pub mod token;

@@ -69,11 +69,12 @@ pub enum TokenError {
 impl TokenError {
     /// The stable snake_case code: `bad_token` (malformed or bad signature,
     /// deliberately not told apart), `token_expired`, `wrong_user`.
-    pub fn code(&self) -> &'static str {
+    pub fn code(&self) -> crate::codes::Code {
+        use crate::codes;
         match self {
-            TokenError::Malformed | TokenError::BadSignature => "bad_token",
-            TokenError::Expired { .. } => "token_expired",
-            TokenError::WrongUser => "wrong_user",
+            TokenError::Malformed | TokenError::BadSignature => codes::BAD_TOKEN,
+            TokenError::Expired { .. } => codes::TOKEN_EXPIRED,
+            TokenError::WrongUser => codes::WRONG_USER,
         }
     }
 }

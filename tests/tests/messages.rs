@@ -560,7 +560,7 @@ async fn messages_refusals_have_codes_and_store_nothing() -> Result<()> {
         "/v1/messages",
         &json!({"idempotency_key": "g", "from": "app", "group": "nope", "body": "x"}),
     )?;
-    assert_eq!((st, v["error"]["code"].clone()), (400, json!("unknown_group")));
+    assert_eq!((st, v["error"]["code"].clone()), (404, json!("unknown_group")));
     let (st, v) = post_json(
         &a,
         "/v1/messages",

@@ -1,5 +1,6 @@
 //! gRPC services of package `herald.v1`: `Presence` and `Cluster`.
 
+use herald_proto::codes;
 use std::pin::Pin;
 use std::sync::Arc;
 
@@ -43,15 +44,15 @@ fn event_from_pb(i: usize, e: pb::PresenceEvent) -> Result<Event, ApiError> {
             uid: e.uid,
             sid: e.sid,
             accepts_strangers: e.accepts_strangers.ok_or_else(|| {
-                ApiError::bad(
-                    "invalid_event",
+                ApiError::new(
+                    codes::INVALID_EVENT,
                     format!("event {i}: permission needs accepts_strangers"),
                 )
             })?,
             ext,
         },
         Kind::Unspecified => {
-            return Err(ApiError::bad("invalid_event", format!("event {i}: kind is required")))
+            return Err(ApiError::new(codes::INVALID_EVENT, format!("event {i}: kind is required")))
         }
     })
 }
@@ -267,13 +268,15 @@ pub async fn forward_transfer(addr: &str, number: u64) -> Result<u64, ApiError> 
 /// stable code and message the other node gave.
 fn status_to_api(s: Status) -> ApiError {
     let Some(code) =
-        s.metadata().get("x-herald-code").and_then(|v| v.to_str().ok()).map(str::to_string)
+        s.metadata().get(codes::METADATA_KEY).and_then(|v| v.to_str().ok()).map(str::to_string)
     else {
         return ApiError::Cluster(crate::raft::ClusterError::Unavailable(s.message().to_string()));
     };
     let prefix = format!("{code}: ");
     let message = s.message().strip_prefix(&prefix).unwrap_or(s.message()).to_string();
-    let status = match s.code() {
+    // The catalog knows every code a node answers; the gRPC status only
+    // decides for a code from a newer node this one does not know yet.
+    let status = codes::named(&code).map(|c| c.http).unwrap_or(match s.code() {
         tonic::Code::InvalidArgument => 400,
         tonic::Code::ResourceExhausted => 413,
         tonic::Code::NotFound => 404,
@@ -281,7 +284,7 @@ fn status_to_api(s: Status) -> ApiError {
         tonic::Code::Unavailable => 503,
         tonic::Code::DeadlineExceeded => 504,
         _ => 500,
-    };
+    });
     ApiError::Forwarded { code, status, message }
 }
 

@@ -2,6 +2,7 @@
 //! beside gRPC. Paths and shapes are part of the public contract; see
 //! README.md.
 
+use herald_proto::codes;
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
@@ -28,15 +29,16 @@ impl IntoResponse for ApiError {
 /// Maps axum's JSON rejections to our error shape and codes.
 pub(crate) fn json_error(r: JsonRejection, limit: usize) -> ApiError {
     match r {
-        JsonRejection::JsonDataError(e) => ApiError::bad("invalid_field", e.body_text()),
-        JsonRejection::JsonSyntaxError(e) => ApiError::bad("malformed_json", e.body_text()),
-        JsonRejection::MissingJsonContentType(_) => {
-            ApiError::bad("unsupported_content_type", "expected Content-Type: application/json")
-        }
+        JsonRejection::JsonDataError(e) => ApiError::new(codes::INVALID_FIELD, e.body_text()),
+        JsonRejection::JsonSyntaxError(e) => ApiError::new(codes::MALFORMED_JSON, e.body_text()),
+        JsonRejection::MissingJsonContentType(_) => ApiError::new(
+            codes::UNSUPPORTED_CONTENT_TYPE,
+            "expected Content-Type: application/json",
+        ),
         JsonRejection::BytesRejection(e) if e.status() == StatusCode::PAYLOAD_TOO_LARGE => {
-            ApiError::TooLarge { limit }
+            ApiError::too_large(limit)
         }
-        other => ApiError::bad("bad_request", other.body_text()),
+        other => ApiError::new(codes::BAD_REQUEST, other.body_text()),
     }
 }
 
@@ -159,7 +161,7 @@ pub fn router(api: Arc<Api>) -> Router {
 }
 
 async fn not_found() -> ApiError {
-    ApiError::NotFound("no such path".into())
+    ApiError::new(codes::NOT_FOUND, "no such path")
 }
 
 async fn post_events(
@@ -187,18 +189,18 @@ async fn get_presence(
     RawQuery(q): RawQuery,
 ) -> Result<Json<serde_json::Value>, ApiError> {
     let pairs: Vec<(String, String)> = serde_urlencoded::from_str(q.as_deref().unwrap_or(""))
-        .map_err(|e| ApiError::bad("invalid_query_string", e.to_string()))?;
+        .map_err(|e| ApiError::new(codes::INVALID_QUERY_STRING, e.to_string()))?;
     let (mut uids, mut sids, mut consistency) = (Vec::new(), Vec::new(), Consistency::default());
     for (k, v) in pairs {
         match k.as_str() {
             "uid" => uids.push(v),
             "sid" => sids.push(v.parse::<u64>().map_err(|_| {
-                ApiError::bad("invalid_field", format!("sid {v:?} is not a number"))
+                ApiError::new(codes::INVALID_FIELD, format!("sid {v:?} is not a number"))
             })?),
             "consistency" => consistency = Consistency::parse(&v)?,
             other => {
-                return Err(ApiError::bad(
-                    "unknown_parameter",
+                return Err(ApiError::new(
+                    codes::UNKNOWN_PARAMETER,
                     format!("unknown parameter {other:?}"),
                 ))
             }
@@ -219,7 +221,7 @@ async fn get_cluster(
     State(api): State<AppState>,
     q: Result<axum::extract::Query<ClusterQuery>, axum::extract::rejection::QueryRejection>,
 ) -> Result<Json<super::ClusterView>, ApiError> {
-    let q = q.map_err(|e| ApiError::bad("invalid_query_string", e.body_text()))?;
+    let q = q.map_err(|e| ApiError::new(codes::INVALID_QUERY_STRING, e.body_text()))?;
     Ok(Json(api.cluster_view(q.0.local).await))
 }
 

@@ -2,6 +2,7 @@
 //! G1–G3, S1–S4). The contract is docs/media.md; the byte handling is in
 //! [`crate::media`], the replicated metadata in [`herald_domain::library`].
 
+use herald_proto::codes;
 use std::collections::BTreeSet;
 
 use axum::body::{Body, Bytes};
@@ -65,27 +66,24 @@ impl Api {
         query_token: Option<&str>,
     ) -> Result<(), ApiError> {
         check_uid("uid", uid)?;
-        let token = bearer(headers).or(query_token).ok_or_else(|| ApiError::WithStatus {
-            status: 401,
-            code: "missing_token",
+        let token = bearer(headers).or(query_token).ok_or_else(|| ApiError::Refused {
+            code: codes::MISSING_TOKEN,
             message: "a session token is required: Authorization: Bearer <token> (or ?token=)"
                 .into(),
         })?;
         let now_s = self.node.clock().now_ms() / 1000;
-        self.gateway.auth.check(uid, token, "http", now_s).await.map_err(|e| {
-            let status = match e.code() {
-                "auth_unavailable" | "auth_not_configured" => 503,
-                _ => 401,
-            };
-            ApiError::WithStatus { status, code: e.code(), message: e.to_string() }
-        })
+        self.gateway
+            .auth
+            .check(uid, token, "http", now_s)
+            .await
+            .map_err(|e| ApiError::new(e.code(), e.to_string()))
     }
 
     /// Media metadata from this node's state, after a read barrier when it
     /// is not known here yet (committed through another node just now).
     async fn media_meta(&self, id: &str) -> Result<MediaMeta, ApiError> {
         if !valid_id(id) {
-            return Err(ApiError::bad_status(404, "unknown_media", "a media id is 64 hex digits"));
+            return Err(ApiError::new(codes::UNKNOWN_MEDIA, "a media id is 64 hex digits"));
         }
         if let Ok(m) = self.node.read_local(|st| media_in(st, id)) {
             return Ok(m);
@@ -99,7 +97,7 @@ fn media_in(st: &herald_domain::state::State, id: &str) -> Result<MediaMeta, Api
     st.lib
         .media(id)
         .cloned()
-        .ok_or_else(|| ApiError::bad_status(404, "unknown_media", format!("no media {id}")))
+        .ok_or_else(|| ApiError::new(codes::UNKNOWN_MEDIA, format!("no media {id}")))
 }
 
 #[derive(Debug, Deserialize)]
@@ -132,9 +130,8 @@ async fn put_upload(
     headers: HeaderMap,
     body: Body,
 ) -> Result<Response, ApiError> {
-    let cred = bearer(&headers).ok_or_else(|| ApiError::WithStatus {
-        status: 401,
-        code: "missing_credential",
+    let cred = bearer(&headers).ok_or_else(|| ApiError::Refused {
+        code: codes::MISSING_CREDENTIAL,
         message: "the upload credential is required: Authorization: Bearer <credential>".into(),
     })?;
     let r = api.media.receive(&id, cred, body.into_data_stream()).await;
@@ -180,23 +177,22 @@ async fn get_media(
     headers: HeaderMap,
 ) -> Result<Json<MediaInfo>, ApiError> {
     let Some(v) = named_viewer(&headers, &q) else {
-        return Err(ApiError::bad(
-            "missing_viewer",
+        return Err(ApiError::new(
+            codes::MISSING_VIEWER,
             "name the viewer: X-Herald-User: <uid> (or ?viewer=)",
         ));
     };
     api.authenticate(&v, &headers, q.token.as_deref()).await?;
     if !valid_id(&id) {
-        return Err(ApiError::bad_status(404, "unknown_media", "a media id is 64 hex digits"));
+        return Err(ApiError::new(codes::UNKNOWN_MEDIA, "a media id is 64 hex digits"));
     }
     let (m, owners) = api
         .node
         .read(Consistency::Linearizable, |st| {
             let m = media_in(st, &id)?;
             if !st.lib.may_view(&id, &v) {
-                return Err(ApiError::bad_status(
-                    403,
-                    "access_denied",
+                return Err(ApiError::new(
+                    codes::ACCESS_DENIED,
                     format!(
                         "{v} is not an owner, a friend of an owner, or a recipient of this media"
                     ),
@@ -234,9 +230,8 @@ async fn get_content(
     headers: HeaderMap,
 ) -> Result<Response, ApiError> {
     let cred =
-        q.access.as_deref().or_else(|| bearer(&headers)).ok_or_else(|| ApiError::WithStatus {
-            status: 401,
-            code: "missing_credential",
+        q.access.as_deref().or_else(|| bearer(&headers)).ok_or_else(|| ApiError::Refused {
+            code: codes::MISSING_CREDENTIAL,
             message:
                 "an access credential is required: ?access=<credential> (from GET /v1/media/{id})"
                     .into(),
@@ -251,12 +246,9 @@ async fn get_content(
             (StatusCode::PARTIAL_CONTENT, start, end - start + 1)
         }
         RangeAnswer::Unsatisfiable => {
-            let mut r = ApiError::bad_status(
-                416,
-                "range_not_satisfiable",
-                format!("the media has {size} bytes"),
-            )
-            .into_response();
+            let mut r =
+                ApiError::new(codes::RANGE_NOT_SATISFIABLE, format!("the media has {size} bytes"))
+                    .into_response();
             if let Ok(v) = format!("bytes */{size}").parse() {
                 r.headers_mut().insert(header::CONTENT_RANGE, v);
             }
@@ -288,27 +280,18 @@ async fn get_content(
     if status == StatusCode::PARTIAL_CONTENT {
         r = r.header(header::CONTENT_RANGE, range::content_range(start, start + len - 1, size));
     }
-    r.body(body).map_err(|e| ApiError::bad_status(500, "internal", e.to_string()))
+    r.body(body).map_err(|e| ApiError::new(codes::INTERNAL, e.to_string()))
 }
 
 async fn write_lib(api: &Api, op: LibOp) -> Result<(u64, LibResult), ApiError> {
     let (rev, results) = api.node.write(vec![Op::Lib(op)]).await?;
     match results.into_iter().next() {
         Some(OpResult::Lib(LibResult::Refused(code))) => {
-            let (status, code): (u16, &'static str) = match code.as_str() {
-                "self_contact" => (400, "self_contact"),
-                "too_many_contacts" => (409, "too_many_contacts"),
-                "too_many_groups" => (409, "too_many_groups"),
-                "media_quota_exceeded" => (403, "media_quota_exceeded"),
-                "unknown_media" => (404, "unknown_media"),
-                _ => (409, "refused"),
-            };
-            Err(ApiError::bad_status(status, code, format!("refused: {code}")))
+            let code = codes::named(&code).unwrap_or(codes::REFUSED);
+            Err(ApiError::new(code, format!("refused: {code}")))
         }
         Some(OpResult::Lib(r)) => Ok((rev, r)),
-        other => {
-            Err(ApiError::bad_status(500, "internal", format!("unexpected apply result {other:?}")))
-        }
+        other => Err(ApiError::new(codes::INTERNAL, format!("unexpected apply result {other:?}"))),
     }
 }
 
@@ -377,12 +360,12 @@ async fn put_contact(
     let b: ContactBody = if body.iter().all(u8::is_ascii_whitespace) {
         ContactBody::default()
     } else {
-        serde_json::from_slice(&body).map_err(|e| ApiError::bad("malformed_json", e.to_string()))?
+        serde_json::from_slice(&body)
+            .map_err(|e| ApiError::new(codes::MALFORMED_JSON, e.to_string()))?
     };
     if b.groups.len() > MAX_GROUPS_PER_CONTACT {
-        return Err(ApiError::bad_status(
-            409,
-            "too_many_groups",
+        return Err(ApiError::new(
+            codes::TOO_MANY_GROUPS,
             format!("a contact is in at most {MAX_GROUPS_PER_CONTACT} groups"),
         ));
     }
@@ -437,8 +420,8 @@ async fn post_group_send(
     api.authenticate(&uid, &headers, q.token.as_deref()).await?;
     let Json(b) = body.map_err(|r| super::http::json_error(r, api.limits.max_request_bytes))?;
     if b.text.len() > MAX_TEXT_BYTES {
-        return Err(ApiError::bad(
-            "invalid_text",
+        return Err(ApiError::new(
+            codes::INVALID_TEXT,
             format!("text is at most {MAX_TEXT_BYTES} bytes"),
         ));
     }
@@ -446,16 +429,15 @@ async fn post_group_send(
         check_group_name(g)?;
     }
     if !valid_id(&b.media_id) {
-        return Err(ApiError::bad_status(404, "unknown_media", "a media id is 64 hex digits"));
+        return Err(ApiError::new(codes::UNKNOWN_MEDIA, "a media id is 64 hex digits"));
     }
     let (m, to) = api
         .node
         .read(Consistency::Linearizable, |st| {
             let m = media_in(st, &b.media_id)?;
             if !m.owners.contains_key(&uid) {
-                return Err(ApiError::bad_status(
-                    403,
-                    "not_owner",
+                return Err(ApiError::new(
+                    codes::NOT_OWNER,
                     format!("{uid} does not share media {}; upload it first", m.id),
                 ));
             }
@@ -463,8 +445,8 @@ async fn post_group_send(
         })
         .await??;
     if to.is_empty() {
-        return Err(ApiError::bad(
-            "no_recipients",
+        return Err(ApiError::new(
+            codes::NO_RECIPIENTS,
             if b.groups.is_empty() {
                 "the user has no contacts".to_string()
             } else {
@@ -553,9 +535,8 @@ async fn get_shared(
         .node
         .read(Consistency::Linearizable, |st| {
             if v != uid && !st.lib.are_friends(&uid, &v) {
-                return Err(ApiError::bad_status(
-                    403,
-                    "not_a_friend",
+                return Err(ApiError::new(
+                    codes::NOT_A_FRIEND,
                     format!("{uid}'s shared media is visible to {uid}'s friends only"),
                 ));
             }

@@ -2,6 +2,7 @@
 //! gateway choice (MISSION M1–M5): the request logic on [`Api`], the HTTP
 //! routes and the gRPC `herald.v1.Messages` service.
 
+use herald_proto::codes;
 use std::collections::HashSet;
 use std::sync::Arc;
 use std::time::Duration;
@@ -78,8 +79,8 @@ fn is_zero(v: &u64) -> bool {
 
 pub(super) fn check_uid(field: &'static str, uid: &str) -> Result<(), ApiError> {
     if uid.is_empty() || uid.len() > MAX_UID_BYTES {
-        return Err(ApiError::bad(
-            "invalid_uid",
+        return Err(ApiError::new(
+            codes::INVALID_UID,
             format!("{field}: a uid is 1..={MAX_UID_BYTES} bytes, got {:?}", uid),
         ));
     }
@@ -88,8 +89,8 @@ pub(super) fn check_uid(field: &'static str, uid: &str) -> Result<(), ApiError> 
 
 pub(super) fn check_group_name(name: &str) -> Result<(), ApiError> {
     if name.is_empty() || name.len() > MAX_GROUP_NAME_BYTES {
-        return Err(ApiError::bad(
-            "invalid_group",
+        return Err(ApiError::new(
+            codes::INVALID_GROUP,
             format!("a group name is 1..={MAX_GROUP_NAME_BYTES} bytes"),
         ));
     }
@@ -121,22 +122,21 @@ impl Api {
     fn validate(&self, s: &Submission) -> Result<(), ApiError> {
         let cfg = &self.gateway.msgs;
         if s.idempotency_key.is_empty() || s.idempotency_key.len() > MAX_IDEMPOTENCY_KEY_BYTES {
-            return Err(ApiError::bad(
-                "invalid_idempotency_key",
+            return Err(ApiError::new(codes::INVALID_IDEMPOTENCY_KEY,
                 format!("idempotency_key is required, 1..={MAX_IDEMPOTENCY_KEY_BYTES} bytes (a retry with the same key is not stored twice)"),
             ));
         }
         check_uid("from", &s.from)?;
         let ways = (!s.to.is_empty()) as u8 + s.group.is_some() as u8 + s.broadcast as u8;
         if ways != 1 {
-            return Err(ApiError::bad(
-                "invalid_recipients",
+            return Err(ApiError::new(
+                codes::INVALID_RECIPIENTS,
                 "name recipients in exactly one way: a `to` list, a `group`, or `broadcast`",
             ));
         }
         if s.to.len() > cfg.max_recipients {
-            return Err(ApiError::bad(
-                "too_many_recipients",
+            return Err(ApiError::new(
+                codes::TOO_MANY_RECIPIENTS,
                 format!("{} recipients; at most {}", s.to.len(), cfg.max_recipients),
             ));
         }
@@ -147,25 +147,24 @@ impl Api {
             check_group_name(g)?;
         }
         if s.ttl_s > 0 && !s.broadcast {
-            return Err(ApiError::bad(
-                "ttl_not_supported",
+            return Err(ApiError::new(codes::TTL_NOT_SUPPORTED,
                 "ttl_s applies to broadcasts; a directed message is stored until its recipient acknowledges it",
             ));
         }
         if s.ttl_s > cfg.max_ttl_s {
-            return Err(ApiError::bad(
-                "invalid_ttl",
+            return Err(ApiError::new(
+                codes::INVALID_TTL,
                 format!("ttl_s {} is over the maximum of {}", s.ttl_s, cfg.max_ttl_s),
             ));
         }
         if s.content_type.len() > MAX_CONTENT_TYPE_BYTES {
-            return Err(ApiError::bad(
-                "invalid_content_type",
+            return Err(ApiError::new(
+                codes::INVALID_CONTENT_TYPE,
                 format!("content_type is at most {MAX_CONTENT_TYPE_BYTES} bytes"),
             ));
         }
         if s.body.len() > cfg.max_body_bytes {
-            return Err(ApiError::TooLarge { limit: cfg.max_body_bytes });
+            return Err(ApiError::too_large(cfg.max_body_bytes));
         }
         Ok(())
     }
@@ -182,8 +181,8 @@ impl Api {
                     .read(Consistency::Linearizable, |st| st.msgs.group(g).is_some())
                     .await?
                 {
-                    return Err(ApiError::bad(
-                        "unknown_group",
+                    return Err(ApiError::new(
+                        codes::UNKNOWN_GROUP,
                         format!("no recipient group named {g:?}"),
                     ));
                 }
@@ -229,7 +228,7 @@ impl Api {
             Some(OpResult::Msg(MsgResult::Sent(Ok(r)))) => r,
             Some(OpResult::Msg(MsgResult::Sent(Err(e)))) => {
                 self.gateway.forget(req);
-                return Err(ApiError::bad(e.code(), e.to_string()));
+                return Err(ApiError::named(e.code(), e.to_string()));
             }
             other => {
                 self.gateway.forget(req);
@@ -321,8 +320,8 @@ impl Api {
         check_group_name(name)?;
         if members.len() > MAX_GROUP_MEMBERS.min(self.gateway.msgs.max_recipients) {
             let max = MAX_GROUP_MEMBERS.min(self.gateway.msgs.max_recipients);
-            return Err(ApiError::bad(
-                "too_many_recipients",
+            return Err(ApiError::new(
+                codes::TOO_MANY_RECIPIENTS,
                 format!("{} members; at most {max}", members.len()),
             ));
         }
@@ -347,9 +346,8 @@ impl Api {
             .await?;
         match found {
             Some(m) => Ok(m),
-            None => Err(ApiError::bad_status(
-                404,
-                "unknown_group",
+            None => Err(ApiError::new(
+                codes::UNKNOWN_GROUP,
                 format!("no recipient group named {name:?}"),
             )),
         }
@@ -382,7 +380,7 @@ impl Api {
     pub fn pick_gateway(&self, uid: &str) -> Result<pb::PickGatewayResponse, ApiError> {
         let r = self.gateway.load.pick(&self.node, uid);
         if r.best.is_none() {
-            return Err(ApiError::bad_status(503, "no_gateway", "no healthy gateway is known"));
+            return Err(ApiError::new(codes::NO_GATEWAY, "no healthy gateway is known"));
         }
         Ok(r)
     }
@@ -465,11 +463,11 @@ async fn post_message(
             use base64::Engine as _;
             base64::engine::general_purpose::STANDARD
                 .decode(b64.as_bytes())
-                .map_err(|e| ApiError::bad("invalid_body", format!("body_base64: {e}")))?
+                .map_err(|e| ApiError::new(codes::INVALID_BODY, format!("body_base64: {e}")))?
         }
         (None, None) => Vec::new(),
         (Some(_), Some(_)) => {
-            return Err(ApiError::bad("invalid_body", "give body or body_base64, not both"))
+            return Err(ApiError::new(codes::INVALID_BODY, "give body or body_base64, not both"))
         }
     };
     let s = Submission {
@@ -493,7 +491,10 @@ async fn put_group(
 ) -> Result<Json<serde_json::Value>, ApiError> {
     let Json(b) = body.map_err(|r| super::http::json_error(r, api.limits.max_request_bytes))?;
     if b.members.is_empty() {
-        return Err(ApiError::bad("no_members", "a group needs members; DELETE removes a group"));
+        return Err(ApiError::new(
+            codes::NO_MEMBERS,
+            "a group needs members; DELETE removes a group",
+        ));
     }
     let members: Vec<String> = {
         let mut seen = HashSet::new();
@@ -548,7 +549,7 @@ async fn get_gateway(
     State(api): State<AppState>,
     q: Result<Query<GatewayQuery>, axum::extract::rejection::QueryRejection>,
 ) -> Result<Json<serde_json::Value>, ApiError> {
-    let q = q.map_err(|e| ApiError::bad("invalid_query_string", e.body_text()))?;
+    let q = q.map_err(|e| ApiError::new(codes::INVALID_QUERY_STRING, e.body_text()))?;
     let r = api.pick_gateway(&q.0.uid)?;
     Ok(Json(serde_json::json!({
         "best": r.best.as_ref().map(gateway_json),

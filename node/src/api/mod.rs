@@ -12,23 +12,21 @@ use std::time::Instant;
 
 use serde::{Deserialize, Serialize};
 
+use herald_proto::codes::{self, Code};
+
 use crate::config::Limits;
 use crate::metrics::{CodeLabel, ConsistencyLabel, Metrics};
 use crate::raft::{ClusterError, RaftNode};
 use herald_domain::presence::{Event, EventError, QueryResult};
 
-/// An error answered to a client: a stable code, an HTTP status, a message.
+/// An error answered to a client: a stable code from the catalog
+/// ([`herald_proto::codes`], which gives its HTTP and gRPC status) and a
+/// message.
 #[derive(Debug, Clone, thiserror::Error)]
 pub enum ApiError {
+    /// A refusal decided on this node.
     #[error("{message}")]
-    BadRequest { code: &'static str, message: String },
-    #[error("request body larger than the {limit} byte limit")]
-    TooLarge { limit: usize },
-    #[error("{0}")]
-    NotFound(String),
-    /// A refusal with its own HTTP status (404 unknown_group, 503 no_gateway…).
-    #[error("{message}")]
-    WithStatus { status: u16, code: &'static str, message: String },
+    Refused { code: Code, message: String },
     #[error(transparent)]
     Cluster(#[from] ClusterError),
     /// An error answered by another node (the leader) for a forwarded
@@ -41,77 +39,67 @@ impl From<crate::media::MediaError> for ApiError {
     fn from(e: crate::media::MediaError) -> Self {
         use crate::media::MediaError;
         match e {
-            MediaError::Refused { status, code, message } => {
-                ApiError::WithStatus { status, code, message }
-            }
+            MediaError::Refused { code, message } => ApiError::Refused { code, message },
             MediaError::Cluster(c) => ApiError::Cluster(c),
-            MediaError::Io(e) => {
-                ApiError::WithStatus { status: 500, code: "storage_error", message: e.to_string() }
-            }
+            MediaError::Io(e) => ApiError::new(codes::STORAGE_ERROR, e.to_string()),
         }
     }
 }
 
 impl From<EventError> for ApiError {
     fn from(e: EventError) -> Self {
-        ApiError::BadRequest { code: "invalid_event", message: e.to_string() }
+        ApiError::new(codes::INVALID_EVENT, e.to_string())
     }
 }
 
 impl ApiError {
-    pub fn bad(code: &'static str, message: impl Into<String>) -> Self {
-        ApiError::BadRequest { code, message: message.into() }
+    pub fn new(code: Code, message: impl Into<String>) -> Self {
+        ApiError::Refused { code, message: message.into() }
     }
 
-    pub fn bad_status(status: u16, code: &'static str, message: impl Into<String>) -> Self {
-        ApiError::WithStatus { status, code, message: message.into() }
+    /// A refusal named by a lower layer (the domain's `SendError::code`):
+    /// its catalog entry, or `internal` for a name the catalog lacks (a bug
+    /// the catalog test of each error type prevents).
+    pub fn named(name: &str, message: impl Into<String>) -> Self {
+        ApiError::new(codes::named(name).unwrap_or(codes::INTERNAL), message)
+    }
+
+    /// A body over the request limit.
+    pub fn too_large(limit: usize) -> Self {
+        ApiError::new(
+            codes::PAYLOAD_TOO_LARGE,
+            format!("request body larger than the {limit} byte limit"),
+        )
     }
 
     /// Stable snake_case code.
     pub fn code(&self) -> &str {
         match self {
-            ApiError::BadRequest { code, .. } => code,
+            ApiError::Refused { code, .. } => code.name,
             ApiError::Forwarded { code, .. } => code,
-            ApiError::WithStatus { code, .. } => code,
-            ApiError::TooLarge { .. } => "payload_too_large",
-            ApiError::NotFound(_) => "not_found",
-            ApiError::Cluster(e) => e.code(),
+            ApiError::Cluster(e) => e.code().name,
         }
     }
 
     /// HTTP status for the code.
     pub fn http_status(&self) -> u16 {
         match self {
-            ApiError::BadRequest { .. } => 400,
-            ApiError::TooLarge { .. } => 413,
-            ApiError::NotFound(_) => 404,
+            ApiError::Refused { code, .. } => code.http,
             ApiError::Forwarded { status, .. } => *status,
-            ApiError::WithStatus { status, .. } => *status,
-            ApiError::Cluster(e) => match e {
-                ClusterError::NoLeader
-                | ClusterError::NotLeader(_)
-                | ClusterError::Unavailable(_) => 503,
-                ClusterError::Timeout => 504,
-                ClusterError::Membership(_) => 409,
-                ClusterError::UnknownNode(_) => 404,
-                ClusterError::Internal(_) => 500,
-            },
+            ApiError::Cluster(e) => e.code().http,
         }
     }
 
     /// gRPC status; the stable code travels in the `x-herald-code` metadata.
     pub fn to_grpc(&self) -> tonic::Status {
-        use tonic::Code;
-        let code = match self.http_status() {
-            400 => Code::InvalidArgument,
-            413 => Code::ResourceExhausted,
-            404 => Code::NotFound,
-            409 => Code::FailedPrecondition,
-            503 => Code::Unavailable,
-            504 => Code::DeadlineExceeded,
-            _ => Code::Internal,
+        let grpc = match self {
+            ApiError::Refused { code, .. } => code.grpc,
+            ApiError::Cluster(e) => e.code().grpc,
+            ApiError::Forwarded { code, .. } => {
+                codes::named(code).map(|c| c.grpc).unwrap_or(tonic::Code::Internal)
+            }
         };
-        grpc_status(code, self.code(), &self.to_string())
+        grpc_status(grpc, self.code(), &self.to_string())
     }
 }
 
@@ -120,7 +108,7 @@ impl ApiError {
 pub fn grpc_status(status: tonic::Code, code: &str, message: &str) -> tonic::Status {
     let mut s = tonic::Status::new(status, format!("{code}: {message}"));
     if let Ok(v) = code.parse() {
-        s.metadata_mut().insert("x-herald-code", v);
+        s.metadata_mut().insert(codes::METADATA_KEY, v);
     }
     s
 }
@@ -140,8 +128,8 @@ impl Consistency {
         match s {
             "linearizable" | "" => Ok(Consistency::Linearizable),
             "local" => Ok(Consistency::Local),
-            other => Err(ApiError::bad(
-                "invalid_consistency",
+            other => Err(ApiError::new(
+                codes::INVALID_CONSISTENCY,
                 format!("consistency must be linearizable or local, not {other:?}"),
             )),
         }
@@ -183,12 +171,12 @@ impl Api {
 
     async fn push_inner(&self, events: Vec<Event>) -> Result<u64, ApiError> {
         if events.is_empty() {
-            return Err(ApiError::bad("no_events", "events must not be empty"));
+            return Err(ApiError::new(codes::NO_EVENTS, "events must not be empty"));
         }
         let max = self.limits.max_events_per_request;
         if events.len() > max {
-            return Err(ApiError::bad(
-                "too_many_events",
+            return Err(ApiError::new(
+                codes::TOO_MANY_EVENTS,
                 format!("{} events; at most {max} per request", events.len()),
             ));
         }
@@ -235,7 +223,10 @@ impl Api {
         let n = uids.len() + sids.len();
         let max = self.limits.max_ids_per_query;
         if n > max {
-            return Err(ApiError::bad("too_many_ids", format!("{n} ids; at most {max} per query")));
+            return Err(ApiError::new(
+                codes::TOO_MANY_IDS,
+                format!("{n} ids; at most {max} per query"),
+            ));
         }
         Ok(self.node.read(consistency, |st| st.presence.query(uids, sids)).await?)
     }
@@ -366,8 +357,8 @@ impl Api {
         let revision = match op {
             MembershipOp::AddLearner { number, sync, publish } => {
                 if sync.is_empty() || publish.is_empty() {
-                    return Err(ApiError::bad(
-                        "missing_address",
+                    return Err(ApiError::new(
+                        codes::MISSING_ADDRESS,
                         "add-learner needs sync and publish addresses",
                     ));
                 }
@@ -441,4 +432,21 @@ pub struct ClusterView {
     /// This node's media storage (HTTP only).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub media: Option<crate::media::service::MediaStatus>,
+}
+
+#[cfg(test)]
+mod catalog_tests {
+    use herald_domain::library::refusal;
+    use herald_domain::messages::SendError;
+    use herald_proto::codes;
+
+    /// Every code a lower layer names by string (the domain's send and
+    /// library refusals) is in the error catalog, so `ApiError::named`
+    /// never falls back to `internal` for them.
+    #[test]
+    fn domain_codes_are_in_the_catalog() {
+        for name in SendError::CODES.iter().chain(refusal::ANSWERED) {
+            assert!(codes::named(name).is_some(), "{name} is missing from proto/src/codes.rs");
+        }
+    }
 }

@@ -11,6 +11,7 @@
 //!   gateway fails closed.
 //! - `Unconfigured`: every session is refused (`auth_not_configured`).
 
+use herald_proto::codes::{self, Code};
 use std::time::Duration;
 
 use herald_proto::token::{self, TokenError};
@@ -53,12 +54,12 @@ impl AuthError {
     /// The stable snake_case code: `bad_token`, `token_expired`,
     /// `wrong_user`, `auth_denied`, `auth_unavailable`,
     /// `auth_not_configured`.
-    pub fn code(&self) -> &'static str {
+    pub fn code(&self) -> Code {
         match self {
             AuthError::Token(e) => e.code(),
-            AuthError::Denied { .. } => "auth_denied",
-            AuthError::Unavailable(_) => "auth_unavailable",
-            AuthError::NotConfigured => "auth_not_configured",
+            AuthError::Denied { .. } => codes::AUTH_DENIED,
+            AuthError::Unavailable(_) => codes::AUTH_UNAVAILABLE,
+            AuthError::NotConfigured => codes::AUTH_NOT_CONFIGURED,
         }
     }
 }

@@ -9,6 +9,7 @@
 //! and its user goes offline on that client (unless another session of the
 //! same user and client type is open on this node).
 
+use herald_proto::codes::{self, Code};
 use std::collections::BTreeMap;
 use std::pin::Pin;
 use std::sync::Arc;
@@ -46,10 +47,13 @@ fn frame(f: server_frame::Frame) -> Result<pb::ServerFrame, Status> {
 
 /// Sends an error frame, then ends the stream with a gRPC status carrying
 /// the same stable code.
-async fn refuse(out: &Out, code: &str, message: String, status: tonic::Code) {
-    let s = crate::api::grpc_status(status, code, &message);
+async fn refuse(out: &Out, code: Code, message: String) {
+    let s = crate::api::grpc_status(code.grpc, code.name, &message);
     let _ = out
-        .send(frame(server_frame::Frame::Error(pb::SessionError { code: code.into(), message })))
+        .send(frame(server_frame::Frame::Error(pb::SessionError {
+            code: code.name.into(),
+            message,
+        })))
         .await;
     let _ = out.send(Err(s)).await;
 }
@@ -156,9 +160,8 @@ impl Session {
         if a.ids.len() > MAX_ACK_IDS {
             refuse(
                 &self.out,
-                "too_many_ids",
+                codes::TOO_MANY_IDS,
                 format!("an ack names at most {MAX_ACK_IDS} ids"),
-                tonic::Code::InvalidArgument,
             )
             .await;
             return Err(());
@@ -209,23 +212,13 @@ async fn run(gw: Arc<Gateway>, mut inbound: Streaming<pb::ClientFrame>, out: Out
     let hello = match tokio::time::timeout(HELLO_TIMEOUT, inbound.next()).await {
         Ok(Some(Ok(pb::ClientFrame { frame: Some(client_frame::Frame::Hello(h)) }))) => h,
         Ok(Some(Ok(_))) => {
-            return refuse(
-                &out,
-                "expected_hello",
-                "the first frame must be Hello".into(),
-                tonic::Code::InvalidArgument,
-            )
-            .await
+            return refuse(&out, codes::EXPECTED_HELLO, "the first frame must be Hello".into())
+                .await
         }
         Ok(Some(Err(_))) | Ok(None) => return,
         Err(_) => {
-            return refuse(
-                &out,
-                "hello_timeout",
-                format!("no Hello within {HELLO_TIMEOUT:?}"),
-                tonic::Code::DeadlineExceeded,
-            )
-            .await
+            return refuse(&out, codes::HELLO_TIMEOUT, format!("no Hello within {HELLO_TIMEOUT:?}"))
+                .await
         }
     };
     let client =
@@ -237,42 +230,34 @@ async fn run(gw: Arc<Gateway>, mut inbound: Streaming<pb::ClientFrame>, out: Out
         gw.sessions_refused.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         return refuse(
             &out,
-            "invalid_hello",
+            codes::INVALID_HELLO,
             format!("uid must be 1..={MAX_UID_BYTES} bytes and client at most {MAX_CLIENT_BYTES}"),
-            tonic::Code::InvalidArgument,
         )
         .await;
     }
     let now_s = (crate::clock::wall_us().max(0) as u64) / 1_000_000;
     if let Err(e) = gw.auth.check(&hello.uid, &hello.token, &client, now_s).await {
         gw.sessions_refused.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-        tracing::info!(code = e.code(), "session refused");
-        let status = if e.code() == "auth_unavailable" {
-            tonic::Code::Unavailable
-        } else {
-            tonic::Code::Unauthenticated
-        };
-        return refuse(&out, e.code(), e.to_string(), status).await;
+        tracing::info!(code = e.code().name, "session refused");
+        return refuse(&out, e.code(), e.to_string()).await;
     }
     if gw.session_count() >= gw.cfg.max_sessions {
         gw.sessions_refused.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         return refuse(
             &out,
-            "overloaded",
+            codes::OVERLOADED,
             format!(
                 "this gateway holds its maximum of {} sessions; ask /v1/gateway for another",
                 gw.cfg.max_sessions
             ),
-            tonic::Code::ResourceExhausted,
         )
         .await;
     }
     if !gw.wait_ready(Duration::from_secs(10)).await {
         return refuse(
             &out,
-            "not_ready",
+            codes::NOT_READY,
             "this gateway has not joined the cluster yet".into(),
-            tonic::Code::Unavailable,
         )
         .await;
     }
@@ -292,7 +277,7 @@ async fn run(gw: Arc<Gateway>, mut inbound: Streaming<pb::ClientFrame>, out: Out
         Ok((index, _)) => index,
         Err(e) => {
             gw.unregister(sid);
-            return refuse(&out, e.code(), e.to_string(), tonic::Code::Unavailable).await;
+            return refuse(&out, e.code(), e.to_string()).await;
         }
     };
     let _ = gw.node.wait_applied(index).await;
@@ -341,7 +326,7 @@ async fn run(gw: Arc<Gateway>, mut inbound: Streaming<pb::ClientFrame>, out: Out
                         }
                         Some(client_frame::Frame::Ack(a)) => s.on_ack(a).await,
                         Some(client_frame::Frame::Hello(_)) | None => {
-                            refuse(&out, "unexpected_frame", "Hello only once, first".into(), tonic::Code::InvalidArgument).await;
+                            refuse(&out, codes::UNEXPECTED_FRAME, "Hello only once, first".into()).await;
                             Err(())
                         }
                     };
@@ -356,7 +341,7 @@ async fn run(gw: Arc<Gateway>, mut inbound: Streaming<pb::ClientFrame>, out: Out
                     }
                 }
                 _ = tokio::time::sleep_until(deadline) => {
-                    refuse(&out, "heartbeat_timeout", format!("no heartbeat for {timeout:?}"), tonic::Code::DeadlineExceeded).await;
+                    refuse(&out, codes::HEARTBEAT_TIMEOUT, format!("no heartbeat for {timeout:?}")).await;
                     break 'serve "heartbeat_timeout";
                 }
             }

@@ -12,6 +12,7 @@
 
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use base64::Engine as _;
+use herald_proto::codes::{self, Code};
 use hmac::{Hmac, Mac};
 use sha2::Sha256;
 
@@ -53,18 +54,11 @@ pub enum CredentialError {
 }
 
 impl CredentialError {
-    pub fn code(&self) -> &'static str {
+    pub fn code(&self) -> Code {
         match self {
-            CredentialError::Malformed | CredentialError::BadSignature => "bad_credential",
-            CredentialError::Expired => "credential_expired",
-            CredentialError::Scope(_) => "credential_scope",
-        }
-    }
-
-    pub fn http_status(&self) -> u16 {
-        match self {
-            CredentialError::Scope(_) => 403,
-            _ => 401,
+            CredentialError::Malformed | CredentialError::BadSignature => codes::BAD_CREDENTIAL,
+            CredentialError::Expired => codes::CREDENTIAL_EXPIRED,
+            CredentialError::Scope(_) => codes::CREDENTIAL_SCOPE,
         }
     }
 }

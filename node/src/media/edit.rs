@@ -20,6 +20,7 @@
 //! an animated WebP or PNG is kept. An image that needs no change is stored
 //! untouched, metadata and animation included.
 
+use herald_proto::codes::{self, Code};
 use std::fs::File;
 use std::io::{self, BufReader, BufWriter};
 use std::path::Path;
@@ -178,11 +179,11 @@ pub enum EditError {
 impl EditError {
     /// The stable API error code (docs/media.md): `image_too_large` and
     /// `invalid_image` are the uploader's fault (422), the rest are ours.
-    pub fn code(&self) -> &'static str {
+    pub fn code(&self) -> Code {
         match self {
-            Self::TooLarge { .. } => "image_too_large",
-            Self::Invalid(_) => "invalid_image",
-            Self::Encode(_) | Self::Io(_) => "internal",
+            Self::TooLarge { .. } => codes::IMAGE_TOO_LARGE,
+            Self::Invalid(_) => codes::INVALID_IMAGE,
+            Self::Encode(_) | Self::Io(_) => codes::INTERNAL,
         }
     }
 }

@@ -21,6 +21,7 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use futures::{Stream, StreamExt};
+use herald_proto::codes::{self, Code};
 use herald_proto::raft::{BlobChunk, BlobRequest};
 use sha2::{Digest, Sha256};
 use tokio::io::{AsyncReadExt, AsyncSeekExt};
@@ -31,7 +32,7 @@ use super::edit;
 use super::store::{hash_file, valid_id, BlobStore, WRITE_BUFFER_BYTES};
 use crate::config::MediaConfig;
 use crate::raft::{ClusterError, Consistency, RaftNode};
-use herald_domain::library::{LibOp, LibResult, MAX_NAME_BYTES};
+use herald_domain::library::{refusal, LibOp, LibResult, MAX_NAME_BYTES};
 use herald_domain::state::{Op, OpResult};
 
 /// Bytes per chunk between nodes: well under the sync port's message limit;
@@ -54,11 +55,12 @@ const REPAIR_OPS_PER_WRITE: usize = 256;
 /// upload has not committed yet).
 const MIN_ORPHAN_FILE_AGE_MS: u64 = 1_000;
 
-/// Why a media request was refused: a stable code and an HTTP status.
+/// Why a media request was refused: a stable code (the catalog gives its
+/// HTTP and gRPC status).
 #[derive(Debug, thiserror::Error)]
 pub enum MediaError {
     #[error("{message}")]
-    Refused { status: u16, code: &'static str, message: String },
+    Refused { code: Code, message: String },
     #[error(transparent)]
     Cluster(#[from] ClusterError),
     #[error("media storage: {0}")]
@@ -66,14 +68,14 @@ pub enum MediaError {
 }
 
 impl MediaError {
-    fn refused(status: u16, code: &'static str, message: impl Into<String>) -> Self {
-        MediaError::Refused { status, code, message: message.into() }
+    fn refused(code: Code, message: impl Into<String>) -> Self {
+        MediaError::Refused { code, message: message.into() }
     }
 }
 
 impl From<credential::CredentialError> for MediaError {
     fn from(e: credential::CredentialError) -> Self {
-        MediaError::refused(e.http_status(), e.code(), e.to_string())
+        MediaError::refused(e.code(), e.to_string())
     }
 }
 
@@ -240,8 +242,7 @@ impl Media {
     fn key(&self) -> Result<&[u8], MediaError> {
         self.cfg.key.as_deref().ok_or_else(|| {
             MediaError::refused(
-                503,
-                "media_not_configured",
+                codes::MEDIA_NOT_CONFIGURED,
                 "no media credential key: set <media key> or <auth mode=\"hmac\">",
             )
         })
@@ -322,15 +323,13 @@ impl Media {
         let key = self.key()?.to_vec();
         if size == 0 {
             return Err(MediaError::refused(
-                400,
-                "invalid_size",
+                codes::INVALID_SIZE,
                 "size is required and must be at least 1 byte",
             ));
         }
         if size > self.cfg.max_bytes {
             return Err(MediaError::refused(
-                413,
-                "media_too_large",
+                codes::MEDIA_TOO_LARGE,
                 format!(
                     "{size} bytes; media may be at most {} bytes (<media max-bytes>)",
                     self.cfg.max_bytes
@@ -339,15 +338,13 @@ impl Media {
         }
         if !valid_content_type(content_type) {
             return Err(MediaError::refused(
-                400,
-                "invalid_content_type",
+                codes::INVALID_CONTENT_TYPE,
                 format!("{content_type:?} is not a content type like image/jpeg"),
             ));
         }
         if !valid_name(name) {
             return Err(MediaError::refused(
-                400,
-                "invalid_name",
+                codes::INVALID_NAME,
                 format!(
                     "a name is at most {MAX_NAME_BYTES} bytes, without '/' or control characters"
                 ),
@@ -355,8 +352,7 @@ impl Media {
         }
         if !self.store.healthy() {
             return Err(MediaError::refused(
-                503,
-                "storage_unhealthy",
+                codes::STORAGE_UNHEALTHY,
                 "this node's media storage failed its write probe",
             ));
         }
@@ -364,8 +360,7 @@ impl Media {
             let used = self.node.read_local(|st| st.lib.usage(uid));
             if used.saturating_add(size) > self.cfg.quota_bytes_per_user {
                 return Err(MediaError::refused(
-                    403,
-                    "media_quota_exceeded",
+                    codes::MEDIA_QUOTA_EXCEEDED,
                     format!(
                         "{uid} shares {used} bytes; {size} more would exceed the quota of {} bytes",
                         self.cfg.quota_bytes_per_user
@@ -380,23 +375,18 @@ impl Media {
         let free = self.store.free_bytes()?;
         let room = free.saturating_sub(self.cfg.reserve_bytes).saturating_sub(promised);
         if size > room {
-            return Err(MediaError::refused(
-                507,
-                "insufficient_storage",
+            return Err(MediaError::refused(codes::INSUFFICIENT_STORAGE,
                 format!("{size} bytes do not fit: {free} free, {} reserved, {promised} promised to open uploads", self.cfg.reserve_bytes),
             ));
         }
         if uploads.values().filter(|u| u.uid == uid).count() >= MAX_OPEN_UPLOADS_PER_USER {
-            return Err(MediaError::refused(
-                429,
-                "too_many_uploads",
+            return Err(MediaError::refused(codes::TOO_MANY_UPLOADS,
                 format!("{uid} has {MAX_OPEN_UPLOADS_PER_USER} uploads open on this node; finish or let them expire first"),
             ));
         }
         if uploads.len() >= self.cfg.max_uploads {
             return Err(MediaError::refused(
-                429,
-                "too_many_uploads",
+                codes::TOO_MANY_UPLOADS,
                 format!("{} uploads are open on this node; retry later", uploads.len()),
             ));
         }
@@ -442,19 +432,17 @@ impl Media {
         let up = {
             let mut uploads = self.uploads.lock().expect("uploads lock");
             let u = uploads.get_mut(upload_id).ok_or_else(|| {
-                MediaError::refused(404, "unknown_upload", format!("no open upload {upload_id} on this node (used, expired, or issued by another node)"))
+                MediaError::refused(codes::UNKNOWN_UPLOAD, format!("no open upload {upload_id} on this node (used, expired, or issued by another node)"))
             })?;
             if u.busy {
                 return Err(MediaError::refused(
-                    409,
-                    "upload_in_progress",
+                    codes::UPLOAD_IN_PROGRESS,
                     "this upload is already receiving its bytes",
                 ));
             }
             if u.uid != uid {
                 return Err(MediaError::refused(
-                    403,
-                    "credential_scope",
+                    codes::CREDENTIAL_SCOPE,
                     "credential is for another user",
                 ));
             }
@@ -478,15 +466,13 @@ impl Media {
         while let Some(chunk) = body.next().await {
             let chunk = chunk.map_err(|e| {
                 MediaError::refused(
-                    400,
-                    "upload_interrupted",
+                    codes::UPLOAD_INTERRUPTED,
                     format!("the upload stream broke: {e}"),
                 )
             })?;
             if tmp.len() + chunk.len() as u64 > up.size {
                 return Err(MediaError::refused(
-                    400,
-                    "size_mismatch",
+                    codes::SIZE_MISMATCH,
                     format!("more than the stated {} bytes were sent", up.size),
                 ));
             }
@@ -494,8 +480,7 @@ impl Media {
         }
         if tmp.len() != up.size {
             return Err(MediaError::refused(
-                400,
-                "size_mismatch",
+                codes::SIZE_MISMATCH,
                 format!("{} bytes were sent; {} were stated", tmp.len(), up.size),
             ));
         }
@@ -521,10 +506,7 @@ impl Media {
                     edited = true;
                     path = guard;
                 }
-                Err(e) => {
-                    let status = if e.code() == "internal" { 500 } else { 422 };
-                    return Err(MediaError::refused(status, e.code(), e.to_string()));
-                }
+                Err(e) => return Err(MediaError::refused(e.code(), e.to_string())),
             }
         }
         // From here until the metadata is committed, the repair loop must
@@ -613,11 +595,12 @@ impl Media {
         let (index, results) = self.node.write(vec![op]).await?;
         match results.into_iter().next() {
             Some(OpResult::Lib(LibResult::Committed { duplicate })) => Ok(Some((index, duplicate))),
-            Some(OpResult::Lib(LibResult::Refused(code))) if code == "media_gone" => Ok(None),
+            Some(OpResult::Lib(LibResult::Refused(code))) if code == refusal::MEDIA_GONE => {
+                Ok(None)
+            }
             Some(OpResult::Lib(LibResult::Refused(code))) if code == "media_quota_exceeded" => {
                 Err(MediaError::refused(
-                    403,
-                    "media_quota_exceeded",
+                    codes::MEDIA_QUOTA_EXCEEDED,
                     format!("{} would exceed the quota", up.uid),
                 ))
             }
@@ -665,8 +648,7 @@ impl Media {
         }
         if holders.len() < required {
             return Err(MediaError::refused(
-                503,
-                "replication_failed",
+                codes::REPLICATION_FAILED,
                 format!(
                     "the media reached {} of the {required} nodes required; nothing was committed",
                     holders.len()
@@ -841,8 +823,7 @@ impl Media {
         let free = self.store.free_bytes()?;
         if free.saturating_sub(self.cfg.reserve_bytes) < size {
             return Err(MediaError::refused(
-                507,
-                "insufficient_storage",
+                codes::INSUFFICIENT_STORAGE,
                 "no room for this replica above the reserve",
             ));
         }
@@ -891,8 +872,7 @@ impl Media {
             }
         }
         Err(MediaError::refused(
-            503,
-            "media_unavailable",
+            codes::MEDIA_UNAVAILABLE,
             format!("no reachable node holds media {id}: {last}"),
         ))
     }

@@ -17,6 +17,7 @@ use std::path::Path;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use herald_proto::codes::{self, Code};
 use herald_proto::raft::raft_internal_client::RaftInternalClient;
 use herald_proto::raft::{RaftBytes, ReadIndexRequest};
 use openraft::async_runtime::WatchReceiver;
@@ -76,16 +77,16 @@ pub enum ClusterError {
 }
 
 impl ClusterError {
-    /// Stable snake_case code that crosses the wire.
-    pub fn code(&self) -> &'static str {
+    /// The stable code that crosses the wire (catalog entry).
+    pub fn code(&self) -> Code {
         match self {
-            ClusterError::NoLeader => "no_leader",
-            ClusterError::Timeout => "timeout",
-            ClusterError::NotLeader(_) => "not_leader",
-            ClusterError::Unavailable(_) => "leader_unavailable",
-            ClusterError::Membership(_) => "membership_refused",
-            ClusterError::UnknownNode(_) => "unknown_node",
-            ClusterError::Internal(_) => "internal",
+            ClusterError::NoLeader => codes::NO_LEADER,
+            ClusterError::Timeout => codes::TIMEOUT,
+            ClusterError::NotLeader(_) => codes::NOT_LEADER,
+            ClusterError::Unavailable(_) => codes::LEADER_UNAVAILABLE,
+            ClusterError::Membership(_) => codes::MEMBERSHIP_REFUSED,
+            ClusterError::UnknownNode(_) => codes::UNKNOWN_NODE,
+            ClusterError::Internal(_) => codes::INTERNAL,
         }
     }
 }
