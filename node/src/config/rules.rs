@@ -4,7 +4,7 @@
 use std::collections::HashMap;
 
 use super::xml::server_desc;
-use super::Config;
+use super::{Config, Limits, MessagesConfig};
 
 /// Which element a broken rule is blamed on.
 pub(super) enum Site {
@@ -96,6 +96,18 @@ pub(super) fn check(c: &Config, prefer: Option<u64>) -> Result<(), Problem> {
         });
     }
     Ok(())
+}
+
+/// `<messages max-body-bytes>` must be less than `<limits
+/// max-request-bytes>`; the message saying why when it is not.
+pub(super) fn body_vs_request(m: &MessagesConfig, l: &Limits) -> Option<String> {
+    (m.max_body_bytes >= l.max_request_bytes).then(|| {
+        format!(
+            "max-body-bytes ({}) must be less than <limits max-request-bytes> ({}): \
+             the JSON or gRPC request that submits a message carries its body",
+            m.max_body_bytes, l.max_request_bytes
+        )
+    })
 }
 
 fn port_field(name: &str) -> &'static [&'static str] {

@@ -1607,3 +1607,77 @@ fn config_load_errors_name_file() {
     let err = load(&bad).unwrap_err();
     assert!(err.to_string().starts_with(&format!("{}:7:", bad.display())), "{err}");
 }
+
+// --- the schema itself ---------------------------------------------------------
+
+use super::schema::{ElemSpec, Kind, Need, AUTH, AUTH_MODES, SCHEMA};
+
+/// The schema entry of an element.
+fn spec(name: &str) -> &'static ElemSpec {
+    SCHEMA.iter().find(|e| e.name == name).unwrap_or_else(|| panic!("<{name}> not in SCHEMA"))
+}
+
+/// The default the schema gives an attribute, as written in the XML.
+fn schema_default(need: Need) -> Option<String> {
+    match need {
+        Need::Required => None,
+        Need::Optional(default) => default(),
+    }
+}
+
+/// `<name a="default" ...>` with every attribute of `name` that has a
+/// default in the schema, at that default.
+fn with_schema_defaults(name: &str) -> String {
+    let attrs: String = spec(name)
+        .attrs()
+        .filter_map(|a| schema_default(a.need).map(|d| format!(" {}=\"{d}\"", a.name)))
+        .collect();
+    format!("<{name}{attrs}/>")
+}
+
+/// Every entry has a doc and every integer entry a reason for its bounds
+/// (and min <= max); `<auth>`'s attributes are exactly those its modes
+/// allow, in the order the modes list them (the order "unknown attribute"
+/// lists them in).
+#[test]
+fn config_schema_entries_documented() {
+    for el in SCHEMA {
+        for attr in el.attrs() {
+            assert!(!attr.doc.trim().is_empty(), "<{} {}> has no doc", el.name, attr.name);
+            if let Kind::Int { min, max, why } = attr.kind {
+                assert!(!why.trim().is_empty(), "<{} {}> has no reason", el.name, attr.name);
+                assert!(min <= max, "<{} {}>", el.name, attr.name);
+            }
+        }
+    }
+    let mut by_modes: Vec<&str> = Vec::new();
+    for name in AUTH_MODES.iter().flat_map(|(_, attrs)| attrs.iter().copied()) {
+        if !by_modes.contains(&name) {
+            by_modes.push(name);
+        }
+    }
+    assert_eq!(AUTH.attr_names(), by_modes);
+}
+
+/// Writing out every default the schema states gives the same configuration
+/// as leaving the attributes out: the stated defaults are the ones the
+/// reader applies, and each is accepted by its own entry.
+#[test]
+fn config_schema_defaults_are_the_defaults() {
+    for name in ["raft", "limits", "time", "master", "gateway", "messages", "media"] {
+        let spelled = with_schema_defaults(name);
+        let c = parse(&with(&spelled), "t.xml").unwrap_or_else(|e| panic!("{spelled}: {e}"));
+        assert_eq!(c, parse(&with(&format!("<{name}/>")), "t.xml").unwrap(), "{spelled}");
+        assert_eq!(c, base(), "{spelled}");
+    }
+    let spelled = with_schema_defaults("edit");
+    let c = parse(&with_edit(&spelled), "t.xml").unwrap_or_else(|e| panic!("{spelled}: {e}"));
+    assert_eq!(c, parse(&with_edit("<edit/>"), "t.xml").unwrap(), "{spelled}");
+    assert!(c.media.edit.enabled, "{spelled}");
+    let external = r#"<auth mode="external" url="http://a/""#;
+    let timeout = spec("auth").attrs().find(|a| a.name == "timeout-ms").unwrap();
+    let d = schema_default(timeout.need).unwrap();
+    let c = parse(&with(&format!("{external} timeout-ms=\"{d}\"/>")), "t.xml").unwrap();
+    assert_eq!(c, parse(&with(&format!("{external}/>")), "t.xml").unwrap());
+    assert!(matches!(c.auth, AuthConfig::External { timeout_ms: DEFAULT_AUTH_TIMEOUT_MS, .. }));
+}
