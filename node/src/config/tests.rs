@@ -1,3 +1,5 @@
+use super::schema::{ElemSpec, Kind, Need, AUTH, AUTH_MODES, SCHEMA, UNBOUNDED};
+use super::xml::{Ctx, Elem};
 use super::*;
 
 const NODE1: &str = include_str!("../../../conf/cluster-3/node1.xml");
@@ -1608,9 +1610,7 @@ fn config_load_errors_name_file() {
     assert!(err.to_string().starts_with(&format!("{}:7:", bad.display())), "{err}");
 }
 
-// --- the schema itself ---------------------------------------------------------
-
-use super::schema::{ElemSpec, Kind, Need, AUTH, AUTH_MODES, SCHEMA};
+// --- the schema itself -------------------------------------------------
 
 /// The schema entry of an element.
 fn spec(name: &str) -> &'static ElemSpec {
@@ -1680,4 +1680,152 @@ fn config_schema_defaults_are_the_defaults() {
     let c = parse(&with(&format!("{external} timeout-ms=\"{d}\"/>")), "t.xml").unwrap();
     assert_eq!(c, parse(&with(&format!("{external}/>")), "t.xml").unwrap());
     assert!(matches!(c.auth, AuthConfig::External { timeout_ms: DEFAULT_AUTH_TIMEOUT_MS, .. }));
+}
+
+// --- schema vs conf/reference.xml --------------------------------------
+
+/// One attribute as conf/reference.xml documents it in its comments.
+#[derive(Debug)]
+struct DocumentedAttr {
+    name: String,
+    /// The attribute's line (`name  required  ...`, `name  default X  ...`).
+    line: String,
+    /// That line and its continuation lines, up to the next attribute or element.
+    text: String,
+}
+
+/// The elements conf/reference.xml documents in its comments, in order,
+/// each with the attributes documented under it. An element's block starts
+/// at a line `<name>: ...`; an attribute's entry at a line whose first word
+/// is a lowercase name followed by two or more spaces. Lines before the first
+/// element of a comment are general notes.
+fn reference_docs() -> Vec<(String, Vec<DocumentedAttr>)> {
+    let mut docs: Vec<(String, Vec<DocumentedAttr>)> = Vec::new();
+    let mut rest = REFERENCE;
+    while let Some(start) = rest.find("<!--") {
+        let end = rest[start..].find("-->").expect("comment closed") + start;
+        // None until the comment's first element line.
+        let mut element: Option<&mut Vec<DocumentedAttr>> = None;
+        for line in rest[start + 4..end].lines() {
+            let t = line.trim_start();
+            let header = t.strip_prefix('<').and_then(|t| t.split_once(">:")).map(|(n, _)| n);
+            if let Some(name) = header.filter(|n| n.chars().all(|c| c.is_ascii_lowercase())) {
+                docs.push((name.to_string(), Vec::new()));
+                element = docs.last_mut().map(|(_, attrs)| attrs);
+                continue;
+            }
+            let Some(attrs) = element.as_deref_mut() else { continue };
+            let word = t.find(|c: char| !(c.is_ascii_lowercase() || c == '-')).unwrap_or(0);
+            if word > 0 && t[word..].starts_with("  ") {
+                let (name, line) = (t[..word].to_string(), t.to_string());
+                attrs.push(DocumentedAttr { name, text: line.clone(), line });
+            } else if let Some(last) = attrs.last_mut() {
+                last.text.push('\n');
+                last.text.push_str(t);
+            }
+        }
+        rest = &rest[end + 3..];
+    }
+    docs
+}
+
+/// The value after `default ` on a documented attribute's line, without
+/// quotes and trailing punctuation: `default "false".` is `false`.
+fn documented_default(line: &str) -> Option<String> {
+    let (_, after) = line.split_once("default ")?;
+    let word = after.split_whitespace().next()?;
+    Some(word.trim_end_matches([',', ':', ';', '.']).trim_matches('"').to_string())
+}
+
+/// conf/reference.xml documents exactly the schema's elements, each once,
+/// and under each exactly its attributes (no more, none missing, none
+/// twice).
+#[test]
+fn config_reference_documents_exactly_the_schema() {
+    let docs = reference_docs();
+    let documented: Vec<&str> = docs.iter().map(|(n, _)| n.as_str()).collect();
+    let mut sorted = documented.clone();
+    sorted.sort_unstable();
+    sorted.dedup();
+    assert_eq!(sorted.len(), documented.len(), "an element documented twice: {documented:?}");
+    let mut schema: Vec<&str> = SCHEMA.iter().map(|e| e.name).collect();
+    schema.sort_unstable();
+    assert_eq!(sorted, schema, "elements documented in reference.xml vs SCHEMA");
+    for (element, attrs) in &docs {
+        let mut documented: Vec<&str> = attrs.iter().map(|a| a.name.as_str()).collect();
+        documented.sort_unstable();
+        let mut want = spec(element).attr_names();
+        want.sort_unstable();
+        assert_eq!(documented, want, "attributes documented under <{element}> vs the schema");
+    }
+}
+
+/// Every attribute's documentation in conf/reference.xml agrees with its
+/// schema entry: "required" exactly for the required ones; "default X" on
+/// its line exactly when the schema has a default, and X is it; a bounded
+/// integer's upper bound (and a lower bound above 1) are stated.
+#[test]
+fn config_reference_states_the_schema_defaults_and_bounds() {
+    let mut checked = 0;
+    for (element, documented) in reference_docs() {
+        for attr in spec(&element).attrs() {
+            let doc = documented.iter().find(|d| d.name == attr.name).expect("documented");
+            let at = format!("<{element} {}>: {:?}", attr.name, doc.line);
+            let required = matches!(attr.need, Need::Required);
+            assert_eq!(doc.line.contains("required"), required, "required? {at}");
+            assert_eq!(documented_default(&doc.line), schema_default(attr.need), "default: {at}");
+            if let Kind::Int { min, max, .. } = attr.kind {
+                let numbers: Vec<u64> = doc
+                    .text
+                    .split(|c: char| !c.is_ascii_digit())
+                    .filter_map(|n| n.parse().ok())
+                    .collect();
+                if max != UNBOUNDED {
+                    assert!(numbers.contains(&max), "upper bound {max} not stated: {doc:?}");
+                }
+                if min > 1 {
+                    assert!(numbers.contains(&min), "lower bound {min} not stated: {doc:?}");
+                }
+            }
+            checked += 1;
+        }
+    }
+    assert_eq!(checked, SCHEMA.iter().map(|e| e.attrs().count()).sum::<usize>());
+}
+
+/// conf/reference.xml parses, and its elements spell out every optional
+/// attribute that has a default, at that default: all but `<auth
+/// timeout-ms>` (not used with the file's mode="hmac") and `<edit enabled>`
+/// (shown "false", the same as leaving `<edit>` out, while its default once
+/// `<edit>` is given is "true"). `<tls>` is only shown in a comment.
+#[test]
+fn config_reference_spells_out_the_defaults() {
+    parse(REFERENCE, "reference.xml").unwrap_or_else(|e| panic!("{e}"));
+    let ctx = Ctx { file: "reference.xml", text: REFERENCE, base_dir: None };
+    let root = ctx.tree().unwrap();
+    let mut elements: Vec<&Elem> = vec![&root];
+    let mut seen = Vec::new();
+    while let Some(el) = elements.pop() {
+        elements.extend(el.children.iter());
+        seen.push(el.name.as_str());
+        for attr in spec(&el.name).attrs() {
+            let Some(default) = schema_default(attr.need) else { continue };
+            let given = el.attr(attr.name).map(|a| a.value.as_str());
+            match (el.name.as_str(), attr.name) {
+                ("auth", "timeout-ms") => {
+                    let (_, hmac) = AUTH_MODES[0];
+                    assert!(!hmac.contains(&attr.name) && given.is_none());
+                }
+                ("edit", "enabled") => {
+                    assert_eq!((default.as_str(), given), ("true", Some("false")));
+                }
+                _ => assert_eq!(given, Some(default.as_str()), "<{} {}>", el.name, attr.name),
+            }
+        }
+    }
+    seen.sort_unstable();
+    seen.dedup();
+    let mut want: Vec<&str> = SCHEMA.iter().map(|e| e.name).filter(|n| *n != "tls").collect();
+    want.sort_unstable();
+    assert_eq!(seen, want, "every element but <tls> is in reference.xml's XML");
 }
