@@ -55,7 +55,8 @@ pub const MAX_IDS_PER_QUERY_CAP: usize = 1_000_000;
 pub const MAX_BODY_BYTES_CAP: usize = 1024 * 1024;
 /// Upper limit of `<media max-bytes>` (64 GiB).
 pub const MAX_MEDIA_BYTES_CAP: u64 = 64 << 30;
-/// Shortest key `<auth mode="hmac">` (and `<media>`) accepts, in bytes.
+/// Shortest key `<auth mode="hmac">` (and `<media>`) accepts, in bytes: 128
+/// bits, the usual floor for an HMAC key.
 pub const MIN_HMAC_KEY_BYTES: usize = 16;
 /// Default of `<auth mode="external" timeout-ms>`.
 pub const DEFAULT_AUTH_TIMEOUT_MS: u64 = 2_000;

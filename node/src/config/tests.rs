@@ -1638,7 +1638,7 @@ fn with_schema_defaults(name: &str) -> String {
 /// Every entry has a doc and every integer entry a reason for its bounds
 /// (and min <= max); `<auth>`'s attributes are exactly those its modes
 /// allow, in the order the modes list them (the order "unknown attribute"
-/// lists them in).
+/// lists them in), and its `mode` choices are the modes.
 #[test]
 fn config_schema_entries_documented() {
     for el in SCHEMA {
@@ -1657,6 +1657,9 @@ fn config_schema_entries_documented() {
         }
     }
     assert_eq!(AUTH.attr_names(), by_modes);
+    let mode = AUTH.attrs().find(|a| a.name == "mode").unwrap();
+    let Kind::Choice(modes) = mode.kind else { panic!("<auth mode> is a choice") };
+    assert_eq!(modes.to_vec(), AUTH_MODES.iter().map(|(m, _)| *m).collect::<Vec<_>>());
 }
 
 /// Writing out every default the schema states gives the same configuration
