@@ -18,7 +18,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
 use super::Verdict;
@@ -335,7 +335,7 @@ fn window(kh: &KeyHistory, start: Option<u64>, end: u64) -> (Vec<Entry<RegOp>>, 
 }
 
 /// A compact description of one op for reports.
-#[derive(Clone, Debug, Serialize)]
+#[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct OpSummary {
     pub index: u64,
     pub process: Process,
@@ -373,7 +373,7 @@ fn summarize(kh: &KeyHistory, i: usize) -> OpSummary {
     }
 }
 
-#[derive(Clone, Debug, Serialize)]
+#[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct Anomaly {
     /// The ok op whose completion first makes the key's history
     /// non-linearizable (the end of the smallest failing prefix).
@@ -391,7 +391,9 @@ pub struct Anomaly {
     pub longest_full_len: usize,
 }
 
-#[derive(Clone, Debug, Serialize)]
+/// (`serde(default)`: results.json of older runs may lack newer fields.)
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
+#[serde(default)]
 pub struct KeyResult {
     pub key: String,
     pub valid: Verdict,
@@ -496,10 +498,12 @@ fn shrink(kh: &KeyHistory, longest_full: Vec<usize>, deadline: Instant) -> Anoma
     }
 }
 
-#[derive(Clone, Debug, Serialize)]
+/// results.json `linear`. (`serde(default)`: as `KeyResult`.)
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
+#[serde(default)]
 pub struct LinearResult {
     pub valid: Verdict,
-    pub model: &'static str,
+    pub model: String,
     pub keys: usize,
     pub valid_keys: usize,
     pub invalid_keys: usize,
@@ -532,7 +536,7 @@ pub fn check(history: &[Op], threads: usize, per_key_limit: Duration) -> LinearR
     let valid = results.iter().fold(Verdict::Valid, |acc, r| acc.merge(r.valid));
     LinearResult {
         valid,
-        model: "register",
+        model: "register".into(),
         keys: results.len(),
         valid_keys: count(Verdict::Valid),
         invalid_keys: count(Verdict::Invalid),

@@ -13,14 +13,27 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 
-use serde::Serialize;
-use serde_json::{json, Value};
+use serde::{Deserialize, Serialize};
 
 use super::status::observations;
 use super::Verdict;
 use crate::history::Op;
 
-#[derive(Clone, Debug, Serialize)]
+/// The first op in which a node gave evidence of a leader for the term.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct Witness {
+    /// History index of the status completion.
+    pub index: u64,
+    pub time_ns: u64,
+    /// The node that answered.
+    pub node: u64,
+    /// "I am leader" or "leader is nN".
+    pub says: String,
+}
+
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
+#[serde(default)]
 pub struct Violation {
     pub term: u64,
     /// All leaders with evidence in this term.
@@ -28,10 +41,13 @@ pub struct Violation {
     /// What makes it a violation, in words.
     pub why: Vec<String>,
     /// First witness op (completion) for each (reporting node, leader, self-claim).
-    pub witnesses: Vec<Value>,
+    pub witnesses: Vec<Witness>,
 }
 
-#[derive(Clone, Debug, Serialize)]
+/// results.json `master-term`. (`serde(default)`: results.json of older
+/// runs may lack newer fields.)
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
+#[serde(default)]
 pub struct TermResult {
     pub valid: Verdict,
     /// Status ops that completed ok.
@@ -102,15 +118,21 @@ pub fn check(hist: &[Op]) -> TermResult {
                 names(leaders.iter())
             ));
         }
-        let mut witnesses: Vec<Value> = e
+        let witness = |node: u64, (index, time_ns): (u64, u64), says: String| Witness {
+            index,
+            time_ns,
+            node,
+            says,
+        };
+        let mut witnesses: Vec<Witness> = e
             .self_claims
             .iter()
-            .map(|(node, (i, t))| json!({"index": i, "time_ns": t, "node": node, "says": "I am leader"}))
+            .map(|(node, at)| witness(*node, *at, "I am leader".into()))
             .collect();
-        witnesses.extend(e.reports.iter().map(|((node, l), (i, t))| {
-            json!({"index": i, "time_ns": t, "node": node, "says": format!("leader is n{l}")})
-        }));
-        witnesses.sort_by_key(|w| w["index"].as_u64());
+        witnesses.extend(
+            e.reports.iter().map(|((node, l), at)| witness(*node, *at, format!("leader is n{l}"))),
+        );
+        witnesses.sort_by_key(|w| w.index);
         violations.push(Violation { term, leaders: leaders.into_iter().collect(), why, witnesses });
     }
     let terms_with_leader = leaders_by_term.len();

@@ -37,8 +37,8 @@
 
 use std::collections::{BTreeMap, HashMap};
 
-use serde::Serialize;
-use serde_json::{json, Value};
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
 
 use super::Verdict;
 use crate::history::{pair_ops, Op, OpType};
@@ -55,7 +55,8 @@ impl Default for QueueOptions {
     }
 }
 
-#[derive(Clone, Debug, Serialize, PartialEq)]
+#[derive(Clone, Debug, Default, Serialize, Deserialize, PartialEq)]
+#[serde(default)]
 pub struct OrderViolation {
     pub mailbox: String,
     /// Acknowledged first...
@@ -66,7 +67,8 @@ pub struct OrderViolation {
 
 /// Within one session, a delivery whose message id is not above the
 /// previous delivery's.
-#[derive(Clone, Debug, Serialize, PartialEq)]
+#[derive(Clone, Debug, Default, Serialize, Deserialize, PartialEq)]
+#[serde(default)]
 pub struct SessionOrderViolation {
     pub mailbox: String,
     pub session: String,
@@ -77,7 +79,8 @@ pub struct SessionOrderViolation {
 }
 
 /// One submission seen under several message ids.
-#[derive(Clone, Debug, Serialize, PartialEq)]
+#[derive(Clone, Debug, Default, Serialize, Deserialize, PartialEq)]
+#[serde(default)]
 pub struct IdConflict {
     pub mailbox: String,
     pub element: Value,
@@ -86,7 +89,43 @@ pub struct IdConflict {
     pub ids: BTreeMap<u64, Vec<String>>,
 }
 
-#[derive(Clone, Debug, Serialize)]
+/// A lost element with its enqueue ops.
+#[derive(Clone, Debug, Default, Serialize, Deserialize, PartialEq)]
+#[serde(default)]
+pub struct LostOp {
+    pub mailbox: String,
+    pub element: Value,
+    /// The id the system gave it, when an answer named one.
+    pub message_id: Option<u64>,
+    pub invoke_index: u64,
+    pub ok_index: Option<u64>,
+}
+
+/// An element delivered to another mailbox than the one it was sent to.
+#[derive(Clone, Debug, Default, Serialize, Deserialize, PartialEq)]
+#[serde(default)]
+pub struct Misdelivery {
+    pub element: Value,
+    pub sent_to: String,
+    pub delivered_to: String,
+    /// The dequeue op.
+    pub index: u64,
+}
+
+/// An acknowledgement that said `delivered` before any delivery of the
+/// element was recorded.
+#[derive(Clone, Debug, Default, Serialize, Deserialize, PartialEq)]
+#[serde(default)]
+pub struct DeliveredUnseen {
+    pub mailbox: String,
+    pub element: Value,
+    pub ok_index: Option<u64>,
+}
+
+/// results.json `queue`. (`serde(default)`: results.json of older runs may
+/// lack newer fields.)
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
+#[serde(default)]
 pub struct QueueResult {
     pub valid: Verdict,
     pub attempt_count: usize,
@@ -113,18 +152,18 @@ pub struct QueueResult {
     pub lost: Vec<Value>,
     /// The first lost ones with their enqueue ops: mailbox, element,
     /// message id, invoke and ok indices.
-    pub lost_ops: Vec<Value>,
+    pub lost_ops: Vec<LostOp>,
     pub unexpected: Vec<Value>,
     /// id -> times delivered (only ids delivered more than once).
     pub duplicated: BTreeMap<String, usize>,
     pub recovered: Vec<Value>,
     /// Delivered to another mailbox: element, enqueued to, delivered to,
     /// dequeue op index.
-    pub misdelivered: Vec<Value>,
+    pub misdelivered: Vec<Misdelivery>,
     pub id_conflicts: Vec<IdConflict>,
     /// Answered `delivered` although no delivery of it had been recorded
     /// before the answer: mailbox, element, ok index.
-    pub delivered_unseen: Vec<Value>,
+    pub delivered_unseen: Vec<DeliveredUnseen>,
     pub order_violations: Vec<OrderViolation>,
     pub session_order_violations: Vec<SessionOrderViolation>,
 }
@@ -242,7 +281,12 @@ pub fn check(history: &[Op], opts: QueueOptions) -> QueueResult {
     for (pos, d) in deliveries.iter().enumerate() {
         let k = d.id.to_string();
         if let Some(e) = enqs.get(&k).filter(|e| e.mailbox != d.mailbox) {
-            misdelivered.push(json!({"element": d.id, "sent_to": e.mailbox, "delivered_to": d.mailbox, "index": d.index}));
+            misdelivered.push(Misdelivery {
+                element: d.id.clone(),
+                sent_to: e.mailbox.clone(),
+                delivered_to: d.mailbox.clone(),
+                index: d.index,
+            });
         }
         let c = counts.entry(k.clone()).or_insert(0);
         *c += 1;
@@ -262,22 +306,28 @@ pub fn check(history: &[Op], opts: QueueOptions) -> QueueResult {
     // harness records a delivery before acknowledging it.
     let first_index: HashMap<String, u64> =
         first_pos.iter().map(|(k, &pos)| (k.clone(), deliveries[pos].index)).collect();
-    let delivered_unseen: Vec<Value> = acked
+    let delivered_unseen: Vec<DeliveredUnseen> = acked
         .iter()
         .filter(|e| e.said_delivered)
         .filter(|e| first_index.get(&e.id.to_string()).is_none_or(|&i| i > e.ok_at.unwrap()))
-        .map(|e| json!({"mailbox": e.mailbox, "element": e.id, "ok_index": e.ok_at}))
+        .map(|e| DeliveredUnseen {
+            mailbox: e.mailbox.clone(),
+            element: e.id.clone(),
+            ok_index: e.ok_at,
+        })
         .collect();
     let lost_enqs: Vec<&&Enq> =
         acked.iter().filter(|e| !counts.contains_key(&e.id.to_string())).collect();
     let lost: Vec<Value> = lost_enqs.iter().map(|e| e.id.clone()).collect();
-    let lost_ops: Vec<Value> = lost_enqs
+    let lost_ops: Vec<LostOp> = lost_enqs
         .iter()
         .take(SHOW)
-        .map(|e| {
-            let mid = msg_ids.get(&e.id.to_string()).and_then(|m| m.keys().next().copied());
-            json!({"mailbox": e.mailbox, "element": e.id, "message_id": mid,
-                   "invoke_index": e.invoke, "ok_index": e.ok_at})
+        .map(|e| LostOp {
+            mailbox: e.mailbox.clone(),
+            element: e.id.clone(),
+            message_id: msg_ids.get(&e.id.to_string()).and_then(|m| m.keys().next().copied()),
+            invoke_index: e.invoke,
+            ok_index: e.ok_at,
         })
         .collect();
     let duplicated: BTreeMap<String, usize> =
@@ -582,8 +632,8 @@ mod tests {
         let r = check(&hist(&rows), QueueOptions::default());
         assert_eq!(r.valid, Verdict::Invalid);
         assert_eq!(r.misdelivered_count, 1);
-        assert_eq!(r.misdelivered[0]["sent_to"], json!("b"));
-        assert_eq!(r.misdelivered[0]["delivered_to"], json!("a"));
+        assert_eq!(r.misdelivered[0].sent_to, "b");
+        assert_eq!(r.misdelivered[0].delivered_to, "a");
         assert!(r.lost.is_empty() && r.unexpected.is_empty());
     }
 
@@ -670,7 +720,8 @@ mod tests {
         bad.extend(deq_meta(1, "a", 1, 10, "s1"));
         let r = check(&hist(&bad), QueueOptions::default());
         assert_eq!(r.valid, Verdict::Invalid);
-        assert_eq!(r.delivered_unseen, vec![json!({"mailbox": "a", "element": 1, "ok_index": 1})]);
+        let unseen = DeliveredUnseen { mailbox: "a".into(), element: json!(1), ok_index: Some(1) };
+        assert_eq!(r.delivered_unseen, vec![unseen]);
         assert!(r.lost.is_empty());
     }
 }
