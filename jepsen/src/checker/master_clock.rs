@@ -25,8 +25,9 @@ use serde_json::Value;
 
 use super::master_final::{final_stretch, judge_stretch, master_state, walk, FinalParams};
 use super::status::Status;
-use super::Verdict;
+use super::{CheckerResult, Verdict};
 use crate::history::{Op, OpType, Process};
+use crate::report::{esc, json_table, ms};
 
 /// The measured skew of `s` against the master `l` (ms, positive: `s`
 /// ahead) and the bound it must stay within; None without both samples.
@@ -201,6 +202,56 @@ pub fn check(hist: &[Op], p: &FinalParams) -> ClockFinal {
         final_clocks,
         largest_clock_fault_ms: clock_fault_max_ms(hist),
         reason,
+    }
+}
+
+impl CheckerResult for ClockFinal {
+    fn name(&self) -> &'static str {
+        "clock-final"
+    }
+
+    fn verdict(&self) -> Verdict {
+        self.valid
+    }
+
+    fn summary_line(&self) -> String {
+        if self.valid == Verdict::Valid {
+            format!(
+                "every clock within tolerance of the master {} after heal (deadline {}; largest clock fault {} ms)",
+                ms(self.settled_after_ms),
+                ms(Some(self.deadline_after_ms)),
+                self.largest_clock_fault_ms
+            )
+        } else {
+            format!(
+                "{}; last: {} (deadline {} after heal)",
+                self.reason,
+                self.last_unsettled.as_deref().unwrap_or("-"),
+                ms(Some(self.deadline_after_ms))
+            )
+        }
+    }
+
+    fn html_section(&self) -> String {
+        /// A row of the convergence table.
+        #[derive(Serialize)]
+        struct Converged<'a> {
+            node: &'a str,
+            #[serde(rename = "in tolerance since (ms after heal)")]
+            since_ms: Option<f64>,
+        }
+        let conv: Vec<Converged> = self
+            .converged_after_ms
+            .iter()
+            .map(|(node, since_ms)| Converged { node, since_ms: *since_ms })
+            .collect();
+        format!(
+            "<h3>After healing: clocks</h3><p>valid: {} — {}</p>{}{}",
+            self.valid.as_str(),
+            esc(&self.reason),
+            json_table(&conv),
+            json_table(&self.final_clocks)
+        )
     }
 }
 

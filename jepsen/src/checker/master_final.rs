@@ -20,8 +20,9 @@ use std::collections::BTreeMap;
 use serde::{Deserialize, Serialize};
 
 use super::status::{observations, Status};
-use super::Verdict;
+use super::{CheckerResult, Verdict};
 use crate::history::Op;
+use crate::report::{esc, json_table, ms};
 use crate::sntp::Sample;
 
 /// The final phase as the run set it up (stored in run.json as
@@ -263,6 +264,42 @@ pub fn check(hist: &[Op], p: &FinalParams) -> MasterFinal {
         points: points.len(),
         reason,
         deadline_rule: None,
+    }
+}
+
+impl CheckerResult for MasterFinal {
+    fn name(&self) -> &'static str {
+        "master-final"
+    }
+
+    fn verdict(&self) -> Verdict {
+        self.valid
+    }
+
+    fn summary_line(&self) -> String {
+        match self.leader {
+            Some(l) if self.valid == Verdict::Valid => format!(
+                "n{l} (lowest running voter) leads, all agree: settled {} after heal (deadline {})",
+                ms(self.settled_after_ms),
+                ms(Some(self.deadline_after_ms))
+            ),
+            _ => format!(
+                "{}; last: {} (deadline {} after heal)",
+                self.reason,
+                self.last_unsettled.as_deref().unwrap_or("-"),
+                ms(Some(self.deadline_after_ms))
+            ),
+        }
+    }
+
+    fn html_section(&self) -> String {
+        format!(
+            "<h3>After healing: master</h3><p>valid: {} — {} (deadline rule: {}). Latest answer of every node:</p>{}",
+            self.valid.as_str(),
+            esc(&self.reason),
+            esc(self.deadline_rule.as_deref().unwrap_or("")),
+            json_table(&self.final_views)
+        )
     }
 }
 

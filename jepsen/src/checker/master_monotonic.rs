@@ -16,15 +16,18 @@ use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
 use super::status::observations;
-use super::Verdict;
+use super::{CheckerResult, Verdict};
 use crate::history::{Op, Process};
+use crate::report::json_table;
 use crate::sntp::Sample;
 
 /// Measurement slack on top of the round trips, ms.
 pub const SLACK_MS: f64 = 1.0;
 /// At most this many steps back are kept in results.json (the largest
-/// step is exact).
+/// step is exact)…
 const MAX_VIOLATIONS: usize = 50;
+/// …and this many shown in report.html.
+const HTML_VIOLATIONS: usize = 20;
 
 /// Two successive samples of one node whose cluster time went back.
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
@@ -135,6 +138,46 @@ pub fn check(hist: &[Op]) -> MonotonicResult {
         pairs,
         max_back_ms: max_back,
         violations,
+    }
+}
+
+impl CheckerResult for MonotonicResult {
+    fn name(&self) -> &'static str {
+        "clock-monotonic"
+    }
+
+    fn verdict(&self) -> Verdict {
+        self.valid
+    }
+
+    fn summary_line(&self) -> String {
+        let Some(v) = self.violations.first() else {
+            return format!(
+                "{} successive SNTP samples: no node's cluster time went back",
+                self.pairs
+            );
+        };
+        format!(
+            "{} steps back in {} sample pairs (max {:.1} ms); first: n{} ops #{}→#{} went back {:.1} ms",
+            self.violations.len(),
+            self.pairs,
+            self.max_back_ms,
+            v.node,
+            v.from_index,
+            v.to_index,
+            v.back_ms
+        )
+    }
+
+    fn html_section(&self) -> String {
+        if self.violations.is_empty() {
+            return String::new();
+        }
+        let shown = &self.violations[..self.violations.len().min(HTML_VIOLATIONS)];
+        format!(
+            "<h3>Cluster time went backwards</h3><p>Successive SNTP samples of one node (no restart between) whose cluster time went back by more than the measurement bound:</p>{}",
+            json_table(shown)
+        )
     }
 }
 

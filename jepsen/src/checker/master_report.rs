@@ -15,8 +15,9 @@ use std::collections::BTreeMap;
 use serde::{Deserialize, Serialize};
 
 use super::status::{observations, Status};
-use super::Verdict;
+use super::{CheckerResult, Verdict};
 use crate::history::Op;
+use crate::report::{json_table, json_text};
 use crate::sntp::Sample;
 
 /// Measured skew over which an "in tolerance" answer is a misreport, ms.
@@ -145,6 +146,55 @@ pub fn check(hist: &[Op]) -> ReportResult {
         persistent_streaks: persistent,
         longest_streak_ms: longest_ms,
         streaks,
+    }
+}
+
+impl CheckerResult for ReportResult {
+    fn name(&self) -> &'static str {
+        "clock-report"
+    }
+
+    fn verdict(&self) -> Verdict {
+        self.valid
+    }
+
+    fn summary_line(&self) -> String {
+        if self.persistent_streaks == 0 {
+            return format!(
+                "no node kept claiming to be in tolerance while measured >1 s off ({} transient stale answers)",
+                self.count
+            );
+        }
+        let f = self.streaks.first().cloned().unwrap_or_default();
+        format!(
+            "{} times a node kept saying in tolerance while measured >1 s off, for >=1 s (longest {:.0} ms, max skew {:.0} ms); first: n{} at {:.3} s, reported {} ms, measured {:+.0} ms",
+            self.persistent_streaks,
+            self.longest_streak_ms,
+            self.max_measured_skew_ms,
+            f.first.node,
+            f.first.time_ns as f64 / 1e9,
+            json_text(&f.first.reported_offset_ms),
+            f.first.measured_skew_ms
+        )
+    }
+
+    fn html_section(&self) -> String {
+        if self.streaks.is_empty() {
+            return String::new();
+        }
+        /// A table row: the first answer, and how long the streak lasted.
+        #[derive(Serialize)]
+        struct Row<'a> {
+            #[serde(flatten)]
+            first: &'a Misreport,
+            lasted_ms: f64,
+        }
+        let rows: Vec<Row> =
+            self.streaks.iter().map(|x| Row { first: &x.first, lasted_ms: x.lasted_ms }).collect();
+        format!(
+            "<h3>Clock self-report contradicted by measurement</h3><p>Streaks of answers in which a node said <code>in_tolerance: true</code> while the harness measured its cluster clock more than 1 s off its time master:</p>{}",
+            json_table(&rows)
+        )
     }
 }
 

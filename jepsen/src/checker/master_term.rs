@@ -12,12 +12,14 @@
 //! observation is a state that really existed, so time plays no part.
 
 use std::collections::{BTreeMap, BTreeSet};
+use std::fmt::Write as _;
 
 use serde::{Deserialize, Serialize};
 
 use super::status::observations;
-use super::Verdict;
+use super::{CheckerResult, Verdict};
 use crate::history::Op;
+use crate::report::{esc, json_table, json_text};
 
 /// The first op in which a node gave evidence of a leader for the term.
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
@@ -158,6 +160,62 @@ pub fn check(hist: &[Op]) -> TermResult {
 
 fn names<'a>(it: impl Iterator<Item = &'a u64>) -> String {
     it.map(|n| format!("n{n}")).collect::<Vec<_>>().join(", ")
+}
+
+/// At most this many violating terms are listed in the summary…
+const SUMMARY_TERMS: usize = 5;
+/// …and this many in report.html (results.json has them all).
+const HTML_TERMS: usize = 20;
+
+impl CheckerResult for TermResult {
+    fn name(&self) -> &'static str {
+        "master-term"
+    }
+
+    fn verdict(&self) -> Verdict {
+        self.valid
+    }
+
+    fn summary_line(&self) -> String {
+        format!(
+            "{} status answers, {} terms with a leader (max term {}), {} terms with two leaders",
+            self.observations,
+            self.terms_with_leader,
+            self.max_term,
+            self.violations.len()
+        )
+    }
+
+    fn anomaly_lines(&self) -> Vec<String> {
+        let line = |v: &Violation| {
+            let witnesses: Vec<String> = v
+                .witnesses
+                .iter()
+                .map(|w| format!("#{} n{} \"{}\"", w.index, w.node, w.says))
+                .collect();
+            format!("term {}: {} (witness ops {})", v.term, v.why.join("; "), witnesses.join(", "))
+        };
+        self.violations.iter().take(SUMMARY_TERMS).map(line).collect()
+    }
+
+    fn html_section(&self) -> String {
+        let mut s = String::new();
+        if self.violations.is_empty() {
+            return s;
+        }
+        s.push_str("<h3>Terms with more than one leader</h3>");
+        for v in self.violations.iter().take(HTML_TERMS) {
+            let _ = write!(
+                s,
+                "<p>term {}: leaders {} — {}</p>{}",
+                v.term,
+                esc(&json_text(&v.leaders)),
+                esc(&json_text(&v.why)),
+                json_table(&v.witnesses)
+            );
+        }
+        s
+    }
 }
 
 #[cfg(test)]

@@ -11,9 +11,13 @@ pub mod master_monotonic;
 pub mod master_report;
 pub mod master_term;
 pub mod queue;
+pub mod results;
+pub mod run_facts;
 pub mod status;
 
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
+
+pub use results::{CheckerResult, Checkers, Results, ToJson};
 
 /// A checker verdict: `true`, `false` or `"unknown"` in JSON, as Jepsen.
 /// The default, for a result that does not say, is unknown.

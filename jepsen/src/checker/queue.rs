@@ -40,8 +40,9 @@ use std::collections::{BTreeMap, HashMap};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
-use super::Verdict;
+use super::{CheckerResult, Verdict};
 use crate::history::{pair_ops, Op, OpType};
+use crate::report::json_text;
 
 #[derive(Clone, Copy, Debug)]
 pub struct QueueOptions {
@@ -447,6 +448,92 @@ pub fn check(history: &[Op], opts: QueueOptions) -> QueueResult {
         delivered_unseen: delivered_unseen.into_iter().take(SHOW).collect(),
         order_violations,
         session_order_violations,
+    }
+}
+
+/// At most this many entries of each kind of anomaly are listed in the
+/// summary (results.json has up to `SHOW`).
+const SUMMARY_ANOMALIES: usize = 5;
+
+impl CheckerResult for QueueResult {
+    fn name(&self) -> &'static str {
+        "queue"
+    }
+
+    fn verdict(&self) -> Verdict {
+        self.valid
+    }
+
+    fn summary_line(&self) -> String {
+        format!(
+            "{} acknowledged, {} delivered ({} deliveries, {} sessions); lost {} unexpected {} misdelivered {} duplicated {} recovered {}; id conflicts {}, \"delivered\" unseen {}, order violations {} (real time) / {} (within a session); resubmits {} ({} answered duplicate)",
+            self.acknowledged_count,
+            self.delivered_count,
+            self.delivery_count,
+            self.sessions,
+            self.lost_count,
+            self.unexpected_count,
+            self.misdelivered_count,
+            self.duplicated_count,
+            self.recovered_count,
+            self.id_conflict_count,
+            self.delivered_unseen_count,
+            self.order_violation_count,
+            self.session_order_violation_count,
+            self.resubmits,
+            self.resubmits_duplicate
+        )
+    }
+
+    fn anomaly_lines(&self) -> Vec<String> {
+        const N: usize = SUMMARY_ANOMALIES;
+        let mut out = Vec::new();
+        out.extend(self.lost_ops.iter().take(N).map(|l| {
+            format!(
+                "lost: {} element {} (message id {}), enqueue #{} acknowledged at #{}, never delivered",
+                l.mailbox,
+                l.element,
+                json_text(&l.message_id),
+                l.invoke_index,
+                json_text(&l.ok_index)
+            )
+        }));
+        out.extend(
+            self.unexpected
+                .iter()
+                .take(N)
+                .map(|u| format!("unexpected: element {u} delivered but never sent")),
+        );
+        out.extend(
+            self.misdelivered.iter().take(N).map(|m| format!("misdelivered: {}", json_text(m))),
+        );
+        out.extend(self.id_conflicts.iter().take(N).map(|c| {
+            format!(
+                "id conflict: {} element {} seen as message ids {}",
+                c.mailbox,
+                c.element,
+                json_text(&c.ids)
+            )
+        }));
+        out.extend(
+            self.delivered_unseen
+                .iter()
+                .take(N)
+                .map(|d| format!("answered delivered before any delivery: {}", json_text(d))),
+        );
+        out.extend(self.session_order_violations.iter().take(N).map(|v| {
+            format!(
+                "session order: {} session {}: message id {} (op #{}) after {} (op #{})",
+                v.mailbox, v.session, v.this.1, v.this.2, v.previous.1, v.previous.2
+            )
+        }));
+        out.extend(self.order_violations.iter().take(N).map(|v| {
+            format!(
+                "order: {} element {} was acknowledged before {} was sent, but first delivered after it",
+                v.mailbox, v.earlier, v.later
+            )
+        }));
+        out
     }
 }
 
