@@ -139,7 +139,9 @@ pub fn faketime_offset(offset_ms: i64) -> String {
     format!("{sign}{}.{:03}", a / 1000, a % 1000)
 }
 
-#[derive(Clone, Debug)]
+/// A node that exited on its own (run.json `unexpected_exits`).
+#[derive(Clone, Debug, Default, PartialEq, serde::Serialize, serde::Deserialize)]
+#[serde(default)]
 pub struct Exit {
     pub node: String,
     pub status: String,

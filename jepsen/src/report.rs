@@ -3,14 +3,19 @@
 //!
 //! Plots: a timeline of ops per worker lane (Jepsen colours: ok blue, info
 //! orange, fail pink) with nemesis intervals shaded; latency over time
-//! (log scale); throughput over time. Then the checker verdicts and, for each
-//! anomaly, the failing window and longest partial linearization.
+//! (log scale); throughput over time. Then the checker table and each
+//! checker's own section (e.g. for each linearizability anomaly the failing
+//! window and longest partial linearization): the typed results render
+//! their lines and sections themselves (`checker::CheckerResult`), this
+//! module lays them out.
 
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
 
+use serde::Serialize;
 use serde_json::Value;
 
+use crate::checker::Results;
 use crate::history::{pair_ops, Op, OpType, Process};
 use crate::workload::master::STATUS_PROCESS_BASE;
 use crate::workload::messages::{
@@ -24,6 +29,9 @@ const INFO: &str = "#FFAA26";
 const FAIL: &str = "#E05A9B";
 const OK_STATUS: &str = "#7BC47F";
 const NEMESIS: &str = "rgba(120,120,120,0.18)";
+/// A checker's JSON in the checker table is cut to this many characters
+/// (results.json has all of it).
+const TABLE_JSON_CHARS: usize = 600;
 
 pub fn esc(s: &str) -> String {
     s.replace('&', "&amp;").replace('<', "&lt;").replace('>', "&gt;").replace('"', "&quot;")
@@ -234,16 +242,8 @@ fn color(f: &str, t: OpType) -> &'static str {
 }
 
 /// Invoke indices of the ops in reported anomaly windows (outlined in red).
-pub fn anomaly_ops(results: &Value) -> std::collections::HashSet<u64> {
-    let mut out = std::collections::HashSet::new();
-    for kr in results["checkers"]["linear"]["failures"].as_array().into_iter().flatten() {
-        for o in kr["anomaly"]["window"].as_array().into_iter().flatten() {
-            if let Some(i) = o["index"].as_u64() {
-                out.insert(i);
-            }
-        }
-    }
-    out
+pub fn anomaly_ops(results: &Results) -> std::collections::HashSet<u64> {
+    results.checkers.linear.as_ref().map(|l| l.anomaly_ops()).unwrap_or_default()
 }
 
 pub fn timeline_svg(
@@ -467,16 +467,8 @@ pub fn counts(history: &[Op]) -> (usize, usize, usize, usize) {
     c
 }
 
-fn verdict(v: &Value) -> String {
-    match v {
-        Value::Bool(b) => b.to_string(),
-        Value::String(s) => s.clone(),
-        _ => "unknown".into(),
-    }
-}
-
 /// The one-screen summary printed at the end of a run; ends in `valid: X`.
-pub fn summary(meta: &Value, history: &[Op], results: &Value, dir: &str) -> String {
+pub fn summary(meta: &Value, history: &[Op], results: &Results, dir: &str) -> String {
     let mut s = String::new();
     let (inv, ok, fail, info) = counts(history);
     let _ = writeln!(s, "== herald-jepsen {} ==", meta["workload"].as_str().unwrap_or("?"));
@@ -504,264 +496,38 @@ pub fn summary(meta: &Value, history: &[Op], results: &Value, dir: &str) -> Stri
         "faults       {}",
         if faults.is_empty() { "none".into() } else { faults.join(", ") }
     );
-    if let Some(checkers) = results["checkers"].as_object() {
-        for (name, r) in checkers {
-            let detail = match name.as_str() {
-                "linear" => format!(
-                    "{} keys: {} valid, {} invalid, {} unknown; {} ops checked in {} ms",
-                    r["keys"],
-                    r["valid_keys"],
-                    r["invalid_keys"],
-                    r["unknown_keys"],
-                    r["ops"],
-                    r["elapsed_ms"]
-                ),
-                "final-reads" => format!("{}/{} keys read after heal", r["read_ok"], r["keys"]),
-                "crashes" => {
-                    let n = r["exits"].as_array().map(|a| a.len()).unwrap_or(0);
-                    let mut d = if n == 0 {
-                        "no node exited on its own".to_string()
-                    } else {
-                        format!("{n} unexpected exit(s): {}", r["exits"])
-                    };
-                    if r["unclean_shutdown"]
-                        .as_array()
-                        .is_some_and(|a| !a.is_empty())
-                    {
-                        d.push_str(&format!(
-                            "; not exit 0 on SIGTERM: {}",
-                            r["unclean_shutdown"]
-                        ));
-                    }
-                    d
-                }
-                "history" => format!(
-                    "{} well-formedness problems",
-                    r["problems"].as_array().map(|a| a.len()).unwrap_or(0)
-                ),
-                "queue" => format!(
-                    "{} acknowledged, {} delivered ({} deliveries, {} sessions); lost {} unexpected {} misdelivered {} duplicated {} recovered {}; id conflicts {}, \"delivered\" unseen {}, order violations {} (real time) / {} (within a session); resubmits {} ({} answered duplicate)",
-                    r["acknowledged_count"], r["delivered_count"], r["delivery_count"], r["sessions"],
-                    r["lost_count"], r["unexpected_count"], r["misdelivered_count"], r["duplicated_count"],
-                    r["recovered_count"], r["id_conflict_count"], r["delivered_unseen_count"], r["order_violation_count"],
-                    r["session_order_violation_count"], r["resubmits"], r["resubmits_duplicate"]
-                ),
-                "messages-final" => {
-                    let mbs = r["mailboxes"].as_array().cloned().unwrap_or_default();
-                    let done = mbs.iter().filter(|m| m["drained"].as_bool() == Some(true)).count();
-                    let left: Vec<String> = mbs
-                        .iter()
-                        .filter(|m| m["drained"].as_bool() != Some(true))
-                        .map(|m| format!("{} queued {}", m["mailbox"].as_str().unwrap_or("?"), m["queued_last"]))
-                        .collect();
-                    format!(
-                        "{done}/{} mailboxes drained to queued=0 after heal in {} ({} deliveries){}",
-                        mbs.len(),
-                        ms(&r["elapsed_ms"]),
-                        mbs.iter().map(|m| m["delivered"].as_u64().unwrap_or(0)).sum::<u64>(),
-                        if left.is_empty() { String::new() } else { format!("; not drained: {}", left.join(", ")) }
-                    )
-                }
-                "master-term" => format!(
-                    "{} status answers, {} terms with a leader (max term {}), {} terms with two leaders",
-                    r["observations"],
-                    r["terms_with_leader"],
-                    r["max_term"],
-                    r["violations"].as_array().map(|a| a.len()).unwrap_or(0)
-                ),
-                "clock-monotonic" => {
-                    let n = r["violations"].as_array().map(|a| a.len()).unwrap_or(0);
-                    if n == 0 {
-                        format!("{} successive SNTP samples: no node's cluster time went back", r["pairs"])
-                    } else {
-                        let v = &r["violations"][0];
-                        format!(
-                            "{n} steps back in {} sample pairs (max {:.1} ms); first: n{} ops #{}→#{} went back {:.1} ms",
-                            r["pairs"],
-                            r["max_back_ms"].as_f64().unwrap_or(0.0),
-                            v["node"],
-                            v["from_index"],
-                            v["to_index"],
-                            v["back_ms"].as_f64().unwrap_or(0.0)
-                        )
-                    }
-                }
-                "master-final" => match r["leader"].as_u64() {
-                    Some(l) if r["valid"] == Value::Bool(true) => format!(
-                        "n{l} (lowest running voter) leads, all agree: settled {} after heal (deadline {})",
-                        ms(&r["settled_after_ms"]),
-                        ms(&r["deadline_after_ms"])
-                    ),
-                    _ => format!(
-                        "{}; last: {} (deadline {} after heal)",
-                        r["reason"].as_str().unwrap_or(""),
-                        r["last_unsettled"].as_str().unwrap_or("-"),
-                        ms(&r["deadline_after_ms"])
-                    ),
-                },
-                "clock-final" => {
-                    if r["valid"] == Value::Bool(true) {
-                        format!(
-                            "every clock within tolerance of the master {} after heal (deadline {}; largest clock fault {} ms)",
-                            ms(&r["settled_after_ms"]),
-                            ms(&r["deadline_after_ms"]),
-                            r["largest_clock_fault_ms"]
-                        )
-                    } else {
-                        format!(
-                            "{}; last: {} (deadline {} after heal)",
-                            r["reason"].as_str().unwrap_or(""),
-                            r["last_unsettled"].as_str().unwrap_or("-"),
-                            ms(&r["deadline_after_ms"])
-                        )
-                    }
-                }
-                "clock-report" => {
-                    let n = r["persistent_streaks"].as_u64().unwrap_or(0);
-                    if n == 0 {
-                        format!(
-                            "no node kept claiming to be in tolerance while measured >1 s off ({} transient stale answers)",
-                            r["count"]
-                        )
-                    } else {
-                        let f = &r["streaks"][0];
-                        format!(
-                            "{n} times a node kept saying in tolerance while measured >1 s off, for >=1 s (longest {:.0} ms, max skew {:.0} ms); first: n{} at {:.3} s, reported {} ms, measured {:+.0} ms",
-                            r["longest_streak_ms"].as_f64().unwrap_or(0.0),
-                            r["max_measured_skew_ms"].as_f64().unwrap_or(0.0),
-                            f["first"]["node"],
-                            f["first"]["time_ns"].as_f64().unwrap_or(0.0) / 1e9,
-                            f["first"]["reported_offset_ms"],
-                            f["first"]["measured_skew_ms"].as_f64().unwrap_or(0.0)
-                        )
-                    }
-                }
-                _ => String::new(),
-            };
-            let _ = writeln!(s, "{:<15} {:<7} {}", name, verdict(&r["valid"]), detail);
+    let c = &results.checkers;
+    for r in c.all() {
+        let _ = writeln!(s, "{:<15} {:<7} {}", r.name(), r.verdict().as_str(), r.summary_line());
+    }
+    for r in c.client().into_iter().chain(c.master()) {
+        for l in r.anomaly_lines() {
+            let _ = writeln!(s, "  {l}");
         }
     }
-    if let Some(fails) = results["checkers"]["linear"]["failures"].as_array() {
-        for kr in fails.iter().take(5) {
-            if let Some(a) = kr.get("anomaly") {
-                let _ = writeln!(
-                    s,
-                    "  key {}: {} op #{} {} {} not linearizable; window of {} ops (#{}–#{})",
-                    kr["key"].as_str().unwrap_or("?"),
-                    a["failing_op"]["type"].as_str().unwrap_or(""),
-                    a["failing_op"]["index"],
-                    a["failing_op"]["f"].as_str().unwrap_or(""),
-                    a["failing_op"]["value"],
-                    a["window"].as_array().map(|w| w.len()).unwrap_or(0),
-                    a["window_start_index"],
-                    a["window_end_index"]
-                );
-            } else {
-                let _ = writeln!(
-                    s,
-                    "  key {}: {}",
-                    kr["key"].as_str().unwrap_or("?"),
-                    verdict(&kr["valid"])
-                );
-            }
-        }
-    }
-    let q = &results["checkers"]["queue"];
-    for l in q["lost_ops"].as_array().into_iter().flatten().take(5) {
-        let _ = writeln!(
-            s,
-            "  lost: {} element {} (message id {}), enqueue #{} acknowledged at #{}, never delivered",
-            l["mailbox"].as_str().unwrap_or("?"),
-            l["element"],
-            l["message_id"],
-            l["invoke_index"],
-            l["ok_index"]
-        );
-    }
-    for u in q["unexpected"].as_array().into_iter().flatten().take(5) {
-        let _ = writeln!(s, "  unexpected: element {u} delivered but never sent");
-    }
-    for m in q["misdelivered"].as_array().into_iter().flatten().take(5) {
-        let _ = writeln!(s, "  misdelivered: {m}");
-    }
-    for c in q["id_conflicts"].as_array().into_iter().flatten().take(5) {
-        let _ = writeln!(
-            s,
-            "  id conflict: {} element {} seen as message ids {}",
-            c["mailbox"].as_str().unwrap_or("?"),
-            c["element"],
-            c["ids"]
-        );
-    }
-    for d in q["delivered_unseen"].as_array().into_iter().flatten().take(5) {
-        let _ = writeln!(s, "  answered delivered before any delivery: {d}");
-    }
-    for v in q["session_order_violations"].as_array().into_iter().flatten().take(5) {
-        let _ = writeln!(
-            s,
-            "  session order: {} session {}: message id {} (op #{}) after {} (op #{})",
-            v["mailbox"].as_str().unwrap_or("?"),
-            v["session"].as_str().unwrap_or("?"),
-            v["this"][1],
-            v["this"][2],
-            v["previous"][1],
-            v["previous"][2]
-        );
-    }
-    for v in q["order_violations"].as_array().into_iter().flatten().take(5) {
-        let _ = writeln!(
-            s,
-            "  order: {} element {} was acknowledged before {} was sent, but first delivered after it",
-            v["mailbox"].as_str().unwrap_or("?"),
-            v["earlier"],
-            v["later"]
-        );
-    }
-    for v in
-        results["checkers"]["master-term"]["violations"].as_array().into_iter().flatten().take(5)
-    {
-        let _ = writeln!(
-            s,
-            "  term {}: {} (witness ops {})",
-            v["term"],
-            v["why"]
-                .as_array()
-                .into_iter()
-                .flatten()
-                .filter_map(|w| w.as_str())
-                .collect::<Vec<_>>()
-                .join("; "),
-            v["witnesses"]
-                .as_array()
-                .into_iter()
-                .flatten()
-                .map(|w| format!(
-                    "#{} n{} \"{}\"",
-                    w["index"],
-                    w["node"],
-                    w["says"].as_str().unwrap_or("")
-                ))
-                .collect::<Vec<_>>()
-                .join(", ")
-        );
-    }
-    if results["interrupted"].as_bool() == Some(true) {
+    if results.interrupted {
         let _ = writeln!(
             s,
             "interrupted  yes: the run was stopped early (Ctrl-C/SIGTERM); history is partial"
         );
     }
     let _ = writeln!(s, "report       {dir}/report.html");
-    let _ = writeln!(s, "valid: {}", verdict(&results["valid"]));
+    let _ = writeln!(s, "valid: {}", results.valid.as_str());
     s
 }
 
-fn ms(v: &Value) -> String {
-    match v.as_f64() {
+/// A duration in ms for the summary: "150 ms", "12.4 s", or "never".
+pub fn ms(v: Option<f64>) -> String {
+    match v {
         Some(x) if x >= 1000.0 => format!("{:.1} s", x / 1000.0),
         Some(x) => format!("{x:.0} ms"),
         None => "never".into(),
     }
+}
+
+/// A value as compact JSON, as results.json has it (maps with sorted keys).
+pub fn json_text<T: Serialize + ?Sized>(v: &T) -> String {
+    serde_json::to_value(v).map(|v| v.to_string()).unwrap_or_default()
 }
 
 /// A colour per node number (leader colours in the master plots).
@@ -942,9 +708,13 @@ pub fn clock_svg(history: &[Op]) -> String {
     s
 }
 
-fn json_table(rows: &Value) -> String {
+/// A table of objects: one column per key (in order of appearance), floats
+/// to 3 decimals. Rows that are not objects are left out.
+pub fn json_table<T: Serialize>(rows: &[T]) -> String {
+    let rows: Vec<Value> =
+        rows.iter().map(|r| serde_json::to_value(r).unwrap_or_default()).collect();
     let rows: Vec<&serde_json::Map<String, Value>> =
-        rows.as_array().into_iter().flatten().filter_map(|r| r.as_object()).collect();
+        rows.iter().filter_map(|r| r.as_object()).collect();
     let mut cols: Vec<&String> = Vec::new();
     for r in &rows {
         for k in r.keys() {
@@ -974,29 +744,10 @@ fn json_table(rows: &Value) -> String {
     s
 }
 
-fn op_rows(ops: &Value) -> String {
-    let mut s = String::from("<table><tr><th>#</th><th>process</th><th>f</th><th>value</th><th>type</th><th>invoke</th><th>complete</th></tr>");
-    for o in ops.as_array().into_iter().flatten() {
-        let _ = write!(
-            s,
-            "<tr><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{:.3}s</td><td>{}</td></tr>",
-            o["index"],
-            esc(&o["process"].to_string()),
-            esc(o["f"].as_str().unwrap_or("")),
-            esc(&o["value"].to_string()),
-            esc(o["type"].as_str().unwrap_or("")),
-            o["invoke_ns"].as_f64().unwrap_or(0.0) / 1e9,
-            o["complete_ns"].as_f64().map(|t| format!("{:.3}s", t / 1e9)).unwrap_or_else(|| "never".into())
-        );
-    }
-    s.push_str("</table>");
-    s
-}
-
-pub fn html(meta: &Value, history: &[Op], results: &Value, dir: &str) -> String {
+pub fn html(meta: &Value, history: &[Op], results: &Results, dir: &str) -> String {
     let concurrency = meta["concurrency"].as_u64().unwrap_or(1).max(1) as usize;
-    let v = verdict(&results["valid"]);
-    let badge = match v.as_str() {
+    let v = results.valid.as_str();
+    let badge = match v {
         "true" => "#2a2",
         "false" => "#d22",
         _ => "#d90",
@@ -1025,62 +776,22 @@ svg{{border:1px solid #eee;margin:4px 0}}</style></head><body>
     s.push_str("<h2>Throughput (completions per second)</h2>");
     s.push_str(&throughput_svg(history));
     s.push_str("<h2>Checkers</h2><table><tr><th>checker</th><th>valid</th><th>result</th></tr>");
-    if let Some(checkers) = results["checkers"].as_object() {
-        for (name, r) in checkers {
-            let mut brief = r.clone();
-            if let Some(o) = brief.as_object_mut() {
-                o.remove("failures");
-            }
-            let text = serde_json::to_string(&brief).unwrap_or_default();
-            let _ = write!(
-                s,
-                "<tr><td>{}</td><td>{}</td><td><code>{}</code></td></tr>",
-                esc(name),
-                verdict(&r["valid"]),
-                esc(&text.chars().take(600).collect::<String>())
-            );
-        }
+    let c = &results.checkers;
+    for r in c.all() {
+        let text = r.table_json().to_string();
+        let _ = write!(
+            s,
+            "<tr><td>{}</td><td>{}</td><td><code>{}</code></td></tr>",
+            esc(r.name()),
+            r.verdict().as_str(),
+            esc(&text.chars().take(TABLE_JSON_CHARS).collect::<String>())
+        );
     }
     s.push_str("</table>");
-    if let Some(fails) = results["checkers"]["linear"]["failures"].as_array() {
-        if !fails.is_empty() {
-            s.push_str("<h2>Linearizability anomalies</h2>");
-        }
-        for kr in fails.iter().take(20) {
-            let _ = write!(
-                s,
-                "<h3>key {} — valid: {}</h3>",
-                esc(kr["key"].as_str().unwrap_or("?")),
-                verdict(&kr["valid"])
-            );
-            if let Some(a) = kr.get("anomaly") {
-                let _ = write!(
-                    s,
-                    "<p>Failing op (its completion makes the history non-linearizable):</p>{}",
-                    op_rows(&Value::Array(vec![a["failing_op"].clone()]))
-                );
-                let _ = write!(
-                    s,
-                    "<p>Smallest failing window: history #{}–#{}, initial value {} ({} ops). No order of these ops is legal:</p>{}",
-                    a["window_start_index"],
-                    a["window_end_index"],
-                    esc(a["window_initial"].as_str().unwrap_or("")),
-                    a["window"].as_array().map(|w| w.len()).unwrap_or(0),
-                    op_rows(&a["window"])
-                );
-                let _ = write!(
-                    s,
-                    "<p>Longest partial linearization of the window (in order; {} ops in the longest one over the whole key):</p>{}",
-                    a["longest_full_len"],
-                    op_rows(&a["longest_linearization"])
-                );
-            } else {
-                s.push_str("<p>The checker ran out of time on this key.</p>");
-            }
-        }
+    for r in c.client() {
+        s.push_str(&r.html_section());
     }
     if history.iter().any(|o| o.f == "status") {
-        let c = &results["checkers"];
         s.push_str("<h2>Master and clocks</h2><p>Leadership as each node reported it (its own view, <code>GET /v1/cluster?local=true</code>): bars coloured by the leader it named ");
         for n in 1..=meta["nodes"].as_u64().unwrap_or(0) {
             let _ = write!(s, r#"<span style="color:{}">■ n{n}</span> "#, node_color(n));
@@ -1089,58 +800,8 @@ svg{{border:1px solid #eee;margin:4px 0}}</style></head><body>
         s.push_str(&master_svg(history));
         s.push_str("<p>Clock error, symmetric log scale: dots are the error each node reported against its time master (<code>clock.offset_ms</code>, positive: the master is ahead); circles are the skew the harness measured itself over SNTP (node − the master it followed).</p>");
         s.push_str(&clock_svg(history));
-        if let Some(v) = c["master-term"]["violations"].as_array().filter(|v| !v.is_empty()) {
-            s.push_str("<h3>Terms with more than one leader</h3>");
-            for x in v.iter().take(20) {
-                let _ = write!(
-                    s,
-                    "<p>term {}: leaders {} — {}</p>{}",
-                    x["term"],
-                    esc(&x["leaders"].to_string()),
-                    esc(&x["why"].to_string()),
-                    json_table(&x["witnesses"])
-                );
-            }
-        }
-        if let Some(v) = c["clock-report"]["streaks"].as_array().filter(|v| !v.is_empty()) {
-            s.push_str("<h3>Clock self-report contradicted by measurement</h3><p>Streaks of answers in which a node said <code>in_tolerance: true</code> while the harness measured its cluster clock more than 1 s off its time master:</p>");
-            let rows: Vec<Value> = v
-                .iter()
-                .map(|x| {
-                    let mut r = x["first"].clone();
-                    r["lasted_ms"] = x["lasted_ms"].clone();
-                    r
-                })
-                .collect();
-            s.push_str(&json_table(&Value::Array(rows)));
-        }
-        if let Some(v) = c["clock-monotonic"]["violations"].as_array().filter(|v| !v.is_empty()) {
-            s.push_str("<h3>Cluster time went backwards</h3><p>Successive SNTP samples of one node (no restart between) whose cluster time went back by more than the measurement bound:</p>");
-            s.push_str(&json_table(&Value::Array(v.iter().take(20).cloned().collect())));
-        }
-        if c.get("master-final").is_some() {
-            let _ = write!(
-                s,
-                "<h3>After healing: master</h3><p>valid: {} — {} (deadline rule: {}). Latest answer of every node:</p>{}",
-                verdict(&c["master-final"]["valid"]),
-                esc(c["master-final"]["reason"].as_str().unwrap_or("")),
-                esc(c["master-final"]["deadline_rule"].as_str().unwrap_or("")),
-                json_table(&c["master-final"]["final_views"])
-            );
-            let conv: Vec<Value> = c["clock-final"]["converged_after_ms"]
-                .as_object()
-                .into_iter()
-                .flatten()
-                .map(|(k, v)| serde_json::json!({"node": k, "in tolerance since (ms after heal)": v}))
-                .collect();
-            let _ = write!(
-                s,
-                "<h3>After healing: clocks</h3><p>valid: {} — {}</p>{}{}",
-                verdict(&c["clock-final"]["valid"]),
-                esc(c["clock-final"]["reason"].as_str().unwrap_or("")),
-                json_table(&Value::Array(conv)),
-                json_table(&c["clock-final"]["final_clocks"])
-            );
+        for r in c.master() {
+            s.push_str(&r.html_section());
         }
     }
     s.push_str("<h2>Nemesis</h2><table><tr><th>#</th><th>time</th><th>f</th><th>value</th></tr>");
@@ -1179,6 +840,11 @@ mod tests {
     use serde_json::json;
     use OpType::*;
 
+    /// Results as a test writes them, in results.json's JSON.
+    fn typed(results: Value) -> Results {
+        serde_json::from_value(results).expect("results.json shape")
+    }
+
     fn sample() -> Vec<Op> {
         hist(&[
             (0, Invoke, "write", json!(["k0", 1])),
@@ -1213,6 +879,7 @@ mod tests {
         let results = json!({"valid": false, "checkers": {"linear": {"valid": false, "keys": 1, "valid_keys": 0, "invalid_keys": 1, "unknown_keys": 0, "ops": 2, "elapsed_ms": 1, "failures": [
             {"key": "k0", "valid": false, "anomaly": {"failing_op": {"index": 4, "process": 1, "f": "read", "value": 9, "type": "ok", "invoke_ns": 4000, "complete_ns": 5000},
              "window_start_index": 0, "window_end_index": 5, "window_initial": "nil", "window": [], "longest_linearization": [], "longest_full_len": 1}}]}}});
+        let results = typed(results);
         let h = html(&meta, &sample(), &results, "store/x");
         assert!(!h.contains("<script"));
         assert!(!h.contains("src=\"http"));
@@ -1251,6 +918,7 @@ mod tests {
                             "final_clocks": []},
             "clock-report": {"valid": false, "count": 12, "persistent_streaks": 1, "longest_streak_ms": 1800.0, "max_measured_skew_ms": 5500.0,
                              "streaks": [{"first": {"node": 3, "time_ns": 11960067208u64, "reported_offset_ms": -0.006, "measured_skew_ms": 88593.1}, "lasted_ms": 1800.0}]}}});
+        let results = typed(results);
         let sum = summary(&meta, &h, &results, "d");
         assert!(sum.contains("master-term     false   2 status answers, 1 terms with a leader (max term 3), 1 terms with two leaders"), "{sum}");
         assert!(sum.contains("n1 (lowest running voter) leads, all agree: settled 150 ms after heal (deadline 12.4 s)"), "{sum}");
@@ -1277,6 +945,7 @@ mod tests {
     fn report_summary_ends_with_verdict() {
         let meta = json!({"workload": "presence", "seed": 42});
         let results = json!({"valid": "unknown", "checkers": {"linear": {"valid": "unknown"}}});
+        let results = typed(results);
         let s = summary(&meta, &sample(), &results, "d");
         assert!(s.trim_end().ends_with("valid: unknown"), "{s}");
         assert!(s.contains("3 invoked: 1 ok, 1 fail, 1 info"), "{s}");
@@ -1328,6 +997,7 @@ mod tests {
             "messages-final": {"valid": false, "elapsed_ms": 30000.0, "mailboxes": [
                 {"mailbox": "mbox0", "drained": true, "delivered": 3, "queued_last": 0},
                 {"mailbox": "mbox2", "drained": false, "delivered": 0, "queued_last": 4}]}}});
+        let results = typed(results);
         let sum = summary(&meta, &h, &results, "d");
         assert!(
             sum.contains("2 acknowledged, 1 delivered (1 deliveries, 1 sessions); lost 1"),

@@ -11,11 +11,14 @@ use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use anyhow::{bail, Context, Result};
+use serde::de::DeserializeOwned;
+use serde::{Deserialize, Deserializer, Serialize};
 use serde_json::{json, Value};
 
+use crate::checker::run_facts::{self, Shutdown};
 use crate::checker::{
     linear, master_clock, master_final, master_monotonic, master_report, master_term, queue,
-    Verdict,
+    Checkers, Results, ToJson, Verdict,
 };
 use crate::client::Api;
 use crate::db::{self, Db, RaftParams};
@@ -602,11 +605,11 @@ fn test_one(opts: &TestOpts, workload: Workload, families: &[Family]) -> Result<
                 "[{:>5.1}s] master/time: {} — master {} (n{} after {} ms), clocks {} (after {} ms)",
                 t0.elapsed().as_secs_f64(),
                 m.stopped_because,
-                verdict_str(&m.master["valid"]),
-                m.master["leader"],
-                m.master["settled_after_ms"],
-                verdict_str(&m.clock["valid"]),
-                m.clock["settled_after_ms"]
+                m.master.valid.as_str(),
+                report::json_text(&m.master.leader),
+                report::json_text(&m.master.settled_after_ms),
+                m.clock.valid.as_str(),
+                report::json_text(&m.clock.settled_after_ms)
             );
         }
         final_reads = fr;
@@ -625,17 +628,18 @@ fn test_one(opts: &TestOpts, workload: Workload, families: &[Family]) -> Result<
     let hist = rec.snapshot();
     history::write_jsonl(&dir.join("history.jsonl"), &hist)?;
     edn::write(&dir.join("history.edn"), &hist)?;
-    let run = json!({
-        "interrupted": interrupted_run,
-        "final_reads": final_reads,
-        "master_final": master_final,
-        "messages_final": messages_final,
-        "messages_stats": msg_shared.as_ref().map(|s| s.stats.to_json()),
-        "unexpected_exits": exits.iter().map(|e| json!({"node": e.node, "status": e.status, "at_ns": e.at_ns})).collect::<Vec<_>>(),
-        "shutdown": shutdown.iter().map(|(n, s)| json!({"node": n, "status": s})).collect::<Vec<_>>(),
-        "worker_errors": worker_errors,
-    });
-    fs::write(dir.join("run.json"), serde_json::to_string_pretty(&run)?)?;
+    let run = RunFacts {
+        interrupted: interrupted_run,
+        final_reads,
+        master_final,
+        messages_final,
+        messages_stats: msg_shared.as_ref().map(|s| s.stats.to_json()),
+        unexpected_exits: Some(exits),
+        shutdown: shutdown.into_iter().map(|(node, status)| Shutdown { node, status }).collect(),
+        worker_errors,
+    };
+    // Through a Value: keys sorted, as always.
+    fs::write(dir.join("run.json"), serde_json::to_string_pretty(&run.to_json())?)?;
     let v = check_dir(&dir, opts.checker_time_limit)?;
     if interrupted_run {
         eprintln!("interrupted: partial history kept in {}", dir.display());
@@ -644,127 +648,85 @@ fn test_one(opts: &TestOpts, workload: Workload, families: &[Family]) -> Result<
     Ok(v)
 }
 
+/// run.json: what the run saw besides the history, for the checkers (final
+/// reads, the master workload's final phase, the final drain, unexpected
+/// exits and the final shutdown) and for the reader.
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
+#[serde(default)]
+pub struct RunFacts {
+    #[serde(deserialize_with = "lenient")]
+    pub interrupted: bool,
+    #[serde(deserialize_with = "lenient")]
+    pub final_reads: Option<presence::FinalReads>,
+    #[serde(deserialize_with = "lenient")]
+    pub master_final: Option<master::FinalSummary>,
+    #[serde(deserialize_with = "lenient")]
+    pub messages_final: Option<messages::DrainSummary>,
+    /// Informational counters of the messages workload.
+    pub messages_stats: Option<Value>,
+    /// None: not recorded (no crash check).
+    #[serde(deserialize_with = "lenient")]
+    pub unexpected_exits: Option<Vec<db::Exit>>,
+    #[serde(deserialize_with = "lenient")]
+    pub shutdown: Vec<Shutdown>,
+    #[serde(deserialize_with = "lenient")]
+    pub worker_errors: Vec<String>,
+}
+
+/// A run.json field that does not parse (a run of an older harness) counts
+/// as absent, so that the other checkers still run.
+fn lenient<'de, D: Deserializer<'de>, T: DeserializeOwned + Default>(d: D) -> Result<T, D::Error> {
+    Ok(serde_json::from_value(Value::deserialize(d)?).unwrap_or_default())
+}
+
 /// Runs the checkers over a stored history, writes results.json, report.html
 /// and report.txt, prints the summary. Used by `test` and by `check`.
 pub fn check_dir(dir: &Path, checker_time_limit: u64) -> Result<Verdict> {
     let meta: Value = serde_json::from_str(
         &fs::read_to_string(dir.join("test.json")).context("read test.json")?,
     )?;
-    let run: Value = fs::read_to_string(dir.join("run.json"))
+    let run: RunFacts = fs::read_to_string(dir.join("run.json"))
         .ok()
         .and_then(|t| serde_json::from_str(&t).ok())
-        .unwrap_or(Value::Null);
+        .unwrap_or_default();
     let hist = history::read_jsonl(&dir.join("history.jsonl"))?;
     let results = analyze(&hist, &run, Duration::from_secs(checker_time_limit));
-    fs::write(dir.join("results.json"), serde_json::to_string_pretty(&results)?)?;
+    // Through a Value: keys sorted, as always.
+    fs::write(dir.join("results.json"), serde_json::to_string_pretty(&results.to_json())?)?;
     let shown = dir.display().to_string();
     let summary = report::summary(&meta, &hist, &results, &shown);
     fs::write(dir.join("report.txt"), &summary)?;
     fs::write(dir.join("report.html"), report::html(&meta, &hist, &results, &shown))?;
     println!("{summary}");
-    Ok(Verdict::from_json(&results["valid"]))
+    Ok(results.valid)
 }
 
 /// All checkers over one history (+ facts about the run from run.json).
-pub fn analyze(hist: &[Op], run: &Value, limit: Duration) -> Value {
+pub fn analyze(hist: &[Op], run: &RunFacts, limit: Duration) -> Results {
     let threads = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(2);
-    let mut checkers = serde_json::Map::new();
-    let mut valid = Verdict::Valid;
-
-    let problems = history::validate(hist);
-    let hv = if problems.is_empty() { Verdict::Valid } else { Verdict::Invalid };
-    valid = valid.merge(hv);
-    checkers.insert(
-        "history".into(),
-        json!({"valid": hv, "problems": problems.iter().take(50).collect::<Vec<_>>()}),
-    );
-
-    if hist.iter().any(|o| o.f == "read" || o.f == "write") {
-        let lr = linear::check(hist, threads, limit);
-        valid = valid.merge(lr.valid);
-        checkers.insert("linear".into(), serde_json::to_value(&lr).unwrap_or(Value::Null));
+    let has = |f: &str| hist.iter().any(|o| o.f == f);
+    let mut c = Checkers { history: Some(run_facts::history(hist)), ..Default::default() };
+    if has("read") || has("write") {
+        c.linear = Some(linear::check(hist, threads, limit));
     }
-    if hist.iter().any(|o| o.f == "enqueue") {
-        let q = queue::check(hist, queue::QueueOptions::default());
-        valid = valid.merge(q.valid);
-        checkers.insert("queue".into(), serde_json::to_value(&q).unwrap_or(Value::Null));
+    if has("enqueue") {
+        c.queue = Some(queue::check(hist, queue::QueueOptions::default()));
     }
-    if hist.iter().any(|o| o.f == "status") {
-        let t = master_term::check(hist);
-        valid = valid.merge(t.valid);
-        checkers.insert("master-term".into(), serde_json::to_value(&t).unwrap_or(Value::Null));
-        let r = master_report::check(hist);
-        valid = valid.merge(r.valid);
-        checkers.insert("clock-report".into(), serde_json::to_value(&r).unwrap_or(Value::Null));
-        let m = master_monotonic::check(hist);
-        valid = valid.merge(m.valid);
-        checkers.insert("clock-monotonic".into(), serde_json::to_value(&m).unwrap_or(Value::Null));
+    if has("status") {
+        c.master_term = Some(master_term::check(hist));
+        c.clock_report = Some(master_report::check(hist));
+        c.clock_monotonic = Some(master_monotonic::check(hist));
     }
-    let final_params = run
-        .pointer("/master_final/params")
-        .and_then(|p| serde_json::from_value::<master_final::FinalParams>(p.clone()).ok());
-    if let Some(p) = final_params {
-        let m = master_final::check(hist, &p);
-        valid = valid.merge(m.valid);
-        let mut mv = serde_json::to_value(&m).unwrap_or(Value::Null);
-        mv["deadline_rule"] = json!(p.note);
-        checkers.insert("master-final".into(), mv);
-        let c = master_clock::check(hist, &p);
-        valid = valid.merge(c.valid);
-        checkers.insert("clock-final".into(), serde_json::to_value(&c).unwrap_or(Value::Null));
+    if let Some(p) = run.master_final.as_ref().map(|m| &m.params) {
+        let m = master_final::check(hist, p);
+        c.master_final =
+            Some(master_final::MasterFinal { deadline_rule: Some(p.note.clone()), ..m });
+        c.clock_final = Some(master_clock::check(hist, p));
     }
-    if let Some(md) = run.get("messages_final").filter(|v| !v.is_null()) {
-        let v = messages_final_verdict(md);
-        valid = valid.merge(v);
-        let mut o = md.clone();
-        o["valid"] = json!(v);
-        checkers.insert("messages-final".into(), o);
-    }
-    if let Some(fr) = run.get("final_reads").filter(|v| !v.is_null()) {
-        let ok = fr["unread"].as_array().is_some_and(|a| a.is_empty());
-        let v = if ok { Verdict::Valid } else { Verdict::Invalid };
-        valid = valid.merge(v);
-        let mut o = fr.clone();
-        o["valid"] = json!(v);
-        checkers.insert("final-reads".into(), o);
-    }
-    if let Some(exits) = run.get("unexpected_exits").and_then(|e| e.as_array()) {
-        let v = if exits.is_empty() { Verdict::Valid } else { Verdict::Invalid };
-        valid = valid.merge(v);
-        // Informational: nodes that did not exit 0 on the final SIGTERM.
-        let unclean: Vec<&Value> = run["shutdown"]
-            .as_array()
-            .into_iter()
-            .flatten()
-            .filter(|s| s["status"].as_str() != Some("exit 0"))
-            .collect();
-        checkers.insert(
-            "crashes".into(),
-            json!({"valid": v, "exits": exits, "unclean_shutdown": unclean}),
-        );
-    }
-    let interrupted = run.get("interrupted").and_then(|v| v.as_bool()) == Some(true);
-    if interrupted {
-        valid = valid.merge(Verdict::Unknown);
-    }
-    json!({"valid": valid, "interrupted": interrupted, "checkers": checkers})
-}
-
-/// The final drain: valid iff every mailbox's `queued` reached 0 (else
-/// stored messages could not be delivered after healing).
-pub fn messages_final_verdict(md: &Value) -> Verdict {
-    let all = md["mailboxes"]
-        .as_array()
-        .is_some_and(|a| a.iter().all(|m| m["drained"].as_bool() == Some(true)));
-    if all {
-        Verdict::Valid
-    } else {
-        Verdict::Invalid
-    }
-}
-
-fn verdict_str(v: &Value) -> &'static str {
-    Verdict::from_json(v).as_str()
+    c.messages_final = run.messages_final.clone().map(run_facts::messages_final);
+    c.final_reads = run.final_reads.clone().map(run_facts::final_reads);
+    c.crashes = run.unexpected_exits.as_deref().map(|e| run_facts::crashes(e, &run.shutdown));
+    Results::new(c, run.interrupted)
 }
 
 /// `herald-jepsen cleanup`.
@@ -800,6 +762,11 @@ mod tests {
         assert_eq!(utc_stamp(1_795_257_256), "20261121T103416Z");
     }
 
+    /// run.json as a test writes it.
+    fn facts(v: Value) -> RunFacts {
+        serde_json::from_value(v).expect("run.json shape")
+    }
+
     /// Proves the overall verdict merges checkers: a lost final read or a
     /// crash makes a linearizable history invalid; an interrupted run is unknown.
     #[test]
@@ -807,20 +774,91 @@ mod tests {
         let h = hist(&[(0, Invoke, "write", json!(["k", 1])), (0, Ok, "write", json!(["k", 1]))]);
         let ok = analyze(
             &h,
-            &json!({"final_reads": {"unread": []}, "unexpected_exits": []}),
+            &facts(json!({"final_reads": {"unread": []}, "unexpected_exits": []})),
             Duration::from_secs(1),
         );
-        assert_eq!(ok["valid"], json!(true));
+        assert_eq!(ok.to_json()["valid"], json!(true));
         let lost = analyze(
             &h,
-            &json!({"final_reads": {"unread": ["k"]}, "unexpected_exits": []}),
+            &facts(json!({"final_reads": {"unread": ["k"]}, "unexpected_exits": []})),
             Duration::from_secs(1),
         );
-        assert_eq!(lost["valid"], json!(false));
-        let crash =
-            analyze(&h, &json!({"unexpected_exits": [{"node": "n1"}]}), Duration::from_secs(1));
-        assert_eq!(crash["valid"], json!(false));
-        let intr = analyze(&h, &json!({"interrupted": true}), Duration::from_secs(1));
-        assert_eq!(intr["valid"], json!("unknown"));
+        assert_eq!(lost.to_json()["valid"], json!(false));
+        let crash = analyze(
+            &h,
+            &facts(json!({"unexpected_exits": [{"node": "n1"}]})),
+            Duration::from_secs(1),
+        );
+        assert_eq!(crash.to_json()["valid"], json!(false));
+        let intr = analyze(&h, &facts(json!({"interrupted": true})), Duration::from_secs(1));
+        assert_eq!(intr.to_json()["valid"], json!("unknown"));
+    }
+
+    /// Proves results.json reads back into the typed results and writes out
+    /// unchanged, for every checker, with anomalies of each kind: a stale
+    /// read, a lost and an unexpected message, an undrained mailbox, unread
+    /// keys, a crash, two leaders in a term, a step back of cluster time, a
+    /// persistent clock misreport and a node silent at the end.
+    #[test]
+    fn checker_results_json_round_trips() {
+        use crate::checker::master_final::tests::params;
+        use crate::checker::master_monotonic::tests::at;
+        use crate::checker::status::tests::{status_hist, sv};
+        let ops = hist(&[
+            (0, Invoke, "write", json!(["k", 1])),
+            (0, Ok, "write", json!(["k", 1])),
+            (0, Invoke, "write", json!(["k", 2])),
+            (0, Ok, "write", json!(["k", 2])),
+            (1, Invoke, "read", json!(["k", null])),
+            (1, Ok, "read", json!(["k", 1])),
+            (2, Invoke, "enqueue", json!(["m1", 7])),
+            (2, Ok, "enqueue", json!(["m1", 7, {"message_id": 3}])),
+            (3, Invoke, "dequeue", json!(["m1", null])),
+            (3, Ok, "dequeue", json!(["m1", 9, {"message_id": 4, "session": "s1"}])),
+        ]);
+        let run = facts(json!({
+            "final_reads": {"keys": 2, "read_ok": 1, "attempts": 3, "unread": ["k"]},
+            "messages_final": {"limit_ms": 1000, "elapsed_ms": 1000.5, "mailboxes": [
+                {"mailbox": "m1", "drained": false, "queued_first": 2, "queued_last": 1,
+                 "delivered": 1, "sessions": 1, "after_ms": null, "last_error": "timeout"}]},
+            "master_final": {"params": params(&[1, 2, 3]), "polled_ms": 5.0,
+                             "stopped_because": "deadline passed"},
+            "unexpected_exits": [{"node": "n2", "status": "signal 9", "at_ns": 5}],
+            "shutdown": [{"node": "n1", "status": "exit 0"}, {"node": "n3", "status": "exit 1"}],
+        }));
+        let statuses = status_hist(&[
+            (1000, 2, Some(sv(2, 5, Some(2), "leader"))),
+            (1010, 3, Some(sv(3, 5, Some(3), "leader"))),
+            at(1100, 1, 5000.0),
+            at(1250, 1, 4960.0),
+            (1300, 2, None),
+        ]);
+        let misreports = crate::checker::master_report::tests::run(0, 6000, |t| {
+            if (1000..4000).contains(&t) {
+                138_000.0 - t as f64
+            } else {
+                50_000.0
+            }
+        });
+        let mut read_back = Vec::new();
+        for h in [ops, statuses, misreports] {
+            let r = analyze(&h, &run, Duration::from_secs(1));
+            let written = r.to_json();
+            let back: Results = serde_json::from_value(written.clone()).expect("reads back");
+            assert_eq!(back.to_json(), written);
+            read_back.push(back.checkers);
+        }
+        // The anomalies were there to read back.
+        let [ops, statuses, misreports] = &read_back[..] else { unreachable!() };
+        assert!(ops.linear.as_ref().unwrap().failures[0].anomaly.is_some());
+        let q = ops.queue.as_ref().unwrap();
+        assert_eq!((q.lost_ops.len(), q.unexpected.len()), (1, 1));
+        assert_eq!(ops.crashes.as_ref().unwrap().unclean_shutdown.len(), 1);
+        assert_eq!(statuses.master_term.as_ref().unwrap().violations.len(), 1);
+        assert_eq!(statuses.clock_monotonic.as_ref().unwrap().violations.len(), 1);
+        let views = &statuses.master_final.as_ref().unwrap().final_views;
+        assert!(views.iter().any(|v| matches!(v, master_final::FinalView::Silent { .. })));
+        assert!(views.iter().any(|v| matches!(v, master_final::FinalView::Answered { .. })));
+        assert_eq!(misreports.clock_report.as_ref().unwrap().streaks.len(), 1);
     }
 }

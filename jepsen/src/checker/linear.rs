@@ -12,17 +12,18 @@
 //! key is reported `unknown` instead of hanging.
 
 use std::collections::{HashMap, HashSet};
-use std::fmt::Debug;
+use std::fmt::{Debug, Write as _};
 use std::hash::Hash;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
-use super::Verdict;
+use super::{CheckerResult, ToJson, Verdict};
 use crate::history::{pair_ops, Op, OpType, Process};
+use crate::report::{esc, json_text};
 
 /// A sequential specification.
 pub trait Model {
@@ -335,7 +336,7 @@ fn window(kh: &KeyHistory, start: Option<u64>, end: u64) -> (Vec<Entry<RegOp>>, 
 }
 
 /// A compact description of one op for reports.
-#[derive(Clone, Debug, Serialize)]
+#[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct OpSummary {
     pub index: u64,
     pub process: Process,
@@ -373,7 +374,7 @@ fn summarize(kh: &KeyHistory, i: usize) -> OpSummary {
     }
 }
 
-#[derive(Clone, Debug, Serialize)]
+#[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct Anomaly {
     /// The ok op whose completion first makes the key's history
     /// non-linearizable (the end of the smallest failing prefix).
@@ -391,7 +392,9 @@ pub struct Anomaly {
     pub longest_full_len: usize,
 }
 
-#[derive(Clone, Debug, Serialize)]
+/// (`serde(default)`: results.json of older runs may lack newer fields.)
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
+#[serde(default)]
 pub struct KeyResult {
     pub key: String,
     pub valid: Verdict,
@@ -496,10 +499,12 @@ fn shrink(kh: &KeyHistory, longest_full: Vec<usize>, deadline: Instant) -> Anoma
     }
 }
 
-#[derive(Clone, Debug, Serialize)]
+/// results.json `linear`. (`serde(default)`: as `KeyResult`.)
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
+#[serde(default)]
 pub struct LinearResult {
     pub valid: Verdict,
-    pub model: &'static str,
+    pub model: String,
     pub keys: usize,
     pub valid_keys: usize,
     pub invalid_keys: usize,
@@ -532,7 +537,7 @@ pub fn check(history: &[Op], threads: usize, per_key_limit: Duration) -> LinearR
     let valid = results.iter().fold(Verdict::Valid, |acc, r| acc.merge(r.valid));
     LinearResult {
         valid,
-        model: "register",
+        model: "register".into(),
         keys: results.len(),
         valid_keys: count(Verdict::Valid),
         invalid_keys: count(Verdict::Invalid),
@@ -541,6 +546,126 @@ pub fn check(history: &[Op], threads: usize, per_key_limit: Duration) -> LinearR
         elapsed_ms: started.elapsed().as_millis() as u64,
         failures: results.into_iter().filter(|r| r.valid != Verdict::Valid).collect(),
     }
+}
+
+/// At most this many failing keys are listed in the summary…
+const SUMMARY_KEYS: usize = 5;
+/// …and this many get a section in report.html (results.json has them all).
+const HTML_KEYS: usize = 20;
+
+impl LinearResult {
+    /// Invoke indices of the ops in the reported anomaly windows (outlined
+    /// in red in the timeline).
+    pub fn anomaly_ops(&self) -> HashSet<u64> {
+        let windows = self.failures.iter().filter_map(|k| k.anomaly.as_ref());
+        windows.flat_map(|a| a.window.iter().map(|o| o.index)).collect()
+    }
+}
+
+impl CheckerResult for LinearResult {
+    fn name(&self) -> &'static str {
+        "linear"
+    }
+
+    fn verdict(&self) -> Verdict {
+        self.valid
+    }
+
+    fn summary_line(&self) -> String {
+        format!(
+            "{} keys: {} valid, {} invalid, {} unknown; {} ops checked in {} ms",
+            self.keys,
+            self.valid_keys,
+            self.invalid_keys,
+            self.unknown_keys,
+            self.ops,
+            self.elapsed_ms
+        )
+    }
+
+    fn anomaly_lines(&self) -> Vec<String> {
+        let line = |kr: &KeyResult| match &kr.anomaly {
+            Some(a) => format!(
+                "key {}: {} op #{} {} {} not linearizable; window of {} ops (#{}–#{})",
+                kr.key,
+                a.failing_op.typ,
+                a.failing_op.index,
+                a.failing_op.f,
+                a.failing_op.value,
+                a.window.len(),
+                a.window_start_index,
+                a.window_end_index
+            ),
+            None => format!("key {}: {}", kr.key, kr.valid.as_str()),
+        };
+        self.failures.iter().take(SUMMARY_KEYS).map(line).collect()
+    }
+
+    fn html_section(&self) -> String {
+        let mut s = String::new();
+        if !self.failures.is_empty() {
+            s.push_str("<h2>Linearizability anomalies</h2>");
+        }
+        for kr in self.failures.iter().take(HTML_KEYS) {
+            let _ = write!(s, "<h3>key {} — valid: {}</h3>", esc(&kr.key), kr.valid.as_str());
+            let Some(a) = &kr.anomaly else {
+                s.push_str("<p>The checker ran out of time on this key.</p>");
+                continue;
+            };
+            let _ = write!(
+                s,
+                "<p>Failing op (its completion makes the history non-linearizable):</p>{}",
+                op_rows(std::slice::from_ref(&a.failing_op))
+            );
+            let _ = write!(
+                s,
+                "<p>Smallest failing window: history #{}–#{}, initial value {} ({} ops). No order of these ops is legal:</p>{}",
+                a.window_start_index,
+                a.window_end_index,
+                esc(&a.window_initial),
+                a.window.len(),
+                op_rows(&a.window)
+            );
+            let _ = write!(
+                s,
+                "<p>Longest partial linearization of the window (in order; {} ops in the longest one over the whole key):</p>{}",
+                a.longest_full_len,
+                op_rows(&a.longest_linearization)
+            );
+        }
+        s
+    }
+
+    /// Without `failures`: they have their own section.
+    fn table_json(&self) -> Value {
+        let mut v = self.to_json();
+        if let Value::Object(o) = &mut v {
+            o.remove("failures");
+        }
+        v
+    }
+}
+
+/// A table of ops (index, process, f, value, type, invoke and completion time).
+fn op_rows(ops: &[OpSummary]) -> String {
+    let mut s = String::from("<table><tr><th>#</th><th>process</th><th>f</th><th>value</th><th>type</th><th>invoke</th><th>complete</th></tr>");
+    for o in ops {
+        let _ = write!(
+            s,
+            "<tr><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{:.3}s</td><td>{}</td></tr>",
+            o.index,
+            esc(&json_text(&o.process)),
+            esc(&o.f),
+            esc(&o.value.to_string()),
+            esc(&o.typ),
+            o.invoke_ns as f64 / 1e9,
+            o.complete_ns
+                .map(|t| format!("{:.3}s", t as f64 / 1e9))
+                .unwrap_or_else(|| "never".into())
+        );
+    }
+    s.push_str("</table>");
+    s
 }
 
 #[cfg(test)]

@@ -20,13 +20,14 @@
 
 use std::collections::BTreeMap;
 
-use serde::Serialize;
-use serde_json::{json, Value};
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
 
 use super::master_final::{final_stretch, judge_stretch, master_state, walk, FinalParams};
 use super::status::Status;
-use super::Verdict;
+use super::{CheckerResult, Verdict};
 use crate::history::{Op, OpType, Process};
+use crate::report::{esc, json_table, ms};
 
 /// The measured skew of `s` against the master `l` (ms, positive: `s`
 /// ahead) and the bound it must stay within; None without both samples.
@@ -92,7 +93,25 @@ fn judge(latest: &BTreeMap<u64, Option<Status>>, p: &FinalParams) -> Judged {
     (first, per)
 }
 
-#[derive(Clone, Debug, Serialize)]
+/// One node's clock at the end of the final phase.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct FinalClock {
+    pub node: u64,
+    pub in_tolerance: Option<bool>,
+    /// Self-reported offset against its time master, ms.
+    pub offset_ms: Option<f64>,
+    pub time_master: Option<u64>,
+    /// The harness' measured skew against the settled master and its bound
+    /// (None without a settled master or without both samples), ms.
+    pub measured_skew_ms: Option<f64>,
+    pub bound_ms: Option<f64>,
+}
+
+/// results.json `clock-final` (and run.json `master_final.clock`).
+/// (`serde(default)`: results.json of older runs may lack newer fields.)
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
+#[serde(default)]
 pub struct ClockFinal {
     pub valid: Verdict,
     pub settled_after_ms: Option<f64>,
@@ -103,7 +122,7 @@ pub struct ClockFinal {
     pub converged_after_ms: BTreeMap<String, Option<f64>>,
     /// Per node at the end: self-reported offset and the harness' measured
     /// skew against the master (ms).
-    pub final_clocks: Vec<Value>,
+    pub final_clocks: Vec<FinalClock>,
     pub largest_clock_fault_ms: i64,
     pub reason: String,
 }
@@ -159,13 +178,18 @@ pub fn check(hist: &[Op], p: &FinalParams) -> ClockFinal {
     let master = master_state(&latest, &p.running).ok();
     let final_clocks = latest
         .iter()
-        .filter_map(|(n, s)| {
+        .filter_map(|(&node, s)| {
             let s = s.as_ref()?;
             let l = master.as_ref().and_then(|m| latest[&m.leader].as_ref());
             let skew = l.and_then(|l| measured_skew(s, l, p));
-            Some(json!({"node": n, "in_tolerance": s.in_tolerance, "offset_ms": s.offset_ms,
-                        "time_master": s.time_master, "measured_skew_ms": skew.map(|x| x.0),
-                        "bound_ms": skew.map(|x| x.1)}))
+            Some(FinalClock {
+                node,
+                in_tolerance: s.in_tolerance,
+                offset_ms: s.offset_ms,
+                time_master: s.time_master,
+                measured_skew_ms: skew.map(|x| x.0),
+                bound_ms: skew.map(|x| x.1),
+            })
         })
         .collect();
     ClockFinal {
@@ -181,12 +205,63 @@ pub fn check(hist: &[Op], p: &FinalParams) -> ClockFinal {
     }
 }
 
+impl CheckerResult for ClockFinal {
+    fn name(&self) -> &'static str {
+        "clock-final"
+    }
+
+    fn verdict(&self) -> Verdict {
+        self.valid
+    }
+
+    fn summary_line(&self) -> String {
+        if self.valid == Verdict::Valid {
+            format!(
+                "every clock within tolerance of the master {} after heal (deadline {}; largest clock fault {} ms)",
+                ms(self.settled_after_ms),
+                ms(Some(self.deadline_after_ms)),
+                self.largest_clock_fault_ms
+            )
+        } else {
+            format!(
+                "{}; last: {} (deadline {} after heal)",
+                self.reason,
+                self.last_unsettled.as_deref().unwrap_or("-"),
+                ms(Some(self.deadline_after_ms))
+            )
+        }
+    }
+
+    fn html_section(&self) -> String {
+        /// A row of the convergence table.
+        #[derive(Serialize)]
+        struct Converged<'a> {
+            node: &'a str,
+            #[serde(rename = "in tolerance since (ms after heal)")]
+            since_ms: Option<f64>,
+        }
+        let conv: Vec<Converged> = self
+            .converged_after_ms
+            .iter()
+            .map(|(node, since_ms)| Converged { node, since_ms: *since_ms })
+            .collect();
+        format!(
+            "<h3>After healing: clocks</h3><p>valid: {} — {}</p>{}{}",
+            self.valid.as_str(),
+            esc(&self.reason),
+            json_table(&conv),
+            json_table(&self.final_clocks)
+        )
+    }
+}
+
 #[cfg(test)]
 pub mod tests {
     use super::*;
     use crate::checker::master_final::tests::params;
     use crate::checker::status::tests::{status_hist, sv};
     use crate::history::tests::hist;
+    use serde_json::json;
 
     /// A status value with a clock: reported offset/in_tolerance and the
     /// harness' SNTP offset (node − harness, ms).

@@ -18,11 +18,12 @@
 use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
-use serde_json::{json, Value};
 
 use super::status::{observations, Status};
-use super::Verdict;
+use super::{CheckerResult, Verdict};
 use crate::history::Op;
+use crate::report::{esc, json_table, ms};
+use crate::sntp::Sample;
 
 /// The final phase as the run set it up (stored in run.json as
 /// `master_final`). Times are ns since test start.
@@ -106,7 +107,35 @@ pub fn master_state(
     Ok(Settled { leader: l.node, judged, outside })
 }
 
-#[derive(Clone, Debug, Serialize)]
+/// A node's latest answer at the end of the final phase. (Read back:
+/// `Silent` first, as it alone has `answer`; an answer's fields other than
+/// `node` default, as results.json of older runs had fewer.)
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(untagged)]
+pub enum FinalView {
+    /// Its latest poll failed (`"answer": null`).
+    Silent { node: u64, answer: () },
+    Answered {
+        node: u64,
+        #[serde(default)]
+        term: u64,
+        leader: Option<u64>,
+        #[serde(default)]
+        state: String,
+        #[serde(default)]
+        voters: Vec<u64>,
+        in_tolerance: Option<bool>,
+        offset_ms: Option<f64>,
+        time_master: Option<u64>,
+        clock_error: Option<String>,
+        sntp: Option<Sample>,
+    },
+}
+
+/// results.json `master-final` (and run.json `master_final.master`).
+/// (`serde(default)`: results.json of older runs may lack newer fields.)
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
+#[serde(default)]
 pub struct MasterFinal {
     pub valid: Verdict,
     /// The lowest running voter that leads at the end (when settled).
@@ -119,10 +148,14 @@ pub struct MasterFinal {
     /// Why not settled, at the last point that was not.
     pub last_unsettled: Option<String>,
     pub outside_membership: Vec<u64>,
-    /// Every node's latest answer: {node, term, leader, state}.
-    pub final_views: Vec<Value>,
+    /// Every node's latest answer.
+    pub final_views: Vec<FinalView>,
     pub points: usize,
     pub reason: String,
+    /// How the deadline was derived (`FinalParams::note`); set in
+    /// results.json, not in run.json.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub deadline_rule: Option<String>,
 }
 
 /// The latest answer of each node (None: its latest poll failed).
@@ -191,15 +224,23 @@ pub fn judge_stretch(
     }
 }
 
-pub fn final_views(latest: &BTreeMap<u64, Option<Status>>) -> Vec<Value> {
+pub fn final_views(latest: &BTreeMap<u64, Option<Status>>) -> Vec<FinalView> {
     latest
         .iter()
-        .map(|(n, s)| match s {
-            Some(s) => json!({"node": n, "term": s.term, "leader": s.leader, "state": s.state,
-                              "voters": s.voters, "in_tolerance": s.in_tolerance,
-                              "offset_ms": s.offset_ms, "time_master": s.time_master,
-                              "clock_error": s.clock_error, "sntp": s.sntp}),
-            None => json!({"node": n, "answer": null}),
+        .map(|(&node, s)| match s {
+            Some(s) => FinalView::Answered {
+                node,
+                term: s.term,
+                leader: s.leader,
+                state: s.state.clone(),
+                voters: s.voters.clone(),
+                in_tolerance: s.in_tolerance,
+                offset_ms: s.offset_ms,
+                time_master: s.time_master,
+                clock_error: s.clock_error.clone(),
+                sntp: s.sntp,
+            },
+            None => FinalView::Silent { node, answer: () },
         })
         .collect()
 }
@@ -222,6 +263,43 @@ pub fn check(hist: &[Op], p: &FinalParams) -> MasterFinal {
         final_views: final_views(&latest),
         points: points.len(),
         reason,
+        deadline_rule: None,
+    }
+}
+
+impl CheckerResult for MasterFinal {
+    fn name(&self) -> &'static str {
+        "master-final"
+    }
+
+    fn verdict(&self) -> Verdict {
+        self.valid
+    }
+
+    fn summary_line(&self) -> String {
+        match self.leader {
+            Some(l) if self.valid == Verdict::Valid => format!(
+                "n{l} (lowest running voter) leads, all agree: settled {} after heal (deadline {})",
+                ms(self.settled_after_ms),
+                ms(Some(self.deadline_after_ms))
+            ),
+            _ => format!(
+                "{}; last: {} (deadline {} after heal)",
+                self.reason,
+                self.last_unsettled.as_deref().unwrap_or("-"),
+                ms(Some(self.deadline_after_ms))
+            ),
+        }
+    }
+
+    fn html_section(&self) -> String {
+        format!(
+            "<h3>After healing: master</h3><p>valid: {} — {} (deadline rule: {}). Latest answer of every node:</p>{}",
+            self.valid.as_str(),
+            esc(&self.reason),
+            esc(self.deadline_rule.as_deref().unwrap_or("")),
+            json_table(&self.final_views)
+        )
     }
 }
 
@@ -229,6 +307,7 @@ pub fn check(hist: &[Op], p: &FinalParams) -> MasterFinal {
 pub mod tests {
     use super::*;
     use crate::checker::status::tests::{status_hist, sv};
+    use serde_json::{json, Value};
 
     pub fn params(running: &[u64]) -> FinalParams {
         FinalParams {

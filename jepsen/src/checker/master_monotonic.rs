@@ -12,25 +12,52 @@
 
 use std::collections::BTreeMap;
 
-use serde::Serialize;
-use serde_json::{json, Value};
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
 
 use super::status::observations;
-use super::Verdict;
+use super::{CheckerResult, Verdict};
 use crate::history::{Op, Process};
+use crate::report::json_table;
 use crate::sntp::Sample;
 
 /// Measurement slack on top of the round trips, ms.
 pub const SLACK_MS: f64 = 1.0;
+/// At most this many steps back are kept in results.json (the largest
+/// step is exact)…
+const MAX_VIOLATIONS: usize = 50;
+/// …and this many shown in report.html.
+const HTML_VIOLATIONS: usize = 20;
 
-#[derive(Clone, Debug, Serialize)]
+/// Two successive samples of one node whose cluster time went back.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct StepBack {
+    pub node: u64,
+    /// History indices of the two status completions.
+    pub from_index: u64,
+    pub to_index: u64,
+    /// The node's cluster time at the two samples (Unix ms).
+    pub from_cluster_ms: f64,
+    pub to_cluster_ms: f64,
+    /// Harness time between the two samples, ms.
+    pub harness_gap_ms: f64,
+    pub back_ms: f64,
+    /// The measurement bound it went past.
+    pub bound_ms: f64,
+}
+
+/// results.json `clock-monotonic`. (`serde(default)`: results.json of
+/// older runs may lack newer fields.)
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
+#[serde(default)]
 pub struct MonotonicResult {
     pub valid: Verdict,
     /// Pairs of successive samples compared.
     pub pairs: usize,
     /// Largest step back seen beyond the measurement bound (ms).
     pub max_back_ms: f64,
-    pub violations: Vec<Value>,
+    pub violations: Vec<StepBack>,
 }
 
 /// Times (ns) at which the nemesis (re)started each node, by node number.
@@ -92,12 +119,17 @@ pub fn check(hist: &[Op]) -> MonotonicResult {
         let bound = (a.rtt_ms + s.rtt_ms) / 2.0 + SLACK_MS;
         if back > bound {
             max_back = max_back.max(back);
-            if violations.len() < 50 {
-                violations.push(json!({
-                    "node": o.node, "from_index": i1, "to_index": idx,
-                    "from_cluster_ms": a.cluster_ms(), "to_cluster_ms": s.cluster_ms(),
-                    "harness_gap_ms": s.at_ms - a.at_ms, "back_ms": back, "bound_ms": bound,
-                }));
+            if violations.len() < MAX_VIOLATIONS {
+                violations.push(StepBack {
+                    node: o.node,
+                    from_index: i1,
+                    to_index: idx,
+                    from_cluster_ms: a.cluster_ms(),
+                    to_cluster_ms: s.cluster_ms(),
+                    harness_gap_ms: s.at_ms - a.at_ms,
+                    back_ms: back,
+                    bound_ms: bound,
+                });
             }
         }
     }
@@ -109,15 +141,56 @@ pub fn check(hist: &[Op]) -> MonotonicResult {
     }
 }
 
+impl CheckerResult for MonotonicResult {
+    fn name(&self) -> &'static str {
+        "clock-monotonic"
+    }
+
+    fn verdict(&self) -> Verdict {
+        self.valid
+    }
+
+    fn summary_line(&self) -> String {
+        let Some(v) = self.violations.first() else {
+            return format!(
+                "{} successive SNTP samples: no node's cluster time went back",
+                self.pairs
+            );
+        };
+        format!(
+            "{} steps back in {} sample pairs (max {:.1} ms); first: n{} ops #{}→#{} went back {:.1} ms",
+            self.violations.len(),
+            self.pairs,
+            self.max_back_ms,
+            v.node,
+            v.from_index,
+            v.to_index,
+            v.back_ms
+        )
+    }
+
+    fn html_section(&self) -> String {
+        if self.violations.is_empty() {
+            return String::new();
+        }
+        let shown = &self.violations[..self.violations.len().min(HTML_VIOLATIONS)];
+        format!(
+            "<h3>Cluster time went backwards</h3><p>Successive SNTP samples of one node (no restart between) whose cluster time went back by more than the measurement bound:</p>{}",
+            json_table(shown)
+        )
+    }
+}
+
 #[cfg(test)]
-mod tests {
+pub mod tests {
     use super::*;
     use crate::checker::status::tests::{status_hist, sv};
     use crate::history::OpType;
+    use serde_json::json;
 
     /// A status answer of `node` at harness time `t` ms whose SNTP sample
     /// says its cluster clock read `cluster` ms then.
-    fn at(t: u64, node: u64, cluster: f64) -> (u64, u64, Option<Value>) {
+    pub fn at(t: u64, node: u64, cluster: f64) -> (u64, u64, Option<Value>) {
         let mut v = sv(node, 3, Some(1), "follower");
         let at_ms = 1.7e12 + t as f64;
         v["sntp"] =
@@ -150,9 +223,9 @@ mod tests {
         let r = check(&h);
         assert_eq!(r.valid, Verdict::Invalid);
         let v = &r.violations[0];
-        assert_eq!(v["node"], json!(3));
-        assert!((v["back_ms"].as_f64().unwrap() - 40.0).abs() < 1e-6);
-        assert_eq!((v["from_index"].as_u64(), v["to_index"].as_u64()), (Some(1), Some(3)));
+        assert_eq!(v.node, 3);
+        assert!((v.back_ms - 40.0).abs() < 1e-6);
+        assert_eq!((v.from_index, v.to_index), (1, 3));
     }
 
     /// Proves a restart of the node between two samples (here the nemesis
@@ -184,6 +257,6 @@ mod tests {
         let r = check(&h);
         assert_eq!(r.valid, Verdict::Invalid);
         assert_eq!(r.violations.len(), 1);
-        assert_eq!(r.violations[0]["node"], json!(3));
+        assert_eq!(r.violations[0].node, 3);
     }
 }

@@ -12,12 +12,12 @@
 
 use std::collections::BTreeMap;
 
-use serde::Serialize;
-use serde_json::{json, Value};
+use serde::{Deserialize, Serialize};
 
 use super::status::{observations, Status};
-use super::Verdict;
+use super::{CheckerResult, Verdict};
 use crate::history::Op;
+use crate::report::{json_table, json_text};
 use crate::sntp::Sample;
 
 /// Measured skew over which an "in tolerance" answer is a misreport, ms.
@@ -25,7 +25,31 @@ pub const OFF_MS: f64 = 1000.0;
 /// A streak of misreports at least this long is invalid, ns.
 pub const PERSISTENT_NS: u64 = 1_000_000_000;
 
-#[derive(Clone, Debug, Serialize)]
+/// The first misreport of a streak.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct Misreport {
+    pub time_ns: u64,
+    pub node: u64,
+    pub time_master: Option<u64>,
+    /// The node's own `clock.offset_ms`.
+    pub reported_offset_ms: Option<f64>,
+    /// Its cluster clock minus its time master's, measured over SNTP.
+    pub measured_skew_ms: f64,
+}
+
+/// A persistent streak: its first answer and how long it lasted.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct Streak {
+    pub first: Misreport,
+    pub lasted_ms: f64,
+}
+
+/// results.json `clock-report`. (`serde(default)`: results.json of older
+/// runs may lack newer fields.)
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
+#[serde(default)]
 pub struct ReportResult {
     pub valid: Verdict,
     /// Answers that were misreports (including transient ones).
@@ -34,8 +58,11 @@ pub struct ReportResult {
     pub persistent_streaks: usize,
     pub longest_streak_ms: f64,
     /// The first answer of each persistent streak (up to 20) and its length.
-    pub streaks: Vec<Value>,
+    pub streaks: Vec<Streak>,
 }
+
+/// At most this many persistent streaks are kept (the count is exact).
+const MAX_STREAKS: usize = 20;
 
 pub fn check(hist: &[Op]) -> ReportResult {
     let obs: Vec<(u64, Option<Status>)> =
@@ -65,17 +92,17 @@ pub fn check(hist: &[Op]) -> ReportResult {
     let mut max_ms = 0f64;
     let mut persistent = 0;
     let mut longest_ms = 0f64;
-    let mut streaks: Vec<Value> = Vec::new();
-    // Open streak per node: (first time, first op description).
-    let mut open: BTreeMap<u64, (u64, Value)> = BTreeMap::new();
-    let mut close = |node: u64, end: u64, open: &mut BTreeMap<u64, (u64, Value)>| {
+    let mut streaks: Vec<Streak> = Vec::new();
+    // Open streak per node: (first time, first misreport).
+    let mut open: BTreeMap<u64, (u64, Misreport)> = BTreeMap::new();
+    let mut close = |node: u64, end: u64, open: &mut BTreeMap<u64, (u64, Misreport)>| {
         if let Some((start, first)) = open.remove(&node) {
             let len = (end - start) as f64 / 1e6;
             longest_ms = longest_ms.max(len);
             if end - start >= PERSISTENT_NS {
                 persistent += 1;
-                if streaks.len() < 20 {
-                    streaks.push(json!({"first": first, "lasted_ms": len}));
+                if streaks.len() < MAX_STREAKS {
+                    streaks.push(Streak { first, lasted_ms: len });
                 }
             }
         }
@@ -90,8 +117,13 @@ pub fn check(hist: &[Op]) -> ReportResult {
                 open.entry(s.node).or_insert_with(|| {
                     (
                         *t,
-                        json!({"time_ns": t, "node": s.node, "time_master": s.time_master,
-                                "reported_offset_ms": s.offset_ms, "measured_skew_ms": skew}),
+                        Misreport {
+                            time_ns: *t,
+                            node: s.node,
+                            time_master: s.time_master,
+                            reported_offset_ms: s.offset_ms,
+                            measured_skew_ms: skew,
+                        },
                     )
                 });
                 last_t.insert(s.node, *t);
@@ -117,15 +149,65 @@ pub fn check(hist: &[Op]) -> ReportResult {
     }
 }
 
+impl CheckerResult for ReportResult {
+    fn name(&self) -> &'static str {
+        "clock-report"
+    }
+
+    fn verdict(&self) -> Verdict {
+        self.valid
+    }
+
+    fn summary_line(&self) -> String {
+        if self.persistent_streaks == 0 {
+            return format!(
+                "no node kept claiming to be in tolerance while measured >1 s off ({} transient stale answers)",
+                self.count
+            );
+        }
+        let f = self.streaks.first().cloned().unwrap_or_default();
+        format!(
+            "{} times a node kept saying in tolerance while measured >1 s off, for >=1 s (longest {:.0} ms, max skew {:.0} ms); first: n{} at {:.3} s, reported {} ms, measured {:+.0} ms",
+            self.persistent_streaks,
+            self.longest_streak_ms,
+            self.max_measured_skew_ms,
+            f.first.node,
+            f.first.time_ns as f64 / 1e9,
+            json_text(&f.first.reported_offset_ms),
+            f.first.measured_skew_ms
+        )
+    }
+
+    fn html_section(&self) -> String {
+        if self.streaks.is_empty() {
+            return String::new();
+        }
+        /// A table row: the first answer, and how long the streak lasted.
+        #[derive(Serialize)]
+        struct Row<'a> {
+            #[serde(flatten)]
+            first: &'a Misreport,
+            lasted_ms: f64,
+        }
+        let rows: Vec<Row> =
+            self.streaks.iter().map(|x| Row { first: &x.first, lasted_ms: x.lasted_ms }).collect();
+        format!(
+            "<h3>Clock self-report contradicted by measurement</h3><p>Streaks of answers in which a node said <code>in_tolerance: true</code> while the harness measured its cluster clock more than 1 s off its time master:</p>{}",
+            json_table(&rows)
+        )
+    }
+}
+
 #[cfg(test)]
-mod tests {
+pub mod tests {
     use super::*;
     use crate::checker::master_clock::tests::cv;
     use crate::checker::status::tests::status_hist;
+    use serde_json::json;
 
     /// Answers every 200 ms from `from` to `to` ms; n2's measured offset is
     /// `n2(t)`, everyone else runs with the master; all say in tolerance.
-    fn run(from: u64, to: u64, n2: impl Fn(u64) -> f64) -> Vec<Op> {
+    pub fn run(from: u64, to: u64, n2: impl Fn(u64) -> f64) -> Vec<Op> {
         let mut rows = Vec::new();
         for t in (from..to).step_by(200) {
             for n in 1..=3u64 {
@@ -170,7 +252,7 @@ mod tests {
         let r = check(&h);
         assert_eq!(r.valid, Verdict::Invalid);
         assert_eq!(r.persistent_streaks, 1);
-        assert_eq!(r.streaks[0]["first"]["node"], json!(2));
+        assert_eq!(r.streaks[0].first.node, 2);
         assert!(r.longest_streak_ms >= 2800.0, "{}", r.longest_streak_ms);
     }
 }

@@ -12,15 +12,30 @@
 //! observation is a state that really existed, so time plays no part.
 
 use std::collections::{BTreeMap, BTreeSet};
+use std::fmt::Write as _;
 
-use serde::Serialize;
-use serde_json::{json, Value};
+use serde::{Deserialize, Serialize};
 
 use super::status::observations;
-use super::Verdict;
+use super::{CheckerResult, Verdict};
 use crate::history::Op;
+use crate::report::{esc, json_table, json_text};
 
-#[derive(Clone, Debug, Serialize)]
+/// The first op in which a node gave evidence of a leader for the term.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct Witness {
+    /// History index of the status completion.
+    pub index: u64,
+    pub time_ns: u64,
+    /// The node that answered.
+    pub node: u64,
+    /// "I am leader" or "leader is nN".
+    pub says: String,
+}
+
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
+#[serde(default)]
 pub struct Violation {
     pub term: u64,
     /// All leaders with evidence in this term.
@@ -28,10 +43,13 @@ pub struct Violation {
     /// What makes it a violation, in words.
     pub why: Vec<String>,
     /// First witness op (completion) for each (reporting node, leader, self-claim).
-    pub witnesses: Vec<Value>,
+    pub witnesses: Vec<Witness>,
 }
 
-#[derive(Clone, Debug, Serialize)]
+/// results.json `master-term`. (`serde(default)`: results.json of older
+/// runs may lack newer fields.)
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
+#[serde(default)]
 pub struct TermResult {
     pub valid: Verdict,
     /// Status ops that completed ok.
@@ -102,15 +120,21 @@ pub fn check(hist: &[Op]) -> TermResult {
                 names(leaders.iter())
             ));
         }
-        let mut witnesses: Vec<Value> = e
+        let witness = |node: u64, (index, time_ns): (u64, u64), says: String| Witness {
+            index,
+            time_ns,
+            node,
+            says,
+        };
+        let mut witnesses: Vec<Witness> = e
             .self_claims
             .iter()
-            .map(|(node, (i, t))| json!({"index": i, "time_ns": t, "node": node, "says": "I am leader"}))
+            .map(|(node, at)| witness(*node, *at, "I am leader".into()))
             .collect();
-        witnesses.extend(e.reports.iter().map(|((node, l), (i, t))| {
-            json!({"index": i, "time_ns": t, "node": node, "says": format!("leader is n{l}")})
-        }));
-        witnesses.sort_by_key(|w| w["index"].as_u64());
+        witnesses.extend(
+            e.reports.iter().map(|((node, l), at)| witness(*node, *at, format!("leader is n{l}"))),
+        );
+        witnesses.sort_by_key(|w| w.index);
         violations.push(Violation { term, leaders: leaders.into_iter().collect(), why, witnesses });
     }
     let terms_with_leader = leaders_by_term.len();
@@ -136,6 +160,62 @@ pub fn check(hist: &[Op]) -> TermResult {
 
 fn names<'a>(it: impl Iterator<Item = &'a u64>) -> String {
     it.map(|n| format!("n{n}")).collect::<Vec<_>>().join(", ")
+}
+
+/// At most this many violating terms are listed in the summary…
+const SUMMARY_TERMS: usize = 5;
+/// …and this many in report.html (results.json has them all).
+const HTML_TERMS: usize = 20;
+
+impl CheckerResult for TermResult {
+    fn name(&self) -> &'static str {
+        "master-term"
+    }
+
+    fn verdict(&self) -> Verdict {
+        self.valid
+    }
+
+    fn summary_line(&self) -> String {
+        format!(
+            "{} status answers, {} terms with a leader (max term {}), {} terms with two leaders",
+            self.observations,
+            self.terms_with_leader,
+            self.max_term,
+            self.violations.len()
+        )
+    }
+
+    fn anomaly_lines(&self) -> Vec<String> {
+        let line = |v: &Violation| {
+            let witnesses: Vec<String> = v
+                .witnesses
+                .iter()
+                .map(|w| format!("#{} n{} \"{}\"", w.index, w.node, w.says))
+                .collect();
+            format!("term {}: {} (witness ops {})", v.term, v.why.join("; "), witnesses.join(", "))
+        };
+        self.violations.iter().take(SUMMARY_TERMS).map(line).collect()
+    }
+
+    fn html_section(&self) -> String {
+        let mut s = String::new();
+        if self.violations.is_empty() {
+            return s;
+        }
+        s.push_str("<h3>Terms with more than one leader</h3>");
+        for v in self.violations.iter().take(HTML_TERMS) {
+            let _ = write!(
+                s,
+                "<p>term {}: leaders {} — {}</p>{}",
+                v.term,
+                esc(&json_text(&v.leaders)),
+                esc(&json_text(&v.why)),
+                json_table(&v.witnesses)
+            );
+        }
+        s
+    }
 }
 
 #[cfg(test)]

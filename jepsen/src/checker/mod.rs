@@ -11,15 +11,21 @@ pub mod master_monotonic;
 pub mod master_report;
 pub mod master_term;
 pub mod queue;
+pub mod results;
+pub mod run_facts;
 pub mod status;
 
-use serde::{Serialize, Serializer};
+use serde::{Deserialize, Deserializer, Serialize, Serializer};
+
+pub use results::{CheckerResult, Checkers, Results, ToJson};
 
 /// A checker verdict: `true`, `false` or `"unknown"` in JSON, as Jepsen.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+/// The default, for a result that does not say, is unknown.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub enum Verdict {
     Valid,
     Invalid,
+    #[default]
     Unknown,
 }
 
@@ -58,5 +64,12 @@ impl Serialize for Verdict {
             Verdict::Invalid => s.serialize_bool(false),
             Verdict::Unknown => s.serialize_str("unknown"),
         }
+    }
+}
+
+impl<'de> Deserialize<'de> for Verdict {
+    /// `true`, `false`; anything else is unknown (as `from_json`).
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        Ok(Verdict::from_json(&serde_json::Value::deserialize(d)?))
     }
 }

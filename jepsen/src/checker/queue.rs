@@ -37,11 +37,12 @@
 
 use std::collections::{BTreeMap, HashMap};
 
-use serde::Serialize;
-use serde_json::{json, Value};
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
 
-use super::Verdict;
+use super::{CheckerResult, Verdict};
 use crate::history::{pair_ops, Op, OpType};
+use crate::report::json_text;
 
 #[derive(Clone, Copy, Debug)]
 pub struct QueueOptions {
@@ -55,7 +56,8 @@ impl Default for QueueOptions {
     }
 }
 
-#[derive(Clone, Debug, Serialize, PartialEq)]
+#[derive(Clone, Debug, Default, Serialize, Deserialize, PartialEq)]
+#[serde(default)]
 pub struct OrderViolation {
     pub mailbox: String,
     /// Acknowledged first...
@@ -66,7 +68,8 @@ pub struct OrderViolation {
 
 /// Within one session, a delivery whose message id is not above the
 /// previous delivery's.
-#[derive(Clone, Debug, Serialize, PartialEq)]
+#[derive(Clone, Debug, Default, Serialize, Deserialize, PartialEq)]
+#[serde(default)]
 pub struct SessionOrderViolation {
     pub mailbox: String,
     pub session: String,
@@ -77,7 +80,8 @@ pub struct SessionOrderViolation {
 }
 
 /// One submission seen under several message ids.
-#[derive(Clone, Debug, Serialize, PartialEq)]
+#[derive(Clone, Debug, Default, Serialize, Deserialize, PartialEq)]
+#[serde(default)]
 pub struct IdConflict {
     pub mailbox: String,
     pub element: Value,
@@ -86,7 +90,43 @@ pub struct IdConflict {
     pub ids: BTreeMap<u64, Vec<String>>,
 }
 
-#[derive(Clone, Debug, Serialize)]
+/// A lost element with its enqueue ops.
+#[derive(Clone, Debug, Default, Serialize, Deserialize, PartialEq)]
+#[serde(default)]
+pub struct LostOp {
+    pub mailbox: String,
+    pub element: Value,
+    /// The id the system gave it, when an answer named one.
+    pub message_id: Option<u64>,
+    pub invoke_index: u64,
+    pub ok_index: Option<u64>,
+}
+
+/// An element delivered to another mailbox than the one it was sent to.
+#[derive(Clone, Debug, Default, Serialize, Deserialize, PartialEq)]
+#[serde(default)]
+pub struct Misdelivery {
+    pub element: Value,
+    pub sent_to: String,
+    pub delivered_to: String,
+    /// The dequeue op.
+    pub index: u64,
+}
+
+/// An acknowledgement that said `delivered` before any delivery of the
+/// element was recorded.
+#[derive(Clone, Debug, Default, Serialize, Deserialize, PartialEq)]
+#[serde(default)]
+pub struct DeliveredUnseen {
+    pub mailbox: String,
+    pub element: Value,
+    pub ok_index: Option<u64>,
+}
+
+/// results.json `queue`. (`serde(default)`: results.json of older runs may
+/// lack newer fields.)
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
+#[serde(default)]
 pub struct QueueResult {
     pub valid: Verdict,
     pub attempt_count: usize,
@@ -113,18 +153,18 @@ pub struct QueueResult {
     pub lost: Vec<Value>,
     /// The first lost ones with their enqueue ops: mailbox, element,
     /// message id, invoke and ok indices.
-    pub lost_ops: Vec<Value>,
+    pub lost_ops: Vec<LostOp>,
     pub unexpected: Vec<Value>,
     /// id -> times delivered (only ids delivered more than once).
     pub duplicated: BTreeMap<String, usize>,
     pub recovered: Vec<Value>,
     /// Delivered to another mailbox: element, enqueued to, delivered to,
     /// dequeue op index.
-    pub misdelivered: Vec<Value>,
+    pub misdelivered: Vec<Misdelivery>,
     pub id_conflicts: Vec<IdConflict>,
     /// Answered `delivered` although no delivery of it had been recorded
     /// before the answer: mailbox, element, ok index.
-    pub delivered_unseen: Vec<Value>,
+    pub delivered_unseen: Vec<DeliveredUnseen>,
     pub order_violations: Vec<OrderViolation>,
     pub session_order_violations: Vec<SessionOrderViolation>,
 }
@@ -242,7 +282,12 @@ pub fn check(history: &[Op], opts: QueueOptions) -> QueueResult {
     for (pos, d) in deliveries.iter().enumerate() {
         let k = d.id.to_string();
         if let Some(e) = enqs.get(&k).filter(|e| e.mailbox != d.mailbox) {
-            misdelivered.push(json!({"element": d.id, "sent_to": e.mailbox, "delivered_to": d.mailbox, "index": d.index}));
+            misdelivered.push(Misdelivery {
+                element: d.id.clone(),
+                sent_to: e.mailbox.clone(),
+                delivered_to: d.mailbox.clone(),
+                index: d.index,
+            });
         }
         let c = counts.entry(k.clone()).or_insert(0);
         *c += 1;
@@ -262,22 +307,28 @@ pub fn check(history: &[Op], opts: QueueOptions) -> QueueResult {
     // harness records a delivery before acknowledging it.
     let first_index: HashMap<String, u64> =
         first_pos.iter().map(|(k, &pos)| (k.clone(), deliveries[pos].index)).collect();
-    let delivered_unseen: Vec<Value> = acked
+    let delivered_unseen: Vec<DeliveredUnseen> = acked
         .iter()
         .filter(|e| e.said_delivered)
         .filter(|e| first_index.get(&e.id.to_string()).is_none_or(|&i| i > e.ok_at.unwrap()))
-        .map(|e| json!({"mailbox": e.mailbox, "element": e.id, "ok_index": e.ok_at}))
+        .map(|e| DeliveredUnseen {
+            mailbox: e.mailbox.clone(),
+            element: e.id.clone(),
+            ok_index: e.ok_at,
+        })
         .collect();
     let lost_enqs: Vec<&&Enq> =
         acked.iter().filter(|e| !counts.contains_key(&e.id.to_string())).collect();
     let lost: Vec<Value> = lost_enqs.iter().map(|e| e.id.clone()).collect();
-    let lost_ops: Vec<Value> = lost_enqs
+    let lost_ops: Vec<LostOp> = lost_enqs
         .iter()
         .take(SHOW)
-        .map(|e| {
-            let mid = msg_ids.get(&e.id.to_string()).and_then(|m| m.keys().next().copied());
-            json!({"mailbox": e.mailbox, "element": e.id, "message_id": mid,
-                   "invoke_index": e.invoke, "ok_index": e.ok_at})
+        .map(|e| LostOp {
+            mailbox: e.mailbox.clone(),
+            element: e.id.clone(),
+            message_id: msg_ids.get(&e.id.to_string()).and_then(|m| m.keys().next().copied()),
+            invoke_index: e.invoke,
+            ok_index: e.ok_at,
         })
         .collect();
     let duplicated: BTreeMap<String, usize> =
@@ -397,6 +448,92 @@ pub fn check(history: &[Op], opts: QueueOptions) -> QueueResult {
         delivered_unseen: delivered_unseen.into_iter().take(SHOW).collect(),
         order_violations,
         session_order_violations,
+    }
+}
+
+/// At most this many entries of each kind of anomaly are listed in the
+/// summary (results.json has up to `SHOW`).
+const SUMMARY_ANOMALIES: usize = 5;
+
+impl CheckerResult for QueueResult {
+    fn name(&self) -> &'static str {
+        "queue"
+    }
+
+    fn verdict(&self) -> Verdict {
+        self.valid
+    }
+
+    fn summary_line(&self) -> String {
+        format!(
+            "{} acknowledged, {} delivered ({} deliveries, {} sessions); lost {} unexpected {} misdelivered {} duplicated {} recovered {}; id conflicts {}, \"delivered\" unseen {}, order violations {} (real time) / {} (within a session); resubmits {} ({} answered duplicate)",
+            self.acknowledged_count,
+            self.delivered_count,
+            self.delivery_count,
+            self.sessions,
+            self.lost_count,
+            self.unexpected_count,
+            self.misdelivered_count,
+            self.duplicated_count,
+            self.recovered_count,
+            self.id_conflict_count,
+            self.delivered_unseen_count,
+            self.order_violation_count,
+            self.session_order_violation_count,
+            self.resubmits,
+            self.resubmits_duplicate
+        )
+    }
+
+    fn anomaly_lines(&self) -> Vec<String> {
+        const N: usize = SUMMARY_ANOMALIES;
+        let mut out = Vec::new();
+        out.extend(self.lost_ops.iter().take(N).map(|l| {
+            format!(
+                "lost: {} element {} (message id {}), enqueue #{} acknowledged at #{}, never delivered",
+                l.mailbox,
+                l.element,
+                json_text(&l.message_id),
+                l.invoke_index,
+                json_text(&l.ok_index)
+            )
+        }));
+        out.extend(
+            self.unexpected
+                .iter()
+                .take(N)
+                .map(|u| format!("unexpected: element {u} delivered but never sent")),
+        );
+        out.extend(
+            self.misdelivered.iter().take(N).map(|m| format!("misdelivered: {}", json_text(m))),
+        );
+        out.extend(self.id_conflicts.iter().take(N).map(|c| {
+            format!(
+                "id conflict: {} element {} seen as message ids {}",
+                c.mailbox,
+                c.element,
+                json_text(&c.ids)
+            )
+        }));
+        out.extend(
+            self.delivered_unseen
+                .iter()
+                .take(N)
+                .map(|d| format!("answered delivered before any delivery: {}", json_text(d))),
+        );
+        out.extend(self.session_order_violations.iter().take(N).map(|v| {
+            format!(
+                "session order: {} session {}: message id {} (op #{}) after {} (op #{})",
+                v.mailbox, v.session, v.this.1, v.this.2, v.previous.1, v.previous.2
+            )
+        }));
+        out.extend(self.order_violations.iter().take(N).map(|v| {
+            format!(
+                "order: {} element {} was acknowledged before {} was sent, but first delivered after it",
+                v.mailbox, v.earlier, v.later
+            )
+        }));
+        out
     }
 }
 
@@ -582,8 +719,8 @@ mod tests {
         let r = check(&hist(&rows), QueueOptions::default());
         assert_eq!(r.valid, Verdict::Invalid);
         assert_eq!(r.misdelivered_count, 1);
-        assert_eq!(r.misdelivered[0]["sent_to"], json!("b"));
-        assert_eq!(r.misdelivered[0]["delivered_to"], json!("a"));
+        assert_eq!(r.misdelivered[0].sent_to, "b");
+        assert_eq!(r.misdelivered[0].delivered_to, "a");
         assert!(r.lost.is_empty() && r.unexpected.is_empty());
     }
 
@@ -670,7 +807,8 @@ mod tests {
         bad.extend(deq_meta(1, "a", 1, 10, "s1"));
         let r = check(&hist(&bad), QueueOptions::default());
         assert_eq!(r.valid, Verdict::Invalid);
-        assert_eq!(r.delivered_unseen, vec![json!({"mailbox": "a", "element": 1, "ok_index": 1})]);
+        let unseen = DeliveredUnseen { mailbox: "a".into(), element: json!(1), ok_index: Some(1) };
+        assert_eq!(r.delivered_unseen, vec![unseen]);
         assert!(r.lost.is_empty());
     }
 }

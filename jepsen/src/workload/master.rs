@@ -16,7 +16,7 @@ use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use anyhow::Result;
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
 
 use crate::checker::{master_clock, master_final, Verdict};
@@ -147,12 +147,18 @@ pub fn spawn(
 }
 
 /// What the final phase saw (stored in run.json next to its parameters).
-#[derive(Clone, Debug, Serialize)]
+/// Only `params` is required to read it back (the checkers re-run from
+/// the history).
+#[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct FinalSummary {
     pub params: master_final::FinalParams,
+    #[serde(default)]
     pub polled_ms: f64,
-    pub master: Value,
-    pub clock: Value,
+    #[serde(default)]
+    pub master: master_final::MasterFinal,
+    #[serde(default)]
+    pub clock: master_clock::ClockFinal,
+    #[serde(default)]
     pub stopped_because: String,
 }
 
@@ -196,8 +202,8 @@ pub fn final_phase(
     }
     let ops = rec.since(from);
     FinalSummary {
-        master: serde_json::to_value(master_final::check(&ops, &params)).unwrap_or(Value::Null),
-        clock: serde_json::to_value(master_clock::check(&ops, &params)).unwrap_or(Value::Null),
+        master: master_final::check(&ops, &params),
+        clock: master_clock::check(&ops, &params),
         polled_ms: (rec.now() - start) as f64 / 1e6,
         params,
         stopped_because: why,

@@ -51,7 +51,7 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use anyhow::Result;
 use herald_client::session::{Session, SessionConfig, SessionEvent};
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
 
 use crate::client::{write_error_type, Api, ApiError};
@@ -590,7 +590,8 @@ async fn consume(i: usize, opts: &Opts, rec: &Recorder, stop: &AtomicBool, share
 }
 
 /// What the final drain saw for one mailbox.
-#[derive(Clone, Debug, Serialize)]
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
+#[serde(default)]
 pub struct DrainMailbox {
     pub mailbox: String,
     /// `queued` reached 0 before the deadline.
@@ -623,7 +624,9 @@ impl DrainMailbox {
 }
 
 /// run.json `messages_final`: the drain of every mailbox after healing.
-#[derive(Clone, Debug, Serialize)]
+/// (`serde(default)`: run.json of older runs may lack newer fields.)
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
+#[serde(default)]
 pub struct DrainSummary {
     pub mailboxes: Vec<DrainMailbox>,
     pub limit_ms: u64,

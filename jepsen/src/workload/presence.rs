@@ -167,7 +167,10 @@ fn worker(
     Ok(())
 }
 
-#[derive(Clone, Debug, serde::Serialize)]
+/// run.json `final_reads`. (`serde(default)`: run.json of older runs may
+/// lack newer fields.)
+#[derive(Clone, Debug, Default, serde::Serialize, serde::Deserialize)]
+#[serde(default)]
 pub struct FinalReads {
     pub keys: usize,
     pub read_ok: usize,
