@@ -18,7 +18,19 @@ use herald_domain::presence::{Event, Ext};
 use herald_domain::state::{Command, Op};
 
 fn open(dir: &std::path::Path) -> (LogStore, StateMachine) {
-    let db = sled::Config::new().path(dir.join("sled")).open().expect("sled");
+    // sled's flusher thread can hold the database's file lock for a moment
+    // after the last handle is dropped: a reopen in the same process waits
+    // for it (bounded) instead of failing with WouldBlock.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    let db = loop {
+        match sled::Config::new().path(dir.join("sled")).open() {
+            Ok(db) => break db,
+            Err(e) if std::time::Instant::now() < deadline && e.to_string().contains("lock") => {
+                std::thread::sleep(std::time::Duration::from_millis(20))
+            }
+            Err(e) => panic!("sled: {e:?}"),
+        }
+    };
     let log = LogStore::open(&db).expect("log store");
     let sm = StateMachine::open(&db, dir.join("snapshots")).expect("state machine");
     (log, sm)
