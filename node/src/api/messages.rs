@@ -175,17 +175,16 @@ impl Api {
         // decides for good (a group created meanwhile is fine).
         if let Some(g) = &s.group {
             let known = self.node.read_local(|st| st.msgs.group(g).is_some());
-            if !known {
-                if !self
+            if !known
+                && !self
                     .node
                     .read(Consistency::Linearizable, |st| st.msgs.group(g).is_some())
                     .await?
-                {
-                    return Err(ApiError::new(
-                        codes::UNKNOWN_GROUP,
-                        format!("no recipient group named {g:?}"),
-                    ));
-                }
+            {
+                return Err(ApiError::new(
+                    codes::UNKNOWN_GROUP,
+                    format!("no recipient group named {g:?}"),
+                ));
             }
         }
         let cfg = &self.gateway.msgs;

@@ -180,7 +180,7 @@ impl StateMachine {
                 db: db.clone(),
                 tree,
                 state: Arc::new(RwLock::new(state)),
-                applied: Mutex::new((applied.clone(), membership)),
+                applied: Mutex::new((applied, membership)),
                 snapshots,
                 notices: tokio::sync::broadcast::channel(NOTICE_BUFFER).0,
             }),
@@ -225,7 +225,7 @@ impl StateMachine {
         self.inner.tree.apply_batch(batch).map_err(io_err)?;
         *self.inner.state.write().expect("state lock") = state;
         *self.inner.applied.lock().expect("applied lock") =
-            (meta.last_log_id.clone(), meta.last_membership.clone());
+            (meta.last_log_id, meta.last_membership.clone());
         Ok(())
     }
 }
@@ -290,7 +290,7 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
                     }
                     EntryPayload::Membership(m) => {
                         st.set_applied(index);
-                        applied.1 = StoredMembership::new(Some(log_id.clone()), m.clone());
+                        applied.1 = StoredMembership::new(Some(log_id), m.clone());
                         batch.insert(KEY_MEMBERSHIP, encode(&applied.1)?);
                     }
                     EntryPayload::Blank => st.set_applied(index),
