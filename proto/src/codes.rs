@@ -151,6 +151,7 @@ catalog! {
     TIMEOUT = ("timeout", 504, DeadlineExceeded, "not finished within write-timeout-ms; may or may not have been applied");
     MEMBERSHIP_REFUSED = ("membership_refused", 409, FailedPrecondition, "a membership change refused (e.g. one is in progress)");
     UNKNOWN_NODE = ("unknown_node", 404, NotFound, "no member with that number");
+    NOT_A_VOTER = ("not_a_voter", 400, InvalidArgument, "transfer-leader to a learner, which cannot lead");
     INTERNAL = ("internal", 500, Internal, "a bug or an unexpected failure; the log says more");
 }
 

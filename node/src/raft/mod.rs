@@ -72,6 +72,8 @@ pub enum ClusterError {
     Membership(String),
     #[error("node {0} is not known to this cluster")]
     UnknownNode(u64),
+    #[error("node {0} is a learner, not a voter: it cannot lead")]
+    NotVoter(u64),
     #[error("internal error: {0}")]
     Internal(String),
 }
@@ -86,6 +88,7 @@ impl ClusterError {
             ClusterError::Unavailable(_) => codes::LEADER_UNAVAILABLE,
             ClusterError::Membership(_) => codes::MEMBERSHIP_REFUSED,
             ClusterError::UnknownNode(_) => codes::UNKNOWN_NODE,
+            ClusterError::NotVoter(_) => codes::NOT_A_VOTER,
             ClusterError::Internal(_) => codes::INTERNAL,
         }
     }
@@ -540,8 +543,15 @@ impl RaftNode {
         if !self.is_leader() {
             return Err(ClusterError::NotLeader(self.leader_id().unwrap_or(0)));
         }
-        if !self.status().members.iter().any(|m| m.number == number && m.role != "learner") {
-            return Err(ClusterError::UnknownNode(number));
+        if number == self.id {
+            // Already the leader: nothing to do. (Asking openraft to hand
+            // leadership to itself left a lone node refusing every write.)
+            return Ok(());
+        }
+        match self.status().members.iter().find(|m| m.number == number) {
+            None => return Err(ClusterError::UnknownNode(number)),
+            Some(m) if m.role == "learner" => return Err(ClusterError::NotVoter(number)),
+            Some(_) => {}
         }
         self.raft.trigger().transfer_leader(number).await.map_err(internal)?;
         let deadline = tokio::time::Instant::now() + self.op_timeout;
