@@ -19,6 +19,8 @@ use openraft::storage::{EntryResponder, RaftSnapshotBuilder, RaftStateMachine};
 use openraft::{EntryPayload, OptionalSend};
 use serde::{Deserialize, Serialize};
 
+use sha2::{Digest, Sha256};
+
 use super::codec::{decode, decode_from, encode, encode_into};
 use super::types::{Applied, LogId, SnapshotMeta, StoredMembership, TypeConfig};
 use herald_domain::messages::Notice;
@@ -42,11 +44,62 @@ fn io_err(e: sled::Error) -> io::Error {
 /// Shared, read-mostly view of the presence state, for the query path.
 pub type SharedState = Arc<RwLock<State>>;
 
+/// First bytes of a snapshot file (format 2: items, then a SHA-256 trailer).
+const SNAPSHOT_MAGIC: &[u8; 8] = b"HSNAP\x002\n";
+/// Bytes of the trailer: SHA-256 of everything before it.
+const SNAPSHOT_TRAILER: usize = 32;
+
+/// A writer that hashes what passes through it.
+struct HashingWriter<W> {
+    inner: W,
+    hash: Sha256,
+}
+
+impl<W: Write> Write for HashingWriter<W> {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        let n = self.inner.write(buf)?;
+        self.hash.update(&buf[..n]);
+        Ok(n)
+    }
+    fn flush(&mut self) -> io::Result<()> {
+        self.inner.flush()
+    }
+}
+
+/// A reader that hashes what passes through it.
+struct HashingReader<R> {
+    inner: R,
+    hash: Sha256,
+}
+
+impl<R: Read> Read for HashingReader<R> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        let n = self.inner.read(buf)?;
+        self.hash.update(&buf[..n]);
+        Ok(n)
+    }
+}
+
+fn invalid(msg: impl Into<String>) -> io::Error {
+    io::Error::new(io::ErrorKind::InvalidData, msg.into())
+}
+
 /// Header of a snapshot file, then `items` persisted items of the state.
 #[derive(Serialize, Deserialize)]
 struct SnapshotHeader {
     meta: SnapshotMeta,
     items: u64,
+}
+
+/// Deletes a temporary file when dropped (unless forgotten once committed).
+pub struct RemoveOnDrop(pub Option<PathBuf>);
+
+impl Drop for RemoveOnDrop {
+    fn drop(&mut self) {
+        if let Some(p) = self.0.take() {
+            let _ = fs::remove_file(p);
+        }
+    }
 }
 
 /// Snapshot files in one directory: `snap-<index>-<term>-<n>.snap`, written to
@@ -107,6 +160,11 @@ impl SnapshotStore {
         match files.pop() {
             Some(p) => {
                 let mut r = BufReader::new(File::open(&p)?);
+                let mut magic = [0u8; 8];
+                r.read_exact(&mut magic)?;
+                if &magic != SNAPSHOT_MAGIC {
+                    return Err(invalid(format!("{}: not a Herald snapshot", p.display())));
+                }
                 let h: SnapshotHeader = decode_from(&mut r)?;
                 Ok(Some((p, h.meta)))
             }
@@ -115,25 +173,60 @@ impl SnapshotStore {
     }
 }
 
-/// Writes a snapshot body: header, then the items in the given order.
+/// Writes a snapshot file: magic, header, the items in the given order, and
+/// the SHA-256 of all of that as a trailer.
 fn write_snapshot(w: &mut impl Write, meta: &SnapshotMeta, items: &[Item]) -> io::Result<()> {
-    encode_into(&SnapshotHeader { meta: meta.clone(), items: items.len() as u64 }, w)?;
+    let mut hw = HashingWriter { inner: w, hash: Sha256::new() };
+    hw.write_all(SNAPSHOT_MAGIC)?;
+    encode_into(&SnapshotHeader { meta: meta.clone(), items: items.len() as u64 }, &mut hw)?;
     for it in items {
-        encode_into(it, w)?;
+        encode_into(it, &mut hw)?;
     }
+    let digest = hw.hash.finalize();
+    hw.inner.write_all(&digest)?;
     Ok(())
 }
 
-/// Reads a snapshot file into a state.
+/// Reads a whole snapshot file into a state, verifying it completely: the
+/// magic, every item's decoding, the trailer's SHA-256 over everything
+/// before it, and that nothing follows. Any failure is `InvalidData` and
+/// nothing is changed (a peer's bad snapshot is refused, not installed).
 fn read_snapshot(r: &mut impl Read) -> io::Result<(SnapshotMeta, State)> {
-    let h: SnapshotHeader = decode_from(r)?;
+    let mut hr = HashingReader { inner: r, hash: Sha256::new() };
+    let mut magic = [0u8; 8];
+    hr.read_exact(&mut magic).map_err(|_| invalid("snapshot shorter than its magic"))?;
+    if &magic != SNAPSHOT_MAGIC {
+        return Err(invalid("not a Herald snapshot (bad magic)"));
+    }
+    let h: SnapshotHeader = decode_from(&mut hr)?;
     // The count comes from a file a peer sent: bound what we reserve.
     let mut items = Vec::with_capacity(h.items.min(1 << 20) as usize);
-    for _ in 0..h.items {
-        items.push(decode_from::<Item, _>(r)?);
+    for i in 0..h.items {
+        items.push(
+            decode_from::<Item, _>(&mut hr)
+                .map_err(|e| invalid(format!("snapshot item {i} of {}: {e}", h.items)))?,
+        );
+    }
+    let digest = hr.hash.finalize();
+    let mut trailer = [0u8; SNAPSHOT_TRAILER];
+    hr.inner.read_exact(&mut trailer).map_err(|_| invalid("snapshot truncated: no checksum"))?;
+    if trailer[..] != digest[..] {
+        return Err(invalid("snapshot checksum mismatch"));
+    }
+    let mut extra = [0u8; 1];
+    if hr.inner.read(&mut extra)? != 0 {
+        return Err(invalid("bytes after the snapshot's checksum"));
     }
     let applied = h.meta.last_log_id.as_ref().map(|l| l.index()).unwrap_or(0);
     Ok((h.meta, State::from_items(items, applied)))
+}
+
+/// Verifies a snapshot file completely (see [`read_snapshot`]) and
+/// answers its meta: the sync port calls this on a received snapshot
+/// before handing it to openraft, so a bad one is refused there and never
+/// reaches the state machine (where a storage error would stop Raft).
+pub fn verify_snapshot_file(path: &Path) -> io::Result<SnapshotMeta> {
+    read_snapshot(&mut BufReader::new(File::open(path)?)).map(|(meta, _)| meta)
 }
 
 struct Inner {
@@ -332,20 +425,20 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
         let meta = meta.clone();
         tokio::task::spawn_blocking(move || -> io::Result<()> {
             // Keep our own fsynced copy: the snapshot we serve from now on.
+            // Verified completely before it replaces the current one.
             snapshot.rewind()?;
             let (tmp, f) = this.inner.snapshots.temp_file()?;
+            let guard = RemoveOnDrop(Some(tmp.clone()));
             let mut w = BufWriter::new(f);
             io::copy(&mut snapshot, &mut w)?;
             w.flush()?;
             drop(w);
-            let path = this.inner.snapshots.commit(&tmp, &meta)?;
-            let (file_meta, state) = read_snapshot(&mut BufReader::new(File::open(&path)?))?;
+            let (file_meta, state) = read_snapshot(&mut BufReader::new(File::open(&tmp)?))?;
             if file_meta.last_log_id != meta.last_log_id {
-                return Err(io::Error::new(
-                    io::ErrorKind::InvalidData,
-                    "snapshot file does not match its meta",
-                ));
+                return Err(invalid("snapshot file does not match its meta"));
             }
+            this.inner.snapshots.commit(&tmp, &meta)?;
+            drop(guard); // renamed away: nothing left to remove
             this.replace_state(&meta, state)?;
             tracing::info!(last_log_id = ?meta.last_log_id, "snapshot installed");
             Ok(())

@@ -192,3 +192,64 @@ async fn storage_log_survives_reopen() {
     let got = log.try_get_log_entries(4..=8).await.unwrap();
     assert_eq!(got.iter().map(|e| e.index()).collect::<Vec<_>>(), vec![4, 5, 6, 7, 8]);
 }
+
+/// A received snapshot is verified completely before it replaces the
+/// current one: a truncated copy and a copy with one flipped byte are
+/// refused (by `verify_snapshot_file`, which the sync port runs first, and
+/// by `install_snapshot` itself); the receiving state machine keeps its
+/// state and its own snapshot, and no temporary file is left behind. The
+/// good file still installs afterwards.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn storage_bad_snapshot_is_refused_and_changes_nothing() {
+    use std::io::{Read, Seek, Write};
+    let (a_dir, b_dir) = (TempDir::new().unwrap(), TempDir::new().unwrap());
+    let (_la, mut a) = open(a_dir.path());
+    let entries = (1..=120u64)
+        .map(|i| Entry::new_normal(log_id(1, i), Command { at_ms: 1000 + i, ops: ops(i) }))
+        .collect();
+    apply(&mut a, entries).await;
+    let mut snap = a.get_snapshot_builder().await.build_snapshot().await.expect("build");
+    let mut good = Vec::new();
+    snap.snapshot.rewind().unwrap();
+    snap.snapshot.read_to_end(&mut good).unwrap();
+
+    // b has a state and a snapshot of its own.
+    let (_lb, mut b) = open(b_dir.path());
+    let entries = (1..=10u64)
+        .map(|i| Entry::new_normal(log_id(1, i), Command { at_ms: 5000 + i, ops: ops(i * 3) }))
+        .collect();
+    apply(&mut b, entries).await;
+    let own = b.get_snapshot_builder().await.build_snapshot().await.expect("build b");
+    let before = b.shared_state().read().unwrap().clone();
+
+    let mut flipped = good.clone();
+    let mid = flipped.len() / 2;
+    flipped[mid] ^= 0x40;
+    let variants: [(&str, Vec<u8>); 3] = [
+        ("truncated", good[..good.len() / 2].to_vec()),
+        ("flipped", flipped),
+        ("trailing bytes", [good.clone(), vec![0]].concat()),
+    ];
+    for (what, bytes) in variants {
+        let path = b_dir.path().join(format!("bad-{}.snap", what.replace(' ', "-")));
+        std::fs::File::create(&path).unwrap().write_all(&bytes).unwrap();
+        assert!(super::state_machine::verify_snapshot_file(&path).is_err(), "{what} verified");
+        let f = std::fs::File::options().read(true).open(&path).unwrap();
+        assert!(b.install_snapshot(&snap.meta, f).await.is_err(), "{what} installed");
+        assert_eq!(*b.shared_state().read().unwrap(), before, "{what} changed the state");
+        let cur = b.get_current_snapshot().await.unwrap().expect("b keeps its snapshot");
+        assert_eq!(cur.meta, own.meta, "{what} replaced b's snapshot");
+        let tmps: Vec<_> = std::fs::read_dir(b_dir.path().join("snapshots"))
+            .unwrap()
+            .filter_map(|e| e.ok())
+            .filter(|e| e.path().extension().is_some_and(|x| x == "tmp"))
+            .collect();
+        assert!(tmps.is_empty(), "{what} left {tmps:?}");
+    }
+    // The intact file installs.
+    let path = b_dir.path().join("good.snap");
+    std::fs::File::create(&path).unwrap().write_all(&good).unwrap();
+    assert_eq!(super::state_machine::verify_snapshot_file(&path).unwrap(), snap.meta);
+    b.install_snapshot(&snap.meta, std::fs::File::open(&path).unwrap()).await.expect("install");
+    assert_eq!(*b.shared_state().read().unwrap(), *a.shared_state().read().unwrap());
+}
