@@ -163,7 +163,7 @@ impl RaftNode {
         std::fs::create_dir_all(dir)?;
         let db = open_sled(&dir.join("sled"))?;
         let log = log_store::LogStore::open(&db)?;
-        let sm = state_machine::StateMachine::open(&db, dir.join("snapshots"))?;
+        let sm = state_machine::StateMachine::open(dir.join("snapshots"))?;
         let t = &config.raft;
         let rc = openraft::Config {
             cluster_name: config.cluster.clone(),

@@ -1,11 +1,10 @@
-//! The replicated state machine: presence records in memory for queries,
-//! persisted in sled, with snapshots as files we write and fsync ourselves.
-//!
-//! Layout of the `sm` sled tree: each persisted item of the state under its
-//! own key ([`Item::key`]: `u<uid>`, `s<sid BE>`, `M…`, `G…`; the domain
-//! decides), plus `!applied` → last applied log id and `!membership` → last
-//! membership. This module never names a domain: it stores what
-//! [`State::items`] and [`State::take_changes`] hand it.
+//! The replicated state machine: the whole `State` in memory (shared with
+//! the query path behind an `RwLock`), persisted only by snapshots — files
+//! we write, fsync, rename and fsync the directory of ourselves. `apply`
+//! changes memory only (no write per entry on the hot path). After a
+//! restart the newest snapshot is loaded and openraft replays the log
+//! since it (the log keeps every entry after the snapshot; it is purged
+//! only up to a snapshot that is on disk).
 //! Snapshot files live in `<data>/snapshots/` (see [`SnapshotStore`]).
 
 use std::fs::{self, File};
@@ -21,7 +20,7 @@ use serde::{Deserialize, Serialize};
 
 use sha2::{Digest, Sha256};
 
-use super::codec::{decode, decode_from, encode, encode_into};
+use super::codec::{decode_from, encode_into};
 use super::types::{Applied, LogId, SnapshotMeta, StoredMembership, TypeConfig};
 use herald_domain::messages::Notice;
 use herald_domain::state::{Effects, Item, State};
@@ -31,15 +30,6 @@ use herald_domain::state::{Effects, Item, State};
 const NOTICE_BUFFER: usize = 8192;
 
 type Snapshot = openraft::alias::SnapshotOf<TypeConfig, File>;
-
-/// The storage's own keys start with `!`, which no item key does.
-const OWN_PREFIX: u8 = b'!';
-const KEY_APPLIED: &[u8] = b"!applied";
-const KEY_MEMBERSHIP: &[u8] = b"!membership";
-
-fn io_err(e: sled::Error) -> io::Error {
-    io::Error::other(e)
-}
 
 /// Shared, read-mostly view of the presence state, for the query path.
 pub type SharedState = Arc<RwLock<State>>;
@@ -230,8 +220,6 @@ pub fn verify_snapshot_file(path: &Path) -> io::Result<SnapshotMeta> {
 }
 
 struct Inner {
-    db: sled::Db,
-    tree: sled::Tree,
     state: SharedState,
     /// Last applied log id and membership: what `applied_state` answers.
     applied: Mutex<(Option<LogId>, StoredMembership)>,
@@ -246,46 +234,32 @@ pub struct StateMachine {
 }
 
 impl StateMachine {
-    /// Opens the state machine from sled, or from the snapshot file when that
-    /// is newer (a crash during a snapshot install).
-    pub fn open(db: &sled::Db, snapshot_dir: PathBuf) -> io::Result<Self> {
-        let tree = db.open_tree("sm").map_err(io_err)?;
+    /// Opens the state machine from the newest snapshot in `snapshot_dir`
+    /// (verified completely; a damaged one stops start-up with the file's
+    /// name), or empty when there is none.
+    pub fn open(snapshot_dir: PathBuf) -> io::Result<Self> {
         let snapshots = SnapshotStore::open(snapshot_dir)?;
-        let applied: Option<LogId> = match tree.get(KEY_APPLIED).map_err(io_err)? {
-            Some(v) => decode(&v)?,
-            None => None,
-        };
-        let membership: StoredMembership = match tree.get(KEY_MEMBERSHIP).map_err(io_err)? {
-            Some(v) => decode(&v)?,
-            None => StoredMembership::default(),
-        };
-        let mut items = Vec::new();
-        for kv in tree.iter() {
-            let (k, v) = kv.map_err(io_err)?;
-            if k.first() != Some(&OWN_PREFIX) {
-                items.push(decode::<Item>(&v)?);
+        let (applied, membership, state) = match snapshots.current()? {
+            Some((path, _)) => {
+                let (meta, state) = read_snapshot(&mut BufReader::new(File::open(&path)?))
+                    .map_err(|e| invalid(format!("{}: {e}", path.display())))?;
+                tracing::info!(
+                    snapshot = %path.display(),
+                    last_log_id = ?meta.last_log_id,
+                    "state loaded from the snapshot; the log since it is replayed"
+                );
+                (meta.last_log_id, meta.last_membership, state)
             }
-        }
-        let idx = applied.as_ref().map(|l| l.index()).unwrap_or(0);
-        let state = State::from_items(items, idx);
-        let sm = StateMachine {
+            None => (None, StoredMembership::default(), State::default()),
+        };
+        Ok(StateMachine {
             inner: Arc::new(Inner {
-                db: db.clone(),
-                tree,
                 state: Arc::new(RwLock::new(state)),
                 applied: Mutex::new((applied, membership)),
                 snapshots,
                 notices: tokio::sync::broadcast::channel(NOTICE_BUFFER).0,
             }),
-        };
-        if let Some((path, meta)) = sm.inner.snapshots.current()? {
-            if meta.last_log_id > applied {
-                tracing::warn!(snapshot = %path.display(), "state machine is behind its snapshot; loading the snapshot");
-                let (meta, state) = read_snapshot(&mut BufReader::new(File::open(&path)?))?;
-                sm.replace_state(&meta, state)?;
-            }
-        }
-        Ok(sm)
+        })
     }
 
     /// The live state, for queries.
@@ -303,24 +277,6 @@ impl StateMachine {
     pub fn snapshot_store(&self) -> &SnapshotStore {
         &self.inner.snapshots
     }
-
-    /// Replaces the whole state (snapshot install), in memory and in sled.
-    fn replace_state(&self, meta: &SnapshotMeta, state: State) -> io::Result<()> {
-        let mut batch = sled::Batch::default();
-        for k in self.inner.tree.iter().keys() {
-            batch.remove(k.map_err(io_err)?);
-        }
-        for it in state.items() {
-            batch.insert(it.key(), encode(&it)?);
-        }
-        batch.insert(KEY_APPLIED, encode(&meta.last_log_id)?);
-        batch.insert(KEY_MEMBERSHIP, encode(&meta.last_membership)?);
-        self.inner.tree.apply_batch(batch).map_err(io_err)?;
-        *self.inner.state.write().expect("state lock") = state;
-        *self.inner.applied.lock().expect("applied lock") =
-            (meta.last_log_id, meta.last_membership.clone());
-        Ok(())
-    }
 }
 
 impl RaftSnapshotBuilder<TypeConfig> for StateMachine {
@@ -334,9 +290,6 @@ impl RaftSnapshotBuilder<TypeConfig> for StateMachine {
             let (last, membership) = self.inner.applied.lock().expect("applied lock").clone();
             (SnapshotMeta { last_log_id: last, last_membership: membership }, st.items())
         };
-        // The snapshot stands for the state up to `meta.last_log_id`; make
-        // sure sled holds at least that much before logs are purged.
-        self.inner.db.flush_async().await.map_err(io_err)?;
         let this = self.clone();
         let m = meta.clone();
         let path = tokio::task::spawn_blocking(move || -> io::Result<PathBuf> {
@@ -367,7 +320,6 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
         Strm: Stream<Item = Result<EntryResponder<TypeConfig>, io::Error>> + Unpin + OptionalSend,
     {
         let items: Vec<EntryResponder<TypeConfig>> = entries.try_collect().await?;
-        let mut batch = sled::Batch::default();
         let mut replies = Vec::with_capacity(items.len());
         let mut fx = Effects::default();
         {
@@ -384,7 +336,6 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
                     EntryPayload::Membership(m) => {
                         st.set_applied(index);
                         applied.1 = StoredMembership::new(Some(log_id), m.clone());
-                        batch.insert(KEY_MEMBERSHIP, encode(&applied.1)?);
                     }
                     EntryPayload::Blank => st.set_applied(index),
                 }
@@ -393,15 +344,7 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
                     replies.push((r, Applied { revision: index, results }));
                 }
             }
-            for c in st.take_changes(&fx.touched) {
-                match c.item {
-                    Some(it) => batch.insert(c.key, encode(&it)?),
-                    None => batch.remove(c.key),
-                }
-            }
-            batch.insert(KEY_APPLIED, encode(&applied.0)?);
         }
-        self.inner.tree.apply_batch(batch).map_err(io_err)?;
         for n in fx.notices {
             // No receiver (no gateway listening) is fine.
             let _ = self.inner.notices.send(n);
@@ -439,13 +382,14 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
             }
             this.inner.snapshots.commit(&tmp, &meta)?;
             drop(guard); // renamed away: nothing left to remove
-            this.replace_state(&meta, state)?;
+            *this.inner.state.write().expect("state lock") = state;
+            *this.inner.applied.lock().expect("applied lock") =
+                (meta.last_log_id, meta.last_membership.clone());
             tracing::info!(last_log_id = ?meta.last_log_id, "snapshot installed");
             Ok(())
         })
         .await
         .map_err(io::Error::other)??;
-        self.inner.db.flush_async().await.map_err(io_err)?;
         Ok(())
     }
 

@@ -32,7 +32,7 @@ fn open(dir: &std::path::Path) -> (LogStore, StateMachine) {
         }
     };
     let log = LogStore::open(&db).expect("log store");
-    let sm = StateMachine::open(&db, dir.join("snapshots")).expect("state machine");
+    let sm = StateMachine::open(dir.join("snapshots")).expect("state machine");
     (log, sm)
 }
 
