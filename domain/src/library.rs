@@ -293,13 +293,11 @@ impl Library {
             LibOp::MediaAddReplica { id, node } => {
                 let Some(m) = self.media.get_mut(id) else { return LibResult::Done(false) };
                 let changed = m.replicas.insert(*node);
-                if changed {}
                 LibResult::Done(changed)
             }
             LibOp::MediaDropReplica { id, node } => {
                 let Some(m) = self.media.get_mut(id) else { return LibResult::Done(false) };
                 let changed = m.replicas.remove(node);
-                if changed {}
                 LibResult::Done(changed)
             }
             LibOp::MediaGrant { id, uids } => {
@@ -310,7 +308,6 @@ impl Library {
                 for u in uids {
                     changed |= m.grants.insert(u.clone());
                 }
-                if changed {}
                 LibResult::Done(changed)
             }
             LibOp::MediaGc { id, grace_ms } => {
@@ -347,7 +344,6 @@ impl Library {
                 if c.is_empty() {
                     self.contacts.remove(uid);
                 }
-                if removed {}
                 LibResult::Done(removed)
             }
         }

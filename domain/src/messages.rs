@@ -387,12 +387,11 @@ impl MsgState {
                 MsgResult::Acked { removed: self.ack(uid, ids, *up_to, at_ms) }
             }
             MsgOp::SetOffline { uid, enabled } => {
-                let changed = if *enabled {
-                    self.no_offline.remove(uid)
+                if *enabled {
+                    self.no_offline.remove(uid);
                 } else {
-                    self.no_offline.insert(uid.clone())
-                };
-                if changed {}
+                    self.no_offline.insert(uid.clone());
+                }
                 MsgResult::Done
             }
             MsgOp::SetGroup { name, members } => {
