@@ -12,9 +12,14 @@ use axum::http::{header, HeaderMap, Method, StatusCode};
 use axum::response::{Html, IntoResponse, Response};
 use axum::routing::{get, post, put};
 use axum::{Json, Router};
-use serde::{Deserialize, Serialize};
+use herald_proto::wire::media::{
+    Contact, ContactBody, ContactList, GroupSendAnswer, GroupSendRequest, MediaInfo, MediaMessage,
+    Removed, SharedMedia, SharedPage, UploadRequest,
+};
+use herald_proto::wire::Revision;
+use serde::Deserialize;
 
-use super::messages::{check_group_name, check_uid, RecipientOutcome, Submission};
+use super::messages::{check_group_name, check_uid, Submission};
 use super::{Api, ApiError, Consistency};
 use crate::media::range::{self, RangeAnswer};
 use crate::media::store::valid_id;
@@ -26,7 +31,7 @@ type AppState = std::sync::Arc<Api>;
 /// Longest `text` of a group-send (it travels in every recipient's message).
 pub const MAX_TEXT_BYTES: usize = 4096;
 /// Content type of the message a group-send delivers.
-pub const MEDIA_MESSAGE_TYPE: &str = "application/vnd.herald.media+json";
+pub use herald_proto::wire::media::MEDIA_MESSAGE_TYPE;
 
 pub fn routes() -> Router<AppState> {
     Router::new()
@@ -100,22 +105,12 @@ fn media_in(st: &herald_domain::state::State, id: &str) -> Result<MediaMeta, Api
         .ok_or_else(|| ApiError::new(codes::UNKNOWN_MEDIA, format!("no media {id}")))
 }
 
-#[derive(Debug, Deserialize)]
-struct UploadBody {
-    #[serde(default)]
-    size: u64,
-    #[serde(default)]
-    content_type: String,
-    #[serde(default)]
-    name: String,
-}
-
 async fn post_upload(
     State(api): State<AppState>,
     Path(uid): Path<String>,
     Query(q): Query<Params>,
     headers: HeaderMap,
-    body: Result<Json<UploadBody>, JsonRejection>,
+    body: Result<Json<UploadRequest>, JsonRejection>,
 ) -> Result<Response, ApiError> {
     api.authenticate(&uid, &headers, q.token.as_deref()).await?;
     let Json(b) = body.map_err(|r| super::http::json_error(r, api.limits.max_request_bytes))?;
@@ -156,18 +151,6 @@ fn named_viewer(headers: &HeaderMap, q: &Params) -> Option<String> {
         .and_then(|v| v.to_str().ok())
         .map(str::to_owned)
         .or_else(|| q.viewer.clone())
-}
-
-#[derive(Serialize)]
-struct MediaInfo {
-    media_id: String,
-    size: u64,
-    content_type: String,
-    created_ms: u64,
-    owners: Vec<String>,
-    replicas: Vec<u64>,
-    url: String,
-    expires_at_ms: u64,
 }
 
 async fn get_media(
@@ -300,17 +283,10 @@ async fn delete_media(
     Path((uid, id)): Path<(String, String)>,
     Query(q): Query<Params>,
     headers: HeaderMap,
-) -> Result<Json<serde_json::Value>, ApiError> {
+) -> Result<Json<Removed>, ApiError> {
     api.authenticate(&uid, &headers, q.token.as_deref()).await?;
     let (revision, r) = write_lib(&api, LibOp::MediaUnshare { id, owner: uid }).await?;
-    Ok(Json(serde_json::json!({ "revision": revision, "removed": r == LibResult::Done(true) })))
-}
-
-#[derive(Serialize)]
-struct ContactOut {
-    uid: String,
-    groups: Vec<String>,
-    friend: bool,
+    Ok(Json(Removed { removed: r == LibResult::Done(true), revision }))
 }
 
 async fn get_contacts(
@@ -318,9 +294,9 @@ async fn get_contacts(
     Path(uid): Path<String>,
     Query(q): Query<Params>,
     headers: HeaderMap,
-) -> Result<Json<serde_json::Value>, ApiError> {
+) -> Result<Json<ContactList>, ApiError> {
     api.authenticate(&uid, &headers, q.token.as_deref()).await?;
-    let contacts: Vec<ContactOut> = api
+    let contacts: Vec<Contact> = api
         .node
         .read(Consistency::Linearizable, |st| {
             st.lib
@@ -328,7 +304,7 @@ async fn get_contacts(
                 .map(|c| {
                     c.iter()
                         .filter(|(_, gs)| q.group.as_ref().is_none_or(|g| gs.contains(g)))
-                        .map(|(u, gs)| ContactOut {
+                        .map(|(u, gs)| Contact {
                             uid: u.clone(),
                             groups: gs.iter().cloned().collect(),
                             friend: st.lib.are_friends(&uid, u),
@@ -338,14 +314,7 @@ async fn get_contacts(
                 .unwrap_or_default()
         })
         .await?;
-    Ok(Json(serde_json::json!({ "uid": uid, "contacts": contacts })))
-}
-
-#[derive(Debug, Default, Deserialize)]
-#[serde(deny_unknown_fields)]
-struct ContactBody {
-    #[serde(default)]
-    groups: Vec<String>,
+    Ok(Json(ContactList { contacts, uid }))
 }
 
 async fn put_contact(
@@ -354,7 +323,7 @@ async fn put_contact(
     Query(q): Query<Params>,
     headers: HeaderMap,
     body: Bytes,
-) -> Result<Json<serde_json::Value>, ApiError> {
+) -> Result<Json<Revision>, ApiError> {
     api.authenticate(&uid, &headers, q.token.as_deref()).await?;
     check_uid("contact", &contact)?;
     let b: ContactBody = if body.iter().all(u8::is_ascii_whitespace) {
@@ -374,7 +343,7 @@ async fn put_contact(
     }
     let (revision, _) =
         write_lib(&api, LibOp::ContactSet { uid, contact, groups: b.groups }).await?;
-    Ok(Json(serde_json::json!({ "revision": revision })))
+    Ok(Json(Revision { revision }))
 }
 
 async fn delete_contact(
@@ -382,32 +351,10 @@ async fn delete_contact(
     Path((uid, contact)): Path<(String, String)>,
     Query(q): Query<Params>,
     headers: HeaderMap,
-) -> Result<Json<serde_json::Value>, ApiError> {
+) -> Result<Json<Removed>, ApiError> {
     api.authenticate(&uid, &headers, q.token.as_deref()).await?;
     let (revision, r) = write_lib(&api, LibOp::ContactRemove { uid, contact }).await?;
-    Ok(Json(serde_json::json!({ "revision": revision, "removed": r == LibResult::Done(true) })))
-}
-
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
-struct GroupSendBody {
-    media_id: String,
-    #[serde(default)]
-    text: String,
-    #[serde(default)]
-    groups: Vec<String>,
-    #[serde(default)]
-    idempotency_key: String,
-}
-
-/// What a group-send answers: the message answer plus the media id.
-#[derive(Debug, Serialize)]
-struct GroupSendAnswer {
-    message_id: u64,
-    media_id: String,
-    duplicate: bool,
-    revision: u64,
-    recipients: Vec<RecipientOutcome>,
+    Ok(Json(Removed { removed: r == LibResult::Done(true), revision }))
 }
 
 async fn post_group_send(
@@ -415,7 +362,7 @@ async fn post_group_send(
     Path(uid): Path<String>,
     Query(q): Query<Params>,
     headers: HeaderMap,
-    body: Result<Json<GroupSendBody>, JsonRejection>,
+    body: Result<Json<GroupSendRequest>, JsonRejection>,
 ) -> Result<Json<GroupSendAnswer>, ApiError> {
     api.authenticate(&uid, &headers, q.token.as_deref()).await?;
     let Json(b) = body.map_err(|r| super::http::json_error(r, api.limits.max_request_bytes))?;
@@ -455,22 +402,24 @@ async fn post_group_send(
         ));
     }
     let name = m.owners.get(&uid).map(|o| o.name.clone()).unwrap_or_default();
-    let msg = serde_json::json!({
-        "type": "media",
-        "from": uid,
-        "media_id": m.id,
-        "name": name,
-        "size": m.size,
-        "content_type": m.content_type,
-        "text": b.text,
-        "link": api.media.link(&m.id),
-    });
+    let msg = MediaMessage {
+        content_type: m.content_type.clone(),
+        from: uid.clone(),
+        link: api.media.link(&m.id),
+        media_id: m.id.clone(),
+        name,
+        size: m.size,
+        text: b.text,
+        kind: "media".into(),
+    };
+    let body =
+        serde_json::to_vec(&msg).map_err(|e| ApiError::new(codes::INTERNAL, e.to_string()))?;
     let s = Submission {
         idempotency_key: b.idempotency_key,
         from: uid,
         to,
         content_type: MEDIA_MESSAGE_TYPE.into(),
-        body: msg.to_string().into_bytes(),
+        body,
         grant_media: Some(m.id.clone()),
         ..Submission::default()
     };
@@ -483,17 +432,6 @@ async fn post_group_send(
         revision: a.revision,
         recipients: a.recipients,
     }))
-}
-
-#[derive(Serialize)]
-struct SharedItem {
-    media_id: String,
-    name: String,
-    size: u64,
-    content_type: String,
-    created_ms: u64,
-    url: String,
-    expires_at_ms: u64,
 }
 
 fn wants_html(headers: &HeaderMap, q: &Params) -> bool {
@@ -531,7 +469,7 @@ async fn get_shared(
     check_uid("uid", &uid)?;
     let v = named_viewer(&headers, &q).unwrap_or_else(|| uid.clone());
     api.authenticate(&v, &headers, q.token.as_deref()).await?;
-    let items: Vec<SharedItem> = api
+    let items: Vec<SharedMedia> = api
         .node
         .read(Consistency::Linearizable, |st| {
             if v != uid && !st.lib.are_friends(&uid, &v) {
@@ -543,7 +481,7 @@ async fn get_shared(
             let mut out = Vec::new();
             for m in st.lib.shared_by(&uid) {
                 let (url, expires_at_ms) = api.media.access_url(&m.id, &v)?;
-                out.push(SharedItem {
+                out.push(SharedMedia {
                     media_id: m.id.clone(),
                     name: m.owners.get(&uid).map(|o| o.name.clone()).unwrap_or_default(),
                     size: m.size,
@@ -582,12 +520,13 @@ async fn get_shared(
     }
     let ids: BTreeSet<&str> = items.iter().map(|i| i.media_id.as_str()).collect();
     tracing::debug!(%uid, viewer = %v, items = ids.len(), "shared page");
-    Ok(Json(serde_json::json!({ "uid": uid, "media": items })).into_response())
+    Ok(Json(SharedPage { media: items, uid }).into_response())
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use serde::Serialize;
 
     /// HTML output escapes what users control.
     #[test]
@@ -596,6 +535,76 @@ mod tests {
             escape("<a href=\"x\">'&'</a>"),
             "&lt;a href=&quot;x&quot;&gt;&#39;&amp;&#39;&lt;/a&gt;"
         );
+    }
+
+    /// The answers the node built with `serde_json::json!` (contacts,
+    /// removals, the shared page, the group-send message) are byte-for-byte
+    /// what it wrote before they were wire types.
+    #[test]
+    fn media_answers_keep_their_bytes() {
+        #[derive(Serialize)]
+        struct ContactOut {
+            uid: String,
+            groups: Vec<String>,
+            friend: bool,
+        }
+        #[derive(Serialize)]
+        struct SharedItem {
+            media_id: String,
+            name: String,
+            size: u64,
+            content_type: String,
+            created_ms: u64,
+            url: String,
+            expires_at_ms: u64,
+        }
+        let old = serde_json::json!({ "uid": "alice", "contacts": [ContactOut {
+            uid: "bob".into(), groups: vec!["friends".into(), "a\"b".into()], friend: true }] });
+        let new = ContactList {
+            contacts: vec![Contact {
+                friend: true,
+                groups: vec!["friends".into(), "a\"b".into()],
+                uid: "bob".into(),
+            }],
+            uid: "alice".into(),
+        };
+        assert_eq!(serde_json::to_string(&new).unwrap(), old.to_string());
+        for removed in [true, false] {
+            let old = serde_json::json!({ "revision": 9, "removed": removed });
+            let new = Removed { removed, revision: 9 };
+            assert_eq!(serde_json::to_string(&new).unwrap(), old.to_string());
+        }
+        let old = serde_json::json!({ "uid": "bob", "media": [SharedItem {
+            media_id: "ab".into(), name: "b é.jpg".into(), size: 5, content_type: "image/jpeg".into(),
+            created_ms: 1, url: "http://x/c?access=1".into(), expires_at_ms: 2 }] });
+        let new = SharedPage {
+            media: vec![SharedMedia {
+                content_type: "image/jpeg".into(),
+                created_ms: 1,
+                expires_at_ms: 2,
+                media_id: "ab".into(),
+                name: "b é.jpg".into(),
+                size: 5,
+                url: "http://x/c?access=1".into(),
+            }],
+            uid: "bob".into(),
+        };
+        assert_eq!(serde_json::to_string(&new).unwrap(), old.to_string());
+        let old = serde_json::json!({
+            "type": "media", "from": "alice", "media_id": "ab", "name": "a.png", "size": 3,
+            "content_type": "image/png", "text": "hi <there>", "link": "http://h/v1/media/ab",
+        });
+        let new = MediaMessage {
+            content_type: "image/png".into(),
+            from: "alice".into(),
+            link: "http://h/v1/media/ab".into(),
+            media_id: "ab".into(),
+            name: "a.png".into(),
+            size: 3,
+            text: "hi <there>".into(),
+            kind: "media".into(),
+        };
+        assert_eq!(serde_json::to_vec(&new).unwrap(), old.to_string().into_bytes());
     }
 
     /// Bearer tokens are read case-insensitively; other schemes are not.

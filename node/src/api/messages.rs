@@ -12,7 +12,10 @@ use axum::extract::{Path, Query, State};
 use axum::routing::{get, post, put};
 use axum::{Json, Router};
 use herald_proto::v1 as pb;
-use serde::{Deserialize, Serialize};
+use herald_proto::wire::messages::{
+    GatewayChoice, GroupAnswer, GroupBody, GroupDeleted, SendBody, SettingsBody,
+};
+use serde::Deserialize;
 use tonic::{Request, Response, Status};
 
 use super::{Api, ApiError, Consistency};
@@ -39,29 +42,10 @@ pub struct Submission {
     pub grant_media: Option<String>,
 }
 
-/// The outcome for one recipient.
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
-pub struct RecipientOutcome {
-    pub uid: String,
-    /// delivered | stored | dropped | rejected
-    pub outcome: String,
-    #[serde(skip_serializing_if = "String::is_empty", default)]
-    pub reason: String,
-}
-
-/// The answer to a submission.
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
-pub struct SendAnswer {
-    pub message_id: u64,
-    pub revision: u64,
-    pub duplicate: bool,
-    pub recipients: Vec<RecipientOutcome>,
-    /// Broadcasts: "online_only" or "stored".
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub broadcast: Option<String>,
-    #[serde(skip_serializing_if = "is_zero")]
-    pub expires_at_ms: u64,
-}
+/// The outcome for one recipient, the answer to a submission and a
+/// user's settings: the HTTP API's types, defined once in
+/// [`herald_proto::wire::messages`] (gRPC converts them to protobuf).
+pub use herald_proto::wire::messages::{RecipientOutcome, SendAnswer, SettingsAnswer};
 
 /// A user's settings as the given state holds them.
 fn settings_of(st: &herald_domain::state::State, uid: &str) -> SettingsAnswer {
@@ -71,10 +55,6 @@ fn settings_of(st: &herald_domain::state::State, uid: &str) -> SettingsAnswer {
         queued: st.msgs.queued(uid) as u64,
         revision: st.applied(),
     }
-}
-
-fn is_zero(v: &u64) -> bool {
-    *v == 0
 }
 
 pub(super) fn check_uid(field: &'static str, uid: &str) -> Result<(), ApiError> {
@@ -385,51 +365,7 @@ impl Api {
     }
 }
 
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
-pub struct SettingsAnswer {
-    pub uid: String,
-    pub offline: bool,
-    pub queued: u64,
-    pub revision: u64,
-}
-
 // ------------------------------------------------------------------ HTTP
-
-/// `POST /v1/messages` body.
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct SendBody {
-    pub idempotency_key: String,
-    pub from: String,
-    #[serde(default)]
-    pub to: Vec<String>,
-    #[serde(default)]
-    pub group: Option<String>,
-    #[serde(default)]
-    pub broadcast: bool,
-    #[serde(default)]
-    pub ttl_s: u64,
-    #[serde(default)]
-    pub content_type: String,
-    /// The body as text...
-    #[serde(default)]
-    pub body: Option<String>,
-    /// ...or as base64 (binary bodies).
-    #[serde(default)]
-    pub body_base64: Option<String>,
-}
-
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
-struct GroupBody {
-    members: Vec<String>,
-}
-
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
-struct SettingsBody {
-    offline: bool,
-}
 
 #[derive(Debug, Deserialize, Default)]
 struct GatewayQuery {
@@ -487,7 +423,7 @@ async fn put_group(
     State(api): State<AppState>,
     Path(name): Path<String>,
     body: Result<Json<GroupBody>, JsonRejection>,
-) -> Result<Json<serde_json::Value>, ApiError> {
+) -> Result<Json<GroupAnswer>, ApiError> {
     let Json(b) = body.map_err(|r| super::http::json_error(r, api.limits.max_request_bytes))?;
     if b.members.is_empty() {
         return Err(ApiError::new(
@@ -500,24 +436,24 @@ async fn put_group(
         b.members.into_iter().filter(|m| seen.insert(m.clone())).collect()
     };
     let revision = api.set_group(&name, members.clone()).await?;
-    Ok(Json(serde_json::json!({ "name": name, "members": members, "revision": revision })))
+    Ok(Json(GroupAnswer { members, name, revision }))
 }
 
 async fn get_group(
     State(api): State<AppState>,
     Path(name): Path<String>,
-) -> Result<Json<serde_json::Value>, ApiError> {
+) -> Result<Json<GroupAnswer>, ApiError> {
     let (members, revision) = api.get_group(&name).await?;
-    Ok(Json(serde_json::json!({ "name": name, "members": members, "revision": revision })))
+    Ok(Json(GroupAnswer { members, name, revision }))
 }
 
 async fn delete_group(
     State(api): State<AppState>,
     Path(name): Path<String>,
-) -> Result<Json<serde_json::Value>, ApiError> {
+) -> Result<Json<GroupDeleted>, ApiError> {
     api.get_group(&name).await?;
     let revision = api.set_group(&name, Vec::new()).await?;
-    Ok(Json(serde_json::json!({ "name": name, "deleted": true, "revision": revision })))
+    Ok(Json(GroupDeleted { deleted: true, name, revision }))
 }
 
 async fn put_settings(
@@ -536,24 +472,14 @@ async fn get_settings(
     Ok(Json(api.get_settings(&uid).await?))
 }
 
-fn gateway_json(g: &pb::GatewayInfo) -> serde_json::Value {
-    serde_json::json!({
-        "node": g.node, "publish": g.publish, "sessions": g.sessions, "max_sessions": g.max_sessions,
-        "load": g.load, "healthy": g.healthy, "age_ms": g.age_ms,
-    })
-}
-
 /// `GET /v1/gateway?uid=U`: the best node for this client, and all of them.
 async fn get_gateway(
     State(api): State<AppState>,
     q: Result<Query<GatewayQuery>, axum::extract::rejection::QueryRejection>,
-) -> Result<Json<serde_json::Value>, ApiError> {
+) -> Result<Json<GatewayChoice>, ApiError> {
     let q = q.map_err(|e| ApiError::new(codes::INVALID_QUERY_STRING, e.body_text()))?;
     let r = api.pick_gateway(&q.0.uid)?;
-    Ok(Json(serde_json::json!({
-        "best": r.best.as_ref().map(gateway_json),
-        "candidates": r.candidates.iter().map(gateway_json).collect::<Vec<_>>(),
-    })))
+    Ok(Json(GatewayChoice::from(r)))
 }
 
 // ------------------------------------------------------------------ gRPC
@@ -582,18 +508,7 @@ impl pb::messages_server::Messages for MessagesGrpc {
             grant_media: None,
         };
         let a = self.api.send(s).await.map_err(|e| e.to_grpc())?;
-        Ok(Response::new(pb::SendResponse {
-            message_id: a.message_id,
-            revision: a.revision,
-            duplicate: a.duplicate,
-            recipients: a
-                .recipients
-                .into_iter()
-                .map(|o| pb::RecipientOutcome { uid: o.uid, outcome: o.outcome, reason: o.reason })
-                .collect(),
-            broadcast: a.broadcast.unwrap_or_default(),
-            expires_at_ms: a.expires_at_ms,
-        }))
+        Ok(Response::new(pb::SendResponse::from(a)))
     }
 
     async fn set_group(
@@ -621,12 +536,7 @@ impl pb::messages_server::Messages for MessagesGrpc {
     ) -> Result<Response<pb::SettingsResponse>, Status> {
         let r = req.into_inner();
         let a = self.api.set_settings(&r.uid, r.offline).await.map_err(|e| e.to_grpc())?;
-        Ok(Response::new(pb::SettingsResponse {
-            uid: a.uid,
-            offline: a.offline,
-            queued: a.queued,
-            revision: a.revision,
-        }))
+        Ok(Response::new(pb::SettingsResponse::from(a)))
     }
 
     async fn get_settings(
@@ -635,11 +545,49 @@ impl pb::messages_server::Messages for MessagesGrpc {
     ) -> Result<Response<pb::SettingsResponse>, Status> {
         let r = req.into_inner();
         let a = self.api.get_settings(&r.uid).await.map_err(|e| e.to_grpc())?;
-        Ok(Response::new(pb::SettingsResponse {
-            uid: a.uid,
-            offline: a.offline,
-            queued: a.queued,
-            revision: a.revision,
-        }))
+        Ok(Response::new(pb::SettingsResponse::from(a)))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The group answers and the gateway choice are byte-for-byte what the
+    /// node wrote with `serde_json::json!` before they were wire types.
+    #[test]
+    fn messages_answers_keep_their_bytes() {
+        let (name, members, revision) = ("crew".to_string(), vec!["b".to_string(), "a".into()], 5);
+        let old = serde_json::json!({ "name": name, "members": members, "revision": revision });
+        let new = GroupAnswer { members: members.clone(), name: name.clone(), revision };
+        assert_eq!(serde_json::to_string(&new).unwrap(), old.to_string());
+        let old = serde_json::json!({ "name": name, "deleted": true, "revision": revision });
+        let new = GroupDeleted { deleted: true, name, revision };
+        assert_eq!(serde_json::to_string(&new).unwrap(), old.to_string());
+
+        let old_gateway = |g: &pb::GatewayInfo| {
+            serde_json::json!({
+                "node": g.node, "publish": g.publish, "sessions": g.sessions, "max_sessions": g.max_sessions,
+                "load": g.load, "healthy": g.healthy, "age_ms": g.age_ms,
+            })
+        };
+        let g = |node: u64, load: f64| pb::GatewayInfo {
+            node,
+            publish: format!("h:7{node}03"),
+            sessions: 3,
+            max_sessions: 10,
+            load,
+            healthy: node != 3,
+            age_ms: 250,
+        };
+        let r = pb::PickGatewayResponse {
+            best: Some(g(2, 0.3)),
+            candidates: vec![g(2, 0.3), g(3, 1.0 / 3.0)],
+        };
+        let old = serde_json::json!({
+            "best": r.best.as_ref().map(old_gateway),
+            "candidates": r.candidates.iter().map(old_gateway).collect::<Vec<_>>(),
+        });
+        assert_eq!(serde_json::to_string(&GatewayChoice::from(r)).unwrap(), old.to_string());
     }
 }
