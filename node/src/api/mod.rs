@@ -1,6 +1,9 @@
 //! The public API: HTTP/JSON ([`http`]) and gRPC ([`grpc`]) on one publish
 //! port, both thin adapters over [`Api`], which holds the request logic,
-//! the limits and the error codes.
+//! the limits and the error codes. [`messages`] and [`media`] are split
+//! the same way: their `mod.rs` holds the logic, `http.rs` the axum routes
+//! (and `messages/grpc.rs` the tonic service). The JSON shapes are
+//! [`herald_proto::wire`]'s.
 
 pub mod grpc;
 pub mod http;

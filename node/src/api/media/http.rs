@@ -1,6 +1,5 @@
-//! Media, contacts, group-send and the shared page over HTTP (MISSION
-//! G1–G3, S1–S4). The contract is docs/media.md; the byte handling is in
-//! [`crate::media`], the replicated metadata in [`herald_domain::library`].
+//! Media, contacts, group-send and the shared page over HTTP: the axum
+//! routes and handlers (contract: docs/media.md).
 
 use herald_proto::codes;
 use std::collections::BTreeSet;
@@ -19,20 +18,16 @@ use herald_proto::wire::media::{
 use herald_proto::wire::Revision;
 use serde::Deserialize;
 
-use super::messages::{check_group_name, check_uid, Submission};
-use super::{Api, ApiError, Consistency};
+use super::{bearer, media_in, write_lib, MAX_TEXT_BYTES, MEDIA_MESSAGE_TYPE};
+use crate::api::messages::{check_group_name, check_uid, Submission};
+use crate::api::{Api, ApiError, Consistency};
 use crate::media::range::{self, RangeAnswer};
 use crate::media::store::valid_id;
-use herald_domain::library::{LibOp, LibResult, MediaMeta, MAX_GROUPS_PER_CONTACT};
-use herald_domain::state::{Op, OpResult};
+use herald_domain::library::{LibOp, LibResult, MAX_GROUPS_PER_CONTACT};
 
 type AppState = std::sync::Arc<Api>;
 
-/// Longest `text` of a group-send (it travels in every recipient's message).
-pub const MAX_TEXT_BYTES: usize = 4096;
-/// Content type of the message a group-send delivers.
-pub use herald_proto::wire::media::MEDIA_MESSAGE_TYPE;
-
+/// Routes of this module, merged into the HTTP router.
 pub fn routes() -> Router<AppState> {
     Router::new()
         .route("/v1/users/{uid}/uploads", post(post_upload))
@@ -56,55 +51,6 @@ struct Params {
     group: Option<String>,
 }
 
-fn bearer(headers: &HeaderMap) -> Option<&str> {
-    let v = headers.get(header::AUTHORIZATION)?.to_str().ok()?;
-    let (scheme, rest) = v.split_once(' ')?;
-    scheme.eq_ignore_ascii_case("bearer").then_some(rest.trim())
-}
-
-impl Api {
-    /// Checks that the caller holds a session token of `uid`.
-    pub async fn authenticate(
-        &self,
-        uid: &str,
-        headers: &HeaderMap,
-        query_token: Option<&str>,
-    ) -> Result<(), ApiError> {
-        check_uid("uid", uid)?;
-        let token = bearer(headers).or(query_token).ok_or_else(|| ApiError::Refused {
-            code: codes::MISSING_TOKEN,
-            message: "a session token is required: Authorization: Bearer <token> (or ?token=)"
-                .into(),
-        })?;
-        let now_s = self.node.clock().now_ms() / 1000;
-        self.gateway
-            .auth
-            .check(uid, token, "http", now_s)
-            .await
-            .map_err(|e| ApiError::new(e.code(), e.to_string()))
-    }
-
-    /// Media metadata from this node's state, after a read barrier when it
-    /// is not known here yet (committed through another node just now).
-    async fn media_meta(&self, id: &str) -> Result<MediaMeta, ApiError> {
-        if !valid_id(id) {
-            return Err(ApiError::new(codes::UNKNOWN_MEDIA, "a media id is 64 hex digits"));
-        }
-        if let Ok(m) = self.node.read_local(|st| media_in(st, id)) {
-            return Ok(m);
-        }
-        self.node.read(Consistency::Linearizable, |st| media_in(st, id)).await?
-    }
-}
-
-/// A media's metadata as `st` holds it, or 404 `unknown_media`.
-fn media_in(st: &herald_domain::state::State, id: &str) -> Result<MediaMeta, ApiError> {
-    st.lib
-        .media(id)
-        .cloned()
-        .ok_or_else(|| ApiError::new(codes::UNKNOWN_MEDIA, format!("no media {id}")))
-}
-
 async fn post_upload(
     State(api): State<AppState>,
     Path(uid): Path<String>,
@@ -113,7 +59,8 @@ async fn post_upload(
     body: Result<Json<UploadRequest>, JsonRejection>,
 ) -> Result<Response, ApiError> {
     api.authenticate(&uid, &headers, q.token.as_deref()).await?;
-    let Json(b) = body.map_err(|r| super::http::json_error(r, api.limits.max_request_bytes))?;
+    let Json(b) =
+        body.map_err(|r| crate::api::http::json_error(r, api.limits.max_request_bytes))?;
     let t = api.media.begin_upload(&uid, b.size, &b.content_type, &b.name)?;
     api.metrics.media_uploads_requested.inc();
     Ok((StatusCode::CREATED, Json(t)).into_response())
@@ -266,18 +213,6 @@ async fn get_content(
     r.body(body).map_err(|e| ApiError::new(codes::INTERNAL, e.to_string()))
 }
 
-async fn write_lib(api: &Api, op: LibOp) -> Result<(u64, LibResult), ApiError> {
-    let (rev, results) = api.node.write(vec![Op::Lib(op)]).await?;
-    match results.into_iter().next() {
-        Some(OpResult::Lib(LibResult::Refused(code))) => {
-            let code = codes::named(&code).unwrap_or(codes::REFUSED);
-            Err(ApiError::new(code, format!("refused: {code}")))
-        }
-        Some(OpResult::Lib(r)) => Ok((rev, r)),
-        other => Err(ApiError::new(codes::INTERNAL, format!("unexpected apply result {other:?}"))),
-    }
-}
-
 async fn delete_media(
     State(api): State<AppState>,
     Path((uid, id)): Path<(String, String)>,
@@ -365,7 +300,8 @@ async fn post_group_send(
     body: Result<Json<GroupSendRequest>, JsonRejection>,
 ) -> Result<Json<GroupSendAnswer>, ApiError> {
     api.authenticate(&uid, &headers, q.token.as_deref()).await?;
-    let Json(b) = body.map_err(|r| super::http::json_error(r, api.limits.max_request_bytes))?;
+    let Json(b) =
+        body.map_err(|r| crate::api::http::json_error(r, api.limits.max_request_bytes))?;
     if b.text.len() > MAX_TEXT_BYTES {
         return Err(ApiError::new(
             codes::INVALID_TEXT,
@@ -605,15 +541,5 @@ mod tests {
             kind: "media".into(),
         };
         assert_eq!(serde_json::to_vec(&new).unwrap(), old.to_string().into_bytes());
-    }
-
-    /// Bearer tokens are read case-insensitively; other schemes are not.
-    #[test]
-    fn media_bearer_header() {
-        let mut h = HeaderMap::new();
-        h.insert(header::AUTHORIZATION, "bearer abc".parse().unwrap());
-        assert_eq!(bearer(&h), Some("abc"));
-        h.insert(header::AUTHORIZATION, "Basic abc".parse().unwrap());
-        assert_eq!(bearer(&h), None);
     }
 }
