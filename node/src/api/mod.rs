@@ -1,6 +1,9 @@
 //! The public API: HTTP/JSON ([`http`]) and gRPC ([`grpc`]) on one publish
 //! port, both thin adapters over [`Api`], which holds the request logic,
-//! the limits and the error codes.
+//! the limits and the error codes. [`messages`] and [`media`] are split
+//! the same way: their `mod.rs` holds the logic, `http.rs` the axum routes
+//! (and `messages/grpc.rs` the tonic service). The JSON shapes are
+//! [`herald_proto::wire`]'s.
 
 pub mod grpc;
 pub mod http;
@@ -9,8 +12,6 @@ pub mod messages;
 
 use std::sync::Arc;
 use std::time::Instant;
-
-use serde::{Deserialize, Serialize};
 
 use herald_proto::codes::{self, Code};
 
@@ -132,6 +133,16 @@ impl Consistency {
                 codes::INVALID_CONSISTENCY,
                 format!("consistency must be linearizable or local, not {other:?}"),
             )),
+        }
+    }
+}
+
+impl From<herald_proto::wire::presence::Consistency> for Consistency {
+    fn from(c: herald_proto::wire::presence::Consistency) -> Self {
+        use herald_proto::wire::presence::Consistency as Wire;
+        match c {
+            Wire::Linearizable => Consistency::Linearizable,
+            Wire::Local => Consistency::Local,
         }
     }
 }
@@ -313,7 +324,7 @@ impl Api {
             let mut c = grpc::cluster_client(addr).await.ok()?;
             let r =
                 c.status(herald_proto::v1::StatusRequest { local: true }).await.ok()?.into_inner();
-            Some(r.nodes.into_iter().map(grpc::node_view_from_pb).collect::<Vec<_>>())
+            Some(r.nodes.into_iter().map(NodeView::from).collect::<Vec<_>>())
         };
         tokio::time::timeout(std::time::Duration::from_millis(500), fut).await.ok().flatten()
     }
@@ -379,60 +390,11 @@ pub enum MembershipOp {
     Remove { number: u64 },
 }
 
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
-pub struct MembershipResult {
-    pub revision: u64,
-    pub nodes: Vec<NodeView>,
-}
-
-/// One member in `GET /v1/cluster`.
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
-pub struct NodeView {
-    pub number: u64,
-    pub sync: String,
-    pub publish: String,
-    pub role: String,
-    pub healthy: bool,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub matched_index: Option<u64>,
-    /// The member's cluster clock against the time master, as it reports it.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub clock: Option<crate::time::ClockStatus>,
-    /// The member's gateway load as this node last heard it.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub gateway: Option<GatewayView>,
-}
-
-/// Sessions and load of one gateway, in `GET /v1/cluster`.
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
-pub struct GatewayView {
-    pub sessions: u64,
-    pub load: f64,
-    /// Heard from within the freshness window (always true for this node).
-    pub fresh: bool,
-}
-
-/// The body of `GET /v1/cluster`.
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
-pub struct ClusterView {
-    pub cluster: String,
-    pub node: u64,
-    pub state: String,
-    pub leader: Option<u64>,
-    /// The numbered master (the Raft leader, steered to the lowest number).
-    pub master: Option<u64>,
-    /// Whose clock is the standard time, as this node last followed it.
-    pub time_master: Option<u64>,
-    pub term: u64,
-    pub last_log_index: u64,
-    pub commit_index: u64,
-    pub applied_index: u64,
-    pub snapshot_index: Option<u64>,
-    pub nodes: Vec<NodeView>,
-    /// This node's media storage (HTTP only).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub media: Option<crate::media::service::MediaStatus>,
-}
+/// The answer to a membership change, one member, its gateway load and
+/// the body of `GET /v1/cluster`: the HTTP API's types, defined once in
+/// [`herald_proto::wire::cluster`] (the gRPC `Cluster` service converts
+/// them to and from protobuf).
+pub use herald_proto::wire::cluster::{ClusterView, GatewayView, MembershipResult, NodeView};
 
 #[cfg(test)]
 mod catalog_tests {
@@ -448,5 +410,17 @@ mod catalog_tests {
         for name in SendError::CODES.iter().chain(refusal::ANSWERED) {
             assert!(codes::named(name).is_some(), "{name} is missing from proto/src/codes.rs");
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    /// The HTTP API's consistency names the same read as the node's own.
+    #[test]
+    fn consistency_from_wire() {
+        use herald_proto::wire::presence::Consistency as Wire;
+        assert_eq!(super::Consistency::from(Wire::Linearizable), super::Consistency::Linearizable);
+        assert_eq!(super::Consistency::from(Wire::Local), super::Consistency::Local);
+        assert_eq!(super::Consistency::from(Wire::default()), super::Consistency::default());
     }
 }
