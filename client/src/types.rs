@@ -100,8 +100,8 @@ pub use herald_proto::wire::presence::{QueryAnswer as QueryResult, UserPresence}
 /// The cluster as one node sees it, one member, its clock, and the result
 /// of a membership change (shared with the node's `GET /v1/cluster`,
 /// [`herald_proto::wire::cluster`]). Over gRPC, which this client uses,
-/// `last_log_index`, `snapshot_index`, `media`, the members' `gateway` and
-/// the clocks' `corrections` are not carried: they are 0 / `None`.
+/// everything is carried but the answering node's `media` (HTTP only:
+/// `None` here).
 pub use herald_proto::wire::cluster::{
     ClockStatus, ClusterView as Status, MembershipResult as Membership, NodeView as NodeStatus,
 };

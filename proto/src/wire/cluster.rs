@@ -4,9 +4,8 @@
 //! promote, remove}`, `POST /v1/cluster/transfer-leader` and `GET
 //! /healthz`.
 //!
-//! The gRPC `Cluster.Status` answers the same view without
-//! `last_log_index`, `snapshot_index`, `media`, the members' `gateway` and
-//! the clocks' `corrections`; converted from protobuf these are 0 / `None`.
+//! The gRPC `Cluster.Status` answers the same view, except the answering
+//! node's `media` (HTTP only; `None` when converted from protobuf).
 
 use serde::{Deserialize, Serialize};
 
@@ -30,7 +29,7 @@ pub struct ClockStatus {
     /// Why the last poll failed, if it did; the clock keeps its last correction.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub error: Option<String>,
-    /// Corrections applied since start (not carried over gRPC: 0 there).
+    /// Corrections applied since start.
     pub corrections: u64,
 }
 
@@ -43,7 +42,7 @@ impl From<pb::ClockStatus> for ClockStatus {
             in_tolerance: c.in_tolerance,
             time_master: c.time_master,
             error: (!c.error.is_empty()).then_some(c.error),
-            corrections: 0,
+            corrections: c.corrections,
         }
     }
 }
@@ -57,6 +56,7 @@ impl From<ClockStatus> for pb::ClockStatus {
             in_tolerance: c.in_tolerance,
             time_master: c.time_master,
             error: c.error.unwrap_or_default(),
+            corrections: c.corrections,
         }
     }
 }
@@ -110,7 +110,11 @@ impl From<pb::NodeStatus> for NodeView {
             healthy: n.healthy,
             matched_index: n.matched_index,
             clock: n.clock.map(ClockStatus::from),
-            gateway: None,
+            gateway: n.gateway.map(|g| GatewayView {
+                sessions: g.sessions,
+                load: g.load,
+                fresh: g.fresh,
+            }),
         }
     }
 }
@@ -125,6 +129,11 @@ impl From<NodeView> for pb::NodeStatus {
             healthy: n.healthy,
             matched_index: n.matched_index,
             clock: n.clock.map(pb::ClockStatus::from),
+            gateway: n.gateway.map(|g| pb::GatewayLoad {
+                sessions: g.sessions,
+                load: g.load,
+                fresh: g.fresh,
+            }),
         }
     }
 }
@@ -171,14 +180,12 @@ pub struct ClusterView {
     #[serde(default)]
     pub time_master: Option<u64>,
     pub term: u64,
-    /// Not carried over gRPC (0 there).
     #[serde(default)]
     pub last_log_index: u64,
     #[serde(default)]
     pub commit_index: u64,
     #[serde(default)]
     pub applied_index: u64,
-    /// Not carried over gRPC (`None` there).
     #[serde(default)]
     pub snapshot_index: Option<u64>,
     pub nodes: Vec<NodeView>,
@@ -197,10 +204,10 @@ impl From<pb::StatusResponse> for ClusterView {
             master: s.master,
             time_master: s.time_master,
             term: s.term,
-            last_log_index: 0,
+            last_log_index: s.last_log_index,
             commit_index: s.commit_index,
             applied_index: s.applied_index,
-            snapshot_index: None,
+            snapshot_index: s.snapshot_index,
             nodes: s.nodes.into_iter().map(NodeView::from).collect(),
             media: None,
         }
@@ -220,6 +227,8 @@ impl From<ClusterView> for pb::StatusResponse {
             state: v.state,
             master: v.master,
             time_master: v.time_master,
+            last_log_index: v.last_log_index,
+            snapshot_index: v.snapshot_index,
         }
     }
 }
@@ -339,8 +348,9 @@ mod tests {
     }
 
     /// Protobuf status converts both ways: an empty clock error is none,
-    /// the fields gRPC lacks are 0 / none, and back to protobuf nothing
-    /// gRPC carries is lost.
+    /// log and snapshot index, corrections and gateway load come across,
+    /// only the HTTP-only media is none, and back to protobuf nothing gRPC
+    /// carries is lost.
     #[test]
     fn wire_cluster_pb_conversions() {
         let pb_node = |error: &str| pb::NodeStatus {
@@ -357,7 +367,9 @@ mod tests {
                 in_tolerance: true,
                 time_master: Some(1),
                 error: error.into(),
+                corrections: 3,
             }),
+            gateway: Some(pb::GatewayLoad { sessions: 5, load: 0.5, fresh: true }),
         };
         let s = pb::StatusResponse {
             cluster: "c".into(),
@@ -370,12 +382,15 @@ mod tests {
             state: "follower".into(),
             master: Some(1),
             time_master: Some(1),
+            last_log_index: 8,
+            snapshot_index: Some(2),
         };
         let v = ClusterView::from(s.clone());
-        assert_eq!((v.last_log_index, v.snapshot_index, v.media.as_ref()), (0, None, None));
+        assert_eq!((v.last_log_index, v.snapshot_index, v.media.as_ref()), (8, Some(2), None));
+        assert_eq!(v.nodes[0].clock.as_ref().unwrap().corrections, 3);
         assert_eq!(v.nodes[0].clock.as_ref().unwrap().error, None);
         assert_eq!(v.nodes[1].clock.as_ref().unwrap().error.as_deref(), Some("late"));
-        assert_eq!(v.nodes[0].gateway, None);
+        assert_eq!(v.nodes[0].gateway, Some(GatewayView { sessions: 5, load: 0.5, fresh: true }));
         assert_eq!(pb::StatusResponse::from(v), s);
         let m = pb::MembershipResponse { revision: 5, nodes: vec![pb_node("")] };
         let r = MembershipResult::from(m.clone());
