@@ -573,11 +573,10 @@ impl RaftNode {
         self.leader().map(|(id, a)| (id, a.publish))
     }
 
-    fn map_write_err<E: std::fmt::Display>(
-        e: openraft::errors::RaftError<types::TypeConfig, E>,
-    ) -> ClusterError
+    fn map_write_err<E>(e: openraft::errors::RaftError<types::TypeConfig, E>) -> ClusterError
     where
-        E: std::error::Error
+        E: std::fmt::Display
+            + std::error::Error
             + openraft::TryAsRef<openraft::errors::ForwardToLeader<types::TypeConfig>>,
     {
         match e.forward_to_leader() {

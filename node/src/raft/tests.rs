@@ -64,7 +64,7 @@ fn login(uid: &str, sid: u64, client: &str) -> Event {
         uid: uid.into(),
         sid,
         client: client.into(),
-        accepts_strangers: Some(sid % 2 == 0),
+        accepts_strangers: Some(sid.is_multiple_of(2)),
         ext,
     }
 }
@@ -94,7 +94,8 @@ fn send(i: u64, to: Vec<String>, broadcast: bool) -> Op {
 /// sessions, sends, acks, groups, subscriptions, broadcasts.
 fn ops(i: u64) -> Vec<Op> {
     let uid = format!("u{}", i % 37);
-    let mut v = vec![Op::Presence(login(&uid, i % 11, if i % 3 == 0 { "web" } else { "mobile" }))];
+    let mut v =
+        vec![Op::Presence(login(&uid, i % 11, if i.is_multiple_of(3) { "web" } else { "mobile" }))];
     match i % 7 {
         0 => v.push(send(i, vec![uid.clone(), format!("u{}", (i + 1) % 37)], false)),
         1 => v.push(Op::Msg(MsgOp::Ack {
@@ -107,7 +108,7 @@ fn ops(i: u64) -> Vec<Op> {
             name: format!("g{}", i % 4),
             members: vec![uid, "x".into()],
         })),
-        4 => v.push(Op::Msg(MsgOp::SetOffline { uid, enabled: i % 2 == 0 })),
+        4 => v.push(Op::Msg(MsgOp::SetOffline { uid, enabled: i.is_multiple_of(2) })),
         5 => v.push(send(i, vec![], true)),
         _ => v.push(Op::GatewayReset { gateway: i % 3 + 1 }),
     }
