@@ -74,6 +74,7 @@ catalog! {
     INVALID_QUERY_STRING = ("invalid_query_string", 400, InvalidArgument, "the query string could not be parsed");
     UNKNOWN_PARAMETER = ("unknown_parameter", 400, InvalidArgument, "a query parameter this route does not take");
     INVALID_EVENT = ("invalid_event", 400, InvalidArgument, "a presence event is out of bounds (uid, client, ext)");
+    TOO_MANY_CLIENTS = ("too_many_clients", 400, InvalidArgument, "a login would put the user online on more than 16 client types");
     NO_EVENTS = ("no_events", 400, InvalidArgument, "a push without events");
     TOO_MANY_EVENTS = ("too_many_events", 400, InvalidArgument, "more events than max-events-per-request");
     TOO_MANY_IDS = ("too_many_ids", 400, InvalidArgument, "more ids than max-ids-per-query");

@@ -18,7 +18,11 @@ use herald_proto::codes::{self, Code};
 use crate::config::Limits;
 use crate::metrics::{CodeLabel, ConsistencyLabel, Metrics};
 use crate::raft::{ClusterError, RaftNode};
-use herald_domain::presence::{Event, EventError, QueryResult};
+use std::collections::{BTreeSet, HashMap};
+
+use herald_domain::presence::{
+    Event, EventError, PresenceState, QueryResult, MAX_CLIENTS_PER_USER,
+};
 
 /// An error answered to a client: a stable code from the catalog
 /// ([`herald_proto::codes`], which gives its HTTP and gRPC status) and a
@@ -102,6 +106,52 @@ impl ApiError {
         };
         grpc_status(grpc, self.code(), &self.to_string())
     }
+}
+
+/// Refuses events that would put a user online on more than
+/// [`MAX_CLIENTS_PER_USER`] client types, replaying the batch's logins and
+/// logouts over the user's current client types in order.
+fn check_client_caps(p: &PresenceState, events: &[Event]) -> Result<(), ApiError> {
+    // Only users whose current client types plus this batch's logins could
+    // pass the cap need replaying (the common case: none).
+    let mut logins: HashMap<&str, usize> = HashMap::new();
+    for e in events {
+        if let Event::Login { uid, .. } = e {
+            *logins.entry(uid.as_str()).or_default() += 1;
+        }
+    }
+    logins.retain(|uid, n| p.get(uid).map_or(0, |r| r.clients.len()) + *n > MAX_CLIENTS_PER_USER);
+    if logins.is_empty() {
+        return Ok(());
+    }
+    let mut now: HashMap<&str, BTreeSet<&str>> = HashMap::new();
+    for (i, e) in events.iter().enumerate() {
+        let (uid, client, login) = match e {
+            Event::Login { uid, client, .. } => (uid.as_str(), client.as_str(), true),
+            Event::Logout { uid, client, .. } => (uid.as_str(), client.as_str(), false),
+            Event::Permission { .. } => continue,
+        };
+        if !logins.contains_key(uid) {
+            continue;
+        }
+        let set = now.entry(uid).or_insert_with(|| {
+            p.get(uid).map(|r| r.clients.iter().map(String::as_str).collect()).unwrap_or_default()
+        });
+        if !login {
+            set.remove(client);
+        } else if !set.contains(client) {
+            if set.len() >= MAX_CLIENTS_PER_USER {
+                return Err(ApiError::new(
+                    codes::TOO_MANY_CLIENTS,
+                    format!(
+                        "event {i}: {uid} is online on {MAX_CLIENTS_PER_USER} client types already"
+                    ),
+                ));
+            }
+            set.insert(client);
+        }
+    }
+    Ok(())
 }
 
 /// A gRPC status whose stable code travels in the `x-herald-code` metadata
@@ -194,6 +244,9 @@ impl Api {
         for (i, e) in events.iter().enumerate() {
             e.validate(i)?;
         }
+        // Refuse a login that would exceed the per-user cap on client types
+        // (apply enforces it too; this gives the caller a code).
+        self.node.read_local(|st| check_client_caps(&st.presence, &events))?;
         let n = events.len() as u64;
         let (rev, _) = self
             .node
