@@ -174,13 +174,18 @@ impl pb::presence_server::Presence for PresenceGrpc {
     }
 }
 
+/// How long connecting to another node's publish port may take: members
+/// sit on one network (milliseconds); a node that cannot be reached in
+/// half a second is shown as unknown rather than holding up the status call.
+pub const PEER_CONNECT_TIMEOUT: std::time::Duration = std::time::Duration::from_millis(500);
+
 /// A client of another node's public Cluster service (https when the
 /// cluster has `<tls>`, see [`crate::tls::publish_endpoint`]).
 pub async fn cluster_client(
     publish_addr: &str,
 ) -> Result<ClusterClient<Channel>, tonic::transport::Error> {
     let ch = crate::tls::publish_endpoint(publish_addr)?
-        .connect_timeout(std::time::Duration::from_millis(500))
+        .connect_timeout(PEER_CONNECT_TIMEOUT)
         .connect()
         .await?;
     Ok(ClusterClient::new(ch))

@@ -108,6 +108,11 @@ impl ApiError {
     }
 }
 
+/// How long `GET /v1/cluster` waits for a member's own view (its clock):
+/// the status page must answer promptly even with a member down, so an
+/// unanswered member shows "unknown" after this.
+const REMOTE_VIEW_TIMEOUT: std::time::Duration = std::time::Duration::from_millis(500);
+
 /// Refuses events that would put a user online on more than
 /// [`MAX_CLIENTS_PER_USER`] client types, replaying the batch's logins and
 /// logouts over the user's current client types in order.
@@ -379,7 +384,7 @@ impl Api {
                 c.status(herald_proto::v1::StatusRequest { local: true }).await.ok()?.into_inner();
             Some(r.nodes.into_iter().map(NodeView::from).collect::<Vec<_>>())
         };
-        tokio::time::timeout(std::time::Duration::from_millis(500), fut).await.ok().flatten()
+        tokio::time::timeout(REMOTE_VIEW_TIMEOUT, fut).await.ok().flatten()
     }
 
     /// Hands the master role to `number` (through the leader).
