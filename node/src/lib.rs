@@ -11,6 +11,7 @@ pub mod app;
 pub mod clock;
 pub mod config;
 pub mod gateway;
+pub mod listener;
 pub mod media;
 pub mod metrics;
 pub mod raft;

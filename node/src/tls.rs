@@ -20,8 +20,8 @@ use tokio::task::JoinHandle;
 use tokio_rustls::TlsAcceptor;
 use tonic::transport::{Certificate, ClientTlsConfig, Endpoint};
 
-use crate::app::{LimitedListener, LimitedStream};
 use crate::config::TlsConfig;
+use crate::listener::{LimitedListener, LimitedStream};
 
 /// How long a client may take to finish the TLS handshake. A client that
 /// connects and then stalls holds a connection slot (`max-connections`)

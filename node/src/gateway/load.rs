@@ -140,11 +140,6 @@ impl LoadBoard {
     }
 }
 
-/// Answers a peer's `Load` call.
-pub fn answer(gw: &Gateway) -> Result<RaftBytes, String> {
-    codec::encode(&gw.load.mine()).map(|data| RaftBytes { data }).map_err(|e| e.to_string())
-}
-
 /// Measures this process's CPU share from /proc (Linux); 0 elsewhere.
 struct CpuMeter {
     last: Option<(u64, Instant)>,

@@ -33,7 +33,9 @@ pub struct GatewayPeerService {
 #[tonic::async_trait]
 impl GatewayPeers for GatewayPeerService {
     async fn load(&self, _req: Request<RaftBytes>) -> Result<Response<RaftBytes>, Status> {
-        super::load::answer(&self.gateway).map(Response::new).map_err(Status::internal)
+        let data =
+            encode(&self.gateway.load.mine()).map_err(|e| Status::internal(e.to_string()))?;
+        Ok(Response::new(RaftBytes { data }))
     }
 
     async fn delivered(&self, req: Request<RaftBytes>) -> Result<Response<RaftBytes>, Status> {

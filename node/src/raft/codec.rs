@@ -9,10 +9,13 @@
 use serde::de::DeserializeOwned;
 use serde::Serialize;
 
+/// Largest message accepted on the sync port (one AppendEntries batch).
+pub const MAX_RAFT_MESSAGE_BYTES: usize = 64 << 20;
+
 /// The most one decoded value may claim: the largest message the sync port
 /// accepts (an AppendEntries batch, a forwarded write), so nothing a peer
 /// can send legitimately is refused and nothing larger is ever allocated.
-pub const MAX_DECODE_BYTES: usize = super::network::MAX_RAFT_MESSAGE_BYTES;
+pub const MAX_DECODE_BYTES: usize = MAX_RAFT_MESSAGE_BYTES;
 
 type Config = bincode::config::Configuration<
     bincode::config::LittleEndian,

@@ -27,8 +27,9 @@ type Snapshot = openraft::alias::SnapshotOf<TypeConfig, File>;
 pub const SNAPSHOT_CHUNK_BYTES: usize = 1 << 20;
 /// Chunks buffered between the file reader and the gRPC stream.
 const SNAPSHOT_CHANNEL_CHUNKS: usize = 4;
-/// Largest message accepted on the sync port (one AppendEntries batch).
-pub const MAX_RAFT_MESSAGE_BYTES: usize = 64 << 20;
+/// Largest message accepted on the sync port (defined with the codec that
+/// bounds decoding by it).
+pub use super::codec::MAX_RAFT_MESSAGE_BYTES;
 
 /// Opens a lazily connecting channel to a peer's sync port.
 pub fn channel(addr: &str, connect_timeout: Duration) -> Result<Channel, tonic::transport::Error> {
