@@ -11,6 +11,7 @@ pub mod state_machine;
 #[cfg(test)]
 mod tests;
 pub mod types;
+pub mod wal_store;
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::path::Path;
@@ -159,7 +160,8 @@ impl RaftNode {
         let dir = &config.data_dir;
         std::fs::create_dir_all(dir)?;
         let db = open_sled(&dir.join("sled"))?;
-        let log = log_store::LogStore::open(&db)?;
+        // The Raft log and vote: fsync-durable, beside the state machine's sled.
+        let log = wal_store::WalStore::open_or_import(&dir.join("raft-log"), &db)?;
         let sm = state_machine::StateMachine::open(&db, dir.join("snapshots"))?;
         let t = &config.raft;
         let rc = openraft::Config {
