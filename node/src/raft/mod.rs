@@ -3,7 +3,6 @@
 //! membership). No openraft type leaves this module.
 
 pub mod codec;
-pub mod log_store;
 pub mod master;
 pub mod network;
 pub mod service;
