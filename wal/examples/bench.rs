@@ -128,7 +128,9 @@ fn main() {
         "store", "appenders", "batch", "appends/s", "entries/s", "p50 ms", "p99 ms"
     );
     let kinds = ["sled flush (before)", "sled flush + fdatasync", "herald-wal"];
-    let mut rows: Vec<(String, Vec<f64>, Vec<f64>, Vec<f64>)> = Vec::new();
+    // (row label, appends/s, p50 ms, p99 ms) of every run.
+    type Runs = (String, Vec<f64>, Vec<f64>, Vec<f64>);
+    let mut rows: Vec<Runs> = Vec::new();
     for threads in [1usize, 16] {
         for batch in [1usize, 64] {
             let mut per_kind = vec![(Vec::new(), Vec::new(), Vec::new()); kinds.len()];

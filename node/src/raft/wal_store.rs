@@ -184,7 +184,7 @@ impl RaftLogStorage<TypeConfig> for WalStore {
                 Some(b) => Some(decode::<Entry>(&b)?.log_id()),
                 None => return Err(io::Error::other(format!("raft log entry {i} vanished"))),
             },
-            None => last_purged.clone(),
+            None => last_purged,
         };
         Ok(LogState { last_purged_log_id: last_purged, last_log_id: last })
     }
