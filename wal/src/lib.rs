@@ -9,6 +9,8 @@
 //!   directory when a segment was created, has returned. One sync covers every
 //!   append queued behind it (group commit): a dedicated thread drains all
 //!   waiting appends, syncs once, then completes them all.
+//! - A full segment is synced before the next one is created, so a crash
+//!   leaves at most the last segment torn.
 //! - [`Wal::truncate_after`] and [`Wal::purge_upto`] are durable when they
 //!   return (the purge point is recorded durably; whole segments below it are
 //!   deleted, the rest is skipped at open).
@@ -290,7 +292,8 @@ pub struct Stats {
     pub appends: u64,
     /// Sync rounds that synced something.
     pub rounds: u64,
-    /// `fdatasync` calls on segment files in sync rounds.
+    /// `fdatasync` calls on segment files (in sync rounds, and of a full
+    /// segment when rolling to the next).
     pub file_syncs: u64,
     /// `fsync` calls on the directory in sync rounds.
     pub dir_syncs: u64,
@@ -718,6 +721,14 @@ impl Wal {
             };
             if need_new {
                 self.flush_buf(st, &mut buf, &mut buf_locs, dirty, written)?;
+                // The full segment reaches the disk before the next one can
+                // exist: a crash never leaves a later segment behind a torn
+                // one, so damage in a segment that is not the last is always
+                // corruption. One extra sync per segment.
+                if let Some(s) = st.segments.back() {
+                    s.file.sync_data().map_err(io_err(&s.path, "fdatasync"))?;
+                    sh.counters.file_syncs.fetch_add(1, Ordering::Relaxed);
+                }
                 let seg = self.create_segment(*index)?;
                 dirty.push((seg.path.clone(), seg.file.clone()));
                 *created = true;
@@ -799,15 +810,18 @@ impl Wal {
             return Ok(());
         }
         let cut = from.max(st.first);
+        // Crash-safe order: whole segments go from the back, each removal made
+        // durable before the next, and only then is the remaining segment cut.
+        // A crash in between leaves a prefix of the old log (these entries
+        // were being replaced, so none is committed), never a hole.
         let res = (|| {
-            let mut deleted = false;
             while let Some(s) = st.segments.back() {
                 if s.first < cut {
                     break;
                 }
                 fs::remove_file(&s.path).map_err(io_err(&s.path, "remove truncated segment"))?;
+                sh.sync_dir()?;
                 st.segments.pop_back();
-                deleted = true;
             }
             let offset = st.locs[(cut - st.first) as usize].offset;
             if let Some(s) = st.segments.back_mut() {
@@ -820,9 +834,6 @@ impl Wal {
             }
             let keep = (cut - st.first) as usize;
             st.locs.truncate(keep);
-            if deleted {
-                sh.sync_dir()?;
-            }
             Ok(())
         })();
         drop(st);

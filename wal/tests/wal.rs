@@ -562,3 +562,35 @@ fn one_sync_per_round_and_completion_after_sync() {
     wal.sync().unwrap();
     assert_eq!(wal.stats().file_syncs, 2);
 }
+
+/// Rolling to a new segment syncs the full one first, on the appending
+/// thread, even while the sync thread's round is held: a crash can never
+/// leave a later segment behind a torn one.
+#[test]
+fn a_full_segment_is_synced_before_the_next_is_created() {
+    let (entered_tx, entered_rx) = mpsc::channel::<()>();
+    let (release_tx, release_rx) = mpsc::channel::<()>();
+    let gate = Mutex::new(Some((entered_tx, release_rx)));
+    let hook = Arc::new(move || {
+        if let Some((entered, release)) = gate.lock().unwrap().take() {
+            entered.send(()).unwrap();
+            release.recv().unwrap();
+        }
+    });
+    let dir = TempDir::new().unwrap();
+    let opts = Options { segment_bytes: 250, before_sync: Some(hook) };
+    let wal = Wal::open(dir.path(), opts).unwrap();
+    let (tx, rx) = mpsc::channel();
+    let tx2 = tx.clone();
+    wal.append((1..=3u64).map(|i| (i, payload(i, 40))), move |r| tx.send(r).unwrap()).unwrap();
+    entered_rx.recv_timeout(WAIT).unwrap();
+    assert_eq!(wal.stats().file_syncs, 0);
+    // Records 4..=6 fill the first segment and roll into a second one.
+    wal.append((4..=6u64).map(|i| (i, payload(i, 40))), move |r| tx2.send(r).unwrap()).unwrap();
+    assert_eq!(segments(dir.path()).len(), 2);
+    assert_eq!(wal.stats().file_syncs, 1, "the full segment, synced by the append itself");
+    release_tx.send(()).unwrap();
+    rx.recv_timeout(WAIT).unwrap().unwrap();
+    rx.recv_timeout(WAIT).unwrap().unwrap();
+    check_contents(&wal, 1..=6, 40);
+}
