@@ -32,6 +32,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
+use herald_proto::wire::media::ContactBody;
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
@@ -42,7 +43,6 @@ use ureq::Body;
 use crate::addr::normalize_addr;
 use crate::client::ConnectOptions;
 use crate::error::{error_chain, ClientError};
-use crate::messages::RecipientOutcome;
 
 /// How long connecting (TCP and TLS) may take.
 pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
@@ -64,145 +64,15 @@ pub const VIEWER_HEADER: &str = "X-Herald-User";
 // Wire types (docs/media.md)
 // ---------------------------------------------------------------------------
 
-/// `POST /v1/users/{uid}/uploads` request.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct UploadRequest {
-    pub size: u64,
-    pub content_type: String,
-    pub name: String,
-}
-
-/// `POST /v1/users/{uid}/uploads` answer (201): where to PUT the bytes and
-/// the upload credential to present there.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct UploadTicket {
-    pub upload_id: String,
-    pub upload_url: String,
-    pub credential: String,
-    #[serde(default)]
-    pub expires_at_ms: u64,
-}
-
-/// `PUT {upload_url}` answer (201): the stored media.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct UploadAnswer {
-    /// Hex SHA-256 of the stored bytes (after edit rules).
-    pub media_id: String,
-    pub size: u64,
-    pub content_type: String,
-    pub sha256: String,
-    /// Nodes holding a replica.
-    #[serde(default)]
-    pub replicas: Vec<u64>,
-    /// The node changed the bytes (edit rules), so `media_id` is not the
-    /// hash of the file sent.
-    #[serde(default)]
-    pub edited: bool,
-    /// The content was already stored; the uploader became an owner.
-    #[serde(default)]
-    pub duplicate: bool,
-    /// `GET` it for [`MediaInfo`].
-    #[serde(default)]
-    pub link: String,
-}
-
-/// `GET /v1/media/{id}` answer: the media and a short-lived download URL.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct MediaInfo {
-    pub media_id: String,
-    pub size: u64,
-    pub content_type: String,
-    #[serde(default)]
-    pub created_ms: u64,
-    #[serde(default)]
-    pub owners: Vec<String>,
-    #[serde(default)]
-    pub replicas: Vec<u64>,
-    /// Download URL carrying an access credential.
-    pub url: String,
-    /// When the credential in `url` expires.
-    #[serde(default)]
-    pub expires_at_ms: u64,
-}
-
-/// `POST /v1/users/{uid}/group-send` request.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct GroupSendRequest {
-    pub media_id: String,
-    #[serde(skip_serializing_if = "Option::is_none", default)]
-    pub text: Option<String>,
-    /// Empty = all contacts.
-    #[serde(default)]
-    pub groups: Vec<String>,
-    pub idempotency_key: String,
-}
-
-/// `POST /v1/users/{uid}/group-send` answer: one message per recipient.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct GroupSendAnswer {
-    pub message_id: u64,
-    pub media_id: String,
-    /// Answered from an earlier submission with the same idempotency key:
-    /// nothing was sent again.
-    pub duplicate: bool,
-    pub revision: u64,
-    pub recipients: Vec<RecipientOutcome>,
-}
-
-/// One contact of a user.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Contact {
-    pub uid: String,
-    #[serde(default)]
-    pub groups: Vec<String>,
-    /// The contact has the user as a contact too.
-    #[serde(default)]
-    pub friend: bool,
-}
-
-/// `GET /v1/users/{uid}/contacts` answer.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct ContactList {
-    pub uid: String,
-    pub contacts: Vec<Contact>,
-}
-
-/// `PUT /v1/users/{uid}/contacts/{contact}` answer.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct ContactSet {
-    pub revision: u64,
-}
-
-/// `DELETE /v1/users/{uid}/contacts/{contact}` answer.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct ContactRemoved {
-    pub revision: u64,
-    /// False when it was not a contact.
-    pub removed: bool,
-}
-
-/// One entry of a shared page.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct SharedMedia {
-    pub media_id: String,
-    #[serde(default)]
-    pub name: String,
-    pub size: u64,
-    pub content_type: String,
-    #[serde(default)]
-    pub created_ms: u64,
-    /// Download URL carrying an access credential for the viewer.
-    pub url: String,
-    #[serde(default)]
-    pub expires_at_ms: u64,
-}
-
-/// `GET /v1/users/{uid}/shared` answer (JSON form).
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct SharedPage {
-    pub uid: String,
-    pub media: Vec<SharedMedia>,
-}
+/// The JSON of the media API, defined once with the node
+/// ([`herald_proto::wire::media`]); the names this module always had.
+pub use herald_proto::wire::media::{
+    Contact, ContactList, GroupSendAnswer, GroupSendRequest, MediaInfo, MediaMessage,
+    Removed as ContactRemoved, SharedMedia, SharedPage, UploadDone as UploadAnswer, UploadRequest,
+    UploadTicket, MEDIA_MESSAGE_TYPE,
+};
+/// `PUT /v1/users/{uid}/contacts/{contact}` answer: `{"revision"}`.
+pub use herald_proto::wire::Revision as ContactSet;
 
 /// What [`MediaClient::download`] did.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -731,7 +601,7 @@ impl MediaClient {
     ) -> Result<GroupSendAnswer, ClientError> {
         let req = GroupSendRequest {
             media_id: media_id.to_string(),
-            text: text.filter(|t| !t.is_empty()).map(str::to_string),
+            text: text.unwrap_or("").to_string(),
             groups: groups.to_vec(),
             idempotency_key: idempotency_key.to_string(),
         };
@@ -748,11 +618,7 @@ impl MediaClient {
         groups: &[String],
     ) -> Result<ContactSet, ClientError> {
         let url = self.user_path(&format!("/contacts/{}", encode_component(contact)));
-        let body = if groups.is_empty() {
-            serde_json::json!({})
-        } else {
-            serde_json::json!({ "groups": groups })
-        };
+        let body = ContactBody { groups: groups.to_vec() };
         finish(&url, self.agent.put(&url).header("Authorization", self.bearer()).send_json(&body))
     }
 

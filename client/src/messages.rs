@@ -5,7 +5,6 @@
 use herald_proto::v1 as pb;
 use herald_proto::v1::gateway_client::GatewayClient;
 use herald_proto::v1::messages_client::MessagesClient;
-use serde::{Deserialize, Serialize};
 
 use crate::client::{HeraldClient, MAX_MESSAGE_BYTES};
 use crate::error::ClientError;
@@ -35,74 +34,14 @@ pub struct Outgoing {
     pub body: Vec<u8>,
 }
 
-/// What happened for one recipient.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct RecipientOutcome {
-    pub uid: String,
-    /// delivered | stored | dropped | rejected
-    pub outcome: String,
-    #[serde(skip_serializing_if = "String::is_empty", default)]
-    pub reason: String,
-}
-
-/// The answer to a submission.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct SendOutcome {
-    pub message_id: u64,
-    pub revision: u64,
-    pub duplicate: bool,
-    pub recipients: Vec<RecipientOutcome>,
-    #[serde(skip_serializing_if = "String::is_empty", default)]
-    pub broadcast: String,
-    #[serde(skip_serializing_if = "is_zero", default)]
-    pub expires_at_ms: u64,
-}
-
-fn is_zero(v: &u64) -> bool {
-    *v == 0
-}
-
-/// A user's offline-storage setting and queue.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Settings {
-    pub uid: String,
-    pub offline: bool,
-    pub queued: u64,
-    pub revision: u64,
-}
-
-/// One gateway as the cluster rates it.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct GatewayInfo {
-    pub node: u64,
-    pub publish: String,
-    pub sessions: u64,
-    pub max_sessions: u64,
-    pub load: f64,
-    pub healthy: bool,
-    pub age_ms: u64,
-}
-
-impl From<pb::GatewayInfo> for GatewayInfo {
-    fn from(g: pb::GatewayInfo) -> Self {
-        GatewayInfo {
-            node: g.node,
-            publish: g.publish,
-            sessions: g.sessions,
-            max_sessions: g.max_sessions,
-            load: g.load,
-            healthy: g.healthy,
-            age_ms: g.age_ms,
-        }
-    }
-}
-
-/// The best gateway and every candidate.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct GatewayChoice {
-    pub best: Option<GatewayInfo>,
-    pub candidates: Vec<GatewayInfo>,
-}
+/// What happened for one recipient, the answer to a submission, a user's
+/// offline-storage setting, one gateway and the gateway choice: the HTTP
+/// API's JSON types ([`herald_proto::wire::messages`]), converted from the
+/// gRPC answers.
+pub use herald_proto::wire::messages::{
+    GatewayChoice, GatewayInfo, RecipientOutcome, SendAnswer as SendOutcome,
+    SettingsAnswer as Settings,
+};
 
 impl HeraldClient {
     fn messages_client(&self) -> MessagesClient<tonic::transport::Channel> {
@@ -130,18 +69,7 @@ impl HeraldClient {
             body: m.body,
         };
         let r = self.messages_client().send(req).await?.into_inner();
-        Ok(SendOutcome {
-            message_id: r.message_id,
-            revision: r.revision,
-            duplicate: r.duplicate,
-            recipients: r
-                .recipients
-                .into_iter()
-                .map(|o| RecipientOutcome { uid: o.uid, outcome: o.outcome, reason: o.reason })
-                .collect(),
-            broadcast: r.broadcast,
-            expires_at_ms: r.expires_at_ms,
-        })
+        Ok(SendOutcome::from(r))
     }
 
     /// Creates or replaces a recipient group; no members deletes it.
@@ -166,7 +94,7 @@ impl HeraldClient {
             .set_settings(pb::SetSettingsRequest { uid: uid.into(), offline })
             .await?
             .into_inner();
-        Ok(Settings { uid: r.uid, offline: r.offline, queued: r.queued, revision: r.revision })
+        Ok(Settings::from(r))
     }
 
     /// A user's setting and how many messages wait for it.
@@ -176,7 +104,7 @@ impl HeraldClient {
             .get_settings(pb::GetSettingsRequest { uid: uid.into() })
             .await?
             .into_inner();
-        Ok(Settings { uid: r.uid, offline: r.offline, queued: r.queued, revision: r.revision })
+        Ok(Settings::from(r))
     }
 
     /// The gateway the cluster recommends for `uid`.
@@ -190,10 +118,7 @@ impl HeraldClient {
             .pick(pb::PickGatewayRequest { uid: uid.into(), client: client.into() })
             .await?
             .into_inner();
-        Ok(GatewayChoice {
-            best: r.best.map(GatewayInfo::from),
-            candidates: r.candidates.into_iter().map(GatewayInfo::from).collect(),
-        })
+        Ok(GatewayChoice::from(r))
     }
 }
 

@@ -1,5 +1,9 @@
 //! Plain Rust types of the API (serde-serialisable, for `--json`), and their
-//! conversions to and from the generated protobuf messages.
+//! conversions to and from the generated protobuf messages. The answer
+//! types are the HTTP API's JSON types ([`herald_proto::wire`]), which
+//! also convert from protobuf; [`Event`] is this library's own (its JSON
+//! tag is `kind`, for `--json`; the HTTP API's event is
+//! [`herald_proto::wire::presence::Event`], tagged `type`).
 
 use std::collections::BTreeMap;
 
@@ -7,7 +11,7 @@ use herald_proto::v1 as pb;
 use serde::{Deserialize, Serialize};
 
 /// Free key/values carried by an event and kept on the user's record.
-pub type Ext = BTreeMap<String, String>;
+pub use herald_proto::wire::presence::Ext;
 
 /// One event of an IM system's user status pool.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -86,204 +90,21 @@ impl Event {
     }
 }
 
-/// Read consistency of a query.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum Consistency {
-    /// Read-index confirmed by the leader: reflects every write
-    /// acknowledged before the query.
-    #[default]
-    Linearizable,
-    /// The queried node's current state, no round trip; may be stale.
-    Local,
-}
+/// Read consistency of a query (the HTTP API's, [`herald_proto::wire`]).
+pub use herald_proto::wire::presence::Consistency;
 
-impl Consistency {
-    pub(crate) fn to_pb(self) -> i32 {
-        match self {
-            Consistency::Linearizable => pb::Consistency::Linearizable as i32,
-            Consistency::Local => pb::Consistency::Local as i32,
-        }
-    }
-}
+/// The presence record of one user, and the answer to a batch query
+/// (shared with the node's HTTP API, [`herald_proto::wire::presence`]).
+pub use herald_proto::wire::presence::{QueryAnswer as QueryResult, UserPresence};
 
-/// The presence record of one user.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct UserPresence {
-    pub uid: String,
-    pub sid: u64,
-    pub online: bool,
-    /// Client types the user is online on, sorted.
-    pub clients: Vec<String>,
-    pub accepts_strangers: bool,
-    pub ext: Ext,
-    /// Cluster time of the last change, ms since the Unix epoch.
-    pub changed_at_ms: u64,
-    /// Log index of the last change.
-    pub revision: u64,
-}
-
-impl From<pb::UserPresence> for UserPresence {
-    fn from(u: pb::UserPresence) -> Self {
-        let mut clients = u.clients;
-        clients.sort();
-        UserPresence {
-            uid: u.uid,
-            sid: u.sid,
-            online: u.online,
-            clients,
-            accepts_strangers: u.accepts_strangers,
-            ext: u.ext.into_iter().collect(),
-            changed_at_ms: u.changed_at_ms,
-            revision: u.revision,
-        }
-    }
-}
-
-/// The answer to a batch query.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
-pub struct QueryResult {
-    /// Applied index the answer was served at. When the query was split
-    /// into several requests, the lowest of their revisions: every part of
-    /// the answer reflects at least the log up to here.
-    pub revision: u64,
-    /// Records found, by uid then by sid, each user at most once, in
-    /// request order.
-    pub users: Vec<UserPresence>,
-    /// Uids that have no record, in request order.
-    pub unknown: Vec<String>,
-    /// Sids that resolve to no user, in request order.
-    pub unknown_sids: Vec<u64>,
-}
-
-impl From<pb::QueryResponse> for QueryResult {
-    fn from(r: pb::QueryResponse) -> Self {
-        QueryResult {
-            revision: r.revision,
-            users: r.users.into_iter().map(UserPresence::from).collect(),
-            unknown: r.unknown,
-            unknown_sids: r.unknown_sids,
-        }
-    }
-}
-
-/// One member of the cluster.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct NodeStatus {
-    pub number: u64,
-    /// host:port of Raft traffic.
-    pub sync: String,
-    /// host:port of gRPC + HTTP.
-    pub publish: String,
-    /// leader | follower | learner | candidate | unknown
-    pub role: String,
-    /// Replication to it keeps up (as seen by the leader), or it is the
-    /// answering node.
-    pub healthy: bool,
-    /// Last log index known replicated to it (leader's view).
-    pub matched_index: Option<u64>,
-    /// Its cluster clock against the time master, as it reports it.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub clock: Option<ClockStatus>,
-}
-
-/// A node's cluster clock against the time master.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct ClockStatus {
-    /// Error at the last poll, ms (positive: the master is ahead).
-    pub offset_ms: f64,
-    /// Round trip of the best sample, ms.
-    pub rtt_ms: f64,
-    /// Cluster time of the last successful poll (0: never).
-    pub last_sync_ms: u64,
-    pub in_tolerance: bool,
-    pub time_master: Option<u64>,
-    /// Why the last poll failed, if it did.
-    #[serde(default, skip_serializing_if = "String::is_empty")]
-    pub error: String,
-}
-
-impl From<pb::ClockStatus> for ClockStatus {
-    fn from(c: pb::ClockStatus) -> Self {
-        ClockStatus {
-            offset_ms: c.offset_ms,
-            rtt_ms: c.rtt_ms,
-            last_sync_ms: c.last_sync_ms,
-            in_tolerance: c.in_tolerance,
-            time_master: c.time_master,
-            error: c.error,
-        }
-    }
-}
-
-impl From<pb::NodeStatus> for NodeStatus {
-    fn from(n: pb::NodeStatus) -> Self {
-        NodeStatus {
-            number: n.number,
-            sync: n.sync,
-            publish: n.publish,
-            role: n.role,
-            healthy: n.healthy,
-            matched_index: n.matched_index,
-            clock: n.clock.map(ClockStatus::from),
-        }
-    }
-}
-
-/// The cluster as one node sees it.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct Status {
-    /// Cluster name.
-    pub cluster: String,
-    /// Number of the node that answered.
-    pub node: u64,
-    /// That node's own server state (leader, follower, ...).
-    pub state: String,
-    pub leader: Option<u64>,
-    /// The numbered master (the leader, steered to the lowest number).
-    pub master: Option<u64>,
-    /// Whose clock is the standard time.
-    pub time_master: Option<u64>,
-    pub term: u64,
-    pub commit_index: u64,
-    pub applied_index: u64,
-    pub nodes: Vec<NodeStatus>,
-}
-
-impl From<pb::StatusResponse> for Status {
-    fn from(s: pb::StatusResponse) -> Self {
-        Status {
-            cluster: s.cluster,
-            node: s.node,
-            state: s.state,
-            leader: s.leader,
-            master: s.master,
-            time_master: s.time_master,
-            term: s.term,
-            commit_index: s.commit_index,
-            applied_index: s.applied_index,
-            nodes: s.nodes.into_iter().map(NodeStatus::from).collect(),
-        }
-    }
-}
-
-/// The result of a membership change.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct Membership {
-    /// Log index of the membership change.
-    pub revision: u64,
-    /// The members afterwards.
-    pub nodes: Vec<NodeStatus>,
-}
-
-impl From<pb::MembershipResponse> for Membership {
-    fn from(m: pb::MembershipResponse) -> Self {
-        Membership {
-            revision: m.revision,
-            nodes: m.nodes.into_iter().map(NodeStatus::from).collect(),
-        }
-    }
-}
+/// The cluster as one node sees it, one member, its clock, and the result
+/// of a membership change (shared with the node's `GET /v1/cluster`,
+/// [`herald_proto::wire::cluster`]). Over gRPC, which this client uses,
+/// everything is carried but the answering node's `media` (HTTP only:
+/// `None` here).
+pub use herald_proto::wire::cluster::{
+    ClockStatus, ClusterView as Status, MembershipResult as Membership, NodeView as NodeStatus,
+};
 
 #[cfg(test)]
 mod tests {

@@ -185,7 +185,6 @@ pub struct Library {
     contacts: HashMap<String, Contacts>,
     /// owner → media ids (derived).
     by_owner: HashMap<String, BTreeSet<String>>,
-    dirty: Vec<Key>,
 }
 
 impl Library {
@@ -233,10 +232,6 @@ impl Library {
         }
     }
 
-    pub fn take_dirty(&mut self) -> Vec<Key> {
-        std::mem::take(&mut self.dirty)
-    }
-
     pub fn apply(&mut self, op: &LibOp, at_ms: u64) -> LibResult {
         match op {
             LibOp::MediaCommit {
@@ -277,7 +272,6 @@ impl Library {
                 m.replicas.extend(replicas.iter().copied());
                 m.orphan_since_ms = None;
                 self.by_owner.entry(owner.clone()).or_default().insert(id.clone());
-                self.dirty.push(Key::Media(id.clone()));
                 LibResult::Committed { duplicate }
             }
             LibOp::MediaUnshare { id, owner } => {
@@ -294,23 +288,16 @@ impl Library {
                         self.by_owner.remove(owner);
                     }
                 }
-                self.dirty.push(Key::Media(id.clone()));
                 LibResult::Done(true)
             }
             LibOp::MediaAddReplica { id, node } => {
                 let Some(m) = self.media.get_mut(id) else { return LibResult::Done(false) };
                 let changed = m.replicas.insert(*node);
-                if changed {
-                    self.dirty.push(Key::Media(id.clone()));
-                }
                 LibResult::Done(changed)
             }
             LibOp::MediaDropReplica { id, node } => {
                 let Some(m) = self.media.get_mut(id) else { return LibResult::Done(false) };
                 let changed = m.replicas.remove(node);
-                if changed {
-                    self.dirty.push(Key::Media(id.clone()));
-                }
                 LibResult::Done(changed)
             }
             LibOp::MediaGrant { id, uids } => {
@@ -320,9 +307,6 @@ impl Library {
                 let mut changed = false;
                 for u in uids {
                     changed |= m.grants.insert(u.clone());
-                }
-                if changed {
-                    self.dirty.push(Key::Media(id.clone()));
                 }
                 LibResult::Done(changed)
             }
@@ -334,7 +318,6 @@ impl Library {
                     .is_some_and(|t| t.saturating_add(*grace_ms) <= at_ms);
                 if due {
                     self.media.remove(id);
-                    self.dirty.push(Key::Media(id.clone()));
                 }
                 LibResult::Done(due)
             }
@@ -353,7 +336,6 @@ impl Library {
                     return LibResult::Refused(refusal::TOO_MANY_CONTACTS.into());
                 }
                 c.insert(contact.clone(), groups.iter().cloned().collect());
-                self.dirty.push(Key::Contact(uid.clone(), contact.clone()));
                 LibResult::Done(true)
             }
             LibOp::ContactRemove { uid, contact } => {
@@ -361,9 +343,6 @@ impl Library {
                 let removed = c.remove(contact).is_some();
                 if c.is_empty() {
                     self.contacts.remove(uid);
-                }
-                if removed {
-                    self.dirty.push(Key::Contact(uid.clone(), contact.clone()));
                 }
                 LibResult::Done(removed)
             }
@@ -566,11 +545,11 @@ mod tests {
         assert!(!l.may_view("m", "bob"));
     }
 
-    /// The persisted items written through dirty keys rebuild an equal library.
+    /// The persisted items (what a snapshot holds) rebuild an equal
+    /// library after every operation, deletions included.
     #[test]
     fn library_items_roundtrip() {
         let mut l = Library::default();
-        let mut persisted: BTreeMap<Key, Item> = BTreeMap::new();
         let ops = vec![
             commit("a", "alice", 3, 0),
             commit("b", "bob", 3, 0),
@@ -585,16 +564,8 @@ mod tests {
         ];
         for (i, op) in ops.iter().enumerate() {
             l.apply(op, 100 + i as u64);
-            for k in l.take_dirty() {
-                match l.item(&k) {
-                    Some(it) => persisted.insert(k, it),
-                    None => persisted.remove(&k),
-                };
-            }
+            assert_eq!(Library::from_items(l.items()), l, "after op {i}");
         }
-        let back = Library::from_items(persisted.into_values());
-        assert_eq!(back, l);
-        assert_eq!(Library::from_items(l.items()), l);
         assert!(l.media("b").is_none() && l.contacts("bob").is_none());
     }
 }

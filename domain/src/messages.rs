@@ -292,8 +292,6 @@ pub struct MsgState {
     bcasts: BTreeMap<u64, Bcast>,
     /// (expires_at_ms, id) of every broadcast, for expiry (derived).
     bcast_expiry: BTreeSet<(u64, u64)>,
-    /// Keys changed since the last [`MsgState::take_dirty`].
-    dirty: Vec<Key>,
 }
 
 impl Default for MsgState {
@@ -308,7 +306,6 @@ impl Default for MsgState {
             groups: BTreeMap::new(),
             bcasts: BTreeMap::new(),
             bcast_expiry: BTreeSet::new(),
-            dirty: Vec::new(),
         }
     }
 }
@@ -380,11 +377,6 @@ impl MsgState {
         }
     }
 
-    /// Keys changed since the last call (may repeat a key).
-    pub fn take_dirty(&mut self) -> Vec<Key> {
-        std::mem::take(&mut self.dirty)
-    }
-
     /// Applies one operation at cluster time `at_ms`; pushes what sessions
     /// should be told into `notices`.
     pub fn apply(&mut self, op: &MsgOp, at_ms: u64, notices: &mut Vec<Notice>) -> MsgResult {
@@ -395,13 +387,10 @@ impl MsgState {
                 MsgResult::Acked { removed: self.ack(uid, ids, *up_to, at_ms) }
             }
             MsgOp::SetOffline { uid, enabled } => {
-                let changed = if *enabled {
-                    self.no_offline.remove(uid)
+                if *enabled {
+                    self.no_offline.remove(uid);
                 } else {
-                    self.no_offline.insert(uid.clone())
-                };
-                if changed {
-                    self.dirty.push(Key::NoOffline(uid.clone()));
+                    self.no_offline.insert(uid.clone());
                 }
                 MsgResult::Done
             }
@@ -414,7 +403,6 @@ impl MsgState {
                         members.iter().filter(|u| seen.insert(u.as_str())).cloned().collect();
                     self.groups.insert(name.clone(), m);
                 }
-                self.dirty.push(Key::Group(name.clone()));
                 MsgResult::Done
             }
         }
@@ -429,7 +417,6 @@ impl MsgState {
             }
             let (_, from, key) = self.idem_order.pop_first().expect("non-empty");
             self.idem.remove(&(from.clone(), key.clone()));
-            self.dirty.push(Key::Idem(from, key));
         }
         while let Some(&(exp, id)) = self.bcast_expiry.first() {
             if exp > at_ms {
@@ -438,8 +425,6 @@ impl MsgState {
             self.bcast_expiry.pop_first();
             self.bcasts.remove(&id);
             self.msgs.remove(&id);
-            self.dirty.push(Key::Bcast(id));
-            self.dirty.push(Key::Msg(id));
         }
     }
 
@@ -471,7 +456,6 @@ impl MsgState {
         }
         let id = self.next_id;
         self.next_id += 1;
-        self.dirty.push(Key::Meta);
         let mut msg = StoredMsg {
             id,
             from: s.from.clone(),
@@ -492,8 +476,6 @@ impl MsgState {
                 self.bcasts
                     .insert(id, Bcast { expires_at_ms: msg.expires_at_ms, acked: BTreeSet::new() });
                 self.bcast_expiry.insert((msg.expires_at_ms, id));
-                self.dirty.push(Key::Bcast(id));
-                self.dirty.push(Key::Msg(id));
             }
             let msg = Arc::new(msg);
             if msg.expires_at_ms > 0 {
@@ -512,7 +494,6 @@ impl MsgState {
                     } else {
                         inbox.insert(id);
                         msg.refs += 1;
-                        self.dirty.push(Key::Inbox(uid.clone()));
                         Stored::Stored
                     }
                 };
@@ -528,7 +509,6 @@ impl MsgState {
             let msg = Arc::new(msg);
             if msg.refs > 0 {
                 self.msgs.insert(id, msg.clone());
-                self.dirty.push(Key::Msg(id));
             }
             notices.push(Notice::Message { msg, to: Arc::new(outcomes.clone()) });
         }
@@ -543,7 +523,6 @@ impl MsgState {
         };
         let expires_at_ms = at_ms.saturating_add(s.idempotency_window_ms);
         self.idem_order.insert((expires_at_ms, ikey.0.clone(), ikey.1.clone()));
-        self.dirty.push(Key::Idem(ikey.0.clone(), ikey.1.clone()));
         self.idem.insert(ikey, IdemEntry { expires_at_ms, result: result.clone() });
         if self.idem.len() > MAX_IDEMPOTENCY_KEYS {
             self.expire(at_ms);
@@ -571,15 +550,12 @@ impl MsgState {
                     if m.refs == 0 && m.kind != Kind::Broadcast {
                         self.msgs.remove(&id);
                     }
-                    self.dirty.push(Key::Msg(id));
                 }
             }
             if inbox.is_empty() {
                 self.inbox.remove(uid);
             }
-            if removed > 0 {
-                self.dirty.push(Key::Inbox(uid.to_owned()));
-            }
+            if removed > 0 {}
         }
         let named: BTreeSet<u64> = self
             .bcasts
@@ -591,7 +567,6 @@ impl MsgState {
             let b = self.bcasts.get_mut(&id).expect("named from bcasts");
             if b.expires_at_ms > at_ms && b.acked.insert(uid.to_owned()) {
                 removed += 1;
-                self.dirty.push(Key::Bcast(id));
             }
         }
         removed
@@ -805,33 +780,18 @@ mod tests {
         assert!(matches!(n.last(), Some(Notice::Broadcast { .. })));
     }
 
-    /// The persisted items rebuild an equal state, and dirty keys cover
-    /// every change (replaying dirty items onto a copy gives the same).
+    /// The persisted items (what a snapshot holds) rebuild an equal state
+    /// after every kind of change: groups, sends, acks (deleting bodies),
+    /// subscriptions.
     #[test]
-    fn messages_items_roundtrip_and_dirty_keys() {
+    fn messages_items_roundtrip() {
         let mut s = MsgState::default();
         let mut n = Vec::new();
-        let mut persisted: BTreeMap<Key, Item> = BTreeMap::new();
-        let flush = |s: &mut MsgState, p: &mut BTreeMap<Key, Item>| {
-            for k in s.take_dirty() {
-                match s.item(&k) {
-                    Some(it) => {
-                        p.insert(k, it);
-                    }
-                    None => {
-                        p.remove(&k);
-                    }
-                }
-            }
-        };
         s.apply(&MsgOp::SetGroup { name: "g".into(), members: vec!["a".into()] }, 1, &mut n);
         let r = sent(s.apply(&send("k1", &["a", "b"]), 2, &mut n));
-        flush(&mut s, &mut persisted);
+        assert_eq!(MsgState::from_items(s.items()), s);
         s.apply(&MsgOp::Ack { uid: "a".into(), ids: vec![r.id], up_to: 0 }, 3, &mut n);
         s.apply(&MsgOp::SetOffline { uid: "c".into(), enabled: false }, 4, &mut n);
-        flush(&mut s, &mut persisted);
-        let rebuilt = MsgState::from_items(persisted.values().cloned());
-        assert_eq!(rebuilt, s);
         assert_eq!(MsgState::from_items(s.items()), s);
     }
 }

@@ -19,6 +19,13 @@ pub const MAX_CLIENT_BYTES: usize = 64;
 pub const MAX_EXT_ENTRIES: usize = 32;
 /// Longest ext key or value, in bytes.
 pub const MAX_EXT_BYTES: usize = 1024;
+/// Most client types one user may be online on at once. A person uses a
+/// handful of devices; every client type costs memory in every replica and
+/// bytes in every answer naming the user, so an unbounded set lets one uid
+/// make each query of it arbitrarily large (50,000 client types made a
+/// 24 KB query answer 132 MB). Logins beyond it are not applied; the API
+/// refuses them first with `too_many_clients`.
+pub const MAX_CLIENTS_PER_USER: usize = 16;
 
 /// Free key/values carried by an event and kept on the user's record.
 pub type Ext = BTreeMap<String, String>;
@@ -154,6 +161,14 @@ impl PresenceState {
         s
     }
 
+    /// Whether `uid` may come online on `client`: it already is, or it is
+    /// online on fewer than [`MAX_CLIENTS_PER_USER`] client types.
+    pub fn admits_client(&self, uid: &str, client: &str) -> bool {
+        self.users
+            .get(uid)
+            .is_none_or(|r| r.clients.len() < MAX_CLIENTS_PER_USER || r.clients.contains(client))
+    }
+
     /// The sid index: which uid each sid resolves to.
     pub fn sid_index(&self) -> impl Iterator<Item = (u64, &str)> {
         self.by_sid.iter().map(|(s, u)| (*s, u.as_str()))
@@ -204,7 +219,9 @@ impl PresenceState {
         let rec = self.record_for(uid, sid, touched);
         match ev {
             Event::Login { client, accepts_strangers, .. } => {
-                rec.clients.insert(client.clone());
+                if rec.clients.len() < MAX_CLIENTS_PER_USER || rec.clients.contains(client) {
+                    rec.clients.insert(client.clone());
+                }
                 if let Some(a) = accepts_strangers {
                     rec.accepts_strangers = *a;
                 }
@@ -255,6 +272,11 @@ impl PresenceState {
         touched: &mut Touched,
     ) {
         let rec = self.record_for(uid, sid, touched);
+        if rec.clients.len() >= MAX_CLIENTS_PER_USER && !rec.clients.contains(client) {
+            // Over the cap: not applied (the gateway refuses such a Hello
+            // first; this keeps every replica bounded if one got through).
+            return;
+        }
         rec.clients.insert(client.to_owned());
         let previous = rec.gateways.insert(client.to_owned(), gateway);
         rec.changed_at_ms = at_ms;
@@ -572,5 +594,35 @@ mod tests {
         let sids: Vec<(u64, String)> = s.sid_index().map(|(a, b)| (a, b.to_string())).collect();
         let rebuilt = PresenceState::from_parts(s.records().cloned(), sids, s.applied());
         assert_eq!(rebuilt, s, "the gateway index is rebuilt from records");
+    }
+
+    /// A user is online on at most MAX_CLIENTS_PER_USER client types:
+    /// further logins (status pool or gateway session) are not applied and
+    /// `admits_client` says so beforehand; a client type already online is
+    /// always admitted, and logging one out makes room again.
+    #[test]
+    fn presence_client_types_per_user_are_capped() {
+        let mut s = PresenceState::default();
+        let mut t = Touched::default();
+        for i in 0..MAX_CLIENTS_PER_USER {
+            assert!(s.admits_client("u", &format!("c{i}")));
+            s.apply_event(&login("u", 1, &format!("c{i}")), 10, 1, &mut t);
+        }
+        assert!(!s.admits_client("u", "extra"));
+        assert!(s.admits_client("u", "c0"), "an online client type is admitted again");
+        s.apply_event(&login("u", 1, "extra"), 11, 2, &mut t);
+        s.session_login("u", 0, "extra2", 7, 12, 3, &mut t);
+        let r = s.get("u").unwrap();
+        assert_eq!(r.clients.len(), MAX_CLIENTS_PER_USER);
+        assert!(!r.clients.contains("extra") && !r.clients.contains("extra2"));
+        assert!(r.gateways.is_empty() && s.gateway_users(7) == 0, "no gateway recorded");
+        s.apply_event(
+            &Event::Logout { uid: "u".into(), sid: 1, client: "c0".into(), ext: Ext::new() },
+            13,
+            4,
+            &mut t,
+        );
+        assert!(s.admits_client("u", "extra"));
+        assert!(s.admits_client("nobody", "any"));
     }
 }

@@ -5,6 +5,8 @@
 
 use std::time::Duration;
 
+use herald_proto::wire::cluster::ClusterView;
+use serde::Deserialize;
 use serde_json::{json, Value};
 
 use crate::db::PUBLISH_PORT;
@@ -135,8 +137,14 @@ impl Api {
         self.post(ip, "/v1/presence/query", &json!({ "uids": uids, "consistency": "linearizable" }))
     }
 
-    pub fn cluster(&self, ip: &str) -> Result<Value, ApiError> {
-        self.get(ip, "/v1/cluster")
+    /// `GET /v1/cluster`: the node's view of the cluster (a reply that is
+    /// not one is an `Unknown` error).
+    pub fn cluster(&self, ip: &str) -> Result<ClusterView, ApiError> {
+        let v = self.get(ip, "/v1/cluster")?;
+        ClusterView::deserialize(&v).map_err(|e| ApiError {
+            kind: ErrorKind::Unknown,
+            message: format!("not a cluster view: {e}"),
+        })
     }
 }
 

@@ -69,9 +69,7 @@ impl<'a> Nemesis<'a> {
         let views = netns::run_in(netns::CLIENT_NS, || {
             ips.iter()
                 .filter_map(|(_, ip)| api.cluster(ip).ok())
-                .filter_map(|v| {
-                    Some((v.get("term")?.as_u64().unwrap_or(0), v.get("leader")?.as_u64()?))
-                })
+                .filter_map(|v| Some((v.term, v.leader?)))
                 .collect::<Vec<_>>()
         })
         .unwrap_or_default();

@@ -110,23 +110,9 @@ pub fn default_store() -> PathBuf {
     }
 }
 
-fn civil_from_days(z: i64) -> (i64, u32, u32) {
-    let z = z + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z.rem_euclid(146_097);
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let d = (doy - (153 * mp + 2) / 5 + 1) as u32;
-    let m = if mp < 10 { mp + 3 } else { mp - 9 } as u32;
-    (yoe + era * 400 + i64::from(m <= 2), m, d)
-}
-
 /// UTC timestamp like 20261121T103500Z (the harness' wall clock is never faked).
 pub fn utc_stamp(secs: u64) -> String {
-    let (y, m, d) = civil_from_days((secs / 86_400) as i64);
-    let r = secs % 86_400;
-    format!("{y:04}{m:02}{d:02}T{:02}{:02}{:02}Z", r / 3600, r % 3600 / 60, r % 60)
+    herald_proto::date::utc_basic(secs)
 }
 
 pub fn commit() -> String {
@@ -261,11 +247,7 @@ fn views(db: &Db) -> Vec<(usize, Option<u64>)> {
         (0..db.len()).filter(|&i| db.running(i)).map(|i| (i, db.nodes[i].ip.clone())).collect();
     netns::run_in(netns::CLIENT_NS, || {
         let api = Api::new(Duration::from_millis(1000));
-        ips.iter()
-            .filter_map(|(i, ip)| {
-                api.cluster(ip).ok().map(|v| (*i, v.get("leader").and_then(|l| l.as_u64())))
-            })
-            .collect()
+        ips.iter().filter_map(|(i, ip)| api.cluster(ip).ok().map(|v| (*i, v.leader))).collect()
     })
     .unwrap_or_default()
 }

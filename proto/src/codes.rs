@@ -74,6 +74,7 @@ catalog! {
     INVALID_QUERY_STRING = ("invalid_query_string", 400, InvalidArgument, "the query string could not be parsed");
     UNKNOWN_PARAMETER = ("unknown_parameter", 400, InvalidArgument, "a query parameter this route does not take");
     INVALID_EVENT = ("invalid_event", 400, InvalidArgument, "a presence event is out of bounds (uid, client, ext)");
+    TOO_MANY_CLIENTS = ("too_many_clients", 400, InvalidArgument, "a login would put the user online on more than 16 client types");
     NO_EVENTS = ("no_events", 400, InvalidArgument, "a push without events");
     TOO_MANY_EVENTS = ("too_many_events", 400, InvalidArgument, "more events than max-events-per-request");
     TOO_MANY_IDS = ("too_many_ids", 400, InvalidArgument, "more ids than max-ids-per-query");
@@ -151,6 +152,7 @@ catalog! {
     TIMEOUT = ("timeout", 504, DeadlineExceeded, "not finished within write-timeout-ms; may or may not have been applied");
     MEMBERSHIP_REFUSED = ("membership_refused", 409, FailedPrecondition, "a membership change refused (e.g. one is in progress)");
     UNKNOWN_NODE = ("unknown_node", 404, NotFound, "no member with that number");
+    NOT_A_VOTER = ("not_a_voter", 400, InvalidArgument, "transfer-leader to a learner, which cannot lead");
     INTERNAL = ("internal", 500, Internal, "a bug or an unexpected failure; the log says more");
 }
 

@@ -1,4 +1,5 @@
-//! Generated protobuf and gRPC code of Herald.
+//! The wire of Herald: generated protobuf and gRPC code, and what node and
+//! clients share about the wire.
 //!
 //! - [`v1`]: the public API (`herald.v1`): `Presence` and `Cluster` services.
 //! - [`raft`]: the internal node-to-node transport (`herald.raft`), served on
@@ -7,6 +8,9 @@
 //!   and gRPC status, shared by server and client.
 //! - [`token`]: HMAC-signed session tokens (issued by `herald token`,
 //!   checked by gateway nodes).
+//! - [`wire`]: the JSON types of the HTTP API, shared by node, client and
+//!   the fault harness.
+//! - [`date`]: UTC calendar dates of Unix times (for what people read).
 
 /// Public API, package `herald.v1`.
 pub mod v1 {
@@ -19,4 +23,6 @@ pub mod raft {
 }
 
 pub mod codes;
+pub mod date;
 pub mod token;
+pub mod wire;

@@ -265,3 +265,26 @@ fn cluster_learner_add_promote_serves_queries() -> Result<()> {
     assert_eq!(v["nodes"].as_array().unwrap().len(), 3, "{v}");
     Ok(())
 }
+
+/// transfer-leader to the node that already leads is a no-op answer, and
+/// the lone node keeps taking writes afterwards (it used to answer every
+/// write 503 `not_leader` until restarted); to a node that is not a member,
+/// a 4xx with a stable code and nothing changes.
+#[test]
+fn cluster_transfer_leader_to_self_is_a_noop() -> Result<()> {
+    let c = Cluster::start(1, Tuning::default())?;
+    c.wait_leader(LEADER_WAIT)?;
+    let a = c.addr(1);
+    let (st, v) = post_json(&a, "/v1/cluster/transfer-leader", &json!({"number": 1}))?;
+    assert_eq!(st, 200, "{v}");
+    assert_eq!(v["leader"], json!(1), "{v}");
+    // Writes go on at once (a bounded retry only rides out slow CI).
+    let rev = eventually(Duration::from_secs(3), || {
+        push(&a, vec![login_event("after-transfer", 1, "mobile", "x")])
+    })?;
+    assert!(rev > 0);
+    let (st, v) = post_json(&a, "/v1/cluster/transfer-leader", &json!({"number": 9}))?;
+    assert_eq!((st, v["error"]["code"].clone()), (404, json!("unknown_node")), "{v}");
+    assert_eq!(local_view(&a)?["leader"], json!(1));
+    Ok(())
+}

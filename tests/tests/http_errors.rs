@@ -152,3 +152,44 @@ fn http_healthz_and_metrics() -> Result<()> {
     }
     Ok(())
 }
+
+/// A user is online on at most 16 client types: a push whose logins would
+/// pass that (one batch naming 17, or one more after 16) is refused with
+/// 400 `too_many_clients` and writes nothing; a client type already online
+/// and a logout-then-login in one batch are accepted; the answer for the
+/// user stays small.
+#[test]
+fn http_client_types_per_user_are_capped() -> Result<()> {
+    let c = Cluster::start(1, Tuning::default())?;
+    c.wait_leader(Duration::from_secs(20))?;
+    let a = c.addr(1);
+    let seventeen: Vec<Value> =
+        (0..17).map(|i| login_event("capped", 7, &format!("c{i}"), "x")).collect();
+    let (st, v) = post_json(&a, "/v1/presence/events", &json!({ "events": seventeen }))?;
+    assert_eq!((st, code(&v)), (400, "too_many_clients"), "{v}");
+    let q = query(&a, &["capped".into()], "linearizable")?;
+    assert_eq!(q["unknown"], json!(["capped"]), "nothing written: {q}");
+
+    let sixteen: Vec<Value> =
+        (0..16).map(|i| login_event("capped", 7, &format!("c{i}"), "x")).collect();
+    push(&a, sixteen)?;
+    let (st, v) = post_json(
+        &a,
+        "/v1/presence/events",
+        &json!({"events": [login_event("capped", 7, "one-more", "x")]}),
+    )?;
+    assert_eq!((st, code(&v)), (400, "too_many_clients"), "{v}");
+    push(&a, vec![login_event("capped", 7, "c3", "again")])?;
+    push(
+        &a,
+        vec![
+            json!({"type": "logout", "uid": "capped", "sid": 7, "client": "c0"}),
+            login_event("capped", 7, "swapped-in", "x"),
+        ],
+    )?;
+    let q = query(&a, &["capped".into()], "linearizable")?;
+    let clients = q["users"][0]["clients"].as_array().cloned().unwrap_or_default();
+    assert_eq!(clients.len(), 16, "{q}");
+    assert!(clients.contains(&json!("swapped-in")) && !clients.contains(&json!("c0")), "{q}");
+    Ok(())
+}

@@ -92,14 +92,12 @@ fn upload(addr: &str, uid: &str, bytes: &[u8], ct: &str, name: &str) -> Result<V
     Ok(done)
 }
 
+/// Status, headers and body of an HTTP answer.
+type Answer = (u16, Vec<(String, String)>, Vec<u8>);
+
 /// GET /v1/media/{id} as `viewer` on `addr`, then the bytes from the
 /// access URL (with an optional Range); answers (status, headers, bytes).
-fn download(
-    addr: &str,
-    id: &str,
-    viewer: &str,
-    range: Option<&str>,
-) -> Result<(u16, Vec<(String, String)>, Vec<u8>)> {
+fn download(addr: &str, id: &str, viewer: &str, range: Option<&str>) -> Result<Answer> {
     let (s, info) = call("GET", &format!("http://{addr}/v1/media/{id}"), viewer, None)?;
     if s != 200 {
         return Ok((

@@ -90,32 +90,7 @@ pub fn format_ms(ms: u64) -> String {
     if ms == 0 {
         return "-".into();
     }
-    let secs = ms / 1000;
-    let days = (secs / 86_400) as i64;
-    let rem = secs % 86_400;
-    let (y, m, d) = civil_from_days(days);
-    format!(
-        "{y:04}-{m:02}-{d:02}T{:02}:{:02}:{:02}.{:03}Z",
-        rem / 3600,
-        rem % 3600 / 60,
-        rem % 60,
-        ms % 1000
-    )
-}
-
-/// Days since 1970-01-01 to (year, month, day), proleptic Gregorian
-/// (Howard Hinnant's algorithm).
-fn civil_from_days(z: i64) -> (i64, u32, u32) {
-    let z = z + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z.rem_euclid(146_097);
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let d = (doy - (153 * mp + 2) / 5 + 1) as u32;
-    let m = if mp < 10 { mp + 3 } else { mp - 9 } as u32;
-    let y = yoe + era * 400 + i64::from(m <= 2);
-    (y, m, d)
+    herald_proto::date::utc_millis(ms)
 }
 
 #[cfg(test)]
@@ -150,8 +125,10 @@ mod tests {
                 last_sync_ms: 1_000,
                 in_tolerance: true,
                 time_master: Some(1),
-                error: String::new(),
+                error: None,
+                corrections: 0,
             }),
+            gateway: None,
         };
         let t = nodes_table(&[n(1, "leader", Some(42)), n(2, "learner", None)]);
         let lines: Vec<&str> = t.lines().collect();

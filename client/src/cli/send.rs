@@ -67,8 +67,8 @@ fn human(r: &SendOutcome) -> String {
         r.revision,
         if r.duplicate { " (duplicate: answered from the first submission)" } else { "" }
     );
-    if !r.broadcast.is_empty() {
-        s.push_str(&format!("broadcast: {}", r.broadcast));
+    if let Some(b) = &r.broadcast {
+        s.push_str(&format!("broadcast: {b}"));
         if r.expires_at_ms > 0 {
             s.push_str(&format!(" until {} ms", r.expires_at_ms));
         }

@@ -58,9 +58,12 @@ mod tests {
             master: None,
             time_master: Some(1),
             term: 3,
+            last_log_index: 0,
             commit_index: 10,
             applied_index: 9,
+            snapshot_index: None,
             nodes: vec![],
+            media: None,
         };
         let h = human(&s);
         assert!(

@@ -16,6 +16,7 @@ use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use anyhow::Result;
+use herald_proto::wire::cluster::{ClockStatus, ClusterView};
 use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
 
@@ -45,44 +46,39 @@ pub struct Opts {
 /// The op value of a successful poll: the node's own view, reduced to what
 /// the checkers need. Err if the reply does not look like a cluster view.
 pub fn status_value(view: &Value, sntp: Option<Result<Sample, String>>) -> Result<Value, String> {
-    let node = view["node"].as_u64().ok_or("reply has no node")?;
-    let term = view["term"].as_u64().ok_or("reply has no term")?;
-    let state = view["state"].as_str().ok_or("reply has no state")?;
-    let members = view["nodes"].as_array().ok_or("reply has no nodes")?;
+    let view = ClusterView::deserialize(view).map_err(|e| format!("not a cluster view: {e}"))?;
     let mut voters = Vec::new();
     let mut learners = Vec::new();
-    let mut clock = Value::Null;
-    for m in members {
-        let Some(n) = m["number"].as_u64() else {
-            continue;
-        };
-        match m["role"].as_str() {
-            Some("learner") => learners.push(n),
-            Some(_) => voters.push(n),
-            None => {}
+    let mut clock = None;
+    for m in &view.nodes {
+        match m.role.as_str() {
+            "learner" => learners.push(m.number),
+            "" => {}
+            _ => voters.push(m.number),
         }
-        if n == node {
-            clock = m["clock"].clone();
+        if m.number == view.node {
+            clock = m.clock.as_ref();
         }
     }
     voters.sort_unstable();
     learners.sort_unstable();
-    let c = &clock;
+    // No clock reported: every clock field is null.
+    let c = |f: fn(&ClockStatus) -> Value| clock.map_or(Value::Null, f);
     Ok(json!({
-        "node": node,
-        "term": term,
-        "leader": view["leader"],
-        "state": state,
-        "time_master": view["time_master"],
+        "node": view.node,
+        "term": view.term,
+        "leader": view.leader,
+        "state": view.state,
+        "time_master": view.time_master,
         "voters": voters,
         "learners": learners,
         "clock": {
-            "offset_ms": c["offset_ms"],
-            "rtt_ms": c["rtt_ms"],
-            "in_tolerance": c["in_tolerance"],
-            "time_master": c["time_master"],
-            "error": c["error"],
-            "corrections": c["corrections"],
+            "offset_ms": c(|k| json!(k.offset_ms)),
+            "rtt_ms": c(|k| json!(k.rtt_ms)),
+            "in_tolerance": c(|k| json!(k.in_tolerance)),
+            "time_master": c(|k| json!(k.time_master)),
+            "error": c(|k| json!(k.error)),
+            "corrections": c(|k| json!(k.corrections)),
         },
         "sntp": match sntp {
             None => Value::Null,
@@ -245,5 +241,29 @@ mod tests {
         let e = status_value(&view, Some(Err("recv: timed out".into()))).unwrap();
         assert_eq!(e["sntp"]["error"], json!("recv: timed out"));
         assert_eq!(crate::checker::status::Status::from_value(&e).unwrap().sntp, None);
+    }
+
+    /// Proves a view in which the node reports no clock records every clock
+    /// field as null (unknown, not zero), that a clock error is kept, and
+    /// that a member without a role is neither voter nor learner.
+    #[test]
+    fn workload_master_status_value_without_clock() {
+        let view = json!({"node": 3, "state": "candidate", "leader": null, "term": 2,
+            "nodes": [{"number": 3}, {"number": 1, "role": "follower"}]});
+        let v = status_value(&view, None).unwrap();
+        assert_eq!(v["voters"], json!([1]));
+        assert_eq!(v["learners"], json!([]));
+        assert_eq!(v["leader"], Value::Null);
+        for f in ["offset_ms", "rtt_ms", "in_tolerance", "time_master", "error", "corrections"] {
+            assert_eq!(v["clock"][f], Value::Null, "{f}");
+        }
+        let view = json!({"node": 1, "state": "follower", "term": 2, "nodes": [{"number": 1,
+            "role": "follower", "clock": {"offset_ms": 0.0, "rtt_ms": 0.0, "last_sync_ms": 0,
+            "in_tolerance": false, "time_master": null, "error": "no time master", "corrections": 0}}]});
+        let v = status_value(&view, None).unwrap();
+        assert_eq!(v["clock"]["error"], json!("no time master"));
+        assert_eq!(v["clock"]["in_tolerance"], json!(false));
+        let st = crate::checker::status::Status::from_value(&v).unwrap();
+        assert_eq!(st.clock_error.as_deref(), Some("no time master"));
     }
 }

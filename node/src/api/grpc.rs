@@ -11,8 +11,7 @@ use tokio_stream::StreamExt;
 use tonic::transport::Channel;
 use tonic::{Request, Response, Status, Streaming};
 
-use super::{Api, ApiError, Consistency, MembershipOp, MembershipResult, NodeView};
-use crate::time::ClockStatus;
+use super::{Api, ApiError, Consistency, MembershipOp, MembershipResult};
 use herald_domain::presence::{Event, QueryResult};
 
 /// Requests of one stream being worked on at once: responses keep request
@@ -175,46 +174,6 @@ impl pb::presence_server::Presence for PresenceGrpc {
     }
 }
 
-pub fn node_view_from_pb(n: pb::NodeStatus) -> NodeView {
-    NodeView {
-        number: n.number,
-        sync: n.sync,
-        publish: n.publish,
-        role: n.role,
-        healthy: n.healthy,
-        matched_index: n.matched_index,
-        clock: n.clock.map(|c| ClockStatus {
-            offset_ms: c.offset_ms,
-            rtt_ms: c.rtt_ms,
-            last_sync_ms: c.last_sync_ms,
-            in_tolerance: c.in_tolerance,
-            time_master: c.time_master,
-            error: (!c.error.is_empty()).then_some(c.error),
-            corrections: 0,
-        }),
-        gateway: None,
-    }
-}
-
-fn node_view_to_pb(n: NodeView) -> pb::NodeStatus {
-    pb::NodeStatus {
-        number: n.number,
-        sync: n.sync,
-        publish: n.publish,
-        role: n.role,
-        healthy: n.healthy,
-        matched_index: n.matched_index,
-        clock: n.clock.map(|c| pb::ClockStatus {
-            offset_ms: c.offset_ms,
-            rtt_ms: c.rtt_ms,
-            last_sync_ms: c.last_sync_ms,
-            in_tolerance: c.in_tolerance,
-            time_master: c.time_master,
-            error: c.error.unwrap_or_default(),
-        }),
-    }
-}
-
 /// A client of another node's public Cluster service (https when the
 /// cluster has `<tls>`, see [`crate::tls::publish_endpoint`]).
 pub async fn cluster_client(
@@ -244,10 +203,7 @@ pub async fn forward_membership(
     match r {
         Ok(r) => {
             let r = r.into_inner();
-            Ok(MembershipResult {
-                revision: r.revision,
-                nodes: r.nodes.into_iter().map(node_view_from_pb).collect(),
-            })
+            Ok(MembershipResult::from(r))
         }
         Err(s) => Err(status_to_api(s)),
     }
@@ -288,13 +244,6 @@ fn status_to_api(s: Status) -> ApiError {
     ApiError::Forwarded { code, status, message }
 }
 
-fn membership_to_pb(r: MembershipResult) -> pb::MembershipResponse {
-    pb::MembershipResponse {
-        revision: r.revision,
-        nodes: r.nodes.into_iter().map(node_view_to_pb).collect(),
-    }
-}
-
 #[tonic::async_trait]
 impl pb::cluster_server::Cluster for ClusterService {
     async fn status(
@@ -302,18 +251,7 @@ impl pb::cluster_server::Cluster for ClusterService {
         req: Request<pb::StatusRequest>,
     ) -> Result<Response<pb::StatusResponse>, Status> {
         let v = self.api.cluster_view(req.into_inner().local).await;
-        Ok(Response::new(pb::StatusResponse {
-            cluster: v.cluster,
-            node: v.node,
-            leader: v.leader,
-            term: v.term,
-            commit_index: v.commit_index,
-            applied_index: v.applied_index,
-            nodes: v.nodes.into_iter().map(node_view_to_pb).collect(),
-            state: v.state,
-            master: v.master,
-            time_master: v.time_master,
-        }))
+        Ok(Response::new(pb::StatusResponse::from(v)))
     }
 
     async fn transfer_leader(
@@ -334,7 +272,7 @@ impl pb::cluster_server::Cluster for ClusterService {
         self.api
             .membership(op)
             .await
-            .map(|r| Response::new(membership_to_pb(r)))
+            .map(|r| Response::new(pb::MembershipResponse::from(r)))
             .map_err(|e| e.to_grpc())
     }
 
@@ -346,7 +284,7 @@ impl pb::cluster_server::Cluster for ClusterService {
         self.api
             .membership(op)
             .await
-            .map(|r| Response::new(membership_to_pb(r)))
+            .map(|r| Response::new(pb::MembershipResponse::from(r)))
             .map_err(|e| e.to_grpc())
     }
 
@@ -358,7 +296,7 @@ impl pb::cluster_server::Cluster for ClusterService {
         self.api
             .membership(op)
             .await
-            .map(|r| Response::new(membership_to_pb(r)))
+            .map(|r| Response::new(pb::MembershipResponse::from(r)))
             .map_err(|e| e.to_grpc())
     }
 }

@@ -15,14 +15,16 @@ use axum::{Json, Router};
 use serde::{Deserialize, Serialize};
 
 use super::{Api, ApiError, Consistency, MembershipOp};
-use herald_domain::presence::{Event, Ext, QueryResult, Record};
+use herald_domain::presence::{Event, QueryResult, Record};
+use herald_proto::wire::cluster::{Health, MembershipBody as NumberBody, TransferLeaderAnswer};
+use herald_proto::wire::presence::{EventsBody, QueryBody};
+use herald_proto::wire::{self, ErrorBody, Revision};
 
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
         let status =
             StatusCode::from_u16(self.http_status()).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
-        let body = serde_json::json!({"error": {"code": self.code(), "message": self.to_string()}});
-        (status, Json(body)).into_response()
+        (status, Json(ErrorBody::new(self.code(), self.to_string()))).into_response()
     }
 }
 
@@ -42,64 +44,26 @@ pub(crate) fn json_error(r: JsonRejection, limit: usize) -> ApiError {
     }
 }
 
-/// One event as web platforms send it.
-#[derive(Debug, Deserialize)]
-#[serde(tag = "type", rename_all = "snake_case")]
-pub enum JsonEvent {
-    Login {
-        uid: String,
-        sid: u64,
-        client: String,
-        #[serde(default)]
-        accepts_strangers: Option<bool>,
-        #[serde(default)]
-        ext: Ext,
-    },
-    Logout {
-        uid: String,
-        sid: u64,
-        client: String,
-        #[serde(default)]
-        ext: Ext,
-    },
-    Permission {
-        uid: String,
-        sid: u64,
-        accepts_strangers: bool,
-        #[serde(default)]
-        ext: Ext,
-    },
-}
-
-impl From<JsonEvent> for Event {
-    fn from(e: JsonEvent) -> Self {
-        match e {
-            JsonEvent::Login { uid, sid, client, accepts_strangers, ext } => {
-                Event::Login { uid, sid, client, accepts_strangers, ext }
-            }
-            JsonEvent::Logout { uid, sid, client, ext } => Event::Logout { uid, sid, client, ext },
-            JsonEvent::Permission { uid, sid, accepts_strangers, ext } => {
-                Event::Permission { uid, sid, accepts_strangers, ext }
-            }
+/// An event of `POST /v1/presence/events` as the domain takes it.
+fn event_from_wire(e: wire::presence::Event) -> Event {
+    use wire::presence::Event as W;
+    match e {
+        W::Login { uid, sid, client, accepts_strangers, ext } => {
+            Event::Login { uid, sid, client, accepts_strangers, ext }
+        }
+        W::Logout { uid, sid, client, ext } => Event::Logout { uid, sid, client, ext },
+        W::Permission { uid, sid, accepts_strangers, ext } => {
+            Event::Permission { uid, sid, accepts_strangers, ext }
         }
     }
 }
 
-#[derive(Debug, Deserialize)]
-pub struct EventsBody {
-    pub events: Vec<JsonEvent>,
-}
-
-#[derive(Debug, Deserialize)]
-pub struct QueryBody {
-    #[serde(default)]
-    pub uids: Vec<String>,
-    #[serde(default)]
-    pub sids: Vec<u64>,
-    #[serde(default)]
-    pub consistency: Consistency,
-}
-
+/// One user of a query answer as the node writes it: the borrowing twin of
+/// [`wire::presence::UserPresence`] (which owns its strings), so that an
+/// answer of many records is not copied before it is serialized. Inside
+/// `serde_json::json!` its keys come out in alphabetical order, the order
+/// of the wire type's fields; `query_answer_matches_the_wire_type` checks
+/// that the two agree byte for byte.
 #[derive(Debug, Serialize)]
 pub struct UserJson<'a> {
     uid: &'a str,
@@ -153,8 +117,8 @@ pub fn router(api: Arc<Api>) -> Router {
         .route("/v1/cluster/transfer-leader", post(post_transfer_leader))
         .route("/healthz", get(healthz))
         .route("/metrics", get(metrics))
-        .merge(super::messages::routes())
-        .merge(super::media::routes())
+        .merge(super::messages::http::routes())
+        .merge(super::media::http::routes())
         .fallback(not_found)
         .layer(DefaultBodyLimit::max(limit))
         .with_state(api)
@@ -167,11 +131,11 @@ async fn not_found() -> ApiError {
 async fn post_events(
     State(api): State<AppState>,
     body: Result<Json<EventsBody>, JsonRejection>,
-) -> Result<Json<serde_json::Value>, ApiError> {
+) -> Result<Json<Revision>, ApiError> {
     let Json(body) = body.map_err(|r| json_error(r, api.limits.max_request_bytes))?;
-    let events: Vec<Event> = body.events.into_iter().map(Event::from).collect();
+    let events: Vec<Event> = body.events.into_iter().map(event_from_wire).collect();
     let revision = api.push_events(events).await?;
-    Ok(Json(serde_json::json!({ "revision": revision })))
+    Ok(Json(Revision { revision }))
 }
 
 async fn post_query(
@@ -179,7 +143,7 @@ async fn post_query(
     body: Result<Json<QueryBody>, JsonRejection>,
 ) -> Result<Json<serde_json::Value>, ApiError> {
     let Json(q) = body.map_err(|r| json_error(r, api.limits.max_request_bytes))?;
-    let res = api.query(&q.uids, &q.sids, q.consistency).await?;
+    let res = api.query(&q.uids, &q.sids, q.consistency.into()).await?;
     Ok(Json(query_json(&res)))
 }
 
@@ -228,19 +192,10 @@ async fn get_cluster(
 async fn post_transfer_leader(
     State(api): State<AppState>,
     body: Result<Json<NumberBody>, JsonRejection>,
-) -> Result<Json<serde_json::Value>, ApiError> {
+) -> Result<Json<TransferLeaderAnswer>, ApiError> {
     let Json(b) = body.map_err(|r| json_error(r, api.limits.max_request_bytes))?;
     let leader = api.transfer_leader(b.number).await?;
-    Ok(Json(serde_json::json!({ "leader": leader })))
-}
-
-#[derive(Debug, Deserialize)]
-struct NumberBody {
-    number: u64,
-    #[serde(default)]
-    sync: Option<String>,
-    #[serde(default)]
-    publish: Option<String>,
+    Ok(Json(TransferLeaderAnswer { leader }))
 }
 
 async fn membership(
@@ -281,8 +236,7 @@ async fn post_remove(
 async fn healthz(State(api): State<AppState>) -> Response {
     let st = api.node.status();
     let ok = st.leader.is_some();
-    let body =
-        serde_json::json!({"ok": ok, "node": st.node, "state": st.state, "leader": st.leader});
+    let body = Health { leader: st.leader, node: st.node, ok, state: st.state };
     let code = if ok { StatusCode::OK } else { StatusCode::SERVICE_UNAVAILABLE };
     (code, Json(body)).into_response()
 }
@@ -307,4 +261,112 @@ async fn metrics(State(api): State<AppState>) -> Response {
     let body = api.metrics.render(&st, users, online, &api.time.status(), changes, figures);
     ([(axum::http::header::CONTENT_TYPE, "text/plain; version=0.0.4; charset=utf-8")], body)
         .into_response()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::collections::BTreeSet;
+
+    /// A query answer as the node writes it (through the borrowing
+    /// `UserJson`) parses as the wire type with every field, and the wire
+    /// type serializes back to the very same bytes: the two stay in step.
+    #[test]
+    fn query_answer_matches_the_wire_type() {
+        let rec = |uid: &str, sid: u64, clients: &[&str]| Record {
+            uid: uid.into(),
+            sid,
+            clients: clients.iter().map(|c| c.to_string()).collect::<BTreeSet<_>>(),
+            accepts_strangers: uid == "u2",
+            ext: [("k".to_string(), format!("v{sid}"))].into(),
+            changed_at_ms: 1_700_000_000_000 + sid,
+            revision: sid * 3,
+            gateways: Default::default(),
+        };
+        let q = QueryResult {
+            revision: 42,
+            users: vec![rec("u1", 1001, &["web", "mobile"]), rec("u2", 1002, &[])],
+            unknown: vec!["nobody".into()],
+            unknown_sids: vec![9],
+        };
+        let node = serde_json::to_string(&query_json(&q)).unwrap();
+        let w: wire::presence::QueryAnswer = serde_json::from_str(&node).unwrap();
+        assert_eq!((w.revision, &w.unknown, &w.unknown_sids), (42, &q.unknown, &q.unknown_sids));
+        assert_eq!(w.users.len(), 2);
+        for (u, r) in w.users.iter().zip(&q.users) {
+            assert_eq!((&u.uid, u.sid, u.online), (&r.uid, r.sid, r.online()));
+            assert_eq!(u.clients, r.clients.iter().cloned().collect::<Vec<_>>());
+            assert_eq!((u.accepts_strangers, &u.ext), (r.accepts_strangers, &r.ext));
+            assert_eq!((u.changed_at_ms, u.revision), (r.changed_at_ms, r.revision));
+        }
+        assert_eq!(serde_json::to_string(&w).unwrap(), node);
+    }
+
+    /// The error body, the push and transfer answers and the health body
+    /// are byte-for-byte what the node wrote with `serde_json::json!`
+    /// before they were wire types.
+    #[test]
+    fn small_answers_keep_their_bytes() {
+        let e = ApiError::new(codes::NO_EVENTS, "events must not be empty");
+        let old = serde_json::json!({"error": {"code": e.code(), "message": e.to_string()}});
+        let new = ErrorBody::new(e.code(), e.to_string());
+        assert_eq!(serde_json::to_string(&new).unwrap(), old.to_string());
+        let old = serde_json::json!({ "revision": 7 });
+        assert_eq!(serde_json::to_string(&Revision { revision: 7 }).unwrap(), old.to_string());
+        let old = serde_json::json!({ "leader": 3 });
+        let new = TransferLeaderAnswer { leader: 3 };
+        assert_eq!(serde_json::to_string(&new).unwrap(), old.to_string());
+        for leader in [None, Some(1)] {
+            let old = serde_json::json!({"ok": leader.is_some(), "node": 2, "state": "follower", "leader": leader});
+            let new = Health { leader, node: 2, ok: leader.is_some(), state: "follower".into() };
+            assert_eq!(serde_json::to_string(&new).unwrap(), old.to_string());
+        }
+    }
+
+    /// An HTTP event converts to the domain event field by field, kind by
+    /// kind.
+    #[test]
+    fn http_event_from_wire() {
+        use wire::presence::Event as W;
+        let ext: herald_domain::presence::Ext = [("a".to_string(), "b".to_string())].into();
+        let e = event_from_wire(W::Login {
+            uid: "u".into(),
+            sid: 1,
+            client: "web".into(),
+            accepts_strangers: Some(false),
+            ext: ext.clone(),
+        });
+        assert_eq!(
+            e,
+            Event::Login {
+                uid: "u".into(),
+                sid: 1,
+                client: "web".into(),
+                accepts_strangers: Some(false),
+                ext: ext.clone()
+            }
+        );
+        let e = event_from_wire(W::Logout {
+            uid: "u".into(),
+            sid: 1,
+            client: "web".into(),
+            ext: ext.clone(),
+        });
+        assert_eq!(e, Event::Logout { uid: "u".into(), sid: 1, client: "web".into(), ext });
+        let e = event_from_wire(W::Permission {
+            uid: "u".into(),
+            sid: 1,
+            accepts_strangers: true,
+            ext: Default::default(),
+        });
+        assert_eq!(
+            e,
+            Event::Permission {
+                uid: "u".into(),
+                sid: 1,
+                accepts_strangers: true,
+                ext: Default::default()
+            }
+        );
+    }
 }

@@ -1,6 +1,9 @@
 //! The public API: HTTP/JSON ([`http`]) and gRPC ([`grpc`]) on one publish
 //! port, both thin adapters over [`Api`], which holds the request logic,
-//! the limits and the error codes.
+//! the limits and the error codes. [`messages`] and [`media`] are split
+//! the same way: their `mod.rs` holds the logic, `http.rs` the axum routes
+//! (and `messages/grpc.rs` the tonic service). The JSON shapes are
+//! [`herald_proto::wire`]'s.
 
 pub mod grpc;
 pub mod http;
@@ -10,14 +13,16 @@ pub mod messages;
 use std::sync::Arc;
 use std::time::Instant;
 
-use serde::{Deserialize, Serialize};
-
 use herald_proto::codes::{self, Code};
 
 use crate::config::Limits;
 use crate::metrics::{CodeLabel, ConsistencyLabel, Metrics};
 use crate::raft::{ClusterError, RaftNode};
-use herald_domain::presence::{Event, EventError, QueryResult};
+use std::collections::{BTreeSet, HashMap};
+
+use herald_domain::presence::{
+    Event, EventError, PresenceState, QueryResult, MAX_CLIENTS_PER_USER,
+};
 
 /// An error answered to a client: a stable code from the catalog
 /// ([`herald_proto::codes`], which gives its HTTP and gRPC status) and a
@@ -103,6 +108,52 @@ impl ApiError {
     }
 }
 
+/// Refuses events that would put a user online on more than
+/// [`MAX_CLIENTS_PER_USER`] client types, replaying the batch's logins and
+/// logouts over the user's current client types in order.
+fn check_client_caps(p: &PresenceState, events: &[Event]) -> Result<(), ApiError> {
+    // Only users whose current client types plus this batch's logins could
+    // pass the cap need replaying (the common case: none).
+    let mut logins: HashMap<&str, usize> = HashMap::new();
+    for e in events {
+        if let Event::Login { uid, .. } = e {
+            *logins.entry(uid.as_str()).or_default() += 1;
+        }
+    }
+    logins.retain(|uid, n| p.get(uid).map_or(0, |r| r.clients.len()) + *n > MAX_CLIENTS_PER_USER);
+    if logins.is_empty() {
+        return Ok(());
+    }
+    let mut now: HashMap<&str, BTreeSet<&str>> = HashMap::new();
+    for (i, e) in events.iter().enumerate() {
+        let (uid, client, login) = match e {
+            Event::Login { uid, client, .. } => (uid.as_str(), client.as_str(), true),
+            Event::Logout { uid, client, .. } => (uid.as_str(), client.as_str(), false),
+            Event::Permission { .. } => continue,
+        };
+        if !logins.contains_key(uid) {
+            continue;
+        }
+        let set = now.entry(uid).or_insert_with(|| {
+            p.get(uid).map(|r| r.clients.iter().map(String::as_str).collect()).unwrap_or_default()
+        });
+        if !login {
+            set.remove(client);
+        } else if !set.contains(client) {
+            if set.len() >= MAX_CLIENTS_PER_USER {
+                return Err(ApiError::new(
+                    codes::TOO_MANY_CLIENTS,
+                    format!(
+                        "event {i}: {uid} is online on {MAX_CLIENTS_PER_USER} client types already"
+                    ),
+                ));
+            }
+            set.insert(client);
+        }
+    }
+    Ok(())
+}
+
 /// A gRPC status whose stable code travels in the `x-herald-code` metadata
 /// (and prefixes the message).
 pub fn grpc_status(status: tonic::Code, code: &str, message: &str) -> tonic::Status {
@@ -132,6 +183,16 @@ impl Consistency {
                 codes::INVALID_CONSISTENCY,
                 format!("consistency must be linearizable or local, not {other:?}"),
             )),
+        }
+    }
+}
+
+impl From<herald_proto::wire::presence::Consistency> for Consistency {
+    fn from(c: herald_proto::wire::presence::Consistency) -> Self {
+        use herald_proto::wire::presence::Consistency as Wire;
+        match c {
+            Wire::Linearizable => Consistency::Linearizable,
+            Wire::Local => Consistency::Local,
         }
     }
 }
@@ -183,6 +244,9 @@ impl Api {
         for (i, e) in events.iter().enumerate() {
             e.validate(i)?;
         }
+        // Refuse a login that would exceed the per-user cap on client types
+        // (apply enforces it too; this gives the caller a code).
+        self.node.read_local(|st| check_client_caps(&st.presence, &events))?;
         let n = events.len() as u64;
         let (rev, _) = self
             .node
@@ -313,7 +377,7 @@ impl Api {
             let mut c = grpc::cluster_client(addr).await.ok()?;
             let r =
                 c.status(herald_proto::v1::StatusRequest { local: true }).await.ok()?.into_inner();
-            Some(r.nodes.into_iter().map(grpc::node_view_from_pb).collect::<Vec<_>>())
+            Some(r.nodes.into_iter().map(NodeView::from).collect::<Vec<_>>())
         };
         tokio::time::timeout(std::time::Duration::from_millis(500), fut).await.ok().flatten()
     }
@@ -379,60 +443,11 @@ pub enum MembershipOp {
     Remove { number: u64 },
 }
 
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
-pub struct MembershipResult {
-    pub revision: u64,
-    pub nodes: Vec<NodeView>,
-}
-
-/// One member in `GET /v1/cluster`.
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
-pub struct NodeView {
-    pub number: u64,
-    pub sync: String,
-    pub publish: String,
-    pub role: String,
-    pub healthy: bool,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub matched_index: Option<u64>,
-    /// The member's cluster clock against the time master, as it reports it.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub clock: Option<crate::time::ClockStatus>,
-    /// The member's gateway load as this node last heard it.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub gateway: Option<GatewayView>,
-}
-
-/// Sessions and load of one gateway, in `GET /v1/cluster`.
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
-pub struct GatewayView {
-    pub sessions: u64,
-    pub load: f64,
-    /// Heard from within the freshness window (always true for this node).
-    pub fresh: bool,
-}
-
-/// The body of `GET /v1/cluster`.
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
-pub struct ClusterView {
-    pub cluster: String,
-    pub node: u64,
-    pub state: String,
-    pub leader: Option<u64>,
-    /// The numbered master (the Raft leader, steered to the lowest number).
-    pub master: Option<u64>,
-    /// Whose clock is the standard time, as this node last followed it.
-    pub time_master: Option<u64>,
-    pub term: u64,
-    pub last_log_index: u64,
-    pub commit_index: u64,
-    pub applied_index: u64,
-    pub snapshot_index: Option<u64>,
-    pub nodes: Vec<NodeView>,
-    /// This node's media storage (HTTP only).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub media: Option<crate::media::service::MediaStatus>,
-}
+/// The answer to a membership change, one member, its gateway load and
+/// the body of `GET /v1/cluster`: the HTTP API's types, defined once in
+/// [`herald_proto::wire::cluster`] (the gRPC `Cluster` service converts
+/// them to and from protobuf).
+pub use herald_proto::wire::cluster::{ClusterView, GatewayView, MembershipResult, NodeView};
 
 #[cfg(test)]
 mod catalog_tests {
@@ -448,5 +463,17 @@ mod catalog_tests {
         for name in SendError::CODES.iter().chain(refusal::ANSWERED) {
             assert!(codes::named(name).is_some(), "{name} is missing from proto/src/codes.rs");
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    /// The HTTP API's consistency names the same read as the node's own.
+    #[test]
+    fn consistency_from_wire() {
+        use herald_proto::wire::presence::Consistency as Wire;
+        assert_eq!(super::Consistency::from(Wire::Linearizable), super::Consistency::Linearizable);
+        assert_eq!(super::Consistency::from(Wire::Local), super::Consistency::Local);
+        assert_eq!(super::Consistency::from(Wire::default()), super::Consistency::default());
     }
 }

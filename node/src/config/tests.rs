@@ -1102,7 +1102,8 @@ fn config_media_bounds_refused() {
         ("edit", "max-pixels", 1, Some(1_000_000_000)),
     ];
     for &(el, field, min, max) in bounds {
-        let (text, line): (Box<dyn Fn(&str) -> String>, usize) = if el == "media" {
+        type Render = Box<dyn Fn(&str) -> String>;
+        let (text, line): (Render, usize) = if el == "media" {
             (Box::new(move |v: &str| with(&format!("<media {field}=\"{v}\"/>"))), 7)
         } else {
             (Box::new(move |v: &str| with_edit(&format!("<edit {field}=\"{v}\"/>"))), 8)

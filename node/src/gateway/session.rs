@@ -24,7 +24,7 @@ use tonic::{Request, Response, Status, Streaming};
 
 use super::{Gateway, Push, SESSION_QUEUE};
 use herald_domain::messages::{Origin, StoredMsg};
-use herald_domain::presence::{MAX_CLIENT_BYTES, MAX_UID_BYTES};
+use herald_domain::presence::{MAX_CLIENTS_PER_USER, MAX_CLIENT_BYTES, MAX_UID_BYTES};
 use herald_domain::state::Op;
 
 /// Messages sent to a session and not yet acknowledged: beyond this the
@@ -240,6 +240,16 @@ async fn run(gw: Arc<Gateway>, mut inbound: Streaming<pb::ClientFrame>, out: Out
         gw.sessions_refused.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         tracing::info!(code = e.code().name, "session refused");
         return refuse(&out, e.code(), e.to_string()).await;
+    }
+    // After the token check: only the user itself learns it is at the cap.
+    if !gw.node.read_local(|st| st.presence.admits_client(&hello.uid, &client)) {
+        gw.sessions_refused.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        return refuse(
+            &out,
+            codes::TOO_MANY_CLIENTS,
+            format!("{} is online on {MAX_CLIENTS_PER_USER} client types already", hello.uid),
+        )
+        .await;
     }
     if gw.session_count() >= gw.cfg.max_sessions {
         gw.sessions_refused.fetch_add(1, std::sync::atomic::Ordering::Relaxed);

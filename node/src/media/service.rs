@@ -90,27 +90,9 @@ struct Upload {
     busy: bool,
 }
 
-/// The answer to an upload request (S1).
-#[derive(Debug, Clone, serde::Serialize)]
-pub struct UploadTicket {
-    pub upload_id: String,
-    pub upload_url: String,
-    pub credential: String,
-    pub expires_at_ms: u64,
-}
-
-/// The answer to a finished upload.
-#[derive(Debug, Clone, serde::Serialize)]
-pub struct UploadDone {
-    pub media_id: String,
-    pub size: u64,
-    pub content_type: String,
-    pub sha256: String,
-    pub replicas: Vec<u64>,
-    pub edited: bool,
-    pub duplicate: bool,
-    pub link: String,
-}
+/// The answers to an upload request (S1) and to a finished upload: the
+/// HTTP API's types, defined once in [`herald_proto::wire::media`].
+pub use herald_proto::wire::media::{UploadDone, UploadTicket};
 
 /// Removes an upload from the open ones when dropped.
 struct UploadSlot<'a> {
@@ -153,24 +135,10 @@ impl Drop for RemoveOnDrop {
 /// A stream of media bytes for an HTTP body.
 pub type ByteStream = std::pin::Pin<Box<dyn Stream<Item = Result<Bytes, io::Error>> + Send>>;
 
-/// What this node's media storage is doing (status page and metrics).
-#[derive(Debug, Clone, Default, serde::Serialize, serde::Deserialize, PartialEq, Eq)]
-pub struct MediaStatus {
-    /// The last write probe of the media directory succeeded.
-    pub healthy: bool,
-    pub free_bytes: u64,
-    pub reserve_bytes: u64,
-    /// Media files on this node (as of the last repair pass).
-    pub files_here: u64,
-    /// Media the cluster knows, and their bytes (one copy each).
-    pub media: u64,
-    pub media_bytes: u64,
-    /// Known media with fewer live replicas than required.
-    pub under_replicated: u64,
-    pub open_uploads: u64,
-    /// Replicas an upload needs now.
-    pub required_replicas: u64,
-}
+/// What this node's media storage is doing (status page and metrics): the
+/// HTTP API's type (`media` of `GET /v1/cluster`), defined once in
+/// [`herald_proto::wire::cluster`].
+pub use herald_proto::wire::cluster::MediaStatus;
 
 /// The media service of this node.
 pub struct Media {

@@ -13,7 +13,6 @@ pub mod types;
 pub mod wal_store;
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
-use std::path::Path;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -72,6 +71,8 @@ pub enum ClusterError {
     Membership(String),
     #[error("node {0} is not known to this cluster")]
     UnknownNode(u64),
+    #[error("node {0} is a learner, not a voter: it cannot lead")]
+    NotVoter(u64),
     #[error("internal error: {0}")]
     Internal(String),
 }
@@ -86,6 +87,7 @@ impl ClusterError {
             ClusterError::Unavailable(_) => codes::LEADER_UNAVAILABLE,
             ClusterError::Membership(_) => codes::MEMBERSHIP_REFUSED,
             ClusterError::UnknownNode(_) => codes::UNKNOWN_NODE,
+            ClusterError::NotVoter(_) => codes::NOT_A_VOTER,
             ClusterError::Internal(_) => codes::INTERNAL,
         }
     }
@@ -158,10 +160,10 @@ impl RaftNode {
     pub async fn start(config: &Config, clock: Arc<ClusterClock>) -> anyhow::Result<Arc<Self>> {
         let dir = &config.data_dir;
         std::fs::create_dir_all(dir)?;
-        let db = open_sled(&dir.join("sled"))?;
-        // The Raft log and vote: fsync-durable, beside the state machine's sled.
-        let log = wal_store::WalStore::open_or_import(&dir.join("raft-log"), &db)?;
-        let sm = state_machine::StateMachine::open(&db, dir.join("snapshots"))?;
+        // The Raft log and vote: fsync-durable (herald-wal). A log that an
+        // earlier version kept in sled is imported once.
+        let log = wal_store::WalStore::open_or_import(&dir.join("raft-log"), &dir.join("sled"))?;
+        let sm = state_machine::StateMachine::open(dir.join("snapshots"))?;
         let t = &config.raft;
         let rc = openraft::Config {
             cluster_name: config.cluster.clone(),
@@ -541,8 +543,15 @@ impl RaftNode {
         if !self.is_leader() {
             return Err(ClusterError::NotLeader(self.leader_id().unwrap_or(0)));
         }
-        if !self.status().members.iter().any(|m| m.number == number && m.role != "learner") {
-            return Err(ClusterError::UnknownNode(number));
+        if number == self.id {
+            // Already the leader: nothing to do. (Asking openraft to hand
+            // leadership to itself left a lone node refusing every write.)
+            return Ok(());
+        }
+        match self.status().members.iter().find(|m| m.number == number) {
+            None => return Err(ClusterError::UnknownNode(number)),
+            Some(m) if m.role == "learner" => return Err(ClusterError::NotVoter(number)),
+            Some(_) => {}
         }
         self.raft.trigger().transfer_leader(number).await.map_err(internal)?;
         let deadline = tokio::time::Instant::now() + self.op_timeout;
@@ -564,11 +573,10 @@ impl RaftNode {
         self.leader().map(|(id, a)| (id, a.publish))
     }
 
-    fn map_write_err<E: std::fmt::Display>(
-        e: openraft::errors::RaftError<types::TypeConfig, E>,
-    ) -> ClusterError
+    fn map_write_err<E>(e: openraft::errors::RaftError<types::TypeConfig, E>) -> ClusterError
     where
-        E: std::error::Error
+        E: std::fmt::Display
+            + std::error::Error
             + openraft::TryAsRef<openraft::errors::ForwardToLeader<types::TypeConfig>>,
     {
         match e.forward_to_leader() {
@@ -621,16 +629,6 @@ impl RaftNode {
             tokio::time::timeout(self.op_timeout, fut).await.map_err(|_| ClusterError::Timeout)?;
         r.map(|resp| resp.log_id.index()).map_err(Self::map_write_err)
     }
-}
-
-fn open_sled(path: &Path) -> anyhow::Result<sled::Db> {
-    // Page cache for sled: the hot state lives in our own memory, so sled
-    // needs little.
-    Ok(sled::Config::new()
-        .path(path)
-        .cache_capacity(64 << 20)
-        .mode(sled::Mode::HighThroughput)
-        .open()?)
 }
 
 /// Group commit: drains whatever requests are queued (up to

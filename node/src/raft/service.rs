@@ -13,6 +13,7 @@ use tokio_stream::StreamExt;
 use tonic::{Request, Response, Status, Streaming};
 
 use super::codec::{decode, encode};
+use super::state_machine::{verify_snapshot_file, RemoveOnDrop};
 use super::types::{SnapshotMeta, TypeConfig, Vote};
 use super::{ForwardReply, RaftNode};
 use herald_domain::state::Op;
@@ -86,21 +87,20 @@ impl RaftInternal for RaftService {
             .snapshot_store()
             .temp_file()
             .map_err(|e| Status::internal(e.to_string()))?;
+        // Removed on every exit: a broken stream leaves no temp file behind.
+        let _tmp = RemoveOnDrop(Some(path.clone()));
         let mut file = tokio::fs::File::from_std(file);
-        let mut total = 0u64;
+        let mut total = first.data.len() as u64;
         let mut done = first.done;
         use tokio::io::AsyncWriteExt;
+        file.write_all(&first.data).await.map_err(|e| Status::internal(e.to_string()))?;
         while !done {
             let chunk = match stream.next().await {
                 Some(c) => c?,
-                None => {
-                    let _ = tokio::fs::remove_file(&path).await;
-                    return Err(bad("snapshot stream ended before done"));
-                }
+                None => return Err(bad("snapshot stream ended before done")),
             };
             total += chunk.data.len() as u64;
             if total > MAX_SNAPSHOT_BYTES {
-                let _ = tokio::fs::remove_file(&path).await;
                 return Err(Status::resource_exhausted("snapshot too large"));
             }
             file.write_all(&chunk.data).await.map_err(|e| Status::internal(e.to_string()))?;
@@ -108,12 +108,26 @@ impl RaftInternal for RaftService {
         }
         file.sync_all().await.map_err(|e| Status::internal(e.to_string()))?;
         let std_file = file.into_std().await;
+        // Verify the whole file (magic, every item, checksum) before openraft
+        // sees it: a bad snapshot is refused here, the node keeps its state
+        // and keeps running (a storage error inside openraft would stop Raft).
+        let check = path.clone();
+        let file_meta = tokio::task::spawn_blocking(move || verify_snapshot_file(&check))
+            .await
+            .map_err(|e| Status::internal(e.to_string()))?
+            .map_err(|e| bad(format!("snapshot refused: {e}")))?;
+        if file_meta != meta {
+            return Err(bad("snapshot refused: its file does not match its meta"));
+        }
         tracing::info!(bytes = total, last_log_id = ?meta.last_log_id, "snapshot received");
         let snapshot =
             openraft::alias::SnapshotOf::<TypeConfig, std::fs::File> { meta, snapshot: std_file };
-        let res = self.node.raft.install_full_snapshot(vote, snapshot).await;
-        let _ = tokio::fs::remove_file(&path).await;
-        let resp = res.map_err(|e| Status::internal(e.to_string()))?;
+        let resp = self
+            .node
+            .raft
+            .install_full_snapshot(vote, snapshot)
+            .await
+            .map_err(|e| Status::internal(e.to_string()))?;
         reply(&resp)
     }
 

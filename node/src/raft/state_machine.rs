@@ -1,11 +1,10 @@
-//! The replicated state machine: presence records in memory for queries,
-//! persisted in sled, with snapshots as files we write and fsync ourselves.
-//!
-//! Layout of the `sm` sled tree: each persisted item of the state under its
-//! own key ([`Item::key`]: `u<uid>`, `s<sid BE>`, `M…`, `G…`; the domain
-//! decides), plus `!applied` → last applied log id and `!membership` → last
-//! membership. This module never names a domain: it stores what
-//! [`State::items`] and [`State::take_changes`] hand it.
+//! The replicated state machine: the whole `State` in memory (shared with
+//! the query path behind an `RwLock`), persisted only by snapshots — files
+//! we write, fsync, rename and fsync the directory of ourselves. `apply`
+//! changes memory only (no write per entry on the hot path). After a
+//! restart the newest snapshot is loaded and openraft replays the log
+//! since it (the log keeps every entry after the snapshot; it is purged
+//! only up to a snapshot that is on disk).
 //! Snapshot files live in `<data>/snapshots/` (see [`SnapshotStore`]).
 
 use std::fs::{self, File};
@@ -19,7 +18,9 @@ use openraft::storage::{EntryResponder, RaftSnapshotBuilder, RaftStateMachine};
 use openraft::{EntryPayload, OptionalSend};
 use serde::{Deserialize, Serialize};
 
-use super::codec::{decode, decode_from, encode, encode_into};
+use sha2::{Digest, Sha256};
+
+use super::codec::{decode_from, encode_into};
 use super::types::{Applied, LogId, SnapshotMeta, StoredMembership, TypeConfig};
 use herald_domain::messages::Notice;
 use herald_domain::state::{Effects, Item, State};
@@ -30,23 +31,65 @@ const NOTICE_BUFFER: usize = 8192;
 
 type Snapshot = openraft::alias::SnapshotOf<TypeConfig, File>;
 
-/// The storage's own keys start with `!`, which no item key does.
-const OWN_PREFIX: u8 = b'!';
-const KEY_APPLIED: &[u8] = b"!applied";
-const KEY_MEMBERSHIP: &[u8] = b"!membership";
-
-fn io_err(e: sled::Error) -> io::Error {
-    io::Error::other(e)
-}
-
 /// Shared, read-mostly view of the presence state, for the query path.
 pub type SharedState = Arc<RwLock<State>>;
+
+/// First bytes of a snapshot file (format 2: items, then a SHA-256 trailer).
+const SNAPSHOT_MAGIC: &[u8; 8] = b"HSNAP\x002\n";
+/// Bytes of the trailer: SHA-256 of everything before it.
+const SNAPSHOT_TRAILER: usize = 32;
+
+/// A writer that hashes what passes through it.
+struct HashingWriter<W> {
+    inner: W,
+    hash: Sha256,
+}
+
+impl<W: Write> Write for HashingWriter<W> {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        let n = self.inner.write(buf)?;
+        self.hash.update(&buf[..n]);
+        Ok(n)
+    }
+    fn flush(&mut self) -> io::Result<()> {
+        self.inner.flush()
+    }
+}
+
+/// A reader that hashes what passes through it.
+struct HashingReader<R> {
+    inner: R,
+    hash: Sha256,
+}
+
+impl<R: Read> Read for HashingReader<R> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        let n = self.inner.read(buf)?;
+        self.hash.update(&buf[..n]);
+        Ok(n)
+    }
+}
+
+fn invalid(msg: impl Into<String>) -> io::Error {
+    io::Error::new(io::ErrorKind::InvalidData, msg.into())
+}
 
 /// Header of a snapshot file, then `items` persisted items of the state.
 #[derive(Serialize, Deserialize)]
 struct SnapshotHeader {
     meta: SnapshotMeta,
     items: u64,
+}
+
+/// Deletes a temporary file when dropped (unless forgotten once committed).
+pub struct RemoveOnDrop(pub Option<PathBuf>);
+
+impl Drop for RemoveOnDrop {
+    fn drop(&mut self) {
+        if let Some(p) = self.0.take() {
+            let _ = fs::remove_file(p);
+        }
+    }
 }
 
 /// Snapshot files in one directory: `snap-<index>-<term>-<n>.snap`, written to
@@ -107,6 +150,11 @@ impl SnapshotStore {
         match files.pop() {
             Some(p) => {
                 let mut r = BufReader::new(File::open(&p)?);
+                let mut magic = [0u8; 8];
+                r.read_exact(&mut magic)?;
+                if &magic != SNAPSHOT_MAGIC {
+                    return Err(invalid(format!("{}: not a Herald snapshot", p.display())));
+                }
                 let h: SnapshotHeader = decode_from(&mut r)?;
                 Ok(Some((p, h.meta)))
             }
@@ -115,30 +163,63 @@ impl SnapshotStore {
     }
 }
 
-/// Writes a snapshot body: header, then the items in the given order.
+/// Writes a snapshot file: magic, header, the items in the given order, and
+/// the SHA-256 of all of that as a trailer.
 fn write_snapshot(w: &mut impl Write, meta: &SnapshotMeta, items: &[Item]) -> io::Result<()> {
-    encode_into(&SnapshotHeader { meta: meta.clone(), items: items.len() as u64 }, w)?;
+    let mut hw = HashingWriter { inner: w, hash: Sha256::new() };
+    hw.write_all(SNAPSHOT_MAGIC)?;
+    encode_into(&SnapshotHeader { meta: meta.clone(), items: items.len() as u64 }, &mut hw)?;
     for it in items {
-        encode_into(it, w)?;
+        encode_into(it, &mut hw)?;
     }
+    let digest = hw.hash.finalize();
+    hw.inner.write_all(&digest)?;
     Ok(())
 }
 
-/// Reads a snapshot file into a state.
+/// Reads a whole snapshot file into a state, verifying it completely: the
+/// magic, every item's decoding, the trailer's SHA-256 over everything
+/// before it, and that nothing follows. Any failure is `InvalidData` and
+/// nothing is changed (a peer's bad snapshot is refused, not installed).
 fn read_snapshot(r: &mut impl Read) -> io::Result<(SnapshotMeta, State)> {
-    let h: SnapshotHeader = decode_from(r)?;
+    let mut hr = HashingReader { inner: r, hash: Sha256::new() };
+    let mut magic = [0u8; 8];
+    hr.read_exact(&mut magic).map_err(|_| invalid("snapshot shorter than its magic"))?;
+    if &magic != SNAPSHOT_MAGIC {
+        return Err(invalid("not a Herald snapshot (bad magic)"));
+    }
+    let h: SnapshotHeader = decode_from(&mut hr)?;
     // The count comes from a file a peer sent: bound what we reserve.
     let mut items = Vec::with_capacity(h.items.min(1 << 20) as usize);
-    for _ in 0..h.items {
-        items.push(decode_from::<Item, _>(r)?);
+    for i in 0..h.items {
+        items.push(
+            decode_from::<Item, _>(&mut hr)
+                .map_err(|e| invalid(format!("snapshot item {i} of {}: {e}", h.items)))?,
+        );
+    }
+    let digest = hr.hash.finalize();
+    let mut trailer = [0u8; SNAPSHOT_TRAILER];
+    hr.inner.read_exact(&mut trailer).map_err(|_| invalid("snapshot truncated: no checksum"))?;
+    if trailer[..] != digest[..] {
+        return Err(invalid("snapshot checksum mismatch"));
+    }
+    let mut extra = [0u8; 1];
+    if hr.inner.read(&mut extra)? != 0 {
+        return Err(invalid("bytes after the snapshot's checksum"));
     }
     let applied = h.meta.last_log_id.as_ref().map(|l| l.index()).unwrap_or(0);
     Ok((h.meta, State::from_items(items, applied)))
 }
 
+/// Verifies a snapshot file completely (see [`read_snapshot`]) and
+/// answers its meta: the sync port calls this on a received snapshot
+/// before handing it to openraft, so a bad one is refused there and never
+/// reaches the state machine (where a storage error would stop Raft).
+pub fn verify_snapshot_file(path: &Path) -> io::Result<SnapshotMeta> {
+    read_snapshot(&mut BufReader::new(File::open(path)?)).map(|(meta, _)| meta)
+}
+
 struct Inner {
-    db: sled::Db,
-    tree: sled::Tree,
     state: SharedState,
     /// Last applied log id and membership: what `applied_state` answers.
     applied: Mutex<(Option<LogId>, StoredMembership)>,
@@ -153,46 +234,32 @@ pub struct StateMachine {
 }
 
 impl StateMachine {
-    /// Opens the state machine from sled, or from the snapshot file when that
-    /// is newer (a crash during a snapshot install).
-    pub fn open(db: &sled::Db, snapshot_dir: PathBuf) -> io::Result<Self> {
-        let tree = db.open_tree("sm").map_err(io_err)?;
+    /// Opens the state machine from the newest snapshot in `snapshot_dir`
+    /// (verified completely; a damaged one stops start-up with the file's
+    /// name), or empty when there is none.
+    pub fn open(snapshot_dir: PathBuf) -> io::Result<Self> {
         let snapshots = SnapshotStore::open(snapshot_dir)?;
-        let applied: Option<LogId> = match tree.get(KEY_APPLIED).map_err(io_err)? {
-            Some(v) => decode(&v)?,
-            None => None,
-        };
-        let membership: StoredMembership = match tree.get(KEY_MEMBERSHIP).map_err(io_err)? {
-            Some(v) => decode(&v)?,
-            None => StoredMembership::default(),
-        };
-        let mut items = Vec::new();
-        for kv in tree.iter() {
-            let (k, v) = kv.map_err(io_err)?;
-            if k.first() != Some(&OWN_PREFIX) {
-                items.push(decode::<Item>(&v)?);
+        let (applied, membership, state) = match snapshots.current()? {
+            Some((path, _)) => {
+                let (meta, state) = read_snapshot(&mut BufReader::new(File::open(&path)?))
+                    .map_err(|e| invalid(format!("{}: {e}", path.display())))?;
+                tracing::info!(
+                    snapshot = %path.display(),
+                    last_log_id = ?meta.last_log_id,
+                    "state loaded from the snapshot; the log since it is replayed"
+                );
+                (meta.last_log_id, meta.last_membership, state)
             }
-        }
-        let idx = applied.as_ref().map(|l| l.index()).unwrap_or(0);
-        let state = State::from_items(items, idx);
-        let sm = StateMachine {
+            None => (None, StoredMembership::default(), State::default()),
+        };
+        Ok(StateMachine {
             inner: Arc::new(Inner {
-                db: db.clone(),
-                tree,
                 state: Arc::new(RwLock::new(state)),
-                applied: Mutex::new((applied.clone(), membership)),
+                applied: Mutex::new((applied, membership)),
                 snapshots,
                 notices: tokio::sync::broadcast::channel(NOTICE_BUFFER).0,
             }),
-        };
-        if let Some((path, meta)) = sm.inner.snapshots.current()? {
-            if meta.last_log_id > applied {
-                tracing::warn!(snapshot = %path.display(), "state machine is behind its snapshot; loading the snapshot");
-                let (meta, state) = read_snapshot(&mut BufReader::new(File::open(&path)?))?;
-                sm.replace_state(&meta, state)?;
-            }
-        }
-        Ok(sm)
+        })
     }
 
     /// The live state, for queries.
@@ -210,24 +277,6 @@ impl StateMachine {
     pub fn snapshot_store(&self) -> &SnapshotStore {
         &self.inner.snapshots
     }
-
-    /// Replaces the whole state (snapshot install), in memory and in sled.
-    fn replace_state(&self, meta: &SnapshotMeta, state: State) -> io::Result<()> {
-        let mut batch = sled::Batch::default();
-        for k in self.inner.tree.iter().keys() {
-            batch.remove(k.map_err(io_err)?);
-        }
-        for it in state.items() {
-            batch.insert(it.key(), encode(&it)?);
-        }
-        batch.insert(KEY_APPLIED, encode(&meta.last_log_id)?);
-        batch.insert(KEY_MEMBERSHIP, encode(&meta.last_membership)?);
-        self.inner.tree.apply_batch(batch).map_err(io_err)?;
-        *self.inner.state.write().expect("state lock") = state;
-        *self.inner.applied.lock().expect("applied lock") =
-            (meta.last_log_id.clone(), meta.last_membership.clone());
-        Ok(())
-    }
 }
 
 impl RaftSnapshotBuilder<TypeConfig> for StateMachine {
@@ -241,9 +290,6 @@ impl RaftSnapshotBuilder<TypeConfig> for StateMachine {
             let (last, membership) = self.inner.applied.lock().expect("applied lock").clone();
             (SnapshotMeta { last_log_id: last, last_membership: membership }, st.items())
         };
-        // The snapshot stands for the state up to `meta.last_log_id`; make
-        // sure sled holds at least that much before logs are purged.
-        self.inner.db.flush_async().await.map_err(io_err)?;
         let this = self.clone();
         let m = meta.clone();
         let path = tokio::task::spawn_blocking(move || -> io::Result<PathBuf> {
@@ -274,7 +320,6 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
         Strm: Stream<Item = Result<EntryResponder<TypeConfig>, io::Error>> + Unpin + OptionalSend,
     {
         let items: Vec<EntryResponder<TypeConfig>> = entries.try_collect().await?;
-        let mut batch = sled::Batch::default();
         let mut replies = Vec::with_capacity(items.len());
         let mut fx = Effects::default();
         {
@@ -290,8 +335,7 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
                     }
                     EntryPayload::Membership(m) => {
                         st.set_applied(index);
-                        applied.1 = StoredMembership::new(Some(log_id.clone()), m.clone());
-                        batch.insert(KEY_MEMBERSHIP, encode(&applied.1)?);
+                        applied.1 = StoredMembership::new(Some(log_id), m.clone());
                     }
                     EntryPayload::Blank => st.set_applied(index),
                 }
@@ -300,15 +344,7 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
                     replies.push((r, Applied { revision: index, results }));
                 }
             }
-            for c in st.take_changes(&fx.touched) {
-                match c.item {
-                    Some(it) => batch.insert(c.key, encode(&it)?),
-                    None => batch.remove(c.key),
-                }
-            }
-            batch.insert(KEY_APPLIED, encode(&applied.0)?);
         }
-        self.inner.tree.apply_batch(batch).map_err(io_err)?;
         for n in fx.notices {
             // No receiver (no gateway listening) is fine.
             let _ = self.inner.notices.send(n);
@@ -332,27 +368,28 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
         let meta = meta.clone();
         tokio::task::spawn_blocking(move || -> io::Result<()> {
             // Keep our own fsynced copy: the snapshot we serve from now on.
+            // Verified completely before it replaces the current one.
             snapshot.rewind()?;
             let (tmp, f) = this.inner.snapshots.temp_file()?;
+            let guard = RemoveOnDrop(Some(tmp.clone()));
             let mut w = BufWriter::new(f);
             io::copy(&mut snapshot, &mut w)?;
             w.flush()?;
             drop(w);
-            let path = this.inner.snapshots.commit(&tmp, &meta)?;
-            let (file_meta, state) = read_snapshot(&mut BufReader::new(File::open(&path)?))?;
+            let (file_meta, state) = read_snapshot(&mut BufReader::new(File::open(&tmp)?))?;
             if file_meta.last_log_id != meta.last_log_id {
-                return Err(io::Error::new(
-                    io::ErrorKind::InvalidData,
-                    "snapshot file does not match its meta",
-                ));
+                return Err(invalid("snapshot file does not match its meta"));
             }
-            this.replace_state(&meta, state)?;
+            this.inner.snapshots.commit(&tmp, &meta)?;
+            drop(guard); // renamed away: nothing left to remove
+            *this.inner.state.write().expect("state lock") = state;
+            *this.inner.applied.lock().expect("applied lock") =
+                (meta.last_log_id, meta.last_membership.clone());
             tracing::info!(last_log_id = ?meta.last_log_id, "snapshot installed");
             Ok(())
         })
         .await
         .map_err(io::Error::other)??;
-        self.inner.db.flush_async().await.map_err(io_err)?;
         Ok(())
     }
 

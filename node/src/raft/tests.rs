@@ -1,6 +1,6 @@
 //! Storage tests: openraft's conformance suite on the herald-wal log store
-//! (with the sled state machine), the snapshot round trip of the presence
-//! state machine, and the log's durability across reopen, damage and upgrade.
+//! and the presence state machine, snapshot round trip and verification, and
+//! the log's durability across reopen, damage and the upgrade from sled.
 
 use std::sync::Arc;
 
@@ -18,26 +18,10 @@ use herald_domain::messages::{MsgOp, Origin, SendOp};
 use herald_domain::presence::{Event, Ext};
 use herald_domain::state::{Command, Op};
 
-/// Opens sled as the node does, waiting (bounded) for the file lock: sled's
-/// flusher thread can hold it for a moment after the last handle is dropped,
-/// so a reopen in the same process would otherwise fail with WouldBlock.
-fn open_db(dir: &std::path::Path) -> sled::Db {
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
-    loop {
-        match sled::Config::new().path(dir.join("sled")).open() {
-            Ok(db) => break db,
-            Err(e) if std::time::Instant::now() < deadline && e.to_string().contains("lock") => {
-                std::thread::sleep(std::time::Duration::from_millis(20))
-            }
-            Err(e) => panic!("sled: {e:?}"),
-        }
-    }
-}
-
 fn open(dir: &std::path::Path) -> (WalStore, StateMachine) {
-    let db = open_db(dir);
-    let log = WalStore::open_or_import(&dir.join("raft-log"), &db).expect("log store");
-    let sm = StateMachine::open(&db, dir.join("snapshots")).expect("state machine");
+    let log =
+        WalStore::open_or_import(&dir.join("raft-log"), &dir.join("sled")).expect("log store");
+    let sm = StateMachine::open(dir.join("snapshots")).expect("state machine");
     (log, sm)
 }
 
@@ -70,7 +54,7 @@ fn login(uid: &str, sid: u64, client: &str) -> Event {
         uid: uid.into(),
         sid,
         client: client.into(),
-        accepts_strangers: Some(sid % 2 == 0),
+        accepts_strangers: Some(sid.is_multiple_of(2)),
         ext,
     }
 }
@@ -100,7 +84,8 @@ fn send(i: u64, to: Vec<String>, broadcast: bool) -> Op {
 /// sessions, sends, acks, groups, subscriptions, broadcasts.
 fn ops(i: u64) -> Vec<Op> {
     let uid = format!("u{}", i % 37);
-    let mut v = vec![Op::Presence(login(&uid, i % 11, if i % 3 == 0 { "web" } else { "mobile" }))];
+    let mut v =
+        vec![Op::Presence(login(&uid, i % 11, if i.is_multiple_of(3) { "web" } else { "mobile" }))];
     match i % 7 {
         0 => v.push(send(i, vec![uid.clone(), format!("u{}", (i + 1) % 37)], false)),
         1 => v.push(Op::Msg(MsgOp::Ack {
@@ -113,7 +98,7 @@ fn ops(i: u64) -> Vec<Op> {
             name: format!("g{}", i % 4),
             members: vec![uid, "x".into()],
         })),
-        4 => v.push(Op::Msg(MsgOp::SetOffline { uid, enabled: i % 2 == 0 })),
+        4 => v.push(Op::Msg(MsgOp::SetOffline { uid, enabled: i.is_multiple_of(2) })),
         5 => v.push(send(i, vec![], true)),
         _ => v.push(Op::GatewayReset { gateway: i % 3 + 1 }),
     }
@@ -196,6 +181,67 @@ async fn storage_log_survives_reopen() {
     assert_eq!(got.iter().map(|e| e.index()).collect::<Vec<_>>(), vec![4, 5, 6, 7, 8]);
 }
 
+/// A received snapshot is verified completely before it replaces the
+/// current one: a truncated copy and a copy with one flipped byte are
+/// refused (by `verify_snapshot_file`, which the sync port runs first, and
+/// by `install_snapshot` itself); the receiving state machine keeps its
+/// state and its own snapshot, and no temporary file is left behind. The
+/// good file still installs afterwards.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn storage_bad_snapshot_is_refused_and_changes_nothing() {
+    use std::io::{Read, Seek, Write};
+    let (a_dir, b_dir) = (TempDir::new().unwrap(), TempDir::new().unwrap());
+    let (_la, mut a) = open(a_dir.path());
+    let entries = (1..=120u64)
+        .map(|i| Entry::new_normal(log_id(1, i), Command { at_ms: 1000 + i, ops: ops(i) }))
+        .collect();
+    apply(&mut a, entries).await;
+    let mut snap = a.get_snapshot_builder().await.build_snapshot().await.expect("build");
+    let mut good = Vec::new();
+    snap.snapshot.rewind().unwrap();
+    snap.snapshot.read_to_end(&mut good).unwrap();
+
+    // b has a state and a snapshot of its own.
+    let (_lb, mut b) = open(b_dir.path());
+    let entries = (1..=10u64)
+        .map(|i| Entry::new_normal(log_id(1, i), Command { at_ms: 5000 + i, ops: ops(i * 3) }))
+        .collect();
+    apply(&mut b, entries).await;
+    let own = b.get_snapshot_builder().await.build_snapshot().await.expect("build b");
+    let before = b.shared_state().read().unwrap().clone();
+
+    let mut flipped = good.clone();
+    let mid = flipped.len() / 2;
+    flipped[mid] ^= 0x40;
+    let variants: [(&str, Vec<u8>); 3] = [
+        ("truncated", good[..good.len() / 2].to_vec()),
+        ("flipped", flipped),
+        ("trailing bytes", [good.clone(), vec![0]].concat()),
+    ];
+    for (what, bytes) in variants {
+        let path = b_dir.path().join(format!("bad-{}.snap", what.replace(' ', "-")));
+        std::fs::File::create(&path).unwrap().write_all(&bytes).unwrap();
+        assert!(super::state_machine::verify_snapshot_file(&path).is_err(), "{what} verified");
+        let f = std::fs::File::options().read(true).open(&path).unwrap();
+        assert!(b.install_snapshot(&snap.meta, f).await.is_err(), "{what} installed");
+        assert_eq!(*b.shared_state().read().unwrap(), before, "{what} changed the state");
+        let cur = b.get_current_snapshot().await.unwrap().expect("b keeps its snapshot");
+        assert_eq!(cur.meta, own.meta, "{what} replaced b's snapshot");
+        let tmps: Vec<_> = std::fs::read_dir(b_dir.path().join("snapshots"))
+            .unwrap()
+            .filter_map(|e| e.ok())
+            .filter(|e| e.path().extension().is_some_and(|x| x == "tmp"))
+            .collect();
+        assert!(tmps.is_empty(), "{what} left {tmps:?}");
+    }
+    // The intact file installs.
+    let path = b_dir.path().join("good.snap");
+    std::fs::File::create(&path).unwrap().write_all(&good).unwrap();
+    assert_eq!(super::state_machine::verify_snapshot_file(&path).unwrap(), snap.meta);
+    b.install_snapshot(&snap.meta, std::fs::File::open(&path).unwrap()).await.expect("install");
+    assert_eq!(*b.shared_state().read().unwrap(), *a.shared_state().read().unwrap());
+}
+
 async fn append_flushed(log: &mut WalStore, entries: Vec<Entry>) {
     use openraft::type_config::TypeConfigExt;
     let (tx, rx) = TypeConfig::oneshot();
@@ -248,8 +294,7 @@ async fn storage_torn_tail_recovers_and_corruption_refuses_to_start() {
     let at = 24 + first_len + 6;
     b[at] ^= 0x40;
     std::fs::write(&seg, &b).unwrap();
-    let db = open_db(dir.path());
-    let err = WalStore::open_or_import(&dir.path().join("raft-log"), &db).unwrap_err();
+    let err = WalStore::open(&dir.path().join("raft-log")).unwrap_err();
     assert_eq!(err.kind(), std::io::ErrorKind::InvalidData);
     let msg = err.to_string();
     assert!(msg.contains("00000000000000000001.wal"), "{msg}");
@@ -258,7 +303,8 @@ async fn storage_torn_tail_recovers_and_corruption_refuses_to_start() {
 
 /// Upgrading a node whose Raft log was in sled imports it: entries above the
 /// purge point, the purge point, the vote and the committed log id are all
-/// there afterwards, and the old trees are gone.
+/// there afterwards; the sled directory is moved aside, so it is imported
+/// once and never again.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn storage_imports_the_former_sled_log() {
     use super::codec::encode;
@@ -267,7 +313,9 @@ async fn storage_imports_the_former_sled_log() {
     let vote = openraft::Vote::new_committed(4, 1);
     {
         // The former layout: trees `log` (index BE -> entry) and `raft_meta`.
-        let db = open_db(dir.path());
+        // No flusher thread, so that the file lock is released on drop.
+        let db = sled::Config::new().path(dir.path().join("sled")).flush_every_ms(None).open();
+        let db = db.unwrap();
         let t = db.open_tree("log").unwrap();
         for i in 1..=9u64 {
             t.insert(i.to_be_bytes(), encode(&Entry::new_blank(log_id(4, i))).unwrap()).unwrap();
@@ -290,8 +338,8 @@ async fn storage_imports_the_former_sled_log() {
         // New appends after the import, then a reopen: no second import.
         append_flushed(&mut log, vec![Entry::new_blank(log_id(5, 10))]).await;
     }
-    let db = open_db(dir.path());
-    assert!(!db.tree_names().iter().any(|n| &n[..] == b"log" || &n[..] == b"raft_meta"));
-    let mut log = WalStore::open_or_import(&dir.path().join("raft-log"), &db).unwrap();
+    assert!(!dir.path().join("sled").exists());
+    assert!(dir.path().join("sled.imported").is_dir());
+    let (mut log, _sm) = open(dir.path());
     assert_eq!(log.get_log_state().await.unwrap().last_log_id, Some(log_id(5, 10)));
 }

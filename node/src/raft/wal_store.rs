@@ -67,42 +67,55 @@ impl WalStore {
         Ok(WalStore { wal })
     }
 
-    /// Opens the log in `dir`; when there is none yet but `db` holds a log of
-    /// the former sled store (trees `log` and `raft_meta`), imports it first
-    /// (into a side directory renamed into place once durable, so a crash
-    /// mid-import imports again) and then drops the old trees. Losing the
-    /// saved vote in an upgrade could let this node vote twice in a term.
-    pub fn open_or_import(dir: &Path, db: &sled::Db) -> io::Result<Self> {
-        if !dir.exists() && has_sled_log(db)? {
-            let side = side_dir(dir);
-            if side.exists() {
-                std::fs::remove_dir_all(&side)?;
+    /// Opens the log in `dir`. When there is none yet but `sled_dir` holds a
+    /// log of the former sled store (trees `log` and `raft_meta`), imports it
+    /// first — into a side directory renamed into place once durable, so a
+    /// crash mid-import imports again — and then renames `sled_dir` to
+    /// `<sled_dir>.imported` (a backup the operator may delete), so that
+    /// removing `dir` later can never bring back that stale log and vote.
+    /// Losing the saved vote in an upgrade could let this node vote twice in
+    /// a term.
+    pub fn open_or_import(dir: &Path, sled_dir: &Path) -> io::Result<Self> {
+        if !dir.exists() && sled_dir.exists() {
+            // Read only, once: no flusher thread, nothing to write back.
+            let db = sled::Config::new()
+                .path(sled_dir)
+                .flush_every_ms(None)
+                .open()
+                .map_err(io::Error::other)?;
+            if has_sled_log(&db) {
+                let side = with_suffix(dir, ".import");
+                if side.exists() {
+                    std::fs::remove_dir_all(&side)?;
+                }
+                let n = import_sled_log(&side, &db)?;
+                drop(db);
+                std::fs::rename(&side, dir)?;
+                let backup = with_suffix(sled_dir, ".imported");
+                std::fs::rename(sled_dir, &backup)?;
+                for parent in [dir.parent(), sled_dir.parent()].into_iter().flatten() {
+                    std::fs::File::open(parent)?.sync_all()?;
+                }
+                tracing::info!(
+                    entries = n,
+                    dir = %dir.display(),
+                    backup = %backup.display(),
+                    "imported the raft log and vote from sled"
+                );
             }
-            let n = import_sled_log(&side, db)?;
-            std::fs::rename(&side, dir)?;
-            if let Some(parent) = dir.parent() {
-                std::fs::File::open(parent)?.sync_all()?;
-            }
-            tracing::info!(entries = n, dir = %dir.display(), "imported the raft log from sled");
         }
-        let store = Self::open(dir)?;
-        if has_sled_log(db)? {
-            db.drop_tree("log").map_err(io::Error::other)?;
-            db.drop_tree("raft_meta").map_err(io::Error::other)?;
-        }
-        Ok(store)
+        Self::open(dir)
     }
 }
 
-fn side_dir(dir: &Path) -> PathBuf {
-    let mut name = dir.file_name().unwrap_or_default().to_os_string();
-    name.push(".import");
-    dir.with_file_name(name)
+fn with_suffix(path: &Path, suffix: &str) -> PathBuf {
+    let mut name = path.file_name().unwrap_or_default().to_os_string();
+    name.push(suffix);
+    path.with_file_name(name)
 }
 
-fn has_sled_log(db: &sled::Db) -> io::Result<bool> {
-    let names = db.tree_names();
-    Ok(names.iter().any(|n| &n[..] == b"log" || &n[..] == b"raft_meta"))
+fn has_sled_log(db: &sled::Db) -> bool {
+    db.tree_names().iter().any(|n| &n[..] == b"log" || &n[..] == b"raft_meta")
 }
 
 /// Copies the former sled log (entries, vote, committed, purged) into a new

@@ -9,7 +9,6 @@ use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use serde::{Deserialize, Serialize};
 use tokio::net::UdpSocket;
 
 use crate::clock::{wall_us, ClusterClock};
@@ -21,26 +20,9 @@ const SAMPLE_TIMEOUT: Duration = Duration::from_millis(500);
 /// Largest datagram read; NTP packets are 48 bytes plus optional extensions.
 const MAX_DATAGRAM: usize = 1024;
 
-/// This node's clock as shown in status.
-#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
-pub struct ClockStatus {
-    /// Error of this node's cluster clock against the time master at the
-    /// last poll, in ms (positive: the master is ahead).
-    pub offset_ms: f64,
-    /// Round trip of the best sample of the last poll, in ms.
-    pub rtt_ms: f64,
-    /// Cluster time of the last successful poll (0: never).
-    pub last_sync_ms: u64,
-    pub in_tolerance: bool,
-    /// The time master this node followed at the last poll (itself when it
-    /// is the master).
-    pub time_master: Option<u64>,
-    /// Why the last poll failed, if it did; the clock keeps its last correction.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub error: Option<String>,
-    /// Corrections applied since start.
-    pub corrections: u64,
-}
+/// This node's clock as shown in status: the HTTP API's type
+/// (`GET /v1/cluster`), defined once in [`herald_proto::wire::cluster`].
+pub use herald_proto::wire::cluster::ClockStatus;
 
 /// The time service of one node.
 pub struct TimeService {

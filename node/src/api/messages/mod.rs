@@ -1,19 +1,18 @@
 //! Message submission, recipient groups, offline-storage settings and the
-//! gateway choice (MISSION M1–M5): the request logic on [`Api`], the HTTP
-//! routes and the gRPC `herald.v1.Messages` service.
+//! gateway choice (MISSION M1–M5): the request logic on [`Api`], shared by
+//! the HTTP routes ([`http`]) and the gRPC `herald.v1.Messages` service
+//! ([`grpc`]).
+
+pub mod grpc;
+pub mod http;
+
+pub use grpc::MessagesGrpc;
 
 use herald_proto::codes;
 use std::collections::HashSet;
-use std::sync::Arc;
 use std::time::Duration;
 
-use axum::extract::rejection::JsonRejection;
-use axum::extract::{Path, Query, State};
-use axum::routing::{get, post, put};
-use axum::{Json, Router};
 use herald_proto::v1 as pb;
-use serde::{Deserialize, Serialize};
-use tonic::{Request, Response, Status};
 
 use super::{Api, ApiError, Consistency};
 use herald_domain::messages::{
@@ -39,29 +38,10 @@ pub struct Submission {
     pub grant_media: Option<String>,
 }
 
-/// The outcome for one recipient.
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
-pub struct RecipientOutcome {
-    pub uid: String,
-    /// delivered | stored | dropped | rejected
-    pub outcome: String,
-    #[serde(skip_serializing_if = "String::is_empty", default)]
-    pub reason: String,
-}
-
-/// The answer to a submission.
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
-pub struct SendAnswer {
-    pub message_id: u64,
-    pub revision: u64,
-    pub duplicate: bool,
-    pub recipients: Vec<RecipientOutcome>,
-    /// Broadcasts: "online_only" or "stored".
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub broadcast: Option<String>,
-    #[serde(skip_serializing_if = "is_zero")]
-    pub expires_at_ms: u64,
-}
+/// The outcome for one recipient, the answer to a submission and a
+/// user's settings: the HTTP API's types, defined once in
+/// [`herald_proto::wire::messages`] (gRPC converts them to protobuf).
+pub use herald_proto::wire::messages::{RecipientOutcome, SendAnswer, SettingsAnswer};
 
 /// A user's settings as the given state holds them.
 fn settings_of(st: &herald_domain::state::State, uid: &str) -> SettingsAnswer {
@@ -71,10 +51,6 @@ fn settings_of(st: &herald_domain::state::State, uid: &str) -> SettingsAnswer {
         queued: st.msgs.queued(uid) as u64,
         revision: st.applied(),
     }
-}
-
-fn is_zero(v: &u64) -> bool {
-    *v == 0
 }
 
 pub(super) fn check_uid(field: &'static str, uid: &str) -> Result<(), ApiError> {
@@ -175,17 +151,16 @@ impl Api {
         // decides for good (a group created meanwhile is fine).
         if let Some(g) = &s.group {
             let known = self.node.read_local(|st| st.msgs.group(g).is_some());
-            if !known {
-                if !self
+            if !known
+                && !self
                     .node
                     .read(Consistency::Linearizable, |st| st.msgs.group(g).is_some())
                     .await?
-                {
-                    return Err(ApiError::new(
-                        codes::UNKNOWN_GROUP,
-                        format!("no recipient group named {g:?}"),
-                    ));
-                }
+            {
+                return Err(ApiError::new(
+                    codes::UNKNOWN_GROUP,
+                    format!("no recipient group named {g:?}"),
+                ));
             }
         }
         let cfg = &self.gateway.msgs;
@@ -383,264 +358,5 @@ impl Api {
             return Err(ApiError::new(codes::NO_GATEWAY, "no healthy gateway is known"));
         }
         Ok(r)
-    }
-}
-
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
-pub struct SettingsAnswer {
-    pub uid: String,
-    pub offline: bool,
-    pub queued: u64,
-    pub revision: u64,
-}
-
-// ------------------------------------------------------------------ HTTP
-
-/// `POST /v1/messages` body.
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct SendBody {
-    pub idempotency_key: String,
-    pub from: String,
-    #[serde(default)]
-    pub to: Vec<String>,
-    #[serde(default)]
-    pub group: Option<String>,
-    #[serde(default)]
-    pub broadcast: bool,
-    #[serde(default)]
-    pub ttl_s: u64,
-    #[serde(default)]
-    pub content_type: String,
-    /// The body as text...
-    #[serde(default)]
-    pub body: Option<String>,
-    /// ...or as base64 (binary bodies).
-    #[serde(default)]
-    pub body_base64: Option<String>,
-}
-
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
-struct GroupBody {
-    members: Vec<String>,
-}
-
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
-struct SettingsBody {
-    offline: bool,
-}
-
-#[derive(Debug, Deserialize, Default)]
-struct GatewayQuery {
-    #[serde(default)]
-    uid: String,
-    #[serde(default)]
-    #[allow(dead_code)]
-    client: String,
-}
-
-type AppState = Arc<Api>;
-
-/// Routes of this module, merged into the HTTP router.
-pub fn routes() -> Router<AppState> {
-    Router::new()
-        .route("/v1/messages", post(post_message))
-        .route("/v1/groups/{name}", put(put_group).get(get_group).delete(delete_group))
-        .route("/v1/users/{uid}/settings", put(put_settings).get(get_settings))
-        .route("/v1/gateway", get(get_gateway))
-}
-
-async fn post_message(
-    State(api): State<AppState>,
-    body: Result<Json<SendBody>, JsonRejection>,
-) -> Result<Json<SendAnswer>, ApiError> {
-    let Json(b) = body.map_err(|r| super::http::json_error(r, api.limits.max_request_bytes))?;
-    let body = match (b.body, b.body_base64) {
-        (Some(t), None) => t.into_bytes(),
-        (None, Some(b64)) => {
-            use base64::Engine as _;
-            base64::engine::general_purpose::STANDARD
-                .decode(b64.as_bytes())
-                .map_err(|e| ApiError::new(codes::INVALID_BODY, format!("body_base64: {e}")))?
-        }
-        (None, None) => Vec::new(),
-        (Some(_), Some(_)) => {
-            return Err(ApiError::new(codes::INVALID_BODY, "give body or body_base64, not both"))
-        }
-    };
-    let s = Submission {
-        idempotency_key: b.idempotency_key,
-        from: b.from,
-        to: b.to,
-        group: b.group,
-        broadcast: b.broadcast,
-        ttl_s: b.ttl_s,
-        content_type: b.content_type,
-        body,
-        grant_media: None,
-    };
-    Ok(Json(api.send(s).await?))
-}
-
-async fn put_group(
-    State(api): State<AppState>,
-    Path(name): Path<String>,
-    body: Result<Json<GroupBody>, JsonRejection>,
-) -> Result<Json<serde_json::Value>, ApiError> {
-    let Json(b) = body.map_err(|r| super::http::json_error(r, api.limits.max_request_bytes))?;
-    if b.members.is_empty() {
-        return Err(ApiError::new(
-            codes::NO_MEMBERS,
-            "a group needs members; DELETE removes a group",
-        ));
-    }
-    let members: Vec<String> = {
-        let mut seen = HashSet::new();
-        b.members.into_iter().filter(|m| seen.insert(m.clone())).collect()
-    };
-    let revision = api.set_group(&name, members.clone()).await?;
-    Ok(Json(serde_json::json!({ "name": name, "members": members, "revision": revision })))
-}
-
-async fn get_group(
-    State(api): State<AppState>,
-    Path(name): Path<String>,
-) -> Result<Json<serde_json::Value>, ApiError> {
-    let (members, revision) = api.get_group(&name).await?;
-    Ok(Json(serde_json::json!({ "name": name, "members": members, "revision": revision })))
-}
-
-async fn delete_group(
-    State(api): State<AppState>,
-    Path(name): Path<String>,
-) -> Result<Json<serde_json::Value>, ApiError> {
-    api.get_group(&name).await?;
-    let revision = api.set_group(&name, Vec::new()).await?;
-    Ok(Json(serde_json::json!({ "name": name, "deleted": true, "revision": revision })))
-}
-
-async fn put_settings(
-    State(api): State<AppState>,
-    Path(uid): Path<String>,
-    body: Result<Json<SettingsBody>, JsonRejection>,
-) -> Result<Json<SettingsAnswer>, ApiError> {
-    let Json(b) = body.map_err(|r| super::http::json_error(r, api.limits.max_request_bytes))?;
-    Ok(Json(api.set_settings(&uid, b.offline).await?))
-}
-
-async fn get_settings(
-    State(api): State<AppState>,
-    Path(uid): Path<String>,
-) -> Result<Json<SettingsAnswer>, ApiError> {
-    Ok(Json(api.get_settings(&uid).await?))
-}
-
-fn gateway_json(g: &pb::GatewayInfo) -> serde_json::Value {
-    serde_json::json!({
-        "node": g.node, "publish": g.publish, "sessions": g.sessions, "max_sessions": g.max_sessions,
-        "load": g.load, "healthy": g.healthy, "age_ms": g.age_ms,
-    })
-}
-
-/// `GET /v1/gateway?uid=U`: the best node for this client, and all of them.
-async fn get_gateway(
-    State(api): State<AppState>,
-    q: Result<Query<GatewayQuery>, axum::extract::rejection::QueryRejection>,
-) -> Result<Json<serde_json::Value>, ApiError> {
-    let q = q.map_err(|e| ApiError::new(codes::INVALID_QUERY_STRING, e.body_text()))?;
-    let r = api.pick_gateway(&q.0.uid)?;
-    Ok(Json(serde_json::json!({
-        "best": r.best.as_ref().map(gateway_json),
-        "candidates": r.candidates.iter().map(gateway_json).collect::<Vec<_>>(),
-    })))
-}
-
-// ------------------------------------------------------------------ gRPC
-
-/// The gRPC `herald.v1.Messages` service.
-pub struct MessagesGrpc {
-    pub api: Arc<Api>,
-}
-
-#[tonic::async_trait]
-impl pb::messages_server::Messages for MessagesGrpc {
-    async fn send(
-        &self,
-        req: Request<pb::SendRequest>,
-    ) -> Result<Response<pb::SendResponse>, Status> {
-        let r = req.into_inner();
-        let s = Submission {
-            idempotency_key: r.idempotency_key,
-            from: r.from,
-            to: r.to,
-            group: (!r.group.is_empty()).then_some(r.group),
-            broadcast: r.broadcast,
-            ttl_s: r.ttl_s,
-            content_type: r.content_type,
-            body: r.body,
-            grant_media: None,
-        };
-        let a = self.api.send(s).await.map_err(|e| e.to_grpc())?;
-        Ok(Response::new(pb::SendResponse {
-            message_id: a.message_id,
-            revision: a.revision,
-            duplicate: a.duplicate,
-            recipients: a
-                .recipients
-                .into_iter()
-                .map(|o| pb::RecipientOutcome { uid: o.uid, outcome: o.outcome, reason: o.reason })
-                .collect(),
-            broadcast: a.broadcast.unwrap_or_default(),
-            expires_at_ms: a.expires_at_ms,
-        }))
-    }
-
-    async fn set_group(
-        &self,
-        req: Request<pb::SetGroupRequest>,
-    ) -> Result<Response<pb::GroupResponse>, Status> {
-        let r = req.into_inner();
-        let revision =
-            self.api.set_group(&r.name, r.members.clone()).await.map_err(|e| e.to_grpc())?;
-        Ok(Response::new(pb::GroupResponse { name: r.name, members: r.members, revision }))
-    }
-
-    async fn get_group(
-        &self,
-        req: Request<pb::GetGroupRequest>,
-    ) -> Result<Response<pb::GroupResponse>, Status> {
-        let r = req.into_inner();
-        let (members, revision) = self.api.get_group(&r.name).await.map_err(|e| e.to_grpc())?;
-        Ok(Response::new(pb::GroupResponse { name: r.name, members, revision }))
-    }
-
-    async fn set_settings(
-        &self,
-        req: Request<pb::SetSettingsRequest>,
-    ) -> Result<Response<pb::SettingsResponse>, Status> {
-        let r = req.into_inner();
-        let a = self.api.set_settings(&r.uid, r.offline).await.map_err(|e| e.to_grpc())?;
-        Ok(Response::new(pb::SettingsResponse {
-            uid: a.uid,
-            offline: a.offline,
-            queued: a.queued,
-            revision: a.revision,
-        }))
-    }
-
-    async fn get_settings(
-        &self,
-        req: Request<pb::GetSettingsRequest>,
-    ) -> Result<Response<pb::SettingsResponse>, Status> {
-        let r = req.into_inner();
-        let a = self.api.get_settings(&r.uid).await.map_err(|e| e.to_grpc())?;
-        Ok(Response::new(pb::SettingsResponse {
-            uid: a.uid,
-            offline: a.offline,
-            queued: a.queued,
-            revision: a.revision,
-        }))
     }
 }

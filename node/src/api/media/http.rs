@@ -1,6 +1,5 @@
-//! Media, contacts, group-send and the shared page over HTTP (MISSION
-//! G1–G3, S1–S4). The contract is docs/media.md; the byte handling is in
-//! [`crate::media`], the replicated metadata in [`herald_domain::library`].
+//! Media, contacts, group-send and the shared page over HTTP: the axum
+//! routes and handlers (contract: docs/media.md).
 
 use herald_proto::codes;
 use std::collections::BTreeSet;
@@ -12,22 +11,23 @@ use axum::http::{header, HeaderMap, Method, StatusCode};
 use axum::response::{Html, IntoResponse, Response};
 use axum::routing::{get, post, put};
 use axum::{Json, Router};
-use serde::{Deserialize, Serialize};
+use herald_proto::wire::media::{
+    Contact, ContactBody, ContactList, GroupSendAnswer, GroupSendRequest, MediaInfo, MediaMessage,
+    Removed, SharedMedia, SharedPage, UploadRequest,
+};
+use herald_proto::wire::Revision;
+use serde::Deserialize;
 
-use super::messages::{check_group_name, check_uid, RecipientOutcome, Submission};
-use super::{Api, ApiError, Consistency};
+use super::{bearer, media_in, write_lib, MAX_TEXT_BYTES, MEDIA_MESSAGE_TYPE};
+use crate::api::messages::{check_group_name, check_uid, Submission};
+use crate::api::{Api, ApiError, Consistency};
 use crate::media::range::{self, RangeAnswer};
 use crate::media::store::valid_id;
-use herald_domain::library::{LibOp, LibResult, MediaMeta, MAX_GROUPS_PER_CONTACT};
-use herald_domain::state::{Op, OpResult};
+use herald_domain::library::{LibOp, LibResult, MAX_GROUPS_PER_CONTACT};
 
 type AppState = std::sync::Arc<Api>;
 
-/// Longest `text` of a group-send (it travels in every recipient's message).
-pub const MAX_TEXT_BYTES: usize = 4096;
-/// Content type of the message a group-send delivers.
-pub const MEDIA_MESSAGE_TYPE: &str = "application/vnd.herald.media+json";
-
+/// Routes of this module, merged into the HTTP router.
 pub fn routes() -> Router<AppState> {
     Router::new()
         .route("/v1/users/{uid}/uploads", post(post_upload))
@@ -51,74 +51,16 @@ struct Params {
     group: Option<String>,
 }
 
-fn bearer(headers: &HeaderMap) -> Option<&str> {
-    let v = headers.get(header::AUTHORIZATION)?.to_str().ok()?;
-    let (scheme, rest) = v.split_once(' ')?;
-    scheme.eq_ignore_ascii_case("bearer").then_some(rest.trim())
-}
-
-impl Api {
-    /// Checks that the caller holds a session token of `uid`.
-    pub async fn authenticate(
-        &self,
-        uid: &str,
-        headers: &HeaderMap,
-        query_token: Option<&str>,
-    ) -> Result<(), ApiError> {
-        check_uid("uid", uid)?;
-        let token = bearer(headers).or(query_token).ok_or_else(|| ApiError::Refused {
-            code: codes::MISSING_TOKEN,
-            message: "a session token is required: Authorization: Bearer <token> (or ?token=)"
-                .into(),
-        })?;
-        let now_s = self.node.clock().now_ms() / 1000;
-        self.gateway
-            .auth
-            .check(uid, token, "http", now_s)
-            .await
-            .map_err(|e| ApiError::new(e.code(), e.to_string()))
-    }
-
-    /// Media metadata from this node's state, after a read barrier when it
-    /// is not known here yet (committed through another node just now).
-    async fn media_meta(&self, id: &str) -> Result<MediaMeta, ApiError> {
-        if !valid_id(id) {
-            return Err(ApiError::new(codes::UNKNOWN_MEDIA, "a media id is 64 hex digits"));
-        }
-        if let Ok(m) = self.node.read_local(|st| media_in(st, id)) {
-            return Ok(m);
-        }
-        self.node.read(Consistency::Linearizable, |st| media_in(st, id)).await?
-    }
-}
-
-/// A media's metadata as `st` holds it, or 404 `unknown_media`.
-fn media_in(st: &herald_domain::state::State, id: &str) -> Result<MediaMeta, ApiError> {
-    st.lib
-        .media(id)
-        .cloned()
-        .ok_or_else(|| ApiError::new(codes::UNKNOWN_MEDIA, format!("no media {id}")))
-}
-
-#[derive(Debug, Deserialize)]
-struct UploadBody {
-    #[serde(default)]
-    size: u64,
-    #[serde(default)]
-    content_type: String,
-    #[serde(default)]
-    name: String,
-}
-
 async fn post_upload(
     State(api): State<AppState>,
     Path(uid): Path<String>,
     Query(q): Query<Params>,
     headers: HeaderMap,
-    body: Result<Json<UploadBody>, JsonRejection>,
+    body: Result<Json<UploadRequest>, JsonRejection>,
 ) -> Result<Response, ApiError> {
     api.authenticate(&uid, &headers, q.token.as_deref()).await?;
-    let Json(b) = body.map_err(|r| super::http::json_error(r, api.limits.max_request_bytes))?;
+    let Json(b) =
+        body.map_err(|r| crate::api::http::json_error(r, api.limits.max_request_bytes))?;
     let t = api.media.begin_upload(&uid, b.size, &b.content_type, &b.name)?;
     api.metrics.media_uploads_requested.inc();
     Ok((StatusCode::CREATED, Json(t)).into_response())
@@ -156,18 +98,6 @@ fn named_viewer(headers: &HeaderMap, q: &Params) -> Option<String> {
         .and_then(|v| v.to_str().ok())
         .map(str::to_owned)
         .or_else(|| q.viewer.clone())
-}
-
-#[derive(Serialize)]
-struct MediaInfo {
-    media_id: String,
-    size: u64,
-    content_type: String,
-    created_ms: u64,
-    owners: Vec<String>,
-    replicas: Vec<u64>,
-    url: String,
-    expires_at_ms: u64,
 }
 
 async fn get_media(
@@ -283,34 +213,15 @@ async fn get_content(
     r.body(body).map_err(|e| ApiError::new(codes::INTERNAL, e.to_string()))
 }
 
-async fn write_lib(api: &Api, op: LibOp) -> Result<(u64, LibResult), ApiError> {
-    let (rev, results) = api.node.write(vec![Op::Lib(op)]).await?;
-    match results.into_iter().next() {
-        Some(OpResult::Lib(LibResult::Refused(code))) => {
-            let code = codes::named(&code).unwrap_or(codes::REFUSED);
-            Err(ApiError::new(code, format!("refused: {code}")))
-        }
-        Some(OpResult::Lib(r)) => Ok((rev, r)),
-        other => Err(ApiError::new(codes::INTERNAL, format!("unexpected apply result {other:?}"))),
-    }
-}
-
 async fn delete_media(
     State(api): State<AppState>,
     Path((uid, id)): Path<(String, String)>,
     Query(q): Query<Params>,
     headers: HeaderMap,
-) -> Result<Json<serde_json::Value>, ApiError> {
+) -> Result<Json<Removed>, ApiError> {
     api.authenticate(&uid, &headers, q.token.as_deref()).await?;
     let (revision, r) = write_lib(&api, LibOp::MediaUnshare { id, owner: uid }).await?;
-    Ok(Json(serde_json::json!({ "revision": revision, "removed": r == LibResult::Done(true) })))
-}
-
-#[derive(Serialize)]
-struct ContactOut {
-    uid: String,
-    groups: Vec<String>,
-    friend: bool,
+    Ok(Json(Removed { removed: r == LibResult::Done(true), revision }))
 }
 
 async fn get_contacts(
@@ -318,9 +229,9 @@ async fn get_contacts(
     Path(uid): Path<String>,
     Query(q): Query<Params>,
     headers: HeaderMap,
-) -> Result<Json<serde_json::Value>, ApiError> {
+) -> Result<Json<ContactList>, ApiError> {
     api.authenticate(&uid, &headers, q.token.as_deref()).await?;
-    let contacts: Vec<ContactOut> = api
+    let contacts: Vec<Contact> = api
         .node
         .read(Consistency::Linearizable, |st| {
             st.lib
@@ -328,7 +239,7 @@ async fn get_contacts(
                 .map(|c| {
                     c.iter()
                         .filter(|(_, gs)| q.group.as_ref().is_none_or(|g| gs.contains(g)))
-                        .map(|(u, gs)| ContactOut {
+                        .map(|(u, gs)| Contact {
                             uid: u.clone(),
                             groups: gs.iter().cloned().collect(),
                             friend: st.lib.are_friends(&uid, u),
@@ -338,14 +249,7 @@ async fn get_contacts(
                 .unwrap_or_default()
         })
         .await?;
-    Ok(Json(serde_json::json!({ "uid": uid, "contacts": contacts })))
-}
-
-#[derive(Debug, Default, Deserialize)]
-#[serde(deny_unknown_fields)]
-struct ContactBody {
-    #[serde(default)]
-    groups: Vec<String>,
+    Ok(Json(ContactList { contacts, uid }))
 }
 
 async fn put_contact(
@@ -354,7 +258,7 @@ async fn put_contact(
     Query(q): Query<Params>,
     headers: HeaderMap,
     body: Bytes,
-) -> Result<Json<serde_json::Value>, ApiError> {
+) -> Result<Json<Revision>, ApiError> {
     api.authenticate(&uid, &headers, q.token.as_deref()).await?;
     check_uid("contact", &contact)?;
     let b: ContactBody = if body.iter().all(u8::is_ascii_whitespace) {
@@ -374,7 +278,7 @@ async fn put_contact(
     }
     let (revision, _) =
         write_lib(&api, LibOp::ContactSet { uid, contact, groups: b.groups }).await?;
-    Ok(Json(serde_json::json!({ "revision": revision })))
+    Ok(Json(Revision { revision }))
 }
 
 async fn delete_contact(
@@ -382,32 +286,10 @@ async fn delete_contact(
     Path((uid, contact)): Path<(String, String)>,
     Query(q): Query<Params>,
     headers: HeaderMap,
-) -> Result<Json<serde_json::Value>, ApiError> {
+) -> Result<Json<Removed>, ApiError> {
     api.authenticate(&uid, &headers, q.token.as_deref()).await?;
     let (revision, r) = write_lib(&api, LibOp::ContactRemove { uid, contact }).await?;
-    Ok(Json(serde_json::json!({ "revision": revision, "removed": r == LibResult::Done(true) })))
-}
-
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
-struct GroupSendBody {
-    media_id: String,
-    #[serde(default)]
-    text: String,
-    #[serde(default)]
-    groups: Vec<String>,
-    #[serde(default)]
-    idempotency_key: String,
-}
-
-/// What a group-send answers: the message answer plus the media id.
-#[derive(Debug, Serialize)]
-struct GroupSendAnswer {
-    message_id: u64,
-    media_id: String,
-    duplicate: bool,
-    revision: u64,
-    recipients: Vec<RecipientOutcome>,
+    Ok(Json(Removed { removed: r == LibResult::Done(true), revision }))
 }
 
 async fn post_group_send(
@@ -415,10 +297,11 @@ async fn post_group_send(
     Path(uid): Path<String>,
     Query(q): Query<Params>,
     headers: HeaderMap,
-    body: Result<Json<GroupSendBody>, JsonRejection>,
+    body: Result<Json<GroupSendRequest>, JsonRejection>,
 ) -> Result<Json<GroupSendAnswer>, ApiError> {
     api.authenticate(&uid, &headers, q.token.as_deref()).await?;
-    let Json(b) = body.map_err(|r| super::http::json_error(r, api.limits.max_request_bytes))?;
+    let Json(b) =
+        body.map_err(|r| crate::api::http::json_error(r, api.limits.max_request_bytes))?;
     if b.text.len() > MAX_TEXT_BYTES {
         return Err(ApiError::new(
             codes::INVALID_TEXT,
@@ -455,22 +338,24 @@ async fn post_group_send(
         ));
     }
     let name = m.owners.get(&uid).map(|o| o.name.clone()).unwrap_or_default();
-    let msg = serde_json::json!({
-        "type": "media",
-        "from": uid,
-        "media_id": m.id,
-        "name": name,
-        "size": m.size,
-        "content_type": m.content_type,
-        "text": b.text,
-        "link": api.media.link(&m.id),
-    });
+    let msg = MediaMessage {
+        content_type: m.content_type.clone(),
+        from: uid.clone(),
+        link: api.media.link(&m.id),
+        media_id: m.id.clone(),
+        name,
+        size: m.size,
+        text: b.text,
+        kind: "media".into(),
+    };
+    let body =
+        serde_json::to_vec(&msg).map_err(|e| ApiError::new(codes::INTERNAL, e.to_string()))?;
     let s = Submission {
         idempotency_key: b.idempotency_key,
         from: uid,
         to,
         content_type: MEDIA_MESSAGE_TYPE.into(),
-        body: msg.to_string().into_bytes(),
+        body,
         grant_media: Some(m.id.clone()),
         ..Submission::default()
     };
@@ -483,17 +368,6 @@ async fn post_group_send(
         revision: a.revision,
         recipients: a.recipients,
     }))
-}
-
-#[derive(Serialize)]
-struct SharedItem {
-    media_id: String,
-    name: String,
-    size: u64,
-    content_type: String,
-    created_ms: u64,
-    url: String,
-    expires_at_ms: u64,
 }
 
 fn wants_html(headers: &HeaderMap, q: &Params) -> bool {
@@ -531,7 +405,7 @@ async fn get_shared(
     check_uid("uid", &uid)?;
     let v = named_viewer(&headers, &q).unwrap_or_else(|| uid.clone());
     api.authenticate(&v, &headers, q.token.as_deref()).await?;
-    let items: Vec<SharedItem> = api
+    let items: Vec<SharedMedia> = api
         .node
         .read(Consistency::Linearizable, |st| {
             if v != uid && !st.lib.are_friends(&uid, &v) {
@@ -543,7 +417,7 @@ async fn get_shared(
             let mut out = Vec::new();
             for m in st.lib.shared_by(&uid) {
                 let (url, expires_at_ms) = api.media.access_url(&m.id, &v)?;
-                out.push(SharedItem {
+                out.push(SharedMedia {
                     media_id: m.id.clone(),
                     name: m.owners.get(&uid).map(|o| o.name.clone()).unwrap_or_default(),
                     size: m.size,
@@ -582,12 +456,13 @@ async fn get_shared(
     }
     let ids: BTreeSet<&str> = items.iter().map(|i| i.media_id.as_str()).collect();
     tracing::debug!(%uid, viewer = %v, items = ids.len(), "shared page");
-    Ok(Json(serde_json::json!({ "uid": uid, "media": items })).into_response())
+    Ok(Json(SharedPage { media: items, uid }).into_response())
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use serde::Serialize;
 
     /// HTML output escapes what users control.
     #[test]
@@ -598,13 +473,73 @@ mod tests {
         );
     }
 
-    /// Bearer tokens are read case-insensitively; other schemes are not.
+    /// The answers the node built with `serde_json::json!` (contacts,
+    /// removals, the shared page, the group-send message) are byte-for-byte
+    /// what it wrote before they were wire types.
     #[test]
-    fn media_bearer_header() {
-        let mut h = HeaderMap::new();
-        h.insert(header::AUTHORIZATION, "bearer abc".parse().unwrap());
-        assert_eq!(bearer(&h), Some("abc"));
-        h.insert(header::AUTHORIZATION, "Basic abc".parse().unwrap());
-        assert_eq!(bearer(&h), None);
+    fn media_answers_keep_their_bytes() {
+        #[derive(Serialize)]
+        struct ContactOut {
+            uid: String,
+            groups: Vec<String>,
+            friend: bool,
+        }
+        #[derive(Serialize)]
+        struct SharedItem {
+            media_id: String,
+            name: String,
+            size: u64,
+            content_type: String,
+            created_ms: u64,
+            url: String,
+            expires_at_ms: u64,
+        }
+        let old = serde_json::json!({ "uid": "alice", "contacts": [ContactOut {
+            uid: "bob".into(), groups: vec!["friends".into(), "a\"b".into()], friend: true }] });
+        let new = ContactList {
+            contacts: vec![Contact {
+                friend: true,
+                groups: vec!["friends".into(), "a\"b".into()],
+                uid: "bob".into(),
+            }],
+            uid: "alice".into(),
+        };
+        assert_eq!(serde_json::to_string(&new).unwrap(), old.to_string());
+        for removed in [true, false] {
+            let old = serde_json::json!({ "revision": 9, "removed": removed });
+            let new = Removed { removed, revision: 9 };
+            assert_eq!(serde_json::to_string(&new).unwrap(), old.to_string());
+        }
+        let old = serde_json::json!({ "uid": "bob", "media": [SharedItem {
+            media_id: "ab".into(), name: "b é.jpg".into(), size: 5, content_type: "image/jpeg".into(),
+            created_ms: 1, url: "http://x/c?access=1".into(), expires_at_ms: 2 }] });
+        let new = SharedPage {
+            media: vec![SharedMedia {
+                content_type: "image/jpeg".into(),
+                created_ms: 1,
+                expires_at_ms: 2,
+                media_id: "ab".into(),
+                name: "b é.jpg".into(),
+                size: 5,
+                url: "http://x/c?access=1".into(),
+            }],
+            uid: "bob".into(),
+        };
+        assert_eq!(serde_json::to_string(&new).unwrap(), old.to_string());
+        let old = serde_json::json!({
+            "type": "media", "from": "alice", "media_id": "ab", "name": "a.png", "size": 3,
+            "content_type": "image/png", "text": "hi <there>", "link": "http://h/v1/media/ab",
+        });
+        let new = MediaMessage {
+            content_type: "image/png".into(),
+            from: "alice".into(),
+            link: "http://h/v1/media/ab".into(),
+            media_id: "ab".into(),
+            name: "a.png".into(),
+            size: 3,
+            text: "hi <there>".into(),
+            kind: "media".into(),
+        };
+        assert_eq!(serde_json::to_vec(&new).unwrap(), old.to_string().into_bytes());
     }
 }

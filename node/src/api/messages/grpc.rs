@@ -1,0 +1,75 @@
+//! The gRPC `herald.v1.Messages` service: thin tonic adapters over the
+//! logic in [`super`].
+
+use std::sync::Arc;
+
+use herald_proto::v1 as pb;
+use tonic::{Request, Response, Status};
+
+use super::Submission;
+use crate::api::Api;
+
+/// The gRPC `herald.v1.Messages` service.
+pub struct MessagesGrpc {
+    pub api: Arc<Api>,
+}
+
+#[tonic::async_trait]
+impl pb::messages_server::Messages for MessagesGrpc {
+    async fn send(
+        &self,
+        req: Request<pb::SendRequest>,
+    ) -> Result<Response<pb::SendResponse>, Status> {
+        let r = req.into_inner();
+        let s = Submission {
+            idempotency_key: r.idempotency_key,
+            from: r.from,
+            to: r.to,
+            group: (!r.group.is_empty()).then_some(r.group),
+            broadcast: r.broadcast,
+            ttl_s: r.ttl_s,
+            content_type: r.content_type,
+            body: r.body,
+            grant_media: None,
+        };
+        let a = self.api.send(s).await.map_err(|e| e.to_grpc())?;
+        Ok(Response::new(pb::SendResponse::from(a)))
+    }
+
+    async fn set_group(
+        &self,
+        req: Request<pb::SetGroupRequest>,
+    ) -> Result<Response<pb::GroupResponse>, Status> {
+        let r = req.into_inner();
+        let revision =
+            self.api.set_group(&r.name, r.members.clone()).await.map_err(|e| e.to_grpc())?;
+        Ok(Response::new(pb::GroupResponse { name: r.name, members: r.members, revision }))
+    }
+
+    async fn get_group(
+        &self,
+        req: Request<pb::GetGroupRequest>,
+    ) -> Result<Response<pb::GroupResponse>, Status> {
+        let r = req.into_inner();
+        let (members, revision) = self.api.get_group(&r.name).await.map_err(|e| e.to_grpc())?;
+        Ok(Response::new(pb::GroupResponse { name: r.name, members, revision }))
+    }
+
+    async fn set_settings(
+        &self,
+        req: Request<pb::SetSettingsRequest>,
+    ) -> Result<Response<pb::SettingsResponse>, Status> {
+        let r = req.into_inner();
+        let a = self.api.set_settings(&r.uid, r.offline).await.map_err(|e| e.to_grpc())?;
+        Ok(Response::new(pb::SettingsResponse::from(a)))
+    }
+
+    async fn get_settings(
+        &self,
+        req: Request<pb::GetSettingsRequest>,
+    ) -> Result<Response<pb::SettingsResponse>, Status> {
+        let r = req.into_inner();
+        let a = self.api.get_settings(&r.uid).await.map_err(|e| e.to_grpc())?;
+        Ok(Response::new(pb::SettingsResponse::from(a)))
+    }
+}

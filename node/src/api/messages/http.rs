@@ -1,0 +1,182 @@
+//! Messages over HTTP (`/v1/messages`, `/v1/groups/{name}`,
+//! `/v1/users/{uid}/settings`, `/v1/gateway`): thin axum handlers over the
+//! logic in [`super`].
+
+use herald_proto::codes;
+use std::collections::HashSet;
+use std::sync::Arc;
+
+use axum::extract::rejection::JsonRejection;
+use axum::extract::{Path, Query, State};
+use axum::routing::{get, post, put};
+use axum::{Json, Router};
+use herald_proto::wire::messages::{
+    GatewayChoice, GroupAnswer, GroupBody, GroupDeleted, SendAnswer, SendBody, SettingsAnswer,
+    SettingsBody,
+};
+use serde::Deserialize;
+
+use super::Submission;
+use crate::api::{Api, ApiError};
+
+#[derive(Debug, Deserialize, Default)]
+struct GatewayQuery {
+    #[serde(default)]
+    uid: String,
+    #[serde(default)]
+    #[allow(dead_code)]
+    client: String,
+}
+
+type AppState = Arc<Api>;
+
+/// Routes of this module, merged into the HTTP router.
+pub fn routes() -> Router<AppState> {
+    Router::new()
+        .route("/v1/messages", post(post_message))
+        .route("/v1/groups/{name}", put(put_group).get(get_group).delete(delete_group))
+        .route("/v1/users/{uid}/settings", put(put_settings).get(get_settings))
+        .route("/v1/gateway", get(get_gateway))
+}
+
+async fn post_message(
+    State(api): State<AppState>,
+    body: Result<Json<SendBody>, JsonRejection>,
+) -> Result<Json<SendAnswer>, ApiError> {
+    let Json(b) =
+        body.map_err(|r| crate::api::http::json_error(r, api.limits.max_request_bytes))?;
+    let body = match (b.body, b.body_base64) {
+        (Some(t), None) => t.into_bytes(),
+        (None, Some(b64)) => {
+            use base64::Engine as _;
+            base64::engine::general_purpose::STANDARD
+                .decode(b64.as_bytes())
+                .map_err(|e| ApiError::new(codes::INVALID_BODY, format!("body_base64: {e}")))?
+        }
+        (None, None) => Vec::new(),
+        (Some(_), Some(_)) => {
+            return Err(ApiError::new(codes::INVALID_BODY, "give body or body_base64, not both"))
+        }
+    };
+    let s = Submission {
+        idempotency_key: b.idempotency_key,
+        from: b.from,
+        to: b.to,
+        group: b.group,
+        broadcast: b.broadcast,
+        ttl_s: b.ttl_s,
+        content_type: b.content_type,
+        body,
+        grant_media: None,
+    };
+    Ok(Json(api.send(s).await?))
+}
+
+async fn put_group(
+    State(api): State<AppState>,
+    Path(name): Path<String>,
+    body: Result<Json<GroupBody>, JsonRejection>,
+) -> Result<Json<GroupAnswer>, ApiError> {
+    let Json(b) =
+        body.map_err(|r| crate::api::http::json_error(r, api.limits.max_request_bytes))?;
+    if b.members.is_empty() {
+        return Err(ApiError::new(
+            codes::NO_MEMBERS,
+            "a group needs members; DELETE removes a group",
+        ));
+    }
+    let members: Vec<String> = {
+        let mut seen = HashSet::new();
+        b.members.into_iter().filter(|m| seen.insert(m.clone())).collect()
+    };
+    let revision = api.set_group(&name, members.clone()).await?;
+    Ok(Json(GroupAnswer { members, name, revision }))
+}
+
+async fn get_group(
+    State(api): State<AppState>,
+    Path(name): Path<String>,
+) -> Result<Json<GroupAnswer>, ApiError> {
+    let (members, revision) = api.get_group(&name).await?;
+    Ok(Json(GroupAnswer { members, name, revision }))
+}
+
+async fn delete_group(
+    State(api): State<AppState>,
+    Path(name): Path<String>,
+) -> Result<Json<GroupDeleted>, ApiError> {
+    api.get_group(&name).await?;
+    let revision = api.set_group(&name, Vec::new()).await?;
+    Ok(Json(GroupDeleted { deleted: true, name, revision }))
+}
+
+async fn put_settings(
+    State(api): State<AppState>,
+    Path(uid): Path<String>,
+    body: Result<Json<SettingsBody>, JsonRejection>,
+) -> Result<Json<SettingsAnswer>, ApiError> {
+    let Json(b) =
+        body.map_err(|r| crate::api::http::json_error(r, api.limits.max_request_bytes))?;
+    Ok(Json(api.set_settings(&uid, b.offline).await?))
+}
+
+async fn get_settings(
+    State(api): State<AppState>,
+    Path(uid): Path<String>,
+) -> Result<Json<SettingsAnswer>, ApiError> {
+    Ok(Json(api.get_settings(&uid).await?))
+}
+
+/// `GET /v1/gateway?uid=U`: the best node for this client, and all of them.
+async fn get_gateway(
+    State(api): State<AppState>,
+    q: Result<Query<GatewayQuery>, axum::extract::rejection::QueryRejection>,
+) -> Result<Json<GatewayChoice>, ApiError> {
+    let q = q.map_err(|e| ApiError::new(codes::INVALID_QUERY_STRING, e.body_text()))?;
+    let r = api.pick_gateway(&q.0.uid)?;
+    Ok(Json(GatewayChoice::from(r)))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use herald_proto::v1 as pb;
+
+    /// The group answers and the gateway choice are byte-for-byte what the
+    /// node wrote with `serde_json::json!` before they were wire types.
+    #[test]
+    fn messages_answers_keep_their_bytes() {
+        let (name, members, revision) = ("crew".to_string(), vec!["b".to_string(), "a".into()], 5);
+        let old = serde_json::json!({ "name": name, "members": members, "revision": revision });
+        let new = GroupAnswer { members: members.clone(), name: name.clone(), revision };
+        assert_eq!(serde_json::to_string(&new).unwrap(), old.to_string());
+        let old = serde_json::json!({ "name": name, "deleted": true, "revision": revision });
+        let new = GroupDeleted { deleted: true, name, revision };
+        assert_eq!(serde_json::to_string(&new).unwrap(), old.to_string());
+
+        let old_gateway = |g: &pb::GatewayInfo| {
+            serde_json::json!({
+                "node": g.node, "publish": g.publish, "sessions": g.sessions, "max_sessions": g.max_sessions,
+                "load": g.load, "healthy": g.healthy, "age_ms": g.age_ms,
+            })
+        };
+        let g = |node: u64, load: f64| pb::GatewayInfo {
+            node,
+            publish: format!("h:7{node}03"),
+            sessions: 3,
+            max_sessions: 10,
+            load,
+            healthy: node != 3,
+            age_ms: 250,
+        };
+        let r = pb::PickGatewayResponse {
+            best: Some(g(2, 0.3)),
+            candidates: vec![g(2, 0.3), g(3, 1.0 / 3.0)],
+        };
+        let old = serde_json::json!({
+            "best": r.best.as_ref().map(old_gateway),
+            "candidates": r.candidates.iter().map(old_gateway).collect::<Vec<_>>(),
+        });
+        assert_eq!(serde_json::to_string(&GatewayChoice::from(r)).unwrap(), old.to_string());
+    }
+}
