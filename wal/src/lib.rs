@@ -65,8 +65,8 @@
 //! queued behind it. openraft does not wait for one append's flush before
 //! submitting the next, so the entries herald-node keeps in flight share
 //! syncs, and followers receive entries in batches: the node's log lives in
-//! the batched and concurrent rows. Chosen: this log; the state machine stays
-//! in sled.
+//! the batched and concurrent rows. Chosen: this log (herald-node opens sled
+//! only to import a log that an earlier version kept there).
 //!
 //! Not done (measured as a possible next step): preallocating segments saves
 //! the file-size update in each sync; a 1 KiB write + fdatasync loop showed
