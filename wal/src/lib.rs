@@ -17,6 +17,7 @@
 //! - [`Wal::put_meta`] with [`Durability::Durable`] replaces a small named value
 //!   atomically (write tmp, fsync, rename, fsync dir), after every append before
 //!   it is durable.
+//! - One writer: [`Wal::open`] locks the directory ([`WalError::Locked`]).
 //! - [`Wal::open`] recovers a torn tail (a partial or bad record at the very end
 //!   of the last segment, with no valid record after it) by truncating to the
 //!   last whole record, and reports it in [`Wal::recovered`]. A bad record
@@ -79,6 +80,7 @@ use std::collections::VecDeque;
 use std::fs::{self, File, OpenOptions};
 use std::io::{self, Write};
 use std::ops::Range;
+use std::os::fd::AsRawFd;
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -197,6 +199,13 @@ pub enum WalError {
         after: Option<u64>,
         /// The purge point.
         purged: u64,
+    },
+    /// The log is open already (another process, or another [`Wal`] in this
+    /// one): two writers would destroy it.
+    #[error("{}: the log is already open elsewhere (its directory is locked)", path.display())]
+    Locked {
+        /// The log directory.
+        path: PathBuf,
     },
     /// A meta name outside `[a-z0-9_]+`, or a reserved one.
     #[error("invalid meta name {0:?}")]
@@ -1023,6 +1032,16 @@ fn recover(dir: &Path) -> Result<(State, Vec<Recovered>, File), WalError> {
         }
     }
     let dir_file = File::open(dir).map_err(io_err(dir, "open directory"))?;
+    // One writer per log: an exclusive lock on the directory, held as long as
+    // the log is open (released when the handle closes, also on a crash).
+    // SAFETY: flock on a file descriptor we own and keep open.
+    if unsafe { libc::flock(dir_file.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) } != 0 {
+        let e = io::Error::last_os_error();
+        if e.kind() == io::ErrorKind::WouldBlock {
+            return Err(WalError::Locked { path: dir.to_path_buf() });
+        }
+        return Err(WalError::Io { path: dir.to_path_buf(), op: "lock directory", source: e });
+    }
     let mut recovered = Vec::new();
     let mut names: Vec<(u64, PathBuf)> = Vec::new();
     for entry in fs::read_dir(dir).map_err(io_err(dir, "list directory"))? {

@@ -594,3 +594,17 @@ fn a_full_segment_is_synced_before_the_next_is_created() {
     rx.recv_timeout(WAIT).unwrap().unwrap();
     check_contents(&wal, 1..=6, 40);
 }
+
+/// A log open in one handle cannot be opened by another (two writers would
+/// destroy it); once closed, it opens again.
+#[test]
+fn a_log_has_one_writer() {
+    let dir = TempDir::new().unwrap();
+    let wal = Wal::open(dir.path(), Options::default()).unwrap();
+    append_durable(&wal, [1], 10);
+    let e = Wal::open(dir.path(), Options::default()).unwrap_err();
+    assert!(matches!(&e, WalError::Locked { path } if path == dir.path()), "{e}");
+    drop(wal);
+    let wal = Wal::open(dir.path(), Options::default()).unwrap();
+    assert_eq!(wal.last_index(), Some(1));
+}
