@@ -3,7 +3,6 @@
 //! membership). No openraft type leaves this module.
 
 pub mod codec;
-pub mod log_store;
 pub mod master;
 pub mod network;
 pub mod service;
@@ -11,9 +10,9 @@ pub mod state_machine;
 #[cfg(test)]
 mod tests;
 pub mod types;
+pub mod wal_store;
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
-use std::path::Path;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -161,8 +160,9 @@ impl RaftNode {
     pub async fn start(config: &Config, clock: Arc<ClusterClock>) -> anyhow::Result<Arc<Self>> {
         let dir = &config.data_dir;
         std::fs::create_dir_all(dir)?;
-        let db = open_sled(&dir.join("sled"))?;
-        let log = log_store::LogStore::open(&db)?;
+        // The Raft log and vote: fsync-durable (herald-wal). A log that an
+        // earlier version kept in sled is imported once.
+        let log = wal_store::WalStore::open_or_import(&dir.join("raft-log"), &dir.join("sled"))?;
         let sm = state_machine::StateMachine::open(dir.join("snapshots"))?;
         let t = &config.raft;
         let rc = openraft::Config {
@@ -629,16 +629,6 @@ impl RaftNode {
             tokio::time::timeout(self.op_timeout, fut).await.map_err(|_| ClusterError::Timeout)?;
         r.map(|resp| resp.log_id.index()).map_err(Self::map_write_err)
     }
-}
-
-fn open_sled(path: &Path) -> anyhow::Result<sled::Db> {
-    // Page cache for sled: the hot state lives in our own memory, so sled
-    // needs little.
-    Ok(sled::Config::new()
-        .path(path)
-        .cache_capacity(64 << 20)
-        .mode(sled::Mode::HighThroughput)
-        .open()?)
 }
 
 /// Group commit: drains whatever requests are queued (up to

@@ -1,5 +1,6 @@
-//! Storage tests: openraft's conformance suite on the sled store, and the
-//! snapshot round trip of the presence state machine.
+//! Storage tests: openraft's conformance suite on the herald-wal log store
+//! and the presence state machine, snapshot round trip and verification, and
+//! the log's durability across reopen, damage and the upgrade from sled.
 
 use std::sync::Arc;
 
@@ -9,45 +10,34 @@ use openraft::testing::log::{StoreBuilder, Suite};
 use openraft::StorageError;
 use tempfile::TempDir;
 
-use super::log_store::LogStore;
 use super::state_machine::StateMachine;
 use super::types::{Entry, LogId, TypeConfig};
+use super::wal_store::WalStore;
 use herald_domain::library::LibOp;
 use herald_domain::messages::{MsgOp, Origin, SendOp};
 use herald_domain::presence::{Event, Ext};
 use herald_domain::state::{Command, Op};
 
-fn open(dir: &std::path::Path) -> (LogStore, StateMachine) {
-    // sled's flusher thread can hold the database's file lock for a moment
-    // after the last handle is dropped: a reopen in the same process waits
-    // for it (bounded) instead of failing with WouldBlock.
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
-    let db = loop {
-        match sled::Config::new().path(dir.join("sled")).open() {
-            Ok(db) => break db,
-            Err(e) if std::time::Instant::now() < deadline && e.to_string().contains("lock") => {
-                std::thread::sleep(std::time::Duration::from_millis(20))
-            }
-            Err(e) => panic!("sled: {e:?}"),
-        }
-    };
-    let log = LogStore::open(&db).expect("log store");
+fn open(dir: &std::path::Path) -> (WalStore, StateMachine) {
+    let log =
+        WalStore::open_or_import(&dir.join("raft-log"), &dir.join("sled")).expect("log store");
     let sm = StateMachine::open(dir.join("snapshots")).expect("state machine");
     (log, sm)
 }
 
 struct Builder;
 
-impl StoreBuilder<TypeConfig, LogStore, StateMachine, TempDir> for Builder {
-    async fn build(&self) -> Result<(TempDir, LogStore, StateMachine), StorageError<TypeConfig>> {
+impl StoreBuilder<TypeConfig, WalStore, StateMachine, TempDir> for Builder {
+    async fn build(&self) -> Result<(TempDir, WalStore, StateMachine), StorageError<TypeConfig>> {
         let dir = TempDir::new().expect("tempdir");
         let (log, sm) = open(dir.path());
         Ok((dir, log, sm))
     }
 }
 
-/// openraft's storage conformance suite passes on the sled log store and
-/// the presence state machine (log, vote, purge, truncate, apply, snapshot).
+/// openraft's storage conformance suite passes on the herald-wal log store
+/// and the presence state machine (log, vote, purge, truncate, apply,
+/// snapshot).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn storage_openraft_conformance_suite() {
     Suite::test_all(Builder).await.expect("conformance suite");
@@ -178,10 +168,7 @@ async fn storage_log_survives_reopen() {
     {
         let (mut log, _sm) = open(dir.path());
         let entries: Vec<Entry> = (1..=10).map(|i| Entry::new_blank(log_id(2, i))).collect();
-        use openraft::type_config::TypeConfigExt;
-        let (tx, rx) = TypeConfig::oneshot();
-        log.append(entries, openraft::storage::IOFlushed::signal(tx)).await.unwrap();
-        rx.await.unwrap().unwrap();
+        append_flushed(&mut log, entries).await;
         log.purge(log_id(2, 3)).await.unwrap();
         log.truncate_after(Some(log_id(2, 8))).await.unwrap();
     }
@@ -253,4 +240,106 @@ async fn storage_bad_snapshot_is_refused_and_changes_nothing() {
     assert_eq!(super::state_machine::verify_snapshot_file(&path).unwrap(), snap.meta);
     b.install_snapshot(&snap.meta, std::fs::File::open(&path).unwrap()).await.expect("install");
     assert_eq!(*b.shared_state().read().unwrap(), *a.shared_state().read().unwrap());
+}
+
+async fn append_flushed(log: &mut WalStore, entries: Vec<Entry>) {
+    use openraft::type_config::TypeConfigExt;
+    let (tx, rx) = TypeConfig::oneshot();
+    log.append(entries, openraft::storage::IOFlushed::signal(tx)).await.unwrap();
+    rx.await.unwrap().unwrap();
+}
+
+/// A saved vote and the committed log id survive a reopen of the log store
+/// (the vote is what keeps a restarted node from voting twice in a term).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn storage_vote_and_committed_survive_reopen() {
+    use openraft::storage::RaftLogReader;
+    let dir = TempDir::new().unwrap();
+    let vote = openraft::Vote::new(7, 2);
+    {
+        let (mut log, _sm) = open(dir.path());
+        assert_eq!(log.read_vote().await.unwrap(), None);
+        log.save_vote(&vote).await.unwrap();
+        log.save_committed(Some(log_id(7, 3))).await.unwrap();
+    }
+    let (mut log, _sm) = open(dir.path());
+    assert_eq!(log.read_vote().await.unwrap(), Some(vote));
+    assert_eq!(log.read_committed().await.unwrap(), Some(log_id(7, 3)));
+}
+
+/// A torn last entry (a crash mid-write) is dropped at reopen and the log
+/// state ends at the entry before it; a damaged entry in the middle makes the
+/// store refuse to open, naming the segment file and the byte offset.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn storage_torn_tail_recovers_and_corruption_refuses_to_start() {
+    let dir = TempDir::new().unwrap();
+    {
+        let (mut log, _sm) = open(dir.path());
+        let entries: Vec<Entry> = (1..=5).map(|i| Entry::new_blank(log_id(3, i))).collect();
+        append_flushed(&mut log, entries).await;
+    }
+    let seg = dir.path().join("raft-log").join("00000000000000000001.wal");
+    let len = std::fs::metadata(&seg).unwrap().len();
+    let f = std::fs::OpenOptions::new().write(true).open(&seg).unwrap();
+    f.set_len(len - 3).unwrap();
+    drop(f);
+    {
+        let (mut log, _sm) = open(dir.path());
+        assert_eq!(log.get_log_state().await.unwrap().last_log_id, Some(log_id(3, 4)));
+    }
+    // Flip a byte inside the second entry's record (after the 24-byte header
+    // and the first record).
+    let mut b = std::fs::read(&seg).unwrap();
+    let first_len = (b.len() - 24) / 4;
+    let at = 24 + first_len + 6;
+    b[at] ^= 0x40;
+    std::fs::write(&seg, &b).unwrap();
+    let err = WalStore::open(&dir.path().join("raft-log")).unwrap_err();
+    assert_eq!(err.kind(), std::io::ErrorKind::InvalidData);
+    let msg = err.to_string();
+    assert!(msg.contains("00000000000000000001.wal"), "{msg}");
+    assert!(msg.contains(&format!("byte offset {}", 24 + first_len)), "{msg}");
+}
+
+/// Upgrading a node whose Raft log was in sled imports it: entries above the
+/// purge point, the purge point, the vote and the committed log id are all
+/// there afterwards; the sled directory is moved aside, so it is imported
+/// once and never again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn storage_imports_the_former_sled_log() {
+    use super::codec::encode;
+    use openraft::storage::RaftLogReader;
+    let dir = TempDir::new().unwrap();
+    let vote = openraft::Vote::new_committed(4, 1);
+    {
+        // The former layout: trees `log` (index BE -> entry) and `raft_meta`.
+        // No flusher thread, so that the file lock is released on drop.
+        let db = sled::Config::new().path(dir.path().join("sled")).flush_every_ms(None).open();
+        let db = db.unwrap();
+        let t = db.open_tree("log").unwrap();
+        for i in 1..=9u64 {
+            t.insert(i.to_be_bytes(), encode(&Entry::new_blank(log_id(4, i))).unwrap()).unwrap();
+        }
+        let m = db.open_tree("raft_meta").unwrap();
+        m.insert(b"vote", encode(&vote).unwrap()).unwrap();
+        m.insert(b"committed", encode(&Some(log_id(4, 6))).unwrap()).unwrap();
+        m.insert(b"purged", encode(&log_id(4, 2)).unwrap()).unwrap();
+        db.flush().unwrap();
+    }
+    {
+        let (mut log, _sm) = open(dir.path());
+        let st = log.get_log_state().await.unwrap();
+        assert_eq!(st.last_purged_log_id, Some(log_id(4, 2)));
+        assert_eq!(st.last_log_id, Some(log_id(4, 9)));
+        let got = log.try_get_log_entries(0..).await.unwrap();
+        assert_eq!(got.iter().map(|e| e.index()).collect::<Vec<_>>(), (3..=9).collect::<Vec<_>>());
+        assert_eq!(log.read_vote().await.unwrap(), Some(vote));
+        assert_eq!(log.read_committed().await.unwrap(), Some(log_id(4, 6)));
+        // New appends after the import, then a reopen: no second import.
+        append_flushed(&mut log, vec![Entry::new_blank(log_id(5, 10))]).await;
+    }
+    assert!(!dir.path().join("sled").exists());
+    assert!(dir.path().join("sled.imported").is_dir());
+    let (mut log, _sm) = open(dir.path());
+    assert_eq!(log.get_log_state().await.unwrap().last_log_id, Some(log_id(5, 10)));
 }
