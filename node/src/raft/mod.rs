@@ -5,6 +5,7 @@
 pub mod codec;
 pub mod master;
 pub mod network;
+pub mod read_index;
 pub mod service;
 pub mod state_machine;
 #[cfg(test)]
@@ -18,7 +19,7 @@ use std::time::Duration;
 
 use herald_proto::codes::{self, Code};
 use herald_proto::raft::raft_internal_client::RaftInternalClient;
-use herald_proto::raft::{RaftBytes, ReadIndexRequest};
+use herald_proto::raft::RaftBytes;
 use openraft::async_runtime::WatchReceiver;
 use openraft::{ChangeMembers, Instant as _, ReadPolicy, ServerState};
 use serde::{Deserialize, Serialize};
@@ -148,6 +149,8 @@ pub struct RaftNode {
     connect_timeout: Duration,
     /// Leader changes seen by this node (metrics).
     pub master_changes: std::sync::atomic::AtomicU64,
+    /// Follower reads' shared read-index round trips.
+    pub read_rounds: Arc<read_index::ReadIndexRounds>,
 }
 
 fn internal(e: impl std::fmt::Display) -> ClusterError {
@@ -216,6 +219,7 @@ impl RaftNode {
             blob_peers: Mutex::new(HashMap::new()),
             connect_timeout,
             master_changes: std::sync::atomic::AtomicU64::new(0),
+            read_rounds: Arc::default(),
         });
         tokio::spawn(batcher(node.raft.clone(), node.clock.clone(), rx));
         let period = Duration::from_millis(t.heartbeat_ms * 2);
@@ -439,11 +443,8 @@ impl RaftNode {
                 let r = if leader == self.id {
                     self.leader_read_index().await
                 } else {
-                    let mut c = self.peer(&addr.sync)?;
-                    match c.read_index(ReadIndexRequest {}).await {
-                        Ok(r) => Ok(r.into_inner().index),
-                        Err(s) => Err(ClusterError::Unavailable(s.message().to_string())),
-                    }
+                    let c = self.peer(&addr.sync)?;
+                    self.read_rounds.read_index(&addr.sync, c).await
                 };
                 match r {
                     Ok(index) => {

@@ -48,21 +48,25 @@ impl ReadIndexRounds {
         client: RaftInternalClient<Channel>,
     ) -> Result<u64, ClusterError> {
         let (tx, rx) = oneshot::channel();
-        {
+        let alone = {
             let mut p = self.pending.lock().expect("read index lock");
             match p.in_flight.as_deref() {
-                Some(a) if a != leader_addr => {
-                    // The leader changed under a round in flight: ask alone.
-                    drop(p);
-                    return self.one(client).await;
+                // The leader changed under a round in flight: ask alone.
+                Some(a) if a != leader_addr => Some(client),
+                Some(_) => {
+                    p.waiting.push(tx);
+                    None
                 }
-                Some(_) => p.waiting.push(tx),
                 None => {
                     p.in_flight = Some(leader_addr.to_owned());
                     p.waiting.push(tx);
                     tokio::spawn(self.clone().drive(client));
+                    None
                 }
             }
+        };
+        if let Some(client) = alone {
+            return self.one(client).await;
         }
         rx.await.unwrap_or_else(|_| Err(ClusterError::Unavailable("read index round lost".into())))
     }
@@ -91,5 +95,103 @@ impl ReadIndexRounds {
                 let _ = tx.send(r.clone());
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use herald_proto::raft::raft_internal_server::{RaftInternal, RaftInternalServer};
+    use herald_proto::raft::{RaftBytes, ReadIndexReply, SnapshotChunk};
+    use std::sync::atomic::{AtomicU64, Ordering};
+    use std::sync::Arc;
+    use std::time::Duration;
+    use tonic::{Request, Response, Status, Streaming};
+
+    /// A leader whose read index is the number of ReadIndex calls begun so
+    /// far, each taking 50 ms.
+    #[derive(Default)]
+    struct Leader {
+        calls: AtomicU64,
+    }
+
+    #[tonic::async_trait]
+    impl RaftInternal for Leader {
+        async fn vote(&self, _: Request<RaftBytes>) -> Result<Response<RaftBytes>, Status> {
+            Err(Status::unimplemented("test"))
+        }
+        async fn pre_vote(&self, _: Request<RaftBytes>) -> Result<Response<RaftBytes>, Status> {
+            Err(Status::unimplemented("test"))
+        }
+        async fn append_entries(
+            &self,
+            _: Request<RaftBytes>,
+        ) -> Result<Response<RaftBytes>, Status> {
+            Err(Status::unimplemented("test"))
+        }
+        async fn transfer_leader(
+            &self,
+            _: Request<RaftBytes>,
+        ) -> Result<Response<RaftBytes>, Status> {
+            Err(Status::unimplemented("test"))
+        }
+        async fn snapshot(
+            &self,
+            _: Request<Streaming<SnapshotChunk>>,
+        ) -> Result<Response<RaftBytes>, Status> {
+            Err(Status::unimplemented("test"))
+        }
+        async fn forward(&self, _: Request<RaftBytes>) -> Result<Response<RaftBytes>, Status> {
+            Err(Status::unimplemented("test"))
+        }
+        async fn read_index(
+            &self,
+            _: Request<ReadIndexRequest>,
+        ) -> Result<Response<ReadIndexReply>, Status> {
+            let index = self.calls.fetch_add(1, Ordering::SeqCst) + 1;
+            tokio::time::sleep(Duration::from_millis(50)).await;
+            Ok(Response::new(ReadIndexReply { index }))
+        }
+    }
+
+    /// 64 concurrent follower reads share a few ReadIndex RPCs instead of
+    /// sending 64; every read gets an answer; and a read that starts while
+    /// a round is in flight is answered by a later round (an RPC sent after
+    /// it began: its index is higher than the in-flight round's).
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn read_index_rounds_are_shared_and_never_stale() {
+        let leader = Arc::new(Leader::default());
+        let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = l.local_addr().unwrap().to_string();
+        let svc = RaftInternalServer::from_arc(leader.clone());
+        tokio::spawn(
+            tonic::transport::Server::builder()
+                .add_service(svc)
+                .serve_with_incoming(tokio_stream::wrappers::TcpListenerStream::new(l)),
+        );
+        let ch = crate::raft::network::channel(&addr, Duration::from_secs(1)).unwrap();
+        let client = RaftInternalClient::new(ch);
+        let rounds = Arc::new(ReadIndexRounds::default());
+
+        // One read alone starts round 1.
+        let first = {
+            let (r, c, a) = (rounds.clone(), client.clone(), addr.clone());
+            tokio::spawn(async move { r.read_index(&a, c).await })
+        };
+        tokio::time::sleep(Duration::from_millis(15)).await; // round 1 in flight
+        let reads: Vec<_> = (0..64)
+            .map(|_| {
+                let (r, c, a) = (rounds.clone(), client.clone(), addr.clone());
+                tokio::spawn(async move { r.read_index(&a, c).await })
+            })
+            .collect();
+        assert_eq!(first.await.unwrap().unwrap(), 1);
+        for r in reads {
+            let index = r.await.unwrap().unwrap();
+            assert!(index >= 2, "a read begun during round 1 got its index {index}");
+        }
+        let rpcs = rounds.rpcs.load(Ordering::Relaxed);
+        assert!((2..=4).contains(&rpcs), "{rpcs} RPCs for 65 reads");
+        assert_eq!(leader.calls.load(Ordering::SeqCst), rpcs);
     }
 }
