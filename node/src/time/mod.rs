@@ -12,7 +12,7 @@ use std::time::Duration;
 use serde::{Deserialize, Serialize};
 use tokio::net::UdpSocket;
 
-use crate::clock::{wall_us, ClusterClock};
+use crate::clock::{ClusterClock, Reading};
 use crate::config::{Server, TimeSync};
 use ntp::Packet;
 
@@ -20,6 +20,11 @@ use ntp::Packet;
 const SAMPLE_TIMEOUT: Duration = Duration::from_millis(500);
 /// Largest datagram read; NTP packets are 48 bytes plus optional extensions.
 const MAX_DATAGRAM: usize = 1024;
+/// A follower keeps running at its time master's measured rate for this many
+/// poll intervals without a newer sample (a few lost polls), then at real
+/// rate: cut off from a master that was slewing, it drifts from it by at most
+/// (1 − SLEW_RATE) × this many intervals (1 s at the default 200 ms).
+const RATE_HOLD_POLLS: u64 = 10;
 
 /// This node's clock as shown in status.
 #[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
@@ -147,32 +152,44 @@ impl TimeService {
     ) {
         let mut tick = tokio::time::interval(Duration::from_millis(self.config.interval_ms));
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-        let mut was_master = false;
+        // While master: whether this node is the designated standard-time node.
+        let mut as_master: Option<bool> = None;
+        // The standard-time master's wall − local time at its last tick.
+        let mut wall_offset: Option<i64> = None;
         loop {
             tick.tick().await;
             let (m, lowest) = roles();
-            if m != Some(self.node) {
-                was_master = false;
-            }
             match m {
                 Some(id) if id == self.node => {
-                    if !was_master {
-                        was_master = true;
-                        if lowest == Some(self.node) {
-                            // The designated standard-time node (lowest
-                            // number): its own wall clock is the standard.
-                            // Forward: a step; backward: a slew.
-                            self.clock.set_target_offset_us(0);
+                    let standard = lowest == Some(self.node);
+                    if as_master != Some(standard) {
+                        if standard {
                             tracing::info!("time master: own wall clock is the standard time");
                         } else {
-                            // An interim master keeps the correction it had
-                            // against the previous master (its target), so
-                            // cluster time stays continuous across the change.
+                            // An interim master keeps the cluster time it has
+                            // (tracked from the previous master), at real rate,
+                            // so cluster time stays continuous across the change.
+                            self.clock.keep_time();
+                            tracing::info!("time master: keeping cluster time");
+                        }
+                        as_master = Some(standard);
+                        wall_offset = None;
+                    }
+                    if standard {
+                        // The designated standard-time node (lowest number):
+                        // its own wall clock is the standard, re-read every
+                        // tick. Forward: a step; backward: a slew.
+                        let steer = self.clock.follow_wall();
+                        let stepped = wall_offset.is_some_and(|w| {
+                            (steer.wall_offset_us - w).abs() > self.tolerance_us()
+                        });
+                        if stepped && steer.error_us.abs() > self.tolerance_us() {
                             tracing::info!(
-                                target_ms = self.clock.target_offset_us() / 1000,
-                                "time master: keeping cluster time"
+                                error_ms = steer.error_us as f64 / 1000.0,
+                                "time master: wall clock stepped; cluster clock moving to it"
                             );
                         }
+                        wall_offset = Some(steer.wall_offset_us);
                     }
                     let mut st = self.status.lock().expect("status lock");
                     st.offset_ms = 0.0;
@@ -182,14 +199,28 @@ impl TimeService {
                     st.error = None;
                     st.last_sync_ms = self.clock.now_ms();
                 }
-                Some(id) => self.poll_master(id).await,
+                Some(id) => {
+                    as_master = None;
+                    self.poll_master(id).await
+                }
                 None => {
+                    as_master = None;
                     let mut st = self.status.lock().expect("status lock");
                     st.error = Some("no time master: running on the last correction".into());
                     st.time_master = None;
                 }
             }
         }
+    }
+
+    fn tolerance_us(&self) -> i64 {
+        (self.config.tolerance_ms * 1000) as i64
+    }
+
+    /// How long a follower trusts the rate it measured of its time master
+    /// without a newer sample: [`RATE_HOLD_POLLS`] intervals.
+    fn rate_hold(&self) -> Duration {
+        Duration::from_millis(self.config.interval_ms.saturating_mul(RATE_HOLD_POLLS))
     }
 
     async fn poll_master(&self, master: u64) {
@@ -214,14 +245,16 @@ impl TimeService {
                 return;
             }
         };
-        let mut best: Option<(i64, u64)> = None; // (offset µs, rtt µs)
+        // (error µs, rtt µs, our clocks right after the exchange)
+        let mut best: Option<(i64, u64, Reading)> = None;
         let mut last_err = None;
         for _ in 0..self.config.samples {
-            let ctx = sntpc::NtpContext::new(WallClock::default());
+            let ctx = sntpc::NtpContext::new(ClusterStamps { clock: &self.clock, us: 0 });
             match tokio::time::timeout(SAMPLE_TIMEOUT, sntpc::get_time(addr, &socket, ctx)).await {
                 Ok(Ok(r)) if r.stratum() < 16 => {
-                    if best.is_none_or(|(_, rtt)| r.roundtrip() < rtt) {
-                        best = Some((r.offset(), r.roundtrip()));
+                    let at = self.clock.reading();
+                    if best.is_none_or(|(_, rtt, _)| r.roundtrip() < rtt) {
+                        best = Some((r.offset(), r.roundtrip(), at));
                     }
                 }
                 Ok(Ok(r)) => {
@@ -234,23 +267,24 @@ impl TimeService {
                 Err(_) => last_err = Some("sntp: timed out".into()),
             }
         }
-        let Some((wall_offset_us, rtt_us)) = best else {
+        let Some((error_us, rtt_us, at)) = best else {
             self.fail(master, last_err.unwrap_or_else(|| "no sample".into()));
             return;
         };
-        // wall_offset = master's cluster time − our wall clock; our error is
-        // that minus the offset our cluster clock applies.
-        let error_us = wall_offset_us - self.clock.offset_us();
-        let tolerance_us = (self.config.tolerance_ms * 1000) as i64;
-        let in_tolerance = error_us.abs() <= tolerance_us;
+        // The exchange's timestamps are our cluster time, so its offset is
+        // our error: master's cluster time − ours. Every sample corrects the
+        // clock (phase and rate); only errors beyond the tolerance count as
+        // corrections.
+        let rate = self.clock.track(master, at, error_us, self.rate_hold());
+        let in_tolerance = error_us.abs() <= self.tolerance_us();
         let mut st = self.status.lock().expect("status lock");
         if !in_tolerance {
-            self.clock.set_target_offset_us(wall_offset_us);
             st.corrections += 1;
             tracing::info!(
                 master,
                 error_ms = error_us as f64 / 1000.0,
                 rtt_ms = rtt_us as f64 / 1000.0,
+                rate,
                 "cluster clock corrected"
             );
         }
@@ -270,16 +304,23 @@ impl TimeService {
     }
 }
 
-/// sntpc's client timestamps: this host's wall clock, so that the measured
-/// offset is (master's cluster time − our wall clock).
-#[derive(Default, Clone, Copy)]
-struct WallClock {
+/// sntpc's client timestamps (T1, T4): this node's cluster time, so that the
+/// offset sntpc computes is our clock's error against the master's. (Wall
+/// clock timestamps, as before issue 19, measured the error against a clock
+/// that cluster time no longer follows, and a wall-clock step between T1 and
+/// T4 made a sample's round trip negative — which sntpc clamps to its 1 µs
+/// minimum, so that sample won the best-of-`samples` choice.) While the clock
+/// slews the round trip reads short by the slew rate; the offset, taken at
+/// the middle of the exchange, does not.
+#[derive(Clone, Copy)]
+struct ClusterStamps<'a> {
+    clock: &'a ClusterClock,
     us: i64,
 }
 
-impl sntpc::NtpTimestampGenerator for WallClock {
+impl sntpc::NtpTimestampGenerator for ClusterStamps<'_> {
     fn init(&mut self) {
-        self.us = wall_us();
+        self.us = self.clock.now_us();
     }
 
     fn timestamp_sec(&self) -> u64 {
@@ -294,6 +335,7 @@ impl sntpc::NtpTimestampGenerator for WallClock {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::clock::wall_us;
 
     fn svc(node: u64) -> Arc<TimeService> {
         let servers = vec![Server {
