@@ -23,8 +23,12 @@ const MAX_DATAGRAM: usize = 1024;
 /// A follower keeps running at its time master's measured rate for this many
 /// poll intervals without a newer sample (a few lost polls), then at real
 /// rate: cut off from a master that was slewing, it drifts from it by at most
-/// (1 − SLEW_RATE) × this many intervals (1 s at the default 200 ms).
+/// (1 − SLEW_RATE) × this many intervals (5 s at the default 1 s interval,
+/// 1 s at 200 ms).
 const RATE_HOLD_POLLS: u64 = 10;
+/// ... but for at least this long, so that with very short intervals two
+/// samples can still be far enough apart (100 ms) to measure a rate.
+const RATE_HOLD_MIN: Duration = Duration::from_secs(1);
 
 /// This node's clock as shown in status.
 #[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
@@ -218,9 +222,11 @@ impl TimeService {
     }
 
     /// How long a follower trusts the rate it measured of its time master
-    /// without a newer sample: [`RATE_HOLD_POLLS`] intervals.
+    /// without a newer sample: [`RATE_HOLD_POLLS`] intervals, at least
+    /// [`RATE_HOLD_MIN`].
     fn rate_hold(&self) -> Duration {
         Duration::from_millis(self.config.interval_ms.saturating_mul(RATE_HOLD_POLLS))
+            .max(RATE_HOLD_MIN)
     }
 
     async fn poll_master(&self, master: u64) {
@@ -384,5 +390,40 @@ mod tests {
         let req = Packet { version: 4, mode: ntp::MODE_CLIENT, ..Default::default() };
         let r = s.reply(&req, wall_us(), Some(1));
         assert_eq!((r.leap, r.stratum, r.reference_id), (0, 2, [10, 0, 0, 1]));
+    }
+
+    /// A follower's poll over real SNTP on localhost: its clock, 5 s behind
+    /// the master's, is stepped forward to it (one correction, error ≈ +5 s);
+    /// the next poll measures it against its *cluster* time and finds it in
+    /// tolerance (no second correction) — with wall-clock timestamps it would
+    /// measure the same 5 s again.
+    #[tokio::test]
+    async fn time_poll_corrects_follower_over_sntp() {
+        let socket = UdpSocket::bind("127.0.0.1:0").await.unwrap();
+        let servers = vec![Server {
+            number: 1,
+            host: "127.0.0.1".into(),
+            sync_port: 1,
+            time_port: socket.local_addr().unwrap().port(),
+            publish_port: 3,
+        }];
+        let master_clock = Arc::new(ClusterClock::new());
+        let at = master_clock.reading();
+        master_clock.track(99, at, 5_000_000, Duration::from_secs(1));
+        let master =
+            TimeService::new(1, master_clock.clone(), TimeSync::default(), servers.clone());
+        let serving = tokio::spawn(master.serve(socket, || Some(1)));
+        let follower =
+            TimeService::new(2, Arc::new(ClusterClock::new()), TimeSync::default(), servers);
+        follower.poll_master(1).await;
+        let st = follower.status();
+        assert_eq!((st.error.as_deref(), st.corrections, st.in_tolerance), (None, 1, false));
+        assert!((st.offset_ms - 5000.0).abs() < 50.0, "{st:?}");
+        follower.poll_master(1).await;
+        let st = follower.status();
+        assert_eq!((st.error.as_deref(), st.corrections, st.in_tolerance), (None, 1, true));
+        let skew_us = master_clock.now_us() - follower.clock.now_us();
+        assert!(skew_us.abs() < 5_000, "skew {skew_us} µs");
+        serving.abort();
     }
 }
