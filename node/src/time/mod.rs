@@ -11,7 +11,7 @@ use std::time::Duration;
 
 use tokio::net::UdpSocket;
 
-use crate::clock::{wall_us, ClusterClock};
+use crate::clock::{ClusterClock, Reading};
 use crate::config::{Server, TimeSync};
 use ntp::Packet;
 
@@ -19,6 +19,15 @@ use ntp::Packet;
 const SAMPLE_TIMEOUT: Duration = Duration::from_millis(500);
 /// Largest datagram read; NTP packets are 48 bytes plus optional extensions.
 const MAX_DATAGRAM: usize = 1024;
+/// A follower keeps running at its time master's measured rate for this many
+/// poll intervals without a newer sample (a few lost polls), then at real
+/// rate: cut off from a master that was slewing, it drifts from it by at most
+/// (1 − SLEW_RATE) × this many intervals (5 s at the default 1 s interval,
+/// 1 s at 200 ms).
+const RATE_HOLD_POLLS: u64 = 10;
+/// ... but for at least this long, so that with very short intervals two
+/// samples can still be far enough apart (100 ms) to measure a rate.
+const RATE_HOLD_MIN: Duration = Duration::from_secs(1);
 
 /// This node's clock as shown in status: the HTTP API's type
 /// (`GET /v1/cluster`), defined once in [`herald_proto::wire::cluster`].
@@ -129,32 +138,44 @@ impl TimeService {
     ) {
         let mut tick = tokio::time::interval(Duration::from_millis(self.config.interval_ms));
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-        let mut was_master = false;
+        // While master: whether this node is the designated standard-time node.
+        let mut as_master: Option<bool> = None;
+        // The standard-time master's wall − local time at its last tick.
+        let mut wall_offset: Option<i64> = None;
         loop {
             tick.tick().await;
             let (m, lowest) = roles();
-            if m != Some(self.node) {
-                was_master = false;
-            }
             match m {
                 Some(id) if id == self.node => {
-                    if !was_master {
-                        was_master = true;
-                        if lowest == Some(self.node) {
-                            // The designated standard-time node (lowest
-                            // number): its own wall clock is the standard.
-                            // Forward: a step; backward: a slew.
-                            self.clock.set_target_offset_us(0);
+                    let standard = lowest == Some(self.node);
+                    if as_master != Some(standard) {
+                        if standard {
                             tracing::info!("time master: own wall clock is the standard time");
                         } else {
-                            // An interim master keeps the correction it had
-                            // against the previous master (its target), so
-                            // cluster time stays continuous across the change.
+                            // An interim master keeps the cluster time it has
+                            // (tracked from the previous master), at real rate,
+                            // so cluster time stays continuous across the change.
+                            self.clock.keep_time();
+                            tracing::info!("time master: keeping cluster time");
+                        }
+                        as_master = Some(standard);
+                        wall_offset = None;
+                    }
+                    if standard {
+                        // The designated standard-time node (lowest number):
+                        // its own wall clock is the standard, re-read every
+                        // tick. Forward: a step; backward: a slew.
+                        let steer = self.clock.follow_wall();
+                        let stepped = wall_offset.is_some_and(|w| {
+                            (steer.wall_offset_us - w).abs() > self.tolerance_us()
+                        });
+                        if stepped && steer.error_us.abs() > self.tolerance_us() {
                             tracing::info!(
-                                target_ms = self.clock.target_offset_us() / 1000,
-                                "time master: keeping cluster time"
+                                error_ms = steer.error_us as f64 / 1000.0,
+                                "time master: wall clock stepped; cluster clock moving to it"
                             );
                         }
+                        wall_offset = Some(steer.wall_offset_us);
                     }
                     let mut st = self.status.lock().expect("status lock");
                     st.offset_ms = 0.0;
@@ -164,14 +185,30 @@ impl TimeService {
                     st.error = None;
                     st.last_sync_ms = self.clock.now_ms();
                 }
-                Some(id) => self.poll_master(id).await,
+                Some(id) => {
+                    as_master = None;
+                    self.poll_master(id).await
+                }
                 None => {
+                    as_master = None;
                     let mut st = self.status.lock().expect("status lock");
                     st.error = Some("no time master: running on the last correction".into());
                     st.time_master = None;
                 }
             }
         }
+    }
+
+    fn tolerance_us(&self) -> i64 {
+        (self.config.tolerance_ms * 1000) as i64
+    }
+
+    /// How long a follower trusts the rate it measured of its time master
+    /// without a newer sample: [`RATE_HOLD_POLLS`] intervals, at least
+    /// [`RATE_HOLD_MIN`].
+    fn rate_hold(&self) -> Duration {
+        Duration::from_millis(self.config.interval_ms.saturating_mul(RATE_HOLD_POLLS))
+            .max(RATE_HOLD_MIN)
     }
 
     async fn poll_master(&self, master: u64) {
@@ -196,14 +233,16 @@ impl TimeService {
                 return;
             }
         };
-        let mut best: Option<(i64, u64)> = None; // (offset µs, rtt µs)
+        // (error µs, rtt µs, our clocks right after the exchange)
+        let mut best: Option<(i64, u64, Reading)> = None;
         let mut last_err = None;
         for _ in 0..self.config.samples {
-            let ctx = sntpc::NtpContext::new(WallClock::default());
+            let ctx = sntpc::NtpContext::new(ClusterStamps { clock: &self.clock, us: 0 });
             match tokio::time::timeout(SAMPLE_TIMEOUT, sntpc::get_time(addr, &socket, ctx)).await {
                 Ok(Ok(r)) if r.stratum() < 16 => {
-                    if best.is_none_or(|(_, rtt)| r.roundtrip() < rtt) {
-                        best = Some((r.offset(), r.roundtrip()));
+                    let at = self.clock.reading();
+                    if best.is_none_or(|(_, rtt, _)| r.roundtrip() < rtt) {
+                        best = Some((r.offset(), r.roundtrip(), at));
                     }
                 }
                 Ok(Ok(r)) => {
@@ -216,23 +255,24 @@ impl TimeService {
                 Err(_) => last_err = Some("sntp: timed out".into()),
             }
         }
-        let Some((wall_offset_us, rtt_us)) = best else {
+        let Some((error_us, rtt_us, at)) = best else {
             self.fail(master, last_err.unwrap_or_else(|| "no sample".into()));
             return;
         };
-        // wall_offset = master's cluster time − our wall clock; our error is
-        // that minus the offset our cluster clock applies.
-        let error_us = wall_offset_us - self.clock.offset_us();
-        let tolerance_us = (self.config.tolerance_ms * 1000) as i64;
-        let in_tolerance = error_us.abs() <= tolerance_us;
+        // The exchange's timestamps are our cluster time, so its offset is
+        // our error: master's cluster time − ours. Every sample corrects the
+        // clock (phase and rate); only errors beyond the tolerance count as
+        // corrections.
+        let rate = self.clock.track(master, at, error_us, self.rate_hold());
+        let in_tolerance = error_us.abs() <= self.tolerance_us();
         let mut st = self.status.lock().expect("status lock");
         if !in_tolerance {
-            self.clock.set_target_offset_us(wall_offset_us);
             st.corrections += 1;
             tracing::info!(
                 master,
                 error_ms = error_us as f64 / 1000.0,
                 rtt_ms = rtt_us as f64 / 1000.0,
+                rate,
                 "cluster clock corrected"
             );
         }
@@ -252,16 +292,23 @@ impl TimeService {
     }
 }
 
-/// sntpc's client timestamps: this host's wall clock, so that the measured
-/// offset is (master's cluster time − our wall clock).
-#[derive(Default, Clone, Copy)]
-struct WallClock {
+/// sntpc's client timestamps (T1, T4): this node's cluster time, so that the
+/// offset sntpc computes is our clock's error against the master's. (Wall
+/// clock timestamps, as before issue 19, measured the error against a clock
+/// that cluster time no longer follows, and a wall-clock step between T1 and
+/// T4 made a sample's round trip negative — which sntpc clamps to its 1 µs
+/// minimum, so that sample won the best-of-`samples` choice.) While the clock
+/// slews the round trip reads short by the slew rate; the offset, taken at
+/// the middle of the exchange, does not.
+#[derive(Clone, Copy)]
+struct ClusterStamps<'a> {
+    clock: &'a ClusterClock,
     us: i64,
 }
 
-impl sntpc::NtpTimestampGenerator for WallClock {
+impl sntpc::NtpTimestampGenerator for ClusterStamps<'_> {
     fn init(&mut self) {
-        self.us = wall_us();
+        self.us = self.clock.now_us();
     }
 
     fn timestamp_sec(&self) -> u64 {
@@ -276,6 +323,7 @@ impl sntpc::NtpTimestampGenerator for WallClock {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::clock::wall_us;
 
     fn svc(node: u64) -> Arc<TimeService> {
         let servers = vec![Server {
@@ -324,5 +372,40 @@ mod tests {
         let req = Packet { version: 4, mode: ntp::MODE_CLIENT, ..Default::default() };
         let r = s.reply(&req, wall_us(), Some(1));
         assert_eq!((r.leap, r.stratum, r.reference_id), (0, 2, [10, 0, 0, 1]));
+    }
+
+    /// A follower's poll over real SNTP on localhost: its clock, 5 s behind
+    /// the master's, is stepped forward to it (one correction, error ≈ +5 s);
+    /// the next poll measures it against its *cluster* time and finds it in
+    /// tolerance (no second correction) — with wall-clock timestamps it would
+    /// measure the same 5 s again.
+    #[tokio::test]
+    async fn time_poll_corrects_follower_over_sntp() {
+        let socket = UdpSocket::bind("127.0.0.1:0").await.unwrap();
+        let servers = vec![Server {
+            number: 1,
+            host: "127.0.0.1".into(),
+            sync_port: 1,
+            time_port: socket.local_addr().unwrap().port(),
+            publish_port: 3,
+        }];
+        let master_clock = Arc::new(ClusterClock::new());
+        let at = master_clock.reading();
+        master_clock.track(99, at, 5_000_000, Duration::from_secs(1));
+        let master =
+            TimeService::new(1, master_clock.clone(), TimeSync::default(), servers.clone());
+        let serving = tokio::spawn(master.serve(socket, || Some(1)));
+        let follower =
+            TimeService::new(2, Arc::new(ClusterClock::new()), TimeSync::default(), servers);
+        follower.poll_master(1).await;
+        let st = follower.status();
+        assert_eq!((st.error.as_deref(), st.corrections, st.in_tolerance), (None, 1, false));
+        assert!((st.offset_ms - 5000.0).abs() < 50.0, "{st:?}");
+        follower.poll_master(1).await;
+        let st = follower.status();
+        assert_eq!((st.error.as_deref(), st.corrections, st.in_tolerance), (None, 1, true));
+        let skew_us = master_clock.now_us() - follower.clock.now_us();
+        assert!(skew_us.abs() < 5_000, "skew {skew_us} µs");
+        serving.abort();
     }
 }
