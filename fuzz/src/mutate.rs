@@ -1,7 +1,8 @@
 //! Coverage-less mutations: each input is a corpus entry changed by a few
 //! stacked mutations — bit and byte flips, range deletes, inserts,
 //! duplicates and repeats, splices of two corpus entries, interesting
-//! integers (binary and decimal), the target's dictionary tokens, and
+//! integers (binary and decimal), the target's dictionary tokens, words and
+//! quoted values replaced by tokens (text that stays well-formed), and
 //! bincode varint length markers that claim huge lengths.
 
 use crate::rng::Rng;
@@ -119,7 +120,7 @@ impl Mutator {
 
     fn mutate_once(&self, v: &mut Vec<u8>, rng: &mut Rng) {
         let n = v.len();
-        match rng.below(15) {
+        match rng.below(18) {
             // Flip one bit.
             0 if n > 0 => {
                 let i = rng.below(n);
@@ -223,12 +224,51 @@ impl Mutator {
             }
             // Truncate.
             14 if n > 0 => v.truncate(rng.below(n)),
+            // Replace a word (element, attribute or key name, enum value)
+            // with a dictionary token: the text stays well-formed, so the
+            // input gets past the syntax to the validation behind it.
+            15 | 16 if n > 0 && !self.dict.is_empty() => {
+                if let Some((a, b)) = word_at(v, rng.below(n)) {
+                    let t = rng.pick(&self.dict).clone();
+                    v.splice(a..b, t);
+                }
+            }
+            // Replace a quoted value with a token or a number.
+            17 if n > 0 => {
+                if let Some((a, b)) = quoted_at(v, rng.below(n)) {
+                    let t = if self.dict.is_empty() || rng.one_in(2) {
+                        rng.pick(INTERESTING_TEXT).as_bytes().to_vec()
+                    } else {
+                        rng.pick(&self.dict).clone()
+                    };
+                    v.splice(a..b, t);
+                }
+            }
             // The chosen mutation did not apply (empty input): flip a coin
             // byte onto the end instead.
             _ => v.push(rng.next_u64() as u8),
         }
         v.truncate(MAX_INPUT_BYTES);
     }
+}
+
+fn is_word(b: u8) -> bool {
+    b.is_ascii_alphanumeric() || b == b'_' || b == b'-'
+}
+
+/// The word (identifier run) around `i`, or the next one after it.
+fn word_at(v: &[u8], i: usize) -> Option<(usize, usize)> {
+    let start = (i..v.len()).find(|&j| is_word(v[j]))?;
+    let a = (0..start).rev().find(|&j| !is_word(v[j])).map_or(0, |j| j + 1);
+    let b = (start..v.len()).find(|&j| !is_word(v[j])).unwrap_or(v.len());
+    Some((a, b))
+}
+
+/// The inside of the quoted string (`"…"`) that starts at or after `i`.
+fn quoted_at(v: &[u8], i: usize) -> Option<(usize, usize)> {
+    let open = (i..v.len()).find(|&j| v[j] == b'"')? + 1;
+    let close = (open..v.len()).find(|&j| v[j] == b'"')?;
+    Some((open, close))
 }
 
 /// A random non-empty range `a..a+len` of a buffer of `n > 0` bytes.
@@ -295,6 +335,18 @@ mod tests {
         assert!(a.iter().all(|v| v.len() <= MAX_INPUT_BYTES));
         let changed = a.iter().filter(|v| !corpus.contains(v)).count();
         assert!(changed > 1900, "only {changed} of 2000 inputs differ from the corpus");
+    }
+
+    /// Words and quoted values are found where the structure-keeping
+    /// mutations replace them.
+    #[test]
+    fn words_and_quoted_values_are_located() {
+        let v = b"<auth key=\"secret\"/>";
+        assert_eq!(word_at(v, 0), Some((1, 5)), "the next word: auth");
+        assert_eq!(word_at(v, 7), Some((6, 9)), "the word around: key");
+        assert_eq!(quoted_at(v, 0), Some((11, 17)), "secret");
+        assert_eq!(quoted_at(v, 12), None, "no quote opens after the value's start");
+        assert_eq!(word_at(b"<>", 0), None);
     }
 
     /// The dictionary is fed from the corpus (XML names, JSON keys), and
