@@ -18,6 +18,12 @@ use super::{
     MIN_HMAC_KEY_BYTES,
 };
 
+/// Longest key file read. A key is a few dozen bytes; 4 KiB leaves room
+/// for any key and its whitespace, while a key-file naming `/dev/zero` or a
+/// huge file is refused instead of read until memory runs out (the fuzz
+/// regression fuzz/regressions/config/key-file-dev-zero.xml).
+const MAX_KEY_FILE_BYTES: u64 = 4096;
+
 /// Where an element sits, for pointing cross-field errors at it.
 struct Loc {
     at: usize,
@@ -449,9 +455,21 @@ impl Ctx<'_> {
             }
             (None, Some(_)) => {
                 let path = self.resolve(&a.req::<String>("key-file", Kind::Text)?);
-                let mut key = std::fs::read(&path).map_err(|e| {
-                    a.err("key-file", format!("cannot read {}: {e}", path.display()))
-                })?;
+                let mut key = Vec::new();
+                std::fs::File::open(&path)
+                    .and_then(|f| {
+                        use std::io::Read as _;
+                        f.take(MAX_KEY_FILE_BYTES + 1).read_to_end(&mut key)
+                    })
+                    .map_err(|e| {
+                        a.err("key-file", format!("cannot read {}: {e}", path.display()))
+                    })?;
+                if key.len() as u64 > MAX_KEY_FILE_BYTES {
+                    return Err(a.err(
+                        "key-file",
+                        format!("{} is longer than {MAX_KEY_FILE_BYTES} bytes", path.display()),
+                    ));
+                }
                 let end = key.iter().rposition(|b| !b.is_ascii_whitespace()).map_or(0, |i| i + 1);
                 key.truncate(end);
                 if key.len() < MIN_HMAC_KEY_BYTES {
