@@ -36,6 +36,9 @@ pub type SharedState = Arc<RwLock<State>>;
 
 /// First bytes of a snapshot file (format 2: items, then a SHA-256 trailer).
 const SNAPSHOT_MAGIC: &[u8; 8] = b"HSNAP\x002\n";
+/// Items reserved before reading a snapshot's items (the count in its
+/// header is a peer's claim; 4096 items are ~600 KiB).
+const SNAPSHOT_RESERVE_ITEMS: u64 = 4096;
 /// Bytes of the trailer: SHA-256 of everything before it.
 const SNAPSHOT_TRAILER: usize = 32;
 
@@ -189,8 +192,10 @@ fn read_snapshot(r: &mut impl Read) -> io::Result<(SnapshotMeta, State)> {
         return Err(invalid("not a Herald snapshot (bad magic)"));
     }
     let h: SnapshotHeader = decode_from(&mut hr)?;
-    // The count comes from a file a peer sent: bound what we reserve.
-    let mut items = Vec::with_capacity(h.items.min(1 << 20) as usize);
+    // The count comes from a file a peer sent: reserve only a little up
+    // front (the vector grows as items actually decode), so a header that
+    // claims a million items costs nothing until they are there.
+    let mut items = Vec::with_capacity(h.items.min(SNAPSHOT_RESERVE_ITEMS) as usize);
     for i in 0..h.items {
         items.push(
             decode_from::<Item, _>(&mut hr)
