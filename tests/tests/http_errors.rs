@@ -100,6 +100,14 @@ fn http_no_leader_fails_fast() -> Result<()> {
     let leader = c.wait_leader(Duration::from_secs(20))?;
     let survivor = (1..=3).find(|n| *n != leader).unwrap();
     push(&c.addr(survivor), vec![login_event("x", 1, "web", "1")])?;
+    // The write is acknowledged once a majority has it, which need not
+    // include the survivor: let it apply the write before the others die,
+    // so that its local read below has something to answer.
+    eventually(Duration::from_secs(5), || {
+        let v = query(&c.addr(survivor), &["x".into()], "local")?;
+        anyhow::ensure!(v["users"].as_array().is_some_and(|u| u.len() == 1), "not applied: {v}");
+        Ok(())
+    })?;
     phase("kill the two other nodes");
     for n in (1..=3).filter(|n| *n != survivor) {
         c.node(n).kill9()?;
