@@ -206,30 +206,16 @@ impl Library {
         lib
     }
 
-    /// Every item, for snapshots (sorted by key).
+    /// Every item (a copy), for snapshots, in no particular order (the
+    /// snapshot writer sorts by key outside the state lock).
     pub fn items(&self) -> Vec<Item> {
         let mut out: Vec<Item> = self.media.values().cloned().map(Item::Media).collect();
-        let mut users: Vec<&String> = self.contacts.keys().collect();
-        users.sort();
-        for u in users {
+        for (u, contacts) in &self.contacts {
             out.extend(
-                self.contacts[u]
-                    .iter()
-                    .map(|(c, g)| Item::Contact(u.clone(), c.clone(), g.clone())),
+                contacts.iter().map(|(c, g)| Item::Contact(u.clone(), c.clone(), g.clone())),
             );
         }
         out
-    }
-
-    pub fn item(&self, key: &Key) -> Option<Item> {
-        match key {
-            Key::Media(id) => self.media.get(id).cloned().map(Item::Media),
-            Key::Contact(u, c) => self
-                .contacts
-                .get(u)
-                .and_then(|m| m.get(c))
-                .map(|g| Item::Contact(u.clone(), c.clone(), g.clone())),
-        }
     }
 
     pub fn apply(&mut self, op: &LibOp, at_ms: u64) -> LibResult {

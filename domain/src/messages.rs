@@ -342,39 +342,33 @@ impl MsgState {
         s
     }
 
-    /// Every item, for snapshots (sorted by key, so snapshot files of equal
-    /// states are equal).
+    /// Every item (a copy), for snapshots, in no particular order: one pass
+    /// over the maps under the state lock; the snapshot writer sorts by key
+    /// after the lock is released.
     pub fn items(&self) -> Vec<Item> {
-        let mut keys: Vec<Key> = Vec::new();
-        keys.push(Key::Meta);
-        keys.extend(self.msgs.keys().map(|id| Key::Msg(*id)));
-        keys.extend(self.inbox.keys().map(|u| Key::Inbox(u.clone())));
-        keys.extend(self.idem.keys().map(|(f, k)| Key::Idem(f.clone(), k.clone())));
-        keys.extend(self.no_offline.iter().map(|u| Key::NoOffline(u.clone())));
-        keys.extend(self.groups.keys().map(|n| Key::Group(n.clone())));
-        keys.extend(self.bcasts.keys().map(|id| Key::Bcast(*id)));
-        keys.sort();
-        keys.iter().filter_map(|k| self.item(k)).collect()
-    }
-
-    /// The current value of a key; None = absent (delete it).
-    pub fn item(&self, key: &Key) -> Option<Item> {
-        match key {
-            Key::Meta => Some(Item::Meta { next_id: self.next_id }),
-            Key::Msg(id) => self.msgs.get(id).map(|m| Item::Msg(StoredMsg::clone(m))),
-            Key::Inbox(u) => {
-                self.inbox.get(u).map(|ids| Item::Inbox(u.clone(), ids.iter().copied().collect()))
-            }
-            Key::Idem(f, k) => self.idem.get(&(f.clone(), k.clone())).map(|e| Item::Idem {
-                from: f.clone(),
-                key: k.clone(),
-                expires_at_ms: e.expires_at_ms,
-                result: e.result.clone(),
-            }),
-            Key::NoOffline(u) => self.no_offline.contains(u).then(|| Item::NoOffline(u.clone())),
-            Key::Group(n) => self.groups.get(n).map(|m| Item::Group(n.clone(), m.clone())),
-            Key::Bcast(id) => self.bcasts.get(id).map(|b| Item::Bcast(*id, b.clone())),
-        }
+        let mut out = Vec::with_capacity(
+            1 + self.msgs.len()
+                + self.inbox.len()
+                + self.idem.len()
+                + self.no_offline.len()
+                + self.groups.len()
+                + self.bcasts.len(),
+        );
+        out.push(Item::Meta { next_id: self.next_id });
+        out.extend(self.msgs.values().map(|m| Item::Msg(StoredMsg::clone(m))));
+        out.extend(
+            self.inbox.iter().map(|(u, ids)| Item::Inbox(u.clone(), ids.iter().copied().collect())),
+        );
+        out.extend(self.idem.iter().map(|((from, key), e)| Item::Idem {
+            from: from.clone(),
+            key: key.clone(),
+            expires_at_ms: e.expires_at_ms,
+            result: e.result.clone(),
+        }));
+        out.extend(self.no_offline.iter().map(|u| Item::NoOffline(u.clone())));
+        out.extend(self.groups.iter().map(|(n, m)| Item::Group(n.clone(), m.clone())));
+        out.extend(self.bcasts.iter().map(|(id, b)| Item::Bcast(*id, b.clone())));
+        out
     }
 
     /// Applies one operation at cluster time `at_ms`; pushes what sessions
