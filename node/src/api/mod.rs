@@ -113,18 +113,28 @@ impl ApiError {
 /// unanswered member shows "unknown" after this.
 const REMOTE_VIEW_TIMEOUT: std::time::Duration = std::time::Duration::from_millis(500);
 
-/// Refuses events that would put a user online on more than
-/// [`MAX_CLIENTS_PER_USER`] client types, replaying the batch's logins and
-/// logouts over the user's current client types in order.
-fn check_client_caps(p: &PresenceState, events: &[Event]) -> Result<(), ApiError> {
-    // Only users whose current client types plus this batch's logins could
-    // pass the cap need replaying (the common case: none).
+/// Logins per uid in a batch (counted before the state lock is taken).
+fn logins_per_uid(events: &[Event]) -> HashMap<&str, usize> {
     let mut logins: HashMap<&str, usize> = HashMap::new();
     for e in events {
         if let Event::Login { uid, .. } = e {
             *logins.entry(uid.as_str()).or_default() += 1;
         }
     }
+    logins
+}
+
+/// Refuses events that would put a user online on more than
+/// [`MAX_CLIENTS_PER_USER`] client types, replaying the batch's logins and
+/// logouts over the user's current client types in order. `logins` is
+/// [`logins_per_uid`] of the same events.
+fn check_client_caps(
+    p: &PresenceState,
+    events: &[Event],
+    mut logins: HashMap<&str, usize>,
+) -> Result<(), ApiError> {
+    // Only users whose current client types plus this batch's logins could
+    // pass the cap need replaying (the common case: none).
     logins.retain(|uid, n| p.get(uid).map_or(0, |r| r.clients.len()) + *n > MAX_CLIENTS_PER_USER);
     if logins.is_empty() {
         return Ok(());
@@ -251,7 +261,8 @@ impl Api {
         }
         // Refuse a login that would exceed the per-user cap on client types
         // (apply enforces it too; this gives the caller a code).
-        self.node.read_local(|st| check_client_caps(&st.presence, &events))?;
+        let logins = logins_per_uid(&events);
+        self.node.read_local(|st| check_client_caps(&st.presence, &events, logins))?;
         let n = events.len() as u64;
         let (rev, _) = self
             .node
