@@ -180,11 +180,15 @@ fn write_snapshot(w: &mut impl Write, meta: &SnapshotMeta, items: &[Item]) -> io
     Ok(())
 }
 
-/// Reads a whole snapshot file into a state, verifying it completely: the
-/// magic, every item's decoding, the trailer's SHA-256 over everything
-/// before it, and that nothing follows. Any failure is `InvalidData` and
-/// nothing is changed (a peer's bad snapshot is refused, not installed).
-fn read_snapshot(r: &mut impl Read) -> io::Result<(SnapshotMeta, State)> {
+/// Reads a whole snapshot file, verifying it completely: the magic, every
+/// item's decoding, the trailer's SHA-256 over everything before it, and
+/// that nothing follows; hands each item to `each` as it decodes. Any
+/// failure is `InvalidData`. The caller must not trust what `each` saw
+/// until this returns `Ok` (the checksum comes last).
+fn read_snapshot_items(
+    r: &mut impl Read,
+    mut each: impl FnMut(Item),
+) -> io::Result<(SnapshotMeta, u64)> {
     let mut hr = HashingReader { inner: r, hash: Sha256::new() };
     let mut magic = [0u8; 8];
     hr.read_exact(&mut magic).map_err(|_| invalid("snapshot shorter than its magic"))?;
@@ -192,12 +196,8 @@ fn read_snapshot(r: &mut impl Read) -> io::Result<(SnapshotMeta, State)> {
         return Err(invalid("not a Herald snapshot (bad magic)"));
     }
     let h: SnapshotHeader = decode_from(&mut hr)?;
-    // The count comes from a file a peer sent: reserve only a little up
-    // front (the vector grows as items actually decode), so a header that
-    // claims a million items costs nothing until they are there.
-    let mut items = Vec::with_capacity(h.items.min(SNAPSHOT_RESERVE_ITEMS) as usize);
     for i in 0..h.items {
-        items.push(
+        each(
             decode_from::<Item, _>(&mut hr)
                 .map_err(|e| invalid(format!("snapshot item {i} of {}: {e}", h.items)))?,
         );
@@ -212,16 +212,29 @@ fn read_snapshot(r: &mut impl Read) -> io::Result<(SnapshotMeta, State)> {
     if hr.inner.read(&mut extra)? != 0 {
         return Err(invalid("bytes after the snapshot's checksum"));
     }
-    let applied = h.meta.last_log_id.as_ref().map(|l| l.index()).unwrap_or(0);
-    Ok((h.meta, State::from_items(items, applied)))
+    Ok((h.meta, h.items))
 }
 
-/// Verifies a snapshot file completely (see [`read_snapshot`]) and
-/// answers its meta: the sync port calls this on a received snapshot
-/// before handing it to openraft, so a bad one is refused there and never
-/// reaches the state machine (where a storage error would stop Raft).
+/// Reads a whole snapshot file into a state, verifying it completely (see
+/// [`read_snapshot_items`]); nothing is changed when it fails (a peer's bad
+/// snapshot is refused, not installed).
+fn read_snapshot(r: &mut impl Read) -> io::Result<(SnapshotMeta, State)> {
+    // The count comes from a file a peer sent: reserve only a little up
+    // front (the vector grows as items actually decode), so a header that
+    // claims a million items costs nothing until they are there.
+    let mut items = Vec::with_capacity(SNAPSHOT_RESERVE_ITEMS as usize);
+    let (meta, _) = read_snapshot_items(r, |it| items.push(it))?;
+    let applied = meta.last_log_id.as_ref().map(|l| l.index()).unwrap_or(0);
+    Ok((meta, State::from_items(items, applied)))
+}
+
+/// Verifies a snapshot file completely (see [`read_snapshot_items`]) and
+/// answers its meta, keeping no item: the sync port calls this on a
+/// received snapshot before handing it to openraft, so a bad one is refused
+/// there and never reaches the state machine (where a storage error would
+/// stop Raft), without building a second copy of the state to do so.
 pub fn verify_snapshot_file(path: &Path) -> io::Result<SnapshotMeta> {
-    read_snapshot(&mut BufReader::new(File::open(path)?)).map(|(meta, _)| meta)
+    read_snapshot_items(&mut BufReader::new(File::open(path)?), drop).map(|(meta, _)| meta)
 }
 
 struct Inner {
