@@ -715,3 +715,73 @@ fn media_repair_and_garbage_collection() -> Result<()> {
     assert_eq!(s, 404);
     Ok(())
 }
+
+/// Each media route refuses a caller who is not its principal, with a
+/// stable code, and changes nothing: without a token (upload request,
+/// media info, unshare), with another user's token (unshare: `wrong_user`),
+/// an upload PUT without or with a forged upload credential, the content
+/// without an access credential or with a forged one. Afterwards the
+/// media is still there and still downloads for its owner.
+#[test]
+fn media_routes_refuse_the_wrong_principal() -> Result<()> {
+    let c = Cluster::start(1, tuning(r#"<media reserve-bytes="0"/>"#))?;
+    c.wait_leader(Duration::from_secs(10))?;
+    let a = c.addr(1);
+    let bytes = noise(7, 4096);
+    let done = upload(&a, "alice", &bytes, "application/octet-stream", "a.bin")?;
+    let id = done["media_id"].as_str().context("media_id")?.to_string();
+    let anon = |method: &str, url: &str, bearer: Option<&str>| -> Result<(u16, Value)> {
+        let ag = agent();
+        let mut r = match (method, bearer) {
+            ("GET", Some(b)) => ag.get(url).header("authorization", &format!("Bearer {b}")).call(),
+            ("GET", None) => ag.get(url).call(),
+            ("DELETE", _) => ag.delete(url).call(),
+            ("PUT", Some(b)) => {
+                ag.put(url).header("authorization", &format!("Bearer {b}")).send(&b"x"[..])
+            }
+            ("PUT", None) => ag.put(url).send(&b"x"[..]),
+            (_, _) => ag.post(url).header("content-type", "application/json").send(
+                serde_json::to_vec(&json!({"size": 1, "content_type": "a/b", "name": "n"}))?
+                    .as_slice(),
+            ),
+        }
+        .map_err(|e| anyhow::anyhow!("{method} {url}: {e}"))?;
+        let status = r.status().as_u16();
+        let text = r.body_mut().read_to_string()?;
+        Ok((status, serde_json::from_str(&text).unwrap_or(Value::String(text))))
+    };
+    let code = |v: &Value| v["error"]["code"].as_str().unwrap_or("<none>").to_string();
+
+    phase("no token");
+    let (s, v) = anon("POST", &format!("http://{a}/v1/users/alice/uploads"), None)?;
+    assert_eq!((s, code(&v).as_str()), (401, "missing_token"), "{v}");
+    let (s, v) = anon("GET", &format!("http://{a}/v1/media/{id}?viewer=alice"), None)?;
+    assert_eq!((s, code(&v).as_str()), (401, "missing_token"), "{v}");
+    let (s, v) = anon("DELETE", &format!("http://{a}/v1/users/alice/media/{id}"), None)?;
+    assert_eq!((s, code(&v).as_str()), (401, "missing_token"), "{v}");
+
+    phase("another user's token");
+    let (s, v) = call("DELETE", &format!("http://{a}/v1/users/alice/media/{id}"), "bob", None)?;
+    assert_eq!((s, code(&v).as_str()), (401, "wrong_user"), "{v}");
+
+    phase("upload credentials");
+    let (s, t) = request_upload(&a, "alice", 1, "application/octet-stream", "b.bin")?;
+    assert_eq!(s, 201, "{t}");
+    let url = t["upload_url"].as_str().context("upload_url")?;
+    let (s, v) = anon("PUT", url, None)?;
+    assert_eq!((s, code(&v).as_str()), (401, "missing_credential"), "{v}");
+    let (s, v) = anon("PUT", url, Some("up1.forged.0.AAAA"))?;
+    assert_eq!((s, code(&v).as_str()), (401, "bad_credential"), "{v}");
+
+    phase("access credentials");
+    let content = format!("http://{a}/v1/media/{id}/content");
+    let (s, v) = anon("GET", &content, None)?;
+    assert_eq!((s, code(&v).as_str()), (401, "missing_credential"), "{v}");
+    let (s, v) = anon("GET", &format!("{content}?access=ac1.forged.0.AAAA"), None)?;
+    assert_eq!((s, code(&v).as_str()), (401, "bad_credential"), "{v}");
+
+    phase("nothing changed");
+    let (s, _, got) = download(&a, &id, "alice", None)?;
+    assert_eq!((s, sha256(&got)), (200, id.clone()));
+    Ok(())
+}
