@@ -36,7 +36,8 @@ mod xml;
 pub use error::ConfigError;
 /// The settings elements, declared in the schema (one entry per attribute).
 pub use schema::{
-    GatewayConfig, Limits, MasterPolicy, MediaConfig, MessagesConfig, RaftTiming, TimeSync,
+    GatewayConfig, Limits, MasterPolicy, MediaConfig, MessagesConfig, RaftTiming, Security,
+    TimeSync,
 };
 
 use rules::check;
@@ -85,6 +86,26 @@ pub struct Config {
     pub tls: Option<TlsConfig>,
     /// Media storage, credentials and edit rules (MISSION G, S).
     pub media: MediaConfig,
+    /// Development or production trust settings (issue 14).
+    pub security: Security,
+}
+
+/// `<security mode>`: whether development keys and plaintext peers are
+/// allowed (with a warning) or refused at start.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum SecurityMode {
+    #[default]
+    Development,
+    Production,
+}
+
+impl SecurityMode {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            SecurityMode::Development => "development",
+            SecurityMode::Production => "production",
+        }
+    }
 }
 
 impl GatewayConfig {

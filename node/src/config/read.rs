@@ -9,13 +9,13 @@ use crate::media::edit::{EditRules, OutFormat};
 use super::rules::{self, check, Site};
 use super::schema::{
     ElemSpec, Kind, NodeAttrs, Root, AUTH, AUTH_MODES, AUTH_TIMEOUT, AUTH_URL, EDIT, GATEWAY,
-    HERALD, LIMITS, MASTER, MEDIA, MESSAGES, NODE, RAFT, SERVER, SERVERS, TIME, TLS,
+    HERALD, LIMITS, MASTER, MEDIA, MESSAGES, NODE, RAFT, SECURITY, SERVER, SERVERS, TIME, TLS,
 };
 use super::xml::{Ctx, Elem};
 use super::{
     AuthConfig, Config, ConfigError, GatewayConfig, Limits, MasterPolicy, MediaConfig,
-    MessagesConfig, RaftTiming, Server, TimeSync, TlsConfig, DEFAULT_AUTH_TIMEOUT_MS,
-    MIN_HMAC_KEY_BYTES,
+    MessagesConfig, RaftTiming, Security, SecurityMode, Server, TimeSync, TlsConfig,
+    DEFAULT_AUTH_TIMEOUT_MS, MIN_HMAC_KEY_BYTES,
 };
 
 /// Longest key file read. A key is a few dozen bytes; 4 KiB leaves room
@@ -247,6 +247,21 @@ impl Setting for Option<OutFormat> {
     }
 }
 
+/// `<security mode>`.
+impl Setting for SecurityMode {
+    fn parse(a: &Attrs, name: &str, kind: Kind, v: &str) -> Result<Self, ConfigError> {
+        let Kind::Choice(choices) = kind else { wrong_kind(name, kind, "SecurityMode") };
+        match v {
+            "development" => Ok(SecurityMode::Development),
+            "production" => Ok(SecurityMode::Production),
+            _ => Err(a.err(name, format!("{v:?}: expected one of {}", choices.join(", ")))),
+        }
+    }
+    fn show(&self) -> Option<String> {
+        Some(self.as_str().to_string())
+    }
+}
+
 impl Ctx<'_> {
     /// Refuses children not in `allowed` (an empty list: no children at all).
     fn only_children(&self, el: &Elem, allowed: &[&str]) -> Result<(), ConfigError> {
@@ -338,6 +353,7 @@ impl Ctx<'_> {
         let auth_el = self.at_most_one(root, "auth")?;
         let tls_el = self.at_most_one(root, "tls")?;
         let media_el = self.at_most_one(root, "media")?;
+        let security_el = self.at_most_one(root, "security")?;
 
         let NodeAttrs { number: node, data_dir, join } =
             self.read_element(node_el, &NODE, NodeAttrs::read)?;
@@ -405,6 +421,8 @@ impl Ctx<'_> {
             Some(el) => self.read_media(el, &auth)?,
         };
 
+        let security = self.section(security_el, &SECURITY, Security::read)?;
+
         let mut config = Config {
             source: self.file.to_string(),
             cluster,
@@ -421,6 +439,7 @@ impl Ctx<'_> {
             auth,
             tls,
             media,
+            security,
         };
         // Checked in document order, so a clash is reported at the later entry.
         if let Err(p) = check(&config, None) {

@@ -23,7 +23,7 @@ use crate::media::edit::{EditRules, OutFormat};
 
 use super::read::{Attrs, Setting};
 use super::{
-    ConfigError, Server, TlsConfig, DEFAULT_AUTH_TIMEOUT_MS, MAX_BODY_BYTES_CAP,
+    ConfigError, SecurityMode, Server, TlsConfig, DEFAULT_AUTH_TIMEOUT_MS, MAX_BODY_BYTES_CAP,
     MAX_IDS_PER_QUERY_CAP, MAX_MEDIA_BYTES_CAP, MAX_REQUEST_BYTES_CAP,
 };
 
@@ -649,6 +649,24 @@ schema_for! {
 }
 
 // ---------------------------------------------------------------------------
+// <security>.
+
+section! {
+    /// `<security>`: how strict the node is about its own trust settings
+    /// (issue 14). In `development` (the default, so the embedded node runs
+    /// with two commands) development keys and plaintext peers are allowed,
+    /// each with a warning at start; `production` refuses to start with them.
+    #[derive(Debug, Clone, PartialEq, Eq)]
+    pub struct Security {
+        /// "development" or "production".
+        mode: SecurityMode = SecurityMode::Development => "mode", Kind::Choice(SECURITY_MODES);
+    }
+}
+
+/// The values of `<security mode>`, as errors list them.
+pub(super) const SECURITY_MODES: &[&str] = &["development", "production"];
+
+// ---------------------------------------------------------------------------
 // The element tree.
 
 pub(super) const HERALD: ElemSpec = ElemSpec {
@@ -657,7 +675,7 @@ pub(super) const HERALD: ElemSpec = ElemSpec {
     more_attrs: &[],
     children: &[
         "node", "servers", "raft", "limits", "time", "master", "gateway", "messages", "auth",
-        "tls", "media",
+        "tls", "media", "security",
     ],
 };
 pub(super) const NODE: ElemSpec = leaf("node", NodeAttrs::ATTRS);
@@ -679,12 +697,13 @@ pub(super) const MEDIA: ElemSpec = ElemSpec {
     children: &["edit"],
 };
 pub(super) const EDIT: ElemSpec = leaf("edit", EditRules::ATTRS);
+pub(super) const SECURITY: ElemSpec = leaf("security", Security::ATTRS);
 
 /// Every element, parents before children.
 #[cfg_attr(not(test), allow(dead_code))]
 pub(super) const SCHEMA: &[ElemSpec] = &[
     HERALD, NODE, SERVERS, SERVER, RAFT, LIMITS, TIME, MASTER, GATEWAY, MESSAGES, AUTH, TLS, MEDIA,
-    EDIT,
+    EDIT, SECURITY,
 ];
 
 /// An element with attributes and no children.

@@ -1833,3 +1833,18 @@ fn config_reference_spells_out_the_defaults() {
     want.sort_unstable();
     assert_eq!(seen, want, "every element but <tls> is in reference.xml's XML");
 }
+
+// --- <security> --------------------------------------------------------
+
+/// `<security>` is optional and defaults to development (the embedded node
+/// runs as it is); `mode="production"` is read; any other mode is refused
+/// naming the field and the allowed values.
+#[test]
+fn config_security_mode() {
+    assert_eq!(base().security.mode, SecurityMode::Development);
+    let c = parse(&with("<security mode=\"production\"/>"), "t.xml").unwrap();
+    assert_eq!(c.security.mode, SecurityMode::Production);
+    let c = parse(&with("<security/>"), "t.xml").unwrap();
+    assert_eq!(c.security.mode, SecurityMode::Development);
+    refused(&with("<security mode=\"strict\"/>"), 7, Some("mode"), "development, production");
+}
