@@ -105,7 +105,10 @@ catalog! {
     AUTH_UNAVAILABLE = ("auth_unavailable", 503, Unavailable, "the external authentication service could not be asked");
     AUTH_NOT_CONFIGURED = ("auth_not_configured", 503, Unavailable, "this node has no <auth>: every session is refused");
     MISSING_VIEWER = ("missing_viewer", 400, InvalidArgument, "a media route without X-Herald-User (or ?viewer=)");
-    MISSING_CREDENTIAL = ("missing_credential", 401, Unauthenticated, "an upload or download without its credential");
+    MISSING_CREDENTIAL = ("missing_credential", 401, Unauthenticated, "a route without its credential: an API key or session token, or an upload or download credential");
+    BAD_KEY = ("bad_key", 401, Unauthenticated, "an API key (hk_...) this cluster's <access> does not list");
+    TOKEN_LIFETIME = ("token_lifetime", 401, Unauthenticated, "the session token expires further ahead than <auth max-token-lifetime-s>");
+    FORBIDDEN = ("forbidden", 403, PermissionDenied, "the credential is valid but not for this route: a key without its scope, or a session token on an application route");
     BAD_CREDENTIAL = ("bad_credential", 401, Unauthenticated, "the credential is malformed or its signature is wrong");
     CREDENTIAL_EXPIRED = ("credential_expired", 401, Unauthenticated, "the credential has expired");
     CREDENTIAL_SCOPE = ("credential_scope", 403, PermissionDenied, "the credential is for another media, upload or viewer");
@@ -141,6 +144,7 @@ catalog! {
     EXPECTED_HELLO = ("expected_hello", 400, InvalidArgument, "a session's first frame was not Hello");
     INVALID_HELLO = ("invalid_hello", 400, InvalidArgument, "Hello with a uid or client out of bounds");
     UNEXPECTED_FRAME = ("unexpected_frame", 400, InvalidArgument, "a second Hello on a session");
+    SID_TAKEN = ("sid_taken", 403, PermissionDenied, "a Hello names a sid that belongs to another user");
     HELLO_TIMEOUT = ("hello_timeout", 504, DeadlineExceeded, "no Hello within the hello timeout");
     HEARTBEAT_TIMEOUT = ("heartbeat_timeout", 504, DeadlineExceeded, "no heartbeat for heartbeat-ms × misses");
     OVERLOADED = ("overloaded", 503, Unavailable, "the gateway holds max-sessions; ask /v1/gateway for another");

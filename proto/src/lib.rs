@@ -6,6 +6,8 @@
 //!   the sync port only.
 //! - [`codes`]: the error catalog — every stable error code with its HTTP
 //!   and gRPC status, shared by server and client.
+//! - [`apikey`]: application API keys (hashes, scopes), made by `herald key
+//!   new` and checked by nodes.
 //! - [`token`]: HMAC-signed session tokens (issued by `herald token`,
 //!   checked by gateway nodes).
 //! - [`wire`]: the JSON types of the HTTP API, shared by node, client and
@@ -22,6 +24,7 @@ pub mod raft {
     tonic::include_proto!("herald.raft");
 }
 
+pub mod apikey;
 pub mod codes;
 pub mod date;
 pub mod token;

@@ -64,17 +64,24 @@ pub enum TokenError {
     /// Signed correctly but for another uid.
     #[error("token was issued for another user")]
     WrongUser,
+    /// Signed correctly but expiring further ahead than the node allows
+    /// (`<auth max-token-lifetime-s>`): a token cannot be revoked, so its
+    /// lifetime bounds how long a leaked one works.
+    #[error("token expires at {at} (unix seconds), more than {max_s} s from now: longer than this cluster allows")]
+    TooLongLived { at: u64, max_s: u64 },
 }
 
 impl TokenError {
     /// The stable snake_case code: `bad_token` (malformed or bad signature,
-    /// deliberately not told apart), `token_expired`, `wrong_user`.
+    /// deliberately not told apart), `token_expired`, `wrong_user`,
+    /// `token_lifetime`.
     pub fn code(&self) -> crate::codes::Code {
         use crate::codes;
         match self {
             TokenError::Malformed | TokenError::BadSignature => codes::BAD_TOKEN,
             TokenError::Expired { .. } => codes::TOKEN_EXPIRED,
             TokenError::WrongUser => codes::WRONG_USER,
+            TokenError::TooLongLived { .. } => codes::TOKEN_LIFETIME,
         }
     }
 }
@@ -123,6 +130,37 @@ pub fn verify(key: &[u8], token: &str, uid: &str, now_unix_s: u64) -> Result<Cla
         return Err(TokenError::Expired { at: expires_at_unix_s });
     }
     Ok(Claims { uid: token_uid, expires_at_unix_s })
+}
+
+/// [`verify`], and also refuses a token that expires more than
+/// `max_lifetime_s` after `now_unix_s` ([`TokenError::TooLongLived`]).
+pub fn verify_bounded(
+    key: &[u8],
+    token: &str,
+    uid: &str,
+    now_unix_s: u64,
+    max_lifetime_s: u64,
+) -> Result<Claims, TokenError> {
+    let c = verify(key, token, uid, now_unix_s)?;
+    if c.expires_at_unix_s.saturating_sub(now_unix_s) > max_lifetime_s {
+        return Err(TokenError::TooLongLived { at: c.expires_at_unix_s, max_s: max_lifetime_s });
+    }
+    Ok(c)
+}
+
+/// The uid a token names, read without checking its signature: which user
+/// a request claims to be when nothing else names one (the token is then
+/// verified for that uid). None for anything that is not a `v1` token.
+pub fn claimed_uid(token: &str) -> Option<String> {
+    if token.len() > MAX_TOKEN_BYTES {
+        return None;
+    }
+    let mut fields = token.split('.');
+    let (Some(VERSION), Some(b64uid)) = (fields.next(), fields.next()) else {
+        return None;
+    };
+    let uid = String::from_utf8(URL_SAFE_NO_PAD.decode(b64uid).ok()?).ok()?;
+    (!uid.is_empty()).then_some(uid)
 }
 
 /// A MAC over `payload` keyed with `key`, not yet finalised.
@@ -270,6 +308,35 @@ mod tests {
                 verify(KEY, &format!("{payload}.{sig}"), "u1", NOW),
                 Err(TokenError::Malformed)
             );
+        }
+    }
+
+    /// A token expiring within the maximum lifetime verifies; one a second
+    /// beyond it (here the year-5138 expiry of the issue) is refused with
+    /// `token_lifetime`, and an already expired one is still `token_expired`.
+    #[test]
+    fn token_lifetime_bounded() {
+        let t = issue(KEY, "u1", NOW + 3600);
+        assert!(verify_bounded(KEY, &t, "u1", NOW, 3600).is_ok());
+        let e = verify_bounded(KEY, &t, "u1", NOW, 3599).unwrap_err();
+        assert_eq!(e, TokenError::TooLongLived { at: NOW + 3600, max_s: 3599 });
+        assert_eq!(e.code(), "token_lifetime");
+        let far = issue(KEY, "u1", 99_999_999_999);
+        assert_eq!(
+            verify_bounded(KEY, &far, "u1", NOW, 86_400).unwrap_err().code(),
+            "token_lifetime"
+        );
+        let old = issue(KEY, "u1", NOW - 1);
+        assert_eq!(verify_bounded(KEY, &old, "u1", NOW, 60).unwrap_err().code(), "token_expired");
+    }
+
+    /// The claimed uid is read from a token without its key; anything that
+    /// is not a v1 token claims nobody.
+    #[test]
+    fn token_claimed_uid() {
+        assert_eq!(claimed_uid(&issue(KEY, "a.b", NOW)).as_deref(), Some("a.b"));
+        for bad in ["", "v1", "v2.dTE.1.x", "v1.!!.1.x", "v1..1.x", "hk_abc"] {
+            assert_eq!(claimed_uid(bad), None, "{bad}");
         }
     }
 

@@ -61,6 +61,20 @@ pub const MAX_MEDIA_BYTES_CAP: u64 = 64 << 30;
 pub const MIN_HMAC_KEY_BYTES: usize = 16;
 /// Default of `<auth mode="external" timeout-ms>`.
 pub const DEFAULT_AUTH_TIMEOUT_MS: u64 = 2_000;
+/// Default of `<auth mode="hmac" max-token-lifetime-s>`: 7 days. A token
+/// cannot be revoked short of changing the key, so this bounds how long a
+/// leaked one works; a week lets an application refresh its users' tokens
+/// on weekly use without forcing logins.
+pub const DEFAULT_MAX_TOKEN_LIFETIME_S: u64 = 7 * 86_400;
+/// Upper limit of `<auth max-token-lifetime-s>`: a year (a longer-lived
+/// token is as good as a password that is never changed).
+pub const MAX_TOKEN_LIFETIME_CAP_S: u64 = 365 * 86_400;
+/// The development HMAC key of `conf/herald.xml` (the embedded default),
+/// `conf/cluster-3` and `conf/reference.xml`: nodes warn when they use it
+/// and `<security mode="production">` refuses it.
+pub const DEVELOPMENT_HMAC_KEY: &[u8] = b"herald-dev-key-change-me-0001";
+/// Longest `<api-key name>`: names show in logs and metrics labels.
+pub const MAX_API_KEY_NAME_BYTES: usize = 64;
 
 /// A validated configuration.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -88,6 +102,47 @@ pub struct Config {
     pub media: MediaConfig,
     /// Development or production trust settings (issue 14).
     pub security: Security,
+    /// Application API keys and who may read `/metrics` (issue 14).
+    pub access: AccessConfig,
+}
+
+/// `<access>`: the applications' API keys (stored hashed) and whether
+/// `/metrics` needs one.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct AccessConfig {
+    /// `/metrics` answers anyone (else it needs the `metrics` scope).
+    pub public_metrics: bool,
+    /// Names and hashes are unique.
+    pub keys: Vec<ApiKeyConfig>,
+}
+
+/// One `<api-key>`: an application, its key's SHA-256 and its scopes.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ApiKeyConfig {
+    pub name: String,
+    pub digest: [u8; 32],
+    /// Sorted, without repeats.
+    pub scopes: Vec<herald_proto::apikey::Scope>,
+}
+
+impl Config {
+    /// The development credentials this configuration uses, as a person
+    /// reads them (empty: none): the HMAC key of the shipped files and the
+    /// development API key ([`herald_proto::apikey::DEVELOPMENT_KEY`]).
+    pub fn development_keys(&self) -> Vec<String> {
+        let mut out = Vec::new();
+        if matches!(&self.auth, AuthConfig::Hmac { key, .. } if key == DEVELOPMENT_HMAC_KEY) {
+            out.push("the <auth> HMAC key is the development key of conf/herald.xml".to_string());
+        }
+        let dev = herald_proto::apikey::digest(herald_proto::apikey::DEVELOPMENT_KEY);
+        for k in self.access.keys.iter().filter(|k| k.digest == dev) {
+            out.push(format!(
+                "<api-key name=\"{}\"> is the development API key of conf/herald.xml",
+                k.name
+            ));
+        }
+        out
+    }
 }
 
 /// `<security mode>`: whether development keys and plaintext peers are
@@ -137,7 +192,7 @@ impl MediaConfig {
     /// so a session token key never doubles as a credential key.
     pub fn derived_key(auth: &AuthConfig) -> Option<Vec<u8>> {
         match auth {
-            AuthConfig::Hmac { key } => {
+            AuthConfig::Hmac { key, .. } => {
                 Some(crate::media::credential::derive_key(key, b"herald media credentials v1"))
             }
             _ => None,
@@ -156,8 +211,9 @@ impl MediaConfig {
 /// `Debug` never shows the HMAC key (`heraldd --check` prints the config).
 #[derive(Clone, PartialEq, Eq, Default)]
 pub enum AuthConfig {
-    /// Built-in HMAC-SHA256 signed tokens (`herald token issue`).
-    Hmac { key: Vec<u8> },
+    /// Built-in HMAC-SHA256 signed tokens (`herald token issue`); tokens
+    /// expiring more than `max_token_lifetime_s` ahead are refused.
+    Hmac { key: Vec<u8>, max_token_lifetime_s: u64 },
     /// An external service: POST {url} with JSON {uid, token, client};
     /// 2xx accepts, 401/403 refuses.
     External { url: String, timeout_ms: u64 },
@@ -169,9 +225,10 @@ pub enum AuthConfig {
 impl std::fmt::Debug for AuthConfig {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
-            AuthConfig::Hmac { key } => f
+            AuthConfig::Hmac { key, max_token_lifetime_s } => f
                 .debug_struct("Hmac")
                 .field("key", &format_args!("<{} bytes, redacted>", key.len()))
+                .field("max_token_lifetime_s", max_token_lifetime_s)
                 .finish(),
             AuthConfig::External { url, timeout_ms } => f
                 .debug_struct("External")

@@ -8,14 +8,16 @@ use crate::media::edit::{EditRules, OutFormat};
 
 use super::rules::{self, check, Site};
 use super::schema::{
-    ElemSpec, Kind, NodeAttrs, Root, AUTH, AUTH_MODES, AUTH_TIMEOUT, AUTH_URL, EDIT, GATEWAY,
-    HERALD, LIMITS, MASTER, MEDIA, MESSAGES, NODE, RAFT, SECURITY, SERVER, SERVERS, TIME, TLS,
+    AccessAttrs, ApiKeyAttrs, ElemSpec, Kind, NodeAttrs, Root, ACCESS, API_KEY, AUTH,
+    AUTH_MAX_LIFETIME, AUTH_MODES, AUTH_TIMEOUT, AUTH_URL, EDIT, GATEWAY, HERALD, LIMITS, MASTER,
+    MEDIA, MESSAGES, NODE, RAFT, SECURITY, SERVER, SERVERS, TIME, TLS,
 };
 use super::xml::{Ctx, Elem};
 use super::{
-    AuthConfig, Config, ConfigError, GatewayConfig, Limits, MasterPolicy, MediaConfig,
-    MessagesConfig, RaftTiming, Security, SecurityMode, Server, TimeSync, TlsConfig,
-    DEFAULT_AUTH_TIMEOUT_MS, MIN_HMAC_KEY_BYTES,
+    AccessConfig, ApiKeyConfig, AuthConfig, Config, ConfigError, GatewayConfig, Limits,
+    MasterPolicy, MediaConfig, MessagesConfig, RaftTiming, Security, SecurityMode, Server,
+    TimeSync, TlsConfig, DEFAULT_AUTH_TIMEOUT_MS, DEFAULT_MAX_TOKEN_LIFETIME_S,
+    DEVELOPMENT_HMAC_KEY, MAX_API_KEY_NAME_BYTES, MIN_HMAC_KEY_BYTES,
 };
 
 /// Longest key file read. A key is a few dozen bytes; 4 KiB leaves room
@@ -354,6 +356,7 @@ impl Ctx<'_> {
         let tls_el = self.at_most_one(root, "tls")?;
         let media_el = self.at_most_one(root, "media")?;
         let security_el = self.at_most_one(root, "security")?;
+        let access_el = self.at_most_one(root, "access")?;
 
         let NodeAttrs { number: node, data_dir, join } =
             self.read_element(node_el, &NODE, NodeAttrs::read)?;
@@ -422,6 +425,33 @@ impl Ctx<'_> {
         };
 
         let security = self.section(security_el, &SECURITY, Security::read)?;
+        let access = match access_el {
+            None => AccessConfig::default(),
+            Some(el) => self.read_access(el)?,
+        };
+        // <security mode="production"> refuses the shipped development keys.
+        if security.mode == SecurityMode::Production {
+            let refuse = |el: &Elem, field: &str, what: &str| {
+                Attrs { ctx: self, el }.err(
+                    field,
+                    format!(
+                        "{what} is the development key shipped in conf/herald.xml, which \
+                         <security mode=\"production\"> refuses: generate your own"
+                    ),
+                )
+            };
+            if let (Some(el), AuthConfig::Hmac { key, .. }) = (auth_el, &auth) {
+                if key == DEVELOPMENT_HMAC_KEY {
+                    let field = if el.attr("key").is_some() { "key" } else { "key-file" };
+                    return Err(refuse(el, field, "the HMAC key (herald token --key)"));
+                }
+            }
+            let dev = herald_proto::apikey::digest(herald_proto::apikey::DEVELOPMENT_KEY);
+            if let Some(i) = access.keys.iter().position(|k| k.digest == dev) {
+                let el = &access_el.expect("keys come from <access>").children[i];
+                return Err(refuse(el, "hash", "this API key"));
+            }
+        }
 
         let mut config = Config {
             source: self.file.to_string(),
@@ -440,6 +470,7 @@ impl Ctx<'_> {
             tls,
             media,
             security,
+            access,
         };
         // Checked in document order, so a clash is reported at the later entry.
         if let Err(p) = check(&config, None) {
@@ -544,7 +575,12 @@ impl Ctx<'_> {
                 let key = self.read_key(&a, el)?.ok_or_else(|| {
                     a.err("key", "missing required attribute: mode=\"hmac\" needs key or key-file")
                 })?;
-                Ok(AuthConfig::Hmac { key })
+                let max_token_lifetime_s = a.opt(
+                    AUTH_MAX_LIFETIME.name,
+                    AUTH_MAX_LIFETIME.kind,
+                    DEFAULT_MAX_TOKEN_LIFETIME_S,
+                )?;
+                Ok(AuthConfig::Hmac { key, max_token_lifetime_s })
             }
             _ => {
                 let url: String = a.req(AUTH_URL.name, AUTH_URL.kind)?;
@@ -553,5 +589,41 @@ impl Ctx<'_> {
                 Ok(AuthConfig::External { url, timeout_ms })
             }
         }
+    }
+
+    /// `<access>` and its `<api-key>` children: names are words of at most
+    /// [`MAX_API_KEY_NAME_BYTES`] and unique, hashes `sha256:<64 hex>` and
+    /// unique (one key is one application), scopes known names.
+    fn read_access(&self, el: &Elem) -> Result<AccessConfig, ConfigError> {
+        let AccessAttrs { public_metrics } = self.read_element(el, &ACCESS, AccessAttrs::read)?;
+        let mut keys: Vec<ApiKeyConfig> = Vec::new();
+        for k in &el.children {
+            let attrs = ApiKeyAttrs::read(&self.attrs(k, &API_KEY)?)?;
+            self.only_children(k, API_KEY.children)?;
+            let a = Attrs { ctx: self, el: k };
+            let name_ok = |c: char| c.is_ascii_alphanumeric() || "._-".contains(c);
+            if attrs.name.len() > MAX_API_KEY_NAME_BYTES || !attrs.name.chars().all(name_ok) {
+                return Err(a.err(
+                    "name",
+                    format!(
+                        "{:?}: at most {MAX_API_KEY_NAME_BYTES} letters, digits, '.', '_' or '-'",
+                        attrs.name
+                    ),
+                ));
+            }
+            let digest = herald_proto::apikey::parse_hash(&attrs.hash).ok_or_else(|| {
+                a.err("hash", "expected sha256:<64 hex digits> (herald key new prints it)")
+            })?;
+            let scopes = herald_proto::apikey::parse_scopes(&attrs.scopes)
+                .map_err(|e| a.err("scopes", e.to_string()))?;
+            if keys.iter().any(|o| o.name == attrs.name) {
+                return Err(a.err("name", format!("duplicate api-key name {:?}", attrs.name)));
+            }
+            if keys.iter().any(|o| o.digest == digest) {
+                return Err(a.err("hash", "the same key is listed twice"));
+            }
+            keys.push(ApiKeyConfig { name: attrs.name, digest, scopes });
+        }
+        Ok(AccessConfig { public_metrics, keys })
     }
 }

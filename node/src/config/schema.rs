@@ -23,8 +23,9 @@ use crate::media::edit::{EditRules, OutFormat};
 
 use super::read::{Attrs, Setting};
 use super::{
-    ConfigError, SecurityMode, Server, TlsConfig, DEFAULT_AUTH_TIMEOUT_MS, MAX_BODY_BYTES_CAP,
-    MAX_IDS_PER_QUERY_CAP, MAX_MEDIA_BYTES_CAP, MAX_REQUEST_BYTES_CAP,
+    ConfigError, SecurityMode, Server, TlsConfig, DEFAULT_AUTH_TIMEOUT_MS,
+    DEFAULT_MAX_TOKEN_LIFETIME_S, MAX_BODY_BYTES_CAP, MAX_IDS_PER_QUERY_CAP, MAX_MEDIA_BYTES_CAP,
+    MAX_REQUEST_BYTES_CAP, MAX_TOKEN_LIFETIME_CAP_S,
 };
 
 // ---------------------------------------------------------------------------
@@ -605,9 +606,23 @@ pub(super) const AUTH_ATTRS: &[AttrSpec] = &[
     },
     KEY_ATTRS[0],
     KEY_ATTRS[1],
+    AUTH_MAX_LIFETIME,
     AUTH_URL,
     AUTH_TIMEOUT,
 ];
+
+/// `<auth mode="hmac" max-token-lifetime-s>`.
+pub(super) const AUTH_MAX_LIFETIME: AttrSpec = AttrSpec {
+    name: "max-token-lifetime-s",
+    kind: int(
+        60,
+        MAX_TOKEN_LIFETIME_CAP_S,
+        "a token cannot be revoked, so its lifetime bounds how long a leaked one works: a \
+         year at most; under a minute no client could use a token before it expires",
+    ),
+    need: Need::Optional(|| Some(DEFAULT_MAX_TOKEN_LIFETIME_S.to_string())),
+    doc: "mode=\"hmac\": tokens expiring further ahead than this many seconds are refused.",
+};
 
 /// `<auth mode="external" url>`.
 pub(super) const AUTH_URL: AttrSpec = AttrSpec {
@@ -630,8 +645,10 @@ pub(super) const AUTH_TIMEOUT: AttrSpec = AttrSpec {
 };
 
 /// The valid values of `<auth mode>`, with the attributes each allows.
-pub(super) const AUTH_MODES: &[(&str, &[&str])] =
-    &[("hmac", &["mode", "key", "key-file"]), ("external", &["mode", "url", "timeout-ms"])];
+pub(super) const AUTH_MODES: &[(&str, &[&str])] = &[
+    ("hmac", &["mode", "key", "key-file", "max-token-lifetime-s"]),
+    ("external", &["mode", "url", "timeout-ms"]),
+];
 
 schema_for! {
     TlsConfig {
@@ -667,6 +684,44 @@ section! {
 pub(super) const SECURITY_MODES: &[&str] = &["development", "production"];
 
 // ---------------------------------------------------------------------------
+// <access> and <api-key>.
+
+/// `<access>`'s attributes (its `<api-key>` children are read by hand).
+pub(super) struct AccessAttrs {
+    pub public_metrics: bool,
+}
+
+schema_for! {
+    AccessAttrs {
+        optional {
+            /// `/metrics` answers without a credential (else it needs an
+            /// API key with the `metrics` scope).
+            public_metrics: bool = false => "public-metrics", Kind::Bool;
+        }
+    }
+}
+
+/// `<api-key>`'s attributes, checked further by `read_access`.
+pub(super) struct ApiKeyAttrs {
+    pub name: String,
+    pub hash: String,
+    pub scopes: String,
+}
+
+schema_for! {
+    ApiKeyAttrs {
+        required {
+            /// The application's name, unique within `<access>`.
+            name: String => "name", Kind::Word;
+            /// `sha256:<64 hex>` of the key (`herald key new` prints it).
+            hash: String => "hash", Kind::Word;
+            /// Space-separated scopes.
+            scopes: String => "scopes", Kind::Text;
+        }
+    }
+}
+
+// ---------------------------------------------------------------------------
 // The element tree.
 
 pub(super) const HERALD: ElemSpec = ElemSpec {
@@ -675,7 +730,7 @@ pub(super) const HERALD: ElemSpec = ElemSpec {
     more_attrs: &[],
     children: &[
         "node", "servers", "raft", "limits", "time", "master", "gateway", "messages", "auth",
-        "tls", "media", "security",
+        "tls", "media", "security", "access",
     ],
 };
 pub(super) const NODE: ElemSpec = leaf("node", NodeAttrs::ATTRS);
@@ -698,12 +753,15 @@ pub(super) const MEDIA: ElemSpec = ElemSpec {
 };
 pub(super) const EDIT: ElemSpec = leaf("edit", EditRules::ATTRS);
 pub(super) const SECURITY: ElemSpec = leaf("security", Security::ATTRS);
+pub(super) const ACCESS: ElemSpec =
+    ElemSpec { name: "access", attrs: AccessAttrs::ATTRS, more_attrs: &[], children: &["api-key"] };
+pub(super) const API_KEY: ElemSpec = leaf("api-key", ApiKeyAttrs::ATTRS);
 
 /// Every element, parents before children.
 #[cfg_attr(not(test), allow(dead_code))]
 pub(super) const SCHEMA: &[ElemSpec] = &[
     HERALD, NODE, SERVERS, SERVER, RAFT, LIMITS, TIME, MASTER, GATEWAY, MESSAGES, AUTH, TLS, MEDIA,
-    EDIT, SECURITY,
+    EDIT, SECURITY, ACCESS, API_KEY,
 ];
 
 /// An element with attributes and no children.

@@ -91,7 +91,10 @@ fn config_shipped_embedded_default() {
 
 /// The development HMAC key of the shipped files.
 fn dev_key() -> AuthConfig {
-    AuthConfig::Hmac { key: b"herald-dev-key-change-me-0001".to_vec() }
+    AuthConfig::Hmac {
+        key: b"herald-dev-key-change-me-0001".to_vec(),
+        max_token_lifetime_s: DEFAULT_MAX_TOKEN_LIFETIME_S,
+    }
 }
 
 /// Each cluster-3 file is node N of the same three servers (7N01/7N02/7N03)
@@ -639,7 +642,13 @@ fn config_messages_body_not_below_request_refused() {
 #[test]
 fn config_auth_hmac_key_read() {
     let c = parse(&with(r#"<auth mode="hmac" key="0123456789abcdef"/>"#), "t.xml").unwrap();
-    assert_eq!(c.auth, AuthConfig::Hmac { key: b"0123456789abcdef".to_vec() });
+    assert_eq!(
+        c.auth,
+        AuthConfig::Hmac {
+            key: b"0123456789abcdef".to_vec(),
+            max_token_lifetime_s: DEFAULT_MAX_TOKEN_LIFETIME_S
+        }
+    );
 }
 
 /// Debug output (printed by `heraldd --check`) never shows the key.
@@ -716,7 +725,7 @@ fn config_auth_attribute_of_other_mode_refused() {
         &with(r#"<auth mode="hmac" key="0123456789abcdef" url="http://a/"/>"#),
         7,
         Some("url"),
-        "not used with mode=\"hmac\" (allowed: mode, key, key-file)",
+        "not used with mode=\"hmac\" (allowed: mode, key, key-file, max-token-lifetime-s)",
     );
     refused(
         &with(r#"<auth mode="external" url="http://a/" key="0123456789abcdef"/>"#),
@@ -737,7 +746,10 @@ fn config_auth_key_file_read() {
     std::fs::write(&key_path, "0123456789abcdef-file \r\n\n").unwrap();
     let path = dir.path().join("n.xml");
     std::fs::write(&path, with(r#"<auth mode="hmac" key-file="keys/hmac.key"/>"#)).unwrap();
-    let want = AuthConfig::Hmac { key: b"0123456789abcdef-file".to_vec() };
+    let want = AuthConfig::Hmac {
+        key: b"0123456789abcdef-file".to_vec(),
+        max_token_lifetime_s: DEFAULT_MAX_TOKEN_LIFETIME_S,
+    };
     assert_eq!(load(&path).unwrap().auth, want);
     let text = with(&format!("<auth mode=\"hmac\" key-file=\"{}\"/>", key_path.display()));
     assert_eq!(parse(&text, "t.xml").unwrap().auth, want);
@@ -1713,7 +1725,9 @@ fn reference_docs() -> Vec<(String, Vec<DocumentedAttr>)> {
         for line in rest[start + 4..end].lines() {
             let t = line.trim_start();
             let header = t.strip_prefix('<').and_then(|t| t.split_once(">:")).map(|(n, _)| n);
-            if let Some(name) = header.filter(|n| n.chars().all(|c| c.is_ascii_lowercase())) {
+            if let Some(name) =
+                header.filter(|n| n.chars().all(|c| c.is_ascii_lowercase() || c == '-'))
+            {
                 docs.push((name.to_string(), Vec::new()));
                 element = docs.last_mut().map(|(_, attrs)| attrs);
                 continue;
@@ -1847,4 +1861,105 @@ fn config_security_mode() {
     let c = parse(&with("<security/>"), "t.xml").unwrap();
     assert_eq!(c.security.mode, SecurityMode::Development);
     refused(&with("<security mode=\"strict\"/>"), 7, Some("mode"), "development, production");
+}
+
+// --- <access>, <api-key>, token lifetime ---------------------------------
+
+/// A key's `<api-key>` element with the given name, key and scopes.
+fn api_key_xml(name: &str, key: &str, scopes: &str) -> String {
+    format!(
+        "<api-key name=\"{name}\" hash=\"{}\" scopes=\"{scopes}\"/>",
+        herald_proto::apikey::hash(key)
+    )
+}
+
+/// `<access>` is optional (no keys, private metrics); its keys are read
+/// with their digest and sorted scopes, and `public-metrics` is read.
+#[test]
+fn config_access_keys() {
+    assert_eq!(base().access, AccessConfig::default());
+    let x = format!(
+        "<access public-metrics=\"true\">{}{}</access>",
+        api_key_xml("pool", "hk_a", "presence:read presence:write"),
+        api_key_xml("ops", "hk_b", "admin")
+    );
+    let c = parse(&with(&x), "t.xml").unwrap();
+    assert!(c.access.public_metrics);
+    use herald_proto::apikey::{digest, Scope};
+    assert_eq!(
+        c.access.keys,
+        vec![
+            ApiKeyConfig {
+                name: "pool".into(),
+                digest: digest("hk_a"),
+                scopes: vec![Scope::PresenceWrite, Scope::PresenceRead],
+            },
+            ApiKeyConfig { name: "ops".into(), digest: digest("hk_b"), scopes: vec![Scope::Admin] },
+        ]
+    );
+}
+
+/// Bad `<api-key>`s are refused naming the field: unknown scope, no
+/// scopes, a malformed hash, a bad or duplicate name, the same key twice.
+#[test]
+fn config_access_refusals() {
+    let one = |k: &str| with(&format!("<access>{k}</access>"));
+    refused(&one(&api_key_xml("a", "hk_a", "root")), 7, Some("scopes"), "unknown scope");
+    refused(&one(&api_key_xml("a", "hk_a", " ")), 7, Some("scopes"), "must not be empty");
+    let bad_hash = "<api-key name=\"a\" hash=\"sha256:00\" scopes=\"admin\"/>";
+    refused(&one(bad_hash), 7, Some("hash"), "64 hex");
+    refused(&one(&api_key_xml("a/b", "hk_a", "admin")), 7, Some("name"), "letters, digits");
+    let two = format!("{}{}", api_key_xml("a", "hk_a", "admin"), api_key_xml("a", "hk_b", "admin"));
+    refused(&one(&two), 7, Some("name"), "duplicate");
+    let same =
+        format!("{}{}", api_key_xml("a", "hk_a", "admin"), api_key_xml("b", "hk_a", "admin"));
+    refused(&one(&same), 7, Some("hash"), "twice");
+    refused(&with("<access><key/></access>"), 7, Some("<key>"), "unknown element");
+}
+
+/// `<auth max-token-lifetime-s>` defaults to 7 days, is read with
+/// mode="hmac" within 60..=365 days, and is refused with mode="external".
+#[test]
+fn config_auth_max_token_lifetime() {
+    let hmac =
+        |extra: &str| with(&format!("<auth mode=\"hmac\" key=\"0123456789abcdef\"{extra}/>"));
+    let lifetime = |c: &Config| match &c.auth {
+        AuthConfig::Hmac { max_token_lifetime_s, .. } => *max_token_lifetime_s,
+        other => panic!("{other:?}"),
+    };
+    assert_eq!(lifetime(&parse(&hmac(""), "t.xml").unwrap()), 604_800);
+    let c = parse(&hmac(" max-token-lifetime-s=\"3600\""), "t.xml").unwrap();
+    assert_eq!(lifetime(&c), 3600);
+    refused(&hmac(" max-token-lifetime-s=\"59\""), 7, Some("max-token-lifetime-s"), "60");
+    refused(
+        &hmac(" max-token-lifetime-s=\"31536001\""),
+        7,
+        Some("max-token-lifetime-s"),
+        "31536000",
+    );
+    let ext = "<auth mode=\"external\" url=\"http://a/b\" max-token-lifetime-s=\"60\"/>";
+    refused(&with(ext), 7, Some("max-token-lifetime-s"), "not used with mode=\"external\"");
+}
+
+/// The shipped files hold the development HMAC and API keys (so the
+/// embedded node runs as it is, saying so); `<security mode="production">`
+/// refuses either, naming the attribute, and accepts other keys.
+#[test]
+fn config_production_refuses_development_keys() {
+    let c = parse(EMBEDDED_DEFAULT, EMBEDDED_NAME).unwrap();
+    assert_eq!(c.development_keys().len(), 2, "{:?}", c.development_keys());
+    assert!(base().development_keys().is_empty());
+    let prod = "<security mode=\"production\"/>";
+    let dev_auth = "<auth mode=\"hmac\" key=\"herald-dev-key-change-me-0001\"/>";
+    let e = refused(&with(&format!("{dev_auth}{prod}")), 7, Some("key"), "development key");
+    assert!(e.to_string().contains("production"), "{e}");
+    let dev_api = api_key_xml("d", herald_proto::apikey::DEVELOPMENT_KEY, "admin");
+    let x = format!("<access>{dev_api}</access>{prod}");
+    refused(&with(&x), 7, Some("hash"), "development key");
+    let own = format!(
+        "<auth mode=\"hmac\" key=\"0123456789abcdef\"/><access>{}</access>{prod}",
+        api_key_xml("mine", "hk_mine", "admin")
+    );
+    let c = parse(&with(&own), "t.xml").unwrap();
+    assert!(c.development_keys().is_empty());
 }

@@ -35,7 +35,7 @@ pub const MAX_RESPONSE_BODY_BYTES: usize = 64 * 1024;
 #[derive(Debug, Clone, thiserror::Error)]
 pub enum AuthError {
     /// The HMAC token was refused (`bad_token`, `token_expired`,
-    /// `wrong_user`).
+    /// `wrong_user`, `token_lifetime`).
     #[error(transparent)]
     Token(#[from] TokenError),
     /// The external service answered 401 or 403.
@@ -73,7 +73,7 @@ pub struct Authenticator {
 
 #[derive(Clone)]
 enum Mode {
-    Hmac { key: Vec<u8> },
+    Hmac { key: Vec<u8>, max_lifetime_s: u64 },
     External(Box<External>),
     Unconfigured,
 }
@@ -102,11 +102,13 @@ impl Authenticator {
     pub fn new(cfg: &AuthConfig) -> Self {
         let mode = match cfg {
             // Anyone can sign with an empty key: treat it as no key at all.
-            AuthConfig::Hmac { key } if key.is_empty() => {
+            AuthConfig::Hmac { key, .. } if key.is_empty() => {
                 tracing::warn!("auth: the HMAC key is empty; every session will be refused");
                 Mode::Unconfigured
             }
-            AuthConfig::Hmac { key } => Mode::Hmac { key: key.clone() },
+            AuthConfig::Hmac { key, max_token_lifetime_s } => {
+                Mode::Hmac { key: key.clone(), max_lifetime_s: *max_token_lifetime_s }
+            }
             AuthConfig::External { url, timeout_ms } => {
                 let uri = parse_url(url);
                 if let Err(e) = &uri {
@@ -132,8 +134,10 @@ impl Authenticator {
         now_unix_s: u64,
     ) -> Result<(), AuthError> {
         match &self.mode {
-            Mode::Hmac { key } => {
-                token::verify(key, token, uid, now_unix_s).map(|_| ()).map_err(AuthError::from)
+            Mode::Hmac { key, max_lifetime_s } => {
+                token::verify_bounded(key, token, uid, now_unix_s, *max_lifetime_s)
+                    .map(|_| ())
+                    .map_err(AuthError::from)
             }
             Mode::External(e) => e.check(uid, token, client).await,
             Mode::Unconfigured => Err(AuthError::NotConfigured),
@@ -222,7 +226,7 @@ mod tests {
     const NOW: u64 = 1_700_000_000;
 
     fn hmac() -> Authenticator {
-        Authenticator::new(&AuthConfig::Hmac { key: KEY.to_vec() })
+        Authenticator::new(&AuthConfig::Hmac { key: KEY.to_vec(), max_token_lifetime_s: 3600 })
     }
 
     fn external(url: String, timeout_ms: u64) -> Authenticator {
@@ -267,6 +271,17 @@ mod tests {
         hmac().check("u1", &t, "mobile", NOW).await.unwrap();
     }
 
+    /// HMAC: a token expiring further ahead than the configured lifetime
+    /// (an hour here) is refused with `token_lifetime`; one within it is
+    /// accepted.
+    #[tokio::test]
+    async fn gateway_auth_hmac_lifetime() {
+        hmac().check("u1", &token::issue(KEY, "u1", NOW + 3600), "web", NOW).await.unwrap();
+        let t = token::issue(KEY, "u1", 4_000_000_000);
+        let e = hmac().check("u1", &t, "web", NOW).await.unwrap_err();
+        assert_eq!(e.code(), "token_lifetime", "{e}");
+    }
+
     /// HMAC: an expired token is refused with `token_expired`.
     #[tokio::test]
     async fn gateway_auth_hmac_expired() {
@@ -302,7 +317,7 @@ mod tests {
             a.check("u1", "t", "mobile", NOW).await.unwrap_err().code(),
             "auth_not_configured"
         );
-        let a = Authenticator::new(&AuthConfig::Hmac { key: vec![] });
+        let a = Authenticator::new(&AuthConfig::Hmac { key: vec![], max_token_lifetime_s: 60 });
         let t = token::issue(b"", "u1", NOW + 60);
         assert_eq!(
             a.check("u1", &t, "mobile", NOW).await.unwrap_err().code(),
