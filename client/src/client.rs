@@ -8,10 +8,12 @@ use herald_proto::v1::cluster_client::ClusterClient;
 use herald_proto::v1::presence_client::PresenceClient;
 use rustls_pki_types::pem::PemObject;
 use rustls_pki_types::CertificateDer;
+use tonic::service::interceptor::InterceptedService;
 use tonic::transport::{Certificate, Channel, ClientTlsConfig, Endpoint};
 
 use crate::addr::normalize_addr;
 use crate::chunk::{self, Merger, DEFAULT_MAX_IDS_PER_QUERY};
+use crate::credential::{AuthChannel, Credential};
 use crate::error::ClientError;
 use crate::types::{Consistency, Event, Ext, Membership, QueryResult, Status};
 
@@ -79,14 +81,17 @@ pub fn endpoint(addr: &str, opts: &ConnectOptions) -> Result<Endpoint, ClientErr
 }
 
 /// A client of one Herald node. Cheap to clone; clones share the channel and
-/// may be used concurrently.
+/// may be used concurrently. Every call carries its [`Credential`] (set it
+/// with [`with_credential`](Self::with_credential): nodes answer only
+/// `/healthz` without one).
 #[derive(Debug, Clone)]
 pub struct HeraldClient {
     addr: String,
-    presence: PresenceClient<Channel>,
-    cluster: ClusterClient<Channel>,
+    presence: PresenceClient<AuthChannel>,
+    cluster: ClusterClient<AuthChannel>,
     max_ids_per_query: usize,
     channel: Channel,
+    credential: Credential,
 }
 
 impl HeraldClient {
@@ -121,17 +126,33 @@ impl HeraldClient {
     /// A client over an existing channel (e.g. one with custom settings);
     /// `addr` is only used in messages.
     pub fn from_channel(addr: impl Into<String>, channel: Channel) -> Self {
+        Self::build(addr.into(), channel, Credential::none(), DEFAULT_MAX_IDS_PER_QUERY)
+    }
+
+    fn build(addr: String, channel: Channel, credential: Credential, max_ids: usize) -> Self {
         HeraldClient {
-            addr: addr.into(),
-            presence: PresenceClient::new(channel.clone())
+            addr,
+            presence: PresenceClient::with_interceptor(channel.clone(), credential.clone())
                 .max_decoding_message_size(MAX_MESSAGE_BYTES)
                 .max_encoding_message_size(MAX_MESSAGE_BYTES),
-            cluster: ClusterClient::new(channel.clone())
+            cluster: ClusterClient::with_interceptor(channel.clone(), credential.clone())
                 .max_decoding_message_size(MAX_MESSAGE_BYTES)
                 .max_encoding_message_size(MAX_MESSAGE_BYTES),
-            max_ids_per_query: DEFAULT_MAX_IDS_PER_QUERY,
+            max_ids_per_query: max_ids,
             channel,
+            credential,
         }
+    }
+
+    /// The same client sending `credential` (an application's API key, or
+    /// a user's session token) with every call.
+    pub fn with_credential(self, credential: Credential) -> Self {
+        Self::build(self.addr, self.channel, credential, self.max_ids_per_query)
+    }
+
+    /// The credential every call carries.
+    pub fn credential(&self) -> &Credential {
+        &self.credential
     }
 
     /// Sets how many ids (uids plus sids) [`query`](Self::query) puts in one
@@ -152,19 +173,25 @@ impl HeraldClient {
         &self.addr
     }
 
-    /// The generated Presence client, for calls this type does not wrap
-    /// (e.g. the streaming methods).
-    pub fn presence_client(&self) -> PresenceClient<Channel> {
+    /// The generated Presence client (with the credential), for calls
+    /// this type does not wrap (e.g. the streaming methods).
+    pub fn presence_client(&self) -> PresenceClient<AuthChannel> {
         self.presence.clone()
     }
 
-    /// The underlying gRPC channel (for the Messages and Gateway services).
+    /// The underlying gRPC channel, without the credential.
     pub fn channel(&self) -> Channel {
         self.channel.clone()
     }
 
-    /// The generated Cluster client.
-    pub fn cluster_client(&self) -> ClusterClient<Channel> {
+    /// The channel with the credential (for the Messages and Gateway
+    /// services).
+    pub fn auth_channel(&self) -> AuthChannel {
+        InterceptedService::new(self.channel.clone(), self.credential.clone())
+    }
+
+    /// The generated Cluster client (with the credential).
+    pub fn cluster_client(&self) -> ClusterClient<AuthChannel> {
         self.cluster.clone()
     }
 

@@ -7,7 +7,9 @@
 //! ```no_run
 //! # async fn demo() -> Result<(), herald_client::ClientError> {
 //! use herald_client::{Consistency, Ext, HeraldClient};
-//! let c = HeraldClient::connect("127.0.0.1:7103").await?;
+//! use herald_client::Credential;
+//! let c = HeraldClient::connect("127.0.0.1:7103").await?
+//!     .with_credential(Credential::api_key("hk_...")?);
 //! let rev = c.login("u1", 1001, "mobile", None, Ext::new()).await?;
 //! let q = c.query(&["u1".to_string()], &[], Consistency::Linearizable).await?;
 //! assert!(q.revision >= rev);
@@ -23,6 +25,7 @@
 //! - [`addr`] — node address normalisation.
 //! - [`chunk`] — splitting large queries and merging the answers.
 //! - [`client`] — the [`HeraldClient`], [`ConnectOptions`] and [`endpoint`].
+//! - [`credential`] — the API key or session token every call carries.
 //! - [`error`] — [`ClientError`] and its codes.
 //! - [`media`] — blocking HTTP client of media upload/download, contacts,
 //!   group-send and shared pages ([`media::MediaClient`]).
@@ -34,6 +37,7 @@
 pub mod addr;
 pub mod chunk;
 pub mod client;
+pub mod credential;
 pub mod error;
 pub mod media;
 pub mod messages;
@@ -46,6 +50,7 @@ pub mod watch;
 pub use addr::{normalize_addr, DEFAULT_PUBLISH_PORT};
 pub use chunk::DEFAULT_MAX_IDS_PER_QUERY;
 pub use client::{endpoint, ConnectOptions, HeraldClient};
+pub use credential::Credential;
 pub use error::ClientError;
 pub use types::{
     ClockStatus, Consistency, Event, Ext, Membership, NodeStatus, QueryResult, Status, UserPresence,

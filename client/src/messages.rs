@@ -44,8 +44,8 @@ pub use herald_proto::wire::messages::{
 };
 
 impl HeraldClient {
-    fn messages_client(&self) -> MessagesClient<tonic::transport::Channel> {
-        MessagesClient::new(self.channel())
+    fn messages_client(&self) -> MessagesClient<crate::credential::AuthChannel> {
+        MessagesClient::new(self.auth_channel())
             .max_decoding_message_size(MAX_MESSAGE_BYTES)
             .max_encoding_message_size(MAX_MESSAGE_BYTES)
     }
@@ -113,7 +113,7 @@ impl HeraldClient {
         uid: &str,
         client: &str,
     ) -> Result<GatewayChoice, ClientError> {
-        let mut c = GatewayClient::new(self.channel());
+        let mut c = GatewayClient::new(self.auth_channel());
         let r = c
             .pick(pb::PickGatewayRequest { uid: uid.into(), client: client.into() })
             .await?

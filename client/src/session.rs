@@ -230,7 +230,11 @@ async fn gateways(cfg: &SessionConfig, start: usize, avoid: Option<&str>) -> Vec
     for i in 0..cfg.seeds.len() {
         let seed = &cfg.seeds[(start + i) % cfg.seeds.len()];
         let Ok(ch) = open_channel(seed, &cfg.tls).await else { continue };
-        let mut c = GatewayClient::new(ch);
+        // The pick is the user's own: asked with its session token.
+        let Ok(cred) = crate::credential::Credential::user_token(&cfg.uid, &cfg.token) else {
+            return Vec::new();
+        };
+        let mut c = GatewayClient::with_interceptor(ch, cred);
         let pick =
             c.pick(pb::PickGatewayRequest { uid: cfg.uid.clone(), client: cfg.client.clone() });
         let Ok(Ok(r)) = tokio::time::timeout(CONNECT_TIMEOUT, pick).await else { continue };

@@ -121,12 +121,24 @@ impl Api {
         })
     }
 
+    /// `Authorization` of every request: the harness's API key.
+    fn auth() -> String {
+        format!("Bearer {}", crate::db::API_KEY)
+    }
+
     pub fn post(&self, ip: &str, path: &str, body: &Value) -> Result<Value, ApiError> {
-        Self::finish(self.agent.post(Self::url(ip, path)).send_json(body))
+        Self::finish(
+            self.agent
+                .post(Self::url(ip, path))
+                .header("authorization", Self::auth())
+                .send_json(body),
+        )
     }
 
     pub fn get(&self, ip: &str, path: &str) -> Result<Value, ApiError> {
-        Self::finish(self.agent.get(Self::url(ip, path)).call())
+        Self::finish(
+            self.agent.get(Self::url(ip, path)).header("authorization", Self::auth()).call(),
+        )
     }
 
     pub fn events(&self, ip: &str, events: Value) -> Result<Value, ApiError> {

@@ -21,6 +21,14 @@ pub const PUBLISH_PORT: u16 = 7103;
 /// The key of `<auth mode="hmac">` in every node's XML; the messages
 /// workload signs its session tokens with it (`herald_proto::token::issue`).
 pub const AUTH_KEY: &str = "herald-jepsen-hmac-key-0001";
+/// The API key the harness's HTTP client sends (`crate::client::Api`):
+/// every node's `<access>` lists its hash with every scope (the workloads
+/// push and query presence, send messages, and the nemesis changes
+/// membership and transfers the leader).
+pub const API_KEY: &str = "hk_herald-jepsen-harness-key-00000000000000000";
+/// The scopes of [`API_KEY`].
+const API_KEY_SCOPES: &str =
+    "presence:write presence:read messages:send groups settings gateway cluster:read admin metrics";
 
 /// Where Debian's `faketime` package puts the multi-threaded library.
 pub const FAKETIME_LIBS: [&str; 2] = [
@@ -124,6 +132,10 @@ pub fn config_xml(me: &NodeSpec, all: &[NodeSpec], raft: &RaftParams) -> String 
         raft.gateway_heartbeat_ms, raft.gateway_grace_ms, raft.push_timeout_ms
     ));
     s.push_str(&format!("  <auth mode=\"hmac\" key=\"{AUTH_KEY}\"/>\n"));
+    s.push_str(&format!(
+        "  <access>\n    <api-key name=\"jepsen\" hash=\"{}\" scopes=\"{API_KEY_SCOPES}\"/>\n  </access>\n",
+        herald_proto::apikey::hash(API_KEY)
+    ));
     s.push_str("</herald>\n");
     s
 }
@@ -455,10 +467,21 @@ mod tests {
         assert_eq!(c.gateway.heartbeat_ms, 1000);
         assert_eq!(c.gateway.grace_ms, 3000);
         assert_eq!(c.gateway.push_timeout_ms, 1000);
-        let t = herald_proto::token::issue(AUTH_KEY.as_bytes(), "mbox0", 4_000_000_000);
+        // The workload's tokens live two days: within the default lifetime.
+        let now = 1_800_000_000;
+        let t = herald_proto::token::issue(AUTH_KEY.as_bytes(), "mbox0", now + 2 * 86_400);
+        let max = match &c.auth {
+            herald_node::config::AuthConfig::Hmac { max_token_lifetime_s, .. } => {
+                *max_token_lifetime_s
+            }
+            other => panic!("{other:?}"),
+        };
         assert!(
-            herald_proto::token::verify(AUTH_KEY.as_bytes(), &t, "mbox0", 1_800_000_000).is_ok()
+            herald_proto::token::verify_bounded(AUTH_KEY.as_bytes(), &t, "mbox0", now, max).is_ok()
         );
+        assert_eq!(c.access.keys.len(), 1);
+        assert_eq!(c.access.keys[0].digest, herald_proto::apikey::digest(API_KEY));
+        assert_eq!(c.access.keys[0].scopes.len(), herald_proto::apikey::Scope::ALL.len());
     }
 
     /// Proves clock offsets are written in libfaketime's relative format.

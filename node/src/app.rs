@@ -46,6 +46,15 @@ pub async fn run(
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> anyhow::Result<()> {
     let me = config.this_server().clone();
+    // Development keys are allowed in development mode only (production
+    // refused them when the configuration was read), and said out loud.
+    for d in config.development_keys() {
+        tracing::warn!(
+            "DEVELOPMENT KEY IN USE: {d}. Anyone who has read the Herald sources holds it: \
+             generate your own (herald key new, a new <auth> key) before real use; \
+             <security mode=\"production\"> refuses it"
+        );
+    }
     // TLS files first: a bad certificate or key stops startup, naming the file.
     let pub_tls = config.tls.as_ref().map(crate::tls::server_config).transpose()?;
     let peer_tls = config.tls.as_ref().map(crate::tls::client_tls).transpose()?;
@@ -104,6 +113,7 @@ pub async fn run(
         time,
         gateway: gateway.clone(),
         media: media.clone(),
+        access: crate::api::access::Access::new(&config.access),
     });
     let app = App { config, node, api };
     tracing::info!(
@@ -193,9 +203,12 @@ pub fn publish_router(api: &Arc<Api>) -> Router {
         .add_service(cluster)
         .add_service(messages)
         .add_service(gateway);
+    // The guard wraps everything (HTTP, gRPC, the fallback): no request
+    // reaches a handler without passing its rule in api::routes::ROUTES.
     http::router(api.clone())
         .route_service("/herald.v1.Presence/{*method}", grpc.clone())
         .route_service("/herald.v1.Cluster/{*method}", grpc.clone())
         .route_service("/herald.v1.Messages/{*method}", grpc.clone())
         .route_service("/herald.v1.Gateway/{*method}", grpc)
+        .layer(axum::middleware::from_fn_with_state(api.clone(), crate::api::access::guard))
 }

@@ -37,6 +37,31 @@ pub fn phase(name: &str) {
 /// The HMAC key of test clusters' `<auth>`.
 pub const TEST_AUTH_KEY: &str = "herald-test-key-0123456789abcdef";
 
+/// The API key of test clusters with every scope (`<access>` lists its
+/// hash as application "test-all"): the harness's HTTP helpers send it.
+pub const TEST_API_KEY: &str = "hk_test-all-scopes-key-0000000000000000000000";
+/// An API key of test clusters with `presence:read` only (application
+/// "test-reader"), for wrong-scope checks.
+pub const TEST_READ_KEY: &str = "hk_test-presence-read-key-000000000000000000";
+/// Every scope name, as `<api-key scopes>` takes them.
+pub const ALL_SCOPES: &str =
+    "presence:write presence:read messages:send groups settings gateway cluster:read admin metrics";
+
+/// The `<access>` element of test clusters: [`TEST_API_KEY`] and
+/// [`TEST_READ_KEY`].
+pub fn access_xml() -> String {
+    format!(
+        "<access>\n    <api-key name=\"test-all\" hash=\"{}\" scopes=\"{ALL_SCOPES}\"/>\n    <api-key name=\"test-reader\" hash=\"{}\" scopes=\"presence:read\"/>\n  </access>",
+        herald_proto::apikey::hash(TEST_API_KEY),
+        herald_proto::apikey::hash(TEST_READ_KEY)
+    )
+}
+
+/// The credential of [`TEST_API_KEY`], for `herald_client` connections.
+pub fn test_credential() -> herald_client::Credential {
+    herald_client::Credential::api_key(TEST_API_KEY).expect("the test key is ASCII")
+}
+
 /// A session token for `uid` under [`TEST_AUTH_KEY`], valid for an hour.
 pub fn token(uid: &str) -> String {
     let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_secs();
@@ -105,6 +130,8 @@ pub struct Tuning {
     /// Raw `<media>` element (None: the defaults, with the key derived
     /// from the HMAC auth key).
     pub media_xml: Option<String>,
+    /// Raw `<access>` element (None: [`access_xml`]).
+    pub access_xml: Option<String>,
 }
 
 impl Default for Tuning {
@@ -132,6 +159,7 @@ impl Default for Tuning {
             auth_xml: None,
             tls: None,
             media_xml: None,
+            access_xml: None,
         }
     }
 }
@@ -322,7 +350,7 @@ impl Cluster {
         let data_dir = self.dir.path().join(format!("node{number}"));
         let config = self.dir.path().join(format!("node{number}.xml"));
         let xml = format!(
-            "<herald cluster=\"test\">\n  <node number=\"{number}\" data-dir=\"{}\" join=\"{join}\"/>\n  <servers>\n{}  </servers>\n{}  <raft heartbeat-ms=\"{}\" election-min-ms=\"{}\" election-max-ms=\"{}\" snapshot-logs=\"{}\" write-timeout-ms=\"{}\"/>\n  <limits max-ids-per-query=\"{}\" max-request-bytes=\"{}\"/>\n  <time interval-ms=\"{}\" tolerance-ms=\"{}\" samples=\"3\"/>\n  <master prefer-lowest=\"{}\" hold-down-ms=\"{}\"/>\n  <gateway heartbeat-ms=\"{}\" heartbeat-misses=\"{}\" grace-ms=\"{}\" push-timeout-ms=\"{}\" max-sessions=\"{}\" load-poll-ms=\"{}\"/>\n  <messages quota-per-user=\"{}\" max-body-bytes=\"{}\"/>\n  {}\n  {}\n</herald>\n",
+            "<herald cluster=\"test\">\n  <node number=\"{number}\" data-dir=\"{}\" join=\"{join}\"/>\n  <servers>\n{}  </servers>\n{}  <raft heartbeat-ms=\"{}\" election-min-ms=\"{}\" election-max-ms=\"{}\" snapshot-logs=\"{}\" write-timeout-ms=\"{}\"/>\n  <limits max-ids-per-query=\"{}\" max-request-bytes=\"{}\"/>\n  <time interval-ms=\"{}\" tolerance-ms=\"{}\" samples=\"3\"/>\n  <master prefer-lowest=\"{}\" hold-down-ms=\"{}\"/>\n  <gateway heartbeat-ms=\"{}\" heartbeat-misses=\"{}\" grace-ms=\"{}\" push-timeout-ms=\"{}\" max-sessions=\"{}\" load-poll-ms=\"{}\"/>\n  <messages quota-per-user=\"{}\" max-body-bytes=\"{}\"/>\n  {}\n  {}\n  {}\n</herald>\n",
             data_dir.display(),
             server_xml(servers),
             t.tls.as_ref().map(TlsFiles::xml).unwrap_or_default(),
@@ -347,7 +375,8 @@ impl Cluster {
             // The body must fit in a request with room for the JSON around it.
             t.max_body_bytes.min(t.max_request_bytes / 2),
             t.auth_xml.clone().unwrap_or_else(|| format!("<auth mode=\"hmac\" key=\"{TEST_AUTH_KEY}\"/>")),
-            t.media_xml.clone().unwrap_or_default()
+            t.media_xml.clone().unwrap_or_default(),
+            t.access_xml.clone().unwrap_or_else(access_xml)
         );
         fs::write(&config, xml)?;
         let log = self.dir.path().join(format!("node{number}.log"));
@@ -449,51 +478,78 @@ fn agent() -> ureq::Agent {
         .into()
 }
 
-/// GET a JSON document: (status, body).
-pub fn get_json(addr: &str, path: &str) -> Result<(u16, Value)> {
-    let mut r = agent()
-        .get(&format!("http://{addr}{path}"))
-        .call()
-        .map_err(|e| anyhow!("GET {path}: {e}"))?;
-    let status = r.status().as_u16();
-    let body = r.body_mut().read_to_string()?;
-    Ok((status, serde_json::from_str(&body).unwrap_or(Value::String(body))))
+/// Who a request of the harness comes from: the credential it sends.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum As<'a> {
+    /// Nothing: no `Authorization` header.
+    Anonymous,
+    /// `Authorization: Bearer <key or token>`.
+    Bearer(&'a str),
+    /// A session token and the user it is for (`X-Herald-User` too).
+    User { uid: &'a str, token: &'a str },
 }
 
-/// POST raw bytes with a content type: (status, body as JSON or string).
-pub fn post_raw(addr: &str, path: &str, content_type: &str, body: Vec<u8>) -> Result<(u16, Value)> {
-    send_raw("POST", addr, path, content_type, body)
-}
+/// The credential of the plain helpers: [`TEST_API_KEY`] (every scope).
+pub const ADMIN: As<'static> = As::Bearer(TEST_API_KEY);
 
-/// PUT a JSON document: (status, body).
-pub fn put_json(addr: &str, path: &str, body: &Value) -> Result<(u16, Value)> {
-    send_raw("PUT", addr, path, "application/json", serde_json::to_vec(body)?)
-}
-
-fn send_raw(
+/// Sends a request as `who`: (status, body as JSON or string).
+pub fn request(
+    who: As,
     method: &str,
     addr: &str,
     path: &str,
-    content_type: &str,
-    body: Vec<u8>,
+    body: Option<(&str, Vec<u8>)>,
 ) -> Result<(u16, Value)> {
     let url = format!("http://{addr}{path}");
-    let req = match method {
-        "PUT" => agent().put(&url),
-        _ => agent().post(&url),
-    };
-    let mut r = req
-        .header("content-type", content_type)
-        .send(&body[..])
-        .map_err(|e| anyhow!("{method} {path}: {e}"))?;
+    let mut req = ureq::http::Request::builder().method(method).uri(&url);
+    match who {
+        As::Anonymous => {}
+        As::Bearer(b) => req = req.header("authorization", format!("Bearer {b}")),
+        As::User { uid, token } => {
+            req =
+                req.header("authorization", format!("Bearer {token}")).header("x-herald-user", uid)
+        }
+    }
+    let (ct, bytes) = body.unwrap_or(("", Vec::new()));
+    if !ct.is_empty() {
+        req = req.header("content-type", ct);
+    }
+    let req = req.body(bytes).map_err(|e| anyhow!("{method} {path}: {e}"))?;
+    let mut r = agent().run(req).map_err(|e| anyhow!("{method} {path}: {e}"))?;
     let status = r.status().as_u16();
     let text = r.body_mut().with_config().limit(256 << 20).read_to_string()?;
     Ok((status, serde_json::from_str(&text).unwrap_or(Value::String(text))))
 }
 
-/// POST a JSON document: (status, body).
+/// GET a JSON document as `who`: (status, body).
+pub fn get_json_as(who: As, addr: &str, path: &str) -> Result<(u16, Value)> {
+    request(who, "GET", addr, path, None)
+}
+
+/// POST a JSON document as `who`: (status, body).
+pub fn post_json_as(who: As, addr: &str, path: &str, body: &Value) -> Result<(u16, Value)> {
+    request(who, "POST", addr, path, Some(("application/json", serde_json::to_vec(body)?)))
+}
+
+/// GET a JSON document with the all-scopes test key: (status, body).
+pub fn get_json(addr: &str, path: &str) -> Result<(u16, Value)> {
+    get_json_as(ADMIN, addr, path)
+}
+
+/// POST raw bytes with a content type (all-scopes key): (status, body as
+/// JSON or string).
+pub fn post_raw(addr: &str, path: &str, content_type: &str, body: Vec<u8>) -> Result<(u16, Value)> {
+    request(ADMIN, "POST", addr, path, Some((content_type, body)))
+}
+
+/// PUT a JSON document (all-scopes key): (status, body).
+pub fn put_json(addr: &str, path: &str, body: &Value) -> Result<(u16, Value)> {
+    request(ADMIN, "PUT", addr, path, Some(("application/json", serde_json::to_vec(body)?)))
+}
+
+/// POST a JSON document (all-scopes key): (status, body).
 pub fn post_json(addr: &str, path: &str, body: &Value) -> Result<(u16, Value)> {
-    post_raw(addr, path, "application/json", serde_json::to_vec(body)?)
+    post_json_as(ADMIN, addr, path, body)
 }
 
 /// A login event carrying `ext.v = value`.

@@ -7,7 +7,7 @@ use std::process::Command;
 use std::time::Duration;
 
 use anyhow::{bail, Context, Result};
-use herald_tests::{eventually, heraldd_path, phase, Cluster, Tuning};
+use herald_tests::{eventually, heraldd_path, phase, Cluster, Tuning, TEST_API_KEY};
 use serde_json::Value;
 
 /// The `herald` CLI, built beside `heraldd` (`cargo build --workspace --bins`).
@@ -25,6 +25,7 @@ fn bench(addr: &str, args: &[&str]) -> Result<Value> {
         .arg("bench")
         .args(args)
         .arg("--json")
+        .env("HERALD_API_KEY", TEST_API_KEY)
         .output()
         .context("run herald bench")?;
     let stdout = String::from_utf8_lossy(&out.stdout);

@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context, Result};
 use herald_client::session::{Message, Session, SessionConfig, SessionEvent};
-use herald_tests::{eventually, phase, token, Cluster, Tuning};
+use herald_tests::{eventually, phase, token, Cluster, Tuning, TEST_API_KEY};
 use serde_json::{json, Value};
 use sha2::{Digest, Sha256};
 
@@ -323,7 +323,10 @@ fn media_dedup_and_large_file_bounded_memory() -> Result<()> {
         "{v}"
     );
     assert_eq!(v["media"]["required_replicas"].as_u64(), Some(2));
-    let mut r = agent().get(&format!("http://{a}/metrics")).call()?;
+    let mut r = agent()
+        .get(&format!("http://{a}/metrics"))
+        .header("authorization", &format!("Bearer {TEST_API_KEY}"))
+        .call()?;
     let text = r.body_mut().read_to_string()?;
     assert!(
         text.contains("herald_media_known 1") && text.contains("herald_media_uploads_total 1"),

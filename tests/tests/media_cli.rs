@@ -27,6 +27,7 @@ fn herald(addr: &str, uid: &str, args: &[&str]) -> Result<Output> {
         .args(args)
         .env("HERALD_UID", uid)
         .env("HERALD_TOKEN", token(uid))
+        .env("HERALD_API_KEY", TEST_API_KEY)
         .output()
         .context("run herald")
 }

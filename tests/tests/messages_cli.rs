@@ -17,7 +17,13 @@ fn herald_path() -> PathBuf {
 }
 
 fn herald(addr: &str, args: &[&str]) -> Result<Output> {
-    Command::new(herald_path()).arg("--node").arg(addr).args(args).output().context("run herald")
+    Command::new(herald_path())
+        .arg("--node")
+        .arg(addr)
+        .args(args)
+        .env("HERALD_API_KEY", TEST_API_KEY)
+        .output()
+        .context("run herald")
 }
 
 /// Runs a command that must succeed and print JSON (`--json`).

@@ -11,7 +11,7 @@ use anyhow::{bail, Result};
 use herald_client::messages::{Outgoing, Recipients};
 use herald_client::session::{Session, SessionConfig, SessionEvent};
 use herald_client::{ConnectOptions, Consistency, Ext, HeraldClient};
-use herald_tests::{generate_tls, phase, Cluster, Tuning};
+use herald_tests::{generate_tls, phase, test_credential, Cluster, Tuning};
 
 /// Proves that a node started from XML with `<tls>` serves its publish
 /// port over TLS only: `connect_with("https://127.0.0.1:PORT")` trusting
@@ -33,8 +33,12 @@ fn tls_single_node_serves_grpc_over_https_only() -> Result<()> {
         let deadline = Instant::now() + Duration::from_secs(20);
         let client = loop {
             match HeraldClient::connect_with(&https, &opts).await {
-                Ok(cl) => match cl.status().await {
-                    Ok(s) if s.leader == Some(1) => break cl,
+                Ok(cl) => match cl.with_credential(test_credential()).status().await {
+                    Ok(s) if s.leader == Some(1) => {
+                        break HeraldClient::connect_with(&https, &opts)
+                            .await?
+                            .with_credential(test_credential())
+                    }
                     _ => {}
                 },
                 Err(e) if Instant::now() > deadline => {

@@ -8,6 +8,7 @@ mod connect;
 mod contacts;
 mod group_send;
 mod ids;
+mod key;
 mod media;
 mod output;
 mod presence;
@@ -23,7 +24,7 @@ use std::process::ExitCode;
 use clap::{Parser, Subcommand};
 use std::path::PathBuf;
 
-use herald_client::{ClientError, ConnectOptions, HeraldClient};
+use herald_client::{ClientError, ConnectOptions, Credential, HeraldClient};
 
 /// Command-line client of a Herald presence cluster.
 #[derive(Parser, Debug)]
@@ -50,6 +51,12 @@ pub struct Cli {
     /// PEM certificate(s) to trust for an https:// --node: the cluster's CA or its self-signed certificate.
     #[arg(long, global = true, value_name = "FILE", env = "HERALD_CA")]
     pub ca: Option<PathBuf>,
+    /// An application's API key (hk_..., from `herald key new`), sent with every call; prefer HERALD_API_KEY or --api-key-file (a flag is visible to other local users).
+    #[arg(long, global = true, value_name = "KEY", env = "HERALD_API_KEY", hide_env_values = true)]
+    pub api_key: Option<String>,
+    /// A file holding the API key (surrounding whitespace is ignored).
+    #[arg(long, global = true, value_name = "FILE", env = "HERALD_API_KEY_FILE")]
+    pub api_key_file: Option<PathBuf>,
     /// Machine output: one JSON document on stdout instead of tables.
     #[arg(long, global = true)]
     pub json: bool,
@@ -85,6 +92,9 @@ pub enum Command {
     /// Issue and check HMAC session tokens offline (the key of the nodes' <auth mode="hmac">).
     #[command(subcommand)]
     Token(token::TokenCommand),
+    /// Make application API keys for <access> (offline).
+    #[command(subcommand)]
+    Key(key::KeyCommand),
     /// Media over HTTP: upload, download (resumable), info, delete, shared list.
     #[command(subcommand)]
     Media(media::MediaCommand),
@@ -102,13 +112,17 @@ pub struct Ctx {
     pub node: String,
     /// TLS settings for an https:// `node` (from `--ca`).
     pub opts: ConnectOptions,
+    /// The API key of `--api-key`, `HERALD_API_KEY` or `--api-key-file`.
+    pub credential: Credential,
     pub out: output::Output,
 }
 
 impl Ctx {
-    /// Connects to `--node` (with `--ca` for https://).
+    /// Connects to `--node` (with `--ca` for https://), sending the API key.
     pub async fn connect(&self) -> Result<HeraldClient, ClientError> {
-        HeraldClient::connect_with(&self.node, &self.opts).await
+        Ok(HeraldClient::connect_with(&self.node, &self.opts)
+            .await?
+            .with_credential(self.credential.clone()))
     }
 }
 
@@ -146,7 +160,15 @@ pub fn main() -> ExitCode {
 /// Runs one parsed command line.
 pub async fn run(cli: Cli) -> Result<(), ClientError> {
     let opts = connect_options(cli.ca.as_deref())?;
-    let ctx = Ctx { node: cli.node, opts, out: output::Output { json: cli.json } };
+    // `key new` and `token` talk to no node: a bad key setting is no reason to fail them.
+    let offline = matches!(cli.command, Command::Key(_) | Command::Token(_));
+    let credential =
+        match Credential::from_sources(cli.api_key.as_deref(), cli.api_key_file.as_deref()) {
+            Ok(c) => c,
+            Err(_) if offline => Credential::none(),
+            Err(e) => return Err(e),
+        };
+    let ctx = Ctx { node: cli.node, opts, credential, out: output::Output { json: cli.json } };
     match cli.command {
         Command::Status(a) => status::run(&ctx, a).await,
         Command::Presence(c) => presence::run(&ctx, c).await,
@@ -158,6 +180,7 @@ pub async fn run(cli: Cli) -> Result<(), ClientError> {
         Command::Settings(a) => send::settings(&ctx, a).await,
         Command::Gateway(a) => send::gateway(&ctx, a).await,
         Command::Token(c) => token::run(&ctx, c),
+        Command::Key(c) => key::run(&ctx, c),
         Command::Media(c) => media::run(&ctx, c).await,
         Command::GroupSend(a) => group_send::run(&ctx, a).await,
         Command::Contacts(c) => contacts::run(&ctx, c).await,
@@ -218,6 +241,18 @@ mod tests {
         assert_eq!(o.ca_pem.as_deref(), Some(&b"PEM"[..]));
         std::fs::remove_dir_all(&dir).unwrap();
         assert_eq!(connect_options(None).unwrap(), ConnectOptions::default());
+    }
+
+    /// `--api-key` and `--api-key-file` are global flags; giving both is
+    /// refused when a command connects.
+    #[test]
+    fn cli_parse_api_key_flags() {
+        let c = Cli::try_parse_from(["herald", "status", "--api-key", "hk_x"]).unwrap();
+        assert_eq!(c.api_key.as_deref(), Some("hk_x"));
+        let c = Cli::try_parse_from(["herald", "--api-key-file", "/k", "status"]).unwrap();
+        assert_eq!(c.api_key_file.as_deref(), Some(std::path::Path::new("/k")));
+        let e = Credential::from_sources(Some("hk_x"), Some(std::path::Path::new("/k")));
+        assert_eq!(e.unwrap_err().code(), "invalid_argument");
     }
 
     /// A subcommand is required.

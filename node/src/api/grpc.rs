@@ -11,6 +11,8 @@ use tokio_stream::StreamExt;
 use tonic::transport::Channel;
 use tonic::{Request, Response, Status, Streaming};
 
+use super::access::Principal;
+use super::messages::grpc::principal;
 use super::{Api, ApiError, Consistency, MembershipOp, MembershipResult};
 use herald_domain::presence::{Event, QueryResult};
 
@@ -191,19 +193,34 @@ pub async fn cluster_client(
     Ok(ClusterClient::new(ch))
 }
 
+/// A request to another node carrying the caller's API key (its
+/// `authorization` metadata), so the other node checks the same principal.
+pub fn with_key<T>(msg: T, caller: &Principal) -> Request<T> {
+    let mut req = Request::new(msg);
+    if let Some(v) = caller.key().and_then(|k| format!("Bearer {k}").parse().ok()) {
+        req.metadata_mut().insert("authorization", v);
+    }
+    req
+}
+
 /// Sends a membership change to the leader's publish port.
 pub async fn forward_membership(
     addr: &str,
     op: MembershipOp,
+    caller: &Principal,
 ) -> Result<MembershipResult, ApiError> {
     let unavailable = |e: String| ApiError::Cluster(crate::raft::ClusterError::Unavailable(e));
     let mut c = cluster_client(addr).await.map_err(|e| unavailable(e.to_string()))?;
     let r = match op {
         MembershipOp::AddLearner { number, sync, publish } => {
-            c.add_learner(pb::AddLearnerRequest { number, sync, publish }).await
+            c.add_learner(with_key(pb::AddLearnerRequest { number, sync, publish }, caller)).await
         }
-        MembershipOp::Promote { number } => c.promote(pb::PromoteRequest { number }).await,
-        MembershipOp::Remove { number } => c.remove(pb::RemoveRequest { number }).await,
+        MembershipOp::Promote { number } => {
+            c.promote(with_key(pb::PromoteRequest { number }, caller)).await
+        }
+        MembershipOp::Remove { number } => {
+            c.remove(with_key(pb::RemoveRequest { number }, caller)).await
+        }
     };
     match r {
         Ok(r) => {
@@ -215,11 +232,15 @@ pub async fn forward_membership(
 }
 
 /// Sends a leader transfer to the leader's publish port.
-pub async fn forward_transfer(addr: &str, number: u64) -> Result<u64, ApiError> {
+pub async fn forward_transfer(
+    addr: &str,
+    number: u64,
+    caller: &Principal,
+) -> Result<u64, ApiError> {
     let mut c = cluster_client(addr)
         .await
         .map_err(|e| ApiError::Cluster(crate::raft::ClusterError::Unavailable(e.to_string())))?;
-    match c.transfer_leader(pb::TransferLeaderRequest { number }).await {
+    match c.transfer_leader(with_key(pb::TransferLeaderRequest { number }, caller)).await {
         Ok(r) => Ok(r.into_inner().leader),
         Err(s) => Err(status_to_api(s)),
     }
@@ -255,7 +276,8 @@ impl pb::cluster_server::Cluster for ClusterService {
         &self,
         req: Request<pb::StatusRequest>,
     ) -> Result<Response<pb::StatusResponse>, Status> {
-        let v = self.api.cluster_view(req.into_inner().local).await;
+        let p = principal(&req)?;
+        let v = self.api.cluster_view(req.into_inner().local, &p).await;
         Ok(Response::new(pb::StatusResponse::from(v)))
     }
 
@@ -263,8 +285,9 @@ impl pb::cluster_server::Cluster for ClusterService {
         &self,
         req: Request<pb::TransferLeaderRequest>,
     ) -> Result<Response<pb::TransferLeaderResponse>, Status> {
+        let p = principal(&req)?;
         let leader =
-            self.api.transfer_leader(req.into_inner().number).await.map_err(|e| e.to_grpc())?;
+            self.api.transfer_leader(req.into_inner().number, &p).await.map_err(|e| e.to_grpc())?;
         Ok(Response::new(pb::TransferLeaderResponse { leader }))
     }
 
@@ -272,10 +295,11 @@ impl pb::cluster_server::Cluster for ClusterService {
         &self,
         req: Request<pb::AddLearnerRequest>,
     ) -> Result<Response<pb::MembershipResponse>, Status> {
+        let p = principal(&req)?;
         let r = req.into_inner();
         let op = MembershipOp::AddLearner { number: r.number, sync: r.sync, publish: r.publish };
         self.api
-            .membership(op)
+            .membership(op, &p)
             .await
             .map(|r| Response::new(pb::MembershipResponse::from(r)))
             .map_err(|e| e.to_grpc())
@@ -285,9 +309,10 @@ impl pb::cluster_server::Cluster for ClusterService {
         &self,
         req: Request<pb::PromoteRequest>,
     ) -> Result<Response<pb::MembershipResponse>, Status> {
+        let p = principal(&req)?;
         let op = MembershipOp::Promote { number: req.into_inner().number };
         self.api
-            .membership(op)
+            .membership(op, &p)
             .await
             .map(|r| Response::new(pb::MembershipResponse::from(r)))
             .map_err(|e| e.to_grpc())
@@ -297,9 +322,10 @@ impl pb::cluster_server::Cluster for ClusterService {
         &self,
         req: Request<pb::RemoveRequest>,
     ) -> Result<Response<pb::MembershipResponse>, Status> {
+        let p = principal(&req)?;
         let op = MembershipOp::Remove { number: req.into_inner().number };
         self.api
-            .membership(op)
+            .membership(op, &p)
             .await
             .map(|r| Response::new(pb::MembershipResponse::from(r)))
             .map_err(|e| e.to_grpc())

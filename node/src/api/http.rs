@@ -7,13 +7,14 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use axum::extract::rejection::JsonRejection;
-use axum::extract::{DefaultBodyLimit, RawQuery, State};
+use axum::extract::{DefaultBodyLimit, Extension, RawQuery, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
-use axum::routing::{get, post};
 use axum::{Json, Router};
 use serde::{Deserialize, Serialize};
 
+use super::access::Principal;
+use super::routes::{Served, Verb};
 use super::{Api, ApiError, Consistency, MembershipOp};
 use herald_domain::presence::{Event, QueryResult, Record};
 use herald_proto::wire::cluster::{Health, MembershipBody as NumberBody, TransferLeaderAnswer};
@@ -103,25 +104,30 @@ fn query_json(q: &QueryResult) -> serde_json::Value {
 
 type AppState = Arc<Api>;
 
+/// Every HTTP route of the publish port, recorded as it is added (see
+/// [`Served`]; who may call each is [`super::routes::ROUTES`]).
+pub fn served() -> Served<AppState> {
+    use Verb::*;
+    Served::default()
+        .at(Post, "/v1/presence/events", post_events)
+        .at(Post, "/v1/presence/query", post_query)
+        .at(Get, "/v1/presence", get_presence)
+        .at(Get, "/v1/cluster", get_cluster)
+        .at(Post, "/v1/cluster/add-learner", post_add_learner)
+        .at(Post, "/v1/cluster/promote", post_promote)
+        .at(Post, "/v1/cluster/remove", post_remove)
+        .at(Post, "/v1/cluster/transfer-leader", post_transfer_leader)
+        .at(Get, "/healthz", healthz)
+        .at(Get, "/metrics", metrics)
+        .merge(super::messages::http::routes())
+        .merge(super::media::http::routes())
+}
+
 /// The HTTP routes; `max_body` bounds every request body.
 pub fn router(api: Arc<Api>) -> Router {
     let limit = api.limits.max_request_bytes;
-    Router::new()
-        .route("/v1/presence/events", post(post_events))
-        .route("/v1/presence/query", post(post_query))
-        .route("/v1/presence", get(get_presence))
-        .route("/v1/cluster", get(get_cluster))
-        .route("/v1/cluster/add-learner", post(post_add_learner))
-        .route("/v1/cluster/promote", post(post_promote))
-        .route("/v1/cluster/remove", post(post_remove))
-        .route("/v1/cluster/transfer-leader", post(post_transfer_leader))
-        .route("/healthz", get(healthz))
-        .route("/metrics", get(metrics))
-        .merge(super::messages::http::routes())
-        .merge(super::media::http::routes())
-        .fallback(not_found)
-        .layer(DefaultBodyLimit::max(limit))
-        .with_state(api)
+    let (router, _) = served().finish();
+    router.fallback(not_found).layer(DefaultBodyLimit::max(limit)).with_state(api)
 }
 
 async fn not_found() -> ApiError {
@@ -183,35 +189,39 @@ struct ClusterQuery {
 /// `GET /v1/cluster[?local=true]`.
 async fn get_cluster(
     State(api): State<AppState>,
+    Extension(p): Extension<Principal>,
     q: Result<axum::extract::Query<ClusterQuery>, axum::extract::rejection::QueryRejection>,
 ) -> Result<Json<super::ClusterView>, ApiError> {
     let q = q.map_err(|e| ApiError::new(codes::INVALID_QUERY_STRING, e.body_text()))?;
-    Ok(Json(api.cluster_view(q.0.local).await))
+    Ok(Json(api.cluster_view(q.0.local, &p).await))
 }
 
 async fn post_transfer_leader(
     State(api): State<AppState>,
+    Extension(p): Extension<Principal>,
     body: Result<Json<NumberBody>, JsonRejection>,
 ) -> Result<Json<TransferLeaderAnswer>, ApiError> {
     let Json(b) = body.map_err(|r| json_error(r, api.limits.max_request_bytes))?;
-    let leader = api.transfer_leader(b.number).await?;
+    let leader = api.transfer_leader(b.number, &p).await?;
     Ok(Json(TransferLeaderAnswer { leader }))
 }
 
 async fn membership(
     api: AppState,
+    p: Principal,
     body: Result<Json<NumberBody>, JsonRejection>,
     f: impl FnOnce(NumberBody) -> MembershipOp,
 ) -> Result<Json<super::MembershipResult>, ApiError> {
     let Json(b) = body.map_err(|r| json_error(r, api.limits.max_request_bytes))?;
-    Ok(Json(api.membership(f(b)).await?))
+    Ok(Json(api.membership(f(b), &p).await?))
 }
 
 async fn post_add_learner(
     State(api): State<AppState>,
+    Extension(p): Extension<Principal>,
     body: Result<Json<NumberBody>, JsonRejection>,
 ) -> Result<Json<super::MembershipResult>, ApiError> {
-    membership(api, body, |b| MembershipOp::AddLearner {
+    membership(api, p, body, |b| MembershipOp::AddLearner {
         number: b.number,
         sync: b.sync.unwrap_or_default(),
         publish: b.publish.unwrap_or_default(),
@@ -221,16 +231,18 @@ async fn post_add_learner(
 
 async fn post_promote(
     State(api): State<AppState>,
+    Extension(p): Extension<Principal>,
     body: Result<Json<NumberBody>, JsonRejection>,
 ) -> Result<Json<super::MembershipResult>, ApiError> {
-    membership(api, body, |b| MembershipOp::Promote { number: b.number }).await
+    membership(api, p, body, |b| MembershipOp::Promote { number: b.number }).await
 }
 
 async fn post_remove(
     State(api): State<AppState>,
+    Extension(p): Extension<Principal>,
     body: Result<Json<NumberBody>, JsonRejection>,
 ) -> Result<Json<super::MembershipResult>, ApiError> {
-    membership(api, body, |b| MembershipOp::Remove { number: b.number }).await
+    membership(api, p, body, |b| MembershipOp::Remove { number: b.number }).await
 }
 
 async fn healthz(State(api): State<AppState>) -> Response {

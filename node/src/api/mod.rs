@@ -3,12 +3,15 @@
 //! the limits and the error codes. [`messages`] and [`media`] are split
 //! the same way: their `mod.rs` holds the logic, `http.rs` the axum routes
 //! (and `messages/grpc.rs` the tonic service). The JSON shapes are
-//! [`herald_proto::wire`]'s.
+//! [`herald_proto::wire`]'s. Who may call what is one table,
+//! [`routes::ROUTES`], enforced by [`access::guard`] before any handler.
 
+pub mod access;
 pub mod grpc;
 pub mod http;
 pub mod media;
 pub mod messages;
+pub mod routes;
 
 use std::sync::Arc;
 use std::time::Instant;
@@ -223,6 +226,8 @@ pub struct Api {
     pub time: Arc<crate::time::TimeService>,
     pub gateway: Arc<crate::gateway::Gateway>,
     pub media: Arc<crate::media::Media>,
+    /// The application keys of `<access>` (issue 14).
+    pub access: access::Access,
 }
 
 impl Api {
@@ -314,8 +319,9 @@ impl Api {
     /// The cluster as a person wants to see it: this node's view, with
     /// member health taken from the leader and each member's clock from the
     /// member itself (short timeouts; unknown stays unknown). With `local`,
-    /// no other node is asked.
-    pub async fn cluster_view(&self, local: bool) -> ClusterView {
+    /// no other node is asked. The members are asked with the caller's
+    /// API key (every node holds the same `<access>`).
+    pub async fn cluster_view(&self, local: bool, caller: &access::Principal) -> ClusterView {
         let st = self.node.status();
         let mut nodes: Vec<NodeView> = st
             .members
@@ -347,7 +353,8 @@ impl Api {
                 .map(|n| (n.number, n.publish.clone()))
                 .collect();
             let views =
-                futures::future::join_all(others.iter().map(|(_, a)| self.remote_view(a))).await;
+                futures::future::join_all(others.iter().map(|(_, a)| self.remote_view(a, caller)))
+                    .await;
             let leader_view = st
                 .leader
                 .and_then(|l| others.iter().position(|(n, _)| *n == l))
@@ -388,37 +395,50 @@ impl Api {
     }
 
     /// Another node's own view of the members (short timeout; None if unknown).
-    async fn remote_view(&self, addr: &str) -> Option<Vec<NodeView>> {
+    async fn remote_view(&self, addr: &str, caller: &access::Principal) -> Option<Vec<NodeView>> {
         let fut = async {
             let mut c = grpc::cluster_client(addr).await.ok()?;
-            let r =
-                c.status(herald_proto::v1::StatusRequest { local: true }).await.ok()?.into_inner();
+            let req = grpc::with_key(herald_proto::v1::StatusRequest { local: true }, caller);
+            let r = c.status(req).await.ok()?.into_inner();
             Some(r.nodes.into_iter().map(NodeView::from).collect::<Vec<_>>())
         };
         tokio::time::timeout(REMOTE_VIEW_TIMEOUT, fut).await.ok().flatten()
     }
 
-    /// Hands the master role to `number` (through the leader).
-    pub async fn transfer_leader(&self, number: u64) -> Result<u64, ApiError> {
+    /// Hands the master role to `number` (through the leader, with the
+    /// caller's key).
+    pub async fn transfer_leader(
+        &self,
+        number: u64,
+        caller: &access::Principal,
+    ) -> Result<u64, ApiError> {
         if !self.node.is_leader() {
             let (_, addr) = self.node.leader_publish_addr().ok_or(ClusterError::NoLeader)?;
-            return grpc::forward_transfer(&addr, number).await;
+            return grpc::forward_transfer(&addr, number, caller).await;
         }
         self.node.transfer_leader(number).await?;
         Ok(number)
     }
 
     /// Runs a membership change on the leader: locally, or through the
-    /// leader's public Cluster service.
-    pub async fn membership(&self, op: MembershipOp) -> Result<MembershipResult, ApiError> {
-        let r = self.membership_inner(op).await;
+    /// leader's public Cluster service (with the caller's key).
+    pub async fn membership(
+        &self,
+        op: MembershipOp,
+        caller: &access::Principal,
+    ) -> Result<MembershipResult, ApiError> {
+        let r = self.membership_inner(op, caller).await;
         if let Err(e) = &r {
             self.count_error(e);
         }
         r
     }
 
-    async fn membership_inner(&self, mut op: MembershipOp) -> Result<MembershipResult, ApiError> {
+    async fn membership_inner(
+        &self,
+        mut op: MembershipOp,
+        caller: &access::Principal,
+    ) -> Result<MembershipResult, ApiError> {
         // Addresses left out of add-learner come from the XML server list.
         if let MembershipOp::AddLearner { number, sync, publish } = &mut op {
             if let Some(s) = self.servers.iter().find(|s| s.number == *number) {
@@ -432,7 +452,7 @@ impl Api {
         }
         if !self.node.is_leader() {
             let (_, addr) = self.node.leader_publish_addr().ok_or(ClusterError::NoLeader)?;
-            return grpc::forward_membership(&addr, op).await;
+            return grpc::forward_membership(&addr, op, caller).await;
         }
         let revision = match op {
             MembershipOp::AddLearner { number, sync, publish } => {
@@ -447,7 +467,7 @@ impl Api {
             MembershipOp::Promote { number } => self.node.promote(number).await?,
             MembershipOp::Remove { number } => self.node.remove(number).await?,
         };
-        Ok(MembershipResult { revision, nodes: self.cluster_view(true).await.nodes })
+        Ok(MembershipResult { revision, nodes: self.cluster_view(true, caller).await.nodes })
     }
 }
 

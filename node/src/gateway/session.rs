@@ -97,7 +97,10 @@ impl pb::gateway_server::Gateway for GatewayGrpc {
         &self,
         req: Request<pb::PickGatewayRequest>,
     ) -> Result<Response<pb::PickGatewayResponse>, Status> {
-        let r = req.into_inner();
+        let p = crate::api::messages::grpc::principal(&req)?;
+        let mut r = req.into_inner();
+        // A user asks for itself (the uid may be left out).
+        p.bind(&mut r.uid).map_err(|e| e.to_grpc())?;
         Ok(Response::new(self.gw.load.pick(&self.gw.node, &r.uid)))
     }
 }
@@ -240,6 +243,32 @@ async fn run(gw: Arc<Gateway>, mut inbound: Streaming<pb::ClientFrame>, out: Out
         gw.sessions_refused.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         tracing::info!(code = e.code().name, "session refused");
         return refuse(&out, e.code(), e.to_string()).await;
+    }
+    // The sid is the user's own: a Hello naming a sid another user holds
+    // is refused (it would move that sid to this user). Read after a
+    // barrier, so a login just committed elsewhere is seen.
+    let owner = match gw
+        .node
+        .read(crate::raft::Consistency::Linearizable, |st| {
+            st.presence.sid_owner(hello.sid).map(str::to_owned)
+        })
+        .await
+    {
+        Ok(o) => o,
+        Err(e) => {
+            gw.sessions_refused.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            return refuse(&out, e.code(), e.to_string()).await;
+        }
+    };
+    if owner.as_deref().is_some_and(|o| o != hello.uid) {
+        gw.sessions_refused.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        tracing::info!(sid = hello.sid, "session refused: the sid is another user's");
+        return refuse(
+            &out,
+            codes::SID_TAKEN,
+            format!("sid {} belongs to another user", hello.sid),
+        )
+        .await;
     }
     // After the token check: only the user itself learns it is at the cap.
     if !gw.node.read_local(|st| st.presence.admits_client(&hello.uid, &client)) {

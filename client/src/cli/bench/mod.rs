@@ -169,7 +169,7 @@ pub async fn run(ctx: &Ctx, cmd: BenchCommand) -> Result<(), ClientError> {
     };
     // The CLI's runtime has one thread; a benchmark wants every core for
     // its clients, so it gets a runtime of its own on its own thread.
-    let node = ctx.node.clone();
+    let (node, credential) = (ctx.node.clone(), ctx.credential.clone());
     let threads = args
         .threads
         .unwrap_or_else(|| std::thread::available_parallelism().map(|n| n.get()).unwrap_or(2));
@@ -181,7 +181,7 @@ pub async fn run(ctx: &Ctx, cmd: BenchCommand) -> Result<(), ClientError> {
             .map_err(|e| {
                 ClientError::InvalidArgument(format!("cannot start the benchmark runtime: {e}"))
             })?;
-        rt.block_on(run::bench(workload, &node, &args))
+        rt.block_on(run::bench(workload, &node, &args, &credential))
     });
     let report = handle
         .join()

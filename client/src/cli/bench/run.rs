@@ -402,13 +402,19 @@ async fn load(
 
 /// Runs `workload` against the cluster `node` belongs to (or the etcd
 /// `--endpoints`) and collects the results.
-pub async fn bench(workload: Workload, node: &str, a: &RunArgs) -> Result<Report, ClientError> {
+pub async fn bench(
+    workload: Workload,
+    node: &str,
+    a: &RunArgs,
+    credential: &herald_client::Credential,
+) -> Result<Report, ClientError> {
     let to_client = |e: OpError| ClientError::Server { code: e.code, message: e.message };
     if a.target == System::Herald {
         target::check_addr(node).map_err(to_client)?;
     }
-    let topo =
-        target::discover(a.target, node, &a.endpoints, a.etcd_txn_ops).await.map_err(to_client)?;
+    let topo = target::discover(a.target, node, &a.endpoints, a.etcd_txn_ops, credential)
+        .await
+        .map_err(to_client)?;
     let mut report = Report::new(a.target);
     inner(workload, &topo, a, &mut report).await.map_err(to_client)?;
     report.nodes = node_mems(&topo, &a.pids);
@@ -587,7 +593,7 @@ async fn inner(
                     .map(|n| (n.number, n.addr.clone()))
                     .collect();
                 let limit = before_kill + a.duration + Duration::from_secs(10);
-                tokio::spawn(watch_master(survivors, limit))
+                tokio::spawn(watch_master(survivors, limit, topo.credential.clone()))
             });
             let out = closed_loop(conns, cfg, Duration::ZERO, before_kill + a.duration).await;
             let killed_at = killer
@@ -624,13 +630,17 @@ async fn inner(
 
 /// Polls the survivors until one reports the lowest-numbered survivor as
 /// master (the numbered master is back); the instant it was first seen.
-async fn watch_master(survivors: Vec<(u64, String)>, limit: Duration) -> Option<Instant> {
+async fn watch_master(
+    survivors: Vec<(u64, String)>,
+    limit: Duration,
+    credential: herald_client::Credential,
+) -> Option<Instant> {
     let want = survivors.iter().map(|(n, _)| *n).min()?;
     let start = Instant::now();
     let mut clients = Vec::new();
     for (_, addr) in &survivors {
         if let Ok(c) = herald_client::HeraldClient::connect(addr).await {
-            clients.push(c);
+            clients.push(c.with_credential(credential.clone()));
         }
     }
     // Give the kill time to happen: the old master is still master before it.

@@ -18,7 +18,6 @@ use clap::ValueEnum;
 use herald_client::proto as pb;
 use herald_client::{normalize_addr, ClientError, HeraldClient, UserPresence};
 use serde::Serialize;
-use tonic::transport::Channel;
 
 use super::procs;
 
@@ -149,6 +148,8 @@ pub struct Topology {
     pub nodes: Vec<NodeInfo>,
     /// etcd only: how many gets one txn may carry.
     pub etcd_txn_ops: usize,
+    /// Herald only: the API key every connection sends.
+    pub credential: herald_client::Credential,
 }
 
 impl Topology {
@@ -186,10 +187,11 @@ pub async fn discover(
     node: &str,
     endpoints: &[String],
     etcd_txn_ops: usize,
+    credential: &herald_client::Credential,
 ) -> Result<Topology, OpError> {
     let nodes = match system {
         System::Herald => {
-            let c = HeraldClient::connect(node).await?;
+            let c = HeraldClient::connect(node).await?.with_credential(credential.clone());
             let s = c.status().await?;
             let Some(leader) = s.leader else {
                 return Err(OpError::new("no_leader", format!("{node} knows no leader")));
@@ -206,13 +208,18 @@ pub async fn discover(
         }
         System::Etcd => etcd::discover(endpoints).await?,
     };
-    Ok(Topology { system, nodes, etcd_txn_ops: etcd_txn_ops.max(1) })
+    Ok(Topology {
+        system,
+        nodes,
+        etcd_txn_ops: etcd_txn_ops.max(1),
+        credential: credential.clone(),
+    })
 }
 
 /// One client connection to one node.
 #[derive(Clone)]
 pub enum Conn {
-    Herald(pb::presence_client::PresenceClient<Channel>),
+    Herald(pb::presence_client::PresenceClient<herald_client::credential::AuthChannel>),
     #[cfg(feature = "etcd")]
     Etcd(etcd::Kv),
 }
@@ -224,7 +231,7 @@ impl Conn {
             System::Herald => {
                 // A fresh channel per client: clones of one channel would
                 // share one HTTP/2 connection.
-                let c = HeraldClient::connect(addr).await?;
+                let c = HeraldClient::connect(addr).await?.with_credential(topo.credential.clone());
                 Ok(Conn::Herald(c.presence_client()))
             }
             System::Etcd => etcd::open(addr, topo.etcd_txn_ops).await,

@@ -6,11 +6,10 @@ use std::collections::BTreeSet;
 
 use axum::body::{Body, Bytes};
 use axum::extract::rejection::JsonRejection;
-use axum::extract::{Path, Query, State};
+use axum::extract::{Extension, Path, Query, State};
 use axum::http::{header, HeaderMap, Method, StatusCode};
 use axum::response::{Html, IntoResponse, Response};
-use axum::routing::{get, post, put};
-use axum::{Json, Router};
+use axum::Json;
 use herald_proto::wire::media::{
     Contact, ContactBody, ContactList, GroupSendAnswer, GroupSendRequest, MediaInfo, MediaMessage,
     Removed, SharedMedia, SharedPage, UploadRequest,
@@ -19,7 +18,9 @@ use herald_proto::wire::Revision;
 use serde::Deserialize;
 
 use super::{bearer, media_in, write_lib, MAX_TEXT_BYTES, MEDIA_MESSAGE_TYPE};
+use crate::api::access::Principal;
 use crate::api::messages::{check_group_name, check_uid, Submission};
+use crate::api::routes::{Served, Verb};
 use crate::api::{Api, ApiError, Consistency};
 use crate::media::range::{self, RangeAnswer};
 use crate::media::store::valid_id;
@@ -28,23 +29,28 @@ use herald_domain::library::{LibOp, LibResult, MAX_GROUPS_PER_CONTACT};
 type AppState = std::sync::Arc<Api>;
 
 /// Routes of this module, merged into the HTTP router.
-pub fn routes() -> Router<AppState> {
-    Router::new()
-        .route("/v1/users/{uid}/uploads", post(post_upload))
-        .route("/v1/uploads/{id}", put(put_upload))
-        .route("/v1/media/{id}", get(get_media))
-        .route("/v1/media/{id}/content", get(get_content))
-        .route("/v1/users/{uid}/media/{id}", axum::routing::delete(delete_media))
-        .route("/v1/users/{uid}/contacts", get(get_contacts))
-        .route("/v1/users/{uid}/contacts/{contact}", put(put_contact).delete(delete_contact))
-        .route("/v1/users/{uid}/group-send", post(post_group_send))
-        .route("/v1/users/{uid}/shared", get(get_shared))
+pub fn routes() -> Served<AppState> {
+    use Verb::*;
+    Served::default()
+        .at(Post, "/v1/users/{uid}/uploads", post_upload)
+        .at(Put, "/v1/uploads/{id}", put_upload)
+        .at(Get, "/v1/media/{id}", get_media)
+        .at(Get, "/v1/media/{id}/content", get_content)
+        .at(Delete, "/v1/users/{uid}/media/{id}", delete_media)
+        .at(Get, "/v1/users/{uid}/contacts", get_contacts)
+        .at(Put, "/v1/users/{uid}/contacts/{contact}", put_contact)
+        .at(Delete, "/v1/users/{uid}/contacts/{contact}", delete_contact)
+        .at(Post, "/v1/users/{uid}/group-send", post_group_send)
+        .at(Get, "/v1/users/{uid}/shared", get_shared)
 }
 
 /// Query parameters any of these routes may carry.
 #[derive(Debug, Default, Deserialize)]
 struct Params {
+    /// `?token=` and `?viewer=` are read by the guard (api/access.rs).
+    #[allow(dead_code)]
     token: Option<String>,
+    #[allow(dead_code)]
     viewer: Option<String>,
     access: Option<String>,
     format: Option<String>,
@@ -53,12 +59,11 @@ struct Params {
 
 async fn post_upload(
     State(api): State<AppState>,
+    Extension(p): Extension<Principal>,
     Path(uid): Path<String>,
-    Query(q): Query<Params>,
-    headers: HeaderMap,
     body: Result<Json<UploadRequest>, JsonRejection>,
 ) -> Result<Response, ApiError> {
-    api.authenticate(&uid, &headers, q.token.as_deref()).await?;
+    p.act_as(&uid)?;
     let Json(b) =
         body.map_err(|r| crate::api::http::json_error(r, api.limits.max_request_bytes))?;
     let t = api.media.begin_upload(&uid, b.size, &b.content_type, &b.name)?;
@@ -91,28 +96,22 @@ async fn put_upload(
     }
 }
 
-/// The viewer a view call names: `X-Herald-User` or `?viewer=`.
-fn named_viewer(headers: &HeaderMap, q: &Params) -> Option<String> {
-    headers
-        .get("x-herald-user")
-        .and_then(|v| v.to_str().ok())
-        .map(str::to_owned)
-        .or_else(|| q.viewer.clone())
+/// The viewer of a view call: the user whose session token the guard
+/// checked for the viewer the request names (`X-Herald-User` or
+/// `?viewer=`, see [`crate::api::routes::UserFrom::Viewer`]).
+fn viewer(p: &Principal) -> Result<String, ApiError> {
+    p.user().map(str::to_owned).ok_or_else(|| {
+        ApiError::new(codes::MISSING_TOKEN, "a media view needs the viewer's session token")
+    })
 }
 
 async fn get_media(
     State(api): State<AppState>,
+    Extension(p): Extension<Principal>,
     Path(id): Path<String>,
-    Query(q): Query<Params>,
-    headers: HeaderMap,
 ) -> Result<Json<MediaInfo>, ApiError> {
-    let Some(v) = named_viewer(&headers, &q) else {
-        return Err(ApiError::new(
-            codes::MISSING_VIEWER,
-            "name the viewer: X-Herald-User: <uid> (or ?viewer=)",
-        ));
-    };
-    api.authenticate(&v, &headers, q.token.as_deref()).await?;
+    // The guard checked the session token for the viewer the request names.
+    let v = viewer(&p)?;
     if !valid_id(&id) {
         return Err(ApiError::new(codes::UNKNOWN_MEDIA, "a media id is 64 hex digits"));
     }
@@ -215,22 +214,21 @@ async fn get_content(
 
 async fn delete_media(
     State(api): State<AppState>,
+    Extension(p): Extension<Principal>,
     Path((uid, id)): Path<(String, String)>,
-    Query(q): Query<Params>,
-    headers: HeaderMap,
 ) -> Result<Json<Removed>, ApiError> {
-    api.authenticate(&uid, &headers, q.token.as_deref()).await?;
+    p.act_as(&uid)?;
     let (revision, r) = write_lib(&api, LibOp::MediaUnshare { id, owner: uid }).await?;
     Ok(Json(Removed { removed: r == LibResult::Done(true), revision }))
 }
 
 async fn get_contacts(
     State(api): State<AppState>,
+    Extension(p): Extension<Principal>,
     Path(uid): Path<String>,
     Query(q): Query<Params>,
-    headers: HeaderMap,
 ) -> Result<Json<ContactList>, ApiError> {
-    api.authenticate(&uid, &headers, q.token.as_deref()).await?;
+    p.act_as(&uid)?;
     let contacts: Vec<Contact> = api
         .node
         .read(Consistency::Linearizable, |st| {
@@ -254,12 +252,11 @@ async fn get_contacts(
 
 async fn put_contact(
     State(api): State<AppState>,
+    Extension(p): Extension<Principal>,
     Path((uid, contact)): Path<(String, String)>,
-    Query(q): Query<Params>,
-    headers: HeaderMap,
     body: Bytes,
 ) -> Result<Json<Revision>, ApiError> {
-    api.authenticate(&uid, &headers, q.token.as_deref()).await?;
+    p.act_as(&uid)?;
     check_uid("contact", &contact)?;
     let b: ContactBody = if body.iter().all(u8::is_ascii_whitespace) {
         ContactBody::default()
@@ -283,23 +280,21 @@ async fn put_contact(
 
 async fn delete_contact(
     State(api): State<AppState>,
+    Extension(p): Extension<Principal>,
     Path((uid, contact)): Path<(String, String)>,
-    Query(q): Query<Params>,
-    headers: HeaderMap,
 ) -> Result<Json<Removed>, ApiError> {
-    api.authenticate(&uid, &headers, q.token.as_deref()).await?;
+    p.act_as(&uid)?;
     let (revision, r) = write_lib(&api, LibOp::ContactRemove { uid, contact }).await?;
     Ok(Json(Removed { removed: r == LibResult::Done(true), revision }))
 }
 
 async fn post_group_send(
     State(api): State<AppState>,
+    Extension(p): Extension<Principal>,
     Path(uid): Path<String>,
-    Query(q): Query<Params>,
-    headers: HeaderMap,
     body: Result<Json<GroupSendRequest>, JsonRejection>,
 ) -> Result<Json<GroupSendAnswer>, ApiError> {
-    api.authenticate(&uid, &headers, q.token.as_deref()).await?;
+    p.act_as(&uid)?;
     let Json(b) =
         body.map_err(|r| crate::api::http::json_error(r, api.limits.max_request_bytes))?;
     if b.text.len() > MAX_TEXT_BYTES {
@@ -357,6 +352,7 @@ async fn post_group_send(
         content_type: MEDIA_MESSAGE_TYPE.into(),
         body,
         grant_media: Some(m.id.clone()),
+        namespace: p.namespace(),
         ..Submission::default()
     };
     let a = api.send(s).await?;
@@ -398,13 +394,13 @@ fn escape(s: &str) -> String {
 
 async fn get_shared(
     State(api): State<AppState>,
+    Extension(p): Extension<Principal>,
     Path(uid): Path<String>,
     Query(q): Query<Params>,
     headers: HeaderMap,
 ) -> Result<Response, ApiError> {
     check_uid("uid", &uid)?;
-    let v = named_viewer(&headers, &q).unwrap_or_else(|| uid.clone());
-    api.authenticate(&v, &headers, q.token.as_deref()).await?;
+    let v = viewer(&p)?;
     let items: Vec<SharedMedia> = api
         .node
         .read(Consistency::Linearizable, |st| {

@@ -1,15 +1,14 @@
 //! Media, contacts, group-send and the shared page (MISSION G1–G3,
-//! S1–S4): what the HTTP routes ([`http`]) share — authentication, media
-//! metadata, library writes. The contract is docs/media.md; the byte
+//! S1–S4): what the HTTP routes ([`http`]) share — media metadata, library
+//! writes (who may call each route is decided before, by
+//! [`super::access::guard`]). The contract is docs/media.md; the byte
 //! handling is in [`crate::media`], the replicated metadata in
 //! [`herald_domain::library`].
 
 pub mod http;
 
-use ::http::{header, HeaderMap};
 use herald_proto::codes;
 
-use super::messages::check_uid;
 use super::{Api, ApiError, Consistency};
 use crate::media::store::valid_id;
 use herald_domain::library::{LibOp, LibResult, MediaMeta};
@@ -20,36 +19,10 @@ pub const MAX_TEXT_BYTES: usize = 4096;
 /// Content type of the message a group-send delivers.
 pub use herald_proto::wire::media::MEDIA_MESSAGE_TYPE;
 
-/// The token of an `Authorization: Bearer <token>` header (the scheme is
-/// case-insensitive).
-pub(crate) fn bearer(headers: &HeaderMap) -> Option<&str> {
-    let v = headers.get(header::AUTHORIZATION)?.to_str().ok()?;
-    let (scheme, rest) = v.split_once(' ')?;
-    scheme.eq_ignore_ascii_case("bearer").then_some(rest.trim())
-}
+/// The credential of an `Authorization: Bearer` header.
+pub(crate) use super::access::bearer;
 
 impl Api {
-    /// Checks that the caller holds a session token of `uid`.
-    pub async fn authenticate(
-        &self,
-        uid: &str,
-        headers: &HeaderMap,
-        query_token: Option<&str>,
-    ) -> Result<(), ApiError> {
-        check_uid("uid", uid)?;
-        let token = bearer(headers).or(query_token).ok_or_else(|| ApiError::Refused {
-            code: codes::MISSING_TOKEN,
-            message: "a session token is required: Authorization: Bearer <token> (or ?token=)"
-                .into(),
-        })?;
-        let now_s = self.node.clock().now_ms() / 1000;
-        self.gateway
-            .auth
-            .check(uid, token, "http", now_s)
-            .await
-            .map_err(|e| ApiError::new(e.code(), e.to_string()))
-    }
-
     /// Media metadata from this node's state, after a read barrier when it
     /// is not known here yet (committed through another node just now).
     pub(crate) async fn media_meta(&self, id: &str) -> Result<MediaMeta, ApiError> {
@@ -81,20 +54,5 @@ pub(crate) async fn write_lib(api: &Api, op: LibOp) -> Result<(u64, LibResult), 
         }
         Some(OpResult::Lib(r)) => Ok((rev, r)),
         other => Err(ApiError::new(codes::INTERNAL, format!("unexpected apply result {other:?}"))),
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    /// Bearer tokens are read case-insensitively; other schemes are not.
-    #[test]
-    fn media_bearer_header() {
-        let mut h = HeaderMap::new();
-        h.insert(header::AUTHORIZATION, "bearer abc".parse().unwrap());
-        assert_eq!(bearer(&h), Some("abc"));
-        h.insert(header::AUTHORIZATION, "Basic abc".parse().unwrap());
-        assert_eq!(bearer(&h), None);
     }
 }

@@ -7,7 +7,17 @@ use herald_proto::v1 as pb;
 use tonic::{Request, Response, Status};
 
 use super::Submission;
-use crate::api::Api;
+use crate::api::access::Principal;
+use crate::api::{Api, ApiError};
+
+/// The principal the guard established for a gRPC call (every call
+/// passes it: the guard wraps the whole publish port).
+pub(crate) fn principal<T>(req: &Request<T>) -> Result<Principal, Status> {
+    req.extensions().get::<Principal>().cloned().ok_or_else(|| {
+        ApiError::new(herald_proto::codes::INTERNAL, "no principal: the call bypassed the guard")
+            .to_grpc()
+    })
+}
 
 /// The gRPC `herald.v1.Messages` service.
 pub struct MessagesGrpc {
@@ -20,7 +30,9 @@ impl pb::messages_server::Messages for MessagesGrpc {
         &self,
         req: Request<pb::SendRequest>,
     ) -> Result<Response<pb::SendResponse>, Status> {
-        let r = req.into_inner();
+        let p = principal(&req)?;
+        let mut r = req.into_inner();
+        p.bind(&mut r.from).map_err(|e| e.to_grpc())?;
         let s = Submission {
             idempotency_key: r.idempotency_key,
             from: r.from,
@@ -31,6 +43,7 @@ impl pb::messages_server::Messages for MessagesGrpc {
             content_type: r.content_type,
             body: r.body,
             grant_media: None,
+            namespace: p.namespace(),
         };
         let a = self.api.send(s).await.map_err(|e| e.to_grpc())?;
         Ok(Response::new(pb::SendResponse::from(a)))
@@ -59,7 +72,9 @@ impl pb::messages_server::Messages for MessagesGrpc {
         &self,
         req: Request<pb::SetSettingsRequest>,
     ) -> Result<Response<pb::SettingsResponse>, Status> {
-        let r = req.into_inner();
+        let p = principal(&req)?;
+        let mut r = req.into_inner();
+        p.bind(&mut r.uid).map_err(|e| e.to_grpc())?;
         let a = self.api.set_settings(&r.uid, r.offline).await.map_err(|e| e.to_grpc())?;
         Ok(Response::new(pb::SettingsResponse::from(a)))
     }
@@ -68,7 +83,9 @@ impl pb::messages_server::Messages for MessagesGrpc {
         &self,
         req: Request<pb::GetSettingsRequest>,
     ) -> Result<Response<pb::SettingsResponse>, Status> {
-        let r = req.into_inner();
+        let p = principal(&req)?;
+        let mut r = req.into_inner();
+        p.bind(&mut r.uid).map_err(|e| e.to_grpc())?;
         let a = self.api.get_settings(&r.uid).await.map_err(|e| e.to_grpc())?;
         Ok(Response::new(pb::SettingsResponse::from(a)))
     }

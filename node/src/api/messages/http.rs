@@ -7,9 +7,8 @@ use std::collections::HashSet;
 use std::sync::Arc;
 
 use axum::extract::rejection::JsonRejection;
-use axum::extract::{Path, Query, State};
-use axum::routing::{get, post, put};
-use axum::{Json, Router};
+use axum::extract::{Extension, Path, Query, State};
+use axum::Json;
 use herald_proto::wire::messages::{
     GatewayChoice, GroupAnswer, GroupBody, GroupDeleted, SendAnswer, SendBody, SettingsAnswer,
     SettingsBody,
@@ -17,6 +16,8 @@ use herald_proto::wire::messages::{
 use serde::Deserialize;
 
 use super::Submission;
+use crate::api::access::Principal;
+use crate::api::routes::{Served, Verb};
 use crate::api::{Api, ApiError};
 
 #[derive(Debug, Deserialize, Default)]
@@ -31,20 +32,28 @@ struct GatewayQuery {
 type AppState = Arc<Api>;
 
 /// Routes of this module, merged into the HTTP router.
-pub fn routes() -> Router<AppState> {
-    Router::new()
-        .route("/v1/messages", post(post_message))
-        .route("/v1/groups/{name}", put(put_group).get(get_group).delete(delete_group))
-        .route("/v1/users/{uid}/settings", put(put_settings).get(get_settings))
-        .route("/v1/gateway", get(get_gateway))
+pub fn routes() -> Served<AppState> {
+    use Verb::*;
+    Served::default()
+        .at(Post, "/v1/messages", post_message)
+        .at(Put, "/v1/groups/{name}", put_group)
+        .at(Get, "/v1/groups/{name}", get_group)
+        .at(Delete, "/v1/groups/{name}", delete_group)
+        .at(Put, "/v1/users/{uid}/settings", put_settings)
+        .at(Get, "/v1/users/{uid}/settings", get_settings)
+        .at(Get, "/v1/gateway", get_gateway)
 }
 
 async fn post_message(
     State(api): State<AppState>,
+    Extension(p): Extension<Principal>,
     body: Result<Json<SendBody>, JsonRejection>,
 ) -> Result<Json<SendAnswer>, ApiError> {
-    let Json(b) =
+    let Json(mut b) =
         body.map_err(|r| crate::api::http::json_error(r, api.limits.max_request_bytes))?;
+    // A user sends as itself only (an empty `from` is itself); an
+    // application as anyone.
+    p.bind(&mut b.from)?;
     let body = match (b.body, b.body_base64) {
         (Some(t), None) => t.into_bytes(),
         (None, Some(b64)) => {
@@ -68,6 +77,7 @@ async fn post_message(
         content_type: b.content_type,
         body,
         grant_media: None,
+        namespace: p.namespace(),
     };
     Ok(Json(api.send(s).await?))
 }
@@ -112,9 +122,11 @@ async fn delete_group(
 
 async fn put_settings(
     State(api): State<AppState>,
+    Extension(p): Extension<Principal>,
     Path(uid): Path<String>,
     body: Result<Json<SettingsBody>, JsonRejection>,
 ) -> Result<Json<SettingsAnswer>, ApiError> {
+    p.act_as(&uid)?;
     let Json(b) =
         body.map_err(|r| crate::api::http::json_error(r, api.limits.max_request_bytes))?;
     Ok(Json(api.set_settings(&uid, b.offline).await?))
@@ -122,17 +134,22 @@ async fn put_settings(
 
 async fn get_settings(
     State(api): State<AppState>,
+    Extension(p): Extension<Principal>,
     Path(uid): Path<String>,
 ) -> Result<Json<SettingsAnswer>, ApiError> {
+    p.act_as(&uid)?;
     Ok(Json(api.get_settings(&uid).await?))
 }
 
 /// `GET /v1/gateway?uid=U`: the best node for this client, and all of them.
 async fn get_gateway(
     State(api): State<AppState>,
+    Extension(p): Extension<Principal>,
     q: Result<Query<GatewayQuery>, axum::extract::rejection::QueryRejection>,
 ) -> Result<Json<GatewayChoice>, ApiError> {
-    let q = q.map_err(|e| ApiError::new(codes::INVALID_QUERY_STRING, e.body_text()))?;
+    let mut q = q.map_err(|e| ApiError::new(codes::INVALID_QUERY_STRING, e.body_text()))?;
+    // A user asks for itself (the uid may be left out).
+    p.bind(&mut q.0.uid)?;
     let r = api.pick_gateway(&q.0.uid)?;
     Ok(Json(GatewayChoice::from(r)))
 }

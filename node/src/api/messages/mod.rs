@@ -36,6 +36,17 @@ pub struct Submission {
     /// Group-send: the recipients are granted access to this media in the
     /// same log entry (not settable over the wire).
     pub grant_media: Option<String>,
+    /// The sending principal's idempotency namespace
+    /// ([`super::access::Principal::namespace`]): the key is remembered as
+    /// `<namespace>/<key>` (with `from`), so one principal's key never
+    /// answers another's message as a duplicate.
+    pub namespace: String,
+}
+
+/// The idempotency key as the log keeps it: the principal's namespace
+/// (which holds no `/`) before the key the caller chose.
+fn namespaced_key(namespace: &str, key: &str) -> String {
+    format!("{namespace}/{key}")
 }
 
 /// The outcome for one recipient, the answer to a submission and a
@@ -167,7 +178,7 @@ impl Api {
         let (req, waiter) = self.gateway.waiter();
         let grant = s.grant_media;
         let op = SendOp {
-            idempotency_key: s.idempotency_key,
+            idempotency_key: namespaced_key(&s.namespace, &s.idempotency_key),
             from: s.from,
             to: s.to,
             group: s.group,
