@@ -6,8 +6,16 @@ use std::net::TcpListener;
 use std::path::Path;
 use std::time::{Duration, Instant};
 
-use herald_client::{ConnectOptions, Consistency, Ext, HeraldClient};
+use herald_client::{ConnectOptions, Consistency, Credential, Ext, HeraldClient};
 use herald_node::config::{self, TlsConfig};
+
+/// The API key of the test nodes (`<access>`: every scope), which a
+/// follower forwards to the leader with the membership call.
+const KEY: &str = "hk_tls-cluster-test-key-00000000000000000000";
+
+fn api_key() -> Credential {
+    Credential::api_key(KEY).unwrap()
+}
 
 fn free_port() -> u16 {
     TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
@@ -30,8 +38,10 @@ fn node_config(
         .collect();
     let xml = format!(
         "<herald cluster=\"tls\">\n<node number=\"{number}\" data-dir=\"{}\"/>\n<servers>\n{servers}</servers>\n\
-         <raft heartbeat-ms=\"50\" election-min-ms=\"300\" election-max-ms=\"600\"/>\n</herald>\n",
-        dir.join(format!("node{number}")).display()
+         <raft heartbeat-ms=\"50\" election-min-ms=\"300\" election-max-ms=\"600\"/>\n\
+         <access><api-key name=\"t\" hash=\"{}\" scopes=\"presence:write presence:read cluster:read admin\"/></access>\n</herald>\n",
+        dir.join(format!("node{number}")).display(),
+        herald_proto::apikey::hash(KEY)
     );
     let mut cfg = config::parse(&xml, "tls-test.xml").expect("config");
     cfg.tls = Some(tls.clone());
@@ -44,8 +54,8 @@ fn node_config(
 /// gRPC over h2 negotiated by ALPN); a plaintext client and a client
 /// without the right CA are refused; and a follower forwards a membership
 /// call to the leader's publish port over TLS (node-to-node
-/// `publish_endpoint`): the leader's own `unknown_node` answer comes back,
-/// not `unavailable`.
+/// `publish_endpoint`, with the caller's API key): the leader's own
+/// `unknown_node` answer comes back, not `unavailable` or `missing_credential`.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn tls_publish_port_end_to_end() {
     let dir = tempfile::tempdir().unwrap();
@@ -77,7 +87,7 @@ async fn tls_publish_port_end_to_end() {
         let mut seen = Vec::new();
         for n in 1..=2 {
             let l = match HeraldClient::connect_with(&addr(n), &opts).await {
-                Ok(c) => c.status().await.ok().and_then(|s| s.leader),
+                Ok(c) => c.with_credential(api_key()).status().await.ok().and_then(|s| s.leader),
                 Err(_) => None,
             };
             seen.push(l);
@@ -93,7 +103,8 @@ async fn tls_publish_port_end_to_end() {
     let follower = 3 - leader;
 
     // Presence over TLS.
-    let c = HeraldClient::connect_with(&addr(leader), &opts).await.unwrap();
+    let c =
+        HeraldClient::connect_with(&addr(leader), &opts).await.unwrap().with_credential(api_key());
     assert!(c.addr().starts_with("https://"));
     let rev = c.login("u1", 1001, "mobile", None, Ext::new()).await.unwrap();
     let q = c.query(&["u1".to_string()], &[], Consistency::Linearizable).await.unwrap();
@@ -101,7 +112,10 @@ async fn tls_publish_port_end_to_end() {
     assert!(q.users.iter().any(|u| u.uid == "u1" && u.online), "{q:?}");
 
     // Node-to-node over TLS: the follower forwards to the leader.
-    let f = HeraldClient::connect_with(&addr(follower), &opts).await.unwrap();
+    let f = HeraldClient::connect_with(&addr(follower), &opts)
+        .await
+        .unwrap()
+        .with_credential(api_key());
     let e = f.promote(99).await.unwrap_err();
     assert_eq!(e.code(), "unknown_node", "{e}");
 
