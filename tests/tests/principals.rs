@@ -259,6 +259,22 @@ fn principals_unlisted_routes_refused() -> Result<()> {
     Ok(())
 }
 
+/// With `<access public-metrics="true">` anyone reads `/metrics`, and
+/// every other route still needs its principal; without it (the default,
+/// see the route walk) `/metrics` needs the `metrics` scope.
+#[test]
+fn principals_public_metrics() -> Result<()> {
+    let access = access_xml().replace("<access>", "<access public-metrics=\"true\">");
+    let c = Cluster::start(1, Tuning { access_xml: Some(access), ..Tuning::default() })?;
+    c.wait_leader(Duration::from_secs(20))?;
+    let a = c.addr(1);
+    let (st, v) = request(As::Anonymous, "GET", &a, "/metrics", None)?;
+    assert!(st == 200 && v.as_str().is_some_and(|t| t.contains("herald_")), "{st} {v}");
+    let (st, v) = get_json_as(As::Anonymous, &a, "/v1/cluster")?;
+    assert_eq!((st, v["error"]["code"].as_str()), (401, Some("missing_credential")), "{v}");
+    Ok(())
+}
+
 /// Opens a raw session as `uid` naming `sid`; the first error code, if
 /// the server refused.
 async fn hello(addr: &str, uid: &str, sid: u64) -> Result<Option<String>> {

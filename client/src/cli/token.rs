@@ -39,7 +39,7 @@ pub struct IssueArgs {
     /// Internal user id the token is for.
     #[arg(long)]
     pub uid: String,
-    /// How long the token is valid: <n>s, <n>m, <n>h or <n>d (e.g. 90s, 15m, 24h, 7d).
+    /// How long the token is valid: <n>s, <n>m, <n>h or <n>d (e.g. 90s, 15m, 24h, 7d). Nodes refuse tokens that live longer than their <auth max-token-lifetime-s> (7 days by default) with token_lifetime.
     #[arg(long, value_name = "DURATION", value_parser = parse_ttl)]
     pub ttl: u64,
     #[command(flatten)]

@@ -117,12 +117,23 @@ pub struct AccessConfig {
 }
 
 /// One `<api-key>`: an application, its key's SHA-256 and its scopes.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Clone, PartialEq, Eq)]
 pub struct ApiKeyConfig {
     pub name: String,
     pub digest: [u8; 32],
     /// Sorted, without repeats.
     pub scopes: Vec<herald_proto::apikey::Scope>,
+}
+
+impl std::fmt::Debug for ApiKeyConfig {
+    /// The hash as the XML writes it (`heraldd --check` prints the config).
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ApiKeyConfig")
+            .field("name", &self.name)
+            .field("hash", &herald_proto::apikey::digest_text(&self.digest))
+            .field("scopes", &self.scopes.iter().map(|s| s.name()).collect::<Vec<_>>())
+            .finish()
+    }
 }
 
 impl Config {
