@@ -173,9 +173,9 @@ pub(crate) fn bound_append(
         return Ok((rpc, Bound { bytes, cut_at: None }));
     }
     rpc.entries.truncate(keep);
-    let last = rpc.entries.last().map(|e| e.log_id.clone()).expect("at least one entry is kept");
+    let last = rpc.entries.last().map(|e| e.log_id).expect("at least one entry is kept");
     if rpc.leader_commit.as_ref().is_some_and(|c| c.index > last.index) {
-        rpc.leader_commit = Some(last.clone());
+        rpc.leader_commit = Some(last);
     }
     Ok((rpc, Bound { bytes, cut_at: Some(last) }))
 }
