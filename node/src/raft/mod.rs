@@ -21,7 +21,7 @@ use herald_proto::codes::{self, Code};
 use herald_proto::raft::raft_internal_client::RaftInternalClient;
 use herald_proto::raft::RaftBytes;
 use openraft::async_runtime::WatchReceiver;
-use openraft::{ChangeMembers, Instant as _, ReadPolicy, ServerState};
+use openraft::{ChangeMembers, Instant as _, LinearizerOption, ServerState};
 use serde::{Deserialize, Serialize};
 use tokio::sync::{mpsc, oneshot, Semaphore};
 use tonic::transport::Channel;
@@ -418,10 +418,20 @@ impl RaftNode {
         rx.await.map_err(|_| internal("batcher dropped the request"))?
     }
 
-    /// On the leader: confirms leadership with a quorum and returns the read
-    /// index (every write acknowledged before this call is at or below it).
+    /// On the leader: confirms leadership and returns the read index (every
+    /// write acknowledged before this call is at or below it).
+    ///
+    /// Leadership is confirmed by the leader lease when a quorum acknowledged
+    /// an RPC sent less than one lease ago (openraft's lease is
+    /// `election_timeout_max`; a follower that acknowledged it refuses to
+    /// vote for another candidate for at least that long, measured from a
+    /// later instant on its own monotonic clock), and otherwise by a
+    /// heartbeat round sent at once (ReadIndex). A leadership transfer (the
+    /// numbered master's) is the one election a lease does not hold back:
+    /// openraft refuses reads on the leader from the moment it starts one, so
+    /// no read is served on a lease the transfer has broken.
     pub async fn leader_read_index(&self) -> Result<u64, ClusterError> {
-        let fut = self.raft.get_read_log_id(ReadPolicy::ReadIndex);
+        let fut = self.raft.get_read_log_id(LinearizerOption::new(None, true));
         match tokio::time::timeout(self.op_timeout, fut).await {
             Err(_) => Err(ClusterError::Timeout),
             Ok(Ok((read_log_id, _applied))) => Ok(read_log_id.index()),
