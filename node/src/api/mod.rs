@@ -17,7 +17,7 @@ use herald_proto::codes::{self, Code};
 
 use crate::config::Limits;
 use crate::metrics::{CodeLabel, ConsistencyLabel, Metrics};
-use crate::raft::{ClusterError, RaftNode};
+use crate::raft::{ClusterError, RaftNode, Turn};
 use std::collections::{BTreeSet, HashMap};
 
 use herald_domain::presence::{
@@ -233,8 +233,19 @@ impl Api {
     /// Validates and commits a batch of events; returns the revision.
     #[tracing::instrument(level = "debug", skip_all, fields(events = events.len()))]
     pub async fn push_events(&self, events: Vec<Event>) -> Result<u64, ApiError> {
+        self.push_events_in_turn(events, Turn::free()).await
+    }
+
+    /// [`push_events`](Self::push_events) as one of a sequence of batches
+    /// (one stream's) that apply in the order sent (see
+    /// [`RaftNode::write_in_turn`]).
+    pub async fn push_events_in_turn(
+        &self,
+        events: Vec<Event>,
+        turn: Turn,
+    ) -> Result<u64, ApiError> {
         let start = Instant::now();
-        let r = self.push_inner(events).await;
+        let r = self.push_inner(events, turn).await;
         match &r {
             Ok(_) => {
                 self.metrics.write_requests.inc();
@@ -245,7 +256,7 @@ impl Api {
         r
     }
 
-    async fn push_inner(&self, events: Vec<Event>) -> Result<u64, ApiError> {
+    async fn push_inner(&self, events: Vec<Event>, turn: Turn) -> Result<u64, ApiError> {
         if events.is_empty() {
             return Err(ApiError::new(codes::NO_EVENTS, "events must not be empty"));
         }
@@ -266,7 +277,10 @@ impl Api {
         let n = events.len() as u64;
         let (rev, _) = self
             .node
-            .write(events.into_iter().map(herald_domain::state::Op::Presence).collect())
+            .write_in_turn(
+                events.into_iter().map(herald_domain::state::Op::Presence).collect(),
+                turn,
+            )
             .await?;
         self.metrics.write_events.inc_by(n);
         Ok(rev)

@@ -102,6 +102,31 @@ struct WriteReq {
     reply: oneshot::Sender<ForwardReply>,
 }
 
+/// A write's place in a sequence (see [`RaftNode::write_in_turn`]): what to
+/// wait for before queueing, and what to fire once queued (dropping it,
+/// whatever happened, lets the next write go).
+#[derive(Debug, Default)]
+pub struct Turn {
+    after: Option<oneshot::Receiver<()>>,
+    done: Option<oneshot::Sender<()>>,
+}
+
+impl Turn {
+    /// A write that waits for nothing and holds up nothing.
+    pub fn free() -> Turn {
+        Turn::default()
+    }
+
+    /// Turns for a sequence of writes, in order.
+    pub fn sequence() -> impl FnMut() -> Turn {
+        let mut prev: Option<oneshot::Receiver<()>> = None;
+        move || {
+            let (tx, rx) = oneshot::channel();
+            Turn { after: prev.replace(rx), done: Some(tx) }
+        }
+    }
+}
+
 /// A member as seen in status.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
 pub struct MemberStatus {
@@ -357,6 +382,25 @@ impl RaftNode {
     /// result per operation. Bounded by the write timeout; `no_leader` when
     /// no leader appears in time.
     pub async fn write(&self, ops: Vec<Op>) -> ForwardReply {
+        self.write_in_turn(ops, Turn::free()).await
+    }
+
+    /// [`write`](Self::write), taking its place in a sequence of writes (one
+    /// stream's batches): it waits until the write before it in the
+    /// sequence is queued, and lets the next one go as soon as it is queued
+    /// itself. On the leader "queued" means in the batcher's channel, whose
+    /// order is the log's, so a stream keeps many batches in flight and they
+    /// still apply in the order sent; through a follower (a forward RPC,
+    /// whose arrival order is not guaranteed) it means answered, so a stream
+    /// there goes one batch at a time. A write retried after a leader change
+    /// may land behind writes queued after it: a caller that gets an error
+    /// resends from that batch on, in order.
+    pub async fn write_in_turn(&self, ops: Vec<Op>, turn: Turn) -> ForwardReply {
+        let Turn { after, mut done } = turn;
+        if let Some(prev) = after {
+            // Err: the previous write ended without queueing; go on.
+            let _ = prev.await;
+        }
         let deadline = tokio::time::Instant::now() + self.op_timeout;
         // What went wrong last, answered when the deadline passes while
         // retrying: a leader that metrics still name but that cannot be
@@ -365,9 +409,14 @@ impl RaftNode {
         let mut last;
         loop {
             let (leader, addr) = self.wait_for_leader(deadline).await?;
+            let done = &mut done;
             let attempt = async {
                 if leader == self.id {
-                    self.write_as_leader(ops.clone()).await
+                    let reply = self.queue_as_leader(ops.clone()).await?;
+                    if let Some(d) = done.take() {
+                        let _ = d.send(());
+                    }
+                    reply.await.map_err(|_| internal("batcher dropped the request"))?
                 } else {
                     self.forward(&addr, &ops).await
                 }
@@ -410,12 +459,22 @@ impl RaftNode {
 
     /// Queues operations for the local batcher; valid only on the leader.
     pub async fn write_as_leader(&self, ops: Vec<Op>) -> ForwardReply {
+        let rx = self.queue_as_leader(ops).await?;
+        rx.await.map_err(|_| internal("batcher dropped the request"))?
+    }
+
+    /// Puts operations in the batcher's channel (the log's order) and
+    /// returns where the answer will come.
+    async fn queue_as_leader(
+        &self,
+        ops: Vec<Op>,
+    ) -> Result<oneshot::Receiver<ForwardReply>, ClusterError> {
         let (tx, rx) = oneshot::channel();
         self.writer
             .send(WriteReq { ops, reply: tx })
             .await
             .map_err(|_| internal("batcher stopped"))?;
-        rx.await.map_err(|_| internal("batcher dropped the request"))?
+        Ok(rx)
     }
 
     /// On the leader: confirms leadership and returns the read index (every
