@@ -1386,23 +1386,23 @@ fn config_raft_election_order_refused() {
         "must be less than election-max-ms (800)",
     );
     refused(&with("<raft election-min-ms=\"900\"/>"), 7, Some("election-min-ms"), "(900)");
-    refused(&with("<raft election-max-ms=\"300\"/>"), 7, Some("election-max-ms"), "(300)");
+    refused(&with("<raft election-max-ms=\"150\"/>"), 7, Some("election-max-ms"), "(150)");
 }
 
 /// heartbeat-ms >= election-min-ms is refused.
 #[test]
 fn config_raft_heartbeat_refused() {
     refused(
-        &with("<raft heartbeat-ms=\"400\"/>"),
+        &with("<raft heartbeat-ms=\"200\"/>"),
         7,
         Some("heartbeat-ms"),
-        "must be less than election-min-ms (400)",
+        "must be less than election-min-ms (200)",
     );
     refused(
-        &with("<raft election-min-ms=\"50\" election-max-ms=\"60\"/>"),
+        &with("<raft election-min-ms=\"40\" election-max-ms=\"60\"/>"),
         7,
         Some("election-min-ms"),
-        "heartbeat-ms (100)",
+        "heartbeat-ms (50)",
     );
 }
 
@@ -1466,9 +1466,9 @@ fn config_defaults_absent_elements() {
     assert_eq!(
         c.raft,
         RaftTiming {
-            heartbeat_ms: 100,
-            election_min_ms: 400,
-            election_max_ms: 800,
+            heartbeat_ms: 50,
+            election_min_ms: 200,
+            election_max_ms: 400,
             snapshot_logs: 20_000,
             write_timeout_ms: 5_000
         }
