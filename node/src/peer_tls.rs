@@ -31,7 +31,7 @@ use rustls::{RootCertStore, ServerConfig};
 use tonic::transport::{Certificate, ClientTlsConfig, Identity};
 use tonic::{Request, Status};
 
-use crate::config::PeerTlsConfig;
+use crate::config::{Config, PeerTlsConfig, SecurityMode};
 use crate::tls::{load_certs, load_key, provider, read, TlsError};
 
 /// How long a node waits for the TLS handshake when it calls a peer's sync
@@ -96,6 +96,40 @@ pub fn server_config(
         .map_err(invalid)?;
     config.alpn_protocols = vec![b"h2".to_vec()];
     Ok(Arc::new(config))
+}
+
+/// Why a node does not start with its peer settings.
+#[derive(Debug, thiserror::Error)]
+pub enum PeerStartError {
+    #[error(
+        "{source_name}: <security mode=\"production\"> refuses plaintext peers: add \
+         <peer-tls ca=\"..\" cert=\"..\" key=\"..\"/> (`herald cert` makes the files)"
+    )]
+    PlaintextInProduction { source_name: String },
+    #[error(transparent)]
+    Tls(#[from] TlsError),
+}
+
+/// The sync port's TLS at start: `Some` server config with `<peer-tls>`;
+/// without it `None` (plaintext) and a loud warning in development, or an
+/// error in production.
+pub fn startup(config: &Config) -> Result<Option<Arc<ServerConfig>>, PeerStartError> {
+    match &config.peer_tls {
+        Some(cfg) => Ok(Some(server_config(cfg, &config.cluster, config.node)?)),
+        None if config.security.mode == SecurityMode::Production => {
+            Err(PeerStartError::PlaintextInProduction { source_name: config.source.clone() })
+        }
+        None => {
+            tracing::warn!(
+                source = %config.source,
+                "PLAINTEXT PEERS: the sync port has no <peer-tls>, so anyone who can reach it \
+                 can act as a member of the cluster (read and change every user's data); \
+                 development only: run `herald cert` and add <peer-tls> (production refuses \
+                 to start like this)"
+            );
+            Ok(None)
+        }
+    }
 }
 
 /// The client side of calls to peers' sync ports with `<peer-tls>`: this

@@ -210,6 +210,18 @@ impl TlsListener {
     }
 }
 
+impl TlsListener {
+    /// As a stream of connections whose handshake finished, for tonic (the
+    /// sync port with `<peer-tls>`). Each connection's certificates reach
+    /// the handlers through tonic's `TlsConnectInfo` (`Request::peer_certs`).
+    pub fn into_stream(self) -> impl tokio_stream::Stream<Item = io::Result<TlsStream>> {
+        futures::stream::unfold(self, |mut l| async move {
+            let (s, _) = axum::serve::Listener::accept(&mut l).await;
+            Some((Ok(s), l))
+        })
+    }
+}
+
 async fn accept_loop(
     mut inner: LimitedListener,
     acceptor: TlsAcceptor,
