@@ -271,6 +271,23 @@ impl Node {
         self.child.is_some()
     }
 
+    /// Waits up to `timeout` for the process to exit by itself; its exit
+    /// status, or None if it is still running (then it keeps running).
+    pub fn wait_exit(&mut self, timeout: Duration) -> Result<Option<std::process::ExitStatus>> {
+        let deadline = Instant::now() + timeout;
+        while let Some(c) = &mut self.child {
+            if let Some(st) = c.try_wait()? {
+                self.child = None;
+                return Ok(Some(st));
+            }
+            if Instant::now() > deadline {
+                return Ok(None);
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        Ok(None)
+    }
+
     /// Process id while running.
     pub fn pid(&self) -> Option<u32> {
         self.child.as_ref().map(|c| c.id())
