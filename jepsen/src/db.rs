@@ -97,7 +97,12 @@ pub const CLUSTER_NAME: &str = "jepsen";
 /// address too.
 pub fn make_peer_certs(certs: &Path, nodes: &[NodeSpec]) -> Result<()> {
     for n in nodes {
-        herald_client::cert::issue_node(certs, CLUSTER_NAME, n.number as u64, &[n.ip.clone()])?;
+        herald_client::cert::issue_node(
+            certs,
+            CLUSTER_NAME,
+            n.number as u64,
+            std::slice::from_ref(&n.ip),
+        )?;
     }
     Ok(())
 }
