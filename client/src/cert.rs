@@ -194,6 +194,8 @@ fn verify_against_ca(
 /// The `<peer-tls>` element for node `files`, with paths relative to
 /// `xml_dir` when the files are under it (as the node resolves them).
 pub fn peer_tls_line(dir: &Path, files: &NodeFiles, xml_dir: &Path) -> String {
+    // A bare file name's directory is "": the current directory.
+    let xml_dir = if xml_dir.as_os_str().is_empty() { Path::new(".") } else { xml_dir };
     let show = |p: &Path| -> String {
         let abs = |p: &Path| std::path::absolute(p).unwrap_or_else(|_| p.to_path_buf());
         let (p_abs, x_abs) = (abs(p), abs(xml_dir));
@@ -257,7 +259,8 @@ mod tests {
     }
 
     /// The printed element uses paths relative to the XML file's directory
-    /// when the certificates are under it.
+    /// when the certificates are under it (also for a bare file name), and
+    /// absolute paths otherwise.
     #[test]
     fn cert_peer_tls_line_relative() {
         let dir = tempfile::tempdir().unwrap();
@@ -266,6 +269,18 @@ mod tests {
         assert_eq!(
             peer_tls_line(&certs, &files, dir.path()),
             r#"<peer-tls ca="certs/ca.pem" cert="certs/node3.pem" key="certs/node3-key.pem"/>"#
+        );
+        // A bare XML file name (its directory is ""), certificates under the
+        // current directory: relative too.
+        let bare = NodeFiles {
+            number: 1,
+            cert: "certs/node1.pem".into(),
+            key: "certs/node1-key.pem".into(),
+            created: true,
+        };
+        assert_eq!(
+            peer_tls_line(Path::new("certs"), &bare, Path::new("")),
+            r#"<peer-tls ca="certs/ca.pem" cert="certs/node1.pem" key="certs/node1-key.pem"/>"#
         );
         let elsewhere = tempfile::tempdir().unwrap();
         assert!(peer_tls_line(&certs, &files, elsewhere.path()).contains(&format!(
