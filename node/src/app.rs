@@ -141,9 +141,8 @@ pub async fn run(
             let xml: Vec<u64> = app.config.servers.iter().map(|s| s.number).collect();
             let node = app.node.clone();
             let members = move || {
-                let mut m: Vec<u64> = node.members().into_iter().map(|(n, _)| n).collect();
-                m.extend(xml.iter().filter(|n| !m.contains(n)).collect::<Vec<_>>());
-                m
+                let current = node.members().into_iter().map(|(n, _)| n).collect();
+                crate::peer_tls::member_numbers(current, &xml)
             };
             PeerGuard::mutual_tls(&app.config.cluster, Arc::new(members))
         }

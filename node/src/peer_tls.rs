@@ -183,10 +183,21 @@ pub fn named_member(
     candidates.into_iter().find(|n| names_node(cert, cluster, *n))
 }
 
-/// The numbers a certificate may name to count as a member: the current
-/// membership and the XML server list (a node being added is not yet in
-/// the membership of the node it joins, and vice versa).
+/// The numbers a certificate may name to count as a member (see
+/// [`member_numbers`]), asked at every call.
 pub type Members = Arc<dyn Fn() -> Vec<u64> + Send + Sync>;
+
+/// Who counts as a member: the current Raft membership (voters and
+/// learners), so a removed node is refused once its removal is applied
+/// here; while this node has no membership yet (`join="true"`, waiting to
+/// be added) the servers of its XML file.
+pub fn member_numbers(current: Vec<u64>, xml: &[u64]) -> Vec<u64> {
+    if current.is_empty() {
+        xml.to_vec()
+    } else {
+        current
+    }
+}
 
 /// The check every sync-port handler makes before it acts (see the module
 /// docs). Plaintext: every call passes.
@@ -356,6 +367,16 @@ mod tests {
         // Node 2 removed from the cluster: no longer a member.
         let g = PeerGuard::mutual_tls("c", Arc::new(|| vec![1, 3]));
         assert!(g.member(&with_cert).unwrap_err().message().starts_with("peer_not_member"));
+    }
+
+    /// Members are the current membership (a node removed from it is no
+    /// longer one, even if the XML still lists it); before this node has a
+    /// membership, the XML servers.
+    #[test]
+    fn peer_tls_members_are_the_membership_else_the_xml() {
+        assert_eq!(member_numbers(vec![1, 3], &[1, 2, 3]), vec![1, 3]);
+        assert_eq!(member_numbers(vec![1, 2, 3, 4], &[1, 2, 3]), vec![1, 2, 3, 4]);
+        assert_eq!(member_numbers(vec![], &[1, 2, 3, 4]), vec![1, 2, 3, 4]);
     }
 
     /// At start the node's own files are checked: a certificate of the CA
