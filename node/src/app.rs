@@ -25,6 +25,7 @@ use crate::gateway::peer::GatewayPeerService;
 use crate::listener::LimitedListener;
 use crate::media::peer::BlobService;
 use crate::metrics::Metrics;
+use crate::peer_tls::PeerGuard;
 use crate::raft::network::MAX_RAFT_MESSAGE_BYTES;
 use crate::raft::service::RaftService;
 use crate::raft::RaftNode;
@@ -54,6 +55,9 @@ pub async fn run(
             "node-to-node TLS was already set in this process; keeping the first setting"
         );
     }
+    // The sync port's mutual TLS (<peer-tls>): files checked, production
+    // refuses plaintext peers, development warns.
+    let sync_tls = crate::peer_tls::startup(&config)?;
     // Bind first: a port in use is reported before anything starts.
     let sync_l = TcpListener::bind(me.sync_addr())
         .await
@@ -112,6 +116,7 @@ pub async fn run(
         sync = %me.sync_addr(),
         publish = %me.publish_addr(),
         tls = pub_tls.is_some(),
+        peer_tls = app.node.peer_tls(),
         data_dir = %app.config.data_dir.display(),
         "heraldd serving"
     );
@@ -128,24 +133,49 @@ pub async fn run(
     // The sync port: three services side by side, each beside the code it
     // serves (Raft transport, media blobs, gateway peers). One message-size
     // bound for all: the largest is an AppendEntries batch.
-    let raft_svc = RaftInternalServer::new(RaftService { node: app.node.clone() })
+    // With <peer-tls> every handler asks the guard who called: members only,
+    // and who they claim to be (see peer_tls).
+    let peers = match sync_tls {
+        None => PeerGuard::plaintext(),
+        Some(_) => {
+            let xml: Vec<u64> = app.config.servers.iter().map(|s| s.number).collect();
+            let node = app.node.clone();
+            let members = move || {
+                let current = node.members().into_iter().map(|(n, _)| n).collect();
+                crate::peer_tls::member_numbers(current, &xml)
+            };
+            PeerGuard::mutual_tls(&app.config.cluster, Arc::new(members))
+        }
+    };
+    let raft_svc =
+        RaftInternalServer::new(RaftService { node: app.node.clone(), peers: peers.clone() })
+            .max_decoding_message_size(MAX_RAFT_MESSAGE_BYTES)
+            .max_encoding_message_size(MAX_RAFT_MESSAGE_BYTES);
+    let blob_svc = MediaBlobsServer::new(BlobService { media, peers: peers.clone() })
         .max_decoding_message_size(MAX_RAFT_MESSAGE_BYTES)
         .max_encoding_message_size(MAX_RAFT_MESSAGE_BYTES);
-    let blob_svc = MediaBlobsServer::new(BlobService { media })
-        .max_decoding_message_size(MAX_RAFT_MESSAGE_BYTES)
-        .max_encoding_message_size(MAX_RAFT_MESSAGE_BYTES);
-    let gateway_svc = GatewayPeersServer::new(GatewayPeerService { gateway: gateway.clone() })
-        .max_decoding_message_size(MAX_RAFT_MESSAGE_BYTES)
-        .max_encoding_message_size(MAX_RAFT_MESSAGE_BYTES);
+    let gateway_svc =
+        GatewayPeersServer::new(GatewayPeerService { gateway: gateway.clone(), peers })
+            .max_decoding_message_size(MAX_RAFT_MESSAGE_BYTES)
+            .max_encoding_message_size(MAX_RAFT_MESSAGE_BYTES);
     let sync_incoming = LimitedListener::new(sync_l, MAX_SYNC_CONNECTIONS);
-    let sync_task = tokio::spawn(
-        tonic::transport::Server::builder()
-            .tcp_nodelay(true)
-            .add_service(raft_svc)
-            .add_service(blob_svc)
-            .add_service(gateway_svc)
-            .serve_with_incoming_shutdown(sync_incoming.into_stream(), stopped()),
-    );
+    let sync_router = tonic::transport::Server::builder()
+        .tcp_nodelay(true)
+        .add_service(raft_svc)
+        .add_service(blob_svc)
+        .add_service(gateway_svc);
+    // With <peer-tls> handshakes run off the accept path (TlsListener); a
+    // client without a certificate of the cluster CA fails its handshake and
+    // never reaches a handler.
+    let sync_task = match sync_tls {
+        Some(tls) => tokio::spawn(sync_router.serve_with_incoming_shutdown(
+            TlsListener::new(sync_incoming, tls)?.into_stream(),
+            stopped(),
+        )),
+        None => tokio::spawn(
+            sync_router.serve_with_incoming_shutdown(sync_incoming.into_stream(), stopped()),
+        ),
+    };
 
     let router = publish_router(&app.api);
     let pub_incoming = LimitedListener::new(pub_l, app.config.limits.max_connections);

@@ -153,6 +153,9 @@ catalog! {
     MEMBERSHIP_REFUSED = ("membership_refused", 409, FailedPrecondition, "a membership change refused (e.g. one is in progress)");
     UNKNOWN_NODE = ("unknown_node", 404, NotFound, "no member with that number");
     NOT_A_VOTER = ("not_a_voter", 400, InvalidArgument, "transfer-leader to a learner, which cannot lead");
+    // The sync port (mutual TLS between peers).
+    PEER_NOT_MEMBER = ("peer_not_member", 403, PermissionDenied, "a sync-port call whose certificate names no member of the cluster");
+    PEER_WRONG_NUMBER = ("peer_wrong_number", 403, PermissionDenied, "a sync-port call claiming another node number than its certificate's");
     INTERNAL = ("internal", 500, Internal, "a bug or an unexpected failure; the log says more");
 }
 

@@ -35,6 +35,8 @@ pub fn phase(name: &str) {
 }
 
 /// The HMAC key of test clusters' `<auth>`.
+/// The cluster name of every test cluster (node certificates name it).
+pub const CLUSTER_NAME: &str = "test";
 pub const TEST_AUTH_KEY: &str = "herald-test-key-0123456789abcdef";
 
 /// A session token for `uid` under [`TEST_AUTH_KEY`], valid for an hour.
@@ -105,6 +107,13 @@ pub struct Tuning {
     /// Raw `<media>` element (None: the defaults, with the key derived
     /// from the HMAC auth key).
     pub media_xml: Option<String>,
+    /// Mutual TLS between the nodes (`<peer-tls>`), on by default: the
+    /// cluster's CA and each node's certificate are made by `herald cert`'s
+    /// library in the cluster's `certs/` ([`Cluster::certs_dir`]). Off
+    /// only for tests of the plaintext path.
+    pub peer_tls: bool,
+    /// Raw XML added inside `<herald>` (e.g. `<security mode="production"/>`).
+    pub extra_xml: String,
 }
 
 impl Default for Tuning {
@@ -132,6 +141,8 @@ impl Default for Tuning {
             auth_xml: None,
             tls: None,
             media_xml: None,
+            peer_tls: true,
+            extra_xml: String::new(),
         }
     }
 }
@@ -260,6 +271,23 @@ impl Node {
         self.child.is_some()
     }
 
+    /// Waits up to `timeout` for the process to exit by itself; its exit
+    /// status, or None if it is still running (then it keeps running).
+    pub fn wait_exit(&mut self, timeout: Duration) -> Result<Option<std::process::ExitStatus>> {
+        let deadline = Instant::now() + timeout;
+        while let Some(c) = &mut self.child {
+            if let Some(st) = c.try_wait()? {
+                self.child = None;
+                return Ok(Some(st));
+            }
+            if Instant::now() > deadline {
+                return Ok(None);
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        Ok(None)
+    }
+
     /// Process id while running.
     pub fn pid(&self) -> Option<u32> {
         self.child.as_ref().map(|c| c.id())
@@ -322,7 +350,7 @@ impl Cluster {
         let data_dir = self.dir.path().join(format!("node{number}"));
         let config = self.dir.path().join(format!("node{number}.xml"));
         let xml = format!(
-            "<herald cluster=\"test\">\n  <node number=\"{number}\" data-dir=\"{}\" join=\"{join}\"/>\n  <servers>\n{}  </servers>\n{}  <raft heartbeat-ms=\"{}\" election-min-ms=\"{}\" election-max-ms=\"{}\" snapshot-logs=\"{}\" write-timeout-ms=\"{}\"/>\n  <limits max-ids-per-query=\"{}\" max-request-bytes=\"{}\"/>\n  <time interval-ms=\"{}\" tolerance-ms=\"{}\" samples=\"3\"/>\n  <master prefer-lowest=\"{}\" hold-down-ms=\"{}\"/>\n  <gateway heartbeat-ms=\"{}\" heartbeat-misses=\"{}\" grace-ms=\"{}\" push-timeout-ms=\"{}\" max-sessions=\"{}\" load-poll-ms=\"{}\"/>\n  <messages quota-per-user=\"{}\" max-body-bytes=\"{}\"/>\n  {}\n  {}\n</herald>\n",
+            "<herald cluster=\"{CLUSTER_NAME}\">\n  <node number=\"{number}\" data-dir=\"{}\" join=\"{join}\"/>\n  <servers>\n{}  </servers>\n{}  <raft heartbeat-ms=\"{}\" election-min-ms=\"{}\" election-max-ms=\"{}\" snapshot-logs=\"{}\" write-timeout-ms=\"{}\"/>\n  <limits max-ids-per-query=\"{}\" max-request-bytes=\"{}\"/>\n  <time interval-ms=\"{}\" tolerance-ms=\"{}\" samples=\"3\"/>\n  <master prefer-lowest=\"{}\" hold-down-ms=\"{}\"/>\n  <gateway heartbeat-ms=\"{}\" heartbeat-misses=\"{}\" grace-ms=\"{}\" push-timeout-ms=\"{}\" max-sessions=\"{}\" load-poll-ms=\"{}\"/>\n  <messages quota-per-user=\"{}\" max-body-bytes=\"{}\"/>\n  {}\n  {}\n</herald>\n",
             data_dir.display(),
             server_xml(servers),
             t.tls.as_ref().map(TlsFiles::xml).unwrap_or_default(),
@@ -349,9 +377,35 @@ impl Cluster {
             t.auth_xml.clone().unwrap_or_else(|| format!("<auth mode=\"hmac\" key=\"{TEST_AUTH_KEY}\"/>")),
             t.media_xml.clone().unwrap_or_default()
         );
+        let mut xml = xml;
+        let mut extra = t.extra_xml.clone();
+        if t.peer_tls {
+            let files = herald_client::cert::issue_node(
+                &self.certs_dir(),
+                CLUSTER_NAME,
+                number,
+                &["127.0.0.1".to_string()],
+            )?;
+            extra.push_str(&format!(
+                "\n  <peer-tls ca=\"{}\" cert=\"{}\" key=\"{}\"/>",
+                self.certs_dir().join(herald_client::cert::CA_FILE).display(),
+                files.cert.display(),
+                files.key.display()
+            ));
+        }
+        if !extra.is_empty() {
+            xml = xml.replace("</herald>\n", &format!("{extra}\n</herald>\n"));
+        }
         fs::write(&config, xml)?;
         let log = self.dir.path().join(format!("node{number}.log"));
         Ok(Node { number, ports, config, data_dir, log, env: Vec::new(), child: None })
+    }
+
+    /// Where the cluster's CA and node certificates are (with
+    /// [`Tuning::peer_tls`]): `ca.pem`, `ca-key.pem`, `node<N>.pem`,
+    /// `node<N>-key.pem`. Tests use them to act as a peer on a sync port.
+    pub fn certs_dir(&self) -> PathBuf {
+        self.dir.path().join("certs")
     }
 
     /// Starts `n` nodes that bootstrap from their shared XML server list.

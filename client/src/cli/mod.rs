@@ -3,6 +3,7 @@
 //! is a new module plus one variant of [`Command`].
 
 mod bench;
+mod cert;
 mod cluster;
 mod connect;
 mod contacts;
@@ -82,6 +83,8 @@ pub enum Command {
     Settings(send::SettingsArgs),
     /// Which gateway the cluster recommends, and every node's load.
     Gateway(send::GatewayArgs),
+    /// Make the cluster CA and every node's certificate for mutual TLS between peers (<peer-tls>) from the nodes' XML files; prints the element to add to each.
+    Cert(cert::CertArgs),
     /// Issue and check HMAC session tokens offline (the key of the nodes' <auth mode="hmac">).
     #[command(subcommand)]
     Token(token::TokenCommand),
@@ -158,6 +161,7 @@ pub async fn run(cli: Cli) -> Result<(), ClientError> {
         Command::Settings(a) => send::settings(&ctx, a).await,
         Command::Gateway(a) => send::gateway(&ctx, a).await,
         Command::Token(c) => token::run(&ctx, c),
+        Command::Cert(a) => cert::run(&ctx, a),
         Command::Media(c) => media::run(&ctx, c).await,
         Command::GroupSend(a) => group_send::run(&ctx, a).await,
         Command::Contacts(c) => contacts::run(&ctx, c).await,

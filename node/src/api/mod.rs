@@ -397,6 +397,7 @@ impl Api {
             applied_index: st.applied_index,
             snapshot_index: st.snapshot_index,
             nodes,
+            peer_tls: self.node.peer_tls(),
             media: Some(self.media.status()),
         }
     }

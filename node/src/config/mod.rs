@@ -88,6 +88,9 @@ pub struct Config {
     pub media: MediaConfig,
     /// Development or production trust settings (issue 14).
     pub security: Security,
+    /// Mutual TLS on the sync port (issue 14); None = plaintext peers,
+    /// allowed in development only.
+    pub peer_tls: Option<PeerTlsConfig>,
 }
 
 /// `<security mode>`: whether development keys and plaintext peers are
@@ -193,6 +196,18 @@ pub struct TlsConfig {
     /// Roots this node trusts when it calls other nodes' publish ports;
     /// defaults to `cert` (one self-signed cluster certificate).
     pub ca: Option<PathBuf>,
+}
+
+/// `<peer-tls>`: mutual TLS between peers on the sync port. Every node
+/// presents `cert` (issued by `ca` for `node<N>.<cluster>.herald`, see
+/// `herald cert`) and accepts only peers whose certificate `ca` issued. The
+/// paths are resolved like `<tls>` paths and were readable files when the
+/// configuration was parsed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PeerTlsConfig {
+    pub ca: PathBuf,
+    pub cert: PathBuf,
+    pub key: PathBuf,
 }
 
 /// One `<server>` of the cluster.

@@ -9,12 +9,13 @@ use crate::media::edit::{EditRules, OutFormat};
 use super::rules::{self, check, Site};
 use super::schema::{
     ElemSpec, Kind, NodeAttrs, Root, AUTH, AUTH_MODES, AUTH_TIMEOUT, AUTH_URL, EDIT, GATEWAY,
-    HERALD, LIMITS, MASTER, MEDIA, MESSAGES, NODE, RAFT, SECURITY, SERVER, SERVERS, TIME, TLS,
+    HERALD, LIMITS, MASTER, MEDIA, MESSAGES, NODE, PEER_TLS, RAFT, SECURITY, SERVER, SERVERS, TIME,
+    TLS,
 };
 use super::xml::{Ctx, Elem};
 use super::{
     AuthConfig, Config, ConfigError, GatewayConfig, Limits, MasterPolicy, MediaConfig,
-    MessagesConfig, RaftTiming, Security, SecurityMode, Server, TimeSync, TlsConfig,
+    MessagesConfig, PeerTlsConfig, RaftTiming, Security, SecurityMode, Server, TimeSync, TlsConfig,
     DEFAULT_AUTH_TIMEOUT_MS, MIN_HMAC_KEY_BYTES,
 };
 
@@ -354,6 +355,7 @@ impl Ctx<'_> {
         let tls_el = self.at_most_one(root, "tls")?;
         let media_el = self.at_most_one(root, "media")?;
         let security_el = self.at_most_one(root, "security")?;
+        let peer_tls_el = self.at_most_one(root, "peer-tls")?;
 
         let NodeAttrs { number: node, data_dir, join } =
             self.read_element(node_el, &NODE, NodeAttrs::read)?;
@@ -422,6 +424,10 @@ impl Ctx<'_> {
         };
 
         let security = self.section(security_el, &SECURITY, Security::read)?;
+        let peer_tls = match peer_tls_el {
+            None => None,
+            Some(el) => Some(self.read_element(el, &PEER_TLS, PeerTlsConfig::read)?),
+        };
 
         let mut config = Config {
             source: self.file.to_string(),
@@ -440,6 +446,7 @@ impl Ctx<'_> {
             tls,
             media,
             security,
+            peer_tls,
         };
         // Checked in document order, so a clash is reported at the later entry.
         if let Err(p) = check(&config, None) {

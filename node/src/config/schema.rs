@@ -23,8 +23,8 @@ use crate::media::edit::{EditRules, OutFormat};
 
 use super::read::{Attrs, Setting};
 use super::{
-    ConfigError, SecurityMode, Server, TlsConfig, DEFAULT_AUTH_TIMEOUT_MS, MAX_BODY_BYTES_CAP,
-    MAX_IDS_PER_QUERY_CAP, MAX_MEDIA_BYTES_CAP, MAX_REQUEST_BYTES_CAP,
+    ConfigError, PeerTlsConfig, SecurityMode, Server, TlsConfig, DEFAULT_AUTH_TIMEOUT_MS,
+    MAX_BODY_BYTES_CAP, MAX_IDS_PER_QUERY_CAP, MAX_MEDIA_BYTES_CAP, MAX_REQUEST_BYTES_CAP,
 };
 
 // ---------------------------------------------------------------------------
@@ -651,6 +651,19 @@ schema_for! {
     }
 }
 
+schema_for! {
+    PeerTlsConfig {
+        required {
+            /// The cluster's CA certificate (PEM): peers must present a certificate it issued.
+            ca: PathBuf => "ca", Kind::File;
+            /// This node's certificate (PEM), issued by ca for node<N>.<cluster>.herald.
+            cert: PathBuf => "cert", Kind::File;
+            /// The private key of cert (PEM).
+            key: PathBuf => "key", Kind::File;
+        }
+    }
+}
+
 // ---------------------------------------------------------------------------
 // <security>.
 
@@ -678,7 +691,7 @@ pub(super) const HERALD: ElemSpec = ElemSpec {
     more_attrs: &[],
     children: &[
         "node", "servers", "raft", "limits", "time", "master", "gateway", "messages", "auth",
-        "tls", "media", "security",
+        "tls", "media", "security", "peer-tls",
     ],
 };
 pub(super) const NODE: ElemSpec = leaf("node", NodeAttrs::ATTRS);
@@ -701,12 +714,13 @@ pub(super) const MEDIA: ElemSpec = ElemSpec {
 };
 pub(super) const EDIT: ElemSpec = leaf("edit", EditRules::ATTRS);
 pub(super) const SECURITY: ElemSpec = leaf("security", Security::ATTRS);
+pub(super) const PEER_TLS: ElemSpec = leaf("peer-tls", PeerTlsConfig::ATTRS);
 
 /// Every element, parents before children.
 #[cfg_attr(not(test), allow(dead_code))]
 pub(super) const SCHEMA: &[ElemSpec] = &[
     HERALD, NODE, SERVERS, SERVER, RAFT, LIMITS, TIME, MASTER, GATEWAY, MESSAGES, AUTH, TLS, MEDIA,
-    EDIT, SECURITY,
+    EDIT, SECURITY, PEER_TLS,
 ];
 
 /// An element with attributes and no children.

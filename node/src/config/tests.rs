@@ -1713,7 +1713,8 @@ fn reference_docs() -> Vec<(String, Vec<DocumentedAttr>)> {
         for line in rest[start + 4..end].lines() {
             let t = line.trim_start();
             let header = t.strip_prefix('<').and_then(|t| t.split_once(">:")).map(|(n, _)| n);
-            if let Some(name) = header.filter(|n| n.chars().all(|c| c.is_ascii_lowercase())) {
+            let name_char = |c: char| c.is_ascii_lowercase() || c == '-';
+            if let Some(name) = header.filter(|n| !n.is_empty() && n.chars().all(name_char)) {
                 docs.push((name.to_string(), Vec::new()));
                 element = docs.last_mut().map(|(_, attrs)| attrs);
                 continue;
@@ -1801,7 +1802,8 @@ fn config_reference_states_the_schema_defaults_and_bounds() {
 /// attribute that has a default, at that default: all but `<auth
 /// timeout-ms>` (not used with the file's mode="hmac") and `<edit enabled>`
 /// (shown "false", the same as leaving `<edit>` out, while its default once
-/// `<edit>` is given is "true"). `<tls>` is only shown in a comment.
+/// `<edit>` is given is "true"). `<tls>` and `<peer-tls>` are only shown
+/// in a comment (the files they name do not exist).
 #[test]
 fn config_reference_spells_out_the_defaults() {
     parse(REFERENCE, "reference.xml").unwrap_or_else(|e| panic!("{e}"));
@@ -1829,9 +1831,11 @@ fn config_reference_spells_out_the_defaults() {
     }
     seen.sort_unstable();
     seen.dedup();
-    let mut want: Vec<&str> = SCHEMA.iter().map(|e| e.name).filter(|n| *n != "tls").collect();
+    let commented = ["tls", "peer-tls"];
+    let mut want: Vec<&str> =
+        SCHEMA.iter().map(|e| e.name).filter(|n| !commented.contains(n)).collect();
     want.sort_unstable();
-    assert_eq!(seen, want, "every element but <tls> is in reference.xml's XML");
+    assert_eq!(seen, want, "every element but <tls> and <peer-tls> is in reference.xml's XML");
 }
 
 // --- <security> --------------------------------------------------------
@@ -1847,4 +1851,59 @@ fn config_security_mode() {
     let c = parse(&with("<security/>"), "t.xml").unwrap();
     assert_eq!(c.security.mode, SecurityMode::Development);
     refused(&with("<security mode=\"strict\"/>"), 7, Some("mode"), "development, production");
+}
+
+// --- <peer-tls> --------------------------------------------------------
+
+/// `<peer-tls>` is optional (absent: plaintext peers); given, its three
+/// paths are required and resolved against the config file's directory.
+#[test]
+fn config_peer_tls_read() {
+    assert_eq!(base().peer_tls, None);
+    let dir = tempfile::tempdir().unwrap();
+    for f in ["ca.pem", "n1.pem", "n1-key.pem"] {
+        std::fs::write(dir.path().join(f), "PEM").unwrap();
+    }
+    let path = dir.path().join("n.xml");
+    std::fs::write(&path, with(r#"<peer-tls ca="ca.pem" cert="n1.pem" key="n1-key.pem"/>"#))
+        .unwrap();
+    assert_eq!(
+        load(&path).unwrap().peer_tls,
+        Some(PeerTlsConfig {
+            ca: dir.path().join("ca.pem"),
+            cert: dir.path().join("n1.pem"),
+            key: dir.path().join("n1-key.pem"),
+        })
+    );
+}
+
+/// A missing `<peer-tls>` file is refused naming the field and the path;
+/// each of ca, cert and key is required; an unknown attribute and a second
+/// `<peer-tls>` are refused at their line.
+#[test]
+fn config_peer_tls_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("k.pem"), "PEM").unwrap();
+    let path = dir.path().join("n.xml");
+    std::fs::write(&path, with(r#"<peer-tls ca="k.pem" cert="nope.pem" key="k.pem"/>"#)).unwrap();
+    let e = load(&path).unwrap_err();
+    assert_eq!((e.line(), e.field()), (Some(7), Some("cert")));
+    let nope = dir.path().join("nope.pem");
+    assert!(e.to_string().contains(&format!("cannot read {}", nope.display())), "{e}");
+    // Attributes are checked in order (ca, cert, key): the ones before the
+    // missing one name a file that exists.
+    let k = dir.path().join("k.pem").display().to_string();
+    for (line, missing) in [
+        (format!(r#"<peer-tls cert="{k}" key="{k}"/>"#), "ca"),
+        (format!(r#"<peer-tls ca="{k}" key="{k}"/>"#), "cert"),
+        (format!(r#"<peer-tls ca="{k}" cert="{k}"/>"#), "key"),
+    ] {
+        let e = parse(&with(&line), "t.xml").unwrap_err();
+        assert_eq!(e.field(), Some(missing), "{line}: {e}");
+        assert!(e.to_string().contains("missing required attribute"), "{line}: {e}");
+    }
+    refused(&with(r#"<peer-tls colour="red"/>"#), 7, Some("colour"), "unknown attribute");
+    let line = r#"<peer-tls ca="a" cert="c" key="k"/>"#;
+    let text = with(line).replace("</herald>", &format!("  {line}\n</herald>"));
+    refused(&text, 8, Some("<peer-tls>"), "duplicate element (first given at line 7)");
 }

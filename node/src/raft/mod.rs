@@ -166,12 +166,14 @@ pub struct RaftNode {
     /// How long to wait for a leader to appear before answering `no_leader`.
     leader_wait: Duration,
     health_window: Duration,
-    peers: Mutex<HashMap<String, Channel>>,
+    peers: Mutex<HashMap<(u64, String), Channel>>,
     /// Separate connections for media bytes, so that a slow download
     /// never holds up Raft-adjacent calls (forwards, read index) that share
     /// an HTTP/2 connection's flow-control window.
-    blob_peers: Mutex<HashMap<String, Channel>>,
+    blob_peers: Mutex<HashMap<(u64, String), Channel>>,
     connect_timeout: Duration,
+    /// `<peer-tls>` for calls to peers' sync ports; None = plaintext.
+    peer_tls: Option<crate::peer_tls::PeerClientTls>,
     /// Leader changes seen by this node (metrics).
     pub master_changes: std::sync::atomic::AtomicU64,
     /// Follower reads' shared read-index round trips.
@@ -210,7 +212,12 @@ impl RaftNode {
         };
         let rc = Arc::new(rc.validate()?);
         let connect_timeout = Duration::from_millis(t.election_min_ms);
-        let net = network::NetworkFactory { connect_timeout };
+        let peer_tls = config
+            .peer_tls
+            .as_ref()
+            .map(|c| crate::peer_tls::PeerClientTls::load(c, &config.cluster))
+            .transpose()?;
+        let net = network::NetworkFactory { connect_timeout, tls: peer_tls.clone() };
         let raft = Raft::new(config.node, rc, net, log, sm.clone()).await?;
 
         if !config.join && !raft.is_initialized().await? {
@@ -243,6 +250,7 @@ impl RaftNode {
             peers: Mutex::new(HashMap::new()),
             blob_peers: Mutex::new(HashMap::new()),
             connect_timeout,
+            peer_tls,
             master_changes: std::sync::atomic::AtomicU64::new(0),
             read_rounds: Arc::default(),
         });
@@ -354,7 +362,7 @@ impl RaftNode {
     /// calls (the gateway peer service uses it too: small, latency-bound).
     pub fn peer_channel(&self, node: u64) -> Result<Channel, ClusterError> {
         let addr = self.sync_addr(node)?;
-        cached_channel(&self.peers, &addr, self.connect_timeout)
+        self.cached_channel(&self.peers, node, &addr)
     }
 
     /// A connection to another member's sync port used only for media
@@ -362,7 +370,33 @@ impl RaftNode {
     /// traffic behind them.
     pub fn blob_channel(&self, node: u64) -> Result<Channel, ClusterError> {
         let addr = self.sync_addr(node)?;
-        cached_channel(&self.blob_peers, &addr, self.connect_timeout)
+        self.cached_channel(&self.blob_peers, node, &addr)
+    }
+
+    /// A channel to node `node` at `addr` from `cache`, opened (lazily
+    /// connecting) on first use. Cached by number and address: with
+    /// `<peer-tls>` the connection checks the peer's certificate for that
+    /// number.
+    fn cached_channel(
+        &self,
+        cache: &Mutex<HashMap<(u64, String), Channel>>,
+        node: u64,
+        addr: &str,
+    ) -> Result<Channel, ClusterError> {
+        let mut peers = cache.lock().expect("peers lock");
+        let key = (node, addr.to_owned());
+        if let Some(c) = peers.get(&key) {
+            return Ok(c.clone());
+        }
+        let tls = self.peer_tls.as_ref().map(|t| t.for_node(node));
+        let ch = network::channel(addr, self.connect_timeout, tls).map_err(internal)?;
+        peers.insert(key, ch.clone());
+        Ok(ch)
+    }
+
+    /// Whether calls to peers use mutual TLS (`<peer-tls>`).
+    pub fn peer_tls(&self) -> bool {
+        self.peer_tls.is_some()
     }
 
     /// The clock leaders stamp commands with.
@@ -370,8 +404,8 @@ impl RaftNode {
         &self.clock
     }
 
-    fn peer(&self, addr: &str) -> Result<RaftInternalClient<Channel>, ClusterError> {
-        let ch = cached_channel(&self.peers, addr, self.connect_timeout)?;
+    fn peer(&self, node: u64, addr: &str) -> Result<RaftInternalClient<Channel>, ClusterError> {
+        let ch = self.cached_channel(&self.peers, node, addr)?;
         Ok(RaftInternalClient::new(ch)
             .max_decoding_message_size(network::MAX_RAFT_MESSAGE_BYTES)
             .max_encoding_message_size(network::MAX_RAFT_MESSAGE_BYTES))
@@ -418,7 +452,7 @@ impl RaftNode {
                     }
                     reply.await.map_err(|_| internal("batcher dropped the request"))?
                 } else {
-                    self.forward(&addr, &ops).await
+                    self.forward(leader, &addr, &ops).await
                 }
             };
             let res = match tokio::time::timeout_at(deadline, attempt).await {
@@ -445,8 +479,8 @@ impl RaftNode {
         }
     }
 
-    async fn forward(&self, addr: &NodeAddr, ops: &[Op]) -> ForwardReply {
-        let mut c = self.peer(&addr.sync)?;
+    async fn forward(&self, leader: u64, addr: &NodeAddr, ops: &[Op]) -> ForwardReply {
+        let mut c = self.peer(leader, &addr.sync)?;
         let data = codec::encode(&ops).map_err(internal)?;
         match c.forward(RaftBytes { data }).await {
             Ok(r) => codec::decode::<ForwardReply>(&r.into_inner().data).map_err(internal)?,
@@ -512,7 +546,7 @@ impl RaftNode {
                 let r = if leader == self.id {
                     self.leader_read_index().await
                 } else {
-                    let c = self.peer(&addr.sync)?;
+                    let c = self.peer(leader, &addr.sync)?;
                     self.read_rounds.read_index(&addr.sync, c).await
                 };
                 match r {
@@ -756,19 +790,4 @@ async fn batcher(raft: Raft, clock: Arc<ClusterClock>, mut rx: mpsc::Receiver<Wr
             drop(permit);
         });
     }
-}
-
-/// A channel to `addr` from `cache`, opened (lazily connecting) on first use.
-fn cached_channel(
-    cache: &Mutex<HashMap<String, Channel>>,
-    addr: &str,
-    connect_timeout: Duration,
-) -> Result<Channel, ClusterError> {
-    let mut peers = cache.lock().expect("peers lock");
-    if let Some(c) = peers.get(addr) {
-        return Ok(c.clone());
-    }
-    let ch = network::channel(addr, connect_timeout).map_err(internal)?;
-    peers.insert(addr.to_owned(), ch.clone());
-    Ok(ch)
 }

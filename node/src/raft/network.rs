@@ -15,10 +15,11 @@ use openraft::raft::{
     TransferLeaderResponse, VoteRequest, VoteResponse,
 };
 use openraft::OptionalSend;
-use tonic::transport::{Channel, Endpoint};
+use tonic::transport::{Channel, ClientTlsConfig, Endpoint};
 
 use super::codec::{decode, encode};
 use super::types::{NodeAddr, TypeConfig, Vote};
+use crate::peer_tls::PeerClientTls;
 
 type Snapshot = openraft::alias::SnapshotOf<TypeConfig, File>;
 
@@ -47,9 +48,19 @@ pub const MAX_APPEND_BYTES: usize = 4 << 20;
 /// needs on top of openraft's heartbeat-long timeout for an empty one.
 const MIN_APPEND_BYTES_PER_SEC: u64 = 16 << 20;
 
-/// Opens a lazily connecting channel to a peer's sync port.
-pub fn channel(addr: &str, connect_timeout: Duration) -> Result<Channel, tonic::transport::Error> {
-    Ok(Endpoint::from_shared(format!("http://{addr}"))?
+/// Opens a lazily connecting channel to a peer's sync port: plaintext
+/// without `tls`, else mutual TLS with the settings for that peer
+/// ([`PeerClientTls::for_node`](crate::peer_tls::PeerClientTls::for_node)).
+pub fn channel(
+    addr: &str,
+    connect_timeout: Duration,
+    tls: Option<ClientTlsConfig>,
+) -> Result<Channel, tonic::transport::Error> {
+    let endpoint = match tls {
+        None => Endpoint::from_shared(format!("http://{addr}"))?,
+        Some(tls) => Endpoint::from_shared(format!("https://{addr}"))?.tls_config(tls)?,
+    };
+    Ok(endpoint
         .connect_timeout(connect_timeout)
         .tcp_nodelay(true)
         .http2_keep_alive_interval(Duration::from_secs(10))
@@ -59,13 +70,16 @@ pub fn channel(addr: &str, connect_timeout: Duration) -> Result<Channel, tonic::
 /// Makes one connection per peer; openraft keeps them per replication stream.
 pub struct NetworkFactory {
     pub connect_timeout: Duration,
+    /// `<peer-tls>`: None = plaintext peers.
+    pub tls: Option<PeerClientTls>,
 }
 
 impl RaftNetworkFactory<TypeConfig> for NetworkFactory {
     type Network = Conn;
 
     async fn new_client(&mut self, target: u64, node: &NodeAddr) -> Conn {
-        let client = channel(&node.sync, self.connect_timeout).ok().map(|ch| {
+        let tls = self.tls.as_ref().map(|t| t.for_node(target));
+        let client = channel(&node.sync, self.connect_timeout, tls).ok().map(|ch| {
             RaftInternalClient::new(ch)
                 .max_decoding_message_size(MAX_RAFT_MESSAGE_BYTES)
                 .max_encoding_message_size(MAX_RAFT_MESSAGE_BYTES)
