@@ -15,5 +15,6 @@ pub mod listener;
 pub mod media;
 pub mod metrics;
 pub mod raft;
+pub mod serve;
 pub mod time;
 pub mod tls;

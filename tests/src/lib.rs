@@ -105,6 +105,8 @@ pub struct Tuning {
     /// Raw `<media>` element (None: the defaults, with the key derived
     /// from the HMAC auth key).
     pub media_xml: Option<String>,
+    /// Extra attributes of `<limits>` (e.g. `header-timeout-ms="500"`).
+    pub limits_attrs: String,
 }
 
 impl Default for Tuning {
@@ -132,6 +134,7 @@ impl Default for Tuning {
             auth_xml: None,
             tls: None,
             media_xml: None,
+            limits_attrs: String::new(),
         }
     }
 }
@@ -322,7 +325,7 @@ impl Cluster {
         let data_dir = self.dir.path().join(format!("node{number}"));
         let config = self.dir.path().join(format!("node{number}.xml"));
         let xml = format!(
-            "<herald cluster=\"test\">\n  <node number=\"{number}\" data-dir=\"{}\" join=\"{join}\"/>\n  <servers>\n{}  </servers>\n{}  <raft heartbeat-ms=\"{}\" election-min-ms=\"{}\" election-max-ms=\"{}\" snapshot-logs=\"{}\" write-timeout-ms=\"{}\"/>\n  <limits max-ids-per-query=\"{}\" max-request-bytes=\"{}\"/>\n  <time interval-ms=\"{}\" tolerance-ms=\"{}\" samples=\"3\"/>\n  <master prefer-lowest=\"{}\" hold-down-ms=\"{}\"/>\n  <gateway heartbeat-ms=\"{}\" heartbeat-misses=\"{}\" grace-ms=\"{}\" push-timeout-ms=\"{}\" max-sessions=\"{}\" load-poll-ms=\"{}\"/>\n  <messages quota-per-user=\"{}\" max-body-bytes=\"{}\"/>\n  {}\n  {}\n</herald>\n",
+            "<herald cluster=\"test\">\n  <node number=\"{number}\" data-dir=\"{}\" join=\"{join}\"/>\n  <servers>\n{}  </servers>\n{}  <raft heartbeat-ms=\"{}\" election-min-ms=\"{}\" election-max-ms=\"{}\" snapshot-logs=\"{}\" write-timeout-ms=\"{}\"/>\n  <limits max-ids-per-query=\"{}\" max-request-bytes=\"{}\" {}/>\n  <time interval-ms=\"{}\" tolerance-ms=\"{}\" samples=\"3\"/>\n  <master prefer-lowest=\"{}\" hold-down-ms=\"{}\"/>\n  <gateway heartbeat-ms=\"{}\" heartbeat-misses=\"{}\" grace-ms=\"{}\" push-timeout-ms=\"{}\" max-sessions=\"{}\" load-poll-ms=\"{}\"/>\n  <messages quota-per-user=\"{}\" max-body-bytes=\"{}\"/>\n  {}\n  {}\n</herald>\n",
             data_dir.display(),
             server_xml(servers),
             t.tls.as_ref().map(TlsFiles::xml).unwrap_or_default(),
@@ -333,6 +336,7 @@ impl Cluster {
             t.write_timeout_ms,
             t.max_ids_per_query,
             t.max_request_bytes,
+            t.limits_attrs,
             t.time_interval_ms,
             t.time_tolerance_ms,
             t.prefer_lowest,

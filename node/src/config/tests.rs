@@ -1418,14 +1418,18 @@ fn config_raft_type_refused() {
 /// Given <limits> values are read, including the upper caps themselves.
 #[test]
 fn config_limits_values_read() {
-    let c = parse(&with(r#"<limits max-ids-per-query="1000000" max-request-bytes="67108864" max-events-per-request="3" max-connections="4"/>"#), "t.xml").unwrap();
+    let c = parse(&with(r#"<limits max-ids-per-query="1000000" max-request-bytes="67108864" max-events-per-request="3" max-connections="4" max-connections-per-ip="2" header-timeout-ms="600000" idle-timeout-ms="3600000" max-response-bytes="268435456"/>"#), "t.xml").unwrap();
     assert_eq!(
         c.limits,
         Limits {
             max_ids_per_query: 1_000_000,
             max_request_bytes: 64 << 20,
             max_events_per_request: 3,
-            max_connections: 4
+            max_connections: 4,
+            max_connections_per_ip: 2,
+            header_timeout_ms: 600_000,
+            idle_timeout_ms: 3_600_000,
+            max_response_bytes: 256 << 20,
         }
     );
 }
@@ -1433,14 +1437,23 @@ fn config_limits_values_read() {
 /// Any limit of 0 is refused.
 #[test]
 fn config_limits_zero_refused() {
-    for field in
-        ["max-ids-per-query", "max-request-bytes", "max-events-per-request", "max-connections"]
-    {
+    for field in [
+        "max-ids-per-query",
+        "max-request-bytes",
+        "max-events-per-request",
+        "max-connections",
+        "max-connections-per-ip",
+        "header-timeout-ms",
+        "idle-timeout-ms",
+        "max-response-bytes",
+    ] {
         refused(&with(&format!("<limits {field}=\"0\"/>")), 7, Some(field), "out of range");
     }
 }
 
-/// max-request-bytes above 64 MiB and max-ids-per-query above 1,000,000 are refused.
+/// max-request-bytes above 64 MiB, max-ids-per-query above 1,000,000,
+/// max-response-bytes above 256 MiB and timeouts outside their bounds are
+/// refused, naming the bounds.
 #[test]
 fn config_limits_caps_refused() {
     refused(
@@ -1454,6 +1467,24 @@ fn config_limits_caps_refused() {
         7,
         Some("max-ids-per-query"),
         "from 1 to 1000000",
+    );
+    refused(
+        &with("<limits max-response-bytes=\"268435457\"/>"),
+        7,
+        Some("max-response-bytes"),
+        "from 65536 to 268435456",
+    );
+    refused(
+        &with("<limits header-timeout-ms=\"99\"/>"),
+        7,
+        Some("header-timeout-ms"),
+        "from 100 to 600000",
+    );
+    refused(
+        &with("<limits idle-timeout-ms=\"3600001\"/>"),
+        7,
+        Some("idle-timeout-ms"),
+        "from 1000 to 3600000",
     );
 }
 
@@ -1479,7 +1510,11 @@ fn config_defaults_absent_elements() {
             max_ids_per_query: 10_000,
             max_request_bytes: 4_194_304,
             max_events_per_request: 10_000,
-            max_connections: 1024
+            max_connections: 1024,
+            max_connections_per_ip: 256,
+            header_timeout_ms: 10_000,
+            idle_timeout_ms: 60_000,
+            max_response_bytes: 16 << 20,
         }
     );
 }

@@ -1,0 +1,185 @@
+//! Inputs that cannot wedge or crash a node (issue 14), against real
+//! heraldd processes: floods of half-open connections on both ports,
+//! answers over `max-response-bytes`, oversize inputs, and uploads that
+//! stall or break.
+
+use std::net::SocketAddr;
+use std::time::{Duration, Instant};
+
+use anyhow::{anyhow, bail, Context, Result};
+use herald_tests::{get_json, login_event, phase, push, Cluster, Tuning};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpSocket, TcpStream};
+
+/// The header timeout of these tests' nodes.
+const HEADER_TIMEOUT: Duration = Duration::from_millis(1500);
+/// The per-address cap of these tests' publish ports.
+const PER_IP: usize = 64;
+
+fn rt() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_multi_thread().enable_all().build().unwrap()
+}
+
+fn tuning() -> Tuning {
+    Tuning {
+        limits_attrs: format!(
+            "max-connections-per-ip=\"{PER_IP}\" header-timeout-ms=\"{}\"",
+            HEADER_TIMEOUT.as_millis()
+        ),
+        ..Tuning::default()
+    }
+}
+
+fn sock(addr: &str) -> SocketAddr {
+    addr.parse().unwrap()
+}
+
+/// A TCP connection to `to` from the loopback address `from`.
+async fn connect_from(from: &str, to: SocketAddr) -> std::io::Result<TcpStream> {
+    let s = TcpSocket::new_v4()?;
+    s.bind(format!("{from}:0").parse().unwrap())?;
+    s.connect(to).await
+}
+
+/// `GET /healthz` over a fresh connection from `from`: the status line, or
+/// an error if the connection was closed without an answer or nothing came
+/// within 3 s.
+async fn healthz_from(from: &str, to: SocketAddr) -> Result<String> {
+    let fut = async {
+        let mut c = connect_from(from, to).await?;
+        c.write_all(b"GET /healthz HTTP/1.1\r\nhost: x\r\nconnection: close\r\n\r\n").await?;
+        let mut out = String::new();
+        c.read_to_string(&mut out).await?;
+        anyhow::Ok(out)
+    };
+    let out =
+        tokio::time::timeout(Duration::from_secs(3), fut).await.context("no answer in 3 s")??;
+    match out.lines().next() {
+        Some(l) if l.starts_with("HTTP/1.1") => Ok(l.to_string()),
+        _ => bail!("closed without an answer: {out:?}"),
+    }
+}
+
+/// Whether the server closed `c` (EOF or reset) within `within`.
+async fn closed_within(c: &mut TcpStream, within: Duration) -> bool {
+    let mut b = [0u8; 256];
+    let deadline = tokio::time::Instant::now() + within;
+    loop {
+        match tokio::time::timeout_at(deadline, c.read(&mut b)).await {
+            Err(_) => return false,
+            Ok(Ok(0)) | Ok(Err(_)) => return true,
+            // hyper may answer 408 before it closes: keep reading.
+            Ok(Ok(_)) => continue,
+        }
+    }
+}
+
+/// The issue's flood, on the publish port: 300 half-sent HTTP requests
+/// from 127.0.0.1 (more than `max-connections-per-ip`) do not keep
+/// `/healthz` from answering another address (127.0.0.2) at once; the
+/// connections beyond the cap are closed at once, the held ones after the
+/// header timeout, and then 127.0.0.1 is served again.
+#[test]
+fn half_sent_requests_do_not_starve_healthz() -> Result<()> {
+    let c = Cluster::start(1, tuning())?;
+    c.wait_leader(Duration::from_secs(20))?;
+    let publish = sock(&c.nodes[0].publish());
+    rt().block_on(async {
+        phase("flood the publish port with half-sent requests");
+        let mut flood = Vec::new();
+        for _ in 0..300 {
+            let mut s = connect_from("127.0.0.1", publish).await?;
+            // A request line and one header, never the blank line.
+            s.write_all(b"GET /healthz HTTP/1.1\r\nhost: x\r\n").await?;
+            flood.push(s);
+        }
+        let started = Instant::now();
+        let st = healthz_from("127.0.0.2", publish).await?;
+        assert!(st.contains("200"), "{st}");
+        assert!(started.elapsed() < Duration::from_secs(1), "healthz took {:?}", started.elapsed());
+        assert!(
+            healthz_from("127.0.0.1", publish).await.is_err(),
+            "127.0.0.1 holds its {PER_IP} connections: one more is closed"
+        );
+        // Beyond the cap: closed at once (well before the header timeout).
+        let mut closed_now = 0;
+        for s in flood.iter_mut() {
+            if closed_within(s, Duration::from_millis(20)).await {
+                closed_now += 1;
+            }
+        }
+        assert_eq!(closed_now, 300 - PER_IP, "connections beyond the per-address cap");
+
+        phase("the held ones are closed after the header timeout");
+        let mut held = 0;
+        for s in flood.iter_mut() {
+            if closed_within(s, HEADER_TIMEOUT + Duration::from_secs(2)).await {
+                held += 1;
+            }
+        }
+        assert_eq!(held, 300, "every half-sent request's connection is closed");
+        let st = healthz_from("127.0.0.1", publish).await?;
+        assert!(st.contains("200"), "{st}");
+        anyhow::Ok(())
+    })
+}
+
+/// The issue's flood, on the sync port: 300 idle sockets from 127.0.0.2 on
+/// every node's sync port do not stop Raft: a write succeeds and reaches
+/// every follower, a fresh gRPC call from 127.0.0.1 is answered, and the
+/// idle sockets are closed after the header timeout.
+#[test]
+fn idle_sockets_do_not_block_the_sync_port() -> Result<()> {
+    let c = Cluster::start(3, tuning())?;
+    let leader = c.wait_leader(Duration::from_secs(20))?;
+    let syncs: Vec<SocketAddr> =
+        c.nodes.iter().map(|n| sock(&format!("127.0.0.1:{}", n.ports.sync))).collect();
+    let leader_addr = c.addr(leader);
+    let addrs: Vec<String> = c.nodes.iter().map(|n| n.publish()).collect();
+    let rt = rt();
+    phase("flood every sync port with idle sockets");
+    let mut flood = rt.block_on(async {
+        let mut flood = Vec::new();
+        for s in &syncs {
+            for _ in 0..300 {
+                flood.push(connect_from("127.0.0.2", *s).await?);
+            }
+        }
+        anyhow::Ok(flood)
+    })?;
+    phase("a write commits and replicates");
+    let started = Instant::now();
+    let rev = push(&leader_addr, vec![login_event("flood-u", 1, "web", "x")])?;
+    assert!(started.elapsed() < Duration::from_secs(3), "write took {:?}", started.elapsed());
+    for a in &addrs {
+        herald_tests::eventually(Duration::from_secs(5), || {
+            let (st, v) = get_json(a, "/v1/presence?uid=flood-u&consistency=local")?;
+            match v["revision"].as_u64() {
+                Some(r) if st == 200 && r >= rev && v["users"][0]["online"] == true => Ok(()),
+                _ => Err(anyhow!("{a}: {st} {v}")),
+            }
+        })?;
+    }
+    rt.block_on(async {
+        phase("a fresh gRPC call on a flooded sync port is answered");
+        let endpoint = tonic::transport::Endpoint::from_shared(format!("http://{}", syncs[0]))?;
+        let mut client = herald_proto::raft::media_blobs_client::MediaBlobsClient::new(
+            endpoint.connect().await?,
+        );
+        let req = herald_proto::raft::BlobRequest { id: "not-an-id".into(), ..Default::default() };
+        match tokio::time::timeout(Duration::from_secs(3), client.get_blob(req)).await? {
+            Ok(_) => bail!("a bogus blob id was served"),
+            Err(s) => assert_ne!(s.code(), tonic::Code::Unavailable, "{s}"),
+        }
+
+        phase("the idle sockets are closed after the header timeout");
+        let mut closed = 0;
+        for s in flood.iter_mut() {
+            if closed_within(s, HEADER_TIMEOUT + Duration::from_secs(2)).await {
+                closed += 1;
+            }
+        }
+        assert_eq!(closed, flood.len(), "every idle socket is closed");
+        anyhow::Ok(())
+    })
+}
