@@ -189,7 +189,7 @@ pub fn publish_router(api: &Arc<Api>) -> Router {
     let presence =
         PresenceServer::new(PresenceGrpc(Arc::new(PresenceService { api: api.clone() })))
             .max_decoding_message_size(limit)
-            .max_encoding_message_size(64 << 20);
+            .max_encoding_message_size(api.limits.max_response_bytes);
     let cluster = ClusterServer::new(ClusterService { api: api.clone() });
     let messages = MessagesServer::new(MessagesGrpc { api: api.clone() })
         .max_decoding_message_size(limit)

@@ -183,3 +183,71 @@ fn idle_sockets_do_not_block_the_sync_port() -> Result<()> {
         anyhow::Ok(())
     })
 }
+
+/// `max-response-bytes` of these tests' nodes (the smallest allowed).
+const MAX_RESPONSE: usize = 64 * 1024;
+
+/// A node with the smallest `max-response-bytes`.
+fn small_answers() -> Tuning {
+    Tuning { limits_attrs: format!("max-response-bytes=\"{MAX_RESPONSE}\""), ..Tuning::default() }
+}
+
+/// A login of `uid` with 8 ext entries of 1,000 bytes (about 8 KB of answer).
+fn fat_login(uid: &str, sid: u64) -> serde_json::Value {
+    let ext: serde_json::Map<String, serde_json::Value> =
+        (0..8).map(|i| (format!("k{i}"), "x".repeat(1000).into())).collect();
+    serde_json::json!({"type": "login", "uid": uid, "sid": sid, "client": "web", "ext": ext})
+}
+
+/// A presence query whose answer would pass `max-response-bytes` is
+/// refused with `response_too_large` over HTTP (POST and GET) and gRPC,
+/// while a smaller query of the same users is answered; a read route's
+/// list over the limit (a group's members) is refused the same way, and
+/// the write that made the group is not.
+#[test]
+fn answers_over_max_response_bytes_are_refused() -> Result<()> {
+    let c = Cluster::start(1, small_answers())?;
+    let leader = c.wait_leader(Duration::from_secs(20))?;
+    let addr = c.addr(leader);
+    let uids: Vec<String> = (0..10).map(|i| format!("fat{i}")).collect();
+    push(&addr, uids.iter().enumerate().map(|(i, u)| fat_login(u, 100 + i as u64)).collect())?;
+
+    phase("HTTP: 10 users (~80 KB) refused, 5 (~40 KB) answered");
+    let (st, v) =
+        herald_tests::post_json(&addr, "/v1/presence/query", &serde_json::json!({ "uids": uids }))?;
+    assert_eq!((st, v["error"]["code"].as_str()), (400, Some("response_too_large")), "{v}");
+    let v = herald_tests::query(&addr, &uids[..5], "linearizable")?;
+    assert_eq!(v["users"].as_array().map(Vec::len), Some(5));
+    let q: String = uids.iter().map(|u| format!("uid={u}&")).collect();
+    let (st, v) = get_json(&addr, &format!("/v1/presence?{q}"))?;
+    assert_eq!((st, v["error"]["code"].as_str()), (400, Some("response_too_large")), "{v}");
+
+    phase("gRPC: the same");
+    rt().block_on(async {
+        use herald_proto::v1::presence_client::PresenceClient;
+        let mut client = PresenceClient::connect(format!("http://{addr}")).await?;
+        let req = |uids: &[String]| herald_proto::v1::QueryRequest {
+            uids: uids.to_vec(),
+            ..Default::default()
+        };
+        let e = client.query(req(&uids)).await.expect_err("over the limit");
+        assert_eq!(e.code(), tonic::Code::InvalidArgument, "{e}");
+        let code = e.metadata().get("x-herald-code").and_then(|v| v.to_str().ok());
+        assert_eq!(code, Some("response_too_large"), "{e}");
+        let ok = client.query(req(&uids[..5])).await?.into_inner();
+        assert_eq!(ok.users.len(), 5);
+        anyhow::Ok(())
+    })?;
+
+    phase("a group of 1,000 members of 100 bytes: the write is answered, the read refused");
+    let members: Vec<String> = (0..1000).map(|i| format!("{i:0>100}")).collect();
+    let (st, v) = herald_tests::put_json(
+        &addr,
+        "/v1/groups/big",
+        &serde_json::json!({ "members": members }),
+    )?;
+    assert_eq!(st, 200, "{v}");
+    let (st, v) = get_json(&addr, "/v1/groups/big")?;
+    assert_eq!((st, v["error"]["code"].as_str()), (400, Some("response_too_large")), "{v}");
+    Ok(())
+}

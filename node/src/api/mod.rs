@@ -9,6 +9,7 @@ pub mod grpc;
 pub mod http;
 pub mod media;
 pub mod messages;
+pub mod size;
 
 use std::sync::Arc;
 use std::time::Instant;
@@ -308,7 +309,18 @@ impl Api {
                 format!("{n} ids; at most {max} per query"),
             ));
         }
-        Ok(self.node.read(consistency, |st| st.presence.query(uids, sids)).await?)
+        // Measured before the records are copied: an answer over the limit
+        // is never built.
+        let max_bytes = self.limits.max_response_bytes;
+        self.node
+            .read(consistency, |st| {
+                let bytes = size::query_answer_bytes(&st.presence, uids, sids);
+                if bytes > max_bytes {
+                    return Err(size::too_large(bytes, max_bytes));
+                }
+                Ok(st.presence.query(uids, sids))
+            })
+            .await?
     }
 
     /// The cluster as a person wants to see it: this node's view, with
