@@ -251,3 +251,87 @@ fn answers_over_max_response_bytes_are_refused() -> Result<()> {
     assert_eq!((st, v["error"]["code"].as_str()), (400, Some("response_too_large")), "{v}");
     Ok(())
 }
+
+/// An HTTP DELETE: (status, body as JSON or string).
+fn delete(addr: &str, path: &str) -> Result<(u16, serde_json::Value)> {
+    use std::io::{Read, Write};
+    let mut s = std::net::TcpStream::connect(addr)?;
+    s.set_read_timeout(Some(Duration::from_secs(10)))?;
+    write!(s, "DELETE {path} HTTP/1.1\r\nhost: x\r\nconnection: close\r\n\r\n")?;
+    let mut out = String::new();
+    s.read_to_string(&mut out)?;
+    let status = out.get(9..12).and_then(|c| c.parse().ok()).ok_or_else(|| anyhow!("{out:?}"))?;
+    let body = out.split_once("\r\n\r\n").map(|(_, b)| b).unwrap_or("");
+    Ok((status, serde_json::from_str(body).unwrap_or(serde_json::Value::String(body.into()))))
+}
+
+/// The node's last log index.
+fn last_log_index(addr: &str) -> Result<u64> {
+    let v = herald_tests::local_view(addr)?;
+    v["last_log_index"].as_u64().ok_or_else(|| anyhow!("no last_log_index in {v}"))
+}
+
+/// Oversize and malformed inputs are refused with a 400 and their stable
+/// code before anything reaches the log (the last log index does not
+/// move): ext entries over the per-user cap, an oversize ext value, a
+/// malformed media id to unshare, an oversize contact to remove and an
+/// add-learner address that is not host:port; the user's record keeps its
+/// ext.
+#[test]
+fn oversize_inputs_are_refused_before_the_log() -> Result<()> {
+    let c = Cluster::start(1, Tuning::default())?;
+    let leader = c.wait_leader(Duration::from_secs(20))?;
+    let addr = c.addr(leader);
+    let ext = |keys: std::ops::Range<usize>| -> serde_json::Value {
+        keys.map(|i| (format!("k{i}"), serde_json::Value::from("v"))).collect()
+    };
+    let event = |ext: serde_json::Value| serde_json::json!({"type": "login", "uid": "ext-u", "sid": 7, "client": "web", "ext": ext});
+    push(&addr, vec![event(ext(0..30))])?;
+    // Let the leader's own entries (if any) settle before counting.
+    std::thread::sleep(Duration::from_millis(300));
+    let before = last_log_index(&addr)?;
+    let tok = herald_tests::token("ext-u");
+    let code =
+        |(st, v): (u16, serde_json::Value)| (st, v["error"]["code"].as_str().map(String::from));
+    let refusals: Vec<(&str, (u16, serde_json::Value))> = vec![
+        (
+            "too_many_ext",
+            herald_tests::post_json(
+                &addr,
+                "/v1/presence/events",
+                &serde_json::json!({"events": [event(ext(28..33))]}),
+            )?,
+        ),
+        (
+            "invalid_event",
+            herald_tests::post_json(
+                &addr,
+                "/v1/presence/events",
+                &serde_json::json!({"events": [event(serde_json::json!({"big": "x".repeat(1025)}))]}),
+            )?,
+        ),
+        (
+            "invalid_media_id",
+            delete(&addr, &format!("/v1/users/ext-u/media/{}?token={tok}", "Z".repeat(64)))?,
+        ),
+        (
+            "invalid_uid",
+            delete(&addr, &format!("/v1/users/ext-u/contacts/{}?token={tok}", "c".repeat(129)))?,
+        ),
+        (
+            "invalid_address",
+            herald_tests::post_json(
+                &addr,
+                "/v1/cluster/add-learner",
+                &serde_json::json!({"number": 9, "sync": "x".repeat(300), "publish": "h:1"}),
+            )?,
+        ),
+    ];
+    for (want, answer) in refusals {
+        assert_eq!(code(answer), (400, Some(want.to_string())), "{want}");
+    }
+    assert_eq!(last_log_index(&addr)?, before, "a refused input reached the log");
+    let v = herald_tests::query(&addr, &["ext-u".to_string()], "linearizable")?;
+    assert_eq!(v["users"][0]["ext"].as_object().map(|m| m.len()), Some(30), "{v}");
+    Ok(())
+}
