@@ -335,3 +335,171 @@ fn oversize_inputs_are_refused_before_the_log() -> Result<()> {
     assert_eq!(v["users"][0]["ext"].as_object().map(|m| m.len()), Some(30), "{v}");
     Ok(())
 }
+
+/// Temporary files of uploads and replicas being received.
+fn tmp_files(c: &Cluster) -> usize {
+    let dir = c.nodes[0].data_dir.join("media").join("tmp");
+    std::fs::read_dir(dir).map(|d| d.count()).unwrap_or(0)
+}
+
+/// Asks for an upload of `size` bytes as `uid`: (status, body).
+fn request_upload(addr: &str, uid: &str, size: u64) -> Result<(u16, serde_json::Value)> {
+    herald_tests::post_json(
+        addr,
+        &format!("/v1/users/{uid}/uploads?token={}", herald_tests::token(uid)),
+        &serde_json::json!({"size": size, "content_type": "application/octet-stream", "name": "x"}),
+    )
+}
+
+/// Starts the PUT of an upload stating `size` bytes; the body is the
+/// caller's to send.
+fn start_put(addr: &str, ticket: &serde_json::Value, size: u64) -> Result<std::net::TcpStream> {
+    use std::io::Write;
+    let id = ticket["upload_id"].as_str().context("upload_id")?;
+    let cred = ticket["credential"].as_str().context("credential")?;
+    let mut s = std::net::TcpStream::connect(addr)?;
+    s.set_read_timeout(Some(Duration::from_secs(10)))?;
+    write!(
+        s,
+        "PUT /v1/uploads/{id} HTTP/1.1\r\nhost: x\r\nauthorization: Bearer {cred}\r\ncontent-length: {size}\r\n\r\n"
+    )?;
+    Ok(s)
+}
+
+/// The status and error code of the answer on `s`.
+fn answer(s: &mut std::net::TcpStream) -> Result<(u16, String)> {
+    use std::io::Read;
+    let mut out = Vec::new();
+    let mut buf = [0u8; 4096];
+    // Read until the JSON body is complete (or the connection closes).
+    while let Ok(n) = s.read(&mut buf) {
+        if n == 0 {
+            break;
+        }
+        out.extend_from_slice(&buf[..n]);
+        if out.ends_with(b"}}") {
+            break;
+        }
+    }
+    let text = String::from_utf8_lossy(&out);
+    let status = text.get(9..12).and_then(|c| c.parse().ok()).ok_or_else(|| anyhow!("{text:?}"))?;
+    let body = text.split_once("\r\n\r\n").map(|(_, b)| b).unwrap_or("");
+    let v: serde_json::Value = serde_json::from_str(body).unwrap_or_default();
+    Ok((status, format!("{} {}", v["error"]["code"].as_str().unwrap_or(""), v["error"]["message"])))
+}
+
+/// Upload slots are fair and uploads in progress expire: a user stops at
+/// `max-uploads-per-user`, users with one open stop short of the reserve
+/// kept for users with none, and the node stops at `max-uploads`; a body
+/// that stalls for `body-timeout-ms` and one that drips past the upload's
+/// lifetime (`upload-ttl-ms`) are cut with 408 `upload_timeout` and leave
+/// no temporary file; expired uploads give their slots back.
+#[test]
+fn upload_slots_are_fair_and_uploads_expire() -> Result<()> {
+    use std::io::Write;
+    let media = r#"<media reserve-bytes="0" max-uploads="8" max-uploads-per-user="3" body-timeout-ms="1000" upload-ttl-ms="4000"/>"#;
+    let c = Cluster::start(1, Tuning { media_xml: Some(media.into()), ..Tuning::default() })?;
+    let leader = c.wait_leader(Duration::from_secs(20))?;
+    let addr = c.addr(leader);
+    let t0 = Instant::now();
+    phase("slots: 3 per user, 2 of 8 kept for users with none");
+    let mut tickets = Vec::new();
+    for (uid, opened, refused) in
+        [("alice", 3, true), ("bob", 3, true), ("carol", 1, true), ("dave", 1, false)]
+    {
+        for _ in 0..opened {
+            let (st, t) = request_upload(&addr, uid, 1000)?;
+            assert_eq!(st, 201, "{uid}: {t}");
+            tickets.push(t);
+        }
+        if refused {
+            let (st, v) = request_upload(&addr, uid, 1000)?;
+            assert_eq!((st, v["error"]["code"].as_str()), (429, Some("too_many_uploads")), "{uid}");
+        }
+    }
+    let (st, v) = request_upload(&addr, "erin", 1000)?;
+    assert_eq!((st, v["error"]["code"].as_str()), (429, Some("too_many_uploads")), "full: {v}");
+
+    phase("a stalled body is cut after body-timeout-ms");
+    let mut s = start_put(&addr, &tickets[0], 1000)?;
+    s.write_all(&[7u8; 100])?;
+    herald_tests::eventually(Duration::from_secs(1), || match tmp_files(&c) {
+        1 => Ok(()),
+        n => bail!("{n} temporary files while receiving"),
+    })?;
+    let started = Instant::now();
+    let (st, why) = answer(&mut s)?;
+    assert_eq!(st, 408, "{why}");
+    assert!(why.starts_with("upload_timeout") && why.contains("body-timeout-ms"), "{why}");
+    assert!(started.elapsed() < Duration::from_secs(3), "{:?}", started.elapsed());
+    assert_eq!(tmp_files(&c), 0, "the temporary file is removed");
+
+    phase("a body dripping under the body timeout is cut at the upload's lifetime");
+    let mut s = start_put(&addr, &tickets[3], 1000)?;
+    let mut sent = 0;
+    while sent < 900 && s.write_all(&[1u8; 10]).is_ok() {
+        sent += 10;
+        std::thread::sleep(Duration::from_millis(300));
+        if t0.elapsed() > Duration::from_secs(8) {
+            break;
+        }
+    }
+    let (st, why) = answer(&mut s)?;
+    assert_eq!(st, 408, "{why}");
+    assert!(why.starts_with("upload_timeout") && why.contains("lifetime"), "{why}");
+    assert!(t0.elapsed() < Duration::from_secs(7), "cut at the lifetime: {:?}", t0.elapsed());
+    assert_eq!(tmp_files(&c), 0, "the temporary file is removed");
+
+    phase("expired uploads give their slots back");
+    herald_tests::eventually(Duration::from_secs(8), || {
+        match request_upload(&addr, "erin", 10)? {
+            (201, _) => Ok(()),
+            (st, v) => bail!("{st} {v}"),
+        }
+    })?;
+    Ok(())
+}
+
+/// A replica stream from a peer (`PutBlob` on the sync port) that breaks
+/// mid-way, or stalls for `body-timeout-ms`, leaves no temporary file.
+#[test]
+fn broken_and_stalled_blob_streams_leave_no_temp_file() -> Result<()> {
+    use herald_proto::raft::media_blobs_client::MediaBlobsClient;
+    use herald_proto::raft::BlobChunk;
+    let media = r#"<media reserve-bytes="0" body-timeout-ms="1000"/>"#;
+    let c = Cluster::start(1, Tuning { media_xml: Some(media.into()), ..Tuning::default() })?;
+    c.wait_leader(Duration::from_secs(20))?;
+    let sync = format!("http://127.0.0.1:{}", c.nodes[0].ports.sync);
+    rt().block_on(async {
+        let client = MediaBlobsClient::connect(sync).await?;
+        let chunk = BlobChunk { id: "ab".repeat(32), size: 1000, data: vec![5; 100] };
+        for broken in [true, false] {
+            phase(if broken { "a stream cut mid-way" } else { "a stream that stalls" });
+            let (tx, rx) = tokio::sync::mpsc::channel(1);
+            tx.send(chunk.clone()).await?;
+            let mut client = client.clone();
+            let call = tokio::spawn(async move {
+                client.put_blob(tokio_stream::wrappers::ReceiverStream::new(rx)).await
+            });
+            let t = Instant::now();
+            while tmp_files(&c) != 1 {
+                assert!(t.elapsed() < Duration::from_secs(2), "no temporary file while receiving");
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+            if broken {
+                call.abort();
+            } else {
+                let r = tokio::time::timeout(Duration::from_secs(3), call).await??;
+                let e = r.expect_err("a stalled stream fails");
+                assert_eq!(e.code(), tonic::Code::DeadlineExceeded, "{e}");
+            }
+            let t = Instant::now();
+            while tmp_files(&c) != 0 {
+                assert!(t.elapsed() < Duration::from_secs(3), "the temporary file stayed");
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+            drop(tx);
+        }
+        anyhow::Ok(())
+    })
+}

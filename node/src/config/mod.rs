@@ -129,6 +129,8 @@ impl std::fmt::Debug for MediaConfig {
             .field("gc_grace_ms", &self.gc_grace_ms)
             .field("repair_interval_ms", &self.repair_interval_ms)
             .field("max_uploads", &self.max_uploads)
+            .field("max_uploads_per_user", &self.max_uploads_per_user)
+            .field("body_timeout_ms", &self.body_timeout_ms)
             .field("key", &self.key.as_ref().map(|_| "<set>"))
             .field("edit", &self.edit)
             .finish()

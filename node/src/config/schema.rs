@@ -564,6 +564,23 @@ section! {
             10_000,
             "0 would refuse every upload; each open upload holds a temporary file",
         );
+        /// Uploads one user may have open at once on one node (at most
+        /// max-uploads); a user with one open may not take the last quarter
+        /// of max-uploads, kept for users with none.
+        max_uploads_per_user: usize = 4 => "max-uploads-per-user", int(
+            1,
+            10_000,
+            "0 would refuse every upload; a person sends a few files at once, and \
+             above max-uploads the node's own cap applies",
+        );
+        /// An upload (or a replica pushed by a peer) whose body sends nothing
+        /// for this long is cut and its temporary file removed, milliseconds.
+        body_timeout_ms: u64 = 30 * SECOND_MS => "body-timeout-ms", int(
+            SECOND_MS,
+            10 * MINUTE_MS,
+            "under a second a client on a slow link stalls between writes; above 10 \
+             minutes a stalled upload holds its slot and temporary file for good",
+        );
     }
     // Not attributes: read_media fills them in.
     extra {
