@@ -12,7 +12,7 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpSocket, TcpStream};
 
 /// The header timeout of these tests' nodes.
-const HEADER_TIMEOUT: Duration = Duration::from_millis(1500);
+const HEADER_TIMEOUT: Duration = Duration::from_millis(3000);
 /// The per-address cap of these tests' publish ports.
 const PER_IP: usize = 64;
 
@@ -87,6 +87,7 @@ fn half_sent_requests_do_not_starve_healthz() -> Result<()> {
     rt().block_on(async {
         phase("flood the publish port with half-sent requests");
         let mut flood = Vec::new();
+        let flooded = Instant::now();
         for _ in 0..300 {
             let mut s = connect_from("127.0.0.1", publish).await?;
             // A request line and one header, never the blank line.
@@ -96,7 +97,7 @@ fn half_sent_requests_do_not_starve_healthz() -> Result<()> {
         let started = Instant::now();
         let st = healthz_from("127.0.0.2", publish).await?;
         assert!(st.contains("200"), "{st}");
-        assert!(started.elapsed() < Duration::from_secs(1), "healthz took {:?}", started.elapsed());
+        assert!(started.elapsed() < Duration::from_secs(2), "healthz took {:?}", started.elapsed());
         assert!(
             healthz_from("127.0.0.1", publish).await.is_err(),
             "127.0.0.1 holds its {PER_IP} connections: one more is closed"
@@ -104,11 +105,16 @@ fn half_sent_requests_do_not_starve_healthz() -> Result<()> {
         // Beyond the cap: closed at once (well before the header timeout).
         let mut closed_now = 0;
         for s in flood.iter_mut() {
-            if closed_within(s, Duration::from_millis(20)).await {
+            if closed_within(s, Duration::from_millis(5)).await {
                 closed_now += 1;
             }
         }
-        assert_eq!(closed_now, 300 - PER_IP, "connections beyond the per-address cap");
+        if flooded.elapsed() < HEADER_TIMEOUT {
+            assert_eq!(closed_now, 300 - PER_IP, "connections beyond the per-address cap");
+        } else {
+            // A very slow machine: some held ones may have timed out already.
+            assert!(closed_now >= 300 - PER_IP, "{closed_now} closed at once");
+        }
 
         phase("the held ones are closed after the header timeout");
         let mut held = 0;
