@@ -16,5 +16,6 @@ pub mod media;
 pub mod metrics;
 pub mod peer_tls;
 pub mod raft;
+pub mod serve;
 pub mod time;
 pub mod tls;

@@ -114,6 +114,8 @@ pub struct Tuning {
     pub peer_tls: bool,
     /// Raw XML added inside `<herald>` (e.g. `<security mode="production"/>`).
     pub extra_xml: String,
+    /// Extra attributes of `<limits>` (e.g. `header-timeout-ms="500"`).
+    pub limits_attrs: String,
 }
 
 impl Default for Tuning {
@@ -143,6 +145,7 @@ impl Default for Tuning {
             media_xml: None,
             peer_tls: true,
             extra_xml: String::new(),
+            limits_attrs: String::new(),
         }
     }
 }
@@ -350,7 +353,7 @@ impl Cluster {
         let data_dir = self.dir.path().join(format!("node{number}"));
         let config = self.dir.path().join(format!("node{number}.xml"));
         let xml = format!(
-            "<herald cluster=\"{CLUSTER_NAME}\">\n  <node number=\"{number}\" data-dir=\"{}\" join=\"{join}\"/>\n  <servers>\n{}  </servers>\n{}  <raft heartbeat-ms=\"{}\" election-min-ms=\"{}\" election-max-ms=\"{}\" snapshot-logs=\"{}\" write-timeout-ms=\"{}\"/>\n  <limits max-ids-per-query=\"{}\" max-request-bytes=\"{}\"/>\n  <time interval-ms=\"{}\" tolerance-ms=\"{}\" samples=\"3\"/>\n  <master prefer-lowest=\"{}\" hold-down-ms=\"{}\"/>\n  <gateway heartbeat-ms=\"{}\" heartbeat-misses=\"{}\" grace-ms=\"{}\" push-timeout-ms=\"{}\" max-sessions=\"{}\" load-poll-ms=\"{}\"/>\n  <messages quota-per-user=\"{}\" max-body-bytes=\"{}\"/>\n  {}\n  {}\n</herald>\n",
+            "<herald cluster=\"{CLUSTER_NAME}\">\n  <node number=\"{number}\" data-dir=\"{}\" join=\"{join}\"/>\n  <servers>\n{}  </servers>\n{}  <raft heartbeat-ms=\"{}\" election-min-ms=\"{}\" election-max-ms=\"{}\" snapshot-logs=\"{}\" write-timeout-ms=\"{}\"/>\n  <limits max-ids-per-query=\"{}\" max-request-bytes=\"{}\" {}/>\n  <time interval-ms=\"{}\" tolerance-ms=\"{}\" samples=\"3\"/>\n  <master prefer-lowest=\"{}\" hold-down-ms=\"{}\"/>\n  <gateway heartbeat-ms=\"{}\" heartbeat-misses=\"{}\" grace-ms=\"{}\" push-timeout-ms=\"{}\" max-sessions=\"{}\" load-poll-ms=\"{}\"/>\n  <messages quota-per-user=\"{}\" max-body-bytes=\"{}\"/>\n  {}\n  {}\n</herald>\n",
             data_dir.display(),
             server_xml(servers),
             t.tls.as_ref().map(TlsFiles::xml).unwrap_or_default(),
@@ -361,6 +364,7 @@ impl Cluster {
             t.write_timeout_ms,
             t.max_ids_per_query,
             t.max_request_bytes,
+            t.limits_attrs,
             t.time_interval_ms,
             t.time_tolerance_ms,
             t.prefer_lowest,
@@ -406,6 +410,33 @@ impl Cluster {
     /// `node<N>-key.pem`. Tests use them to act as a peer on a sync port.
     pub fn certs_dir(&self) -> PathBuf {
         self.dir.path().join("certs")
+    }
+
+    /// A channel to node `target`'s sync port opened as member `as_node`
+    /// would open it: mutual TLS with `as_node`'s certificate, checking
+    /// `target`'s (or plaintext when the cluster runs without
+    /// [`Tuning::peer_tls`]).
+    pub async fn peer_channel(
+        &self,
+        target: u64,
+        as_node: u64,
+    ) -> Result<tonic::transport::Channel> {
+        use tonic::transport::{Certificate, ClientTlsConfig, Endpoint, Identity};
+        let port = self.nodes[(target - 1) as usize].ports.sync;
+        let endpoint = if self.tuning.peer_tls {
+            let dir = self.certs_dir();
+            let ca = fs::read(dir.join(herald_client::cert::CA_FILE))?;
+            let cert = fs::read(dir.join(format!("node{as_node}.pem")))?;
+            let key = fs::read(dir.join(format!("node{as_node}-key.pem")))?;
+            let tls = ClientTlsConfig::new()
+                .ca_certificate(Certificate::from_pem(ca))
+                .domain_name(herald_proto::peer::node_name(CLUSTER_NAME, target))
+                .identity(Identity::from_pem(cert, key));
+            Endpoint::from_shared(format!("https://127.0.0.1:{port}"))?.tls_config(tls)?
+        } else {
+            Endpoint::from_shared(format!("http://127.0.0.1:{port}"))?
+        };
+        Ok(endpoint.connect_timeout(Duration::from_secs(3)).connect().await?)
     }
 
     /// Starts `n` nodes that bootstrap from their shared XML server list.

@@ -74,7 +74,7 @@ fn consistency_from_pb(c: i32) -> Consistency {
     }
 }
 
-fn query_to_pb(q: QueryResult) -> pb::QueryResponse {
+pub(crate) fn query_to_pb(q: QueryResult) -> pb::QueryResponse {
     pb::QueryResponse {
         revision: q.revision,
         users: q

@@ -91,7 +91,7 @@ impl<'a> From<&'a Record> for UserJson<'a> {
     }
 }
 
-fn query_json(q: &QueryResult) -> serde_json::Value {
+pub(crate) fn query_json(q: &QueryResult) -> serde_json::Value {
     let users: Vec<UserJson> = q.users.iter().map(UserJson::from).collect();
     serde_json::json!({
         "revision": q.revision,
@@ -120,6 +120,7 @@ pub fn router(api: Arc<Api>) -> Router {
         .merge(super::messages::http::routes())
         .merge(super::media::http::routes())
         .fallback(not_found)
+        .layer(axum::middleware::from_fn_with_state(api.clone(), super::size::limit_json_answers))
         .layer(DefaultBodyLimit::max(limit))
         .with_state(api)
 }

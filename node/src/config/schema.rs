@@ -25,6 +25,7 @@ use super::read::{Attrs, Setting};
 use super::{
     ConfigError, PeerTlsConfig, SecurityMode, Server, TlsConfig, DEFAULT_AUTH_TIMEOUT_MS,
     MAX_BODY_BYTES_CAP, MAX_IDS_PER_QUERY_CAP, MAX_MEDIA_BYTES_CAP, MAX_REQUEST_BYTES_CAP,
+    MAX_RESPONSE_BYTES_CAP,
 };
 
 // ---------------------------------------------------------------------------
@@ -345,6 +346,40 @@ section! {
         /// Most client connections open at once.
         max_connections: usize = 1024 => "max-connections",
             int(1, UNBOUNDED, "0 would refuse every connection");
+        /// Most client connections open at once from one IP address; more
+        /// are closed at once (so one address cannot take every slot).
+        max_connections_per_ip: usize = 256 => "max-connections-per-ip", int(
+            1,
+            UNBOUNDED,
+            "0 would refuse every connection; a value at or above max-connections \
+             turns the per-address limit off",
+        );
+        /// Time a client has to send a request's headers (and a new
+        /// connection its first bytes), milliseconds; then it is closed.
+        header_timeout_ms: u64 = 10 * SECOND_MS => "header-timeout-ms", int(
+            100,
+            10 * MINUTE_MS,
+            "under 100 ms an honest client on a slow link cannot send its headers; \
+             above 10 minutes a half-sent request holds its connection slot for good",
+        );
+        /// A connection that sends and receives nothing for this long is
+        /// closed, milliseconds (gRPC/HTTP/2 peers are pinged at half of it,
+        /// so live ones stay open).
+        idle_timeout_ms: u64 = MINUTE_MS => "idle-timeout-ms", int(
+            SECOND_MS,
+            HOUR_MS,
+            "under a second keep-alive is pointless; above an hour an idle socket \
+             holds its connection slot for good",
+        );
+        /// Largest answer a query or list route builds, bytes; a larger one is
+        /// refused with `response_too_large` before it is built.
+        max_response_bytes: usize = 16 << 20 => "max-response-bytes", int(
+            64 * 1024,
+            MAX_RESPONSE_BYTES_CAP as u64,
+            "under 64 KiB one user's record (16 client types, 32 ext entries) may not \
+             fit; an answer is built whole in memory, so the cap bounds what one \
+             request takes",
+        );
     }
 }
 
@@ -532,6 +567,23 @@ section! {
             1,
             10_000,
             "0 would refuse every upload; each open upload holds a temporary file",
+        );
+        /// Uploads one user may have open at once on one node (at most
+        /// max-uploads); a user with one open may not take the last quarter
+        /// of max-uploads, kept for users with none.
+        max_uploads_per_user: usize = 4 => "max-uploads-per-user", int(
+            1,
+            10_000,
+            "0 would refuse every upload; a person sends a few files at once, and \
+             above max-uploads the node's own cap applies",
+        );
+        /// An upload (or a replica pushed by a peer) whose body sends nothing
+        /// for this long is cut and its temporary file removed, milliseconds.
+        body_timeout_ms: u64 = 30 * SECOND_MS => "body-timeout-ms", int(
+            SECOND_MS,
+            10 * MINUTE_MS,
+            "under a second a client on a slow link stalls between writes; above 10 \
+             minutes a stalled upload holds its slot and temporary file for good",
         );
     }
     // Not attributes: read_media fills them in.

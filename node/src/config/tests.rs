@@ -961,6 +961,8 @@ fn config_media_defaults_when_absent() {
         gc_grace_ms: 3_600_000,
         repair_interval_ms: 5_000,
         max_uploads: 64,
+        max_uploads_per_user: 4,
+        body_timeout_ms: 30_000,
         key: None,
         edit: crate::media::edit::EditRules {
             enabled: false,
@@ -1022,7 +1024,7 @@ fn config_media_empty_elements_default() {
 /// key is used as given (not derived), with hmac and external auth alike.
 #[test]
 fn config_media_values_read() {
-    let media = r#"<media max-bytes="1048576" quota-bytes-per-user="10485760" reserve-bytes="1073741824" replicas="2" upload-ttl-ms="1000" access-ttl-ms="86400000" gc-grace-ms="0" repair-interval-ms="100" max-uploads="10000" key="media-key-0123456789">
+    let media = r#"<media max-bytes="1048576" quota-bytes-per-user="10485760" reserve-bytes="1073741824" replicas="2" upload-ttl-ms="1000" access-ttl-ms="86400000" gc-grace-ms="0" repair-interval-ms="100" max-uploads="10000" max-uploads-per-user="10000" body-timeout-ms="600000" key="media-key-0123456789">
     <edit enabled="true" max-width="1920" max-height="1080" format="webp" quality="1" max-pixels="1000000000"/>
   </media>"#;
     let want = MediaConfig {
@@ -1035,6 +1037,8 @@ fn config_media_values_read() {
         gc_grace_ms: 0,
         repair_interval_ms: 100,
         max_uploads: 10_000,
+        max_uploads_per_user: 10_000,
+        body_timeout_ms: 600_000,
         key: Some(b"media-key-0123456789".to_vec()),
         edit: crate::media::edit::EditRules {
             enabled: true,
@@ -1053,7 +1057,7 @@ fn config_media_values_read() {
     assert_eq!(c.media, want, "without <auth>");
 
     // The other ends of each range, and the other formats.
-    let c = parse(&with(r#"<media max-bytes="68719476736" replicas="15" upload-ttl-ms="86400000" access-ttl-ms="1000" gc-grace-ms="2592000000" repair-interval-ms="3600000" max-uploads="1"/>"#), "t.xml").unwrap();
+    let c = parse(&with(r#"<media max-bytes="68719476736" replicas="15" upload-ttl-ms="86400000" access-ttl-ms="1000" gc-grace-ms="2592000000" repair-interval-ms="3600000" max-uploads="1" max-uploads-per-user="1" body-timeout-ms="1000"/>"#), "t.xml").unwrap();
     assert_eq!(
         (c.media.max_bytes, c.media.replicas, c.media.upload_ttl_ms, c.media.access_ttl_ms),
         (MAX_MEDIA_BYTES_CAP, 15, 86_400_000, 1_000)
@@ -1062,6 +1066,7 @@ fn config_media_values_read() {
         (c.media.gc_grace_ms, c.media.repair_interval_ms, c.media.max_uploads),
         (30 * 86_400_000, 3_600_000, 1)
     );
+    assert_eq!((c.media.max_uploads_per_user, c.media.body_timeout_ms), (1, 1_000));
     use crate::media::edit::OutFormat;
     for (v, want) in [
         ("jpeg", Some(OutFormat::Jpeg)),
@@ -1096,6 +1101,8 @@ fn config_media_bounds_refused() {
         ("media", "gc-grace-ms", 0, Some(2_592_000_000)),
         ("media", "repair-interval-ms", 100, Some(3_600_000)),
         ("media", "max-uploads", 1, Some(10_000)),
+        ("media", "max-uploads-per-user", 1, Some(10_000)),
+        ("media", "body-timeout-ms", 1_000, Some(600_000)),
         ("edit", "max-width", 0, Some(65_535)),
         ("edit", "max-height", 0, Some(65_535)),
         ("edit", "quality", 1, Some(100)),
@@ -1150,7 +1157,7 @@ fn config_media_unknown_attribute_refused() {
             &with(r#"<media colour="red"/>"#),
             7,
             Some("colour"),
-            "unknown attribute (allowed: max-bytes, quota-bytes-per-user, reserve-bytes, replicas, upload-ttl-ms, access-ttl-ms, gc-grace-ms, repair-interval-ms, max-uploads, key, key-file)",
+            "unknown attribute (allowed: max-bytes, quota-bytes-per-user, reserve-bytes, replicas, upload-ttl-ms, access-ttl-ms, gc-grace-ms, repair-interval-ms, max-uploads, max-uploads-per-user, body-timeout-ms, key, key-file)",
         );
     assert!(e.to_string().contains("<media>"), "{e}");
     refused(&with(r#"<media mode="hmac"/>"#), 7, Some("mode"), "unknown attribute");
@@ -1418,14 +1425,18 @@ fn config_raft_type_refused() {
 /// Given <limits> values are read, including the upper caps themselves.
 #[test]
 fn config_limits_values_read() {
-    let c = parse(&with(r#"<limits max-ids-per-query="1000000" max-request-bytes="67108864" max-events-per-request="3" max-connections="4"/>"#), "t.xml").unwrap();
+    let c = parse(&with(r#"<limits max-ids-per-query="1000000" max-request-bytes="67108864" max-events-per-request="3" max-connections="4" max-connections-per-ip="2" header-timeout-ms="600000" idle-timeout-ms="3600000" max-response-bytes="268435456"/>"#), "t.xml").unwrap();
     assert_eq!(
         c.limits,
         Limits {
             max_ids_per_query: 1_000_000,
             max_request_bytes: 64 << 20,
             max_events_per_request: 3,
-            max_connections: 4
+            max_connections: 4,
+            max_connections_per_ip: 2,
+            header_timeout_ms: 600_000,
+            idle_timeout_ms: 3_600_000,
+            max_response_bytes: 256 << 20,
         }
     );
 }
@@ -1433,14 +1444,23 @@ fn config_limits_values_read() {
 /// Any limit of 0 is refused.
 #[test]
 fn config_limits_zero_refused() {
-    for field in
-        ["max-ids-per-query", "max-request-bytes", "max-events-per-request", "max-connections"]
-    {
+    for field in [
+        "max-ids-per-query",
+        "max-request-bytes",
+        "max-events-per-request",
+        "max-connections",
+        "max-connections-per-ip",
+        "header-timeout-ms",
+        "idle-timeout-ms",
+        "max-response-bytes",
+    ] {
         refused(&with(&format!("<limits {field}=\"0\"/>")), 7, Some(field), "out of range");
     }
 }
 
-/// max-request-bytes above 64 MiB and max-ids-per-query above 1,000,000 are refused.
+/// max-request-bytes above 64 MiB, max-ids-per-query above 1,000,000,
+/// max-response-bytes above 256 MiB and timeouts outside their bounds are
+/// refused, naming the bounds.
 #[test]
 fn config_limits_caps_refused() {
     refused(
@@ -1454,6 +1474,24 @@ fn config_limits_caps_refused() {
         7,
         Some("max-ids-per-query"),
         "from 1 to 1000000",
+    );
+    refused(
+        &with("<limits max-response-bytes=\"268435457\"/>"),
+        7,
+        Some("max-response-bytes"),
+        "from 65536 to 268435456",
+    );
+    refused(
+        &with("<limits header-timeout-ms=\"99\"/>"),
+        7,
+        Some("header-timeout-ms"),
+        "from 100 to 600000",
+    );
+    refused(
+        &with("<limits idle-timeout-ms=\"3600001\"/>"),
+        7,
+        Some("idle-timeout-ms"),
+        "from 1000 to 3600000",
     );
 }
 
@@ -1479,7 +1517,11 @@ fn config_defaults_absent_elements() {
             max_ids_per_query: 10_000,
             max_request_bytes: 4_194_304,
             max_events_per_request: 10_000,
-            max_connections: 1024
+            max_connections: 1024,
+            max_connections_per_ip: 256,
+            header_timeout_ms: 10_000,
+            idle_timeout_ms: 60_000,
+            max_response_bytes: 16 << 20,
         }
     );
 }

@@ -18,11 +18,10 @@ use herald_proto::wire::media::{
 use herald_proto::wire::Revision;
 use serde::Deserialize;
 
-use super::{bearer, media_in, write_lib, MAX_TEXT_BYTES, MEDIA_MESSAGE_TYPE};
+use super::{bearer, check_media_id, media_in, write_lib, MAX_TEXT_BYTES, MEDIA_MESSAGE_TYPE};
 use crate::api::messages::{check_group_name, check_uid, Submission};
 use crate::api::{Api, ApiError, Consistency};
 use crate::media::range::{self, RangeAnswer};
-use crate::media::store::valid_id;
 use herald_domain::library::{LibOp, LibResult, MAX_GROUPS_PER_CONTACT};
 
 type AppState = std::sync::Arc<Api>;
@@ -113,9 +112,7 @@ async fn get_media(
         ));
     };
     api.authenticate(&v, &headers, q.token.as_deref()).await?;
-    if !valid_id(&id) {
-        return Err(ApiError::new(codes::UNKNOWN_MEDIA, "a media id is 64 hex digits"));
-    }
+    check_media_id(&id)?;
     let (m, owners) = api
         .node
         .read(Consistency::Linearizable, |st| {
@@ -220,6 +217,7 @@ async fn delete_media(
     headers: HeaderMap,
 ) -> Result<Json<Removed>, ApiError> {
     api.authenticate(&uid, &headers, q.token.as_deref()).await?;
+    check_media_id(&id)?;
     let (revision, r) = write_lib(&api, LibOp::MediaUnshare { id, owner: uid }).await?;
     Ok(Json(Removed { removed: r == LibResult::Done(true), revision }))
 }
@@ -288,6 +286,7 @@ async fn delete_contact(
     headers: HeaderMap,
 ) -> Result<Json<Removed>, ApiError> {
     api.authenticate(&uid, &headers, q.token.as_deref()).await?;
+    check_uid("contact", &contact)?;
     let (revision, r) = write_lib(&api, LibOp::ContactRemove { uid, contact }).await?;
     Ok(Json(Removed { removed: r == LibResult::Done(true), revision }))
 }
@@ -311,9 +310,7 @@ async fn post_group_send(
     for g in &b.groups {
         check_group_name(g)?;
     }
-    if !valid_id(&b.media_id) {
-        return Err(ApiError::new(codes::UNKNOWN_MEDIA, "a media id is 64 hex digits"));
-    }
+    check_media_id(&b.media_id)?;
     let (m, to) = api
         .node
         .read(Consistency::Linearizable, |st| {
