@@ -23,6 +23,7 @@
 //! Errors carry the server's stable code: [`ClientError::code`].
 //!
 //! - [`addr`] — node address normalisation.
+//! - [`cert`] — the cluster CA and node certificates of `<peer-tls>` (`herald cert`).
 //! - [`chunk`] — splitting large queries and merging the answers.
 //! - [`client`] — the [`HeraldClient`], [`ConnectOptions`] and [`endpoint`].
 //! - [`credential`] — the API key or session token every call carries.
@@ -35,6 +36,7 @@
 //! - [`watch`] — a folder watcher that group-sends each new file once.
 
 pub mod addr;
+pub mod cert;
 pub mod chunk;
 pub mod client;
 pub mod credential;

@@ -97,10 +97,35 @@ impl Default for RaftParams {
     }
 }
 
-/// The per-node XML configuration (the SUT's documented format).
-pub fn config_xml(me: &NodeSpec, all: &[NodeSpec], raft: &RaftParams) -> String {
+/// The cluster name of the harness's clusters (node certificates name it).
+pub const CLUSTER_NAME: &str = "jepsen";
+
+/// Makes the cluster CA and every node's certificate for `<peer-tls>` in
+/// `certs` (the library behind `herald cert`), each valid for its node's
+/// address too.
+pub fn make_peer_certs(certs: &Path, nodes: &[NodeSpec]) -> Result<()> {
+    for n in nodes {
+        herald_client::cert::issue_node(
+            certs,
+            CLUSTER_NAME,
+            n.number as u64,
+            std::slice::from_ref(&n.ip),
+        )?;
+    }
+    Ok(())
+}
+
+/// The per-node XML configuration (the SUT's documented format). With
+/// `certs` (a directory [`make_peer_certs`] filled) the nodes talk mutual
+/// TLS (`<peer-tls>`), as the harness always runs them.
+pub fn config_xml(
+    me: &NodeSpec,
+    all: &[NodeSpec],
+    raft: &RaftParams,
+    certs: Option<&Path>,
+) -> String {
     let mut s = String::new();
-    s.push_str("<herald cluster=\"jepsen\">\n");
+    s.push_str(&format!("<herald cluster=\"{CLUSTER_NAME}\">\n"));
     s.push_str(&format!(
         "  <node number=\"{}\" data-dir=\"{}\" join=\"false\"/>\n",
         me.number,
@@ -132,6 +157,16 @@ pub fn config_xml(me: &NodeSpec, all: &[NodeSpec], raft: &RaftParams) -> String 
         raft.gateway_heartbeat_ms, raft.gateway_grace_ms, raft.push_timeout_ms
     ));
     s.push_str(&format!("  <auth mode=\"hmac\" key=\"{AUTH_KEY}\"/>\n"));
+    if let Some(certs) = certs {
+        let (cert, key) = herald_client::cert::node_file_names(me.number as u64);
+        let path = |f: &str| xml_escape(&certs.join(f).display().to_string());
+        s.push_str(&format!(
+            "  <peer-tls ca=\"{}\" cert=\"{}\" key=\"{}\"/>\n",
+            path(herald_client::cert::CA_FILE),
+            path(&cert),
+            path(&key)
+        ));
+    }
     s.push_str(&format!(
         "  <access>\n    <api-key name=\"jepsen\" hash=\"{}\" scopes=\"{API_KEY_SCOPES}\"/>\n  </access>\n",
         herald_proto::apikey::hash(API_KEY)
@@ -196,9 +231,11 @@ impl Db {
                 faketime_file: dir.join(format!("{}.faketime", netns::node_name(i))),
             })
             .collect();
+        let certs = dir.join("certs");
+        make_peer_certs(&certs, &nodes)?;
         for n in &nodes {
             fs::create_dir_all(&n.data_dir)?;
-            fs::write(&n.config, config_xml(n, &nodes, raft))?;
+            fs::write(&n.config, config_xml(n, &nodes, raft, Some(&certs)))?;
             fs::write(&n.faketime_file, "+0\n")?;
         }
         Ok(Db {
@@ -438,7 +475,7 @@ mod tests {
     #[test]
     fn db_config_xml_lists_all_servers() {
         let all: Vec<NodeSpec> = (0..3).map(spec).collect();
-        let x = config_xml(&all[1], &all, &RaftParams::default());
+        let x = config_xml(&all[1], &all, &RaftParams::default(), None);
         assert!(x.starts_with("<herald cluster=\"jepsen\">"));
         assert!(x.contains("<node number=\"2\" data-dir=\"/s/n2-data\" join=\"false\"/>"));
         for i in 0..3 {
@@ -458,12 +495,18 @@ mod tests {
 
     /// Proves heraldd's own (strict) config reader accepts the XML the
     /// harness writes, with the gateway timings and the HMAC key the
-    /// messages workload relies on.
+    /// messages workload relies on, and mutual TLS between the nodes with
+    /// each node's own certificate.
     #[test]
     fn db_config_xml_is_accepted_by_heraldd() {
         let all: Vec<NodeSpec> = (0..3).map(spec).collect();
-        let x = config_xml(&all[2], &all, &RaftParams::default());
+        let certs = tempfile::tempdir().unwrap();
+        make_peer_certs(certs.path(), &all).unwrap();
+        let x = config_xml(&all[2], &all, &RaftParams::default(), Some(certs.path()));
         let c = herald_node::config::parse(&x, "n3.xml").unwrap_or_else(|e| panic!("{e}\n{x}"));
+        let peer = c.peer_tls.as_ref().expect("<peer-tls> is on");
+        assert_eq!(peer.cert, certs.path().join("node3.pem"));
+        assert_eq!(peer.ca, certs.path().join("ca.pem"));
         assert_eq!(c.gateway.heartbeat_ms, 1000);
         assert_eq!(c.gateway.grace_ms, 3000);
         assert_eq!(c.gateway.push_timeout_ms, 1000);

@@ -15,7 +15,6 @@ use herald_proto::v1::presence_server::PresenceServer;
 
 use crate::api::messages::MessagesGrpc;
 use crate::gateway::session::GatewayGrpc;
-use tokio::net::TcpListener;
 
 use crate::api::grpc::{ClusterService, PresenceGrpc, PresenceService};
 use crate::api::{http, Api};
@@ -25,13 +24,22 @@ use crate::gateway::peer::GatewayPeerService;
 use crate::listener::LimitedListener;
 use crate::media::peer::BlobService;
 use crate::metrics::Metrics;
+use crate::peer_tls::PeerGuard;
 use crate::raft::network::MAX_RAFT_MESSAGE_BYTES;
 use crate::raft::service::RaftService;
 use crate::raft::RaftNode;
+use crate::serve::Timeouts;
 use crate::tls::TlsListener;
 
 /// Connections the sync port accepts at once: peers open a few each.
 const MAX_SYNC_CONNECTIONS: usize = 256;
+/// Connections the sync port accepts at once from one IP address. A peer
+/// keeps a few channels to each node (Raft, media blobs, gateway peers);
+/// several nodes on one host (tests, the embedded cluster) share an
+/// address, so this leaves room for a dozen of them, and still leaves
+/// three quarters of [`MAX_SYNC_CONNECTIONS`] to other addresses when one
+/// floods the port.
+const MAX_SYNC_CONNECTIONS_PER_IP: usize = 64;
 
 /// Shared handles of a running node.
 pub struct App {
@@ -63,11 +71,14 @@ pub async fn run(
             "node-to-node TLS was already set in this process; keeping the first setting"
         );
     }
+    // The sync port's mutual TLS (<peer-tls>): files checked, production
+    // refuses plaintext peers, development warns.
+    let sync_tls = crate::peer_tls::startup(&config)?;
     // Bind first: a port in use is reported before anything starts.
-    let sync_l = TcpListener::bind(me.sync_addr())
+    let sync_l = crate::listener::bind(&me.sync_addr())
         .await
         .map_err(|e| anyhow::anyhow!("cannot bind sync-port {}: {e}", me.sync_addr()))?;
-    let pub_l = TcpListener::bind(me.publish_addr())
+    let pub_l = crate::listener::bind(&me.publish_addr())
         .await
         .map_err(|e| anyhow::anyhow!("cannot bind publish-port {}: {e}", me.publish_addr()))?;
 
@@ -122,6 +133,7 @@ pub async fn run(
         sync = %me.sync_addr(),
         publish = %me.publish_addr(),
         tls = pub_tls.is_some(),
+        peer_tls = app.node.peer_tls(),
         data_dir = %app.config.data_dir.display(),
         "heraldd serving"
     );
@@ -138,37 +150,65 @@ pub async fn run(
     // The sync port: three services side by side, each beside the code it
     // serves (Raft transport, media blobs, gateway peers). One message-size
     // bound for all: the largest is an AppendEntries batch.
-    let raft_svc = RaftInternalServer::new(RaftService { node: app.node.clone() })
+    // With <peer-tls> every handler asks the guard who called: members only,
+    // and who they claim to be (see peer_tls).
+    let peers = match sync_tls {
+        None => PeerGuard::plaintext(),
+        Some(_) => {
+            let xml: Vec<u64> = app.config.servers.iter().map(|s| s.number).collect();
+            let node = app.node.clone();
+            let members = move || {
+                let current = node.members().into_iter().map(|(n, _)| n).collect();
+                crate::peer_tls::member_numbers(current, &xml)
+            };
+            PeerGuard::mutual_tls(&app.config.cluster, Arc::new(members))
+        }
+    };
+    let raft_svc =
+        RaftInternalServer::new(RaftService { node: app.node.clone(), peers: peers.clone() })
+            .max_decoding_message_size(MAX_RAFT_MESSAGE_BYTES)
+            .max_encoding_message_size(MAX_RAFT_MESSAGE_BYTES);
+    let blob_svc = MediaBlobsServer::new(BlobService { media, peers: peers.clone() })
         .max_decoding_message_size(MAX_RAFT_MESSAGE_BYTES)
         .max_encoding_message_size(MAX_RAFT_MESSAGE_BYTES);
-    let blob_svc = MediaBlobsServer::new(BlobService { media })
-        .max_decoding_message_size(MAX_RAFT_MESSAGE_BYTES)
-        .max_encoding_message_size(MAX_RAFT_MESSAGE_BYTES);
-    let gateway_svc = GatewayPeersServer::new(GatewayPeerService { gateway: gateway.clone() })
-        .max_decoding_message_size(MAX_RAFT_MESSAGE_BYTES)
-        .max_encoding_message_size(MAX_RAFT_MESSAGE_BYTES);
-    let sync_incoming = LimitedListener::new(sync_l, MAX_SYNC_CONNECTIONS);
-    let sync_task = tokio::spawn(
-        tonic::transport::Server::builder()
-            .tcp_nodelay(true)
-            .add_service(raft_svc)
-            .add_service(blob_svc)
-            .add_service(gateway_svc)
-            .serve_with_incoming_shutdown(sync_incoming.into_stream(), stopped()),
-    );
+    let gateway_svc =
+        GatewayPeersServer::new(GatewayPeerService { gateway: gateway.clone(), peers })
+            .max_decoding_message_size(MAX_RAFT_MESSAGE_BYTES)
+            .max_encoding_message_size(MAX_RAFT_MESSAGE_BYTES);
+    let timeouts = Timeouts::from_limits(&app.config.limits);
+    let sync_incoming = LimitedListener::new(sync_l, MAX_SYNC_CONNECTIONS)
+        .per_ip(MAX_SYNC_CONNECTIONS_PER_IP)
+        .first_bytes_within(timeouts.header);
+    let sync_router = tonic::transport::Server::builder()
+        .tcp_nodelay(true)
+        .http2_keepalive_interval(Some(timeouts.idle))
+        .http2_keepalive_timeout(Some(crate::serve::KEEPALIVE_TIMEOUT))
+        .add_service(raft_svc)
+        .add_service(blob_svc)
+        .add_service(gateway_svc);
+    // With <peer-tls> handshakes run off the accept path (TlsListener); a
+    // client without a certificate of the cluster CA fails its handshake and
+    // never reaches a handler.
+    let sync_task = match sync_tls {
+        Some(tls) => tokio::spawn(sync_router.serve_with_incoming_shutdown(
+            TlsListener::new(sync_incoming, tls)?.into_stream(),
+            stopped(),
+        )),
+        None => tokio::spawn(
+            sync_router.serve_with_incoming_shutdown(sync_incoming.into_stream(), stopped()),
+        ),
+    };
 
     let router = publish_router(&app.api);
-    let pub_incoming = LimitedListener::new(pub_l, app.config.limits.max_connections);
+    let pub_incoming = LimitedListener::new(pub_l, app.config.limits.max_connections)
+        .per_ip(app.config.limits.max_connections_per_ip)
+        .first_bytes_within(timeouts.header);
     let pub_task = match pub_tls {
         Some(tls) => {
-            let pub_server = axum::serve(TlsListener::new(pub_incoming, tls)?, router)
-                .with_graceful_shutdown(stopped());
-            tokio::spawn(async move { pub_server.await })
+            let l = TlsListener::new(pub_incoming, tls)?;
+            tokio::spawn(crate::serve::serve(l, router, timeouts, stopped()))
         }
-        None => {
-            let pub_server = axum::serve(pub_incoming, router).with_graceful_shutdown(stopped());
-            tokio::spawn(async move { pub_server.await })
-        }
+        None => tokio::spawn(crate::serve::serve(pub_incoming, router, timeouts, stopped())),
     };
 
     shutdown.await;
@@ -189,7 +229,7 @@ pub fn publish_router(api: &Arc<Api>) -> Router {
     let presence =
         PresenceServer::new(PresenceGrpc(Arc::new(PresenceService { api: api.clone() })))
             .max_decoding_message_size(limit)
-            .max_encoding_message_size(64 << 20);
+            .max_encoding_message_size(api.limits.max_response_bytes);
     let cluster = ClusterServer::new(ClusterService { api: api.clone() });
     let messages = MessagesServer::new(MessagesGrpc { api: api.clone() })
         .max_decoding_message_size(limit)

@@ -14,6 +14,8 @@ pub mod gateway;
 pub mod listener;
 pub mod media;
 pub mod metrics;
+pub mod peer_tls;
 pub mod raft;
+pub mod serve;
 pub mod time;
 pub mod tls;

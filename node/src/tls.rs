@@ -55,14 +55,23 @@ pub enum TlsError {
     KeyMismatch { cert: PathBuf, key: PathBuf },
     #[error("tls: certificate {} / key {}: {message}", cert.display(), key.display())]
     Invalid { cert: PathBuf, key: PathBuf, message: String },
+    /// `<peer-tls ca>` holds no usable CA certificate.
+    #[error("tls: CA file {}: {message}", path.display())]
+    Ca { path: PathBuf, message: String },
+    /// `<peer-tls cert>` is not this node's certificate from `<peer-tls ca>`.
+    #[error("tls: certificate {} is not one that CA {} issued for {name}: {message}", cert.display(), ca.display())]
+    NotForNode { cert: PathBuf, ca: PathBuf, name: String, message: String },
 }
 
-fn read(what: &'static str, path: &Path) -> Result<Vec<u8>, TlsError> {
+pub(crate) fn read(what: &'static str, path: &Path) -> Result<Vec<u8>, TlsError> {
     std::fs::read(path).map_err(|source| TlsError::Read { what, path: path.to_path_buf(), source })
 }
 
 /// Every certificate in a PEM file; at least one.
-fn load_certs(what: &'static str, path: &Path) -> Result<Vec<CertificateDer<'static>>, TlsError> {
+pub(crate) fn load_certs(
+    what: &'static str,
+    path: &Path,
+) -> Result<Vec<CertificateDer<'static>>, TlsError> {
     let pem = read(what, path)?;
     let certs = CertificateDer::pem_slice_iter(&pem)
         .collect::<Result<Vec<_>, _>>()
@@ -74,7 +83,7 @@ fn load_certs(what: &'static str, path: &Path) -> Result<Vec<CertificateDer<'sta
 }
 
 /// The first private key (PKCS#8, PKCS#1 RSA or SEC1 EC) in a PEM file.
-fn load_key(path: &Path) -> Result<PrivateKeyDer<'static>, TlsError> {
+pub(crate) fn load_key(path: &Path) -> Result<PrivateKeyDer<'static>, TlsError> {
     let pem = read("key", path)?;
     PrivateKeyDer::from_pem_slice(&pem).map_err(|e| match e {
         rustls::pki_types::pem::Error::NoItemsFound => TlsError::NoKey { path: path.to_path_buf() },
@@ -83,7 +92,7 @@ fn load_key(path: &Path) -> Result<PrivateKeyDer<'static>, TlsError> {
 }
 
 /// The crypto of every TLS configuration here: ring, explicitly.
-fn provider() -> Arc<rustls::crypto::CryptoProvider> {
+pub(crate) fn provider() -> Arc<rustls::crypto::CryptoProvider> {
     Arc::new(rustls::crypto::ring::default_provider())
 }
 
@@ -198,6 +207,18 @@ impl TlsListener {
         let (tx, ready) = mpsc::channel(READY_QUEUE);
         let acceptor = tokio::spawn(accept_loop(inner, TlsAcceptor::from(config), tx));
         Ok(TlsListener { ready, local_addr, acceptor })
+    }
+}
+
+impl TlsListener {
+    /// As a stream of connections whose handshake finished, for tonic (the
+    /// sync port with `<peer-tls>`). Each connection's certificates reach
+    /// the handlers through tonic's `TlsConnectInfo` (`Request::peer_certs`).
+    pub fn into_stream(self) -> impl tokio_stream::Stream<Item = io::Result<TlsStream>> {
+        futures::stream::unfold(self, |mut l| async move {
+            let (s, _) = axum::serve::Listener::accept(&mut l).await;
+            Some((Ok(s), l))
+        })
     }
 }
 

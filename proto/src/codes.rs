@@ -80,6 +80,9 @@ catalog! {
     TOO_MANY_IDS = ("too_many_ids", 400, InvalidArgument, "more ids than max-ids-per-query");
     INVALID_CONSISTENCY = ("invalid_consistency", 400, InvalidArgument, "consistency is not linearizable or local");
     MISSING_ADDRESS = ("missing_address", 400, InvalidArgument, "add-learner without sync and publish addresses");
+    INVALID_ADDRESS = ("invalid_address", 400, InvalidArgument, "an add-learner address that is not host:port (at most 255 bytes)");
+    RESPONSE_TOO_LARGE = ("response_too_large", 400, InvalidArgument, "the answer would be larger than max-response-bytes; ask for fewer ids");
+    TOO_MANY_EXT = ("too_many_ext", 400, InvalidArgument, "the events would leave a user with more than 32 ext entries");
     // Messages, groups and settings: nothing is stored.
     INVALID_IDEMPOTENCY_KEY = ("invalid_idempotency_key", 400, InvalidArgument, "idempotency_key missing or too long");
     INVALID_RECIPIENTS = ("invalid_recipients", 400, InvalidArgument, "not exactly one of to, group, broadcast");
@@ -117,6 +120,7 @@ catalog! {
     NOT_A_FRIEND = ("not_a_friend", 403, PermissionDenied, "a shared page asked by someone who is not a friend");
     NOT_OWNER = ("not_owner", 403, PermissionDenied, "a group-send of media the sender does not share");
     MEDIA_QUOTA_EXCEEDED = ("media_quota_exceeded", 403, PermissionDenied, "the upload would exceed the user's quota");
+    INVALID_MEDIA_ID = ("invalid_media_id", 400, InvalidArgument, "a media id that is not 64 lowercase hex digits");
     UNKNOWN_MEDIA = ("unknown_media", 404, NotFound, "no media with that id");
     UNKNOWN_UPLOAD = ("unknown_upload", 404, NotFound, "no open upload with that id (expired or finished)");
     UPLOAD_IN_PROGRESS = ("upload_in_progress", 409, FailedPrecondition, "the upload's body is already being received");
@@ -130,6 +134,7 @@ catalog! {
     INVALID_TEXT = ("invalid_text", 400, InvalidArgument, "a group-send text over its limit");
     SIZE_MISMATCH = ("size_mismatch", 400, InvalidArgument, "the body is shorter or longer than the size announced");
     UPLOAD_INTERRUPTED = ("upload_interrupted", 400, InvalidArgument, "the body stream broke before its end");
+    UPLOAD_TIMEOUT = ("upload_timeout", 408, DeadlineExceeded, "the upload body stalled for body-timeout-ms or ran past upload-lifetime-ms");
     RANGE_NOT_SATISFIABLE = ("range_not_satisfiable", 416, OutOfRange, "the Range lies outside the media");
     INVALID_IMAGE = ("invalid_image", 422, InvalidArgument, "an image the edit rules cannot decode");
     IMAGE_TOO_LARGE = ("image_too_large", 422, InvalidArgument, "an image over the edit rules' max-pixels");
@@ -157,6 +162,9 @@ catalog! {
     MEMBERSHIP_REFUSED = ("membership_refused", 409, FailedPrecondition, "a membership change refused (e.g. one is in progress)");
     UNKNOWN_NODE = ("unknown_node", 404, NotFound, "no member with that number");
     NOT_A_VOTER = ("not_a_voter", 400, InvalidArgument, "transfer-leader to a learner, which cannot lead");
+    // The sync port (mutual TLS between peers).
+    PEER_NOT_MEMBER = ("peer_not_member", 403, PermissionDenied, "a sync-port call whose certificate names no member of the cluster");
+    PEER_WRONG_NUMBER = ("peer_wrong_number", 403, PermissionDenied, "a sync-port call claiming another node number than its certificate's");
     INTERNAL = ("internal", 500, Internal, "a bug or an unexpected failure; the log says more");
 }
 
@@ -235,7 +243,7 @@ mod tests {
                 416 => c.grpc == G::OutOfRange,
                 500 => c.grpc == G::Internal,
                 503 => c.grpc == G::Unavailable,
-                504 => c.grpc == G::DeadlineExceeded,
+                408 | 504 => c.grpc == G::DeadlineExceeded,
                 _ => false,
             };
             assert!(ok, "{}: HTTP {} with gRPC {:?}", c.name, c.http, c.grpc);

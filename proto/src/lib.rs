@@ -13,6 +13,7 @@
 //! - [`wire`]: the JSON types of the HTTP API, shared by node, client and
 //!   the fault harness.
 //! - [`date`]: UTC calendar dates of Unix times (for what people read).
+//! - [`peer`]: the DNS name of a node in its sync-port certificate.
 
 /// Public API, package `herald.v1`.
 pub mod v1 {
@@ -27,5 +28,6 @@ pub mod raft {
 pub mod apikey;
 pub mod codes;
 pub mod date;
+pub mod peer;
 pub mod token;
 pub mod wire;

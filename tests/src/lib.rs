@@ -35,6 +35,8 @@ pub fn phase(name: &str) {
 }
 
 /// The HMAC key of test clusters' `<auth>`.
+/// The cluster name of every test cluster (node certificates name it).
+pub const CLUSTER_NAME: &str = "test";
 pub const TEST_AUTH_KEY: &str = "herald-test-key-0123456789abcdef";
 
 /// The API key of test clusters with every scope (`<access>` lists its
@@ -132,6 +134,15 @@ pub struct Tuning {
     pub media_xml: Option<String>,
     /// Raw `<access>` element (None: [`access_xml`]).
     pub access_xml: Option<String>,
+    /// Mutual TLS between the nodes (`<peer-tls>`), on by default: the
+    /// cluster's CA and each node's certificate are made by `herald cert`'s
+    /// library in the cluster's `certs/` ([`Cluster::certs_dir`]). Off
+    /// only for tests of the plaintext path.
+    pub peer_tls: bool,
+    /// Raw XML added inside `<herald>` (e.g. `<security mode="production"/>`).
+    pub extra_xml: String,
+    /// Extra attributes of `<limits>` (e.g. `header-timeout-ms="500"`).
+    pub limits_attrs: String,
 }
 
 impl Default for Tuning {
@@ -160,6 +171,9 @@ impl Default for Tuning {
             tls: None,
             media_xml: None,
             access_xml: None,
+            peer_tls: true,
+            extra_xml: String::new(),
+            limits_attrs: String::new(),
         }
     }
 }
@@ -288,6 +302,23 @@ impl Node {
         self.child.is_some()
     }
 
+    /// Waits up to `timeout` for the process to exit by itself; its exit
+    /// status, or None if it is still running (then it keeps running).
+    pub fn wait_exit(&mut self, timeout: Duration) -> Result<Option<std::process::ExitStatus>> {
+        let deadline = Instant::now() + timeout;
+        while let Some(c) = &mut self.child {
+            if let Some(st) = c.try_wait()? {
+                self.child = None;
+                return Ok(Some(st));
+            }
+            if Instant::now() > deadline {
+                return Ok(None);
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        Ok(None)
+    }
+
     /// Process id while running.
     pub fn pid(&self) -> Option<u32> {
         self.child.as_ref().map(|c| c.id())
@@ -350,7 +381,7 @@ impl Cluster {
         let data_dir = self.dir.path().join(format!("node{number}"));
         let config = self.dir.path().join(format!("node{number}.xml"));
         let xml = format!(
-            "<herald cluster=\"test\">\n  <node number=\"{number}\" data-dir=\"{}\" join=\"{join}\"/>\n  <servers>\n{}  </servers>\n{}  <raft heartbeat-ms=\"{}\" election-min-ms=\"{}\" election-max-ms=\"{}\" snapshot-logs=\"{}\" write-timeout-ms=\"{}\"/>\n  <limits max-ids-per-query=\"{}\" max-request-bytes=\"{}\"/>\n  <time interval-ms=\"{}\" tolerance-ms=\"{}\" samples=\"3\"/>\n  <master prefer-lowest=\"{}\" hold-down-ms=\"{}\"/>\n  <gateway heartbeat-ms=\"{}\" heartbeat-misses=\"{}\" grace-ms=\"{}\" push-timeout-ms=\"{}\" max-sessions=\"{}\" load-poll-ms=\"{}\"/>\n  <messages quota-per-user=\"{}\" max-body-bytes=\"{}\"/>\n  {}\n  {}\n  {}\n</herald>\n",
+            "<herald cluster=\"{CLUSTER_NAME}\">\n  <node number=\"{number}\" data-dir=\"{}\" join=\"{join}\"/>\n  <servers>\n{}  </servers>\n{}  <raft heartbeat-ms=\"{}\" election-min-ms=\"{}\" election-max-ms=\"{}\" snapshot-logs=\"{}\" write-timeout-ms=\"{}\"/>\n  <limits max-ids-per-query=\"{}\" max-request-bytes=\"{}\" {}/>\n  <time interval-ms=\"{}\" tolerance-ms=\"{}\" samples=\"3\"/>\n  <master prefer-lowest=\"{}\" hold-down-ms=\"{}\"/>\n  <gateway heartbeat-ms=\"{}\" heartbeat-misses=\"{}\" grace-ms=\"{}\" push-timeout-ms=\"{}\" max-sessions=\"{}\" load-poll-ms=\"{}\"/>\n  <messages quota-per-user=\"{}\" max-body-bytes=\"{}\"/>\n  {}\n  {}\n  {}\n</herald>\n",
             data_dir.display(),
             server_xml(servers),
             t.tls.as_ref().map(TlsFiles::xml).unwrap_or_default(),
@@ -361,6 +392,7 @@ impl Cluster {
             t.write_timeout_ms,
             t.max_ids_per_query,
             t.max_request_bytes,
+            t.limits_attrs,
             t.time_interval_ms,
             t.time_tolerance_ms,
             t.prefer_lowest,
@@ -378,9 +410,62 @@ impl Cluster {
             t.media_xml.clone().unwrap_or_default(),
             t.access_xml.clone().unwrap_or_else(access_xml)
         );
+        let mut xml = xml;
+        let mut extra = t.extra_xml.clone();
+        if t.peer_tls {
+            let files = herald_client::cert::issue_node(
+                &self.certs_dir(),
+                CLUSTER_NAME,
+                number,
+                &["127.0.0.1".to_string()],
+            )?;
+            extra.push_str(&format!(
+                "\n  <peer-tls ca=\"{}\" cert=\"{}\" key=\"{}\"/>",
+                self.certs_dir().join(herald_client::cert::CA_FILE).display(),
+                files.cert.display(),
+                files.key.display()
+            ));
+        }
+        if !extra.is_empty() {
+            xml = xml.replace("</herald>\n", &format!("{extra}\n</herald>\n"));
+        }
         fs::write(&config, xml)?;
         let log = self.dir.path().join(format!("node{number}.log"));
         Ok(Node { number, ports, config, data_dir, log, env: Vec::new(), child: None })
+    }
+
+    /// Where the cluster's CA and node certificates are (with
+    /// [`Tuning::peer_tls`]): `ca.pem`, `ca-key.pem`, `node<N>.pem`,
+    /// `node<N>-key.pem`. Tests use them to act as a peer on a sync port.
+    pub fn certs_dir(&self) -> PathBuf {
+        self.dir.path().join("certs")
+    }
+
+    /// A channel to node `target`'s sync port opened as member `as_node`
+    /// would open it: mutual TLS with `as_node`'s certificate, checking
+    /// `target`'s (or plaintext when the cluster runs without
+    /// [`Tuning::peer_tls`]).
+    pub async fn peer_channel(
+        &self,
+        target: u64,
+        as_node: u64,
+    ) -> Result<tonic::transport::Channel> {
+        use tonic::transport::{Certificate, ClientTlsConfig, Endpoint, Identity};
+        let port = self.nodes[(target - 1) as usize].ports.sync;
+        let endpoint = if self.tuning.peer_tls {
+            let dir = self.certs_dir();
+            let ca = fs::read(dir.join(herald_client::cert::CA_FILE))?;
+            let cert = fs::read(dir.join(format!("node{as_node}.pem")))?;
+            let key = fs::read(dir.join(format!("node{as_node}-key.pem")))?;
+            let tls = ClientTlsConfig::new()
+                .ca_certificate(Certificate::from_pem(ca))
+                .domain_name(herald_proto::peer::node_name(CLUSTER_NAME, target))
+                .identity(Identity::from_pem(cert, key));
+            Endpoint::from_shared(format!("https://127.0.0.1:{port}"))?.tls_config(tls)?
+        } else {
+            Endpoint::from_shared(format!("http://127.0.0.1:{port}"))?
+        };
+        Ok(endpoint.connect_timeout(Duration::from_secs(3)).connect().await?)
     }
 
     /// Starts `n` nodes that bootstrap from their shared XML server list.

@@ -3,6 +3,7 @@
 //! is a new module plus one variant of [`Command`].
 
 mod bench;
+mod cert;
 mod cluster;
 mod connect;
 mod contacts;
@@ -89,6 +90,8 @@ pub enum Command {
     Settings(send::SettingsArgs),
     /// Which gateway the cluster recommends, and every node's load.
     Gateway(send::GatewayArgs),
+    /// Make the cluster CA and every node's certificate for mutual TLS between peers (<peer-tls>) from the nodes' XML files; prints the element to add to each.
+    Cert(cert::CertArgs),
     /// Issue and check HMAC session tokens offline (the key of the nodes' <auth mode="hmac">).
     #[command(subcommand)]
     Token(token::TokenCommand),
@@ -161,7 +164,7 @@ pub fn main() -> ExitCode {
 pub async fn run(cli: Cli) -> Result<(), ClientError> {
     let opts = connect_options(cli.ca.as_deref())?;
     // `key new` and `token` talk to no node: a bad key setting is no reason to fail them.
-    let offline = matches!(cli.command, Command::Key(_) | Command::Token(_));
+    let offline = matches!(cli.command, Command::Key(_) | Command::Token(_) | Command::Cert(_));
     let credential =
         match Credential::from_sources(cli.api_key.as_deref(), cli.api_key_file.as_deref()) {
             Ok(c) => c,
@@ -181,6 +184,7 @@ pub async fn run(cli: Cli) -> Result<(), ClientError> {
         Command::Gateway(a) => send::gateway(&ctx, a).await,
         Command::Token(c) => token::run(&ctx, c),
         Command::Key(c) => key::run(&ctx, c),
+        Command::Cert(a) => cert::run(&ctx, a),
         Command::Media(c) => media::run(&ctx, c).await,
         Command::GroupSend(a) => group_send::run(&ctx, a).await,
         Command::Contacts(c) => contacts::run(&ctx, c).await,

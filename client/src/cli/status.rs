@@ -19,7 +19,7 @@ fn human(s: &Status) -> String {
     let leader = s.leader.map(|l| l.to_string()).unwrap_or_else(|| "none".into());
     let or_none = |x: Option<u64>| x.map(|l| l.to_string()).unwrap_or_else(|| "none".into());
     format!(
-        "cluster      {}\nnode         {} ({})\nleader       {}\nmaster       {}\ntime master  {}\nterm         {}\ncommit       {}\napplied      {}\n\n{}",
+        "cluster      {}\nnode         {} ({})\nleader       {}\nmaster       {}\ntime master  {}\nterm         {}\ncommit       {}\napplied      {}\npeers        {}\n\n{}",
         s.cluster,
         s.node,
         s.state,
@@ -29,6 +29,11 @@ fn human(s: &Status) -> String {
         s.term,
         s.commit_index,
         s.applied_index,
+        if s.peer_tls {
+            "mutual TLS"
+        } else {
+            "PLAINTEXT (development: anyone who reaches the sync port can act as a member)"
+        },
         nodes_table(&s.nodes)
     )
 }
@@ -47,7 +52,8 @@ mod tests {
     }
 
     /// The human form names the cluster, this node and its state, the
-    /// leader (or `none`), term and indexes, then the members.
+    /// leader (or `none`), term and indexes, whether peers use mutual TLS
+    /// (plaintext said loudly), then the members.
     #[test]
     fn cli_output_status_human() {
         let s = Status {
@@ -63,13 +69,16 @@ mod tests {
             applied_index: 9,
             snapshot_index: None,
             nodes: vec![],
+            peer_tls: false,
             media: None,
         };
         let h = human(&s);
         assert!(
-            h.starts_with("cluster      c\nnode         2 (follower)\nleader       none\nmaster       none\ntime master  1\nterm         3\ncommit       10\napplied      9\n"),
+            h.starts_with("cluster      c\nnode         2 (follower)\nleader       none\nmaster       none\ntime master  1\nterm         3\ncommit       10\napplied      9\npeers        PLAINTEXT (development"),
             "{h}"
         );
+        let tls = human(&Status { peer_tls: true, ..s.clone() });
+        assert!(tls.contains("\npeers        mutual TLS\n"), "{tls}");
         assert!(h.ends_with("NUMBER  SYNC  PUBLISH  ROLE  HEALTHY  MATCHED  CLOCK OFFSET  RTT  IN TOL  LAST SYNC"), "{h}");
     }
 }

@@ -14,11 +14,22 @@ use tonic::{Request, Response, Status, Streaming};
 use super::access::Principal;
 use super::messages::grpc::principal;
 use super::{Api, ApiError, Consistency, MembershipOp, MembershipResult};
+use crate::raft::Turn;
 use herald_domain::presence::{Event, QueryResult};
 
 /// Requests of one stream being worked on at once: responses keep request
 /// order, so more would only buffer.
 const STREAM_RESPONSE_BUFFER: usize = 16;
+
+/// Batches of one `PushEventsStream` in flight at once (queued on the
+/// leader, answered in order). A status pool is one or a few heavy
+/// producers: one batch at a time would leave it waiting a whole commit
+/// round (an fsync on a majority) per batch, while a window lets the next
+/// batches join the same log entry. Bounded memory: at most this many
+/// decoded requests per stream, each at most `<limits max-request-bytes>`
+/// (4 MiB by default, so 32 MiB per stream at worst; a typical batch is
+/// tens of KB).
+pub const PUSH_STREAM_WINDOW: usize = 8;
 
 pub struct PresenceService {
     pub api: Arc<Api>,
@@ -65,7 +76,7 @@ fn consistency_from_pb(c: i32) -> Consistency {
     }
 }
 
-fn query_to_pb(q: QueryResult) -> pb::QueryResponse {
+pub(crate) fn query_to_pb(q: QueryResult) -> pb::QueryResponse {
     pb::QueryResponse {
         revision: q.revision,
         users: q
@@ -89,13 +100,21 @@ fn query_to_pb(q: QueryResult) -> pb::QueryResponse {
 
 impl PresenceService {
     async fn push(&self, req: pb::PushEventsRequest) -> Result<pb::PushEventsResponse, ApiError> {
+        self.push_in_turn(req, Turn::free()).await
+    }
+
+    async fn push_in_turn(
+        &self,
+        req: pb::PushEventsRequest,
+        turn: Turn,
+    ) -> Result<pb::PushEventsResponse, ApiError> {
         let events = req
             .events
             .into_iter()
             .enumerate()
             .map(|(i, e)| event_from_pb(i, e))
             .collect::<Result<Vec<_>, _>>()?;
-        Ok(pb::PushEventsResponse { revision: self.api.push_events(events).await? })
+        Ok(pb::PushEventsResponse { revision: self.api.push_events_in_turn(events, turn).await? })
     }
 
     async fn query(&self, req: pb::QueryRequest) -> Result<pb::QueryResponse, ApiError> {
@@ -134,6 +153,26 @@ where
     Box::pin(tokio_stream::wrappers::ReceiverStream::new(rx))
 }
 
+/// Answers a stream of pushes with up to [`PUSH_STREAM_WINDOW`] in flight,
+/// applied and answered in the order sent (each takes its [`Turn`]).
+fn push_window(
+    svc: Arc<PresenceService>,
+    input: Streaming<pb::PushEventsRequest>,
+) -> RespStream<pb::PushEventsResponse> {
+    let mut next_turn = Turn::sequence();
+    let answers = futures::StreamExt::map(input, move |item| {
+        let svc = svc.clone();
+        let turn = next_turn();
+        async move {
+            match item {
+                Ok(req) => svc.push_in_turn(req, turn).await.map_err(|e| e.to_grpc()),
+                Err(s) => Err(s),
+            }
+        }
+    });
+    Box::pin(futures::StreamExt::buffered(answers, PUSH_STREAM_WINDOW))
+}
+
 /// Wraps the service so streaming methods can share it.
 pub struct PresenceGrpc(pub Arc<PresenceService>);
 
@@ -152,9 +191,7 @@ impl pb::presence_server::Presence for PresenceGrpc {
         &self,
         req: Request<Streaming<pb::PushEventsRequest>>,
     ) -> Result<Response<Self::PushEventsStreamStream>, Status> {
-        Ok(Response::new(map_stream(self.0.clone(), req.into_inner(), |s, r| async move {
-            s.push(r).await
-        })))
+        Ok(Response::new(push_window(self.0.clone(), req.into_inner())))
     }
 
     async fn query(

@@ -92,7 +92,7 @@ impl<'a> From<&'a Record> for UserJson<'a> {
     }
 }
 
-fn query_json(q: &QueryResult) -> serde_json::Value {
+pub(crate) fn query_json(q: &QueryResult) -> serde_json::Value {
     let users: Vec<UserJson> = q.users.iter().map(UserJson::from).collect();
     serde_json::json!({
         "revision": q.revision,
@@ -127,7 +127,11 @@ pub fn served() -> Served<AppState> {
 pub fn router(api: Arc<Api>) -> Router {
     let limit = api.limits.max_request_bytes;
     let (router, _) = served().finish();
-    router.fallback(not_found).layer(DefaultBodyLimit::max(limit)).with_state(api)
+    router
+        .fallback(not_found)
+        .layer(axum::middleware::from_fn_with_state(api.clone(), super::size::limit_json_answers))
+        .layer(DefaultBodyLimit::max(limit))
+        .with_state(api)
 }
 
 async fn not_found() -> ApiError {

@@ -12,6 +12,7 @@ pub mod http;
 pub mod media;
 pub mod messages;
 pub mod routes;
+pub mod size;
 
 use std::sync::Arc;
 use std::time::Instant;
@@ -20,11 +21,11 @@ use herald_proto::codes::{self, Code};
 
 use crate::config::Limits;
 use crate::metrics::{CodeLabel, ConsistencyLabel, Metrics};
-use crate::raft::{ClusterError, RaftNode};
+use crate::raft::{ClusterError, RaftNode, Turn};
 use std::collections::{BTreeSet, HashMap};
 
 use herald_domain::presence::{
-    Event, EventError, PresenceState, QueryResult, MAX_CLIENTS_PER_USER,
+    Event, EventError, PresenceState, QueryResult, MAX_CLIENTS_PER_USER, MAX_EXT_ENTRIES,
 };
 
 /// An error answered to a client: a stable code from the catalog
@@ -172,6 +173,64 @@ fn check_client_caps(
     Ok(())
 }
 
+/// Refuses events that would leave a user with more than
+/// [`MAX_EXT_ENTRIES`] ext entries: apply keeps the entries of a user's
+/// record and adds each event's new keys, dropping those beyond the cap
+/// silently; this refuses the batch first, with `too_many_ext`, so nothing
+/// a caller sent is lost without a word. (Each event's own entries and
+/// sizes are checked by `Event::validate`.)
+fn check_ext_caps(p: &PresenceState, events: &[Event]) -> Result<(), ApiError> {
+    let mut keys: HashMap<&str, BTreeSet<&str>> = HashMap::new();
+    for e in events {
+        let ext = match e {
+            Event::Login { ext, .. }
+            | Event::Logout { ext, .. }
+            | Event::Permission { ext, .. } => ext,
+        };
+        if !ext.is_empty() {
+            keys.entry(e.uid()).or_default().extend(ext.keys().map(String::as_str));
+        }
+    }
+    for (uid, new) in keys {
+        let held = p.get(uid).map(|r| &r.ext);
+        let added = new.iter().filter(|k| held.is_none_or(|h| !h.contains_key(**k))).count();
+        let total = held.map_or(0, |h| h.len()) + added;
+        if total > MAX_EXT_ENTRIES {
+            return Err(ApiError::new(
+                codes::TOO_MANY_EXT,
+                format!("{uid} would hold {total} ext entries; at most {MAX_EXT_ENTRIES} per user"),
+            ));
+        }
+    }
+    Ok(())
+}
+
+/// Longest `host:port` address `add-learner` takes, bytes: a DNS name is
+/// at most 253 bytes; the address is stored in the membership config of
+/// every replica's log.
+pub const MAX_ADDRESS_BYTES: usize = 255;
+
+/// Refuses an `add-learner` address that is not `host:port` (a non-empty
+/// host without whitespace, a port from 1), before it reaches the log.
+fn check_address(field: &str, a: &str) -> Result<(), ApiError> {
+    let ok = a.len() <= MAX_ADDRESS_BYTES
+        && a.rsplit_once(':').is_some_and(|(host, port)| {
+            !host.is_empty()
+                && !host.chars().any(|c| c.is_whitespace() || c.is_control() || c == '/')
+                && port.parse::<u16>().is_ok_and(|p| p > 0)
+        });
+    if !ok {
+        return Err(ApiError::new(
+            codes::INVALID_ADDRESS,
+            format!(
+                "{field}: an address is host:port, at most {MAX_ADDRESS_BYTES} bytes, not {:?}",
+                media::trim_for_message(a)
+            ),
+        ));
+    }
+    Ok(())
+}
+
 /// A gRPC status whose stable code travels in the `x-herald-code` metadata
 /// (and prefixes the message).
 pub fn grpc_status(status: tonic::Code, code: &str, message: &str) -> tonic::Status {
@@ -238,8 +297,19 @@ impl Api {
     /// Validates and commits a batch of events; returns the revision.
     #[tracing::instrument(level = "debug", skip_all, fields(events = events.len()))]
     pub async fn push_events(&self, events: Vec<Event>) -> Result<u64, ApiError> {
+        self.push_events_in_turn(events, Turn::free()).await
+    }
+
+    /// [`push_events`](Self::push_events) as one of a sequence of batches
+    /// (one stream's) that apply in the order sent (see
+    /// [`RaftNode::write_in_turn`]).
+    pub async fn push_events_in_turn(
+        &self,
+        events: Vec<Event>,
+        turn: Turn,
+    ) -> Result<u64, ApiError> {
         let start = Instant::now();
-        let r = self.push_inner(events).await;
+        let r = self.push_inner(events, turn).await;
         match &r {
             Ok(_) => {
                 self.metrics.write_requests.inc();
@@ -250,7 +320,7 @@ impl Api {
         r
     }
 
-    async fn push_inner(&self, events: Vec<Event>) -> Result<u64, ApiError> {
+    async fn push_inner(&self, events: Vec<Event>, turn: Turn) -> Result<u64, ApiError> {
         if events.is_empty() {
             return Err(ApiError::new(codes::NO_EVENTS, "events must not be empty"));
         }
@@ -267,11 +337,17 @@ impl Api {
         // Refuse a login that would exceed the per-user cap on client types
         // (apply enforces it too; this gives the caller a code).
         let logins = logins_per_uid(&events);
-        self.node.read_local(|st| check_client_caps(&st.presence, &events, logins))?;
+        self.node.read_local(|st| {
+            check_client_caps(&st.presence, &events, logins)?;
+            check_ext_caps(&st.presence, &events)
+        })?;
         let n = events.len() as u64;
         let (rev, _) = self
             .node
-            .write(events.into_iter().map(herald_domain::state::Op::Presence).collect())
+            .write_in_turn(
+                events.into_iter().map(herald_domain::state::Op::Presence).collect(),
+                turn,
+            )
             .await?;
         self.metrics.write_events.inc_by(n);
         Ok(rev)
@@ -313,7 +389,18 @@ impl Api {
                 format!("{n} ids; at most {max} per query"),
             ));
         }
-        Ok(self.node.read(consistency, |st| st.presence.query(uids, sids)).await?)
+        // Measured before the records are copied: an answer over the limit
+        // is never built.
+        let max_bytes = self.limits.max_response_bytes;
+        self.node
+            .read(consistency, |st| {
+                let bytes = size::query_answer_bytes(&st.presence, uids, sids);
+                if bytes > max_bytes {
+                    return Err(size::too_large(bytes, max_bytes));
+                }
+                Ok(st.presence.query(uids, sids))
+            })
+            .await?
     }
 
     /// The cluster as a person wants to see it: this node's view, with
@@ -390,6 +477,7 @@ impl Api {
             applied_index: st.applied_index,
             snapshot_index: st.snapshot_index,
             nodes,
+            peer_tls: self.node.peer_tls(),
             media: Some(self.media.status()),
         }
     }
@@ -462,6 +550,8 @@ impl Api {
                         "add-learner needs sync and publish addresses",
                     ));
                 }
+                check_address("sync", &sync)?;
+                check_address("publish", &publish)?;
                 self.node.add_learner(number, sync, publish).await?
             }
             MembershipOp::Promote { number } => self.node.promote(number).await?,
@@ -504,6 +594,57 @@ mod catalog_tests {
 
 #[cfg(test)]
 mod tests {
+    use super::*;
+    use herald_domain::presence::Ext;
+
+    fn ext(keys: std::ops::Range<usize>) -> Ext {
+        keys.map(|i| (format!("k{i}"), "v".to_string())).collect()
+    }
+
+    fn perm(uid: &str, ext: Ext) -> Event {
+        Event::Permission { uid: uid.into(), sid: 1, accepts_strangers: true, ext }
+    }
+
+    /// A batch that would leave a user with more than 32 ext entries is
+    /// refused with `too_many_ext`, counting the keys the user holds and
+    /// the batch's new keys once each; rewriting held keys, or other users'
+    /// keys, do not count.
+    #[test]
+    fn ext_caps_count_held_and_new_keys() {
+        let mut p = PresenceState::default();
+        let mut t = Default::default();
+        p.apply_event(&perm("u", ext(0..30)), 1, 1, &mut t);
+        let code = |events: &[Event]| check_ext_caps(&p, events).err().map(|e| e.code().to_owned());
+        assert_eq!(code(&[perm("u", ext(0..32))]), None, "2 new keys: 32");
+        assert_eq!(code(&[perm("u", ext(30..32)), perm("u", ext(30..32))]), None);
+        assert_eq!(code(&[perm("u", ext(0..30)), perm("v", ext(0..32))]), None);
+        assert_eq!(code(&[perm("u", ext(30..33))]).as_deref(), Some("too_many_ext"));
+        assert_eq!(
+            code(&[perm("u", ext(31..32)), perm("u", ext(32..34))]).as_deref(),
+            Some("too_many_ext")
+        );
+        assert_eq!(code(&[perm("new", ext(0..16)), perm("new", ext(16..32))]), None);
+        assert_eq!(
+            code(&[perm("new", ext(0..20)), perm("new", ext(20..40))]).as_deref(),
+            Some("too_many_ext")
+        );
+    }
+
+    /// add-learner addresses are `host:port` with a port from 1, a host
+    /// without whitespace, control characters or '/', at most 255 bytes.
+    #[test]
+    fn addresses_are_host_and_port() {
+        for ok in ["127.0.0.1:7000", "node-1.example:1", "[::1]:65535"] {
+            assert!(check_address("sync", ok).is_ok(), "{ok}");
+        }
+        let long = format!("{}:7000", "h".repeat(MAX_ADDRESS_BYTES));
+        for bad in ["", "host", ":7000", "h:0", "h:65536", "h:x", "a b:1", "h/x:1", "h\n:1", &long]
+        {
+            let e = check_address("sync", bad).unwrap_err();
+            assert_eq!(e.code(), "invalid_address", "{bad:?}");
+        }
+    }
+
     /// The HTTP API's consistency names the same read as the node's own.
     #[test]
     fn consistency_from_wire() {

@@ -50,6 +50,9 @@ pub const EMBEDDED_NAME: &str = "conf/herald.xml (embedded)";
 
 /// Upper limit of `<limits max-request-bytes>` (64 MiB).
 pub const MAX_REQUEST_BYTES_CAP: usize = 64 * 1024 * 1024;
+/// Upper limit of `<limits max-response-bytes>` (256 MiB): an answer is
+/// built whole in memory before it is sent.
+pub const MAX_RESPONSE_BYTES_CAP: usize = 256 * 1024 * 1024;
 /// Upper limit of `<limits max-ids-per-query>`.
 pub const MAX_IDS_PER_QUERY_CAP: usize = 1_000_000;
 /// Upper limit of `<messages max-body-bytes>` (1 MiB).
@@ -104,6 +107,9 @@ pub struct Config {
     pub security: Security,
     /// Application API keys and who may read `/metrics` (issue 14).
     pub access: AccessConfig,
+    /// Mutual TLS on the sync port (issue 14); None = plaintext peers,
+    /// allowed in development only.
+    pub peer_tls: Option<PeerTlsConfig>,
 }
 
 /// `<access>`: the applications' API keys (stored hashed) and whether
@@ -192,6 +198,8 @@ impl std::fmt::Debug for MediaConfig {
             .field("gc_grace_ms", &self.gc_grace_ms)
             .field("repair_interval_ms", &self.repair_interval_ms)
             .field("max_uploads", &self.max_uploads)
+            .field("max_uploads_per_user", &self.max_uploads_per_user)
+            .field("body_timeout_ms", &self.body_timeout_ms)
             .field("key", &self.key.as_ref().map(|_| "<set>"))
             .field("edit", &self.edit)
             .finish()
@@ -261,6 +269,18 @@ pub struct TlsConfig {
     /// Roots this node trusts when it calls other nodes' publish ports;
     /// defaults to `cert` (one self-signed cluster certificate).
     pub ca: Option<PathBuf>,
+}
+
+/// `<peer-tls>`: mutual TLS between peers on the sync port. Every node
+/// presents `cert` (issued by `ca` for `node<N>.<cluster>.herald`, see
+/// `herald cert`) and accepts only peers whose certificate `ca` issued. The
+/// paths are resolved like `<tls>` paths and were readable files when the
+/// configuration was parsed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PeerTlsConfig {
+    pub ca: PathBuf,
+    pub cert: PathBuf,
+    pub key: PathBuf,
 }
 
 /// One `<server>` of the cluster.

@@ -10,13 +10,13 @@ use super::rules::{self, check, Site};
 use super::schema::{
     AccessAttrs, ApiKeyAttrs, ElemSpec, Kind, NodeAttrs, Root, ACCESS, API_KEY, AUTH,
     AUTH_MAX_LIFETIME, AUTH_MODES, AUTH_TIMEOUT, AUTH_URL, EDIT, GATEWAY, HERALD, LIMITS, MASTER,
-    MEDIA, MESSAGES, NODE, RAFT, SECURITY, SERVER, SERVERS, TIME, TLS,
+    MEDIA, MESSAGES, NODE, PEER_TLS, RAFT, SECURITY, SERVER, SERVERS, TIME, TLS,
 };
 use super::xml::{Ctx, Elem};
 use super::{
     AccessConfig, ApiKeyConfig, AuthConfig, Config, ConfigError, GatewayConfig, Limits,
-    MasterPolicy, MediaConfig, MessagesConfig, RaftTiming, Security, SecurityMode, Server,
-    TimeSync, TlsConfig, DEFAULT_AUTH_TIMEOUT_MS, DEFAULT_MAX_TOKEN_LIFETIME_S,
+    MasterPolicy, MediaConfig, MessagesConfig, PeerTlsConfig, RaftTiming, Security, SecurityMode,
+    Server, TimeSync, TlsConfig, DEFAULT_AUTH_TIMEOUT_MS, DEFAULT_MAX_TOKEN_LIFETIME_S,
     DEVELOPMENT_HMAC_KEY, MAX_API_KEY_NAME_BYTES, MIN_HMAC_KEY_BYTES,
 };
 
@@ -357,6 +357,7 @@ impl Ctx<'_> {
         let media_el = self.at_most_one(root, "media")?;
         let security_el = self.at_most_one(root, "security")?;
         let access_el = self.at_most_one(root, "access")?;
+        let peer_tls_el = self.at_most_one(root, "peer-tls")?;
 
         let NodeAttrs { number: node, data_dir, join } =
             self.read_element(node_el, &NODE, NodeAttrs::read)?;
@@ -425,6 +426,10 @@ impl Ctx<'_> {
         };
 
         let security = self.section(security_el, &SECURITY, Security::read)?;
+        let peer_tls = match peer_tls_el {
+            None => None,
+            Some(el) => Some(self.read_element(el, &PEER_TLS, PeerTlsConfig::read)?),
+        };
         let access = match access_el {
             None => AccessConfig::default(),
             Some(el) => self.read_access(el)?,
@@ -471,6 +476,7 @@ impl Ctx<'_> {
             media,
             security,
             access,
+            peer_tls,
         };
         // Checked in document order, so a clash is reported at the later entry.
         if let Err(p) = check(&config, None) {

@@ -973,6 +973,8 @@ fn config_media_defaults_when_absent() {
         gc_grace_ms: 3_600_000,
         repair_interval_ms: 5_000,
         max_uploads: 64,
+        max_uploads_per_user: 4,
+        body_timeout_ms: 30_000,
         key: None,
         edit: crate::media::edit::EditRules {
             enabled: false,
@@ -1034,7 +1036,7 @@ fn config_media_empty_elements_default() {
 /// key is used as given (not derived), with hmac and external auth alike.
 #[test]
 fn config_media_values_read() {
-    let media = r#"<media max-bytes="1048576" quota-bytes-per-user="10485760" reserve-bytes="1073741824" replicas="2" upload-ttl-ms="1000" access-ttl-ms="86400000" gc-grace-ms="0" repair-interval-ms="100" max-uploads="10000" key="media-key-0123456789">
+    let media = r#"<media max-bytes="1048576" quota-bytes-per-user="10485760" reserve-bytes="1073741824" replicas="2" upload-ttl-ms="1000" access-ttl-ms="86400000" gc-grace-ms="0" repair-interval-ms="100" max-uploads="10000" max-uploads-per-user="10000" body-timeout-ms="600000" key="media-key-0123456789">
     <edit enabled="true" max-width="1920" max-height="1080" format="webp" quality="1" max-pixels="1000000000"/>
   </media>"#;
     let want = MediaConfig {
@@ -1047,6 +1049,8 @@ fn config_media_values_read() {
         gc_grace_ms: 0,
         repair_interval_ms: 100,
         max_uploads: 10_000,
+        max_uploads_per_user: 10_000,
+        body_timeout_ms: 600_000,
         key: Some(b"media-key-0123456789".to_vec()),
         edit: crate::media::edit::EditRules {
             enabled: true,
@@ -1065,7 +1069,7 @@ fn config_media_values_read() {
     assert_eq!(c.media, want, "without <auth>");
 
     // The other ends of each range, and the other formats.
-    let c = parse(&with(r#"<media max-bytes="68719476736" replicas="15" upload-ttl-ms="86400000" access-ttl-ms="1000" gc-grace-ms="2592000000" repair-interval-ms="3600000" max-uploads="1"/>"#), "t.xml").unwrap();
+    let c = parse(&with(r#"<media max-bytes="68719476736" replicas="15" upload-ttl-ms="86400000" access-ttl-ms="1000" gc-grace-ms="2592000000" repair-interval-ms="3600000" max-uploads="1" max-uploads-per-user="1" body-timeout-ms="1000"/>"#), "t.xml").unwrap();
     assert_eq!(
         (c.media.max_bytes, c.media.replicas, c.media.upload_ttl_ms, c.media.access_ttl_ms),
         (MAX_MEDIA_BYTES_CAP, 15, 86_400_000, 1_000)
@@ -1074,6 +1078,7 @@ fn config_media_values_read() {
         (c.media.gc_grace_ms, c.media.repair_interval_ms, c.media.max_uploads),
         (30 * 86_400_000, 3_600_000, 1)
     );
+    assert_eq!((c.media.max_uploads_per_user, c.media.body_timeout_ms), (1, 1_000));
     use crate::media::edit::OutFormat;
     for (v, want) in [
         ("jpeg", Some(OutFormat::Jpeg)),
@@ -1108,6 +1113,8 @@ fn config_media_bounds_refused() {
         ("media", "gc-grace-ms", 0, Some(2_592_000_000)),
         ("media", "repair-interval-ms", 100, Some(3_600_000)),
         ("media", "max-uploads", 1, Some(10_000)),
+        ("media", "max-uploads-per-user", 1, Some(10_000)),
+        ("media", "body-timeout-ms", 1_000, Some(600_000)),
         ("edit", "max-width", 0, Some(65_535)),
         ("edit", "max-height", 0, Some(65_535)),
         ("edit", "quality", 1, Some(100)),
@@ -1162,7 +1169,7 @@ fn config_media_unknown_attribute_refused() {
             &with(r#"<media colour="red"/>"#),
             7,
             Some("colour"),
-            "unknown attribute (allowed: max-bytes, quota-bytes-per-user, reserve-bytes, replicas, upload-ttl-ms, access-ttl-ms, gc-grace-ms, repair-interval-ms, max-uploads, key, key-file)",
+            "unknown attribute (allowed: max-bytes, quota-bytes-per-user, reserve-bytes, replicas, upload-ttl-ms, access-ttl-ms, gc-grace-ms, repair-interval-ms, max-uploads, max-uploads-per-user, body-timeout-ms, key, key-file)",
         );
     assert!(e.to_string().contains("<media>"), "{e}");
     refused(&with(r#"<media mode="hmac"/>"#), 7, Some("mode"), "unknown attribute");
@@ -1398,23 +1405,23 @@ fn config_raft_election_order_refused() {
         "must be less than election-max-ms (800)",
     );
     refused(&with("<raft election-min-ms=\"900\"/>"), 7, Some("election-min-ms"), "(900)");
-    refused(&with("<raft election-max-ms=\"300\"/>"), 7, Some("election-max-ms"), "(300)");
+    refused(&with("<raft election-max-ms=\"150\"/>"), 7, Some("election-max-ms"), "(150)");
 }
 
 /// heartbeat-ms >= election-min-ms is refused.
 #[test]
 fn config_raft_heartbeat_refused() {
     refused(
-        &with("<raft heartbeat-ms=\"400\"/>"),
+        &with("<raft heartbeat-ms=\"200\"/>"),
         7,
         Some("heartbeat-ms"),
-        "must be less than election-min-ms (400)",
+        "must be less than election-min-ms (200)",
     );
     refused(
-        &with("<raft election-min-ms=\"50\" election-max-ms=\"60\"/>"),
+        &with("<raft election-min-ms=\"40\" election-max-ms=\"60\"/>"),
         7,
         Some("election-min-ms"),
-        "heartbeat-ms (100)",
+        "heartbeat-ms (50)",
     );
 }
 
@@ -1430,14 +1437,18 @@ fn config_raft_type_refused() {
 /// Given <limits> values are read, including the upper caps themselves.
 #[test]
 fn config_limits_values_read() {
-    let c = parse(&with(r#"<limits max-ids-per-query="1000000" max-request-bytes="67108864" max-events-per-request="3" max-connections="4"/>"#), "t.xml").unwrap();
+    let c = parse(&with(r#"<limits max-ids-per-query="1000000" max-request-bytes="67108864" max-events-per-request="3" max-connections="4" max-connections-per-ip="2" header-timeout-ms="600000" idle-timeout-ms="3600000" max-response-bytes="268435456"/>"#), "t.xml").unwrap();
     assert_eq!(
         c.limits,
         Limits {
             max_ids_per_query: 1_000_000,
             max_request_bytes: 64 << 20,
             max_events_per_request: 3,
-            max_connections: 4
+            max_connections: 4,
+            max_connections_per_ip: 2,
+            header_timeout_ms: 600_000,
+            idle_timeout_ms: 3_600_000,
+            max_response_bytes: 256 << 20,
         }
     );
 }
@@ -1445,14 +1456,23 @@ fn config_limits_values_read() {
 /// Any limit of 0 is refused.
 #[test]
 fn config_limits_zero_refused() {
-    for field in
-        ["max-ids-per-query", "max-request-bytes", "max-events-per-request", "max-connections"]
-    {
+    for field in [
+        "max-ids-per-query",
+        "max-request-bytes",
+        "max-events-per-request",
+        "max-connections",
+        "max-connections-per-ip",
+        "header-timeout-ms",
+        "idle-timeout-ms",
+        "max-response-bytes",
+    ] {
         refused(&with(&format!("<limits {field}=\"0\"/>")), 7, Some(field), "out of range");
     }
 }
 
-/// max-request-bytes above 64 MiB and max-ids-per-query above 1,000,000 are refused.
+/// max-request-bytes above 64 MiB, max-ids-per-query above 1,000,000,
+/// max-response-bytes above 256 MiB and timeouts outside their bounds are
+/// refused, naming the bounds.
 #[test]
 fn config_limits_caps_refused() {
     refused(
@@ -1467,6 +1487,24 @@ fn config_limits_caps_refused() {
         Some("max-ids-per-query"),
         "from 1 to 1000000",
     );
+    refused(
+        &with("<limits max-response-bytes=\"268435457\"/>"),
+        7,
+        Some("max-response-bytes"),
+        "from 65536 to 268435456",
+    );
+    refused(
+        &with("<limits header-timeout-ms=\"99\"/>"),
+        7,
+        Some("header-timeout-ms"),
+        "from 100 to 600000",
+    );
+    refused(
+        &with("<limits idle-timeout-ms=\"3600001\"/>"),
+        7,
+        Some("idle-timeout-ms"),
+        "from 1000 to 3600000",
+    );
 }
 
 // --- defaults ----------------------------------------------------------
@@ -1478,9 +1516,9 @@ fn config_defaults_absent_elements() {
     assert_eq!(
         c.raft,
         RaftTiming {
-            heartbeat_ms: 100,
-            election_min_ms: 400,
-            election_max_ms: 800,
+            heartbeat_ms: 50,
+            election_min_ms: 200,
+            election_max_ms: 400,
             snapshot_logs: 20_000,
             write_timeout_ms: 5_000
         }
@@ -1491,7 +1529,11 @@ fn config_defaults_absent_elements() {
             max_ids_per_query: 10_000,
             max_request_bytes: 4_194_304,
             max_events_per_request: 10_000,
-            max_connections: 1024
+            max_connections: 1024,
+            max_connections_per_ip: 256,
+            header_timeout_ms: 10_000,
+            idle_timeout_ms: 60_000,
+            max_response_bytes: 16 << 20,
         }
     );
 }
@@ -1725,9 +1767,8 @@ fn reference_docs() -> Vec<(String, Vec<DocumentedAttr>)> {
         for line in rest[start + 4..end].lines() {
             let t = line.trim_start();
             let header = t.strip_prefix('<').and_then(|t| t.split_once(">:")).map(|(n, _)| n);
-            if let Some(name) =
-                header.filter(|n| n.chars().all(|c| c.is_ascii_lowercase() || c == '-'))
-            {
+            let name_char = |c: char| c.is_ascii_lowercase() || c == '-';
+            if let Some(name) = header.filter(|n| !n.is_empty() && n.chars().all(name_char)) {
                 docs.push((name.to_string(), Vec::new()));
                 element = docs.last_mut().map(|(_, attrs)| attrs);
                 continue;
@@ -1815,7 +1856,8 @@ fn config_reference_states_the_schema_defaults_and_bounds() {
 /// attribute that has a default, at that default: all but `<auth
 /// timeout-ms>` (not used with the file's mode="hmac") and `<edit enabled>`
 /// (shown "false", the same as leaving `<edit>` out, while its default once
-/// `<edit>` is given is "true"). `<tls>` is only shown in a comment.
+/// `<edit>` is given is "true"). `<tls>` and `<peer-tls>` are only shown
+/// in a comment (the files they name do not exist).
 #[test]
 fn config_reference_spells_out_the_defaults() {
     parse(REFERENCE, "reference.xml").unwrap_or_else(|e| panic!("{e}"));
@@ -1843,9 +1885,11 @@ fn config_reference_spells_out_the_defaults() {
     }
     seen.sort_unstable();
     seen.dedup();
-    let mut want: Vec<&str> = SCHEMA.iter().map(|e| e.name).filter(|n| *n != "tls").collect();
+    let commented = ["tls", "peer-tls"];
+    let mut want: Vec<&str> =
+        SCHEMA.iter().map(|e| e.name).filter(|n| !commented.contains(n)).collect();
     want.sort_unstable();
-    assert_eq!(seen, want, "every element but <tls> is in reference.xml's XML");
+    assert_eq!(seen, want, "every element but <tls> and <peer-tls> is in reference.xml's XML");
 }
 
 // --- <security> --------------------------------------------------------
@@ -1962,4 +2006,59 @@ fn config_production_refuses_development_keys() {
     );
     let c = parse(&with(&own), "t.xml").unwrap();
     assert!(c.development_keys().is_empty());
+}
+
+// --- <peer-tls> --------------------------------------------------------
+
+/// `<peer-tls>` is optional (absent: plaintext peers); given, its three
+/// paths are required and resolved against the config file's directory.
+#[test]
+fn config_peer_tls_read() {
+    assert_eq!(base().peer_tls, None);
+    let dir = tempfile::tempdir().unwrap();
+    for f in ["ca.pem", "n1.pem", "n1-key.pem"] {
+        std::fs::write(dir.path().join(f), "PEM").unwrap();
+    }
+    let path = dir.path().join("n.xml");
+    std::fs::write(&path, with(r#"<peer-tls ca="ca.pem" cert="n1.pem" key="n1-key.pem"/>"#))
+        .unwrap();
+    assert_eq!(
+        load(&path).unwrap().peer_tls,
+        Some(PeerTlsConfig {
+            ca: dir.path().join("ca.pem"),
+            cert: dir.path().join("n1.pem"),
+            key: dir.path().join("n1-key.pem"),
+        })
+    );
+}
+
+/// A missing `<peer-tls>` file is refused naming the field and the path;
+/// each of ca, cert and key is required; an unknown attribute and a second
+/// `<peer-tls>` are refused at their line.
+#[test]
+fn config_peer_tls_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("k.pem"), "PEM").unwrap();
+    let path = dir.path().join("n.xml");
+    std::fs::write(&path, with(r#"<peer-tls ca="k.pem" cert="nope.pem" key="k.pem"/>"#)).unwrap();
+    let e = load(&path).unwrap_err();
+    assert_eq!((e.line(), e.field()), (Some(7), Some("cert")));
+    let nope = dir.path().join("nope.pem");
+    assert!(e.to_string().contains(&format!("cannot read {}", nope.display())), "{e}");
+    // Attributes are checked in order (ca, cert, key): the ones before the
+    // missing one name a file that exists.
+    let k = dir.path().join("k.pem").display().to_string();
+    for (line, missing) in [
+        (format!(r#"<peer-tls cert="{k}" key="{k}"/>"#), "ca"),
+        (format!(r#"<peer-tls ca="{k}" key="{k}"/>"#), "cert"),
+        (format!(r#"<peer-tls ca="{k}" cert="{k}"/>"#), "key"),
+    ] {
+        let e = parse(&with(&line), "t.xml").unwrap_err();
+        assert_eq!(e.field(), Some(missing), "{line}: {e}");
+        assert!(e.to_string().contains("missing required attribute"), "{line}: {e}");
+    }
+    refused(&with(r#"<peer-tls colour="red"/>"#), 7, Some("colour"), "unknown attribute");
+    let line = r#"<peer-tls ca="a" cert="c" key="k"/>"#;
+    let text = with(line).replace("</herald>", &format!("  {line}\n</herald>"));
+    refused(&text, 8, Some("<peer-tls>"), "duplicate element (first given at line 7)");
 }

@@ -12,6 +12,7 @@ use tonic::transport::Channel;
 use tonic::{Request, Response, Status};
 
 use super::{DeliveredReport, Gateway};
+use crate::peer_tls::PeerGuard;
 use crate::raft::codec::{decode, encode};
 use crate::raft::network::MAX_RAFT_MESSAGE_BYTES;
 
@@ -28,17 +29,21 @@ pub fn client(
 /// The gateway peer service of one node.
 pub struct GatewayPeerService {
     pub gateway: Arc<Gateway>,
+    /// Who may call (`<peer-tls>`): members only.
+    pub peers: PeerGuard,
 }
 
 #[tonic::async_trait]
 impl GatewayPeers for GatewayPeerService {
-    async fn load(&self, _req: Request<RaftBytes>) -> Result<Response<RaftBytes>, Status> {
+    async fn load(&self, req: Request<RaftBytes>) -> Result<Response<RaftBytes>, Status> {
+        self.peers.member(&self.peers.caller(&req))?;
         let data =
             encode(&self.gateway.load.mine()).map_err(|e| Status::internal(e.to_string()))?;
         Ok(Response::new(RaftBytes { data }))
     }
 
     async fn delivered(&self, req: Request<RaftBytes>) -> Result<Response<RaftBytes>, Status> {
+        self.peers.member(&self.peers.caller(&req))?;
         let r: DeliveredReport =
             decode(&req.into_inner().data).map_err(|e| Status::invalid_argument(e.to_string()))?;
         self.gateway.delivered_here(&r.reports);

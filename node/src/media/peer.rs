@@ -12,6 +12,7 @@ use tonic::transport::Channel;
 use tonic::{Request, Response, Status, Streaming};
 
 use super::Media;
+use crate::peer_tls::PeerGuard;
 use crate::raft::network::MAX_RAFT_MESSAGE_BYTES;
 
 /// A client of another node's media peer service, on the connection kept
@@ -28,6 +29,8 @@ pub fn client(
 /// The media peer service of one node.
 pub struct BlobService {
     pub media: Arc<Media>,
+    /// Who may call (`<peer-tls>`): members only.
+    pub peers: PeerGuard,
 }
 
 #[tonic::async_trait]
@@ -38,6 +41,7 @@ impl MediaBlobs for BlobService {
         &self,
         req: Request<Streaming<BlobChunk>>,
     ) -> Result<Response<BlobStored>, Status> {
+        self.peers.member(&self.peers.caller(&req))?;
         let already = self.media.accept_replica(req.into_inner()).await?;
         Ok(Response::new(BlobStored { already }))
     }
@@ -46,6 +50,7 @@ impl MediaBlobs for BlobService {
         &self,
         req: Request<BlobRequest>,
     ) -> Result<Response<Self::GetBlobStream>, Status> {
+        self.peers.member(&self.peers.caller(&req))?;
         Ok(Response::new(self.media.read_blob(req.into_inner()).await?))
     }
 }

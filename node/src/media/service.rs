@@ -40,9 +40,11 @@ use herald_domain::state::{Op, OpResult};
 pub const CHUNK_BYTES: usize = 256 * 1024;
 /// Chunks buffered per stream between the file and the network.
 const STREAM_CHUNKS: usize = 4;
-/// Uploads one user may have open on one node: one user cannot take every
-/// upload slot (and the space promised to them).
-pub const MAX_OPEN_UPLOADS_PER_USER: usize = 8;
+/// The share of `<media max-uploads>` kept for users with no upload open:
+/// one in this many slots (a quarter). Users who already hold an upload
+/// stop at the rest, so a few heavy users cannot take every slot and a
+/// user's first upload still finds one.
+pub const UPLOAD_RESERVE_DIVISOR: usize = 4;
 /// Longest content type accepted.
 pub const MAX_CONTENT_TYPE_BYTES: usize = 128;
 /// Media fetched from other nodes per repair pass: bounds the bandwidth a
@@ -54,6 +56,39 @@ const REPAIR_OPS_PER_WRITE: usize = 256;
 /// upload credential's lifetime and the GC grace (it may be a replica whose
 /// upload has not committed yet).
 const MIN_ORPHAN_FILE_AGE_MS: u64 = 1_000;
+
+/// Whether `uid`, holding `mine` of the node's `open` uploads, may open
+/// one more: at most `max-uploads-per-user` (and `max-uploads`) each, at
+/// most `max-uploads` in all, and the last [`UPLOAD_RESERVE_DIVISOR`]th of
+/// them only for a user with none open.
+fn check_upload_slots(
+    cfg: &MediaConfig,
+    open: usize,
+    mine: usize,
+    uid: &str,
+) -> Result<(), MediaError> {
+    let per_user = cfg.max_uploads_per_user.min(cfg.max_uploads);
+    if mine >= per_user {
+        return Err(MediaError::refused(
+            codes::TOO_MANY_UPLOADS,
+            format!("{uid} has {mine} uploads open on this node (<media max-uploads-per-user> {per_user}); finish or let them expire first"),
+        ));
+    }
+    if open >= cfg.max_uploads {
+        return Err(MediaError::refused(
+            codes::TOO_MANY_UPLOADS,
+            format!("{open} uploads are open on this node; retry later"),
+        ));
+    }
+    let reserved = cfg.max_uploads / UPLOAD_RESERVE_DIVISOR;
+    if mine > 0 && open >= cfg.max_uploads - reserved {
+        return Err(MediaError::refused(
+            codes::TOO_MANY_UPLOADS,
+            format!("{open} uploads are open on this node and {uid} has {mine}: the last {reserved} slots are kept for users with none open; retry later"),
+        ));
+    }
+    Ok(())
+}
 
 /// Why a media request was refused: a stable code (the catalog gives its
 /// HTTP and gRPC status).
@@ -347,17 +382,8 @@ impl Media {
                 format!("{size} bytes do not fit: {free} free, {} reserved, {promised} promised to open uploads", self.cfg.reserve_bytes),
             ));
         }
-        if uploads.values().filter(|u| u.uid == uid).count() >= MAX_OPEN_UPLOADS_PER_USER {
-            return Err(MediaError::refused(codes::TOO_MANY_UPLOADS,
-                format!("{uid} has {MAX_OPEN_UPLOADS_PER_USER} uploads open on this node; finish or let them expire first"),
-            ));
-        }
-        if uploads.len() >= self.cfg.max_uploads {
-            return Err(MediaError::refused(
-                codes::TOO_MANY_UPLOADS,
-                format!("{} uploads are open on this node; retry later", uploads.len()),
-            ));
-        }
+        let mine = uploads.values().filter(|u| u.uid == uid).count();
+        check_upload_slots(&self.cfg, uploads.len(), mine, uid)?;
         let mut h = Sha256::new();
         h.update(self.node.id().to_be_bytes());
         h.update(crate::clock::wall_us().to_be_bytes());
@@ -431,7 +457,22 @@ impl Media {
         E: std::fmt::Display,
     {
         let mut tmp = self.store.temp().await?;
-        while let Some(chunk) = body.next().await {
+        // The upload's lifetime ends at its credential's expiry; each chunk
+        // must also come within body-timeout-ms of the last.
+        let left = Duration::from_millis(up.expires_at_ms.saturating_sub(self.now_ms()));
+        let end = tokio::time::Instant::now() + left;
+        let stall = Duration::from_millis(self.cfg.body_timeout_ms);
+        loop {
+            let deadline = end.min(tokio::time::Instant::now() + stall);
+            let Ok(next) = tokio::time::timeout_at(deadline, body.next()).await else {
+                let why = if deadline == end {
+                    "the upload ran past its lifetime (<media upload-ttl-ms> after it was requested)"
+                } else {
+                    "the upload body sent nothing for <media body-timeout-ms>"
+                };
+                return Err(MediaError::refused(codes::UPLOAD_TIMEOUT, why));
+            };
+            let Some(chunk) = next else { break };
             let chunk = chunk.map_err(|e| {
                 MediaError::refused(
                     codes::UPLOAD_INTERRUPTED,
@@ -667,9 +708,12 @@ impl Media {
     where
         S: Stream<Item = Result<BlobChunk, tonic::Status>> + Unpin,
     {
-        let first = stream
-            .next()
+        let stall = Duration::from_millis(self.cfg.body_timeout_ms);
+        let first = tokio::time::timeout(stall, stream.next())
             .await
+            .map_err(|_| {
+                tonic::Status::deadline_exceeded("no replica chunk within body-timeout-ms")
+            })?
             .ok_or_else(|| tonic::Status::invalid_argument("empty blob stream"))??;
         let (id, size) = (first.id.clone(), first.size);
         if !valid_id(&id) {
@@ -699,7 +743,13 @@ impl Media {
                 return Err(tonic::Status::invalid_argument("more bytes than stated"));
             }
             tmp.write(&c.data).await.map_err(|e| tonic::Status::internal(e.to_string()))?;
-            chunk = stream.next().await.transpose()?;
+            // A stalled peer does not hold the temporary file for good.
+            let next = tokio::time::timeout(stall, stream.next()).await.map_err(|_| {
+                tonic::Status::deadline_exceeded(
+                    "the replica stream sent nothing for body-timeout-ms",
+                )
+            })?;
+            chunk = next.transpose()?;
         }
         let (hash, len) = tmp.finish().await.map_err(|e| tonic::Status::internal(e.to_string()))?;
         if len != size || hash != id {
@@ -977,6 +1027,38 @@ async fn read_full<R: tokio::io::AsyncRead + Unpin>(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Upload slots are fair: a user stops at max-uploads-per-user; users
+    /// with an upload open stop a quarter of max-uploads short of it, so the
+    /// default 64 slots take at least 28 users to fill (not 8), and a user
+    /// with none open gets one until the node is full.
+    #[test]
+    fn upload_slots_keep_a_reserve_for_new_users() {
+        let cfg = MediaConfig::default();
+        assert_eq!((cfg.max_uploads, cfg.max_uploads_per_user), (64, 4));
+        let may = |open: usize, mine: usize| check_upload_slots(&cfg, open, mine, "u").is_ok();
+        assert!(may(0, 0) && may(10, 3) && !may(10, 4), "per-user cap");
+        assert!(may(47, 1) && !may(48, 1), "the last 16 are for users with none");
+        assert!(may(48, 0) && may(63, 0) && !may(64, 0), "until the node is full");
+        // Greedy users first (4 each up to the reserve), then one each.
+        let mut open = 0;
+        let mut users = 0;
+        loop {
+            let mut mine = 0;
+            while may(open, mine) {
+                (open, mine) = (open + 1, mine + 1);
+            }
+            if mine == 0 {
+                break;
+            }
+            users += 1;
+        }
+        assert_eq!((open, users), (64, 28));
+        // A per-user cap above the node's: the node's applies.
+        let small = MediaConfig { max_uploads: 2, max_uploads_per_user: 10, ..cfg.clone() };
+        let code = check_upload_slots(&small, 1, 2, "u").unwrap_err();
+        assert!(code.to_string().contains("max-uploads-per-user"), "{code}");
+    }
 
     /// Placement is a deterministic order of the given nodes that differs
     /// between media (so replicas spread).

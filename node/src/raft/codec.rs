@@ -37,6 +37,14 @@ pub fn decode<T: DeserializeOwned>(b: &[u8]) -> Result<T, std::io::Error> {
         .map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidData, e))
 }
 
+/// The length of `v` encoded, without allocating it (sizes a batch before
+/// it is encoded once).
+pub fn encoded_len<T: Serialize>(v: &T) -> Result<usize, std::io::Error> {
+    let mut w = bincode::enc::write::SizeWriter::default();
+    bincode::serde::encode_into_writer(v, &mut w, config()).map_err(std::io::Error::other)?;
+    Ok(w.bytes_written)
+}
+
 /// Streams a value into a writer (snapshots: no whole-file buffer).
 pub fn encode_into<T: Serialize, W: std::io::Write>(
     v: &T,

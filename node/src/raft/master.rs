@@ -24,6 +24,13 @@ pub async fn run(node: Arc<RaftNode>, policy: MasterPolicy, period: Duration) {
     let mut good_since: HashMap<u64, Instant> = HashMap::new();
     let mut last_leader = None;
     let mut last_transfer: Option<Instant> = None;
+    // The leader's last log index at the previous tick: a voter that holds
+    // it keeps pace (under a steady write load nobody ever holds the very
+    // last index at the instant of a tick, so requiring that restarted the
+    // hold-down at every tick and the master came back only once writes
+    // stopped). The transfer target waits for the rest of the log before
+    // it stands (openraft's TransferLeader), so a lag of one tick is safe.
+    let mut prev_last: Option<u64> = None;
     loop {
         tick.tick().await;
         let m = node.raft.metrics().borrow_watched().clone();
@@ -37,9 +44,11 @@ pub async fn run(node: Arc<RaftNode>, policy: MasterPolicy, period: Duration) {
         }
         if !policy.prefer_lowest || m.state != ServerState::Leader {
             good_since.clear();
+            prev_last = None;
             continue;
         }
         let last_index = m.last_log_index.unwrap_or(0);
+        let keep_pace = prev_last.replace(last_index).unwrap_or(last_index).min(last_index);
         let voters: Vec<u64> =
             m.membership_config.membership().voter_ids().filter(|v| *v < node.id).collect();
         let now = Instant::now();
@@ -48,7 +57,7 @@ pub async fn run(node: Arc<RaftNode>, policy: MasterPolicy, period: Duration) {
             let healthy = hb.map(|t| t.elapsed() < node.health_window).unwrap_or(false);
             let matched =
                 m.replication.as_ref().and_then(|r| r.get(v).cloned().flatten()).map(|l| l.index());
-            if healthy && matched == Some(last_index) {
+            if healthy && matched.is_some_and(|i| i >= keep_pace) {
                 good_since.entry(*v).or_insert(now);
             } else {
                 good_since.remove(v);

@@ -21,7 +21,7 @@ use herald_proto::codes::{self, Code};
 use herald_proto::raft::raft_internal_client::RaftInternalClient;
 use herald_proto::raft::RaftBytes;
 use openraft::async_runtime::WatchReceiver;
-use openraft::{ChangeMembers, Instant as _, ReadPolicy, ServerState};
+use openraft::{ChangeMembers, Instant as _, LinearizerOption, ServerState};
 use serde::{Deserialize, Serialize};
 use tokio::sync::{mpsc, oneshot, Semaphore};
 use tonic::transport::Channel;
@@ -102,6 +102,31 @@ struct WriteReq {
     reply: oneshot::Sender<ForwardReply>,
 }
 
+/// A write's place in a sequence (see [`RaftNode::write_in_turn`]): what to
+/// wait for before queueing, and what to fire once queued (dropping it,
+/// whatever happened, lets the next write go).
+#[derive(Debug, Default)]
+pub struct Turn {
+    after: Option<oneshot::Receiver<()>>,
+    done: Option<oneshot::Sender<()>>,
+}
+
+impl Turn {
+    /// A write that waits for nothing and holds up nothing.
+    pub fn free() -> Turn {
+        Turn::default()
+    }
+
+    /// Turns for a sequence of writes, in order.
+    pub fn sequence() -> impl FnMut() -> Turn {
+        let mut prev: Option<oneshot::Receiver<()>> = None;
+        move || {
+            let (tx, rx) = oneshot::channel();
+            Turn { after: prev.replace(rx), done: Some(tx) }
+        }
+    }
+}
+
 /// A member as seen in status.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
 pub struct MemberStatus {
@@ -141,12 +166,14 @@ pub struct RaftNode {
     /// How long to wait for a leader to appear before answering `no_leader`.
     leader_wait: Duration,
     health_window: Duration,
-    peers: Mutex<HashMap<String, Channel>>,
+    peers: Mutex<HashMap<(u64, String), Channel>>,
     /// Separate connections for media bytes, so that a slow download
     /// never holds up Raft-adjacent calls (forwards, read index) that share
     /// an HTTP/2 connection's flow-control window.
-    blob_peers: Mutex<HashMap<String, Channel>>,
+    blob_peers: Mutex<HashMap<(u64, String), Channel>>,
     connect_timeout: Duration,
+    /// `<peer-tls>` for calls to peers' sync ports; None = plaintext.
+    peer_tls: Option<crate::peer_tls::PeerClientTls>,
     /// Leader changes seen by this node (metrics).
     pub master_changes: std::sync::atomic::AtomicU64,
     /// Follower reads' shared read-index round trips.
@@ -185,7 +212,12 @@ impl RaftNode {
         };
         let rc = Arc::new(rc.validate()?);
         let connect_timeout = Duration::from_millis(t.election_min_ms);
-        let net = network::NetworkFactory { connect_timeout };
+        let peer_tls = config
+            .peer_tls
+            .as_ref()
+            .map(|c| crate::peer_tls::PeerClientTls::load(c, &config.cluster))
+            .transpose()?;
+        let net = network::NetworkFactory { connect_timeout, tls: peer_tls.clone() };
         let raft = Raft::new(config.node, rc, net, log, sm.clone()).await?;
 
         if !config.join && !raft.is_initialized().await? {
@@ -218,6 +250,7 @@ impl RaftNode {
             peers: Mutex::new(HashMap::new()),
             blob_peers: Mutex::new(HashMap::new()),
             connect_timeout,
+            peer_tls,
             master_changes: std::sync::atomic::AtomicU64::new(0),
             read_rounds: Arc::default(),
         });
@@ -329,7 +362,7 @@ impl RaftNode {
     /// calls (the gateway peer service uses it too: small, latency-bound).
     pub fn peer_channel(&self, node: u64) -> Result<Channel, ClusterError> {
         let addr = self.sync_addr(node)?;
-        cached_channel(&self.peers, &addr, self.connect_timeout)
+        self.cached_channel(&self.peers, node, &addr)
     }
 
     /// A connection to another member's sync port used only for media
@@ -337,7 +370,33 @@ impl RaftNode {
     /// traffic behind them.
     pub fn blob_channel(&self, node: u64) -> Result<Channel, ClusterError> {
         let addr = self.sync_addr(node)?;
-        cached_channel(&self.blob_peers, &addr, self.connect_timeout)
+        self.cached_channel(&self.blob_peers, node, &addr)
+    }
+
+    /// A channel to node `node` at `addr` from `cache`, opened (lazily
+    /// connecting) on first use. Cached by number and address: with
+    /// `<peer-tls>` the connection checks the peer's certificate for that
+    /// number.
+    fn cached_channel(
+        &self,
+        cache: &Mutex<HashMap<(u64, String), Channel>>,
+        node: u64,
+        addr: &str,
+    ) -> Result<Channel, ClusterError> {
+        let mut peers = cache.lock().expect("peers lock");
+        let key = (node, addr.to_owned());
+        if let Some(c) = peers.get(&key) {
+            return Ok(c.clone());
+        }
+        let tls = self.peer_tls.as_ref().map(|t| t.for_node(node));
+        let ch = network::channel(addr, self.connect_timeout, tls).map_err(internal)?;
+        peers.insert(key, ch.clone());
+        Ok(ch)
+    }
+
+    /// Whether calls to peers use mutual TLS (`<peer-tls>`).
+    pub fn peer_tls(&self) -> bool {
+        self.peer_tls.is_some()
     }
 
     /// The clock leaders stamp commands with.
@@ -345,8 +404,8 @@ impl RaftNode {
         &self.clock
     }
 
-    fn peer(&self, addr: &str) -> Result<RaftInternalClient<Channel>, ClusterError> {
-        let ch = cached_channel(&self.peers, addr, self.connect_timeout)?;
+    fn peer(&self, node: u64, addr: &str) -> Result<RaftInternalClient<Channel>, ClusterError> {
+        let ch = self.cached_channel(&self.peers, node, addr)?;
         Ok(RaftInternalClient::new(ch)
             .max_decoding_message_size(network::MAX_RAFT_MESSAGE_BYTES)
             .max_encoding_message_size(network::MAX_RAFT_MESSAGE_BYTES))
@@ -357,6 +416,25 @@ impl RaftNode {
     /// result per operation. Bounded by the write timeout; `no_leader` when
     /// no leader appears in time.
     pub async fn write(&self, ops: Vec<Op>) -> ForwardReply {
+        self.write_in_turn(ops, Turn::free()).await
+    }
+
+    /// [`write`](Self::write), taking its place in a sequence of writes (one
+    /// stream's batches): it waits until the write before it in the
+    /// sequence is queued, and lets the next one go as soon as it is queued
+    /// itself. On the leader "queued" means in the batcher's channel, whose
+    /// order is the log's, so a stream keeps many batches in flight and they
+    /// still apply in the order sent; through a follower (a forward RPC,
+    /// whose arrival order is not guaranteed) it means answered, so a stream
+    /// there goes one batch at a time. A write retried after a leader change
+    /// may land behind writes queued after it: a caller that gets an error
+    /// resends from that batch on, in order.
+    pub async fn write_in_turn(&self, ops: Vec<Op>, turn: Turn) -> ForwardReply {
+        let Turn { after, mut done } = turn;
+        if let Some(prev) = after {
+            // Err: the previous write ended without queueing; go on.
+            let _ = prev.await;
+        }
         let deadline = tokio::time::Instant::now() + self.op_timeout;
         // What went wrong last, answered when the deadline passes while
         // retrying: a leader that metrics still name but that cannot be
@@ -365,11 +443,16 @@ impl RaftNode {
         let mut last;
         loop {
             let (leader, addr) = self.wait_for_leader(deadline).await?;
+            let done = &mut done;
             let attempt = async {
                 if leader == self.id {
-                    self.write_as_leader(ops.clone()).await
+                    let reply = self.queue_as_leader(ops.clone()).await?;
+                    if let Some(d) = done.take() {
+                        let _ = d.send(());
+                    }
+                    reply.await.map_err(|_| internal("batcher dropped the request"))?
                 } else {
-                    self.forward(&addr, &ops).await
+                    self.forward(leader, &addr, &ops).await
                 }
             };
             let res = match tokio::time::timeout_at(deadline, attempt).await {
@@ -396,8 +479,8 @@ impl RaftNode {
         }
     }
 
-    async fn forward(&self, addr: &NodeAddr, ops: &[Op]) -> ForwardReply {
-        let mut c = self.peer(&addr.sync)?;
+    async fn forward(&self, leader: u64, addr: &NodeAddr, ops: &[Op]) -> ForwardReply {
+        let mut c = self.peer(leader, &addr.sync)?;
         let data = codec::encode(&ops).map_err(internal)?;
         match c.forward(RaftBytes { data }).await {
             Ok(r) => codec::decode::<ForwardReply>(&r.into_inner().data).map_err(internal)?,
@@ -410,18 +493,38 @@ impl RaftNode {
 
     /// Queues operations for the local batcher; valid only on the leader.
     pub async fn write_as_leader(&self, ops: Vec<Op>) -> ForwardReply {
+        let rx = self.queue_as_leader(ops).await?;
+        rx.await.map_err(|_| internal("batcher dropped the request"))?
+    }
+
+    /// Puts operations in the batcher's channel (the log's order) and
+    /// returns where the answer will come.
+    async fn queue_as_leader(
+        &self,
+        ops: Vec<Op>,
+    ) -> Result<oneshot::Receiver<ForwardReply>, ClusterError> {
         let (tx, rx) = oneshot::channel();
         self.writer
             .send(WriteReq { ops, reply: tx })
             .await
             .map_err(|_| internal("batcher stopped"))?;
-        rx.await.map_err(|_| internal("batcher dropped the request"))?
+        Ok(rx)
     }
 
-    /// On the leader: confirms leadership with a quorum and returns the read
-    /// index (every write acknowledged before this call is at or below it).
+    /// On the leader: confirms leadership and returns the read index (every
+    /// write acknowledged before this call is at or below it).
+    ///
+    /// Leadership is confirmed by the leader lease when a quorum acknowledged
+    /// an RPC sent less than one lease ago (openraft's lease is
+    /// `election_timeout_max`; a follower that acknowledged it refuses to
+    /// vote for another candidate for at least that long, measured from a
+    /// later instant on its own monotonic clock), and otherwise by a
+    /// heartbeat round sent at once (ReadIndex). A leadership transfer (the
+    /// numbered master's) is the one election a lease does not hold back:
+    /// openraft refuses reads on the leader from the moment it starts one, so
+    /// no read is served on a lease the transfer has broken.
     pub async fn leader_read_index(&self) -> Result<u64, ClusterError> {
-        let fut = self.raft.get_read_log_id(ReadPolicy::ReadIndex);
+        let fut = self.raft.get_read_log_id(LinearizerOption::new(None, true));
         match tokio::time::timeout(self.op_timeout, fut).await {
             Err(_) => Err(ClusterError::Timeout),
             Ok(Ok((read_log_id, _applied))) => Ok(read_log_id.index()),
@@ -443,7 +546,7 @@ impl RaftNode {
                 let r = if leader == self.id {
                     self.leader_read_index().await
                 } else {
-                    let c = self.peer(&addr.sync)?;
+                    let c = self.peer(leader, &addr.sync)?;
                     self.read_rounds.read_index(&addr.sync, c).await
                 };
                 match r {
@@ -687,19 +790,4 @@ async fn batcher(raft: Raft, clock: Arc<ClusterClock>, mut rx: mpsc::Receiver<Wr
             drop(permit);
         });
     }
-}
-
-/// A channel to `addr` from `cache`, opened (lazily connecting) on first use.
-fn cached_channel(
-    cache: &Mutex<HashMap<String, Channel>>,
-    addr: &str,
-    connect_timeout: Duration,
-) -> Result<Channel, ClusterError> {
-    let mut peers = cache.lock().expect("peers lock");
-    if let Some(c) = peers.get(addr) {
-        return Ok(c.clone());
-    }
-    let ch = network::channel(addr, connect_timeout).map_err(internal)?;
-    peers.insert(addr.to_owned(), ch.clone());
-    Ok(ch)
 }

@@ -15,10 +15,11 @@ use openraft::raft::{
     TransferLeaderResponse, VoteRequest, VoteResponse,
 };
 use openraft::OptionalSend;
-use tonic::transport::{Channel, Endpoint};
+use tonic::transport::{Channel, ClientTlsConfig, Endpoint};
 
 use super::codec::{decode, encode};
 use super::types::{NodeAddr, TypeConfig, Vote};
+use crate::peer_tls::PeerClientTls;
 
 type Snapshot = openraft::alias::SnapshotOf<TypeConfig, File>;
 
@@ -31,9 +32,35 @@ const SNAPSHOT_CHANNEL_CHUNKS: usize = 4;
 /// bounds decoding by it).
 pub use super::codec::MAX_RAFT_MESSAGE_BYTES;
 
-/// Opens a lazily connecting channel to a peer's sync port.
-pub fn channel(addr: &str, connect_timeout: Duration) -> Result<Channel, tonic::transport::Error> {
-    Ok(Endpoint::from_shared(format!("http://{addr}"))?
+/// Most bytes of entries one AppendEntries carries (at least one entry is
+/// always sent). openraft bounds a batch in entries (`max_payload_entries`,
+/// 300), not bytes, and one entry may be a 4 MiB request of 10,000 events:
+/// 300 of them (~180 MB) would exceed the sync port's 64 MiB message limit
+/// and be refused forever, and even a batch under it takes a follower longer
+/// than the heartbeat-long RPC timeout to decode and fsync, so the same batch
+/// was sent again and again (the livelock of issue 13 after a bulk load).
+/// 4 MiB keeps one round short (tens of ms) and still amortises the RPC.
+pub const MAX_APPEND_BYTES: usize = 4 << 20;
+
+/// The slowest a follower is assumed to take in an AppendEntries, per byte
+/// of entries (transfer, decode, write, fsync): 16 MiB/s, well below what
+/// this machine's disk and loopback do, so a large batch gets the time it
+/// needs on top of openraft's heartbeat-long timeout for an empty one.
+const MIN_APPEND_BYTES_PER_SEC: u64 = 16 << 20;
+
+/// Opens a lazily connecting channel to a peer's sync port: plaintext
+/// without `tls`, else mutual TLS with the settings for that peer
+/// ([`PeerClientTls::for_node`](crate::peer_tls::PeerClientTls::for_node)).
+pub fn channel(
+    addr: &str,
+    connect_timeout: Duration,
+    tls: Option<ClientTlsConfig>,
+) -> Result<Channel, tonic::transport::Error> {
+    let endpoint = match tls {
+        None => Endpoint::from_shared(format!("http://{addr}"))?,
+        Some(tls) => Endpoint::from_shared(format!("https://{addr}"))?.tls_config(tls)?,
+    };
+    Ok(endpoint
         .connect_timeout(connect_timeout)
         .tcp_nodelay(true)
         .http2_keep_alive_interval(Duration::from_secs(10))
@@ -43,13 +70,16 @@ pub fn channel(addr: &str, connect_timeout: Duration) -> Result<Channel, tonic::
 /// Makes one connection per peer; openraft keeps them per replication stream.
 pub struct NetworkFactory {
     pub connect_timeout: Duration,
+    /// `<peer-tls>`: None = plaintext peers.
+    pub tls: Option<PeerClientTls>,
 }
 
 impl RaftNetworkFactory<TypeConfig> for NetworkFactory {
     type Network = Conn;
 
     async fn new_client(&mut self, target: u64, node: &NodeAddr) -> Conn {
-        let client = channel(&node.sync, self.connect_timeout).ok().map(|ch| {
+        let tls = self.tls.as_ref().map(|t| t.for_node(target));
+        let client = channel(&node.sync, self.connect_timeout, tls).ok().map(|ch| {
             RaftInternalClient::new(ch)
                 .max_decoding_message_size(MAX_RAFT_MESSAGE_BYTES)
                 .max_encoding_message_size(MAX_RAFT_MESSAGE_BYTES)
@@ -94,9 +124,25 @@ impl Conn {
         F: FnOnce(RaftInternalClient<Channel>, RaftBytes) -> Fut,
         Fut: Future<Output = Result<tonic::Response<RaftBytes>, tonic::Status>>,
     {
+        self.call_within(req, option.hard_ttl(), f).await
+    }
+
+    /// [`call`](Self::call) with an explicit timeout.
+    async fn call_within<Req, Resp, F, Fut>(
+        &self,
+        req: &Req,
+        timeout: Duration,
+        f: F,
+    ) -> Result<Resp, RPCError<TypeConfig>>
+    where
+        Req: serde::Serialize,
+        Resp: serde::de::DeserializeOwned,
+        F: FnOnce(RaftInternalClient<Channel>, RaftBytes) -> Fut,
+        Fut: Future<Output = Result<tonic::Response<RaftBytes>, tonic::Status>>,
+    {
         let data = encode(req).map_err(|e| RPCError::Network(NetworkError::new(&e)))?;
         let fut = f(self.client()?, RaftBytes { data });
-        let resp = tokio::time::timeout(option.hard_ttl(), fut)
+        let resp = tokio::time::timeout(timeout, fut)
             .await
             .map_err(|_| {
                 RPCError::Unreachable(Unreachable::from_string(format!(
@@ -109,6 +155,52 @@ impl Conn {
     }
 }
 
+/// What [`bound_append`] did to a batch.
+#[derive(Debug, PartialEq, Eq)]
+pub(crate) struct Bound {
+    /// Encoded bytes of the entries sent.
+    pub bytes: usize,
+    /// The last log id sent, when entries after it were left out.
+    pub cut_at: Option<super::types::LogId>,
+}
+
+/// Keeps the longest prefix of `rpc`'s entries whose encoded size is at most
+/// `max_bytes` (always at least one entry). When entries are left out, the
+/// leader's commit index sent is lowered to the last entry sent: that entry
+/// is committed (the leader's log is one chain and its commit index is past
+/// it), and the follower never hears of a commit beyond what it holds.
+pub(crate) fn bound_append(
+    mut rpc: AppendEntriesRequest<TypeConfig>,
+    max_bytes: usize,
+) -> Result<(AppendEntriesRequest<TypeConfig>, Bound), std::io::Error> {
+    let mut bytes = 0usize;
+    let mut keep = 0usize;
+    for e in &rpc.entries {
+        let n = super::codec::encoded_len(e)?;
+        if keep > 0 && bytes + n > max_bytes {
+            break;
+        }
+        bytes += n;
+        keep += 1;
+    }
+    if keep == rpc.entries.len() {
+        return Ok((rpc, Bound { bytes, cut_at: None }));
+    }
+    rpc.entries.truncate(keep);
+    let last = rpc.entries.last().map(|e| e.log_id).expect("at least one entry is kept");
+    if rpc.leader_commit.as_ref().is_some_and(|c| c.index > last.index) {
+        rpc.leader_commit = Some(last);
+    }
+    Ok((rpc, Bound { bytes, cut_at: Some(last) }))
+}
+
+/// openraft's timeout (one heartbeat interval, enough for an empty or small
+/// batch) plus the time `bytes` of entries may take at
+/// [`MIN_APPEND_BYTES_PER_SEC`].
+pub(crate) fn append_timeout(base: Duration, bytes: usize) -> Duration {
+    base + Duration::from_micros(bytes as u64 * 1_000_000 / MIN_APPEND_BYTES_PER_SEC)
+}
+
 impl RaftNetworkV2<TypeConfig> for Conn {
     type SnapshotData = File;
 
@@ -117,7 +209,29 @@ impl RaftNetworkV2<TypeConfig> for Conn {
         rpc: AppendEntriesRequest<TypeConfig>,
         option: RPCOption,
     ) -> Result<AppendEntriesResponse<TypeConfig>, RPCError<TypeConfig>> {
-        self.call(&rpc, &option, |mut c, r| async move { c.append_entries(r).await }).await
+        let (rpc, bound) = bound_append(rpc, MAX_APPEND_BYTES)
+            .map_err(|e| RPCError::Network(NetworkError::new(&e)))?;
+        let timeout = append_timeout(option.hard_ttl(), bound.bytes);
+        if let Some(last) = &bound.cut_at {
+            tracing::debug!(
+                target_node = self.target,
+                sent = rpc.entries.len(),
+                bytes = bound.bytes,
+                last = %last,
+                "AppendEntries batch cut to its byte bound"
+            );
+        }
+        let resp: AppendEntriesResponse<TypeConfig> = self
+            .call_within(&rpc, timeout, |mut c, r| async move { c.append_entries(r).await })
+            .await?;
+        Ok(match (resp, bound.cut_at) {
+            // The follower took all that was sent, which is a prefix of what
+            // openraft asked for: say so, and openraft sends the rest next.
+            (AppendEntriesResponse::Success, Some(last)) => {
+                AppendEntriesResponse::PartialSuccess(Some(last))
+            }
+            (resp, _) => resp,
+        })
     }
 
     async fn vote(
@@ -197,5 +311,87 @@ impl RaftNetworkV2<TypeConfig> for Conn {
             .map_err(|e| StreamingError::Network(NetworkError::new(&e)))?;
         tracing::info!(target_node = self.target, bytes = sent, "snapshot sent");
         decode(&resp.into_inner().data).map_err(|e| StreamingError::Network(NetworkError::new(&e)))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use herald_domain::presence::{Event, Ext};
+    use herald_domain::state::{Command, Op};
+    use openraft::entry::RaftEntry;
+    use openraft::raft::AppendEntriesRequest;
+
+    use super::*;
+    use crate::raft::types::{Entry, LogId};
+
+    fn log_id(term: u64, index: u64) -> LogId {
+        openraft::testing::log_id::<TypeConfig>(term, 1, index)
+    }
+
+    /// An entry of roughly `bytes` encoded bytes (one login whose ext value
+    /// is that long).
+    fn entry(index: u64, bytes: usize) -> Entry {
+        let mut ext = Ext::new();
+        ext.insert("k".into(), "x".repeat(bytes));
+        let ev = Event::Login {
+            uid: format!("u{index}"),
+            sid: index,
+            client: "web".into(),
+            accepts_strangers: None,
+            ext,
+        };
+        Entry::new_normal(log_id(1, index), Command { at_ms: index, ops: vec![Op::Presence(ev)] })
+    }
+
+    fn request(entries: Vec<Entry>, commit: u64) -> AppendEntriesRequest<TypeConfig> {
+        AppendEntriesRequest {
+            vote: openraft::Vote::new_committed(1, 1),
+            prev_log_id: None,
+            leader_commit: Some(log_id(1, commit)),
+            entries,
+        }
+    }
+
+    /// A batch over the byte bound is cut to the longest prefix under it;
+    /// the commit index sent is lowered to the last entry sent (never a
+    /// commit the follower does not hold), and a batch within the bound is
+    /// sent whole with its commit index as it was.
+    #[test]
+    fn append_batches_are_bounded_in_bytes() {
+        let entries: Vec<Entry> = (1..=10).map(|i| entry(i, 1000)).collect();
+        let one = super::super::codec::encoded_len(&entries[0]).unwrap();
+        assert!((1000..1100).contains(&one), "one entry is {one} bytes");
+
+        let (rpc, b) = bound_append(request(entries.clone(), 9), one * 3 + 10).unwrap();
+        assert_eq!(rpc.entries.len(), 3);
+        assert_eq!(b.cut_at, Some(log_id(1, 3)));
+        assert_eq!(
+            b.bytes,
+            rpc.entries.iter().map(|e| super::super::codec::encoded_len(e).unwrap()).sum::<usize>()
+        );
+        assert_eq!(rpc.leader_commit, Some(log_id(1, 3)));
+
+        // Commit behind the cut: left as it is.
+        let (rpc, b) = bound_append(request(entries.clone(), 2), one * 3 + 10).unwrap();
+        assert_eq!((rpc.entries.len(), b.cut_at), (3, Some(log_id(1, 3))));
+        assert_eq!(rpc.leader_commit, Some(log_id(1, 2)));
+
+        // Within the bound: untouched.
+        let (rpc, b) = bound_append(request(entries.clone(), 9), one * 10 + 10).unwrap();
+        assert_eq!((rpc.entries.len(), b.cut_at), (10, None));
+        assert_eq!(rpc.leader_commit, Some(log_id(1, 9)));
+
+        // One entry larger than the bound is still sent, alone.
+        let (rpc, b) = bound_append(request(entries, 9), 10).unwrap();
+        assert_eq!((rpc.entries.len(), b.cut_at), (1, Some(log_id(1, 1))));
+    }
+
+    /// The timeout grows with the bytes sent: openraft's base for an empty
+    /// batch, plus a quarter second for a full 4 MiB batch at 16 MiB/s.
+    #[test]
+    fn append_timeout_fits_the_batch() {
+        let base = Duration::from_millis(100);
+        assert_eq!(append_timeout(base, 0), base);
+        assert_eq!(append_timeout(base, MAX_APPEND_BYTES), base + Duration::from_millis(250));
     }
 }

@@ -169,7 +169,7 @@ mod tests {
                 .add_service(svc)
                 .serve_with_incoming(tokio_stream::wrappers::TcpListenerStream::new(l)),
         );
-        let ch = crate::raft::network::channel(&addr, Duration::from_secs(1)).unwrap();
+        let ch = crate::raft::network::channel(&addr, Duration::from_secs(1), None).unwrap();
         let client = RaftInternalClient::new(ch);
         let rounds = Arc::new(ReadIndexRounds::default());
 

@@ -16,6 +16,7 @@ use super::codec::{decode, encode};
 use super::state_machine::{verify_snapshot_file, RemoveOnDrop};
 use super::types::{SnapshotMeta, TypeConfig, Vote};
 use super::{ForwardReply, RaftNode};
+use crate::peer_tls::PeerGuard;
 use herald_domain::state::Op;
 
 /// Largest snapshot accepted from a peer: a bound on disk use by a bad peer.
@@ -23,6 +24,8 @@ const MAX_SNAPSHOT_BYTES: u64 = 16 << 30;
 
 pub struct RaftService {
     pub node: Arc<RaftNode>,
+    /// Who may call (`<peer-tls>`): every RPC asks it before acting.
+    pub peers: PeerGuard,
 }
 
 fn bad(e: impl std::fmt::Display) -> Status {
@@ -36,20 +39,26 @@ fn reply<T: serde::Serialize>(v: &T) -> Result<Response<RaftBytes>, Status> {
 #[tonic::async_trait]
 impl RaftInternal for RaftService {
     async fn vote(&self, req: Request<RaftBytes>) -> Result<Response<RaftBytes>, Status> {
+        let caller = self.peers.caller(&req);
         let rpc: VoteRequest<TypeConfig> = decode(&req.into_inner().data).map_err(bad)?;
+        self.peers.claim(&caller, rpc.vote.leader_id.voted_for)?;
         let resp = self.node.raft.vote(rpc).await.map_err(|e| Status::internal(e.to_string()))?;
         reply(&resp)
     }
 
     async fn pre_vote(&self, req: Request<RaftBytes>) -> Result<Response<RaftBytes>, Status> {
+        let caller = self.peers.caller(&req);
         let rpc: VoteRequest<TypeConfig> = decode(&req.into_inner().data).map_err(bad)?;
+        self.peers.claim(&caller, rpc.vote.leader_id.voted_for)?;
         let resp =
             self.node.raft.pre_vote(rpc).await.map_err(|e| Status::internal(e.to_string()))?;
         reply(&resp)
     }
 
     async fn append_entries(&self, req: Request<RaftBytes>) -> Result<Response<RaftBytes>, Status> {
+        let caller = self.peers.caller(&req);
         let rpc: AppendEntriesRequest<TypeConfig> = decode(&req.into_inner().data).map_err(bad)?;
+        self.peers.claim(&caller, rpc.vote.leader_id.voted_for)?;
         let resp = self
             .node
             .raft
@@ -63,7 +72,9 @@ impl RaftInternal for RaftService {
         &self,
         req: Request<RaftBytes>,
     ) -> Result<Response<RaftBytes>, Status> {
+        let caller = self.peers.caller(&req);
         let rpc: TransferLeaderRequest<TypeConfig> = decode(&req.into_inner().data).map_err(bad)?;
+        self.peers.claim(&caller, rpc.from_leader().leader_id.voted_for)?;
         let resp = self
             .node
             .raft
@@ -77,9 +88,13 @@ impl RaftInternal for RaftService {
         &self,
         req: Request<Streaming<SnapshotChunk>>,
     ) -> Result<Response<RaftBytes>, Status> {
+        // The sender must be the leader its vote names, checked before a
+        // byte is written.
+        let caller = self.peers.caller(&req);
         let mut stream = req.into_inner();
         let first = stream.next().await.ok_or_else(|| bad("empty snapshot stream"))??;
         let vote: Vote = decode(&first.vote).map_err(bad)?;
+        self.peers.claim(&caller, vote.leader_id.voted_for)?;
         let meta: SnapshotMeta = decode(&first.meta).map_err(bad)?;
         let (path, file) = self
             .node
@@ -132,6 +147,7 @@ impl RaftInternal for RaftService {
     }
 
     async fn forward(&self, req: Request<RaftBytes>) -> Result<Response<RaftBytes>, Status> {
+        self.peers.member(&self.peers.caller(&req))?;
         let ops: Vec<Op> = decode(&req.into_inner().data).map_err(bad)?;
         let r: ForwardReply = self.node.write_as_leader(ops).await;
         reply(&r)
@@ -139,8 +155,9 @@ impl RaftInternal for RaftService {
 
     async fn read_index(
         &self,
-        _req: Request<ReadIndexRequest>,
+        req: Request<ReadIndexRequest>,
     ) -> Result<Response<ReadIndexReply>, Status> {
+        self.peers.member(&self.peers.caller(&req))?;
         match self.node.leader_read_index().await {
             Ok(index) => Ok(Response::new(ReadIndexReply { index })),
             Err(e) => Err(Status::failed_precondition(e.to_string())),

@@ -189,6 +189,11 @@ pub struct ClusterView {
     #[serde(default)]
     pub snapshot_index: Option<u64>,
     pub nodes: Vec<NodeView>,
+    /// Whether the answering node's sync port uses mutual TLS between peers
+    /// (`<peer-tls>`); false: plaintext peers, a development setting that
+    /// lets anyone who reaches the sync port act as a member.
+    #[serde(default)]
+    pub peer_tls: bool,
     /// The answering node's media storage (HTTP only).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub media: Option<MediaStatus>,
@@ -209,6 +214,7 @@ impl From<pb::StatusResponse> for ClusterView {
             applied_index: s.applied_index,
             snapshot_index: s.snapshot_index,
             nodes: s.nodes.into_iter().map(NodeView::from).collect(),
+            peer_tls: s.peer_tls,
             media: None,
         }
     }
@@ -229,6 +235,7 @@ impl From<ClusterView> for pb::StatusResponse {
             time_master: v.time_master,
             last_log_index: v.last_log_index,
             snapshot_index: v.snapshot_index,
+            peer_tls: v.peer_tls,
         }
     }
 }
@@ -307,7 +314,7 @@ mod tests {
             r#"{"number":2,"sync":"h:7201","publish":"h:7203","role":"follower","healthy":false,"#,
             r#""clock":{"offset_ms":-1.5,"rtt_ms":0.3,"last_sync_ms":0,"in_tolerance":false,"#,
             r#""time_master":null,"error":"sntp: timed out","corrections":2}},"#,
-            r#"{"number":3,"sync":"h:7301","publish":"h:7303","role":"learner","healthy":false}],"#,
+            r#"{"number":3,"sync":"h:7301","publish":"h:7303","role":"learner","healthy":false}],"peer_tls":true,"#,
             r#""media":{"healthy":true,"free_bytes":100,"reserve_bytes":10,"files_here":1,"media":1,"#,
             r#""media_bytes":5,"under_replicated":0,"open_uploads":0,"required_replicas":2}}"#
         );
@@ -322,6 +329,7 @@ mod tests {
         );
         assert_eq!((v.nodes[2].matched_index, v.nodes[2].clock.as_ref()), (None, None));
         assert_eq!(v.media.as_ref().map(|m| m.required_replicas), Some(2));
+        assert!(v.peer_tls);
         assert_eq!(serde_json::to_string(&v).unwrap(), node);
     }
 
@@ -333,6 +341,7 @@ mod tests {
             r#"{"node":2,"state":"follower","term":6,"nodes":[{"number":4},{"number":2,"clock":{}}]}"#,
         )
         .unwrap();
+        assert!(!v.peer_tls, "a view without peer_tls (an older node) says plaintext");
         assert_eq!((v.cluster.as_str(), v.leader, v.last_log_index, v.media), ("", None, 0, None));
         assert_eq!((v.nodes[0].role.as_str(), v.nodes[0].healthy), ("", false));
         assert_eq!(v.nodes[1].clock, Some(ClockStatus::default()));
@@ -384,9 +393,11 @@ mod tests {
             time_master: Some(1),
             last_log_index: 8,
             snapshot_index: Some(2),
+            peer_tls: true,
         };
         let v = ClusterView::from(s.clone());
         assert_eq!((v.last_log_index, v.snapshot_index, v.media.as_ref()), (8, Some(2), None));
+        assert!(v.peer_tls);
         assert_eq!(v.nodes[0].clock.as_ref().unwrap().corrections, 3);
         assert_eq!(v.nodes[0].clock.as_ref().unwrap().error, None);
         assert_eq!(v.nodes[1].clock.as_ref().unwrap().error.as_deref(), Some("late"));

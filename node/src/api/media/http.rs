@@ -17,13 +17,12 @@ use herald_proto::wire::media::{
 use herald_proto::wire::Revision;
 use serde::Deserialize;
 
-use super::{bearer, media_in, write_lib, MAX_TEXT_BYTES, MEDIA_MESSAGE_TYPE};
+use super::{bearer, check_media_id, media_in, write_lib, MAX_TEXT_BYTES, MEDIA_MESSAGE_TYPE};
 use crate::api::access::Principal;
 use crate::api::messages::{check_group_name, check_uid, Submission};
 use crate::api::routes::{Served, Verb};
 use crate::api::{Api, ApiError, Consistency};
 use crate::media::range::{self, RangeAnswer};
-use crate::media::store::valid_id;
 use herald_domain::library::{LibOp, LibResult, MAX_GROUPS_PER_CONTACT};
 
 type AppState = std::sync::Arc<Api>;
@@ -112,9 +111,7 @@ async fn get_media(
 ) -> Result<Json<MediaInfo>, ApiError> {
     // The guard checked the session token for the viewer the request names.
     let v = viewer(&p)?;
-    if !valid_id(&id) {
-        return Err(ApiError::new(codes::UNKNOWN_MEDIA, "a media id is 64 hex digits"));
-    }
+    check_media_id(&id)?;
     let (m, owners) = api
         .node
         .read(Consistency::Linearizable, |st| {
@@ -218,6 +215,7 @@ async fn delete_media(
     Path((uid, id)): Path<(String, String)>,
 ) -> Result<Json<Removed>, ApiError> {
     p.act_as(&uid)?;
+    check_media_id(&id)?;
     let (revision, r) = write_lib(&api, LibOp::MediaUnshare { id, owner: uid }).await?;
     Ok(Json(Removed { removed: r == LibResult::Done(true), revision }))
 }
@@ -284,6 +282,7 @@ async fn delete_contact(
     Path((uid, contact)): Path<(String, String)>,
 ) -> Result<Json<Removed>, ApiError> {
     p.act_as(&uid)?;
+    check_uid("contact", &contact)?;
     let (revision, r) = write_lib(&api, LibOp::ContactRemove { uid, contact }).await?;
     Ok(Json(Removed { removed: r == LibResult::Done(true), revision }))
 }
@@ -306,9 +305,7 @@ async fn post_group_send(
     for g in &b.groups {
         check_group_name(g)?;
     }
-    if !valid_id(&b.media_id) {
-        return Err(ApiError::new(codes::UNKNOWN_MEDIA, "a media id is 64 hex digits"));
-    }
+    check_media_id(&b.media_id)?;
     let (m, to) = api
         .node
         .read(Consistency::Linearizable, |st| {

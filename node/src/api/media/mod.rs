@@ -26,14 +26,34 @@ impl Api {
     /// Media metadata from this node's state, after a read barrier when it
     /// is not known here yet (committed through another node just now).
     pub(crate) async fn media_meta(&self, id: &str) -> Result<MediaMeta, ApiError> {
-        if !valid_id(id) {
-            return Err(ApiError::new(codes::UNKNOWN_MEDIA, "a media id is 64 hex digits"));
-        }
+        check_media_id(id)?;
         if let Ok(m) = self.node.read_local(|st| media_in(st, id)) {
             return Ok(m);
         }
         self.node.read(Consistency::Linearizable, |st| media_in(st, id)).await?
     }
+}
+
+/// A media id as the routes take it: 64 lowercase hex digits (a SHA-256),
+/// or 400 `invalid_media_id` before anything is read or written.
+pub(crate) fn check_media_id(id: &str) -> Result<(), ApiError> {
+    if !valid_id(id) {
+        return Err(ApiError::new(
+            codes::INVALID_MEDIA_ID,
+            format!("a media id is 64 lowercase hex digits, not {:?}", trim_for_message(id)),
+        ));
+    }
+    Ok(())
+}
+
+/// At most the first 80 bytes of `s` (on a char boundary): a refusal does
+/// not echo a huge input back.
+pub(crate) fn trim_for_message(s: &str) -> &str {
+    let mut end = s.len().min(80);
+    while !s.is_char_boundary(end) {
+        end -= 1;
+    }
+    &s[..end]
 }
 
 /// A media's metadata as `st` holds it, or 404 `unknown_media`.
