@@ -6,7 +6,8 @@
 //!
 //! The command line takes it from a flag, an environment variable or a
 //! file ([`Credential::from_sources`]): `--api-key` / `HERALD_API_KEY` /
-//! `--api-key-file`.
+//! `--api-key-file` (`HERALD_API_KEY_FILE`); programs can read the same
+//! variables with [`Credential::from_env`].
 
 use std::path::Path;
 
@@ -88,6 +89,15 @@ impl Credential {
             (None, Some(f)) => Self::api_key(&read_key_file(f)?),
             (None, None) => Ok(Self::none()),
         }
+    }
+
+    /// The API key of the environment, as the CLI reads it:
+    /// `HERALD_API_KEY`, else the file `HERALD_API_KEY_FILE` names; none
+    /// without either, refused with both.
+    pub fn from_env() -> Result<Self, ClientError> {
+        let key = std::env::var("HERALD_API_KEY").ok().filter(|k| !k.is_empty());
+        let file = std::env::var_os("HERALD_API_KEY_FILE").filter(|f| !f.is_empty());
+        Self::from_sources(key.as_deref(), file.as_deref().map(Path::new))
     }
 
     /// Adds the credential to a request's metadata.
