@@ -91,6 +91,32 @@ impl Credential {
         }
     }
 
+    /// A session token given on the command line: `token` (the flag or
+    /// `HERALD_TOKEN`), else the content of `file` (`--token-file` or
+    /// `HERALD_TOKEN_FILE`, surrounding whitespace removed); refused with
+    /// both or neither.
+    pub fn token_from_sources(
+        token: Option<&str>,
+        file: Option<&Path>,
+    ) -> Result<String, ClientError> {
+        match (token, file) {
+            (Some(_), Some(f)) => Err(ClientError::InvalidArgument(format!(
+                "give the session token once: --token (HERALD_TOKEN) or --token-file {}",
+                f.display()
+            ))),
+            (Some(t), None) if !t.trim().is_empty() => Ok(t.trim().to_string()),
+            (Some(_), None) => {
+                Err(ClientError::InvalidArgument("the session token is empty".into()))
+            }
+            (None, Some(f)) => read_secret_file("--token-file", f),
+            (None, None) => Err(ClientError::InvalidArgument(
+                "a session token is required: --token, HERALD_TOKEN, --token-file or \
+                 HERALD_TOKEN_FILE (`herald token issue` makes one)"
+                    .into(),
+            )),
+        }
+    }
+
     /// The API key of the environment, as the CLI reads it:
     /// `HERALD_API_KEY`, else the file `HERALD_API_KEY_FILE` names; none
     /// without either, refused with both.
@@ -125,9 +151,15 @@ impl tonic::service::Interceptor for Credential {
 
 /// A key file's key: its content without surrounding whitespace.
 fn read_key_file(path: &Path) -> Result<String, ClientError> {
+    read_secret_file("--api-key-file", path)
+}
+
+/// A secret file's content without surrounding whitespace, read up to
+/// `MAX_KEY_FILE_BYTES`; `flag` names it in errors.
+fn read_secret_file(flag: &str, path: &Path) -> Result<String, ClientError> {
     use std::io::Read as _;
     let bad = |e: &dyn std::fmt::Display| {
-        ClientError::InvalidArgument(format!("--api-key-file {}: {e}", path.display()))
+        ClientError::InvalidArgument(format!("{flag} {}: {e}", path.display()))
     };
     let mut s = String::new();
     std::fs::File::open(path)
@@ -143,6 +175,26 @@ fn read_key_file(path: &Path) -> Result<String, ClientError> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A session token comes from the flag or from a file (trimmed); both,
+    /// neither, an empty token or an empty file are refused, naming the
+    /// flags.
+    #[test]
+    fn credential_token_sources() {
+        let dir = tempfile::tempdir().unwrap();
+        let f = dir.path().join("tok");
+        std::fs::write(&f, "  v1.abc.def \n").unwrap();
+        assert_eq!(Credential::token_from_sources(Some(" t "), None).unwrap(), "t");
+        assert_eq!(Credential::token_from_sources(None, Some(&f)).unwrap(), "v1.abc.def");
+        let both = Credential::token_from_sources(Some("t"), Some(&f)).unwrap_err();
+        assert!(both.to_string().contains("--token-file"), "{both}");
+        let none = Credential::token_from_sources(None, None).unwrap_err();
+        assert!(none.to_string().contains("HERALD_TOKEN_FILE"), "{none}");
+        assert!(Credential::token_from_sources(Some(" "), None).is_err());
+        std::fs::write(&f, "\n").unwrap();
+        let empty = Credential::token_from_sources(None, Some(&f)).unwrap_err();
+        assert!(empty.to_string().contains("--token-file"), "{empty}");
+    }
 
     /// A key goes out as `authorization: Bearer <key>`, a user token with
     /// `x-herald-user` too; no credential adds nothing; Debug hides both.

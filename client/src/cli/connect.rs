@@ -15,8 +15,11 @@ pub struct ConnectArgs {
     #[arg(long)]
     pub uid: String,
     /// Session token (`herald token issue`).
-    #[arg(long, env = "HERALD_TOKEN")]
-    pub token: String,
+    #[arg(long, env = "HERALD_TOKEN", hide_env_values = true)]
+    pub token: Option<String>,
+    /// A file holding the session token (instead of --token).
+    #[arg(long, env = "HERALD_TOKEN_FILE", value_name = "PATH")]
+    pub token_file: Option<std::path::PathBuf>,
     /// Client type; presence is per client type.
     #[arg(long, default_value = "app")]
     pub client: String,
@@ -37,7 +40,9 @@ pub struct ConnectArgs {
 pub async fn run(ctx: &Ctx, a: ConnectArgs) -> Result<(), ClientError> {
     let mut seeds = vec![ctx.node.clone()];
     seeds.extend(a.seeds);
-    let mut cfg = SessionConfig::new(seeds, a.uid, a.token);
+    let token =
+        herald_client::Credential::token_from_sources(a.token.as_deref(), a.token_file.as_deref())?;
+    let mut cfg = SessionConfig::new(seeds, a.uid, token);
     cfg.client = a.client;
     cfg.tls = ctx.opts.clone();
     let mut s = Session::connect(cfg).await?;

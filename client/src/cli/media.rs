@@ -27,13 +27,25 @@ pub struct UserArgs {
     pub uid: String,
     /// That user's session token (`herald token issue`).
     #[arg(long, env = "HERALD_TOKEN", hide_env_values = true)]
-    pub token: String,
+    pub token: Option<String>,
+    /// A file holding that token (instead of --token).
+    #[arg(long, env = "HERALD_TOKEN_FILE", value_name = "PATH")]
+    pub token_file: Option<std::path::PathBuf>,
 }
 
 impl UserArgs {
+    /// The session token from --token / HERALD_TOKEN or --token-file /
+    /// HERALD_TOKEN_FILE.
+    pub fn token(&self) -> Result<String, ClientError> {
+        herald_client::Credential::token_from_sources(
+            self.token.as_deref(),
+            self.token_file.as_deref(),
+        )
+    }
+
     /// A media client of `--node` (with `--ca`) acting as this user.
     pub fn client(&self, ctx: &Ctx) -> Result<MediaClient, ClientError> {
-        MediaClient::new(&ctx.node, &self.uid, &self.token, &ctx.opts)
+        MediaClient::new(&ctx.node, &self.uid, &self.token()?, &ctx.opts)
     }
 }
 
