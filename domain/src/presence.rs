@@ -125,11 +125,13 @@ impl Record {
 
 /// Records per storage chunk. A snapshot view shares the chunks
 /// (copy-on-write): the first write to a chunk after a view was taken
-/// copies that chunk alone, so what a writer may wait for is one chunk
-/// (4096 records of 64 bytes plus their blobs, about 0.5 MiB, well under a
-/// millisecond), and taking a view costs one `Arc` per chunk (245 for
-/// 1,000,000 users).
-pub const CHUNK_RECORDS: usize = 4096;
+/// copies that chunk alone (128 slots of 56 bytes and their arena, ~9 KiB,
+/// a few microseconds), so an apply of N events waits for at most N chunk
+/// copies (a 1,000-event batch over 1,000 chunks: a few milliseconds), and
+/// a view costs one `Arc` per chunk (7,813 for 1,000,000 users, well under
+/// a millisecond under the lock). Larger chunks make views cheaper and
+/// first writes dearer.
+pub const CHUNK_RECORDS: usize = 128;
 
 /// Client type ids below this are kept as bits of one word per user (the
 /// common case: a deployment has a few client types); higher ids, in a list
@@ -172,13 +174,13 @@ struct Extra {
     gateways: Vec<(u32, u64)>,
 }
 
-/// One user as stored: 64 bytes, plus one allocation for its uid and ext.
+/// One user as stored: 56 bytes in its chunk, plus its blob in the
+/// chunk's arena.
 #[derive(Debug, Clone)]
 struct Slot {
-    /// `[uid len][uid][ext entries]([key len][key][value len][value])*`,
-    /// lengths and the count as LEB128, keys ascending (the order of
-    /// [`Ext`]): the uid once, and the ext without a map node per user.
-    blob: Box<[u8]>,
+    /// Where the user's blob is in the chunk's arena, and its length.
+    at: u32,
+    len: u32,
     sid: u64,
     changed_at_ms: u64,
     revision: u64,
@@ -189,6 +191,114 @@ struct Slot {
     /// The sid index resolves `sid` to this user (the index is stored, not
     /// derived: a reused sid keeps pointing at the user that took it last).
     owns_sid: bool,
+}
+
+/// Arena bytes below which a chunk's replaced blobs are not compacted away
+/// (a small arena is cheap to carry; compacting it often is not).
+const ARENA_COMPACT_MIN: usize = 4096;
+
+/// [`CHUNK_RECORDS`] users and their blobs: the unit a snapshot view shares
+/// and a write copies (two `memcpy`s, no allocation per user). A blob is
+/// `[uid len][uid][ext entries]([key len][key][value len][value])*`,
+/// lengths and the count as LEB128, keys ascending (the order of [`Ext`]):
+/// the uid once, and the ext without a map node per user.
+#[derive(Debug, Clone, Default)]
+struct Chunk {
+    slots: Vec<Slot>,
+    /// The slots' blobs back to back; a replaced blob stays (as garbage)
+    /// until garbage is half the arena.
+    arena: Vec<u8>,
+    garbage: usize,
+}
+
+impl Chunk {
+    fn blob(&self, i: usize) -> &[u8] {
+        let s = &self.slots[i];
+        &self.arena[s.at as usize..s.at as usize + s.len as usize]
+    }
+
+    fn uid_bytes(&self, i: usize) -> &[u8] {
+        blob_split(self.blob(i)).1
+    }
+
+    fn uid(&self, i: usize) -> &str {
+        text(self.uid_bytes(i))
+    }
+
+    /// Appends `blob` to the arena; answers where it went.
+    fn store(&mut self, blob: &[u8]) -> (u32, u32) {
+        let at = u32::try_from(self.arena.len()).expect("a chunk's arena stays under 4 GiB");
+        self.arena.extend_from_slice(blob);
+        (at, blob.len() as u32)
+    }
+
+    fn push(&mut self, blob: &[u8], sid: u64) {
+        let (at, len) = self.store(blob);
+        self.slots.push(Slot {
+            at,
+            len,
+            sid,
+            changed_at_ms: 0,
+            revision: 0,
+            bits: 0,
+            extra: None,
+            accepts_strangers: true,
+            owns_sid: false,
+        });
+        if self.slots.len() == CHUNK_RECORDS {
+            // Full: nothing more is appended but changed blobs.
+            self.arena.shrink_to_fit();
+        }
+    }
+
+    fn set_blob(&mut self, i: usize, blob: &[u8]) {
+        self.garbage += self.slots[i].len as usize;
+        let (at, len) = self.store(blob);
+        (self.slots[i].at, self.slots[i].len) = (at, len);
+        if self.arena.len() > ARENA_COMPACT_MIN && self.garbage * 2 > self.arena.len() {
+            let mut arena = Vec::with_capacity(self.arena.len() - self.garbage);
+            for s in &mut self.slots {
+                let from = s.at as usize;
+                s.at = arena.len() as u32;
+                arena.extend_from_slice(&self.arena[from..from + s.len as usize]);
+            }
+            self.arena = arena;
+            self.garbage = 0;
+        }
+    }
+
+    /// Merges ext entries key by key, at most [`MAX_EXT_ENTRIES`] in all
+    /// (a key already there is always updated). The blob is rebuilt only
+    /// when something changes.
+    fn merge_ext(&mut self, i: usize, ext: &Ext) {
+        let b = self.blob(i);
+        let cur = blob_ext(b);
+        if ext.iter().all(|(k, v)| cur.get(k) == Some(v.as_str())) {
+            return;
+        }
+        let mut m: BTreeMap<&str, &str> = cur.iter().collect();
+        for (k, v) in ext {
+            if m.len() < MAX_EXT_ENTRIES || m.contains_key(k.as_str()) {
+                m.insert(k, v);
+            }
+        }
+        let blob = encode_blob(blob_split(b).1, m.into_iter());
+        self.set_blob(i, &blob);
+    }
+
+    fn view<'a>(&'a self, i: usize, names: &'a [String]) -> RecordRef<'a> {
+        let (s, b) = (&self.slots[i], self.blob(i));
+        RecordRef {
+            uid: text(blob_split(b).1),
+            sid: s.sid,
+            clients: Clients { bits: s.bits, hi: s.hi_clients(), names },
+            accepts_strangers: s.accepts_strangers,
+            ext: blob_ext(b),
+            changed_at_ms: s.changed_at_ms,
+            revision: s.revision,
+            gateways: Gateways { list: s.gateway_list(), names },
+        }
+    }
 }
 
 fn put_len(out: &mut Vec<u8>, mut n: usize) {
@@ -240,42 +350,20 @@ fn text(b: &[u8]) -> &str {
     std::str::from_utf8(b).expect("a blob holds text copied from a String")
 }
 
+/// Where the ext starts in a blob, and the uid's bytes.
+fn blob_split(b: &[u8]) -> (usize, &[u8]) {
+    let mut at = 0;
+    let n = get_len(b, &mut at);
+    (at + n, &b[at..at + n])
+}
+
+fn blob_ext(b: &[u8]) -> ExtRef<'_> {
+    let mut pos = blob_split(b).0;
+    let len = get_len(b, &mut pos);
+    ExtRef { bytes: &b[pos..], len }
+}
+
 impl Slot {
-    fn new(uid: &str, sid: u64) -> Self {
-        Slot {
-            blob: encode_blob(uid.as_bytes(), std::iter::empty()),
-            sid,
-            changed_at_ms: 0,
-            revision: 0,
-            bits: 0,
-            extra: None,
-            accepts_strangers: true,
-            owns_sid: false,
-        }
-    }
-
-    /// Where the ext starts in the blob, and the uid's bytes.
-    fn split(&self) -> (usize, &[u8]) {
-        let mut at = 0;
-        let n = get_len(&self.blob, &mut at);
-        (at + n, &self.blob[at..at + n])
-    }
-
-    fn uid_bytes(&self) -> &[u8] {
-        self.split().1
-    }
-
-    fn uid(&self) -> &str {
-        text(self.uid_bytes())
-    }
-
-    fn ext(&self) -> ExtRef<'_> {
-        let (at, _) = self.split();
-        let mut pos = at;
-        let len = get_len(&self.blob, &mut pos);
-        ExtRef { bytes: &self.blob[pos..], len }
-    }
-
     fn hi_clients(&self) -> &[u32] {
         self.extra.as_ref().map_or(&[], |e| &e.clients)
     }
@@ -351,37 +439,6 @@ impl Slot {
         let (_, g) = e.gateways.remove(at);
         self.tidy();
         Some(g)
-    }
-
-    /// Merges ext entries key by key, at most [`MAX_EXT_ENTRIES`] in all
-    /// (a key already there is always updated). The blob is rebuilt only
-    /// when something changes.
-    fn merge_ext(&mut self, ext: &Ext) {
-        let cur = self.ext();
-        if ext.iter().all(|(k, v)| cur.get(k) == Some(v.as_str())) {
-            return;
-        }
-        let mut m: BTreeMap<&str, &str> = cur.iter().collect();
-        for (k, v) in ext {
-            if m.len() < MAX_EXT_ENTRIES || m.contains_key(k.as_str()) {
-                m.insert(k, v);
-            }
-        }
-        let blob = encode_blob(self.uid_bytes(), m.into_iter());
-        self.blob = blob;
-    }
-
-    fn view<'a>(&'a self, names: &'a [String]) -> RecordRef<'a> {
-        RecordRef {
-            uid: self.uid(),
-            sid: self.sid,
-            clients: Clients { bits: self.bits, hi: self.hi_clients(), names },
-            accepts_strangers: self.accepts_strangers,
-            ext: self.ext(),
-            changed_at_ms: self.changed_at_ms,
-            revision: self.revision,
-            gateways: Gateways { list: self.gateway_list(), names },
-        }
     }
 }
 
@@ -578,16 +635,49 @@ impl std::fmt::Debug for Gateways<'_> {
     }
 }
 
-type Chunks = Vec<Arc<Vec<Slot>>>;
+type Chunks = Vec<Arc<Chunk>>;
 
-fn slot_in(chunks: &[Arc<Vec<Slot>>], h: u32) -> &Slot {
-    &chunks[h as usize / CHUNK_RECORDS][h as usize % CHUNK_RECORDS]
+/// The chunk of handle `h`, and the place in it.
+fn loc(h: u32) -> (usize, usize) {
+    (h as usize / CHUNK_RECORDS, h as usize % CHUNK_RECORDS)
+}
+
+fn slot_in(chunks: &[Arc<Chunk>], h: u32) -> &Slot {
+    let (c, i) = loc(h);
+    &chunks[c].slots[i]
+}
+
+fn uid_in(chunks: &[Arc<Chunk>], h: u32) -> &[u8] {
+    let (c, i) = loc(h);
+    chunks[c].uid_bytes(i)
+}
+
+/// The chunk of handle `h` (copied first if a snapshot view shares it)
+/// and the place in it.
+fn chunk_mut(chunks: &mut [Arc<Chunk>], h: u32) -> (&mut Chunk, usize) {
+    let (c, i) = loc(h);
+    (Arc::make_mut(&mut chunks[c]), i)
 }
 
 /// The slot of handle `h`, copying its chunk first if a snapshot view
 /// shares it.
-fn slot_mut_in(chunks: &mut [Arc<Vec<Slot>>], h: u32) -> &mut Slot {
-    &mut Arc::make_mut(&mut chunks[h as usize / CHUNK_RECORDS])[h as usize % CHUNK_RECORDS]
+fn slot_mut_in(chunks: &mut [Arc<Chunk>], h: u32) -> &mut Slot {
+    let (c, i) = chunk_mut(chunks, h);
+    &mut c.slots[i]
+}
+
+fn records_in<'a>(
+    chunks: &'a [Arc<Chunk>],
+    names: &'a [String],
+) -> impl Iterator<Item = RecordRef<'a>> {
+    chunks.iter().flat_map(move |c| (0..c.slots.len()).map(move |i| c.view(i, names)))
+}
+
+/// (sid, uid) of every record that owns its sid.
+fn sid_entries(chunks: &[Arc<Chunk>]) -> impl Iterator<Item = (u64, &str)> {
+    chunks.iter().flat_map(|c| {
+        c.slots.iter().enumerate().filter(|(_, s)| s.owns_sid).map(move |(i, s)| (s.sid, c.uid(i)))
+    })
 }
 
 /// All presence records plus the sid index. Deterministic: see module docs.
@@ -687,9 +777,15 @@ impl PresenceState {
 
     /// Stores an owned record (start-up); replaces one with the same uid.
     fn put_record(&mut self, r: Record) {
+        let blob =
+            encode_blob(r.uid.as_bytes(), r.ext.iter().map(|(k, v)| (k.as_str(), v.as_str())));
         let h = match self.find_uid(&r.uid) {
-            Some(h) => h,
-            None => self.push_new(&r.uid, r.sid),
+            Some(h) => {
+                let (c, i) = chunk_mut(&mut self.chunks, h);
+                c.set_blob(i, &blob);
+                h
+            }
+            None => self.push_new(&blob, r.sid),
         };
         let ids: Vec<u32> = r.clients.iter().map(|c| self.clients.intern(c)).collect();
         let gws: Vec<(u32, u64)> =
@@ -698,20 +794,9 @@ impl PresenceState {
             self.by_gateway.entry(*g).or_default().insert(h);
         }
         let s = slot_mut_in(&mut self.chunks, h);
-        let owns = s.owns_sid && s.sid == r.sid;
-        *s = Slot {
-            blob: encode_blob(
-                r.uid.as_bytes(),
-                r.ext.iter().map(|(k, v)| (k.as_str(), v.as_str())),
-            ),
-            sid: r.sid,
-            changed_at_ms: r.changed_at_ms,
-            revision: r.revision,
-            bits: 0,
-            extra: None,
-            accepts_strangers: r.accepts_strangers,
-            owns_sid: owns,
-        };
+        s.owns_sid = s.owns_sid && s.sid == r.sid;
+        (s.sid, s.changed_at_ms, s.revision) = (r.sid, r.changed_at_ms, r.revision);
+        (s.bits, s.extra, s.accepts_strangers) = (0, None, r.accepts_strangers);
         for id in ids {
             s.add_client(id);
         }
@@ -724,6 +809,15 @@ impl PresenceState {
         slot_in(&self.chunks, h)
     }
 
+    fn uid_of(&self, h: u32) -> &str {
+        text(uid_in(&self.chunks, h))
+    }
+
+    fn view(&self, h: u32) -> RecordRef<'_> {
+        let (c, i) = loc(h);
+        self.chunks[c].view(i, &self.clients.names)
+    }
+
     fn uid_hash(&self, uid: &[u8]) -> u64 {
         self.hasher.hash_one(uid)
     }
@@ -731,27 +825,26 @@ impl PresenceState {
     fn find_uid(&self, uid: &str) -> Option<u32> {
         let chunks = &self.chunks;
         self.by_uid
-            .find(self.uid_hash(uid.as_bytes()), |h| {
-                slot_in(chunks, *h).uid_bytes() == uid.as_bytes()
-            })
+            .find(self.uid_hash(uid.as_bytes()), |h| uid_in(chunks, *h) == uid.as_bytes())
             .copied()
     }
 
-    /// Stores a new user; answers its handle.
-    fn push_new(&mut self, uid: &str, sid: u64) -> u32 {
+    /// Stores a new user from its blob; answers its handle.
+    fn push_new(&mut self, blob: &[u8], sid: u64) -> u32 {
         let h = u32::try_from(self.len).expect("fewer than 2^32 users");
         if self.len.is_multiple_of(CHUNK_RECORDS) {
-            self.chunks.push(Arc::new(Vec::with_capacity(CHUNK_RECORDS)));
+            let chunk = Chunk { slots: Vec::with_capacity(CHUNK_RECORDS), ..Default::default() };
+            self.chunks.push(Arc::new(chunk));
         }
         let last = Arc::make_mut(self.chunks.last_mut().expect("a chunk was just made"));
         // A chunk copied for a snapshot view has no room left: give it all
         // at once rather than doubling past the chunk size.
-        last.reserve_exact(CHUNK_RECORDS - last.len());
-        last.push(Slot::new(uid, sid));
+        last.slots.reserve_exact(CHUNK_RECORDS - last.slots.len());
+        last.push(blob, sid);
         self.len += 1;
-        let hash = self.uid_hash(uid.as_bytes());
+        let hash = self.uid_hash(blob_split(blob).1);
         let (chunks, hasher) = (&self.chunks, &self.hasher);
-        self.by_uid.insert_unique(hash, h, |x| hasher.hash_one(slot_in(chunks, *x).uid_bytes()));
+        self.by_uid.insert_unique(hash, h, |x| hasher.hash_one(uid_in(chunks, *x)));
         h
     }
 
@@ -800,12 +893,12 @@ impl PresenceState {
 
     /// The sid index: which uid each sid resolves to.
     pub fn sid_index(&self) -> impl Iterator<Item = (u64, &str)> {
-        self.slots().filter(|s| s.owns_sid).map(|s| (s.sid, s.uid()))
+        sid_entries(&self.chunks)
     }
 
     /// The uid a sid resolves to.
     pub fn sid_owner(&self, sid: u64) -> Option<&str> {
-        self.sid_find(sid).map(|h| self.slot(h).uid())
+        self.sid_find(sid).map(|h| self.uid_of(h))
     }
 
     /// The intern table: `(id, name)` of every client type met, by id.
@@ -829,7 +922,7 @@ impl PresenceState {
     fn handle_for(&mut self, uid: &str, sid: u64, touched: &mut Touched) -> u32 {
         let h = match self.find_uid(uid) {
             Some(h) => h,
-            None => self.push_new(uid, sid),
+            None => self.push_new(&encode_blob(uid.as_bytes(), std::iter::empty()), sid),
         };
         let cur = self.slot(h);
         if sid != 0 && cur.sid != sid {
@@ -880,8 +973,9 @@ impl PresenceState {
                 slot_mut_in(&mut self.chunks, h).accepts_strangers = *accepts_strangers
             }
         }
-        let s = slot_mut_in(&mut self.chunks, h);
-        s.merge_ext(ev.ext());
+        let (c, i) = chunk_mut(&mut self.chunks, h);
+        c.merge_ext(i, ev.ext());
+        let s = &mut c.slots[i];
         s.changed_at_ms = at_ms;
         s.revision = revision;
         if let Some(g) = left_gateway {
@@ -961,7 +1055,8 @@ impl PresenceState {
     /// Handles in ascending uid order (the order a `BTreeSet<String>` of
     /// the uids has).
     fn by_uid_order(&self, mut hs: Vec<u32>) -> Vec<u32> {
-        hs.sort_unstable_by(|a, b| self.slot(*a).uid_bytes().cmp(self.slot(*b).uid_bytes()));
+        let chunks = &self.chunks;
+        hs.sort_unstable_by(|a, b| uid_in(chunks, *a).cmp(uid_in(chunks, *b)));
         hs
     }
 
@@ -975,7 +1070,8 @@ impl PresenceState {
     ) {
         let Some(set) = self.by_gateway.remove(&gateway) else { return };
         for h in self.by_uid_order(set.into_iter().collect()) {
-            let s = slot_mut_in(&mut self.chunks, h);
+            let (c, i) = chunk_mut(&mut self.chunks, h);
+            let s = &mut c.slots[i];
             let held: Vec<u32> =
                 s.gateway_list().iter().filter(|(_, g)| *g == gateway).map(|(c, _)| *c).collect();
             for c in held {
@@ -984,7 +1080,7 @@ impl PresenceState {
             }
             s.changed_at_ms = at_ms;
             s.revision = revision;
-            touched.uids.push(s.uid().to_owned());
+            touched.uids.push(c.uid(i).to_owned());
         }
     }
 
@@ -1000,7 +1096,7 @@ impl PresenceState {
         let mut out = Vec::new();
         let hs = self.by_gateway.get(&gateway).map(|s| s.iter().copied().collect());
         for h in self.by_uid_order(hs.unwrap_or_default()) {
-            let r = self.slot(h).view(&self.clients.names);
+            let r = self.view(h);
             out.extend(
                 r.gateways
                     .iter()
@@ -1026,11 +1122,11 @@ impl PresenceState {
     }
 
     pub fn get(&self, uid: &str) -> Option<RecordRef<'_>> {
-        self.find_uid(uid).map(|h| self.slot(h).view(&self.clients.names))
+        self.find_uid(uid).map(|h| self.view(h))
     }
 
     pub fn get_by_sid(&self, sid: u64) -> Option<RecordRef<'_>> {
-        self.sid_find(sid).map(|h| self.slot(h).view(&self.clients.names))
+        self.sid_find(sid).map(|h| self.view(h))
     }
 
     pub fn len(&self) -> usize {
@@ -1041,18 +1137,13 @@ impl PresenceState {
         self.len == 0
     }
 
-    fn slots(&self) -> impl Iterator<Item = &Slot> {
-        self.chunks.iter().flat_map(|c| c.iter())
-    }
-
     pub fn online_count(&self) -> usize {
-        self.slots().filter(|s| s.client_count() > 0).count()
+        self.chunks.iter().flat_map(|c| &c.slots).filter(|s| s.client_count() > 0).count()
     }
 
     /// Every record, in no particular order (snapshots sort them).
     pub fn records(&self) -> impl Iterator<Item = RecordRef<'_>> {
-        let names = &self.clients.names;
-        self.slots().map(move |s| s.view(names))
+        records_in(&self.chunks, &self.clients.names)
     }
 
     /// A read view of every record as it is now, for a snapshot: it shares
@@ -1072,12 +1163,11 @@ impl PresenceState {
     pub fn query(&self, uids: &[String], sids: &[u64]) -> QueryResult {
         let mut seen = HashSet::new();
         let mut out = QueryResult { revision: self.applied, ..Default::default() };
-        let names = &self.clients.names;
         for uid in uids {
             match self.find_uid(uid) {
                 Some(h) => {
                     if seen.insert(h) {
-                        out.users.push(self.slot(h).view(names).to_record());
+                        out.users.push(self.view(h).to_record());
                     }
                 }
                 None => out.unknown.push(uid.clone()),
@@ -1087,7 +1177,7 @@ impl PresenceState {
             match self.sid_find(*sid) {
                 Some(h) => {
                     if seen.insert(h) {
-                        out.users.push(self.slot(h).view(names).to_record());
+                        out.users.push(self.view(h).to_record());
                     }
                 }
                 None => out.unknown_sids.push(*sid),
@@ -1116,10 +1206,6 @@ impl PresenceSnapshot {
         self.len == 0
     }
 
-    fn slots(&self) -> impl Iterator<Item = &Slot> {
-        self.chunks.iter().flat_map(|c| c.iter())
-    }
-
     /// The intern table, by id.
     pub fn client_types(&self) -> impl Iterator<Item = (u32, &str)> {
         self.names.iter().enumerate().map(|(i, n)| (i as u32, n.as_str()))
@@ -1129,17 +1215,17 @@ impl PresenceSnapshot {
     pub fn records_by_uid(&self) -> impl Iterator<Item = RecordRef<'_>> {
         let mut hs: Vec<u32> = (0..self.len as u32).collect();
         let chunks = &self.chunks;
-        hs.sort_unstable_by(|a, b| {
-            slot_in(chunks, *a).uid_bytes().cmp(slot_in(chunks, *b).uid_bytes())
-        });
+        hs.sort_unstable_by(|a, b| uid_in(chunks, *a).cmp(uid_in(chunks, *b)));
         let names = &self.names;
-        hs.into_iter().map(move |h| slot_in(chunks, h).view(names))
+        hs.into_iter().map(move |h| {
+            let (c, i) = loc(h);
+            chunks[c].view(i, names)
+        })
     }
 
     /// The sid index, in ascending sid order.
     pub fn sids_by_sid(&self) -> Vec<(u64, &str)> {
-        let mut v: Vec<(u64, &str)> =
-            self.slots().filter(|s| s.owns_sid).map(|s| (s.sid, s.uid())).collect();
+        let mut v: Vec<(u64, &str)> = sid_entries(&self.chunks).collect();
         v.sort_unstable();
         v
     }
@@ -1519,5 +1605,35 @@ mod tests {
         assert_eq!(live.len(), users + 50);
         assert_eq!(live.sid_owner(1), Some("new49"), "sid 1 moved to the last login naming it");
         assert!(!live.get("u0").unwrap().online());
+    }
+
+    /// Changing a user's ext over and over leaves its chunk's arena
+    /// bounded (replaced blobs are compacted away once they are half of
+    /// it), and every record of the chunk reads back what was last written.
+    #[test]
+    fn presence_arena_garbage_is_compacted() {
+        let mut s = PresenceState::default();
+        let ev = |u: usize, v: String| {
+            let mut ext = Ext::new();
+            ext.insert("k".into(), v);
+            Event::Permission {
+                uid: format!("u{u}"),
+                sid: u as u64 + 1,
+                accepts_strangers: true,
+                ext,
+            }
+        };
+        for round in 0..500 {
+            let evs: Vec<Event> = (0..10).map(|u| ev(u, format!("{round:0>100}"))).collect();
+            s.apply_events(&evs, round, round + 1);
+        }
+        let c = &s.chunks[0];
+        let live: usize = c.slots.iter().map(|x| x.len as usize).sum();
+        assert!(c.arena.len() <= 2 * live + ARENA_COMPACT_MIN, "{} of {live}", c.arena.len());
+        for u in 0..10 {
+            let r = s.get(&format!("u{u}")).unwrap();
+            assert_eq!(r.ext.get("k"), Some(format!("{:0>100}", 499).as_str()));
+            assert_eq!(r.sid, u as u64 + 1);
+        }
     }
 }
