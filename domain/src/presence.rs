@@ -196,6 +196,10 @@ struct Slot {
 /// Arena bytes below which a chunk's replaced blobs are not compacted away
 /// (a small arena is cheap to carry; compacting it often is not).
 const ARENA_COMPACT_MIN: usize = 4096;
+/// Least bytes an arena grows by: it grows by what is needed, not by
+/// doubling (doubling left a quarter of every arena unused on average),
+/// and at most this is unused at its end (4 bytes a user in a full chunk).
+const ARENA_STEP: usize = 512;
 
 /// [`CHUNK_RECORDS`] users and their blobs: the unit a snapshot view shares
 /// and a write copies (two `memcpy`s, no allocation per user). A blob is
@@ -228,6 +232,9 @@ impl Chunk {
     /// Appends `blob` to the arena; answers where it went.
     fn store(&mut self, blob: &[u8]) -> (u32, u32) {
         let at = u32::try_from(self.arena.len()).expect("a chunk's arena stays under 4 GiB");
+        if self.arena.capacity() - self.arena.len() < blob.len() {
+            self.arena.reserve_exact(blob.len().max(ARENA_STEP));
+        }
         self.arena.extend_from_slice(blob);
         (at, blob.len() as u32)
     }
@@ -245,14 +252,17 @@ impl Chunk {
             accepts_strangers: true,
             owns_sid: false,
         });
-        if self.slots.len() == CHUNK_RECORDS {
-            // Full: nothing more is appended but changed blobs.
-            self.arena.shrink_to_fit();
-        }
     }
 
     fn set_blob(&mut self, i: usize, blob: &[u8]) {
-        self.garbage += self.slots[i].len as usize;
+        let (at, len) = (self.slots[i].at as usize, self.slots[i].len as usize);
+        if at + len == self.arena.len() {
+            // The last blob (a user just added, whose first event brings
+            // its ext): overwrite it rather than leave it as garbage.
+            self.arena.truncate(at);
+        } else {
+            self.garbage += len;
+        }
         let (at, len) = self.store(blob);
         (self.slots[i].at, self.slots[i].len) = (at, len);
         if self.arena.len() > ARENA_COMPACT_MIN && self.garbage * 2 > self.arena.len() {
@@ -757,6 +767,11 @@ impl PresenceState {
         applied: u64,
     ) -> Self {
         let mut s = PresenceState { applied, ..Default::default() };
+        let records = records.into_iter();
+        // Sized once: growing a table rehashes every uid in it.
+        let (chunks, hasher) = (&s.chunks, &s.hasher);
+        s.by_uid.reserve(records.size_hint().0, |x| hasher.hash_one(uid_in(chunks, *x)));
+        s.by_sid.reserve(records.size_hint().0, |x| hasher.hash_one(slot_in(chunks, *x).sid));
         let mut types: Vec<(u32, String)> = client_types.into_iter().collect();
         types.sort();
         for (_, name) in types {
@@ -1635,5 +1650,13 @@ mod tests {
             assert_eq!(r.ext.get("k"), Some(format!("{:0>100}", 499).as_str()));
             assert_eq!(r.sid, u as u64 + 1);
         }
+    }
+
+    /// The stored record stays 56 bytes on 64-bit targets (the figure the
+    /// memory budget in docs/benchmarks.md "Compact records" is built on).
+    #[test]
+    #[cfg(target_pointer_width = "64")]
+    fn presence_slot_is_56_bytes() {
+        assert_eq!(std::mem::size_of::<Slot>(), 56);
     }
 }
