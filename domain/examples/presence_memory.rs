@@ -83,12 +83,20 @@ fn main() {
     let mut st = State::default();
     let t = Instant::now();
     let mut fx = Effects::default();
+    let mut slowest = (Duration::ZERO, 0);
     for (n, lo) in (0..users).step_by(LOAD_BATCH as usize).enumerate() {
         let ops = (lo..(lo + LOAD_BATCH).min(users)).map(|i| login(i, "v")).collect();
+        let b = Instant::now();
         st.apply(&Command { at_ms: 1, ops }, n as u64 + 1, &mut fx);
+        slowest = slowest.max((b.elapsed(), lo));
         fx.touched = Default::default();
     }
     let load = t.elapsed();
+    println!(
+        "slowest load batch: {:.1} ms, at {} users (index tables grow there)",
+        slowest.0.as_secs_f64() * 1e3,
+        slowest.1
+    );
     let anon1 = status_kb("RssAnon:");
     let grown = (anon1 - anon0) * 1024;
     println!(
