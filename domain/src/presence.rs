@@ -1238,6 +1238,11 @@ impl PresenceSnapshot {
         })
     }
 
+    /// Entries of the sid index (without sorting them).
+    pub fn sid_count(&self) -> usize {
+        sid_entries(&self.chunks).count()
+    }
+
     /// The sid index, in ascending sid order.
     pub fn sids_by_sid(&self) -> Vec<(u64, &str)> {
         let mut v: Vec<(u64, &str)> = sid_entries(&self.chunks).collect();

@@ -264,7 +264,7 @@ impl StateSnapshot {
     /// building them.
     pub fn len(&self) -> u64 {
         let p = &self.presence;
-        (p.len() + p.sids_by_sid().len() + p.client_types().count() + self.others.len()) as u64
+        (p.len() + p.sid_count() + p.client_types().count() + self.others.len()) as u64
     }
 
     pub fn is_empty(&self) -> bool {
