@@ -200,7 +200,7 @@ pub async fn discover(endpoints: &[String]) -> Result<Vec<NodeInfo>, OpError> {
 #[derive(Clone)]
 enum Link {
     Lean(Channel),
-    Crate(etcd_client::KvClient),
+    Crate(Box<etcd_client::KvClient>),
 }
 
 /// A benchmark client: its connections and how it uses them.
@@ -217,7 +217,7 @@ pub async fn open(addr: &str, o: &EtcdOpts) -> Result<Conn, OpError> {
     for _ in 0..o.conns.max(1) {
         links.push(match o.codec {
             EtcdCodec::Lean => Link::Lean(connect_lean(addr).await?),
-            EtcdCodec::Crate => Link::Crate(connect_crate(addr).await?.kv_client()),
+            EtcdCodec::Crate => Link::Crate(Box::new(connect_crate(addr).await?.kv_client())),
         });
     }
     Ok(Conn::Etcd(Kv {

@@ -36,23 +36,23 @@ use target::{Cons, EtcdCodec, EtcdTxns, System};
 #[derive(Subcommand, Debug)]
 pub enum BenchCommand {
     /// Login/logout events, each acknowledged once committed; C concurrent clients, B events per request.
-    PresenceWrite(RunArgs),
+    PresenceWrite(Box<RunArgs>),
     /// Queries of --ids random ids (linearizable and local; from a follower and from the leader).
-    BatchQuery(RunArgs),
+    BatchQuery(Box<RunArgs>),
     /// --read-percent queries, the rest single-event writes.
-    Mixed(RunArgs),
+    Mixed(Box<RunArgs>),
     /// Loads --users users (half online) into a fresh cluster; RSS per node and bytes per user.
-    Memory(RunArgs),
+    Memory(Box<RunArgs>),
     /// SIGKILLs the leader under write load; time from the kill to the first successful write.
-    Failover(RunArgs),
+    Failover(Box<RunArgs>),
     /// A status pool pushing batches through --streams PushEventsStream connections, --window batches in flight on each.
-    Stream(RunArgs),
+    Stream(Box<RunArgs>),
     /// --sessions gateway sessions heartbeating on one node: its CPU, RssAnon per session, and no Raft log growth.
-    Heartbeat(RunArgs),
+    Heartbeat(Box<RunArgs>),
     /// Messages end to end: send → online delivery → ack, and send → offline store → login → ack.
-    Messages(RunArgs),
+    Messages(Box<RunArgs>),
     /// Loads --users users, stops a node (SIGTERM), starts it again: time until it serves a linearizable query seeing them.
-    Restart(RunArgs),
+    Restart(Box<RunArgs>),
     /// Side-by-side markdown table of two `--json` outputs (e.g. Herald and etcd) with ratios.
     Compare(CompareArgs),
 }
@@ -230,6 +230,8 @@ pub fn parse_duration(s: &str) -> Result<Duration, String> {
 }
 
 pub async fn run(ctx: &Ctx, cmd: BenchCommand) -> Result<(), ClientError> {
+    // RunArgs is large: the variants box it, so that the CLI's command
+    // enum stays small.
     let (workload, args) = match cmd {
         BenchCommand::Compare(a) => return report::compare(ctx, &a),
         BenchCommand::PresenceWrite(a) => (run::Workload::PresenceWrite, a),
@@ -242,6 +244,7 @@ pub async fn run(ctx: &Ctx, cmd: BenchCommand) -> Result<(), ClientError> {
         BenchCommand::Messages(a) => (run::Workload::Messages, a),
         BenchCommand::Restart(a) => (run::Workload::Restart, a),
     };
+    let args = *args;
     // The CLI's runtime has one thread; a benchmark wants every core for
     // its clients, so it gets a runtime of its own on its own thread.
     let node = ctx.node.clone();

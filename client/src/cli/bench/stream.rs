@@ -69,17 +69,21 @@ impl Window {
     }
 }
 
-/// One stream, reopened after an error until the deadline.
-async fn one_stream(
+/// What every stream of one run does.
+#[derive(Debug, Clone)]
+struct StreamCfg {
     addr: String,
-    idx: usize,
     streams: usize,
     users: u64,
     batch: usize,
     window: usize,
     measure_from: Instant,
     deadline: Instant,
-) -> StreamOut {
+}
+
+/// Stream `idx`, reopened after an error until the deadline.
+async fn one_stream(cfg: StreamCfg, idx: usize) -> StreamOut {
+    let StreamCfg { addr, streams, users, batch, window, measure_from, deadline } = cfg;
     let mut out = StreamOut::default();
     let mut writer = Writer::new(slice_of(idx, streams, users));
     while Instant::now() < deadline {
@@ -177,18 +181,18 @@ pub async fn run(topo: &Topology, a: &RunArgs, users: u64) -> Result<Vec<BenchRe
             let start = Instant::now() + Duration::from_millis(20);
             let measure_from = start + a.warmup;
             let deadline = measure_from + a.duration;
+            let cfg = StreamCfg {
+                addr: leader.addr.clone(),
+                streams: s,
+                users,
+                batch,
+                window: w,
+                measure_from,
+                deadline,
+            };
             let mut set = JoinSet::new();
             for idx in 0..s {
-                set.spawn(one_stream(
-                    leader.addr.clone(),
-                    idx,
-                    s,
-                    users,
-                    batch,
-                    w,
-                    measure_from,
-                    deadline,
-                ));
+                set.spawn(one_stream(cfg.clone(), idx));
             }
             let mut lat = Samples::new();
             let mut errors = ErrorCounts::default();
