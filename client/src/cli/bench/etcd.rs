@@ -25,7 +25,7 @@ use tonic::transport::{Channel, Endpoint};
 
 use super::{
     etcd_key, etcd_value, host_port, local_pid, Conn, Cons, EtcdCodec, EtcdOpts, EtcdTxns,
-    NodeInfo, OpError,
+    EtcdValue, NodeInfo, OpError,
 };
 use herald_client::error::grpc_code_name;
 
@@ -210,6 +210,7 @@ pub struct Kv {
     next: Arc<AtomicUsize>,
     txn_ops: usize,
     txns: EtcdTxns,
+    value: EtcdValue,
 }
 
 pub async fn open(addr: &str, o: &EtcdOpts) -> Result<Conn, OpError> {
@@ -225,6 +226,7 @@ pub async fn open(addr: &str, o: &EtcdOpts) -> Result<Conn, OpError> {
         next: Arc::new(AtomicUsize::new(0)),
         txn_ops: o.txn_ops.max(1),
         txns: o.txns,
+        value: o.value,
     }))
 }
 
@@ -299,7 +301,7 @@ impl Kv {
                     if let [(i, on)] = part {
                         let req = pb::PutRequest {
                             key: etcd_key(*i).into_bytes(),
-                            value: etcd_value(*i, *on),
+                            value: etcd_value(*i, *on, self.value),
                         };
                         let _: pb::PutResponse = unary(ch, "/etcdserverpb.KV/Put", req).await?;
                     } else {
@@ -308,7 +310,7 @@ impl Kv {
                             .map(|&(i, on)| pb::RequestOp {
                                 request: Some(pb::Request::Put(pb::PutRequest {
                                     key: etcd_key(i).into_bytes(),
-                                    value: etcd_value(i, on),
+                                    value: etcd_value(i, on, self.value),
                                 })),
                             })
                             .collect();
@@ -319,11 +321,15 @@ impl Kv {
                 Link::Crate(mut kv) => {
                     use etcd_client::{Txn, TxnOp};
                     if let [(i, on)] = part {
-                        kv.put(etcd_key(*i), etcd_value(*i, *on), None).await.map_err(err)?;
+                        kv.put(etcd_key(*i), etcd_value(*i, *on, self.value), None)
+                            .await
+                            .map_err(err)?;
                     } else {
                         let ops: Vec<TxnOp> = part
                             .iter()
-                            .map(|&(i, on)| TxnOp::put(etcd_key(i), etcd_value(i, on), None))
+                            .map(|&(i, on)| {
+                                TxnOp::put(etcd_key(i), etcd_value(i, on, self.value), None)
+                            })
                             .collect();
                         kv.txn(Txn::new().and_then(ops)).await.map_err(err)?;
                     }

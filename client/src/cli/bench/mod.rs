@@ -31,7 +31,7 @@ use herald_client::ClientError;
 use serde::Serialize;
 
 use super::Ctx;
-use target::{Cons, EtcdCodec, EtcdTxns, System};
+use target::{Cons, EtcdCodec, EtcdTxns, EtcdValue, System};
 
 #[derive(Subcommand, Debug)]
 pub enum BenchCommand {
@@ -146,6 +146,9 @@ pub struct RunArgs {
     /// How the etcd client encodes and decodes (lean: only the fields used; crate: etcd-client).
     #[arg(long, value_enum, default_value_t = EtcdCodec::Lean)]
     pub etcd_codec: EtcdCodec,
+    /// What an etcd put stores (event: the Herald event's protobuf, the size of a Herald login).
+    #[arg(long, value_enum, default_value_t = EtcdValue::Event)]
+    pub etcd_value: EtcdValue,
     /// stream: PushEventsStream connections (list) [default: 1,2,4].
     #[arg(long, value_delimiter = ',', value_name = "S")]
     pub streams: Vec<usize>,

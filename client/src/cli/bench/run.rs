@@ -425,6 +425,7 @@ pub async fn bench(workload: Workload, node: &str, a: &RunArgs) -> Result<Report
         conns: a.etcd_conns.max(1),
         txns: a.etcd_txns,
         codec: a.etcd_codec,
+        value: a.etcd_value,
     };
     let topo = target::discover(a.target, node, &a.endpoints, etcd).await.map_err(to_client)?;
     let mut report = Report::new(a.target);

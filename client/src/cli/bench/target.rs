@@ -90,6 +90,16 @@ pub enum EtcdTxns {
     Concurrent,
 }
 
+/// What an etcd put stores as the value.
+#[derive(ValueEnum, Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum EtcdValue {
+    /// The protobuf of the Herald event (~20 B): what a Herald login carries.
+    Event,
+    /// The JSON record Herald answers (~150 B): the benchmark's value before.
+    Record,
+}
+
 /// The etcd client's settings.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct EtcdOpts {
@@ -99,11 +109,18 @@ pub struct EtcdOpts {
     pub conns: usize,
     pub txns: EtcdTxns,
     pub codec: EtcdCodec,
+    pub value: EtcdValue,
 }
 
 impl Default for EtcdOpts {
     fn default() -> Self {
-        EtcdOpts { txn_ops: 128, conns: 1, txns: EtcdTxns::Concurrent, codec: EtcdCodec::Lean }
+        EtcdOpts {
+            txn_ops: 128,
+            conns: 1,
+            txns: EtcdTxns::Concurrent,
+            codec: EtcdCodec::Lean,
+            value: EtcdValue::Event,
+        }
     }
 }
 
@@ -163,13 +180,16 @@ pub fn event(i: u64, online: bool) -> pb::PresenceEvent {
 /// ([`event`]) — the payload a Herald login carries (about 20 bytes; the
 /// JSON record Herald answers, [`record_json`], is about 150).
 #[cfg(feature = "etcd")]
-pub fn etcd_value(i: u64, online: bool) -> Vec<u8> {
+pub fn etcd_value(i: u64, online: bool, v: EtcdValue) -> Vec<u8> {
     use prost::Message;
-    event(i, online).encode_to_vec()
+    match v {
+        EtcdValue::Event => event(i, online).encode_to_vec(),
+        EtcdValue::Record => record_json(i, online).into_bytes(),
+    }
 }
 
 /// The JSON record of user `i`, as Herald answers it.
-#[allow(dead_code)]
+#[cfg_attr(not(feature = "etcd"), allow(dead_code))]
 pub fn record_json(i: u64, online: bool) -> String {
     let now =
         SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_millis() as u64).unwrap_or(0);
