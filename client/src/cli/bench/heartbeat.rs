@@ -173,7 +173,14 @@ pub async fn run(topo: &Topology, a: &RunArgs) -> Result<BenchResult, OpError> {
     let gate = Arc::new(Semaphore::new(OPEN_CONCURRENCY));
     let opened_at = Instant::now();
     let mut set = JoinSet::new();
-    let tag = format!("{:x}", opened_at.elapsed().as_nanos() ^ std::process::id() as u128);
+    // Run-unique uids: a later run on the same cluster opens new users.
+    let tag = {
+        let ns = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_nanos())
+            .unwrap_or(0);
+        format!("{:x}", ns % (1 << 40))
+    };
     for c in 0..conns {
         let (gate, counters, key, addr) =
             (gate.clone(), counters.clone(), key.clone(), node.addr.clone());
