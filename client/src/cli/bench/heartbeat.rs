@@ -24,7 +24,7 @@ use std::time::{Duration, Instant};
 
 use herald_client::proto::gateway_client::GatewayClient;
 use herald_client::proto::{self as pb, client_frame, server_frame};
-use herald_client::{ConnectOptions, HeraldClient};
+use herald_client::ConnectOptions;
 use tokio::sync::{mpsc, Semaphore};
 use tokio::task::JoinSet;
 use tokio_stream::wrappers::ReceiverStream;
@@ -134,7 +134,7 @@ async fn open_session(
 }
 
 async fn last_log_index(addr: &str) -> Result<u64, OpError> {
-    Ok(HeraldClient::connect(addr).await?.status().await?.last_log_index)
+    Ok(super::target::herald(addr).await?.status().await?.last_log_index)
 }
 
 pub async fn run(topo: &Topology, a: &RunArgs) -> Result<BenchResult, OpError> {

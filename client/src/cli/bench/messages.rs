@@ -23,7 +23,7 @@ use tokio::task::JoinSet;
 
 use super::report::BenchResult;
 use super::stats::{throughput, Samples};
-use super::target::{ErrorCounts, OpError, System, Topology, CLIENT_TYPE};
+use super::target::{herald, ErrorCounts, OpError, System, Topology, CLIENT_TYPE};
 use super::{MsgPath, RunArgs};
 
 /// Users each sender of the offline path sends to in turn: enough that a
@@ -122,7 +122,7 @@ async fn online(
     for k in 0..clients {
         let uid = format!("mon-{tag}-{k}");
         acks.push(ack_all(session(&seeds, &uid, key).await?));
-        pairs.push((uid, HeraldClient::connect(&seeds[k % seeds.len()]).await?));
+        pairs.push((uid, herald(&seeds[k % seeds.len()]).await?));
     }
     // The clock starts once every recipient is online.
     let t = &timing(a, t.op_timeout);
@@ -198,7 +198,7 @@ async fn offline(
     let counts: Arc<Mutex<BTreeMap<String, u64>>> = Arc::default();
     let mut senders = Vec::new();
     for k in 0..clients {
-        senders.push(HeraldClient::connect(&seeds[k % seeds.len()]).await?);
+        senders.push(herald(&seeds[k % seeds.len()]).await?);
     }
     let t = &timing(a, t.op_timeout);
     let mut set = JoinSet::new();
@@ -245,7 +245,7 @@ async fn offline(
     let mut set = JoinSet::new();
     for k in 0..clients {
         let (queue, seeds, key) = (queue.clone(), seeds.clone(), key.to_vec());
-        let checker = HeraldClient::connect(&seeds[k % seeds.len()]).await?;
+        let checker = herald(&seeds[k % seeds.len()]).await?;
         set.spawn(async move {
             let mut lat = Samples::new();
             let mut errors = ErrorCounts::default();

@@ -727,7 +727,7 @@ async fn watch_master(survivors: Vec<(u64, String)>, limit: Duration) -> Option<
     let start = Instant::now();
     let mut clients = Vec::new();
     for (_, addr) in &survivors {
-        if let Ok(c) = herald_client::HeraldClient::connect(addr).await {
+        if let Ok(c) = target::herald(addr).await {
             clients.push(c);
         }
     }

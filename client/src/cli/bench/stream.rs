@@ -11,7 +11,6 @@ use std::collections::VecDeque;
 use std::time::{Duration, Instant};
 
 use herald_client::proto as pb;
-use herald_client::HeraldClient;
 use tokio::sync::mpsc;
 use tokio::task::JoinSet;
 use tokio_stream::wrappers::ReceiverStream;
@@ -19,7 +18,7 @@ use tokio_stream::wrappers::ReceiverStream;
 use super::report::BenchResult;
 use super::run::{slice_of, Writer};
 use super::stats::Samples;
-use super::target::{event, ErrorCounts, OpError, System, Topology};
+use super::target::{event, herald, ErrorCounts, OpError, System, Topology};
 use super::{RunArgs, Via};
 
 /// Default stream counts: one producer, and a few.
@@ -108,7 +107,7 @@ async fn stream_until(
     deadline: Instant,
     out: &mut StreamOut,
 ) -> Result<(), OpError> {
-    let mut c = HeraldClient::connect(addr).await?.presence_client();
+    let mut c = herald(addr).await?.presence_client();
     let (tx, rx) = mpsc::channel::<pb::PushEventsRequest>(window.max(1));
     let mut win = Window::new(window);
     let req = |w: &mut Writer| pb::PushEventsRequest {

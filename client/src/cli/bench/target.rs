@@ -280,6 +280,14 @@ pub fn local_pid(addr: &str) -> Option<u32> {
     }
 }
 
+/// Opens a Herald client connection to `addr`. Every Herald API
+/// connection of the benchmark opens here, so that connection options
+/// (TLS, credentials) are added in one place. (Gateway sessions prove who
+/// they are with session tokens instead: heartbeat.rs, messages.rs.)
+pub async fn herald(addr: &str) -> Result<HeraldClient, OpError> {
+    Ok(HeraldClient::connect(addr).await?)
+}
+
 /// Finds the members and the leader. Herald: from `node`'s status. etcd:
 /// the status of every endpoint.
 pub async fn discover(
@@ -290,7 +298,7 @@ pub async fn discover(
 ) -> Result<Topology, OpError> {
     let nodes = match system {
         System::Herald => {
-            let c = HeraldClient::connect(node).await?;
+            let c = herald(node).await?;
             let s = c.status().await?;
             let Some(leader) = s.leader else {
                 return Err(OpError::new("no_leader", format!("{node} knows no leader")));
@@ -325,7 +333,7 @@ impl Conn {
             System::Herald => {
                 // A fresh channel per client: clones of one channel would
                 // share one HTTP/2 connection.
-                let c = HeraldClient::connect(addr).await?;
+                let c = herald(addr).await?;
                 Ok(Conn::Herald(c.presence_client()))
             }
             System::Etcd => etcd::open(addr, &topo.etcd).await,
