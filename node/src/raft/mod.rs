@@ -217,7 +217,11 @@ impl RaftNode {
             .as_ref()
             .map(|c| crate::peer_tls::PeerClientTls::load(c, &config.cluster))
             .transpose()?;
-        let net = network::NetworkFactory { connect_timeout, tls: peer_tls.clone() };
+        let net = network::NetworkFactory {
+            connect_timeout,
+            append_floor: Duration::from_millis(t.election_min_ms),
+            tls: peer_tls.clone(),
+        };
         let raft = Raft::new(config.node, rc, net, log, sm.clone()).await?;
 
         if !config.join && !raft.is_initialized().await? {

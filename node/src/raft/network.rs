@@ -70,6 +70,13 @@ pub fn channel(
 /// Makes one connection per peer; openraft keeps them per replication stream.
 pub struct NetworkFactory {
     pub connect_timeout: Duration,
+    /// The least an AppendEntries is given (`election-min-ms`):
+    /// openraft's own timeout is one heartbeat interval (50 ms by default),
+    /// which a follower applying 10,000-event entries on a loaded machine
+    /// misses, and a timed-out append is only sent again to the same busy
+    /// follower. Liveness is judged by heartbeats and the lease, not by
+    /// this; a follower silent for `election-min-ms` campaigns anyway.
+    pub append_floor: Duration,
     /// `<peer-tls>`: None = plaintext peers.
     pub tls: Option<PeerClientTls>,
 }
@@ -84,7 +91,7 @@ impl RaftNetworkFactory<TypeConfig> for NetworkFactory {
                 .max_decoding_message_size(MAX_RAFT_MESSAGE_BYTES)
                 .max_encoding_message_size(MAX_RAFT_MESSAGE_BYTES)
         });
-        Conn { target, addr: node.sync.clone(), client }
+        Conn { target, addr: node.sync.clone(), client, append_floor: self.append_floor }
     }
 }
 
@@ -93,6 +100,7 @@ pub struct Conn {
     target: u64,
     addr: String,
     client: Option<RaftInternalClient<Channel>>,
+    append_floor: Duration,
 }
 
 fn status_to_rpc(target: u64, s: tonic::Status) -> RPCError<TypeConfig> {
@@ -211,7 +219,9 @@ impl RaftNetworkV2<TypeConfig> for Conn {
     ) -> Result<AppendEntriesResponse<TypeConfig>, RPCError<TypeConfig>> {
         let (rpc, bound) = bound_append(rpc, MAX_APPEND_BYTES)
             .map_err(|e| RPCError::Network(NetworkError::new(&e)))?;
-        let timeout = append_timeout(option.hard_ttl(), bound.bytes);
+        // Heartbeats come through here too, but openraft bounds them by its
+        // own heartbeat-long timeout around this call.
+        let timeout = append_timeout(option.hard_ttl().max(self.append_floor), bound.bytes);
         if let Some(last) = &bound.cut_at {
             tracing::debug!(
                 target_node = self.target,
