@@ -13,6 +13,7 @@ pub mod media;
 pub mod messages;
 pub mod routes;
 pub mod size;
+pub mod watch;
 
 use std::sync::Arc;
 use std::time::Instant;
