@@ -14,6 +14,7 @@ pub mod messages;
 pub mod routes;
 pub mod size;
 pub mod watch;
+pub mod watch_http;
 
 use std::sync::Arc;
 use std::time::Instant;
