@@ -240,10 +240,9 @@ async fn open_watch(
     let control = w.control;
     tokio::spawn(async move {
         while let Some(Ok(m)) = input.next().await {
-            if !m.uids.is_empty() || !m.sids.is_empty() {
-                if control.send(Control::Add { uids: m.uids, sids: m.sids }).await.is_err() {
-                    break;
-                }
+            let add = !m.uids.is_empty() || !m.sids.is_empty();
+            if add && control.send(Control::Add { uids: m.uids, sids: m.sids }).await.is_err() {
+                break;
             }
             if !m.remove_uids.is_empty() || !m.remove_sids.is_empty() {
                 let c = Control::Remove { uids: m.remove_uids, sids: m.remove_sids };
