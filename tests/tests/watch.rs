@@ -442,9 +442,16 @@ struct Ws {
 
 impl Ws {
     fn open(addr: &str) -> Result<Ws> {
+        Self::open_as(addr, "", Some(TEST_API_KEY))
+    }
+
+    /// Opens `/v1/ws{query}` with `Authorization: Bearer <bearer>` if given.
+    fn open_as(addr: &str, query: &str, bearer: Option<&str>) -> Result<Ws> {
         use tungstenite::client::IntoClientRequest;
-        let mut req = format!("ws://{addr}/v1/ws").into_client_request()?;
-        req.headers_mut().insert("authorization", format!("Bearer {TEST_API_KEY}").parse()?);
+        let mut req = format!("ws://{addr}/v1/ws{query}").into_client_request()?;
+        if let Some(b) = bearer {
+            req.headers_mut().insert("authorization", format!("Bearer {b}").parse()?);
+        }
         let (ws, resp) = tungstenite::connect(req)?;
         ensure!(resp.status() == 101, "upgrade → {}", resp.status());
         if let tungstenite::stream::MaybeTlsStream::Plain(s) = ws.get_ref() {
@@ -546,7 +553,8 @@ fn watch_set_grows_and_shrinks_over_websocket() -> Result<()> {
 }
 
 /// Limits and refusals: more ids than `<watch max-ids-per-watcher>` is
-/// refused with `too_many_watch_ids` (HTTP 400) before any frame; a watch
+/// refused with `too_many_watch_ids` (HTTP 400) before any frame, none
+/// with `no_watch_ids`; a watch
 /// beyond `max-watchers` with `too_many_watchers` (429) while the others
 /// stay open; a `since_revision` ahead of the cluster with
 /// `invalid_since`; and a watch without a credential with
@@ -559,6 +567,8 @@ fn watch_limits_have_stable_codes() -> Result<()> {
     let get = |q: &str| herald_tests::get_json(&addr, &format!("/v1/presence/watch?{q}"));
     let (st, v) = get("uid=a&uid=b&uid=c&sid=1")?;
     ensure!(st == 400 && v["error"]["code"] == "too_many_watch_ids", "{st} {v}");
+    let (st, v) = get("")?;
+    ensure!(st == 400 && v["error"]["code"] == "no_watch_ids", "{st} {v}");
     let (st, v) = get("uid=a&since_revision=999999")?;
     ensure!(st == 400 && v["error"]["code"] == "invalid_since", "{st} {v}");
     let mut one = sse_open(&addr, "uid=a", None)?;
@@ -577,5 +587,60 @@ fn watch_limits_have_stable_codes() -> Result<()> {
     let (st, v) =
         herald_tests::get_json_as(herald_tests::As::Anonymous, &addr, "/v1/presence/watch?uid=a")?;
     ensure!(st == 401 && v["error"]["code"] == "missing_credential", "{st} {v}");
+    Ok(())
+}
+
+/// A browser's client session over the same WebSocket endpoint, with the
+/// user's token in the URL (a browser cannot set headers on a WebSocket):
+/// hello → welcome (the gateway's heartbeat settings), the user is online
+/// on that client type; a heartbeat is answered; a message sent to the user
+/// is delivered as a `message` frame, and once acknowledged it is no longer
+/// stored (queued 0); a session token cannot open a presence watch
+/// (`forbidden`); and a bad token is refused before the upgrade.
+#[test]
+fn websocket_session_receives_and_acks_messages() -> Result<()> {
+    let c = Cluster::start(1, tuning(""))?;
+    c.wait_leader(Duration::from_secs(20))?;
+    let addr = c.nodes[0].publish();
+    let token = herald_tests::token("carol");
+    let mut ws = Ws::open_as(&addr, &format!("?token={token}"), None)?;
+    ws.send(json!({"type": "hello", "uid": "carol", "client": "browser"}))?;
+    let w = ws.next_frame()?;
+    ensure!(w["type"] == "welcome" && w["heartbeat_ms"].as_u64().is_some(), "{w}");
+    let q = query(&addr, &["carol".to_string()], "linearizable")?;
+    ensure!(q["users"][0]["clients"] == json!(["browser"]), "{q}");
+
+    phase("heartbeat");
+    ws.send(json!({"type": "heartbeat", "seq": 7}))?;
+    let h = ws.next_frame()?;
+    ensure!(h["type"] == "heartbeat" && h["seq"] == 7, "{h}");
+
+    phase("a message, then its ack");
+    let body = json!({"idempotency_key": "ws-1", "from": "app", "to": ["carol"], "body": "hello"});
+    let sender = {
+        let addr = addr.clone();
+        std::thread::spawn(move || herald_tests::post_json(&addr, "/v1/messages", &body))
+    };
+    let m = ws.next_frame()?;
+    ensure!(m["type"] == "message" && m["body"] == "hello" && m["stored"] == true, "{m}");
+    let id = m["id"].as_u64().context("id")?;
+    ws.send(json!({"type": "ack", "ids": [id]}))?;
+    let (st, v) = sender.join().map_err(|_| anyhow!("sender panicked"))??;
+    ensure!(st == 200, "send {st} {v}");
+    herald_tests::eventually(Duration::from_secs(10), || {
+        let (st, v) = herald_tests::get_json(&addr, "/v1/users/carol/settings")?;
+        ensure!(st == 200 && v["queued"] == 0, "{st} {v}");
+        Ok(())
+    })?;
+
+    phase("a session token cannot watch; a bad token cannot connect");
+    let mut w2 = Ws::open_as(&addr, &format!("?token={token}"), None)?;
+    w2.send(json!({"type": "watch", "uids": ["carol"]}))?;
+    let e = w2.next_frame()?;
+    ensure!(e["type"] == "error" && e["error"]["code"] == "forbidden", "{e}");
+    match Ws::open_as(&addr, "?token=nope", None) {
+        Err(e) => ensure!(e.to_string().contains("401"), "{e}"),
+        Ok(_) => bail!("a bad token opened a WebSocket"),
+    }
     Ok(())
 }

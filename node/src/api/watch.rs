@@ -142,7 +142,7 @@ fn too_many(n: usize, max: usize) -> ApiError {
 
 impl Api {
     /// Opens a watch (see the module docs). Refused before anything is
-    /// sent: too many ids, a bad uid, no watcher place on this node, no
+    /// sent: no ids or too many, a bad uid, no watcher place on this node, no
     /// read barrier (no leader), a `since` ahead of the cluster, or a first
     /// snapshot over `<limits max-response-bytes>`.
     pub async fn watch(self: &Arc<Self>, req: WatchRequest) -> Result<Watch, ApiError> {
@@ -163,6 +163,9 @@ impl Api {
         };
         if watched.len() > max {
             return Err(too_many(watched.len(), max));
+        }
+        if watched.len() == 0 {
+            return Err(ApiError::new(codes::NO_WATCH_IDS, "a watch needs a uid or a sid"));
         }
         let slot = feed.join().ok_or_else(|| {
             ApiError::new(

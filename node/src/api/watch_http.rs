@@ -12,12 +12,17 @@
 //!   `{"type":"watch","uids":[..],"sids":[..],"since_revision":R}`; then
 //!   `{"type":"add",...}` / `{"type":"remove",...}` change the set. A
 //!   refused open is an `error` frame, then the socket closes.
+//! - WebSocket client sessions (browsers): a user's token (`?token=`), and
+//!   a first frame `{"type":"hello","uid":..,"client":..}`; then
+//!   `heartbeat` and `ack` frames, as `Gateway.Session` (the same session
+//!   code runs it), answered by `welcome`, `message`, `heartbeat` and
+//!   `error` frames.
 
 use std::convert::Infallible;
 use std::sync::Arc;
 
 use axum::extract::ws::{Message, WebSocket, WebSocketUpgrade};
-use axum::extract::{RawQuery, State};
+use axum::extract::{Extension, RawQuery, State};
 use axum::http::HeaderMap;
 use axum::response::sse::{Event, Sse};
 use axum::response::{IntoResponse, Response};
@@ -25,10 +30,12 @@ use futures::{SinkExt, StreamExt};
 use herald_proto::codes;
 use serde::Deserialize;
 
+use super::access::Principal;
 use super::http::UserJson;
 use super::routes::{Served, Verb};
 use super::watch::{Control, Frame, WatchRequest};
 use super::{Api, ApiError};
+use herald_proto::v1 as pb;
 
 type AppState = Arc<Api>;
 
@@ -148,19 +155,56 @@ enum ClientFrame {
         #[serde(default)]
         sids: Vec<u64>,
     },
+    /// Opens a client session (as `Gateway.Session`'s Hello); the token
+    /// may be left out when the URL's `?token=` carries it.
+    Hello {
+        uid: String,
+        #[serde(default)]
+        token: Option<String>,
+        #[serde(default)]
+        client: Option<String>,
+        #[serde(default)]
+        sid: u64,
+    },
+    /// A session heartbeat.
+    Heartbeat {
+        #[serde(default)]
+        seq: u64,
+    },
+    /// Acknowledges delivered messages: by id and/or every id <= up_to.
+    Ack {
+        #[serde(default)]
+        ids: Vec<u64>,
+        #[serde(default)]
+        up_to: u64,
+    },
 }
 
 /// Longest client frame on `/v1/ws`, bytes: a watch of the most ids
 /// (10,000 uids of 128 bytes, quoted) fits, with room.
 const MAX_WS_FRAME_BYTES: usize = 2 << 20;
 
+/// Client frames of a browser session not yet taken by the session.
+const WS_SESSION_IN_QUEUE: usize = 16;
+
 /// Refusals of client frames not yet written (a client sending junk
 /// faster than it reads waits for them).
 const WS_ERROR_QUEUE: usize = 4;
 
-/// `GET /v1/ws`: a WebSocket of JSON frames.
-async fn ws(State(api): State<AppState>, up: WebSocketUpgrade) -> Response {
-    up.max_message_size(MAX_WS_FRAME_BYTES).on_upgrade(move |s| ws_session(api, s))
+/// `GET /v1/ws`: a WebSocket of JSON frames — a watch (an application's
+/// key with `presence:read`), or a browser's client session (a user's
+/// token, `?token=` since a browser cannot set headers on a WebSocket).
+async fn ws(
+    State(api): State<AppState>,
+    Extension(p): Extension<Principal>,
+    RawQuery(q): RawQuery,
+    up: WebSocketUpgrade,
+) -> Response {
+    let token: Option<String> =
+        serde_urlencoded::from_str::<Vec<(String, String)>>(q.as_deref().unwrap_or(""))
+            .ok()
+            .and_then(|v| v.into_iter().find(|(k, _)| k == "token").map(|(_, v)| v));
+    up.max_message_size(MAX_WS_FRAME_BYTES).on_upgrade(move |s| ws_session(api, p, token, s))
 }
 
 fn error_text(e: &ApiError) -> String {
@@ -172,9 +216,9 @@ fn parse_client(m: &str) -> Result<ClientFrame, ApiError> {
     serde_json::from_str(m).map_err(|e| ApiError::new(codes::INVALID_FIELD, e.to_string()))
 }
 
-async fn ws_session(api: AppState, socket: WebSocket) {
+async fn ws_session(api: AppState, p: Principal, token: Option<String>, socket: WebSocket) {
     let (mut tx, mut rx) = socket.split();
-    // The first frame opens the watch.
+    // The first frame opens the watch or the session.
     let first = loop {
         match rx.next().await {
             Some(Ok(Message::Text(t))) => break parse_client(t.as_str()),
@@ -183,11 +227,24 @@ async fn ws_session(api: AppState, socket: WebSocket) {
         }
     };
     let req = match first {
+        Ok(ClientFrame::Watch { .. }) if p.user().is_some() => {
+            let e = ApiError::new(
+                codes::FORBIDDEN,
+                "watching presence takes an API key with presence:read, not a session token",
+            );
+            let _ = tx.send(Message::Text(error_text(&e).into())).await;
+            return;
+        }
         Ok(ClientFrame::Watch { uids, sids, since_revision }) => {
             WatchRequest { uids, sids, since: since_revision }
         }
+        Ok(ClientFrame::Hello { uid, token: hello_token, client, sid }) => {
+            let token = hello_token.or(token).unwrap_or_default();
+            let hello = pb::Hello { uid, token, client: client.unwrap_or_default(), sid };
+            return browser_session(api, hello, tx, rx).await;
+        }
         Ok(_) => {
-            let e = ApiError::new(codes::INVALID_FIELD, "the first frame must be a watch");
+            let e = ApiError::new(codes::INVALID_FIELD, "the first frame must be watch or hello");
             let _ = tx.send(Message::Text(error_text(&e).into())).await;
             return;
         }
@@ -225,6 +282,18 @@ async fn ws_session(api: AppState, socket: WebSocket) {
                     let _ = err_tx.send(error_text(&e)).await;
                     continue;
                 }
+                Ok(
+                    ClientFrame::Hello { .. }
+                    | ClientFrame::Heartbeat { .. }
+                    | ClientFrame::Ack { .. },
+                ) => {
+                    let e = ApiError::new(
+                        codes::INVALID_FIELD,
+                        "this WebSocket is a watch: send add or remove",
+                    );
+                    let _ = err_tx.send(error_text(&e)).await;
+                    continue;
+                }
                 Err(e) => {
                     let _ = err_tx.send(error_text(&e)).await;
                     continue;
@@ -251,6 +320,87 @@ async fn ws_session(api: AppState, socket: WebSocket) {
     };
     // Either side ending ends the session (dropping the frames ends the
     // watcher).
+    tokio::select! {
+        _ = reader => {}
+        _ = writer => {}
+    }
+}
+
+/// A server frame of a client session as JSON: `welcome`, `message` (the
+/// body as text, and as `body_base64`), `heartbeat`, `error`.
+fn server_json(f: pb::ServerFrame) -> Option<serde_json::Value> {
+    use base64::Engine;
+    use herald_proto::v1::server_frame::Frame as F;
+    Some(match f.frame? {
+        F::Welcome(w) => serde_json::json!({"type": "welcome", "session": w.session,
+            "node": w.node, "heartbeat_ms": w.heartbeat_ms,
+            "heartbeat_timeout_ms": w.heartbeat_timeout_ms, "queued": w.queued}),
+        F::Message(m) => serde_json::json!({"type": "message", "id": m.id, "from": m.from,
+            "kind": m.kind, "content_type": m.content_type,
+            "body": String::from_utf8_lossy(&m.body),
+            "body_base64": base64::engine::general_purpose::STANDARD.encode(&m.body),
+            "sent_at_ms": m.sent_at_ms, "stored": m.stored,
+            "expires_at_ms": m.expires_at_ms, "group": m.group}),
+        F::Heartbeat(h) => {
+            serde_json::json!({"type": "heartbeat", "seq": h.seq, "now_ms": h.now_ms})
+        }
+        F::Error(e) => {
+            serde_json::json!({"type": "error", "error": {"code": e.code, "message": e.message}})
+        }
+    })
+}
+
+/// A browser's client session over the WebSocket: the gateway's own
+/// session (`gateway::session::open`, the same Hello check, heartbeats,
+/// window, acks and codes as `Gateway.Session`) with JSON frames.
+async fn browser_session(
+    api: AppState,
+    hello: pb::Hello,
+    mut tx: futures::stream::SplitSink<WebSocket, Message>,
+    mut rx: futures::stream::SplitStream<WebSocket>,
+) {
+    use herald_proto::v1::client_frame::Frame as C;
+    let (in_tx, in_rx) = tokio::sync::mpsc::channel(WS_SESSION_IN_QUEUE);
+    let _ = in_tx.send(Ok(pb::ClientFrame { frame: Some(C::Hello(hello)) })).await;
+    let mut out = crate::gateway::session::open(
+        api.gateway.clone(),
+        tokio_stream::wrappers::ReceiverStream::new(in_rx),
+    );
+    let reader = async {
+        while let Some(Ok(m)) = rx.next().await {
+            let f = match m {
+                Message::Text(t) => parse_client(t.as_str()),
+                Message::Close(_) => break,
+                _ => continue,
+            };
+            let frame = match f {
+                Ok(ClientFrame::Heartbeat { seq }) => C::Heartbeat(pb::Heartbeat { seq }),
+                Ok(ClientFrame::Ack { ids, up_to }) => C::Ack(pb::Ack { ids, up_to }),
+                // A second Hello is refused by the session itself.
+                Ok(ClientFrame::Hello { uid, token, client, sid }) => C::Hello(pb::Hello {
+                    uid,
+                    token: token.unwrap_or_default(),
+                    client: client.unwrap_or_default(),
+                    sid,
+                }),
+                // Watch frames and junk: a session has no use for them.
+                Ok(_) | Err(_) => break,
+            };
+            if in_tx.send(Ok(pb::ClientFrame { frame: Some(frame) })).await.is_err() {
+                break;
+            }
+        }
+    };
+    let writer = async {
+        // The session ends its stream with an Err status after a refusal.
+        while let Some(Ok(f)) = out.recv().await {
+            let Some(v) = server_json(f) else { continue };
+            if tx.send(Message::Text(v.to_string().into())).await.is_err() {
+                return;
+            }
+        }
+        let _ = tx.close().await;
+    };
     tokio::select! {
         _ = reader => {}
         _ = writer => {}
