@@ -6,8 +6,11 @@
 //! carries plus the log index it was committed at. Every replica that applies
 //! the same commands in the same order ends in the same state.
 
-use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::collections::{BTreeMap, BTreeSet};
+use std::hash::BuildHasher;
+use std::sync::Arc;
 
+use hashbrown::{DefaultHashBuilder, HashMap, HashSet, HashTable};
 use serde::{Deserialize, Serialize};
 
 /// Longest uid accepted, in bytes: ids are keys in every replica's memory and
@@ -93,7 +96,10 @@ impl Event {
     }
 }
 
-/// The presence record of one user (MISSION P2).
+/// The presence record of one user (MISSION P2), as persisted (a snapshot's
+/// `Item::User`) and as answered (a query's users). The state does not keep
+/// records in this form (see [`PresenceState`]): it builds one on demand, and
+/// [`RecordRef`] reads the stored form in place.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Record {
     pub uid: String,
@@ -115,68 +121,804 @@ impl Record {
     pub fn online(&self) -> bool {
         !self.clients.is_empty()
     }
+}
 
-    fn new(uid: &str, sid: u64) -> Self {
-        Record {
-            uid: uid.to_owned(),
+/// Records per storage chunk. A snapshot view shares the chunks
+/// (copy-on-write): the first write to a chunk after a view was taken
+/// copies that chunk alone (128 slots of 56 bytes and their arena, ~9 KiB,
+/// a few microseconds), so an apply of N events waits for at most N chunk
+/// copies (a 1,000-event batch over 1,000 chunks: a few milliseconds), and
+/// a view costs one `Arc` per chunk (7,813 for 1,000,000 users, well under
+/// a millisecond under the lock). Larger chunks make views cheaper and
+/// first writes dearer.
+pub const CHUNK_RECORDS: usize = 128;
+
+/// Client type ids below this are kept as bits of one word per user (the
+/// common case: a deployment has a few client types); higher ids, in a list
+/// on the side.
+const CLIENT_BITS: u32 = u64::BITS;
+
+/// The intern table of client type names: id = order of first appearance
+/// in the applied log (so the same log gives the same ids on every replica;
+/// snapshots carry the table as `Item::ClientType`). Append-only: a name
+/// costs its bytes once however many users are online on it.
+#[derive(Debug, Clone, Default)]
+struct ClientTypes {
+    names: Arc<Vec<String>>,
+    ids: HashMap<String, u32>,
+}
+
+impl ClientTypes {
+    fn id(&self, name: &str) -> Option<u32> {
+        self.ids.get(name).copied()
+    }
+
+    fn intern(&mut self, name: &str) -> u32 {
+        if let Some(id) = self.ids.get(name) {
+            return *id;
+        }
+        let id = u32::try_from(self.names.len()).expect("fewer than 2^32 client types");
+        Arc::make_mut(&mut self.names).push(name.to_owned());
+        self.ids.insert(name.to_owned(), id);
+        id
+    }
+}
+
+/// What few users have: client type ids of [`CLIENT_BITS`] and above, and
+/// gateway sessions. Absent (a null pointer) for everyone else.
+#[derive(Debug, Clone, Default)]
+struct Extra {
+    /// Client type ids >= [`CLIENT_BITS`], ascending.
+    clients: Vec<u32>,
+    /// (client type id, gateway) of each client held by a gateway session.
+    gateways: Vec<(u32, u64)>,
+}
+
+/// One user as stored: 56 bytes in its chunk, plus its blob in the
+/// chunk's arena.
+#[derive(Debug, Clone)]
+struct Slot {
+    /// Where the user's blob is in the chunk's arena, and its length.
+    at: u32,
+    len: u32,
+    sid: u64,
+    changed_at_ms: u64,
+    revision: u64,
+    /// Bit `i` set: online on client type id `i` (`i` < [`CLIENT_BITS`]).
+    bits: u64,
+    extra: Option<Box<Extra>>,
+    accepts_strangers: bool,
+    /// The sid index resolves `sid` to this user (the index is stored, not
+    /// derived: a reused sid keeps pointing at the user that took it last).
+    owns_sid: bool,
+}
+
+/// Arena bytes below which a chunk's replaced blobs are not compacted away
+/// (a small arena is cheap to carry; compacting it often is not).
+const ARENA_COMPACT_MIN: usize = 4096;
+/// Least bytes an arena grows by: it grows by what is needed, not by
+/// doubling (doubling left a quarter of every arena unused on average),
+/// and at most this is unused at its end (4 bytes a user in a full chunk).
+const ARENA_STEP: usize = 512;
+
+/// [`CHUNK_RECORDS`] users and their blobs: the unit a snapshot view shares
+/// and a write copies (two `memcpy`s, no allocation per user). A blob is
+/// `[uid len][uid][ext entries]([key len][key][value len][value])*`,
+/// lengths and the count as LEB128, keys ascending (the order of [`Ext`]):
+/// the uid once, and the ext without a map node per user.
+#[derive(Debug, Clone, Default)]
+struct Chunk {
+    slots: Vec<Slot>,
+    /// The slots' blobs back to back; a replaced blob stays (as garbage)
+    /// until garbage is half the arena.
+    arena: Vec<u8>,
+    garbage: usize,
+}
+
+impl Chunk {
+    fn blob(&self, i: usize) -> &[u8] {
+        let s = &self.slots[i];
+        &self.arena[s.at as usize..s.at as usize + s.len as usize]
+    }
+
+    fn uid_bytes(&self, i: usize) -> &[u8] {
+        blob_split(self.blob(i)).1
+    }
+
+    fn uid(&self, i: usize) -> &str {
+        text(self.uid_bytes(i))
+    }
+
+    /// Appends `blob` to the arena; answers where it went.
+    fn store(&mut self, blob: &[u8]) -> (u32, u32) {
+        let at = u32::try_from(self.arena.len()).expect("a chunk's arena stays under 4 GiB");
+        if self.arena.capacity() - self.arena.len() < blob.len() {
+            self.arena.reserve_exact(blob.len().max(ARENA_STEP));
+        }
+        self.arena.extend_from_slice(blob);
+        (at, blob.len() as u32)
+    }
+
+    fn push(&mut self, blob: &[u8], sid: u64) {
+        let (at, len) = self.store(blob);
+        self.slots.push(Slot {
+            at,
+            len,
             sid,
-            clients: BTreeSet::new(),
-            accepts_strangers: true,
-            ext: Ext::new(),
             changed_at_ms: 0,
             revision: 0,
-            gateways: BTreeMap::new(),
+            bits: 0,
+            extra: None,
+            accepts_strangers: true,
+            owns_sid: false,
+        });
+    }
+
+    fn set_blob(&mut self, i: usize, blob: &[u8]) {
+        let (at, len) = (self.slots[i].at as usize, self.slots[i].len as usize);
+        if at + len == self.arena.len() {
+            // The last blob (a user just added, whose first event brings
+            // its ext): overwrite it rather than leave it as garbage.
+            self.arena.truncate(at);
+        } else {
+            self.garbage += len;
+        }
+        let (at, len) = self.store(blob);
+        (self.slots[i].at, self.slots[i].len) = (at, len);
+        if self.arena.len() > ARENA_COMPACT_MIN && self.garbage * 2 > self.arena.len() {
+            let mut arena = Vec::with_capacity(self.arena.len() - self.garbage);
+            for s in &mut self.slots {
+                let from = s.at as usize;
+                s.at = arena.len() as u32;
+                arena.extend_from_slice(&self.arena[from..from + s.len as usize]);
+            }
+            self.arena = arena;
+            self.garbage = 0;
+        }
+    }
+
+    /// Merges ext entries key by key, at most [`MAX_EXT_ENTRIES`] in all
+    /// (a key already there is always updated). The blob is rebuilt only
+    /// when something changes.
+    fn merge_ext(&mut self, i: usize, ext: &Ext) {
+        let b = self.blob(i);
+        let cur = blob_ext(b);
+        if ext.iter().all(|(k, v)| cur.get(k) == Some(v.as_str())) {
+            return;
+        }
+        let mut m: BTreeMap<&str, &str> = cur.iter().collect();
+        for (k, v) in ext {
+            if m.len() < MAX_EXT_ENTRIES || m.contains_key(k.as_str()) {
+                m.insert(k, v);
+            }
+        }
+        let blob = encode_blob(blob_split(b).1, m.into_iter());
+        self.set_blob(i, &blob);
+    }
+
+    fn view<'a>(&'a self, i: usize, names: &'a [String]) -> RecordRef<'a> {
+        let (s, b) = (&self.slots[i], self.blob(i));
+        RecordRef {
+            uid: text(blob_split(b).1),
+            sid: s.sid,
+            clients: Clients { bits: s.bits, hi: s.hi_clients(), names },
+            accepts_strangers: s.accepts_strangers,
+            ext: blob_ext(b),
+            changed_at_ms: s.changed_at_ms,
+            revision: s.revision,
+            gateways: Gateways { list: s.gateway_list(), names },
         }
     }
 }
 
+fn put_len(out: &mut Vec<u8>, mut n: usize) {
+    loop {
+        let b = (n & 0x7f) as u8;
+        n >>= 7;
+        if n == 0 {
+            out.push(b);
+            return;
+        }
+        out.push(b | 0x80);
+    }
+}
+
+/// Reads a LEB128 length at `*at`, moving past it.
+fn get_len(b: &[u8], at: &mut usize) -> usize {
+    let (mut n, mut shift) = (0usize, 0);
+    loop {
+        let x = b[*at];
+        *at += 1;
+        n |= ((x & 0x7f) as usize) << shift;
+        if x & 0x80 == 0 {
+            return n;
+        }
+        shift += 7;
+    }
+}
+
+fn put_bytes(out: &mut Vec<u8>, s: &[u8]) {
+    put_len(out, s.len());
+    out.extend_from_slice(s);
+}
+
+fn encode_blob<'e>(
+    uid: &[u8],
+    ext: impl ExactSizeIterator<Item = (&'e str, &'e str)>,
+) -> Box<[u8]> {
+    let mut out = Vec::with_capacity(uid.len() + 2);
+    put_bytes(&mut out, uid);
+    put_len(&mut out, ext.len());
+    for (k, v) in ext {
+        put_bytes(&mut out, k.as_bytes());
+        put_bytes(&mut out, v.as_bytes());
+    }
+    out.into_boxed_slice()
+}
+
+fn text(b: &[u8]) -> &str {
+    std::str::from_utf8(b).expect("a blob holds text copied from a String")
+}
+
+/// Where the ext starts in a blob, and the uid's bytes.
+fn blob_split(b: &[u8]) -> (usize, &[u8]) {
+    let mut at = 0;
+    let n = get_len(b, &mut at);
+    (at + n, &b[at..at + n])
+}
+
+fn blob_ext(b: &[u8]) -> ExtRef<'_> {
+    let mut pos = blob_split(b).0;
+    let len = get_len(b, &mut pos);
+    ExtRef { bytes: &b[pos..], len }
+}
+
+impl Slot {
+    fn hi_clients(&self) -> &[u32] {
+        self.extra.as_ref().map_or(&[], |e| &e.clients)
+    }
+
+    fn gateway_list(&self) -> &[(u32, u64)] {
+        self.extra.as_ref().map_or(&[], |e| &e.gateways)
+    }
+
+    fn client_count(&self) -> usize {
+        self.bits.count_ones() as usize + self.hi_clients().len()
+    }
+
+    fn has_client(&self, id: u32) -> bool {
+        if id < CLIENT_BITS {
+            self.bits & (1 << id) != 0
+        } else {
+            self.hi_clients().binary_search(&id).is_ok()
+        }
+    }
+
+    fn extra_mut(&mut self) -> &mut Extra {
+        self.extra.get_or_insert_with(Default::default)
+    }
+
+    /// Drops the side allocation once nothing is in it.
+    fn tidy(&mut self) {
+        if self.extra.as_ref().is_some_and(|e| e.clients.is_empty() && e.gateways.is_empty()) {
+            self.extra = None;
+        }
+    }
+
+    fn add_client(&mut self, id: u32) {
+        if id < CLIENT_BITS {
+            self.bits |= 1 << id;
+        } else {
+            let list = &mut self.extra_mut().clients;
+            if let Err(at) = list.binary_search(&id) {
+                list.insert(at, id);
+            }
+        }
+    }
+
+    fn remove_client(&mut self, id: u32) {
+        if id < CLIENT_BITS {
+            self.bits &= !(1 << id);
+        } else if let Some(e) = self.extra.as_mut() {
+            if let Ok(at) = e.clients.binary_search(&id) {
+                e.clients.remove(at);
+            }
+            self.tidy();
+        }
+    }
+
+    fn gateway(&self, id: u32) -> Option<u64> {
+        self.gateway_list().iter().find(|(c, _)| *c == id).map(|(_, g)| *g)
+    }
+
+    /// Records that `gateway` holds client `id`; answers the previous holder.
+    fn set_gateway(&mut self, id: u32, gateway: u64) -> Option<u64> {
+        let list = &mut self.extra_mut().gateways;
+        match list.iter_mut().find(|(c, _)| *c == id) {
+            Some((_, g)) => Some(std::mem::replace(g, gateway)),
+            None => {
+                list.push((id, gateway));
+                None
+            }
+        }
+    }
+
+    fn remove_gateway(&mut self, id: u32) -> Option<u64> {
+        let e = self.extra.as_mut()?;
+        let at = e.gateways.iter().position(|(c, _)| *c == id)?;
+        let (_, g) = e.gateways.remove(at);
+        self.tidy();
+        Some(g)
+    }
+}
+
+/// A user's presence record read in place from the state (no copy): the
+/// same fields as [`Record`], borrowed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RecordRef<'a> {
+    pub uid: &'a str,
+    pub sid: u64,
+    /// Client types the user is online on; online = not empty.
+    pub clients: Clients<'a>,
+    pub accepts_strangers: bool,
+    pub ext: ExtRef<'a>,
+    /// Cluster time of the last change.
+    pub changed_at_ms: u64,
+    /// Log index of the last change.
+    pub revision: u64,
+    /// Client types held by a gateway session and the gateway holding each.
+    pub gateways: Gateways<'a>,
+}
+
+impl<'a> RecordRef<'a> {
+    pub fn online(&self) -> bool {
+        !self.clients.is_empty()
+    }
+
+    /// The owned record (a query's answer, a snapshot item).
+    pub fn to_record(&self) -> Record {
+        Record {
+            uid: self.uid.to_owned(),
+            sid: self.sid,
+            clients: self.clients.iter().cloned().collect(),
+            accepts_strangers: self.accepts_strangers,
+            ext: self.ext.iter().map(|(k, v)| (k.to_owned(), v.to_owned())).collect(),
+            changed_at_ms: self.changed_at_ms,
+            revision: self.revision,
+            gateways: self.gateways.iter().map(|(c, g)| (c.clone(), *g)).collect(),
+        }
+    }
+}
+
+/// The client types of one record: a set of interned names.
+#[derive(Clone, Copy)]
+pub struct Clients<'a> {
+    bits: u64,
+    hi: &'a [u32],
+    names: &'a [String],
+}
+
+impl<'a> Clients<'a> {
+    pub fn len(&self) -> usize {
+        self.bits.count_ones() as usize + self.hi.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    pub fn contains(&self, name: &str) -> bool {
+        self.ids().any(|i| self.names[i as usize] == name)
+    }
+
+    fn ids(&self) -> impl Iterator<Item = u32> + 'a {
+        let bits = self.bits;
+        (0..CLIENT_BITS).filter(move |i| bits & (1 << i) != 0).chain(self.hi.iter().copied())
+    }
+
+    /// The names in ascending order (as a `BTreeSet<String>` lists them).
+    pub fn iter(&self) -> std::vec::IntoIter<&'a String> {
+        let names = self.names;
+        let mut v: Vec<&'a String> = self.ids().map(|i| &names[i as usize]).collect();
+        v.sort();
+        v.into_iter()
+    }
+}
+
+impl PartialEq for Clients<'_> {
+    fn eq(&self, other: &Self) -> bool {
+        self.iter().eq(other.iter())
+    }
+}
+
+impl Eq for Clients<'_> {}
+
+impl std::fmt::Debug for Clients<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_set().entries(self.iter()).finish()
+    }
+}
+
+/// The ext of one record, read from its stored bytes.
+#[derive(Clone, Copy)]
+pub struct ExtRef<'a> {
+    bytes: &'a [u8],
+    len: usize,
+}
+
+impl<'a> ExtRef<'a> {
+    pub fn len(&self) -> usize {
+        self.len
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len == 0
+    }
+
+    /// (key, value) in ascending key order.
+    pub fn iter(&self) -> impl Iterator<Item = (&'a str, &'a str)> + 'a {
+        let (b, mut at) = (self.bytes, 0);
+        (0..self.len).map(move |_| {
+            let n = get_len(b, &mut at);
+            let k = text(&b[at..at + n]);
+            at += n;
+            let n = get_len(b, &mut at);
+            let v = text(&b[at..at + n]);
+            at += n;
+            (k, v)
+        })
+    }
+
+    pub fn get(&self, key: &str) -> Option<&'a str> {
+        self.iter().find(|(k, _)| *k == key).map(|(_, v)| v)
+    }
+}
+
+impl PartialEq for ExtRef<'_> {
+    fn eq(&self, other: &Self) -> bool {
+        self.iter().eq(other.iter())
+    }
+}
+
+impl Eq for ExtRef<'_> {}
+
+impl std::fmt::Debug for ExtRef<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_map().entries(self.iter()).finish()
+    }
+}
+
+impl Serialize for ExtRef<'_> {
+    /// As a map, like [`Ext`]: the same bytes in every format.
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.collect_map(self.iter())
+    }
+}
+
+/// Which gateway holds each gateway-session client of one record.
+#[derive(Clone, Copy)]
+pub struct Gateways<'a> {
+    list: &'a [(u32, u64)],
+    names: &'a [String],
+}
+
+impl<'a> Gateways<'a> {
+    pub fn len(&self) -> usize {
+        self.list.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.list.is_empty()
+    }
+
+    /// The gateway holding `client`.
+    pub fn get(&self, client: &str) -> Option<&'a u64> {
+        let names = self.names;
+        self.list.iter().find(|(c, _)| names[*c as usize] == client).map(|(_, g)| g)
+    }
+
+    /// (client, gateway) in ascending client order.
+    pub fn iter(&self) -> std::vec::IntoIter<(&'a String, &'a u64)> {
+        let names = self.names;
+        let mut v: Vec<(&'a String, &'a u64)> =
+            self.list.iter().map(|(c, g)| (&names[*c as usize], g)).collect();
+        v.sort();
+        v.into_iter()
+    }
+
+    pub fn values(&self) -> impl Iterator<Item = &'a u64> + 'a {
+        self.list.iter().map(|(_, g)| g)
+    }
+}
+
+impl PartialEq for Gateways<'_> {
+    fn eq(&self, other: &Self) -> bool {
+        self.iter().eq(other.iter())
+    }
+}
+
+impl Eq for Gateways<'_> {}
+
+impl std::fmt::Debug for Gateways<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_map().entries(self.iter()).finish()
+    }
+}
+
+type Chunks = Vec<Arc<Chunk>>;
+
+/// The chunk of handle `h`, and the place in it.
+fn loc(h: u32) -> (usize, usize) {
+    (h as usize / CHUNK_RECORDS, h as usize % CHUNK_RECORDS)
+}
+
+fn slot_in(chunks: &[Arc<Chunk>], h: u32) -> &Slot {
+    let (c, i) = loc(h);
+    &chunks[c].slots[i]
+}
+
+fn uid_in(chunks: &[Arc<Chunk>], h: u32) -> &[u8] {
+    let (c, i) = loc(h);
+    chunks[c].uid_bytes(i)
+}
+
+/// The chunk of handle `h` (copied first if a snapshot view shares it)
+/// and the place in it.
+fn chunk_mut(chunks: &mut [Arc<Chunk>], h: u32) -> (&mut Chunk, usize) {
+    let (c, i) = loc(h);
+    (Arc::make_mut(&mut chunks[c]), i)
+}
+
+/// The slot of handle `h`, copying its chunk first if a snapshot view
+/// shares it.
+fn slot_mut_in(chunks: &mut [Arc<Chunk>], h: u32) -> &mut Slot {
+    let (c, i) = chunk_mut(chunks, h);
+    &mut c.slots[i]
+}
+
+fn records_in<'a>(
+    chunks: &'a [Arc<Chunk>],
+    names: &'a [String],
+) -> impl Iterator<Item = RecordRef<'a>> {
+    chunks.iter().flat_map(move |c| (0..c.slots.len()).map(move |i| c.view(i, names)))
+}
+
+/// (sid, uid) of every record that owns its sid.
+fn sid_entries(chunks: &[Arc<Chunk>]) -> impl Iterator<Item = (u64, &str)> {
+    chunks.iter().flat_map(|c| {
+        c.slots.iter().enumerate().filter(|(_, s)| s.owns_sid).map(move |(i, s)| (s.sid, c.uid(i)))
+    })
+}
+
 /// All presence records plus the sid index. Deterministic: see module docs.
-#[derive(Debug, Default, Clone, PartialEq, Eq)]
+///
+/// Layout (issue 13, "compact records"): records live in chunks of
+/// [`CHUNK_RECORDS`] shared copy-on-write with snapshot views, each user
+/// at a handle (its place, a `u32`; users are never removed). The uid and
+/// sid indexes are hash tables of handles (4 bytes a slot; a key is read
+/// from the record it points at), hashed with foldhash seeded at random per
+/// process (no SipHash, still no chosen-collision attack). Equality is
+/// logical: the same records, sid index and applied index, whatever the
+/// handles and intern ids.
+#[derive(Clone, Default)]
 pub struct PresenceState {
-    users: HashMap<String, Record>,
-    by_sid: HashMap<u64, String>,
+    chunks: Chunks,
+    /// Users stored (the next handle).
+    len: usize,
+    /// Handles, by the hash of the record's uid.
+    by_uid: HashTable<u32>,
+    /// Handles of records that own their sid, by the hash of the sid.
+    by_sid: HashTable<u32>,
     /// Users with a client held by each gateway (derived from records).
-    by_gateway: HashMap<u64, BTreeSet<String>>,
+    by_gateway: HashMap<u64, HashSet<u32>>,
+    clients: ClientTypes,
+    hasher: DefaultHashBuilder,
     /// Log index of the last applied entry (any kind).
     applied: u64,
 }
 
+impl std::fmt::Debug for PresenceState {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("PresenceState")
+            .field("users", &self.len)
+            .field("sids", &self.by_sid.len())
+            .field("gateways", &self.by_gateway.len())
+            .field("client_types", &self.clients.names)
+            .field("applied", &self.applied)
+            .finish()
+    }
+}
+
+impl PartialEq for PresenceState {
+    fn eq(&self, o: &Self) -> bool {
+        self.applied == o.applied
+            && self.len == o.len
+            && self.by_sid.len() == o.by_sid.len()
+            && self.records().all(|r| o.get(r.uid) == Some(r))
+            && self.sid_index().all(|(s, u)| o.sid_owner(s) == Some(u))
+            && self.gateways() == o.gateways()
+            && self.gateways().iter().all(|g| self.gateway_users(*g) == o.gateway_users(*g))
+    }
+}
+
+impl Eq for PresenceState {}
+
 impl PresenceState {
     /// Builds a state from stored records and sid index (start-up, snapshot
     /// install). The sid index is stored, not derived, so that which user a
-    /// reused sid points at is the same on every replica.
+    /// reused sid points at is the same on every replica. Client type ids
+    /// are given in the order names are met; see [`Self::from_snapshot_parts`].
     pub fn from_parts(
         records: impl IntoIterator<Item = Record>,
         sids: impl IntoIterator<Item = (u64, String)>,
         applied: u64,
     ) -> Self {
+        Self::from_snapshot_parts(std::iter::empty(), records, sids, applied)
+    }
+
+    /// [`Self::from_parts`] with the intern table first, `(id, name)`: ids
+    /// are restored as they were (a table with gaps keeps the ids' order).
+    /// A sid entry naming no user, or a user whose sid is another, is not
+    /// kept (the state never builds one).
+    pub fn from_snapshot_parts(
+        client_types: impl IntoIterator<Item = (u32, String)>,
+        records: impl IntoIterator<Item = Record>,
+        sids: impl IntoIterator<Item = (u64, String)>,
+        applied: u64,
+    ) -> Self {
         let mut s = PresenceState { applied, ..Default::default() };
-        for r in records {
-            for g in r.gateways.values() {
-                s.by_gateway.entry(*g).or_default().insert(r.uid.clone());
-            }
-            s.users.insert(r.uid.clone(), r);
+        let records = records.into_iter();
+        // Sized once: growing a table rehashes every uid in it.
+        let (chunks, hasher) = (&s.chunks, &s.hasher);
+        s.by_uid.reserve(records.size_hint().0, |x| hasher.hash_one(uid_in(chunks, *x)));
+        s.by_sid.reserve(records.size_hint().0, |x| hasher.hash_one(slot_in(chunks, *x).sid));
+        let mut types: Vec<(u32, String)> = client_types.into_iter().collect();
+        types.sort();
+        for (_, name) in types {
+            s.clients.intern(&name);
         }
-        s.by_sid.extend(sids);
+        for r in records {
+            s.put_record(r);
+        }
+        for (sid, uid) in sids {
+            if let Some(h) = s.find_uid(&uid) {
+                if sid != 0 && s.slot(h).sid == sid && !s.slot(h).owns_sid {
+                    s.sid_set(sid, h);
+                }
+            }
+        }
         s
+    }
+
+    /// Stores an owned record (start-up); replaces one with the same uid.
+    fn put_record(&mut self, r: Record) {
+        let blob =
+            encode_blob(r.uid.as_bytes(), r.ext.iter().map(|(k, v)| (k.as_str(), v.as_str())));
+        let h = match self.find_uid(&r.uid) {
+            Some(h) => {
+                let (c, i) = chunk_mut(&mut self.chunks, h);
+                c.set_blob(i, &blob);
+                h
+            }
+            None => self.push_new(&blob, r.sid),
+        };
+        let ids: Vec<u32> = r.clients.iter().map(|c| self.clients.intern(c)).collect();
+        let gws: Vec<(u32, u64)> =
+            r.gateways.iter().map(|(c, g)| (self.clients.intern(c), *g)).collect();
+        for (_, g) in &gws {
+            self.by_gateway.entry(*g).or_default().insert(h);
+        }
+        let s = slot_mut_in(&mut self.chunks, h);
+        s.owns_sid = s.owns_sid && s.sid == r.sid;
+        (s.sid, s.changed_at_ms, s.revision) = (r.sid, r.changed_at_ms, r.revision);
+        (s.bits, s.extra, s.accepts_strangers) = (0, None, r.accepts_strangers);
+        for id in ids {
+            s.add_client(id);
+        }
+        for (id, g) in gws {
+            s.set_gateway(id, g);
+        }
+    }
+
+    fn slot(&self, h: u32) -> &Slot {
+        slot_in(&self.chunks, h)
+    }
+
+    fn uid_of(&self, h: u32) -> &str {
+        text(uid_in(&self.chunks, h))
+    }
+
+    fn view(&self, h: u32) -> RecordRef<'_> {
+        let (c, i) = loc(h);
+        self.chunks[c].view(i, &self.clients.names)
+    }
+
+    fn uid_hash(&self, uid: &[u8]) -> u64 {
+        self.hasher.hash_one(uid)
+    }
+
+    fn find_uid(&self, uid: &str) -> Option<u32> {
+        let chunks = &self.chunks;
+        self.by_uid
+            .find(self.uid_hash(uid.as_bytes()), |h| uid_in(chunks, *h) == uid.as_bytes())
+            .copied()
+    }
+
+    /// Stores a new user from its blob; answers its handle.
+    fn push_new(&mut self, blob: &[u8], sid: u64) -> u32 {
+        let h = u32::try_from(self.len).expect("fewer than 2^32 users");
+        if self.len.is_multiple_of(CHUNK_RECORDS) {
+            let chunk = Chunk { slots: Vec::with_capacity(CHUNK_RECORDS), ..Default::default() };
+            self.chunks.push(Arc::new(chunk));
+        }
+        let last = Arc::make_mut(self.chunks.last_mut().expect("a chunk was just made"));
+        // A chunk copied for a snapshot view has no room left: give it all
+        // at once rather than doubling past the chunk size.
+        last.slots.reserve_exact(CHUNK_RECORDS - last.slots.len());
+        last.push(blob, sid);
+        self.len += 1;
+        let hash = self.uid_hash(blob_split(blob).1);
+        let (chunks, hasher) = (&self.chunks, &self.hasher);
+        self.by_uid.insert_unique(hash, h, |x| hasher.hash_one(uid_in(chunks, *x)));
+        h
+    }
+
+    fn sid_find(&self, sid: u64) -> Option<u32> {
+        let chunks = &self.chunks;
+        self.by_sid.find(self.hasher.hash_one(sid), |h| slot_in(chunks, *h).sid == sid).copied()
+    }
+
+    /// Removes `h` (which owns `sid`) from the sid index.
+    fn sid_remove(&mut self, sid: u64, h: u32) {
+        if let Ok(e) = self.by_sid.find_entry(self.hasher.hash_one(sid), |x| *x == h) {
+            e.remove();
+        }
+        slot_mut_in(&mut self.chunks, h).owns_sid = false;
+    }
+
+    /// Makes `sid` resolve to `h` (whose sid it is), taking it from the
+    /// user that owned it.
+    fn sid_set(&mut self, sid: u64, h: u32) {
+        let hash = self.hasher.hash_one(sid);
+        let (chunks, hasher) = (&self.chunks, &self.hasher);
+        let prev = match self.by_sid.find_mut(hash, |x| slot_in(chunks, *x).sid == sid) {
+            Some(x) => Some(std::mem::replace(x, h)),
+            None => {
+                self.by_sid.insert_unique(hash, h, |x| hasher.hash_one(slot_in(chunks, *x).sid));
+                None
+            }
+        };
+        if let Some(p) = prev {
+            slot_mut_in(&mut self.chunks, p).owns_sid = false;
+        }
+        slot_mut_in(&mut self.chunks, h).owns_sid = true;
     }
 
     /// Whether `uid` may come online on `client`: it already is, or it is
     /// online on fewer than [`MAX_CLIENTS_PER_USER`] client types.
     pub fn admits_client(&self, uid: &str, client: &str) -> bool {
-        self.users
-            .get(uid)
-            .is_none_or(|r| r.clients.len() < MAX_CLIENTS_PER_USER || r.clients.contains(client))
+        self.find_uid(uid).is_none_or(|h| self.admits(h, client))
+    }
+
+    fn admits(&self, h: u32, client: &str) -> bool {
+        let s = self.slot(h);
+        s.client_count() < MAX_CLIENTS_PER_USER
+            || self.clients.id(client).is_some_and(|id| s.has_client(id))
     }
 
     /// The sid index: which uid each sid resolves to.
     pub fn sid_index(&self) -> impl Iterator<Item = (u64, &str)> {
-        self.by_sid.iter().map(|(s, u)| (*s, u.as_str()))
+        sid_entries(&self.chunks)
     }
 
     /// The uid a sid resolves to.
     pub fn sid_owner(&self, sid: u64) -> Option<&str> {
-        self.by_sid.get(&sid).map(|s| s.as_str())
+        self.sid_find(sid).map(|h| self.uid_of(h))
+    }
+
+    /// The intern table: `(id, name)` of every client type met, by id.
+    pub fn client_types(&self) -> impl Iterator<Item = (u32, &str)> {
+        self.clients.names.iter().enumerate().map(|(i, n)| (i as u32, n.as_str()))
     }
 
     /// Applies events at cluster time `at_ms` and log index `revision`
@@ -190,22 +932,29 @@ impl PresenceState {
         touched
     }
 
-    /// The record of `uid` with `sid` made current (sid 0 keeps the
-    /// record's sid); notes the sid index changes in `touched`.
-    fn record_for(&mut self, uid: &str, sid: u64, touched: &mut Touched) -> &mut Record {
-        let rec = self.users.entry(uid.to_owned()).or_insert_with(|| Record::new(uid, sid));
-        if sid != 0 && rec.sid != sid {
-            if self.by_sid.get(&rec.sid).map(String::as_str) == Some(uid) {
-                self.by_sid.remove(&rec.sid);
-                touched.sids.push(rec.sid);
+    /// The handle of `uid` (a new record if none) with `sid` made current
+    /// (sid 0 keeps the record's sid); notes sid index changes in `touched`.
+    fn handle_for(&mut self, uid: &str, sid: u64, touched: &mut Touched) -> u32 {
+        let h = match self.find_uid(uid) {
+            Some(h) => h,
+            None => self.push_new(&encode_blob(uid.as_bytes(), std::iter::empty()), sid),
+        };
+        let cur = self.slot(h);
+        if sid != 0 && cur.sid != sid {
+            let (old, owned) = (cur.sid, cur.owns_sid);
+            if owned {
+                self.sid_remove(old, h);
+                touched.sids.push(old);
             }
-            rec.sid = sid;
+            slot_mut_in(&mut self.chunks, h).sid = sid;
         }
-        if rec.sid != 0 && self.by_sid.get(&rec.sid).map(String::as_str) != Some(uid) {
-            self.by_sid.insert(rec.sid, uid.to_owned());
-            touched.sids.push(rec.sid);
+        let cur = self.slot(h);
+        if cur.sid != 0 && !cur.owns_sid {
+            let s = cur.sid;
+            self.sid_set(s, h);
+            touched.sids.push(s);
         }
-        rec
+        h
     }
 
     /// Applies one status-pool event.
@@ -215,43 +964,46 @@ impl PresenceState {
             | Event::Logout { uid, sid, .. }
             | Event::Permission { uid, sid, .. } => (uid, *sid),
         };
+        let h = self.handle_for(uid, sid, touched);
         let mut left_gateway = None;
-        let rec = self.record_for(uid, sid, touched);
         match ev {
             Event::Login { client, accepts_strangers, .. } => {
-                if rec.clients.len() < MAX_CLIENTS_PER_USER || rec.clients.contains(client) {
-                    rec.clients.insert(client.clone());
+                let id = self.admits(h, client).then(|| self.clients.intern(client));
+                let s = slot_mut_in(&mut self.chunks, h);
+                if let Some(id) = id {
+                    s.add_client(id);
                 }
                 if let Some(a) = accepts_strangers {
-                    rec.accepts_strangers = *a;
+                    s.accepts_strangers = *a;
                 }
             }
             Event::Logout { client, .. } => {
-                rec.clients.remove(client);
-                left_gateway = rec.gateways.remove(client);
+                if let Some(id) = self.clients.id(client) {
+                    let s = slot_mut_in(&mut self.chunks, h);
+                    s.remove_client(id);
+                    left_gateway = s.remove_gateway(id);
+                }
             }
             Event::Permission { accepts_strangers, .. } => {
-                rec.accepts_strangers = *accepts_strangers
+                slot_mut_in(&mut self.chunks, h).accepts_strangers = *accepts_strangers
             }
         }
-        for (k, v) in ev.ext() {
-            if rec.ext.len() < MAX_EXT_ENTRIES || rec.ext.contains_key(k) {
-                rec.ext.insert(k.clone(), v.clone());
-            }
-        }
-        rec.changed_at_ms = at_ms;
-        rec.revision = revision;
+        let (c, i) = chunk_mut(&mut self.chunks, h);
+        c.merge_ext(i, ev.ext());
+        let s = &mut c.slots[i];
+        s.changed_at_ms = at_ms;
+        s.revision = revision;
         if let Some(g) = left_gateway {
-            self.unindex_gateway(uid, g);
+            self.unindex_gateway(h, g);
         }
         touched.uids.push(uid.clone());
     }
 
-    fn unindex_gateway(&mut self, uid: &str, gateway: u64) {
-        let still = self.users.get(uid).is_some_and(|r| r.gateways.values().any(|g| *g == gateway));
+    fn unindex_gateway(&mut self, h: u32, gateway: u64) {
+        let still = self.slot(h).gateway_list().iter().any(|(_, g)| *g == gateway);
         if !still {
             if let Some(set) = self.by_gateway.get_mut(&gateway) {
-                set.remove(uid);
+                set.remove(&h);
                 if set.is_empty() {
                     self.by_gateway.remove(&gateway);
                 }
@@ -271,19 +1023,21 @@ impl PresenceState {
         revision: u64,
         touched: &mut Touched,
     ) {
-        let rec = self.record_for(uid, sid, touched);
-        if rec.clients.len() >= MAX_CLIENTS_PER_USER && !rec.clients.contains(client) {
+        let h = self.handle_for(uid, sid, touched);
+        if !self.admits(h, client) {
             // Over the cap: not applied (the gateway refuses such a Hello
             // first; this keeps every replica bounded if one got through).
             return;
         }
-        rec.clients.insert(client.to_owned());
-        let previous = rec.gateways.insert(client.to_owned(), gateway);
-        rec.changed_at_ms = at_ms;
-        rec.revision = revision;
-        self.by_gateway.entry(gateway).or_default().insert(uid.to_owned());
+        let id = self.clients.intern(client);
+        let s = slot_mut_in(&mut self.chunks, h);
+        s.add_client(id);
+        let previous = s.set_gateway(id, gateway);
+        s.changed_at_ms = at_ms;
+        s.revision = revision;
+        self.by_gateway.entry(gateway).or_default().insert(h);
         if let Some(p) = previous.filter(|p| *p != gateway) {
-            self.unindex_gateway(uid, p);
+            self.unindex_gateway(h, p);
         }
         touched.uids.push(uid.to_owned());
     }
@@ -299,16 +1053,26 @@ impl PresenceState {
         revision: u64,
         touched: &mut Touched,
     ) {
-        let Some(rec) = self.users.get_mut(uid) else { return };
-        if rec.gateways.get(client) != Some(&gateway) {
+        let Some(h) = self.find_uid(uid) else { return };
+        let Some(id) = self.clients.id(client) else { return };
+        if self.slot(h).gateway(id) != Some(gateway) {
             return;
         }
-        rec.gateways.remove(client);
-        rec.clients.remove(client);
-        rec.changed_at_ms = at_ms;
-        rec.revision = revision;
-        self.unindex_gateway(uid, gateway);
+        let s = slot_mut_in(&mut self.chunks, h);
+        s.remove_gateway(id);
+        s.remove_client(id);
+        s.changed_at_ms = at_ms;
+        s.revision = revision;
+        self.unindex_gateway(h, gateway);
         touched.uids.push(uid.to_owned());
+    }
+
+    /// Handles in ascending uid order (the order a `BTreeSet<String>` of
+    /// the uids has).
+    fn by_uid_order(&self, mut hs: Vec<u32>) -> Vec<u32> {
+        let chunks = &self.chunks;
+        hs.sort_unstable_by(|a, b| uid_in(chunks, *a).cmp(uid_in(chunks, *b)));
+        hs
     }
 
     /// Every session held by `gateway` ends.
@@ -319,23 +1083,19 @@ impl PresenceState {
         revision: u64,
         touched: &mut Touched,
     ) {
-        let Some(uids) = self.by_gateway.remove(&gateway) else { return };
-        for uid in uids {
-            if let Some(rec) = self.users.get_mut(&uid) {
-                let clients: Vec<String> = rec
-                    .gateways
-                    .iter()
-                    .filter(|(_, g)| **g == gateway)
-                    .map(|(c, _)| c.clone())
-                    .collect();
-                for c in clients {
-                    rec.gateways.remove(&c);
-                    rec.clients.remove(&c);
-                }
-                rec.changed_at_ms = at_ms;
-                rec.revision = revision;
-                touched.uids.push(uid);
+        let Some(set) = self.by_gateway.remove(&gateway) else { return };
+        for h in self.by_uid_order(set.into_iter().collect()) {
+            let (c, i) = chunk_mut(&mut self.chunks, h);
+            let s = &mut c.slots[i];
+            let held: Vec<u32> =
+                s.gateway_list().iter().filter(|(_, g)| *g == gateway).map(|(c, _)| *c).collect();
+            for c in held {
+                s.remove_gateway(c);
+                s.remove_client(c);
             }
+            s.changed_at_ms = at_ms;
+            s.revision = revision;
+            touched.uids.push(c.uid(i).to_owned());
         }
     }
 
@@ -349,15 +1109,15 @@ impl PresenceState {
     /// (uid, client) of every session `gateway` holds.
     pub fn gateway_sessions(&self, gateway: u64) -> Vec<(String, String)> {
         let mut out = Vec::new();
-        for uid in self.by_gateway.get(&gateway).into_iter().flatten() {
-            if let Some(r) = self.users.get(uid) {
-                out.extend(
-                    r.gateways
-                        .iter()
-                        .filter(|(_, g)| **g == gateway)
-                        .map(|(c, _)| (uid.clone(), c.clone())),
-                );
-            }
+        let hs = self.by_gateway.get(&gateway).map(|s| s.iter().copied().collect());
+        for h in self.by_uid_order(hs.unwrap_or_default()) {
+            let r = self.view(h);
+            out.extend(
+                r.gateways
+                    .iter()
+                    .filter(|(_, g)| **g == gateway)
+                    .map(|(c, _)| (r.uid.to_owned(), c.clone())),
+            );
         }
         out
     }
@@ -376,57 +1136,118 @@ impl PresenceState {
         self.applied
     }
 
-    pub fn get(&self, uid: &str) -> Option<&Record> {
-        self.users.get(uid)
+    pub fn get(&self, uid: &str) -> Option<RecordRef<'_>> {
+        self.find_uid(uid).map(|h| self.view(h))
     }
 
-    pub fn get_by_sid(&self, sid: u64) -> Option<&Record> {
-        self.by_sid.get(&sid).and_then(|uid| self.users.get(uid))
+    pub fn get_by_sid(&self, sid: u64) -> Option<RecordRef<'_>> {
+        self.sid_find(sid).map(|h| self.view(h))
     }
 
     pub fn len(&self) -> usize {
-        self.users.len()
+        self.len
     }
 
     pub fn is_empty(&self) -> bool {
-        self.users.is_empty()
+        self.len == 0
     }
 
     pub fn online_count(&self) -> usize {
-        self.users.values().filter(|r| r.online()).count()
+        self.chunks.iter().flat_map(|c| &c.slots).filter(|s| s.client_count() > 0).count()
     }
 
     /// Every record, in no particular order (snapshots sort them).
-    pub fn records(&self) -> impl Iterator<Item = &Record> {
-        self.users.values()
+    pub fn records(&self) -> impl Iterator<Item = RecordRef<'_>> {
+        records_in(&self.chunks, &self.clients.names)
+    }
+
+    /// A read view of every record as it is now, for a snapshot: it shares
+    /// the record chunks (one `Arc` each), so taking it costs microseconds
+    /// under the state lock, and later writes copy a chunk before changing
+    /// it rather than waiting for the view to be written out.
+    pub fn snapshot(&self) -> PresenceSnapshot {
+        PresenceSnapshot {
+            chunks: self.chunks.clone(),
+            len: self.len,
+            names: self.clients.names.clone(),
+        }
     }
 
     /// Answers a batch query: records found by uid then by sid (each user at
     /// most once, in request order), and the ids that have no record.
     pub fn query(&self, uids: &[String], sids: &[u64]) -> QueryResult {
-        let mut seen = std::collections::HashSet::new();
+        let mut seen = HashSet::new();
         let mut out = QueryResult { revision: self.applied, ..Default::default() };
         for uid in uids {
-            match self.users.get(uid) {
-                Some(r) => {
-                    if seen.insert(r.uid.as_str()) {
-                        out.users.push(r.clone());
+            match self.find_uid(uid) {
+                Some(h) => {
+                    if seen.insert(h) {
+                        out.users.push(self.view(h).to_record());
                     }
                 }
                 None => out.unknown.push(uid.clone()),
             }
         }
         for sid in sids {
-            match self.get_by_sid(*sid) {
-                Some(r) => {
-                    if seen.insert(r.uid.as_str()) {
-                        out.users.push(r.clone());
+            match self.sid_find(*sid) {
+                Some(h) => {
+                    if seen.insert(h) {
+                        out.users.push(self.view(h).to_record());
                     }
                 }
                 None => out.unknown_sids.push(*sid),
             }
         }
         out
+    }
+}
+
+/// The presence records as they were when [`PresenceState::snapshot`] was
+/// called, readable from any thread while the state goes on changing.
+#[derive(Clone)]
+pub struct PresenceSnapshot {
+    chunks: Chunks,
+    len: usize,
+    names: Arc<Vec<String>>,
+}
+
+impl PresenceSnapshot {
+    /// Users in the view.
+    pub fn len(&self) -> usize {
+        self.len
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len == 0
+    }
+
+    /// The intern table, by id.
+    pub fn client_types(&self) -> impl Iterator<Item = (u32, &str)> {
+        self.names.iter().enumerate().map(|(i, n)| (i as u32, n.as_str()))
+    }
+
+    /// Every record, in ascending uid order.
+    pub fn records_by_uid(&self) -> impl Iterator<Item = RecordRef<'_>> {
+        let mut hs: Vec<u32> = (0..self.len as u32).collect();
+        let chunks = &self.chunks;
+        hs.sort_unstable_by(|a, b| uid_in(chunks, *a).cmp(uid_in(chunks, *b)));
+        let names = &self.names;
+        hs.into_iter().map(move |h| {
+            let (c, i) = loc(h);
+            chunks[c].view(i, names)
+        })
+    }
+
+    /// Entries of the sid index (without sorting them).
+    pub fn sid_count(&self) -> usize {
+        sid_entries(&self.chunks).count()
+    }
+
+    /// The sid index, in ascending sid order.
+    pub fn sids_by_sid(&self) -> Vec<(u64, &str)> {
+        let mut v: Vec<(u64, &str)> = sid_entries(&self.chunks).collect();
+        v.sort_unstable();
+        v
     }
 }
 
@@ -559,11 +1380,12 @@ mod tests {
         }
         assert_eq!(a, b);
         let sids: Vec<(u64, String)> = a.sid_index().map(|(s, u)| (s, u.to_string())).collect();
-        let rebuilt = PresenceState::from_parts(a.records().cloned(), sids, a.applied());
+        let rebuilt =
+            PresenceState::from_parts(a.records().map(|r| r.to_record()), sids, a.applied());
         assert_eq!(rebuilt, a);
         assert_eq!(rebuilt.len(), a.len());
         for r in a.records() {
-            assert_eq!(rebuilt.get(&r.uid), Some(r));
+            assert_eq!(rebuilt.get(r.uid), Some(r));
             assert_eq!(rebuilt.get_by_sid(r.sid).map(|x| x.sid), Some(r.sid));
         }
     }
@@ -592,7 +1414,8 @@ mod tests {
         assert!(s.get("u3").unwrap().online());
         assert_eq!(s.gateway_users(2), 0);
         let sids: Vec<(u64, String)> = s.sid_index().map(|(a, b)| (a, b.to_string())).collect();
-        let rebuilt = PresenceState::from_parts(s.records().cloned(), sids, s.applied());
+        let rebuilt =
+            PresenceState::from_parts(s.records().map(|r| r.to_record()), sids, s.applied());
         assert_eq!(rebuilt, s, "the gateway index is rebuilt from records");
     }
 
@@ -624,5 +1447,221 @@ mod tests {
         );
         assert!(s.admits_client("u", "extra"));
         assert!(s.admits_client("nobody", "any"));
+    }
+
+    fn session(uid: &str, client: &str, gateway: u64, s: &mut PresenceState, rev: u64) {
+        s.session_login(uid, 0, client, gateway, rev, rev, &mut Touched::default());
+    }
+
+    /// The intern table is a function of the log: two replicas applying the
+    /// same commands give every client type the same id (the order of its
+    /// first applied login), a refused login (over the cap) or a logout of
+    /// an unknown type interns nothing, and rebuilding from the table and
+    /// the records keeps every id.
+    #[test]
+    fn presence_client_type_ids_are_deterministic_and_rebuilt() {
+        let run = || {
+            let mut s = PresenceState::default();
+            let mut t = Touched::default();
+            s.apply_event(&login("a", 1, "web"), 1, 1, &mut t);
+            s.apply_event(&login("b", 2, "ios"), 1, 2, &mut t);
+            s.apply_event(
+                &Event::Logout { uid: "a".into(), sid: 1, client: "ghost".into(), ext: Ext::new() },
+                1,
+                3,
+                &mut t,
+            );
+            for i in 0..MAX_CLIENTS_PER_USER {
+                s.apply_event(&login("c", 3, &format!("c{i}")), 2, 4, &mut t);
+            }
+            s.apply_event(&login("c", 3, "refused"), 2, 5, &mut t);
+            session("d", "android", 9, &mut s, 6);
+            s
+        };
+        let (a, b) = (run(), run());
+        let ids = |s: &PresenceState| {
+            s.client_types().map(|(i, n)| (i, n.to_owned())).collect::<Vec<_>>()
+        };
+        assert_eq!(ids(&a), ids(&b));
+        let names: Vec<String> = ids(&a).into_iter().map(|(_, n)| n).collect();
+        let mut want = vec!["web".to_string(), "ios".to_string()];
+        want.extend((0..MAX_CLIENTS_PER_USER).map(|i| format!("c{i}")));
+        want.push("android".into());
+        assert_eq!(names, want, "first-login order; nothing for a refused login or a logout");
+        let sids: Vec<(u64, String)> = a.sid_index().map(|(s, u)| (s, u.to_string())).collect();
+        let rebuilt = PresenceState::from_snapshot_parts(
+            ids(&a),
+            a.records().map(|r| r.to_record()),
+            sids,
+            a.applied(),
+        );
+        assert_eq!(ids(&rebuilt), ids(&a));
+        assert_eq!(rebuilt, a);
+    }
+
+    /// Client type ids past the bit word (here 70 types over five users)
+    /// answer the same sets as a few do: sorted names, the cap, logouts,
+    /// gateway sessions on a high id, and a rebuild.
+    #[test]
+    fn presence_many_client_types_beyond_the_bit_word() {
+        let mut s = PresenceState::default();
+        let mut t = Touched::default();
+        for i in 0..70u64 {
+            s.apply_event(
+                &login(&format!("u{}", i / 14), i + 1, &format!("t{i:02}")),
+                1,
+                i + 1,
+                &mut t,
+            );
+        }
+        session("u4", "t69", 3, &mut s, 100);
+        session("u4", "t01", 3, &mut s, 101);
+        let r = s.get("u4").unwrap();
+        let want: Vec<String> =
+            (56..70).map(|i| format!("t{i:02}")).chain(["t01".into()]).collect();
+        let mut want_sorted = want.clone();
+        want_sorted.sort();
+        assert_eq!(r.clients.iter().cloned().collect::<Vec<_>>(), want_sorted);
+        assert!(
+            r.clients.contains("t69") && r.clients.contains("t01") && !r.clients.contains("t02")
+        );
+        assert_eq!(r.gateways.get("t69"), Some(&3));
+        assert_eq!(
+            s.gateway_sessions(3),
+            vec![("u4".into(), "t01".into()), ("u4".into(), "t69".into())]
+        );
+        s.session_logout("u4", "t69", 3, 102, 102, &mut t);
+        assert!(!s.get("u4").unwrap().clients.contains("t69"));
+        assert_eq!(s.gateway_users(3), 1, "t01 is still held by gateway 3");
+        s.gateway_reset(3, 103, 103, &mut t);
+        assert_eq!(s.gateway_users(3), 0);
+        assert_eq!(s.get("u4").unwrap().clients.len(), 13);
+        let sids: Vec<(u64, String)> = s.sid_index().map(|(a, b)| (a, b.to_string())).collect();
+        let rebuilt =
+            PresenceState::from_parts(s.records().map(|r| r.to_record()), sids, s.applied());
+        assert_eq!(rebuilt, s);
+    }
+
+    /// Ext keys and values of every allowed length (multi-byte length
+    /// prefixes) survive storage; a merge with the same values changes
+    /// nothing, and the entry cap still admits updates of a held key.
+    #[test]
+    fn presence_ext_is_stored_and_merged_exactly() {
+        let mut s = PresenceState::default();
+        let big = "x".repeat(MAX_EXT_BYTES);
+        let mut ext = Ext::new();
+        ext.insert(big.clone(), big.clone());
+        ext.insert("k".into(), String::new());
+        let uid = "é".repeat(MAX_UID_BYTES / 2);
+        let ev = |ext: Ext| Event::Permission {
+            uid: uid.clone(),
+            sid: 5,
+            accepts_strangers: false,
+            ext,
+        };
+        s.apply_events(&[ev(ext.clone())], 1, 1);
+        let r = s.get(&uid).unwrap();
+        assert_eq!(r.uid, uid);
+        assert_eq!(r.to_record().ext, ext);
+        assert_eq!(r.ext.get("k"), Some(""));
+        let mut more = Ext::new();
+        for i in 0..MAX_EXT_ENTRIES {
+            more.insert(format!("m{i:02}"), i.to_string());
+        }
+        s.apply_events(&[ev(more)], 2, 2);
+        assert_eq!(s.get(&uid).unwrap().ext.len(), MAX_EXT_ENTRIES);
+        let mut update = Ext::new();
+        update.insert("k".into(), "v".into());
+        update.insert("zz".into(), "over the cap".into());
+        s.apply_events(&[ev(update)], 3, 3);
+        let r = s.get(&uid).unwrap();
+        assert_eq!((r.ext.get("k"), r.ext.get("zz")), (Some("v"), None));
+        assert_eq!(r.ext.get(&big), Some(big.as_str()));
+    }
+
+    /// A snapshot view keeps the records as they were while the state goes
+    /// on changing (copy-on-write chunks): a thread reads the view while
+    /// writes touch every chunk, the view answers exactly the records of a
+    /// deep copy made when it was taken, and the state ends equal to a
+    /// replica that applied the same writes without any view.
+    #[test]
+    fn presence_snapshot_view_is_stable_under_concurrent_writes() {
+        let users = CHUNK_RECORDS * 3 + 17;
+        let mut live = PresenceState::default();
+        let mut t = Touched::default();
+        for i in 0..users {
+            live.apply_event(&login(&format!("u{i}"), i as u64 + 1, "web"), 1, 1, &mut t);
+        }
+        let mut twin = live.clone();
+        let before: Vec<Record> = {
+            let mut v: Vec<Record> = live.records().map(|r| r.to_record()).collect();
+            v.sort_by(|a, b| a.uid.cmp(&b.uid));
+            v
+        };
+        let view = live.snapshot();
+        let reader = std::thread::spawn(move || {
+            let sids: Vec<(u64, String)> =
+                view.sids_by_sid().into_iter().map(|(s, u)| (s, u.to_owned())).collect();
+            let recs: Vec<Record> = view.records_by_uid().map(|r| r.to_record()).collect();
+            (recs, sids)
+        });
+        let writes: Vec<Event> = (0..users)
+            .step_by(7)
+            .map(|i| Event::Logout {
+                uid: format!("u{i}"),
+                sid: (users + i) as u64,
+                client: "web".into(),
+                ext: Ext::new(),
+            })
+            .chain((0..50).map(|i| login(&format!("new{i}"), 1, "ios")))
+            .collect();
+        live.apply_events(&writes, 2, 2);
+        let (recs, sids) = reader.join().unwrap();
+        assert_eq!(recs, before, "the view is the state as it was");
+        assert_eq!(sids.len(), users);
+        assert!(sids.windows(2).all(|w| w[0].0 < w[1].0));
+        twin.apply_events(&writes, 2, 2);
+        assert_eq!(live, twin);
+        assert_eq!(live.len(), users + 50);
+        assert_eq!(live.sid_owner(1), Some("new49"), "sid 1 moved to the last login naming it");
+        assert!(!live.get("u0").unwrap().online());
+    }
+
+    /// Changing a user's ext over and over leaves its chunk's arena
+    /// bounded (replaced blobs are compacted away once they are half of
+    /// it), and every record of the chunk reads back what was last written.
+    #[test]
+    fn presence_arena_garbage_is_compacted() {
+        let mut s = PresenceState::default();
+        let ev = |u: usize, v: String| {
+            let mut ext = Ext::new();
+            ext.insert("k".into(), v);
+            Event::Permission {
+                uid: format!("u{u}"),
+                sid: u as u64 + 1,
+                accepts_strangers: true,
+                ext,
+            }
+        };
+        for round in 0..500 {
+            let evs: Vec<Event> = (0..10).map(|u| ev(u, format!("{round:0>100}"))).collect();
+            s.apply_events(&evs, round, round + 1);
+        }
+        let c = &s.chunks[0];
+        let live: usize = c.slots.iter().map(|x| x.len as usize).sum();
+        assert!(c.arena.len() <= 2 * live + ARENA_COMPACT_MIN, "{} of {live}", c.arena.len());
+        for u in 0..10 {
+            let r = s.get(&format!("u{u}")).unwrap();
+            assert_eq!(r.ext.get("k"), Some(format!("{:0>100}", 499).as_str()));
+            assert_eq!(r.sid, u as u64 + 1);
+        }
+    }
+
+    /// The stored record stays 56 bytes on 64-bit targets (the figure the
+    /// memory budget in docs/benchmarks.md "Compact records" is built on).
+    #[test]
+    #[cfg(target_pointer_width = "64")]
+    fn presence_slot_is_56_bytes() {
+        assert_eq!(std::mem::size_of::<Slot>(), 56);
     }
 }

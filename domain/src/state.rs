@@ -11,7 +11,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::library::{self, LibOp, LibResult, Library};
 use crate::messages::{self, MsgOp, MsgResult, MsgState, Notice};
-use crate::presence::{Event, PresenceState, Record, Touched};
+use crate::presence::{Event, PresenceSnapshot, PresenceState, Record, Touched};
 
 /// One operation in a log entry.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -157,6 +157,11 @@ pub enum Item {
     Msg(messages::Item),
     /// A media-library item (see [`library::Key`]).
     Lib(library::Item),
+    /// One entry of the presence intern table: client type `name` is `id`
+    /// in records (ids are the order of first login in the log, so they are
+    /// part of the replicated state). Last, so that files written before it
+    /// existed still decode.
+    ClientType { id: u32, name: String },
 }
 
 /// First bytes of storage keys. Each domain owns one: `u` users, `s` sids,
@@ -164,6 +169,7 @@ pub enum Item {
 /// keys (applied log id, membership), so no item key ever starts with it.
 const USER_KEY: u8 = b'u';
 const SID_KEY: u8 = b's';
+const CLIENT_TYPE_KEY: u8 = b'c';
 
 fn user_key(uid: &str) -> Vec<u8> {
     let mut k = Vec::with_capacity(uid.len() + 1);
@@ -187,6 +193,12 @@ impl Item {
             Item::Sid { sid, .. } => sid_key(*sid),
             Item::Msg(m) => m.key().bytes(),
             Item::Lib(l) => l.key().bytes(),
+            Item::ClientType { id, .. } => {
+                let mut k = Vec::with_capacity(5);
+                k.push(CLIENT_TYPE_KEY);
+                k.extend_from_slice(&id.to_be_bytes());
+                k
+            }
         }
     }
 }
@@ -196,16 +208,18 @@ impl State {
     /// install); `applied` is the log index they stand for.
     pub fn from_items(items: impl IntoIterator<Item = Item>, applied: u64) -> State {
         let (mut records, mut sids, mut msgs, mut libs) = (vec![], vec![], vec![], vec![]);
+        let mut types = vec![];
         for it in items {
             match it {
                 Item::User(r) => records.push(r),
                 Item::Sid { sid, uid } => sids.push((sid, uid)),
                 Item::Msg(m) => msgs.push(m),
                 Item::Lib(l) => libs.push(l),
+                Item::ClientType { id, name } => types.push((id, name)),
             }
         }
         State {
-            presence: PresenceState::from_parts(records, sids, applied),
+            presence: PresenceState::from_snapshot_parts(types, records, sids, applied),
             msgs: MsgState::from_items(msgs),
             lib: Library::from_items(libs),
         }
@@ -214,13 +228,68 @@ impl State {
     /// Every persisted item (a copy), for snapshots. Unordered: a writer
     /// that wants a stable file sorts by [`Item::key`] outside any lock.
     pub fn items(&self) -> Vec<Item> {
-        let mut out: Vec<Item> = self.presence.records().cloned().map(Item::User).collect();
+        let mut out: Vec<Item> =
+            self.presence.records().map(|r| Item::User(r.to_record())).collect();
         out.extend(
             self.presence.sid_index().map(|(sid, uid)| Item::Sid { sid, uid: uid.to_owned() }),
+        );
+        out.extend(
+            self.presence
+                .client_types()
+                .map(|(id, name)| Item::ClientType { id, name: name.to_owned() }),
         );
         out.extend(self.msgs.items().into_iter().map(Item::Msg));
         out.extend(self.lib.items().into_iter().map(Item::Lib));
         out
+    }
+
+    /// A view of every persisted item for a snapshot, cheap to take under
+    /// the state lock: presence records are shared copy-on-write (see
+    /// [`PresenceState::snapshot`]); message and library items are copied.
+    pub fn snapshot(&self) -> StateSnapshot {
+        let mut others: Vec<Item> = self.msgs.items().into_iter().map(Item::Msg).collect();
+        others.extend(self.lib.items().into_iter().map(Item::Lib));
+        StateSnapshot { presence: self.presence.snapshot(), others }
+    }
+}
+
+/// What [`State::snapshot`] took: written out without the state lock.
+pub struct StateSnapshot {
+    presence: PresenceSnapshot,
+    others: Vec<Item>,
+}
+
+impl StateSnapshot {
+    /// Items the view holds (a snapshot file's count), counted without
+    /// building them.
+    pub fn len(&self) -> u64 {
+        let p = &self.presence;
+        (p.len() + p.sid_count() + p.client_types().count() + self.others.len()) as u64
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// Hands every item to `each` in ascending [`Item::key`] order (library
+    /// `G`, messages `M`, client types `c`, sids `s`, users `u`), building
+    /// one presence item at a time; stops at the first error.
+    pub fn try_for_each<E>(mut self, mut each: impl FnMut(Item) -> Result<(), E>) -> Result<(), E> {
+        self.others.sort_by_cached_key(Item::key);
+        for it in std::mem::take(&mut self.others) {
+            each(it)?;
+        }
+        let p = &self.presence;
+        for (id, name) in p.client_types() {
+            each(Item::ClientType { id, name: name.to_owned() })?;
+        }
+        for (sid, uid) in p.sids_by_sid() {
+            each(Item::Sid { sid, uid: uid.to_owned() })?;
+        }
+        for r in p.records_by_uid() {
+            each(Item::User(r.to_record()))?;
+        }
+        Ok(())
     }
 }
 
@@ -262,5 +331,41 @@ mod tests {
         let rebuilt = State::from_items(items, st.applied());
         assert_eq!(rebuilt, st);
         assert_eq!(rebuilt.presence.sid_owner(1), Some("c"));
+    }
+
+    /// A snapshot view hands out exactly the items of the state at the time
+    /// it was taken, in ascending key order, with the count its header
+    /// gives, even after the state changed; rebuilding from them keeps the
+    /// intern table (client type ids) as well as equality.
+    #[test]
+    fn snapshot_view_items_are_sorted_and_rebuild_the_state() {
+        let mut st = State::default();
+        let mut fx = Effects::default();
+        let ops = vec![
+            login("b", 2),
+            Op::SessionLogin { uid: "a".into(), sid: 1, client: "web".into(), gateway: 4 },
+            Op::Msg(MsgOp::SetGroup { name: "g".into(), members: vec!["a".into()] }),
+        ];
+        st.apply(&Command { at_ms: 10, ops }, 1, &mut fx);
+        let frozen = st.clone();
+        let view = st.snapshot();
+        st.apply(&Command { at_ms: 11, ops: vec![login("c", 3)] }, 2, &mut fx);
+        let n = view.len();
+        let mut items = Vec::new();
+        view.try_for_each(|it| {
+            items.push(it);
+            Ok::<_, ()>(())
+        })
+        .unwrap();
+        assert_eq!(items.len() as u64, n);
+        let keys: Vec<Vec<u8>> = items.iter().map(Item::key).collect();
+        assert!(keys.windows(2).all(|w| w[0] < w[1]), "ascending, no key twice");
+        let rebuilt = State::from_items(items, frozen.applied());
+        assert_eq!(rebuilt, frozen);
+        let ids = |s: &State| {
+            s.presence.client_types().map(|(i, n)| (i, n.to_owned())).collect::<Vec<_>>()
+        };
+        assert_eq!(ids(&rebuilt), ids(&frozen));
+        assert_eq!(ids(&frozen), vec![(0, "mobile".into()), (1, "web".into())]);
     }
 }

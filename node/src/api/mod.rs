@@ -194,8 +194,8 @@ fn check_ext_caps(p: &PresenceState, events: &[Event]) -> Result<(), ApiError> {
         }
     }
     for (uid, new) in keys {
-        let held = p.get(uid).map(|r| &r.ext);
-        let added = new.iter().filter(|k| held.is_none_or(|h| !h.contains_key(**k))).count();
+        let held = p.get(uid).map(|r| r.ext);
+        let added = new.iter().filter(|k| held.is_none_or(|h| h.get(k).is_none())).count();
         let total = held.map_or(0, |h| h.len()) + added;
         if total > MAX_EXT_ENTRIES {
             return Err(ApiError::new(

@@ -9,7 +9,7 @@ use axum::body::HttpBody as _;
 use axum::extract::State;
 use axum::http::header::CONTENT_TYPE;
 use axum::response::{IntoResponse, Response};
-use herald_domain::presence::{PresenceState, Record};
+use herald_domain::presence::{PresenceState, RecordRef};
 use herald_proto::codes;
 
 use super::{Api, ApiError};
@@ -45,9 +45,9 @@ pub fn str_bytes(s: &str) -> usize {
 }
 
 /// An upper bound of one user's bytes in a query answer.
-pub fn record_bytes(r: &Record) -> usize {
+pub fn record_bytes(r: RecordRef<'_>) -> usize {
     RECORD_OVERHEAD
-        + str_bytes(&r.uid)
+        + str_bytes(r.uid)
         + r.clients.iter().map(|c| str_bytes(c)).sum::<usize>()
         + r.ext.iter().map(|(k, v)| str_bytes(k) + str_bytes(v) + EXT_ENTRY_OVERHEAD).sum::<usize>()
 }
@@ -105,6 +105,7 @@ pub async fn limit_json_answers(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use herald_domain::presence::Record;
     use std::collections::BTreeSet;
 
     fn rec(uid: &str, sid: u64, clients: &[&str], ext: &[(&str, &str)]) -> Record {

@@ -23,7 +23,7 @@ use sha2::{Digest, Sha256};
 use super::codec::{decode_from, encode_into};
 use super::types::{Applied, LogId, SnapshotMeta, StoredMembership, TypeConfig};
 use herald_domain::messages::Notice;
-use herald_domain::state::{Effects, Item, State};
+use herald_domain::state::{Effects, Item, State, StateSnapshot};
 
 /// Notices buffered for slow gateway listeners; one that falls further
 /// behind re-reads the inboxes it serves (see gateway sessions).
@@ -166,15 +166,13 @@ impl SnapshotStore {
     }
 }
 
-/// Writes a snapshot file: magic, header, the items in the given order, and
-/// the SHA-256 of all of that as a trailer.
-fn write_snapshot(w: &mut impl Write, meta: &SnapshotMeta, items: &[Item]) -> io::Result<()> {
+/// Writes a snapshot file: magic, header, the view's items in key order,
+/// and the SHA-256 of all of that as a trailer.
+fn write_snapshot(w: &mut impl Write, meta: &SnapshotMeta, view: StateSnapshot) -> io::Result<()> {
     let mut hw = HashingWriter { inner: w, hash: Sha256::new() };
     hw.write_all(SNAPSHOT_MAGIC)?;
-    encode_into(&SnapshotHeader { meta: meta.clone(), items: items.len() as u64 }, &mut hw)?;
-    for it in items {
-        encode_into(it, &mut hw)?;
-    }
+    encode_into(&SnapshotHeader { meta: meta.clone(), items: view.len() }, &mut hw)?;
+    view.try_for_each(|it| encode_into(&it, &mut hw))?;
     let digest = hw.hash.finalize();
     hw.inner.write_all(&digest)?;
     Ok(())
@@ -318,22 +316,27 @@ impl RaftSnapshotBuilder<TypeConfig> for StateMachine {
     type SnapshotData = File;
 
     async fn build_snapshot(&mut self) -> Result<Snapshot, io::Error> {
-        // Copy under the locks (a memory copy), write without them, so that
-        // applying is not blocked by the disk.
-        let (meta, mut items) = {
+        // Under the locks take only a view (presence records are shared
+        // copy-on-write: one `Arc` per chunk of records), then sort, build
+        // and write the items without them, so that applying and queries
+        // are not held up by the copy, the encoding or the disk.
+        let (meta, view) = {
             let st = self.inner.state.read().expect("state lock");
             let (last, membership) = self.inner.applied.lock().expect("applied lock").clone();
-            (SnapshotMeta { last_log_id: last, last_membership: membership }, st.items())
+            (SnapshotMeta { last_log_id: last, last_membership: membership }, st.snapshot())
         };
         let this = self.clone();
         let m = meta.clone();
         let path = tokio::task::spawn_blocking(move || -> io::Result<PathBuf> {
-            items.sort_by_cached_key(|i| i.key());
             let (tmp, f) = this.inner.snapshots.temp_file()?;
+            let guard = RemoveOnDrop(Some(tmp.clone()));
             let mut w = BufWriter::new(f);
-            write_snapshot(&mut w, &m, &items)?;
+            write_snapshot(&mut w, &m, view)?;
             w.flush()?;
-            this.inner.snapshots.commit(&tmp, &m)
+            drop(w);
+            let path = this.inner.snapshots.commit(&tmp, &m)?;
+            drop(guard); // renamed away: nothing left to remove
+            Ok(path)
         })
         .await
         .map_err(io::Error::other)??;

@@ -348,7 +348,11 @@ mod tests {
             poll: 6,
             ..Default::default()
         };
-        let m = svc(1).reply(&req, wall_us(), Some(1));
+        // The receive time as the serve loop takes it: from the same
+        // cluster clock as the transmit time (the wall clock may differ from
+        // it, and then transmit < receive would be the test's own doing).
+        let s1 = svc(1);
+        let m = s1.reply(&req, s1.clock.now_us(), Some(1));
         assert_eq!(
             (m.leap, m.stratum, m.mode, m.version, m.origin_ts),
             (0, 1, ntp::MODE_SERVER, 3, 42)

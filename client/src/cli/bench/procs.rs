@@ -1,6 +1,8 @@
 //! Local server processes, read from Linux `/proc`: which process listens on
 //! a TCP port, which processes run a given program, and their memory
-//! (`VmRSS`, and `VmHWM`, the peak resident set).
+//! (`VmRSS`, and `VmHWM`, the peak resident set; `RssAnon` and `RssFile`,
+//! its anonymous part — the heap, what a state's size shows in — and its
+//! file-backed part).
 
 use std::fs;
 use std::path::Path;
@@ -14,6 +16,10 @@ pub struct Mem {
     pub rss_bytes: u64,
     /// Peak resident set since the process started (`VmHWM`).
     pub peak_rss_bytes: u64,
+    /// Anonymous resident memory (`RssAnon`; kernels before 4.5 have none).
+    pub anon_rss_bytes: Option<u64>,
+    /// File-backed resident memory (`RssFile`: the binary, mapped files).
+    pub file_rss_bytes: Option<u64>,
 }
 
 /// `VmRSS` and `VmHWM` of `pid`, or `None` when the process is gone or
@@ -23,14 +29,20 @@ pub fn mem(pid: u32) -> Option<Mem> {
     parse_status(&text)
 }
 
-/// Parses the `VmRSS:` and `VmHWM:` lines (in kB) of `/proc/<pid>/status`.
+/// Parses the `VmRSS:`, `VmHWM:`, `RssAnon:` and `RssFile:` lines (in kB)
+/// of `/proc/<pid>/status`; the first two must be there.
 pub fn parse_status(text: &str) -> Option<Mem> {
     let field = |name: &str| -> Option<u64> {
         let line = text.lines().find(|l| l.starts_with(name))?;
         let kb: u64 = line[name.len()..].split_whitespace().next()?.parse().ok()?;
         Some(kb * 1024)
     };
-    Some(Mem { rss_bytes: field("VmRSS:")?, peak_rss_bytes: field("VmHWM:")? })
+    Some(Mem {
+        rss_bytes: field("VmRSS:")?,
+        peak_rss_bytes: field("VmHWM:")?,
+        anon_rss_bytes: field("RssAnon:"),
+        file_rss_bytes: field("RssFile:"),
+    })
 }
 
 /// Is `host` this machine (loopback or unspecified), so that its processes
@@ -129,14 +141,30 @@ pub fn kill9(pid: u32) -> std::io::Result<()> {
 mod tests {
     use super::*;
 
-    /// VmRSS and VmHWM are read in kB and reported in bytes; a status
-    /// without them (a kernel thread) gives nothing.
+    /// VmRSS, VmHWM, RssAnon and RssFile are read in kB and reported in
+    /// bytes; a status without RssAnon/RssFile (an old kernel) still has
+    /// its VmRSS; one without VmRSS (a kernel thread) gives nothing.
     #[test]
     fn bench_procs_parse_status() {
-        let s = "Name:\theraldd\nVmPeak:\t  900000 kB\nVmHWM:\t   51200 kB\nVmRSS:\t   40960 kB\nThreads:\t9\n";
+        let s = "Name:\theraldd\nVmPeak:\t  900000 kB\nVmHWM:\t   51200 kB\nVmRSS:\t   40960 kB\nRssAnon:\t   30720 kB\nRssFile:\t   10240 kB\nThreads:\t9\n";
         assert_eq!(
             parse_status(s),
-            Some(Mem { rss_bytes: 40960 * 1024, peak_rss_bytes: 51200 * 1024 })
+            Some(Mem {
+                rss_bytes: 40960 * 1024,
+                peak_rss_bytes: 51200 * 1024,
+                anon_rss_bytes: Some(30720 * 1024),
+                file_rss_bytes: Some(10240 * 1024),
+            })
+        );
+        let old = "VmHWM:\t   51200 kB\nVmRSS:\t   40960 kB\n";
+        assert_eq!(
+            parse_status(old),
+            Some(Mem {
+                rss_bytes: 40960 * 1024,
+                peak_rss_bytes: 51200 * 1024,
+                anon_rss_bytes: None,
+                file_rss_bytes: None,
+            })
         );
         assert_eq!(parse_status("Name:\tkthreadd\n"), None);
     }

@@ -35,9 +35,19 @@ pub struct NodeMem {
     pub rss_bytes: Option<u64>,
     /// VmHWM: the peak since the process started.
     pub peak_rss_bytes: Option<u64>,
+    /// RssAnon: the anonymous part of the resident set (the heap).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub anon_rss_bytes: Option<u64>,
+    /// RssFile: the file-backed part (the binary, mapped files).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub file_rss_bytes: Option<u64>,
     /// memory workload: RSS growth over the load divided by the users loaded.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub bytes_per_user: Option<f64>,
+    /// memory workload: RssAnon growth over the load divided by the users
+    /// loaded (what the users' state costs, without mapped files).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub anon_bytes_per_user: Option<f64>,
 }
 
 impl NodeMem {
@@ -49,7 +59,10 @@ impl NodeMem {
             pid,
             rss_bytes: mem.map(|m| m.rss_bytes),
             peak_rss_bytes: mem.map(|m| m.peak_rss_bytes),
+            anon_rss_bytes: mem.and_then(|m| m.anon_rss_bytes),
+            file_rss_bytes: mem.and_then(|m| m.file_rss_bytes),
             bytes_per_user: None,
+            anon_bytes_per_user: None,
         }
     }
 
@@ -61,7 +74,10 @@ impl NodeMem {
             pid: Some(pid),
             rss_bytes: mem.map(|m| m.rss_bytes),
             peak_rss_bytes: mem.map(|m| m.peak_rss_bytes),
+            anon_rss_bytes: mem.and_then(|m| m.anon_rss_bytes),
+            file_rss_bytes: mem.and_then(|m| m.file_rss_bytes),
             bytes_per_user: None,
+            anon_bytes_per_user: None,
         }
     }
 }
@@ -120,6 +136,11 @@ pub struct BenchResult {
 }
 
 impl BenchResult {
+    /// memory workload: the largest node's RssAnon growth per user.
+    pub fn anon_bytes_per_user(&self) -> Option<f64> {
+        self.nodes.iter().filter_map(|m| m.anon_bytes_per_user).reduce(f64::max)
+    }
+
     pub fn new(system: System, workload: &str) -> Self {
         BenchResult {
             target: system.name().into(),
@@ -225,6 +246,9 @@ impl BenchResult {
                 ));
                 if let Some(b) = self.bytes_per_user {
                     f.push(("bytes per user".into(), b));
+                }
+                if let Some(b) = self.anon_bytes_per_user() {
+                    f.push(("RssAnon bytes per user".into(), b));
                 }
                 f.push(("load events/s".into(), self.items_per_s));
             }
@@ -338,6 +362,13 @@ pub fn human(r: &Report) -> String {
                 num(b)
             ));
         }
+        if let Some(b) = x.anon_bytes_per_user() {
+            notes.push(format!(
+                "memory: {} users, {} bytes per user of RssAnon growth (largest node)",
+                x.users,
+                num(b)
+            ));
+        }
         if x.workload == "failover" {
             let f =
                 x.failover_ms.map(|v| format!("{} ms", num(v))).unwrap_or_else(|| "never".into());
@@ -354,7 +385,8 @@ pub fn human(r: &Report) -> String {
             }
         }
     }
-    let mut n = Table::new(["NODE", "ADDR", "ROLE", "PID", "RSS MB", "PEAK RSS MB"]);
+    let mut n =
+        Table::new(["NODE", "ADDR", "ROLE", "PID", "RSS MB", "PEAK RSS MB", "ANON MB", "FILE MB"]);
     for m in &r.nodes {
         n.row([
             m.number.map(|x| x.to_string()).unwrap_or_else(|| "-".into()),
@@ -363,6 +395,8 @@ pub fn human(r: &Report) -> String {
             m.pid.map(|p| p.to_string()).unwrap_or_else(|| "-".into()),
             mb(m.rss_bytes),
             mb(m.peak_rss_bytes),
+            mb(m.anon_rss_bytes),
+            mb(m.file_rss_bytes),
         ]);
     }
     let mut s = format!("{t}\n\n{n}");

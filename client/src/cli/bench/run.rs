@@ -547,6 +547,12 @@ async fn inner(
                     ) {
                         m.bytes_per_user = Some(now.saturating_sub(b) as f64 / users as f64);
                     }
+                    if let (Some(now), Some(b)) = (
+                        m.anon_rss_bytes,
+                        before.iter().find(|b| b.pid == m.pid).and_then(|b| b.anon_rss_bytes),
+                    ) {
+                        m.anon_bytes_per_user = Some(now.saturating_sub(b) as f64 / users as f64);
+                    }
                     m
                 })
                 .collect();
