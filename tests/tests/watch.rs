@@ -593,7 +593,8 @@ fn watch_limits_have_stable_codes() -> Result<()> {
 /// A browser's client session over the same WebSocket endpoint, with the
 /// user's token in the URL (a browser cannot set headers on a WebSocket):
 /// hello → welcome (the gateway's heartbeat settings), the user is online
-/// on that client type; a heartbeat is answered; a message sent to the user
+/// on that client type; heartbeats are answered and give a watch of the
+/// user no frame but progress; a message sent to the user
 /// is delivered as a `message` frame, and once acknowledged it is no longer
 /// stored (queued 0); a session token cannot open a presence watch
 /// (`forbidden`); and a bad token is refused before the upgrade.
@@ -610,10 +611,19 @@ fn websocket_session_receives_and_acks_messages() -> Result<()> {
     let q = query(&addr, &["carol".to_string()], "linearizable")?;
     ensure!(q["users"][0]["clients"] == json!(["browser"]), "{q}");
 
-    phase("heartbeat");
-    ws.send(json!({"type": "heartbeat", "seq": 7}))?;
-    let h = ws.next_frame()?;
-    ensure!(h["type"] == "heartbeat" && h["seq"] == 7, "{h}");
+    phase("heartbeats: answered, and never a feed frame");
+    let mut watcher = Ws::open(&addr)?;
+    watcher.send(json!({"type": "watch", "uids": ["carol"]}))?;
+    let snap = watcher.next_frame()?;
+    ensure!(snap["type"] == "snapshot" && snap["users"][0]["online"] == true, "{snap}");
+    let at = snap["revision"].as_u64().context("revision")?;
+    for seq in 1..=7 {
+        ws.send(json!({"type": "heartbeat", "seq": seq}))?;
+        let h = ws.next_frame()?;
+        ensure!(h["type"] == "heartbeat" && h["seq"] == seq, "{h}");
+    }
+    // Every heartbeat was answered: the watch's next frame is progress.
+    watcher.quiet_until(at)?;
 
     phase("a message, then its ack");
     let body = json!({"idempotency_key": "ws-1", "from": "app", "to": ["carol"], "body": "hello"});
