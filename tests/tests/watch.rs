@@ -654,3 +654,68 @@ fn websocket_session_receives_and_acks_messages() -> Result<()> {
     }
     Ok(())
 }
+
+/// `herald presence watch` prints one line per watched user in the
+/// snapshot (an unknown uid as `unknown`), then one line per change with
+/// its revision, in order, and stops after `--count` change lines; with
+/// `--since R` it prints only the changes after R (no snapshot), and with
+/// `--json` one frame per line.
+#[test]
+fn watch_cli_prints_one_line_per_change() -> Result<()> {
+    let c = Cluster::start(1, tuning(""))?;
+    c.wait_leader(Duration::from_secs(20))?;
+    let addr = c.nodes[0].publish();
+    let herald = herald_tests::heraldd_path().with_file_name("herald");
+    ensure!(herald.exists(), "{}: run `cargo build --workspace --bins`", herald.display());
+    let r0 = push(&addr, vec![login("a", "0")])?;
+    let run = |args: &[&str]| {
+        std::process::Command::new(&herald)
+            .arg("--node")
+            .arg(&addr)
+            .args(["presence", "watch"])
+            .args(args)
+            .env("HERALD_API_KEY", TEST_API_KEY)
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+    };
+    let mut child = run(&["a", "b", "--count", "2"])?;
+    let mut lines = BufReader::new(child.stdout.take().context("stdout")?).lines();
+    let mut stdout = String::new();
+    // The snapshot is printed before anything is written.
+    for _ in 0..2 {
+        stdout.push_str(&lines.next().context("no snapshot line")??);
+        stdout.push('\n');
+    }
+    let logout = json!({"type": "logout", "uid": "a", "sid": 0, "client": "web"});
+    let r1 = push(&addr, vec![logout])?;
+    let r2 = push(&addr, vec![login("b", "2")])?;
+    for l in lines {
+        stdout.push_str(&l?);
+        stdout.push('\n');
+    }
+    let st = child.wait()?;
+    ensure!(st.success(), "{stdout}");
+    let want = format!(
+        "snapshot {r0} a online web\nsnapshot {r0} b unknown -\nchange {r1} a offline -\nchange {r2} b online web\n"
+    );
+    ensure!(stdout == want, "printed\n{stdout}\nwanted\n{want}");
+
+    let out = run(&["a", "b", "--since", &r0.to_string(), "--count", "2", "--json"])?
+        .wait_with_output()?;
+    let lines: Vec<Value> = String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .map(serde_json::from_str)
+        .collect::<Result<_, _>>()?;
+    let changes: Vec<(u64, &str)> = lines
+        .iter()
+        .filter(|l| l["type"] == "change")
+        .map(|l| (l["revision"].as_u64().unwrap_or(0), l["users"][0]["uid"].as_str().unwrap_or("")))
+        .collect();
+    ensure!(changes == vec![(r1, "a"), (r2, "b")], "{lines:?}");
+    ensure!(
+        lines.iter().all(|l| l["type"] != "snapshot"),
+        "a resume printed a snapshot: {lines:?}"
+    );
+    Ok(())
+}
