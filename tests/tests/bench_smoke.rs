@@ -158,3 +158,158 @@ fn bench_smoke_failover() -> Result<()> {
     // cluster reaps it.
     Ok(())
 }
+
+/// The measures of a newer workload's result, by name.
+fn measure(r: &Value, name: &str) -> Option<f64> {
+    r["measures"].as_array()?.iter().find(|m| m["name"] == name)?["value"].as_f64()
+}
+
+/// `bench stream` pushes batches through 1 and 2 PushEventsStream
+/// connections with a window of 4: every combination is a row with
+/// answered batches, events counted per batch, ordered percentiles, and
+/// its setting named.
+#[test]
+fn bench_smoke_stream() -> Result<()> {
+    let c = Cluster::start(3, Tuning::default())?;
+    let leader = c.wait_leader(Duration::from_secs(20))?;
+    phase("bench stream");
+    let v = bench(
+        &c.addr(leader),
+        &[
+            "stream",
+            "--users",
+            "400",
+            "--batch",
+            "20",
+            "--streams",
+            "1,2",
+            "--window",
+            "4",
+            "--duration",
+            "1s",
+        ],
+    )?;
+    let results = assert_clean(&v);
+    assert_eq!(results.len(), 2, "{v:#}");
+    for (r, s) in results.iter().zip([1, 2]) {
+        assert_eq!(r["setting"], format!("streams={s} window=4"), "{r:#}");
+        let (ops, items) = (r["ops_per_s"].as_f64().unwrap(), r["items_per_s"].as_f64().unwrap());
+        assert!((items / ops - 20.0).abs() < 1e-6, "{r:#}");
+        let l = &r["latency"];
+        assert!(0.0 < l["p50_ms"].as_f64().unwrap(), "{l}");
+        assert!(l["p50_ms"].as_f64() <= l["p99_ms"].as_f64(), "{l}");
+    }
+    Ok(())
+}
+
+/// `bench heartbeat` opens 200 sessions on a follower, every one answers
+/// its heartbeats, the node's CPU and RssAnon per session are reported,
+/// and heartbeats append nothing to the Raft log.
+#[test]
+fn bench_smoke_heartbeat() -> Result<()> {
+    let c = Cluster::start(3, Tuning::default())?;
+    let leader = c.wait_leader(Duration::from_secs(20))?;
+    phase("bench heartbeat");
+    let v = bench(
+        &c.addr(leader),
+        &[
+            "heartbeat",
+            "--sessions",
+            "200",
+            "--heartbeat-every",
+            "200ms",
+            "--duration",
+            "2s",
+            "--auth-key",
+            herald_tests::TEST_AUTH_KEY,
+        ],
+    )?;
+    let r = &assert_clean(&v)[0];
+    assert_eq!(measure(r, "sessions open"), Some(200.0), "{r:#}");
+    // 200 sessions × 5/s for 2 s, minus ticks lost to scheduling.
+    let hb = measure(r, "heartbeats/s").unwrap();
+    assert!(hb > 500.0 && hb < 1_200.0, "{r:#}");
+    assert_eq!(measure(r, "log entries while heartbeating"), Some(0.0), "{r:#}");
+    assert!(measure(r, "log entries opening sessions").unwrap() > 0.0, "logins are writes: {r:#}");
+    assert!(measure(r, "node CPU (cores)").unwrap() > 0.0, "{r:#}");
+    assert!(measure(r, "RssAnon per session (B)").is_some(), "{r:#}");
+    Ok(())
+}
+
+/// `bench messages` runs both paths without an error: online sends are
+/// answered "delivered" (the recipient's session acknowledged them),
+/// offline ones "stored", and every offline recipient then logs in and
+/// drains its messages.
+#[test]
+fn bench_smoke_messages() -> Result<()> {
+    let c = Cluster::start(3, Tuning::default())?;
+    let leader = c.wait_leader(Duration::from_secs(20))?;
+    phase("bench messages");
+    let v = bench(
+        &c.addr(leader),
+        &[
+            "messages",
+            "--clients",
+            "2",
+            "--duration",
+            "1s",
+            "--auth-key",
+            herald_tests::TEST_AUTH_KEY,
+        ],
+    )?;
+    let results = assert_clean(&v);
+    assert_eq!(results.len(), 2, "{v:#}");
+    assert_eq!(
+        (results[0]["setting"].as_str(), results[1]["setting"].as_str()),
+        (Some("path=online"), Some("path=offline"))
+    );
+    let off = &results[1];
+    let recipients = measure(off, "recipients").unwrap();
+    assert!((1.0..=2.0 * 64.0).contains(&recipients), "{off:#}");
+    assert!(measure(off, "drained msgs/s").unwrap() > 0.0, "{off:#}");
+    Ok(())
+}
+
+/// `bench restart` SIGTERMs a follower after loading users, starts it
+/// again from its own command line, and times it until a linearizable
+/// query there sees the users; the restarted process serves afterwards.
+#[test]
+fn bench_smoke_restart() -> Result<()> {
+    let c = Cluster::start(3, Tuning::default())?;
+    let leader = c.wait_leader(Duration::from_secs(20))?;
+    phase("bench restart");
+    let v = bench(&c.addr(leader), &["restart", "--users", "3000"])?;
+    let r = &v["results"][1];
+    let pid = r["restarted_pid"].as_u64().with_context(|| format!("no restarted pid: {v:#}"))?;
+    // The bench started it behind the harness's back: stop it at the end.
+    struct Reap(u64);
+    impl Drop for Reap {
+        fn drop(&mut self) {
+            let _ = Command::new("kill").arg("-KILL").arg(self.0.to_string()).status();
+        }
+    }
+    let _reap = Reap(pid);
+    assert_eq!(v["results"][0]["workload"], "load", "{v:#}");
+    assert_eq!((r["workload"].as_str(), r["via"].as_str()), (Some("restart"), Some("follower")));
+    let serve = measure(r, "start → serving ms").unwrap();
+    assert!(serve > 0.0 && serve < 60_000.0, "{r:#}");
+    assert!(measure(r, "SIGTERM → exit ms").unwrap() > 0.0, "{r:#}");
+    let restarted =
+        c.nodes.iter().find(|n| n.pid().is_some_and(|p| !herald_alive(p))).map(|n| n.number);
+    let number = restarted.with_context(|| format!("no node was stopped: {v:#}"))?;
+    let q = herald_tests::query(&c.addr(number), &["u2999".to_string()], "linearizable")?;
+    assert_eq!(q["users"].as_array().map(|a| a.len()), Some(1), "{q}");
+    Ok(())
+}
+
+/// Whether process `pid` is alive (not gone, not a zombie).
+fn herald_alive(pid: u32) -> bool {
+    std::fs::read_to_string(format!("/proc/{pid}/stat"))
+        .map(|s| {
+            !matches!(
+                s.rsplit(')').next().and_then(|r| r.split_whitespace().next()),
+                Some("Z" | "X")
+            )
+        })
+        .unwrap_or(false)
+}

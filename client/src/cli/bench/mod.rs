@@ -8,11 +8,19 @@
 //! - [`target`]: Herald or etcd behind one connection type; topology.
 //! - [`run`]: the closed-loop client tasks, preload, failover timing.
 //! - [`report`]: results, the human table, `bench compare`.
+//! - [`procstat`]: CPU time, RssAnon and open-file limits from `/proc`.
+//! - [`stream`], [`heartbeat`], [`messages`], [`restart`]: the workloads of
+//!   the same names.
 
+pub mod heartbeat;
+pub mod messages;
 pub mod procs;
+pub mod procstat;
 pub mod report;
+pub mod restart;
 pub mod run;
 pub mod stats;
+pub mod stream;
 pub mod target;
 
 use std::path::PathBuf;
@@ -23,20 +31,28 @@ use herald_client::ClientError;
 use serde::Serialize;
 
 use super::Ctx;
-use target::{Cons, System};
+use target::{Cons, EtcdCodec, EtcdTxns, EtcdValue, System};
 
 #[derive(Subcommand, Debug)]
 pub enum BenchCommand {
     /// Login/logout events, each acknowledged once committed; C concurrent clients, B events per request.
-    PresenceWrite(RunArgs),
+    PresenceWrite(Box<RunArgs>),
     /// Queries of --ids random ids (linearizable and local; from a follower and from the leader).
-    BatchQuery(RunArgs),
+    BatchQuery(Box<RunArgs>),
     /// --read-percent queries, the rest single-event writes.
-    Mixed(RunArgs),
+    Mixed(Box<RunArgs>),
     /// Loads --users users (half online) into a fresh cluster; RSS per node and bytes per user.
-    Memory(RunArgs),
+    Memory(Box<RunArgs>),
     /// SIGKILLs the leader under write load; time from the kill to the first successful write.
-    Failover(RunArgs),
+    Failover(Box<RunArgs>),
+    /// A status pool pushing batches through --streams PushEventsStream connections, --window batches in flight on each.
+    Stream(Box<RunArgs>),
+    /// --sessions gateway sessions heartbeating on one node: its CPU, RssAnon per session, and no Raft log growth.
+    Heartbeat(Box<RunArgs>),
+    /// Messages end to end: send → online delivery → ack, and send → offline store → login → ack.
+    Messages(Box<RunArgs>),
+    /// Loads --users users, stops a node (SIGTERM), starts it again: time until it serves a linearizable query seeing them.
+    Restart(Box<RunArgs>),
     /// Side-by-side markdown table of two `--json` outputs (e.g. Herald and etcd) with ratios.
     Compare(CompareArgs),
 }
@@ -121,9 +137,67 @@ pub struct RunArgs {
     /// Most operations in one etcd txn (etcd's --max-txn-ops, default 128).
     #[arg(long, default_value_t = 128)]
     pub etcd_txn_ops: usize,
+    /// HTTP/2 connections each etcd client opens (its txns are spread over them).
+    #[arg(long, default_value_t = 1, value_name = "N")]
+    pub etcd_conns: usize,
+    /// How the txns of one etcd query are sent.
+    #[arg(long, value_enum, default_value_t = EtcdTxns::Concurrent)]
+    pub etcd_txns: EtcdTxns,
+    /// How the etcd client encodes and decodes (lean: only the fields used; crate: etcd-client).
+    #[arg(long, value_enum, default_value_t = EtcdCodec::Lean)]
+    pub etcd_codec: EtcdCodec,
+    /// What an etcd put stores (event: the Herald event's protobuf, the size of a Herald login).
+    #[arg(long, value_enum, default_value_t = EtcdValue::Event)]
+    pub etcd_value: EtcdValue,
+    /// stream: PushEventsStream connections (list) [default: 1,2,4].
+    #[arg(long, value_delimiter = ',', value_name = "S")]
+    pub streams: Vec<usize>,
+    /// stream: batches each stream keeps in flight (list) [default: 8].
+    #[arg(long, value_delimiter = ',', value_name = "W")]
+    pub window: Vec<usize>,
+    /// heartbeat: gateway sessions to open on the node.
+    #[arg(long, default_value_t = 100_000, value_name = "N")]
+    pub sessions: usize,
+    /// heartbeat: sessions sharing one HTTP/2 connection (1: one connection each, as real clients).
+    #[arg(long, default_value_t = 1, value_name = "K")]
+    pub sessions_per_conn: usize,
+    /// heartbeat: how often each session heartbeats [default: 2/3 of what the gateway's Welcome asks].
+    #[arg(long, value_parser = parse_duration)]
+    pub heartbeat_every: Option<Duration>,
+    /// heartbeat, messages: the cluster's `<auth mode="hmac" key=..>` key, to issue session tokens.
+    #[arg(long, env = "HERALD_AUTH_KEY", hide_env_values = true, value_name = "KEY")]
+    pub auth_key: Option<String>,
+    /// heartbeat, messages: a file holding that key (instead of --auth-key).
+    #[arg(long, value_name = "FILE")]
+    pub auth_key_file: Option<PathBuf>,
+    /// messages: which paths to run (list) [default: online,offline].
+    #[arg(long, value_enum, value_delimiter = ',')]
+    pub path: Vec<MsgPath>,
+    /// messages: bytes of each message body.
+    #[arg(long, default_value_t = 100, value_name = "BYTES")]
+    pub body_bytes: usize,
+    /// restart: node number to restart [default: a follower].
+    #[arg(long, value_name = "N")]
+    pub restart_node: Option<u64>,
+    /// restart: shell command that starts the node again [default: its own command line, cwd and environment from /proc].
+    #[arg(long, value_name = "CMD")]
+    pub restart_cmd: Option<String>,
+    /// restart: file the restarted node's output goes to [default: /dev/null].
+    #[arg(long, value_name = "FILE")]
+    pub restart_log: Option<PathBuf>,
     /// Worker threads of the benchmark's runtime [default: number of cores].
     #[arg(long)]
     pub threads: Option<usize>,
+}
+
+/// The two paths of the messages workload.
+#[derive(ValueEnum, Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum MsgPath {
+    /// The recipient has a session: send → delivery → ack → the send is answered "delivered".
+    Online,
+    /// The recipient is offline: send ("stored") → login → delivery → ack.
+    Offline,
 }
 
 /// `bench compare`.
@@ -159,6 +233,8 @@ pub fn parse_duration(s: &str) -> Result<Duration, String> {
 }
 
 pub async fn run(ctx: &Ctx, cmd: BenchCommand) -> Result<(), ClientError> {
+    // RunArgs is large: the variants box it, so that the CLI's command
+    // enum stays small.
     let (workload, args) = match cmd {
         BenchCommand::Compare(a) => return report::compare(ctx, &a),
         BenchCommand::PresenceWrite(a) => (run::Workload::PresenceWrite, a),
@@ -166,7 +242,12 @@ pub async fn run(ctx: &Ctx, cmd: BenchCommand) -> Result<(), ClientError> {
         BenchCommand::Mixed(a) => (run::Workload::Mixed, a),
         BenchCommand::Memory(a) => (run::Workload::Memory, a),
         BenchCommand::Failover(a) => (run::Workload::Failover, a),
+        BenchCommand::Stream(a) => (run::Workload::Stream, a),
+        BenchCommand::Heartbeat(a) => (run::Workload::Heartbeat, a),
+        BenchCommand::Messages(a) => (run::Workload::Messages, a),
+        BenchCommand::Restart(a) => (run::Workload::Restart, a),
     };
+    let args = *args;
     // The CLI's runtime has one thread; a benchmark wants every core for
     // its clients, so it gets a runtime of its own on its own thread.
     let (node, credential) = (ctx.node.clone(), ctx.credential.clone());

@@ -82,6 +82,13 @@ impl NodeMem {
     }
 }
 
+/// One named figure of a run.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Measure {
+    pub name: String,
+    pub value: f64,
+}
+
 /// One run: one workload with one combination of settings.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct BenchResult {
@@ -131,6 +138,18 @@ pub struct BenchResult {
     pub max_gap_ms: Option<f64>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub killed_pid: Option<u32>,
+    /// restart: the pid of the node process the benchmark started again
+    /// (left running).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub restarted_pid: Option<u32>,
+    /// Settings of the newer workloads that tell runs apart (e.g.
+    /// `streams=2 window=8`), part of [`key`](Self::key).
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub setting: String,
+    /// Figures of the newer workloads (stream, heartbeat, messages,
+    /// restart), in the order `bench compare` shows them.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub measures: Vec<Measure>,
     /// Memory of each node after the run.
     pub nodes: Vec<NodeMem>,
 }
@@ -166,8 +185,16 @@ impl BenchResult {
             master_back_ms: None,
             max_gap_ms: None,
             killed_pid: None,
+            restarted_pid: None,
+            setting: String::new(),
+            measures: Vec::new(),
             nodes: Vec::new(),
         }
+    }
+
+    /// Adds a figure of a newer workload.
+    pub fn measure(&mut self, name: &str, value: f64) {
+        self.measures.push(Measure { name: name.into(), value });
     }
 
     /// Fills counts, throughput and latency from the samples of successful
@@ -221,6 +248,10 @@ impl BenchResult {
                 if let Some(p) = self.read_percent {
                     k.push_str(&format!(" reads={p}%"));
                 }
+                if !self.setting.is_empty() {
+                    k.push(' ');
+                    k.push_str(&self.setting);
+                }
                 k
             }
         }
@@ -264,6 +295,11 @@ impl BenchResult {
                 }
                 f.push(("errors".into(), self.errors as f64));
             }
+            // Only their own figures: their operations are not requests
+            // of one kind (sessions, restarts).
+            "heartbeat" | "restart" => {
+                f.extend(self.measures.iter().map(|m| (m.name.clone(), m.value)));
+            }
             _ => {
                 f.push(("ops/s".into(), self.ops_per_s));
                 if self.workload == "load" || (self.ids == 0 && self.batch > 1) {
@@ -273,6 +309,7 @@ impl BenchResult {
                 }
                 lat(&mut f, &self.latency);
                 f.push(("errors".into(), self.errors as f64));
+                f.extend(self.measures.iter().map(|m| (m.name.clone(), m.value)));
             }
         }
         f
@@ -287,6 +324,9 @@ fn max_mb(v: impl Iterator<Item = u64>) -> f64 {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Report {
     pub target: String,
+    /// How the system under test makes an acknowledged write durable.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub durability: String,
     pub results: Vec<BenchResult>,
     /// Memory of each node at the end (peak: since it started).
     pub nodes: Vec<NodeMem>,
@@ -294,7 +334,12 @@ pub struct Report {
 
 impl Report {
     pub fn new(system: System) -> Self {
-        Report { target: system.name().into(), results: Vec::new(), nodes: Vec::new() }
+        Report {
+            target: system.name().into(),
+            durability: String::new(),
+            results: Vec::new(),
+            nodes: Vec::new(),
+        }
     }
 }
 
@@ -335,10 +380,17 @@ pub fn human(r: &Report) -> String {
         "ERRORS",
     ]);
     let mut notes = Vec::new();
+    if !r.durability.is_empty() {
+        notes.push(format!("durability ({}): {}", r.target, r.durability));
+    }
     for x in &r.results {
         let dash0 = |n: usize| if n == 0 { "-".to_string() } else { n.to_string() };
         t.row([
-            format!("{} ({})", x.workload, x.target),
+            if x.setting.is_empty() {
+                format!("{} ({})", x.workload, x.target)
+            } else {
+                format!("{} ({}) {}", x.workload, x.target, x.setting)
+            },
             x.via.clone(),
             x.consistency.clone().unwrap_or_else(|| "-".into()),
             x.clients.to_string(),
@@ -354,6 +406,13 @@ pub fn human(r: &Report) -> String {
         ]);
         for (code, e) in &x.error_codes {
             notes.push(format!("{}: {} × {code}: {}", x.workload, e.count, e.example));
+        }
+        if !x.measures.is_empty() {
+            let m: Vec<String> =
+                x.measures.iter().map(|m| format!("{} {}", m.name, num(m.value))).collect();
+            let setting =
+                if x.setting.is_empty() { String::new() } else { format!(" ({})", x.setting) };
+            notes.push(format!("{}{setting}: {}", x.workload, m.join(", ")));
         }
         if let Some(b) = x.bytes_per_user {
             notes.push(format!(

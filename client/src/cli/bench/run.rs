@@ -10,6 +10,7 @@ use herald_client::ClientError;
 use tokio::task::JoinSet;
 
 use super::procs;
+use super::procstat;
 use super::report::{BenchResult, NodeMem, Report};
 use super::stats::{throughput, Samples};
 use super::target::{self, Conn, Cons, ErrorCounts, NodeInfo, OpError, System, Topology};
@@ -23,6 +24,10 @@ pub enum Workload {
     Mixed,
     Memory,
     Failover,
+    Stream,
+    Heartbeat,
+    Messages,
+    Restart,
 }
 
 impl Workload {
@@ -33,6 +38,10 @@ impl Workload {
             Workload::Mixed => "mixed",
             Workload::Memory => "memory",
             Workload::Failover => "failover",
+            Workload::Stream => "stream",
+            Workload::Heartbeat => "heartbeat",
+            Workload::Messages => "messages",
+            Workload::Restart => "restart",
         }
     }
 }
@@ -207,7 +216,7 @@ async fn client_loop(mut conn: Conn, cfg: Arc<LoopCfg>, idx: usize, start_at: In
 }
 
 /// Addresses the clients of a run connect to, client `k` to `addrs[k % len]`.
-fn addrs_for(topo: &Topology, via: Via) -> Result<Vec<String>, OpError> {
+pub(super) fn addrs_for(topo: &Topology, via: Via) -> Result<Vec<String>, OpError> {
     let v: Vec<String> = match via {
         Via::Leader => topo.leader().map(|n| n.addr.clone()).into_iter().collect(),
         Via::Follower => topo.followers().first().map(|n| n.addr.clone()).into_iter().collect(),
@@ -222,7 +231,11 @@ fn addrs_for(topo: &Topology, via: Via) -> Result<Vec<String>, OpError> {
     Ok(v)
 }
 
-async fn open_conns(topo: &Topology, addrs: &[String], n: usize) -> Result<Vec<Conn>, OpError> {
+pub(super) async fn open_conns(
+    topo: &Topology,
+    addrs: &[String],
+    n: usize,
+) -> Result<Vec<Conn>, OpError> {
     let mut conns = Vec::with_capacity(n);
     for k in 0..n {
         conns.push(Conn::open(topo, &addrs[k % addrs.len()]).await?);
@@ -307,7 +320,7 @@ fn node_mems(topo: &Topology, pids: &[u32]) -> Vec<NodeMem> {
 /// events per request from `clients` concurrent clients on the leader,
 /// then writes one sentinel after them and waits until every node has
 /// applied it, so that every replica holds every user.
-async fn load(
+pub(super) async fn load(
     topo: &Topology,
     users: u64,
     batch: usize,
@@ -412,12 +425,30 @@ pub async fn bench(
     if a.target == System::Herald {
         target::check_addr(node).map_err(to_client)?;
     }
-    let topo = target::discover(a.target, node, &a.endpoints, a.etcd_txn_ops, credential)
+    let etcd = target::EtcdOpts {
+        txn_ops: a.etcd_txn_ops.max(1),
+        conns: a.etcd_conns.max(1),
+        txns: a.etcd_txns,
+        codec: a.etcd_codec,
+        value: a.etcd_value,
+    };
+    let topo = target::discover(a.target, node, &a.endpoints, etcd, credential)
         .await
         .map_err(to_client)?;
     let mut report = Report::new(a.target);
     inner(workload, &topo, a, &mut report).await.map_err(to_client)?;
-    report.nodes = node_mems(&topo, &a.pids);
+    // restart: the node restarted is a new process.
+    let (mut topo, mut pids) = (topo, a.pids.clone());
+    for p in report.results.iter().filter_map(|r| r.restarted_pid) {
+        if let Some(n) = topo.nodes.iter_mut().find(|n| n.pid.is_some_and(procstat::exited)) {
+            pids.retain(|x| Some(*x) != n.pid);
+            n.pid = Some(p);
+            if !pids.is_empty() {
+                pids.push(p);
+            }
+        }
+    }
+    report.nodes = node_mems(&topo, &pids);
     for m in &mut report.nodes {
         if m.pid.is_some() && report.results.iter().any(|r| r.killed_pid == m.pid) {
             m.role = "killed leader".into();
@@ -440,8 +471,13 @@ async fn inner(
     a: &RunArgs,
     report: &mut Report,
 ) -> Result<(), OpError> {
-    let users =
-        a.users.unwrap_or(if workload == Workload::Memory { 1_000_000 } else { 100_000 }).max(1);
+    let users = a
+        .users
+        .unwrap_or(match workload {
+            Workload::Memory | Workload::Restart => 1_000_000,
+            _ => 100_000,
+        })
+        .max(1);
     let op_timeout = a.op_timeout.unwrap_or(if workload == Workload::Failover {
         // A request caught by the leader's death may hang until a server
         // timeout (etcd: 7 s); a real client gives up and retries sooner.
@@ -453,6 +489,7 @@ async fn inner(
         System::Herald => 1000,
         System::Etcd => a.etcd_txn_ops,
     });
+    report.durability = target::durability(topo.system).into();
     let base = LoopCfg {
         read_percent: 0,
         users,
@@ -511,6 +548,7 @@ async fn inner(
                     for &c in &clients {
                         let conns = open_conns(topo, &addrs, c.max(1)).await?;
                         let cfg = LoopCfg { read_percent, clients: c.max(1), cons, ..base.clone() };
+                        let cpu = CpuWatch::start(topo, a.warmup, a.duration);
                         let out = closed_loop(conns, cfg, a.warmup, a.duration).await;
                         let mut r = BenchResult::new(topo.system, workload.name());
                         r.via = via.name().into();
@@ -525,6 +563,7 @@ async fn inner(
                         }
                         r.read_percent = (workload == Workload::Mixed).then_some(read_percent);
                         r.set_mixed(out.reads, out.writes, &out.errors, out.elapsed);
+                        cpu.finish(&mut r).await;
                         r.nodes = node_mems(topo, &a.pids);
                         report.results.push(r);
                     }
@@ -557,6 +596,35 @@ async fn inner(
                 })
                 .collect();
             r.bytes_per_user = r.nodes.iter().filter_map(|m| m.bytes_per_user).reduce(f64::max);
+            report.results.push(r);
+        }
+        Workload::Stream => {
+            let rs = super::stream::run(topo, a, users).await?;
+            for mut r in rs {
+                r.nodes = node_mems(topo, &a.pids);
+                report.results.push(r);
+            }
+        }
+        Workload::Messages => {
+            for mut r in super::messages::run(topo, a, op_timeout).await? {
+                r.nodes = node_mems(topo, &a.pids);
+                report.results.push(r);
+            }
+        }
+        Workload::Heartbeat => {
+            let mut r = super::heartbeat::run(topo, a).await?;
+            r.nodes = node_mems(topo, &a.pids);
+            report.results.push(r);
+        }
+        Workload::Restart => {
+            if !a.no_preload {
+                let r = load(topo, users, load_batch, a.load_clients, op_timeout).await?;
+                report.results.push(r);
+            }
+            let mut r = super::restart::run(topo, a, users).await?;
+            // The restarted node is a new process: its memory is in the
+            // report's nodes (see `bench`).
+            r.nodes = node_mems(topo, &a.pids);
             report.results.push(r);
         }
         Workload::Failover => {
@@ -599,7 +667,7 @@ async fn inner(
                     .map(|n| (n.number, n.addr.clone()))
                     .collect();
                 let limit = before_kill + a.duration + Duration::from_secs(10);
-                tokio::spawn(watch_master(survivors, limit, topo.credential.clone()))
+                tokio::spawn(watch_master(survivors, limit))
             });
             let out = closed_loop(conns, cfg, Duration::ZERO, before_kill + a.duration).await;
             let killed_at = killer
@@ -634,19 +702,46 @@ async fn inner(
     Ok(())
 }
 
+/// The CPU of the servers and of the benchmark itself over a run's
+/// measured window (after its warm-up), in cores: the benchmark runs on
+/// the same cores as the servers, so a run where it takes much of them
+/// drives the servers less hard than they could be driven.
+struct CpuWatch(tokio::task::JoinHandle<(Option<f64>, Option<f64>)>);
+
+impl CpuWatch {
+    fn start(topo: &Topology, warmup: Duration, duration: Duration) -> Self {
+        let servers: Vec<u32> = topo.nodes.iter().filter_map(|n| n.pid).collect();
+        CpuWatch(tokio::spawn(async move {
+            // closed_loop starts its clients 20 ms from now.
+            tokio::time::sleep(Duration::from_millis(20) + warmup).await;
+            let s = procstat::CpuClock::start(&servers);
+            let me = procstat::CpuClock::start(&[std::process::id()]);
+            tokio::time::sleep(duration).await;
+            (s.cores(), me.cores())
+        }))
+    }
+
+    async fn finish(self, r: &mut BenchResult) {
+        if let Ok((servers, me)) = self.0.await {
+            if let Some(c) = servers {
+                r.measure("servers CPU (cores)", c);
+            }
+            if let Some(c) = me {
+                r.measure("bench CPU (cores)", c);
+            }
+        }
+    }
+}
+
 /// Polls the survivors until one reports the lowest-numbered survivor as
 /// master (the numbered master is back); the instant it was first seen.
-async fn watch_master(
-    survivors: Vec<(u64, String)>,
-    limit: Duration,
-    credential: herald_client::Credential,
-) -> Option<Instant> {
+async fn watch_master(survivors: Vec<(u64, String)>, limit: Duration) -> Option<Instant> {
     let want = survivors.iter().map(|(n, _)| *n).min()?;
     let start = Instant::now();
     let mut clients = Vec::new();
     for (_, addr) in &survivors {
-        if let Ok(c) = herald_client::HeraldClient::connect(addr).await {
-            clients.push(c.with_credential(credential.clone()));
+        if let Ok(c) = target::herald(addr).await {
+            clients.push(c);
         }
     }
     // Give the kill time to happen: the old master is still master before it.

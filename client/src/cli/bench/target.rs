@@ -4,12 +4,19 @@
 //!
 //! The same workload maps onto both:
 //! - a presence event is one Herald event, or one etcd put of
-//!   `presence/<uid>` whose value is the JSON of the record Herald would
-//!   return (so the bytes on the wire and on disk are of the same size);
+//!   `presence/<uid>` whose value is the protobuf encoding of that same
+//!   Herald event ([`etcd_value`]: what a Herald login carries on the wire
+//!   and into its log, so both systems write payloads of the same size);
 //! - a batch of events is one Herald request, or one etcd txn of puts;
 //! - a batch query is one Herald query, or etcd txns of at most
-//!   `--etcd-txn-ops` gets each (etcd's limit, 128 by default), sent
-//!   concurrently: etcd's best multi-get of unrelated keys.
+//!   `--etcd-txn-ops` gets each (etcd's limit, 128 by default), over
+//!   `--etcd-conns` connections per client, one after the other or all at
+//!   once (`--etcd-txns`): etcd's best multi-get of unrelated keys.
+//!
+//! Durability, stated in every report ([`durability`]): etcd fdatasyncs its
+//! WAL before it acknowledges a write (its only mode); Herald fdatasyncs its
+//! log (herald-wal, group commit: one sync covers every append queued
+//! behind it) before an entry counts towards a majority.
 
 use std::collections::BTreeMap;
 use std::time::{SystemTime, UNIX_EPOCH};
@@ -44,6 +51,74 @@ impl System {
         match self {
             System::Herald => "heraldd",
             System::Etcd => "etcd",
+        }
+    }
+}
+
+/// How a system makes an acknowledged write durable, for the report.
+pub fn durability(system: System) -> &'static str {
+    match system {
+        System::Herald => {
+            "herald-wal: each log append is fdatasynced (group commit) before it counts towards \
+             a majority; acknowledged = fsynced on a majority"
+        }
+        System::Etcd => {
+            "etcd WAL: fdatasync before a write is acknowledged (etcd has no other mode); \
+             acknowledged = fsynced on a majority"
+        }
+    }
+}
+
+/// How the etcd side calls etcd (see `etcd.rs`).
+#[derive(ValueEnum, Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum EtcdCodec {
+    /// Hand-written prost messages of only the fields used, on a plain tonic channel.
+    Lean,
+    /// The etcd-client crate (balanced channel, interceptor, its own types).
+    Crate,
+}
+
+/// How the txns of one etcd query are sent.
+#[derive(ValueEnum, Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum EtcdTxns {
+    /// One after the other: the next when the previous is answered.
+    Sequential,
+    /// All at once.
+    Concurrent,
+}
+
+/// What an etcd put stores as the value.
+#[derive(ValueEnum, Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum EtcdValue {
+    /// The protobuf of the Herald event (~20 B): what a Herald login carries.
+    Event,
+    /// The JSON record Herald answers (~150 B): the benchmark's value before.
+    Record,
+}
+
+/// The etcd client's settings.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct EtcdOpts {
+    /// Most operations in one txn (etcd's `--max-txn-ops`).
+    pub txn_ops: usize,
+    /// HTTP/2 connections per benchmark client.
+    pub conns: usize,
+    pub txns: EtcdTxns,
+    pub codec: EtcdCodec,
+    pub value: EtcdValue,
+}
+
+impl Default for EtcdOpts {
+    fn default() -> Self {
+        EtcdOpts {
+            txn_ops: 128,
+            conns: 1,
+            txns: EtcdTxns::Concurrent,
+            codec: EtcdCodec::Lean,
+            value: EtcdValue::Event,
         }
     }
 }
@@ -86,7 +161,33 @@ pub fn etcd_key(i: u64) -> String {
     format!("presence/{}", uid(i))
 }
 
-/// The JSON record of user `i`, as Herald answers it; the etcd value.
+/// The Herald event that logs user `i` in or out.
+pub fn event(i: u64, online: bool) -> pb::PresenceEvent {
+    let kind =
+        if online { pb::presence_event::Kind::Login } else { pb::presence_event::Kind::Logout };
+    pb::PresenceEvent {
+        kind: kind as i32,
+        uid: uid(i),
+        sid: sid(i),
+        client: CLIENT_TYPE.into(),
+        accepts_strangers: None,
+        ext: Default::default(),
+    }
+}
+
+/// The etcd value of user `i`: the protobuf encoding of the Herald event
+/// ([`event`]) — the payload a Herald login carries (about 20 bytes; the
+/// JSON record Herald answers, [`record_json`], is about 150).
+#[cfg(feature = "etcd")]
+pub fn etcd_value(i: u64, online: bool, v: EtcdValue) -> Vec<u8> {
+    use prost::Message;
+    match v {
+        EtcdValue::Event => event(i, online).encode_to_vec(),
+        EtcdValue::Record => record_json(i, online).into_bytes(),
+    }
+}
+
+/// The JSON record of user `i`, as Herald answers it.
 #[cfg_attr(not(feature = "etcd"), allow(dead_code))]
 pub fn record_json(i: u64, online: bool) -> String {
     let now =
@@ -146,10 +247,8 @@ pub struct NodeInfo {
 pub struct Topology {
     pub system: System,
     pub nodes: Vec<NodeInfo>,
-    /// etcd only: how many gets one txn may carry.
-    pub etcd_txn_ops: usize,
-    /// Herald only: the API key every connection sends.
-    pub credential: herald_client::Credential,
+    /// etcd only: how the etcd client calls etcd.
+    pub etcd: EtcdOpts,
 }
 
 impl Topology {
@@ -180,18 +279,42 @@ pub fn local_pid(addr: &str) -> Option<u32> {
     }
 }
 
+/// Opens a Herald client connection to `addr`. Every Herald API
+/// connection of the benchmark opens here, so that connection options
+/// (TLS, credentials) are added in one place. (Gateway sessions prove who
+/// they are with session tokens instead: heartbeat.rs, messages.rs.)
+pub async fn herald(addr: &str) -> Result<HeraldClient, OpError> {
+    let c = HeraldClient::connect(addr).await?;
+    Ok(match CREDENTIAL.get() {
+        Some(k) => c.with_credential(k.clone()),
+        None => c,
+    })
+}
+
+/// The API key every Herald connection of this benchmark sends: one per
+/// process (one `herald bench` run), set by [`discover`] before any
+/// connection opens, so every workload's connections carry it without
+/// threading it through each.
+static CREDENTIAL: std::sync::OnceLock<herald_client::Credential> = std::sync::OnceLock::new();
+
+/// Sets [`CREDENTIAL`] (the first call wins: one run, one key).
+pub fn set_credential(c: herald_client::Credential) {
+    let _ = CREDENTIAL.set(c);
+}
+
 /// Finds the members and the leader. Herald: from `node`'s status. etcd:
 /// the status of every endpoint.
 pub async fn discover(
     system: System,
     node: &str,
     endpoints: &[String],
-    etcd_txn_ops: usize,
+    etcd: EtcdOpts,
     credential: &herald_client::Credential,
 ) -> Result<Topology, OpError> {
+    set_credential(credential.clone());
     let nodes = match system {
         System::Herald => {
-            let c = HeraldClient::connect(node).await?.with_credential(credential.clone());
+            let c = herald(node).await?;
             let s = c.status().await?;
             let Some(leader) = s.leader else {
                 return Err(OpError::new("no_leader", format!("{node} knows no leader")));
@@ -208,18 +331,15 @@ pub async fn discover(
         }
         System::Etcd => etcd::discover(endpoints).await?,
     };
-    Ok(Topology {
-        system,
-        nodes,
-        etcd_txn_ops: etcd_txn_ops.max(1),
-        credential: credential.clone(),
-    })
+    Ok(Topology { system, nodes, etcd })
 }
 
 /// One client connection to one node.
 #[derive(Clone)]
 pub enum Conn {
-    Herald(pb::presence_client::PresenceClient<herald_client::credential::AuthChannel>),
+    /// Boxed: the authenticating channel makes it ~250 bytes, an etcd
+    /// connection is ~30.
+    Herald(Box<pb::presence_client::PresenceClient<herald_client::credential::AuthChannel>>),
     #[cfg(feature = "etcd")]
     Etcd(etcd::Kv),
 }
@@ -231,10 +351,10 @@ impl Conn {
             System::Herald => {
                 // A fresh channel per client: clones of one channel would
                 // share one HTTP/2 connection.
-                let c = HeraldClient::connect(addr).await?.with_credential(topo.credential.clone());
-                Ok(Conn::Herald(c.presence_client()))
+                let c = herald(addr).await?;
+                Ok(Conn::Herald(Box::new(c.presence_client())))
             }
-            System::Etcd => etcd::open(addr, topo.etcd_txn_ops).await,
+            System::Etcd => etcd::open(addr, &topo.etcd).await,
         }
     }
 
@@ -243,24 +363,7 @@ impl Conn {
     pub async fn write(&mut self, events: &[(u64, bool)]) -> Result<(), OpError> {
         match self {
             Conn::Herald(c) => {
-                let events = events
-                    .iter()
-                    .map(|&(i, online)| {
-                        let kind = if online {
-                            pb::presence_event::Kind::Login
-                        } else {
-                            pb::presence_event::Kind::Logout
-                        };
-                        pb::PresenceEvent {
-                            kind: kind as i32,
-                            uid: uid(i),
-                            sid: sid(i),
-                            client: CLIENT_TYPE.into(),
-                            accepts_strangers: None,
-                            ext: Default::default(),
-                        }
-                    })
-                    .collect();
+                let events = events.iter().map(|&(i, online)| event(i, online)).collect();
                 c.push_events(pb::PushEventsRequest { events }).await?;
                 Ok(())
             }
@@ -335,7 +438,7 @@ mod etcd {
     //! Stand-in when the `etcd` feature is off: every entry point says how
     //! to get it.
 
-    use super::{Conn, NodeInfo, OpError};
+    use super::{Conn, EtcdOpts, NodeInfo, OpError};
 
     fn off() -> OpError {
         OpError::new(
@@ -348,138 +451,11 @@ mod etcd {
         Err(off())
     }
 
-    pub async fn open(_addr: &str, _txn_ops: usize) -> Result<Conn, OpError> {
+    pub async fn open(_addr: &str, _opts: &EtcdOpts) -> Result<Conn, OpError> {
         Err(off())
     }
 }
 
 #[cfg(feature = "etcd")]
-mod etcd {
-    //! The etcd side, over the `etcd-client` crate (tonic 0.14, prost
-    //! 0.14: the same stack as Herald's own client).
-
-    use std::time::Duration;
-
-    use etcd_client::{Client, ConnectOptions, GetOptions, KvClient, Txn, TxnOp, TxnOpResponse};
-    use tokio::task::JoinSet;
-
-    use super::{etcd_key, host_port, local_pid, record_json, Conn, Cons, NodeInfo, OpError};
-    use herald_client::error::grpc_code_name;
-
-    fn err(e: etcd_client::Error) -> OpError {
-        match e {
-            etcd_client::Error::GRpcStatus(s) => {
-                OpError::new(grpc_code_name(s.code()), s.message().to_string())
-            }
-            etcd_client::Error::TransportError(t) => OpError::new("transport", format!("{t:?}")),
-            other => OpError::new("etcd", other.to_string()),
-        }
-    }
-
-    fn url(addr: &str) -> String {
-        if addr.starts_with("http://") || addr.starts_with("https://") {
-            addr.to_string()
-        } else {
-            format!("http://{addr}")
-        }
-    }
-
-    async fn connect(addr: &str) -> Result<Client, OpError> {
-        let opts = ConnectOptions::new()
-            .with_connect_timeout(Duration::from_secs(2))
-            .with_timeout(Duration::from_secs(30));
-        Client::connect([url(addr)], Some(opts)).await.map_err(err)
-    }
-
-    /// The members: each endpoint's status names its member id and the
-    /// leader's.
-    pub async fn discover(endpoints: &[String]) -> Result<Vec<NodeInfo>, OpError> {
-        if endpoints.is_empty() {
-            return Err(OpError::new(
-                "invalid_argument",
-                "--endpoints is required with --target etcd",
-            ));
-        }
-        let mut out = Vec::new();
-        let mut leader_id = 0;
-        let mut ids = Vec::new();
-        for ep in endpoints {
-            let mut c = connect(ep).await?;
-            let s = c.status().await.map_err(err)?;
-            let member = s.header().map(|h| h.member_id()).unwrap_or_default();
-            if s.leader() != 0 {
-                leader_id = s.leader();
-            }
-            ids.push(member);
-        }
-        if leader_id == 0 {
-            return Err(OpError::new("no_leader", "no etcd endpoint knows a leader"));
-        }
-        for (k, (ep, id)) in endpoints.iter().zip(ids).enumerate() {
-            let addr = host_port(ep).map(|(h, p)| format!("{h}:{p}")).unwrap_or_else(|| ep.clone());
-            out.push(NodeInfo {
-                number: k as u64 + 1,
-                pid: local_pid(&addr),
-                addr,
-                leader: id == leader_id,
-            });
-        }
-        Ok(out)
-    }
-
-    /// A KV client on its own connection, and the txn op limit.
-    #[derive(Clone)]
-    pub struct Kv {
-        kv: KvClient,
-        txn_ops: usize,
-    }
-
-    pub async fn open(addr: &str, txn_ops: usize) -> Result<Conn, OpError> {
-        Ok(Conn::Etcd(Kv { kv: connect(addr).await?.kv_client(), txn_ops }))
-    }
-
-    impl Kv {
-        /// One put, or one txn of puts for a batch (within the txn limit;
-        /// a larger batch is several txns, one after the other).
-        pub async fn write(&mut self, events: &[(u64, bool)]) -> Result<(), OpError> {
-            if let [(i, online)] = events {
-                self.kv.put(etcd_key(*i), record_json(*i, *online), None).await.map_err(err)?;
-                return Ok(());
-            }
-            for part in events.chunks(self.txn_ops) {
-                let ops: Vec<TxnOp> = part
-                    .iter()
-                    .map(|&(i, on)| TxnOp::put(etcd_key(i), record_json(i, on), None))
-                    .collect();
-                self.kv.txn(Txn::new().and_then(ops)).await.map_err(err)?;
-            }
-            Ok(())
-        }
-
-        /// Txns of at most `txn_ops` gets, all in flight at once; the number
-        /// of keys found.
-        pub async fn query(&mut self, users: &[u64], cons: Cons) -> Result<usize, OpError> {
-            let opts = || match cons {
-                Cons::Linearizable => None,
-                Cons::Local => Some(GetOptions::new().with_serializable()),
-            };
-            let mut set = JoinSet::new();
-            for part in users.chunks(self.txn_ops) {
-                let ops: Vec<TxnOp> =
-                    part.iter().map(|&i| TxnOp::get(etcd_key(i), opts())).collect();
-                let mut kv = self.kv.clone();
-                set.spawn(async move { kv.txn(Txn::new().and_then(ops)).await });
-            }
-            let mut found = 0;
-            while let Some(r) = set.join_next().await {
-                let r = r.map_err(|e| OpError::new("internal", e.to_string()))?.map_err(err)?;
-                for op in r.op_responses() {
-                    if let TxnOpResponse::Get(g) = op {
-                        found += g.kvs().len();
-                    }
-                }
-            }
-            Ok(found)
-        }
-    }
-}
+#[path = "etcd.rs"]
+mod etcd;
