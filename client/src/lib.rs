@@ -31,6 +31,7 @@
 //! - [`media`] — blocking HTTP client of media upload/download, contacts,
 //!   group-send and shared pages ([`media::MediaClient`]).
 //! - [`messages`] — submitting messages, groups, offline settings, gateway choice.
+//! - [`presence_watch`] — following users through the change feed, resuming across node failures.
 //! - [`session`] — a client session that heartbeats, receives, acks and reconnects.
 //! - [`types`] — plain request and answer types.
 //! - [`watch`] — a folder watcher that group-sends each new file once.
@@ -43,6 +44,7 @@ pub mod credential;
 pub mod error;
 pub mod media;
 pub mod messages;
+pub mod presence_watch;
 pub mod session;
 #[cfg(test)]
 mod testserver;

@@ -10,6 +10,7 @@ pub mod api;
 pub mod app;
 pub mod clock;
 pub mod config;
+pub mod feed;
 pub mod gateway;
 pub mod listener;
 pub mod media;

@@ -154,6 +154,11 @@ catalog! {
     HEARTBEAT_TIMEOUT = ("heartbeat_timeout", 504, DeadlineExceeded, "no heartbeat for heartbeat-ms × misses");
     OVERLOADED = ("overloaded", 503, Unavailable, "the gateway holds max-sessions; ask /v1/gateway for another");
     NOT_READY = ("not_ready", 503, Unavailable, "the gateway has not finished its restart reset");
+    // Presence change feeds (watch streams).
+    TOO_MANY_WATCHERS = ("too_many_watchers", 429, ResourceExhausted, "this node has <watch max-watchers> streams open; watch through another node or later");
+    NO_WATCH_IDS = ("no_watch_ids", 400, InvalidArgument, "a watch opened without uids or sids");
+    TOO_MANY_WATCH_IDS = ("too_many_watch_ids", 400, InvalidArgument, "a watch would follow more uids and sids than <watch max-ids-per-watcher>");
+    INVALID_SINCE = ("invalid_since", 400, InvalidArgument, "since_revision is not a number, or is ahead of everything the cluster committed");
     // The cluster.
     NO_LEADER = ("no_leader", 503, Unavailable, "no leader is known (electing, or the majority is lost)");
     NOT_LEADER = ("not_leader", 503, Unavailable, "this node is not the leader (internal; clients see it only on races)");

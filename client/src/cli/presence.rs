@@ -20,6 +20,26 @@ pub enum PresenceCommand {
     Permission(PermissionArgs),
     /// Look up users by uid and/or sid (any number of ids; sent in batches the server accepts).
     Query(QueryArgs),
+    /// Follow users' presence: a snapshot, then one line per change, resuming by itself
+    /// (through --also nodes too) when the node fails.
+    Watch(WatchArgs),
+}
+
+/// `presence watch`.
+#[derive(Args, Debug)]
+pub struct WatchArgs {
+    /// Uids to watch.
+    #[arg(value_name = "ID", required = true)]
+    pub uids: Vec<String>,
+    /// Resume after this revision (exact changes after it, or a reset and a snapshot).
+    #[arg(long, value_name = "R")]
+    pub since: Option<u64>,
+    /// Another node to resume through when --node fails (repeatable).
+    #[arg(long = "also", value_name = "ADDR")]
+    pub also: Vec<String>,
+    /// Stop after printing this many change lines (default: never).
+    #[arg(long, value_name = "N")]
+    pub count: Option<u64>,
 }
 
 /// `presence login`.
@@ -130,6 +150,7 @@ pub async fn run(ctx: &Ctx, cmd: PresenceCommand) -> Result<(), ClientError> {
     let ext = |kv: Vec<(String, String)>| kv.into_iter().collect::<Ext>();
     let event = match cmd {
         PresenceCommand::Query(a) => return query(ctx, a).await,
+        PresenceCommand::Watch(a) => return watch(ctx, a).await,
         PresenceCommand::Login(a) => Event::Login {
             uid: a.uid,
             sid: a.sid,
@@ -166,6 +187,92 @@ async fn query(ctx: &Ctx, a: QueryArgs) -> Result<(), ClientError> {
     }
     let r = ctx.connect().await?.query(&uids, &sids, a.consistency.into()).await?;
     ctx.out.print(&r, human_query)
+}
+
+/// One user of a watch as a line: `<revision> <uid> online|offline <clients>`.
+fn watch_line(kind: &str, revision: u64, u: &herald_client::UserPresence) -> String {
+    let clients = if u.clients.is_empty() { "-".to_string() } else { u.clients.join(",") };
+    let state = if u.online { "online" } else { "offline" };
+    format!("{kind} {revision} {} {state} {clients}", u.uid)
+}
+
+async fn watch(ctx: &Ctx, a: WatchArgs) -> Result<(), ClientError> {
+    use herald_client::presence_watch::{PresenceWatch, WatchConfig, WatchEvent};
+    let mut seeds = vec![ctx.node.clone()];
+    seeds.extend(a.also);
+    let cfg =
+        WatchConfig { tls: ctx.opts.clone(), ..WatchConfig::new(seeds, ctx.credential.clone()) };
+    let mut w = PresenceWatch::open(cfg, a.uids, vec![], a.since).await?;
+    let mut changes = 0u64;
+    let done = |n: u64| a.count.is_some_and(|c| n >= c);
+    while let Some(ev) = w.recv().await {
+        if ctx.out.json {
+            println!("{}", watch_json(&ev));
+        } else {
+            match &ev {
+                WatchEvent::Snapshot { revision, users, unknown, .. } => {
+                    for u in users {
+                        println!("{}", watch_line("snapshot", *revision, u));
+                    }
+                    for u in unknown {
+                        println!("snapshot {revision} {u} unknown -");
+                    }
+                }
+                WatchEvent::Change { revision, users } => {
+                    for u in users {
+                        println!("{}", watch_line("change", *revision, u));
+                    }
+                }
+                WatchEvent::Progress { .. } => {}
+                WatchEvent::Reset { revision } => println!("reset {revision}"),
+                WatchEvent::Refused { code, message } => eprintln!("refused: {code}: {message}"),
+                WatchEvent::Reconnecting { node, since, error } => {
+                    eprintln!("reconnecting (from {node}, since {since:?}): {error}")
+                }
+                WatchEvent::Stopped { code, message } => {
+                    return Err(ClientError::Server {
+                        code: code.clone(),
+                        message: message.clone(),
+                    })
+                }
+            }
+        }
+        if let WatchEvent::Change { users, .. } = &ev {
+            changes += users.len() as u64;
+        }
+        if let WatchEvent::Stopped { code, message } = ev {
+            return Err(ClientError::Server { code, message });
+        }
+        if done(changes) {
+            return Ok(());
+        }
+    }
+    Ok(())
+}
+
+/// A watch event as one JSON line (`--json`): the node's frame shapes.
+fn watch_json(ev: &herald_client::presence_watch::WatchEvent) -> serde_json::Value {
+    use herald_client::presence_watch::WatchEvent as E;
+    use serde_json::json;
+    match ev {
+        E::Snapshot { revision, users, unknown, unknown_sids, added } => json!({"type": "snapshot",
+            "revision": revision, "users": users, "unknown": unknown,
+            "unknown_sids": unknown_sids, "added": added}),
+        E::Change { revision, users } => {
+            json!({"type": "change", "revision": revision, "users": users})
+        }
+        E::Progress { revision } => json!({"type": "progress", "revision": revision}),
+        E::Reset { revision } => json!({"type": "reset", "revision": revision}),
+        E::Refused { code, message } => {
+            json!({"type": "error", "error": {"code": code, "message": message}})
+        }
+        E::Reconnecting { node, since, error } => {
+            json!({"type": "reconnecting", "node": node, "since": since, "error": error})
+        }
+        E::Stopped { code, message } => {
+            json!({"type": "stopped", "error": {"code": code, "message": message}})
+        }
+    }
 }
 
 /// Users as a table, then the unknown ids and a summary line.
@@ -238,6 +345,22 @@ mod tests {
             Command::Presence(p) => Ok(p),
             other => panic!("not presence: {other:?}"),
         }
+    }
+
+    /// `watch` takes one or more uids, `--since R`, repeated `--also ADDR`
+    /// and `--count N`; without a uid it is refused.
+    #[test]
+    fn cli_parse_watch() {
+        let p = parse(&["watch", "a", "b", "--since", "5", "--also", "n2:7203", "--count", "3"]);
+        match p.unwrap() {
+            PresenceCommand::Watch(w) => {
+                assert_eq!(w.uids, vec!["a".to_string(), "b".to_string()]);
+                assert_eq!((w.since, w.count), (Some(5), Some(3)));
+                assert_eq!(w.also, vec!["n2:7203".to_string()]);
+            }
+            other => panic!("{other:?}"),
+        }
+        assert!(parse(&["watch"]).is_err());
     }
 
     /// `login` takes uid, sid, client, an optional true/false permission and

@@ -13,6 +13,7 @@ use tonic::{Request, Response, Status, Streaming};
 
 use super::access::Principal;
 use super::messages::grpc::principal;
+use super::watch::{Control, Frame, WatchRequest};
 use super::{Api, ApiError, Consistency, MembershipOp, MembershipResult};
 use crate::raft::Turn;
 use herald_domain::presence::{Event, QueryResult};
@@ -173,6 +174,88 @@ fn push_window(
     Box::pin(futures::StreamExt::buffered(answers, PUSH_STREAM_WINDOW))
 }
 
+/// A user's record as protobuf.
+fn user_to_pb(r: herald_domain::presence::Record) -> pb::UserPresence {
+    pb::UserPresence {
+        online: r.online(),
+        uid: r.uid,
+        sid: r.sid,
+        clients: r.clients.into_iter().collect(),
+        accepts_strangers: r.accepts_strangers,
+        ext: r.ext.into_iter().collect(),
+        changed_at_ms: r.changed_at_ms,
+        revision: r.revision,
+    }
+}
+
+/// A watch frame as protobuf.
+pub(crate) fn frame_to_pb(f: Frame) -> pb::WatchFrame {
+    use pb::watch_frame::Kind;
+    let mut out = pb::WatchFrame::default();
+    match f {
+        Frame::Snapshot { revision, users, unknown, unknown_sids, added } => {
+            out.kind = Kind::Snapshot as i32;
+            out.revision = revision;
+            out.users = users.into_iter().map(user_to_pb).collect();
+            out.unknown = unknown;
+            out.unknown_sids = unknown_sids;
+            out.added = added;
+        }
+        Frame::Change { revision, users } => {
+            out.kind = Kind::Change as i32;
+            out.revision = revision;
+            out.users = users.into_iter().map(user_to_pb).collect();
+        }
+        Frame::Progress { revision } => {
+            out.kind = Kind::Progress as i32;
+            out.revision = revision;
+        }
+        Frame::Reset { revision, reason } => {
+            out.kind = Kind::Reset as i32;
+            out.revision = revision;
+            out.code = "reset".into();
+            out.message = reason.into();
+        }
+        Frame::Error { code, message } => {
+            out.kind = Kind::Error as i32;
+            out.code = code.name.into();
+            out.message = message;
+        }
+    }
+    out
+}
+
+/// `Presence.Watch`: the first request opens the watch; later ones add
+/// and remove ids (see presence.proto).
+async fn open_watch(
+    api: Arc<Api>,
+    mut input: Streaming<pb::WatchRequest>,
+) -> Result<RespStream<pb::WatchFrame>, Status> {
+    let first = input
+        .message()
+        .await?
+        .ok_or_else(|| ApiError::new(codes::BAD_REQUEST, "a watch needs its request").to_grpc())?;
+    let req = WatchRequest { uids: first.uids, sids: first.sids, since: first.since_revision };
+    let w = api.watch(req).await.map_err(|e| e.to_grpc())?;
+    let control = w.control;
+    tokio::spawn(async move {
+        while let Some(Ok(m)) = input.next().await {
+            let add = !m.uids.is_empty() || !m.sids.is_empty();
+            if add && control.send(Control::Add { uids: m.uids, sids: m.sids }).await.is_err() {
+                break;
+            }
+            if !m.remove_uids.is_empty() || !m.remove_sids.is_empty() {
+                let c = Control::Remove { uids: m.remove_uids, sids: m.remove_sids };
+                if control.send(c).await.is_err() {
+                    break;
+                }
+            }
+        }
+    });
+    let frames = tokio_stream::wrappers::ReceiverStream::new(w.frames);
+    Ok(Box::pin(frames.map(|f| Ok(frame_to_pb(f)))))
+}
+
 /// Wraps the service so streaming methods can share it.
 pub struct PresenceGrpc(pub Arc<PresenceService>);
 
@@ -202,6 +285,15 @@ impl pb::presence_server::Presence for PresenceGrpc {
     }
 
     type QueryStreamStream = RespStream<pb::QueryResponse>;
+
+    type WatchStream = RespStream<pb::WatchFrame>;
+
+    async fn watch(
+        &self,
+        req: Request<Streaming<pb::WatchRequest>>,
+    ) -> Result<Response<Self::WatchStream>, Status> {
+        open_watch(self.0.api.clone(), req.into_inner()).await.map(Response::new)
+    }
 
     async fn query_stream(
         &self,

@@ -121,6 +121,7 @@ pub fn served() -> Served<AppState> {
         .at(Get, "/metrics", metrics)
         .merge(super::messages::http::routes())
         .merge(super::media::http::routes())
+        .merge(super::watch_http::routes())
 }
 
 /// The HTTP routes; `max_body` bounds every request body.

@@ -13,6 +13,8 @@ pub mod media;
 pub mod messages;
 pub mod routes;
 pub mod size;
+pub mod watch;
+pub mod watch_http;
 
 use std::sync::Arc;
 use std::time::Instant;

@@ -104,6 +104,12 @@ pub const ROUTES: &[Route] = &[
     r(Grpc, "/herald.v1.Presence/PushEventsStream", app(PresenceWrite)),
     r(Grpc, "/herald.v1.Presence/Query", app(PresenceRead)),
     r(Grpc, "/herald.v1.Presence/QueryStream", app(PresenceRead)),
+    // Presence change feeds (issue 15): the batch query's credentials.
+    r(Get, "/v1/presence/watch", app(PresenceRead)),
+    // A watch (an application's key), or a browser's client session (its
+    // user's token, also as ?token=; the Hello is checked again).
+    r(Get, "/v1/ws", app_or_user(PresenceRead, Claim)),
+    r(Grpc, "/herald.v1.Presence/Watch", app(PresenceRead)),
     // The cluster: reading it, and (operators) changing it.
     r(Get, "/v1/cluster", app(ClusterRead)),
     r(Post, "/v1/cluster/add-learner", app(Admin)),

@@ -37,7 +37,7 @@ pub use error::ConfigError;
 /// The settings elements, declared in the schema (one entry per attribute).
 pub use schema::{
     GatewayConfig, Limits, MasterPolicy, MediaConfig, MessagesConfig, RaftTiming, Security,
-    TimeSync,
+    TimeSync, WatchConfig,
 };
 
 use rules::check;
@@ -110,6 +110,8 @@ pub struct Config {
     /// Mutual TLS on the sync port (issue 14); None = plaintext peers,
     /// allowed in development only.
     pub peer_tls: Option<PeerTlsConfig>,
+    /// Presence change feeds: window, progress, watcher limits (issue 15).
+    pub watch: WatchConfig,
 }
 
 /// `<access>`: the applications' API keys (stored hashed) and whether

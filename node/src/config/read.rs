@@ -10,14 +10,14 @@ use super::rules::{self, check, Site};
 use super::schema::{
     AccessAttrs, ApiKeyAttrs, ElemSpec, Kind, NodeAttrs, Root, ACCESS, API_KEY, AUTH,
     AUTH_MAX_LIFETIME, AUTH_MODES, AUTH_TIMEOUT, AUTH_URL, EDIT, GATEWAY, HERALD, LIMITS, MASTER,
-    MEDIA, MESSAGES, NODE, PEER_TLS, RAFT, SECURITY, SERVER, SERVERS, TIME, TLS,
+    MEDIA, MESSAGES, NODE, PEER_TLS, RAFT, SECURITY, SERVER, SERVERS, TIME, TLS, WATCH,
 };
 use super::xml::{Ctx, Elem};
 use super::{
     AccessConfig, ApiKeyConfig, AuthConfig, Config, ConfigError, GatewayConfig, Limits,
     MasterPolicy, MediaConfig, MessagesConfig, PeerTlsConfig, RaftTiming, Security, SecurityMode,
-    Server, TimeSync, TlsConfig, DEFAULT_AUTH_TIMEOUT_MS, DEFAULT_MAX_TOKEN_LIFETIME_S,
-    DEVELOPMENT_HMAC_KEY, MAX_API_KEY_NAME_BYTES, MIN_HMAC_KEY_BYTES,
+    Server, TimeSync, TlsConfig, WatchConfig, DEFAULT_AUTH_TIMEOUT_MS,
+    DEFAULT_MAX_TOKEN_LIFETIME_S, DEVELOPMENT_HMAC_KEY, MAX_API_KEY_NAME_BYTES, MIN_HMAC_KEY_BYTES,
 };
 
 /// Longest key file read. A key is a few dozen bytes; 4 KiB leaves room
@@ -358,6 +358,7 @@ impl Ctx<'_> {
         let security_el = self.at_most_one(root, "security")?;
         let access_el = self.at_most_one(root, "access")?;
         let peer_tls_el = self.at_most_one(root, "peer-tls")?;
+        let watch_el = self.at_most_one(root, "watch")?;
 
         let NodeAttrs { number: node, data_dir, join } =
             self.read_element(node_el, &NODE, NodeAttrs::read)?;
@@ -393,6 +394,7 @@ impl Ctx<'_> {
         let time = self.section(time_el, &TIME, TimeSync::read)?;
         let master = self.section(master_el, &MASTER, MasterPolicy::read)?;
         let gateway = self.section(gateway_el, &GATEWAY, GatewayConfig::read)?;
+        let watch = self.section(watch_el, &WATCH, WatchConfig::read)?;
 
         // <messages>, then its body limit against <limits max-request-bytes>:
         // blamed on <messages max-body-bytes>, or on <limits> when <messages>
@@ -477,6 +479,7 @@ impl Ctx<'_> {
             security,
             access,
             peer_tls,
+            watch,
         };
         // Checked in document order, so a clash is reported at the later entry.
         if let Err(p) = check(&config, None) {

@@ -384,6 +384,54 @@ section! {
 }
 
 section! {
+    /// `<watch>`: presence change feeds (issue 15): the window of recent
+    /// changes every node keeps for resuming watchers, progress frames and
+    /// the watcher limits.
+    #[derive(Debug, Clone, PartialEq, Eq)]
+    pub struct WatchConfig {
+        /// Most changed user records the window keeps; a watcher resuming
+        /// from before the oldest gets `reset` and a fresh snapshot.
+        window_changes: usize = 100_000 => "window-changes", int(
+            1,
+            10_000_000,
+            "the window is kept in memory (a record is ~200 bytes to a few KiB), so \
+             10 million bounds it to a few GB at worst; 0 would reset every resume",
+        );
+        /// Longest the window keeps a change, milliseconds.
+        window_ms: u64 = 5 * MINUTE_MS => "window-ms", int(
+            SECOND_MS,
+            DAY_MS,
+            "under a second no reconnect could resume; a day bounds how long a \
+             change stays in memory",
+        );
+        /// A watcher that was sent nothing for this long gets a progress
+        /// frame with the current revision, milliseconds.
+        progress_ms: u64 = 5 * SECOND_MS => "progress-ms", int(
+            100,
+            10 * MINUTE_MS,
+            "under 100 ms progress frames would outnumber changes; above 10 minutes a \
+             client cannot tell an idle feed from a dead one",
+        );
+        /// Most watch streams open on this node at once; more are refused
+        /// with `too_many_watchers`.
+        max_watchers: usize = 10_000 => "max-watchers", int(
+            1,
+            1_000_000,
+            "0 would refuse every watch; each watcher is a task and a connection, so \
+             a million bounds what one node is asked to hold",
+        );
+        /// Most uids and sids one watcher may follow; more are refused with
+        /// `too_many_watch_ids`.
+        max_ids_per_watcher: usize = 10_000 => "max-ids-per-watcher", int(
+            1,
+            MAX_IDS_PER_QUERY_CAP as u64,
+            "0 would refuse every watch; a snapshot answers the ids like a query, so \
+             the query cap bounds it",
+        );
+    }
+}
+
+section! {
     /// `<time>`: SNTP time synchronisation with the time master (MISSION P5).
     #[derive(Debug, Clone, PartialEq, Eq)]
     pub struct TimeSync {
@@ -797,7 +845,7 @@ pub(super) const HERALD: ElemSpec = ElemSpec {
     more_attrs: &[],
     children: &[
         "node", "servers", "raft", "limits", "time", "master", "gateway", "messages", "auth",
-        "tls", "media", "security", "peer-tls", "access",
+        "tls", "media", "security", "peer-tls", "access", "watch",
     ],
 };
 pub(super) const NODE: ElemSpec = leaf("node", NodeAttrs::ATTRS);
@@ -807,6 +855,7 @@ pub(super) const SERVER: ElemSpec = leaf("server", Server::ATTRS);
 pub(super) const RAFT: ElemSpec = leaf("raft", RaftTiming::ATTRS);
 pub(super) const LIMITS: ElemSpec = leaf("limits", Limits::ATTRS);
 pub(super) const TIME: ElemSpec = leaf("time", TimeSync::ATTRS);
+pub(super) const WATCH: ElemSpec = leaf("watch", WatchConfig::ATTRS);
 pub(super) const MASTER: ElemSpec = leaf("master", MasterPolicy::ATTRS);
 pub(super) const GATEWAY: ElemSpec = leaf("gateway", GatewayConfig::ATTRS);
 pub(super) const MESSAGES: ElemSpec = leaf("messages", MessagesConfig::ATTRS);
@@ -829,7 +878,7 @@ pub(super) const API_KEY: ElemSpec = leaf("api-key", ApiKeyAttrs::ATTRS);
 #[cfg_attr(not(test), allow(dead_code))]
 pub(super) const SCHEMA: &[ElemSpec] = &[
     HERALD, NODE, SERVERS, SERVER, RAFT, LIMITS, TIME, MASTER, GATEWAY, MESSAGES, AUTH, TLS, MEDIA,
-    EDIT, SECURITY, PEER_TLS, ACCESS, API_KEY,
+    EDIT, SECURITY, PEER_TLS, ACCESS, API_KEY, WATCH,
 ];
 
 /// An element with attributes and no children.

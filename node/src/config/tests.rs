@@ -2062,3 +2062,41 @@ fn config_peer_tls_refused() {
     let text = with(line).replace("</herald>", &format!("  {line}\n</herald>"));
     refused(&text, 8, Some("<peer-tls>"), "duplicate element (first given at line 7)");
 }
+
+// --- <watch> -------------------------------------------------------------
+
+/// `<watch>` is optional (defaults when absent), its values are read, and
+/// each bound is refused one step outside at the attribute's line, naming
+/// `<watch>`, while the bound itself is accepted.
+#[test]
+fn config_watch_values_and_bounds() {
+    assert_eq!(base().watch, WatchConfig::default());
+    let c = parse(&with(r#"<watch window-changes="7" window-ms="1000" progress-ms="100" max-watchers="3" max-ids-per-watcher="2"/>"#), "t.xml").unwrap();
+    assert_eq!(
+        c.watch,
+        WatchConfig {
+            window_changes: 7,
+            window_ms: 1000,
+            progress_ms: 100,
+            max_watchers: 3,
+            max_ids_per_watcher: 2
+        }
+    );
+    let bounds: &[(&str, u64, u64)] = &[
+        ("window-changes", 1, 10_000_000),
+        ("window-ms", 1_000, 86_400_000),
+        ("progress-ms", 100, 600_000),
+        ("max-watchers", 1, 1_000_000),
+        ("max-ids-per-watcher", 1, 1_000_000),
+    ];
+    for &(field, min, max) in bounds {
+        let text = |v: u64| with(&format!("<watch {field}=\"{v}\"/>"));
+        for ok in [min, max] {
+            parse(&text(ok), "t.xml").unwrap_or_else(|e| panic!("{field}={ok}: {e}"));
+        }
+        for bad in [min - 1, max + 1] {
+            let e = refused(&text(bad), 7, Some(field), "");
+            assert!(e.to_string().contains("<watch>"), "{e}");
+        }
+    }
+}

@@ -86,10 +86,7 @@ impl pb::gateway_server::Gateway for GatewayGrpc {
         &self,
         req: Request<Streaming<pb::ClientFrame>>,
     ) -> Result<Response<Self::SessionStream>, Status> {
-        let inbound = req.into_inner();
-        let (tx, rx) = mpsc::channel(OUT_QUEUE);
-        let gw = self.gw.clone();
-        tokio::spawn(async move { run(gw, inbound, tx).await });
+        let rx = open(self.gw.clone(), req.into_inner());
         Ok(Response::new(Box::pin(ReceiverStream::new(rx))))
     }
 
@@ -103,6 +100,18 @@ impl pb::gateway_server::Gateway for GatewayGrpc {
         p.bind(&mut r.uid).map_err(|e| e.to_grpc())?;
         Ok(Response::new(self.gw.load.pick(&self.gw.node, &r.uid)))
     }
+}
+
+/// Runs a session over any stream of client frames (gRPC's, or a browser's
+/// WebSocket frames converted: `api::watch_http`); answers its server
+/// frames, ending with an `Err` status when the session is refused or cut.
+pub fn open<S>(gw: Arc<Gateway>, inbound: S) -> mpsc::Receiver<Result<pb::ServerFrame, Status>>
+where
+    S: Stream<Item = Result<pb::ClientFrame, Status>> + Unpin + Send + 'static,
+{
+    let (tx, rx) = mpsc::channel(OUT_QUEUE);
+    tokio::spawn(async move { run(gw, inbound, tx).await });
+    rx
 }
 
 struct Session {
@@ -210,7 +219,10 @@ async fn ack_committer(gw: Arc<Gateway>, uid: String, mut rx: mpsc::Receiver<Vec
 }
 
 #[tracing::instrument(level = "info", skip_all, fields(uid = tracing::field::Empty, client = tracing::field::Empty, session = tracing::field::Empty))]
-async fn run(gw: Arc<Gateway>, mut inbound: Streaming<pb::ClientFrame>, out: Out) {
+async fn run<S>(gw: Arc<Gateway>, mut inbound: S, out: Out)
+where
+    S: Stream<Item = Result<pb::ClientFrame, Status>> + Unpin,
+{
     // 1. Hello, then the token check before anything else.
     let hello = match tokio::time::timeout(HELLO_TIMEOUT, inbound.next()).await {
         Ok(Some(Ok(pb::ClientFrame { frame: Some(client_frame::Frame::Hello(h)) }))) => h,

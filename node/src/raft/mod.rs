@@ -193,7 +193,10 @@ impl RaftNode {
         // The Raft log and vote: fsync-durable (herald-wal). A log that an
         // earlier version kept in sled is imported once.
         let log = wal_store::WalStore::open_or_import(&dir.join("raft-log"), &dir.join("sled"))?;
-        let sm = state_machine::StateMachine::open(dir.join("snapshots"))?;
+        let sm = state_machine::StateMachine::open_with_feed(
+            dir.join("snapshots"),
+            config.watch.clone(),
+        )?;
         let t = &config.raft;
         let rc = openraft::Config {
             cluster_name: config.cluster.clone(),
@@ -288,6 +291,11 @@ impl RaftNode {
         let st = self.sm.shared_state();
         let guard = st.read().expect("state lock");
         f(&guard)
+    }
+
+    /// The presence change feed of this node (issue 15).
+    pub fn feed(&self) -> Arc<crate::feed::Feed> {
+        self.sm.feed()
     }
 
     /// What applied entries mean for sessions, as they are applied here.

@@ -241,6 +241,8 @@ struct Inner {
     applied: Mutex<(Option<LogId>, StoredMembership)>,
     snapshots: SnapshotStore,
     notices: tokio::sync::broadcast::Sender<Notice>,
+    /// The presence change feed (issue 15), published under the state lock.
+    feed: Arc<crate::feed::Feed>,
 }
 
 /// The openraft state machine. Cheap to clone; clones share everything.
@@ -254,6 +256,14 @@ impl StateMachine {
     /// (verified completely; a damaged one stops start-up with the file's
     /// name), or empty when there is none.
     pub fn open(snapshot_dir: PathBuf) -> io::Result<Self> {
+        Self::open_with_feed(snapshot_dir, crate::config::WatchConfig::default())
+    }
+
+    /// [`open`](Self::open) with the feed's window and limits (`<watch>`).
+    pub fn open_with_feed(
+        snapshot_dir: PathBuf,
+        watch: crate::config::WatchConfig,
+    ) -> io::Result<Self> {
         let snapshots = SnapshotStore::open(snapshot_dir)?;
         let (applied, membership, state) = match snapshots.current()? {
             Some((path, _)) => {
@@ -268,8 +278,10 @@ impl StateMachine {
             }
             None => (None, StoredMembership::default(), State::default()),
         };
+        let feed = crate::feed::Feed::new(watch, state.applied());
         Ok(StateMachine {
             inner: Arc::new(Inner {
+                feed,
                 state: Arc::new(RwLock::new(state)),
                 applied: Mutex::new((applied, membership)),
                 snapshots,
@@ -287,6 +299,11 @@ impl StateMachine {
     /// push). Subscribe before reading the state to miss nothing.
     pub fn subscribe(&self) -> tokio::sync::broadcast::Receiver<Notice> {
         self.inner.notices.subscribe()
+    }
+
+    /// The presence change feed.
+    pub fn feed(&self) -> Arc<crate::feed::Feed> {
+        self.inner.feed.clone()
     }
 
     /// The snapshot directory, for receiving snapshots from the network.
@@ -350,9 +367,20 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
                 let log_id = entry.log_id();
                 let index = log_id.index();
                 let mut results = Vec::new();
+                let mut changed = Vec::new();
                 match &entry.payload {
                     EntryPayload::Normal(cmd) => {
+                        // The feed: the touched users' answers before and
+                        // after, through the batch query; only real
+                        // changes are published (heartbeats never reach
+                        // the log, so they never get here).
+                        let uids = crate::feed::touched_uids(&st, cmd);
+                        let before = (!uids.is_empty()).then(|| st.presence.query(&uids, &[]));
                         results = st.apply(cmd, index, &mut fx);
+                        if let Some(before) = before {
+                            changed =
+                                crate::feed::changed_records(before, st.presence.query(&uids, &[]));
+                        }
                     }
                     EntryPayload::Membership(m) => {
                         st.set_applied(index);
@@ -360,6 +388,7 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
                     }
                     EntryPayload::Blank => st.set_applied(index),
                 }
+                self.inner.feed.publish(index, changed);
                 applied.0 = Some(log_id);
                 if let Some(r) = responder {
                     replies.push((r, Applied { revision: index, results }));
@@ -403,7 +432,13 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
             }
             this.inner.snapshots.commit(&tmp, &meta)?;
             drop(guard); // renamed away: nothing left to remove
-            *this.inner.state.write().expect("state lock") = state;
+            let applied = state.applied();
+            let mut st = this.inner.state.write().expect("state lock");
+            *st = state;
+            // What the snapshot replaced cannot be told change by change:
+            // watchers behind it get a reset and a fresh snapshot.
+            this.inner.feed.reset_to(applied);
+            drop(st);
             *this.inner.applied.lock().expect("applied lock") =
                 (meta.last_log_id, meta.last_membership.clone());
             tracing::info!(last_log_id = ?meta.last_log_id, "snapshot installed");
