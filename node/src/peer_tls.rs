@@ -78,16 +78,7 @@ pub fn server_config(
     if !names_node(&certs[0], cluster, node) {
         return Err(not_for("the certificate does not hold that name".into()));
     }
-    let invalid = |e: rustls::Error| match e {
-        rustls::Error::InconsistentKeys(rustls::InconsistentKeys::KeyMismatch) => {
-            TlsError::KeyMismatch { cert: cfg.cert.clone(), key: cfg.key.clone() }
-        }
-        e => TlsError::Invalid {
-            cert: cfg.cert.clone(),
-            key: cfg.key.clone(),
-            message: e.to_string(),
-        },
-    };
+    let invalid = crate::tls::pair_error(&cfg.cert, &cfg.key);
     let mut config = ServerConfig::builder_with_provider(provider())
         .with_safe_default_protocol_versions()
         .map_err(invalid)?

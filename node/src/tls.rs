@@ -96,6 +96,24 @@ pub(crate) fn provider() -> Arc<rustls::crypto::CryptoProvider> {
     Arc::new(rustls::crypto::ring::default_provider())
 }
 
+/// What a rustls error about a certificate and its key means, naming both
+/// files (the publish port's `<tls>` and the sync port's `<peer-tls>`).
+pub(crate) fn pair_error<'a>(
+    cert: &'a Path,
+    key: &'a Path,
+) -> impl Fn(rustls::Error) -> TlsError + Copy + 'a {
+    move |e| match e {
+        rustls::Error::InconsistentKeys(rustls::InconsistentKeys::KeyMismatch) => {
+            TlsError::KeyMismatch { cert: cert.to_path_buf(), key: key.to_path_buf() }
+        }
+        e => TlsError::Invalid {
+            cert: cert.to_path_buf(),
+            key: key.to_path_buf(),
+            message: e.to_string(),
+        },
+    }
+}
+
 /// The server side of the publish port: the certificate chain and key of
 /// `cfg`, ALPN `h2` (gRPC) and `http/1.1`. Fails naming the file when one
 /// is unreadable, holds no certificate or key, or the key does not belong
@@ -103,16 +121,7 @@ pub(crate) fn provider() -> Arc<rustls::crypto::CryptoProvider> {
 pub fn server_config(cfg: &TlsConfig) -> Result<Arc<ServerConfig>, TlsError> {
     let certs = load_certs("certificate", &cfg.cert)?;
     let key = load_key(&cfg.key)?;
-    let invalid = |e: rustls::Error| match e {
-        rustls::Error::InconsistentKeys(rustls::InconsistentKeys::KeyMismatch) => {
-            TlsError::KeyMismatch { cert: cfg.cert.clone(), key: cfg.key.clone() }
-        }
-        e => TlsError::Invalid {
-            cert: cfg.cert.clone(),
-            key: cfg.key.clone(),
-            message: e.to_string(),
-        },
-    };
+    let invalid = pair_error(&cfg.cert, &cfg.key);
     let mut config = ServerConfig::builder_with_provider(provider())
         .with_safe_default_protocol_versions()
         .map_err(invalid)?
