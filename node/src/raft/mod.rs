@@ -43,6 +43,10 @@ const MAX_BATCH_BYTES: usize = 8 << 20;
 /// Batches in flight to openraft at once. Small on purpose: while they
 /// commit, new requests queue up and go out together as the next entry
 /// (group commit); two keep the disk busy while the next batch forms.
+/// Measured (release, 3 nodes on 2 cores, single-event writes, 64 / 256
+/// clients): 2 in flight 10.5–15.3k / 13.4–20.9k ops/s, 4 in flight
+/// 7.2–9.1k / 9.9–12.2k — more entries of fewer events each cost more
+/// (per-entry replication, fsync and apply) than they save in waiting.
 const MAX_INFLIGHT_BATCHES: usize = 2;
 
 /// How fresh a read of the replicated state must be (see [`RaftNode::read`]).
