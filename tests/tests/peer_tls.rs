@@ -12,6 +12,7 @@ use herald_domain::presence::Event;
 use herald_domain::state::Op;
 use herald_node::raft::codec::encode;
 use herald_node::raft::types::{TypeConfig, Vote};
+use herald_proto::raft::gateway_peers_client::GatewayPeersClient;
 use herald_proto::raft::media_blobs_client::MediaBlobsClient;
 use herald_proto::raft::raft_internal_client::RaftInternalClient;
 use herald_proto::raft::{BlobRequest, RaftBytes, ReadIndexRequest, SnapshotChunk};
@@ -94,7 +95,10 @@ fn online(addr: &str, uid: &str) -> Result<bool> {
 /// (login), `Snapshot` (empty state, the wipe of issue 14), `GetBlob` or
 /// `ReadIndex`; a member's real certificate (node 2) that claims to be
 /// node 3 in a `Vote`, `AppendEntries` or `Snapshot` is refused with
-/// `peer_wrong_number`, while its own number passes (a `PreVote`) and its
+/// `peer_wrong_number`; a certificate of the cluster's CA for node 9, which
+/// is no member, gets `peer_not_member` from the gateway peers' `Load` and
+/// `Delivered`, `Forward`, `GetBlob` and `ReadIndex`; node 2's own number
+/// passes (a `PreVote`) and its
 /// `Forward` runs (the forging code works); afterwards the forged logins
 /// are absent, the real one is still there, and term and leader are
 /// unchanged.
@@ -172,6 +176,25 @@ fn peer_tls_refuses_outsiders_and_wrong_numbers() -> Result<()> {
         let s = snapshot(&ch, Vote::new_committed(term + 100, 3)).await.unwrap_err();
         assert!(s.message().starts_with("peer_wrong_number"), "snapshot: {s:?}");
 
+        phase("a certificate of the cluster's CA for a non-member is refused");
+        let n9 = herald_client::cert::issue_node(&certs, CLUSTER_NAME, 9, &["127.0.0.1".into()])
+            .expect("a certificate for node 9 from the cluster's CA");
+        let node9 = As::Peer(std::fs::read(&n9.cert).unwrap(), std::fs::read(&n9.key).unwrap());
+        let ch9 = channel(port, leader, &ca, &node9).await.expect("the CA's certificate connects");
+        let not_member = |r: Result<(), tonic::Status>, what: &str| {
+            let s = r.err().unwrap_or_else(|| panic!("{what}: accepted from a non-member"));
+            assert_eq!(s.code(), tonic::Code::PermissionDenied, "{what}: {s:?}");
+            assert!(s.message().starts_with("peer_not_member"), "{what}: {s:?}");
+        };
+        let mut gw = GatewayPeersClient::new(ch9.clone());
+        not_member(gw.load(RaftBytes { data: vec![] }).await.map(|_| ()), "load");
+        let report = encode(&()).unwrap();
+        not_member(gw.delivered(RaftBytes { data: report }).await.map(|_| ()), "delivered");
+        not_member(forward(&ch9, "forged-non-member").await, "forward");
+        not_member(get_blob(&ch9).await, "get_blob");
+        let ri = RaftInternalClient::new(ch9.clone()).read_index(ReadIndexRequest {}).await;
+        not_member(ri.map(|_| ()), "read_index");
+
         // Controls: its own number passes the guard (a pre-vote changes
         // nothing), and a member's Forward runs.
         let own = VoteRequest::<TypeConfig>::new(Vote::new(term, 2), None);
@@ -183,7 +206,7 @@ fn peer_tls_refuses_outsiders_and_wrong_numbers() -> Result<()> {
 
     phase("nothing changed");
     let addr = c.addr(leader);
-    for what in ["plaintext", "no certificate", "another CA"] {
+    for what in ["plaintext", "no certificate", "another CA", "non-member"] {
         assert!(!online(&addr, &format!("forged-{what}"))?, "{what}");
     }
     assert!(online(&addr, "kept")?, "the real login survived");
