@@ -80,20 +80,7 @@ fn consistency_from_pb(c: i32) -> Consistency {
 pub(crate) fn query_to_pb(q: QueryResult) -> pb::QueryResponse {
     pb::QueryResponse {
         revision: q.revision,
-        users: q
-            .users
-            .into_iter()
-            .map(|r| pb::UserPresence {
-                online: r.online(),
-                uid: r.uid,
-                sid: r.sid,
-                clients: r.clients.into_iter().collect(),
-                accepts_strangers: r.accepts_strangers,
-                ext: r.ext.into_iter().collect(),
-                changed_at_ms: r.changed_at_ms,
-                revision: r.revision,
-            })
-            .collect(),
+        users: q.users.into_iter().map(user_to_pb).collect(),
         unknown: q.unknown,
         unknown_sids: q.unknown_sids,
     }
