@@ -149,6 +149,21 @@ impl Conn {
         Fut: Future<Output = Result<tonic::Response<RaftBytes>, tonic::Status>>,
     {
         let data = encode(req).map_err(|e| RPCError::Network(NetworkError::new(&e)))?;
+        self.send_within(data, timeout, f).await
+    }
+
+    /// Sends an encoded request and decodes the answer, within `timeout`.
+    async fn send_within<Resp, F, Fut>(
+        &self,
+        data: Vec<u8>,
+        timeout: Duration,
+        f: F,
+    ) -> Result<Resp, RPCError<TypeConfig>>
+    where
+        Resp: serde::de::DeserializeOwned,
+        F: FnOnce(RaftInternalClient<Channel>, RaftBytes) -> Fut,
+        Fut: Future<Output = Result<tonic::Response<RaftBytes>, tonic::Status>>,
+    {
         let fut = f(self.client()?, RaftBytes { data });
         let resp = tokio::time::timeout(timeout, fut)
             .await
@@ -217,22 +232,30 @@ impl RaftNetworkV2<TypeConfig> for Conn {
         rpc: AppendEntriesRequest<TypeConfig>,
         option: RPCOption,
     ) -> Result<AppendEntriesResponse<TypeConfig>, RPCError<TypeConfig>> {
-        let (rpc, bound) = bound_append(rpc, MAX_APPEND_BYTES)
-            .map_err(|e| RPCError::Network(NetworkError::new(&e)))?;
+        let net = |e: std::io::Error| RPCError::Network(NetworkError::new(&e));
+        // Encoded once; only a batch over the bound is sized entry by entry,
+        // cut and encoded again.
+        let mut data = encode(&rpc).map_err(net)?;
+        let mut bound = Bound { bytes: data.len(), cut_at: None };
+        if data.len() > MAX_APPEND_BYTES {
+            let (cut, b) = bound_append(rpc, MAX_APPEND_BYTES).map_err(net)?;
+            if let Some(last) = &b.cut_at {
+                tracing::debug!(
+                    target_node = self.target,
+                    sent = cut.entries.len(),
+                    bytes = b.bytes,
+                    last = %last,
+                    "AppendEntries batch cut to its byte bound"
+                );
+            }
+            data = encode(&cut).map_err(net)?;
+            bound = b;
+        }
         // Heartbeats come through here too, but openraft bounds them by its
         // own heartbeat-long timeout around this call.
         let timeout = append_timeout(option.hard_ttl().max(self.append_floor), bound.bytes);
-        if let Some(last) = &bound.cut_at {
-            tracing::debug!(
-                target_node = self.target,
-                sent = rpc.entries.len(),
-                bytes = bound.bytes,
-                last = %last,
-                "AppendEntries batch cut to its byte bound"
-            );
-        }
         let resp: AppendEntriesResponse<TypeConfig> = self
-            .call_within(&rpc, timeout, |mut c, r| async move { c.append_entries(r).await })
+            .send_within(data, timeout, |mut c, r| async move { c.append_entries(r).await })
             .await?;
         Ok(match (resp, bound.cut_at) {
             // The follower took all that was sent, which is a prefix of what
