@@ -4,7 +4,7 @@
 //!
 //! - [`Feed::publish`] is called by apply for every applied entry, under
 //!   the state's write lock, with the records of the users the entry
-//!   changed (read through the batch query, [`changed_records`]). So a
+//!   changed (read through the batch query after apply, [`changed_records`]). So a
 //!   reader holding the state's read lock sees a feed whose head is
 //!   exactly the state's applied index: a snapshot taken there, then the
 //!   window's changes after it, miss nothing and repeat nothing.
@@ -55,17 +55,14 @@ pub fn touched_uids(st: &State, cmd: &Command) -> Vec<String> {
     out
 }
 
-/// The records of `uids` whose answer (the batch query's) differs between
-/// `before` and `after` (both [`herald_domain::presence::PresenceState::query`]
-/// of the same uids): a user whose record the entry left as it was (a
-/// logout of a gateway session another gateway holds by now) is skipped.
-pub fn changed_records(
-    before: herald_domain::presence::QueryResult,
-    after: herald_domain::presence::QueryResult,
-) -> Vec<Record> {
-    let mut old: std::collections::HashMap<String, Record> =
-        before.users.into_iter().map(|r| (r.uid.clone(), r)).collect();
-    after.users.into_iter().filter(|r| old.remove(&r.uid).as_ref() != Some(r)).collect()
+/// The records of `after` (the batch query of the touched uids, after the
+/// entry at `index` applied) that the entry changed: every change to a
+/// record stamps it with the entry's index (`revision`, "the log index of
+/// its last change"), so a user whose record the entry left as it was (a
+/// logout of a gateway session another gateway holds by now) is skipped
+/// without reading the records a second time before apply.
+pub fn changed_records(after: herald_domain::presence::QueryResult, index: u64) -> Vec<Record> {
+    after.users.into_iter().filter(|r| r.revision == index).collect()
 }
 
 /// One applied entry's changes.
@@ -427,17 +424,15 @@ mod tests {
             ops: vec![Op::SessionLogout { uid: "a".into(), client: "web".into(), gateway: 9 }],
         };
         let uids = touched_uids(&st, &wrong);
-        let before = st.presence.query(&uids, &[]);
         st.apply(&wrong, 4, &mut Effects::default());
-        assert!(changed_records(before, st.presence.query(&uids, &[])).is_empty());
+        assert!(changed_records(st.presence.query(&uids, &[]), 4).is_empty());
         // The real logout does change the record.
         let right = Command {
             at_ms: 5,
             ops: vec![Op::SessionLogout { uid: "a".into(), client: "web".into(), gateway: 7 }],
         };
-        let before = st.presence.query(&uids, &[]);
         st.apply(&right, 5, &mut Effects::default());
-        let changed = changed_records(before, st.presence.query(&uids, &[]));
+        let changed = changed_records(st.presence.query(&uids, &[]), 5);
         assert_eq!(changed.len(), 1);
         assert!(!changed[0].online());
     }

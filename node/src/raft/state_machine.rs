@@ -370,16 +370,15 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
                 let mut changed = Vec::new();
                 match &entry.payload {
                     EntryPayload::Normal(cmd) => {
-                        // The feed: the touched users' answers before and
-                        // after, through the batch query; only real
-                        // changes are published (heartbeats never reach
-                        // the log, so they never get here).
+                        // The feed: the touched users' answers after
+                        // apply, through the batch query; only those the
+                        // entry changed are published (heartbeats never
+                        // reach the log, so they never get here).
                         let uids = crate::feed::touched_uids(&st, cmd);
-                        let before = (!uids.is_empty()).then(|| st.presence.query(&uids, &[]));
                         results = st.apply(cmd, index, &mut fx);
-                        if let Some(before) = before {
-                            changed =
-                                crate::feed::changed_records(before, st.presence.query(&uids, &[]));
+                        if !uids.is_empty() {
+                            let after = st.presence.query(&uids, &[]);
+                            changed = crate::feed::changed_records(after, index);
                         }
                     }
                     EntryPayload::Membership(m) => {
