@@ -28,6 +28,13 @@ const RATE_HOLD_POLLS: u64 = 10;
 /// ... but for at least this long, so that with very short intervals two
 /// samples can still be far enough apart (100 ms) to measure a rate.
 const RATE_HOLD_MIN: Duration = Duration::from_secs(1);
+/// While there is no leader (start-up, an election), the sync loop looks
+/// again this soon rather than after a whole poll interval: a lone node
+/// becomes its own time master within this of winning its election, not up
+/// to `interval-ms` later (issue 18: a fresh embedded node showed no time
+/// master for its first second). An election takes at least
+/// `election-min-ms` (≥ 50 ms), so a shorter wait would only spin.
+const LEADER_WAIT: Duration = Duration::from_millis(25);
 
 /// This node's clock as shown in status: the HTTP API's type
 /// (`GET /v1/cluster`), defined once in [`herald_proto::wire::cluster`].
@@ -145,6 +152,9 @@ impl TimeService {
         loop {
             tick.tick().await;
             let (m, lowest) = roles();
+            if m.is_none() {
+                tick.reset_at(tokio::time::Instant::now() + LEADER_WAIT);
+            }
             match m {
                 Some(id) if id == self.node => {
                     let standard = lowest == Some(self.node);
@@ -192,7 +202,11 @@ impl TimeService {
                 None => {
                     as_master = None;
                     let mut st = self.status.lock().expect("status lock");
-                    st.error = Some("no time master: running on the last correction".into());
+                    st.error = Some(if st.last_sync_ms == 0 {
+                        "no time master yet: waiting for a leader".into()
+                    } else {
+                        "no time master: running on the last correction".into()
+                    });
                     st.time_master = None;
                 }
             }
@@ -376,6 +390,33 @@ mod tests {
         let req = Packet { version: 4, mode: ntp::MODE_CLIENT, ..Default::default() };
         let r = s.reply(&req, wall_us(), Some(1));
         assert_eq!((r.leap, r.stratum, r.reference_id), (0, 2, [10, 0, 0, 1]));
+    }
+
+    /// A lone node that wins its election becomes its own time master at
+    /// the next short look (25 ms), not a whole poll interval (1 s) later;
+    /// before that its status says it waits for a leader, not that it runs
+    /// on a correction it never had.
+    #[tokio::test]
+    async fn time_lone_node_is_its_own_master_soon_after_election() {
+        let s = svc(1);
+        let leader = Arc::new(std::sync::atomic::AtomicU64::new(0));
+        let l = leader.clone();
+        let looping = tokio::spawn(s.clone().sync_loop(move || {
+            let id = l.load(std::sync::atomic::Ordering::SeqCst);
+            (Some(id).filter(|&i| i > 0), Some(1))
+        }));
+        tokio::time::sleep(Duration::from_millis(10)).await;
+        let st = s.status();
+        assert_eq!(st.time_master, None);
+        assert_eq!(st.error.as_deref(), Some("no time master yet: waiting for a leader"));
+        leader.store(1, std::sync::atomic::Ordering::SeqCst);
+        // Well under the 1 s interval (a loaded machine may run the loop
+        // late; it may not wait for the next whole interval).
+        tokio::time::sleep(Duration::from_millis(400)).await;
+        let st = s.status();
+        assert_eq!((st.time_master, st.error.as_deref(), st.in_tolerance), (Some(1), None, true));
+        assert!(TimeSync::default().interval_ms >= 1000);
+        looping.abort();
     }
 
     /// A follower's poll over real SNTP on localhost: its clock, 5 s behind
