@@ -239,16 +239,60 @@ pub fn publish_router(api: &Arc<Api>) -> Router {
     let gateway = GatewayServer::new(GatewayGrpc { gw: api.gateway.clone() })
         .max_decoding_message_size(frame_limit)
         .max_encoding_message_size(frame_limit);
+    let (health, health_svc) = tonic_health::server::health_reporter();
+    tokio::spawn(report_health(api.clone(), health));
+    // Reflection describes the public API only (herald.v1); both protocol
+    // versions, since grpcurl and other tools still ask v1alpha.
+    let reflection = || {
+        tonic_reflection::server::Builder::configure()
+            .register_encoded_file_descriptor_set(herald_proto::FILE_DESCRIPTOR_SET)
+    };
+    let reflection_v1 = reflection().build_v1().expect("the public descriptors decode");
+    let reflection_v1alpha = reflection().build_v1alpha().expect("the public descriptors decode");
     let grpc = tonic::service::Routes::new(presence)
         .add_service(cluster)
         .add_service(messages)
-        .add_service(gateway);
+        .add_service(gateway)
+        .add_service(health_svc)
+        .add_service(reflection_v1)
+        .add_service(reflection_v1alpha);
     // The guard wraps everything (HTTP, gRPC, the fallback): no request
     // reaches a handler without passing its rule in api::routes::ROUTES.
     http::router(api.clone())
         .route_service("/herald.v1.Presence/{*method}", grpc.clone())
         .route_service("/herald.v1.Cluster/{*method}", grpc.clone())
         .route_service("/herald.v1.Messages/{*method}", grpc.clone())
-        .route_service("/herald.v1.Gateway/{*method}", grpc)
+        .route_service("/herald.v1.Gateway/{*method}", grpc.clone())
+        .route_service("/grpc.health.v1.Health/{*method}", grpc.clone())
+        .route_service("/grpc.reflection.v1.ServerReflection/{*method}", grpc.clone())
+        .route_service("/grpc.reflection.v1alpha.ServerReflection/{*method}", grpc)
         .layer(axum::middleware::from_fn_with_state(api.clone(), crate::api::access::guard))
+}
+
+/// How often the gRPC health service re-reads whether this node knows a
+/// leader: a load balancer's probe sees a lost leader within this.
+const HEALTH_REFRESH: std::time::Duration = std::time::Duration::from_millis(500);
+
+/// Keeps `grpc.health.v1` true to `/healthz`: the whole server ("") and
+/// each public service are SERVING while this node is in touch with a live
+/// leader (it can take writes and linearizable reads), NOT_SERVING
+/// otherwise. Runs for
+/// the life of the process (the publish router is built once).
+async fn report_health(api: Arc<Api>, health: tonic_health::server::HealthReporter) {
+    use tonic_health::ServingStatus;
+    const SERVICES: [&str; 5] =
+        ["", "herald.v1.Presence", "herald.v1.Cluster", "herald.v1.Messages", "herald.v1.Gateway"];
+    let mut last = None;
+    let mut tick = tokio::time::interval(HEALTH_REFRESH);
+    loop {
+        tick.tick().await;
+        let ok = api.node.leader_id().is_some() && api.node.leader_is_live();
+        if last != Some(ok) {
+            let status = if ok { ServingStatus::Serving } else { ServingStatus::NotServing };
+            for s in SERVICES {
+                health.set_service_status(s, status).await;
+            }
+            last = Some(ok);
+        }
+    }
 }

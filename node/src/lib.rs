@@ -13,6 +13,7 @@ pub mod config;
 pub mod feed;
 pub mod gateway;
 pub mod listener;
+pub mod logging;
 pub mod media;
 pub mod metrics;
 pub mod peer_tls;

@@ -33,19 +33,13 @@ struct Args {
 
 fn main() -> anyhow::Result<()> {
     let args = Args::parse();
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_env("HERALD_LOG")
-                .unwrap_or_else(|_| "info,openraft=warn,sled=warn,h2=warn,tower=warn".into()),
-        )
-        .with_writer(std::io::stderr)
-        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
-        .init();
-
+    // The configuration is read before the log starts (it says the log's
+    // format); an error in it is printed by main's error return.
     let mut cfg = match &args.config {
         Some(p) => config::load(p)?,
         None => config::parse(config::EMBEDDED_DEFAULT, config::EMBEDDED_NAME)?,
     };
+    herald_node::logging::init(cfg.log.format, &cfg.cluster, cfg.node);
     let overrides = Overrides {
         data_dir: args.data_dir.clone(),
         sync_port: args.sync_port,

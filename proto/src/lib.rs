@@ -25,6 +25,12 @@ pub mod raft {
     tonic::include_proto!("herald.raft");
 }
 
+/// The encoded `FileDescriptorSet` of the public API (package `herald.v1`
+/// and what it imports), served by gRPC server reflection on the publish
+/// port.
+pub const FILE_DESCRIPTOR_SET: &[u8] =
+    include_bytes!(concat!(env!("OUT_DIR"), "/herald_v1_descriptor.bin"));
+
 pub mod apikey;
 pub mod codes;
 pub mod date;

@@ -54,3 +54,27 @@ fn config_cli_bad_file_refused_with_location() -> Result<()> {
     assert!(err.contains("bad.xml:2:") && err.contains("colour"), "{err}");
     Ok(())
 }
+
+/// `<log format="json"/>`: every line heraldd writes while it starts, wins
+/// its election and serves is one JSON object carrying the cluster name
+/// and the node number (what a log shipper indexes by), with a level.
+#[test]
+fn config_cli_json_log_lines_carry_cluster_and_node() -> Result<()> {
+    use herald_tests::{Cluster, Tuning, CLUSTER_NAME};
+    let tuning = Tuning { extra_xml: "<log format=\"json\"/>".into(), ..Tuning::default() };
+    let mut c = Cluster::start(1, tuning)?;
+    c.wait_leader(std::time::Duration::from_secs(20))?;
+    c.node(1).stop()?;
+    let text = std::fs::read_to_string(&c.node(1).log)?;
+    let lines: Vec<&str> = text.lines().filter(|l| !l.trim().is_empty()).collect();
+    assert!(lines.len() >= 3, "too few log lines: {text}");
+    for l in &lines {
+        let v: serde_json::Value =
+            serde_json::from_str(l).map_err(|e| anyhow::anyhow!("not JSON ({e}): {l}"))?;
+        assert_eq!(v["cluster"], CLUSTER_NAME, "{l}");
+        assert_eq!(v["node"], 1, "{l}");
+        assert!(v["level"].is_string() && v["fields"].is_object(), "{l}");
+    }
+    assert!(text.contains("heraldd serving"), "{text}");
+    Ok(())
+}

@@ -8,7 +8,8 @@
 //! - Users send their session token (the same header, or `?token=` on
 //!   HTTP), checked by the gateway's [`crate::gateway::auth::Authenticator`]
 //!   for the uid the route names ([`UserFrom`]).
-//! - Anonymous callers reach `/healthz` only (and `/metrics` with
+//! - Anonymous callers reach `/healthz` and the standard gRPC health and
+//!   reflection services only (and `/metrics` with
 //!   `<access public-metrics="true">`).
 //!
 //! The principal travels to the handler as a request extension

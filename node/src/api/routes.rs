@@ -148,6 +148,23 @@ pub const ROUTES: &[Route] = &[
     r(Delete, "/v1/users/{uid}/contacts/{contact}", user(Path)),
     r(Post, "/v1/users/{uid}/group-send", user(Path)),
     r(Get, "/v1/users/{uid}/shared", user(Viewer)),
+    // The standard gRPC health service and server reflection (issue 18):
+    // probes and tools (grpcurl) ask before they hold a credential; they
+    // tell whether the node knows a leader and what the public API looks
+    // like, nothing of the state.
+    r(Grpc, "/grpc.health.v1.Health/Check", Rule::Anonymous),
+    r(Grpc, "/grpc.health.v1.Health/Watch", Rule::Anonymous),
+    r(Grpc, "/grpc.reflection.v1.ServerReflection/ServerReflectionInfo", Rule::Anonymous),
+    r(Grpc, "/grpc.reflection.v1alpha.ServerReflection/ServerReflectionInfo", Rule::Anonymous),
+];
+
+/// The standard gRPC services served beside `herald.v1` (not declared in
+/// Herald's .proto files).
+pub const STANDARD_GRPC: [&str; 4] = [
+    "/grpc.health.v1.Health/Check",
+    "/grpc.health.v1.Health/Watch",
+    "/grpc.reflection.v1.ServerReflection/ServerReflectionInfo",
+    "/grpc.reflection.v1alpha.ServerReflection/ServerReflectionInfo",
 ];
 
 /// The HTTP routes of a router as it is built: each route is added with
@@ -288,7 +305,10 @@ mod tests {
         for r in ROUTES {
             assert!(seen.insert((r.verb, r.path)), "{} {} listed twice", r.verb.as_str(), r.path);
             if r.verb == Grpc {
-                assert!(r.path.starts_with("/herald.v1.") && r.path.matches('/').count() == 2);
+                assert!(
+                    (r.path.starts_with("/herald.v1.") || STANDARD_GRPC.contains(&r.path))
+                        && r.path.matches('/').count() == 2
+                );
             } else {
                 assert!(r.path.starts_with('/') && !r.path.ends_with('/'), "{}", r.path);
             }
@@ -300,7 +320,12 @@ mod tests {
             }
         }
         assert!(ROUTES.iter().any(|r| r.rule == Rule::Anonymous && r.path == "/healthz"));
-        assert_eq!(ROUTES.iter().filter(|r| r.rule == Rule::Anonymous).count(), 1);
+        // Anonymous: /healthz and the standard gRPC health and reflection
+        // services, nothing else.
+        let anonymous: Vec<&str> =
+            ROUTES.iter().filter(|r| r.rule == Rule::Anonymous).map(|r| r.path).collect();
+        assert_eq!(anonymous.len(), 1 + STANDARD_GRPC.len(), "{anonymous:?}");
+        assert!(anonymous.iter().all(|p| *p == "/healthz" || STANDARD_GRPC.contains(p)));
     }
 
     /// The HTTP router serves exactly the table's HTTP entries (building
@@ -335,6 +360,7 @@ mod tests {
                 }
             }
         }
+        declared.extend(STANDARD_GRPC.iter().map(|p| p.to_string()));
         let grpc: BTreeSet<String> =
             ROUTES.iter().filter(|r| r.verb == Grpc).map(|r| r.path.to_string()).collect();
         assert!(declared.len() >= 16, "the .proto files were not read: {declared:?}");

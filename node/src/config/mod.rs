@@ -36,8 +36,8 @@ mod xml;
 pub use error::ConfigError;
 /// The settings elements, declared in the schema (one entry per attribute).
 pub use schema::{
-    GatewayConfig, Limits, MasterPolicy, MediaConfig, MessagesConfig, RaftTiming, Security,
-    TimeSync, WatchConfig,
+    GatewayConfig, Limits, LogConfig, MasterPolicy, MediaConfig, MessagesConfig, RaftTiming,
+    Security, TimeSync, WatchConfig,
 };
 
 use rules::check;
@@ -112,6 +112,8 @@ pub struct Config {
     pub peer_tls: Option<PeerTlsConfig>,
     /// Presence change feeds: window, progress, watcher limits (issue 15).
     pub watch: WatchConfig,
+    /// How the node writes its log (issue 18: JSON lines for shippers).
+    pub log: LogConfig,
 }
 
 /// `<access>`: the applications' API keys (stored hashed) and whether
@@ -161,6 +163,26 @@ impl Config {
             ));
         }
         out
+    }
+}
+
+/// `<log format>`: how heraldd writes its log lines to stderr.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum LogFormat {
+    /// Human-readable lines (colored on a terminal).
+    #[default]
+    Text,
+    /// One JSON object per line, each with `cluster` and `node` (for log
+    /// shippers).
+    Json,
+}
+
+impl LogFormat {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            LogFormat::Text => "text",
+            LogFormat::Json => "json",
+        }
     }
 }
 

@@ -9,14 +9,14 @@ use crate::media::edit::{EditRules, OutFormat};
 use super::rules::{self, check, Site};
 use super::schema::{
     AccessAttrs, ApiKeyAttrs, ElemSpec, Kind, NodeAttrs, Root, ACCESS, API_KEY, AUTH,
-    AUTH_MAX_LIFETIME, AUTH_MODES, AUTH_TIMEOUT, AUTH_URL, EDIT, GATEWAY, HERALD, LIMITS, MASTER,
-    MEDIA, MESSAGES, NODE, PEER_TLS, RAFT, SECURITY, SERVER, SERVERS, TIME, TLS, WATCH,
+    AUTH_MAX_LIFETIME, AUTH_MODES, AUTH_TIMEOUT, AUTH_URL, EDIT, GATEWAY, HERALD, LIMITS, LOG,
+    MASTER, MEDIA, MESSAGES, NODE, PEER_TLS, RAFT, SECURITY, SERVER, SERVERS, TIME, TLS, WATCH,
 };
 use super::xml::{Ctx, Elem};
 use super::{
-    AccessConfig, ApiKeyConfig, AuthConfig, Config, ConfigError, GatewayConfig, Limits,
-    MasterPolicy, MediaConfig, MessagesConfig, PeerTlsConfig, RaftTiming, Security, SecurityMode,
-    Server, TimeSync, TlsConfig, WatchConfig, DEFAULT_AUTH_TIMEOUT_MS,
+    AccessConfig, ApiKeyConfig, AuthConfig, Config, ConfigError, GatewayConfig, Limits, LogConfig,
+    LogFormat, MasterPolicy, MediaConfig, MessagesConfig, PeerTlsConfig, RaftTiming, Security,
+    SecurityMode, Server, TimeSync, TlsConfig, WatchConfig, DEFAULT_AUTH_TIMEOUT_MS,
     DEFAULT_MAX_TOKEN_LIFETIME_S, DEVELOPMENT_HMAC_KEY, MAX_API_KEY_NAME_BYTES, MIN_HMAC_KEY_BYTES,
 };
 
@@ -249,6 +249,21 @@ impl Setting for Option<OutFormat> {
     }
 }
 
+/// `<log format>`.
+impl Setting for LogFormat {
+    fn parse(a: &Attrs, name: &str, kind: Kind, v: &str) -> Result<Self, ConfigError> {
+        let Kind::Choice(choices) = kind else { wrong_kind(name, kind, "LogFormat") };
+        match v {
+            "text" => Ok(LogFormat::Text),
+            "json" => Ok(LogFormat::Json),
+            _ => Err(a.err(name, format!("{v:?}: expected one of {}", choices.join(", ")))),
+        }
+    }
+    fn show(&self) -> Option<String> {
+        Some(self.as_str().to_string())
+    }
+}
+
 /// `<security mode>`.
 impl Setting for SecurityMode {
     fn parse(a: &Attrs, name: &str, kind: Kind, v: &str) -> Result<Self, ConfigError> {
@@ -359,6 +374,7 @@ impl Ctx<'_> {
         let access_el = self.at_most_one(root, "access")?;
         let peer_tls_el = self.at_most_one(root, "peer-tls")?;
         let watch_el = self.at_most_one(root, "watch")?;
+        let log_el = self.at_most_one(root, "log")?;
 
         let NodeAttrs { number: node, data_dir, join } =
             self.read_element(node_el, &NODE, NodeAttrs::read)?;
@@ -395,6 +411,7 @@ impl Ctx<'_> {
         let master = self.section(master_el, &MASTER, MasterPolicy::read)?;
         let gateway = self.section(gateway_el, &GATEWAY, GatewayConfig::read)?;
         let watch = self.section(watch_el, &WATCH, WatchConfig::read)?;
+        let log = self.section(log_el, &LOG, LogConfig::read)?;
 
         // <messages>, then its body limit against <limits max-request-bytes>:
         // blamed on <messages max-body-bytes>, or on <limits> when <messages>
@@ -480,6 +497,7 @@ impl Ctx<'_> {
             access,
             peer_tls,
             watch,
+            log,
         };
         // Checked in document order, so a clash is reported at the later entry.
         if let Err(p) = check(&config, None) {

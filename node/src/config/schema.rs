@@ -23,9 +23,10 @@ use crate::media::edit::{EditRules, OutFormat};
 
 use super::read::{Attrs, Setting};
 use super::{
-    ConfigError, PeerTlsConfig, SecurityMode, Server, TlsConfig, DEFAULT_AUTH_TIMEOUT_MS,
-    DEFAULT_MAX_TOKEN_LIFETIME_S, MAX_BODY_BYTES_CAP, MAX_IDS_PER_QUERY_CAP, MAX_MEDIA_BYTES_CAP,
-    MAX_REQUEST_BYTES_CAP, MAX_RESPONSE_BYTES_CAP, MAX_TOKEN_LIFETIME_CAP_S,
+    ConfigError, LogFormat, PeerTlsConfig, SecurityMode, Server, TlsConfig,
+    DEFAULT_AUTH_TIMEOUT_MS, DEFAULT_MAX_TOKEN_LIFETIME_S, MAX_BODY_BYTES_CAP,
+    MAX_IDS_PER_QUERY_CAP, MAX_MEDIA_BYTES_CAP, MAX_REQUEST_BYTES_CAP, MAX_RESPONSE_BYTES_CAP,
+    MAX_TOKEN_LIFETIME_CAP_S,
 };
 
 // ---------------------------------------------------------------------------
@@ -795,6 +796,19 @@ section! {
     }
 }
 
+section! {
+    /// `<log>`: the node's own log on stderr (issue 18).
+    #[derive(Debug, Clone, PartialEq, Eq)]
+    pub struct LogConfig {
+        /// "text" (human-readable lines) or "json" (one object per line,
+        /// each carrying `cluster` and `node`, for log shippers).
+        format: LogFormat = LogFormat::Text => "format", Kind::Choice(LOG_FORMATS);
+    }
+}
+
+/// The values of `<log format>`, as errors list them.
+pub(super) const LOG_FORMATS: &[&str] = &["text", "json"];
+
 /// The values of `<security mode>`, as errors list them.
 pub(super) const SECURITY_MODES: &[&str] = &["development", "production"];
 
@@ -845,7 +859,7 @@ pub(super) const HERALD: ElemSpec = ElemSpec {
     more_attrs: &[],
     children: &[
         "node", "servers", "raft", "limits", "time", "master", "gateway", "messages", "auth",
-        "tls", "media", "security", "peer-tls", "access", "watch",
+        "tls", "media", "security", "peer-tls", "access", "watch", "log",
     ],
 };
 pub(super) const NODE: ElemSpec = leaf("node", NodeAttrs::ATTRS);
@@ -856,6 +870,7 @@ pub(super) const RAFT: ElemSpec = leaf("raft", RaftTiming::ATTRS);
 pub(super) const LIMITS: ElemSpec = leaf("limits", Limits::ATTRS);
 pub(super) const TIME: ElemSpec = leaf("time", TimeSync::ATTRS);
 pub(super) const WATCH: ElemSpec = leaf("watch", WatchConfig::ATTRS);
+pub(super) const LOG: ElemSpec = leaf("log", LogConfig::ATTRS);
 pub(super) const MASTER: ElemSpec = leaf("master", MasterPolicy::ATTRS);
 pub(super) const GATEWAY: ElemSpec = leaf("gateway", GatewayConfig::ATTRS);
 pub(super) const MESSAGES: ElemSpec = leaf("messages", MessagesConfig::ATTRS);
@@ -878,7 +893,7 @@ pub(super) const API_KEY: ElemSpec = leaf("api-key", ApiKeyAttrs::ATTRS);
 #[cfg_attr(not(test), allow(dead_code))]
 pub(super) const SCHEMA: &[ElemSpec] = &[
     HERALD, NODE, SERVERS, SERVER, RAFT, LIMITS, TIME, MASTER, GATEWAY, MESSAGES, AUTH, TLS, MEDIA,
-    EDIT, SECURITY, PEER_TLS, ACCESS, API_KEY, WATCH,
+    EDIT, SECURITY, PEER_TLS, ACCESS, API_KEY, WATCH, LOG,
 ];
 
 /// An element with attributes and no children.

@@ -139,6 +139,7 @@ fn config_shipped_reference_parses() {
     assert_eq!(c.master, MasterPolicy::default());
     assert_eq!(c.gateway, GatewayConfig::default());
     assert_eq!(c.messages, MessagesConfig::default());
+    assert_eq!(c.log, LogConfig::default());
     assert_eq!(c.auth, dev_key(), "same key as cluster-3 node files");
     assert_eq!(c.tls, None, "<tls> is only shown in a comment");
     assert_eq!(
@@ -2099,4 +2100,14 @@ fn config_watch_values_and_bounds() {
             assert!(e.to_string().contains("<watch>"), "{e}");
         }
     }
+}
+
+/// `<log format>`: "json" is read; the default is "text"; any other value
+/// is refused at its line, naming the attribute and the choices.
+#[test]
+fn config_log_format_read_and_checked() {
+    let c = parse(&with("<log format=\"json\"/>"), "t.xml").unwrap();
+    assert_eq!(c.log.format, LogFormat::Json);
+    assert_eq!(parse(BASE, "t.xml").unwrap().log.format, LogFormat::Text);
+    refused(&with("<log format=\"xml\"/>"), 7, Some("format"), "text, json");
 }

@@ -170,6 +170,11 @@ pub struct RaftNode {
     /// How long to wait for a leader to appear before answering `no_leader`.
     leader_wait: Duration,
     health_window: Duration,
+    /// The leader whose AppendEntries (entries or heartbeat) this node last
+    /// accepted, and when: a follower cut off from its leader keeps
+    /// `current_leader` (pre-vote does not clear it), so "has a leader"
+    /// alone would call an isolated node healthy.
+    leader_contact: Mutex<Option<(u64, std::time::Instant)>>,
     peers: Mutex<HashMap<(u64, String), Channel>>,
     /// Separate connections for media bytes, so that a slow download
     /// never holds up Raft-adjacent calls (forwards, read index) that share
@@ -258,6 +263,7 @@ impl RaftNode {
             leader_wait: Duration::from_millis(t.election_max_ms * 3)
                 .min(Duration::from_millis(t.write_timeout_ms)),
             health_window: Duration::from_millis(t.election_max_ms * 2),
+            leader_contact: Mutex::new(None),
             peers: Mutex::new(HashMap::new()),
             blob_peers: Mutex::new(HashMap::new()),
             connect_timeout,
@@ -650,6 +656,30 @@ impl RaftNode {
     /// standard-time node.
     pub fn lowest_voter(&self) -> Option<u64> {
         self.raft.metrics().borrow_watched().membership_config.membership().voter_ids().min()
+    }
+
+    /// Records an AppendEntries from `leader` that this node accepted.
+    pub fn note_leader_contact(&self, leader: u64) {
+        *self.leader_contact.lock().expect("leader contact lock") =
+            Some((leader, std::time::Instant::now()));
+    }
+
+    /// Whether this node is in touch with a live leader (what `/healthz`
+    /// and the gRPC health service report): as leader, a quorum
+    /// acknowledged it within the health window (2 × `election-max-ms`;
+    /// always, when it is the only voter); as follower or learner, its
+    /// current leader's AppendEntries reached it within that window.
+    pub fn leader_is_live(&self) -> bool {
+        let m = self.raft.metrics();
+        let m = m.borrow_watched();
+        if m.state == ServerState::Leader {
+            let voters = m.membership_config.membership().voter_ids().count();
+            return voters <= 1
+                || m.last_quorum_acked.as_ref().is_some_and(|t| t.elapsed() < self.health_window);
+        }
+        let Some(leader) = m.current_leader else { return false };
+        let contact = *self.leader_contact.lock().expect("leader contact lock");
+        contact.is_some_and(|(l, at)| l == leader && at.elapsed() < self.health_window)
     }
 
     /// The current leader (the numbered master), if known.

@@ -58,13 +58,18 @@ impl RaftInternal for RaftService {
     async fn append_entries(&self, req: Request<RaftBytes>) -> Result<Response<RaftBytes>, Status> {
         let caller = self.peers.caller(&req);
         let rpc: AppendEntriesRequest<TypeConfig> = decode(&req.into_inner().data).map_err(bad)?;
-        self.peers.claim(&caller, rpc.vote.leader_id.voted_for)?;
+        let leader = rpc.vote.leader_id.voted_for;
+        self.peers.claim(&caller, leader)?;
         let resp = self
             .node
             .raft
             .append_entries(rpc)
             .await
             .map_err(|e| Status::internal(e.to_string()))?;
+        // Every answer but a higher vote means this node follows `leader`.
+        if !matches!(resp, openraft::raft::AppendEntriesResponse::HigherVote(_)) {
+            self.node.note_leader_contact(leader);
+        }
         reply(&resp)
     }
 
