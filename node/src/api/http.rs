@@ -119,6 +119,7 @@ pub fn served() -> Served<AppState> {
         .at(Post, "/v1/cluster/transfer-leader", post_transfer_leader)
         .at(Get, "/healthz", healthz)
         .at(Get, "/metrics", metrics)
+        .at(Get, "/v1/openapi.json", openapi)
         .merge(super::messages::http::routes())
         .merge(super::media::http::routes())
         .merge(super::watch_http::routes())
@@ -256,6 +257,13 @@ async fn healthz(State(api): State<AppState>) -> Response {
     let body = Health { leader: st.leader, node: st.node, ok, state: st.state };
     let code = if ok { StatusCode::OK } else { StatusCode::SERVICE_UNAVAILABLE };
     (code, Json(body)).into_response()
+}
+
+/// The OpenAPI document, built once from the route tables.
+async fn openapi() -> Response {
+    static DOC: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+    let text = DOC.get_or_init(|| super::openapi::document().to_string());
+    ([(axum::http::header::CONTENT_TYPE, "application/json")], text.as_str()).into_response()
 }
 
 async fn metrics(State(api): State<AppState>) -> Response {

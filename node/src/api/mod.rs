@@ -11,6 +11,7 @@ pub mod grpc;
 pub mod http;
 pub mod media;
 pub mod messages;
+pub mod openapi;
 pub mod routes;
 pub mod size;
 pub mod watch;

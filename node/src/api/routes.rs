@@ -96,6 +96,9 @@ pub const ROUTES: &[Route] = &[
     // Health and metrics.
     r(Get, "/healthz", Rule::Anonymous),
     r(Get, "/metrics", Rule::Metrics),
+    // The OpenAPI document of this table's HTTP routes (api::openapi): what
+    // the README says, machine-readable; nothing of the state.
+    r(Get, "/v1/openapi.json", Rule::Anonymous),
     // Presence (the status pool writes, web platforms read).
     r(Post, "/v1/presence/events", app(PresenceWrite)),
     r(Post, "/v1/presence/query", app(PresenceRead)),
@@ -320,12 +323,14 @@ mod tests {
             }
         }
         assert!(ROUTES.iter().any(|r| r.rule == Rule::Anonymous && r.path == "/healthz"));
-        // Anonymous: /healthz and the standard gRPC health and reflection
-        // services, nothing else.
+        // Anonymous: /healthz, the OpenAPI document and the standard gRPC
+        // health and reflection services, nothing else.
         let anonymous: Vec<&str> =
             ROUTES.iter().filter(|r| r.rule == Rule::Anonymous).map(|r| r.path).collect();
-        assert_eq!(anonymous.len(), 1 + STANDARD_GRPC.len(), "{anonymous:?}");
-        assert!(anonymous.iter().all(|p| *p == "/healthz" || STANDARD_GRPC.contains(p)));
+        assert_eq!(anonymous.len(), 2 + STANDARD_GRPC.len(), "{anonymous:?}");
+        assert!(anonymous
+            .iter()
+            .all(|p| ["/healthz", "/v1/openapi.json"].contains(p) || STANDARD_GRPC.contains(p)));
     }
 
     /// The HTTP router serves exactly the table's HTTP entries (building
