@@ -123,6 +123,7 @@ pub fn served() -> Served<AppState> {
         .merge(super::messages::http::routes())
         .merge(super::media::http::routes())
         .merge(super::watch_http::routes())
+        .merge(super::console::routes())
 }
 
 /// The HTTP routes; `max_body` bounds every request body.

@@ -7,6 +7,7 @@
 //! [`routes::ROUTES`], enforced by [`access::guard`] before any handler.
 
 pub mod access;
+pub mod console;
 pub mod grpc;
 pub mod http;
 pub mod media;

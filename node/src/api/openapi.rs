@@ -87,6 +87,9 @@ pub const DOCS: &[Doc] = &[
     d(Get, "/healthz", "200 while this node is in touch with a live leader, else 503", NoBody, Local, &[]),
     d(Get, "/metrics", "Prometheus metrics of this node (text exposition format)", NoBody, Local, &[]),
     d(Get, "/v1/openapi.json", "This document", NoBody, Local, &[]),
+    d(Get, "/console", "The web console's page (no data: it asks for an operator key)", NoBody, Local, &[]),
+    d(Get, "/console/console.js", "The web console's script", NoBody, Local, &[]),
+    d(Get, "/console/console.css", "The web console's style", NoBody, Local, &[]),
     d(Post, "/v1/presence/events", "Push presence events (login, logout, heartbeat, ext); one Raft entry per request", Json, Write, EVENT_CODES),
     d(Post, "/v1/presence/query", "Batch presence query by uids and sids", Json, Read, QUERY_CODES),
     q(

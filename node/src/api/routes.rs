@@ -99,6 +99,11 @@ pub const ROUTES: &[Route] = &[
     // The OpenAPI document of this table's HTTP routes (api::openapi): what
     // the README says, machine-readable; nothing of the state.
     r(Get, "/v1/openapi.json", Rule::Anonymous),
+    // The web console's static files (api::console): no data, no secret;
+    // the page asks for a key and calls the routes above with it.
+    r(Get, "/console", Rule::Anonymous),
+    r(Get, "/console/console.js", Rule::Anonymous),
+    r(Get, "/console/console.css", Rule::Anonymous),
     // Presence (the status pool writes, web platforms read).
     r(Post, "/v1/presence/events", app(PresenceWrite)),
     r(Post, "/v1/presence/query", app(PresenceRead)),
@@ -323,14 +328,20 @@ mod tests {
             }
         }
         assert!(ROUTES.iter().any(|r| r.rule == Rule::Anonymous && r.path == "/healthz"));
-        // Anonymous: /healthz, the OpenAPI document and the standard gRPC
-        // health and reflection services, nothing else.
+        // Anonymous: /healthz, the OpenAPI document, the console's static
+        // files and the standard gRPC health and reflection services,
+        // nothing else.
+        const STATIC: [&str; 5] = [
+            "/healthz",
+            "/v1/openapi.json",
+            "/console",
+            "/console/console.js",
+            "/console/console.css",
+        ];
         let anonymous: Vec<&str> =
             ROUTES.iter().filter(|r| r.rule == Rule::Anonymous).map(|r| r.path).collect();
-        assert_eq!(anonymous.len(), 2 + STANDARD_GRPC.len(), "{anonymous:?}");
-        assert!(anonymous
-            .iter()
-            .all(|p| ["/healthz", "/v1/openapi.json"].contains(p) || STANDARD_GRPC.contains(p)));
+        assert_eq!(anonymous.len(), STATIC.len() + STANDARD_GRPC.len(), "{anonymous:?}");
+        assert!(anonymous.iter().all(|p| STATIC.contains(p) || STANDARD_GRPC.contains(p)));
     }
 
     /// The HTTP router serves exactly the table's HTTP entries (building

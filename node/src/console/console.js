@@ -1,0 +1,251 @@
+// Herald's web console (issue 18). No data is in the page: everything is
+// fetched with the operator's key, kept in sessionStorage for this tab.
+// Served with a Content-Security-Policy that allows no inline script.
+"use strict";
+
+const KEY = "herald-console-key";
+// How often the cluster view is refreshed, and after how long without a
+// fresh answer it is marked stale.
+const REFRESH_MS = 1000;
+const STALE_MS = 3000;
+// The most ids one lookup takes (the node's max-ids-per-query default).
+const MAX_IDS = 10000;
+
+const $ = (id) => document.getElementById(id);
+let lastFresh = 0;
+let refreshTimer = null;
+let watchAbort = null;
+
+function key() { return sessionStorage.getItem(KEY); }
+
+async function api(method, path, body) {
+  const headers = { authorization: "Bearer " + key() };
+  if (body !== undefined) headers["content-type"] = "application/json";
+  const r = await fetch(path, { method, headers, body: body === undefined ? undefined : JSON.stringify(body) });
+  let json = null;
+  try { json = await r.json(); } catch (_) { /* not JSON */ }
+  if (r.status === 401) { logout("credential refused: " + code(json)); throw new Error("unauthorized"); }
+  return { status: r.status, json };
+}
+
+function code(json) { return json && json.error ? json.error.code + ": " + json.error.message : "no answer"; }
+
+function show(view) {
+  document.body.dataset.view = view;
+  for (const v of ["login", "cluster", "presence"]) $(v + "-view").hidden = v !== view;
+  $("nav").hidden = view === "login";
+  for (const a of document.querySelectorAll("nav a[data-tab]")) {
+    if (a.dataset.tab === view) a.setAttribute("aria-current", "page"); else a.removeAttribute("aria-current");
+  }
+}
+
+function logout(why) {
+  sessionStorage.removeItem(KEY);
+  if (refreshTimer) { clearInterval(refreshTimer); refreshTimer = null; }
+  if (watchAbort) { watchAbort.abort(); watchAbort = null; }
+  $("login-error").textContent = why || "";
+  $("nodes").querySelector("tbody").replaceChildren();
+  $("badges").querySelector("tbody").replaceChildren();
+  show("login");
+}
+
+async function login(ev) {
+  ev.preventDefault();
+  sessionStorage.setItem(KEY, $("key").value.trim());
+  $("key").value = "";
+  let r;
+  try { r = await api("GET", "/v1/cluster"); } catch (_) { return; }
+  if (r.status !== 200) { logout("refused: " + code(r.json)); return; }
+  $("login-error").textContent = "";
+  start();
+}
+
+function start() {
+  route();
+  refresh();
+  if (!refreshTimer) refreshTimer = setInterval(refresh, REFRESH_MS);
+}
+
+function route() {
+  const tab = (location.hash || "#cluster").slice(1);
+  show(tab === "presence" ? "presence" : "cluster");
+}
+
+function cell(tr, text, cls) {
+  const td = document.createElement("td");
+  td.textContent = text === undefined || text === null ? "—" : String(text);
+  if (cls) td.className = cls;
+  tr.appendChild(td);
+}
+
+async function refresh() {
+  if (!key()) return;
+  let r;
+  try { r = await api("GET", "/v1/cluster"); } catch (_) { markFreshness(); return; }
+  if (r.status === 200) { lastFresh = Date.now(); render(r.json); } else if (r.status === 403) {
+    $("freshness").textContent = "refused: " + code(r.json);
+  }
+  markFreshness();
+}
+
+function markFreshness() {
+  const age = Date.now() - lastFresh;
+  const f = $("freshness");
+  if (!lastFresh) return;
+  f.className = age > STALE_MS ? "stale" : "ok";
+  f.textContent = age > STALE_MS ? "stale: last answer " + Math.round(age / 1000) + " s ago" : "live";
+  document.body.dataset.stale = String(age > STALE_MS);
+}
+
+function render(c) {
+  $("cluster-name").textContent = c.cluster;
+  $("leader").textContent = c.leader ?? "none";
+  document.body.dataset.leader = String(c.leader ?? "");
+  $("master").textContent = c.master ?? "none";
+  $("time-master").textContent = c.time_master ?? "none";
+  $("term").textContent = c.term;
+  $("indexes").textContent = c.commit_index + " / " + c.applied_index;
+  $("asked").textContent = "node " + c.node + " (" + c.state + ")";
+  const last = c.last_log_index;
+  const body = $("nodes").querySelector("tbody");
+  const rows = [];
+  for (const n of c.nodes) {
+    const tr = document.createElement("tr");
+    tr.dataset.node = n.number;
+    tr.dataset.role = n.role;
+    if (n.role === "leader") tr.className = "leader";
+    cell(tr, n.number);
+    cell(tr, n.role);
+    cell(tr, n.healthy ? "healthy" : "unhealthy", n.healthy ? "ok" : "error");
+    cell(tr, n.matched_index);
+    cell(tr, n.matched_index == null || last == null ? null : Math.max(0, last - n.matched_index));
+    cell(tr, n.clock ? n.clock.offset_ms.toFixed(2) + " ms" : null);
+    cell(tr, n.clock ? (n.clock.in_tolerance ? "yes" : "NO") : null, n.clock && !n.clock.in_tolerance ? "error" : "");
+    cell(tr, n.gateway ? n.gateway.sessions : null);
+    cell(tr, n.gateway ? n.gateway.load.toFixed(3) + (n.gateway.fresh ? "" : " (stale)") : null);
+    cell(tr, n.publish);
+    rows.push(tr);
+  }
+  body.replaceChildren(...rows);
+  const sel = $("transfer-to");
+  const want = c.nodes.filter((n) => n.role === "follower" || n.role === "leader").map((n) => String(n.number));
+  if ([...sel.options].map((o) => o.value).join() !== want.join()) {
+    sel.replaceChildren(...want.map((n) => { const o = document.createElement("option"); o.value = n; o.textContent = n; return o; }));
+  }
+  const m = c.media;
+  $("media").textContent = m
+    ? `${m.media} media (${m.media_bytes} bytes), ${m.under_replicated} under-replicated, ${m.open_uploads} open uploads; ` +
+      `this node: ${m.files_here} files, ${m.free_bytes} bytes free, ${m.healthy ? "healthy" : "UNHEALTHY"}`
+    : "—";
+}
+
+async function transfer(ev) {
+  ev.preventDefault();
+  const to = Number($("transfer-to").value);
+  if (!confirm("Transfer leadership to node " + to + "?")) return;
+  const out = $("action-result");
+  out.textContent = "transferring…";
+  let r;
+  try { r = await api("POST", "/v1/cluster/transfer-leader", { number: to }); } catch (_) { return; }
+  out.className = r.status === 200 ? "ok" : "error";
+  out.textContent = r.status === 200 ? "leader is now node " + r.json.leader : "refused (" + r.status + ") " + code(r.json);
+  document.body.dataset.actionStatus = String(r.status);
+  refresh();
+}
+
+function parseIds(text) {
+  const uids = [], sids = [];
+  for (const t of text.split(/[\s,]+/).filter(Boolean)) {
+    if (/^#\d+$/.test(t)) sids.push(Number(t.slice(1))); else uids.push(t);
+  }
+  return { uids, sids };
+}
+
+const rowsByUid = new Map();
+
+function badgeRow(u) {
+  let tr = rowsByUid.get(u.uid);
+  if (!tr) { tr = document.createElement("tr"); rowsByUid.set(u.uid, tr); $("badges").querySelector("tbody").appendChild(tr); }
+  tr.replaceChildren();
+  tr.dataset.uid = u.uid;
+  const state = u.state || (u.online ? "online" : "offline");
+  tr.dataset.state = state;
+  tr.className = "state-" + state;
+  cell(tr, u.uid);
+  cell(tr, u.sid || null);
+  cell(tr, state);
+  cell(tr, (u.clients || []).join(", ") || null);
+  cell(tr, u.accepts_strangers === undefined ? null : (u.accepts_strangers ? "yes" : "no"));
+  cell(tr, u.changed_at_ms ? new Date(u.changed_at_ms).toISOString() : null);
+  cell(tr, u.revision);
+}
+
+async function lookup(ev) {
+  ev.preventDefault();
+  if (watchAbort) { watchAbort.abort(); watchAbort = null; }
+  const { uids, sids } = parseIds($("ids").value);
+  const st = $("lookup-status");
+  if (uids.length + sids.length === 0) { st.textContent = "no ids"; return; }
+  if (uids.length + sids.length > MAX_IDS) { st.textContent = "at most " + MAX_IDS + " ids"; return; }
+  rowsByUid.clear();
+  $("badges").querySelector("tbody").replaceChildren();
+  let r;
+  try { r = await api("POST", "/v1/presence/query", { uids, sids }); } catch (_) { return; }
+  if (r.status !== 200) { st.className = "error"; st.textContent = "refused (" + r.status + ") " + code(r.json); return; }
+  for (const u of r.json.users) badgeRow(u);
+  for (const uid of r.json.unknown) badgeRow({ uid, state: "unknown" });
+  st.className = "";
+  st.textContent = `${r.json.users.length} known, ${r.json.unknown.length} unknown, at revision ${r.json.revision}` +
+    ($("live").checked ? "; following live…" : " (a one-time query; tick \"follow live\" to watch)");
+  document.body.dataset.lookupRevision = String(r.json.revision);
+  if ($("live").checked) follow(uids, r.json.revision);
+}
+
+// Follows the uids through the SSE watch feed, read with fetch so the key
+// travels in a header (EventSource cannot send one); resumes after a cut
+// from the last revision seen.
+async function follow(uids, since) {
+  const ctl = new AbortController();
+  watchAbort = ctl;
+  let revision = since;
+  while (!ctl.signal.aborted) {
+    const q = new URLSearchParams();
+    for (const u of uids) q.append("uid", u);
+    q.set("since_revision", String(revision));
+    try {
+      const r = await fetch("/v1/presence/watch?" + q, { headers: { authorization: "Bearer " + key() }, signal: ctl.signal });
+      if (r.status !== 200) { $("lookup-status").textContent = "watch refused (" + r.status + ")"; return; }
+      document.body.dataset.watching = "true";
+      const reader = r.body.pipeThrough(new TextDecoderStream()).getReader();
+      let buf = "";
+      for (;;) {
+        const { value, done } = await reader.read();
+        if (done) break;
+        buf += value;
+        let i;
+        while ((i = buf.indexOf("\n\n")) >= 0) {
+          const ev = buf.slice(0, i); buf = buf.slice(i + 2);
+          const data = ev.split("\n").filter((l) => l.startsWith("data:")).map((l) => l.slice(5).trim()).join("\n");
+          if (!data) continue;
+          const f = JSON.parse(data);
+          if (f.type === "snapshot" || f.type === "change") for (const u of f.users) badgeRow(u);
+          if (f.type === "snapshot") for (const uid of f.unknown || []) badgeRow({ uid, state: "unknown" });
+          if (f.revision !== undefined && f.type !== "reset") { revision = f.revision; document.body.dataset.watchRevision = String(revision); }
+        }
+      }
+    } catch (e) {
+      if (ctl.signal.aborted) return;
+    }
+    document.body.dataset.watching = "false";
+    await new Promise((res) => setTimeout(res, 500));
+  }
+}
+
+document.addEventListener("DOMContentLoaded", () => {
+  $("login-form").addEventListener("submit", login);
+  $("transfer-form").addEventListener("submit", transfer);
+  $("lookup-form").addEventListener("submit", lookup);
+  $("logout").addEventListener("click", () => logout("logged out"));
+  window.addEventListener("hashchange", () => { if (key()) route(); });
+  if (key()) start(); else show("login");
+});
