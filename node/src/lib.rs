@@ -16,6 +16,7 @@ pub mod listener;
 pub mod media;
 pub mod metrics;
 pub mod peer_tls;
+pub mod profile;
 pub mod raft;
 pub mod serve;
 pub mod time;
