@@ -308,7 +308,8 @@ pub fn delivery_body(item: &OutboxItem) -> Vec<u8> {
 /// seeded hasher: no dependency for one number).
 fn jitter() -> f64 {
     let mut h = std::collections::hash_map::RandomState::new().build_hasher();
-    h.write_u64(std::time::SystemTime::now().elapsed().map_or(0, |d| d.as_nanos() as u64));
+    let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH);
+    h.write_u64(now.map_or(0, |d| d.as_nanos() as u64));
     (h.finish() >> 11) as f64 / (1u64 << 53) as f64
 }
 
