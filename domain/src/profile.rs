@@ -360,22 +360,58 @@ impl ProfileState {
         out
     }
 
-    /// Applies `op`, committed at log index `index` at cluster time `at_ms`.
-    pub fn apply(&mut self, op: &ProfileOp, index: u64, at_ms: u64) -> ProfileResult {
+    /// The refusal `op` would get from [`apply`](Self::apply) on this
+    /// state, without changing it: the node asks before it writes, so a
+    /// refused request writes nothing to the log (apply decides for good
+    /// when the state changed in between).
+    pub fn refusal(&self, op: &ProfileOp) -> Option<&'static str> {
         match op {
             ProfileOp::Bind { uid, module, account } => {
                 if check_target(module, account).is_err() || uid.is_empty() {
-                    return refused(refusal::INVALID_BINDING);
+                    return Some(refusal::INVALID_BINDING);
                 }
                 let t = (module.clone(), account.clone());
                 match self.owners.get(&t) {
-                    Some(owner) if owner == uid => return ProfileResult::Done(false),
-                    Some(_) => return refused(refusal::ACCOUNT_BOUND_ELSEWHERE),
-                    None => {}
+                    Some(owner) if owner == uid => None,
+                    Some(_) => Some(refusal::ACCOUNT_BOUND_ELSEWHERE),
+                    None => self
+                        .users
+                        .get(uid)
+                        .is_some_and(|u| u.bindings.len() >= MAX_BINDINGS_PER_USER)
+                        .then_some(refusal::TOO_MANY_BINDINGS),
                 }
-                let u = self.users.get(uid);
-                if u.is_some_and(|u| u.bindings.len() >= MAX_BINDINGS_PER_USER) {
-                    return refused(refusal::TOO_MANY_BINDINGS);
+            }
+            ProfileOp::Unbind { uid, module, account } => {
+                let t = (module.clone(), account.clone());
+                (self.owners.get(&t) != Some(uid)).then_some(refusal::NOT_BOUND)
+            }
+            ProfileOp::SetProfile { uid, source, profile } => {
+                if profile.check().is_err() {
+                    return Some(refusal::PROFILE_TOO_LARGE);
+                }
+                let bound = self
+                    .users
+                    .get(uid)
+                    .is_some_and(|u| u.bindings.iter().any(|(m, _)| m == source));
+                (!bound).then_some(refusal::MODULE_NOT_BOUND)
+            }
+            ProfileOp::OutboxAttempted { .. } => None,
+            ProfileOp::OutboxResend { id } => (!self.pending.contains_key(id)
+                && !self.dead.contains_key(id))
+            .then_some(refusal::UNKNOWN_OUTBOX_ITEM),
+        }
+    }
+
+    /// Applies `op`, committed at log index `index` at cluster time `at_ms`.
+    pub fn apply(&mut self, op: &ProfileOp, index: u64, at_ms: u64) -> ProfileResult {
+        if let Some(code) = self.refusal(op) {
+            return refused(code);
+        }
+        match op {
+            ProfileOp::Bind { uid, module, account } => {
+                let t = (module.clone(), account.clone());
+                if self.owners.contains_key(&t) {
+                    return ProfileResult::Done(false);
                 }
                 let u = self
                     .users
@@ -387,9 +423,6 @@ impl ProfileState {
             }
             ProfileOp::Unbind { uid, module, account } => {
                 let t = (module.clone(), account.clone());
-                if self.owners.get(&t) != Some(uid) {
-                    return refused(refusal::NOT_BOUND);
-                }
                 self.owners.remove(&t);
                 if let Some(u) = self.users.get_mut(uid) {
                     u.bindings.remove(&t);
@@ -406,15 +439,9 @@ impl ProfileState {
                 ProfileResult::Done(true)
             }
             ProfileOp::SetProfile { uid, source, profile } => {
-                if profile.check().is_err() {
-                    return refused(refusal::PROFILE_TOO_LARGE);
-                }
                 let Some(u) = self.users.get_mut(uid) else {
                     return refused(refusal::MODULE_NOT_BOUND);
                 };
-                if !u.bindings.iter().any(|(m, _)| m == source) {
-                    return refused(refusal::MODULE_NOT_BOUND);
-                }
                 u.profile = Some(profile.clone());
                 u.revision = index;
                 u.source = source.clone();
@@ -716,6 +743,36 @@ mod tests {
         s.apply(&unbind("u", &target.0, &target.1), 13, 1100);
         assert_eq!(s.pending_count(), 0, "unbinding drops the target's item");
         assert_eq!(ProfileState::from_items(s.items()), s);
+    }
+
+    /// `refusal` (what the node asks before writing) names exactly the
+    /// refusal `apply` answers, and None exactly when apply does not refuse.
+    #[test]
+    fn profile_refusal_predicts_apply() {
+        let mut s = ProfileState::default();
+        run(&mut s, &[bind("u", "qq", "1"), bind("u", "msn", "m")]);
+        let big = Profile { mood: "m".repeat(MAX_MOOD_BYTES + 1), ..Default::default() };
+        let ops = vec![
+            bind("v", "qq", "1"),
+            bind("u", "qq", "1"),
+            bind("v", "", "1"),
+            unbind("v", "qq", "1"),
+            unbind("u", "icq", "1"),
+            set("u", "icq", "x"),
+            set("nobody", "qq", "x"),
+            ProfileOp::SetProfile { uid: "u".into(), source: "qq".into(), profile: big },
+            ProfileOp::OutboxResend { id: 42 },
+            set("u", "qq", "fine"),
+            unbind("u", "msn", "m"),
+        ];
+        for (i, op) in ops.iter().enumerate() {
+            let predicted = s.refusal(op).map(|c| ProfileResult::Refused(c.into()));
+            let r = s.apply(op, 10 + i as u64, 100);
+            match predicted {
+                Some(p) => assert_eq!(r, p, "op {i}"),
+                None => assert!(!matches!(r, ProfileResult::Refused(_)), "op {i}: {r:?}"),
+            }
+        }
     }
 
     /// Profile bounds: each field, the extra keys' count and sizes, control

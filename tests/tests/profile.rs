@@ -79,39 +79,36 @@ async fn receive(
     body: String,
 ) -> StatusCode {
     let h = |k: &str| headers.get(k).and_then(|v| v.to_str().ok()).unwrap_or("").to_string();
-    let (n, mode) = {
-        let i = inbox.lock().unwrap();
-        (i.requests.len() + 1, i.mode)
+    // Recorded on arrival: a request the sender gives up on (its future is
+    // dropped mid-sleep) still counts.
+    let (status, delay) = {
+        let mut i = inbox.lock().unwrap();
+        let n = i.requests.len() + 1;
+        let (status, delay) = match i.mode {
+            Mode::Ok { delay } => (200, delay),
+            Mode::FailFirst(k) if n <= k => (500, Duration::ZERO),
+            Mode::FailFirst(_) => (200, Duration::ZERO),
+            Mode::HangFirst(k, hold) if n <= k => (200, hold),
+            Mode::HangFirst(..) => (200, Duration::ZERO),
+            Mode::Gone => (410, Duration::ZERO),
+        };
+        i.requests.push(Recorded {
+            id: h(webhook::ID_HEADER),
+            timestamp: h(webhook::TIMESTAMP_HEADER),
+            signature: h(webhook::SIGNATURE_HEADER),
+            body: body.clone(),
+            status,
+        });
+        (status, delay)
     };
-    let status = match mode {
-        Mode::Ok { delay } => {
-            tokio::time::sleep(delay).await;
-            200
-        }
-        Mode::FailFirst(k) if n <= k => 500,
-        Mode::FailFirst(_) => 200,
-        Mode::HangFirst(k, hold) if n <= k => {
-            tokio::time::sleep(hold).await;
-            200
-        }
-        Mode::HangFirst(..) => 200,
-        Mode::Gone => 410,
-    };
-    let mut i = inbox.lock().unwrap();
-    let rec = Recorded {
-        id: h(webhook::ID_HEADER),
-        timestamp: h(webhook::TIMESTAMP_HEADER),
-        signature: h(webhook::SIGNATURE_HEADER),
-        body: body.clone(),
-        status,
-    };
-    i.requests.push(rec);
+    tokio::time::sleep(delay).await;
     if status == 200 {
         if let Ok(v) = serde_json::from_str::<Value>(&body) {
             let d = &v["data"];
-            let (account, rev) = (d["account"].as_str().unwrap_or("").to_string(), d["revision"].as_u64().unwrap_or(0));
-            let newer = i.applied.get(&account).is_none_or(|(r, _)| *r < rev);
-            if newer {
+            let account = d["account"].as_str().unwrap_or("").to_string();
+            let rev = d["revision"].as_u64().unwrap_or(0);
+            let mut i = inbox.lock().unwrap();
+            if i.applied.get(&account).is_none_or(|(r, _)| *r < rev) {
                 i.applied.insert(account, (rev, d["profile"].clone()));
             }
         }

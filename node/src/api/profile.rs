@@ -117,25 +117,18 @@ impl Api {
         Ok(())
     }
 
-    /// Commits one profile op; a domain refusal becomes its code.
+    /// Commits one profile op; a domain refusal becomes its code. The
+    /// refusal is asked of the linearizable state first, so a refused
+    /// request writes nothing to the log (apply still decides for good).
     async fn write_profile(&self, op: ProfileOp) -> Result<(u64, ProfileResult), ApiError> {
+        if let Some(code) =
+            self.node.read(Consistency::Linearizable, |s| s.profiles.refusal(&op)).await?
+        {
+            return Err(profile_refusal(code));
+        }
         let (rev, results) = self.node.write(vec![Op::Profile(op)]).await?;
         match results.into_iter().next() {
-            Some(OpResult::Profile(ProfileResult::Refused(code))) => {
-                let message = match code.as_str() {
-                    domain::refusal::ACCOUNT_BOUND_ELSEWHERE => {
-                        "the account is bound to another identity; unbind it there first"
-                    }
-                    domain::refusal::TOO_MANY_BINDINGS => "the user holds too many bindings",
-                    domain::refusal::NOT_BOUND => "the user has not bound that account",
-                    domain::refusal::MODULE_NOT_BOUND => {
-                        "the update comes from a module the user has not bound"
-                    }
-                    domain::refusal::UNKNOWN_OUTBOX_ITEM => "no outbox item with that id",
-                    _ => "refused",
-                };
-                Err(ApiError::named(&code, message))
-            }
+            Some(OpResult::Profile(ProfileResult::Refused(code))) => Err(profile_refusal(&code)),
             Some(OpResult::Profile(r)) => Ok((rev, r)),
             other => Err(ApiError::Cluster(crate::raft::ClusterError::Internal(format!(
                 "unexpected apply result {other:?}"
@@ -221,6 +214,22 @@ impl Api {
         let (revision, _) = self.write_profile(ProfileOp::OutboxResend { id }).await?;
         Ok(ResendAnswer { id, revision })
     }
+}
+
+/// The answer to a domain refusal.
+fn profile_refusal(code: &str) -> ApiError {
+    let message = match code {
+        domain::refusal::ACCOUNT_BOUND_ELSEWHERE => {
+            "the account is bound to another identity; unbind it there first"
+        }
+        domain::refusal::TOO_MANY_BINDINGS => "the user holds too many bindings",
+        domain::refusal::NOT_BOUND => "the user has not bound that account",
+        domain::refusal::MODULE_NOT_BOUND => "the update comes from a module the user has not bound",
+        domain::refusal::UNKNOWN_OUTBOX_ITEM => "no outbox item with that id",
+        domain::refusal::PROFILE_TOO_LARGE => "the profile is over its bounds",
+        _ => "refused",
+    };
+    ApiError::named(code, message)
 }
 
 fn body<T>(api: &Api, b: Result<Json<T>, JsonRejection>) -> Result<T, ApiError> {
