@@ -529,3 +529,71 @@ fn profile_refusals_store_nothing() -> Result<()> {
 fn ok_delete(addr: &str, path: &str) -> Result<(u16, Value)> {
     request(ADMIN, "DELETE", addr, path, None)
 }
+
+fn herald(addr: &str, args: &[&str]) -> Result<std::process::Output> {
+    let p = heraldd_path().with_file_name("herald");
+    assert!(p.exists(), "{} not found: run `cargo build --workspace --bins` first", p.display());
+    std::process::Command::new(p)
+        .arg("--node")
+        .arg(addr)
+        .args(args)
+        .env("HERALD_API_KEY", TEST_API_KEY)
+        .env_remove("HERALD_UID")
+        .env_remove("HERALD_TOKEN")
+        .output()
+        .context("run herald")
+}
+
+/// Runs a command that must succeed with `--json`; its JSON.
+fn herald_json(addr: &str, args: &[&str]) -> Result<Value> {
+    let mut a = args.to_vec();
+    a.push("--json");
+    let out = herald(addr, &a)?;
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    if !out.status.success() {
+        bail!("herald {args:?} failed: {}\n{stdout}", String::from_utf8_lossy(&out.stderr));
+    }
+    serde_json::from_str(&stdout).with_context(|| format!("not JSON: {stdout}"))
+}
+
+/// The CLI end to end: `herald profile bind` as the user (its token) and
+/// with the API key, `profile set` and `get`, an unsupported module exits
+/// non-zero with its code, `outbox list --dead` shows the item a 410
+/// receiver dead-lettered, and `outbox resend` delivers it once the
+/// receiver is fixed.
+#[test]
+fn profile_cli_end_to_end() -> Result<()> {
+    let gone = Receiver::started(Mode::Gone, 30)?;
+    let src = Receiver::started(Mode::Ok { delay: Duration::ZERO }, 31)?;
+    let modules = vec![src.module_xml("qq", 1000), gone.module_xml("msn", 1000)];
+    let c = Cluster::start(1, Tuning { extra_xml: profile_sync_xml(&modules, 60_000, 4), ..Tuning::default() })?;
+    c.wait_leader(LEADER_WAIT)?;
+    let a = c.addr(1);
+    let tok = token("carol");
+    let v = herald_json(&a, &["profile", "bind", "qq", "555", "--uid", "carol", "--token", &tok])?;
+    assert_eq!(v["bindings"], json!([{"module": "qq", "account": "555"}]), "{v}");
+    herald_json(&a, &["profile", "bind", "msn", "carol@msn", "--uid", "carol"])?;
+    let out = herald(&a, &["profile", "bind", "aim", "x", "--uid", "carol"])?;
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("unsupported_module"), "{err}");
+    let v = herald_json(&a, &["profile", "set", "qq", "--mood", "calm", "--extra", "lang=en", "--uid", "carol", "--token", &tok])?;
+    assert_eq!((v["profile"]["mood"].as_str(), v["outbox"].as_array().map(Vec::len)), (Some("calm"), Some(1)), "{v}");
+    let v = herald_json(&a, &["profile", "get", "--uid", "carol"])?;
+    assert_eq!(v["profile"]["extra"]["lang"], "en", "{v}");
+    wait_for("dead letter", Duration::from_secs(15), || {
+        Ok(herald_json(&a, &["outbox", "list", "--dead"])?["total"] == 1)
+    })?;
+    let dead = herald_json(&a, &["outbox", "list", "--dead"])?;
+    let id = dead["items"][0]["webhook_id"].as_str().context("webhook id")?.to_string();
+    assert!(dead["items"][0]["last_error"].as_str().unwrap_or("").contains("410"), "{dead}");
+    let human = herald(&a, &["outbox", "list", "--dead"])?;
+    assert!(String::from_utf8_lossy(&human.stdout).contains(&id), "the table lists the id");
+    gone.set_mode(Mode::Ok { delay: Duration::ZERO });
+    herald_json(&a, &["outbox", "resend", &id])?;
+    wait_for("resent and delivered", Duration::from_secs(15), || {
+        Ok(gone.applied("carol@msn").is_some_and(|(_, p)| p["mood"] == "calm"))
+    })?;
+    assert_eq!(herald_json(&a, &["outbox", "list"])?["total"], 0);
+    Ok(())
+}
