@@ -237,33 +237,31 @@ impl<R: Read, F: FnMut(u64, u64)> Read for ProgressReader<R, F> {
 /// The HTTP agent of this crate's blocking clients: `opts.ca_pem` as the
 /// only roots for https (else the Mozilla roots), errors as answers.
 pub(crate) fn agent(opts: &ConnectOptions) -> Result<ureq::Agent, ClientError> {
-        let mut tls = TlsConfig::builder().provider(TlsProvider::Rustls);
-        if let Some(pem) = &opts.ca_pem {
-            let mut certs = Vec::new();
-            for item in ureq::tls::parse_pem(pem) {
-                match item {
-                    Ok(PemItem::Certificate(c)) => certs.push(c),
-                    Ok(_) => {}
-                    Err(e) => {
-                        return Err(ClientError::InvalidArgument(format!("CA: bad PEM: {e}")))
-                    }
-                }
+    let mut tls = TlsConfig::builder().provider(TlsProvider::Rustls);
+    if let Some(pem) = &opts.ca_pem {
+        let mut certs = Vec::new();
+        for item in ureq::tls::parse_pem(pem) {
+            match item {
+                Ok(PemItem::Certificate(c)) => certs.push(c),
+                Ok(_) => {}
+                Err(e) => return Err(ClientError::InvalidArgument(format!("CA: bad PEM: {e}"))),
             }
-            if certs.is_empty() {
-                return Err(ClientError::InvalidArgument("CA: no PEM certificate found".into()));
-            }
-            tls = tls.root_certs(RootCerts::Specific(Arc::new(certs)));
         }
-        let agent = ureq::Agent::config_builder()
-            .http_status_as_error(false)
-            .timeout_connect(Some(CONNECT_TIMEOUT))
-            .timeout_per_read(Some(IO_TIMEOUT))
-            .timeout_per_write(Some(IO_TIMEOUT))
-            .tls_config(tls.build())
-            .user_agent(concat!("herald/", env!("CARGO_PKG_VERSION")))
-            .build()
-            .new_agent();
-        Ok(agent)
+        if certs.is_empty() {
+            return Err(ClientError::InvalidArgument("CA: no PEM certificate found".into()));
+        }
+        tls = tls.root_certs(RootCerts::Specific(Arc::new(certs)));
+    }
+    let agent = ureq::Agent::config_builder()
+        .http_status_as_error(false)
+        .timeout_connect(Some(CONNECT_TIMEOUT))
+        .timeout_per_read(Some(IO_TIMEOUT))
+        .timeout_per_write(Some(IO_TIMEOUT))
+        .tls_config(tls.build())
+        .user_agent(concat!("herald/", env!("CARGO_PKG_VERSION")))
+        .build()
+        .new_agent();
+    Ok(agent)
 }
 
 /// A blocking client of the media, contacts, group-send and sharing API,

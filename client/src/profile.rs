@@ -21,7 +21,11 @@ pub struct ProfileClient {
 impl ProfileClient {
     /// A client of the node at `node` (as [`normalize_addr`] accepts) with
     /// `credential`.
-    pub fn new(node: &str, credential: Credential, opts: &ConnectOptions) -> Result<Self, ClientError> {
+    pub fn new(
+        node: &str,
+        credential: Credential,
+        opts: &ConnectOptions,
+    ) -> Result<Self, ClientError> {
         Ok(ProfileClient { base: normalize_addr(node)?, credential, agent: agent(opts)? })
     }
 
@@ -34,14 +38,24 @@ impl ProfileClient {
     }
 
     /// `POST /v1/users/{uid}/bindings`.
-    pub fn bind(&self, uid: &str, module: &str, account: &str) -> Result<BindingsAnswer, ClientError> {
+    pub fn bind(
+        &self,
+        uid: &str,
+        module: &str,
+        account: &str,
+    ) -> Result<BindingsAnswer, ClientError> {
         let url = self.user_url(uid, "/bindings");
         let body = BindBody { module: module.into(), account: account.into() };
         finish(&url, self.agent.post(&url).header("Authorization", self.auth()).send_json(&body))
     }
 
     /// `DELETE /v1/users/{uid}/bindings/{module}/{account}`.
-    pub fn unbind(&self, uid: &str, module: &str, account: &str) -> Result<BindingsAnswer, ClientError> {
+    pub fn unbind(
+        &self,
+        uid: &str,
+        module: &str,
+        account: &str,
+    ) -> Result<BindingsAnswer, ClientError> {
         let url = self.user_url(
             uid,
             &format!("/bindings/{}/{}", encode_component(module), encode_component(account)),
@@ -50,7 +64,12 @@ impl ProfileClient {
     }
 
     /// `PUT /v1/users/{uid}/profile`: an update from `source`.
-    pub fn set(&self, uid: &str, source: &str, profile: Profile) -> Result<ProfileAnswer, ClientError> {
+    pub fn set(
+        &self,
+        uid: &str,
+        source: &str,
+        profile: Profile,
+    ) -> Result<ProfileAnswer, ClientError> {
         let url = self.user_url(uid, "/profile");
         let body = ProfileBody { source: source.into(), profile };
         finish(&url, self.agent.put(&url).header("Authorization", self.auth()).send_json(&body))

@@ -105,7 +105,10 @@ impl Profile {
             field(&format!("extra {k:?}"), v, MAX_EXTRA_VALUE_BYTES)?;
         }
         if self.bytes() > MAX_PROFILE_BYTES {
-            return Err(format!("the profile is {} bytes; at most {MAX_PROFILE_BYTES}", self.bytes()));
+            return Err(format!(
+                "the profile is {} bytes; at most {MAX_PROFILE_BYTES}",
+                self.bytes()
+            ));
         }
         Ok(())
     }
@@ -621,7 +624,10 @@ mod tests {
         assert!(s.user("alice").is_none(), "a user with nothing left is forgotten");
         assert_eq!(s.apply(&bind("bob", "qq", "123"), 6, 6), ProfileResult::Done(true));
         for i in 0..MAX_BINDINGS_PER_USER - 1 {
-            assert_eq!(s.apply(&bind("bob", "msn", &format!("b{i}")), 7, 7), ProfileResult::Done(true));
+            assert_eq!(
+                s.apply(&bind("bob", "msn", &format!("b{i}")), 7, 7),
+                ProfileResult::Done(true)
+            );
         }
         let before = s.clone();
         refused_with(s.apply(&bind("bob", "msn", "one-more"), 8, 8), refusal::TOO_MANY_BINDINGS);
@@ -640,7 +646,12 @@ mod tests {
         let mut s = ProfileState::default();
         run(
             &mut s,
-            &[bind("u", "qq", "1"), bind("u", "msn", "u@x"), bind("u", "fetion", "9"), bind("v", "qq", "2")],
+            &[
+                bind("u", "qq", "1"),
+                bind("u", "msn", "u@x"),
+                bind("u", "fetion", "9"),
+                bind("v", "qq", "2"),
+            ],
         );
         let r = s.apply(&set("u", "qq", "happy"), 10, 5000);
         let ProfileResult::Set { revision, items, coalesced } = r else { panic!("{r:?}") };
@@ -675,7 +686,8 @@ mod tests {
         let ProfileResult::Set { items: first, .. } = s.apply(&set("u", "qq", "a"), 3, 10) else {
             panic!()
         };
-        let ProfileResult::Set { items: second, coalesced, .. } = s.apply(&set("u", "qq", "b"), 4, 11)
+        let ProfileResult::Set { items: second, coalesced, .. } =
+            s.apply(&set("u", "qq", "b"), 4, 11)
         else {
             panic!()
         };
@@ -724,19 +736,35 @@ mod tests {
         let it = s.pending_item(a).unwrap();
         assert_eq!((it.attempts, it.next_attempt_ms), (2, 400));
         assert!(it.last_error.len() <= MAX_ERROR_BYTES && it.last_error.starts_with('é'));
-        let dead = ProfileOp::OutboxAttempted { id: a, attempt: Attempt::Dead { error: "horizon".into() } };
+        let dead = ProfileOp::OutboxAttempted {
+            id: a,
+            attempt: Attempt::Dead { error: "horizon".into() },
+        };
         s.apply(&dead, 7, 500);
         let d = s.dead().next().unwrap().clone();
-        assert_eq!((d.id, d.attempts, d.dead_ms, d.last_error.as_str()), (a, 3, Some(500), "horizon"));
+        assert_eq!(
+            (d.id, d.attempts, d.dead_ms, d.last_error.as_str()),
+            (a, 3, Some(500), "horizon")
+        );
         assert_eq!(s.apply(&ProfileOp::OutboxResend { id: a }, 8, 600), ProfileResult::Done(true));
         let it = s.pending_item(a).unwrap();
         assert_eq!((it.attempts, it.next_attempt_ms, it.dead_ms), (0, 600, None));
         assert_eq!(it.last_error, "horizon", "the last error stays visible");
         assert_eq!(s.dead_count(), 0);
-        s.apply(&ProfileOp::OutboxAttempted { id: b, attempt: Attempt::Retry { next_ms: 9999, error: "x".into() } }, 9, 700);
+        s.apply(
+            &ProfileOp::OutboxAttempted {
+                id: b,
+                attempt: Attempt::Retry { next_ms: 9999, error: "x".into() },
+            },
+            9,
+            700,
+        );
         s.apply(&ProfileOp::OutboxResend { id: b }, 10, 800);
         assert_eq!(s.pending_item(b).unwrap().next_attempt_ms, 800);
-        refused_with(s.apply(&ProfileOp::OutboxResend { id: 999 }, 11, 900), refusal::UNKNOWN_OUTBOX_ITEM);
+        refused_with(
+            s.apply(&ProfileOp::OutboxResend { id: 999 }, 11, 900),
+            refusal::UNKNOWN_OUTBOX_ITEM,
+        );
         s.apply(&ProfileOp::OutboxAttempted { id: b, attempt: Attempt::Delivered }, 12, 1000);
         assert!(s.pending_item(b).is_none());
         let target = s.pending_item(a).map(|i| (i.module.clone(), i.account.clone())).unwrap();
@@ -790,8 +818,8 @@ mod tests {
         let mut p = ok.clone();
         p.mood.push('m');
         assert!(p.check().is_err());
-        let mut p = Profile::default();
-        p.extra = (0..=MAX_EXTRA_KEYS).map(|i| (format!("k{i}"), String::new())).collect();
+        let extra = (0..=MAX_EXTRA_KEYS).map(|i| (format!("k{i}"), String::new())).collect();
+        let p = Profile { extra, ..Default::default() };
         assert!(p.check().is_err());
         let mut p = Profile::default();
         p.extra.insert("k".repeat(MAX_EXTRA_KEY_BYTES + 1), String::new());

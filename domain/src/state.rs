@@ -338,8 +338,16 @@ mod tests {
             vec![Op::Msg(MsgOp::SetGroup { name: "g".into(), members: vec!["a".into()] })],
             vec![Op::Msg(MsgOp::SetGroup { name: "g".into(), members: vec![] })],
             vec![
-                Op::Profile(ProfileOp::Bind { uid: "a".into(), module: "qq".into(), account: "1".into() }),
-                Op::Profile(ProfileOp::Bind { uid: "a".into(), module: "msn".into(), account: "m".into() }),
+                Op::Profile(ProfileOp::Bind {
+                    uid: "a".into(),
+                    module: "qq".into(),
+                    account: "1".into(),
+                }),
+                Op::Profile(ProfileOp::Bind {
+                    uid: "a".into(),
+                    module: "msn".into(),
+                    account: "m".into(),
+                }),
                 Op::Profile(ProfileOp::SetProfile {
                     uid: "a".into(),
                     source: "qq".into(),
@@ -372,8 +380,16 @@ mod tests {
             login("b", 2),
             Op::SessionLogin { uid: "a".into(), sid: 1, client: "web".into(), gateway: 4 },
             Op::Msg(MsgOp::SetGroup { name: "g".into(), members: vec!["a".into()] }),
-            Op::Profile(ProfileOp::Bind { uid: "a".into(), module: "qq".into(), account: "1".into() }),
-            Op::Profile(ProfileOp::Bind { uid: "a".into(), module: "msn".into(), account: "m".into() }),
+            Op::Profile(ProfileOp::Bind {
+                uid: "a".into(),
+                module: "qq".into(),
+                account: "1".into(),
+            }),
+            Op::Profile(ProfileOp::Bind {
+                uid: "a".into(),
+                module: "msn".into(),
+                account: "m".into(),
+            }),
             Op::Profile(ProfileOp::SetProfile {
                 uid: "a".into(),
                 source: "msn".into(),

@@ -299,7 +299,11 @@ impl Metrics {
             "Profile updates this node moved to the dead-letter list (410 or horizon)",
             m.outbox_dead_lettered.clone(),
         );
-        r.register("outbox_pending", "Profile updates waiting for delivery", m.outbox_pending.clone());
+        r.register(
+            "outbox_pending",
+            "Profile updates waiting for delivery",
+            m.outbox_pending.clone(),
+        );
         r.register("outbox_dead", "Profile updates in the dead-letter list", m.outbox_dead.clone());
         r.register(
             "outbox_oldest_pending_age_ms",

@@ -122,7 +122,11 @@ impl Receiver {
         Receiver {
             port: free_port(),
             secret: vec![seed; 32],
-            inbox: Arc::new(Mutex::new(Inbox { mode, requests: Vec::new(), applied: HashMap::new() })),
+            inbox: Arc::new(Mutex::new(Inbox {
+                mode,
+                requests: Vec::new(),
+                applied: HashMap::new(),
+            })),
         }
     }
 
@@ -199,11 +203,9 @@ fn verify_with_python(receivers: &[&Receiver], dir: &std::path::Path) -> Result<
     let file = dir.join("deliveries.jsonl");
     std::fs::write(&file, lines)?;
     let script = concat!(env!("CARGO_MANIFEST_DIR"), "/../scripts/verify-webhooks");
-    let out = std::process::Command::new("python3")
-        .arg(script)
-        .arg(&file)
-        .output()
-        .context("run python3 scripts/verify-webhooks (scripts/setup-test-deps installs standardwebhooks)")?;
+    let out = std::process::Command::new("python3").arg(script).arg(&file).output().context(
+        "run python3 scripts/verify-webhooks (scripts/setup-test-deps installs standardwebhooks)",
+    )?;
     let stdout = String::from_utf8_lossy(&out.stdout);
     if !out.status.success() {
         bail!("verify-webhooks failed: {stdout}{}", String::from_utf8_lossy(&out.stderr));
@@ -213,7 +215,11 @@ fn verify_with_python(receivers: &[&Receiver], dir: &std::path::Path) -> Result<
 }
 
 fn bind(addr: &str, uid: &str, module: &str, account: &str) -> Result<(u16, Value)> {
-    post_json(addr, &format!("/v1/users/{uid}/bindings"), &json!({"module": module, "account": account}))
+    post_json(
+        addr,
+        &format!("/v1/users/{uid}/bindings"),
+        &json!({"module": module, "account": account}),
+    )
 }
 
 fn set_profile(addr: &str, uid: &str, source: &str, mood: &str) -> Result<(u16, Value)> {
@@ -224,7 +230,13 @@ fn set_profile(addr: &str, uid: &str, source: &str, mood: &str) -> Result<(u16, 
 /// Like [`set_profile`], retrying transient failures (no leader, timeout)
 /// through any of `addrs` until `patience` passes; Ok(revision) of the
 /// acknowledged update.
-fn set_profile_retrying(addrs: &[String], uid: &str, source: &str, mood: &str, patience: Duration) -> Result<u64> {
+fn set_profile_retrying(
+    addrs: &[String],
+    uid: &str,
+    source: &str,
+    mood: &str,
+    patience: Duration,
+) -> Result<u64> {
     let deadline = Instant::now() + patience;
     let mut i = 0;
     loop {
@@ -266,7 +278,9 @@ fn metric(addr: &str, name: &str) -> Result<f64> {
     let (_, v) = get_json(addr, "/metrics")?;
     let text = v.as_str().context("metrics text")?;
     text.lines()
-        .find_map(|l| l.strip_prefix(name).and_then(|r| r.strip_prefix(' ')).map(|x| x.trim().parse::<f64>()))
+        .find_map(|l| {
+            l.strip_prefix(name).and_then(|r| r.strip_prefix(' ')).map(|x| x.trim().parse::<f64>())
+        })
         .context(format!("{name} missing"))?
         .map_err(|e| anyhow!("{name}: {e}"))
 }
@@ -294,12 +308,13 @@ fn profile_deliveries_survive_receiver_failures() -> Result<()> {
         late.module_xml("late", 1000),
         gone.module_xml("gone", 1000),
     ];
-    let tuning =
-        Tuning { extra_xml: profile_sync_xml(&modules, 120_000, 8), ..Tuning::default() };
+    let tuning = Tuning { extra_xml: profile_sync_xml(&modules, 120_000, 8), ..Tuning::default() };
     let c = Cluster::start(3, tuning)?;
     let leader = c.wait_leader(LEADER_WAIT)?;
     let a = c.addr(leader);
-    for (m, acct) in [("src", "u-src"), ("flaky", "u-f"), ("slow", "u-s"), ("late", "u-l"), ("gone", "u-g")] {
+    for (m, acct) in
+        [("src", "u-src"), ("flaky", "u-f"), ("slow", "u-s"), ("late", "u-l"), ("gone", "u-g")]
+    {
         ok(bind(&a, "u", m, acct))?;
     }
     phase("first update");
@@ -317,7 +332,10 @@ fn profile_deliveries_survive_receiver_failures() -> Result<()> {
     })?;
     let fr = flaky.requests();
     assert_eq!(fr.iter().map(|r| r.status).collect::<Vec<_>>(), vec![500, 500, 500, 200]);
-    assert!(fr.iter().all(|r| r.id == flaky_id), "the webhook id is stable across attempts: {fr:?}");
+    assert!(
+        fr.iter().all(|r| r.id == flaky_id),
+        "the webhook id is stable across attempts: {fr:?}"
+    );
     wait_for("slow gets it after two timeouts", Duration::from_secs(20), || {
         Ok(slow.requests().len() >= 3 && slow.applied("u-s").is_some_and(|(r, _)| r == first))
     })?;
@@ -325,7 +343,9 @@ fn profile_deliveries_survive_receiver_failures() -> Result<()> {
     wait_for("410 → dead letter", Duration::from_secs(20), || {
         let d = outbox(&a, true)?;
         Ok(d["items"].as_array().is_some_and(|i| {
-            i.iter().any(|x| x["module"] == "gone" && x["last_error"].as_str().unwrap_or("").contains("410"))
+            i.iter().any(|x| {
+                x["module"] == "gone" && x["last_error"].as_str().unwrap_or("").contains("410")
+            })
         }))
     })?;
     assert_eq!(gone.requests().len(), 1, "410 is not retried");
@@ -333,7 +353,9 @@ fn profile_deliveries_survive_receiver_failures() -> Result<()> {
     std::thread::sleep(Duration::from_secs(2));
     phase("the late receiver comes up");
     late.listen()?;
-    wait_for("late gets it", Duration::from_secs(20), || Ok(late.applied("u-l").is_some_and(|(r, _)| r == first)))?;
+    wait_for("late gets it", Duration::from_secs(20), || {
+        Ok(late.applied("u-l").is_some_and(|(r, _)| r == first))
+    })?;
 
     phase("second update; the 410 receiver is fixed and its item resent");
     let second = ok(set_profile(&c.addr((leader % 3) + 1), "u", "src", "second"))?["revision"]
@@ -342,7 +364,9 @@ fn profile_deliveries_survive_receiver_failures() -> Result<()> {
     assert!(second > first);
     wait_for("gone's second item dead too", Duration::from_secs(20), || {
         let d = outbox(&a, true)?;
-        Ok(d["items"].as_array().is_some_and(|i| i.iter().any(|x| x["module"] == "gone" && x["revision"] == second)))
+        Ok(d["items"]
+            .as_array()
+            .is_some_and(|i| i.iter().any(|x| x["module"] == "gone" && x["revision"] == second)))
     })?;
     let d = outbox(&a, true)?;
     assert_eq!(d["total"], 1, "the newer update replaced the older dead letter: {d}");
@@ -361,7 +385,10 @@ fn profile_deliveries_survive_receiver_failures() -> Result<()> {
     let leader = c.wait_leader(LEADER_WAIT)?;
     let la = c.addr(leader);
     assert!(metric(&la, "herald_outbox_delivered_total")? >= 5.0);
-    assert!(metric(&la, "herald_outbox_retries_total")? >= 5.0, "3 failures, 2 timeouts, refused connections");
+    assert!(
+        metric(&la, "herald_outbox_retries_total")? >= 5.0,
+        "3 failures, 2 timeouts, refused connections"
+    );
     assert!(metric(&la, "herald_outbox_dead_lettered_total")? >= 2.0);
     assert_eq!(metric(&la, "herald_outbox_pending")?, 0.0);
 
@@ -381,12 +408,13 @@ fn profile_deliveries_survive_receiver_failures() -> Result<()> {
 #[test]
 fn profile_outbox_survives_leader_kill() -> Result<()> {
     let slow = Mode::Ok { delay: Duration::from_millis(60) };
-    let rs: Vec<Receiver> = (0..3).map(|i| Receiver::started(slow, 10 + i)).collect::<Result<_>>()?;
-    let mut modules: Vec<String> = rs.iter().enumerate().map(|(i, r)| r.module_xml(&format!("m{i}"), 2000)).collect();
+    let rs: Vec<Receiver> =
+        (0..3).map(|i| Receiver::started(slow, 10 + i)).collect::<Result<_>>()?;
+    let mut modules: Vec<String> =
+        rs.iter().enumerate().map(|(i, r)| r.module_xml(&format!("m{i}"), 2000)).collect();
     let src = Receiver::started(Mode::Ok { delay: Duration::ZERO }, 9)?;
     modules.push(src.module_xml("src", 1000));
-    let tuning =
-        Tuning { extra_xml: profile_sync_xml(&modules, 600_000, 4), ..Tuning::default() };
+    let tuning = Tuning { extra_xml: profile_sync_xml(&modules, 600_000, 4), ..Tuning::default() };
     let mut c = Cluster::start(3, tuning)?;
     let leader = c.wait_leader(LEADER_WAIT)?;
     let addrs: Vec<String> = c.nodes.iter().map(|n| n.publish()).collect();
@@ -413,7 +441,13 @@ fn profile_outbox_survives_leader_kill() -> Result<()> {
     let mut acked: HashMap<usize, (u64, String)> = HashMap::new();
     for u in 0..USERS {
         let mood = format!("r1-{u}");
-        let rev = set_profile_retrying(&addrs, &format!("user{u}"), "src", &mood, Duration::from_secs(10))?;
+        let rev = set_profile_retrying(
+            &addrs,
+            &format!("user{u}"),
+            "src",
+            &mood,
+            Duration::from_secs(10),
+        )?;
         acked.insert(u, (rev, mood));
     }
     let pending = outbox(&c.addr(leader), false)?["total"].as_u64().unwrap_or(0);
@@ -422,11 +456,18 @@ fn profile_outbox_survives_leader_kill() -> Result<()> {
     c.node(leader).kill9()?;
     let new_leader = c.wait_leader(LEADER_WAIT)?;
     assert_ne!(new_leader, leader);
-    let live: Vec<String> = c.nodes.iter().filter(|n| n.is_running()).map(|n| n.publish()).collect();
+    let live: Vec<String> =
+        c.nodes.iter().filter(|n| n.is_running()).map(|n| n.publish()).collect();
     phase("50 more updates through the new leader");
     for u in 0..50 {
         let mood = format!("r2-{u}");
-        let rev = set_profile_retrying(&live, &format!("user{u}"), "src", &mood, Duration::from_secs(10))?;
+        let rev = set_profile_retrying(
+            &live,
+            &format!("user{u}"),
+            "src",
+            &mood,
+            Duration::from_secs(10),
+        )?;
         acked.insert(u, (rev, mood));
     }
     phase("every receiver converges to the last update of every user");
@@ -442,7 +483,11 @@ fn profile_outbox_survives_leader_kill() -> Result<()> {
         for u in 0..USERS {
             let (rev, mood) = &acked[&u];
             let (got, p) = r.applied(&format!("m{i}-acct{u}")).unwrap();
-            assert_eq!((got, p["mood"].as_str()), (*rev, Some(mood.as_str())), "receiver m{i} user{u}");
+            assert_eq!(
+                (got, p["mood"].as_str()),
+                (*rev, Some(mood.as_str())),
+                "receiver m{i} user{u}"
+            );
         }
         // Every round-1 update reached the receiver at least once (users 50..
         // kept it as their last; users 0..50 received it before or were
@@ -457,12 +502,17 @@ fn profile_outbox_survives_leader_kill() -> Result<()> {
             assert!(revs.contains(&acked[&u].0), "m{i} never got user{u}'s update");
         }
     }
-    wait_for("outbox drained", Duration::from_secs(20), || Ok(outbox(&live[0], false)?["total"] == 0))?;
+    wait_for("outbox drained", Duration::from_secs(20), || {
+        Ok(outbox(&live[0], false)?["total"] == 0)
+    })?;
     assert!(src.requests().is_empty(), "the source module gets nothing");
     let n = verify_with_python(&rs.iter().collect::<Vec<_>>(), c.path())?;
     assert!(n >= 3 * USERS, "{n}");
     Ok(())
 }
+
+/// A refusal case: what, the answer, the status and code it must have.
+type Case<'a> = (&'a str, Result<(u16, Value)>, u16, &'a str);
 
 /// The node's last log index.
 fn log_index(addr: &str) -> Result<u64> {
@@ -479,17 +529,33 @@ fn log_index(addr: &str) -> Result<u64> {
 #[test]
 fn profile_refusals_store_nothing() -> Result<()> {
     let r = Receiver::started(Mode::Ok { delay: Duration::ZERO }, 20)?;
-    let modules = vec![r.module_xml("qq", 1000), r.module_xml("msn", 1000), r.module_xml("icq", 1000)];
-    let c = Cluster::start(1, Tuning { extra_xml: profile_sync_xml(&modules, 60_000, 4), ..Tuning::default() })?;
+    let modules =
+        vec![r.module_xml("qq", 1000), r.module_xml("msn", 1000), r.module_xml("icq", 1000)];
+    let c = Cluster::start(
+        1,
+        Tuning { extra_xml: profile_sync_xml(&modules, 60_000, 4), ..Tuning::default() },
+    )?;
     c.wait_leader(LEADER_WAIT)?;
     let a = c.addr(1);
     let alice = token("alice");
     let as_alice = As::User { uid: "alice", token: &alice };
-    let (st, v) = request(as_alice, "POST", &a, "/v1/users/alice/bindings", Some(("application/json", br#"{"module":"qq","account":"111"}"#.to_vec())))?;
+    let (st, v) = request(
+        as_alice,
+        "POST",
+        &a,
+        "/v1/users/alice/bindings",
+        Some(("application/json", br#"{"module":"qq","account":"111"}"#.to_vec())),
+    )?;
     assert_eq!(st, 200, "{v}");
     ok(bind(&a, "alice", "msn", "alice@msn"))?;
     let body = json!({"source": "qq", "profile": {"mood": "ok"}});
-    let (st, v) = request(as_alice, "PUT", &a, "/v1/users/alice/profile", Some(("application/json", serde_json::to_vec(&body)?)))?;
+    let (st, v) = request(
+        as_alice,
+        "PUT",
+        &a,
+        "/v1/users/alice/profile",
+        Some(("application/json", serde_json::to_vec(&body)?)),
+    )?;
     assert_eq!(st, 200, "{v}");
     wait_for("delivered", Duration::from_secs(10), || Ok(r.applied("alice@msn").is_some()))?;
     wait_for("outbox empty", Duration::from_secs(10), || Ok(outbox(&a, false)?["total"] == 0))?;
@@ -498,20 +564,36 @@ fn profile_refusals_store_nothing() -> Result<()> {
     let before = log_index(&a)?;
 
     let big = json!({"source": "qq", "profile": {"signature": "s".repeat(5000)}});
-    let cases: Vec<(&str, Result<(u16, Value)>, u16, &str)> = vec![
+    let cases: Vec<Case> = vec![
         ("unsupported module", bind(&a, "alice", "aim", "x"), 400, "unsupported_module"),
         ("bound elsewhere", bind(&a, "bob", "qq", "111"), 409, "account_bound_elsewhere"),
-        ("oversize profile", put_json(&a, "/v1/users/alice/profile", &big), 413, "profile_too_large"),
+        (
+            "oversize profile",
+            put_json(&a, "/v1/users/alice/profile", &big),
+            413,
+            "profile_too_large",
+        ),
         ("unbound module", set_profile(&a, "alice", "icq", "x"), 409, "module_not_bound"),
         ("unsupported source", set_profile(&a, "alice", "aim", "x"), 400, "unsupported_module"),
         (
             "bad token",
-            request(As::User { uid: "alice", token: "v1.bad.1.sig" }, "PUT", &a, "/v1/users/alice/profile", Some(("application/json", serde_json::to_vec(&body)?))),
+            request(
+                As::User { uid: "alice", token: "v1.bad.1.sig" },
+                "PUT",
+                &a,
+                "/v1/users/alice/profile",
+                Some(("application/json", serde_json::to_vec(&body)?)),
+            ),
             401,
             "bad_token",
         ),
         ("unbind of another's", ok_delete(&a, "/v1/users/bob/bindings/qq/111"), 404, "not_bound"),
-        ("resend unknown", post_json(&a, "/v1/outbox/msg_999/resend", &json!({})), 404, "unknown_outbox_item"),
+        (
+            "resend unknown",
+            post_json(&a, "/v1/outbox/msg_999/resend", &json!({})),
+            404,
+            "unknown_outbox_item",
+        ),
     ];
     for (what, got, status, code) in cases {
         let (st, v) = got?;
@@ -566,7 +648,10 @@ fn profile_cli_end_to_end() -> Result<()> {
     let gone = Receiver::started(Mode::Gone, 30)?;
     let src = Receiver::started(Mode::Ok { delay: Duration::ZERO }, 31)?;
     let modules = vec![src.module_xml("qq", 1000), gone.module_xml("msn", 1000)];
-    let c = Cluster::start(1, Tuning { extra_xml: profile_sync_xml(&modules, 60_000, 4), ..Tuning::default() })?;
+    let c = Cluster::start(
+        1,
+        Tuning { extra_xml: profile_sync_xml(&modules, 60_000, 4), ..Tuning::default() },
+    )?;
     c.wait_leader(LEADER_WAIT)?;
     let a = c.addr(1);
     let tok = token("carol");
@@ -577,8 +662,18 @@ fn profile_cli_end_to_end() -> Result<()> {
     assert!(!out.status.success());
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("unsupported_module"), "{err}");
-    let v = herald_json(&a, &["profile", "set", "qq", "--mood", "calm", "--extra", "lang=en", "--uid", "carol", "--token", &tok])?;
-    assert_eq!((v["profile"]["mood"].as_str(), v["outbox"].as_array().map(Vec::len)), (Some("calm"), Some(1)), "{v}");
+    let v = herald_json(
+        &a,
+        &[
+            "profile", "set", "qq", "--mood", "calm", "--extra", "lang=en", "--uid", "carol",
+            "--token", &tok,
+        ],
+    )?;
+    assert_eq!(
+        (v["profile"]["mood"].as_str(), v["outbox"].as_array().map(Vec::len)),
+        (Some("calm"), Some(1)),
+        "{v}"
+    );
     let v = herald_json(&a, &["profile", "get", "--uid", "carol"])?;
     assert_eq!(v["profile"]["extra"]["lang"], "en", "{v}");
     wait_for("dead letter", Duration::from_secs(15), || {

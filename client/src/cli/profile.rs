@@ -32,7 +32,8 @@ pub struct ProfileUser {
 impl ProfileUser {
     fn client(&self, ctx: &Ctx) -> Result<ProfileClient, ClientError> {
         let credential = if self.token.is_some() || self.token_file.is_some() {
-            let t = Credential::token_from_sources(self.token.as_deref(), self.token_file.as_deref())?;
+            let t =
+                Credential::token_from_sources(self.token.as_deref(), self.token_file.as_deref())?;
             Credential::user_token(&self.uid, &t)?
         } else {
             ctx.credential.clone()
@@ -103,9 +104,9 @@ fn parse_extra(extra: &[String]) -> Result<BTreeMap<String, String>, ClientError
     extra
         .iter()
         .map(|kv| {
-            kv.split_once('=')
-                .map(|(k, v)| (k.to_string(), v.to_string()))
-                .ok_or_else(|| ClientError::InvalidArgument(format!("--extra {kv:?}: expected KEY=VALUE")))
+            kv.split_once('=').map(|(k, v)| (k.to_string(), v.to_string())).ok_or_else(|| {
+                ClientError::InvalidArgument(format!("--extra {kv:?}: expected KEY=VALUE"))
+            })
         })
         .collect()
 }
@@ -176,8 +177,12 @@ fn profile_human(a: &ProfileAnswer) -> String {
             s
         }
     };
-    let bound: Vec<String> = a.bindings.iter().map(|b| format!("{}:{}", b.module, b.account)).collect();
-    out.push_str(&format!("bound: {}\n", if bound.is_empty() { "none".into() } else { bound.join(", ") }));
+    let bound: Vec<String> =
+        a.bindings.iter().map(|b| format!("{}:{}", b.module, b.account)).collect();
+    out.push_str(&format!(
+        "bound: {}\n",
+        if bound.is_empty() { "none".into() } else { bound.join(", ") }
+    ));
     if !a.outbox.is_empty() {
         out.push_str(&format!("queued for delivery: {}\n", a.outbox.join(", ")));
     }
@@ -185,7 +190,15 @@ fn profile_human(a: &ProfileAnswer) -> String {
 }
 
 fn outbox_human(a: &OutboxAnswer) -> String {
-    let mut t = Table::new(["ID", "USER", "TARGET", "REVISION", "ATTEMPTS", "NEXT/DEAD (ms)", "LAST ERROR"]);
+    let mut t = Table::new([
+        "ID",
+        "USER",
+        "TARGET",
+        "REVISION",
+        "ATTEMPTS",
+        "NEXT/DEAD (ms)",
+        "LAST ERROR",
+    ]);
     for i in &a.items {
         t.row([
             i.webhook_id.clone(),
@@ -215,15 +228,21 @@ mod tests {
             "herald", "profile", "set", "qq", "--mood", "happy", "--extra", "lang=zh", "--uid", "u",
         ])
         .unwrap();
-        let Command::Profile(ProfileCommand::Set { source, mood, extra, user, .. }) = c.command else {
+        let Command::Profile(ProfileCommand::Set { source, mood, extra, user, .. }) = c.command
+        else {
             panic!()
         };
         assert_eq!((source.as_str(), mood.as_str(), user.uid.as_str()), ("qq", "happy", "u"));
         assert_eq!(parse_extra(&extra).unwrap(), BTreeMap::from([("lang".into(), "zh".into())]));
         assert_eq!(parse_extra(&["x".into()]).unwrap_err().code(), "invalid_argument");
         let c = Cli::try_parse_from(["herald", "outbox", "list", "--dead"]).unwrap();
-        assert!(matches!(c.command, Command::Outbox(OutboxCommand::List { dead: true, limit: 1000 })));
+        assert!(matches!(
+            c.command,
+            Command::Outbox(OutboxCommand::List { dead: true, limit: 1000 })
+        ));
         let c = Cli::try_parse_from(["herald", "outbox", "resend", "msg_4"]).unwrap();
-        assert!(matches!(c.command, Command::Outbox(OutboxCommand::Resend { id }) if id == "msg_4"));
+        assert!(
+            matches!(c.command, Command::Outbox(OutboxCommand::Resend { id }) if id == "msg_4")
+        );
     }
 }

@@ -64,10 +64,7 @@ pub(crate) fn to_wire(p: &domain::Profile) -> Profile {
 
 fn bindings_of(u: Option<&UserProfile>) -> Vec<Binding> {
     u.map(|u| {
-        u.bindings
-            .iter()
-            .map(|(m, a)| Binding { module: m.clone(), account: a.clone() })
-            .collect()
+        u.bindings.iter().map(|(m, a)| Binding { module: m.clone(), account: a.clone() }).collect()
     })
     .unwrap_or_default()
 }
@@ -110,7 +107,12 @@ impl Api {
                 format!(
                     "module {:?} is not supported (<profile-sync> lists: {})",
                     super::media::trim_for_message(module),
-                    self.profile.modules.iter().map(|m| m.id.as_str()).collect::<Vec<_>>().join(", ")
+                    self.profile
+                        .modules
+                        .iter()
+                        .map(|m| m.id.as_str())
+                        .collect::<Vec<_>>()
+                        .join(", ")
                 ),
             ));
         }
@@ -138,20 +140,32 @@ impl Api {
 
     /// Binds `(module, account)` to `uid`.
     #[tracing::instrument(level = "info", skip(self), err(Display))]
-    pub async fn bind(&self, uid: &str, module: &str, account: &str) -> Result<BindingsAnswer, ApiError> {
+    pub async fn bind(
+        &self,
+        uid: &str,
+        module: &str,
+        account: &str,
+    ) -> Result<BindingsAnswer, ApiError> {
         check_uid("uid", uid)?;
         check_target(module, account).map_err(|m| ApiError::new(codes::INVALID_BINDING, m))?;
         self.supported(module)?;
-        let op = ProfileOp::Bind { uid: uid.into(), module: module.into(), account: account.into() };
+        let op =
+            ProfileOp::Bind { uid: uid.into(), module: module.into(), account: account.into() };
         self.bindings_after(uid, op).await
     }
 
     /// Unbinds it (its pending and dead outbox items go too).
     #[tracing::instrument(level = "info", skip(self), err(Display))]
-    pub async fn unbind(&self, uid: &str, module: &str, account: &str) -> Result<BindingsAnswer, ApiError> {
+    pub async fn unbind(
+        &self,
+        uid: &str,
+        module: &str,
+        account: &str,
+    ) -> Result<BindingsAnswer, ApiError> {
         check_uid("uid", uid)?;
         check_target(module, account).map_err(|m| ApiError::new(codes::INVALID_BINDING, m))?;
-        let op = ProfileOp::Unbind { uid: uid.into(), module: module.into(), account: account.into() };
+        let op =
+            ProfileOp::Unbind { uid: uid.into(), module: module.into(), account: account.into() };
         self.bindings_after(uid, op).await
     }
 
@@ -165,7 +179,12 @@ impl Api {
     /// A profile update from `source`: committed with one outbox item per
     /// other bound account.
     #[tracing::instrument(level = "info", skip(self, profile), err(Display))]
-    pub async fn set_profile(&self, uid: &str, source: &str, profile: Profile) -> Result<ProfileAnswer, ApiError> {
+    pub async fn set_profile(
+        &self,
+        uid: &str,
+        source: &str,
+        profile: Profile,
+    ) -> Result<ProfileAnswer, ApiError> {
         check_uid("uid", uid)?;
         let profile = to_domain(profile);
         profile.check().map_err(|m| ApiError::new(codes::PROFILE_TOO_LARGE, m))?;
@@ -189,7 +208,10 @@ impl Api {
     /// A user's profile and bindings (linearizable).
     pub async fn get_profile(&self, uid: &str) -> Result<ProfileAnswer, ApiError> {
         check_uid("uid", uid)?;
-        Ok(self.node.read(Consistency::Linearizable, |s| answer_of(uid, s.profiles.user(uid))).await?)
+        Ok(self
+            .node
+            .read(Consistency::Linearizable, |s| answer_of(uid, s.profiles.user(uid)))
+            .await?)
     }
 
     /// The pending (or dead) outbox items, oldest first (linearizable).
@@ -224,7 +246,9 @@ fn profile_refusal(code: &str) -> ApiError {
         }
         domain::refusal::TOO_MANY_BINDINGS => "the user holds too many bindings",
         domain::refusal::NOT_BOUND => "the user has not bound that account",
-        domain::refusal::MODULE_NOT_BOUND => "the update comes from a module the user has not bound",
+        domain::refusal::MODULE_NOT_BOUND => {
+            "the update comes from a module the user has not bound"
+        }
         domain::refusal::UNKNOWN_OUTBOX_ITEM => "no outbox item with that id",
         domain::refusal::PROFILE_TOO_LARGE => "the profile is over its bounds",
         _ => "refused",
@@ -303,7 +327,10 @@ async fn post_resend(
 ) -> Result<Json<ResendAnswer>, ApiError> {
     let n = id.strip_prefix("msg_").unwrap_or(&id);
     let id: u64 = n.parse().map_err(|_| {
-        ApiError::new(codes::UNKNOWN_OUTBOX_ITEM, format!("{:?} is not an outbox id", super::media::trim_for_message(&id)))
+        ApiError::new(
+            codes::UNKNOWN_OUTBOX_ITEM,
+            format!("{:?} is not an outbox id", super::media::trim_for_message(&id)),
+        )
     })?;
     let r = api.resend(id).await;
     count(&api, r).map(Json)

@@ -13,9 +13,6 @@ use super::schema::{
     MEDIA, MESSAGES, NODE, PEER_TLS, RAFT, SECURITY, SERVER, SERVERS, TIME, TLS, WATCH,
 };
 use super::schema::{ModuleAttrs, MODULE, PROFILE_SYNC};
-use super::{
-    ModuleConfig, ProfileSyncConfig, MAX_MODULE_SECRET_BYTES, MIN_MODULE_SECRET_BYTES,
-};
 use super::xml::{Ctx, Elem};
 use super::{
     AccessConfig, ApiKeyConfig, AuthConfig, Config, ConfigError, GatewayConfig, Limits,
@@ -23,6 +20,7 @@ use super::{
     Server, TimeSync, TlsConfig, WatchConfig, DEFAULT_AUTH_TIMEOUT_MS,
     DEFAULT_MAX_TOKEN_LIFETIME_S, DEVELOPMENT_HMAC_KEY, MAX_API_KEY_NAME_BYTES, MIN_HMAC_KEY_BYTES,
 };
+use super::{ModuleConfig, ProfileSyncConfig, MAX_MODULE_SECRET_BYTES, MIN_MODULE_SECRET_BYTES};
 
 /// Longest key file read. A key is a few dozen bytes; 4 KiB leaves room
 /// for any key and its whitespace, while a key-file naming `/dev/zero` or a

@@ -23,9 +23,10 @@ use crate::media::edit::{EditRules, OutFormat};
 
 use super::read::{Attrs, Setting};
 use super::{
-    ConfigError, ModuleConfig, PeerTlsConfig, SecurityMode, Server, TlsConfig, DEFAULT_AUTH_TIMEOUT_MS,
-    DEFAULT_MAX_TOKEN_LIFETIME_S, MAX_BODY_BYTES_CAP, MAX_IDS_PER_QUERY_CAP, MAX_MEDIA_BYTES_CAP,
-    MAX_REQUEST_BYTES_CAP, MAX_RESPONSE_BYTES_CAP, MAX_TOKEN_LIFETIME_CAP_S,
+    ConfigError, ModuleConfig, PeerTlsConfig, SecurityMode, Server, TlsConfig,
+    DEFAULT_AUTH_TIMEOUT_MS, DEFAULT_MAX_TOKEN_LIFETIME_S, MAX_BODY_BYTES_CAP,
+    MAX_IDS_PER_QUERY_CAP, MAX_MEDIA_BYTES_CAP, MAX_REQUEST_BYTES_CAP, MAX_RESPONSE_BYTES_CAP,
+    MAX_TOKEN_LIFETIME_CAP_S,
 };
 
 // ---------------------------------------------------------------------------
@@ -943,8 +944,22 @@ pub(super) const HERALD: ElemSpec = ElemSpec {
     attrs: Root::ATTRS,
     more_attrs: &[],
     children: &[
-        "node", "servers", "raft", "limits", "time", "master", "gateway", "messages", "auth",
-        "tls", "media", "security", "peer-tls", "access", "watch", "profile-sync",
+        "node",
+        "servers",
+        "raft",
+        "limits",
+        "time",
+        "master",
+        "gateway",
+        "messages",
+        "auth",
+        "tls",
+        "media",
+        "security",
+        "peer-tls",
+        "access",
+        "watch",
+        "profile-sync",
     ],
 };
 pub(super) const NODE: ElemSpec = leaf("node", NodeAttrs::ATTRS);
@@ -984,8 +999,27 @@ pub(super) const MODULE: ElemSpec =
 /// Every element, parents before children.
 #[cfg_attr(not(test), allow(dead_code))]
 pub(super) const SCHEMA: &[ElemSpec] = &[
-    HERALD, NODE, SERVERS, SERVER, RAFT, LIMITS, TIME, MASTER, GATEWAY, MESSAGES, AUTH, TLS, MEDIA,
-    EDIT, SECURITY, PEER_TLS, ACCESS, API_KEY, WATCH, PROFILE_SYNC, MODULE,
+    HERALD,
+    NODE,
+    SERVERS,
+    SERVER,
+    RAFT,
+    LIMITS,
+    TIME,
+    MASTER,
+    GATEWAY,
+    MESSAGES,
+    AUTH,
+    TLS,
+    MEDIA,
+    EDIT,
+    SECURITY,
+    PEER_TLS,
+    ACCESS,
+    API_KEY,
+    WATCH,
+    PROFILE_SYNC,
+    MODULE,
 ];
 
 /// An element with attributes and no children.

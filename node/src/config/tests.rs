@@ -2125,20 +2125,35 @@ fn config_profile_sync_modules() {
     let secret = herald_proto::webhook::secret_string(&[7u8; 32]);
     let dir = tempfile::tempdir().unwrap();
     let file = dir.path().join("m.whsec");
-    std::fs::write(&file, format!("{}\n\n", herald_proto::webhook::secret_string(&[9u8; 24]))).unwrap();
+    std::fs::write(&file, format!("{}\n\n", herald_proto::webhook::secret_string(&[9u8; 24])))
+        .unwrap();
     let text = with_modules(
         " initial-backoff-ms=\"10\" max-backoff-ms=\"100\" horizon-ms=\"1000\" max-in-flight=\"2\"",
         &[
-            module_xml("qq", "https://qq.example/hook", &format!("secret=\"{secret}\" timeout-ms=\"5\"")),
-            module_xml("msn", "http://127.0.0.1:9/x", &format!("secret-file=\"{}\"", file.display())),
+            module_xml(
+                "qq",
+                "https://qq.example/hook",
+                &format!("secret=\"{secret}\" timeout-ms=\"5\""),
+            ),
+            module_xml(
+                "msn",
+                "http://127.0.0.1:9/x",
+                &format!("secret-file=\"{}\"", file.display()),
+            ),
         ],
     );
     let c = parse(&text, "t.xml").unwrap();
     let p = &c.profile_sync;
-    assert_eq!((p.initial_backoff_ms, p.max_backoff_ms, p.horizon_ms, p.max_in_flight), (10, 100, 1000, 2));
+    assert_eq!(
+        (p.initial_backoff_ms, p.max_backoff_ms, p.horizon_ms, p.max_in_flight),
+        (10, 100, 1000, 2)
+    );
     assert_eq!(p.modules.len(), 2);
     let qq = p.module("qq").unwrap();
-    assert_eq!((qq.name.as_str(), qq.endpoint.as_str(), qq.timeout_ms), ("N qq", "https://qq.example/hook", 5));
+    assert_eq!(
+        (qq.name.as_str(), qq.endpoint.as_str(), qq.timeout_ms),
+        ("N qq", "https://qq.example/hook", 5)
+    );
     assert_eq!(qq.secret, vec![7u8; 32]);
     assert_eq!(p.module("msn").unwrap().secret, vec![9u8; 24]);
     assert_eq!(p.module("msn").unwrap().timeout_ms, 10_000, "the default");
@@ -2153,7 +2168,8 @@ fn config_profile_sync_modules() {
 /// size, an initial backoff above the maximum, an unknown attribute.
 #[test]
 fn config_profile_sync_refusals() {
-    let s = |n: usize| format!("secret=\"{}\"", herald_proto::webhook::secret_string(&vec![1u8; n]));
+    let s =
+        |n: usize| format!("secret=\"{}\"", herald_proto::webhook::secret_string(&vec![1u8; n]));
     let ok = module_xml("qq", "http://h:1/x", &s(32));
     let one = |m: String| with_modules("", &[m]);
     refused(&with_modules("", &[ok.clone(), ok.clone()]), 9, Some("id"), "duplicate module id");
@@ -2166,11 +2182,19 @@ fn config_profile_sync_refusals() {
     refused(&one(module_xml("qq", "http://h/x", &s(16))), 8, Some("secret"), "24 to 64");
     refused(&one(module_xml("qq", "http://h/x", &s(65))), 8, Some("secret"), "24 to 64");
     refused(
-        &with_modules(" initial-backoff-ms=\"2000\" max-backoff-ms=\"1000\"", &[ok.clone()]),
+        &with_modules(
+            " initial-backoff-ms=\"2000\" max-backoff-ms=\"1000\"",
+            std::slice::from_ref(&ok),
+        ),
         7,
         Some("initial-backoff-ms"),
         "max-backoff-ms",
     );
-    refused(&one(ok.replace("<module", "<module colour=\"red\"")), 8, Some("colour"), "unknown attribute");
+    refused(
+        &one(ok.replace("<module", "<module colour=\"red\"")),
+        8,
+        Some("colour"),
+        "unknown attribute",
+    );
     refused(&one(ok.replace("id=\"qq\"", "id=\"q q\"")), 8, Some("id"), "whitespace");
 }

@@ -78,7 +78,11 @@ pub struct Dispatcher {
 }
 
 impl Dispatcher {
-    pub fn new(node: Arc<RaftNode>, cfg: Arc<ProfileSyncConfig>, metrics: Arc<Metrics>) -> Arc<Self> {
+    pub fn new(
+        node: Arc<RaftNode>,
+        cfg: Arc<ProfileSyncConfig>,
+        metrics: Arc<Metrics>,
+    ) -> Arc<Self> {
         let mut roots = rustls::RootCertStore::empty();
         roots.extend(webpki_roots::TLS_SERVER_ROOTS.iter().cloned());
         let tls = rustls::ClientConfig::builder_with_provider(Arc::new(
@@ -198,7 +202,12 @@ impl Dispatcher {
     }
 
     /// POSTs `item` to `m`'s endpoint within its timeout.
-    async fn deliver(&self, m: &ModuleConfig, item: &OutboxItem, now_s: u64) -> Result<(), Failure> {
+    async fn deliver(
+        &self,
+        m: &ModuleConfig,
+        item: &OutboxItem,
+        now_s: u64,
+    ) -> Result<(), Failure> {
         let body = Bytes::from(delivery_body(item));
         let id = webhook::message_id(item.id);
         let signature = webhook::sign(&m.secret, &id, now_s, &body);
@@ -391,7 +400,11 @@ mod tests {
     /// jitter keeps it within [half, all] of that.
     #[test]
     fn dispatch_backoff_doubles_with_jitter_and_a_cap() {
-        let cfg = ProfileSyncConfig { initial_backoff_ms: 100, max_backoff_ms: 1000, ..Default::default() };
+        let cfg = ProfileSyncConfig {
+            initial_backoff_ms: 100,
+            max_backoff_ms: 1000,
+            ..Default::default()
+        };
         assert_eq!(backoff_ms(&cfg, 0, 0.999_999), 99);
         assert_eq!(backoff_ms(&cfg, 0, 0.0), 50);
         assert_eq!(backoff_ms(&cfg, 2, 0.0), 200);
@@ -417,7 +430,8 @@ mod tests {
         };
         let now = 5_000;
         assert_eq!(decide(&cfg, &item(0, 0), Ok(()), now, 0.0), Attempt::Delivered);
-        let Attempt::Dead { error } = decide(&cfg, &item(0, 0), failure(None, true), now, 0.0) else {
+        let Attempt::Dead { error } = decide(&cfg, &item(0, 0), failure(None, true), now, 0.0)
+        else {
             panic!()
         };
         assert!(error.contains("410") && error.contains("HTTP 500"));
