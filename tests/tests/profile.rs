@@ -222,6 +222,20 @@ fn bind(addr: &str, uid: &str, module: &str, account: &str) -> Result<(u16, Valu
     )
 }
 
+/// [`bind`], retrying a transient failure (a write timeout on a loaded
+/// machine): binding the same account to the same user again is a no-op.
+fn bind_retrying(addr: &str, uid: &str, module: &str, account: &str) -> Result<()> {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        match bind(addr, uid, module, account) {
+            Ok((200, _)) => return Ok(()),
+            Ok((st, v)) if st < 500 => bail!("bind refused: {st} {v}"),
+            r if Instant::now() >= deadline => bail!("bind failed: {r:?}"),
+            _ => std::thread::sleep(Duration::from_millis(100)),
+        }
+    }
+}
+
 fn set_profile(addr: &str, uid: &str, source: &str, mood: &str) -> Result<(u16, Value)> {
     let body = json!({"source": source, "profile": {"mood": mood, "signature": format!("sig of {uid}"), "extra": {"lang": "zh"}}});
     put_json(addr, &format!("/v1/users/{uid}/profile"), &body)
@@ -382,14 +396,17 @@ fn profile_deliveries_survive_receiver_failures() -> Result<()> {
     wait_for("outbox empty", Duration::from_secs(10), || {
         Ok(outbox(&a, false)?["total"] == 0 && outbox(&a, true)?["total"] == 0)
     })?;
-    let leader = c.wait_leader(LEADER_WAIT)?;
-    let la = c.addr(leader);
-    assert!(metric(&la, "herald_outbox_delivered_total")? >= 5.0);
+    // The counters are the delivering node's: the leader may have moved
+    // (the numbered master), so they are summed over the nodes.
+    let addrs: Vec<String> = c.nodes.iter().map(|n| n.publish()).collect();
+    let total = |name: &str| -> Result<f64> { addrs.iter().map(|a| metric(a, name)).sum() };
+    assert!(total("herald_outbox_delivered_total")? >= 5.0);
     assert!(
-        metric(&la, "herald_outbox_retries_total")? >= 5.0,
+        total("herald_outbox_retries_total")? >= 5.0,
         "3 failures, 2 timeouts, refused connections"
     );
-    assert!(metric(&la, "herald_outbox_dead_lettered_total")? >= 2.0);
+    assert!(total("herald_outbox_dead_lettered_total")? >= 2.0);
+    let la = c.addr(c.wait_leader(LEADER_WAIT)?);
     assert_eq!(metric(&la, "herald_outbox_pending")?, 0.0);
 
     phase("signatures, checked by Python standardwebhooks");
@@ -399,7 +416,8 @@ fn profile_deliveries_survive_receiver_failures() -> Result<()> {
 }
 
 /// 200 users bound to a source module and three receivers: 200 updates
-/// (600 outbox items) are acknowledged while the receivers answer slowly,
+/// (600 outbox items) are acknowledged while the receivers answer slowly
+/// (500 ms),
 /// then the leader is killed with SIGKILL with most items still pending.
 /// The new leader resumes them: every receiver gets every user's
 /// acknowledged update at least once; then 50 users update again through
@@ -407,7 +425,8 @@ fn profile_deliveries_survive_receiver_failures() -> Result<()> {
 /// last one set; the outbox drains to empty.
 #[test]
 fn profile_outbox_survives_leader_kill() -> Result<()> {
-    let slow = Mode::Ok { delay: Duration::from_millis(60) };
+    // Slow while the updates are made, so most items are pending at the kill.
+    let slow = Mode::Ok { delay: Duration::from_millis(500) };
     let rs: Vec<Receiver> =
         (0..3).map(|i| Receiver::started(slow, 10 + i)).collect::<Result<_>>()?;
     let mut modules: Vec<String> =
@@ -428,7 +447,7 @@ fn profile_outbox_survives_leader_kill() -> Result<()> {
                     for u in (t..USERS).step_by(4) {
                         let a = &addrs[u % 3];
                         for m in ["src", "m0", "m1", "m2"] {
-                            ok(bind(a, &format!("user{u}"), m, &format!("{m}-acct{u}")))?;
+                            bind_retrying(a, &format!("user{u}"), m, &format!("{m}-acct{u}"))?;
                         }
                     }
                     Ok(())
@@ -453,9 +472,13 @@ fn profile_outbox_survives_leader_kill() -> Result<()> {
     let pending = outbox(&c.addr(leader), false)?["total"].as_u64().unwrap_or(0);
     assert!(pending >= 300, "most of the 600 items are still pending at the kill: {pending}");
     phase("SIGKILL the leader");
+    let killed_at = Instant::now();
     c.node(leader).kill9()?;
     let new_leader = c.wait_leader(LEADER_WAIT)?;
     assert_ne!(new_leader, leader);
+    for r in &rs {
+        r.set_mode(Mode::Ok { delay: Duration::from_millis(10) });
+    }
     let live: Vec<String> =
         c.nodes.iter().filter(|n| n.is_running()).map(|n| n.publish()).collect();
     phase("50 more updates through the new leader");
@@ -505,8 +528,13 @@ fn profile_outbox_survives_leader_kill() -> Result<()> {
     wait_for("outbox drained", Duration::from_secs(20), || {
         Ok(outbox(&live[0], false)?["total"] == 0)
     })?;
+    eprintln!(
+        "figures: {pending} items pending at the kill; every receiver converged and the outbox drained {:.1} s after it",
+        killed_at.elapsed().as_secs_f64()
+    );
     assert!(src.requests().is_empty(), "the source module gets nothing");
     let n = verify_with_python(&rs.iter().collect::<Vec<_>>(), c.path())?;
+    eprintln!("figures: {n} deliveries verified by standardwebhooks");
     assert!(n >= 3 * USERS, "{n}");
     Ok(())
 }
