@@ -720,3 +720,83 @@ fn profile_cli_end_to_end() -> Result<()> {
     assert_eq!(herald_json(&a, &["outbox", "list"])?["total"], 0);
     Ok(())
 }
+
+/// Bindings, profiles and pending outbox items with their attempt counts
+/// are in snapshots: with a snapshot every 20 entries and the receiver
+/// down, 30 updates and their failed attempts are written, every node is
+/// stopped and started again (state = snapshot + log replay), and the
+/// profiles, bindings and pending items (attempts not reset) are as
+/// before; once the receiver listens, each user's latest update arrives.
+#[test]
+fn profile_outbox_survives_snapshot_and_full_restart() -> Result<()> {
+    let down = Receiver::new(Mode::Ok { delay: Duration::ZERO }, 40);
+    let src = Receiver::started(Mode::Ok { delay: Duration::ZERO }, 41)?;
+    let modules = vec![src.module_xml("src", 1000), down.module_xml("dst", 500)];
+    let tuning = Tuning {
+        snapshot_logs: 20,
+        extra_xml: profile_sync_xml(&modules, 600_000, 4),
+        ..Tuning::default()
+    };
+    let mut c = Cluster::start(3, tuning)?;
+    let leader = c.wait_leader(LEADER_WAIT)?;
+    let a = c.addr(leader);
+    let mut last = HashMap::new();
+    for u in 0..10 {
+        let uid = format!("s{u}");
+        bind_retrying(&a, &uid, "src", &format!("src-{u}"))?;
+        bind_retrying(&a, &uid, "dst", &format!("dst-{u}"))?;
+    }
+    for round in 0..3 {
+        for u in 0..10 {
+            let uid = format!("s{u}");
+            let mood = format!("m{round}");
+            last.insert(
+                u,
+                set_profile_retrying(&[a.clone()], &uid, "src", &mood, Duration::from_secs(10))?,
+            );
+        }
+    }
+    wait_for("failed attempts recorded", Duration::from_secs(20), || {
+        let o = outbox(&a, false)?;
+        Ok(o["total"] == 10
+            && o["items"]
+                .as_array()
+                .is_some_and(|i| i.iter().all(|x| x["attempts"].as_u64() >= Some(2))))
+    })?;
+    let before = outbox(&a, false)?;
+    let profile_before = ok(get_json(&a, "/v1/users/s3/profile"))?;
+    phase("stop and start every node");
+    for n in 1..=3 {
+        c.node(n).stop()?;
+    }
+    for n in 1..=3 {
+        c.node(n).start()?;
+    }
+    let leader = c.wait_leader(LEADER_WAIT)?;
+    let a = c.addr(leader);
+    assert_eq!(ok(get_json(&a, "/v1/users/s3/profile"))?, profile_before);
+    let after = outbox(&a, false)?;
+    assert_eq!(after["total"], 10);
+    for (b, x) in before["items"].as_array().unwrap().iter().zip(after["items"].as_array().unwrap())
+    {
+        assert_eq!((&b["id"], &b["revision"]), (&x["id"], &x["revision"]));
+        assert!(x["attempts"].as_u64() >= b["attempts"].as_u64(), "attempts kept: {b} → {x}");
+    }
+    let snaps = c
+        .nodes
+        .iter()
+        .filter(|n| {
+            std::fs::read_dir(n.data_dir.join("snapshots")).is_ok_and(|mut d| d.next().is_some())
+        })
+        .count();
+    assert!(snaps >= 1, "a snapshot was taken");
+    phase("the receiver comes up");
+    down.listen()?;
+    wait_for("latest delivered", Duration::from_secs(30), || {
+        Ok((0..10).all(|u| {
+            down.applied(&format!("dst-{u}"))
+                .is_some_and(|(r, p)| r == last[&u] && p["mood"] == "m2")
+        }))
+    })?;
+    Ok(())
+}
