@@ -752,7 +752,13 @@ fn profile_outbox_survives_snapshot_and_full_restart() -> Result<()> {
             let mood = format!("m{round}");
             last.insert(
                 u,
-                set_profile_retrying(&[a.clone()], &uid, "src", &mood, Duration::from_secs(10))?,
+                set_profile_retrying(
+                    std::slice::from_ref(&a),
+                    &uid,
+                    "src",
+                    &mood,
+                    Duration::from_secs(10),
+                )?,
             );
         }
     }
