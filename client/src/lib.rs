@@ -45,6 +45,7 @@ pub mod error;
 pub mod media;
 pub mod messages;
 pub mod presence_watch;
+pub mod profile;
 pub mod session;
 #[cfg(test)]
 mod testserver;

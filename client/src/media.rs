@@ -234,6 +234,36 @@ impl<R: Read, F: FnMut(u64, u64)> Read for ProgressReader<R, F> {
 // The client
 // ---------------------------------------------------------------------------
 
+/// The HTTP agent of this crate's blocking clients: `opts.ca_pem` as the
+/// only roots for https (else the Mozilla roots), errors as answers.
+pub(crate) fn agent(opts: &ConnectOptions) -> Result<ureq::Agent, ClientError> {
+    let mut tls = TlsConfig::builder().provider(TlsProvider::Rustls);
+    if let Some(pem) = &opts.ca_pem {
+        let mut certs = Vec::new();
+        for item in ureq::tls::parse_pem(pem) {
+            match item {
+                Ok(PemItem::Certificate(c)) => certs.push(c),
+                Ok(_) => {}
+                Err(e) => return Err(ClientError::InvalidArgument(format!("CA: bad PEM: {e}"))),
+            }
+        }
+        if certs.is_empty() {
+            return Err(ClientError::InvalidArgument("CA: no PEM certificate found".into()));
+        }
+        tls = tls.root_certs(RootCerts::Specific(Arc::new(certs)));
+    }
+    let agent = ureq::Agent::config_builder()
+        .http_status_as_error(false)
+        .timeout_connect(Some(CONNECT_TIMEOUT))
+        .timeout_per_read(Some(IO_TIMEOUT))
+        .timeout_per_write(Some(IO_TIMEOUT))
+        .tls_config(tls.build())
+        .user_agent(concat!("herald/", env!("CARGO_PKG_VERSION")))
+        .build()
+        .new_agent();
+    Ok(agent)
+}
+
 /// A blocking client of the media, contacts, group-send and sharing API,
 /// acting as one user (`uid`, with its session token).
 ///
@@ -268,32 +298,7 @@ impl MediaClient {
                 "the user id (--uid) must not be empty".into(),
             ));
         }
-        let mut tls = TlsConfig::builder().provider(TlsProvider::Rustls);
-        if let Some(pem) = &opts.ca_pem {
-            let mut certs = Vec::new();
-            for item in ureq::tls::parse_pem(pem) {
-                match item {
-                    Ok(PemItem::Certificate(c)) => certs.push(c),
-                    Ok(_) => {}
-                    Err(e) => {
-                        return Err(ClientError::InvalidArgument(format!("CA: bad PEM: {e}")))
-                    }
-                }
-            }
-            if certs.is_empty() {
-                return Err(ClientError::InvalidArgument("CA: no PEM certificate found".into()));
-            }
-            tls = tls.root_certs(RootCerts::Specific(Arc::new(certs)));
-        }
-        let agent = ureq::Agent::config_builder()
-            .http_status_as_error(false)
-            .timeout_connect(Some(CONNECT_TIMEOUT))
-            .timeout_per_read(Some(IO_TIMEOUT))
-            .timeout_per_write(Some(IO_TIMEOUT))
-            .tls_config(tls.build())
-            .user_agent(concat!("herald/", env!("CARGO_PKG_VERSION")))
-            .build()
-            .new_agent();
+        let agent = agent(opts)?;
         Ok(MediaClient {
             base,
             uid: uid.to_string(),
@@ -714,7 +719,7 @@ pub fn parse_content_range(v: &str) -> Option<(u64, u64, Option<u64>)> {
 }
 
 /// A 2xx answer's JSON, or the error the answer or the transport gives.
-fn finish<T: DeserializeOwned>(
+pub(crate) fn finish<T: DeserializeOwned>(
     url: &str,
     r: Result<Response<Body>, ureq::Error>,
 ) -> Result<T, ClientError> {

@@ -10,4 +10,5 @@
 pub mod library;
 pub mod messages;
 pub mod presence;
+pub mod profile;
 pub mod state;

@@ -12,6 +12,7 @@ use serde::{Deserialize, Serialize};
 use crate::library::{self, LibOp, LibResult, Library};
 use crate::messages::{self, MsgOp, MsgResult, MsgState, Notice};
 use crate::presence::{Event, PresenceSnapshot, PresenceState, Record, Touched};
+use crate::profile::{self, ProfileOp, ProfileResult, ProfileState};
 
 /// One operation in a log entry.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -31,6 +32,9 @@ pub enum Op {
     Msg(MsgOp),
     /// Media metadata and contacts.
     Lib(LibOp),
+    /// Profile bindings, updates and the outbox (issue 17). Last, so that
+    /// entries written before it existed still decode.
+    Profile(ProfileOp),
 }
 
 impl Op {
@@ -68,6 +72,7 @@ pub enum OpResult {
     Ok,
     Msg(MsgResult),
     Lib(LibResult),
+    Profile(ProfileResult),
 }
 
 /// Everything the Raft group holds.
@@ -76,6 +81,7 @@ pub struct State {
     pub presence: PresenceState,
     pub msgs: MsgState,
     pub lib: Library,
+    pub profiles: ProfileState,
 }
 
 /// What one [`State::apply`] produced besides the results.
@@ -126,6 +132,7 @@ impl State {
                 }
                 Op::Msg(m) => OpResult::Msg(self.msgs.apply(m, cmd.at_ms, &mut fx.notices)),
                 Op::Lib(l) => OpResult::Lib(self.lib.apply(l, cmd.at_ms)),
+                Op::Profile(p) => OpResult::Profile(self.profiles.apply(p, index, cmd.at_ms)),
             };
             results.push(r);
         }
@@ -162,10 +169,13 @@ pub enum Item {
     /// part of the replicated state). Last, so that files written before it
     /// existed still decode.
     ClientType { id: u32, name: String },
+    /// A profile item (see [`profile::Key`]): after `ClientType` for the
+    /// same reason.
+    Profile(profile::Item),
 }
 
 /// First bytes of storage keys. Each domain owns one: `u` users, `s` sids,
-/// `M` messages, `G` library. `!` is left to the storage layer for its own
+/// `M` messages, `G` library, `P` profiles. `!` is left to the storage layer for its own
 /// keys (applied log id, membership), so no item key ever starts with it.
 const USER_KEY: u8 = b'u';
 const SID_KEY: u8 = b's';
@@ -193,6 +203,7 @@ impl Item {
             Item::Sid { sid, .. } => sid_key(*sid),
             Item::Msg(m) => m.key().bytes(),
             Item::Lib(l) => l.key().bytes(),
+            Item::Profile(p) => p.key().bytes(),
             Item::ClientType { id, .. } => {
                 let mut k = Vec::with_capacity(5);
                 k.push(CLIENT_TYPE_KEY);
@@ -209,6 +220,7 @@ impl State {
     pub fn from_items(items: impl IntoIterator<Item = Item>, applied: u64) -> State {
         let (mut records, mut sids, mut msgs, mut libs) = (vec![], vec![], vec![], vec![]);
         let mut types = vec![];
+        let mut profiles = vec![];
         for it in items {
             match it {
                 Item::User(r) => records.push(r),
@@ -216,12 +228,14 @@ impl State {
                 Item::Msg(m) => msgs.push(m),
                 Item::Lib(l) => libs.push(l),
                 Item::ClientType { id, name } => types.push((id, name)),
+                Item::Profile(p) => profiles.push(p),
             }
         }
         State {
             presence: PresenceState::from_snapshot_parts(types, records, sids, applied),
             msgs: MsgState::from_items(msgs),
             lib: Library::from_items(libs),
+            profiles: ProfileState::from_items(profiles),
         }
     }
 
@@ -240,6 +254,7 @@ impl State {
         );
         out.extend(self.msgs.items().into_iter().map(Item::Msg));
         out.extend(self.lib.items().into_iter().map(Item::Lib));
+        out.extend(self.profiles.items().into_iter().map(Item::Profile));
         out
     }
 
@@ -249,6 +264,7 @@ impl State {
     pub fn snapshot(&self) -> StateSnapshot {
         let mut others: Vec<Item> = self.msgs.items().into_iter().map(Item::Msg).collect();
         others.extend(self.lib.items().into_iter().map(Item::Lib));
+        others.extend(self.profiles.items().into_iter().map(Item::Profile));
         StateSnapshot { presence: self.presence.snapshot(), others }
     }
 }
@@ -272,7 +288,7 @@ impl StateSnapshot {
     }
 
     /// Hands every item to `each` in ascending [`Item::key`] order (library
-    /// `G`, messages `M`, client types `c`, sids `s`, users `u`), building
+    /// `G`, messages `M`, profiles `P`, client types `c`, sids `s`, users `u`), building
     /// one presence item at a time; stops at the first error.
     pub fn try_for_each<E>(mut self, mut each: impl FnMut(Item) -> Result<(), E>) -> Result<(), E> {
         self.others.sort_by_cached_key(Item::key);
@@ -311,7 +327,8 @@ mod tests {
 
     /// The persisted items of a state (a snapshot's contents) rebuild an
     /// equal state after every command, including a sid moving to another
-    /// user and a group deleted again; no item key uses the storage's `!`.
+    /// user, a group deleted again and a profile update with its outbox
+    /// item; no item key uses the storage's `!`.
     #[test]
     fn items_rebuild_the_state() {
         let mut st = State::default();
@@ -320,6 +337,23 @@ mod tests {
             vec![login("c", 1)], // sid 1 moves from a to c
             vec![Op::Msg(MsgOp::SetGroup { name: "g".into(), members: vec!["a".into()] })],
             vec![Op::Msg(MsgOp::SetGroup { name: "g".into(), members: vec![] })],
+            vec![
+                Op::Profile(ProfileOp::Bind {
+                    uid: "a".into(),
+                    module: "qq".into(),
+                    account: "1".into(),
+                }),
+                Op::Profile(ProfileOp::Bind {
+                    uid: "a".into(),
+                    module: "msn".into(),
+                    account: "m".into(),
+                }),
+                Op::Profile(ProfileOp::SetProfile {
+                    uid: "a".into(),
+                    source: "qq".into(),
+                    profile: Default::default(),
+                }),
+            ],
         ];
         for (i, ops) in cmds.into_iter().enumerate() {
             let mut fx = Effects::default();
@@ -331,6 +365,7 @@ mod tests {
         let rebuilt = State::from_items(items, st.applied());
         assert_eq!(rebuilt, st);
         assert_eq!(rebuilt.presence.sid_owner(1), Some("c"));
+        assert_eq!(rebuilt.profiles.pending_count(), 1);
     }
 
     /// A snapshot view hands out exactly the items of the state at the time
@@ -345,6 +380,21 @@ mod tests {
             login("b", 2),
             Op::SessionLogin { uid: "a".into(), sid: 1, client: "web".into(), gateway: 4 },
             Op::Msg(MsgOp::SetGroup { name: "g".into(), members: vec!["a".into()] }),
+            Op::Profile(ProfileOp::Bind {
+                uid: "a".into(),
+                module: "qq".into(),
+                account: "1".into(),
+            }),
+            Op::Profile(ProfileOp::Bind {
+                uid: "a".into(),
+                module: "msn".into(),
+                account: "m".into(),
+            }),
+            Op::Profile(ProfileOp::SetProfile {
+                uid: "a".into(),
+                source: "msn".into(),
+                profile: Default::default(),
+            }),
         ];
         st.apply(&Command { at_ms: 10, ops }, 1, &mut fx);
         let frozen = st.clone();

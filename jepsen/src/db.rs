@@ -28,7 +28,7 @@ pub const AUTH_KEY: &str = "herald-jepsen-hmac-key-0001";
 pub const API_KEY: &str = "hk_herald-jepsen-harness-key-00000000000000000";
 /// The scopes of [`API_KEY`].
 const API_KEY_SCOPES: &str =
-    "presence:write presence:read messages:send groups settings gateway cluster:read admin metrics";
+    "presence:write presence:read messages:send groups settings gateway cluster:read admin metrics profile";
 
 /// Where Debian's `faketime` package puts the multi-threaded library.
 pub const FAKETIME_LIBS: [&str; 2] = [

@@ -125,6 +125,7 @@ pub async fn run(
         gateway: gateway.clone(),
         media: media.clone(),
         access: crate::api::access::Access::new(&config.access),
+        profile: Arc::new(config.profile_sync.clone()),
     });
     let app = App { config, node, api };
     tracing::info!(
@@ -140,6 +141,13 @@ pub async fn run(
 
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
     tokio::spawn(media.clone().run_repair(stop_rx.clone()));
+    // The outbox dispatcher (issue 17): delivers on the leader only.
+    let dispatcher = crate::profile::dispatch::Dispatcher::new(
+        app.node.clone(),
+        app.api.profile.clone(),
+        app.api.metrics.clone(),
+    );
+    tokio::spawn(dispatcher.run(stop_rx.clone()));
     let stopped = move || {
         let mut rx = stop_rx.clone();
         async move {

@@ -49,7 +49,7 @@ pub fn touched_uids(st: &State, cmd: &Command) -> Vec<String> {
                     add(&uid);
                 }
             }
-            Op::Msg(_) | Op::Lib(_) => {}
+            Op::Msg(_) | Op::Lib(_) | Op::Profile(_) => {}
         }
     }
     out

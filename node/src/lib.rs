@@ -17,6 +17,7 @@ pub mod logging;
 pub mod media;
 pub mod metrics;
 pub mod peer_tls;
+pub mod profile;
 pub mod raft;
 pub mod serve;
 pub mod time;

@@ -78,6 +78,13 @@ pub struct Metrics {
     clock_in_tolerance: Gauge,
     clock_corrections: Gauge,
     master_changes: Gauge,
+    /// Profile outbox (issue 17): counted by the dispatcher on the leader.
+    pub outbox_delivered: Counter,
+    pub outbox_retries: Counter,
+    pub outbox_dead_lettered: Counter,
+    outbox_pending: Gauge,
+    outbox_dead: Gauge,
+    outbox_oldest_pending_age_ms: Gauge,
 }
 
 fn latency_histogram() -> Histogram {
@@ -134,6 +141,12 @@ impl Metrics {
             clock_in_tolerance: Gauge::default(),
             clock_corrections: Gauge::default(),
             master_changes: Gauge::default(),
+            outbox_delivered: Counter::default(),
+            outbox_retries: Counter::default(),
+            outbox_dead_lettered: Counter::default(),
+            outbox_pending: Gauge::default(),
+            outbox_dead: Gauge::default(),
+            outbox_oldest_pending_age_ms: Gauge::default(),
             registry: Registry::default(),
         };
         r.register(
@@ -271,7 +284,40 @@ impl Metrics {
             "Master (leader) changes seen by this node since start",
             m.master_changes.clone(),
         );
+        r.register(
+            "outbox_delivered",
+            "Profile updates delivered (2xx) by this node's dispatcher",
+            m.outbox_delivered.clone(),
+        );
+        r.register(
+            "outbox_retries",
+            "Failed profile deliveries scheduled for a retry by this node",
+            m.outbox_retries.clone(),
+        );
+        r.register(
+            "outbox_dead_lettered",
+            "Profile updates this node moved to the dead-letter list (410 or horizon)",
+            m.outbox_dead_lettered.clone(),
+        );
+        r.register(
+            "outbox_pending",
+            "Profile updates waiting for delivery",
+            m.outbox_pending.clone(),
+        );
+        r.register("outbox_dead", "Profile updates in the dead-letter list", m.outbox_dead.clone());
+        r.register(
+            "outbox_oldest_pending_age_ms",
+            "Age of the oldest pending profile update, cluster milliseconds (0: none)",
+            m.outbox_oldest_pending_age_ms.clone(),
+        );
         Metrics { registry: r, ..m }
+    }
+
+    /// Refreshes the outbox gauges (before [`Metrics::render`]).
+    pub fn set_outbox(&self, pending: usize, dead: usize, oldest_age_ms: u64) {
+        self.outbox_pending.set(pending as i64);
+        self.outbox_dead.set(dead as i64);
+        self.outbox_oldest_pending_age_ms.set(oldest_age_ms.min(i64::MAX as u64) as i64);
     }
 
     /// Refreshes the media gauges (before [`Metrics::render`]).

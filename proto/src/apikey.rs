@@ -59,6 +59,9 @@ pub enum Scope {
     Admin,
     /// Read `/metrics` (unless `<access public-metrics="true">`).
     Metrics,
+    /// Bind accounts, set and read any user's profile, read the outbox
+    /// (issue 17); resending needs `admin`.
+    Profile,
 }
 
 impl Scope {
@@ -73,6 +76,7 @@ impl Scope {
         Scope::ClusterRead,
         Scope::Admin,
         Scope::Metrics,
+        Scope::Profile,
     ];
 
     /// The name written in `<api-key scopes>` and `herald key new --scopes`.
@@ -87,6 +91,7 @@ impl Scope {
             Scope::ClusterRead => "cluster:read",
             Scope::Admin => "admin",
             Scope::Metrics => "metrics",
+            Scope::Profile => "profile",
         }
     }
 

@@ -159,6 +159,15 @@ catalog! {
     NO_WATCH_IDS = ("no_watch_ids", 400, InvalidArgument, "a watch opened without uids or sids");
     TOO_MANY_WATCH_IDS = ("too_many_watch_ids", 400, InvalidArgument, "a watch would follow more uids and sids than <watch max-ids-per-watcher>");
     INVALID_SINCE = ("invalid_since", 400, InvalidArgument, "since_revision is not a number, or is ahead of everything the cluster committed");
+    // Profile sync across bound IM modules (issue 17): nothing is stored.
+    UNSUPPORTED_MODULE = ("unsupported_module", 400, InvalidArgument, "a module id that <profile-sync> does not list");
+    INVALID_BINDING = ("invalid_binding", 400, InvalidArgument, "a module id or account empty, too long or with control characters");
+    ACCOUNT_BOUND_ELSEWHERE = ("account_bound_elsewhere", 409, FailedPrecondition, "the module account is bound to another identity");
+    TOO_MANY_BINDINGS = ("too_many_bindings", 409, FailedPrecondition, "the user holds 16 bindings already");
+    NOT_BOUND = ("not_bound", 404, NotFound, "an unbind of a module account the user has not bound");
+    MODULE_NOT_BOUND = ("module_not_bound", 409, FailedPrecondition, "a profile update from a module the user has not bound");
+    PROFILE_TOO_LARGE = ("profile_too_large", 413, ResourceExhausted, "a profile field, its extra keys or the whole document over its bound");
+    UNKNOWN_OUTBOX_ITEM = ("unknown_outbox_item", 404, NotFound, "no pending or dead outbox item with that id");
     // The cluster.
     NO_LEADER = ("no_leader", 503, Unavailable, "no leader is known (electing, or the majority is lost)");
     NOT_LEADER = ("not_leader", 503, Unavailable, "this node is not the leader (internal; clients see it only on races)");

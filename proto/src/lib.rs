@@ -36,4 +36,5 @@ pub mod codes;
 pub mod date;
 pub mod peer;
 pub mod token;
+pub mod webhook;
 pub mod wire;

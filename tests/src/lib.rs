@@ -47,7 +47,7 @@ pub const TEST_API_KEY: &str = "hk_test-all-scopes-key-0000000000000000000000";
 pub const TEST_READ_KEY: &str = "hk_test-presence-read-key-000000000000000000";
 /// Every scope name, as `<api-key scopes>` takes them.
 pub const ALL_SCOPES: &str =
-    "presence:write presence:read messages:send groups settings gateway cluster:read admin metrics";
+    "presence:write presence:read messages:send groups settings gateway cluster:read admin metrics profile";
 
 /// The `<access>` element of test clusters: [`TEST_API_KEY`] and
 /// [`TEST_READ_KEY`].

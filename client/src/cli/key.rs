@@ -21,7 +21,7 @@ pub struct NewArgs {
     /// The application's name (letters, digits, '.', '_', '-'; at most 64 bytes), unique within <access>.
     #[arg(long)]
     pub name: String,
-    /// Space- or comma-separated scopes: presence:write presence:read messages:send groups settings gateway cluster:read admin metrics.
+    /// Space- or comma-separated scopes: presence:write presence:read messages:send groups settings gateway cluster:read admin metrics profile.
     #[arg(long)]
     pub scopes: String,
 }

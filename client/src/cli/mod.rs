@@ -13,6 +13,7 @@ mod key;
 mod media;
 mod output;
 mod presence;
+mod profile;
 mod progress;
 mod send;
 mod status;
@@ -108,6 +109,12 @@ pub enum Command {
     Contacts(contacts::ContactsCommand),
     /// Group-send every new file of a folder once, then move it to its sent/ subfolder.
     WatchFolder(watch::WatchArgs),
+    /// Profile sync: bind module accounts, set and read a user's profile.
+    #[command(subcommand)]
+    Profile(profile::ProfileCommand),
+    /// The profile outbox: pending and dead-letter updates, resend.
+    #[command(subcommand)]
+    Outbox(profile::OutboxCommand),
 }
 
 /// What every command gets: where to connect and how to print.
@@ -189,6 +196,8 @@ pub async fn run(cli: Cli) -> Result<(), ClientError> {
         Command::GroupSend(a) => group_send::run(&ctx, a).await,
         Command::Contacts(c) => contacts::run(&ctx, c).await,
         Command::WatchFolder(a) => watch::run(&ctx, a).await,
+        Command::Profile(c) => profile::run(&ctx, c).await,
+        Command::Outbox(c) => profile::outbox(&ctx, c).await,
     }
 }
 

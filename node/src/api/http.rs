@@ -124,6 +124,7 @@ pub fn served() -> Served<AppState> {
         .merge(super::media::http::routes())
         .merge(super::watch_http::routes())
         .merge(super::console::routes())
+        .merge(super::profile::routes())
 }
 
 /// The HTTP routes; `max_body` bounds every request body.
@@ -284,6 +285,13 @@ async fn metrics(State(api): State<AppState>) -> Response {
         stored_messages: stored as u64,
         inboxes: inboxes as u64,
     };
+    let now = api.node.clock().now_ms();
+    let (pending, dead, oldest) = api.node.read_local(|s| {
+        let p = &s.profiles;
+        let oldest = p.pending().map(|i| i.created_ms).min();
+        (p.pending_count(), p.dead_count(), oldest.map_or(0, |t| now.saturating_sub(t)))
+    });
+    api.metrics.set_outbox(pending, dead, oldest);
     let body = api.metrics.render(&st, users, online, &api.time.status(), changes, figures);
     ([(axum::http::header::CONTENT_TYPE, "text/plain; version=0.0.4; charset=utf-8")], body)
         .into_response()

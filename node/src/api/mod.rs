@@ -13,6 +13,7 @@ pub mod http;
 pub mod media;
 pub mod messages;
 pub mod openapi;
+pub mod profile;
 pub mod routes;
 pub mod size;
 pub mod watch;
@@ -291,6 +292,8 @@ pub struct Api {
     pub media: Arc<crate::media::Media>,
     /// The application keys of `<access>` (issue 14).
     pub access: access::Access,
+    /// `<profile-sync>`: the supported modules (issue 17).
+    pub profile: Arc<crate::config::ProfileSyncConfig>,
 }
 
 impl Api {
@@ -585,12 +588,13 @@ mod catalog_tests {
     use herald_domain::messages::SendError;
     use herald_proto::codes;
 
-    /// Every code a lower layer names by string (the domain's send and
-    /// library refusals) is in the error catalog, so `ApiError::named`
+    /// Every code a lower layer names by string (the domain's send,
+    /// library and profile refusals) is in the error catalog, so `ApiError::named`
     /// never falls back to `internal` for them.
     #[test]
     fn domain_codes_are_in_the_catalog() {
-        for name in SendError::CODES.iter().chain(refusal::ANSWERED) {
+        let profile = herald_domain::profile::refusal::ANSWERED;
+        for name in SendError::CODES.iter().chain(refusal::ANSWERED).chain(profile) {
             assert!(codes::named(name).is_some(), "{name} is missing from proto/src/codes.rs");
         }
     }

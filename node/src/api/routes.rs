@@ -156,6 +156,14 @@ pub const ROUTES: &[Route] = &[
     r(Delete, "/v1/users/{uid}/contacts/{contact}", user(Path)),
     r(Post, "/v1/users/{uid}/group-send", user(Path)),
     r(Get, "/v1/users/{uid}/shared", user(Viewer)),
+    // Profile sync (issue 17): a user's own bindings and profile, or an
+    // application's with the profile scope; the outbox is operators'.
+    r(Post, "/v1/users/{uid}/bindings", app_or_user(Profile, Path)),
+    r(Delete, "/v1/users/{uid}/bindings/{module}/{account}", app_or_user(Profile, Path)),
+    r(Put, "/v1/users/{uid}/profile", app_or_user(Profile, Path)),
+    r(Get, "/v1/users/{uid}/profile", app_or_user(Profile, Path)),
+    r(Get, "/v1/outbox", app(Profile)),
+    r(Post, "/v1/outbox/{id}/resend", app(Admin)),
     // The standard gRPC health service and server reflection (issue 18):
     // probes and tools (grpcurl) ask before they hold a credential; they
     // tell whether the node knows a leader and what the public API looks

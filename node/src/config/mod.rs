@@ -36,8 +36,8 @@ mod xml;
 pub use error::ConfigError;
 /// The settings elements, declared in the schema (one entry per attribute).
 pub use schema::{
-    GatewayConfig, Limits, LogConfig, MasterPolicy, MediaConfig, MessagesConfig, RaftTiming,
-    Security, TimeSync, WatchConfig,
+    GatewayConfig, Limits, LogConfig, MasterPolicy, MediaConfig, MessagesConfig, ProfileSyncConfig,
+    RaftTiming, Security, TimeSync, WatchConfig,
 };
 
 use rules::check;
@@ -114,6 +114,47 @@ pub struct Config {
     pub watch: WatchConfig,
     /// How the node writes its log (issue 18: JSON lines for shippers).
     pub log: LogConfig,
+    /// Supported IM modules and the outbox retry policy (issue 17).
+    pub profile_sync: ProfileSyncConfig,
+}
+
+/// Fewest bytes of a `<module>` signing secret (Standard Webhooks: 24 to
+/// 64 random bytes).
+pub const MIN_MODULE_SECRET_BYTES: usize = 24;
+/// Most bytes of a `<module>` signing secret.
+pub const MAX_MODULE_SECRET_BYTES: usize = 64;
+
+/// One `<module>` of `<profile-sync>`: an IM module users may bind
+/// accounts of, and its third-party server.
+#[derive(Clone, PartialEq, Eq)]
+pub struct ModuleConfig {
+    pub id: String,
+    pub name: String,
+    /// `http://` or `https://` URL updates are POSTed to.
+    pub endpoint: String,
+    /// The decoded signing secret (the bytes after `whsec_`, base64-decoded).
+    pub secret: Vec<u8>,
+    pub timeout_ms: u64,
+}
+
+impl std::fmt::Debug for ModuleConfig {
+    /// Never shows the secret.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ModuleConfig")
+            .field("id", &self.id)
+            .field("name", &self.name)
+            .field("endpoint", &self.endpoint)
+            .field("secret", &"<set>")
+            .field("timeout_ms", &self.timeout_ms)
+            .finish()
+    }
+}
+
+impl ProfileSyncConfig {
+    /// The module with this id, if it is supported.
+    pub fn module(&self, id: &str) -> Option<&ModuleConfig> {
+        self.modules.iter().find(|m| m.id == id)
+    }
 }
 
 /// `<access>`: the applications' API keys (stored hashed) and whether

@@ -12,6 +12,7 @@ use super::schema::{
     AUTH_MAX_LIFETIME, AUTH_MODES, AUTH_TIMEOUT, AUTH_URL, EDIT, GATEWAY, HERALD, LIMITS, LOG,
     MASTER, MEDIA, MESSAGES, NODE, PEER_TLS, RAFT, SECURITY, SERVER, SERVERS, TIME, TLS, WATCH,
 };
+use super::schema::{ModuleAttrs, MODULE, PROFILE_SYNC};
 use super::xml::{Ctx, Elem};
 use super::{
     AccessConfig, ApiKeyConfig, AuthConfig, Config, ConfigError, GatewayConfig, Limits, LogConfig,
@@ -19,6 +20,7 @@ use super::{
     SecurityMode, Server, TimeSync, TlsConfig, WatchConfig, DEFAULT_AUTH_TIMEOUT_MS,
     DEFAULT_MAX_TOKEN_LIFETIME_S, DEVELOPMENT_HMAC_KEY, MAX_API_KEY_NAME_BYTES, MIN_HMAC_KEY_BYTES,
 };
+use super::{ModuleConfig, ProfileSyncConfig, MAX_MODULE_SECRET_BYTES, MIN_MODULE_SECRET_BYTES};
 
 /// Longest key file read. A key is a few dozen bytes; 4 KiB leaves room
 /// for any key and its whitespace, while a key-file naming `/dev/zero` or a
@@ -375,6 +377,7 @@ impl Ctx<'_> {
         let peer_tls_el = self.at_most_one(root, "peer-tls")?;
         let watch_el = self.at_most_one(root, "watch")?;
         let log_el = self.at_most_one(root, "log")?;
+        let profile_sync_el = self.at_most_one(root, "profile-sync")?;
 
         let NodeAttrs { number: node, data_dir, join } =
             self.read_element(node_el, &NODE, NodeAttrs::read)?;
@@ -412,6 +415,10 @@ impl Ctx<'_> {
         let gateway = self.section(gateway_el, &GATEWAY, GatewayConfig::read)?;
         let watch = self.section(watch_el, &WATCH, WatchConfig::read)?;
         let log = self.section(log_el, &LOG, LogConfig::read)?;
+        let profile_sync = match profile_sync_el {
+            None => ProfileSyncConfig::default(),
+            Some(el) => self.read_profile_sync(el)?,
+        };
 
         // <messages>, then its body limit against <limits max-request-bytes>:
         // blamed on <messages max-body-bytes>, or on <limits> when <messages>
@@ -498,6 +505,7 @@ impl Ctx<'_> {
             peer_tls,
             watch,
             log,
+            profile_sync,
         };
         // Checked in document order, so a clash is reported at the later entry.
         if let Err(p) = check(&config, None) {
@@ -652,5 +660,96 @@ impl Ctx<'_> {
             keys.push(ApiKeyConfig { name: attrs.name, digest, scopes });
         }
         Ok(AccessConfig { public_metrics, keys })
+    }
+    /// `<profile-sync>` and its `<module>` children: ids unique, an
+    /// `http://` or `https://` endpoint, exactly one of `secret` and
+    /// `secret-file` holding a `whsec_` secret of
+    /// [`MIN_MODULE_SECRET_BYTES`]..=[`MAX_MODULE_SECRET_BYTES`] bytes.
+    fn read_profile_sync(&self, el: &Elem) -> Result<ProfileSyncConfig, ConfigError> {
+        let mut cfg = self.read_element(el, &PROFILE_SYNC, ProfileSyncConfig::read)?;
+        if cfg.initial_backoff_ms > cfg.max_backoff_ms {
+            return Err(Attrs { ctx: self, el }.err(
+                "initial-backoff-ms",
+                format!(
+                    "{} is above max-backoff-ms {}",
+                    cfg.initial_backoff_ms, cfg.max_backoff_ms
+                ),
+            ));
+        }
+        for m in &el.children {
+            self.only_children(m, MODULE.children)?;
+            let a = self.attrs(m, &MODULE)?;
+            let ModuleAttrs { id, name, endpoint, timeout_ms } = ModuleAttrs::read(&a)?;
+            if id.len() > herald_domain::profile::MAX_MODULE_BYTES {
+                return Err(a.err(
+                    "id",
+                    format!("at most {} bytes", herald_domain::profile::MAX_MODULE_BYTES),
+                ));
+            }
+            if cfg.modules.iter().any(|o| o.id == id) {
+                return Err(a.err("id", format!("duplicate module id {id:?}")));
+            }
+            let lower = endpoint.to_ascii_lowercase();
+            let rest = lower.strip_prefix("http://").or_else(|| lower.strip_prefix("https://"));
+            if rest.is_none_or(|r| r.is_empty() || r.starts_with('/')) {
+                return Err(a.err(
+                    "endpoint",
+                    format!("{endpoint:?}: expected http://host:port/path or https://..."),
+                ));
+            }
+            let secret = self.read_module_secret(&a, m)?;
+            cfg.modules.push(ModuleConfig { id, name, endpoint, secret, timeout_ms });
+        }
+        Ok(cfg)
+    }
+
+    /// `secret` or `secret-file` (exactly one) of a `<module>`, decoded.
+    fn read_module_secret(&self, a: &Attrs, el: &Elem) -> Result<Vec<u8>, ConfigError> {
+        let (field, text) = match (el.attr("secret"), el.attr("secret-file")) {
+            (Some(_), Some(_)) => {
+                return Err(a.err("secret-file", "give either secret or secret-file, not both"))
+            }
+            (None, None) => {
+                return Err(a.err("secret", "missing required attribute: secret or secret-file"))
+            }
+            (Some(s), None) => ("secret", s.value.clone()),
+            (None, Some(_)) => {
+                let path = self.resolve(&a.req::<String>("secret-file", Kind::Text)?);
+                let mut bytes = Vec::new();
+                std::fs::File::open(&path)
+                    .and_then(|f| {
+                        use std::io::Read as _;
+                        f.take(MAX_KEY_FILE_BYTES + 1).read_to_end(&mut bytes)
+                    })
+                    .map_err(|e| {
+                        a.err("secret-file", format!("cannot read {}: {e}", path.display()))
+                    })?;
+                if bytes.len() as u64 > MAX_KEY_FILE_BYTES {
+                    return Err(a.err(
+                        "secret-file",
+                        format!("{} is longer than {MAX_KEY_FILE_BYTES} bytes", path.display()),
+                    ));
+                }
+                let text = String::from_utf8(bytes)
+                    .map_err(|_| a.err("secret-file", "the secret is not UTF-8"))?;
+                ("secret-file", text.trim_end().to_string())
+            }
+        };
+        use base64::Engine as _;
+        let decoded = text
+            .strip_prefix("whsec_")
+            .and_then(|b| base64::engine::general_purpose::STANDARD.decode(b).ok())
+            .ok_or_else(|| a.err(field, "expected whsec_ followed by base64"))?;
+        if !(MIN_MODULE_SECRET_BYTES..=MAX_MODULE_SECRET_BYTES).contains(&decoded.len()) {
+            return Err(a.err(
+                field,
+                format!(
+                    "the secret is {} bytes; {MIN_MODULE_SECRET_BYTES} to \
+                     {MAX_MODULE_SECRET_BYTES} are required",
+                    decoded.len()
+                ),
+            ));
+        }
+        Ok(decoded)
     }
 }

@@ -23,7 +23,7 @@ use crate::media::edit::{EditRules, OutFormat};
 
 use super::read::{Attrs, Setting};
 use super::{
-    ConfigError, LogFormat, PeerTlsConfig, SecurityMode, Server, TlsConfig,
+    ConfigError, LogFormat, ModuleConfig, PeerTlsConfig, SecurityMode, Server, TlsConfig,
     DEFAULT_AUTH_TIMEOUT_MS, DEFAULT_MAX_TOKEN_LIFETIME_S, MAX_BODY_BYTES_CAP,
     MAX_IDS_PER_QUERY_CAP, MAX_MEDIA_BYTES_CAP, MAX_REQUEST_BYTES_CAP, MAX_RESPONSE_BYTES_CAP,
     MAX_TOKEN_LIFETIME_CAP_S,
@@ -697,6 +697,105 @@ const EDIT_SIDE_WHY: &str = "0 means no limit; 65535 is the largest side a JPEG 
 pub(super) const EDIT_FORMATS: &[&str] = &["jpeg", "png", "webp", "keep"];
 
 // ---------------------------------------------------------------------------
+// <profile-sync> and <module> (issue 17).
+
+section! {
+    /// `<profile-sync>`: the IM modules users may bind accounts of, and how
+    /// the leader's dispatcher retries delivering profile updates to their
+    /// servers (MISSION Y1, Y2). Absent: no module is supported (every bind
+    /// is refused with `unsupported_module`).
+    ///
+    /// `Debug` never shows the modules' secrets.
+    #[derive(Debug, Clone, PartialEq, Eq)]
+    pub struct ProfileSyncConfig {
+        /// Wait before the first retry, milliseconds; each retry doubles it
+        /// (with jitter) up to max-backoff-ms.
+        initial_backoff_ms: u64 = SECOND_MS => "initial-backoff-ms", int(
+            10,
+            HOUR_MS,
+            "under 10 ms a failing receiver is hammered; a first retry more than an \
+             hour late leaves a blip unrepaired for that long",
+        );
+        /// Longest wait between two attempts, milliseconds (a Retry-After
+        /// answer may ask for longer, up to the horizon).
+        max_backoff_ms: u64 = HOUR_MS => "max-backoff-ms", int(
+            100,
+            DAY_MS,
+            "under 100 ms retries never back off; over a day a receiver that came \
+             back waits a day for its updates",
+        );
+        /// How long an item is retried before it goes to the dead-letter
+        /// list, milliseconds from its creation (3 days, as Stripe retries).
+        horizon_ms: u64 = 3 * DAY_MS => "horizon-ms", int(
+            SECOND_MS,
+            30 * DAY_MS,
+            "under a second nothing survives a restart of the receiver; pending items \
+             are replicated state, so 30 days bounds how long they are kept",
+        );
+        /// Deliveries in flight at once on the leader.
+        max_in_flight: usize = 32 => "max-in-flight", int(
+            1,
+            1024,
+            "0 would deliver nothing; each delivery holds a connection and a task, so \
+             1024 bounds what one leader opens",
+        );
+    }
+    // Not attributes: read_profile_sync fills it in.
+    extra {
+        /// The `<module>` children, ids unique.
+        modules: Vec<ModuleConfig> = Vec::new();
+    }
+}
+
+/// `<module>`'s attributes other than its secret (read by hand).
+pub(super) struct ModuleAttrs {
+    pub id: String,
+    pub name: String,
+    pub endpoint: String,
+    pub timeout_ms: u64,
+}
+
+schema_for! {
+    ModuleAttrs {
+        required {
+            /// The module id accounts are bound with (`qq`, `msn`), unique.
+            id: String => "id", Kind::Word;
+            /// Display name.
+            name: String => "name", Kind::Text;
+            /// The third-party server's URL updates are POSTed to (http:// or https://).
+            endpoint: String => "endpoint", Kind::Word;
+        }
+        optional {
+            /// How long one delivery may take (connect, send, answer), milliseconds.
+            timeout_ms: u64 = 10 * SECOND_MS => "timeout-ms", int(
+                1,
+                MINUTE_MS,
+                "0 would time out every delivery; a slow receiver holds a delivery slot, \
+                 a minute at most",
+            );
+        }
+    }
+}
+
+/// `secret` and `secret-file` of `<module>` (exactly one).
+pub(super) const SECRET_ATTRS: &[AttrSpec] = &[
+    AttrSpec {
+        name: "secret",
+        kind: Kind::Key,
+        need: NO_DEFAULT,
+        doc: "The signing secret in Standard Webhooks form: whsec_ and the base64 of \
+              24 to 64 random bytes.",
+    },
+    AttrSpec {
+        name: "secret-file",
+        kind: Kind::KeyFile,
+        need: NO_DEFAULT,
+        doc: "A file holding the secret in that form (resolved like <tls> paths); \
+              trailing whitespace is removed.",
+    },
+];
+
+// ---------------------------------------------------------------------------
 // <auth> and <tls>.
 
 /// `<auth>`'s attributes; which of them a mode takes is [`AUTH_MODES`].
@@ -858,8 +957,23 @@ pub(super) const HERALD: ElemSpec = ElemSpec {
     attrs: Root::ATTRS,
     more_attrs: &[],
     children: &[
-        "node", "servers", "raft", "limits", "time", "master", "gateway", "messages", "auth",
-        "tls", "media", "security", "peer-tls", "access", "watch", "log",
+        "node",
+        "servers",
+        "raft",
+        "limits",
+        "time",
+        "master",
+        "gateway",
+        "messages",
+        "auth",
+        "tls",
+        "media",
+        "security",
+        "peer-tls",
+        "access",
+        "watch",
+        "profile-sync",
+        "log",
     ],
 };
 pub(super) const NODE: ElemSpec = leaf("node", NodeAttrs::ATTRS);
@@ -888,12 +1002,40 @@ pub(super) const PEER_TLS: ElemSpec = leaf("peer-tls", PeerTlsConfig::ATTRS);
 pub(super) const ACCESS: ElemSpec =
     ElemSpec { name: "access", attrs: AccessAttrs::ATTRS, more_attrs: &[], children: &["api-key"] };
 pub(super) const API_KEY: ElemSpec = leaf("api-key", ApiKeyAttrs::ATTRS);
+pub(super) const PROFILE_SYNC: ElemSpec = ElemSpec {
+    name: "profile-sync",
+    attrs: ProfileSyncConfig::ATTRS,
+    more_attrs: &[],
+    children: &["module"],
+};
+pub(super) const MODULE: ElemSpec =
+    ElemSpec { name: "module", attrs: ModuleAttrs::ATTRS, more_attrs: SECRET_ATTRS, children: &[] };
 
 /// Every element, parents before children.
 #[cfg_attr(not(test), allow(dead_code))]
 pub(super) const SCHEMA: &[ElemSpec] = &[
-    HERALD, NODE, SERVERS, SERVER, RAFT, LIMITS, TIME, MASTER, GATEWAY, MESSAGES, AUTH, TLS, MEDIA,
-    EDIT, SECURITY, PEER_TLS, ACCESS, API_KEY, WATCH, LOG,
+    HERALD,
+    NODE,
+    SERVERS,
+    SERVER,
+    RAFT,
+    LIMITS,
+    TIME,
+    MASTER,
+    GATEWAY,
+    MESSAGES,
+    AUTH,
+    TLS,
+    MEDIA,
+    EDIT,
+    SECURITY,
+    PEER_TLS,
+    ACCESS,
+    API_KEY,
+    WATCH,
+    PROFILE_SYNC,
+    MODULE,
+    LOG,
 ];
 
 /// An element with attributes and no children.

@@ -2111,3 +2111,101 @@ fn config_log_format_read_and_checked() {
     assert_eq!(parse(BASE, "t.xml").unwrap().log.format, LogFormat::Text);
     refused(&with("<log format=\"xml\"/>"), 7, Some("format"), "text, json");
 }
+
+// --- <profile-sync>, <module> (issue 17) --------------------------------
+
+/// A `<module>` line with this id and secret attribute(s).
+fn module_xml(id: &str, endpoint: &str, secret: &str) -> String {
+    format!("<module id=\"{id}\" name=\"N {id}\" endpoint=\"{endpoint}\" {secret}/>")
+}
+
+/// `<profile-sync>` at line 7 with its modules on lines 8.. .
+fn with_modules(attrs: &str, modules: &[String]) -> String {
+    let body: String = modules.iter().map(|m| format!("\n    {m}")).collect();
+    with(&format!("<profile-sync{attrs}>{body}\n  </profile-sync>"))
+}
+
+/// `<profile-sync>` is optional (no module supported); its modules are
+/// read with the decoded secret (inline or from a file, whitespace
+/// trimmed), their timeout and the retry policy; `Debug` never shows a
+/// secret.
+#[test]
+fn config_profile_sync_modules() {
+    assert_eq!(base().profile_sync, ProfileSyncConfig::default());
+    assert!(base().profile_sync.modules.is_empty());
+    let secret = herald_proto::webhook::secret_string(&[7u8; 32]);
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("m.whsec");
+    std::fs::write(&file, format!("{}\n\n", herald_proto::webhook::secret_string(&[9u8; 24])))
+        .unwrap();
+    let text = with_modules(
+        " initial-backoff-ms=\"10\" max-backoff-ms=\"100\" horizon-ms=\"1000\" max-in-flight=\"2\"",
+        &[
+            module_xml(
+                "qq",
+                "https://qq.example/hook",
+                &format!("secret=\"{secret}\" timeout-ms=\"5\""),
+            ),
+            module_xml(
+                "msn",
+                "http://127.0.0.1:9/x",
+                &format!("secret-file=\"{}\"", file.display()),
+            ),
+        ],
+    );
+    let c = parse(&text, "t.xml").unwrap();
+    let p = &c.profile_sync;
+    assert_eq!(
+        (p.initial_backoff_ms, p.max_backoff_ms, p.horizon_ms, p.max_in_flight),
+        (10, 100, 1000, 2)
+    );
+    assert_eq!(p.modules.len(), 2);
+    let qq = p.module("qq").unwrap();
+    assert_eq!(
+        (qq.name.as_str(), qq.endpoint.as_str(), qq.timeout_ms),
+        ("N qq", "https://qq.example/hook", 5)
+    );
+    assert_eq!(qq.secret, vec![7u8; 32]);
+    assert_eq!(p.module("msn").unwrap().secret, vec![9u8; 24]);
+    assert_eq!(p.module("msn").unwrap().timeout_ms, 10_000, "the default");
+    assert!(p.module("icq").is_none());
+    let dbg = format!("{c:?}");
+    assert!(!dbg.contains(&secret[6..]) && dbg.contains("<set>"), "{dbg}");
+}
+
+/// Bad `<profile-sync>` / `<module>` are refused naming the field and the
+/// line: a duplicate id, an endpoint that is not http(s), no secret, both
+/// secret and secret-file, a secret not in whsec_ form or of the wrong
+/// size, an initial backoff above the maximum, an unknown attribute.
+#[test]
+fn config_profile_sync_refusals() {
+    let s =
+        |n: usize| format!("secret=\"{}\"", herald_proto::webhook::secret_string(&vec![1u8; n]));
+    let ok = module_xml("qq", "http://h:1/x", &s(32));
+    let one = |m: String| with_modules("", &[m]);
+    refused(&with_modules("", &[ok.clone(), ok.clone()]), 9, Some("id"), "duplicate module id");
+    refused(&one(module_xml("qq", "ftp://h/x", &s(32))), 8, Some("endpoint"), "http://");
+    refused(&one(module_xml("qq", "http:///x", &s(32))), 8, Some("endpoint"), "http://");
+    refused(&one(module_xml("qq", "http://h/x", "")), 8, Some("secret"), "secret or secret-file");
+    let both = format!("{} secret-file=\"f\"", s(32));
+    refused(&one(module_xml("qq", "http://h/x", &both)), 8, Some("secret-file"), "not both");
+    refused(&one(module_xml("qq", "http://h/x", "secret=\"abc\"")), 8, Some("secret"), "whsec_");
+    refused(&one(module_xml("qq", "http://h/x", &s(16))), 8, Some("secret"), "24 to 64");
+    refused(&one(module_xml("qq", "http://h/x", &s(65))), 8, Some("secret"), "24 to 64");
+    refused(
+        &with_modules(
+            " initial-backoff-ms=\"2000\" max-backoff-ms=\"1000\"",
+            std::slice::from_ref(&ok),
+        ),
+        7,
+        Some("initial-backoff-ms"),
+        "max-backoff-ms",
+    );
+    refused(
+        &one(ok.replace("<module", "<module colour=\"red\"")),
+        8,
+        Some("colour"),
+        "unknown attribute",
+    );
+    refused(&one(ok.replace("id=\"qq\"", "id=\"q q\"")), 8, Some("id"), "whitespace");
+}

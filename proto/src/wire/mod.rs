@@ -34,6 +34,7 @@ pub mod cluster;
 pub mod media;
 pub mod messages;
 pub mod presence;
+pub mod profile;
 
 use serde::{Deserialize, Serialize};
 
