@@ -3,11 +3,14 @@
 //! register per uid, `checker::linear`), `master` (status polls of every
 //! node, `checker::master_*`) and `messages` (a queue per mailbox:
 //! submissions, sessions that receive and acknowledge, a final drain;
-//! `checker::queue`). `all` runs the three against one cluster at once.
+//! `checker::queue`), and `watch` (the presence workload plus watchers of
+//! its uids' change feeds; `checker::watch`). `all` runs presence, master
+//! and messages against one cluster at once.
 
 pub mod master;
 pub mod messages;
 pub mod presence;
+pub mod watch;
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum, serde::Serialize)]
 #[serde(rename_all = "lowercase")]
@@ -15,6 +18,8 @@ pub enum Workload {
     Presence,
     Master,
     Messages,
+    /// The presence workload and watchers of its uids.
+    Watch,
     All,
 }
 
@@ -23,6 +28,7 @@ impl Workload {
     pub fn parts(self) -> Vec<Workload> {
         match self {
             Workload::All => vec![Workload::Presence, Workload::Master, Workload::Messages],
+            Workload::Watch => vec![Workload::Presence, Workload::Watch],
             w => vec![w],
         }
     }
@@ -36,6 +42,7 @@ impl Workload {
             Workload::Presence => "presence",
             Workload::Master => "master",
             Workload::Messages => "messages",
+            Workload::Watch => "watch",
             Workload::All => "all",
         }
     }
@@ -56,5 +63,12 @@ mod tests {
         assert!(!Workload::Presence.includes(Workload::Messages));
         assert_eq!(Workload::Messages.parts(), vec![Workload::Messages]);
         assert_eq!(Workload::Presence.parts(), vec![Workload::Presence]);
+    }
+
+    /// Proves `watch` runs the presence writers its watchers follow.
+    #[test]
+    fn workload_watch_includes_presence() {
+        assert_eq!(Workload::Watch.parts(), vec![Workload::Presence, Workload::Watch]);
+        assert!(!Workload::Presence.includes(Workload::Watch));
     }
 }
