@@ -4,8 +4,8 @@
 //! node, `checker::master_*`) and `messages` (a queue per mailbox:
 //! submissions, sessions that receive and acknowledge, a final drain;
 //! `checker::queue`), and `watch` (the presence workload plus watchers of
-//! its uids' change feeds; `checker::watch`). `all` runs presence, master
-//! and messages against one cluster at once.
+//! its uids' change feeds; `checker::watch`). `all` runs presence, master,
+//! messages and watch against one cluster at once.
 
 pub mod master;
 pub mod messages;
@@ -27,7 +27,9 @@ impl Workload {
     /// The concrete workloads that run together (one cluster, one history).
     pub fn parts(self) -> Vec<Workload> {
         match self {
-            Workload::All => vec![Workload::Presence, Workload::Master, Workload::Messages],
+            Workload::All => {
+                vec![Workload::Presence, Workload::Master, Workload::Messages, Workload::Watch]
+            }
             Workload::Watch => vec![Workload::Presence, Workload::Watch],
             w => vec![w],
         }
@@ -52,13 +54,14 @@ impl Workload {
 mod tests {
     use super::*;
 
-    /// Proves `all` runs presence, master and messages together, and each
-    /// single workload only itself.
+    /// Proves `all` runs presence, master, messages and watch together, and
+    /// each single workload only itself.
     #[test]
     fn workload_all_includes_presence_master_and_messages() {
         assert!(Workload::All.includes(Workload::Presence));
         assert!(Workload::All.includes(Workload::Master));
         assert!(Workload::All.includes(Workload::Messages));
+        assert!(Workload::All.includes(Workload::Watch));
         assert!(!Workload::Master.includes(Workload::Presence));
         assert!(!Workload::Presence.includes(Workload::Messages));
         assert_eq!(Workload::Messages.parts(), vec![Workload::Messages]);
