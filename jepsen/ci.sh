@@ -1,12 +1,13 @@
 #!/usr/bin/env bash
 # The short fault-injection runs for CI, one after the other (about 35 + 35 s
 # of wall time on 2 cores):
-# 1. 30 s of the presence, master/time and messages workloads together
-#    (`all`) on 3 real heraldd nodes, each in its own network namespace, under
+# 1. 30 s of the presence, master/time, messages and watch workloads
+#    together (`all`) on 3 real heraldd nodes, each in its own network namespace, under
 #    partition + kill (and their part-kill composite); then the final phase:
 #    presence final reads, master/time final checks (a few seconds; at most
-#    ~15 s without clock faults) and the mailbox drain (under a second when
-#    healthy, at most 30 s).
+#    ~15 s without clock faults), the mailbox drain (under a second when
+#    healthy, at most 30 s) and the watchers' final query and catch-up
+#    (milliseconds when healthy, at most 20 s).
 # 2. 25 s of the master/time workload on 3 nodes under the clock nemesis,
 #    seed 544: a -1.5 s bump of n3, a strobe of n2 (+2.1 s every 32 ms), then
 #    a strobe of every node, master included (+4.8 s every 18 ms) — the

@@ -82,13 +82,16 @@ impl WatchConfig {
 #[derive(Debug, Clone, PartialEq)]
 pub enum WatchEvent {
     /// The watched users at `revision` (with `added`: only the ids just
-    /// added); `unknown` ids have no record yet.
+    /// added); `unknown` ids have no record yet. `more`: a page of the
+    /// snapshot of every user ([`PresenceWatch::open_all`]), more pages at
+    /// the same revision follow.
     Snapshot {
         revision: u64,
         users: Vec<UserPresence>,
         unknown: Vec<String>,
         unknown_sids: Vec<u64>,
         added: bool,
+        more: bool,
     },
     /// Watched users changed at `revision` (after a slow read: their latest
     /// records as of `revision`).
@@ -118,6 +121,7 @@ impl WatchEvent {
                 unknown: f.unknown.clone(),
                 unknown_sids: f.unknown_sids.clone(),
                 added: f.added,
+                more: f.more,
             },
             Kind::Change => WatchEvent::Change { revision: f.revision, users: users() },
             Kind::Progress => WatchEvent::Progress { revision: f.revision },
@@ -130,6 +134,8 @@ impl WatchEvent {
     /// The revision to resume after once this event is handed over.
     pub fn resume_point(&self) -> Option<u64> {
         match self {
+            // A page of a snapshot is not a resume point: the rest of it is.
+            WatchEvent::Snapshot { more: true, .. } => None,
             WatchEvent::Snapshot { revision, .. }
             | WatchEvent::Change { revision, .. }
             | WatchEvent::Progress { revision } => Some(*revision),
@@ -166,16 +172,40 @@ impl PresenceWatch {
         sids: Vec<u64>,
         since: Option<u64>,
     ) -> Result<PresenceWatch, ClientError> {
-        if cfg.seeds.is_empty() {
-            return Err(ClientError::InvalidArgument("a watch needs at least one node".into()));
-        }
-        let mut state = Watching {
+        Self::start(Watching {
             cfg,
             uids: uids.into_iter().collect(),
             sids: sids.into_iter().collect(),
+            all: false,
             since,
             seed: 0,
-        };
+        })
+        .await
+    }
+
+    /// Opens a watch of every user (the key must hold the `admin` scope;
+    /// `forbidden` otherwise), resuming after `since` if given. Its
+    /// snapshot comes as pages (`Snapshot { more: true, .. }` but the
+    /// last), then every change of any user.
+    pub async fn open_all(
+        cfg: WatchConfig,
+        since: Option<u64>,
+    ) -> Result<PresenceWatch, ClientError> {
+        Self::start(Watching {
+            cfg,
+            uids: BTreeSet::new(),
+            sids: BTreeSet::new(),
+            all: true,
+            since,
+            seed: 0,
+        })
+        .await
+    }
+
+    async fn start(mut state: Watching) -> Result<PresenceWatch, ClientError> {
+        if state.cfg.seeds.is_empty() {
+            return Err(ClientError::InvalidArgument("a watch needs at least one node".into()));
+        }
         let (mut last, mut opened) = (None, None);
         for _ in 0..state.cfg.seeds.len() {
             match state.open_once().await {
@@ -238,6 +268,8 @@ struct Watching {
     cfg: WatchConfig,
     uids: BTreeSet<String>,
     sids: BTreeSet<u64>,
+    /// Every user.
+    all: bool,
     /// The last resume point handed to the application.
     since: Option<u64>,
     seed: usize,
@@ -265,6 +297,7 @@ impl Watching {
             uids: self.uids.iter().cloned().collect(),
             sids: self.sids.iter().copied().collect(),
             since_revision: self.since,
+            all: self.all,
             ..Default::default()
         };
         requests.send(first).await.expect("the receiver is here");

@@ -116,6 +116,9 @@ pub struct TestArgs {
     /// Messages workload: seconds the final drain may take after healing.
     #[arg(long, default_value_t = 30)]
     pub drain_s: u64,
+    /// Watch workload: watcher threads, each following 2-4 uids at a time.
+    #[arg(long, default_value_t = 4)]
+    pub watchers: usize,
     /// heraldd binary (default: heraldd next to this binary, else
     /// <workspace>/target/debug/heraldd).
     #[arg(long)]

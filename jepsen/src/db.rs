@@ -97,6 +97,10 @@ impl Default for RaftParams {
     }
 }
 
+/// `<watch window-changes>` of the harness's nodes: about 8 s of the
+/// presence workload's writes at its default rate.
+pub const WATCH_WINDOW_CHANGES: usize = 200;
+
 /// The cluster name of the harness's clusters (node certificates name it).
 pub const CLUSTER_NAME: &str = "jepsen";
 
@@ -155,6 +159,15 @@ pub fn config_xml(
     s.push_str(&format!(
         "  <gateway heartbeat-ms=\"{}\" heartbeat-misses=\"3\" grace-ms=\"{}\" push-timeout-ms=\"{}\"/>\n",
         raft.gateway_heartbeat_ms, raft.gateway_grace_ms, raft.push_timeout_ms
+    ));
+    // Watches: frequent progress frames (an idle watch hears from its node
+    // every second, so the watch workload tells a dead stream in 3 s) and a
+    // small window (a few seconds of the workload's writes), so that a
+    // watcher away through a fault resumes below the floor and gets the
+    // reset path, not only exact resumes.
+    s.push_str(&format!(
+        "  <watch progress-ms=\"{}\" window-changes=\"{WATCH_WINDOW_CHANGES}\"/>\n",
+        crate::workload::watch::PROGRESS_MS
     ));
     s.push_str(&format!("  <auth mode=\"hmac\" key=\"{AUTH_KEY}\"/>\n"));
     if let Some(certs) = certs {

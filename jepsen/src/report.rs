@@ -22,6 +22,7 @@ use crate::workload::messages::{
     CONSUMER_PROCESS_BASE, WRITER_COMPANION, WRITER_PROCESS_BASE, WRITER_STRIDE,
 };
 use crate::workload::presence::FINAL_PROCESS_BASE;
+use crate::workload::watch::WATCH_PROCESS_BASE;
 
 const OK: &str = "#6DB6FE";
 const OK_WRITE: &str = "#2C7BB6";
@@ -84,23 +85,28 @@ fn writer_lane(n: u64) -> usize {
 }
 
 /// Timeline lanes: presence workers (when there are any), message writers
-/// and one lane per mailbox consumer (messages workload), one status poller
-/// per node (master workload), final reads and drains, nemesis.
+/// and one lane per mailbox consumer (messages workload), one per watcher
+/// (watch workload), one status poller per node (master workload), final
+/// reads and drains, nemesis.
 pub struct Lanes {
     workers: usize,
     writers: usize,
     mailboxes: usize,
+    watchers: usize,
     status: usize,
 }
 
 impl Lanes {
     pub fn of(history: &[Op], concurrency: usize) -> Lanes {
-        let mut l = Lanes { workers: 0, writers: 0, mailboxes: 0, status: 0 };
+        let mut l = Lanes { workers: 0, writers: 0, mailboxes: 0, watchers: 0, status: 0 };
         for o in history {
             match o.process {
                 Process::Worker(n) if n >= FINAL_PROCESS_BASE => {}
                 Process::Worker(n) if n >= STATUS_PROCESS_BASE => {
                     l.status = l.status.max((n - STATUS_PROCESS_BASE) as usize + 1)
+                }
+                Process::Worker(n) if n >= WATCH_PROCESS_BASE => {
+                    l.watchers = l.watchers.max((n - WATCH_PROCESS_BASE) as usize + 1)
                 }
                 Process::Worker(n) if n >= CONSUMER_PROCESS_BASE => {
                     l.mailboxes = l.mailboxes.max((n - CONSUMER_PROCESS_BASE) as usize + 1)
@@ -116,7 +122,7 @@ impl Lanes {
     }
 
     fn clients(&self) -> usize {
-        self.workers + self.writers + self.mailboxes + self.status
+        self.workers + self.writers + self.mailboxes + self.watchers + self.status
     }
 
     pub fn count(&self) -> usize {
@@ -128,7 +134,13 @@ impl Lanes {
         match p {
             Process::Worker(n) if n >= FINAL_PROCESS_BASE => self.clients(),
             Process::Worker(n) if n >= STATUS_PROCESS_BASE => {
-                w + self.writers + self.mailboxes + (n - STATUS_PROCESS_BASE) as usize
+                w + self.writers
+                    + self.mailboxes
+                    + self.watchers
+                    + (n - STATUS_PROCESS_BASE) as usize
+            }
+            Process::Worker(n) if n >= WATCH_PROCESS_BASE => {
+                w + self.writers + self.mailboxes + (n - WATCH_PROCESS_BASE) as usize
             }
             Process::Worker(n) if n >= CONSUMER_PROCESS_BASE => {
                 w + self.writers + (n - CONSUMER_PROCESS_BASE) as usize
@@ -140,15 +152,17 @@ impl Lanes {
     }
 
     pub fn name(&self, l: usize) -> String {
-        let (w, wr, mb) = (self.workers, self.writers, self.mailboxes);
+        let (w, wr, mb, wa) = (self.workers, self.writers, self.mailboxes, self.watchers);
         if l < w {
             format!("worker {l}")
         } else if l < w + wr {
             format!("writer {}", l - w)
         } else if l < w + wr + mb {
             format!("mbox{}", l - w - wr)
+        } else if l < w + wr + mb + wa {
+            format!("watcher {}", l - w - wr - mb)
         } else if l < self.clients() {
-            format!("status n{}", l - w - wr - mb + 1)
+            format!("status n{}", l - w - wr - mb - wa + 1)
         } else if l == self.clients() {
             "final".into()
         } else {
@@ -233,7 +247,7 @@ fn shade(s: &mut String, f: &Frame, iv: &[Interval], labels: bool) {
 
 fn color(f: &str, t: OpType) -> &'static str {
     match t {
-        OpType::Ok if f == "read" || f == "dequeue" || f == "queued" => OK,
+        OpType::Ok if f == "read" || f == "dequeue" || f == "queued" || f == "frame" => OK,
         OpType::Ok if f == "status" => OK_STATUS,
         OpType::Ok => OK_WRITE,
         OpType::Fail => FAIL,
@@ -392,7 +406,7 @@ pub fn throughput_svg(history: &[Op]) -> String {
     let mut series: BTreeMap<&str, Vec<u64>> = BTreeMap::new();
     for o in history.iter().filter(|o| o.is_client() && o.typ != OpType::Invoke) {
         let key = match (o.typ, o.f.as_str()) {
-            (OpType::Ok, "read" | "dequeue" | "queued") => "ok read",
+            (OpType::Ok, "read" | "dequeue" | "queued" | "frame") => "ok read",
             (OpType::Ok, "status") => "ok status",
             (OpType::Ok, _) => "ok write",
             (OpType::Info, _) => "info",

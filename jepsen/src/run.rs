@@ -16,6 +16,7 @@ use serde::{Deserialize, Deserializer, Serialize};
 use serde_json::{json, Value};
 
 use crate::checker::run_facts::{self, Shutdown};
+use crate::checker::watch as watch_checker;
 use crate::checker::{
     linear, master_clock, master_final, master_monotonic, master_report, master_term, queue,
     Checkers, Results, ToJson, Verdict,
@@ -25,7 +26,7 @@ use crate::db::{self, Db, RaftParams};
 use crate::history::{self, Op, Recorder};
 use crate::nemesis::Nemesis;
 use crate::schedule::{self, Action, Family};
-use crate::workload::{master, messages, presence, Workload};
+use crate::workload::{master, messages, presence, watch, Workload};
 use crate::{edn, netns, report};
 
 pub static INTERRUPTED: AtomicBool = AtomicBool::new(false);
@@ -77,6 +78,8 @@ pub struct TestOpts {
     pub drain_s: u64,
     /// `<raft snapshot-logs>` written into every node's XML.
     pub snapshot_logs: u64,
+    /// Watch workload: watcher threads.
+    pub watchers: usize,
     pub heraldd: PathBuf,
     pub store: PathBuf,
     pub no_setup: bool,
@@ -330,6 +333,7 @@ fn test_one(opts: &TestOpts, workload: Workload, families: &[Family]) -> Result<
     let with_presence = workload.includes(Workload::Presence);
     let with_master = workload.includes(Workload::Master);
     let with_messages = workload.includes(Workload::Messages);
+    let with_watch = workload.includes(Workload::Watch);
     let dir = store_dir(&opts.store, workload.name())?;
     let steps =
         schedule::generate(opts.seed, families, n, opts.time_limit * 1000, opts.interval * 1000);
@@ -356,6 +360,10 @@ fn test_one(opts: &TestOpts, workload: Workload, families: &[Family]) -> Result<
             "mailboxes": opts.mailboxes, "writers": opts.msg_writers, "rate": opts.msg_rate,
             "attempts": opts.msg_attempts, "drain_s": opts.drain_s,
             "ack_probability": messages::ACK_PROBABILITY, "resubmit_probability": messages::RESUBMIT_PROBABILITY,
+        })),
+        "watch": with_watch.then(|| json!({
+            "watchers": opts.watchers, "progress_ms": watch::PROGRESS_MS, "idle_ms": watch::IDLE.as_millis() as u64,
+            "window_changes": db::WATCH_WINDOW_CHANGES,
         })),
         "commit": commit(),
         "command": opts.command,
@@ -429,6 +437,12 @@ fn test_one(opts: &TestOpts, workload: Workload, families: &[Family]) -> Result<
         timeout: Duration::from_millis(opts.timeout_ms),
         attempts: opts.msg_attempts.max(1),
     };
+    let watchopts = watch::Opts {
+        nodes: nodes.clone(),
+        watchers: opts.watchers.max(1),
+        seed: opts.seed,
+        timeout: Duration::from_millis(opts.timeout_ms),
+    };
     eprintln!(
         "running {} for {} s, nemesis {:?}",
         [
@@ -438,6 +452,7 @@ fn test_one(opts: &TestOpts, workload: Workload, families: &[Family]) -> Result<
                 "{} message writers ({}/s) + {} mailbox consumers",
                 msgopts.writers, msgopts.rate, msgopts.mailboxes
             )),
+            with_watch.then(|| format!("{} watchers", watchopts.watchers)),
         ]
         .into_iter()
         .flatten()
@@ -456,6 +471,12 @@ fn test_one(opts: &TestOpts, workload: Workload, families: &[Family]) -> Result<
     if with_master {
         let all: Vec<usize> = (0..n).collect();
         workers.extend(master::spawn(&mopts, &all, rec.clone(), stop.clone()));
+    }
+    let mut watch_shared = None;
+    if let (true, Some(keys)) = (with_watch, shared.as_ref()) {
+        let (s, w) = watch::spawn(&watchopts, keys.clone(), rec.clone(), stop.clone());
+        watch_shared = Some(s);
+        workers.extend(w);
     }
     let mut msg_shared = None;
     if with_messages {
@@ -507,6 +528,7 @@ fn test_one(opts: &TestOpts, workload: Workload, families: &[Family]) -> Result<
     let mut final_reads = None;
     let mut master_final = None;
     let mut messages_final = None;
+    let mut watch_final = None;
     if !interrupted_run {
         // The master workload's final phase polls from the end of the heal,
         // while the presence workload waits for a leader and reads back.
@@ -528,7 +550,7 @@ fn test_one(opts: &TestOpts, workload: Workload, families: &[Family]) -> Result<
             ),
         };
         let db_ref = &db;
-        let (fr, mf, md) = std::thread::scope(|sc| {
+        let (fr, mf, md, wf) = std::thread::scope(|sc| {
             let poller = with_master.then(|| {
                 let (rec, mopts, running, params) = (&rec, &mopts, &running, params.clone());
                 sc.spawn(move || {
@@ -569,6 +591,24 @@ fn test_one(opts: &TestOpts, workload: Workload, families: &[Family]) -> Result<
                     (params.clock_deadline_ns - from_ns) as f64 / 1e9
                 );
             }
+            let wf = watch_shared.as_ref().map(|ws| {
+                let last = std::mem::take(&mut *ws.last.lock().unwrap());
+                eprintln!(
+                    "[{:>5.1}s] watch: {} last watches query their uids and catch up",
+                    t0.elapsed().as_secs_f64(),
+                    last.len()
+                );
+                let s = watch::final_phase(&rec, &watchopts, last);
+                eprintln!(
+                    "[{:>5.1}s] watch: {}/{} queried, {} reached the query's revision in {} ms",
+                    t0.elapsed().as_secs_f64(),
+                    s.queried,
+                    s.watches,
+                    s.reached,
+                    s.elapsed_ms
+                );
+                s
+            });
             let md = drainer.and_then(|h| h.join().ok());
             if let Some(d) = &md {
                 eprintln!(
@@ -580,7 +620,7 @@ fn test_one(opts: &TestOpts, workload: Workload, families: &[Family]) -> Result<
                 );
             }
             let mf = poller.and_then(|h| h.join().ok());
-            (fr, mf, md)
+            (fr, mf, md, wf)
         });
         if let Some(m) = &mf {
             eprintln!(
@@ -597,6 +637,7 @@ fn test_one(opts: &TestOpts, workload: Workload, families: &[Family]) -> Result<
         final_reads = fr;
         master_final = mf;
         messages_final = md;
+        watch_final = wf;
     }
     let mut nem = Nemesis::new(&mut db, &rec);
     nem.watch_crashes();
@@ -616,6 +657,7 @@ fn test_one(opts: &TestOpts, workload: Workload, families: &[Family]) -> Result<
         master_final,
         messages_final,
         messages_stats: msg_shared.as_ref().map(|s| s.stats.to_json()),
+        watch_final,
         unexpected_exits: Some(exits),
         shutdown: shutdown.into_iter().map(|(node, status)| Shutdown { node, status }).collect(),
         worker_errors,
@@ -646,6 +688,10 @@ pub struct RunFacts {
     pub messages_final: Option<messages::DrainSummary>,
     /// Informational counters of the messages workload.
     pub messages_stats: Option<Value>,
+    /// How the watch workload's final phase went (informational: the
+    /// watch checker reads the ops it recorded).
+    #[serde(deserialize_with = "lenient")]
+    pub watch_final: Option<watch::FinalSummary>,
     /// None: not recorded (no crash check).
     #[serde(deserialize_with = "lenient")]
     pub unexpected_exits: Option<Vec<db::Exit>>,
@@ -690,6 +736,9 @@ pub fn analyze(hist: &[Op], run: &RunFacts, limit: Duration) -> Results {
     let mut c = Checkers { history: Some(run_facts::history(hist)), ..Default::default() };
     if has("read") || has("write") {
         c.linear = Some(linear::check(hist, threads, limit));
+    }
+    if has("frame") {
+        c.watch = Some(watch_checker::check(hist));
     }
     if has("enqueue") {
         c.queue = Some(queue::check(hist, queue::QueueOptions::default()));

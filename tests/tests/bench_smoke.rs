@@ -202,6 +202,58 @@ fn bench_smoke_stream() -> Result<()> {
     Ok(())
 }
 
+/// `bench watch` opens 40 watchers of 10 uids each (4 per connection, over
+/// the three nodes) and 0 watchers, under 4 writers: with watchers, changes
+/// are delivered and every frame matches an acknowledged write with a
+/// commit-to-delivery latency; without, nothing is delivered; both report
+/// the nodes' CPU per applied entry.
+#[test]
+fn bench_smoke_watch() -> Result<()> {
+    let c = Cluster::start(3, Tuning::default())?;
+    let leader = c.wait_leader(Duration::from_secs(20))?;
+    phase("bench watch");
+    let v = bench(
+        &c.addr(leader),
+        &[
+            "watch",
+            "--users",
+            "200",
+            "--watchers",
+            "40,0",
+            "--watch-ids",
+            "10",
+            "--watches-per-conn",
+            "4",
+            "--clients",
+            "4",
+            "--duration",
+            "1s",
+        ],
+    )?;
+    let results = v["results"].as_array().context("results")?;
+    assert_eq!(results.len(), 2, "{v:#}");
+    let (with, without) = (&results[0], &results[1]);
+    assert_eq!(with["setting"], "watchers=40 ids=10 per-conn=4", "{with:#}");
+    assert_eq!(measure(with, "watchers open"), Some(40.0), "{with:#}");
+    assert_eq!(measure(with, "connections"), Some(10.0), "{with:#}");
+    assert!(with["ops"].as_u64().unwrap_or(0) > 0, "nothing delivered: {with:#}");
+    assert_eq!(with["errors"].as_u64(), Some(0), "{with:#}");
+    assert_eq!(measure(with, "frames without a matching write"), Some(0.0), "{with:#}");
+    let l = &with["latency"];
+    assert!(
+        l["count"].as_u64().unwrap_or(0) > 0 && l["p50_ms"].as_f64() <= l["p99_ms"].as_f64(),
+        "{l}"
+    );
+    assert_eq!(without["ops"].as_u64(), Some(0), "{without:#}");
+    for r in results {
+        assert!(
+            measure(r, "node CPU per applied entry (µs, per node)").is_some_and(|c| c > 0.0),
+            "{r:#}"
+        );
+    }
+    Ok(())
+}
+
 /// `bench heartbeat` opens 200 sessions on a follower, every one answers
 /// its heartbeats, the node's CPU and RssAnon per session are reported,
 /// and heartbeats append nothing to the Raft log.

@@ -625,6 +625,84 @@ fn watch_limits_have_stable_codes() -> Result<()> {
     Ok(())
 }
 
+/// A watch of every user (`all`, admin scope): a key with presence:read
+/// but not admin is refused with the stable `forbidden` code over gRPC
+/// (the client library's `open_all`) and SSE (`?all=true`, 403); with the
+/// admin key the first frames are the snapshot of every user in several
+/// pages (`<limits max-response-bytes>` at its 64 KiB floor, 400 users of
+/// ~1 KiB), all at one revision, `more` on all but the last, each user
+/// once; then a change to a user the watch never named arrives, at its
+/// push's revision, with its record; SSE `?all=true` starts with the same
+/// paged snapshot.
+#[test]
+fn watch_all_needs_admin_and_follows_users_it_never_named() -> Result<()> {
+    let t = Tuning { limits_attrs: "max-response-bytes=\"65536\"".into(), ..tuning("") };
+    let c = Cluster::start(1, t)?;
+    c.wait_leader(Duration::from_secs(20))?;
+    let addr = c.nodes[0].publish();
+    let pad = "x".repeat(900);
+    let users: Vec<Value> = (0..400)
+        .map(|i| json!({"type": "login", "uid": format!("all{i:03}"), "sid": 0, "client": "web", "ext": {"v": "0", "pad": pad}}))
+        .collect();
+    let r0 = push(&addr, users)?;
+    phase("refused without admin");
+    let reader = herald_client::Credential::api_key(herald_tests::TEST_READ_KEY)?;
+    let (st, v) = herald_tests::get_json_as(
+        herald_tests::As::Bearer(herald_tests::TEST_READ_KEY),
+        &addr,
+        "/v1/presence/watch?all=true",
+    )?;
+    ensure!(st == 403 && v["error"]["code"] == "forbidden", "{st} {v}");
+    rt()?.block_on(async {
+        let cfg = WatchConfig::new(vec![addr.clone()], reader);
+        match PresenceWatch::open_all(cfg, None).await {
+            Err(e) => ensure!(e.code() == "forbidden", "refusal {e}"),
+            Ok(_) => bail!("a presence:read key opened a watch of every user"),
+        }
+        phase("admin: paged snapshot of every user");
+        let cfg = WatchConfig::new(vec![addr.clone()], test_credential());
+        let mut w = PresenceWatch::open_all(cfg, None).await?;
+        let (mut seen, mut pages, mut rev) = (Vec::new(), 0, None);
+        loop {
+            match next_frame(&mut w, Duration::from_secs(10)).await? {
+                WatchEvent::Snapshot { revision, users, more, added: false, .. } => {
+                    ensure!(rev.is_none_or(|r| r == revision), "pages at {rev:?} and {revision}");
+                    ensure!(revision >= r0, "snapshot at {revision} before the push at {r0}");
+                    rev = Some(revision);
+                    pages += 1;
+                    seen.extend(users.into_iter().map(|u| u.uid));
+                    if !more {
+                        break;
+                    }
+                }
+                e => bail!("expected a snapshot page, got {e:?}"),
+            }
+        }
+        let want: Vec<String> = (0..400).map(|i| format!("all{i:03}")).collect();
+        ensure!(seen == want, "snapshot users: {} (first {:?})", seen.len(), seen.first());
+        ensure!(pages >= 5, "400 records of ~1 KiB in {pages} page(s) under a 64 KiB limit");
+        phase("a change to a user never named");
+        let r1 = push(&addr, vec![login("never-named", "7")])?;
+        match next_frame(&mut w, Duration::from_secs(10)).await? {
+            WatchEvent::Change { revision, users } => {
+                ensure!(revision == r1, "change at {revision}, push at {r1}");
+                ensure!(
+                    users.len() == 1 && users[0].uid == "never-named" && ext_v(&users[0]) == "7"
+                );
+                ensure!(users[0].online && users[0].clients == vec!["web".to_string()]);
+            }
+            e => bail!("expected the change, got {e:?}"),
+        }
+        Ok(())
+    })?;
+    phase("SSE ?all=true");
+    let mut s = sse_open(&addr, "all=true", None)?;
+    let first = s.next_frame()?;
+    ensure!(first.event == "snapshot" && first.data["more"] == json!(true), "{:?}", first.event);
+    ensure!(first.id.is_none(), "a page that is not the last is no resume point");
+    Ok(())
+}
+
 /// A browser's client session over the same WebSocket endpoint, with the
 /// user's token in the URL (a browser cannot set headers on a WebSocket):
 /// hello → welcome (the gateway's heartbeat settings), the user is online

@@ -29,8 +29,11 @@ pub enum PresenceCommand {
 #[derive(Args, Debug)]
 pub struct WatchArgs {
     /// Uids to watch.
-    #[arg(value_name = "ID", required = true)]
+    #[arg(value_name = "ID", required_unless_present = "all")]
     pub uids: Vec<String>,
+    /// Watch every user (a key with the admin scope); the snapshot comes in pages.
+    #[arg(long, conflicts_with = "uids")]
+    pub all: bool,
     /// Resume after this revision (exact changes after it, or a reset and a snapshot).
     #[arg(long, value_name = "R")]
     pub since: Option<u64>,
@@ -202,7 +205,11 @@ async fn watch(ctx: &Ctx, a: WatchArgs) -> Result<(), ClientError> {
     seeds.extend(a.also);
     let cfg =
         WatchConfig { tls: ctx.opts.clone(), ..WatchConfig::new(seeds, ctx.credential.clone()) };
-    let mut w = PresenceWatch::open(cfg, a.uids, vec![], a.since).await?;
+    let mut w = if a.all {
+        PresenceWatch::open_all(cfg, a.since).await?
+    } else {
+        PresenceWatch::open(cfg, a.uids, vec![], a.since).await?
+    };
     let mut changes = 0u64;
     let done = |n: u64| a.count.is_some_and(|c| n >= c);
     while let Some(ev) = w.recv().await {
@@ -255,9 +262,11 @@ fn watch_json(ev: &herald_client::presence_watch::WatchEvent) -> serde_json::Val
     use herald_client::presence_watch::WatchEvent as E;
     use serde_json::json;
     match ev {
-        E::Snapshot { revision, users, unknown, unknown_sids, added } => json!({"type": "snapshot",
+        E::Snapshot { revision, users, unknown, unknown_sids, added, more } => {
+            json!({"type": "snapshot",
             "revision": revision, "users": users, "unknown": unknown,
-            "unknown_sids": unknown_sids, "added": added}),
+            "unknown_sids": unknown_sids, "added": added, "more": more})
+        }
         E::Change { revision, users } => {
             json!({"type": "change", "revision": revision, "users": users})
         }

@@ -2,7 +2,8 @@
 //! total-queue / mailbox checker, and the master/time invariants (one
 //! master per term; after healing, the lowest running voter is master and
 //! every clock is back in tolerance; cluster time never goes backwards;
-//! a node does not keep claiming a clock it does not have).
+//! a node does not keep claiming a clock it does not have), and the watch
+//! checker (change feeds against the presence writes).
 
 pub mod linear;
 pub mod master_clock;
@@ -14,6 +15,7 @@ pub mod queue;
 pub mod results;
 pub mod run_facts;
 pub mod status;
+pub mod watch;
 
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 

@@ -14,6 +14,7 @@ use super::master_report::ReportResult;
 use super::master_term::TermResult;
 use super::queue::QueueResult;
 use super::run_facts::{CrashesResult, FinalReadsResult, HistoryResult, MessagesFinalResult};
+use super::watch::WatchResult;
 use super::Verdict;
 
 /// A value as JSON, the way results.json has it. Implemented for every
@@ -107,6 +108,8 @@ pub struct Checkers {
     pub messages_final: Option<MessagesFinalResult>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub queue: Option<QueueResult>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub watch: Option<WatchResult>,
 }
 
 fn present<'a>(list: &[Option<&'a dyn CheckerResult>]) -> Vec<&'a dyn CheckerResult> {
@@ -133,13 +136,14 @@ impl Checkers {
             dyn_ref(&self.master_term),
             dyn_ref(&self.messages_final),
             dyn_ref(&self.queue),
+            dyn_ref(&self.watch),
         ])
     }
 
     /// The checkers of client ops, in report order (their anomalies first
     /// under the summary, their sections right after the checker table).
     pub fn client(&self) -> Vec<&dyn CheckerResult> {
-        present(&[dyn_ref(&self.linear), dyn_ref(&self.queue)])
+        present(&[dyn_ref(&self.linear), dyn_ref(&self.queue), dyn_ref(&self.watch)])
     }
 
     /// The master and time checkers, in report order (their sections go
@@ -173,6 +177,7 @@ mod tests {
             master_term: Some(Default::default()),
             messages_final: Some(Default::default()),
             queue: Some(Default::default()),
+            watch: Some(Default::default()),
         }
     }
 
@@ -187,9 +192,9 @@ mod tests {
         };
         let names: Vec<&str> = c.all().iter().map(|r| r.name()).collect();
         assert_eq!(keys, names);
-        assert_eq!(names.len(), 11);
+        assert_eq!(names.len(), 12);
         let grouped = c.client().len() + c.master().len();
-        assert_eq!(grouped, 7, "linear, queue and the five master checkers");
+        assert_eq!(grouped, 8, "linear, queue, watch and the five master checkers");
     }
 
     /// Proves the merged verdict: every checker counts (any invalid is

@@ -3,11 +3,14 @@
 //! register per uid, `checker::linear`), `master` (status polls of every
 //! node, `checker::master_*`) and `messages` (a queue per mailbox:
 //! submissions, sessions that receive and acknowledge, a final drain;
-//! `checker::queue`). `all` runs the three against one cluster at once.
+//! `checker::queue`), and `watch` (the presence workload plus watchers of
+//! its uids' change feeds; `checker::watch`). `all` runs presence, master,
+//! messages and watch against one cluster at once.
 
 pub mod master;
 pub mod messages;
 pub mod presence;
+pub mod watch;
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum, serde::Serialize)]
 #[serde(rename_all = "lowercase")]
@@ -15,6 +18,8 @@ pub enum Workload {
     Presence,
     Master,
     Messages,
+    /// The presence workload and watchers of its uids.
+    Watch,
     All,
 }
 
@@ -22,7 +27,10 @@ impl Workload {
     /// The concrete workloads that run together (one cluster, one history).
     pub fn parts(self) -> Vec<Workload> {
         match self {
-            Workload::All => vec![Workload::Presence, Workload::Master, Workload::Messages],
+            Workload::All => {
+                vec![Workload::Presence, Workload::Master, Workload::Messages, Workload::Watch]
+            }
+            Workload::Watch => vec![Workload::Presence, Workload::Watch],
             w => vec![w],
         }
     }
@@ -36,6 +44,7 @@ impl Workload {
             Workload::Presence => "presence",
             Workload::Master => "master",
             Workload::Messages => "messages",
+            Workload::Watch => "watch",
             Workload::All => "all",
         }
     }
@@ -45,16 +54,24 @@ impl Workload {
 mod tests {
     use super::*;
 
-    /// Proves `all` runs presence, master and messages together, and each
-    /// single workload only itself.
+    /// Proves `all` runs presence, master, messages and watch together, and
+    /// each single workload only itself.
     #[test]
     fn workload_all_includes_presence_master_and_messages() {
         assert!(Workload::All.includes(Workload::Presence));
         assert!(Workload::All.includes(Workload::Master));
         assert!(Workload::All.includes(Workload::Messages));
+        assert!(Workload::All.includes(Workload::Watch));
         assert!(!Workload::Master.includes(Workload::Presence));
         assert!(!Workload::Presence.includes(Workload::Messages));
         assert_eq!(Workload::Messages.parts(), vec![Workload::Messages]);
         assert_eq!(Workload::Presence.parts(), vec![Workload::Presence]);
+    }
+
+    /// Proves `watch` runs the presence writers its watchers follow.
+    #[test]
+    fn workload_watch_includes_presence() {
+        assert_eq!(Workload::Watch.parts(), vec![Workload::Presence, Workload::Watch]);
+        assert!(!Workload::Presence.includes(Workload::Watch));
     }
 }

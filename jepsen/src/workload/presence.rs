@@ -73,6 +73,12 @@ impl Shared {
         g.0
     }
 
+    /// The key the next group to move on will get (the keys written so far
+    /// are below it).
+    pub fn next_key(&self) -> u64 {
+        self.next_key.load(Ordering::SeqCst)
+    }
+
     pub fn keys(&self) -> Vec<String> {
         self.keys.lock().unwrap().iter().map(|k| uid(*k)).collect()
     }
@@ -154,11 +160,13 @@ fn worker(
             let v = shared.next_value.fetch_add(1, Ordering::SeqCst) + 1;
             let ev = event(&mut rng, &u, 10_000 + key, v);
             rec.record(OpType::Invoke, p, "write", json!([u, v]), Some(&node), None);
-            let (t, err) = match api.events(&ip, json!([ev])) {
-                Ok(_) => (OpType::Ok, None),
-                Err(e) => (write_error_type(&e.kind), Some(e.to_string())),
+            // An acknowledged write's completion also carries the revision
+            // (log index) it was committed at, for the watch checker.
+            let (t, done, err) = match api.events(&ip, json!([ev])) {
+                Ok(r) => (OpType::Ok, json!([u, v, r["revision"]]), None),
+                Err(e) => (write_error_type(&e.kind), json!([u, v]), Some(e.to_string())),
             };
-            rec.record(t, p, "write", json!([u, v]), Some(&node), err);
+            rec.record(t, p, "write", done, Some(&node), err);
             if t == OpType::Info {
                 process += opts.concurrency as u64;
             }

@@ -62,6 +62,13 @@ impl Access {
         Access { keys, public_metrics: cfg.public_metrics }
     }
 
+    /// Whether `p` is an application whose key holds scope `s` (a route's
+    /// own scope was checked by [`guard`]; this is for a request field that
+    /// needs more, such as a watch of every user).
+    pub fn holds(&self, p: &Principal, s: Scope) -> bool {
+        p.key().and_then(|k| self.find(k)).is_some_and(|k| k.scopes.contains(&s))
+    }
+
     /// The application holding `key`, if any: its hash is compared with
     /// every listed one in constant time (no early exit), so timing tells
     /// nothing about how close a guess came.

@@ -180,13 +180,14 @@ pub(crate) fn frame_to_pb(f: Frame) -> pb::WatchFrame {
     use pb::watch_frame::Kind;
     let mut out = pb::WatchFrame::default();
     match f {
-        Frame::Snapshot { revision, users, unknown, unknown_sids, added } => {
+        Frame::Snapshot { revision, users, unknown, unknown_sids, added, more } => {
             out.kind = Kind::Snapshot as i32;
             out.revision = revision;
             out.users = users.into_iter().map(user_to_pb).collect();
             out.unknown = unknown;
             out.unknown_sids = unknown_sids;
             out.added = added;
+            out.more = more;
         }
         Frame::Change { revision, users } => {
             out.kind = Kind::Change as i32;
@@ -216,14 +217,20 @@ pub(crate) fn frame_to_pb(f: Frame) -> pb::WatchFrame {
 /// and remove ids (see presence.proto).
 async fn open_watch(
     api: Arc<Api>,
+    caller: Principal,
     mut input: Streaming<pb::WatchRequest>,
 ) -> Result<RespStream<pb::WatchFrame>, Status> {
     let first = input
         .message()
         .await?
         .ok_or_else(|| ApiError::new(codes::BAD_REQUEST, "a watch needs its request").to_grpc())?;
-    let req = WatchRequest { uids: first.uids, sids: first.sids, since: first.since_revision };
-    let w = api.watch(req).await.map_err(|e| e.to_grpc())?;
+    let req = WatchRequest {
+        uids: first.uids,
+        sids: first.sids,
+        since: first.since_revision,
+        all: first.all,
+    };
+    let w = api.watch(req, &caller).await.map_err(|e| e.to_grpc())?;
     let control = w.control;
     tokio::spawn(async move {
         while let Some(Ok(m)) = input.next().await {
@@ -279,7 +286,8 @@ impl pb::presence_server::Presence for PresenceGrpc {
         &self,
         req: Request<Streaming<pb::WatchRequest>>,
     ) -> Result<Response<Self::WatchStream>, Status> {
-        open_watch(self.0.api.clone(), req.into_inner()).await.map(Response::new)
+        let caller = crate::api::messages::grpc::principal(&req)?;
+        open_watch(self.0.api.clone(), caller, req.into_inner()).await.map(Response::new)
     }
 
     async fn query_stream(

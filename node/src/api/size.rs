@@ -26,7 +26,7 @@ const RECORD_OVERHEAD: usize = 192;
 /// entry is a nested message (tag and length).
 const EXT_ENTRY_OVERHEAD: usize = 6;
 /// Bytes of the answer around its lists (revision and field names).
-const ANSWER_OVERHEAD: usize = 128;
+pub(crate) const ANSWER_OVERHEAD: usize = 128;
 /// Bytes of one unknown sid (a 20-digit number and a separator).
 const SID_BYTES: usize = 21;
 

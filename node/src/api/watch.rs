@@ -19,7 +19,12 @@
 //! 3. A progress frame with the cursor when nothing was sent for
 //!    `<watch progress-ms>`; the cursor moves with every applied entry, so
 //!    a resume from it is exact.
-//! 4. The watched set grows ([`Control::Add`]: the pending changes of the
+//! 4. A watch of every user (`all`, a key with the `admin` scope) wants
+//!    every record; its snapshot is a view of the state taken under the
+//!    read lock (shared chunks, no copy) and sent in pages of at most
+//!    `<limits max-response-bytes>` each, all at the view's revision,
+//!    `more` on every page but the last.
+//! 5. The watched set grows ([`Control::Add`]: the pending changes of the
 //!    old set, then a snapshot of the added ids, in one read of the state)
 //!    and shrinks ([`Control::Remove`]) on an open stream.
 
@@ -28,10 +33,12 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use herald_domain::presence::{Record, MAX_UID_BYTES};
+use herald_proto::apikey::Scope;
 use herald_proto::codes::{self, Code};
 use tokio::sync::mpsc;
 use tokio::time::Instant;
 
+use super::access::Principal;
 use super::{size, Api, ApiError};
 use crate::feed::{Feed, Pull, WatcherSlot};
 
@@ -58,6 +65,8 @@ pub struct WatchRequest {
     pub sids: Vec<u64>,
     /// Resume after this revision (exact changes, or reset + snapshot).
     pub since: Option<u64>,
+    /// Every user (the caller's key must hold `admin`).
+    pub all: bool,
 }
 
 /// A change of the watched set on an open stream.
@@ -71,13 +80,15 @@ pub enum Control {
 #[derive(Debug, Clone, PartialEq)]
 pub enum Frame {
     /// The watched users at `revision` (all of them, or with `added` only
-    /// the ids just added); unknown ids listed.
+    /// the ids just added); unknown ids listed. `more`: a page of a watch
+    /// of every user, more pages of this snapshot follow.
     Snapshot {
         revision: u64,
         users: Vec<Record>,
         unknown: Vec<String>,
         unknown_sids: Vec<u64>,
         added: bool,
+        more: bool,
     },
     /// Watched users changed at `revision` (coalesced: their latest records
     /// as of `revision`, which covers every change since the last frame).
@@ -96,6 +107,7 @@ impl Frame {
     /// not move the resume point).
     pub fn resume_point(&self) -> Option<u64> {
         match self {
+            Frame::Snapshot { more: true, .. } => None,
             Frame::Snapshot { revision, .. }
             | Frame::Change { revision, .. }
             | Frame::Progress { revision } => Some(*revision),
@@ -115,11 +127,13 @@ pub struct Watch {
 struct Watched {
     uids: HashSet<String>,
     sids: HashSet<u64>,
+    /// Every user.
+    all: bool,
 }
 
 impl Watched {
     fn wants(&self, r: &Record) -> bool {
-        self.uids.contains(&r.uid) || (r.sid != 0 && self.sids.contains(&r.sid))
+        self.all || self.uids.contains(&r.uid) || (r.sid != 0 && self.sids.contains(&r.sid))
     }
     fn len(&self) -> usize {
         self.uids.len() + self.sids.len()
@@ -144,27 +158,44 @@ impl Api {
     /// Opens a watch (see the module docs). Refused before anything is
     /// sent: no ids or too many, a bad uid, no watcher place on this node, no
     /// read barrier (no leader), a `since` ahead of the cluster, or a first
-    /// snapshot over `<limits max-response-bytes>`.
-    pub async fn watch(self: &Arc<Self>, req: WatchRequest) -> Result<Watch, ApiError> {
-        let r = self.watch_inner(req).await;
+    /// snapshot over `<limits max-response-bytes>` (a watch of every user
+    /// pages its snapshot instead, and needs `caller`'s key to hold
+    /// `admin`: `forbidden` otherwise).
+    pub async fn watch(
+        self: &Arc<Self>,
+        req: WatchRequest,
+        caller: &Principal,
+    ) -> Result<Watch, ApiError> {
+        let r = self.watch_inner(req, caller).await;
         if let Err(e) = &r {
             self.count_error(e);
         }
         r
     }
 
-    async fn watch_inner(self: &Arc<Self>, req: WatchRequest) -> Result<Watch, ApiError> {
+    async fn watch_inner(
+        self: &Arc<Self>,
+        req: WatchRequest,
+        caller: &Principal,
+    ) -> Result<Watch, ApiError> {
+        if req.all && !self.access.holds(caller, Scope::Admin) {
+            return Err(ApiError::new(
+                codes::FORBIDDEN,
+                "watching every user takes an API key with the admin scope",
+            ));
+        }
         let feed = self.node.feed();
         let max = feed.config.max_ids_per_watcher;
         check_uids(&req.uids)?;
         let watched = Watched {
             uids: req.uids.iter().cloned().collect(),
             sids: req.sids.iter().copied().collect(),
+            all: req.all,
         };
         if watched.len() > max {
             return Err(too_many(watched.len(), max));
         }
-        if watched.len() == 0 {
+        if watched.len() == 0 && !watched.all {
             return Err(ApiError::new(codes::NO_WATCH_IDS, "a watch needs a uid or a sid"));
         }
         let slot = feed.join().ok_or_else(|| {
@@ -178,7 +209,8 @@ impl Api {
         let (head, bytes) = self.node.read_local(|st| {
             (st.applied(), size::query_answer_bytes(&st.presence, &req.uids, &req.sids))
         });
-        if bytes > max_bytes {
+        // A watch of every user pages its snapshot (each page bounded).
+        if bytes > max_bytes && !req.all {
             return Err(size::too_large(bytes, max_bytes));
         }
         if let Some(s) = req.since {
@@ -234,19 +266,70 @@ impl Watcher {
                 unknown: q.unknown,
                 unknown_sids: q.unknown_sids,
                 added,
+                more: false,
             };
             (rev, f)
         })
     }
 
-    /// Sends `reset` and a full snapshot; answers the new cursor.
-    async fn reset(&mut self, floor: u64) -> Result<u64, Closed> {
-        self.send(Frame::Reset { revision: floor, reason: RESET_WINDOW }).await?;
+    /// Sends the snapshot of every user: a view of the state at its
+    /// applied index (taken under the read lock without copying a record),
+    /// then pages of it in uid order, each at most `<limits
+    /// max-response-bytes>` (at least one record), `more` on all but the
+    /// last. Answers the view's revision.
+    async fn snapshot_all(&mut self) -> Result<u64, Closed> {
+        let (rev, view) =
+            self.api.node.read_local(|st| (st.presence.applied(), st.presence.snapshot()));
+        let max = self.api.limits.max_response_bytes.saturating_sub(size::ANSWER_OVERHEAD);
+        let mut it = view.records_by_uid().peekable();
+        let (mut page, mut bytes) = (Vec::new(), 0usize);
+        while let Some(r) = it.next() {
+            bytes += size::record_bytes(r);
+            page.push(r.to_record());
+            let full = it.peek().is_some_and(|n| bytes + size::record_bytes(*n) > max);
+            if full {
+                let users = std::mem::take(&mut page);
+                bytes = 0;
+                self.send(Frame::Snapshot {
+                    revision: rev,
+                    users,
+                    unknown: vec![],
+                    unknown_sids: vec![],
+                    added: false,
+                    more: true,
+                })
+                .await?;
+            }
+        }
+        let last = Frame::Snapshot {
+            revision: rev,
+            users: page,
+            unknown: vec![],
+            unknown_sids: vec![],
+            added: false,
+            more: false,
+        };
+        self.send(last).await?;
+        Ok(rev)
+    }
+
+    /// Sends the snapshot of the watched users (every user: in pages);
+    /// answers its revision, the new cursor.
+    async fn send_snapshot(&mut self) -> Result<u64, Closed> {
+        if self.watched.all {
+            return self.snapshot_all().await;
+        }
         let uids: Vec<String> = self.watched.uids.iter().cloned().collect();
         let sids: Vec<u64> = self.watched.sids.iter().copied().collect();
         let (rev, f) = self.snapshot(&uids, &sids, false);
         self.send(f).await?;
         Ok(rev)
+    }
+
+    /// Sends `reset` and a full snapshot; answers the new cursor.
+    async fn reset(&mut self, floor: u64) -> Result<u64, Closed> {
+        self.send(Frame::Reset { revision: floor, reason: RESET_WINDOW }).await?;
+        self.send_snapshot().await
     }
 
     /// The changes after `cursor`: one frame per revision, or coalesced
@@ -289,11 +372,7 @@ impl Watcher {
                 let floor = self.feed.floor();
                 self.reset(floor).await?
             }
-            None => {
-                let (rev, f) = self.snapshot(&req.uids, &req.sids, false);
-                self.send(f).await?;
-                rev
-            }
+            None => self.send_snapshot().await?,
         };
         let mut control_open = true;
         loop {
@@ -359,6 +438,7 @@ impl Watcher {
                         unknown: q.unknown,
                         unknown_sids: q.unknown_sids,
                         added: true,
+                        more: false,
                     };
                     (p, (q.revision, f))
                 });

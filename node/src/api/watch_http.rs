@@ -3,13 +3,15 @@
 //! with the JSON frames of [`frame_json`]. gRPC's `Presence.Watch` is in
 //! `grpc.rs`; the watcher itself in `watch.rs`.
 //!
-//! - SSE: `?uid=..&sid=..&since_revision=R`; each frame is one event whose
+//! - SSE: `?uid=..&sid=..&since_revision=R` (`all=true`: every user, an
+//!   `admin` key); each frame is one event whose
 //!   `event:` is its type and whose `id:` is its resume point, so a
 //!   browser's `EventSource` resumes by itself with `Last-Event-ID` (which
 //!   wins over `since_revision`: the browser reconnects with the URL it
 //!   opened).
 //! - WebSocket: the client's first text frame opens the watch,
-//!   `{"type":"watch","uids":[..],"sids":[..],"since_revision":R}`; then
+//!   `{"type":"watch","uids":[..],"sids":[..],"since_revision":R}`
+//!   (`"all":true`: every user, an `admin` key); then
 //!   `{"type":"add",...}` / `{"type":"remove",...}` change the set. A
 //!   refused open is an `error` frame, then the socket closes.
 //! - WebSocket client sessions (browsers): a user's token (`?token=`), and
@@ -61,10 +63,10 @@ pub fn frame_type(f: &Frame) -> &'static str {
 pub fn frame_json(f: &Frame) -> serde_json::Value {
     let t = frame_type(f);
     match f {
-        Frame::Snapshot { revision, users, unknown, unknown_sids, added } => {
+        Frame::Snapshot { revision, users, unknown, unknown_sids, added, more } => {
             let users: Vec<UserJson> = users.iter().map(UserJson::from).collect();
             serde_json::json!({"type": t, "revision": revision, "users": users,
-                "unknown": unknown, "unknown_sids": unknown_sids, "added": added})
+                "unknown": unknown, "unknown_sids": unknown_sids, "added": added, "more": more})
         }
         Frame::Change { revision, users } => {
             let users: Vec<UserJson> = users.iter().map(UserJson::from).collect();
@@ -86,9 +88,11 @@ fn parse_since(v: &str) -> Result<u64, ApiError> {
     })
 }
 
-/// `GET /v1/presence/watch?uid=u1&uid=u2&sid=10001[&since_revision=R]`.
+/// `GET /v1/presence/watch?uid=u1&uid=u2&sid=10001[&since_revision=R]`
+/// (or `?all=true`).
 async fn sse(
     State(api): State<AppState>,
+    Extension(p): Extension<Principal>,
     headers: HeaderMap,
     RawQuery(q): RawQuery,
 ) -> Result<Response, ApiError> {
@@ -102,6 +106,11 @@ async fn sse(
                 ApiError::new(codes::INVALID_FIELD, format!("sid {v:?} is not a number"))
             })?),
             "since_revision" => req.since = Some(parse_since(&v)?),
+            "all" => {
+                req.all = v.parse::<bool>().map_err(|_| {
+                    ApiError::new(codes::INVALID_FIELD, format!("all {v:?} is not true or false"))
+                })?
+            }
             // A session token may come in the URL (access.rs reads it).
             "token" => {}
             other => {
@@ -117,7 +126,7 @@ async fn sse(
             req.since = Some(parse_since(v)?);
         }
     }
-    let w = api.watch(req).await?;
+    let w = api.watch(req, &p).await?;
     let events = tokio_stream::wrappers::ReceiverStream::new(w.frames).map(|f| {
         let mut e = Event::default().event(frame_type(&f)).data(frame_json(&f).to_string());
         if let Some(r) = f.resume_point() {
@@ -142,6 +151,9 @@ enum ClientFrame {
         sids: Vec<u64>,
         #[serde(default)]
         since_revision: Option<u64>,
+        /// Every user (an `admin` key).
+        #[serde(default)]
+        all: bool,
     },
     Add {
         #[serde(default)]
@@ -235,8 +247,8 @@ async fn ws_session(api: AppState, p: Principal, token: Option<String>, socket: 
             let _ = tx.send(Message::Text(error_text(&e).into())).await;
             return;
         }
-        Ok(ClientFrame::Watch { uids, sids, since_revision }) => {
-            WatchRequest { uids, sids, since: since_revision }
+        Ok(ClientFrame::Watch { uids, sids, since_revision, all }) => {
+            WatchRequest { uids, sids, since: since_revision, all }
         }
         Ok(ClientFrame::Hello { uid, token: hello_token, client, sid }) => {
             let token = hello_token.or(token).unwrap_or_default();
@@ -253,7 +265,7 @@ async fn ws_session(api: AppState, p: Principal, token: Option<String>, socket: 
             return;
         }
     };
-    let w = match api.watch(req).await {
+    let w = match api.watch(req, &p).await {
         Ok(w) => w,
         Err(e) => {
             let _ = tx.send(Message::Text(error_text(&e).into())).await;

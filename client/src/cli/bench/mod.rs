@@ -9,8 +9,8 @@
 //! - [`run`]: the closed-loop client tasks, preload, failover timing.
 //! - [`report`]: results, the human table, `bench compare`.
 //! - [`procstat`]: CPU time, RssAnon and open-file limits from `/proc`.
-//! - [`stream`], [`heartbeat`], [`messages`], [`restart`]: the workloads of
-//!   the same names.
+//! - [`stream`], [`heartbeat`], [`messages`], [`restart`], [`watch`]: the
+//!   workloads of the same names.
 
 pub mod heartbeat;
 pub mod messages;
@@ -22,6 +22,7 @@ pub mod run;
 pub mod stats;
 pub mod stream;
 pub mod target;
+pub mod watch;
 
 use std::path::PathBuf;
 use std::time::Duration;
@@ -53,6 +54,8 @@ pub enum BenchCommand {
     Messages(Box<RunArgs>),
     /// Loads --users users, stops a node (SIGTERM), starts it again: time until it serves a linearizable query seeing them.
     Restart(Box<RunArgs>),
+    /// --watchers change-feed watchers of --watch-ids uids each, spread over every node, under --clients presence writers: changes delivered/s, commit-to-delivery latency, node CPU per applied entry.
+    Watch(Box<RunArgs>),
     /// Side-by-side markdown table of two `--json` outputs (e.g. Herald and etcd) with ratios.
     Compare(CompareArgs),
 }
@@ -185,6 +188,15 @@ pub struct RunArgs {
     /// restart: file the restarted node's output goes to [default: /dev/null].
     #[arg(long, value_name = "FILE")]
     pub restart_log: Option<PathBuf>,
+    /// watch: watchers to open, spread over every node (list: one run each, e.g. 0,1000,10000).
+    #[arg(long, value_delimiter = ',', value_name = "N")]
+    pub watchers: Vec<usize>,
+    /// watch: uids each watcher follows (random among --users).
+    #[arg(long, default_value_t = 100, value_name = "K")]
+    pub watch_ids: usize,
+    /// watch: watch streams sharing one HTTP/2 connection.
+    #[arg(long, default_value_t = 100, value_name = "K")]
+    pub watches_per_conn: usize,
     /// Worker threads of the benchmark's runtime [default: number of cores].
     #[arg(long)]
     pub threads: Option<usize>,
@@ -246,6 +258,7 @@ pub async fn run(ctx: &Ctx, cmd: BenchCommand) -> Result<(), ClientError> {
         BenchCommand::Heartbeat(a) => (run::Workload::Heartbeat, a),
         BenchCommand::Messages(a) => (run::Workload::Messages, a),
         BenchCommand::Restart(a) => (run::Workload::Restart, a),
+        BenchCommand::Watch(a) => (run::Workload::Watch, a),
     };
     let args = *args;
     // The CLI's runtime has one thread; a benchmark wants every core for

@@ -28,6 +28,7 @@ pub enum Workload {
     Heartbeat,
     Messages,
     Restart,
+    Watch,
 }
 
 impl Workload {
@@ -42,6 +43,7 @@ impl Workload {
             Workload::Heartbeat => "heartbeat",
             Workload::Messages => "messages",
             Workload::Restart => "restart",
+            Workload::Watch => "watch",
         }
     }
 }
@@ -607,6 +609,14 @@ async fn inner(
         }
         Workload::Messages => {
             for mut r in super::messages::run(topo, a, op_timeout).await? {
+                r.nodes = node_mems(topo, &a.pids);
+                report.results.push(r);
+            }
+        }
+        Workload::Watch => {
+            let clients = defaults(&a.clients, &[16]);
+            check_slices(&clients)?;
+            for mut r in super::watch::run(topo, a, users, op_timeout).await? {
                 r.nodes = node_mems(topo, &a.pids);
                 report.results.push(r);
             }

@@ -297,6 +297,12 @@ pub async fn herald(addr: &str) -> Result<HeraldClient, OpError> {
 /// threading it through each.
 static CREDENTIAL: std::sync::OnceLock<herald_client::Credential> = std::sync::OnceLock::new();
 
+/// The run's API key (None before [`discover`]), for connections that are
+/// not a [`HeraldClient`] (raw watch streams).
+pub fn credential() -> Option<herald_client::Credential> {
+    CREDENTIAL.get().cloned()
+}
+
 /// Sets [`CREDENTIAL`] (the first call wins: one run, one key).
 pub fn set_credential(c: herald_client::Credential) {
     let _ = CREDENTIAL.set(c);
