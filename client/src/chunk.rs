@@ -60,6 +60,11 @@ impl Merger {
             .out
             .get_or_insert_with(|| QueryResult { revision: part.revision, ..Default::default() });
         out.revision = out.revision.min(part.revision);
+        // The stalest part says how stale the whole may be.
+        out.staleness_ms = match (out.staleness_ms, part.staleness_ms) {
+            (Some(a), Some(b)) => Some(a.max(b)),
+            (a, b) => a.or(b),
+        };
         for u in part.users {
             if self.seen.insert(u.uid.clone()) {
                 out.users.push(u);

@@ -104,6 +104,8 @@ pub enum ConsistencyArg {
     Linearizable,
     /// The node's own state, no round trip; may be stale.
     Local,
+    /// The node's own state if no staler than --max-staleness-ms (measured); else it waits, forwards or fails.
+    Bounded,
 }
 
 impl From<ConsistencyArg> for Consistency {
@@ -111,6 +113,7 @@ impl From<ConsistencyArg> for Consistency {
         match c {
             ConsistencyArg::Linearizable => Consistency::Linearizable,
             ConsistencyArg::Local => Consistency::Local,
+            ConsistencyArg::Bounded => Consistency::Bounded,
         }
     }
 }
@@ -130,6 +133,12 @@ pub struct QueryArgs {
     /// Read consistency.
     #[arg(long, value_enum, default_value_t = ConsistencyArg::Linearizable)]
     pub consistency: ConsistencyArg,
+    /// With --consistency bounded: the most staleness accepted, ms [default: the node's <reads max-staleness-ms>].
+    #[arg(long, value_name = "MS", value_parser = clap::value_parser!(u64).range(1..))]
+    pub max_staleness_ms: Option<u64>,
+    /// Serve only once the node has applied this revision (a write's answer): read-your-writes.
+    #[arg(long, value_name = "R")]
+    pub min_revision: Option<u64>,
 }
 
 /// `KEY=VALUE` into a pair; the key must not be empty, the value may be.
@@ -185,7 +194,12 @@ async fn query(ctx: &Ctx, a: QueryArgs) -> Result<(), ClientError> {
             "nothing to query: give UIDs, --sid N or --file PATH".into(),
         ));
     }
-    let r = ctx.connect().await?.query(&uids, &sids, a.consistency.into()).await?;
+    let opts = herald_client::QueryOptions {
+        consistency: a.consistency.into(),
+        max_staleness_ms: a.max_staleness_ms,
+        min_revision: a.min_revision,
+    };
+    let r = ctx.connect().await?.query_with(&uids, &sids, opts).await?;
     ctx.out.print(&r, human_query)
 }
 
@@ -311,6 +325,9 @@ fn human_query(r: &QueryResult) -> String {
         online,
         r.unknown.len() + r.unknown_sids.len()
     ));
+    if let Some(ms) = r.staleness_ms {
+        s.push_str(&format!(", staleness {ms} ms"));
+    }
     s
 }
 

@@ -10,13 +10,14 @@ use super::rules::{self, check, Site};
 use super::schema::{
     AccessAttrs, ApiKeyAttrs, ElemSpec, Kind, NodeAttrs, Root, ACCESS, API_KEY, AUTH,
     AUTH_MAX_LIFETIME, AUTH_MODES, AUTH_TIMEOUT, AUTH_URL, EDIT, GATEWAY, HERALD, LIMITS, MASTER,
-    MEDIA, MESSAGES, NODE, PEER_TLS, RAFT, SECURITY, SERVER, SERVERS, TIME, TLS, WATCH,
+    MEDIA, MESSAGES, NODE, PEER_TLS, RAFT, READS, SECURITY, SERVER, SERVERS, ServersAttrs, TIME, TLS,
+    WATCH,
 };
 use super::xml::{Ctx, Elem};
 use super::{
     AccessConfig, ApiKeyConfig, AuthConfig, Config, ConfigError, GatewayConfig, Limits,
     MasterPolicy, MediaConfig, MessagesConfig, PeerTlsConfig, RaftTiming, Security, SecurityMode,
-    Server, TimeSync, TlsConfig, WatchConfig, DEFAULT_AUTH_TIMEOUT_MS,
+    ReadsConfig, Server, TimeSync, TlsConfig, WatchConfig, DEFAULT_AUTH_TIMEOUT_MS,
     DEFAULT_MAX_TOKEN_LIFETIME_S, DEVELOPMENT_HMAC_KEY, MAX_API_KEY_NAME_BYTES, MIN_HMAC_KEY_BYTES,
 };
 
@@ -249,6 +250,45 @@ impl Setting for Option<OutFormat> {
     }
 }
 
+impl Setting for Option<String> {
+    fn parse(a: &Attrs, name: &str, kind: Kind, v: &str) -> Result<Self, ConfigError> {
+        String::parse(a, name, kind, v).map(Some)
+    }
+    fn show(&self) -> Option<String> {
+        self.clone()
+    }
+}
+
+/// `<reads when-stale>`.
+impl Setting for super::WhenStale {
+    fn parse(a: &Attrs, name: &str, kind: Kind, v: &str) -> Result<Self, ConfigError> {
+        let Kind::Choice(choices) = kind else { wrong_kind(name, kind, "WhenStale") };
+        match v {
+            "fail" => Ok(super::WhenStale::Fail),
+            "forward" => Ok(super::WhenStale::Forward),
+            _ => Err(a.err(name, format!("{v:?}: expected one of {}", choices.join(", ")))),
+        }
+    }
+    fn show(&self) -> Option<String> {
+        Some(self.as_str().to_string())
+    }
+}
+
+/// `<server role>`.
+impl Setting for super::ServerRole {
+    fn parse(a: &Attrs, name: &str, kind: Kind, v: &str) -> Result<Self, ConfigError> {
+        let Kind::Choice(choices) = kind else { wrong_kind(name, kind, "ServerRole") };
+        match v {
+            "voter" => Ok(super::ServerRole::Voter),
+            "replica" => Ok(super::ServerRole::Replica),
+            _ => Err(a.err(name, format!("{v:?}: expected one of {}", choices.join(", ")))),
+        }
+    }
+    fn show(&self) -> Option<String> {
+        Some(self.as_str().to_string())
+    }
+}
+
 /// `<security mode>`.
 impl Setting for SecurityMode {
     fn parse(a: &Attrs, name: &str, kind: Kind, v: &str) -> Result<Self, ConfigError> {
@@ -359,12 +399,14 @@ impl Ctx<'_> {
         let access_el = self.at_most_one(root, "access")?;
         let peer_tls_el = self.at_most_one(root, "peer-tls")?;
         let watch_el = self.at_most_one(root, "watch")?;
+        let reads_el = self.at_most_one(root, "reads")?;
 
         let NodeAttrs { number: node, data_dir, join } =
             self.read_element(node_el, &NODE, NodeAttrs::read)?;
 
         // <servers>
-        self.attrs(servers_el, &SERVERS)?;
+        let ServersAttrs { zone_survival } =
+            ServersAttrs::read(&self.attrs(servers_el, &SERVERS)?)?;
         self.only_children(servers_el, SERVERS.children)?;
         if servers_el.children.is_empty() {
             return Err(self.invalid(
@@ -388,6 +430,14 @@ impl Ctx<'_> {
             }
             servers.push(server);
         }
+        if let Some(problem) = rules::voters(&servers, zone_survival) {
+            let a = Attrs { ctx: self, el: servers_el };
+            return Err(if zone_survival && servers_el.attr("zone-survival").is_some() {
+                a.err("zone-survival", problem)
+            } else {
+                a.err("server", problem)
+            });
+        }
 
         let raft = self.section(raft_el, &RAFT, RaftTiming::read)?;
         let limits = self.section(limits_el, &LIMITS, Limits::read)?;
@@ -395,6 +445,7 @@ impl Ctx<'_> {
         let master = self.section(master_el, &MASTER, MasterPolicy::read)?;
         let gateway = self.section(gateway_el, &GATEWAY, GatewayConfig::read)?;
         let watch = self.section(watch_el, &WATCH, WatchConfig::read)?;
+        let reads = self.section(reads_el, &READS, ReadsConfig::read)?;
 
         // <messages>, then its body limit against <limits max-request-bytes>:
         // blamed on <messages max-body-bytes>, or on <limits> when <messages>
@@ -467,6 +518,7 @@ impl Ctx<'_> {
             join,
             data_dir,
             servers,
+            zone_survival,
             raft,
             limits,
             time,
@@ -480,6 +532,7 @@ impl Ctx<'_> {
             access,
             peer_tls,
             watch,
+            reads,
         };
         // Checked in document order, so a clash is reported at the later entry.
         if let Err(p) = check(&config, None) {
