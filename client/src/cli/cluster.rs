@@ -96,6 +96,20 @@ mod tests {
         assert!(parse(&["add-learner", "four"]).is_err());
     }
 
+    /// `add-replica` takes what add-learner takes plus an optional zone.
+    #[test]
+    fn cli_parse_add_replica() {
+        let ClusterCommand::AddReplica(a) =
+            parse(&["add-replica", "5", "--zone", "dc4"]).unwrap()
+        else {
+            panic!()
+        };
+        assert_eq!((a.node.number, a.zone.as_deref(), a.node.sync), (5, Some("dc4"), None));
+        let ClusterCommand::AddReplica(a) = parse(&["add-replica", "6"]).unwrap() else { panic!() };
+        assert_eq!((a.node.number, a.zone), (6, None));
+        assert!(parse(&["add-replica", "--zone", "dc4"]).is_err());
+    }
+
     /// `promote` and `remove` take one node number.
     #[test]
     fn cli_parse_promote_remove() {
