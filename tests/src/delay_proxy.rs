@@ -80,7 +80,16 @@ impl DelayProxy {
     /// Listens on 127.0.0.1 (a free port) and forwards to `target` with
     /// `delay` each way.
     pub fn start(target: SocketAddr, delay: Delay) -> anyhow::Result<DelayProxy> {
-        let std_listener = std::net::TcpListener::bind("127.0.0.1:0")?;
+        Self::start_on("127.0.0.1:0".parse().expect("an address"), target, delay)
+    }
+
+    /// [`start`](Self::start) listening on `listen` (port 0: a free one).
+    pub fn start_on(
+        listen: SocketAddr,
+        target: SocketAddr,
+        delay: Delay,
+    ) -> anyhow::Result<DelayProxy> {
+        let std_listener = std::net::TcpListener::bind(listen)?;
         std_listener.set_nonblocking(true)?;
         let addr = std_listener.local_addr()?;
         let control = Arc::new(Control {
