@@ -259,10 +259,17 @@ fn add_replica_keeps_zone_and_role() -> Result<()> {
     let mut c = Cluster::start(3, Tuning::default())?;
     let leader = c.wait_leader(Duration::from_secs(20))?;
     let n = c.start_joining_node()?;
+    let ports = c.node(n).ports.clone();
     let (st, v) = post_json(
         &c.addr(2),
         "/v1/cluster/add-learner",
-        &json!({"number": n, "zone": "dc9", "replica": true}),
+        &json!({
+            "number": n,
+            "sync": format!("127.0.0.1:{}", ports.sync),
+            "publish": format!("127.0.0.1:{}", ports.publish),
+            "zone": "dc9",
+            "replica": true,
+        }),
     )?;
     assert_eq!(st, 200, "{v}");
     let me = v["nodes"].as_array().unwrap().iter().find(|x| x["number"] == n).cloned().unwrap();
