@@ -99,10 +99,10 @@ pub struct NodeView {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub gateway: Option<GatewayView>,
     /// The member's data center (zone), from the replicated membership.
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "String::is_empty")]
     pub zone: String,
     /// A non-voting replica kept as one (role `replica` in XML).
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub replica: bool,
     /// Entries the leader has not replicated to it yet (leader's view).
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -408,6 +408,10 @@ mod tests {
                 corrections: 3,
             }),
             gateway: Some(pb::GatewayLoad { sessions: 5, load: 0.5, fresh: true }),
+            zone: "dc2".into(),
+            replica: true,
+            lag_entries: Some(3),
+            lag_ms: Some(120),
         };
         let s = pb::StatusResponse {
             cluster: "c".into(),
@@ -443,7 +447,10 @@ mod tests {
     #[test]
     fn wire_cluster_membership_body() {
         let b: MembershipBody = serde_json::from_str(r#"{"number":4,"extra":true}"#).unwrap();
-        assert_eq!(b, MembershipBody { number: 4, sync: None, publish: None });
+        assert_eq!(b, MembershipBody { number: 4, ..MembershipBody::default() });
+        let b: MembershipBody =
+            serde_json::from_str(r#"{"number":5,"zone":"dc4","replica":true}"#).unwrap();
+        assert_eq!((b.zone.as_deref(), b.replica), (Some("dc4"), true));
         let b: MembershipBody =
             serde_json::from_str(r#"{"number":4,"sync":"h:1","publish":"h:3"}"#).unwrap();
         assert_eq!((b.sync.as_deref(), b.publish.as_deref()), (Some("h:1"), Some("h:3")));
