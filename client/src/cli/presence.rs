@@ -484,11 +484,13 @@ mod tests {
     }
 
     /// The human query output lists users, then unknown uids and sids, then
-    /// a summary with the revision.
+    /// a summary with the revision (and the staleness when the answer
+    /// carries one).
     #[test]
     fn cli_output_query_human() {
-        let r = QueryResult {
+        let mut r = QueryResult {
             revision: 9,
+            staleness_ms: None,
             users: vec![UserPresence {
                 uid: "u1".into(),
                 sid: 1001,
@@ -515,6 +517,9 @@ mod tests {
         assert_eq!(lines[2], "unknown uids (2): x y");
         assert_eq!(lines[3], "unknown sids (1): 77");
         assert_eq!(lines[4], "revision 9: 1 found (1 online), 3 unknown");
+        r.staleness_ms = Some(42);
+        let h = human_query(&r);
+        assert_eq!(h.lines().nth(4), Some("revision 9: 1 found (1 online), 3 unknown, staleness 42 ms"));
     }
 
     /// Long unknown lists are cut after the first ids in human output, with
