@@ -101,8 +101,9 @@ impl DelayProxy {
         });
         let (stop_tx, stop_rx) = tokio::sync::oneshot::channel();
         let c = control.clone();
-        let thread = std::thread::Builder::new().name(format!("delay-proxy-{}", addr.port())).spawn(
-            move || {
+        let thread = std::thread::Builder::new()
+            .name(format!("delay-proxy-{}", addr.port()))
+            .spawn(move || {
                 let rt = tokio::runtime::Builder::new_current_thread()
                     .enable_all()
                     .build()
@@ -114,8 +115,7 @@ impl DelayProxy {
                         _ = stop_rx => {}
                     }
                 });
-            },
-        )?;
+            })?;
         Ok(DelayProxy { addr, control, stop: Some(stop_tx), thread: Some(thread) })
     }
 

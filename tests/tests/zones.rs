@@ -143,7 +143,8 @@ fn remote_replica_serves_bounded_reads_and_survives_a_cut() -> Result<()> {
 
     phase("read-your-writes: min_revision on the replica right after a write");
     let rev = push(&c.addr(leader), vec![login_event("ryw", 1, "web", "x")])?;
-    let (st, v) = query_with(&replica, "ryw", json!({"consistency": "local", "min_revision": rev}))?;
+    let (st, v) =
+        query_with(&replica, "ryw", json!({"consistency": "local", "min_revision": rev}))?;
     assert_eq!(st, 200, "{v}");
     assert!(v["revision"].as_u64().unwrap() >= rev, "{v}");
     assert_eq!(v["users"][0]["uid"], "ryw", "the write is included: {v}");
@@ -167,8 +168,11 @@ fn remote_replica_serves_bounded_reads_and_survives_a_cut() -> Result<()> {
         }
         Ok(())
     })?;
-    let local = median_ms(15, || query_with(&replica, "ryw", json!({"consistency": "local"})).map(|_| ()))?;
-    eprintln!("replica in dc2: local {local:.1} ms, bounded {bounded:.1} ms, linearizable {linear:.1} ms");
+    let local =
+        median_ms(15, || query_with(&replica, "ryw", json!({"consistency": "local"})).map(|_| ()))?;
+    eprintln!(
+        "replica in dc2: local {local:.1} ms, bounded {bounded:.1} ms, linearizable {linear:.1} ms"
+    );
     assert!(linear >= 50.0, "a linearizable read crosses the WAN twice: {linear:.1} ms");
     assert!(bounded < linear / 2.0, "bounded {bounded:.1} ms vs linearizable {linear:.1} ms");
     assert!(bounded < local + 25.0, "bounded {bounded:.1} ms vs local {local:.1} ms");
@@ -196,7 +200,8 @@ fn remote_replica_serves_bounded_reads_and_survives_a_cut() -> Result<()> {
         "failed too early: {failed_after:?}"
     );
     // A looser bound still answers; a local read always does.
-    let (st, v) = query_with(&replica, "ryw", json!({"consistency": "bounded", "max_staleness_ms": 60_000}))?;
+    let (st, v) =
+        query_with(&replica, "ryw", json!({"consistency": "bounded", "max_staleness_ms": 60_000}))?;
     assert_eq!(st, 200, "{v}");
     let (st, _) = query_with(&replica, "ryw", json!({"consistency": "local"}))?;
     assert_eq!(st, 200);
@@ -208,17 +213,25 @@ fn remote_replica_serves_bounded_reads_and_survives_a_cut() -> Result<()> {
         &json!({"events": [login_event("cut", 2, "web", "y")]}),
     )?;
     assert!(
-        matches!((st, code(&v)), (503, "no_leader") | (503, "leader_unavailable") | (504, "timeout")),
+        matches!(
+            (st, code(&v)),
+            (503, "no_leader") | (503, "leader_unavailable") | (504, "timeout")
+        ),
         "{st} {v}"
     );
     let during = push(&c.addr(leader), vec![login_event("during", 3, "web", "z")])?;
-    let (st, v) = query_with(&replica, "during", json!({"consistency": "local", "min_revision": during}))?;
+    let (st, v) =
+        query_with(&replica, "during", json!({"consistency": "local", "min_revision": during}))?;
     assert_eq!((st, code(&v)), (504, "revision_not_reached"), "{v}");
 
     phase("heal: the replica catches up and serves bounded reads again");
     z.heal();
     eventually(Duration::from_secs(20), || {
-        let (st, v) = query_with(&replica, "during", json!({"consistency": "bounded", "min_revision": during}))?;
+        let (st, v) = query_with(
+            &replica,
+            "during",
+            json!({"consistency": "bounded", "min_revision": during}),
+        )?;
         if st != 200 || v["users"][0]["uid"] != "during" {
             bail!("{st}: {v}");
         }
@@ -239,14 +252,16 @@ fn bounded_read_too_stale_is_forwarded() -> Result<()> {
     let replica = c.addr(REPLICA);
     let rev = push(&c.addr(leader), vec![login_event("f", 1, "web", "x")])?;
     eventually(Duration::from_secs(10), || {
-        let (st, v) = query_with(&replica, "f", json!({"consistency": "bounded", "min_revision": rev}))?;
+        let (st, v) =
+            query_with(&replica, "f", json!({"consistency": "bounded", "min_revision": rev}))?;
         match v["staleness_ms"].as_u64() {
             Some(s) if st == 200 && s > 0 => Ok(()),
             _ => bail!("not served locally: {st} {v}"),
         }
     })?;
     // 1 ms cannot be met across a 40 ms WAN: forwarded, confirmed by the leader.
-    let (st, v) = query_with(&replica, "f", json!({"consistency": "bounded", "max_staleness_ms": 1}))?;
+    let (st, v) =
+        query_with(&replica, "f", json!({"consistency": "bounded", "max_staleness_ms": 1}))?;
     assert_eq!((st, v["staleness_ms"].as_u64()), (200, Some(0)), "{v}");
     Ok(())
 }

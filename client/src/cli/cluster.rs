@@ -99,8 +99,7 @@ mod tests {
     /// `add-replica` takes what add-learner takes plus an optional zone.
     #[test]
     fn cli_parse_add_replica() {
-        let ClusterCommand::AddReplica(a) =
-            parse(&["add-replica", "5", "--zone", "dc4"]).unwrap()
+        let ClusterCommand::AddReplica(a) = parse(&["add-replica", "5", "--zone", "dc4"]).unwrap()
         else {
             panic!()
         };

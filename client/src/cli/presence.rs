@@ -519,7 +519,10 @@ mod tests {
         assert_eq!(lines[4], "revision 9: 1 found (1 online), 3 unknown");
         r.staleness_ms = Some(42);
         let h = human_query(&r);
-        assert_eq!(h.lines().nth(4), Some("revision 9: 1 found (1 online), 3 unknown, staleness 42 ms"));
+        assert_eq!(
+            h.lines().nth(4),
+            Some("revision 9: 1 found (1 online), 3 unknown, staleness 42 ms")
+        );
     }
 
     /// Long unknown lists are cut after the first ids in human output, with

@@ -493,7 +493,8 @@ impl Api {
                 .and_then(|i| views[i].clone());
             for n in &mut nodes {
                 if let Some(i) = others.iter().position(|(num, _)| *num == n.number) {
-                    let own = views[i].as_ref().and_then(|v| v.iter().find(|x| x.number == n.number));
+                    let own =
+                        views[i].as_ref().and_then(|v| v.iter().find(|x| x.number == n.number));
                     n.clock = own.and_then(|x| x.clock.clone());
                     n.lag_ms = own.and_then(|x| x.lag_ms);
                 }

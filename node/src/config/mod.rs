@@ -36,8 +36,8 @@ mod xml;
 pub use error::ConfigError;
 /// The settings elements, declared in the schema (one entry per attribute).
 pub use schema::{
-    GatewayConfig, Limits, MasterPolicy, MediaConfig, MessagesConfig, RaftTiming, Security,
-    ReadsConfig, TimeSync, WatchConfig,
+    GatewayConfig, Limits, MasterPolicy, MediaConfig, MessagesConfig, RaftTiming, ReadsConfig,
+    Security, TimeSync, WatchConfig,
 };
 
 use rules::check;

@@ -8,16 +8,15 @@ use crate::media::edit::{EditRules, OutFormat};
 
 use super::rules::{self, check, Site};
 use super::schema::{
-    AccessAttrs, ApiKeyAttrs, ElemSpec, Kind, NodeAttrs, Root, ACCESS, API_KEY, AUTH,
+    AccessAttrs, ApiKeyAttrs, ElemSpec, Kind, NodeAttrs, Root, ServersAttrs, ACCESS, API_KEY, AUTH,
     AUTH_MAX_LIFETIME, AUTH_MODES, AUTH_TIMEOUT, AUTH_URL, EDIT, GATEWAY, HERALD, LIMITS, MASTER,
-    MEDIA, MESSAGES, NODE, PEER_TLS, RAFT, READS, SECURITY, SERVER, SERVERS, ServersAttrs, TIME, TLS,
-    WATCH,
+    MEDIA, MESSAGES, NODE, PEER_TLS, RAFT, READS, SECURITY, SERVER, SERVERS, TIME, TLS, WATCH,
 };
 use super::xml::{Ctx, Elem};
 use super::{
     AccessConfig, ApiKeyConfig, AuthConfig, Config, ConfigError, GatewayConfig, Limits,
-    MasterPolicy, MediaConfig, MessagesConfig, PeerTlsConfig, RaftTiming, Security, SecurityMode,
-    ReadsConfig, Server, TimeSync, TlsConfig, WatchConfig, DEFAULT_AUTH_TIMEOUT_MS,
+    MasterPolicy, MediaConfig, MessagesConfig, PeerTlsConfig, RaftTiming, ReadsConfig, Security,
+    SecurityMode, Server, TimeSync, TlsConfig, WatchConfig, DEFAULT_AUTH_TIMEOUT_MS,
     DEFAULT_MAX_TOKEN_LIFETIME_S, DEVELOPMENT_HMAC_KEY, MAX_API_KEY_NAME_BYTES, MIN_HMAC_KEY_BYTES,
 };
 

@@ -934,8 +934,12 @@ pub(super) const HERALD: ElemSpec = ElemSpec {
     ],
 };
 pub(super) const NODE: ElemSpec = leaf("node", NodeAttrs::ATTRS);
-pub(super) const SERVERS: ElemSpec =
-    ElemSpec { name: "servers", attrs: ServersAttrs::ATTRS, more_attrs: &[], children: &["server"] };
+pub(super) const SERVERS: ElemSpec = ElemSpec {
+    name: "servers",
+    attrs: ServersAttrs::ATTRS,
+    more_attrs: &[],
+    children: &["server"],
+};
 pub(super) const SERVER: ElemSpec = leaf("server", Server::ATTRS);
 pub(super) const RAFT: ElemSpec = leaf("raft", RaftTiming::ATTRS);
 pub(super) const LIMITS: ElemSpec = leaf("limits", Limits::ATTRS);

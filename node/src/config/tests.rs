@@ -2164,7 +2164,10 @@ fn config_server_zone_role_and_sync_via() {
     assert_eq!(s.dial_sync_addr(), "127.0.0.1:9999");
     assert_eq!(s.sync_addr(), "127.0.0.1:7201");
     refused(
-        &edit(r#"<server number="2" host="127.0.0.1""#, r#"<server number="2" host="127.0.0.1" role="boss""#),
+        &edit(
+            r#"<server number="2" host="127.0.0.1""#,
+            r#"<server number="2" host="127.0.0.1" role="boss""#,
+        ),
         5,
         Some("role"),
         "voter, replica",
@@ -2181,7 +2184,11 @@ fn config_zone_survival() {
         r#"<server number="1" host="127.0.0.1""#,
         r#"<server number="1" host="127.0.0.1" role="replica""#,
     )
-    .replacen(r#"<server number="2" host="127.0.0.1""#, r#"<server number="2" host="127.0.0.1" role="replica""#, 1);
+    .replacen(
+        r#"<server number="2" host="127.0.0.1""#,
+        r#"<server number="2" host="127.0.0.1" role="replica""#,
+        1,
+    );
     refused(&two_replicas, 3, Some("server"), "at least one <server> must be a voter");
 
     let three = |zones: [&str; 3], survival: bool| {
@@ -2214,9 +2221,13 @@ fn config_reads() {
         (r.max_staleness_ms, r.tick_ms, r.stale_wait_ms, r.when_stale, r.min_revision_wait_ms),
         (1000, 100, 200, WhenStale::Forward, 2000)
     );
-    let c = parse(&with(r#"<reads max-staleness-ms="50" when-stale="fail" tick-ms="20"/>"#), "t.xml")
-        .unwrap();
-    assert_eq!((c.reads.max_staleness_ms, c.reads.when_stale, c.reads.tick_ms), (50, WhenStale::Fail, 20));
+    let c =
+        parse(&with(r#"<reads max-staleness-ms="50" when-stale="fail" tick-ms="20"/>"#), "t.xml")
+            .unwrap();
+    assert_eq!(
+        (c.reads.max_staleness_ms, c.reads.when_stale, c.reads.tick_ms),
+        (50, WhenStale::Fail, 20)
+    );
     refused(&with(r#"<reads max-staleness-ms="0"/>"#), 7, Some("max-staleness-ms"), "0");
     refused(&with(r#"<reads tick-ms="5"/>"#), 7, Some("tick-ms"), "5");
     refused(&with(r#"<reads when-stale="maybe"/>"#), 7, Some("when-stale"), "fail, forward");

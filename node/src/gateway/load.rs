@@ -128,7 +128,11 @@ impl LoadBoard {
     pub fn pick(&self, node: &RaftNode, uid: &str, zone: &str) -> pb::PickGatewayResponse {
         let candidates = self.candidates(node);
         let zone = if zone.is_empty() {
-            candidates.iter().find(|g| g.node == self.me).map(|g| g.zone.clone()).unwrap_or_default()
+            candidates
+                .iter()
+                .find(|g| g.node == self.me)
+                .map(|g| g.zone.clone())
+                .unwrap_or_default()
         } else {
             zone.to_string()
         };

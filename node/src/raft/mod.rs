@@ -456,9 +456,8 @@ impl RaftNode {
     /// cluster clock now, plus the clock tolerance (None: nothing stamped
     /// applied yet).
     fn staleness_of(&self, stamp: state_machine::Stamp) -> Option<u64> {
-        (stamp.at_ms > 0).then(|| {
-            self.clock.now_ms().saturating_sub(stamp.at_ms) + self.clock_tolerance_ms
-        })
+        (stamp.at_ms > 0)
+            .then(|| self.clock.now_ms().saturating_sub(stamp.at_ms) + self.clock_tolerance_ms)
     }
 
     /// This node's staleness now (see [`ReadInfo::staleness_ms`]).
@@ -474,7 +473,8 @@ impl RaftNode {
             return true;
         }
         let mut rx = self.sm.stamp();
-        let deadline = tokio::time::Instant::now() + Duration::from_millis(self.reads.stale_wait_ms);
+        let deadline =
+            tokio::time::Instant::now() + Duration::from_millis(self.reads.stale_wait_ms);
         loop {
             match tokio::time::timeout_at(deadline, rx.changed()).await {
                 Ok(Ok(())) if fresh(self) => return true,

@@ -32,10 +32,8 @@ fn main() -> Result<()> {
         bail!("usage: delay-proxy LISTEN=TARGET... [--ms N] [--jitter-ms J]");
     }
     let delay = Delay { ms, jitter_ms };
-    let proxies: Vec<DelayProxy> = links
-        .iter()
-        .map(|(l, t)| DelayProxy::start_on(*l, *t, delay))
-        .collect::<Result<_>>()?;
+    let proxies: Vec<DelayProxy> =
+        links.iter().map(|(l, t)| DelayProxy::start_on(*l, *t, delay)).collect::<Result<_>>()?;
     for p in &proxies {
         eprintln!("delay-proxy: {} ({ms} ± {jitter_ms} ms each way)", p.addr());
     }
