@@ -242,7 +242,9 @@ fn remote_replica_serves_bounded_reads_and_survives_a_cut() -> Result<()> {
 
 /// With `when-stale="forward"` a bounded read the replica cannot serve
 /// fresh enough goes through the leader instead (staleness 0); a bound the
-/// replica meets is served locally with its measured staleness.
+/// replica meets is served locally with its measured staleness. The
+/// gateway pick prefers healthy gateways of the zone the client names (the
+/// dc2 replica), else of the asked node's zone, and says why.
 #[test]
 fn bounded_read_too_stale_is_forwarded() -> Result<()> {
     let z = start_zoned("forward")?;
@@ -259,6 +261,30 @@ fn bounded_read_too_stale_is_forwarded() -> Result<()> {
             _ => bail!("not served locally: {st} {v}"),
         }
     })?;
+    // The gateway pick prefers the client's zone, then the asked node's.
+    let pick = |addr: &str, q: &str| -> Result<Value> {
+        eventually(Duration::from_secs(10), || {
+            let (st, v) = get_json(addr, &format!("/v1/gateway?uid=g{q}"))?;
+            let healthy = v["candidates"]
+                .as_array()
+                .map_or(0, |a| a.iter().filter(|g| g["healthy"] == true).count());
+            if st != 200 || healthy < 4 {
+                bail!("{st} {v}");
+            }
+            Ok(v)
+        })
+    };
+    let v = pick(&c.addr(1), "&zone=dc2")?;
+    assert_eq!(
+        (v["best"]["node"].as_u64(), v["best"]["zone"].as_str()),
+        (Some(REPLICA), Some("dc2")),
+        "{v}"
+    );
+    assert!(v["reason"].as_str().unwrap().contains("in zone dc2"), "{v}");
+    let v = pick(&c.addr(1), "")?;
+    assert_eq!(v["best"]["zone"], "dc1", "no zone given: the asked node's: {v}");
+    let v = pick(&c.addr(1), "&zone=dc7")?;
+    assert!(v["reason"].as_str().unwrap().contains("no healthy gateway in zone dc7"), "{v}");
     // 1 ms cannot be met across a 40 ms WAN: forwarded, confirmed by the leader.
     let (st, v) =
         query_with(&replica, "f", json!({"consistency": "bounded", "max_staleness_ms": 1}))?;
