@@ -60,6 +60,11 @@ impl Merger {
             .out
             .get_or_insert_with(|| QueryResult { revision: part.revision, ..Default::default() });
         out.revision = out.revision.min(part.revision);
+        // The stalest part says how stale the whole may be.
+        out.staleness_ms = match (out.staleness_ms, part.staleness_ms) {
+            (Some(a), Some(b)) => Some(a.max(b)),
+            (a, b) => a.or(b),
+        };
         for u in part.users {
             if self.seen.insert(u.uid.clone()) {
                 out.users.push(u);
@@ -137,30 +142,34 @@ mod tests {
 
     /// Merging keeps request order, drops a user found again in a later
     /// request (e.g. through its sid), concatenates unknowns, and reports the
-    /// lowest revision.
+    /// lowest revision and the highest staleness.
     #[test]
     fn client_chunk_merge_dedups_and_keeps_lowest_revision() {
         let mut m = Merger::new();
         m.push(QueryResult {
             revision: 12,
+            staleness_ms: Some(40),
             users: vec![user("a", 1), user("b", 2)],
             unknown: vec!["x".into()],
             unknown_sids: vec![],
         });
         m.push(QueryResult {
             revision: 10,
+            staleness_ms: Some(90),
             users: vec![user("c", 3)],
             unknown: vec!["y".into()],
             unknown_sids: vec![9],
         });
         m.push(QueryResult {
             revision: 15,
+            staleness_ms: None,
             users: vec![user("a", 1)],
             unknown: vec![],
             unknown_sids: vec![8],
         });
         let r = m.finish();
         assert_eq!(r.revision, 10);
+        assert_eq!(r.staleness_ms, Some(90), "the stalest part");
         assert_eq!(r.users.iter().map(|u| u.uid.as_str()).collect::<Vec<_>>(), vec!["a", "b", "c"]);
         assert_eq!(r.unknown, vec!["x".to_string(), "y".to_string()]);
         assert_eq!(r.unknown_sids, vec![9, 8]);
@@ -171,6 +180,7 @@ mod tests {
     fn client_chunk_merge_single_is_identity() {
         let part = QueryResult {
             revision: 4,
+            staleness_ms: Some(3),
             users: vec![user("a", 1)],
             unknown: vec!["z".into()],
             unknown_sids: vec![5],

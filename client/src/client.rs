@@ -15,7 +15,7 @@ use crate::addr::normalize_addr;
 use crate::chunk::{self, Merger, DEFAULT_MAX_IDS_PER_QUERY};
 use crate::credential::{AuthChannel, Credential};
 use crate::error::ClientError;
-use crate::types::{Consistency, Event, Ext, Membership, QueryResult, Status};
+use crate::types::{Consistency, Event, Ext, Membership, QueryOptions, QueryResult, Status};
 
 /// How long establishing the connection may take.
 pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(2);
@@ -251,12 +251,27 @@ impl HeraldClient {
         sids: &[u64],
         consistency: Consistency,
     ) -> Result<QueryResult, ClientError> {
+        let opts = QueryOptions { consistency, ..QueryOptions::default() };
+        self.query_with(uids, sids, opts).await
+    }
+
+    /// [`query`](Self::query) with a staleness bound (`bounded`) and/or a
+    /// revision the answer must include (read-your-writes: the revision a
+    /// write answered). The answer says the revision and staleness served.
+    pub async fn query_with(
+        &self,
+        uids: &[String],
+        sids: &[u64],
+        opts: QueryOptions,
+    ) -> Result<QueryResult, ClientError> {
         let mut merged = Merger::new();
         for c in chunk::plan(uids, sids, self.max_ids_per_query) {
             let req = pb::QueryRequest {
                 uids: c.uids.to_vec(),
                 sids: c.sids.to_vec(),
-                consistency: consistency.to_pb(),
+                consistency: opts.consistency.to_pb(),
+                max_staleness_ms: opts.max_staleness_ms,
+                min_revision: opts.min_revision,
             };
             let r = self.presence.clone().query(req).await?;
             merged.push(r.into_inner().into());
@@ -278,10 +293,35 @@ impl HeraldClient {
         sync: Option<String>,
         publish: Option<String>,
     ) -> Result<Membership, ClientError> {
+        self.add_member(number, sync, publish, None, false).await
+    }
+
+    /// Adds node `number` as a replica in `zone`: a learner that stays one
+    /// (no zone: the XML's, else "default").
+    pub async fn add_replica(
+        &self,
+        number: u64,
+        sync: Option<String>,
+        publish: Option<String>,
+        zone: Option<String>,
+    ) -> Result<Membership, ClientError> {
+        self.add_member(number, sync, publish, zone, true).await
+    }
+
+    async fn add_member(
+        &self,
+        number: u64,
+        sync: Option<String>,
+        publish: Option<String>,
+        zone: Option<String>,
+        replica: bool,
+    ) -> Result<Membership, ClientError> {
         let req = pb::AddLearnerRequest {
             number,
             sync: sync.unwrap_or_default(),
             publish: publish.unwrap_or_default(),
+            zone: zone.unwrap_or_default(),
+            replica,
         };
         let r = self.cluster.clone().add_learner(req).await?;
         Ok(r.into_inner().into())

@@ -115,7 +115,11 @@ impl HeraldClient {
     ) -> Result<GatewayChoice, ClientError> {
         let mut c = GatewayClient::new(self.auth_channel());
         let r = c
-            .pick(pb::PickGatewayRequest { uid: uid.into(), client: client.into() })
+            .pick(pb::PickGatewayRequest {
+                uid: uid.into(),
+                client: client.into(),
+                zone: String::new(),
+            })
             .await?
             .into_inner();
         Ok(GatewayChoice::from(r))

@@ -235,8 +235,11 @@ async fn gateways(cfg: &SessionConfig, start: usize, avoid: Option<&str>) -> Vec
             return Vec::new();
         };
         let mut c = GatewayClient::with_interceptor(ch, cred);
-        let pick =
-            c.pick(pb::PickGatewayRequest { uid: cfg.uid.clone(), client: cfg.client.clone() });
+        let pick = c.pick(pb::PickGatewayRequest {
+            uid: cfg.uid.clone(),
+            client: cfg.client.clone(),
+            zone: String::new(),
+        });
         let Ok(Ok(r)) = tokio::time::timeout(CONNECT_TIMEOUT, pick).await else { continue };
         let r = r.into_inner();
         let mut out: Vec<String> = Vec::new();

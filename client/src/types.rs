@@ -93,6 +93,16 @@ impl Event {
 /// Read consistency of a query (the HTTP API's, [`herald_proto::wire`]).
 pub use herald_proto::wire::presence::Consistency;
 
+/// How a query is to be served: its consistency, the staleness bound of a
+/// `bounded` one (None: the node's `<reads max-staleness-ms>`), and a
+/// revision the answer must include (read-your-writes).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct QueryOptions {
+    pub consistency: Consistency,
+    pub max_staleness_ms: Option<u64>,
+    pub min_revision: Option<u64>,
+}
+
 /// The presence record of one user, and the answer to a batch query
 /// (shared with the node's HTTP API, [`herald_proto::wire::presence`]).
 pub use herald_proto::wire::presence::{QueryAnswer as QueryResult, UserPresence};

@@ -45,6 +45,10 @@ pub struct Metrics {
     pub queries: Family<ConsistencyLabel, Counter>,
     pub query_ids: Counter,
     pub query_seconds: Family<ConsistencyLabel, Histogram>,
+    /// Bounded reads too stale here that went through the leader.
+    pub bounded_forwarded: Counter,
+    /// Staleness of the state queries were answered from (issue 16).
+    pub read_staleness_seconds: Histogram,
     pub errors: Family<CodeLabel, Counter>,
     pub messages_sent: Counter,
     pub message_outcomes: Family<OutcomeLabel, Counter>,
@@ -108,6 +112,8 @@ impl Metrics {
             queries: Family::default(),
             query_ids: Counter::default(),
             query_seconds: Family::new_with_constructor(latency_histogram),
+            bounded_forwarded: Counter::default(),
+            read_staleness_seconds: latency_histogram(),
             errors: Family::default(),
             messages_sent: Counter::default(),
             message_outcomes: Family::default(),
@@ -163,6 +169,16 @@ impl Metrics {
         r.register("presence_queries", "Batch presence queries answered", m.queries.clone());
         r.register("presence_query_ids", "Ids asked for in batch queries", m.query_ids.clone());
         r.register("presence_query_seconds", "Latency of batch queries", m.query_seconds.clone());
+        r.register(
+            "presence_bounded_forwarded",
+            "Bounded queries too stale on this node, served through the leader",
+            m.bounded_forwarded.clone(),
+        );
+        r.register(
+            "presence_read_staleness_seconds",
+            "Measured staleness of the state queries were answered from",
+            m.read_staleness_seconds.clone(),
+        );
         r.register("api_errors", "Requests answered with an error, by code", m.errors.clone());
         r.register("messages_sent", "Message submissions answered", m.messages_sent.clone());
         r.register(

@@ -78,7 +78,7 @@ catalog! {
     NO_EVENTS = ("no_events", 400, InvalidArgument, "a push without events");
     TOO_MANY_EVENTS = ("too_many_events", 400, InvalidArgument, "more events than max-events-per-request");
     TOO_MANY_IDS = ("too_many_ids", 400, InvalidArgument, "more ids than max-ids-per-query");
-    INVALID_CONSISTENCY = ("invalid_consistency", 400, InvalidArgument, "consistency is not linearizable or local");
+    INVALID_CONSISTENCY = ("invalid_consistency", 400, InvalidArgument, "consistency is not linearizable, local or bounded");
     MISSING_ADDRESS = ("missing_address", 400, InvalidArgument, "add-learner without sync and publish addresses");
     INVALID_ADDRESS = ("invalid_address", 400, InvalidArgument, "an add-learner address that is not host:port (at most 255 bytes)");
     RESPONSE_TOO_LARGE = ("response_too_large", 400, InvalidArgument, "the answer would be larger than max-response-bytes; ask for fewer ids");
@@ -168,6 +168,9 @@ catalog! {
     MODULE_NOT_BOUND = ("module_not_bound", 409, FailedPrecondition, "a profile update from a module the user has not bound");
     PROFILE_TOO_LARGE = ("profile_too_large", 413, ResourceExhausted, "a profile field, its extra keys or the whole document over its bound");
     UNKNOWN_OUTBOX_ITEM = ("unknown_outbox_item", 404, NotFound, "no pending or dead outbox item with that id");
+    // Reads across zones (bounded staleness, read-your-writes).
+    TOO_STALE = ("too_stale", 503, Unavailable, "a bounded read: this node applied nothing the leader stamped within max_staleness_ms (cut off from the leader?); ask another node, or later");
+    REVISION_NOT_REACHED = ("revision_not_reached", 504, DeadlineExceeded, "this node did not apply min_revision within <reads min-revision-wait-ms>; ask the leader's zone, or later");
     // The cluster.
     NO_LEADER = ("no_leader", 503, Unavailable, "no leader is known (electing, or the majority is lost)");
     NOT_LEADER = ("not_leader", 503, Unavailable, "this node is not the leader (internal; clients see it only on races)");

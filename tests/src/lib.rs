@@ -12,6 +12,8 @@ use std::time::{Duration, Instant};
 use anyhow::{anyhow, bail, Context, Result};
 use serde_json::{json, Value};
 
+pub mod delay_proxy;
+
 /// Path of the heraldd binary under test.
 pub fn heraldd_path() -> PathBuf {
     if let Ok(p) = std::env::var("HERALDD") {
@@ -143,6 +145,9 @@ pub struct Tuning {
     pub extra_xml: String,
     /// Extra attributes of `<limits>` (e.g. `header-timeout-ms="500"`).
     pub limits_attrs: String,
+    /// Extra attributes of one `<server>` in every node's file (e.g.
+    /// `zone="dc2" role="replica"`), by server number.
+    pub server_attrs: Vec<(u64, String)>,
 }
 
 impl Default for Tuning {
@@ -174,6 +179,7 @@ impl Default for Tuning {
             peer_tls: true,
             extra_xml: String::new(),
             limits_attrs: String::new(),
+            server_attrs: Vec::new(),
         }
     }
 }
@@ -342,12 +348,14 @@ pub struct Cluster {
     servers: Vec<(u64, Ports)>,
 }
 
-fn server_xml(servers: &[(u64, Ports)]) -> String {
+fn server_xml(servers: &[(u64, Ports)], attrs: &[(u64, String)]) -> String {
     servers
         .iter()
         .map(|(n, p)| {
+            let extra: String =
+                attrs.iter().filter(|(a, _)| a == n).map(|(_, s)| format!(" {s}")).collect();
             format!(
-                "    <server number=\"{n}\" host=\"127.0.0.1\" sync-port=\"{}\" time-port=\"{}\" publish-port=\"{}\"/>\n",
+                "    <server number=\"{n}\" host=\"127.0.0.1\" sync-port=\"{}\" time-port=\"{}\" publish-port=\"{}\"{extra}/>\n",
                 p.sync, p.time, p.publish
             )
         })
@@ -383,7 +391,7 @@ impl Cluster {
         let xml = format!(
             "<herald cluster=\"{CLUSTER_NAME}\">\n  <node number=\"{number}\" data-dir=\"{}\" join=\"{join}\"/>\n  <servers>\n{}  </servers>\n{}  <raft heartbeat-ms=\"{}\" election-min-ms=\"{}\" election-max-ms=\"{}\" snapshot-logs=\"{}\" write-timeout-ms=\"{}\"/>\n  <limits max-ids-per-query=\"{}\" max-request-bytes=\"{}\" {}/>\n  <time interval-ms=\"{}\" tolerance-ms=\"{}\" samples=\"3\"/>\n  <master prefer-lowest=\"{}\" hold-down-ms=\"{}\"/>\n  <gateway heartbeat-ms=\"{}\" heartbeat-misses=\"{}\" grace-ms=\"{}\" push-timeout-ms=\"{}\" max-sessions=\"{}\" load-poll-ms=\"{}\"/>\n  <messages quota-per-user=\"{}\" max-body-bytes=\"{}\"/>\n  {}\n  {}\n  {}\n</herald>\n",
             data_dir.display(),
-            server_xml(servers),
+            server_xml(servers, &t.server_attrs),
             t.tls.as_ref().map(TlsFiles::xml).unwrap_or_default(),
             t.heartbeat_ms,
             t.election_min_ms,
@@ -488,6 +496,20 @@ impl Cluster {
         node.start()?;
         self.nodes.push(node);
         Ok(number)
+    }
+
+    /// Makes node `from` dial node `to`'s sync port at `via` (`<server
+    /// sync-via>` in `from`'s file only): a WAN proxy between them.
+    /// Before `from` starts.
+    pub fn set_sync_via(&self, from: u64, to: u64, via: &str) -> Result<()> {
+        let node = self.nodes.iter().find(|n| n.number == from).context("no such node")?;
+        let xml = fs::read_to_string(&node.config)?;
+        let tag = format!("<server number=\"{to}\" ");
+        if !xml.contains(&tag) {
+            bail!("server {to} is not in node {from}'s file");
+        }
+        fs::write(&node.config, xml.replace(&tag, &format!("{tag}sync-via=\"{via}\" ")))?;
+        Ok(())
     }
 
     pub fn node(&mut self, number: u64) -> &mut Node {

@@ -58,6 +58,7 @@ fn push_stream_keeps_a_window_in_flight_and_applies_in_order() -> Result<()> {
                 uids: vec!["pool-user".into()],
                 sids: vec![],
                 consistency: pb::Consistency::Linearizable as i32,
+                ..Default::default()
             })
             .await?
             .into_inner();

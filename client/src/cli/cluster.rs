@@ -11,6 +11,8 @@ use super::Ctx;
 pub enum ClusterCommand {
     /// Add a node as a non-voting learner (addresses default to the node's entry in the server XML).
     AddLearner(AddLearnerArgs),
+    /// Add a node as a replica: a non-voting member kept as one (never promoted by the cluster), serving reads in its zone.
+    AddReplica(AddReplicaArgs),
     /// Make a learner a voting member.
     Promote(NodeArg),
     /// Remove a node from the cluster.
@@ -30,6 +32,16 @@ pub struct AddLearnerArgs {
     pub publish: Option<String>,
 }
 
+/// `cluster add-replica`.
+#[derive(Args, Debug)]
+pub struct AddReplicaArgs {
+    #[command(flatten)]
+    pub node: AddLearnerArgs,
+    /// The replica's data center [default: its zone in the servers' XML, else "default"].
+    #[arg(long, value_name = "ZONE")]
+    pub zone: Option<String>,
+}
+
 /// A node number.
 #[derive(Args, Debug)]
 pub struct NodeArg {
@@ -41,6 +53,9 @@ pub async fn run(ctx: &Ctx, cmd: ClusterCommand) -> Result<(), ClientError> {
     let c = ctx.connect().await?;
     let m = match cmd {
         ClusterCommand::AddLearner(a) => c.add_learner(a.number, a.sync, a.publish).await?,
+        ClusterCommand::AddReplica(a) => {
+            c.add_replica(a.node.number, a.node.sync, a.node.publish, a.zone).await?
+        }
         ClusterCommand::Promote(a) => c.promote(a.number).await?,
         ClusterCommand::Remove(a) => c.remove(a.number).await?,
     };
@@ -79,6 +94,19 @@ mod tests {
         assert_eq!((a.sync.as_deref(), a.publish.as_deref()), (Some("h:7401"), Some("h:7403")));
         assert!(parse(&["add-learner"]).is_err());
         assert!(parse(&["add-learner", "four"]).is_err());
+    }
+
+    /// `add-replica` takes what add-learner takes plus an optional zone.
+    #[test]
+    fn cli_parse_add_replica() {
+        let ClusterCommand::AddReplica(a) = parse(&["add-replica", "5", "--zone", "dc4"]).unwrap()
+        else {
+            panic!()
+        };
+        assert_eq!((a.node.number, a.zone.as_deref(), a.node.sync), (5, Some("dc4"), None));
+        let ClusterCommand::AddReplica(a) = parse(&["add-replica", "6"]).unwrap() else { panic!() };
+        assert_eq!((a.node.number, a.zone), (6, None));
+        assert!(parse(&["add-replica", "--zone", "dc4"]).is_err());
     }
 
     /// `promote` and `remove` take one node number.

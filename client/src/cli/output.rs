@@ -59,8 +59,11 @@ pub fn nodes_table(nodes: &[NodeStatus]) -> String {
         "SYNC",
         "PUBLISH",
         "ROLE",
+        "ZONE",
         "HEALTHY",
         "MATCHED",
+        "LAG",
+        "LAG MS",
         "CLOCK OFFSET",
         "RTT",
         "IN TOL",
@@ -73,8 +76,11 @@ pub fn nodes_table(nodes: &[NodeStatus]) -> String {
             n.sync.clone(),
             n.publish.clone(),
             n.role.clone(),
+            if n.zone.is_empty() { "-".into() } else { n.zone.clone() },
             yes_no(n.healthy).to_string(),
             n.matched_index.map(|m| m.to_string()).unwrap_or_else(|| "-".into()),
+            n.lag_entries.map(|m| m.to_string()).unwrap_or_else(|| "-".into()),
+            n.lag_ms.map(|m| m.to_string()).unwrap_or_else(|| "-".into()),
             c.map(|c| format!("{:+.3} ms", c.offset_ms)).unwrap_or_else(|| "-".into()),
             c.map(|c| format!("{:.3} ms", c.rtt_ms)).unwrap_or_else(|| "-".into()),
             c.map(|c| yes_no(c.in_tolerance).to_string()).unwrap_or_else(|| "-".into()),
@@ -129,11 +135,15 @@ mod tests {
                 corrections: 0,
             }),
             gateway: None,
+            zone: if m.is_some() { "dc1".into() } else { String::new() },
+            replica: false,
+            lag_entries: m.map(|_| 0),
+            lag_ms: m.map(|_| 7),
         };
         let t = nodes_table(&[n(1, "leader", Some(42)), n(2, "learner", None)]);
         let lines: Vec<&str> = t.lines().collect();
-        assert_eq!(lines[0], "NUMBER  SYNC            PUBLISH         ROLE     HEALTHY  MATCHED  CLOCK OFFSET  RTT       IN TOL  LAST SYNC");
-        assert_eq!(lines[1], "1       127.0.0.1:7101  127.0.0.1:7103  leader   yes      42       -0.250 ms     0.125 ms  yes     1970-01-01T00:00:01.000Z");
-        assert_eq!(lines[2], "2       127.0.0.1:7201  127.0.0.1:7203  learner  no       -        -             -         -       -");
+        assert_eq!(lines[0], "NUMBER  SYNC            PUBLISH         ROLE     ZONE  HEALTHY  MATCHED  LAG  LAG MS  CLOCK OFFSET  RTT       IN TOL  LAST SYNC");
+        assert_eq!(lines[1], "1       127.0.0.1:7101  127.0.0.1:7103  leader   dc1   yes      42       0    7       -0.250 ms     0.125 ms  yes     1970-01-01T00:00:01.000Z");
+        assert_eq!(lines[2], "2       127.0.0.1:7201  127.0.0.1:7203  learner  -     no       -        -    -       -             -         -       -");
     }
 }

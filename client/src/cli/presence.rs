@@ -107,6 +107,8 @@ pub enum ConsistencyArg {
     Linearizable,
     /// The node's own state, no round trip; may be stale.
     Local,
+    /// The node's own state if no staler than --max-staleness-ms (measured); else it waits, forwards or fails.
+    Bounded,
 }
 
 impl From<ConsistencyArg> for Consistency {
@@ -114,6 +116,7 @@ impl From<ConsistencyArg> for Consistency {
         match c {
             ConsistencyArg::Linearizable => Consistency::Linearizable,
             ConsistencyArg::Local => Consistency::Local,
+            ConsistencyArg::Bounded => Consistency::Bounded,
         }
     }
 }
@@ -133,6 +136,12 @@ pub struct QueryArgs {
     /// Read consistency.
     #[arg(long, value_enum, default_value_t = ConsistencyArg::Linearizable)]
     pub consistency: ConsistencyArg,
+    /// With --consistency bounded: the most staleness accepted, ms [default: the node's <reads max-staleness-ms>].
+    #[arg(long, value_name = "MS", value_parser = clap::value_parser!(u64).range(1..))]
+    pub max_staleness_ms: Option<u64>,
+    /// Serve only once the node has applied this revision (a write's answer): read-your-writes.
+    #[arg(long, value_name = "R")]
+    pub min_revision: Option<u64>,
 }
 
 /// `KEY=VALUE` into a pair; the key must not be empty, the value may be.
@@ -188,7 +197,12 @@ async fn query(ctx: &Ctx, a: QueryArgs) -> Result<(), ClientError> {
             "nothing to query: give UIDs, --sid N or --file PATH".into(),
         ));
     }
-    let r = ctx.connect().await?.query(&uids, &sids, a.consistency.into()).await?;
+    let opts = herald_client::QueryOptions {
+        consistency: a.consistency.into(),
+        max_staleness_ms: a.max_staleness_ms,
+        min_revision: a.min_revision,
+    };
+    let r = ctx.connect().await?.query_with(&uids, &sids, opts).await?;
     ctx.out.print(&r, human_query)
 }
 
@@ -320,6 +334,9 @@ fn human_query(r: &QueryResult) -> String {
         online,
         r.unknown.len() + r.unknown_sids.len()
     ));
+    if let Some(ms) = r.staleness_ms {
+        s.push_str(&format!(", staleness {ms} ms"));
+    }
     s
 }
 
@@ -476,11 +493,13 @@ mod tests {
     }
 
     /// The human query output lists users, then unknown uids and sids, then
-    /// a summary with the revision.
+    /// a summary with the revision (and the staleness when the answer
+    /// carries one).
     #[test]
     fn cli_output_query_human() {
-        let r = QueryResult {
+        let mut r = QueryResult {
             revision: 9,
+            staleness_ms: None,
             users: vec![UserPresence {
                 uid: "u1".into(),
                 sid: 1001,
@@ -507,6 +526,12 @@ mod tests {
         assert_eq!(lines[2], "unknown uids (2): x y");
         assert_eq!(lines[3], "unknown sids (1): 77");
         assert_eq!(lines[4], "revision 9: 1 found (1 online), 3 unknown");
+        r.staleness_ms = Some(42);
+        let h = human_query(&r);
+        assert_eq!(
+            h.lines().nth(4),
+            Some("revision 9: 1 found (1 online), 3 unknown, staleness 42 ms")
+        );
     }
 
     /// Long unknown lists are cut after the first ids in human output, with

@@ -159,6 +159,8 @@ pub fn nodes() -> BTreeMap<u64, NodeAddr> {
                 NodeAddr {
                     sync: format!("127.0.0.1:74{n}1"),
                     publish: format!("127.0.0.1:74{n}2"),
+                    zone: format!("dc{n}"),
+                    replica: false,
                 },
             )
         })
@@ -172,8 +174,14 @@ pub fn membership() -> Membership {
 /// A joint membership (a node being added) with a learner.
 pub fn joint_membership() -> Membership {
     let mut nodes = nodes();
-    nodes.insert(4, NodeAddr { sync: "127.0.0.1:7441".into(), publish: "127.0.0.1:7442".into() });
-    nodes.insert(5, NodeAddr { sync: "[::1]:7451".into(), publish: "[::1]:7452".into() });
+    let addr = |sync: &str, publish: &str, replica| NodeAddr {
+        sync: sync.into(),
+        publish: publish.into(),
+        zone: "dc4".into(),
+        replica,
+    };
+    nodes.insert(4, addr("127.0.0.1:7441", "127.0.0.1:7442", false));
+    nodes.insert(5, addr("[::1]:7451", "[::1]:7452", true));
     Membership::new(vec![BTreeSet::from([1, 2, 3]), BTreeSet::from([1, 2, 3, 4])], nodes)
         .expect("a valid membership")
 }

@@ -73,12 +73,14 @@ fn event_from_pb(i: usize, e: pb::PresenceEvent) -> Result<Event, ApiError> {
 fn consistency_from_pb(c: i32) -> Consistency {
     match pb::Consistency::try_from(c) {
         Ok(pb::Consistency::Local) => Consistency::Local,
+        Ok(pb::Consistency::Bounded) => Consistency::Bounded,
         _ => Consistency::Linearizable,
     }
 }
 
-pub(crate) fn query_to_pb(q: QueryResult) -> pb::QueryResponse {
+pub(crate) fn query_to_pb(q: QueryResult, info: Option<super::ReadInfo>) -> pb::QueryResponse {
     pb::QueryResponse {
+        staleness_ms: info.and_then(|i| i.staleness_ms),
         revision: q.revision,
         users: q.users.into_iter().map(user_to_pb).collect(),
         unknown: q.unknown,
@@ -106,8 +108,13 @@ impl PresenceService {
     }
 
     async fn query(&self, req: pb::QueryRequest) -> Result<pb::QueryResponse, ApiError> {
-        let q = self.api.query(&req.uids, &req.sids, consistency_from_pb(req.consistency)).await?;
-        Ok(query_to_pb(q))
+        let spec = super::ReadSpec {
+            consistency: consistency_from_pb(req.consistency),
+            max_staleness_ms: req.max_staleness_ms,
+            min_revision: req.min_revision,
+        };
+        let (q, info) = self.api.query(&req.uids, &req.sids, spec).await?;
+        Ok(query_to_pb(q, Some(info)))
     }
 }
 
@@ -336,8 +343,9 @@ pub async fn forward_membership(
     let unavailable = |e: String| ApiError::Cluster(crate::raft::ClusterError::Unavailable(e));
     let mut c = cluster_client(addr).await.map_err(|e| unavailable(e.to_string()))?;
     let r = match op {
-        MembershipOp::AddLearner { number, sync, publish } => {
-            c.add_learner(with_key(pb::AddLearnerRequest { number, sync, publish }, caller)).await
+        MembershipOp::AddLearner { number, sync, publish, zone, replica } => {
+            let req = pb::AddLearnerRequest { number, sync, publish, zone, replica };
+            c.add_learner(with_key(req, caller)).await
         }
         MembershipOp::Promote { number } => {
             c.promote(with_key(pb::PromoteRequest { number }, caller)).await
@@ -421,7 +429,13 @@ impl pb::cluster_server::Cluster for ClusterService {
     ) -> Result<Response<pb::MembershipResponse>, Status> {
         let p = principal(&req)?;
         let r = req.into_inner();
-        let op = MembershipOp::AddLearner { number: r.number, sync: r.sync, publish: r.publish };
+        let op = MembershipOp::AddLearner {
+            number: r.number,
+            sync: r.sync,
+            publish: r.publish,
+            zone: r.zone,
+            replica: r.replica,
+        };
         self.api
             .membership(op, &p)
             .await

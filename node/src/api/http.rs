@@ -92,14 +92,18 @@ impl<'a> From<&'a Record> for UserJson<'a> {
     }
 }
 
-pub(crate) fn query_json(q: &QueryResult) -> serde_json::Value {
+pub(crate) fn query_json(q: &QueryResult, info: Option<super::ReadInfo>) -> serde_json::Value {
     let users: Vec<UserJson> = q.users.iter().map(UserJson::from).collect();
-    serde_json::json!({
+    let mut v = serde_json::json!({
         "revision": q.revision,
         "users": users,
         "unknown": q.unknown,
         "unknown_sids": q.unknown_sids,
-    })
+    });
+    if let Some(ms) = info.and_then(|i| i.staleness_ms) {
+        v["staleness_ms"] = ms.into();
+    }
+    v
 }
 
 type AppState = Arc<Api>;
@@ -157,11 +161,17 @@ async fn post_query(
     body: Result<Json<QueryBody>, JsonRejection>,
 ) -> Result<Json<serde_json::Value>, ApiError> {
     let Json(q) = body.map_err(|r| json_error(r, api.limits.max_request_bytes))?;
-    let res = api.query(&q.uids, &q.sids, q.consistency.into()).await?;
-    Ok(Json(query_json(&res)))
+    let spec = super::ReadSpec {
+        consistency: q.consistency.into(),
+        max_staleness_ms: q.max_staleness_ms,
+        min_revision: q.min_revision,
+    };
+    let (res, info) = api.query(&q.uids, &q.sids, spec).await?;
+    Ok(Json(query_json(&res, Some(info))))
 }
 
-/// `GET /v1/presence?uid=u1&uid=u2&sid=10001[&consistency=local]`.
+/// `GET /v1/presence?uid=u1&uid=u2&sid=10001[&consistency=local|bounded]
+/// [&max_staleness_ms=N][&min_revision=R]`.
 async fn get_presence(
     State(api): State<AppState>,
     RawQuery(q): RawQuery,
@@ -169,6 +179,11 @@ async fn get_presence(
     let pairs: Vec<(String, String)> = serde_urlencoded::from_str(q.as_deref().unwrap_or(""))
         .map_err(|e| ApiError::new(codes::INVALID_QUERY_STRING, e.to_string()))?;
     let (mut uids, mut sids, mut consistency) = (Vec::new(), Vec::new(), Consistency::default());
+    let (mut max_staleness_ms, mut min_revision) = (None, None);
+    let number = |k: &str, v: &str| {
+        v.parse::<u64>()
+            .map_err(|_| ApiError::new(codes::INVALID_FIELD, format!("{k} {v:?} is not a number")))
+    };
     for (k, v) in pairs {
         match k.as_str() {
             "uid" => uids.push(v),
@@ -176,6 +191,8 @@ async fn get_presence(
                 ApiError::new(codes::INVALID_FIELD, format!("sid {v:?} is not a number"))
             })?),
             "consistency" => consistency = Consistency::parse(&v)?,
+            "max_staleness_ms" => max_staleness_ms = Some(number(&k, &v)?),
+            "min_revision" => min_revision = Some(number(&k, &v)?),
             other => {
                 return Err(ApiError::new(
                     codes::UNKNOWN_PARAMETER,
@@ -184,8 +201,9 @@ async fn get_presence(
             }
         }
     }
-    let res = api.query(&uids, &sids, consistency).await?;
-    Ok(Json(query_json(&res)))
+    let spec = super::ReadSpec { consistency, max_staleness_ms, min_revision };
+    let (res, info) = api.query(&uids, &sids, spec).await?;
+    Ok(Json(query_json(&res, Some(info))))
 }
 
 #[derive(Debug, Deserialize, Default)]
@@ -233,6 +251,8 @@ async fn post_add_learner(
         number: b.number,
         sync: b.sync.unwrap_or_default(),
         publish: b.publish.unwrap_or_default(),
+        zone: b.zone.unwrap_or_default(),
+        replica: b.replica,
     })
     .await
 }
@@ -323,7 +343,7 @@ mod tests {
             unknown: vec!["nobody".into()],
             unknown_sids: vec![9],
         };
-        let node = serde_json::to_string(&query_json(&q)).unwrap();
+        let node = serde_json::to_string(&query_json(&q, None)).unwrap();
         let w: wire::presence::QueryAnswer = serde_json::from_str(&node).unwrap();
         assert_eq!((w.revision, &w.unknown, &w.unknown_sids), (42, &q.unknown, &q.unknown_sids));
         assert_eq!(w.users.len(), 2);

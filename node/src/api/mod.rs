@@ -236,6 +236,26 @@ fn check_address(field: &str, a: &str) -> Result<(), ApiError> {
     Ok(())
 }
 
+/// Longest zone name a membership change may carry: a data-center name,
+/// kept in every membership entry and shown in status.
+pub const MAX_ZONE_BYTES: usize = 64;
+
+fn check_zone(z: &str) -> Result<(), ApiError> {
+    if z.is_empty()
+        || z.len() > MAX_ZONE_BYTES
+        || z.chars().any(|c| c.is_whitespace() || c.is_control())
+    {
+        return Err(ApiError::new(
+            codes::INVALID_FIELD,
+            format!(
+                "zone: a word of 1 to {MAX_ZONE_BYTES} bytes without whitespace, not {:?}",
+                media::trim_for_message(z)
+            ),
+        ));
+    }
+    Ok(())
+}
+
 /// A gRPC status whose stable code travels in the `x-herald-code` metadata
 /// (and prefixes the message).
 pub fn grpc_status(status: tonic::Code, code: &str, message: &str) -> tonic::Status {
@@ -247,13 +267,14 @@ pub fn grpc_status(status: tonic::Code, code: &str, message: &str) -> tonic::Sta
 }
 
 /// Read consistency of a query (defined with the read call it chooses).
-pub use crate::raft::Consistency;
+pub use crate::raft::{Consistency, ReadInfo, ReadSpec};
 
 impl Consistency {
     fn label(self) -> &'static str {
         match self {
             Consistency::Linearizable => "linearizable",
             Consistency::Local => "local",
+            Consistency::Bounded => "bounded",
         }
     }
 
@@ -261,9 +282,10 @@ impl Consistency {
         match s {
             "linearizable" | "" => Ok(Consistency::Linearizable),
             "local" => Ok(Consistency::Local),
+            "bounded" => Ok(Consistency::Bounded),
             other => Err(ApiError::new(
                 codes::INVALID_CONSISTENCY,
-                format!("consistency must be linearizable or local, not {other:?}"),
+                format!("consistency must be linearizable, local or bounded, not {other:?}"),
             )),
         }
     }
@@ -275,6 +297,7 @@ impl From<herald_proto::wire::presence::Consistency> for Consistency {
         match c {
             Wire::Linearizable => Consistency::Linearizable,
             Wire::Local => Consistency::Local,
+            Wire::Bounded => Consistency::Bounded,
         }
     }
 }
@@ -360,18 +383,32 @@ impl Api {
         Ok(rev)
     }
 
-    /// Answers a batch query at the given consistency.
-    #[tracing::instrument(level = "debug", skip_all, fields(uids = uids.len(), sids = sids.len(), ?consistency))]
+    /// Answers a batch query as `spec` asks (consistency, max staleness,
+    /// min revision), with how it was served.
+    #[tracing::instrument(level = "debug", skip_all, fields(uids = uids.len(), sids = sids.len(), consistency = ?spec.consistency))]
     pub async fn query(
         &self,
         uids: &[String],
         sids: &[u64],
-        consistency: Consistency,
-    ) -> Result<QueryResult, ApiError> {
+        spec: ReadSpec,
+    ) -> Result<(QueryResult, ReadInfo), ApiError> {
         let start = Instant::now();
-        let r = self.query_inner(uids, sids, consistency).await;
+        if spec.max_staleness_ms == Some(0) {
+            return Err(ApiError::new(
+                codes::INVALID_FIELD,
+                "max_staleness_ms must be at least 1 (0 could never be met)",
+            ));
+        }
+        let r = self.query_inner(uids, sids, spec).await;
         match &r {
-            Ok(_) => {
+            Ok((_, info)) => {
+                let consistency = spec.consistency;
+                if info.forwarded {
+                    self.metrics.bounded_forwarded.inc();
+                }
+                if let Some(ms) = info.staleness_ms {
+                    self.metrics.read_staleness_seconds.observe(ms as f64 / 1000.0);
+                }
                 let l = ConsistencyLabel { consistency: consistency.label() };
                 self.metrics.queries.get_or_create(&l).inc();
                 self.metrics.query_ids.inc_by((uids.len() + sids.len()) as u64);
@@ -386,8 +423,8 @@ impl Api {
         &self,
         uids: &[String],
         sids: &[u64],
-        consistency: Consistency,
-    ) -> Result<QueryResult, ApiError> {
+        spec: ReadSpec,
+    ) -> Result<(QueryResult, ReadInfo), ApiError> {
         let n = uids.len() + sids.len();
         let max = self.limits.max_ids_per_query;
         if n > max {
@@ -399,15 +436,17 @@ impl Api {
         // Measured before the records are copied: an answer over the limit
         // is never built.
         let max_bytes = self.limits.max_response_bytes;
-        self.node
-            .read(consistency, |st| {
+        let (r, info) = self
+            .node
+            .read_with(spec, |st| {
                 let bytes = size::query_answer_bytes(&st.presence, uids, sids);
                 if bytes > max_bytes {
                     return Err(size::too_large(bytes, max_bytes));
                 }
                 Ok(st.presence.query(uids, sids))
             })
-            .await?
+            .await?;
+        Ok((r?, info))
     }
 
     /// The cluster as a person wants to see it: this node's view, with
@@ -425,6 +464,10 @@ impl Api {
                 sync: m.sync.clone(),
                 publish: m.publish.clone(),
                 role: m.role.clone(),
+                zone: m.zone.clone(),
+                replica: m.replica,
+                lag_entries: m.lag_entries,
+                lag_ms: (m.number == self.node.id).then(|| self.node.staleness_ms()).flatten(),
                 healthy: m.healthy.unwrap_or(false),
                 matched_index: m.matched_index,
                 clock: (m.number == self.node.id).then(|| self.time.status()),
@@ -455,16 +498,17 @@ impl Api {
                 .and_then(|i| views[i].clone());
             for n in &mut nodes {
                 if let Some(i) = others.iter().position(|(num, _)| *num == n.number) {
-                    n.clock = views[i]
-                        .as_ref()
-                        .and_then(|v| v.iter().find(|x| x.number == n.number))
-                        .and_then(|x| x.clock.clone());
+                    let own =
+                        views[i].as_ref().and_then(|v| v.iter().find(|x| x.number == n.number));
+                    n.clock = own.and_then(|x| x.clock.clone());
+                    n.lag_ms = own.and_then(|x| x.lag_ms);
                 }
                 if let (false, Some(lv)) = (self.node.is_leader(), &leader_view) {
                     if n.number != self.node.id {
                         if let Some(l) = lv.iter().find(|l| l.number == n.number) {
                             n.healthy = l.healthy;
                             n.matched_index = l.matched_index;
+                            n.lag_entries = l.lag_entries;
                         }
                     }
                 }
@@ -535,7 +579,7 @@ impl Api {
         caller: &access::Principal,
     ) -> Result<MembershipResult, ApiError> {
         // Addresses left out of add-learner come from the XML server list.
-        if let MembershipOp::AddLearner { number, sync, publish } = &mut op {
+        if let MembershipOp::AddLearner { number, sync, publish, zone, .. } = &mut op {
             if let Some(s) = self.servers.iter().find(|s| s.number == *number) {
                 if sync.is_empty() {
                     *sync = s.sync_addr();
@@ -543,6 +587,12 @@ impl Api {
                 if publish.is_empty() {
                     *publish = s.publish_addr();
                 }
+                if zone.is_empty() {
+                    *zone = s.zone.clone();
+                }
+            }
+            if zone.is_empty() {
+                *zone = crate::config::DEFAULT_ZONE.to_string();
             }
         }
         if !self.node.is_leader() {
@@ -550,7 +600,7 @@ impl Api {
             return grpc::forward_membership(&addr, op, caller).await;
         }
         let revision = match op {
-            MembershipOp::AddLearner { number, sync, publish } => {
+            MembershipOp::AddLearner { number, sync, publish, zone, replica } => {
                 if sync.is_empty() || publish.is_empty() {
                     return Err(ApiError::new(
                         codes::MISSING_ADDRESS,
@@ -559,7 +609,9 @@ impl Api {
                 }
                 check_address("sync", &sync)?;
                 check_address("publish", &publish)?;
-                self.node.add_learner(number, sync, publish).await?
+                check_zone(&zone)?;
+                let addr = crate::raft::types::NodeAddr { sync, publish, zone, replica };
+                self.node.add_learner(number, addr).await?
             }
             MembershipOp::Promote { number } => self.node.promote(number).await?,
             MembershipOp::Remove { number } => self.node.remove(number).await?,
@@ -571,7 +623,7 @@ impl Api {
 /// A membership change.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum MembershipOp {
-    AddLearner { number: u64, sync: String, publish: String },
+    AddLearner { number: u64, sync: String, publish: String, zone: String, replica: bool },
     Promote { number: u64 },
     Remove { number: u64 },
 }

@@ -76,8 +76,14 @@ use Verb::*;
 
 const EVENT_CODES: &[&str] =
     &["no_events", "too_many_events", "invalid_event", "too_many_clients", "too_many_ext"];
-const QUERY_CODES: &[&str] =
-    &["too_many_ids", "invalid_consistency", "invalid_uid", "response_too_large"];
+const QUERY_CODES: &[&str] = &[
+    "too_many_ids",
+    "invalid_consistency",
+    "invalid_uid",
+    "response_too_large",
+    "too_stale",
+    "revision_not_reached",
+];
 const WATCH_CODES: &[&str] =
     &["no_watch_ids", "too_many_watch_ids", "too_many_watchers", "invalid_since", "invalid_uid"];
 const MEMBER_CODES: &[&str] = &["membership_refused", "unknown_node", "not_a_voter"];
@@ -94,7 +100,7 @@ pub const DOCS: &[Doc] = &[
     d(Post, "/v1/presence/query", "Batch presence query by uids and sids", Json, Read, QUERY_CODES),
     q(
         d(Get, "/v1/presence", "Batch presence query in the query string", NoBody, Read, QUERY_CODES),
-        &[("uid", "a uid (repeatable)"), ("sid", "a session id (repeatable)"), ("consistency", "linearizable (default) or local")],
+        &[("uid", "a uid (repeatable)"), ("sid", "a session id (repeatable)"), ("consistency", "linearizable (default), local or bounded"), ("max_staleness_ms", "the bound of a bounded read"), ("min_revision", "answer only from a state at or after this revision")],
     ),
     q(
         d(Get, "/v1/presence/watch", "Server-sent events: a snapshot of the watched users, then every change, progress frames; resumes with Last-Event-ID", NoBody, Stream, WATCH_CODES),

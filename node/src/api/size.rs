@@ -25,7 +25,7 @@ const RECORD_OVERHEAD: usize = 192;
 /// Bytes of an ext entry beyond its key and value: in protobuf each map
 /// entry is a nested message (tag and length).
 const EXT_ENTRY_OVERHEAD: usize = 6;
-/// Bytes of the answer around its lists (revision and field names).
+/// Bytes of the answer around its lists (revision, staleness and field names).
 pub(crate) const ANSWER_OVERHEAD: usize = 128;
 /// Bytes of one unknown sid (a 20-digit number and a separator).
 const SID_BYTES: usize = 21;
@@ -145,8 +145,14 @@ mod tests {
         let check = |uids: &[String], sids: &[u64]| {
             let estimate = query_answer_bytes(&state, uids, sids);
             let q = state.query(uids, sids);
-            let json = serde_json::to_vec(&crate::api::http::query_json(&q)).unwrap();
-            let pb = crate::api::grpc::query_to_pb(q).encode_to_vec();
+            // The largest read info an answer can carry.
+            let info = crate::api::ReadInfo {
+                revision: u64::MAX,
+                staleness_ms: Some(u64::MAX),
+                forwarded: true,
+            };
+            let json = serde_json::to_vec(&crate::api::http::query_json(&q, Some(info))).unwrap();
+            let pb = crate::api::grpc::query_to_pb(q, Some(info)).encode_to_vec();
             assert!(estimate >= json.len(), "estimate {estimate} < JSON {}", json.len());
             assert!(estimate >= pb.len(), "estimate {estimate} < protobuf {}", pb.len());
             (estimate, json.len())

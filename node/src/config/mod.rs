@@ -37,7 +37,7 @@ pub use error::ConfigError;
 /// The settings elements, declared in the schema (one entry per attribute).
 pub use schema::{
     GatewayConfig, Limits, LogConfig, MasterPolicy, MediaConfig, MessagesConfig, ProfileSyncConfig,
-    RaftTiming, Security, TimeSync, WatchConfig,
+    RaftTiming, ReadsConfig, Security, TimeSync, WatchConfig,
 };
 
 use rules::check;
@@ -92,6 +92,9 @@ pub struct Config {
     pub data_dir: PathBuf,
     /// Sorted by number; numbers are unique; no host:port is used twice.
     pub servers: Vec<Server>,
+    /// `<servers zone-survival>`: the voters can form a majority without
+    /// any one zone (checked when the file is read).
+    pub zone_survival: bool,
     pub raft: RaftTiming,
     pub limits: Limits,
     pub time: TimeSync,
@@ -112,6 +115,7 @@ pub struct Config {
     pub peer_tls: Option<PeerTlsConfig>,
     /// Presence change feeds: window, progress, watcher limits (issue 15).
     pub watch: WatchConfig,
+    pub reads: ReadsConfig,
     /// How the node writes its log (issue 18: JSON lines for shippers).
     pub log: LogConfig,
     /// Supported IM modules and the outbox retry policy (issue 17).
@@ -356,6 +360,57 @@ pub struct Server {
     pub sync_port: u16,
     pub time_port: u16,
     pub publish_port: u16,
+    /// The data center (zone) the server stands in (issue 16).
+    pub zone: String,
+    /// Voter, or replica: a Raft learner kept as one (never promoted by
+    /// the cluster itself; it serves local, bounded and min-revision reads).
+    pub role: ServerRole,
+    /// Where this node dials that server's sync port, when not at
+    /// `host:sync-port` (a WAN proxy or tunnel between zones): only this
+    /// node's own file says it, so each node can reach the others its own
+    /// way; the certificate checked is still that server's.
+    pub sync_via: Option<String>,
+}
+
+/// `<reads when-stale>`: what a `bounded` read does when this node is too
+/// stale even after waiting.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum WhenStale {
+    /// Answer `too_stale`.
+    Fail,
+    /// Serve it as a linearizable read (read index from the leader).
+    #[default]
+    Forward,
+}
+
+impl WhenStale {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            WhenStale::Fail => "fail",
+            WhenStale::Forward => "forward",
+        }
+    }
+}
+
+/// The zone of a `<server>` that names none.
+pub const DEFAULT_ZONE: &str = "default";
+
+/// `<server role>`: voter (counts for the majority) or replica (a learner
+/// that stays one).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum ServerRole {
+    #[default]
+    Voter,
+    Replica,
+}
+
+impl ServerRole {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ServerRole::Voter => "voter",
+            ServerRole::Replica => "replica",
+        }
+    }
 }
 
 impl Server {
@@ -366,6 +421,11 @@ impl Server {
     /// `host:publish-port` (an IPv6 host is bracketed).
     pub fn publish_addr(&self) -> String {
         host_port(&self.host, self.publish_port)
+    }
+    /// Where this node dials the server's sync port: `sync-via` when the
+    /// file gives one, else `host:sync-port`.
+    pub fn dial_sync_addr(&self) -> String {
+        self.sync_via.clone().unwrap_or_else(|| self.sync_addr())
     }
     /// `host:time-port` (an IPv6 host is bracketed).
     pub fn time_addr(&self) -> String {

@@ -8,16 +8,17 @@ use crate::media::edit::{EditRules, OutFormat};
 
 use super::rules::{self, check, Site};
 use super::schema::{
-    AccessAttrs, ApiKeyAttrs, ElemSpec, Kind, NodeAttrs, Root, ACCESS, API_KEY, AUTH,
+    AccessAttrs, ApiKeyAttrs, ElemSpec, Kind, NodeAttrs, Root, ServersAttrs, ACCESS, API_KEY, AUTH,
     AUTH_MAX_LIFETIME, AUTH_MODES, AUTH_TIMEOUT, AUTH_URL, EDIT, GATEWAY, HERALD, LIMITS, LOG,
-    MASTER, MEDIA, MESSAGES, NODE, PEER_TLS, RAFT, SECURITY, SERVER, SERVERS, TIME, TLS, WATCH,
+    MASTER, MEDIA, MESSAGES, NODE, PEER_TLS, RAFT, READS, SECURITY, SERVER, SERVERS, TIME, TLS,
+    WATCH,
 };
 use super::schema::{ModuleAttrs, MODULE, PROFILE_SYNC};
 use super::xml::{Ctx, Elem};
 use super::{
     AccessConfig, ApiKeyConfig, AuthConfig, Config, ConfigError, GatewayConfig, Limits, LogConfig,
-    LogFormat, MasterPolicy, MediaConfig, MessagesConfig, PeerTlsConfig, RaftTiming, Security,
-    SecurityMode, Server, TimeSync, TlsConfig, WatchConfig, DEFAULT_AUTH_TIMEOUT_MS,
+    LogFormat, MasterPolicy, MediaConfig, MessagesConfig, PeerTlsConfig, RaftTiming, ReadsConfig,
+    Security, SecurityMode, Server, TimeSync, TlsConfig, WatchConfig, DEFAULT_AUTH_TIMEOUT_MS,
     DEFAULT_MAX_TOKEN_LIFETIME_S, DEVELOPMENT_HMAC_KEY, MAX_API_KEY_NAME_BYTES, MIN_HMAC_KEY_BYTES,
 };
 use super::{ModuleConfig, ProfileSyncConfig, MAX_MODULE_SECRET_BYTES, MIN_MODULE_SECRET_BYTES};
@@ -251,6 +252,45 @@ impl Setting for Option<OutFormat> {
     }
 }
 
+impl Setting for Option<String> {
+    fn parse(a: &Attrs, name: &str, kind: Kind, v: &str) -> Result<Self, ConfigError> {
+        String::parse(a, name, kind, v).map(Some)
+    }
+    fn show(&self) -> Option<String> {
+        self.clone()
+    }
+}
+
+/// `<reads when-stale>`.
+impl Setting for super::WhenStale {
+    fn parse(a: &Attrs, name: &str, kind: Kind, v: &str) -> Result<Self, ConfigError> {
+        let Kind::Choice(choices) = kind else { wrong_kind(name, kind, "WhenStale") };
+        match v {
+            "fail" => Ok(super::WhenStale::Fail),
+            "forward" => Ok(super::WhenStale::Forward),
+            _ => Err(a.err(name, format!("{v:?}: expected one of {}", choices.join(", ")))),
+        }
+    }
+    fn show(&self) -> Option<String> {
+        Some(self.as_str().to_string())
+    }
+}
+
+/// `<server role>`.
+impl Setting for super::ServerRole {
+    fn parse(a: &Attrs, name: &str, kind: Kind, v: &str) -> Result<Self, ConfigError> {
+        let Kind::Choice(choices) = kind else { wrong_kind(name, kind, "ServerRole") };
+        match v {
+            "voter" => Ok(super::ServerRole::Voter),
+            "replica" => Ok(super::ServerRole::Replica),
+            _ => Err(a.err(name, format!("{v:?}: expected one of {}", choices.join(", ")))),
+        }
+    }
+    fn show(&self) -> Option<String> {
+        Some(self.as_str().to_string())
+    }
+}
+
 /// `<log format>`.
 impl Setting for LogFormat {
     fn parse(a: &Attrs, name: &str, kind: Kind, v: &str) -> Result<Self, ConfigError> {
@@ -378,12 +418,14 @@ impl Ctx<'_> {
         let watch_el = self.at_most_one(root, "watch")?;
         let log_el = self.at_most_one(root, "log")?;
         let profile_sync_el = self.at_most_one(root, "profile-sync")?;
+        let reads_el = self.at_most_one(root, "reads")?;
 
         let NodeAttrs { number: node, data_dir, join } =
             self.read_element(node_el, &NODE, NodeAttrs::read)?;
 
         // <servers>
-        self.attrs(servers_el, &SERVERS)?;
+        let ServersAttrs { zone_survival } =
+            ServersAttrs::read(&self.attrs(servers_el, &SERVERS)?)?;
         self.only_children(servers_el, SERVERS.children)?;
         if servers_el.children.is_empty() {
             return Err(self.invalid(
@@ -407,6 +449,14 @@ impl Ctx<'_> {
             }
             servers.push(server);
         }
+        if let Some(problem) = rules::voters(&servers, zone_survival) {
+            let a = Attrs { ctx: self, el: servers_el };
+            return Err(if zone_survival && servers_el.attr("zone-survival").is_some() {
+                a.err("zone-survival", problem)
+            } else {
+                a.err("server", problem)
+            });
+        }
 
         let raft = self.section(raft_el, &RAFT, RaftTiming::read)?;
         let limits = self.section(limits_el, &LIMITS, Limits::read)?;
@@ -419,6 +469,7 @@ impl Ctx<'_> {
             None => ProfileSyncConfig::default(),
             Some(el) => self.read_profile_sync(el)?,
         };
+        let reads = self.section(reads_el, &READS, ReadsConfig::read)?;
 
         // <messages>, then its body limit against <limits max-request-bytes>:
         // blamed on <messages max-body-bytes>, or on <limits> when <messages>
@@ -491,6 +542,7 @@ impl Ctx<'_> {
             join,
             data_dir,
             servers,
+            zone_survival,
             raft,
             limits,
             time,
@@ -506,6 +558,7 @@ impl Ctx<'_> {
             watch,
             log,
             profile_sync,
+            reads,
         };
         // Checked in document order, so a clash is reported at the later entry.
         if let Err(p) = check(&config, None) {

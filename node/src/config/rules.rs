@@ -110,6 +110,40 @@ pub(super) fn body_vs_request(m: &MessagesConfig, l: &Limits) -> Option<String> 
     })
 }
 
+/// The voters of `servers`: at least one; with `zone_survival`, a
+/// majority of them left whichever one zone is lost. The message saying
+/// why when not.
+pub(super) fn voters(servers: &[super::Server], zone_survival: bool) -> Option<String> {
+    use std::collections::BTreeMap;
+    let voters: Vec<&super::Server> =
+        servers.iter().filter(|s| s.role == super::ServerRole::Voter).collect();
+    if voters.is_empty() {
+        return Some("at least one <server> must be a voter (role=\"voter\", the default)".into());
+    }
+    if !zone_survival {
+        return None;
+    }
+    let mut per_zone: BTreeMap<&str, usize> = BTreeMap::new();
+    for v in &voters {
+        *per_zone.entry(v.zone.as_str()).or_default() += 1;
+    }
+    let n = voters.len();
+    let majority = n / 2 + 1;
+    for (zone, k) in &per_zone {
+        if n - k < majority {
+            let layout: Vec<String> = per_zone.iter().map(|(z, k)| format!("{z}: {k}")).collect();
+            return Some(format!(
+                "zone-survival: losing zone {zone:?} leaves {} of {n} voters, less than the \
+                 majority of {majority} (voters per zone: {}); spread the voters over at \
+                 least three zones, none holding half of them",
+                n - k,
+                layout.join(", ")
+            ));
+        }
+    }
+    None
+}
+
 fn port_field(name: &str) -> &'static [&'static str] {
     match name {
         "sync-port" => &["sync-port"],

@@ -295,6 +295,40 @@ schema_for! {
             /// The client publish/query API.
             publish_port: u16 => "publish-port", PORT;
         }
+        optional {
+            /// The data center (zone) the server stands in: replicated in
+            /// the membership, shown in status, used by the gateway pick
+            /// and by `<servers zone-survival>`.
+            zone: String = super::DEFAULT_ZONE.to_string() => "zone", Kind::Word;
+            /// `voter` (counts for the Raft majority) or `replica` (a
+            /// non-voting member, a Raft learner kept as one: it serves
+            /// reads in its zone and never slows commits).
+            role: super::ServerRole = super::ServerRole::Voter => "role", Kind::Choice(ROLES);
+            /// `host:port` this node dials the server's sync port at instead
+            /// of `host:sync-port` (a WAN proxy or tunnel between zones).
+            /// Only this node's file matters: each node reaches the others
+            /// its own way.
+            sync_via: Option<String> = None => "sync-via", Kind::Word;
+        }
+    }
+}
+
+/// `<server role>`'s words.
+const ROLES: &[&str] = &["voter", "replica"];
+
+/// `<servers>`'s attributes.
+pub(super) struct ServersAttrs {
+    pub zone_survival: bool,
+}
+
+schema_for! {
+    ServersAttrs {
+        optional {
+            /// Refuse a server list whose voters could not form a majority
+            /// with any one zone lost (a data center down must not stop
+            /// writes).
+            zone_survival: bool = false => "zone-survival", Kind::Bool;
+        }
     }
 }
 
@@ -911,6 +945,57 @@ pub(super) const LOG_FORMATS: &[&str] = &["text", "json"];
 /// The values of `<security mode>`, as errors list them.
 pub(super) const SECURITY_MODES: &[&str] = &["development", "production"];
 
+section! {
+    /// `<reads>`: reads served from this node's own copy (issue 16):
+    /// `bounded` staleness, `min_revision` (read-your-writes) and the
+    /// leader's time ticks that make staleness measurable.
+    #[derive(Debug, Clone, PartialEq, Eq)]
+    pub struct ReadsConfig {
+        /// `max_staleness_ms` of a `bounded` query that gives none,
+        /// milliseconds.
+        max_staleness_ms: u64 = 1_000 => "max-staleness-ms", int(
+            1,
+            DAY_MS,
+            "0 could never be met (the newest entry is already in the past); a day \
+             is no longer a bound worth asking for",
+        );
+        /// While idle, the leader appends an empty entry stamped with its
+        /// cluster time this often, milliseconds: a replica's staleness is
+        /// measured from the newest stamp it applied, so an idle cluster's
+        /// replicas are at most about this stale.
+        tick_ms: u64 = 100 => "tick-ms", int(
+            10,
+            MINUTE_MS,
+            "under 10 ms the ticks alone would be over 100 log entries a second; \
+             above a minute an idle replica could not answer any bound under a minute",
+        );
+        /// How long a `bounded` read waits for a fresh enough entry before
+        /// it forwards or fails, milliseconds.
+        stale_wait_ms: u64 = 200 => "stale-wait-ms", int(
+            0,
+            MINUTE_MS,
+            "0 decides at once; a read held for more than a minute is a stuck client",
+        );
+        /// What a `bounded` read does when the node is still too stale after
+        /// `stale-wait-ms`: `fail` (`too_stale`) or `forward` (a
+        /// linearizable read through the leader).
+        when_stale: super::WhenStale = super::WhenStale::Forward => "when-stale",
+            Kind::Choice(WHEN_STALE);
+        /// How long a query with `min_revision` waits for this node to apply
+        /// that revision before it fails with `revision_not_reached`,
+        /// milliseconds.
+        min_revision_wait_ms: u64 = 2_000 => "min-revision-wait-ms", int(
+            0,
+            MINUTE_MS,
+            "0 fails at once when the revision is not applied; a read held for more \
+             than a minute is a stuck client",
+        );
+    }
+}
+
+/// `<reads when-stale>`'s words.
+const WHEN_STALE: &[&str] = &["fail", "forward"];
+
 // ---------------------------------------------------------------------------
 // <access> and <api-key>.
 
@@ -974,17 +1059,23 @@ pub(super) const HERALD: ElemSpec = ElemSpec {
         "watch",
         "profile-sync",
         "log",
+        "reads",
     ],
 };
 pub(super) const NODE: ElemSpec = leaf("node", NodeAttrs::ATTRS);
-pub(super) const SERVERS: ElemSpec =
-    ElemSpec { name: "servers", attrs: &[], more_attrs: &[], children: &["server"] };
+pub(super) const SERVERS: ElemSpec = ElemSpec {
+    name: "servers",
+    attrs: ServersAttrs::ATTRS,
+    more_attrs: &[],
+    children: &["server"],
+};
 pub(super) const SERVER: ElemSpec = leaf("server", Server::ATTRS);
 pub(super) const RAFT: ElemSpec = leaf("raft", RaftTiming::ATTRS);
 pub(super) const LIMITS: ElemSpec = leaf("limits", Limits::ATTRS);
 pub(super) const TIME: ElemSpec = leaf("time", TimeSync::ATTRS);
 pub(super) const WATCH: ElemSpec = leaf("watch", WatchConfig::ATTRS);
 pub(super) const LOG: ElemSpec = leaf("log", LogConfig::ATTRS);
+pub(super) const READS: ElemSpec = leaf("reads", ReadsConfig::ATTRS);
 pub(super) const MASTER: ElemSpec = leaf("master", MasterPolicy::ATTRS);
 pub(super) const GATEWAY: ElemSpec = leaf("gateway", GatewayConfig::ATTRS);
 pub(super) const MESSAGES: ElemSpec = leaf("messages", MessagesConfig::ATTRS);
@@ -1036,6 +1127,7 @@ pub(super) const SCHEMA: &[ElemSpec] = &[
     PROFILE_SYNC,
     MODULE,
     LOG,
+    READS,
 ];
 
 /// An element with attributes and no children.

@@ -6,6 +6,13 @@ const NODE1: &str = include_str!("../../../conf/cluster-3/node1.xml");
 const NODE2: &str = include_str!("../../../conf/cluster-3/node2.xml");
 const NODE3: &str = include_str!("../../../conf/cluster-3/node3.xml");
 const REFERENCE: &str = include_str!("../../../conf/reference.xml");
+const ZONES: [&str; 5] = [
+    include_str!("../../../conf/zones-3dc/node1.xml"),
+    include_str!("../../../conf/zones-3dc/node2.xml"),
+    include_str!("../../../conf/zones-3dc/node3.xml"),
+    include_str!("../../../conf/zones-3dc/node4.xml"),
+    include_str!("../../../conf/zones-3dc/node5.xml"),
+];
 
 /// Every shipped file, by its path under conf/, with its text.
 const SHIPPED: &[(&str, &str)] = &[
@@ -14,6 +21,11 @@ const SHIPPED: &[(&str, &str)] = &[
     ("cluster-3/node2.xml", NODE2),
     ("cluster-3/node3.xml", NODE3),
     ("reference.xml", REFERENCE),
+    ("zones-3dc/node1.xml", ZONES[0]),
+    ("zones-3dc/node2.xml", ZONES[1]),
+    ("zones-3dc/node3.xml", ZONES[2]),
+    ("zones-3dc/node4.xml", ZONES[3]),
+    ("zones-3dc/node5.xml", ZONES[4]),
 ];
 
 /// A valid two-server file; the line numbers below refer to it.
@@ -76,6 +88,9 @@ fn config_shipped_embedded_default() {
             sync_port: 7101,
             time_port: 7102,
             publish_port: 7103,
+            zone: DEFAULT_ZONE.into(),
+            role: ServerRole::Voter,
+            sync_via: None,
         }]
     );
     assert_eq!(c.this_server().sync_addr(), "127.0.0.1:7101");
@@ -2208,4 +2223,121 @@ fn config_profile_sync_refusals() {
         "unknown attribute",
     );
     refused(&one(ok.replace("id=\"qq\"", "id=\"q q\"")), 8, Some("id"), "whitespace");
+}
+
+// --- zones (issue 16) ----------------------------------------------------
+
+/// Each zones-3dc file is node N of the same five servers: voters 1–3 in
+/// dc1–dc3, replicas 4 and 5 in dc4 and dc5, zone survival asked for and
+/// met, `<reads>` as the file says.
+#[test]
+fn config_shipped_zones_3dc() {
+    for (i, text) in ZONES.iter().enumerate() {
+        let c = parse(text, "zones.xml").unwrap();
+        assert_eq!(c.node, i as u64 + 1);
+        assert!(c.zone_survival);
+        let layout: Vec<(u64, &str, ServerRole)> =
+            c.servers.iter().map(|s| (s.number, s.zone.as_str(), s.role)).collect();
+        assert_eq!(
+            layout,
+            vec![
+                (1, "dc1", ServerRole::Voter),
+                (2, "dc2", ServerRole::Voter),
+                (3, "dc3", ServerRole::Voter),
+                (4, "dc4", ServerRole::Replica),
+                (5, "dc5", ServerRole::Replica),
+            ]
+        );
+        assert_eq!(c.reads.max_staleness_ms, 1000);
+        assert_eq!(c.reads.when_stale, WhenStale::Forward);
+    }
+}
+
+/// Zone and role default to "default" and voter; `sync-via` is only a dial
+/// address; a bad role is refused naming the field.
+#[test]
+fn config_server_zone_role_and_sync_via() {
+    let c = base();
+    assert!(c.servers.iter().all(|s| s.zone == DEFAULT_ZONE && s.role == ServerRole::Voter));
+    assert!(!c.zone_survival);
+    let c = parse(
+        &edit(
+            r#"<server number="2" host="127.0.0.1""#,
+            r#"<server number="2" host="127.0.0.1" zone="dc2" role="replica" sync-via="127.0.0.1:9999""#,
+        ),
+        "t.xml",
+    )
+    .unwrap();
+    let s = c.server(2).unwrap();
+    assert_eq!((s.zone.as_str(), s.role), ("dc2", ServerRole::Replica));
+    assert_eq!(s.dial_sync_addr(), "127.0.0.1:9999");
+    assert_eq!(s.sync_addr(), "127.0.0.1:7201");
+    refused(
+        &edit(
+            r#"<server number="2" host="127.0.0.1""#,
+            r#"<server number="2" host="127.0.0.1" role="boss""#,
+        ),
+        5,
+        Some("role"),
+        "voter, replica",
+    );
+}
+
+/// Without a voter the list is refused; with zone-survival, voters that
+/// cannot form a majority with one zone lost are refused at
+/// `<servers zone-survival>` (file, line, field), three zones of one voter
+/// each pass, and without zone-survival the same two-zone layout passes.
+#[test]
+fn config_zone_survival() {
+    let two_replicas = edit(
+        r#"<server number="1" host="127.0.0.1""#,
+        r#"<server number="1" host="127.0.0.1" role="replica""#,
+    )
+    .replacen(
+        r#"<server number="2" host="127.0.0.1""#,
+        r#"<server number="2" host="127.0.0.1" role="replica""#,
+        1,
+    );
+    refused(&two_replicas, 3, Some("server"), "at least one <server> must be a voter");
+
+    let three = |zones: [&str; 3], survival: bool| {
+        format!(
+            r#"<herald cluster="c">
+  <node number="1" data-dir="./d"/>
+  <servers zone-survival="{survival}">
+    <server number="1" host="127.0.0.1" sync-port="7101" time-port="7102" publish-port="7103" zone="{}"/>
+    <server number="2" host="127.0.0.1" sync-port="7201" time-port="7202" publish-port="7203" zone="{}"/>
+    <server number="3" host="127.0.0.1" sync-port="7301" time-port="7302" publish-port="7303" zone="{}"/>
+    <server number="4" host="127.0.0.1" sync-port="7401" time-port="7402" publish-port="7403" zone="far" role="replica"/>
+  </servers>
+</herald>
+"#,
+            zones[0], zones[1], zones[2]
+        )
+    };
+    let err = refused(&three(["a", "a", "b"], true), 3, Some("zone-survival"), "losing zone \"a\"");
+    assert!(err.to_string().contains("a: 2, b: 1"), "{err}");
+    assert!(parse(&three(["a", "a", "b"], false), "t.xml").is_ok());
+    let ok = parse(&three(["a", "b", "c"], true), "t.xml").unwrap();
+    assert!(ok.zone_survival);
+}
+
+/// `<reads>` defaults, and its bounds are enforced.
+#[test]
+fn config_reads() {
+    let r = base().reads;
+    assert_eq!(
+        (r.max_staleness_ms, r.tick_ms, r.stale_wait_ms, r.when_stale, r.min_revision_wait_ms),
+        (1000, 100, 200, WhenStale::Forward, 2000)
+    );
+    let c =
+        parse(&with(r#"<reads max-staleness-ms="50" when-stale="fail" tick-ms="20"/>"#), "t.xml")
+            .unwrap();
+    assert_eq!(
+        (c.reads.max_staleness_ms, c.reads.when_stale, c.reads.tick_ms),
+        (50, WhenStale::Fail, 20)
+    );
+    refused(&with(r#"<reads max-staleness-ms="0"/>"#), 7, Some("max-staleness-ms"), "0");
+    refused(&with(r#"<reads tick-ms="5"/>"#), 7, Some("tick-ms"), "5");
+    refused(&with(r#"<reads when-stale="maybe"/>"#), 7, Some("when-stale"), "fail, forward");
 }

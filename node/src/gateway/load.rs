@@ -114,17 +114,29 @@ impl LoadBoard {
                 load: info.load(),
                 healthy,
                 age_ms: age.as_millis().min(u64::MAX as u128) as u64,
+                zone: addr.zone.clone(),
             });
         }
         out.sort_by_key(|g| g.node);
         out
     }
 
-    /// The least loaded healthy node; among nodes within 5 % of the least
-    /// load, the uid's hash picks one, so that a burst of clients spreads.
-    pub fn pick(&self, node: &RaftNode, uid: &str) -> pb::PickGatewayResponse {
+    /// The least loaded healthy node of the client's zone (`zone`, else
+    /// the zone of this node), or of all zones when that one has none; among
+    /// nodes within 5 % of the least load, the uid's hash picks one, so that
+    /// a burst of clients spreads. The answer says why.
+    pub fn pick(&self, node: &RaftNode, uid: &str, zone: &str) -> pb::PickGatewayResponse {
         let candidates = self.candidates(node);
-        let healthy: Vec<&pb::GatewayInfo> = candidates.iter().filter(|g| g.healthy).collect();
+        let zone = if zone.is_empty() {
+            candidates
+                .iter()
+                .find(|g| g.node == self.me)
+                .map(|g| g.zone.clone())
+                .unwrap_or_default()
+        } else {
+            zone.to_string()
+        };
+        let (healthy, reason) = zone_first(&candidates, &zone);
         let min = healthy.iter().map(|g| g.load).fold(f64::INFINITY, f64::min);
         let near: Vec<&&pb::GatewayInfo> =
             healthy.iter().filter(|g| g.load <= min + 0.05).collect();
@@ -136,8 +148,24 @@ impl LoadBoard {
             });
             Some((**near[(h % near.len() as u64) as usize]).clone())
         };
-        pb::PickGatewayResponse { best, candidates }
+        let reason = if best.is_some() { reason } else { "no healthy gateway is known".into() };
+        pb::PickGatewayResponse { best, candidates, reason }
     }
+}
+
+/// The healthy candidates to pick from: those in `zone` when there are
+/// any, else every healthy one; and the reason to give.
+fn zone_first<'a>(
+    candidates: &'a [pb::GatewayInfo],
+    zone: &str,
+) -> (Vec<&'a pb::GatewayInfo>, String) {
+    let healthy = candidates.iter().filter(|g| g.healthy);
+    let local: Vec<&pb::GatewayInfo> = healthy.clone().filter(|g| g.zone == zone).collect();
+    if !local.is_empty() {
+        return (local, format!("least loaded healthy gateway in zone {zone}"));
+    }
+    let all: Vec<&pb::GatewayInfo> = healthy.collect();
+    (all, format!("no healthy gateway in zone {zone}: least loaded healthy gateway of any zone"))
 }
 
 /// Measures this process's CPU share from /proc (Linux); 0 elsewhere.
@@ -213,6 +241,30 @@ pub async fn share(gw: Arc<Gateway>) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The pick prefers healthy gateways of the client's zone, even more
+    /// loaded ones, and falls back to every zone only when its own has no
+    /// healthy gateway; the reason says which.
+    #[test]
+    fn zone_first_prefers_the_clients_zone() {
+        let g = |node: u64, zone: &str, load: f64, healthy: bool| pb::GatewayInfo {
+            node,
+            publish: format!("h:{node}"),
+            sessions: 0,
+            max_sessions: 10,
+            load,
+            healthy,
+            age_ms: 0,
+            zone: zone.into(),
+        };
+        let c = vec![g(1, "dc1", 0.1, true), g(2, "dc2", 0.9, true), g(3, "dc2", 0.2, false)];
+        let (pick, why) = zone_first(&c, "dc2");
+        assert_eq!(pick.iter().map(|g| g.node).collect::<Vec<_>>(), vec![2]);
+        assert!(why.contains("in zone dc2"), "{why}");
+        let (pick, why) = zone_first(&c, "dc3");
+        assert_eq!(pick.iter().map(|g| g.node).collect::<Vec<_>>(), vec![1, 2]);
+        assert!(why.contains("no healthy gateway in zone dc3"), "{why}");
+    }
 
     /// Load is the larger of session fill and CPU, clamped to 0..1.
     #[test]

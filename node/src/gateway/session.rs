@@ -98,7 +98,7 @@ impl pb::gateway_server::Gateway for GatewayGrpc {
         let mut r = req.into_inner();
         // A user asks for itself (the uid may be left out).
         p.bind(&mut r.uid).map_err(|e| e.to_grpc())?;
-        Ok(Response::new(self.gw.load.pick(&self.gw.node, &r.uid)))
+        Ok(Response::new(self.gw.load.pick(&self.gw.node, &r.uid, &r.zone)))
     }
 }
 

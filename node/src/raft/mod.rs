@@ -59,6 +59,36 @@ pub enum Consistency {
     Linearizable,
     /// This node's current state, no round trip; may be stale.
     Local,
+    /// This node's state if it has applied an entry the leader stamped no
+    /// more than `max_staleness_ms` ago (measured, see [`ReadSpec`]); else
+    /// wait briefly, then forward or fail as `<reads>` says.
+    Bounded,
+}
+
+/// What a read asks for beyond its consistency (issue 16).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct ReadSpec {
+    pub consistency: Consistency,
+    /// `bounded`: the most staleness accepted, ms (None: `<reads
+    /// max-staleness-ms>`).
+    pub max_staleness_ms: Option<u64>,
+    /// Serve only once this node has applied this revision (a write's
+    /// answer): read-your-writes on any node, with any consistency.
+    pub min_revision: Option<u64>,
+}
+
+/// How a read was served.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ReadInfo {
+    /// The applied index the state was read at.
+    pub revision: u64,
+    /// How stale the state read may be, ms: this node's cluster time minus
+    /// the leader's time stamped into the newest entry applied, plus the
+    /// clock tolerance. 0 for a read confirmed by the leader (read index);
+    /// None when no stamped entry was applied yet.
+    pub staleness_ms: Option<u64>,
+    /// A bounded read that was too stale went through the leader.
+    pub forwarded: bool,
 }
 
 /// Errors of cluster operations, each with a stable code for the wire.
@@ -78,6 +108,10 @@ pub enum ClusterError {
     UnknownNode(u64),
     #[error("node {0} is a learner, not a voter: it cannot lead")]
     NotVoter(u64),
+    #[error("this node applied nothing the leader stamped within {bound_ms} ms (staleness {staleness}); it may be cut off from the leader")]
+    TooStale { bound_ms: u64, staleness: String },
+    #[error("revision {wanted} not applied here within {waited_ms} ms (applied: {applied})")]
+    RevisionNotReached { wanted: u64, applied: u64, waited_ms: u64 },
     #[error("internal error: {0}")]
     Internal(String),
 }
@@ -93,6 +127,8 @@ impl ClusterError {
             ClusterError::Membership(_) => codes::MEMBERSHIP_REFUSED,
             ClusterError::UnknownNode(_) => codes::UNKNOWN_NODE,
             ClusterError::NotVoter(_) => codes::NOT_A_VOTER,
+            ClusterError::TooStale { .. } => codes::TOO_STALE,
+            ClusterError::RevisionNotReached { .. } => codes::REVISION_NOT_REACHED,
             ClusterError::Internal(_) => codes::INTERNAL,
         }
     }
@@ -137,8 +173,14 @@ pub struct MemberStatus {
     pub number: u64,
     pub sync: String,
     pub publish: String,
-    /// leader | follower | learner
+    /// leader | follower | learner | replica
     pub role: String,
+    /// The member's data center, from the membership.
+    pub zone: String,
+    /// A replica (a learner kept as one).
+    pub replica: bool,
+    /// Entries of the leader's log not yet replicated to it (leader's view).
+    pub lag_entries: Option<u64>,
     /// Acked a heartbeat recently (leader's view), or is this node.
     pub healthy: Option<bool>,
     pub matched_index: Option<u64>,
@@ -187,6 +229,17 @@ pub struct RaftNode {
     pub master_changes: std::sync::atomic::AtomicU64,
     /// Follower reads' shared read-index round trips.
     pub read_rounds: Arc<read_index::ReadIndexRounds>,
+    /// `<reads>`: bounded and min-revision reads, time ticks.
+    reads: crate::config::ReadsConfig,
+    /// `<time tolerance-ms>`: added to every measured staleness (the
+    /// node's clock may be this far behind the stamping leader's).
+    clock_tolerance_ms: u64,
+    /// Dial overrides of this node's file (`<server sync-via>`): number →
+    /// the address this node reaches that server's sync port at.
+    dial: Arc<HashMap<u64, String>>,
+    /// Cluster time of the last command the batcher proposed (ticks are
+    /// sent only when nothing else was, see [`ticker`]).
+    last_proposed_ms: Arc<std::sync::atomic::AtomicU64>,
 }
 
 fn internal(e: impl std::fmt::Display) -> ClusterError {
@@ -229,18 +282,32 @@ impl RaftNode {
             .as_ref()
             .map(|c| crate::peer_tls::PeerClientTls::load(c, &config.cluster))
             .transpose()?;
+        let dial: Arc<HashMap<u64, String>> = Arc::new(
+            config
+                .servers
+                .iter()
+                .filter_map(|s| s.sync_via.clone().map(|v| (s.number, v)))
+                .collect(),
+        );
         let net = network::NetworkFactory {
             connect_timeout,
             append_floor: Duration::from_millis(t.election_min_ms),
             tls: peer_tls.clone(),
+            dial: dial.clone(),
         };
         let raft = Raft::new(config.node, rc, net, log, sm.clone()).await?;
 
-        if !config.join && !raft.is_initialized().await? {
+        let me_voter = config.this_server().role == crate::config::ServerRole::Voter;
+        let bootstrapped = !config.join && me_voter && !raft.is_initialized().await?;
+        if bootstrapped {
+            // Voters only: openraft's initial membership makes every node it
+            // names a voter. The replicas are added as learners by the
+            // first leader ([`add_xml_replicas`]).
             let members: BTreeMap<u64, NodeAddr> = config
                 .servers
                 .iter()
-                .map(|s| (s.number, NodeAddr { sync: s.sync_addr(), publish: s.publish_addr() }))
+                .filter(|s| s.role == crate::config::ServerRole::Voter)
+                .map(|s| (s.number, node_addr(s)))
                 .collect();
             match raft.initialize(members).await {
                 Ok(()) => tracing::info!(
@@ -270,8 +337,29 @@ impl RaftNode {
             peer_tls,
             master_changes: std::sync::atomic::AtomicU64::new(0),
             read_rounds: Arc::default(),
+            reads: config.reads.clone(),
+            clock_tolerance_ms: config.time.tolerance_ms,
+            dial,
+            last_proposed_ms: Arc::default(),
         });
-        tokio::spawn(batcher(node.raft.clone(), node.clock.clone(), rx));
+        tokio::spawn(batcher(
+            node.raft.clone(),
+            node.clock.clone(),
+            rx,
+            node.last_proposed_ms.clone(),
+        ));
+        tokio::spawn(ticker(node.clone()));
+        if bootstrapped {
+            let replicas: Vec<(u64, NodeAddr)> = config
+                .servers
+                .iter()
+                .filter(|s| s.role == crate::config::ServerRole::Replica)
+                .map(|s| (s.number, node_addr(s)))
+                .collect();
+            if !replicas.is_empty() {
+                tokio::spawn(add_xml_replicas(node.clone(), replicas));
+            }
+        }
         let period = Duration::from_millis(t.heartbeat_ms * 2);
         tokio::spawn(master::run(node.clone(), config.master.clone(), period));
         Ok(node)
@@ -288,10 +376,118 @@ impl RaftNode {
         consistency: Consistency,
         f: impl FnOnce(&State) -> T,
     ) -> Result<T, ClusterError> {
-        if consistency == Consistency::Linearizable {
-            self.read_barrier().await?;
+        match consistency {
+            Consistency::Linearizable => {
+                self.read_barrier().await?;
+                Ok(self.read_local(f))
+            }
+            Consistency::Local => Ok(self.read_local(f)),
+            Consistency::Bounded => {
+                let spec = ReadSpec { consistency, ..ReadSpec::default() };
+                self.read_with(spec, f).await.map(|(v, _)| v)
+            }
         }
-        Ok(self.read_local(f))
+    }
+
+    /// [`read`](Self::read) with `min_revision` and `max_staleness_ms`, and
+    /// what the read was served at (revision, measured staleness).
+    ///
+    /// 1. `min_revision`: wait until this node has applied it (at most
+    ///    `<reads min-revision-wait-ms>`, then `revision_not_reached`).
+    /// 2. `linearizable`: read barrier; `local`: nothing; `bounded`: serve
+    ///    if the newest stamp applied here is within the bound by this
+    ///    node's cluster clock, else wait for one up to `stale-wait-ms`,
+    ///    then forward (read barrier) or fail (`too_stale`).
+    /// 3. `f` under the read lock; the stamp is read under the same lock,
+    ///    so the staleness reported is that of the state `f` saw.
+    #[tracing::instrument(level = "debug", skip_all, fields(consistency = ?spec.consistency, max_staleness_ms = ?spec.max_staleness_ms, min_revision = ?spec.min_revision))]
+    pub async fn read_with<T>(
+        &self,
+        spec: ReadSpec,
+        f: impl FnOnce(&State) -> T,
+    ) -> Result<(T, ReadInfo), ClusterError> {
+        if let Some(wanted) = spec.min_revision {
+            let wait = Duration::from_millis(self.reads.min_revision_wait_ms);
+            let r = self
+                .raft
+                .wait(Some(wait))
+                .applied_index_at_least(Some(wanted), "min revision")
+                .await;
+            if r.is_err() {
+                return Err(ClusterError::RevisionNotReached {
+                    wanted,
+                    applied: self.status().applied_index,
+                    waited_ms: self.reads.min_revision_wait_ms,
+                });
+            }
+        }
+        let mut forwarded = false;
+        match spec.consistency {
+            Consistency::Linearizable => {
+                self.read_barrier().await?;
+            }
+            Consistency::Local => {}
+            Consistency::Bounded => {
+                let bound = spec.max_staleness_ms.unwrap_or(self.reads.max_staleness_ms);
+                if !self.wait_fresh(bound).await {
+                    match self.reads.when_stale {
+                        crate::config::WhenStale::Forward => {
+                            self.read_barrier().await?;
+                            forwarded = true;
+                        }
+                        crate::config::WhenStale::Fail => {
+                            let staleness = match self.staleness_ms() {
+                                Some(ms) => format!("{ms} ms"),
+                                None => "unknown: no stamped entry applied".into(),
+                            };
+                            return Err(ClusterError::TooStale { bound_ms: bound, staleness });
+                        }
+                    }
+                }
+            }
+        }
+        let linear = spec.consistency == Consistency::Linearizable || forwarded;
+        let st = self.sm.shared_state();
+        let guard = st.read().expect("state lock");
+        let stamp = *self.sm.stamp().borrow();
+        let info = ReadInfo {
+            revision: guard.applied(),
+            staleness_ms: if linear { Some(0) } else { self.staleness_of(stamp) },
+            forwarded,
+        };
+        Ok((f(&guard), info))
+    }
+
+    /// Staleness of a state whose newest stamp is `stamp`, by this node's
+    /// cluster clock now, plus the clock tolerance (None: nothing stamped
+    /// applied yet).
+    fn staleness_of(&self, stamp: state_machine::Stamp) -> Option<u64> {
+        (stamp.at_ms > 0)
+            .then(|| self.clock.now_ms().saturating_sub(stamp.at_ms) + self.clock_tolerance_ms)
+    }
+
+    /// This node's staleness now (see [`ReadInfo::staleness_ms`]).
+    pub fn staleness_ms(&self) -> Option<u64> {
+        self.staleness_of(*self.sm.stamp().borrow())
+    }
+
+    /// Waits up to `<reads stale-wait-ms>` until this node's staleness is
+    /// at most `bound_ms`; whether it is.
+    async fn wait_fresh(&self, bound_ms: u64) -> bool {
+        let fresh = |me: &Self| me.staleness_ms().is_some_and(|s| s <= bound_ms);
+        if fresh(self) {
+            return true;
+        }
+        let mut rx = self.sm.stamp();
+        let deadline =
+            tokio::time::Instant::now() + Duration::from_millis(self.reads.stale_wait_ms);
+        loop {
+            match tokio::time::timeout_at(deadline, rx.changed()).await {
+                Ok(Ok(())) if fresh(self) => return true,
+                Ok(Ok(())) => {}
+                _ => return fresh(self),
+            }
+        }
     }
 
     /// [`read`](Self::read) with `Local` consistency, for code that cannot
@@ -380,10 +576,19 @@ impl RaftNode {
             .ok_or(ClusterError::UnknownNode(node))
     }
 
+    /// Where this node dials a member's sync port: its `<server sync-via>`
+    /// in this node's file, else the membership's address.
+    fn dial_addr(&self, node: u64) -> Result<String, ClusterError> {
+        match self.dial.get(&node) {
+            Some(via) => Ok(via.clone()),
+            None => self.sync_addr(node),
+        }
+    }
+
     /// The connection to another member's sync port shared by Raft-adjacent
     /// calls (the gateway peer service uses it too: small, latency-bound).
     pub fn peer_channel(&self, node: u64) -> Result<Channel, ClusterError> {
-        let addr = self.sync_addr(node)?;
+        let addr = self.dial_addr(node)?;
         self.cached_channel(&self.peers, node, &addr)
     }
 
@@ -391,7 +596,7 @@ impl RaftNode {
     /// bytes (`MediaBlobs`), so that large transfers never queue Raft
     /// traffic behind them.
     pub fn blob_channel(&self, node: u64) -> Result<Channel, ClusterError> {
-        let addr = self.sync_addr(node)?;
+        let addr = self.dial_addr(node)?;
         self.cached_channel(&self.blob_peers, node, &addr)
     }
 
@@ -427,6 +632,7 @@ impl RaftNode {
     }
 
     fn peer(&self, node: u64, addr: &str) -> Result<RaftInternalClient<Channel>, ClusterError> {
+        let addr = self.dial.get(&node).map_or(addr, String::as_str);
         let ch = self.cached_channel(&self.peers, node, addr)?;
         Ok(RaftInternalClient::new(ch)
             .max_decoding_message_size(network::MAX_RAFT_MESSAGE_BYTES)
@@ -603,11 +809,14 @@ impl RaftNode {
         let voters: BTreeSet<u64> = membership.voter_ids().collect();
         let is_leader = m.state == ServerState::Leader;
         let mut members = Vec::new();
+        let last = m.last_log_index.unwrap_or(0);
         for (id, addr) in membership.nodes() {
             let role = if m.current_leader == Some(*id) {
                 "leader"
             } else if voters.contains(id) {
                 "follower"
+            } else if addr.replica {
+                "replica"
             } else {
                 "learner"
             };
@@ -630,6 +839,9 @@ impl RaftNode {
                 sync: addr.sync.clone(),
                 publish: addr.publish.clone(),
                 role: role.to_string(),
+                zone: addr.zone.clone(),
+                replica: addr.replica,
+                lag_entries: is_leader.then(|| last.saturating_sub(matched.unwrap_or(0))),
                 healthy,
                 matched_index: matched,
             });
@@ -700,7 +912,9 @@ impl RaftNode {
         }
         match self.status().members.iter().find(|m| m.number == number) {
             None => return Err(ClusterError::UnknownNode(number)),
-            Some(m) if m.role == "learner" => return Err(ClusterError::NotVoter(number)),
+            Some(m) if m.role == "learner" || m.role == "replica" => {
+                return Err(ClusterError::NotVoter(number))
+            }
             Some(_) => {}
         }
         self.raft.trigger().transfer_leader(number).await.map_err(internal)?;
@@ -735,14 +949,10 @@ impl RaftNode {
         }
     }
 
-    /// Adds a learner (leader only) and waits until it has caught up.
-    pub async fn add_learner(
-        &self,
-        number: u64,
-        sync: String,
-        publish: String,
-    ) -> Result<u64, ClusterError> {
-        let fut = self.raft.add_learner(number, NodeAddr { sync, publish }, true);
+    /// Adds a learner (leader only) and waits until it has caught up. With
+    /// `addr.replica` it is a replica: a learner that stays one.
+    pub async fn add_learner(&self, number: u64, addr: NodeAddr) -> Result<u64, ClusterError> {
+        let fut = self.raft.add_learner(number, addr, true);
         let r = tokio::time::timeout(self.op_timeout * 6, fut)
             .await
             .map_err(|_| ClusterError::Timeout)?;
@@ -769,7 +979,7 @@ impl RaftNode {
         let Some(m) = st.members.iter().find(|m| m.number == number) else {
             return Err(ClusterError::UnknownNode(number));
         };
-        let change = if m.role == "learner" {
+        let change = if m.role == "learner" || m.role == "replica" {
             ChangeMembers::RemoveNodes(BTreeSet::from([number]))
         } else {
             ChangeMembers::RemoveVoters(BTreeSet::from([number]))
@@ -781,10 +991,96 @@ impl RaftNode {
     }
 }
 
+/// The membership entry of an XML server.
+fn node_addr(s: &crate::config::Server) -> NodeAddr {
+    NodeAddr {
+        sync: s.sync_addr(),
+        publish: s.publish_addr(),
+        zone: s.zone.clone(),
+        replica: s.role == crate::config::ServerRole::Replica,
+    }
+}
+
+/// How often a bootstrapping voter looks whether it leads, to add the XML's
+/// replicas (a few election timeouts pass before a first leader).
+const REPLICA_ADD_POLL: Duration = Duration::from_millis(100);
+/// How long a bootstrapping voter keeps trying to add the XML's replicas
+/// before it leaves them to the operator (`herald cluster add-replica`).
+const REPLICA_ADD_FOR: Duration = Duration::from_secs(600);
+
+/// After bootstrap: the first leader adds the XML's replicas as learners
+/// (openraft's initial membership can only name voters). Every
+/// bootstrapping voter runs this; the one that leads does it, the others
+/// stop once they see the replicas in the membership.
+async fn add_xml_replicas(node: Arc<RaftNode>, replicas: Vec<(u64, NodeAddr)>) {
+    let until = tokio::time::Instant::now() + REPLICA_ADD_FOR;
+    while tokio::time::Instant::now() < until {
+        tokio::time::sleep(REPLICA_ADD_POLL).await;
+        let have: BTreeSet<u64> = node.members().into_iter().map(|(n, _)| n).collect();
+        let missing: Vec<&(u64, NodeAddr)> =
+            replicas.iter().filter(|(n, _)| !have.contains(n)).collect();
+        if missing.is_empty() {
+            return;
+        }
+        if !node.is_leader() {
+            continue;
+        }
+        for (number, addr) in missing {
+            // Not blocking: a replica that is down must not hold the others.
+            let fut = node.raft.add_learner(*number, addr.clone(), false);
+            match tokio::time::timeout(node.op_timeout, fut).await {
+                Ok(Ok(_)) => tracing::info!(replica = number, zone = %addr.zone, "replica added"),
+                Ok(Err(e)) => tracing::debug!(replica = number, error = %e, "adding replica"),
+                Err(_) => tracing::debug!(replica = number, "adding replica timed out"),
+            }
+        }
+    }
+}
+
+/// The leader's time ticks: while no command was proposed for `<reads
+/// tick-ms>`, an empty command stamped with the leader's cluster time, so
+/// every member can measure its staleness from the stamps it applied
+/// (idle clusters included). Only while the membership spans two zones or
+/// more or holds a replica: a one-zone cluster of voters keeps an idle log
+/// still (its bounded reads forward, as configured, when idle).
+async fn ticker(node: Arc<RaftNode>) {
+    use std::sync::atomic::Ordering;
+    let period = Duration::from_millis(node.reads.tick_ms);
+    let mut tick = tokio::time::interval(period);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut inflight: Option<tokio::task::JoinHandle<()>> = None;
+    loop {
+        tick.tick().await;
+        if !node.is_leader() || inflight.as_ref().is_some_and(|h| !h.is_finished()) {
+            continue;
+        }
+        let members = node.members();
+        let zones: BTreeSet<&str> = members.iter().map(|(_, a)| a.zone.as_str()).collect();
+        if zones.len() < 2 && !members.iter().any(|(_, a)| a.replica) {
+            continue;
+        }
+        let now = node.clock.now_ms();
+        if now.saturating_sub(node.last_proposed_ms.load(Ordering::Relaxed)) < node.reads.tick_ms {
+            continue;
+        }
+        let n = node.clone();
+        inflight = Some(tokio::spawn(async move {
+            if let Err(e) = n.write_as_leader(Vec::new()).await {
+                tracing::debug!(error = %e, "time tick");
+            }
+        }));
+    }
+}
+
 /// Group commit: drains whatever requests are queued (up to
 /// [`MAX_BATCH_EVENTS`]) into one log entry stamped with cluster time, and
 /// keeps up to [`MAX_INFLIGHT_BATCHES`] entries in flight.
-async fn batcher(raft: Raft, clock: Arc<ClusterClock>, mut rx: mpsc::Receiver<WriteReq>) {
+async fn batcher(
+    raft: Raft,
+    clock: Arc<ClusterClock>,
+    mut rx: mpsc::Receiver<WriteReq>,
+    last_proposed_ms: Arc<std::sync::atomic::AtomicU64>,
+) {
     let inflight = Arc::new(Semaphore::new(MAX_INFLIGHT_BATCHES));
     while let Some(first) = rx.recv().await {
         let permit = match inflight.clone().acquire_owned().await {
@@ -806,6 +1102,7 @@ async fn batcher(raft: Raft, clock: Arc<ClusterClock>, mut rx: mpsc::Receiver<Wr
         }
         let raft = raft.clone();
         let at_ms = clock.now_ms();
+        last_proposed_ms.store(at_ms, std::sync::atomic::Ordering::Relaxed);
         tokio::spawn(async move {
             let mut ops = Vec::with_capacity(n);
             let mut replies = Vec::with_capacity(reqs.len());

@@ -79,6 +79,8 @@ pub struct NetworkFactory {
     pub append_floor: Duration,
     /// `<peer-tls>`: None = plaintext peers.
     pub tls: Option<PeerClientTls>,
+    /// `<server sync-via>` of this node's file: number → where to dial it.
+    pub dial: std::sync::Arc<std::collections::HashMap<u64, String>>,
 }
 
 impl RaftNetworkFactory<TypeConfig> for NetworkFactory {
@@ -86,12 +88,13 @@ impl RaftNetworkFactory<TypeConfig> for NetworkFactory {
 
     async fn new_client(&mut self, target: u64, node: &NodeAddr) -> Conn {
         let tls = self.tls.as_ref().map(|t| t.for_node(target));
-        let client = channel(&node.sync, self.connect_timeout, tls).ok().map(|ch| {
+        let addr = self.dial.get(&target).unwrap_or(&node.sync);
+        let client = channel(addr, self.connect_timeout, tls).ok().map(|ch| {
             RaftInternalClient::new(ch)
                 .max_decoding_message_size(MAX_RAFT_MESSAGE_BYTES)
                 .max_encoding_message_size(MAX_RAFT_MESSAGE_BYTES)
         });
-        Conn { target, addr: node.sync.clone(), client, append_floor: self.append_floor }
+        Conn { target, addr: addr.clone(), client, append_floor: self.append_floor }
     }
 }
 

@@ -243,6 +243,20 @@ struct Inner {
     notices: tokio::sync::broadcast::Sender<Notice>,
     /// The presence change feed (issue 15), published under the state lock.
     feed: Arc<crate::feed::Feed>,
+    /// The newest leader time stamp applied here (issue 16): set under the
+    /// state's write lock, so a read under the read lock that sees it sees
+    /// every entry up to the stamped one.
+    stamp: tokio::sync::watch::Sender<Stamp>,
+}
+
+/// The leader's cluster time stamped into the newest command applied on
+/// this node, and that command's index. Every write acknowledged before the
+/// stamping leader's clock read `at_ms` has an index at or below `index`
+/// (see "Data flow of a bounded read" in ARCHITECTURE.md).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Stamp {
+    pub index: u64,
+    pub at_ms: u64,
 }
 
 /// The openraft state machine. Cheap to clone; clones share everything.
@@ -286,6 +300,7 @@ impl StateMachine {
                 applied: Mutex::new((applied, membership)),
                 snapshots,
                 notices: tokio::sync::broadcast::channel(NOTICE_BUFFER).0,
+                stamp: tokio::sync::watch::channel(Stamp::default()).0,
             }),
         })
     }
@@ -299,6 +314,11 @@ impl StateMachine {
     /// push). Subscribe before reading the state to miss nothing.
     pub fn subscribe(&self) -> tokio::sync::broadcast::Receiver<Notice> {
         self.inner.notices.subscribe()
+    }
+
+    /// The newest leader time stamp applied here, to watch.
+    pub fn stamp(&self) -> tokio::sync::watch::Receiver<Stamp> {
+        self.inner.stamp.subscribe()
     }
 
     /// The presence change feed.
@@ -376,6 +396,16 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
                         // reach the log, so they never get here).
                         let uids = crate::feed::touched_uids(&st, cmd);
                         results = st.apply(cmd, index, &mut fx);
+                        let at_ms = cmd.at_ms;
+                        self.inner.stamp.send_if_modified(|s| {
+                            // Never backwards: a new leader's clock may
+                            // read a little behind the old one's.
+                            let newer = at_ms > s.at_ms;
+                            if newer {
+                                *s = Stamp { index, at_ms };
+                            }
+                            newer
+                        });
                         if !uids.is_empty() {
                             let after = st.presence.query(&uids, &[]);
                             changed = crate::feed::changed_records(after, index);

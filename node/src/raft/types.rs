@@ -13,11 +13,24 @@ pub struct NodeAddr {
     pub sync: String,
     /// host:port of client gRPC + HTTP.
     pub publish: String,
+    /// The member's data center (XML `<server zone>`), replicated with the
+    /// membership so every node knows every node's zone (issue 16).
+    pub zone: String,
+    /// A replica: a learner kept as one (XML `role="replica"`, `herald
+    /// cluster add-replica`); nothing in the cluster promotes it.
+    pub replica: bool,
 }
 
 impl fmt::Display for NodeAddr {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{{sync:{}, publish:{}}}", self.sync, self.publish)
+        write!(
+            f,
+            "{{sync:{}, publish:{}, zone:{}{}}}",
+            self.sync,
+            self.publish,
+            self.zone,
+            if self.replica { ", replica" } else { "" }
+        )
     }
 }
 

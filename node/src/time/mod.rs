@@ -346,6 +346,9 @@ mod tests {
             sync_port: 1,
             time_port: 2,
             publish_port: 3,
+            zone: crate::config::DEFAULT_ZONE.into(),
+            role: Default::default(),
+            sync_via: None,
         }];
         TimeService::new(node, Arc::new(ClusterClock::new()), TimeSync::default(), servers)
     }
@@ -433,6 +436,9 @@ mod tests {
             sync_port: 1,
             time_port: socket.local_addr().unwrap().port(),
             publish_port: 3,
+            zone: crate::config::DEFAULT_ZONE.into(),
+            role: Default::default(),
+            sync_via: None,
         }];
         let master_clock = Arc::new(ClusterClock::new());
         let at = master_clock.reading();

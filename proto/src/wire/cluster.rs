@@ -98,6 +98,19 @@ pub struct NodeView {
     /// The member's gateway load as the answering node last heard it.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub gateway: Option<GatewayView>,
+    /// The member's data center (zone), from the replicated membership.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub zone: String,
+    /// A non-voting replica kept as one (role `replica` in XML).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub replica: bool,
+    /// Entries the leader has not replicated to it yet (leader's view).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub lag_entries: Option<u64>,
+    /// The member's own staleness: its cluster time minus the leader's
+    /// time stamped into the newest entry it applied, milliseconds.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub lag_ms: Option<u64>,
 }
 
 impl From<pb::NodeStatus> for NodeView {
@@ -115,6 +128,10 @@ impl From<pb::NodeStatus> for NodeView {
                 load: g.load,
                 fresh: g.fresh,
             }),
+            zone: n.zone,
+            replica: n.replica,
+            lag_entries: n.lag_entries,
+            lag_ms: n.lag_ms,
         }
     }
 }
@@ -134,6 +151,10 @@ impl From<NodeView> for pb::NodeStatus {
                 load: g.load,
                 fresh: g.fresh,
             }),
+            zone: n.zone,
+            replica: n.replica,
+            lag_entries: n.lag_entries,
+            lag_ms: n.lag_ms,
         }
     }
 }
@@ -250,6 +271,14 @@ pub struct MembershipBody {
     pub sync: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub publish: Option<String>,
+    /// add-learner / add-replica: the node's data center (else the XML's,
+    /// else "default").
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub zone: Option<String>,
+    /// add-learner: a replica, kept as a learner (`POST
+    /// /v1/cluster/add-learner` with `"replica": true` is add-replica).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub replica: bool,
 }
 
 /// The answer to a membership change.
@@ -379,6 +408,10 @@ mod tests {
                 corrections: 3,
             }),
             gateway: Some(pb::GatewayLoad { sessions: 5, load: 0.5, fresh: true }),
+            zone: "dc2".into(),
+            replica: true,
+            lag_entries: Some(3),
+            lag_ms: Some(120),
         };
         let s = pb::StatusResponse {
             cluster: "c".into(),
@@ -414,7 +447,10 @@ mod tests {
     #[test]
     fn wire_cluster_membership_body() {
         let b: MembershipBody = serde_json::from_str(r#"{"number":4,"extra":true}"#).unwrap();
-        assert_eq!(b, MembershipBody { number: 4, sync: None, publish: None });
+        assert_eq!(b, MembershipBody { number: 4, ..MembershipBody::default() });
+        let b: MembershipBody =
+            serde_json::from_str(r#"{"number":5,"zone":"dc4","replica":true}"#).unwrap();
+        assert_eq!((b.zone.as_deref(), b.replica), (Some("dc4"), true));
         let b: MembershipBody =
             serde_json::from_str(r#"{"number":4,"sync":"h:1","publish":"h:3"}"#).unwrap();
         assert_eq!((b.sync.as_deref(), b.publish.as_deref()), (Some("h:1"), Some("h:3")));

@@ -172,6 +172,9 @@ pub struct GatewayInfo {
     /// host:port of the node's publish port.
     pub publish: String,
     pub sessions: u64,
+    /// The node's data center.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub zone: String,
 }
 
 impl From<pb::GatewayInfo> for GatewayInfo {
@@ -184,6 +187,7 @@ impl From<pb::GatewayInfo> for GatewayInfo {
             load: g.load,
             healthy: g.healthy,
             age_ms: g.age_ms,
+            zone: g.zone,
         }
     }
 }
@@ -194,6 +198,9 @@ impl From<pb::GatewayInfo> for GatewayInfo {
 pub struct GatewayChoice {
     pub best: Option<GatewayInfo>,
     pub candidates: Vec<GatewayInfo>,
+    /// Why `best` was chosen (zone preference, load).
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub reason: String,
 }
 
 impl From<pb::PickGatewayResponse> for GatewayChoice {
@@ -201,6 +208,7 @@ impl From<pb::PickGatewayResponse> for GatewayChoice {
         GatewayChoice {
             best: r.best.map(GatewayInfo::from),
             candidates: r.candidates.into_iter().map(GatewayInfo::from).collect(),
+            reason: r.reason,
         }
     }
 }
@@ -288,7 +296,7 @@ mod tests {
         let c: GatewayChoice = serde_json::from_str(node).unwrap();
         assert_eq!(c.best.as_ref().map(|b| b.node), Some(2));
         assert_eq!(serde_json::to_string(&c).unwrap(), node);
-        let none = GatewayChoice { best: None, candidates: vec![] };
+        let none = GatewayChoice { best: None, candidates: vec![], reason: String::new() };
         assert_eq!(serde_json::to_string(&none).unwrap(), r#"{"best":null,"candidates":[]}"#);
     }
 
@@ -303,11 +311,14 @@ mod tests {
             load: 0.75,
             healthy: true,
             age_ms: 6,
+            zone: "dc1".into(),
         };
         let c = GatewayChoice::from(pb::PickGatewayResponse {
             best: Some(g.clone()),
             candidates: vec![g],
+            reason: "why".into(),
         });
+        assert_eq!((c.reason.as_str(), c.candidates[0].zone.as_str()), ("why", "dc1"));
         let b = c.best.unwrap();
         assert_eq!((b.node, b.publish.as_str(), b.sessions, b.max_sessions), (3, "p", 4, 5));
         assert_eq!((b.load, b.healthy, b.age_ms), (0.75, true, 6));

@@ -59,6 +59,9 @@ pub enum Consistency {
     Linearizable,
     /// The queried node's current state, no round trip; may be stale.
     Local,
+    /// The queried node's state if no staler than `max_staleness_ms`
+    /// (measured); else it waits briefly, then forwards or fails.
+    Bounded,
 }
 
 impl Consistency {
@@ -67,6 +70,7 @@ impl Consistency {
         match self {
             Consistency::Linearizable => pb::Consistency::Linearizable as i32,
             Consistency::Local => pb::Consistency::Local as i32,
+            Consistency::Bounded => pb::Consistency::Bounded as i32,
         }
     }
 }
@@ -80,6 +84,13 @@ pub struct QueryBody {
     pub sids: Vec<u64>,
     #[serde(default)]
     pub consistency: Consistency,
+    /// `bounded`: the most staleness accepted, ms (else the node's
+    /// `<reads max-staleness-ms>`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_staleness_ms: Option<u64>,
+    /// Read-your-writes: served once the node applied this revision.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub min_revision: Option<u64>,
 }
 
 /// The presence record of one user. Fields in alphabetical order: the
@@ -126,6 +137,10 @@ pub struct QueryAnswer {
     /// into several requests, the lowest of their revisions: every part of
     /// the answer reflects at least the log up to here.
     pub revision: u64,
+    /// How stale the answer may be, ms (0: confirmed by the leader; none:
+    /// the node applied nothing stamped yet).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub staleness_ms: Option<u64>,
     /// Uids that have no record, in request order.
     pub unknown: Vec<String>,
     /// Sids that resolve to no user, in request order.
@@ -139,6 +154,7 @@ impl From<pb::QueryResponse> for QueryAnswer {
     fn from(r: pb::QueryResponse) -> Self {
         QueryAnswer {
             revision: r.revision,
+            staleness_ms: r.staleness_ms,
             users: r.users.into_iter().map(UserPresence::from).collect(),
             unknown: r.unknown,
             unknown_sids: r.unknown_sids,

@@ -217,6 +217,7 @@ pub async fn discover(endpoints: &[String]) -> Result<Vec<NodeInfo>, OpError> {
             pid: local_pid(&addr),
             addr,
             leader: id == leader_id,
+            replica: false,
         });
     }
     Ok(out)
@@ -279,7 +280,7 @@ where
 async fn get_txn(link: Link, keys: Vec<String>, cons: Cons) -> Result<usize, OpError> {
     match link {
         Link::Lean(ch) => {
-            let serializable = cons == Cons::Local;
+            let serializable = cons != Cons::Linearizable;
             let success = keys
                 .into_iter()
                 .map(|k| pb::RequestOp {
@@ -297,7 +298,7 @@ async fn get_txn(link: Link, keys: Vec<String>, cons: Cons) -> Result<usize, OpE
             use etcd_client::{GetOptions, Txn, TxnOp, TxnOpResponse};
             let opts = || match cons {
                 Cons::Linearizable => None,
-                Cons::Local => Some(GetOptions::new().with_serializable()),
+                Cons::Local | Cons::Bounded => Some(GetOptions::new().with_serializable()),
             };
             let ops: Vec<TxnOp> = keys.into_iter().map(|k| TxnOp::get(k, opts())).collect();
             let r = kv.txn(Txn::new().and_then(ops)).await.map_err(err)?;

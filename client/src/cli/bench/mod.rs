@@ -70,6 +70,8 @@ pub enum Via {
     Follower,
     /// Every node, clients spread round-robin.
     All,
+    /// One replica (a non-voting member, e.g. in a remote zone).
+    Replica,
 }
 
 impl Via {
@@ -78,6 +80,7 @@ impl Via {
             Via::Leader => "leader",
             Via::Follower => "follower",
             Via::All => "all",
+            Via::Replica => "replica",
         }
     }
 }
@@ -113,6 +116,9 @@ pub struct RunArgs {
     /// Read consistency of queries (list) [default: batch-query linearizable,local; mixed linearizable].
     #[arg(long, value_enum, value_delimiter = ',')]
     pub consistency: Vec<Cons>,
+    /// With --consistency bounded: the most staleness accepted, ms [default: the node's <reads max-staleness-ms>].
+    #[arg(long, value_name = "MS", value_parser = clap::value_parser!(u64).range(1..))]
+    pub max_staleness_ms: Option<u64>,
     /// Node(s) the clients talk to (list) [default: presence-write leader; batch-query follower,leader; mixed all].
     #[arg(long, value_enum, value_delimiter = ',')]
     pub via: Vec<Via>,

@@ -223,6 +223,9 @@ pub(super) fn addrs_for(topo: &Topology, via: Via) -> Result<Vec<String>, OpErro
         Via::Leader => topo.leader().map(|n| n.addr.clone()).into_iter().collect(),
         Via::Follower => topo.followers().first().map(|n| n.addr.clone()).into_iter().collect(),
         Via::All => topo.nodes.iter().map(|n| n.addr.clone()).collect(),
+        Via::Replica => {
+            topo.nodes.iter().find(|n| n.replica).map(|n| n.addr.clone()).into_iter().collect()
+        }
     };
     if v.is_empty() {
         return Err(OpError::new(
@@ -434,6 +437,7 @@ pub async fn bench(
         codec: a.etcd_codec,
         value: a.etcd_value,
     };
+    target::set_max_staleness(a.max_staleness_ms);
     let topo = target::discover(a.target, node, &a.endpoints, etcd, credential)
         .await
         .map_err(to_client)?;

@@ -131,6 +131,9 @@ pub enum Cons {
     Linearizable,
     /// Herald `local`; etcd `serializable`.
     Local,
+    /// Herald `bounded` (`--max-staleness-ms`); etcd `serializable`, which
+    /// has no bound.
+    Bounded,
 }
 
 impl Cons {
@@ -138,6 +141,7 @@ impl Cons {
         match self {
             Cons::Linearizable => "linearizable",
             Cons::Local => "local",
+            Cons::Bounded => "bounded",
         }
     }
 }
@@ -238,6 +242,8 @@ pub struct NodeInfo {
     /// host:port clients use.
     pub addr: String,
     pub leader: bool,
+    /// A non-voting replica (Herald `role="replica"`).
+    pub replica: bool,
     /// Local process serving it, when found.
     pub pid: Option<u32>,
 }
@@ -303,6 +309,15 @@ pub fn credential() -> Option<herald_client::Credential> {
     CREDENTIAL.get().cloned()
 }
 
+/// `--max-staleness-ms` of `bounded` queries: one per process, set by
+/// [`set_max_staleness`] before any query.
+static MAX_STALENESS_MS: std::sync::OnceLock<Option<u64>> = std::sync::OnceLock::new();
+
+/// Sets [`MAX_STALENESS_MS`] (the first call wins: one run, one bound).
+pub fn set_max_staleness(ms: Option<u64>) {
+    let _ = MAX_STALENESS_MS.set(ms);
+}
+
 /// Sets [`CREDENTIAL`] (the first call wins: one run, one key).
 pub fn set_credential(c: herald_client::Credential) {
     let _ = CREDENTIAL.set(c);
@@ -331,6 +346,7 @@ pub async fn discover(
                     number: n.number,
                     addr: n.publish.clone(),
                     leader: n.number == leader,
+                    replica: n.replica,
                     pid: local_pid(&n.publish),
                 })
                 .collect()
@@ -385,11 +401,14 @@ impl Conn {
                 let consistency = match cons {
                     Cons::Linearizable => pb::Consistency::Linearizable,
                     Cons::Local => pb::Consistency::Local,
+                    Cons::Bounded => pb::Consistency::Bounded,
                 } as i32;
                 let req = pb::QueryRequest {
                     uids: users.iter().map(|&i| uid(i)).collect(),
                     sids: vec![],
                     consistency,
+                    max_staleness_ms: MAX_STALENESS_MS.get().copied().flatten(),
+                    min_revision: None,
                 };
                 let r = c.query(req).await?.into_inner();
                 if r.users.len() + r.unknown.len() != users.len() {

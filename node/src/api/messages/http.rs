@@ -27,6 +27,9 @@ struct GatewayQuery {
     #[serde(default)]
     #[allow(dead_code)]
     client: String,
+    /// The client's data center (else the zone of the node asked).
+    #[serde(default)]
+    zone: String,
 }
 
 type AppState = Arc<Api>;
@@ -150,7 +153,7 @@ async fn get_gateway(
     let mut q = q.map_err(|e| ApiError::new(codes::INVALID_QUERY_STRING, e.body_text()))?;
     // A user asks for itself (the uid may be left out).
     p.bind(&mut q.0.uid)?;
-    let r = api.pick_gateway(&q.0.uid)?;
+    let r = api.pick_gateway(&q.0.uid, &q.0.zone)?;
     Ok(Json(GatewayChoice::from(r)))
 }
 
@@ -185,10 +188,12 @@ mod tests {
             load,
             healthy: node != 3,
             age_ms: 250,
+            zone: String::new(),
         };
         let r = pb::PickGatewayResponse {
             best: Some(g(2, 0.3)),
             candidates: vec![g(2, 0.3), g(3, 1.0 / 3.0)],
+            reason: String::new(),
         };
         let old = serde_json::json!({
             "best": r.best.as_ref().map(old_gateway),

@@ -363,8 +363,8 @@ impl Api {
     }
 
     /// The best gateway for a client.
-    pub fn pick_gateway(&self, uid: &str) -> Result<pb::PickGatewayResponse, ApiError> {
-        let r = self.gateway.load.pick(&self.node, uid);
+    pub fn pick_gateway(&self, uid: &str, zone: &str) -> Result<pb::PickGatewayResponse, ApiError> {
+        let r = self.gateway.load.pick(&self.node, uid, zone);
         if r.best.is_none() {
             return Err(ApiError::new(codes::NO_GATEWAY, "no healthy gateway is known"));
         }
