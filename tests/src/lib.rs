@@ -12,6 +12,7 @@ use std::time::{Duration, Instant};
 use anyhow::{anyhow, bail, Context, Result};
 use serde_json::{json, Value};
 
+pub mod browser;
 pub mod delay_proxy;
 
 /// Path of the heraldd binary under test.

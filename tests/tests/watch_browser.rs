@@ -9,12 +9,12 @@
 
 use std::io::{BufRead, BufReader, Write};
 use std::net::{Shutdown, TcpListener, TcpStream};
-use std::process::{Child, Command, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use anyhow::{bail, ensure, Context, Result};
-use herald_tests::{free_port, phase, push, Cluster, Tuning, TEST_API_KEY};
+use anyhow::{bail, ensure, Result};
+use herald_tests::browser::Browser;
+use herald_tests::{phase, push, Cluster, Tuning, TEST_API_KEY};
 use serde_json::{json, Value};
 
 const PAGE: &str = include_str!("../../docs/presence-badges.html");
@@ -111,109 +111,22 @@ fn serve(conn: TcpStream, node: &str, open: &Open, watches: &Mutex<Vec<String>>)
     Ok(())
 }
 
-/// The chromium binary (Debian's package), if installed.
-fn chromium() -> Option<&'static str> {
-    ["/usr/bin/chromium", "/usr/bin/chromium-browser"]
-        .into_iter()
-        .find(|p| std::path::Path::new(p).exists())
+/// The example page's badges, read from its DOM.
+trait BadgePage {
+    fn badges(&mut self) -> Result<Value>;
+    fn wait_for(&mut self, a: &str, b: &str, within: Duration) -> Result<Value>;
 }
 
-/// A headless Chromium with one page open, driven over DevTools.
-struct Browser {
-    child: Child,
-    _profile: tempfile::TempDir,
-    ws: tungstenite::WebSocket<tungstenite::stream::MaybeTlsStream<TcpStream>>,
-    next_id: u64,
-}
-
-impl Drop for Browser {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-impl Browser {
-    fn open(url: &str) -> Result<Browser> {
-        let Some(bin) = chromium() else { bail!("chromium missing: run scripts/setup-test-deps") };
-        let profile = tempfile::tempdir()?;
-        let port = free_port();
-        let child = Command::new(bin)
-            .args(["--headless", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage"])
-            .arg(format!("--user-data-dir={}", profile.path().display()))
-            .arg(format!("--remote-debugging-port={port}"))
-            .arg(url)
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .context("start chromium")?;
-        let mut b = Browser { child, _profile: profile, ws: Self::attach(port)?, next_id: 0 };
-        b.call("Runtime.enable", json!({}))?;
-        Ok(b)
-    }
-
-    /// The page target's DevTools WebSocket (Chromium may take a while to
-    /// start on a loaded machine).
-    fn attach(
-        port: u16,
-    ) -> Result<tungstenite::WebSocket<tungstenite::stream::MaybeTlsStream<TcpStream>>> {
-        let deadline = Instant::now() + Duration::from_secs(60);
-        loop {
-            let found = (|| -> Result<String> {
-                let list: Value = serde_json::from_str(
-                    &ureq::get(format!("http://127.0.0.1:{port}/json/list"))
-                        .call()?
-                        .body_mut()
-                        .read_to_string()?,
-                )?;
-                list.as_array()
-                    .into_iter()
-                    .flatten()
-                    .find(|t| t["type"] == "page")
-                    .and_then(|t| t["webSocketDebuggerUrl"].as_str().map(str::to_owned))
-                    .context("no page target yet")
-            })();
-            match found {
-                Ok(url) => {
-                    let (ws, _) = tungstenite::connect(url)?;
-                    if let tungstenite::stream::MaybeTlsStream::Plain(s) = ws.get_ref() {
-                        s.set_read_timeout(Some(Duration::from_secs(30)))?;
-                    }
-                    return Ok(ws);
-                }
-                Err(e) if Instant::now() > deadline => return Err(e.context("chromium DevTools")),
-                Err(_) => std::thread::sleep(Duration::from_millis(200)),
-            }
-        }
-    }
-
-    fn call(&mut self, method: &str, params: Value) -> Result<Value> {
-        self.next_id += 1;
-        let id = self.next_id;
-        let msg = json!({"id": id, "method": method, "params": params});
-        self.ws.send(tungstenite::Message::Text(msg.to_string().into()))?;
-        loop {
-            if let tungstenite::Message::Text(t) = self.ws.read()? {
-                let v: Value = serde_json::from_str(t.as_str())?;
-                if v["id"] == id {
-                    ensure!(v.get("error").is_none(), "{method}: {v}");
-                    return Ok(v["result"].clone());
-                }
-            }
-        }
-    }
-
+impl BadgePage for Browser {
     /// The badges' states and the page's revision, as the DOM shows them.
     fn badges(&mut self) -> Result<Value> {
         let expr = "JSON.stringify({a: document.getElementById('badge-a')?.dataset.state, \
                     b: document.getElementById('badge-b')?.dataset.state, \
                     revision: Number(document.body.dataset.revision)})";
-        let r =
-            self.call("Runtime.evaluate", json!({"expression": expr, "returnByValue": true}))?;
         // Before the page has loaded, the expression throws: no value yet.
-        match r["result"]["value"].as_str() {
-            Some(v) => Ok(serde_json::from_str(v)?),
-            None => Ok(json!({"not_loaded": r})),
+        match self.eval(expr)? {
+            Some(Value::String(v)) => Ok(serde_json::from_str(&v)?),
+            other => Ok(json!({"not_loaded": other})),
         }
     }
 

@@ -248,4 +248,6 @@ document.addEventListener("DOMContentLoaded", () => {
   $("logout").addEventListener("click", () => logout("logged out"));
   window.addEventListener("hashchange", () => { if (key()) route(); });
   if (key()) start(); else show("login");
+  // Handlers are attached: forms submit through them from now on.
+  document.body.dataset.ready = "true";
 });
