@@ -47,7 +47,8 @@ fn login_event(uid: &str) -> Value {
 /// all three nodes and the leader the cluster elected; after the leader is
 /// SIGKILLed the console shows the new leader within a few seconds;
 /// transfer-leader from the console (confirmed) moves leadership where it
-/// asked; 1,000 ids looked up show 500 online and 500 unknown badges, and
+/// asked; the killed node removed from the console leaves two rows; the
+/// charts gather samples; the outbox tab answers; 1,000 ids looked up show 500 online and 500 unknown badges, and
 /// followed live, a login of one of them turns its badge online; logging
 /// out clears every table.
 #[test]
@@ -83,7 +84,6 @@ fn console_in_chromium_shows_the_cluster_and_acts() -> Result<()> {
         |v| v.as_str().is_some_and(|s| s.split(',').count() == 3),
     )?;
     ensure!(led.as_str().unwrap().contains(&format!("{leader}:leader")), "{led}");
-    b.screenshot(&shots.join("console-cluster.png"))?;
 
     phase("the leader is SIGKILLed: the console shows the new one");
     c.node(leader).kill9()?;
@@ -108,6 +108,37 @@ fn console_in_chromium_shows_the_cluster_and_acts() -> Result<()> {
     dataset(&mut b, "actionStatus", Duration::from_secs(20), |s| !s.is_empty())?;
     ensure!(b.eval("document.body.dataset.actionStatus")? == Some(json!("200")));
     dataset(&mut b, "leader", Duration::from_secs(20), |l| l == to.to_string())?;
+
+    phase("remove the killed node from the console; the charts have samples");
+    b.wait_until(
+        &format!(
+            "window.confirm = () => true; document.body.dataset.actionStatus = ''; \
+             document.getElementById('member-number').value = '{leader}'; \
+             document.getElementById('member-form').requestSubmit( \
+               document.querySelector('#member-form button[data-op=\"remove\"]')); true"
+        ),
+        Duration::from_secs(10),
+        |v| v == &json!(true),
+    )?;
+    dataset(&mut b, "actionStatus", Duration::from_secs(20), |s| !s.is_empty())?;
+    let st = b.eval("document.body.dataset.actionStatus + ' ' + document.getElementById('action-result').textContent")?;
+    ensure!(
+        st.as_ref().and_then(|v| v.as_str()).is_some_and(|s| s.starts_with("200")),
+        "remove: {st:?}"
+    );
+    b.wait_until(
+        "document.querySelectorAll('#nodes tbody tr').length",
+        Duration::from_secs(20),
+        |v| v == &json!(2),
+    )?;
+    dataset(&mut b, "samples", Duration::from_secs(30), |n| {
+        n.parse::<u32>().is_ok_and(|n| n >= 8)
+    })?;
+    b.screenshot(&shots.join("console-cluster.png"))?;
+
+    phase("the outbox tab answers (no module configured: nothing pending)");
+    b.wait_until("location.hash = '#outbox'; true", Duration::from_secs(5), |v| v == &json!(true))?;
+    dataset(&mut b, "outboxTotal", Duration::from_secs(20), |t| t == "0")?;
 
     phase("1,000 ids looked up, then followed live");
     let online: Vec<Value> = (0..500).map(|i| login_event(&format!("u{i}"))).collect();

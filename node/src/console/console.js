@@ -32,7 +32,7 @@ function code(json) { return json && json.error ? json.error.code + ": " + json.
 
 function show(view) {
   document.body.dataset.view = view;
-  for (const v of ["login", "cluster", "presence"]) $(v + "-view").hidden = v !== view;
+  for (const v of ["login", "cluster", "presence", "outbox"]) $(v + "-view").hidden = v !== view;
   $("nav").hidden = view === "login";
   for (const a of document.querySelectorAll("nav a[data-tab]")) {
     if (a.dataset.tab === view) a.setAttribute("aria-current", "page"); else a.removeAttribute("aria-current");
@@ -45,6 +45,8 @@ function logout(why) {
   if (watchAbort) { watchAbort.abort(); watchAbort = null; }
   $("login-error").textContent = why || "";
   $("nodes").querySelector("tbody").replaceChildren();
+  $("outbox").querySelector("tbody").replaceChildren();
+  samples.length = 0;
   $("badges").querySelector("tbody").replaceChildren();
   show("login");
 }
@@ -68,7 +70,8 @@ function start() {
 
 function route() {
   const tab = (location.hash || "#cluster").slice(1);
-  show(tab === "presence" ? "presence" : "cluster");
+  show(["presence", "outbox"].includes(tab) ? tab : "cluster");
+  if (tab === "outbox") loadOutbox();
 }
 
 function cell(tr, text, cls) {
@@ -97,7 +100,96 @@ function markFreshness() {
   document.body.dataset.stale = String(age > STALE_MS);
 }
 
+// The last minutes of samples for the charts: (time, applied index,
+// offsets by node). At most CHART_SAMPLES (5 minutes at one a second).
+const CHART_SAMPLES = 300;
+const samples = [];
+const COLORS = ["#1f77b4", "#d62728", "#2ca02c", "#9467bd", "#ff7f0e", "#8c564b", "#e377c2"];
+
+function sample(c) {
+  const offsets = {};
+  for (const n of c.nodes) if (n.clock) offsets[n.number] = n.clock.offset_ms;
+  samples.push({ t: Date.now(), applied: c.applied_index, offsets });
+  while (samples.length > CHART_SAMPLES) samples.shift();
+  document.body.dataset.samples = String(samples.length);
+}
+
+function plot(canvas, series) {
+  const g = canvas.getContext("2d");
+  g.clearRect(0, 0, canvas.width, canvas.height);
+  const pts = series.flatMap((s) => s.points);
+  if (pts.length < 2) return;
+  const t0 = Math.min(...pts.map((p) => p[0])), t1 = Math.max(...pts.map((p) => p[0]));
+  let lo = Math.min(0, ...pts.map((p) => p[1])), hi = Math.max(...pts.map((p) => p[1]));
+  if (hi === lo) hi = lo + 1;
+  const x = (t) => 30 + ((t - t0) / Math.max(1, t1 - t0)) * (canvas.width - 40);
+  const y = (v) => canvas.height - 15 - ((v - lo) / (hi - lo)) * (canvas.height - 25);
+  g.fillStyle = "#555"; g.font = "10px sans-serif";
+  g.fillText(hi.toFixed(hi < 10 ? 2 : 0), 2, 10); g.fillText(lo.toFixed(lo > -10 ? 2 : 0), 2, canvas.height - 15);
+  series.forEach((s, i) => {
+    g.strokeStyle = COLORS[i % COLORS.length]; g.beginPath();
+    s.points.forEach((p, j) => (j ? g.lineTo(x(p[0]), y(p[1])) : g.moveTo(x(p[0]), y(p[1]))));
+    g.stroke();
+  });
+}
+
+function charts() {
+  const rate = [];
+  for (let i = 1; i < samples.length; i++) {
+    const a = samples[i - 1], b = samples[i];
+    rate.push([b.t, Math.max(0, (b.applied - a.applied) * 1000 / Math.max(1, b.t - a.t))]);
+  }
+  plot($("chart-rate"), [{ points: rate }]);
+  const nodes = [...new Set(samples.flatMap((s) => Object.keys(s.offsets)))].sort();
+  plot($("chart-clock"), nodes.map((n) => ({ points: samples.filter((s) => n in s.offsets).map((s) => [s.t, s.offsets[n]]) })));
+  $("chart-legend").textContent = nodes.map((n, i) => "node " + n + ": " + ["blue", "red", "green", "purple", "orange", "brown", "pink"][i % 7]).join(", ");
+}
+
+async function member(ev) {
+  ev.preventDefault();
+  const op = ev.submitter ? ev.submitter.dataset.op : "add-learner";
+  const number = Number($("member-number").value);
+  if (!confirm(op + " node " + number + "?")) return;
+  const out = $("action-result");
+  let r;
+  try { r = await api("POST", "/v1/cluster/" + op, { number }); } catch (_) { return; }
+  out.className = r.status === 200 ? "ok" : "error";
+  out.textContent = r.status === 200 ? op + " node " + number + ": done" : op + " refused (" + r.status + ") " + code(r.json);
+  document.body.dataset.actionStatus = String(r.status);
+  refresh();
+}
+
+async function loadOutbox() {
+  const dead = $("dead").checked;
+  let r;
+  try { r = await api("GET", "/v1/outbox?limit=1000" + (dead ? "&dead=true" : "")); } catch (_) { return; }
+  const st = $("outbox-status");
+  if (r.status !== 200) { st.className = "error"; st.textContent = "refused (" + r.status + ") " + code(r.json); return; }
+  st.className = "";
+  st.textContent = r.json.total + (dead ? " dead-lettered" : " pending") + " item(s)" + (r.json.total > r.json.items.length ? ", first " + r.json.items.length + " shown" : "");
+  const when = (ms) => (ms ? new Date(ms).toISOString() : null);
+  $("outbox").querySelector("tbody").replaceChildren(...r.json.items.map((it) => {
+    const tr = document.createElement("tr");
+    tr.dataset.id = it.id;
+    for (const v of [it.id, it.uid, it.module, it.account, it.revision, it.attempts, when(it.next_attempt_ms), it.last_error || null, when(it.dead_ms)]) cell(tr, v);
+    const td = document.createElement("td");
+    const btn = document.createElement("button");
+    btn.type = "button"; btn.textContent = "Resend";
+    btn.addEventListener("click", async () => {
+      if (!confirm("Resend item " + it.id + " now?")) return;
+      const a = await api("POST", "/v1/outbox/" + it.id + "/resend");
+      st.textContent = a.status === 200 ? "item " + it.id + " queued again" : "resend refused (" + a.status + ") " + code(a.json);
+      loadOutbox();
+    });
+    td.appendChild(btn); tr.appendChild(td);
+    return tr;
+  }));
+  document.body.dataset.outboxTotal = String(r.json.total);
+}
+
 function render(c) {
+  sample(c);
+  charts();
   $("cluster-name").textContent = c.cluster;
   $("leader").textContent = c.leader ?? "none";
   document.body.dataset.leader = String(c.leader ?? "");
@@ -244,6 +336,9 @@ async function follow(uids, since) {
 document.addEventListener("DOMContentLoaded", () => {
   $("login-form").addEventListener("submit", login);
   $("transfer-form").addEventListener("submit", transfer);
+  $("member-form").addEventListener("submit", member);
+  $("outbox-refresh").addEventListener("click", loadOutbox);
+  $("dead").addEventListener("change", loadOutbox);
   $("lookup-form").addEventListener("submit", lookup);
   $("logout").addEventListener("click", () => logout("logged out"));
   window.addEventListener("hashchange", () => { if (key()) route(); });
