@@ -619,6 +619,83 @@ impl MsgState {
     pub fn inboxes(&self) -> usize {
         self.inbox.len()
     }
+
+    /// What an operator sees of the queues (the console's Messages page):
+    /// the `top` longest inboxes (longest first, ties by uid) with the age
+    /// of their oldest message at `now_ms`, the number of groups, and the
+    /// broadcasts still live at `now_ms` (at most `top`, soonest expiry
+    /// first). One pass over the inboxes: O(inboxes · log top).
+    pub fn queue_summary(&self, top: usize, now_ms: u64) -> QueueSummary {
+        use std::cmp::Reverse;
+        use std::collections::BinaryHeap;
+        let mut heap: BinaryHeap<Reverse<(usize, Reverse<&String>)>> = BinaryHeap::new();
+        for (uid, ids) in &self.inbox {
+            heap.push(Reverse((ids.len(), Reverse(uid))));
+            if heap.len() > top {
+                heap.pop();
+            }
+        }
+        let mut longest: Vec<(usize, &String)> =
+            heap.into_iter().map(|Reverse((n, Reverse(u)))| (n, u)).collect();
+        longest.sort_by(|a, b| b.0.cmp(&a.0).then(a.1.cmp(b.1)));
+        let queues = longest
+            .into_iter()
+            .map(|(n, uid)| {
+                let oldest = self.inbox[uid]
+                    .iter()
+                    .next()
+                    .and_then(|id| self.msgs.get(id))
+                    .map_or(0, |m| now_ms.saturating_sub(m.at_ms));
+                QueueLine { uid: uid.clone(), queued: n, oldest_age_ms: oldest }
+            })
+            .collect();
+        let broadcasts = self
+            .bcast_expiry
+            .range((now_ms.saturating_add(1), 0)..)
+            .take(top)
+            .filter_map(|&(expires_at_ms, id)| {
+                let m = self.msgs.get(&id)?;
+                let acked = self.bcasts.get(&id).map_or(0, |b| b.acked.len());
+                Some(BroadcastLine { id, from: m.from.clone(), expires_at_ms, acked })
+            })
+            .collect();
+        QueueSummary {
+            stored_messages: self.msgs.len(),
+            inboxes: self.inbox.len(),
+            groups: self.groups.len(),
+            queues,
+            broadcasts,
+        }
+    }
+}
+
+/// [`MsgState::queue_summary`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct QueueSummary {
+    pub stored_messages: usize,
+    pub inboxes: usize,
+    pub groups: usize,
+    pub queues: Vec<QueueLine>,
+    pub broadcasts: Vec<BroadcastLine>,
+}
+
+/// One inbox of [`QueueSummary`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct QueueLine {
+    pub uid: String,
+    pub queued: usize,
+    /// Cluster time since its oldest message was submitted.
+    pub oldest_age_ms: u64,
+}
+
+/// One live broadcast of [`QueueSummary`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BroadcastLine {
+    pub id: u64,
+    pub from: String,
+    pub expires_at_ms: u64,
+    /// Users that acknowledged it so far.
+    pub acked: usize,
 }
 
 #[cfg(test)]
@@ -772,6 +849,34 @@ mod tests {
         sent(s.apply(&op, 1_300, &mut n));
         assert_eq!(s.stored_messages(), 0);
         assert!(matches!(n.last(), Some(Notice::Broadcast { .. })));
+    }
+
+    /// The queue summary lists the longest inboxes first (ties by uid),
+    /// at most `top`, with their oldest message's age; live broadcasts only
+    /// (an expired one is left out), with their acknowledgement count.
+    #[test]
+    fn messages_queue_summary() {
+        let mut s = MsgState::default();
+        let mut n = Vec::new();
+        s.apply(&send("k1", &["a", "b", "c"]), 100, &mut n);
+        s.apply(&send("k2", &["b", "c"]), 200, &mut n);
+        s.apply(&send("k3", &["c"]), 300, &mut n);
+        let mut op = send("bc", &[]);
+        if let MsgOp::Send(x) = &mut op {
+            x.broadcast = true;
+            x.ttl_ms = 1_000;
+        }
+        let bc = sent(s.apply(&op, 400, &mut n));
+        s.apply(&MsgOp::Ack { uid: "z".into(), ids: vec![bc.id], up_to: 0 }, 450, &mut n);
+        let q = s.queue_summary(2, 1_000);
+        let lines: Vec<(&str, usize, u64)> =
+            q.queues.iter().map(|l| (l.uid.as_str(), l.queued, l.oldest_age_ms)).collect();
+        assert_eq!(lines, vec![("c", 3, 900), ("b", 2, 900)]);
+        assert_eq!((q.inboxes, q.stored_messages, q.groups), (3, 4, 0));
+        assert_eq!(q.broadcasts.len(), 1);
+        assert_eq!((q.broadcasts[0].id, q.broadcasts[0].acked), (bc.id, 1));
+        assert!(s.queue_summary(10, 1_400).broadcasts.is_empty(), "expired at 1,400");
+        assert_eq!(s.queue_summary(10, 1_000).queues.len(), 3);
     }
 
     /// The persisted items (what a snapshot holds) rebuild an equal state

@@ -48,7 +48,8 @@ fn login_event(uid: &str) -> Value {
 /// SIGKILLed the console shows the new leader within a few seconds;
 /// transfer-leader from the console (confirmed) moves leadership where it
 /// asked; the killed node removed from the console leaves two rows; the
-/// charts gather samples; the outbox tab answers; 1,000 ids looked up show 500 online and 500 unknown badges, and
+/// charts gather samples; the messages tab lists the longest offline
+/// queues first; the outbox tab answers; 1,000 ids looked up show 500 online and 500 unknown badges, and
 /// followed live, a login of one of them turns its badge online; logging
 /// out clears every table.
 #[test]
@@ -135,6 +136,22 @@ fn console_in_chromium_shows_the_cluster_and_acts() -> Result<()> {
         n.parse::<u32>().is_ok_and(|n| n >= 8)
     })?;
     b.screenshot(&shots.join("console-cluster.png"))?;
+
+    phase("the messages tab: the longest offline queue first");
+    for (i, to) in [["q1", "q2"], ["q1", "q3"], ["q1", "q2"]].iter().enumerate() {
+        let body =
+            json!({"idempotency_key": format!("c{i}"), "from": "app", "to": to, "body": "hi"});
+        let (st, v) = herald_tests::post_json(&addr, "/v1/messages", &body)?;
+        ensure!(st == 200, "send: {st} {v}");
+    }
+    b.wait_until("location.hash = '#messages'; true", Duration::from_secs(5), |v| {
+        v == &json!(true)
+    })?;
+    b.wait_until(
+        "[...document.querySelectorAll('#queues tbody tr')].map(r => r.dataset.uid + '=' + r.children[1].textContent).join(',')",
+        Duration::from_secs(20),
+        |v| v == &json!("q1=3,q2=2,q3=1"),
+    )?;
 
     phase("the outbox tab answers (no module configured: nothing pending)");
     b.wait_until("location.hash = '#outbox'; true", Duration::from_secs(5), |v| v == &json!(true))?;

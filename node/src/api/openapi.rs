@@ -116,6 +116,10 @@ pub const DOCS: &[Doc] = &[
     d(Post, "/v1/cluster/remove", "Remove a node from the cluster", Json, Write, MEMBER_CODES),
     d(Post, "/v1/cluster/transfer-leader", "Hand leadership to another voter", Json, Write, MEMBER_CODES),
     d(Post, "/v1/messages", "Send a message to users, a group or everyone (stored for offline users until acknowledged)", Json, Write, &["invalid_idempotency_key", "invalid_recipients", "too_many_recipients", "invalid_uid", "invalid_group", "unknown_group", "no_recipients", "ttl_not_supported", "invalid_ttl", "invalid_content_type", "invalid_body", "no_gateway"]),
+    q(
+        d(Get, "/v1/messages/queues", "The longest offline queues (oldest message age), groups, live broadcasts", NoBody, Read, &[]),
+        &[("top", "how many queues and broadcasts (1 to 100, default 20)")],
+    ),
     d(Put, "/v1/groups/{name}", "Set a recipient group's members", Json, Write, &["invalid_group", "no_members", "too_many_recipients", "invalid_uid"]),
     d(Get, "/v1/groups/{name}", "Read a recipient group", NoBody, Read, &["invalid_group", "unknown_group"]),
     d(Delete, "/v1/groups/{name}", "Delete a recipient group", NoBody, Write, &["invalid_group", "unknown_group"]),

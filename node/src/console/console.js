@@ -32,7 +32,7 @@ function code(json) { return json && json.error ? json.error.code + ": " + json.
 
 function show(view) {
   document.body.dataset.view = view;
-  for (const v of ["login", "cluster", "presence", "outbox"]) $(v + "-view").hidden = v !== view;
+  for (const v of ["login", "cluster", "presence", "messages", "outbox"]) $(v + "-view").hidden = v !== view;
   $("nav").hidden = view === "login";
   for (const a of document.querySelectorAll("nav a[data-tab]")) {
     if (a.dataset.tab === view) a.setAttribute("aria-current", "page"); else a.removeAttribute("aria-current");
@@ -44,10 +44,10 @@ function logout(why) {
   if (refreshTimer) { clearInterval(refreshTimer); refreshTimer = null; }
   if (watchAbort) { watchAbort.abort(); watchAbort = null; }
   $("login-error").textContent = why || "";
-  $("nodes").querySelector("tbody").replaceChildren();
-  $("outbox").querySelector("tbody").replaceChildren();
+  for (const tb of document.querySelectorAll("tbody")) tb.replaceChildren();
+  for (const id of ["messages-summary", "outbox-status", "lookup-status", "media", "action-result"]) $(id).textContent = "";
   samples.length = 0;
-  $("badges").querySelector("tbody").replaceChildren();
+  rowsByUid.clear();
   show("login");
 }
 
@@ -70,8 +70,9 @@ function start() {
 
 function route() {
   const tab = (location.hash || "#cluster").slice(1);
-  show(["presence", "outbox"].includes(tab) ? tab : "cluster");
+  show(["presence", "messages", "outbox"].includes(tab) ? tab : "cluster");
   if (tab === "outbox") loadOutbox();
+  if (tab === "messages") loadQueues();
 }
 
 function cell(tr, text, cls) {
@@ -157,6 +158,27 @@ async function member(ev) {
   out.textContent = r.status === 200 ? op + " node " + number + ": done" : op + " refused (" + r.status + ") " + code(r.json);
   document.body.dataset.actionStatus = String(r.status);
   refresh();
+}
+
+async function loadQueues() {
+  let r;
+  try { r = await api("GET", "/v1/messages/queues?top=20"); } catch (_) { return; }
+  const st = $("messages-summary");
+  if (r.status !== 200) { st.className = "error"; st.textContent = "refused (" + r.status + ") " + code(r.json); return; }
+  const q = r.json;
+  st.className = "";
+  st.textContent = `${q.stored_messages} stored messages in ${q.inboxes} inboxes; ${q.groups} groups; at revision ${q.revision}`;
+  $("queues").querySelector("tbody").replaceChildren(...q.queues.map((l) => {
+    const tr = document.createElement("tr"); tr.dataset.uid = l.uid;
+    cell(tr, l.uid); cell(tr, l.queued); cell(tr, (l.oldest_age_ms / 1000).toFixed(1) + " s");
+    return tr;
+  }));
+  $("broadcasts").querySelector("tbody").replaceChildren(...q.broadcasts.map((b) => {
+    const tr = document.createElement("tr");
+    cell(tr, b.id); cell(tr, b.from); cell(tr, new Date(b.expires_at_ms).toISOString()); cell(tr, b.acked);
+    return tr;
+  }));
+  document.body.dataset.queues = String(q.queues.length);
 }
 
 async function loadOutbox() {

@@ -45,6 +45,64 @@ pub fn routes() -> Served<AppState> {
         .at(Put, "/v1/users/{uid}/settings", put_settings)
         .at(Get, "/v1/users/{uid}/settings", get_settings)
         .at(Get, "/v1/gateway", get_gateway)
+        .at(Get, "/v1/messages/queues", get_queues)
+}
+
+/// Longest list of inboxes (and of live broadcasts) `GET
+/// /v1/messages/queues` answers: an operator's top list, and the summary
+/// is built under the state's read lock (one pass over the inboxes).
+const MAX_QUEUES_TOP: usize = 100;
+/// Its default length.
+const DEFAULT_QUEUES_TOP: usize = 20;
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct QueuesQuery {
+    top: Option<usize>,
+}
+
+/// The operator's view of the offline queues (the console's Messages
+/// page): the longest inboxes with their oldest message's age, the number
+/// of groups, live broadcasts with their acknowledgements; linearizable.
+async fn get_queues(
+    State(api): State<AppState>,
+    q: Result<Query<QueuesQuery>, axum::extract::rejection::QueryRejection>,
+) -> Result<Json<serde_json::Value>, ApiError> {
+    let q = q.map_err(|e| {
+        let text = e.body_text();
+        let code = if text.contains("unknown field") {
+            codes::UNKNOWN_PARAMETER
+        } else {
+            codes::INVALID_QUERY_STRING
+        };
+        ApiError::new(code, text)
+    })?;
+    let top = q.0.top.unwrap_or(DEFAULT_QUEUES_TOP);
+    if top == 0 || top > MAX_QUEUES_TOP {
+        return Err(ApiError::new(
+            codes::INVALID_FIELD,
+            format!("top must be from 1 to {MAX_QUEUES_TOP}"),
+        ));
+    }
+    let now = api.time.clock.now_ms();
+    let (s, revision) = api
+        .node
+        .read(crate::raft::Consistency::Linearizable, |st| {
+            (st.msgs.queue_summary(top, now), st.applied())
+        })
+        .await?;
+    Ok(Json(serde_json::json!({
+        "revision": revision,
+        "stored_messages": s.stored_messages,
+        "inboxes": s.inboxes,
+        "groups": s.groups,
+        "queues": s.queues.iter().map(|l| serde_json::json!({
+            "uid": l.uid, "queued": l.queued, "oldest_age_ms": l.oldest_age_ms,
+        })).collect::<Vec<_>>(),
+        "broadcasts": s.broadcasts.iter().map(|b| serde_json::json!({
+            "id": b.id, "from": b.from, "expires_at_ms": b.expires_at_ms, "acked": b.acked,
+        })).collect::<Vec<_>>(),
+    })))
 }
 
 async fn post_message(
