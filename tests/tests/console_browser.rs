@@ -48,7 +48,7 @@ fn login_event(uid: &str) -> Value {
 /// SIGKILLed the console shows the new leader within a few seconds;
 /// transfer-leader from the console (confirmed) moves leadership where it
 /// asked; the killed node removed from the console leaves two rows; the
-/// charts gather samples; the messages tab lists the longest offline
+/// charts gather samples (of /v1/cluster and of /metrics); the messages tab lists the longest offline
 /// queues first; the outbox tab answers; 1,000 ids looked up show 500 online and 500 unknown badges, and
 /// followed live, a login of one of them turns its badge online; logging
 /// out clears every table.
@@ -134,6 +134,9 @@ fn console_in_chromium_shows_the_cluster_and_acts() -> Result<()> {
     )?;
     dataset(&mut b, "samples", Duration::from_secs(30), |n| {
         n.parse::<u32>().is_ok_and(|n| n >= 8)
+    })?;
+    dataset(&mut b, "metricsSamples", Duration::from_secs(30), |n| {
+        n.parse::<u32>().is_ok_and(|n| n >= 3)
     })?;
     b.screenshot(&shots.join("console-cluster.png"))?;
 

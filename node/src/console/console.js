@@ -47,6 +47,7 @@ function logout(why) {
   for (const tb of document.querySelectorAll("tbody")) tb.replaceChildren();
   for (const id of ["messages-summary", "outbox-status", "lookup-status", "media", "action-result"]) $(id).textContent = "";
   samples.length = 0;
+  msamples.length = 0;
   rowsByUid.clear();
   show("login");
 }
@@ -86,6 +87,7 @@ async function refresh() {
   if (!key()) return;
   let r;
   try { r = await api("GET", "/v1/cluster"); } catch (_) { markFreshness(); return; }
+  if (refreshes++ % METRICS_EVERY === 0) sampleMetrics().catch(() => {});
   if (r.status === 200) { lastFresh = Date.now(); render(r.json); } else if (r.status === 403) {
     $("freshness").textContent = "refused: " + code(r.json);
   }
@@ -144,6 +146,61 @@ function charts() {
   const nodes = [...new Set(samples.flatMap((s) => Object.keys(s.offsets)))].sort();
   plot($("chart-clock"), nodes.map((n) => ({ points: samples.filter((s) => n in s.offsets).map((s) => [s.t, s.offsets[n]]) })));
   $("chart-legend").textContent = nodes.map((n, i) => "node " + n + ": " + ["blue", "red", "green", "purple", "orange", "brown", "pink"][i % 7]).join(", ");
+}
+
+// Samples of this node's /metrics, every METRICS_EVERY refreshes: the
+// counters and the write-latency histogram, for rates and percentiles
+// between consecutive samples.
+const METRICS_EVERY = 2;
+const msamples = [];
+let refreshes = 0;
+
+function parseMetrics(text) {
+  const out = { writes: 0, queryIds: 0, buckets: [] };
+  for (const line of text.split("\n")) {
+    if (!line || line.startsWith("#")) continue;
+    const sp = line.lastIndexOf(" ");
+    const name = line.slice(0, sp), v = Number(line.slice(sp + 1));
+    if (name === "herald_presence_write_requests_total") out.writes = v;
+    else if (name === "herald_presence_query_ids_total") out.queryIds = v;
+    else if (name.startsWith("herald_presence_write_seconds_bucket{")) {
+      const m = /le="([^"]+)"/.exec(name);
+      if (m) out.buckets.push([m[1] === "+Inf" ? Infinity : Number(m[1]), v]);
+    }
+  }
+  out.buckets.sort((a, b) => a[0] - b[0]);
+  return out;
+}
+
+// The q-quantile (seconds) of the observations between two histograms.
+function quantile(q, a, b) {
+  const d = b.buckets.map(([le, n], i) => [le, n - ((a.buckets[i] || [le, 0])[1])]);
+  const total = d.length ? d[d.length - 1][1] : 0;
+  if (total <= 0) return null;
+  const want = q * total;
+  for (const [le, n] of d) if (n >= want) return le;
+  return null;
+}
+
+async function sampleMetrics() {
+  const r = await fetch("/metrics", { headers: { authorization: "Bearer " + key() } });
+  const st = $("metrics-status");
+  if (r.status !== 200) { st.textContent = "/metrics refused (" + r.status + "): give the key the metrics scope"; return; }
+  st.textContent = "";
+  msamples.push({ t: Date.now(), m: parseMetrics(await r.text()) });
+  while (msamples.length > CHART_SAMPLES / METRICS_EVERY) msamples.shift();
+  const req = [[], []], lat = [[], []];
+  for (let i = 1; i < msamples.length; i++) {
+    const a = msamples[i - 1], b = msamples[i], dt = Math.max(1, b.t - a.t) / 1000;
+    req[0].push([b.t, (b.m.writes - a.m.writes) / dt]);
+    req[1].push([b.t, (b.m.queryIds - a.m.queryIds) / dt]);
+    const p50 = quantile(0.5, a.m, b.m), p99 = quantile(0.99, a.m, b.m);
+    if (p50 !== null && isFinite(p50)) lat[0].push([b.t, p50 * 1000]);
+    if (p99 !== null && isFinite(p99)) lat[1].push([b.t, p99 * 1000]);
+  }
+  plot($("chart-requests"), req.map((points) => ({ points })));
+  plot($("chart-latency"), lat.map((points) => ({ points })));
+  document.body.dataset.metricsSamples = String(msamples.length);
 }
 
 async function member(ev) {
