@@ -12,7 +12,8 @@ use std::time::{Duration, Instant};
 use anyhow::{anyhow, bail, Context, Result};
 use serde_json::{json, Value};
 
-pub mod delay_proxy;
+/// The delaying WAN proxy, shared with the jepsen harness (its own crate).
+pub use herald_delay_proxy as delay_proxy;
 
 /// Path of the heraldd binary under test.
 pub fn heraldd_path() -> PathBuf {
