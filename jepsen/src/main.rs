@@ -55,6 +55,7 @@ fn main() {
                 drain_s: a.drain_s.max(1),
                 snapshot_logs: a.snapshot_logs.max(1),
                 watchers: a.watchers.max(1),
+                zone: a.zone.clone(),
                 heraldd: a.heraldd.unwrap_or_else(run::default_heraldd),
                 store: a.store.unwrap_or_else(run::default_store),
                 no_setup: a.no_setup,
