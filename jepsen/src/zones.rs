@@ -145,6 +145,23 @@ pub struct ZoneArgs {
 }
 
 impl ZoneArgs {
+    /// The zone options as a command line tail ("" without `--zones`).
+    pub fn command_args(&self) -> String {
+        if self.zones == 0 {
+            return String::new();
+        }
+        format!(
+            " --zones {}{} --wan-ms {} --wan-jitter-ms {} --max-staleness-ms {} --when-stale {} --zone-read-share {}",
+            self.zones,
+            if self.replica { " --replica" } else { "" },
+            self.wan_ms,
+            self.wan_jitter_ms,
+            self.max_staleness_ms,
+            self.when_stale,
+            self.zone_read_share
+        )
+    }
+
     /// The layout, or None without `--zones`.
     pub fn layout(&self) -> Option<ZoneLayout> {
         (self.zones > 0).then(|| ZoneLayout {
