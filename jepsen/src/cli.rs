@@ -17,6 +17,9 @@ pub struct Cli {
     pub cmd: Cmd,
 }
 
+// `Test`'s options are large, but the enum is parsed once at start: boxing
+// them would buy nothing.
+#[allow(clippy::large_enum_variant)]
 #[derive(Subcommand, Debug)]
 pub enum Cmd {
     /// Run a test: cluster in network namespaces, workers, nemesis, checkers.

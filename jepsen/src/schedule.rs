@@ -107,7 +107,8 @@ pub enum Target {
 }
 
 /// One fault with its random choices fixed. Node numbers are 0-based
-/// indices here (node i is `n{i+1}`).
+/// indices here (node i is `n{i+1}`). `Zone` cuts off the zone of
+/// `order[0]` (all its links, see `crate::zones`).
 #[derive(Clone, Debug, PartialEq, Serialize)]
 #[serde(tag = "kind", rename_all = "kebab-case")]
 pub enum Fault {
@@ -117,7 +118,6 @@ pub enum Fault {
     ClockBump { nodes: Vec<usize>, offsets_ms: Vec<i64> },
     ClockStrobe { nodes: Vec<usize>, delta_ms: i64, period_ms: u64 },
     Member { order: Vec<usize> },
-    /// Cut off the zone of `order[0]` (all its links), see `crate::zones`.
     Zone { order: Vec<usize> },
     Composite { faults: Vec<Fault> },
 }

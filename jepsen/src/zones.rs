@@ -106,9 +106,7 @@ impl ZoneLayout {
         (0..n)
             .map(|i| {
                 (0..n)
-                    .filter(|&j| {
-                        j != i && (self.zone_of(i) == z) != (self.zone_of(j) == z)
-                    })
+                    .filter(|&j| j != i && (self.zone_of(i) == z) != (self.zone_of(j) == z))
                     .collect()
             })
             .collect()
@@ -194,10 +192,11 @@ impl Wan {
         let delay = Delay { ms: layout.wan_ms, jitter_ms: layout.wan_jitter_ms };
         for (i, j) in layout.wan_links(n) {
             let listen: SocketAddr = format!("127.0.0.1:{}", proxy_port(j)).parse()?;
-            let target: SocketAddr = format!("{}:{}", netns::node_ip(j), crate::db::SYNC_PORT)
-                .parse()?;
-            let p = netns::run_in(&netns::node_ns(i), || DelayProxy::start_on(listen, target, delay))?
-                .with_context(|| format!("WAN proxy n{}→n{}", i + 1, j + 1))?;
+            let target: SocketAddr =
+                format!("{}:{}", netns::node_ip(j), crate::db::SYNC_PORT).parse()?;
+            let p =
+                netns::run_in(&netns::node_ns(i), || DelayProxy::start_on(listen, target, delay))?
+                    .with_context(|| format!("WAN proxy n{}→n{}", i + 1, j + 1))?;
             links.push((i, j, p));
         }
         Ok(Wan { layout: layout.clone(), links })

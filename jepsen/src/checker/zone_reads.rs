@@ -162,7 +162,13 @@ pub fn check(history: &[Op]) -> ZoneReadsResult {
         let meta = &c.value[2];
         let params = &p.invoke.value[2];
         let Some(r) = meta["revision"].as_u64() else {
-            flag(&mut out, c.index, &key, "no-revision", format!("answer without a revision: {meta}"));
+            flag(
+                &mut out,
+                c.index,
+                &key,
+                "no-revision",
+                format!("answer without a revision: {meta}"),
+            );
             continue;
         };
         let acks = acked.get(&key).unwrap_or(&empty);
@@ -170,7 +176,9 @@ pub fn check(history: &[Op]) -> ZoneReadsResult {
         let own_rev = if v.is_null() {
             if let Some((wr, _, wv)) = acks.iter().filter(|a| a.0 <= r).max_by_key(|a| a.0) {
                 flag(
-&mut out, c.index, &key,
+                    &mut out,
+                    c.index,
+                    &key,
                     "lost-write",
                     format!("nil at revision {r}, but write {wv} was acknowledged at {wr}"),
                 );
@@ -179,18 +187,32 @@ pub fn check(history: &[Op]) -> ZoneReadsResult {
         } else {
             match writes.get(&key).and_then(|m| m.get(&v.to_string())) {
                 None => {
-                    flag(&mut out, c.index, &key, "phantom", format!("value {v} was never written to {key}"));
+                    flag(
+                        &mut out,
+                        c.index,
+                        &key,
+                        "phantom",
+                        format!("value {v} was never written to {key}"),
+                    );
                     continue;
                 }
                 Some(w) if w.invoked_at > c.time => {
-                    flag(&mut out, c.index, &key, "phantom", format!("value {v} written after the read returned"));
+                    flag(
+                        &mut out,
+                        c.index,
+                        &key,
+                        "phantom",
+                        format!("value {v} written after the read returned"),
+                    );
                     continue;
                 }
                 Some(w) => {
                     if let Some(wr) = w.rev {
                         if wr > r {
                             flag(
-&mut out, c.index, &key,
+                                &mut out,
+                                c.index,
+                                &key,
                                 "future-value",
                                 format!("value {v} of revision {wr} in a state at revision {r}"),
                             );
@@ -230,10 +252,18 @@ pub fn check(history: &[Op]) -> ZoneReadsResult {
         } else {
             let m = params["min_revision"].as_u64().unwrap_or(0);
             if r < m {
-                flag(&mut out, c.index, &key, "below-min-revision", format!("state at revision {r} < min_revision {m}"));
+                flag(
+                    &mut out,
+                    c.index,
+                    &key,
+                    "below-min-revision",
+                    format!("state at revision {r} < min_revision {m}"),
+                );
             } else if own_rev.is_some_and(|wr| wr < m) {
                 flag(
-&mut out, c.index, &key,
+                    &mut out,
+                    c.index,
+                    &key,
                     "misses-write",
                     format!("value {v} is older than the write at min_revision {m}"),
                 );
