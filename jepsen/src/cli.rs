@@ -17,6 +17,9 @@ pub struct Cli {
     pub cmd: Cmd,
 }
 
+// `Test`'s options are large, but the enum is parsed once at start: boxing
+// them would buy nothing.
+#[allow(clippy::large_enum_variant)]
 #[derive(Subcommand, Debug)]
 pub enum Cmd {
     /// Run a test: cluster in network namespaces, workers, nemesis, checkers.
@@ -51,7 +54,7 @@ pub struct TestArgs {
     #[arg(long, value_enum, default_value_t = Workload::Presence)]
     pub workload: Workload,
     /// Comma list of partition, kill, pause, clock, member, part-kill,
-    /// pause-kill; or all / none. partition+kill adds part-kill, pause+kill
+    /// pause-kill, zone (with --zones); or all (zone excepted) / none. partition+kill adds part-kill, pause+kill
     /// adds pause-kill.
     #[arg(long, default_value = "partition,kill")]
     pub nemesis: String,
@@ -119,6 +122,9 @@ pub struct TestArgs {
     /// Watch workload: watcher threads, each following 2-4 uids at a time.
     #[arg(long, default_value_t = 4)]
     pub watchers: usize,
+    /// Zones, the WAN between them and zone reads.
+    #[command(flatten)]
+    pub zone: crate::zones::ZoneArgs,
     /// heraldd binary (default: heraldd next to this binary, else
     /// <workspace>/target/debug/heraldd).
     #[arg(long)]

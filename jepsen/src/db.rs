@@ -75,6 +75,9 @@ pub struct RaftParams {
     pub gateway_heartbeat_ms: u64,
     pub gateway_grace_ms: u64,
     pub push_timeout_ms: u64,
+    /// Zones (`--zones`): each `<server>`'s zone and role, the WAN proxies
+    /// in `sync-via`, and `<reads>` (see `crate::zones`). None: one zone.
+    pub zones: Option<crate::zones::ZoneLayout>,
 }
 
 impl Default for RaftParams {
@@ -93,6 +96,7 @@ impl Default for RaftParams {
             gateway_heartbeat_ms: 1000,
             gateway_grace_ms: 3000,
             push_timeout_ms: 1000,
+            zones: None,
         }
     }
 }
@@ -138,8 +142,10 @@ pub fn config_xml(
     s.push_str("  <servers>\n");
     for n in all {
         s.push_str(&format!(
-            "    <server number=\"{}\" host=\"{}\" sync-port=\"{SYNC_PORT}\" time-port=\"{TIME_PORT}\" publish-port=\"{PUBLISH_PORT}\"/>\n",
-            n.number, n.ip
+            "    <server number=\"{}\" host=\"{}\" sync-port=\"{SYNC_PORT}\" time-port=\"{TIME_PORT}\" publish-port=\"{PUBLISH_PORT}\"{}/>\n",
+            n.number,
+            n.ip,
+            raft.zones.as_ref().map(|z| z.server_attrs(me.idx, n.idx, all.len())).unwrap_or_default()
         ));
     }
     s.push_str("  </servers>\n");
@@ -169,6 +175,9 @@ pub fn config_xml(
         "  <watch progress-ms=\"{}\" window-changes=\"{WATCH_WINDOW_CHANGES}\"/>\n",
         crate::workload::watch::PROGRESS_MS
     ));
+    if let Some(z) = &raft.zones {
+        s.push_str(&z.reads_xml());
+    }
     s.push_str(&format!("  <auth mode=\"hmac\" key=\"{AUTH_KEY}\"/>\n"));
     if let Some(certs) = certs {
         let (cert, key) = herald_client::cert::node_file_names(me.number as u64);
@@ -219,6 +228,8 @@ pub struct Db {
     pub unexpected_exits: Vec<Exit>,
     /// Nodes whose exit is expected (e.g. removed from the cluster).
     pub exit_ok: Vec<bool>,
+    /// The delaying proxies between zones (`--zones`), for the zone nemesis.
+    pub wan: Option<crate::zones::Wan>,
     start: Instant,
 }
 
@@ -259,6 +270,7 @@ impl Db {
             nodes,
             faketime,
             unexpected_exits: Vec::new(),
+            wan: None,
             start,
         })
     }
@@ -538,6 +550,31 @@ mod tests {
         assert_eq!(c.access.keys.len(), 1);
         assert_eq!(c.access.keys[0].digest, herald_proto::apikey::digest(API_KEY));
         assert_eq!(c.access.keys[0].scopes.len(), herald_proto::apikey::Scope::ALL.len());
+    }
+
+    /// Proves heraldd's strict reader accepts the zone layout the harness
+    /// writes: zones round-robin, the last node a replica, cross-zone
+    /// servers dialled through the WAN proxies, `<reads>` as asked.
+    #[test]
+    fn db_config_xml_zones_are_accepted_by_heraldd() {
+        let all: Vec<NodeSpec> = (0..4).map(spec).collect();
+        let raft = RaftParams {
+            zones: Some(crate::zones::ZoneLayout {
+                zones: 3,
+                replica: true,
+                wan_ms: 40,
+                wan_jitter_ms: 10,
+                max_staleness_ms: 700,
+                when_stale: "fail".into(),
+            }),
+            ..RaftParams::default()
+        };
+        let x = config_xml(&all[0], &all, &raft, None);
+        let c = herald_node::config::parse(&x, "n1.xml").unwrap_or_else(|e| panic!("{e}\n{x}"));
+        assert!(x.contains("zone=\"z2\" sync-via=\"127.0.0.1:17102\""), "{x}");
+        assert!(x.contains("<server number=\"4\" host=\"10.77.0.14\" sync-port=\"7101\" time-port=\"7102\" publish-port=\"7103\" zone=\"z1\" role=\"replica\"/>"), "{x}");
+        assert!(x.contains("<reads max-staleness-ms=\"700\" when-stale=\"fail\"/>"));
+        assert_eq!(c.servers.len(), 4);
     }
 
     /// Proves clock offsets are written in libfaketime's relative format.

@@ -15,3 +15,4 @@ pub mod run;
 pub mod schedule;
 pub mod sntp;
 pub mod workload;
+pub mod zones;

@@ -21,6 +21,7 @@ enum Active {
     Paused(Vec<usize>),
     Clock(Vec<usize>),
     Member(usize),
+    Zone,
 }
 
 struct Strobe {
@@ -172,6 +173,19 @@ impl<'a> Nemesis<'a> {
                     }
                 }
             }
+            Fault::Zone { order } => {
+                let Some(wan) = self.db.wan.as_ref() else {
+                    return json!({"skipped": "no zones (--zones)"});
+                };
+                let z = wan.layout.zone_of(order[0]);
+                let g = wan.layout.cut_grudge(z, self.n());
+                let members = names(self.db, &wan.layout.members(z, self.n()));
+                let zone = wan.layout.zone_name(order[0]);
+                let links = wan.cut_zone(z);
+                let res = netns::apply_grudge(&g);
+                self.active.push(Active::Zone);
+                json!({"zone": zone, "nodes": members, "proxies-cut": links, "error": res.err().map(|e| e.to_string())})
+            }
             Fault::Composite { faults } => {
                 Value::Array(faults.iter().map(|f| self.apply(f)).collect())
             }
@@ -231,6 +245,13 @@ impl<'a> Nemesis<'a> {
                 let r = netns::heal(self.n());
                 json!({"healed": "network", "error": r.err().map(|e| e.to_string())})
             }
+            Active::Zone => {
+                let r = netns::heal(self.n());
+                if let Some(w) = self.db.wan.as_ref() {
+                    w.heal();
+                }
+                json!({"healed": "zone", "error": r.err().map(|e| e.to_string())})
+            }
             Active::Killed(nodes) => {
                 let mut restarted = Vec::new();
                 let mut errors = Vec::new();
@@ -289,6 +310,9 @@ impl<'a> Nemesis<'a> {
         self.stop();
         self.record("heal", Value::Null);
         let net = netns::heal(self.n()).err().map(|e| e.to_string());
+        if let Some(w) = self.db.wan.as_ref() {
+            w.heal();
+        }
         let mut restarted = Vec::new();
         for i in 0..self.n() {
             self.db.resume(i);

@@ -26,7 +26,7 @@ use crate::db::{self, Db, RaftParams};
 use crate::history::{self, Op, Recorder};
 use crate::nemesis::Nemesis;
 use crate::schedule::{self, Action, Family};
-use crate::workload::{master, messages, presence, watch, Workload};
+use crate::workload::{master, messages, presence, watch, zone_reads, Workload};
 use crate::{edn, netns, report};
 
 pub static INTERRUPTED: AtomicBool = AtomicBool::new(false);
@@ -80,6 +80,8 @@ pub struct TestOpts {
     pub snapshot_logs: u64,
     /// Watch workload: watcher threads.
     pub watchers: usize,
+    /// Zones, WAN proxies and zone reads (`--zones`, ...).
+    pub zone: crate::zones::ZoneArgs,
     pub heraldd: PathBuf,
     pub store: PathBuf,
     pub no_setup: bool,
@@ -328,6 +330,7 @@ fn test_one(opts: &TestOpts, workload: Workload, families: &[Family]) -> Result<
         master_hold_down_ms: opts.hold_down_ms,
         time_tolerance_ms: opts.tolerance_ms.max(1),
         snapshot_logs: opts.snapshot_logs.max(1),
+        zones: opts.zone.layout(),
         ..RaftParams::default()
     };
     let with_presence = workload.includes(Workload::Presence);
@@ -365,6 +368,10 @@ fn test_one(opts: &TestOpts, workload: Workload, families: &[Family]) -> Result<
             "watchers": opts.watchers, "progress_ms": watch::PROGRESS_MS, "idle_ms": watch::IDLE.as_millis() as u64,
             "window_changes": db::WATCH_WINDOW_CHANGES,
         })),
+        "zones": raft.zones.as_ref().map(|z| json!({
+            "layout": z, "zone_read_share": opts.zone.zone_read_share,
+            "answer_slack_ms": crate::checker::zone_reads::ANSWER_SLACK_MS,
+        })),
         "commit": commit(),
         "command": opts.command,
         "heraldd": opts.heraldd.display().to_string(),
@@ -394,6 +401,18 @@ fn test_one(opts: &TestOpts, workload: Workload, families: &[Family]) -> Result<
     fs::copy(&opts.heraldd, &bin).with_context(|| format!("copy {}", opts.heraldd.display()))?;
     let _bin_guard = RemoveOnDrop(bin.clone());
     let mut db = Db::new(&bin, &dir, n, &raft, faketime, Instant::now())?;
+    if let Some(z) = &raft.zones {
+        let wan = crate::zones::Wan::start(z, n)?;
+        eprintln!(
+            "zones: {} zones, {} WAN links at {} ± {} ms one way{}",
+            z.zones,
+            wan.len(),
+            z.wan_ms,
+            z.wan_jitter_ms,
+            if z.replica { format!(", n{} a replica", n) } else { String::new() }
+        );
+        db.wan = Some(wan);
+    }
     for i in 0..n {
         db.start(i)?;
     }
@@ -421,6 +440,13 @@ fn test_one(opts: &TestOpts, workload: Workload, families: &[Family]) -> Result<
         rate: opts.rate,
         seed: opts.seed,
         timeout: Duration::from_millis(opts.timeout_ms),
+        zone_reads: raft.zones.as_ref().filter(|_| opts.zone.zone_read_share > 0.0).map(|z| {
+            zone_reads::ZoneReads::new(
+                opts.zone.zone_read_share.min(1.0),
+                z.max_staleness_ms,
+                raft.time_tolerance_ms,
+            )
+        }),
     };
     let mopts = master::Opts {
         nodes: nodes.clone(),
@@ -736,6 +762,9 @@ pub fn analyze(hist: &[Op], run: &RunFacts, limit: Duration) -> Results {
     let mut c = Checkers { history: Some(run_facts::history(hist)), ..Default::default() };
     if has("read") || has("write") {
         c.linear = Some(linear::check(hist, threads, limit));
+    }
+    if has(zone_reads::F_BOUNDED) || has(zone_reads::F_MIN_REV) {
+        c.zone_reads = Some(crate::checker::zone_reads::check(hist));
     }
     if has("frame") {
         c.watch = Some(watch_checker::check(hist));

@@ -19,6 +19,9 @@ pub enum Family {
     Member,
     PartKill,
     PauseKill,
+    /// Cut a whole zone off (`--zones`; not in `all`, so that the seeds of
+    /// `all` keep their schedules).
+    Zone,
 }
 
 impl Family {
@@ -41,6 +44,7 @@ impl Family {
             Family::Member => "member",
             Family::PartKill => "part-kill",
             Family::PauseKill => "pause-kill",
+            Family::Zone => "zone",
         }
     }
 
@@ -58,9 +62,10 @@ impl Family {
                     continue;
                 }
                 "membership" => Family::Member,
+                "zone" => Family::Zone,
                 other => match Family::ALL.iter().find(|f| f.name() == other) {
                     Some(f) => *f,
-                    None => bail!("unknown nemesis {other:?}; known: partition, kill, pause, clock, member, part-kill, pause-kill, all, none"),
+                    None => bail!("unknown nemesis {other:?}; known: partition, kill, pause, clock, member, part-kill, pause-kill, zone, all, none"),
                 },
             };
             out.push(fam);
@@ -102,7 +107,8 @@ pub enum Target {
 }
 
 /// One fault with its random choices fixed. Node numbers are 0-based
-/// indices here (node i is `n{i+1}`).
+/// indices here (node i is `n{i+1}`). `Zone` cuts off the zone of
+/// `order[0]` (all its links, see `crate::zones`).
 #[derive(Clone, Debug, PartialEq, Serialize)]
 #[serde(tag = "kind", rename_all = "kebab-case")]
 pub enum Fault {
@@ -112,6 +118,7 @@ pub enum Fault {
     ClockBump { nodes: Vec<usize>, offsets_ms: Vec<i64> },
     ClockStrobe { nodes: Vec<usize>, delta_ms: i64, period_ms: u64 },
     Member { order: Vec<usize> },
+    Zone { order: Vec<usize> },
     Composite { faults: Vec<Fault> },
 }
 
@@ -125,6 +132,7 @@ impl Fault {
             Fault::ClockBump { .. } => "clock-bump".into(),
             Fault::ClockStrobe { .. } => "clock-strobe".into(),
             Fault::Member { .. } => "member".into(),
+            Fault::Zone { .. } => "zone".into(),
             Fault::Composite { faults } => {
                 faults.iter().map(|f| f.name()).collect::<Vec<_>>().join("+")
             }
@@ -199,6 +207,7 @@ fn fault_for(rng: &mut Rng, fam: Family, n: usize) -> Fault {
             }
         }
         Family::Member => Fault::Member { order: order(rng, n) },
+        Family::Zone => Fault::Zone { order: order(rng, n) },
         Family::PartKill => {
             let p = fault_for(rng, Family::Partition, n);
             let t = [Target::One, Target::Minority, Target::Leader];

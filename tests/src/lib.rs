@@ -13,7 +13,8 @@ use anyhow::{anyhow, bail, Context, Result};
 use serde_json::{json, Value};
 
 pub mod browser;
-pub mod delay_proxy;
+/// The delaying WAN proxy, shared with the jepsen harness (its own crate).
+pub use herald_delay_proxy as delay_proxy;
 
 /// Path of the heraldd binary under test.
 pub fn heraldd_path() -> PathBuf {

@@ -3,7 +3,9 @@
 //! master per term; after healing, the lowest running voter is master and
 //! every clock is back in tolerance; cluster time never goes backwards;
 //! a node does not keep claiming a clock it does not have), and the watch
-//! checker (change feeds against the presence writes).
+//! checker (change feeds against the presence writes), and the zone-reads
+//! checker (bounded and min_revision reads against the writes' revisions
+//! and acknowledgement times).
 
 pub mod linear;
 pub mod master_clock;
@@ -16,6 +18,7 @@ pub mod results;
 pub mod run_facts;
 pub mod status;
 pub mod watch;
+pub mod zone_reads;
 
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 

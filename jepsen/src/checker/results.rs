@@ -15,6 +15,7 @@ use super::master_term::TermResult;
 use super::queue::QueueResult;
 use super::run_facts::{CrashesResult, FinalReadsResult, HistoryResult, MessagesFinalResult};
 use super::watch::WatchResult;
+use super::zone_reads::ZoneReadsResult;
 use super::Verdict;
 
 /// A value as JSON, the way results.json has it. Implemented for every
@@ -110,6 +111,8 @@ pub struct Checkers {
     pub queue: Option<QueueResult>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub watch: Option<WatchResult>,
+    #[serde(rename = "zone-reads", skip_serializing_if = "Option::is_none")]
+    pub zone_reads: Option<ZoneReadsResult>,
 }
 
 fn present<'a>(list: &[Option<&'a dyn CheckerResult>]) -> Vec<&'a dyn CheckerResult> {
@@ -137,13 +140,19 @@ impl Checkers {
             dyn_ref(&self.messages_final),
             dyn_ref(&self.queue),
             dyn_ref(&self.watch),
+            dyn_ref(&self.zone_reads),
         ])
     }
 
     /// The checkers of client ops, in report order (their anomalies first
     /// under the summary, their sections right after the checker table).
     pub fn client(&self) -> Vec<&dyn CheckerResult> {
-        present(&[dyn_ref(&self.linear), dyn_ref(&self.queue), dyn_ref(&self.watch)])
+        present(&[
+            dyn_ref(&self.linear),
+            dyn_ref(&self.queue),
+            dyn_ref(&self.watch),
+            dyn_ref(&self.zone_reads),
+        ])
     }
 
     /// The master and time checkers, in report order (their sections go
@@ -178,6 +187,7 @@ mod tests {
             messages_final: Some(Default::default()),
             queue: Some(Default::default()),
             watch: Some(Default::default()),
+            zone_reads: Some(Default::default()),
         }
     }
 
@@ -192,9 +202,9 @@ mod tests {
         };
         let names: Vec<&str> = c.all().iter().map(|r| r.name()).collect();
         assert_eq!(keys, names);
-        assert_eq!(names.len(), 12);
+        assert_eq!(names.len(), 13);
         let grouped = c.client().len() + c.master().len();
-        assert_eq!(grouped, 8, "linear, queue, watch and the five master checkers");
+        assert_eq!(grouped, 9, "linear, queue, watch, zone-reads and the five master checkers");
     }
 
     /// Proves the merged verdict: every checker counts (any invalid is

@@ -11,6 +11,7 @@ pub mod master;
 pub mod messages;
 pub mod presence;
 pub mod watch;
+pub mod zone_reads;
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum, serde::Serialize)]
 #[serde(rename_all = "lowercase")]

@@ -34,6 +34,8 @@ pub struct Opts {
     pub rate: f64,
     pub seed: u64,
     pub timeout: Duration,
+    /// Zones: a share of the reads bounded or min_revision (`zone_reads`).
+    pub zone_reads: Option<super::zone_reads::ZoneReads>,
 }
 
 pub fn uid(key: u64) -> String {
@@ -147,6 +149,10 @@ fn worker(
         let u = uid(key);
         let p = Process::Worker(process);
         if rng.chance(0.5) {
+            if let Some(z) = opts.zone_reads.as_ref().filter(|z| rng.chance(z.share)) {
+                z.read(&api, rec, p, &node, &ip, &u, &mut rng);
+                continue;
+            }
             rec.record(OpType::Invoke, p, "read", json!([u, null]), Some(&node), None);
             let (t, v, err) = match api.query(&ip, std::slice::from_ref(&u)) {
                 Ok(reply) => match reg_of(&reply, &u) {
@@ -163,7 +169,12 @@ fn worker(
             // An acknowledged write's completion also carries the revision
             // (log index) it was committed at, for the watch checker.
             let (t, done, err) = match api.events(&ip, json!([ev])) {
-                Ok(r) => (OpType::Ok, json!([u, v, r["revision"]]), None),
+                Ok(r) => {
+                    if let Some(z) = &opts.zone_reads {
+                        z.note(&u, &r["revision"]);
+                    }
+                    (OpType::Ok, json!([u, v, r["revision"]]), None)
+                }
                 Err(e) => (write_error_type(&e.kind), json!([u, v]), Some(e.to_string())),
             };
             rec.record(t, p, "write", done, Some(&node), err);

@@ -10,6 +10,9 @@
 //! byte forwarded (a black hole, as a cut WAN link looks to TCP) until
 //! [`DelayProxy::heal`], which closes them so the clients reconnect.
 //!
+//! Used by tests/tests/zones.rs (via `herald_tests::delay_proxy`) and by
+//! the jepsen harness's zones (`jepsen/src/zones.rs`).
+//!
 //! The proxy runs on its own thread and tokio runtime, so synchronous tests
 //! can use it; dropping it stops everything.
 
