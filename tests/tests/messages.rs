@@ -658,3 +658,36 @@ async fn sessions_restarted_gateway_resets_its_sessions() -> Result<()> {
     assert!(took < Duration::from_secs(15));
     Ok(())
 }
+
+/// `GET /v1/messages/queues` (the console's Messages page): the longest
+/// offline queues first with their oldest message's age, the stored and
+/// inbox counts, cut at `top`; a `top` out of 1..=100 or an unknown
+/// parameter is refused with its code.
+#[test]
+fn messages_queue_summary_lists_the_longest_queues() -> Result<()> {
+    let c = Cluster::start(1, Tuning::default())?;
+    c.wait_leader(Duration::from_secs(20))?;
+    let a = c.addr(1);
+    for (i, to) in [vec!["q1", "q2"], vec!["q1", "q3"], vec!["q1", "q2"]].into_iter().enumerate() {
+        let body =
+            json!({"idempotency_key": format!("k{i}"), "from": "app", "to": to, "body": "hi"});
+        let (st, v) = herald_tests::post_json(&a, "/v1/messages", &body)?;
+        assert_eq!(st, 200, "{v}");
+    }
+    let (st, v) = herald_tests::get_json(&a, "/v1/messages/queues?top=2")?;
+    assert_eq!(st, 200, "{v}");
+    let q: Vec<(String, u64)> = v["queues"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|l| (l["uid"].as_str().unwrap().to_string(), l["queued"].as_u64().unwrap()))
+        .collect();
+    assert_eq!(q, vec![("q1".to_string(), 3), ("q2".to_string(), 2)]);
+    assert_eq!((v["stored_messages"].as_u64(), v["inboxes"].as_u64()), (Some(3), Some(3)));
+    assert!(v["queues"][0]["oldest_age_ms"].as_u64().is_some());
+    let (st, v) = herald_tests::get_json(&a, "/v1/messages/queues?top=0")?;
+    assert_eq!((st, v["error"]["code"].as_str()), (400, Some("invalid_field")), "{v}");
+    let (st, v) = herald_tests::get_json(&a, "/v1/messages/queues?nope=1")?;
+    assert_eq!((st, v["error"]["code"].as_str()), (400, Some("unknown_parameter")), "{v}");
+    Ok(())
+}

@@ -286,10 +286,12 @@ function render(c) {
     tr.dataset.role = n.role;
     if (n.role === "leader") tr.className = "leader";
     cell(tr, n.number);
+    cell(tr, n.zone || "default");
     cell(tr, n.role);
     cell(tr, n.healthy ? "healthy" : "unhealthy", n.healthy ? "ok" : "error");
     cell(tr, n.matched_index);
-    cell(tr, n.matched_index == null || last == null ? null : Math.max(0, last - n.matched_index));
+    cell(tr, n.lag_entries != null ? n.lag_entries + (n.lag_ms != null ? " (" + n.lag_ms + " ms)" : "")
+      : n.matched_index == null || last == null ? null : Math.max(0, last - n.matched_index));
     cell(tr, n.clock ? n.clock.offset_ms.toFixed(2) + " ms" : null);
     cell(tr, n.clock ? (n.clock.in_tolerance ? "yes" : "NO") : null, n.clock && !n.clock.in_tolerance ? "error" : "");
     cell(tr, n.gateway ? n.gateway.sessions : null);
@@ -419,6 +421,13 @@ document.addEventListener("DOMContentLoaded", () => {
   $("outbox-refresh").addEventListener("click", loadOutbox);
   $("dead").addEventListener("change", loadOutbox);
   $("lookup-form").addEventListener("submit", lookup);
+  // A file of ids (at most 1 MiB: 10,000 ids of up to ~100 bytes) fills the list.
+  $("ids-file").addEventListener("change", async () => {
+    const f = $("ids-file").files[0];
+    if (!f) return;
+    if (f.size > 1 << 20) { $("lookup-status").textContent = "file over 1 MiB"; return; }
+    $("ids").value = await f.text();
+  });
   $("logout").addEventListener("click", () => logout("logged out"));
   window.addEventListener("hashchange", () => { if (key()) route(); });
   if (key()) start(); else show("login");
