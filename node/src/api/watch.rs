@@ -1,24 +1,28 @@
 //! Watchers of the presence change feed (issue 15), whatever the transport
 //! (gRPC `Presence.Watch`, SSE, WebSocket: `api::watch_http`).
 //!
-//! A watcher is one task reading [`crate::feed::Feed`] from its cursor:
+//! A watcher is one task with an entry in the feed's index
+//! ([`crate::feed::Subscription`]): apply pushes each change to a watched
+//! user into its inbox and wakes it; no other change wakes it.
 //!
 //! 1. Start: a read barrier (a follower serves nothing older than what the
 //!    cluster committed before the call), then either a snapshot of the
 //!    watched users at revision R (the batch query's records, unknown ids
-//!    listed; cursor = R), or, with `since_revision` S, the changes after
-//!    S (cursor = S), or `reset` + snapshot when S is older than the window.
+//!    listed; cursor = R), or, with `since_revision` S, the window's
+//!    changes after S, or `reset` + snapshot when S is older than the
+//!    window; the inbox is emptied under the same read lock, so it holds
+//!    exactly the changes after that point.
 //! 2. Then every change to a watched user after the cursor, in revision
 //!    order, one frame per revision. A watcher more than
 //!    [`COALESCE_AFTER`] changes behind (a slow reader: the frames wait
-//!    while it does not read) gets them coalesced into one frame, the
-//!    latest record per user at the head; one whose cursor left the window
-//!    gets `reset` + snapshot. It keeps no queue of its own: what it has
-//!    not sent yet is in the shared window, so a slow reader costs at most
-//!    [`FRAME_QUEUE`] frames.
+//!    while it does not read) gets them folded in its inbox into one
+//!    frame, the latest record per user; one whose oldest pending change
+//!    left the window gets `reset` + snapshot. A slow reader costs at
+//!    most [`FRAME_QUEUE`] frames and its bounded inbox.
 //! 3. A progress frame with the cursor when nothing was sent for
-//!    `<watch progress-ms>`; the cursor moves with every applied entry, so
-//!    a resume from it is exact.
+//!    `<watch progress-ms>`; the cursor then is the feed's published
+//!    revision (every change up to it is in the inbox), so a resume from
+//!    it is exact.
 //! 4. A watch of every user (`all`, a key with the `admin` scope) wants
 //!    every record; its snapshot is a view of the state taken under the
 //!    read lock (shared chunks, no copy) and sent in pages of at most
