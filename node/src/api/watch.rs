@@ -363,6 +363,8 @@ impl Watcher {
 
     /// Sends `reset` and a full snapshot; answers the new cursor.
     async fn reset(&mut self, floor: u64) -> Result<u64, Closed> {
+        self.api.metrics.watch_resets.inc();
+        tracing::debug!(floor, ids = self.watched.len(), all = self.watched.all, "watch reset");
         self.send(Frame::Reset { revision: floor, reason: RESET_WINDOW }).await?;
         self.send_snapshot().await
     }
