@@ -89,6 +89,13 @@ pub struct Metrics {
     outbox_pending: Gauge,
     outbox_dead: Gauge,
     outbox_oldest_pending_age_ms: Gauge,
+    /// Change feed (issue 15): resets sent by this node's watchers.
+    pub watch_resets: Counter,
+    watchers: Gauge,
+    watch_followed_uids: Gauge,
+    watch_followed_sids: Gauge,
+    watch_all_watchers: Gauge,
+    watch_window_records: Gauge,
 }
 
 fn latency_histogram() -> Histogram {
@@ -153,6 +160,12 @@ impl Metrics {
             outbox_pending: Gauge::default(),
             outbox_dead: Gauge::default(),
             outbox_oldest_pending_age_ms: Gauge::default(),
+            watch_resets: Counter::default(),
+            watchers: Gauge::default(),
+            watch_followed_uids: Gauge::default(),
+            watch_followed_sids: Gauge::default(),
+            watch_all_watchers: Gauge::default(),
+            watch_window_records: Gauge::default(),
             registry: Registry::default(),
         };
         r.register(
@@ -326,6 +339,32 @@ impl Metrics {
             "Age of the oldest pending profile update, cluster milliseconds (0: none)",
             m.outbox_oldest_pending_age_ms.clone(),
         );
+        r.register(
+            "watch_resets",
+            "Reset frames sent by this node's watchers (resume point or pending changes out of the window)",
+            m.watch_resets.clone(),
+        );
+        r.register("watchers", "Open watch streams on this node", m.watchers.clone());
+        r.register(
+            "watch_followed_uids",
+            "Uids followed by at least one watcher on this node (the feed's index)",
+            m.watch_followed_uids.clone(),
+        );
+        r.register(
+            "watch_followed_sids",
+            "Sids followed by at least one watcher on this node (the feed's index)",
+            m.watch_followed_sids.clone(),
+        );
+        r.register(
+            "watch_all_watchers",
+            "Watchers of every user on this node",
+            m.watch_all_watchers.clone(),
+        );
+        r.register(
+            "watch_window_records",
+            "Records in this node's change-feed window",
+            m.watch_window_records.clone(),
+        );
         Metrics { registry: r, ..m }
     }
 
@@ -334,6 +373,16 @@ impl Metrics {
         self.outbox_pending.set(pending as i64);
         self.outbox_dead.set(dead as i64);
         self.outbox_oldest_pending_age_ms.set(oldest_age_ms.min(i64::MAX as u64) as i64);
+    }
+
+    /// Refreshes the change-feed gauges (before [`Metrics::render`]).
+    pub fn set_feed(&self, feed: &crate::feed::Feed) {
+        let (uids, sids, all) = feed.followed();
+        self.watchers.set(feed.watchers() as i64);
+        self.watch_followed_uids.set(uids as i64);
+        self.watch_followed_sids.set(sids as i64);
+        self.watch_all_watchers.set(all as i64);
+        self.watch_window_records.set(feed.window_records() as i64);
     }
 
     /// Refreshes the media gauges (before [`Metrics::render`]).

@@ -312,6 +312,7 @@ async fn metrics(State(api): State<AppState>) -> Response {
         (p.pending_count(), p.dead_count(), oldest.map_or(0, |t| now.saturating_sub(t)))
     });
     api.metrics.set_outbox(pending, dead, oldest);
+    api.metrics.set_feed(&api.node.feed());
     let body = api.metrics.render(&st, users, online, &api.time.status(), changes, figures);
     ([(axum::http::header::CONTENT_TYPE, "text/plain; version=0.0.4; charset=utf-8")], body)
         .into_response()

@@ -1,24 +1,28 @@
 //! Watchers of the presence change feed (issue 15), whatever the transport
 //! (gRPC `Presence.Watch`, SSE, WebSocket: `api::watch_http`).
 //!
-//! A watcher is one task reading [`crate::feed::Feed`] from its cursor:
+//! A watcher is one task with an entry in the feed's index
+//! ([`crate::feed::Subscription`]): apply pushes each change to a watched
+//! user into its inbox and wakes it; no other change wakes it.
 //!
 //! 1. Start: a read barrier (a follower serves nothing older than what the
 //!    cluster committed before the call), then either a snapshot of the
 //!    watched users at revision R (the batch query's records, unknown ids
-//!    listed; cursor = R), or, with `since_revision` S, the changes after
-//!    S (cursor = S), or `reset` + snapshot when S is older than the window.
+//!    listed; cursor = R), or, with `since_revision` S, the window's
+//!    changes after S, or `reset` + snapshot when S is older than the
+//!    window; the inbox is emptied under the same read lock, so it holds
+//!    exactly the changes after that point.
 //! 2. Then every change to a watched user after the cursor, in revision
 //!    order, one frame per revision. A watcher more than
 //!    [`COALESCE_AFTER`] changes behind (a slow reader: the frames wait
-//!    while it does not read) gets them coalesced into one frame, the
-//!    latest record per user at the head; one whose cursor left the window
-//!    gets `reset` + snapshot. It keeps no queue of its own: what it has
-//!    not sent yet is in the shared window, so a slow reader costs at most
-//!    [`FRAME_QUEUE`] frames.
+//!    while it does not read) gets them folded in its inbox into one
+//!    frame, the latest record per user; one whose oldest pending change
+//!    left the window gets `reset` + snapshot. A slow reader costs at
+//!    most [`FRAME_QUEUE`] frames and its bounded inbox.
 //! 3. A progress frame with the cursor when nothing was sent for
-//!    `<watch progress-ms>`; the cursor moves with every applied entry, so
-//!    a resume from it is exact.
+//!    `<watch progress-ms>`; the cursor then is the feed's published
+//!    revision (every change up to it is in the inbox), so a resume from
+//!    it is exact.
 //! 4. A watch of every user (`all`, a key with the `admin` scope) wants
 //!    every record; its snapshot is a view of the state taken under the
 //!    read lock (shared chunks, no copy) and sent in pages of at most
@@ -40,13 +44,13 @@ use tokio::time::Instant;
 
 use super::access::Principal;
 use super::{size, Api, ApiError};
-use crate::feed::{Feed, Pull, WatcherSlot};
+use crate::feed::{Feed, Inbox, Pull, Subscription, WatcherSlot};
 
 /// Changes a watcher may be behind and still get one frame per revision;
 /// further behind, the pending ones are coalesced to the latest per user.
 /// 64 frames is a burst a live reader drains in milliseconds, while the
 /// coalesced frame is at most one record per watched user.
-pub const COALESCE_AFTER: usize = 64;
+pub const COALESCE_AFTER: usize = crate::feed::INBOX_ENTRIES;
 
 /// Frames handed to the transport and not yet written: the rest wait in the
 /// shared window, so a slow reader holds at most this many per watcher.
@@ -223,10 +227,12 @@ impl Api {
         }
         let (tx, frames) = mpsc::channel(FRAME_QUEUE);
         let (control, ctl) = mpsc::channel(CONTROL_QUEUE);
+        let sub = feed.subscribe(&req.uids, &req.sids, req.all);
         let w = Watcher {
             api: self.clone(),
             feed,
             watched,
+            sub,
             tx,
             last_sent: Instant::now(),
             _slot: slot,
@@ -243,9 +249,34 @@ struct Watcher {
     api: Arc<Api>,
     feed: Arc<Feed>,
     watched: Watched,
+    /// This watcher's entry in the feed's index, and its inbox.
+    sub: Subscription,
     tx: mpsc::Sender<Frame>,
     last_sent: Instant,
     _slot: WatcherSlot,
+}
+
+/// What the inbox holds for `watched` after `cursor`: its changes (those
+/// of users still watched), or `Gone` when its oldest pending change left
+/// the window (or the inbox was marked gone); the head is the published
+/// revision read before the take, so every change up to it is in hand.
+fn drain(feed: &Feed, inbox: &Inbox, watched: &Watched, cursor: u64) -> Pull {
+    let head = feed.published();
+    let t = inbox.take();
+    let floor = feed.floor();
+    if t.gone || t.oldest.is_some_and(|o| o <= floor) {
+        return Pull::Gone { floor, head };
+    }
+    let mut changes = Vec::new();
+    let mut last = cursor;
+    for (revision, users) in t.changes.into_iter().chain(t.folded) {
+        last = last.max(revision);
+        let users: Vec<Record> = users.into_iter().filter(|r| watched.wants(r)).collect();
+        if !users.is_empty() {
+            changes.push((revision, users));
+        }
+    }
+    Pull::Changes { changes, more: false, head: head.max(last) }
 }
 
 impl Watcher {
@@ -258,6 +289,8 @@ impl Watcher {
     /// A snapshot of ids at the state's applied index (= the feed's head).
     fn snapshot(&self, uids: &[String], sids: &[u64], added: bool) -> (u64, Frame) {
         self.api.node.read_local(|st| {
+            // The snapshot covers what the inbox held.
+            self.sub.inbox.clear();
             let q = st.presence.query(uids, sids);
             let rev = q.revision;
             let f = Frame::Snapshot {
@@ -278,8 +311,10 @@ impl Watcher {
     /// max-response-bytes>` (at least one record), `more` on all but the
     /// last. Answers the view's revision.
     async fn snapshot_all(&mut self) -> Result<u64, Closed> {
-        let (rev, view) =
-            self.api.node.read_local(|st| (st.presence.applied(), st.presence.snapshot()));
+        let (rev, view) = self.api.node.read_local(|st| {
+            self.sub.inbox.clear();
+            (st.presence.applied(), st.presence.snapshot())
+        });
         let max = self.api.limits.max_response_bytes.saturating_sub(size::ANSWER_OVERHEAD);
         let mut it = view.records_by_uid().peekable();
         let (mut page, mut bytes) = (Vec::new(), 0usize);
@@ -328,12 +363,14 @@ impl Watcher {
 
     /// Sends `reset` and a full snapshot; answers the new cursor.
     async fn reset(&mut self, floor: u64) -> Result<u64, Closed> {
+        self.api.metrics.watch_resets.inc();
+        tracing::debug!(floor, ids = self.watched.len(), all = self.watched.all, "watch reset");
         self.send(Frame::Reset { revision: floor, reason: RESET_WINDOW }).await?;
         self.send_snapshot().await
     }
 
-    /// The changes after `cursor`: one frame per revision, or coalesced
-    /// when more than [`COALESCE_AFTER`] are pending.
+    /// The window's changes after `cursor` (a resume): one frame per
+    /// revision, or coalesced when more than [`COALESCE_AFTER`] are pending.
     fn pending(&self, cursor: u64) -> Pull {
         let wants = |r: &Record| self.watched.wants(r);
         match self.feed.pull(cursor, COALESCE_AFTER, wants) {
@@ -364,20 +401,23 @@ impl Watcher {
         req: WatchRequest,
         ctl: &mut mpsc::Receiver<Control>,
     ) -> Result<(), Closed> {
-        let mut head_rx = self.feed.head_rx();
         let progress = Duration::from_millis(self.feed.config.progress_ms);
         let mut cursor = match req.since {
-            Some(s) if s >= self.feed.floor() => s,
-            Some(_) => {
-                let floor = self.feed.floor();
-                self.reset(floor).await?
+            // The window after `s` up to the head, and from there the
+            // inbox: one read of the state, so nothing falls between.
+            Some(s) => {
+                let p = self.api.node.read_local(|_| {
+                    self.sub.inbox.clear();
+                    self.pending(s)
+                });
+                self.deliver(s, p).await?
             }
             None => self.send_snapshot().await?,
         };
+        let inbox = self.sub.inbox.clone();
         let mut control_open = true;
         loop {
-            head_rx.borrow_and_update();
-            let p = self.pending(cursor);
+            let p = drain(&self.feed, &inbox, &self.watched, cursor);
             cursor = self.deliver(cursor, p).await?;
             tokio::select! {
                 _ = self.tx.closed() => return Err(Closed),
@@ -385,11 +425,13 @@ impl Watcher {
                     None => control_open = false,
                     Some(c) => cursor = self.control(cursor, c).await?,
                 },
-                r = head_rx.changed() => if r.is_err() {
-                    return Err(Closed);
-                },
+                // Only a change to a watched user wakes this watcher.
+                _ = inbox.wake.notified() => {}
                 _ = tokio::time::sleep_until(self.last_sent + progress) => {
-                    if self.feed.head() <= cursor {
+                    let p = drain(&self.feed, &inbox, &self.watched, cursor);
+                    let quiet = matches!(&p, Pull::Changes { changes, .. } if changes.is_empty());
+                    cursor = self.deliver(cursor, p).await?;
+                    if quiet {
                         self.send(Frame::Progress { revision: cursor }).await?;
                     }
                 }
@@ -401,6 +443,7 @@ impl Watcher {
     async fn control(&mut self, cursor: u64, c: Control) -> Result<u64, Closed> {
         match c {
             Control::Remove { uids, sids } => {
+                self.sub.remove(&uids, &sids);
                 for u in &uids {
                     self.watched.uids.remove(u);
                 }
@@ -427,10 +470,12 @@ impl Watcher {
                     return Ok(cursor);
                 }
                 // One read of the state: the old set's pending changes up
-                // to R and the added ids at R (the feed's head is the
-                // state's applied index while its lock is held).
+                // to R, the added ids at R, and the index following them
+                // from R on (nothing is published while the lock is held).
+                let (feed, watched, sub) = (&self.feed, &self.watched, &mut self.sub);
                 let (p, (rev, f)) = self.api.node.read_local(|st| {
-                    let p = self.pending(cursor);
+                    let p = drain(feed, &sub.inbox, watched, cursor);
+                    sub.add(&uids, &sids);
                     let q = st.presence.query(&uids, &sids);
                     let f = Frame::Snapshot {
                         revision: q.revision,
