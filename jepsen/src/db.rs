@@ -75,6 +75,9 @@ pub struct RaftParams {
     pub gateway_heartbeat_ms: u64,
     pub gateway_grace_ms: u64,
     pub push_timeout_ms: u64,
+    /// A `<profile-sync>` element for the nodes' XML ("" for none): the
+    /// outbox workload's modules (`workload::outbox::profile_sync_xml`).
+    pub profile_sync_xml: String,
 }
 
 impl Default for RaftParams {
@@ -93,6 +96,7 @@ impl Default for RaftParams {
             gateway_heartbeat_ms: 1000,
             gateway_grace_ms: 3000,
             push_timeout_ms: 1000,
+            profile_sync_xml: String::new(),
         }
     }
 }
@@ -171,6 +175,7 @@ pub fn config_xml(
         "  <access>\n    <api-key name=\"jepsen\" hash=\"{}\" scopes=\"{API_KEY_SCOPES}\"/>\n  </access>\n",
         herald_proto::apikey::hash(API_KEY)
     ));
+    s.push_str(&raft.profile_sync_xml);
     s.push_str("</herald>\n");
     s
 }

@@ -17,15 +17,15 @@ use serde_json::{json, Value};
 
 use crate::checker::run_facts::{self, Shutdown};
 use crate::checker::{
-    linear, master_clock, master_final, master_monotonic, master_report, master_term, queue,
-    Checkers, Results, ToJson, Verdict,
+    linear, master_clock, master_final, master_monotonic, master_report, master_term,
+    outbox as outbox_checker, queue, Checkers, Results, ToJson, Verdict,
 };
 use crate::client::Api;
 use crate::db::{self, Db, RaftParams};
 use crate::history::{self, Op, Recorder};
 use crate::nemesis::Nemesis;
 use crate::schedule::{self, Action, Family};
-use crate::workload::{master, messages, presence, Workload};
+use crate::workload::{master, messages, outbox, presence, Workload};
 use crate::{edn, netns, report};
 
 pub static INTERRUPTED: AtomicBool = AtomicBool::new(false);
@@ -77,6 +77,13 @@ pub struct TestOpts {
     pub drain_s: u64,
     /// `<raft snapshot-logs>` written into every node's XML.
     pub snapshot_logs: u64,
+    /// Outbox workload: modules (receivers), uids, writer threads, target
+    /// updates per second, share of requests the receivers refuse.
+    pub modules: usize,
+    pub accounts: usize,
+    pub outbox_writers: usize,
+    pub outbox_rate: f64,
+    pub refuse: f64,
     pub heraldd: PathBuf,
     pub store: PathBuf,
     pub no_setup: bool,
@@ -325,11 +332,17 @@ fn test_one(opts: &TestOpts, workload: Workload, families: &[Family]) -> Result<
         master_hold_down_ms: opts.hold_down_ms,
         time_tolerance_ms: opts.tolerance_ms.max(1),
         snapshot_logs: opts.snapshot_logs.max(1),
+        profile_sync_xml: if workload.includes(Workload::Outbox) {
+            outbox::profile_sync_xml(opts.modules)
+        } else {
+            String::new()
+        },
         ..RaftParams::default()
     };
     let with_presence = workload.includes(Workload::Presence);
     let with_master = workload.includes(Workload::Master);
     let with_messages = workload.includes(Workload::Messages);
+    let with_outbox = workload.includes(Workload::Outbox);
     let dir = store_dir(&opts.store, workload.name())?;
     let steps =
         schedule::generate(opts.seed, families, n, opts.time_limit * 1000, opts.interval * 1000);
@@ -356,6 +369,10 @@ fn test_one(opts: &TestOpts, workload: Workload, families: &[Family]) -> Result<
             "mailboxes": opts.mailboxes, "writers": opts.msg_writers, "rate": opts.msg_rate,
             "attempts": opts.msg_attempts, "drain_s": opts.drain_s,
             "ack_probability": messages::ACK_PROBABILITY, "resubmit_probability": messages::RESUBMIT_PROBABILITY,
+        })),
+        "outbox": with_outbox.then(|| json!({
+            "modules": opts.modules, "accounts": opts.accounts, "writers": opts.outbox_writers,
+            "rate": opts.outbox_rate, "refuse": opts.refuse,
         })),
         "commit": commit(),
         "command": opts.command,
@@ -429,6 +446,16 @@ fn test_one(opts: &TestOpts, workload: Workload, families: &[Family]) -> Result<
         timeout: Duration::from_millis(opts.timeout_ms),
         attempts: opts.msg_attempts.max(1),
     };
+    let outopts = outbox::Opts {
+        nodes: nodes.clone(),
+        writers: opts.outbox_writers.max(1),
+        modules: opts.modules.max(2),
+        accounts: opts.accounts.max(1),
+        rate: opts.outbox_rate,
+        refuse: opts.refuse,
+        seed: opts.seed,
+        timeout: Duration::from_millis(opts.timeout_ms),
+    };
     eprintln!(
         "running {} for {} s, nemesis {:?}",
         [
@@ -437,6 +464,10 @@ fn test_one(opts: &TestOpts, workload: Workload, families: &[Family]) -> Result<
             with_messages.then(|| format!(
                 "{} message writers ({}/s) + {} mailbox consumers",
                 msgopts.writers, msgopts.rate, msgopts.mailboxes
+            )),
+            with_outbox.then(|| format!(
+                "{} profile writers ({}/s, {} accounts) + {} receivers",
+                outopts.writers, outopts.rate, outopts.accounts, outopts.modules
             )),
         ]
         .into_iter()
@@ -463,6 +494,13 @@ fn test_one(opts: &TestOpts, workload: Workload, families: &[Family]) -> Result<
         msg_shared = Some(s);
         workers.extend(w);
     }
+    let receivers = if with_outbox {
+        let r = outbox::Receivers::start(&outopts, rec.clone())?;
+        workers.extend(outbox::spawn(&outopts, rec.clone(), stop.clone()));
+        Some(r)
+    } else {
+        None
+    };
     let end = t0 + Duration::from_secs(opts.time_limit);
     let mut nem = Nemesis::new(&mut db, &rec);
     for s in &steps {
@@ -569,7 +607,18 @@ fn test_one(opts: &TestOpts, workload: Workload, families: &[Family]) -> Result<
                     (params.clock_deadline_ns - from_ns) as f64 / 1e9
                 );
             }
+            let outbox_final = receivers.as_ref().map(|_| {
+                let (rec, outopts) = (&rec, &outopts);
+                let limit = Duration::from_secs(opts.drain_s);
+                sc.spawn(move || outbox::final_phase(rec, outopts, limit))
+            });
             let md = drainer.and_then(|h| h.join().ok());
+            if let Some(of) = outbox_final.and_then(|h| h.join().ok()) {
+                eprintln!(
+                    "[{:>5.1}s] outbox: pending/dead at the end {of:?}",
+                    t0.elapsed().as_secs_f64()
+                );
+            }
             if let Some(d) = &md {
                 eprintln!(
                     "[{:>5.1}s] messages: drained {}/{} mailboxes in {:.0} ms",
@@ -601,6 +650,9 @@ fn test_one(opts: &TestOpts, workload: Workload, families: &[Family]) -> Result<
     let mut nem = Nemesis::new(&mut db, &rec);
     nem.watch_crashes();
     drop(nem);
+    if let Some(r) = receivers {
+        worker_errors.extend(r.stop());
+    }
     let shutdown = db.stop_all(Duration::from_secs(5));
     let exits = db.unexpected_exits.clone();
     drop(db);
@@ -693,6 +745,9 @@ pub fn analyze(hist: &[Op], run: &RunFacts, limit: Duration) -> Results {
     }
     if has("enqueue") {
         c.queue = Some(queue::check(hist, queue::QueueOptions::default()));
+    }
+    if has("profile-set") {
+        c.outbox = Some(outbox_checker::check(hist));
     }
     if has("status") {
         c.master_term = Some(master_term::check(hist));

@@ -2,7 +2,9 @@
 //! total-queue / mailbox checker, and the master/time invariants (one
 //! master per term; after healing, the lowest running voter is master and
 //! every clock is back in tolerance; cluster time never goes backwards;
-//! a node does not keep claiming a clock it does not have).
+//! a node does not keep claiming a clock it does not have), and the
+//! profile-sync outbox checker (no acknowledged update lost, receivers
+//! converge).
 
 pub mod linear;
 pub mod master_clock;
@@ -10,6 +12,7 @@ pub mod master_final;
 pub mod master_monotonic;
 pub mod master_report;
 pub mod master_term;
+pub mod outbox;
 pub mod queue;
 pub mod results;
 pub mod run_facts;

@@ -12,6 +12,7 @@ use super::master_final::MasterFinal;
 use super::master_monotonic::MonotonicResult;
 use super::master_report::ReportResult;
 use super::master_term::TermResult;
+use super::outbox::OutboxResult;
 use super::queue::QueueResult;
 use super::run_facts::{CrashesResult, FinalReadsResult, HistoryResult, MessagesFinalResult};
 use super::Verdict;
@@ -106,6 +107,8 @@ pub struct Checkers {
     #[serde(rename = "messages-final", skip_serializing_if = "Option::is_none")]
     pub messages_final: Option<MessagesFinalResult>,
     #[serde(skip_serializing_if = "Option::is_none")]
+    pub outbox: Option<OutboxResult>,
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub queue: Option<QueueResult>,
 }
 
@@ -132,6 +135,7 @@ impl Checkers {
             dyn_ref(&self.master_final),
             dyn_ref(&self.master_term),
             dyn_ref(&self.messages_final),
+            dyn_ref(&self.outbox),
             dyn_ref(&self.queue),
         ])
     }
@@ -139,7 +143,7 @@ impl Checkers {
     /// The checkers of client ops, in report order (their anomalies first
     /// under the summary, their sections right after the checker table).
     pub fn client(&self) -> Vec<&dyn CheckerResult> {
-        present(&[dyn_ref(&self.linear), dyn_ref(&self.queue)])
+        present(&[dyn_ref(&self.linear), dyn_ref(&self.outbox), dyn_ref(&self.queue)])
     }
 
     /// The master and time checkers, in report order (their sections go
@@ -172,6 +176,7 @@ mod tests {
             master_final: Some(Default::default()),
             master_term: Some(Default::default()),
             messages_final: Some(Default::default()),
+            outbox: Some(Default::default()),
             queue: Some(Default::default()),
         }
     }
@@ -187,9 +192,9 @@ mod tests {
         };
         let names: Vec<&str> = c.all().iter().map(|r| r.name()).collect();
         assert_eq!(keys, names);
-        assert_eq!(names.len(), 11);
+        assert_eq!(names.len(), 12);
         let grouped = c.client().len() + c.master().len();
-        assert_eq!(grouped, 7, "linear, queue and the five master checkers");
+        assert_eq!(grouped, 8, "linear, outbox, queue and the five master checkers");
     }
 
     /// Proves the merged verdict: every checker counts (any invalid is

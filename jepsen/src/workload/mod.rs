@@ -3,10 +3,13 @@
 //! register per uid, `checker::linear`), `master` (status polls of every
 //! node, `checker::master_*`) and `messages` (a queue per mailbox:
 //! submissions, sessions that receive and acknowledge, a final drain;
-//! `checker::queue`). `all` runs the three against one cluster at once.
+//! `checker::queue`) and `outbox` (profile updates delivered to receivers
+//! run by the harness; `checker::outbox`). `all` runs the first three
+//! against one cluster at once.
 
 pub mod master;
 pub mod messages;
+pub mod outbox;
 pub mod presence;
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum, serde::Serialize)]
@@ -15,6 +18,7 @@ pub enum Workload {
     Presence,
     Master,
     Messages,
+    Outbox,
     All,
 }
 
@@ -36,6 +40,7 @@ impl Workload {
             Workload::Presence => "presence",
             Workload::Master => "master",
             Workload::Messages => "messages",
+            Workload::Outbox => "outbox",
             Workload::All => "all",
         }
     }
