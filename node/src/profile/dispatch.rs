@@ -271,8 +271,7 @@ where
                 .headers()
                 .get(header::RETRY_AFTER)
                 .and_then(|v| v.to_str().ok())
-                .and_then(|v| v.trim().parse::<u64>().ok())
-                .map(|s| Duration::from_secs(s.min(MAX_RETRY_AFTER_S)));
+                .and_then(|v| parse_retry_after(v, std::time::SystemTime::now()));
             let body = Limited::new(resp.into_body(), MAX_RESPONSE_BODY_BYTES)
                 .collect()
                 .await
@@ -293,6 +292,23 @@ where
     };
     conn.abort();
     r
+}
+
+/// A `Retry-After` value (RFC 9110 section 10.2.3): delay-seconds, or an
+/// HTTP-date (IMF-fixdate, or the obsolete RFC 850 and asctime forms a
+/// recipient must accept), the wait then running from `now` (the wall
+/// clock: the receiver's date is a real one) to that date, zero when it is
+/// past. Capped at [`MAX_RETRY_AFTER_S`]; anything else is ignored (None).
+pub fn parse_retry_after(v: &str, now: std::time::SystemTime) -> Option<Duration> {
+    let v = v.trim();
+    let secs = if !v.is_empty() && v.bytes().all(|b| b.is_ascii_digit()) {
+        // Too many digits for a u64 is still "very long": the cap.
+        v.parse::<u64>().unwrap_or(u64::MAX)
+    } else {
+        let at = httpdate::parse_http_date(v).ok()?;
+        at.duration_since(now).map_or(0, |d| d.as_secs() + u64::from(d.subsec_nanos() > 0))
+    };
+    Some(Duration::from_secs(secs.min(MAX_RETRY_AFTER_S)))
 }
 
 /// The JSON body a receiver gets for `item`.
@@ -450,6 +466,39 @@ mod tests {
         assert!(error.contains("horizon") && error.contains("HTTP 500"), "{error}");
         let r = decide(&cfg, &item(5, 0), failure(None, false), 9_600, 0.0);
         assert!(matches!(r, Attempt::Dead { .. }), "{r:?}");
+    }
+
+    /// Proves `Retry-After` is understood in both RFC 9110 forms:
+    /// delay-seconds, and an HTTP-date in each of its three formats (the
+    /// wait is measured from now; a past date waits nothing), capped at a
+    /// day; garbage is ignored.
+    #[test]
+    fn dispatch_retry_after_seconds_and_http_dates() {
+        use std::time::{SystemTime, UNIX_EPOCH};
+        // Sun, 06 Nov 1994 08:49:37 GMT, RFC 9110's example.
+        let date = UNIX_EPOCH + Duration::from_secs(784_111_777);
+        let now = date - Duration::from_secs(120);
+        let s = |v: &str, now: SystemTime| parse_retry_after(v, now).map(|d| d.as_secs());
+        assert_eq!(s("120", now), Some(120));
+        assert_eq!(s(" 7 ", now), Some(7));
+        assert_eq!(s("Sun, 06 Nov 1994 08:49:37 GMT", now), Some(120));
+        assert_eq!(s("Sunday, 06-Nov-94 08:49:37 GMT", now), Some(120));
+        assert_eq!(s("Sun Nov  6 08:49:37 1994", now), Some(120));
+        let half = now + Duration::from_millis(500);
+        assert_eq!(s("Sun, 06 Nov 1994 08:49:37 GMT", half), Some(120), "rounded up");
+        assert_eq!(s("Sun, 06 Nov 1994 08:49:37 GMT", date + Duration::from_secs(5)), Some(0));
+        assert_eq!(s("99999999999999999999999", now), Some(MAX_RETRY_AFTER_S));
+        assert_eq!(s("Mon, 06 Nov 1995 08:49:37 GMT", now), Some(MAX_RETRY_AFTER_S));
+        assert_eq!(s("soon", now), None);
+        assert_eq!(s("-5", now), None);
+        assert_eq!(s("", now), None);
+        // Through decide: a date two minutes ahead beats a short backoff.
+        let f = Failure { error: "HTTP 503".into(), retry_after: parse_retry_after("Sun, 06 Nov 1994 08:49:37 GMT", now), gone: false };
+        let cfg = ProfileSyncConfig::default();
+        match decide(&cfg, &item(0, 0), Err(f), 1_000, 0.0) {
+            Attempt::Retry { next_ms, .. } => assert_eq!(next_ms, 121_000),
+            other => panic!("{other:?}"),
+        }
     }
 
     /// The body a receiver gets names the target, the source, the revision
