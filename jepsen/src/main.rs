@@ -28,9 +28,10 @@ fn main() {
                     .unwrap_or(1)
             });
             let command = format!(
-                "herald-jepsen test --workload {} --nemesis {} --nodes {} --time-limit {} --concurrency {} --seed {} --interval {} --ops-per-key {} --rate {} --timeout-ms {} --recovery {} --checker-time-limit {} --hold-down-ms {} --tolerance-ms {} --status-ms {} --mailboxes {} --msg-writers {} --msg-rate {} --msg-attempts {} --drain-s {} --snapshot-logs {}",
+                "herald-jepsen test --workload {} --nemesis {} --nodes {} --time-limit {} --concurrency {} --seed {} --interval {} --ops-per-key {} --rate {} --timeout-ms {} --recovery {} --checker-time-limit {} --hold-down-ms {} --tolerance-ms {} --status-ms {} --mailboxes {} --msg-writers {} --msg-rate {} --msg-attempts {} --drain-s {} --snapshot-logs {} --modules {} --accounts {} --outbox-writers {} --outbox-rate {} --refuse {}",
                 a.workload.name(), a.nemesis, a.nodes, a.time_limit, a.concurrency, seed, a.interval, a.ops_per_key, a.rate, a.timeout_ms, a.recovery, a.checker_time_limit, a.hold_down_ms, a.tolerance_ms, a.status_ms,
-                a.mailboxes, a.msg_writers, a.msg_rate, a.msg_attempts, a.drain_s, a.snapshot_logs
+                a.mailboxes, a.msg_writers, a.msg_rate, a.msg_attempts, a.drain_s, a.snapshot_logs,
+                a.modules, a.accounts, a.outbox_writers, a.outbox_rate, a.refuse
             );
             let opts = TestOpts {
                 workload: a.workload,
