@@ -68,6 +68,9 @@ pub struct OutboxResult {
     pub deliveries: usize,
     pub applied: usize,
     pub refused: usize,
+    /// Connections that closed before a whole request arrived (a node
+    /// killed or paused mid-send, a sender's timeout): nothing to judge.
+    pub incomplete: usize,
     /// Applied deliveries of a webhook id applied before.
     pub duplicates: usize,
     /// Applied deliveries with a lower revision than one applied before for
@@ -115,7 +118,8 @@ struct Delivery {
     revision: u64,
     value: Option<u64>,
     webhook_id: String,
-    sig_ok: bool,
+    /// None: no whole request to check.
+    sig_ok: Option<bool>,
     applied: bool,
 }
 
@@ -196,7 +200,9 @@ pub fn check(hist: &[Op]) -> OutboxResult {
                     revision: u(&op.value, "revision").unwrap_or(0),
                     value: u(&op.value, "value"),
                     webhook_id: s(&op.value, "webhook_id"),
-                    sig_ok: op.value.get("sig_ok").and_then(|x| x.as_bool()).unwrap_or(false),
+                    sig_ok: op.value.get("webhook_id").map(|_| {
+                        op.value.get("sig_ok").and_then(|x| x.as_bool()).unwrap_or(false)
+                    }),
                     applied: (200..300).contains(&status),
                 });
             }
@@ -231,7 +237,11 @@ pub fn check(hist: &[Op]) -> OutboxResult {
             why: why.to_string(),
             ..Default::default()
         };
-        if !d.sig_ok {
+        if d.sig_ok.is_none() {
+            r.incomplete += 1;
+            continue;
+        }
+        if d.sig_ok == Some(false) {
             push(&mut r.bad_signature, &mut r.bad_signature_count, a("signature did not verify"));
         }
         if !d.applied {
@@ -371,7 +381,7 @@ impl CheckerResult for OutboxResult {
         let opt = |v: Option<u64>| v.map(|x| x.to_string()).unwrap_or_else(|| "?".into());
         let ms = |v: Option<f64>| v.map(|x| format!("{x:.0}")).unwrap_or_else(|| "-".into());
         format!(
-            "{} acknowledged, {} indeterminate ({} delivered), {} failed; {} requests ({} applied, {} refused, {} duplicates, {} out of order), {} coalesced; {} accounts; latency p50 {} ms max {} ms; final pending {} dead {}; lost {} stale {} unexpected {} bad signatures {}",
+            "{} acknowledged, {} indeterminate ({} delivered), {} failed; {} requests ({} applied, {} refused, {} incomplete, {} duplicates, {} out of order), {} coalesced; {} accounts; latency p50 {} ms max {} ms; final pending {} dead {}; lost {} stale {} unexpected {} bad signatures {}",
             self.acknowledged,
             self.indeterminate,
             self.indeterminate_delivered,
@@ -379,6 +389,7 @@ impl CheckerResult for OutboxResult {
             self.deliveries,
             self.applied,
             self.refused,
+            self.incomplete,
             self.duplicates,
             self.out_of_order,
             self.coalesced,
@@ -484,6 +495,10 @@ mod tests {
         let r = run(vec![
             base(),
             deliver_with("b", "u", 10, 1, "msg_1", true, 503),
+            vec![
+                (902, Invoke, "profile-deliver", json!({"module": "b"})),
+                (902, Ok, "profile-deliver", json!({"module": "b", "status": 0})),
+            ],
             deliver("b", "u", 10, 1, "msg_1"),
             deliver("c", "u", 10, 1, "msg_2"),
             deliver("c", "u", 10, 1, "msg_2"),
@@ -493,6 +508,7 @@ mod tests {
         ]);
         assert_eq!(r.valid, Verdict::Valid, "{r:?}");
         assert_eq!((r.acknowledged, r.applied, r.refused, r.duplicates), (2, 5, 1, 1));
+        assert_eq!((r.deliveries, r.incomplete), (7, 1));
         assert_eq!(r.accounts, 3);
         // Coalesced: update 1 reaches c only as update 2 ...
         let r = run(vec![

@@ -254,7 +254,9 @@ fn serve(c: TcpStream, module: &str, rec: &Recorder, n: u64, status: u16, retry_
     let p = Process::Worker(RECEIVER_PROCESS_BASE + n);
     let (status, value, err) = match read_request(&mut r) {
         Ok(req) => (status, delivery_value(module, &req, status), None),
-        Err(e) => (400, json!({"module": module, "status": 400}), Some(e)),
+        // The sender went away before a whole request (killed, paused
+        // past its timeout): recorded without a webhook id, not judged.
+        Err(e) => (0, json!({"module": module, "status": 0}), Some(e)),
     };
     rec.record(OpType::Invoke, p, "profile-deliver", json!({"module": module}), None, None);
     let reason = if status == 200 { "OK" } else { "Service Unavailable" };
@@ -265,6 +267,9 @@ fn serve(c: TcpStream, module: &str, rec: &Recorder, n: u64, status: u16, retry_
     // Recorded before answering: what the receiver applied, it applied
     // whether or not the answer reaches the node.
     rec.record(OpType::Ok, p, "profile-deliver", value, None, err);
+    if status == 0 {
+        return;
+    }
     let _ = w.write_all(answer.as_bytes());
     let _ = w.flush();
 }
