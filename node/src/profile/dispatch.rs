@@ -24,7 +24,7 @@
 //!   the leader (the item is then sent again by the next); the webhook id
 //!   stays the same, and the body's revision orders updates.
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 use std::hash::{BuildHasher, Hasher};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -71,7 +71,10 @@ pub struct Dispatcher {
     node: Arc<RaftNode>,
     cfg: Arc<ProfileSyncConfig>,
     metrics: Arc<Metrics>,
+    /// TLS for https:// endpoints: the public roots, or per module the
+    /// private CA of its `ca` attribute.
     tls: Arc<rustls::ClientConfig>,
+    module_tls: HashMap<String, Arc<rustls::ClientConfig>>,
     /// Targets with a delivery in flight from this node.
     in_flight: Mutex<HashSet<Target>>,
     slots: Arc<Semaphore>,
@@ -83,21 +86,43 @@ impl Dispatcher {
         cfg: Arc<ProfileSyncConfig>,
         metrics: Arc<Metrics>,
     ) -> Arc<Self> {
+        let client = |roots: rustls::RootCertStore| {
+            Arc::new(
+                rustls::ClientConfig::builder_with_provider(Arc::new(
+                    rustls::crypto::ring::default_provider(),
+                ))
+                .with_safe_default_protocol_versions()
+                .expect("ring supports the default protocol versions")
+                .with_root_certificates(roots)
+                .with_no_client_auth(),
+            )
+        };
         let mut roots = rustls::RootCertStore::empty();
         roots.extend(webpki_roots::TLS_SERVER_ROOTS.iter().cloned());
-        let tls = rustls::ClientConfig::builder_with_provider(Arc::new(
-            rustls::crypto::ring::default_provider(),
-        ))
-        .with_safe_default_protocol_versions()
-        .expect("ring supports the default protocol versions")
-        .with_root_certificates(roots)
-        .with_no_client_auth();
+        let tls = client(roots);
+        let module_tls = cfg
+            .modules
+            .iter()
+            .filter(|m| !m.ca.is_empty())
+            .map(|m| {
+                let mut roots = rustls::RootCertStore::empty();
+                // The config reader checked each one is a usable anchor.
+                let (_, bad) = roots.add_parsable_certificates(
+                    m.ca.iter().map(|c| rustls_pki_types::CertificateDer::from(c.clone())),
+                );
+                if bad > 0 {
+                    tracing::warn!(module = %m.id, bad, "CA certificates left out");
+                }
+                (m.id.clone(), client(roots))
+            })
+            .collect();
         Arc::new(Dispatcher {
             node,
             slots: Arc::new(Semaphore::new(cfg.max_in_flight)),
             cfg,
             metrics,
-            tls: Arc::new(tls),
+            tls,
+            module_tls,
             in_flight: Mutex::new(HashSet::new()),
         })
     }
@@ -236,7 +261,8 @@ impl Dispatcher {
             if https {
                 let name = rustls_pki_types::ServerName::try_from(host.clone())
                     .map_err(|e| fail(format!("server name {host:?}: {e}")))?;
-                let tls = tokio_rustls::TlsConnector::from(self.tls.clone())
+                let config = self.module_tls.get(&m.id).unwrap_or(&self.tls).clone();
+                let tls = tokio_rustls::TlsConnector::from(config)
                     .connect(name, tcp)
                     .await
                     .map_err(|e| fail(format!("TLS with {host}: {e}")))?;
@@ -493,7 +519,11 @@ mod tests {
         assert_eq!(s("-5", now), None);
         assert_eq!(s("", now), None);
         // Through decide: a date two minutes ahead beats a short backoff.
-        let f = Failure { error: "HTTP 503".into(), retry_after: parse_retry_after("Sun, 06 Nov 1994 08:49:37 GMT", now), gone: false };
+        let f = Failure {
+            error: "HTTP 503".into(),
+            retry_after: parse_retry_after("Sun, 06 Nov 1994 08:49:37 GMT", now),
+            gone: false,
+        };
         let cfg = ProfileSyncConfig::default();
         match decide(&cfg, &item(0, 0), Err(f), 1_000, 0.0) {
             Attempt::Retry { next_ms, .. } => assert_eq!(next_ms, 121_000),
