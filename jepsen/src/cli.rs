@@ -17,6 +17,9 @@ pub struct Cli {
     pub cmd: Cmd,
 }
 
+// `Test` is much larger than the others: the command line is parsed once,
+// so the size does not matter.
+#[allow(clippy::large_enum_variant)]
 #[derive(Subcommand, Debug)]
 pub enum Cmd {
     /// Run a test: cluster in network namespaces, workers, nemesis, checkers.

@@ -918,7 +918,13 @@ fn profile_https_receiver_with_a_private_ca() -> Result<()> {
     for (m, acct) in [("src", "t-src"), ("priv", "t-priv"), ("pub", "t-pub")] {
         bind_retrying(&a, "t", m, acct)?;
     }
-    let rev = set_profile_retrying(&[a.clone()], "t", "src", "over tls", Duration::from_secs(20))?;
+    let rev = set_profile_retrying(
+        std::slice::from_ref(&a),
+        "t",
+        "src",
+        "over tls",
+        Duration::from_secs(20),
+    )?;
     wait_for("the private-CA receiver gets it", Duration::from_secs(20), || {
         Ok(tls.applied("t-priv").is_some_and(|(r, p)| r == rev && p["mood"] == "over tls"))
     })?;

@@ -123,6 +123,9 @@ struct Delivery {
     applied: bool,
 }
 
+/// One applied delivery of an account: revision, value, time.
+type Applied = (u64, Option<u64>, u64);
+
 fn s(v: &Value, k: &str) -> String {
     v.get(k).and_then(|x| x.as_str()).unwrap_or_default().to_string()
 }
@@ -200,9 +203,10 @@ pub fn check(hist: &[Op]) -> OutboxResult {
                     revision: u(&op.value, "revision").unwrap_or(0),
                     value: u(&op.value, "value"),
                     webhook_id: s(&op.value, "webhook_id"),
-                    sig_ok: op.value.get("webhook_id").map(|_| {
-                        op.value.get("sig_ok").and_then(|x| x.as_bool()).unwrap_or(false)
-                    }),
+                    sig_ok: op
+                        .value
+                        .get("webhook_id")
+                        .map(|_| op.value.get("sig_ok").and_then(|x| x.as_bool()).unwrap_or(false)),
                     applied: (200..300).contains(&status),
                 });
             }
@@ -225,7 +229,7 @@ pub fn check(hist: &[Op]) -> OutboxResult {
     r.deliveries = deliveries.len();
     let mut seen_ids = BTreeSet::new();
     // (uid, module) -> applied deliveries (revision, value, time) in order.
-    let mut applied: HashMap<(String, String), Vec<(u64, Option<u64>, u64)>> = HashMap::new();
+    let mut applied: HashMap<(String, String), Vec<Applied>> = HashMap::new();
     // Revision an indeterminate update was delivered with.
     let mut delivered_rev: HashMap<u64, u64> = HashMap::new();
     for d in &deliveries {
@@ -258,7 +262,7 @@ pub fn check(hist: &[Op]) -> OutboxResult {
             Some(up) if up.uid != d.uid => Some(format!("the value was written for {}", up.uid)),
             Some(up) if up.outcome == OpType::Fail => Some("the update had failed".into()),
             Some(up) if up.source == d.module => Some("delivered to its own source".into()),
-            Some(_) if allowed.get(&key).is_none() => Some("module not bound".into()),
+            Some(_) if !allowed.contains_key(&key) => Some("module not bound".into()),
             Some(_) if allowed.get(&key) != Some(&d.account) => {
                 Some(format!("account {} is not the bound one", d.account))
             }
@@ -285,9 +289,11 @@ pub fn check(hist: &[Op]) -> OutboxResult {
 
     // Committed updates and their required targets.
     let mut latencies = Vec::new();
-    // (uid, module) -> (revision, value) of the last committed update
-    // requiring it.
-    let mut expected: BTreeMap<(String, String), (u64, u64)> = BTreeMap::new();
+    // (uid, module) -> revision and values of the last committed updates
+    // requiring it. The revision is the log index: updates batched into one
+    // entry share it (applied in an order the history does not show, the
+    // last replacing the others' items), so any of them may be the last.
+    let mut expected: BTreeMap<(String, String), (u64, BTreeSet<u64>)> = BTreeMap::new();
     for (&v, up) in &updates {
         let Some(rev) = up.revision.or_else(|| delivered_rev.get(&v).copied()) else { continue };
         let targets: Vec<String> = bound_ok
@@ -325,19 +331,23 @@ pub fn check(hist: &[Op]) -> OutboxResult {
                     }
                 }
             }
-            let e = expected.entry(key).or_insert((rev, v));
+            let e = expected.entry(key).or_insert((rev, BTreeSet::new()));
             if rev > e.0 {
-                *e = (rev, v);
+                *e = (rev, BTreeSet::new());
+            }
+            if rev == e.0 {
+                e.1.insert(v);
             }
         }
     }
     r.accounts = expected.len();
-    for ((uid, m), (rev, v)) in &expected {
+    for ((uid, m), (rev, vals)) in &expected {
         let last = applied
             .get(&(uid.clone(), m.clone()))
             .and_then(|l| l.iter().max_by_key(|(rv, _, _)| *rv))
             .map(|(rv, val, _)| (*rv, *val));
-        let fine = matches!(last, Some((lr, lv)) if lr > *rev || (lr == *rev && lv == Some(*v)));
+        let fine = matches!(last, Some((lr, lv)) if lr > *rev
+            || (lr == *rev && lv.is_some_and(|lv| vals.contains(&lv))));
         if !fine {
             push(
                 &mut r.stale,
@@ -345,7 +355,7 @@ pub fn check(hist: &[Op]) -> OutboxResult {
                 Anomaly {
                     uid: uid.clone(),
                     module: m.clone(),
-                    value: Some(*v),
+                    value: vals.last().copied(),
                     revision: Some(*rev),
                     got_revision: last.map(|l| l.0),
                     got_value: last.and_then(|l| l.1),
@@ -520,6 +530,32 @@ mod tests {
         ]);
         assert_eq!(r.valid, Verdict::Valid, "{r:?}");
         assert_eq!(r.coalesced, 1);
+    }
+
+    /// Proves updates batched into one log entry (one revision for both)
+    /// may end either way: the receiver ending on either is fine, on an
+    /// older revision is not.
+    #[test]
+    fn checker_outbox_updates_sharing_a_revision() {
+        let two = || {
+            [bind(0, "u", "a"), bind(0, "u", "b"), bind(0, "u", "c")]
+                .concat()
+                .into_iter()
+                .chain(set(0, "u", "a", 1, Info, None))
+                .chain(set(1, "u", "b", 2, Ok, Some(20)))
+                .collect::<Vec<Row>>()
+        };
+        for last in [1, 2] {
+            let r = run(vec![
+                two(),
+                deliver("b", "u", 20, 1, "m1"),
+                deliver("a", "u", 20, 2, "m2"),
+                deliver("c", "u", 20, last, "m3"),
+            ]);
+            assert_eq!(r.valid, Verdict::Valid, "{last}: {r:?}");
+        }
+        let r = run(vec![two(), deliver("b", "u", 20, 1, "m1"), deliver("a", "u", 20, 2, "m2")]);
+        assert_eq!((r.valid, r.lost_count), (Verdict::Invalid, 2), "c got neither");
     }
 
     /// Proves a lost update fails the check: update 2 was acknowledged but
