@@ -125,6 +125,22 @@ pub struct TestArgs {
     /// Zones, the WAN between them and zone reads.
     #[command(flatten)]
     pub zone: crate::zones::ZoneArgs,
+    /// Outbox workload: `<profile-sync>` modules (receivers), each account
+    /// bound in all of them.
+    #[arg(long, default_value_t = 3)]
+    pub modules: usize,
+    /// Outbox workload: uids (pa0, pa1, ...), shared by the writers.
+    #[arg(long, default_value_t = 4)]
+    pub accounts: usize,
+    /// Outbox workload: writer threads binding and setting profiles.
+    #[arg(long, default_value_t = 8)]
+    pub outbox_writers: usize,
+    /// Outbox workload: target profile updates per second over all writers.
+    #[arg(long, default_value_t = 20.0)]
+    pub outbox_rate: f64,
+    /// Outbox workload: share of requests the receivers answer with 503.
+    #[arg(long, default_value_t = 0.1)]
+    pub refuse: f64,
     /// heraldd binary (default: heraldd next to this binary, else
     /// <workspace>/target/debug/heraldd).
     #[arg(long)]

@@ -135,6 +135,15 @@ impl Api {
         )
     }
 
+    pub fn put(&self, ip: &str, path: &str, body: &Value) -> Result<Value, ApiError> {
+        Self::finish(
+            self.agent
+                .put(Self::url(ip, path))
+                .header("authorization", Self::auth())
+                .send_json(body),
+        )
+    }
+
     pub fn get(&self, ip: &str, path: &str) -> Result<Value, ApiError> {
         Self::finish(
             self.agent.get(Self::url(ip, path)).header("authorization", Self::auth()).call(),

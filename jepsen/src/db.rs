@@ -78,6 +78,9 @@ pub struct RaftParams {
     /// Zones (`--zones`): each `<server>`'s zone and role, the WAN proxies
     /// in `sync-via`, and `<reads>` (see `crate::zones`). None: one zone.
     pub zones: Option<crate::zones::ZoneLayout>,
+    /// A `<profile-sync>` element for the nodes' XML ("" for none): the
+    /// outbox workload's modules (`workload::outbox::profile_sync_xml`).
+    pub profile_sync_xml: String,
 }
 
 impl Default for RaftParams {
@@ -97,6 +100,7 @@ impl Default for RaftParams {
             gateway_grace_ms: 3000,
             push_timeout_ms: 1000,
             zones: None,
+            profile_sync_xml: String::new(),
         }
     }
 }
@@ -193,6 +197,7 @@ pub fn config_xml(
         "  <access>\n    <api-key name=\"jepsen\" hash=\"{}\" scopes=\"{API_KEY_SCOPES}\"/>\n  </access>\n",
         herald_proto::apikey::hash(API_KEY)
     ));
+    s.push_str(&raft.profile_sync_xml);
     s.push_str("</herald>\n");
     s
 }

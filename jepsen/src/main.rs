@@ -28,9 +28,10 @@ fn main() {
                     .unwrap_or(1)
             });
             let mut command = format!(
-                "herald-jepsen test --workload {} --nemesis {} --nodes {} --time-limit {} --concurrency {} --seed {} --interval {} --ops-per-key {} --rate {} --timeout-ms {} --recovery {} --checker-time-limit {} --hold-down-ms {} --tolerance-ms {} --status-ms {} --mailboxes {} --msg-writers {} --msg-rate {} --msg-attempts {} --drain-s {} --snapshot-logs {} --watchers {}",
+                "herald-jepsen test --workload {} --nemesis {} --nodes {} --time-limit {} --concurrency {} --seed {} --interval {} --ops-per-key {} --rate {} --timeout-ms {} --recovery {} --checker-time-limit {} --hold-down-ms {} --tolerance-ms {} --status-ms {} --mailboxes {} --msg-writers {} --msg-rate {} --msg-attempts {} --drain-s {} --snapshot-logs {} --watchers {} --modules {} --accounts {} --outbox-writers {} --outbox-rate {} --refuse {}",
                 a.workload.name(), a.nemesis, a.nodes, a.time_limit, a.concurrency, seed, a.interval, a.ops_per_key, a.rate, a.timeout_ms, a.recovery, a.checker_time_limit, a.hold_down_ms, a.tolerance_ms, a.status_ms,
-                a.mailboxes, a.msg_writers, a.msg_rate, a.msg_attempts, a.drain_s, a.snapshot_logs, a.watchers
+                a.mailboxes, a.msg_writers, a.msg_rate, a.msg_attempts, a.drain_s, a.snapshot_logs, a.watchers,
+                a.modules, a.accounts, a.outbox_writers, a.outbox_rate, a.refuse
             );
             command.push_str(&a.zone.command_args());
             let opts = TestOpts {
@@ -57,6 +58,11 @@ fn main() {
                 snapshot_logs: a.snapshot_logs.max(1),
                 watchers: a.watchers.max(1),
                 zone: a.zone.clone(),
+                modules: a.modules.clamp(2, 26),
+                accounts: a.accounts.max(1),
+                outbox_writers: a.outbox_writers.max(1),
+                outbox_rate: a.outbox_rate,
+                refuse: a.refuse.clamp(0.0, 0.9),
                 heraldd: a.heraldd.unwrap_or_else(run::default_heraldd),
                 store: a.store.unwrap_or_else(run::default_store),
                 no_setup: a.no_setup,

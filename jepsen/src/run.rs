@@ -18,15 +18,15 @@ use serde_json::{json, Value};
 use crate::checker::run_facts::{self, Shutdown};
 use crate::checker::watch as watch_checker;
 use crate::checker::{
-    linear, master_clock, master_final, master_monotonic, master_report, master_term, queue,
-    Checkers, Results, ToJson, Verdict,
+    linear, master_clock, master_final, master_monotonic, master_report, master_term,
+    outbox as outbox_checker, queue, Checkers, Results, ToJson, Verdict,
 };
 use crate::client::Api;
 use crate::db::{self, Db, RaftParams};
 use crate::history::{self, Op, Recorder};
 use crate::nemesis::Nemesis;
 use crate::schedule::{self, Action, Family};
-use crate::workload::{master, messages, presence, watch, zone_reads, Workload};
+use crate::workload::{master, messages, outbox, presence, watch, zone_reads, Workload};
 use crate::{edn, netns, report};
 
 pub static INTERRUPTED: AtomicBool = AtomicBool::new(false);
@@ -82,6 +82,13 @@ pub struct TestOpts {
     pub watchers: usize,
     /// Zones, WAN proxies and zone reads (`--zones`, ...).
     pub zone: crate::zones::ZoneArgs,
+    /// Outbox workload: modules (receivers), uids, writer threads, target
+    /// updates per second, share of requests the receivers refuse.
+    pub modules: usize,
+    pub accounts: usize,
+    pub outbox_writers: usize,
+    pub outbox_rate: f64,
+    pub refuse: f64,
     pub heraldd: PathBuf,
     pub store: PathBuf,
     pub no_setup: bool,
@@ -331,12 +338,18 @@ fn test_one(opts: &TestOpts, workload: Workload, families: &[Family]) -> Result<
         time_tolerance_ms: opts.tolerance_ms.max(1),
         snapshot_logs: opts.snapshot_logs.max(1),
         zones: opts.zone.layout(),
+        profile_sync_xml: if workload.includes(Workload::Outbox) {
+            outbox::profile_sync_xml(opts.modules)
+        } else {
+            String::new()
+        },
         ..RaftParams::default()
     };
     let with_presence = workload.includes(Workload::Presence);
     let with_master = workload.includes(Workload::Master);
     let with_messages = workload.includes(Workload::Messages);
     let with_watch = workload.includes(Workload::Watch);
+    let with_outbox = workload.includes(Workload::Outbox);
     let dir = store_dir(&opts.store, workload.name())?;
     let steps =
         schedule::generate(opts.seed, families, n, opts.time_limit * 1000, opts.interval * 1000);
@@ -371,6 +384,10 @@ fn test_one(opts: &TestOpts, workload: Workload, families: &[Family]) -> Result<
         "zones": raft.zones.as_ref().map(|z| json!({
             "layout": z, "zone_read_share": opts.zone.zone_read_share,
             "answer_slack_ms": crate::checker::zone_reads::ANSWER_SLACK_MS,
+        })),
+        "outbox": with_outbox.then(|| json!({
+            "modules": opts.modules, "accounts": opts.accounts, "writers": opts.outbox_writers,
+            "rate": opts.outbox_rate, "refuse": opts.refuse,
         })),
         "commit": commit(),
         "command": opts.command,
@@ -469,6 +486,16 @@ fn test_one(opts: &TestOpts, workload: Workload, families: &[Family]) -> Result<
         seed: opts.seed,
         timeout: Duration::from_millis(opts.timeout_ms),
     };
+    let outopts = outbox::Opts {
+        nodes: nodes.clone(),
+        writers: opts.outbox_writers.max(1),
+        modules: opts.modules.max(2),
+        accounts: opts.accounts.max(1),
+        rate: opts.outbox_rate,
+        refuse: opts.refuse,
+        seed: opts.seed,
+        timeout: Duration::from_millis(opts.timeout_ms),
+    };
     eprintln!(
         "running {} for {} s, nemesis {:?}",
         [
@@ -479,6 +506,10 @@ fn test_one(opts: &TestOpts, workload: Workload, families: &[Family]) -> Result<
                 msgopts.writers, msgopts.rate, msgopts.mailboxes
             )),
             with_watch.then(|| format!("{} watchers", watchopts.watchers)),
+            with_outbox.then(|| format!(
+                "{} profile writers ({}/s, {} accounts) + {} receivers",
+                outopts.writers, outopts.rate, outopts.accounts, outopts.modules
+            )),
         ]
         .into_iter()
         .flatten()
@@ -510,6 +541,13 @@ fn test_one(opts: &TestOpts, workload: Workload, families: &[Family]) -> Result<
         msg_shared = Some(s);
         workers.extend(w);
     }
+    let receivers = if with_outbox {
+        let r = outbox::Receivers::start(&outopts, rec.clone())?;
+        workers.extend(outbox::spawn(&outopts, rec.clone(), stop.clone()));
+        Some(r)
+    } else {
+        None
+    };
     let end = t0 + Duration::from_secs(opts.time_limit);
     let mut nem = Nemesis::new(&mut db, &rec);
     for s in &steps {
@@ -635,7 +673,18 @@ fn test_one(opts: &TestOpts, workload: Workload, families: &[Family]) -> Result<
                 );
                 s
             });
+            let outbox_final = receivers.as_ref().map(|_| {
+                let (rec, outopts) = (&rec, &outopts);
+                let limit = Duration::from_secs(opts.drain_s);
+                sc.spawn(move || outbox::final_phase(rec, outopts, limit))
+            });
             let md = drainer.and_then(|h| h.join().ok());
+            if let Some(of) = outbox_final.and_then(|h| h.join().ok()) {
+                eprintln!(
+                    "[{:>5.1}s] outbox: pending/dead at the end {of:?}",
+                    t0.elapsed().as_secs_f64()
+                );
+            }
             if let Some(d) = &md {
                 eprintln!(
                     "[{:>5.1}s] messages: drained {}/{} mailboxes in {:.0} ms",
@@ -668,6 +717,9 @@ fn test_one(opts: &TestOpts, workload: Workload, families: &[Family]) -> Result<
     let mut nem = Nemesis::new(&mut db, &rec);
     nem.watch_crashes();
     drop(nem);
+    if let Some(r) = receivers {
+        worker_errors.extend(r.stop());
+    }
     let shutdown = db.stop_all(Duration::from_secs(5));
     let exits = db.unexpected_exits.clone();
     drop(db);
@@ -771,6 +823,9 @@ pub fn analyze(hist: &[Op], run: &RunFacts, limit: Duration) -> Results {
     }
     if has("enqueue") {
         c.queue = Some(queue::check(hist, queue::QueueOptions::default()));
+    }
+    if has("profile-set") {
+        c.outbox = Some(outbox_checker::check(hist));
     }
     if has("status") {
         c.master_term = Some(master_term::check(hist));

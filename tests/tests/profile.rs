@@ -806,3 +806,145 @@ fn profile_outbox_survives_snapshot_and_full_restart() -> Result<()> {
     })?;
     Ok(())
 }
+
+/// A private CA and a certificate for 127.0.0.1 it signs (rcgen): (CA PEM,
+/// certificate PEM, key PEM).
+fn private_ca() -> Result<(String, String, String)> {
+    let mut ca = rcgen::CertificateParams::new(Vec::<String>::new())?;
+    ca.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
+    ca.distinguished_name.push(rcgen::DnType::CommonName, "receiver test CA");
+    let ca_key = rcgen::KeyPair::generate()?;
+    let ca_cert = ca.self_signed(&ca_key)?;
+    let leaf = rcgen::CertificateParams::new(vec!["127.0.0.1".to_string()])?;
+    let key = rcgen::KeyPair::generate()?;
+    let cert = leaf.signed_by(&key, &ca_cert, &ca_key)?;
+    Ok((ca_cert.pem(), cert.pem(), key.serialize_pem()))
+}
+
+/// Serves `r` over TLS with this certificate: each connection's one
+/// request (head, Content-Length body) goes through [`receive`], as the
+/// plain receivers' do.
+fn listen_tls(r: &Receiver, cert_pem: &str, key_pem: &str) -> Result<()> {
+    use rustls::pki_types::pem::PemObject;
+    use rustls::pki_types::{CertificateDer, PrivateKeyDer};
+    use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt};
+    let certs = vec![CertificateDer::from_pem_slice(cert_pem.as_bytes())?];
+    let key = PrivateKeyDer::from_pem_slice(key_pem.as_bytes())?;
+    let config = rustls::ServerConfig::builder_with_provider(std::sync::Arc::new(
+        rustls::crypto::ring::default_provider(),
+    ))
+    .with_safe_default_protocol_versions()?
+    .with_no_client_auth()
+    .with_single_cert(certs, key)?;
+    let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(config));
+    let addr: SocketAddr = format!("127.0.0.1:{}", r.port).parse()?;
+    let l = rt().block_on(tokio::net::TcpListener::bind(addr)).context("receiver bind")?;
+    let inbox = r.inbox.clone();
+    rt().spawn(async move {
+        while let Ok((tcp, _)) = l.accept().await {
+            let (acceptor, inbox) = (acceptor.clone(), inbox.clone());
+            tokio::spawn(async move {
+                // A handshake the sender refuses ends here: nothing recorded.
+                let Ok(tls) = acceptor.accept(tcp).await else { return };
+                let mut s = tokio::io::BufReader::new(tls);
+                let mut headers = HeaderMap::new();
+                let mut len = 0usize;
+                let mut line = String::new();
+                // Request line, then headers up to the empty line (16 KiB at most).
+                for _ in 0..100 {
+                    line.clear();
+                    if s.read_line(&mut line).await.unwrap_or(0) == 0 {
+                        return;
+                    }
+                    let l = line.trim_end();
+                    if l.is_empty() {
+                        break;
+                    }
+                    if let Some((k, v)) = l.split_once(':') {
+                        let (k, v) = (k.trim().to_ascii_lowercase(), v.trim().to_string());
+                        if k == "content-length" {
+                            len = v.parse().unwrap_or(0).min(64 * 1024);
+                        }
+                        if let (Ok(k), Ok(v)) = (
+                            axum::http::HeaderName::try_from(k),
+                            axum::http::HeaderValue::try_from(v),
+                        ) {
+                            headers.insert(k, v);
+                        }
+                    }
+                }
+                let mut body = vec![0; len];
+                if s.read_exact(&mut body).await.is_err() {
+                    return;
+                }
+                let body = String::from_utf8_lossy(&body).into_owned();
+                let status = receive(State(inbox), headers, body).await;
+                let answer = format!(
+                    "HTTP/1.1 {} OK\r\nContent-Length: 0\r\nConnection: close\r\n\r\n",
+                    status.as_u16()
+                );
+                let _ = s.get_mut().write_all(answer.as_bytes()).await;
+                let _ = s.get_mut().shutdown().await;
+            });
+        }
+    });
+    Ok(())
+}
+
+/// HTTPS receivers with a private CA (`<module ca>`): a receiver serving
+/// TLS with a certificate signed by a CA the test makes gets the update
+/// through the module whose `ca` names that CA, its signature valid (Python
+/// standardwebhooks); the same receiver through a module without `ca`
+/// (the public roots) is refused at the handshake: that item stays pending
+/// with a TLS error and the receiver never sees a request for it.
+#[test]
+fn profile_https_receiver_with_a_private_ca() -> Result<()> {
+    let (ca_pem, cert_pem, key_pem) = private_ca()?;
+    let tls = Receiver::new(Mode::Ok { delay: Duration::ZERO }, 21);
+    listen_tls(&tls, &cert_pem, &key_pem)?;
+    let src = Receiver::started(Mode::Ok { delay: Duration::ZERO }, 22)?;
+    let dir = tempfile::tempdir()?;
+    let ca_file = dir.path().join("receiver-ca.pem");
+    std::fs::write(&ca_file, &ca_pem)?;
+    let https = tls.module_xml("priv", 2000).replace("http://", "https://");
+    let modules = vec![
+        src.module_xml("src", 1000),
+        https.replace("/>", &format!(" ca=\"{}\"/>", ca_file.display())),
+        https.replace("id=\"priv\" name=\"priv\"", "id=\"pub\" name=\"pub\""),
+    ];
+    let tuning = Tuning { extra_xml: profile_sync_xml(&modules, 120_000, 4), ..Tuning::default() };
+    let c = Cluster::start(1, tuning)?;
+    let a = c.addr(c.wait_leader(LEADER_WAIT)?);
+    for (m, acct) in [("src", "t-src"), ("priv", "t-priv"), ("pub", "t-pub")] {
+        bind_retrying(&a, "t", m, acct)?;
+    }
+    let rev = set_profile_retrying(
+        std::slice::from_ref(&a),
+        "t",
+        "src",
+        "over tls",
+        Duration::from_secs(20),
+    )?;
+    wait_for("the private-CA receiver gets it", Duration::from_secs(20), || {
+        Ok(tls.applied("t-priv").is_some_and(|(r, p)| r == rev && p["mood"] == "over tls"))
+    })?;
+    wait_for("the public-roots item fails at the handshake", Duration::from_secs(20), || {
+        let o = outbox(&a, false)?;
+        Ok(o["items"].as_array().is_some_and(|i| {
+            i.iter().any(|x| {
+                x["module"] == "pub"
+                    && x["attempts"].as_u64().unwrap_or(0) >= 1
+                    && x["last_error"].as_str().unwrap_or("").contains("TLS")
+            })
+        }))
+    })?;
+    let got = tls.requests();
+    assert!(
+        got.iter().all(|q| q.body.contains("\"t-priv\"")),
+        "only the private-CA module's deliveries arrive: {got:?}"
+    );
+    assert!(src.requests().is_empty(), "the source module gets nothing");
+    let n = verify_with_python(&[&tls], c.path())?;
+    assert!(n >= 1, "{n} deliveries verified");
+    Ok(())
+}

@@ -2,10 +2,11 @@
 //! total-queue / mailbox checker, and the master/time invariants (one
 //! master per term; after healing, the lowest running voter is master and
 //! every clock is back in tolerance; cluster time never goes backwards;
-//! a node does not keep claiming a clock it does not have), and the watch
-//! checker (change feeds against the presence writes), and the zone-reads
+//! a node does not keep claiming a clock it does not have), the watch
+//! checker (change feeds against the presence writes), the zone-reads
 //! checker (bounded and min_revision reads against the writes' revisions
-//! and acknowledgement times).
+//! and acknowledgement times), and the profile-sync outbox checker (no
+//! acknowledged update lost, receivers converge).
 
 pub mod linear;
 pub mod master_clock;
@@ -13,6 +14,7 @@ pub mod master_final;
 pub mod master_monotonic;
 pub mod master_report;
 pub mod master_term;
+pub mod outbox;
 pub mod queue;
 pub mod results;
 pub mod run_facts;

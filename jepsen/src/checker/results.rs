@@ -12,6 +12,7 @@ use super::master_final::MasterFinal;
 use super::master_monotonic::MonotonicResult;
 use super::master_report::ReportResult;
 use super::master_term::TermResult;
+use super::outbox::OutboxResult;
 use super::queue::QueueResult;
 use super::run_facts::{CrashesResult, FinalReadsResult, HistoryResult, MessagesFinalResult};
 use super::watch::WatchResult;
@@ -108,6 +109,8 @@ pub struct Checkers {
     #[serde(rename = "messages-final", skip_serializing_if = "Option::is_none")]
     pub messages_final: Option<MessagesFinalResult>,
     #[serde(skip_serializing_if = "Option::is_none")]
+    pub outbox: Option<OutboxResult>,
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub queue: Option<QueueResult>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub watch: Option<WatchResult>,
@@ -138,6 +141,7 @@ impl Checkers {
             dyn_ref(&self.master_final),
             dyn_ref(&self.master_term),
             dyn_ref(&self.messages_final),
+            dyn_ref(&self.outbox),
             dyn_ref(&self.queue),
             dyn_ref(&self.watch),
             dyn_ref(&self.zone_reads),
@@ -149,6 +153,7 @@ impl Checkers {
     pub fn client(&self) -> Vec<&dyn CheckerResult> {
         present(&[
             dyn_ref(&self.linear),
+            dyn_ref(&self.outbox),
             dyn_ref(&self.queue),
             dyn_ref(&self.watch),
             dyn_ref(&self.zone_reads),
@@ -185,6 +190,7 @@ mod tests {
             master_final: Some(Default::default()),
             master_term: Some(Default::default()),
             messages_final: Some(Default::default()),
+            outbox: Some(Default::default()),
             queue: Some(Default::default()),
             watch: Some(Default::default()),
             zone_reads: Some(Default::default()),
@@ -202,9 +208,12 @@ mod tests {
         };
         let names: Vec<&str> = c.all().iter().map(|r| r.name()).collect();
         assert_eq!(keys, names);
-        assert_eq!(names.len(), 13);
+        assert_eq!(names.len(), 14);
         let grouped = c.client().len() + c.master().len();
-        assert_eq!(grouped, 9, "linear, queue, watch, zone-reads and the five master checkers");
+        assert_eq!(
+            grouped, 10,
+            "linear, outbox, queue, watch, zone-reads and the five master checkers"
+        );
     }
 
     /// Proves the merged verdict: every checker counts (any invalid is

@@ -3,12 +3,14 @@
 //! register per uid, `checker::linear`), `master` (status polls of every
 //! node, `checker::master_*`) and `messages` (a queue per mailbox:
 //! submissions, sessions that receive and acknowledge, a final drain;
-//! `checker::queue`), and `watch` (the presence workload plus watchers of
-//! its uids' change feeds; `checker::watch`). `all` runs presence, master,
-//! messages and watch against one cluster at once.
+//! `checker::queue`), `watch` (the presence workload plus watchers of
+//! its uids' change feeds; `checker::watch`) and `outbox` (profile updates
+//! delivered to receivers run by the harness; `checker::outbox`). `all`
+//! runs presence, master, messages and watch against one cluster at once.
 
 pub mod master;
 pub mod messages;
+pub mod outbox;
 pub mod presence;
 pub mod watch;
 pub mod zone_reads;
@@ -21,6 +23,7 @@ pub enum Workload {
     Messages,
     /// The presence workload and watchers of its uids.
     Watch,
+    Outbox,
     All,
 }
 
@@ -46,6 +49,7 @@ impl Workload {
             Workload::Master => "master",
             Workload::Messages => "messages",
             Workload::Watch => "watch",
+            Workload::Outbox => "outbox",
             Workload::All => "all",
         }
     }

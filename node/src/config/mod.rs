@@ -127,6 +127,10 @@ pub struct Config {
 pub const MIN_MODULE_SECRET_BYTES: usize = 24;
 /// Most bytes of a `<module>` signing secret.
 pub const MAX_MODULE_SECRET_BYTES: usize = 64;
+/// Largest `<module ca>` file read, bytes: a CA bundle of a few
+/// certificates is a few KiB; a megabyte is far past any real one and keeps
+/// a wrong path (a log, a disk image) from being read whole.
+pub const MAX_MODULE_CA_BYTES: u64 = 1024 * 1024;
 
 /// One `<module>` of `<profile-sync>`: an IM module users may bind
 /// accounts of, and its third-party server.
@@ -139,6 +143,9 @@ pub struct ModuleConfig {
     /// The decoded signing secret (the bytes after `whsec_`, base64-decoded).
     pub secret: Vec<u8>,
     pub timeout_ms: u64,
+    /// `ca`: the DER certificates trusted for an https:// endpoint instead
+    /// of the public roots (empty: the public roots).
+    pub ca: Vec<Vec<u8>>,
 }
 
 impl std::fmt::Debug for ModuleConfig {
@@ -150,6 +157,7 @@ impl std::fmt::Debug for ModuleConfig {
             .field("endpoint", &self.endpoint)
             .field("secret", &"<set>")
             .field("timeout_ms", &self.timeout_ms)
+            .field("ca_certificates", &self.ca.len())
             .finish()
     }
 }

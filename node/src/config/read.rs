@@ -21,7 +21,10 @@ use super::{
     Security, SecurityMode, Server, TimeSync, TlsConfig, WatchConfig, DEFAULT_AUTH_TIMEOUT_MS,
     DEFAULT_MAX_TOKEN_LIFETIME_S, DEVELOPMENT_HMAC_KEY, MAX_API_KEY_NAME_BYTES, MIN_HMAC_KEY_BYTES,
 };
-use super::{ModuleConfig, ProfileSyncConfig, MAX_MODULE_SECRET_BYTES, MIN_MODULE_SECRET_BYTES};
+use super::{
+    ModuleConfig, ProfileSyncConfig, MAX_MODULE_CA_BYTES, MAX_MODULE_SECRET_BYTES,
+    MIN_MODULE_SECRET_BYTES,
+};
 
 /// Longest key file read. A key is a few dozen bytes; 4 KiB leaves room
 /// for any key and its whitespace, while a key-file naming `/dev/zero` or a
@@ -732,7 +735,7 @@ impl Ctx<'_> {
         for m in &el.children {
             self.only_children(m, MODULE.children)?;
             let a = self.attrs(m, &MODULE)?;
-            let ModuleAttrs { id, name, endpoint, timeout_ms } = ModuleAttrs::read(&a)?;
+            let ModuleAttrs { id, name, endpoint, timeout_ms, ca } = ModuleAttrs::read(&a)?;
             if id.len() > herald_domain::profile::MAX_MODULE_BYTES {
                 return Err(a.err(
                     "id",
@@ -751,7 +754,11 @@ impl Ctx<'_> {
                 ));
             }
             let secret = self.read_module_secret(&a, m)?;
-            cfg.modules.push(ModuleConfig { id, name, endpoint, secret, timeout_ms });
+            let ca = match ca {
+                Some(path) => read_module_ca(&path).map_err(|e| a.err("ca", e))?,
+                None => Vec::new(),
+            };
+            cfg.modules.push(ModuleConfig { id, name, endpoint, secret, timeout_ms, ca });
         }
         Ok(cfg)
     }
@@ -805,4 +812,30 @@ impl Ctx<'_> {
         }
         Ok(decoded)
     }
+}
+
+/// The certificates of a `<module ca>` PEM file (DER), at most
+/// [`MAX_MODULE_CA_BYTES`] read, at least one certificate, each one a
+/// trust anchor rustls accepts.
+fn read_module_ca(path: &std::path::Path) -> Result<Vec<Vec<u8>>, String> {
+    use rustls::pki_types::pem::PemObject;
+    use std::io::Read;
+    let mut pem = Vec::new();
+    std::fs::File::open(path)
+        .and_then(|f| f.take(MAX_MODULE_CA_BYTES + 1).read_to_end(&mut pem))
+        .map_err(|e| format!("cannot read {}: {e}", path.display()))?;
+    if pem.len() as u64 > MAX_MODULE_CA_BYTES {
+        return Err(format!("{} is over {MAX_MODULE_CA_BYTES} bytes", path.display()));
+    }
+    let mut roots = rustls::RootCertStore::empty();
+    let mut certs = Vec::new();
+    for c in rustls::pki_types::CertificateDer::pem_slice_iter(&pem) {
+        let c = c.map_err(|e| format!("{}: not PEM certificates: {e}", path.display()))?;
+        roots.add(c.clone()).map_err(|e| format!("{}: not a usable CA: {e}", path.display()))?;
+        certs.push(c.to_vec());
+    }
+    if certs.is_empty() {
+        return Err(format!("{} holds no PEM certificate", path.display()));
+    }
+    Ok(certs)
 }

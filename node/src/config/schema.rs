@@ -787,6 +787,7 @@ pub(super) struct ModuleAttrs {
     pub name: String,
     pub endpoint: String,
     pub timeout_ms: u64,
+    pub ca: Option<PathBuf>,
 }
 
 schema_for! {
@@ -807,6 +808,10 @@ schema_for! {
                 "0 would time out every delivery; a slow receiver holds a delivery slot, \
                  a minute at most",
             );
+            /// A PEM file of the CA certificate(s) that sign an https://
+            /// endpoint's certificate (a private CA): when given, only these
+            /// are trusted for this module, not the public roots.
+            ca: Option<PathBuf> = None => "ca", Kind::File;
         }
     }
 }

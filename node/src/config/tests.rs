@@ -2341,3 +2341,42 @@ fn config_reads() {
     refused(&with(r#"<reads tick-ms="5"/>"#), 7, Some("tick-ms"), "5");
     refused(&with(r#"<reads when-stale="maybe"/>"#), 7, Some("when-stale"), "fail, forward");
 }
+
+/// `<module ca>`: a PEM file of CA certificates is read (each one a DER
+/// certificate kept for the dispatcher; none: the public roots); a file
+/// with no certificate, a missing file or one over the size bound is
+/// refused naming `ca` and the line.
+#[test]
+fn config_profile_sync_module_ca() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut p = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
+    p.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
+    let key = rcgen::KeyPair::generate().unwrap();
+    let ca = p.self_signed(&key).unwrap();
+    let two = dir.path().join("two.pem");
+    std::fs::write(&two, format!("{}{}", ca.pem(), ca.pem())).unwrap();
+    let s = format!("secret=\"{}\"", herald_proto::webhook::secret_string(&[1u8; 32]));
+    let m = |ca: &str| module_xml("qq", "https://h:1/x", &format!("{s} {ca}"));
+    let c = parse(&with_modules("", &[m(&format!("ca=\"{}\"", two.display()))]), "t.xml").unwrap();
+    let qq = c.profile_sync.module("qq").unwrap();
+    assert_eq!(qq.ca, vec![ca.der().to_vec(), ca.der().to_vec()]);
+    let c = parse(&with_modules("", &[m("")]), "t.xml").unwrap();
+    assert!(c.profile_sync.module("qq").unwrap().ca.is_empty(), "default: public roots");
+    let junk = dir.path().join("junk.pem");
+    std::fs::write(&junk, "not a certificate\n").unwrap();
+    refused(
+        &with_modules("", &[m(&format!("ca=\"{}\"", junk.display()))]),
+        8,
+        Some("ca"),
+        "no PEM certificate",
+    );
+    refused(&with_modules("", &[m("ca=\"/nonexistent/ca.pem\"")]), 8, Some("ca"), "cannot read");
+    let big = dir.path().join("big.pem");
+    std::fs::write(&big, vec![b'x'; MAX_MODULE_CA_BYTES as usize + 1]).unwrap();
+    refused(
+        &with_modules("", &[m(&format!("ca=\"{}\"", big.display()))]),
+        8,
+        Some("ca"),
+        "over 1048576 bytes",
+    );
+}

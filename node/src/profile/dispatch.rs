@@ -24,7 +24,7 @@
 //!   the leader (the item is then sent again by the next); the webhook id
 //!   stays the same, and the body's revision orders updates.
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 use std::hash::{BuildHasher, Hasher};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -71,7 +71,10 @@ pub struct Dispatcher {
     node: Arc<RaftNode>,
     cfg: Arc<ProfileSyncConfig>,
     metrics: Arc<Metrics>,
+    /// TLS for https:// endpoints: the public roots, or per module the
+    /// private CA of its `ca` attribute.
     tls: Arc<rustls::ClientConfig>,
+    module_tls: HashMap<String, Arc<rustls::ClientConfig>>,
     /// Targets with a delivery in flight from this node.
     in_flight: Mutex<HashSet<Target>>,
     slots: Arc<Semaphore>,
@@ -83,21 +86,43 @@ impl Dispatcher {
         cfg: Arc<ProfileSyncConfig>,
         metrics: Arc<Metrics>,
     ) -> Arc<Self> {
+        let client = |roots: rustls::RootCertStore| {
+            Arc::new(
+                rustls::ClientConfig::builder_with_provider(Arc::new(
+                    rustls::crypto::ring::default_provider(),
+                ))
+                .with_safe_default_protocol_versions()
+                .expect("ring supports the default protocol versions")
+                .with_root_certificates(roots)
+                .with_no_client_auth(),
+            )
+        };
         let mut roots = rustls::RootCertStore::empty();
         roots.extend(webpki_roots::TLS_SERVER_ROOTS.iter().cloned());
-        let tls = rustls::ClientConfig::builder_with_provider(Arc::new(
-            rustls::crypto::ring::default_provider(),
-        ))
-        .with_safe_default_protocol_versions()
-        .expect("ring supports the default protocol versions")
-        .with_root_certificates(roots)
-        .with_no_client_auth();
+        let tls = client(roots);
+        let module_tls = cfg
+            .modules
+            .iter()
+            .filter(|m| !m.ca.is_empty())
+            .map(|m| {
+                let mut roots = rustls::RootCertStore::empty();
+                // The config reader checked each one is a usable anchor.
+                let (_, bad) = roots.add_parsable_certificates(
+                    m.ca.iter().map(|c| rustls_pki_types::CertificateDer::from(c.clone())),
+                );
+                if bad > 0 {
+                    tracing::warn!(module = %m.id, bad, "CA certificates left out");
+                }
+                (m.id.clone(), client(roots))
+            })
+            .collect();
         Arc::new(Dispatcher {
             node,
             slots: Arc::new(Semaphore::new(cfg.max_in_flight)),
             cfg,
             metrics,
-            tls: Arc::new(tls),
+            tls,
+            module_tls,
             in_flight: Mutex::new(HashSet::new()),
         })
     }
@@ -236,7 +261,8 @@ impl Dispatcher {
             if https {
                 let name = rustls_pki_types::ServerName::try_from(host.clone())
                     .map_err(|e| fail(format!("server name {host:?}: {e}")))?;
-                let tls = tokio_rustls::TlsConnector::from(self.tls.clone())
+                let config = self.module_tls.get(&m.id).unwrap_or(&self.tls).clone();
+                let tls = tokio_rustls::TlsConnector::from(config)
                     .connect(name, tcp)
                     .await
                     .map_err(|e| fail(format!("TLS with {host}: {e}")))?;
@@ -271,8 +297,7 @@ where
                 .headers()
                 .get(header::RETRY_AFTER)
                 .and_then(|v| v.to_str().ok())
-                .and_then(|v| v.trim().parse::<u64>().ok())
-                .map(|s| Duration::from_secs(s.min(MAX_RETRY_AFTER_S)));
+                .and_then(|v| parse_retry_after(v, std::time::SystemTime::now()));
             let body = Limited::new(resp.into_body(), MAX_RESPONSE_BODY_BYTES)
                 .collect()
                 .await
@@ -293,6 +318,23 @@ where
     };
     conn.abort();
     r
+}
+
+/// A `Retry-After` value (RFC 9110 section 10.2.3): delay-seconds, or an
+/// HTTP-date (IMF-fixdate, or the obsolete RFC 850 and asctime forms a
+/// recipient must accept), the wait then running from `now` (the wall
+/// clock: the receiver's date is a real one) to that date, zero when it is
+/// past. Capped at [`MAX_RETRY_AFTER_S`]; anything else is ignored (None).
+pub fn parse_retry_after(v: &str, now: std::time::SystemTime) -> Option<Duration> {
+    let v = v.trim();
+    let secs = if !v.is_empty() && v.bytes().all(|b| b.is_ascii_digit()) {
+        // Too many digits for a u64 is still "very long": the cap.
+        v.parse::<u64>().unwrap_or(u64::MAX)
+    } else {
+        let at = httpdate::parse_http_date(v).ok()?;
+        at.duration_since(now).map_or(0, |d| d.as_secs() + u64::from(d.subsec_nanos() > 0))
+    };
+    Some(Duration::from_secs(secs.min(MAX_RETRY_AFTER_S)))
 }
 
 /// The JSON body a receiver gets for `item`.
@@ -450,6 +492,43 @@ mod tests {
         assert!(error.contains("horizon") && error.contains("HTTP 500"), "{error}");
         let r = decide(&cfg, &item(5, 0), failure(None, false), 9_600, 0.0);
         assert!(matches!(r, Attempt::Dead { .. }), "{r:?}");
+    }
+
+    /// Proves `Retry-After` is understood in both RFC 9110 forms:
+    /// delay-seconds, and an HTTP-date in each of its three formats (the
+    /// wait is measured from now; a past date waits nothing), capped at a
+    /// day; garbage is ignored.
+    #[test]
+    fn dispatch_retry_after_seconds_and_http_dates() {
+        use std::time::{SystemTime, UNIX_EPOCH};
+        // Sun, 06 Nov 1994 08:49:37 GMT, RFC 9110's example.
+        let date = UNIX_EPOCH + Duration::from_secs(784_111_777);
+        let now = date - Duration::from_secs(120);
+        let s = |v: &str, now: SystemTime| parse_retry_after(v, now).map(|d| d.as_secs());
+        assert_eq!(s("120", now), Some(120));
+        assert_eq!(s(" 7 ", now), Some(7));
+        assert_eq!(s("Sun, 06 Nov 1994 08:49:37 GMT", now), Some(120));
+        assert_eq!(s("Sunday, 06-Nov-94 08:49:37 GMT", now), Some(120));
+        assert_eq!(s("Sun Nov  6 08:49:37 1994", now), Some(120));
+        let half = now + Duration::from_millis(500);
+        assert_eq!(s("Sun, 06 Nov 1994 08:49:37 GMT", half), Some(120), "rounded up");
+        assert_eq!(s("Sun, 06 Nov 1994 08:49:37 GMT", date + Duration::from_secs(5)), Some(0));
+        assert_eq!(s("99999999999999999999999", now), Some(MAX_RETRY_AFTER_S));
+        assert_eq!(s("Mon, 06 Nov 1995 08:49:37 GMT", now), Some(MAX_RETRY_AFTER_S));
+        assert_eq!(s("soon", now), None);
+        assert_eq!(s("-5", now), None);
+        assert_eq!(s("", now), None);
+        // Through decide: a date two minutes ahead beats a short backoff.
+        let f = Failure {
+            error: "HTTP 503".into(),
+            retry_after: parse_retry_after("Sun, 06 Nov 1994 08:49:37 GMT", now),
+            gone: false,
+        };
+        let cfg = ProfileSyncConfig::default();
+        match decide(&cfg, &item(0, 0), Err(f), 1_000, 0.0) {
+            Attempt::Retry { next_ms, .. } => assert_eq!(next_ms, 121_000),
+            other => panic!("{other:?}"),
+        }
     }
 
     /// The body a receiver gets names the target, the source, the revision
