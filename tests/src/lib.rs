@@ -16,6 +16,39 @@ pub mod browser;
 /// The delaying WAN proxy, shared with the jepsen harness (its own crate).
 pub use herald_delay_proxy as delay_proxy;
 
+/// Path of the `herald` CLI beside the heraldd under test.
+pub fn herald_path() -> PathBuf {
+    let p = heraldd_path().with_file_name("herald");
+    assert!(p.exists(), "{} not found: run `cargo build --workspace --bins` first", p.display());
+    p
+}
+
+/// Runs `herald --node addr ARGS` with the all-scopes test key (and no
+/// user identity inherited from the environment).
+pub fn herald_cli(addr: &str, args: &[&str]) -> Result<std::process::Output> {
+    Command::new(herald_path())
+        .arg("--node")
+        .arg(addr)
+        .args(args)
+        .env("HERALD_API_KEY", TEST_API_KEY)
+        .env_remove("HERALD_UID")
+        .env_remove("HERALD_TOKEN")
+        .output()
+        .context("run herald")
+}
+
+/// Runs a `herald` command that must succeed with `--json`; its JSON.
+pub fn herald_cli_json(addr: &str, args: &[&str]) -> Result<Value> {
+    let mut a = args.to_vec();
+    a.push("--json");
+    let out = herald_cli(addr, &a)?;
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    if !out.status.success() {
+        bail!("herald {args:?} failed: {}\n{stdout}", String::from_utf8_lossy(&out.stderr));
+    }
+    serde_json::from_str(&stdout).with_context(|| format!("not JSON: {stdout}"))
+}
+
 /// Path of the heraldd binary under test.
 pub fn heraldd_path() -> PathBuf {
     if let Ok(p) = std::env::var("HERALDD") {

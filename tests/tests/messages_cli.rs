@@ -2,41 +2,13 @@
 //! `token issue`, `send` (to users and a group), `connect` (prints JSON
 //! lines, acknowledges), `settings`, `groups`, `gateway`.
 
-use std::path::PathBuf;
-use std::process::{Command, Output};
 use std::time::Duration;
 
-use anyhow::{bail, Context, Result};
+use anyhow::{bail, Result};
 use herald_tests::*;
 use serde_json::Value;
 
-fn herald_path() -> PathBuf {
-    let p = heraldd_path().with_file_name("herald");
-    assert!(p.exists(), "{} not found: run `cargo build --workspace --bins` first", p.display());
-    p
-}
-
-fn herald(addr: &str, args: &[&str]) -> Result<Output> {
-    Command::new(herald_path())
-        .arg("--node")
-        .arg(addr)
-        .args(args)
-        .env("HERALD_API_KEY", TEST_API_KEY)
-        .output()
-        .context("run herald")
-}
-
-/// Runs a command that must succeed and print JSON (`--json`).
-fn herald_json(addr: &str, args: &[&str]) -> Result<Value> {
-    let mut a = args.to_vec();
-    a.push("--json");
-    let out = herald(addr, &a)?;
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    if !out.status.success() {
-        bail!("herald {args:?} failed: {}\n{stdout}", String::from_utf8_lossy(&out.stderr));
-    }
-    serde_json::from_str(&stdout).with_context(|| format!("not JSON: {stdout}"))
-}
+use herald_tests::{herald_cli as herald, herald_cli_json as herald_json};
 
 /// A token from `herald token issue` opens a session with `herald connect`,
 /// which prints the stored messages in order as JSON lines and acknowledges

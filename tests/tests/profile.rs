@@ -640,31 +640,7 @@ fn ok_delete(addr: &str, path: &str) -> Result<(u16, Value)> {
     request(ADMIN, "DELETE", addr, path, None)
 }
 
-fn herald(addr: &str, args: &[&str]) -> Result<std::process::Output> {
-    let p = heraldd_path().with_file_name("herald");
-    assert!(p.exists(), "{} not found: run `cargo build --workspace --bins` first", p.display());
-    std::process::Command::new(p)
-        .arg("--node")
-        .arg(addr)
-        .args(args)
-        .env("HERALD_API_KEY", TEST_API_KEY)
-        .env_remove("HERALD_UID")
-        .env_remove("HERALD_TOKEN")
-        .output()
-        .context("run herald")
-}
-
-/// Runs a command that must succeed with `--json`; its JSON.
-fn herald_json(addr: &str, args: &[&str]) -> Result<Value> {
-    let mut a = args.to_vec();
-    a.push("--json");
-    let out = herald(addr, &a)?;
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    if !out.status.success() {
-        bail!("herald {args:?} failed: {}\n{stdout}", String::from_utf8_lossy(&out.stderr));
-    }
-    serde_json::from_str(&stdout).with_context(|| format!("not JSON: {stdout}"))
-}
+use herald_tests::{herald_cli as herald, herald_cli_json as herald_json};
 
 /// The CLI end to end: `herald profile bind` as the user (its token) and
 /// with the API key, `profile set` and `get`, an unsupported module exits
