@@ -294,7 +294,7 @@ async fn report_health(api: Arc<Api>, health: tonic_health::server::HealthReport
     let mut tick = tokio::time::interval(HEALTH_REFRESH);
     loop {
         tick.tick().await;
-        let ok = api.node.leader_id().is_some() && api.node.leader_is_live();
+        let ok = api.node.leader_is_live();
         if last != Some(ok) {
             let status = if ok { ServingStatus::Serving } else { ServingStatus::NotServing };
             for s in SERVICES {

@@ -294,12 +294,7 @@ fn runtime() -> Result<tokio::runtime::Runtime> {
         .build()?)
 }
 
-fn sleep_unless(stop: &AtomicBool, d: Duration) {
-    let until = Instant::now() + d;
-    while Instant::now() < until && !stop.load(Ordering::SeqCst) {
-        std::thread::sleep((until - Instant::now()).min(Duration::from_millis(50)));
-    }
-}
+use super::sleep_unless;
 
 /// The `enqueue` completion of one recipient from the answers of all
 /// attempts (each `(node, answer)`): type, value, error.

@@ -55,6 +55,17 @@ impl Workload {
     }
 }
 
+/// Sleeps `d`, or less once `stop` is set (looked at every 50 ms): the
+/// workers' paces between operations.
+pub(crate) fn sleep_unless(stop: &std::sync::atomic::AtomicBool, d: std::time::Duration) {
+    let until = std::time::Instant::now() + d;
+    while std::time::Instant::now() < until && !stop.load(std::sync::atomic::Ordering::SeqCst) {
+        std::thread::sleep(
+            (until - std::time::Instant::now()).min(std::time::Duration::from_millis(50)),
+        );
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -310,10 +310,7 @@ fn writer(
     let mean = Duration::from_secs_f64(opts.writers as f64 / opts.rate.max(0.001));
     while !stop.load(Ordering::SeqCst) {
         let pause = mean.mul_f64(2.0 * rng.unit());
-        let until = Instant::now() + pause;
-        while Instant::now() < until && !stop.load(Ordering::SeqCst) {
-            std::thread::sleep((until - Instant::now()).min(Duration::from_millis(50)));
-        }
+        super::sleep_unless(stop, pause);
         if stop.load(Ordering::SeqCst) {
             break;
         }

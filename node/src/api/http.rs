@@ -275,7 +275,7 @@ async fn post_remove(
 
 async fn healthz(State(api): State<AppState>) -> Response {
     let st = api.node.status();
-    let ok = st.leader.is_some() && api.node.leader_is_live();
+    let ok = api.node.leader_is_live();
     let body = Health { leader: st.leader, node: st.node, ok, state: st.state };
     let code = if ok { StatusCode::OK } else { StatusCode::SERVICE_UNAVAILABLE };
     (code, Json(body)).into_response()
