@@ -58,8 +58,8 @@ pub use client::{endpoint, ConnectOptions, HeraldClient};
 pub use credential::Credential;
 pub use error::ClientError;
 pub use types::{
-    ClockStatus, Consistency, Event, Ext, Membership, NodeStatus, QueryOptions, QueryResult,
-    Status, UserPresence,
+    ClockStatus, Consistency, Event, Ext, Membership, NodeMedia, NodeStatus, QueryOptions,
+    QueryResult, Status, UserPresence,
 };
 
 /// Generated protobuf types and gRPC clients, for what the wrapper does not

@@ -110,10 +110,12 @@ pub use herald_proto::wire::presence::{QueryAnswer as QueryResult, UserPresence}
 /// The cluster as one node sees it, one member, its clock, and the result
 /// of a membership change (shared with the node's `GET /v1/cluster`,
 /// [`herald_proto::wire::cluster`]). Over gRPC, which this client uses,
-/// everything is carried but the answering node's `media` (HTTP only:
-/// `None` here).
+/// everything is carried but the answering node's cluster-wide `media`
+/// summary (HTTP only: `None` here); each member's own `media` storage is
+/// carried.
 pub use herald_proto::wire::cluster::{
-    ClockStatus, ClusterView as Status, MembershipResult as Membership, NodeView as NodeStatus,
+    ClockStatus, ClusterView as Status, MembershipResult as Membership, NodeMedia,
+    NodeView as NodeStatus,
 };
 
 #[cfg(test)]

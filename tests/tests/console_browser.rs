@@ -85,6 +85,16 @@ fn console_in_chromium_shows_the_cluster_and_acts() -> Result<()> {
         |v| v.as_str().is_some_and(|s| s.split(',').count() == 3),
     )?;
     ensure!(led.as_str().unwrap().contains(&format!("{leader}:leader")), "{led}");
+    // Each node's media storage, as the node itself reports it.
+    let media = b.wait_until(
+        "[...document.querySelectorAll('#nodes tbody tr')].map(r => r.dataset.node + ':' + (r.dataset.mediaFiles ?? '?')).join(',')",
+        Duration::from_secs(10),
+        |v| v.as_str().is_some_and(|s| !s.contains('?')),
+    )?;
+    ensure!(
+        media.as_str().unwrap().split(',').all(|x| x.ends_with(":0")),
+        "media per node: {media}"
+    );
 
     phase("the leader is SIGKILLed: the console shows the new one");
     c.node(leader).kill9()?;
@@ -93,6 +103,12 @@ fn console_in_chromium_shows_the_cluster_and_acts() -> Result<()> {
     })?;
     let elected = c.wait_leader(Duration::from_secs(20))?;
     ensure!(shown == elected.to_string(), "console shows {shown}, cluster elected {elected}");
+    // The killed node cannot say what its storage holds: unknown, not 0.
+    b.wait_until(
+        &format!("document.querySelector('#nodes tbody tr[data-node=\"{leader}\"]')?.dataset.mediaFiles ?? 'unknown'"),
+        Duration::from_secs(10),
+        |v| v == &json!("unknown"),
+    )?;
 
     phase("transfer-leader from the console");
     let to = (1..=3).find(|&n| n != leader && n != elected).unwrap();

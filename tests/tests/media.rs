@@ -323,6 +323,38 @@ fn media_dedup_and_large_file_bounded_memory() -> Result<()> {
         "{v}"
     );
     assert_eq!(v["media"]["required_replicas"].as_u64(), Some(2));
+    // Each member's own storage, asked of the member itself: the nodes
+    // holding the file say 1 file of 300,000 bytes, the other 0; a
+    // different node asked gives the same per-node answers.
+    for asked in [a.clone(), c.addr(1)] {
+        let (s, v) = herald_tests::get_json(&asked, "/v1/cluster")?;
+        assert_eq!(s, 200);
+        let per_node: Vec<(u64, u64, u64)> = v["nodes"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|n| {
+                let m = &n["media"];
+                (
+                    n["number"].as_u64().unwrap(),
+                    m["files"].as_u64().unwrap(),
+                    m["bytes"].as_u64().unwrap(),
+                )
+            })
+            .collect();
+        let expect: Vec<(u64, u64, u64)> = (1..=3)
+            .map(|n| {
+                let held = blob_files(&c.node(n).data_dir.clone()).len() as u64;
+                (n, held, held * 300_000)
+            })
+            .collect();
+        assert_eq!(per_node, expect, "each node's own media storage: {v}");
+        assert!(
+            v["nodes"].as_array().unwrap().iter().all(|n| n["media"]["healthy"] == true
+                && n["media"]["free_bytes"].as_u64().is_some_and(|f| f > 0)),
+            "{v}"
+        );
+    }
     let mut r = agent()
         .get(&format!("http://{a}/metrics"))
         .header("authorization", &format!("Bearer {TEST_API_KEY}"))

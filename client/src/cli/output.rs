@@ -68,6 +68,7 @@ pub fn nodes_table(nodes: &[NodeStatus]) -> String {
         "RTT",
         "IN TOL",
         "LAST SYNC",
+        "MEDIA",
     ]);
     for n in nodes {
         let c = n.clock.as_ref();
@@ -85,9 +86,22 @@ pub fn nodes_table(nodes: &[NodeStatus]) -> String {
             c.map(|c| format!("{:.3} ms", c.rtt_ms)).unwrap_or_else(|| "-".into()),
             c.map(|c| yes_no(c.in_tolerance).to_string()).unwrap_or_else(|| "-".into()),
             c.map(|c| format_ms(c.last_sync_ms)).unwrap_or_else(|| "-".into()),
+            n.media.as_ref().map(media_cell).unwrap_or_else(|| "-".into()),
         ]);
     }
     t.to_string()
+}
+
+/// A member's media storage in one cell: files, bytes, free space, and a
+/// warning when its storage probe failed.
+fn media_cell(m: &herald_client::NodeMedia) -> String {
+    format!(
+        "{}{} files, {} B, {} B free",
+        if m.healthy { "" } else { "UNHEALTHY " },
+        m.files,
+        m.bytes,
+        m.free_bytes
+    )
 }
 
 /// Milliseconds since the Unix epoch as `YYYY-MM-DDTHH:MM:SS.mmmZ`; 0 (never
@@ -139,11 +153,18 @@ mod tests {
             replica: false,
             lag_entries: m.map(|_| 0),
             lag_ms: m.map(|_| 7),
+            media: m.map(|_| herald_client::NodeMedia {
+                healthy: false,
+                files: 3,
+                bytes: 900,
+                free_bytes: 10_000,
+                open_uploads: 1,
+            }),
         };
         let t = nodes_table(&[n(1, "leader", Some(42)), n(2, "learner", None)]);
         let lines: Vec<&str> = t.lines().collect();
-        assert_eq!(lines[0], "NUMBER  SYNC            PUBLISH         ROLE     ZONE  HEALTHY  MATCHED  LAG  LAG MS  CLOCK OFFSET  RTT       IN TOL  LAST SYNC");
-        assert_eq!(lines[1], "1       127.0.0.1:7101  127.0.0.1:7103  leader   dc1   yes      42       0    7       -0.250 ms     0.125 ms  yes     1970-01-01T00:00:01.000Z");
-        assert_eq!(lines[2], "2       127.0.0.1:7201  127.0.0.1:7203  learner  -     no       -        -    -       -             -         -       -");
+        assert_eq!(lines[0], "NUMBER  SYNC            PUBLISH         ROLE     ZONE  HEALTHY  MATCHED  LAG  LAG MS  CLOCK OFFSET  RTT       IN TOL  LAST SYNC                 MEDIA");
+        assert_eq!(lines[1], "1       127.0.0.1:7101  127.0.0.1:7103  leader   dc1   yes      42       0    7       -0.250 ms     0.125 ms  yes     1970-01-01T00:00:01.000Z  UNHEALTHY 3 files, 900 B, 10000 B free");
+        assert_eq!(lines[2], "2       127.0.0.1:7201  127.0.0.1:7203  learner  -     no       -        -    -       -             -         -       -                         -");
     }
 }

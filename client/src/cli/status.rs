@@ -79,6 +79,6 @@ mod tests {
         );
         let tls = human(&Status { peer_tls: true, ..s.clone() });
         assert!(tls.contains("\npeers        mutual TLS\n"), "{tls}");
-        assert!(h.ends_with("NUMBER  SYNC  PUBLISH  ROLE  ZONE  HEALTHY  MATCHED  LAG  LAG MS  CLOCK OFFSET  RTT  IN TOL  LAST SYNC"), "{h}");
+        assert!(h.ends_with("NUMBER  SYNC  PUBLISH  ROLE  ZONE  HEALTHY  MATCHED  LAG  LAG MS  CLOCK OFFSET  RTT  IN TOL  LAST SYNC  MEDIA"), "{h}");
     }
 }

@@ -456,6 +456,7 @@ impl Api {
     /// API key (every node holds the same `<access>`).
     pub async fn cluster_view(&self, local: bool, caller: &access::Principal) -> ClusterView {
         let st = self.node.status();
+        let media = self.media.status();
         let mut nodes: Vec<NodeView> = st
             .members
             .iter()
@@ -471,6 +472,7 @@ impl Api {
                 healthy: m.healthy.unwrap_or(false),
                 matched_index: m.matched_index,
                 clock: (m.number == self.node.id).then(|| self.time.status()),
+                media: (m.number == self.node.id).then(|| NodeMedia::from(&media)),
                 gateway: None,
             })
             .collect();
@@ -502,6 +504,7 @@ impl Api {
                         views[i].as_ref().and_then(|v| v.iter().find(|x| x.number == n.number));
                     n.clock = own.and_then(|x| x.clock.clone());
                     n.lag_ms = own.and_then(|x| x.lag_ms);
+                    n.media = own.and_then(|x| x.media.clone());
                 }
                 if let (false, Some(lv)) = (self.node.is_leader(), &leader_view) {
                     if n.number != self.node.id {
@@ -529,7 +532,7 @@ impl Api {
             snapshot_index: st.snapshot_index,
             nodes,
             peer_tls: self.node.peer_tls(),
-            media: Some(self.media.status()),
+            media: Some(media),
         }
     }
 
@@ -632,7 +635,9 @@ pub enum MembershipOp {
 /// the body of `GET /v1/cluster`: the HTTP API's types, defined once in
 /// [`herald_proto::wire::cluster`] (the gRPC `Cluster` service converts
 /// them to and from protobuf).
-pub use herald_proto::wire::cluster::{ClusterView, GatewayView, MembershipResult, NodeView};
+pub use herald_proto::wire::cluster::{
+    ClusterView, GatewayView, MembershipResult, NodeMedia, NodeView,
+};
 
 #[cfg(test)]
 mod catalog_tests {

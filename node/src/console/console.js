@@ -76,6 +76,14 @@ function route() {
   if (tab === "messages") loadQueues();
 }
 
+// Bytes for people: B, KiB, MiB, GiB, TiB.
+function fmtBytes(n) {
+  const u = ["B", "KiB", "MiB", "GiB", "TiB"];
+  let i = 0;
+  while (n >= 1024 && i < u.length - 1) { n /= 1024; i++; }
+  return (i === 0 ? String(n) : n.toFixed(1)) + " " + u[i];
+}
+
 function cell(tr, text, cls) {
   const td = document.createElement("td");
   td.textContent = text === undefined || text === null ? "—" : String(text);
@@ -296,6 +304,11 @@ function render(c) {
     cell(tr, n.clock ? (n.clock.in_tolerance ? "yes" : "NO") : null, n.clock && !n.clock.in_tolerance ? "error" : "");
     cell(tr, n.gateway ? n.gateway.sessions : null);
     cell(tr, n.gateway ? n.gateway.load.toFixed(3) + (n.gateway.fresh ? "" : " (stale)") : null);
+    const nm = n.media;
+    if (nm) tr.dataset.mediaFiles = String(nm.files);
+    cell(tr, nm ? (nm.healthy ? "" : "UNHEALTHY ") + nm.files + " files, " + fmtBytes(nm.bytes) + ", " +
+      fmtBytes(nm.free_bytes) + " free" + (nm.open_uploads ? ", " + nm.open_uploads + " uploading" : "") : null,
+      nm && !nm.healthy ? "error" : "");
     cell(tr, n.publish);
     rows.push(tr);
   }
@@ -307,8 +320,8 @@ function render(c) {
   }
   const m = c.media;
   $("media").textContent = m
-    ? `${m.media} media (${m.media_bytes} bytes), ${m.under_replicated} under-replicated, ${m.open_uploads} open uploads; ` +
-      `this node: ${m.files_here} files, ${m.free_bytes} bytes free, ${m.healthy ? "healthy" : "UNHEALTHY"}`
+    ? `${m.media} media (${fmtBytes(m.media_bytes)}, one copy each), ${m.under_replicated} under-replicated, ` +
+      `${m.open_uploads} open uploads on node ${c.node}, ${m.required_replicas} replicas required; each node's storage is in the table above`
     : "—";
 }
 

@@ -29,7 +29,7 @@ use tokio_stream::wrappers::ReceiverStream;
 
 use super::credential::{self, Kind};
 use super::edit;
-use super::store::{hash_file, valid_id, BlobStore, WRITE_BUFFER_BYTES};
+use super::store::{hash_file, valid_id, BlobStore, Listed, WRITE_BUFFER_BYTES};
 use crate::config::MediaConfig;
 use crate::raft::{ClusterError, Consistency, RaftNode};
 use herald_domain::library::{refusal, LibOp, LibResult, MAX_NAME_BYTES};
@@ -184,8 +184,6 @@ pub struct Media {
     scheme: &'static str,
     uploads: Mutex<HashMap<String, Upload>>,
     seq: AtomicU64,
-    /// Files counted at start and by each repair pass.
-    files_here: AtomicU64,
     /// Ids being uploaded or fetched here: not garbage, whatever the state says yet.
     pinned: Mutex<HashMap<String, usize>>,
 }
@@ -225,7 +223,6 @@ impl Media {
         tls: bool,
     ) -> io::Result<Arc<Self>> {
         let store = BlobStore::open(data_dir)?;
-        let files = store.list()?.len() as u64;
         Ok(Arc::new(Media {
             cfg,
             store,
@@ -233,7 +230,6 @@ impl Media {
             scheme: if tls { "https" } else { "http" },
             uploads: Mutex::new(HashMap::new()),
             seq: AtomicU64::new(0),
-            files_here: AtomicU64::new(files),
             pinned: Mutex::new(HashMap::new()),
         }))
     }
@@ -304,7 +300,8 @@ impl Media {
             healthy: self.store.healthy(),
             free_bytes: self.store.free_bytes().unwrap_or(0),
             reserve_bytes: self.cfg.reserve_bytes,
-            files_here: self.files_here.load(Ordering::Relaxed),
+            files_here: self.store.held().0,
+            bytes_here: self.store.held().1,
             media,
             media_bytes,
             under_replicated,
@@ -988,8 +985,8 @@ impl Media {
             self.cfg.gc_grace_ms.max(self.cfg.upload_ttl_ms).max(MIN_ORPHAN_FILE_AGE_MS),
         );
         let files = self.store.list()?;
-        self.files_here.store(files.len() as u64, Ordering::Relaxed);
-        for (id, mtime) in files {
+        self.store.recount(&files);
+        for Listed { id, mtime, .. } in files {
             if !known.contains(id.as_str()) && mtime.elapsed().unwrap_or_default() >= min_age {
                 // Fetches above may have taken a while: look again now.
                 let referenced = self.node.read_local(|st| st.lib.media(&id).is_some());

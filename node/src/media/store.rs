@@ -39,6 +39,14 @@ pub fn hex(digest: &[u8]) -> String {
     s
 }
 
+/// One file of `blobs/` as [`BlobStore::list`] found it.
+#[derive(Debug, Clone)]
+pub struct Listed {
+    pub id: String,
+    pub mtime: SystemTime,
+    pub len: u64,
+}
+
 /// The media files of this node.
 pub struct BlobStore {
     root: PathBuf,
@@ -46,6 +54,11 @@ pub struct BlobStore {
     tmp: PathBuf,
     seq: AtomicU64,
     healthy: AtomicBool,
+    /// Files and bytes in `blobs/` (status page): counted at open, kept by
+    /// commit and remove, recounted by [`BlobStore::recount`] (the repair
+    /// pass) so a race between two commits of one id cannot drift it.
+    files: AtomicU64,
+    bytes: AtomicU64,
 }
 
 impl BlobStore {
@@ -71,7 +84,28 @@ impl BlobStore {
             let p = e?.path();
             let _ = std::fs::remove_file(&p);
         }
-        Ok(BlobStore { root, blobs, tmp, seq: AtomicU64::new(0), healthy: AtomicBool::new(true) })
+        let s = BlobStore {
+            root,
+            blobs,
+            tmp,
+            seq: AtomicU64::new(0),
+            healthy: AtomicBool::new(true),
+            files: AtomicU64::new(0),
+            bytes: AtomicU64::new(0),
+        };
+        s.recount(&s.list()?);
+        Ok(s)
+    }
+
+    /// Media files held here and their bytes.
+    pub fn held(&self) -> (u64, u64) {
+        (self.files.load(Ordering::Relaxed), self.bytes.load(Ordering::Relaxed))
+    }
+
+    /// Sets the held counts from a listing of `blobs/`.
+    pub fn recount(&self, listing: &[Listed]) {
+        self.files.store(listing.len() as u64, Ordering::Relaxed);
+        self.bytes.store(listing.iter().map(|l| l.len).sum(), Ordering::Relaxed);
     }
 
     /// Where media `id` lives (whether or not it is there).
@@ -119,18 +153,23 @@ impl BlobStore {
         }
         let shard = dst.parent().expect("blob paths have a shard directory").to_path_buf();
         let (tmp, blobs) = (tmp.to_path_buf(), self.blobs.clone());
-        tokio::task::spawn_blocking(move || -> io::Result<()> {
-            std::fs::File::open(&tmp)?.sync_all()?;
+        let len = tokio::task::spawn_blocking(move || -> io::Result<u64> {
+            let f = std::fs::File::open(&tmp)?;
+            f.sync_all()?;
+            let len = f.metadata()?.len();
             if !shard.exists() {
                 std::fs::create_dir_all(&shard)?;
                 std::fs::File::open(&blobs)?.sync_all()?;
             }
             std::fs::rename(&tmp, &dst)?;
             std::fs::File::open(&shard)?.sync_all()?;
-            Ok(())
+            Ok(len)
         })
         .await
-        .map_err(io::Error::other)?
+        .map_err(io::Error::other)??;
+        self.files.fetch_add(1, Ordering::Relaxed);
+        self.bytes.fetch_add(len, Ordering::Relaxed);
+        Ok(())
     }
 
     /// Sets the modification time of `id`'s file to now.
@@ -144,8 +183,15 @@ impl BlobStore {
             return Ok(false);
         }
         let p = self.path(id);
+        let len = self.len(id).unwrap_or(0);
         match tokio::fs::remove_file(&p).await {
             Ok(()) => {
+                let _ = self.files.fetch_update(Ordering::Relaxed, Ordering::Relaxed, |n| {
+                    Some(n.saturating_sub(1))
+                });
+                let _ = self.bytes.fetch_update(Ordering::Relaxed, Ordering::Relaxed, |n| {
+                    Some(n.saturating_sub(len))
+                });
                 if let Some(d) = p.parent() {
                     let d = d.to_path_buf();
                     let _ = tokio::task::spawn_blocking(move || {
@@ -160,8 +206,8 @@ impl BlobStore {
         }
     }
 
-    /// Every media id held here with its file's modification time.
-    pub fn list(&self) -> io::Result<Vec<(String, SystemTime)>> {
+    /// Every media file held here.
+    pub fn list(&self) -> io::Result<Vec<Listed>> {
         let mut out = Vec::new();
         for shard in std::fs::read_dir(&self.blobs)? {
             let shard = shard?;
@@ -172,8 +218,9 @@ impl BlobStore {
                 let e = e?;
                 let name = e.file_name().to_string_lossy().into_owned();
                 if valid_id(&name) {
-                    let mtime = e.metadata()?.modified().unwrap_or(SystemTime::UNIX_EPOCH);
-                    out.push((name, mtime));
+                    let meta = e.metadata()?;
+                    let mtime = meta.modified().unwrap_or(SystemTime::UNIX_EPOCH);
+                    out.push(Listed { id: name, mtime, len: meta.len() });
                 }
             }
         }
@@ -315,9 +362,12 @@ mod tests {
         assert_eq!(s.len(&id), Some(11));
         assert_eq!(hash_file(&s.path(&id)).await.unwrap(), (id.clone(), 11));
         assert_eq!(
-            s.list().unwrap().into_iter().map(|(i, _)| i).collect::<Vec<_>>(),
-            vec![id.clone()]
+            s.list().unwrap().into_iter().map(|l| (l.id, l.len)).collect::<Vec<_>>(),
+            vec![(id.clone(), 11)]
         );
+        assert_eq!(s.held(), (1, 11), "commit counts the file and its bytes");
+        s.commit(&p, &id).await.unwrap();
+        assert_eq!(s.held(), (1, 11), "a second commit of the same id counts nothing");
         let abandoned = s.temp().await.unwrap();
         let ap = abandoned.path.clone();
         assert!(ap.exists());
@@ -327,6 +377,8 @@ mod tests {
         assert!(s.free_bytes().unwrap() > 0);
         assert!(s.remove(&id).await.unwrap());
         assert!(!s.has(&id));
+        assert_eq!(s.held(), (0, 0), "remove uncounts it");
+        assert_eq!(BlobStore::open(dir.path()).unwrap().held(), (0, 0));
         assert!(!valid_id("../etc/passwd") && !s.has("../x"));
     }
 }

@@ -1,5 +1,5 @@
 //! The cluster over HTTP: `GET /v1/cluster` ([`ClusterView`], with each
-//! member's [`ClockStatus`] and gateway load and this node's
+//! member's [`ClockStatus`], gateway load and own [`NodeMedia`] storage, and this node's
 //! [`MediaStatus`]), the membership changes `POST /v1/cluster/{add-learner,
 //! promote, remove}`, `POST /v1/cluster/transfer-leader` and `GET
 //! /healthz`.
@@ -72,6 +72,33 @@ pub struct GatewayView {
     pub fresh: bool,
 }
 
+/// A member's own media storage, as it reports it.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct NodeMedia {
+    /// The last write probe of its media directory succeeded.
+    pub healthy: bool,
+    /// Media files it holds, and their bytes.
+    pub files: u64,
+    pub bytes: u64,
+    /// Free space of its media file system.
+    pub free_bytes: u64,
+    /// Uploads in progress on it.
+    pub open_uploads: u64,
+}
+
+impl From<&MediaStatus> for NodeMedia {
+    fn from(m: &MediaStatus) -> Self {
+        NodeMedia {
+            healthy: m.healthy,
+            files: m.files_here,
+            bytes: m.bytes_here,
+            free_bytes: m.free_bytes,
+            open_uploads: m.open_uploads,
+        }
+    }
+}
+
 /// One member in `GET /v1/cluster`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct NodeView {
@@ -111,6 +138,10 @@ pub struct NodeView {
     /// time stamped into the newest entry it applied, milliseconds.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub lag_ms: Option<u64>,
+    /// The member's own media storage, as it reports it (unknown when it
+    /// did not answer in time).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub media: Option<NodeMedia>,
 }
 
 impl From<pb::NodeStatus> for NodeView {
@@ -132,6 +163,13 @@ impl From<pb::NodeStatus> for NodeView {
             replica: n.replica,
             lag_entries: n.lag_entries,
             lag_ms: n.lag_ms,
+            media: n.media.map(|m| NodeMedia {
+                healthy: m.healthy,
+                files: m.files,
+                bytes: m.bytes,
+                free_bytes: m.free_bytes,
+                open_uploads: m.open_uploads,
+            }),
         }
     }
 }
@@ -155,6 +193,13 @@ impl From<NodeView> for pb::NodeStatus {
             replica: n.replica,
             lag_entries: n.lag_entries,
             lag_ms: n.lag_ms,
+            media: n.media.map(|m| pb::NodeMedia {
+                healthy: m.healthy,
+                files: m.files,
+                bytes: m.bytes,
+                free_bytes: m.free_bytes,
+                open_uploads: m.open_uploads,
+            }),
         }
     }
 }
@@ -167,8 +212,9 @@ pub struct MediaStatus {
     pub healthy: bool,
     pub free_bytes: u64,
     pub reserve_bytes: u64,
-    /// Media files on this node (as of the last repair pass).
+    /// Media files on this node, and their bytes.
     pub files_here: u64,
+    pub bytes_here: u64,
     /// Media the cluster knows, and their bytes (one copy each).
     pub media: u64,
     pub media_bytes: u64,
@@ -339,12 +385,13 @@ mod tests {
             r#""term":3,"last_log_index":10,"commit_index":10,"applied_index":9,"snapshot_index":null,"#,
             r#""nodes":[{"number":1,"sync":"h:7101","publish":"h:7103","role":"leader","healthy":true,"#,
             r#""matched_index":10,"clock":{"offset_ms":0.0,"rtt_ms":0.0,"last_sync_ms":1700000000000,"#,
-            r#""in_tolerance":true,"time_master":1,"corrections":0},"gateway":{"sessions":2,"load":0.25,"fresh":true}},"#,
+            r#""in_tolerance":true,"time_master":1,"corrections":0},"gateway":{"sessions":2,"load":0.25,"fresh":true},"#,
+            r#""media":{"healthy":true,"files":1,"bytes":5,"free_bytes":100,"open_uploads":0}},"#,
             r#"{"number":2,"sync":"h:7201","publish":"h:7203","role":"follower","healthy":false,"#,
             r#""clock":{"offset_ms":-1.5,"rtt_ms":0.3,"last_sync_ms":0,"in_tolerance":false,"#,
             r#""time_master":null,"error":"sntp: timed out","corrections":2}},"#,
             r#"{"number":3,"sync":"h:7301","publish":"h:7303","role":"learner","healthy":false}],"peer_tls":true,"#,
-            r#""media":{"healthy":true,"free_bytes":100,"reserve_bytes":10,"files_here":1,"media":1,"#,
+            r#""media":{"healthy":true,"free_bytes":100,"reserve_bytes":10,"files_here":1,"bytes_here":5,"media":1,"#,
             r#""media_bytes":5,"under_replicated":0,"open_uploads":0,"required_replicas":2}}"#
         );
         let v: ClusterView = serde_json::from_str(node).unwrap();
@@ -358,6 +405,8 @@ mod tests {
         );
         assert_eq!((v.nodes[2].matched_index, v.nodes[2].clock.as_ref()), (None, None));
         assert_eq!(v.media.as_ref().map(|m| m.required_replicas), Some(2));
+        assert_eq!(v.nodes[0].media.as_ref().map(|m| (m.files, m.bytes)), Some((1, 5)));
+        assert_eq!(v.nodes[1].media, None, "a member that did not answer: unknown");
         assert!(v.peer_tls);
         assert_eq!(serde_json::to_string(&v).unwrap(), node);
     }
@@ -412,6 +461,13 @@ mod tests {
             replica: true,
             lag_entries: Some(3),
             lag_ms: Some(120),
+            media: Some(pb::NodeMedia {
+                healthy: true,
+                files: 2,
+                bytes: 77,
+                free_bytes: 1000,
+                open_uploads: 1,
+            }),
         };
         let s = pb::StatusResponse {
             cluster: "c".into(),
