@@ -97,6 +97,8 @@ catalog! {
     INVALID_CONTENT_TYPE = ("invalid_content_type", 400, InvalidArgument, "content_type empty, too long or not printable");
     INVALID_BODY = ("invalid_body", 400, InvalidArgument, "body and body_base64 both given, or bad base64");
     PAYLOAD_TOO_LARGE = ("payload_too_large", 413, ResourceExhausted, "body over max-request-bytes or a message over max-body-bytes");
+    NO_MESSAGES = ("no_messages", 400, InvalidArgument, "a batch send without messages");
+    TOO_MANY_MESSAGES = ("too_many_messages", 400, InvalidArgument, "more than 1,000 messages in one batch send");
     NO_GATEWAY = ("no_gateway", 503, Unavailable, "no healthy gateway is known");
     NOT_FOUND = ("not_found", 404, NotFound, "no such route");
     // Users, tokens and credentials.

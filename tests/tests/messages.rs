@@ -691,3 +691,144 @@ fn messages_queue_summary_lists_the_longest_queues() -> Result<()> {
     assert_eq!((st, v["error"]["code"].as_str()), (400, Some("unknown_parameter")), "{v}");
     Ok(())
 }
+
+/// A batch send (`POST /v1/messages/batch`, gRPC `SendBatch`) commits its
+/// messages in one log entry and answers each in order: an online
+/// recipient's messages "delivered", an offline one's "stored", all at the
+/// entry's revision; a retried batch is answered from the log (duplicates,
+/// nothing stored twice); an empty, an oversize (1,001) and a batch with
+/// one bad message are refused with their codes, naming the bad message,
+/// and store nothing.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn messages_batch_send_one_entry_in_order_and_refusals() -> Result<()> {
+    let c = Cluster::start(3, Tuning::default())?;
+    c.wait_leader(LEADER_WAIT)?;
+    let addr = c.addr(2);
+    phase("b-on opens a session; b-off stays offline");
+    let (_gw, mut rx, _h) = acking_session(&c, "b-on", seeds(&c), Duration::ZERO).await?;
+    let batch = json!({"messages": [
+        msg("bk-1", &["b-on"], "one"),
+        msg("bk-2", &["b-off"], "two"),
+        msg("bk-3", &["b-on"], "three"),
+        msg("bk-4", &["b-off"], "four"),
+    ]});
+    phase("HTTP batch of 4");
+    let (st, v) = {
+        let (a, b) = (addr.clone(), batch.clone());
+        tokio::task::spawn_blocking(move || post_json(&a, "/v1/messages/batch", &b)).await??
+    };
+    assert_eq!(st, 200, "{v}");
+    let rev = v["revision"].as_u64().context("revision")?;
+    let results = v["results"].as_array().context("results")?;
+    let got: Vec<(u64, &str, &str, bool)> = results
+        .iter()
+        .map(|r| {
+            (
+                r["revision"].as_u64().unwrap_or(0),
+                r["recipients"][0]["uid"].as_str().unwrap_or(""),
+                r["recipients"][0]["outcome"].as_str().unwrap_or(""),
+                r["duplicate"].as_bool().unwrap_or(true),
+            )
+        })
+        .collect();
+    assert_eq!(
+        got,
+        vec![
+            (rev, "b-on", "delivered", false),
+            (rev, "b-off", "stored", false),
+            (rev, "b-on", "delivered", false),
+            (rev, "b-off", "stored", false),
+        ],
+        "{v}"
+    );
+    let bodies: Vec<Vec<u8>> = recv_until(&mut rx, 2).await?;
+    assert_eq!(bodies, vec![b"one".to_vec(), b"three".to_vec()], "in submission order");
+    assert_eq!(queued(&addr, "b-off")?, 2);
+
+    phase("the same batch again: duplicates, nothing stored twice");
+    let (st, again) = {
+        let (a, b) = (addr.clone(), batch.clone());
+        tokio::task::spawn_blocking(move || post_json(&a, "/v1/messages/batch", &b)).await??
+    };
+    assert_eq!(st, 200, "{again}");
+    let ids = |v: &Value| -> Vec<(u64, bool)> {
+        v["results"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|r| (r["message_id"].as_u64().unwrap(), r["duplicate"].as_bool().unwrap()))
+            .collect()
+    };
+    assert_eq!(
+        ids(&again).iter().map(|x| x.0).collect::<Vec<_>>(),
+        ids(&v).iter().map(|x| x.0).collect::<Vec<_>>()
+    );
+    assert!(ids(&again).iter().all(|x| x.1), "{again}");
+    assert_eq!(queued(&addr, "b-off")?, 2);
+
+    phase("refusals: empty, 1,001 messages, one bad uid among good ones");
+    let refused = |body: Value| {
+        let a = addr.clone();
+        async move {
+            tokio::task::spawn_blocking(move || post_json(&a, "/v1/messages/batch", &body)).await?
+        }
+    };
+    let (st, e) = refused(json!({"messages": []})).await?;
+    assert_eq!((st, e["error"]["code"].as_str()), (400, Some("no_messages")), "{e}");
+    let many: Vec<Value> = (0..1001).map(|i| msg(&format!("m{i}"), &["b-many"], "x")).collect();
+    let (st, e) = refused(json!({ "messages": many })).await?;
+    assert_eq!((st, e["error"]["code"].as_str()), (400, Some("too_many_messages")), "{e}");
+    let bad = json!({"messages": [
+        msg("bad-0", &["b-bad"], "fine"),
+        msg("bad-1", &[""], "empty uid"),
+    ]});
+    let (st, e) = refused(bad).await?;
+    assert_eq!((st, e["error"]["code"].as_str()), (400, Some("invalid_uid")), "{e}");
+    assert!(e["error"]["message"].as_str().unwrap_or("").starts_with("message 1"), "{e}");
+    assert_eq!(queued(&addr, "b-bad")?, 0, "the good message of a refused batch is not stored");
+    assert_eq!(queued(&addr, "b-many")?, 0);
+
+    phase("gRPC SendBatch through the client library");
+    let client = herald_client::HeraldClient::connect(&c.addr(3))
+        .await?
+        .with_credential(herald_tests::test_credential());
+    let out = |k: &str, to: &str| herald_client::messages::Outgoing {
+        idempotency_key: k.into(),
+        from: "app".into(),
+        to: herald_client::messages::Recipients::To(vec![to.into()]),
+        ttl_s: 0,
+        content_type: "text/plain".into(),
+        body: k.as_bytes().to_vec(),
+    };
+    let (grev, items) = client.send_batch(vec![out("g-1", "b-off"), out("g-2", "b-on")]).await?;
+    let items: Vec<_> = items.into_iter().collect::<Result<Vec<_>, _>>()?;
+    assert_eq!(
+        items.iter().map(|a| (a.revision, a.recipients[0].outcome.as_str())).collect::<Vec<_>>(),
+        vec![(grev, "stored"), (grev, "delivered")]
+    );
+    assert!(grev > rev);
+    assert_eq!(recv_until(&mut rx, 1).await?, vec![b"g-2".to_vec()]);
+    let e = client.send_batch(Vec::new()).await.expect_err("empty batch");
+    assert_eq!(e.code(), "no_messages", "{e}");
+    eventually(Duration::from_secs(5), || match queued(&addr, "b-off")? {
+        3 => Ok(()),
+        q => bail!("queued {q}"),
+    })?;
+    Ok(())
+}
+
+/// The bodies of the next `n` messages an acking session reported.
+async fn recv_until(
+    rx: &mut mpsc::UnboundedReceiver<SessionEvent>,
+    n: usize,
+) -> Result<Vec<Vec<u8>>> {
+    let mut out = Vec::new();
+    while out.len() < n {
+        match tokio::time::timeout(Duration::from_secs(5), rx.recv()).await? {
+            Some(SessionEvent::Message(m)) => out.push(m.body),
+            Some(_) => continue,
+            None => bail!("session ended"),
+        }
+    }
+    Ok(out)
+}

@@ -78,6 +78,19 @@ impl ApiError {
         ApiError::new(codes::named(name).unwrap_or(codes::INTERNAL), message)
     }
 
+    /// The same error, its message led by `what` (which item of a batch).
+    pub fn prefixed(self, what: &str) -> Self {
+        match self {
+            ApiError::Refused { code, message } => {
+                ApiError::Refused { code, message: format!("{what}: {message}") }
+            }
+            ApiError::Forwarded { code, status, message } => {
+                ApiError::Forwarded { code, status, message: format!("{what}: {message}") }
+            }
+            e @ ApiError::Cluster(_) => e,
+        }
+    }
+
     /// A body over the request limit.
     pub fn too_large(limit: usize) -> Self {
         ApiError::new(

@@ -116,6 +116,7 @@ pub const DOCS: &[Doc] = &[
     d(Post, "/v1/cluster/remove", "Remove a node from the cluster", Json, Write, MEMBER_CODES),
     d(Post, "/v1/cluster/transfer-leader", "Hand leadership to another voter", Json, Write, MEMBER_CODES),
     d(Post, "/v1/messages", "Send a message to users, a group or everyone (stored for offline users until acknowledged)", Json, Write, &["invalid_idempotency_key", "invalid_recipients", "too_many_recipients", "invalid_uid", "invalid_group", "unknown_group", "no_recipients", "ttl_not_supported", "invalid_ttl", "invalid_content_type", "invalid_body", "no_gateway"]),
+    d(Post, "/v1/messages/batch", "Send up to 1,000 messages in one request and one log entry; each answered in order (a bad one refuses the batch, nothing stored)", Json, Write, &["no_messages", "too_many_messages", "invalid_idempotency_key", "invalid_recipients", "too_many_recipients", "invalid_uid", "invalid_group", "unknown_group", "no_recipients", "ttl_not_supported", "invalid_ttl", "invalid_content_type", "invalid_body", "no_gateway"]),
     q(
         d(Get, "/v1/messages/queues", "The longest offline queues (oldest message age), groups, live broadcasts", NoBody, Read, &[]),
         &[("top", "how many queues and broadcasts (1 to 100, default 20)")],

@@ -132,6 +132,8 @@ pub const ROUTES: &[Route] = &[
     // Messages: senders from any user, or a user as itself.
     r(Post, "/v1/messages", app_or_user(MessagesSend, Claim)),
     r(Grpc, "/herald.v1.Messages/Send", app_or_user(MessagesSend, Claim)),
+    r(Post, "/v1/messages/batch", app_or_user(MessagesSend, Claim)),
+    r(Grpc, "/herald.v1.Messages/SendBatch", app_or_user(MessagesSend, Claim)),
     // Operators' view of the offline queues (the console's Messages page).
     r(Get, "/v1/messages/queues", app(ClusterRead)),
     r(Put, "/v1/groups/{name}", app(Groups)),

@@ -33,6 +33,32 @@ pub struct SendBody {
     pub body_base64: Option<String>,
 }
 
+/// `POST /v1/messages/batch` body: many submissions in one log entry (at
+/// most 1,000, at most 4 MiB of bodies). Unknown fields are refused.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SendBatchBody {
+    pub messages: Vec<SendBody>,
+}
+
+/// One submission's answer in a batch: what [`SendAnswer`] says, or the
+/// stable error apply gave it (e.g. `unknown_group`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(untagged)]
+pub enum SendBatchItem {
+    Sent(SendAnswer),
+    Refused(super::ErrorBody),
+}
+
+/// The answer to `POST /v1/messages/batch`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SendBatchAnswer {
+    /// The log entry that holds the batch.
+    pub revision: u64,
+    /// One per submission, in order.
+    pub results: Vec<SendBatchItem>,
+}
+
 /// What happened for one recipient.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct RecipientOutcome {

@@ -10,6 +10,11 @@
 //!   send is answered once stored ("stored"); then every recipient logs in,
 //!   receives what waits for it and acknowledges it, clocked from the login
 //!   until the store holds nothing more for that user.
+//!
+//! `--batch B` > 1 sends B messages per request through `SendBatch` (one
+//! log entry; online: all to the sender's recipient, answered once each is
+//! delivered; offline: to B successive recipients); ops/s counts requests,
+//! messages/s messages.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -36,6 +41,8 @@ pub const OFFLINE_MAX_PER_RECIPIENT: u64 = 500;
 /// How long a drained recipient may take to show an empty store after its
 /// acks before it counts as an error.
 const DRAIN_TIMEOUT: Duration = Duration::from_secs(30);
+/// Most messages per request (`--batch`): the node's batch-send limit.
+const MAX_BATCH: usize = 1000;
 /// Lifetime of the session tokens the benchmark issues.
 const TOKEN_LIFETIME_S: u64 = 24 * 3600;
 /// Who the benchmark's messages come from.
@@ -84,6 +91,30 @@ fn check_outcome(a: &herald_client::messages::SendOutcome, want: &str) -> Result
     }
 }
 
+/// Sends `batch` messages (one `Send`, or one `SendBatch` when more than
+/// one) and checks each message's outcome is `want`.
+async fn send_some(
+    sender: &HeraldClient,
+    ms: Vec<Outgoing>,
+    want: &str,
+    op_timeout: Duration,
+) -> Result<(), OpError> {
+    let answer = async {
+        if ms.len() == 1 {
+            let m = ms.into_iter().next().expect("one");
+            return check_outcome(&sender.send(m).await?, want);
+        }
+        let (_, items) = sender.send_batch(ms).await?;
+        for it in items {
+            check_outcome(&it?, want)?;
+        }
+        Ok(())
+    };
+    tokio::time::timeout(op_timeout, answer)
+        .await
+        .map_err(|_| OpError::new("client_timeout", "no answer"))?
+}
+
 /// Each recipient session acknowledges everything it receives.
 fn ack_all(mut s: Session) -> tokio::task::JoinHandle<()> {
     tokio::spawn(async move {
@@ -117,6 +148,7 @@ async fn online(
     let seeds: Vec<String> = topo.nodes.iter().map(|n| n.addr.clone()).collect();
     let tag = run_tag();
     let body = vec![b'x'; a.body_bytes];
+    let batch = a.batch.clamp(1, MAX_BATCH);
     let mut acks = Vec::new();
     let mut pairs = Vec::new();
     for k in 0..clients {
@@ -138,14 +170,14 @@ async fn online(
             let mut n = 0u64;
             tokio::time::sleep_until(measure_from.into()).await;
             while Instant::now() < deadline {
-                n += 1;
+                let ms: Vec<Outgoing> = (0..batch)
+                    .map(|_| {
+                        n += 1;
+                        outgoing(&tag, n, &uid, &body)
+                    })
+                    .collect();
                 let start = Instant::now();
-                let r =
-                    tokio::time::timeout(op_timeout, sender.send(outgoing(&tag, n, &uid, &body)))
-                        .await
-                        .map_err(|_| OpError::new("client_timeout", "no answer"))
-                        .and_then(|r| r.map_err(OpError::from))
-                        .and_then(|ans| check_outcome(&ans, "delivered"));
+                let r = send_some(&sender, ms, "delivered", op_timeout).await;
                 match r {
                     Ok(()) => lat.record(start.elapsed()),
                     Err(e) => errors.add(&e),
@@ -162,7 +194,7 @@ async fn online(
     let mut r = BenchResult::new(System::Herald, "messages");
     r.via = "all".into();
     r.clients = clients;
-    r.batch = 1;
+    r.batch = batch;
     r.setting = "path=online".into();
     let elapsed = last.map(|l| l - t.measure_from).unwrap_or(a.duration).max(a.duration);
     r.set_mixed(Samples::new(), lat, &errors, elapsed);
@@ -194,6 +226,7 @@ async fn offline(
     let seeds: Vec<String> = topo.nodes.iter().map(|n| n.addr.clone()).collect();
     let tag = run_tag();
     let body = vec![b'y'; a.body_bytes];
+    let batch = a.batch.clamp(1, MAX_BATCH);
     // Messages stored per recipient, to check the drain against.
     let counts: Arc<Mutex<BTreeMap<String, u64>>> = Arc::default();
     let mut senders = Vec::new();
@@ -212,21 +245,27 @@ async fn offline(
             let mut n = 0u64;
             tokio::time::sleep_until(measure_from.into()).await;
             while Instant::now() < deadline
-                && n < OFFLINE_RECIPIENTS_PER_CLIENT * OFFLINE_MAX_PER_RECIPIENT
+                && n + batch as u64 <= OFFLINE_RECIPIENTS_PER_CLIENT * OFFLINE_MAX_PER_RECIPIENT
             {
-                let uid = format!("moff-{tag}-{k}-{}", n % OFFLINE_RECIPIENTS_PER_CLIENT);
-                n += 1;
+                let mut uids = Vec::with_capacity(batch);
+                let ms: Vec<Outgoing> = (0..batch)
+                    .map(|_| {
+                        let uid = format!("moff-{tag}-{k}-{}", n % OFFLINE_RECIPIENTS_PER_CLIENT);
+                        n += 1;
+                        let m = outgoing(&tag, n, &uid, &body);
+                        uids.push(uid);
+                        m
+                    })
+                    .collect();
                 let start = Instant::now();
-                let r =
-                    tokio::time::timeout(op_timeout, sender.send(outgoing(&tag, n, &uid, &body)))
-                        .await
-                        .map_err(|_| OpError::new("client_timeout", "no answer"))
-                        .and_then(|r| r.map_err(OpError::from))
-                        .and_then(|ans| check_outcome(&ans, "stored"));
+                let r = send_some(&sender, ms, "stored", op_timeout).await;
                 match r {
                     Ok(()) => {
                         lat.record(start.elapsed());
-                        *counts.lock().await.entry(uid).or_default() += 1;
+                        let mut c = counts.lock().await;
+                        for uid in uids {
+                            *c.entry(uid).or_default() += 1;
+                        }
                     }
                     Err(e) => errors.add(&e),
                 }
@@ -237,7 +276,7 @@ async fn offline(
     }
     let (lat, mut errors, last) = gather(&mut set).await?;
     let elapsed = last.map(|l| l - t.measure_from).unwrap_or(a.duration).max(a.duration);
-    let stored: u64 = lat.len() as u64;
+    let stored: u64 = lat.len() as u64 * batch as u64;
     // Drain: every recipient logs in, takes what waits, acknowledges it.
     let users: Vec<(String, u64)> = counts.lock().await.clone().into_iter().collect();
     let queue = Arc::new(Mutex::new(users));
@@ -268,7 +307,7 @@ async fn offline(
     let mut r = BenchResult::new(System::Herald, "messages");
     r.via = "all".into();
     r.clients = clients;
-    r.batch = 1;
+    r.batch = batch;
     r.setting = "path=offline".into();
     r.set_mixed(Samples::new(), lat, &errors, elapsed);
     let d = drain_lat.summary();

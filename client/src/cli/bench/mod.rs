@@ -107,7 +107,8 @@ pub struct RunArgs {
     /// Unmeasured time before each run (failover: time before the kill, at least 1s).
     #[arg(long, value_parser = parse_duration, default_value = "0s")]
     pub warmup: Duration,
-    /// Events per write request (presence-write, mixed, failover).
+    /// Events per write request (presence-write, mixed, failover); messages
+    /// per request (messages: >1 uses SendBatch, at most 1,000).
     #[arg(long, default_value_t = 1, value_name = "B")]
     pub batch: usize,
     /// Ids per query (batch-query, mixed).

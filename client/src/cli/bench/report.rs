@@ -302,7 +302,9 @@ impl BenchResult {
             }
             _ => {
                 f.push(("ops/s".into(), self.ops_per_s));
-                if self.workload == "load" || (self.ids == 0 && self.batch > 1) {
+                if self.workload == "messages" {
+                    f.push(("messages/s".into(), self.items_per_s));
+                } else if self.workload == "load" || (self.ids == 0 && self.batch > 1) {
                     f.push(("events/s".into(), self.items_per_s));
                 } else if self.batch == 0 && self.ids > 1 {
                     f.push(("ids/s".into(), self.items_per_s));

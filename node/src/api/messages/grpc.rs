@@ -49,6 +49,46 @@ impl pb::messages_server::Messages for MessagesGrpc {
         Ok(Response::new(pb::SendResponse::from(a)))
     }
 
+    async fn send_batch(
+        &self,
+        req: Request<pb::SendBatchRequest>,
+    ) -> Result<Response<pb::SendBatchResponse>, Status> {
+        let p = principal(&req)?;
+        let r = req.into_inner();
+        let mut subs = Vec::with_capacity(r.messages.len());
+        for mut m in r.messages {
+            p.bind(&mut m.from).map_err(|e| e.to_grpc())?;
+            subs.push(Submission {
+                idempotency_key: m.idempotency_key,
+                from: m.from,
+                to: m.to,
+                group: (!m.group.is_empty()).then_some(m.group),
+                broadcast: m.broadcast,
+                ttl_s: m.ttl_s,
+                content_type: m.content_type,
+                body: m.body,
+                grant_media: None,
+                namespace: p.namespace(),
+            });
+        }
+        let (revision, items) = self.api.send_batch(subs).await.map_err(|e| e.to_grpc())?;
+        let results = items
+            .into_iter()
+            .map(|a| match a {
+                Ok(a) => pb::SendBatchResult {
+                    sent: Some(pb::SendResponse::from(a)),
+                    ..Default::default()
+                },
+                Err(e) => pb::SendBatchResult {
+                    sent: None,
+                    code: e.code().to_string(),
+                    message: e.to_string(),
+                },
+            })
+            .collect();
+        Ok(Response::new(pb::SendBatchResponse { revision, results }))
+    }
+
     async fn set_group(
         &self,
         req: Request<pb::SetGroupRequest>,

@@ -1,4 +1,4 @@
-//! Messages over HTTP (`/v1/messages`, `/v1/groups/{name}`,
+//! Messages over HTTP (`/v1/messages`, `/v1/messages/batch`, `/v1/groups/{name}`,
 //! `/v1/users/{uid}/settings`, `/v1/gateway`): thin axum handlers over the
 //! logic in [`super`].
 
@@ -10,12 +10,13 @@ use axum::extract::rejection::JsonRejection;
 use axum::extract::{Extension, Path, Query, State};
 use axum::Json;
 use herald_proto::wire::messages::{
-    GatewayChoice, GroupAnswer, GroupBody, GroupDeleted, SendAnswer, SendBody, SettingsAnswer,
-    SettingsBody,
+    GatewayChoice, GroupAnswer, GroupBody, GroupDeleted, SendAnswer, SendBatchAnswer,
+    SendBatchBody, SendBatchItem, SendBody, SettingsAnswer, SettingsBody,
 };
+use herald_proto::wire::ErrorBody;
 use serde::Deserialize;
 
-use super::Submission;
+use super::{Submission, MAX_SEND_BATCH};
 use crate::api::access::Principal;
 use crate::api::routes::{Served, Verb};
 use crate::api::{Api, ApiError};
@@ -39,6 +40,7 @@ pub fn routes() -> Served<AppState> {
     use Verb::*;
     Served::default()
         .at(Post, "/v1/messages", post_message)
+        .at(Post, "/v1/messages/batch", post_message_batch)
         .at(Put, "/v1/groups/{name}", put_group)
         .at(Get, "/v1/groups/{name}", get_group)
         .at(Delete, "/v1/groups/{name}", delete_group)
@@ -110,8 +112,37 @@ async fn post_message(
     Extension(p): Extension<Principal>,
     body: Result<Json<SendBody>, JsonRejection>,
 ) -> Result<Json<SendAnswer>, ApiError> {
-    let Json(mut b) =
+    let Json(b) =
         body.map_err(|r| crate::api::http::json_error(r, api.limits.max_request_bytes))?;
+    Ok(Json(api.send(submission(&p, b)?).await?))
+}
+
+/// `POST /v1/messages/batch`: many submissions in one log entry; each
+/// answered in order (a bad one refuses the batch: nothing stored).
+async fn post_message_batch(
+    State(api): State<AppState>,
+    Extension(p): Extension<Principal>,
+    body: Result<Json<SendBatchBody>, JsonRejection>,
+) -> Result<Json<SendBatchAnswer>, ApiError> {
+    let Json(b) =
+        body.map_err(|r| crate::api::http::json_error(r, api.limits.max_request_bytes))?;
+    let mut subs = Vec::with_capacity(b.messages.len().min(MAX_SEND_BATCH + 1));
+    for (i, m) in b.messages.into_iter().enumerate() {
+        subs.push(submission(&p, m).map_err(|e| e.prefixed(&format!("message {i}")))?);
+    }
+    let (revision, items) = api.send_batch(subs).await?;
+    let results = items
+        .into_iter()
+        .map(|a| match a {
+            Ok(a) => SendBatchItem::Sent(a),
+            Err(e) => SendBatchItem::Refused(ErrorBody::new(e.code(), e.to_string())),
+        })
+        .collect();
+    Ok(Json(SendBatchAnswer { revision, results }))
+}
+
+/// A submission from a JSON body, sent by principal `p`.
+fn submission(p: &Principal, mut b: SendBody) -> Result<Submission, ApiError> {
     // A user sends as itself only (an empty `from` is itself); an
     // application as anyone.
     p.bind(&mut b.from)?;
@@ -140,7 +171,7 @@ async fn post_message(
         grant_media: None,
         namespace: p.namespace(),
     };
-    Ok(Json(api.send(s).await?))
+    Ok(s)
 }
 
 async fn put_group(

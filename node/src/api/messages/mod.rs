@@ -43,6 +43,21 @@ pub struct Submission {
     pub namespace: String,
 }
 
+/// Most messages in one batch send: they share one log entry and one
+/// answer, which waits for every online recipient's acknowledgement (each
+/// within the push timeout); 1,000 keeps that answer and the entry small.
+pub const MAX_SEND_BATCH: usize = 1000;
+/// Most body bytes in one batch send: half of a log entry's payload limit
+/// (8 MiB), so a batch always fits one entry beside other writes.
+pub const MAX_SEND_BATCH_BODY_BYTES: usize = 4 << 20;
+
+/// A checked submission: its log ops and the waiter of its acknowledgements.
+struct Prepared {
+    ops: Vec<Op>,
+    req: u64,
+    waiter: std::sync::Arc<crate::gateway::Waiter>,
+}
+
 /// The idempotency key as the log keeps it: the principal's namespace
 /// (which holds no `/`) before the key the caller chose.
 fn namespaced_key(namespace: &str, key: &str) -> String {
@@ -157,6 +172,114 @@ impl Api {
     }
 
     async fn send_inner(&self, s: Submission) -> Result<SendAnswer, ApiError> {
+        let p = self.prepare(s).await?;
+        let written = self.node.write(p.ops.clone()).await;
+        let (revision, results) = match written {
+            Ok(x) => x,
+            Err(e) => {
+                self.gateway.forget(p.req);
+                return Err(e.into());
+            }
+        };
+        self.finish(p.req, &p.waiter, revision, results).await
+    }
+
+    /// Many submissions in one request and one log entry (a producer that
+    /// sends a stream of messages): all are checked first and a bad one
+    /// refuses the whole batch, naming it, with nothing stored; then each
+    /// is answered as [`send`](Self::send) would (what apply decided for
+    /// it, and who acknowledged it), in order, beside the entry's revision.
+    #[tracing::instrument(level = "info", skip_all, fields(messages = subs.len()))]
+    pub async fn send_batch(
+        &self,
+        subs: Vec<Submission>,
+    ) -> Result<(u64, Vec<Result<SendAnswer, ApiError>>), ApiError> {
+        let r = self.send_batch_inner(subs).await;
+        match &r {
+            Ok((_, items)) => {
+                for a in items {
+                    match a {
+                        Ok(a) => {
+                            self.metrics.messages_sent.inc();
+                            for o in &a.recipients {
+                                self.metrics
+                                    .message_outcomes
+                                    .get_or_create(&crate::metrics::OutcomeLabel {
+                                        outcome: o.outcome.clone(),
+                                    })
+                                    .inc();
+                            }
+                        }
+                        Err(e) => self.count_error(e),
+                    }
+                }
+            }
+            Err(e) => self.count_error(e),
+        }
+        r
+    }
+
+    async fn send_batch_inner(
+        &self,
+        subs: Vec<Submission>,
+    ) -> Result<(u64, Vec<Result<SendAnswer, ApiError>>), ApiError> {
+        if subs.is_empty() {
+            return Err(ApiError::new(
+                codes::NO_MESSAGES,
+                "a batch send needs at least one message",
+            ));
+        }
+        if subs.len() > MAX_SEND_BATCH {
+            return Err(ApiError::new(
+                codes::TOO_MANY_MESSAGES,
+                format!("{} messages in one batch; at most {MAX_SEND_BATCH}", subs.len()),
+            ));
+        }
+        let bytes: usize = subs.iter().map(|s| s.body.len()).sum();
+        if bytes > MAX_SEND_BATCH_BODY_BYTES {
+            return Err(ApiError::new(
+                codes::PAYLOAD_TOO_LARGE,
+                format!("{bytes} body bytes in one batch; at most {MAX_SEND_BATCH_BODY_BYTES}"),
+            ));
+        }
+        let mut prepared: Vec<Prepared> = Vec::with_capacity(subs.len());
+        for (i, s) in subs.into_iter().enumerate() {
+            match self.prepare(s).await {
+                Ok(p) => prepared.push(p),
+                Err(e) => {
+                    for p in &prepared {
+                        self.gateway.forget(p.req);
+                    }
+                    return Err(e.prefixed(&format!("message {i}")));
+                }
+            }
+        }
+        let ops: Vec<Op> = prepared.iter().flat_map(|p| p.ops.iter().cloned()).collect();
+        let (revision, results) = match self.node.write(ops).await {
+            Ok(x) => x,
+            Err(e) => {
+                for p in &prepared {
+                    self.gateway.forget(p.req);
+                }
+                return Err(e.into());
+            }
+        };
+        let mut results = results.into_iter();
+        let mut mine = Vec::with_capacity(prepared.len());
+        for p in &prepared {
+            mine.push(results.by_ref().take(p.ops.len()).collect::<Vec<_>>());
+        }
+        let answers = futures::future::join_all(
+            prepared.iter().zip(mine).map(|(p, r)| self.finish(p.req, &p.waiter, revision, r)),
+        )
+        .await;
+        Ok((revision, answers))
+    }
+
+    /// Checks a submission and builds its log ops, registering a waiter for
+    /// its acknowledgements (forgotten by [`finish`](Self::finish), or by
+    /// the caller when the write fails).
+    async fn prepare(&self, s: Submission) -> Result<Prepared, ApiError> {
         self.validate(&s)?;
         // Fast refusal of an unknown group from this node's state; apply
         // decides for good (a group created meanwhile is fine).
@@ -202,14 +325,19 @@ impl Api {
             }));
         }
         ops.push(Op::Msg(MsgOp::Send(op)));
-        let written = self.node.write(ops).await;
-        let (revision, results) = match written {
-            Ok(x) => x,
-            Err(e) => {
-                self.gateway.forget(req);
-                return Err(e.into());
-            }
-        };
+        Ok(Prepared { ops, req, waiter })
+    }
+
+    /// Answers a committed submission from its ops' results: what apply
+    /// decided, then (directed messages) who acknowledged it within the
+    /// push timeout.
+    async fn finish(
+        &self,
+        req: u64,
+        waiter: &crate::gateway::Waiter,
+        revision: u64,
+        results: Vec<OpResult>,
+    ) -> Result<SendAnswer, ApiError> {
         let r = match results.into_iter().last() {
             Some(OpResult::Msg(MsgResult::Sent(Ok(r)))) => r,
             Some(OpResult::Msg(MsgResult::Sent(Err(e)))) => {
