@@ -444,7 +444,9 @@ fn profile_update_in_a_module_supersedes_its_pending_older_item() -> Result<()> 
     wait_for("a's item of it has failed attempts", Duration::from_secs(20), || {
         let o = outbox(&addr, false)?;
         Ok(o["items"].as_array().is_some_and(|i| {
-            i.iter().any(|x| x["module"] == "a" && x["revision"] == older && x["attempts"] >= 2)
+            i.iter().any(|x| {
+                x["module"] == "a" && x["revision"] == older && x["attempts"].as_u64() >= Some(2)
+            })
         }))
     })?;
     phase("u changes the profile in a itself");
