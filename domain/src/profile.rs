@@ -12,8 +12,16 @@
 //!
 //! Items for the same target `(module, account)` coalesce: a newer revision
 //! replaces a pending (or dead) older one, so a receiver ends with the
-//! latest and at most one item per target exists at a time. The revision is
-//! the log index of the update: receivers order updates by it.
+//! latest and at most one item per target exists at a time. An update from
+//! a module also drops that module's own pending (or dead) item of an older
+//! update: the module's server holds the newer value already, and the older
+//! one must not take it back.
+//!
+//! Every update gets its own revision, [`revision`]`(index, slot)`: the log
+//! index of its entry times [`REVISION_SLOTS`] plus its position among the
+//! entry's profile ops, so updates that the group commit batched into one
+//! entry still get distinct revisions in the order they applied. Revisions
+//! grow strictly with log order: receivers order updates by them.
 //!
 //! Deterministic and free of I/O like the rest of [`crate::state`]: which
 //! modules are supported is configuration, checked by the node before it
@@ -55,6 +63,28 @@ pub const MAX_PROFILE_BYTES: usize = 8 * 1024;
 /// Longest last-error text kept on an item: enough for a status line and
 /// the start of a reason; it is replicated with every failed attempt.
 pub const MAX_ERROR_BYTES: usize = 256;
+
+/// Revisions one log entry can hand out: a profile revision is
+/// `index * REVISION_SLOTS + slot`, `slot` the op's position among the
+/// entry's profile ops. 2^16 leaves 48 bits for the log index (2.8 · 10^14
+/// entries) and is more than the group commit ever batches (the node's
+/// batch bound is asserted below this at compile time).
+pub const REVISION_SLOTS: u64 = 1 << 16;
+
+/// The revision of the profile op at position `slot` among the profile ops
+/// of the entry at log index `index`.
+///
+/// Invariant: strictly increasing in log order — `(index, slot) <
+/// (index', slot')` lexicographically implies `revision(index, slot) <
+/// revision(index', slot')` — for `slot < REVISION_SLOTS` (a larger slot
+/// cannot occur: see [`REVISION_SLOTS`]; it is clamped, so revisions still
+/// never go down). Revisions written before this scheme were the bare log
+/// index, which is below `index * REVISION_SLOTS` of every later entry, so
+/// an old snapshot's revisions still order before every new one.
+pub fn revision(index: u64, slot: u64) -> u64 {
+    debug_assert!(slot < REVISION_SLOTS, "slot {slot} out of range");
+    index.saturating_mul(REVISION_SLOTS).saturating_add(slot.min(REVISION_SLOTS - 1))
+}
 
 /// A profile document: what one module's settings say about the user.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -140,7 +170,7 @@ pub struct UserProfile {
     pub bindings: BTreeSet<Target>,
     /// The last profile set (None: never set).
     pub profile: Option<Profile>,
-    /// Log index of the last update (0: never set).
+    /// Revision of the last update ([`revision`]; 0: never set).
     pub revision: u64,
     /// The module the last update came from.
     pub source: String,
@@ -158,7 +188,7 @@ pub struct OutboxItem {
     pub account: String,
     /// The module the update came from.
     pub source: String,
-    /// The profile revision (log index of the update).
+    /// The update's profile revision ([`revision`]).
     pub revision: u64,
     pub profile: Profile,
     pub created_ms: u64,
@@ -405,8 +435,10 @@ impl ProfileState {
         }
     }
 
-    /// Applies `op`, committed at log index `index` at cluster time `at_ms`.
-    pub fn apply(&mut self, op: &ProfileOp, index: u64, at_ms: u64) -> ProfileResult {
+    /// Applies `op` at cluster time `at_ms`; `revision` is the op's
+    /// [`revision`] (its entry's index and its position among the entry's
+    /// profile ops), the revision a `SetProfile` stores.
+    pub fn apply(&mut self, op: &ProfileOp, revision: u64, at_ms: u64) -> ProfileResult {
         if let Some(code) = self.refusal(op) {
             return refused(code);
         }
@@ -446,13 +478,27 @@ impl ProfileState {
                     return refused(refusal::MODULE_NOT_BOUND);
                 };
                 u.profile = Some(profile.clone());
-                u.revision = index;
+                u.revision = revision;
                 u.source = source.clone();
                 u.updated_ms = at_ms;
-                let targets: Vec<Target> =
-                    u.bindings.iter().filter(|(m, _)| m != source).cloned().collect();
+                let (own, targets): (Vec<Target>, Vec<Target>) =
+                    u.bindings.iter().cloned().partition(|(m, _)| m == source);
                 let mut items = Vec::with_capacity(targets.len());
                 let mut coalesced = 0;
+                // The source module's server holds this profile already: an
+                // item of an older update still pending (or dead) for its
+                // own account would take it back to the older value (found
+                // by the jepsen outbox workload, seed 19). Every existing
+                // item is older: revisions grow with log order.
+                for t in own {
+                    if let Some(old) = self.pending_by_target.remove(&t) {
+                        self.pending.remove(&old);
+                        coalesced += 1;
+                    }
+                    if let Some(old) = self.dead_by_target.remove(&t) {
+                        self.dead.remove(&old);
+                    }
+                }
                 for t in targets {
                     if let Some(old) = self.pending_by_target.remove(&t) {
                         self.pending.remove(&old);
@@ -471,7 +517,7 @@ impl ProfileState {
                             module: t.0.clone(),
                             account: t.1.clone(),
                             source: source.clone(),
-                            revision: index,
+                            revision,
                             profile: profile.clone(),
                             created_ms: at_ms,
                             attempts: 0,
@@ -483,7 +529,7 @@ impl ProfileState {
                     self.pending_by_target.insert(t, id);
                     items.push(id);
                 }
-                ProfileResult::Set { revision: index, items, coalesced }
+                ProfileResult::Set { revision, items, coalesced }
             }
             ProfileOp::OutboxAttempted { id, attempt } => {
                 let Some(item) = self.pending.get_mut(id) else {
@@ -708,8 +754,67 @@ mod tests {
         assert_eq!((s.pending_count(), s.dead_count()), (0, 1));
         s.apply(&set("u", "msn", "c"), 7, 14);
         s.apply(&set("u", "qq", "d"), 8, 15);
-        assert_eq!((s.pending_count(), s.dead_count()), (2, 0));
+        // qq's own newer "d" dropped its pending "c"; msn gets "d".
+        assert_eq!((s.pending_count(), s.dead_count()), (1, 0));
         assert_eq!(ProfileState::from_items(s.items()), s);
+    }
+
+    /// An update from a module drops that module's own pending item and
+    /// its own dead item of an older update (from another module): the
+    /// source holds the newer value, and the older one must not take it
+    /// back; the other targets get the newer update.
+    #[test]
+    fn profile_update_from_a_module_supersedes_its_own_older_items() {
+        let mut s = ProfileState::default();
+        run(&mut s, &[bind("u", "qq", "1"), bind("u", "msn", "m"), bind("u", "icq", "i")]);
+        let ProfileResult::Set { items, .. } = s.apply(&set("u", "qq", "a"), 10, 10) else {
+            panic!()
+        };
+        assert_eq!(s.pending_count(), 2, "msn and icq");
+        let msn_item = s.pending().find(|i| i.module == "msn").unwrap().id;
+        assert!(items.contains(&msn_item));
+        let ProfileResult::Set { items, coalesced, .. } = s.apply(&set("u", "msn", "b"), 11, 11)
+        else {
+            panic!()
+        };
+        assert_eq!((items.len(), coalesced), (2, 2), "qq and icq new; icq's and msn's old gone");
+        let mut left: Vec<(String, u64, String)> =
+            s.pending().map(|i| (i.module.clone(), i.revision, i.profile.mood.clone())).collect();
+        left.sort();
+        assert_eq!(left, vec![("icq".into(), 11, "b".into()), ("qq".into(), 11, "b".into())]);
+        // A dead item of icq goes too when icq itself sends a newer update.
+        let icq_item = s.pending().find(|i| i.module == "icq").unwrap().id;
+        let dead = ProfileOp::OutboxAttempted {
+            id: icq_item,
+            attempt: Attempt::Dead { error: "410 Gone".into() },
+        };
+        s.apply(&dead, 12, 12);
+        assert_eq!((s.pending_count(), s.dead_count()), (1, 1));
+        let ProfileResult::Set { coalesced, .. } = s.apply(&set("u", "icq", "c"), 13, 13) else {
+            panic!()
+        };
+        assert_eq!(coalesced, 1, "qq's pending 'b' replaced");
+        assert_eq!(s.dead_count(), 0, "icq's own dead 'b' dropped");
+        let mut left: Vec<(String, u64, String)> =
+            s.pending().map(|i| (i.module.clone(), i.revision, i.profile.mood.clone())).collect();
+        left.sort();
+        assert_eq!(left, vec![("msn".into(), 13, "c".into()), ("qq".into(), 13, "c".into())]);
+        assert_eq!(ProfileState::from_items(s.items()), s);
+    }
+
+    /// Revisions grow strictly with log order, within an entry (slots) and
+    /// across entries, and every one is above the bare log indexes that
+    /// revisions were before the slot scheme (old snapshots order first).
+    #[test]
+    fn profile_revisions_grow_with_log_order() {
+        let order = [(1, 0), (1, 1), (1, REVISION_SLOTS - 1), (2, 0), (2, 7), (1 << 40, 3)];
+        for w in order.windows(2) {
+            assert!(revision(w[0].0, w[0].1) < revision(w[1].0, w[1].1), "{w:?}");
+        }
+        for (index, slot) in order {
+            assert!(revision(index, slot) > index, "above the old revision of its entry");
+            assert!(revision(index + 1, slot) > index + 1);
+        }
     }
 
     /// Attempts are recorded: a retry counts the attempt, stamps the next

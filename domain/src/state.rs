@@ -97,6 +97,9 @@ impl State {
     /// Applies a committed command at log index `index`.
     pub fn apply(&mut self, cmd: &Command, index: u64, fx: &mut Effects) -> Vec<OpResult> {
         let mut results = Vec::with_capacity(cmd.ops.len());
+        // Position among this entry's profile ops: each gets its own
+        // revision (profile::revision), in the order they apply.
+        let mut profile_slot = 0u64;
         for op in &cmd.ops {
             let r = match op {
                 Op::Presence(ev) => {
@@ -132,7 +135,11 @@ impl State {
                 }
                 Op::Msg(m) => OpResult::Msg(self.msgs.apply(m, cmd.at_ms, &mut fx.notices)),
                 Op::Lib(l) => OpResult::Lib(self.lib.apply(l, cmd.at_ms)),
-                Op::Profile(p) => OpResult::Profile(self.profiles.apply(p, index, cmd.at_ms)),
+                Op::Profile(p) => {
+                    let revision = profile::revision(index, profile_slot);
+                    profile_slot += 1;
+                    OpResult::Profile(self.profiles.apply(p, revision, cmd.at_ms))
+                }
             };
             results.push(r);
         }
@@ -323,6 +330,59 @@ mod tests {
             accepts_strangers: Some(true),
             ext: BTreeMap::new(),
         })
+    }
+
+    fn pbind(uid: &str, module: &str) -> Op {
+        Op::Profile(ProfileOp::Bind { uid: uid.into(), module: module.into(), account: "x".into() })
+    }
+
+    fn pset(uid: &str, source: &str, mood: &str) -> Op {
+        Op::Profile(ProfileOp::SetProfile {
+            uid: uid.into(),
+            source: source.into(),
+            profile: profile::Profile { mood: mood.into(), ..Default::default() },
+        })
+    }
+
+    fn set_revision(r: &OpResult) -> u64 {
+        match r {
+            OpResult::Profile(ProfileResult::Set { revision, .. }) => *revision,
+            other => panic!("not a profile update: {other:?}"),
+        }
+    }
+
+    /// Two profile updates batched into one log entry (with other ops
+    /// between them) get distinct revisions that grow in the order they
+    /// applied, and below those of the next entry; coalescing keeps the
+    /// newest: a third module's one pending item carries the second
+    /// update, and the second update's source lost its item of the first.
+    #[test]
+    fn profile_updates_in_one_entry_get_increasing_revisions() {
+        let mut st = State::default();
+        let mut fx = Effects::default();
+        let binds = vec![pbind("u", "qq"), pbind("u", "msn"), pbind("u", "icq")];
+        st.apply(&Command { at_ms: 1, ops: binds }, 4, &mut fx);
+        let ops = vec![pset("u", "qq", "first"), login("b", 2), pset("u", "msn", "second")];
+        let rs = st.apply(&Command { at_ms: 2, ops }, 5, &mut fx);
+        let (r1, r2) = (set_revision(&rs[0]), set_revision(&rs[2]));
+        assert_eq!((r1, r2), (profile::revision(5, 0), profile::revision(5, 1)));
+        assert!(r1 < r2);
+        let u = st.profiles.user("u").unwrap();
+        assert_eq!((u.revision, u.source.as_str()), (r2, "msn"));
+        let mut pending: Vec<(String, u64, String)> = st
+            .profiles
+            .pending()
+            .map(|i| (i.module.clone(), i.revision, i.profile.mood.clone()))
+            .collect();
+        pending.sort();
+        assert_eq!(
+            pending,
+            vec![("icq".into(), r2, "second".into()), ("qq".into(), r2, "second".into())],
+            "icq's item of the first coalesced into the second; msn's own item dropped"
+        );
+        let rs = st.apply(&Command { at_ms: 3, ops: vec![pset("u", "icq", "third")] }, 6, &mut fx);
+        assert!(set_revision(&rs[0]) > r2);
+        assert_eq!(State::from_items(st.items(), st.applied()), st);
     }
 
     /// The persisted items of a state (a snapshot's contents) rebuild an

@@ -415,6 +415,70 @@ fn profile_deliveries_survive_receiver_failures() -> Result<()> {
     Ok(())
 }
 
+/// Issue 17's last defect, case 1: module a holds a pending item of an
+/// older update of u (made in b) because a's receiver is down, with failed
+/// attempts recorded; u then changes the profile in a itself. The update
+/// from a drops a's own older item (the outbox holds none for a), its
+/// revision is above the older one's, and when a's receiver comes back it
+/// never receives the older value (nothing at all: a made the newest),
+/// while b and c end on a's newest update and the outbox drains.
+#[test]
+fn profile_update_in_a_module_supersedes_its_pending_older_item() -> Result<()> {
+    let ra = Receiver::new(Mode::Ok { delay: Duration::ZERO }, 11);
+    let rb = Receiver::started(Mode::Ok { delay: Duration::ZERO }, 12)?;
+    let rc = Receiver::started(Mode::Ok { delay: Duration::ZERO }, 13)?;
+    let modules = vec![ra.module_xml("a", 500), rb.module_xml("b", 500), rc.module_xml("c", 500)];
+    let tuning = Tuning { extra_xml: profile_sync_xml(&modules, 120_000, 8), ..Tuning::default() };
+    let c = Cluster::start(3, tuning)?;
+    let leader = c.wait_leader(LEADER_WAIT)?;
+    let addr = c.addr(leader);
+    let addrs: Vec<String> = c.nodes.iter().map(|n| n.publish()).collect();
+    for m in ["a", "b", "c"] {
+        bind_retrying(&addr, "u", m, &format!("u@{m}"))?;
+    }
+    phase("an update made in b; a's receiver is down");
+    let older = set_profile_retrying(&addrs, "u", "b", "older", Duration::from_secs(20))?;
+    wait_for("c applies the older update", Duration::from_secs(20), || {
+        Ok(rc.applied("u@c").is_some_and(|(r, _)| r == older))
+    })?;
+    wait_for("a's item of it has failed attempts", Duration::from_secs(20), || {
+        let o = outbox(&addr, false)?;
+        Ok(o["items"].as_array().is_some_and(|i| {
+            i.iter().any(|x| {
+                x["module"] == "a" && x["revision"] == older && x["attempts"].as_u64() >= Some(2)
+            })
+        }))
+    })?;
+    phase("u changes the profile in a itself");
+    let newest = set_profile_retrying(&addrs, "u", "a", "newest", Duration::from_secs(20))?;
+    assert!(newest > older, "revisions grow: {older} then {newest}");
+    let o = outbox(&addr, false)?;
+    let items = o["items"].as_array().context("items")?;
+    assert!(
+        items.iter().all(|x| x["module"] != "a"),
+        "a's own older item is gone once a made a newer update: {o}"
+    );
+    phase("a's receiver comes back");
+    ra.listen()?;
+    for (r, acct) in [(&rb, "u@b"), (&rc, "u@c")] {
+        wait_for(&format!("{acct} ends on the newest"), Duration::from_secs(20), || {
+            Ok(r.applied(acct).is_some_and(|(rev, p)| rev == newest && p["mood"] == "newest"))
+        })?;
+    }
+    wait_for("outbox empty", Duration::from_secs(10), || {
+        Ok(outbox(&addr, false)?["total"] == 0 && outbox(&addr, true)?["total"] == 0)
+    })?;
+    // Longer than the largest backoff (1 s) plus a delivery: an item still
+    // held for a would have reached it by now.
+    std::thread::sleep(Duration::from_secs(3));
+    let got = ra.requests();
+    assert!(got.is_empty(), "a never receives the older value (nor its own): {got:?}");
+    let p = ok(get_json(&addr, "/v1/users/u/profile"))?;
+    assert_eq!((p["revision"].as_u64(), p["source"].as_str()), (Some(newest), Some("a")), "{p}");
+    verify_with_python(&[&rb, &rc], c.path())?;
+    Ok(())
+}
+
 /// 200 users bound to a source module and three receivers: 200 updates
 /// (600 outbox items) are acknowledged while the receivers answer slowly
 /// (500 ms),

@@ -9,17 +9,30 @@
 //!
 //! Only deliveries a receiver answered with a 2xx count as applied. Rules:
 //!
+//! Every update has its own revision (Herald's `profile::revision`: log
+//! index × 2^16 + position in the entry), so revisions order updates,
+//! batched ones included. A receiver's *own* updates — those sourced at its
+//! module, committed, with a known revision (acknowledged, or seen in a
+//! delivery elsewhere) — are part of what it holds: the module's server
+//! made that change itself and keeps the revision Herald answered.
+//!
 //! - **lost**: an update that is committed (acknowledged, or proven by a
 //!   delivery of it anywhere) must reach every *required* target (a module
 //!   other than its source, bound with an acknowledged bind before the
-//!   update was invoked) with its revision or a newer one (coalescing).
-//! - **stale**: a receiver's final value per account (the value of the
-//!   highest revision it applied, as a receiver applying "only if newer"
-//!   ends) is that of the last committed update targeting it, or of a later
-//!   one (an indeterminate update that did commit).
+//!   update was invoked) with its revision or a newer one (coalescing),
+//!   unless that target was itself the source of a committed update of the
+//!   same user with the same or a newer revision (it holds a newer value,
+//!   and Herald drops its item of the older one: counted as
+//!   `excused_by_source`).
+//! - **stale**: a receiver's final value per account — the value of the
+//!   highest revision among what it applied and its own updates, as a
+//!   receiver applying "only if newer" ends — is that of the last committed
+//!   update targeting it, or of a later one (an indeterminate update that
+//!   did commit, or its own).
 //! - **unexpected**: an applied delivery of a value no client wrote for that
 //!   uid, of a failed update, to its own source module or an unbound one,
-//!   to another account, or with another revision than the one acknowledged.
+//!   to another account, or with another revision than the one acknowledged;
+//!   and two committed updates of one user with the same revision.
 //! - **bad signature**: a delivery whose Standard Webhooks signature does
 //!   not verify with the module's secret.
 //! - **dead**: the outbox's dead-letter list is not empty at the end (the
@@ -79,6 +92,9 @@ pub struct OutboxResult {
     /// (update, required target) pairs never delivered with the update's
     /// own revision because a newer one superseded it.
     pub coalesced: usize,
+    /// (update, required target) pairs that needed no delivery: the target
+    /// was itself the source of a same-or-newer committed update.
+    pub excused_by_source: usize,
     /// Accounts (uid, module) checked for their final value.
     pub accounts: usize,
     /// Milliseconds from an acknowledgement to the first applied delivery
@@ -287,15 +303,45 @@ pub fn check(hist: &[Op]) -> OutboxResult {
     }
     r.indeterminate_delivered = delivered_rev.len();
 
+    // The revision of every committed update whose revision is known.
+    let committed_rev = |v: u64, up: &Update| {
+        if up.outcome == OpType::Fail {
+            return None;
+        }
+        up.revision.or_else(|| delivered_rev.get(&v).copied())
+    };
+    // Each receiver's own updates: (uid, source module) -> (revision, value).
+    let mut own: HashMap<(String, String), Vec<(u64, u64)>> = HashMap::new();
+    // Revisions are distinct per update: two committed updates of one user
+    // with one revision mean Herald could not order them.
+    let mut by_rev: BTreeMap<(String, u64), u64> = BTreeMap::new();
+    for (&v, up) in &updates {
+        let Some(rev) = committed_rev(v, up) else { continue };
+        own.entry((up.uid.clone(), up.source.clone())).or_default().push((rev, v));
+        if let Some(other) = by_rev.insert((up.uid.clone(), rev), v) {
+            push(
+                &mut r.unexpected,
+                &mut r.unexpected_count,
+                Anomaly {
+                    uid: up.uid.clone(),
+                    module: up.source.clone(),
+                    value: Some(v),
+                    revision: Some(rev),
+                    got_value: Some(other),
+                    got_revision: Some(rev),
+                    why: format!("updates {other} and {v} share revision {rev}"),
+                },
+            );
+        }
+    }
+
     // Committed updates and their required targets.
     let mut latencies = Vec::new();
-    // (uid, module) -> revision and values of the last committed updates
-    // requiring it. The revision is the log index: updates batched into one
-    // entry share it (applied in an order the history does not show, the
-    // last replacing the others' items), so any of them may be the last.
-    let mut expected: BTreeMap<(String, String), (u64, BTreeSet<u64>)> = BTreeMap::new();
+    // (uid, module) -> revision and value of the last committed update
+    // requiring it.
+    let mut expected: BTreeMap<(String, String), (u64, u64)> = BTreeMap::new();
     for (&v, up) in &updates {
-        let Some(rev) = up.revision.or_else(|| delivered_rev.get(&v).copied()) else { continue };
+        let Some(rev) = committed_rev(v, up) else { continue };
         let targets: Vec<String> = bound_ok
             .iter()
             .filter(|((uid, m), (_, at))| {
@@ -306,7 +352,9 @@ pub fn check(hist: &[Op]) -> OutboxResult {
         for m in targets {
             let key = (up.uid.clone(), m.clone());
             let got = applied.get(&key).map(Vec::as_slice).unwrap_or_default();
+            let sourced_newer = own.get(&key).is_some_and(|l| l.iter().any(|(rv, _)| *rv >= rev));
             match got.iter().filter(|(rv, _, _)| *rv >= rev).map(|(_, _, t)| *t).min() {
+                None if sourced_newer => r.excused_by_source += 1,
                 None => push(
                     &mut r.lost,
                     &mut r.lost_count,
@@ -331,23 +379,24 @@ pub fn check(hist: &[Op]) -> OutboxResult {
                     }
                 }
             }
-            let e = expected.entry(key).or_insert((rev, BTreeSet::new()));
+            let e = expected.entry(key).or_insert((rev, v));
             if rev > e.0 {
-                *e = (rev, BTreeSet::new());
-            }
-            if rev == e.0 {
-                e.1.insert(v);
+                *e = (rev, v);
             }
         }
     }
     r.accounts = expected.len();
-    for ((uid, m), (rev, vals)) in &expected {
-        let last = applied
-            .get(&(uid.clone(), m.clone()))
+    for ((uid, m), (rev, val)) in &expected {
+        let key = (uid.clone(), m.clone());
+        // What the receiver holds: the highest revision it applied or made.
+        let applied_last = applied
+            .get(&key)
             .and_then(|l| l.iter().max_by_key(|(rv, _, _)| *rv))
             .map(|(rv, val, _)| (*rv, *val));
-        let fine = matches!(last, Some((lr, lv)) if lr > *rev
-            || (lr == *rev && lv.is_some_and(|lv| vals.contains(&lv))));
+        let own_last =
+            own.get(&key).and_then(|l| l.iter().max()).map(|(rv, val)| (*rv, Some(*val)));
+        let last = applied_last.max(own_last);
+        let fine = matches!(last, Some((lr, lv)) if lr > *rev || (lr == *rev && lv == Some(*val)));
         if !fine {
             push(
                 &mut r.stale,
@@ -355,7 +404,7 @@ pub fn check(hist: &[Op]) -> OutboxResult {
                 Anomaly {
                     uid: uid.clone(),
                     module: m.clone(),
-                    value: vals.last().copied(),
+                    value: Some(*val),
                     revision: Some(*rev),
                     got_revision: last.map(|l| l.0),
                     got_value: last.and_then(|l| l.1),
@@ -391,7 +440,7 @@ impl CheckerResult for OutboxResult {
         let opt = |v: Option<u64>| v.map(|x| x.to_string()).unwrap_or_else(|| "?".into());
         let ms = |v: Option<f64>| v.map(|x| format!("{x:.0}")).unwrap_or_else(|| "-".into());
         format!(
-            "{} acknowledged, {} indeterminate ({} delivered), {} failed; {} requests ({} applied, {} refused, {} incomplete, {} duplicates, {} out of order), {} coalesced; {} accounts; latency p50 {} ms max {} ms; final pending {} dead {}; lost {} stale {} unexpected {} bad signatures {}",
+            "{} acknowledged, {} indeterminate ({} delivered), {} failed; {} requests ({} applied, {} refused, {} incomplete, {} duplicates, {} out of order), {} coalesced, {} excused by source; {} accounts; latency p50 {} ms max {} ms; final pending {} dead {}; lost {} stale {} unexpected {} bad signatures {}",
             self.acknowledged,
             self.indeterminate,
             self.indeterminate_delivered,
@@ -403,6 +452,7 @@ impl CheckerResult for OutboxResult {
             self.duplicates,
             self.out_of_order,
             self.coalesced,
+            self.excused_by_source,
             self.accounts,
             ms(self.latency_p50_ms),
             ms(self.latency_max_ms),
@@ -532,11 +582,12 @@ mod tests {
         assert_eq!(r.coalesced, 1);
     }
 
-    /// Proves updates batched into one log entry (one revision for both)
-    /// may end either way: the receiver ending on either is fine, on an
-    /// older revision is not.
+    /// Proves two committed updates of one user with one revision fail
+    /// (Herald gives every update its own revision, batched ones too): an
+    /// acknowledged one and an indeterminate one delivered with the same
+    /// revision are reported, whichever value the receivers end on.
     #[test]
-    fn checker_outbox_updates_sharing_a_revision() {
+    fn checker_outbox_updates_sharing_a_revision_fail() {
         let two = || {
             [bind(0, "u", "a"), bind(0, "u", "b"), bind(0, "u", "c")]
                 .concat()
@@ -552,10 +603,69 @@ mod tests {
                 deliver("a", "u", 20, 2, "m2"),
                 deliver("c", "u", 20, last, "m3"),
             ]);
-            assert_eq!(r.valid, Verdict::Valid, "{last}: {r:?}");
+            assert_eq!((r.valid, r.unexpected_count), (Verdict::Invalid, 1), "{last}: {r:?}");
+            assert!(r.unexpected[0].why.contains("share revision 20"), "{:?}", r.unexpected);
         }
-        let r = run(vec![two(), deliver("b", "u", 20, 1, "m1"), deliver("a", "u", 20, 2, "m2")]);
-        assert_eq!((r.valid, r.lost_count), (Verdict::Invalid, 2), "c got neither");
+    }
+
+    /// u bound to a, b and c: update 1 from b (rev 10), then update 2 from
+    /// a itself (rev 20), both acknowledged; b and c got update 2.
+    fn sourced_at_target() -> Vec<Vec<Row>> {
+        vec![
+            [bind(0, "u", "a"), bind(0, "u", "b"), bind(0, "u", "c")].concat(),
+            set(0, "u", "b", 1, Ok, Some(10)),
+            set(1, "u", "a", 2, Ok, Some(20)),
+            deliver("b", "u", 20, 2, "m2"),
+            deliver("c", "u", 20, 2, "m3"),
+            fin(0, 0),
+        ]
+    }
+
+    /// Proves the source rule excuses exactly what it should: a target that
+    /// was itself the source of a newer update needs no delivery of the
+    /// older one (update 1 never reached a: excused, and a ends on its own
+    /// update 2); an older delivery arriving after its own newer update
+    /// (an item in flight) does not make it stale.
+    #[test]
+    fn checker_outbox_target_that_sourced_a_newer_update_is_excused() {
+        let r = run(sourced_at_target());
+        assert_eq!(r.valid, Verdict::Valid, "{r:?}");
+        assert_eq!((r.excused_by_source, r.lost_count, r.stale_count), (1, 0, 0));
+        assert_eq!(r.coalesced, 1, "c got update 1 only as update 2");
+        let r = run([sourced_at_target(), vec![deliver("a", "u", 10, 1, "m1")]].concat());
+        assert_eq!(r.valid, Verdict::Valid, "{r:?}");
+        assert_eq!(r.excused_by_source, 0, "a got update 1 after all");
+    }
+
+    /// Proves the source rule does not hide a loss: when a was the source
+    /// only of an *older* update (rev 5), or of a newer one whose outcome
+    /// is unknown and that no delivery proves (no revision to order by),
+    /// update 1 not reaching a is lost and a ends stale.
+    #[test]
+    fn checker_outbox_source_rule_still_finds_a_lost_update() {
+        let older = vec![
+            [bind(0, "u", "a"), bind(0, "u", "b"), bind(0, "u", "c")].concat(),
+            set(0, "u", "a", 7, Ok, Some(5)),
+            set(1, "u", "b", 1, Ok, Some(10)),
+            deliver("b", "u", 5, 7, "m0"),
+            deliver("c", "u", 10, 1, "m1"),
+            fin(0, 0),
+        ];
+        let r = run(older);
+        assert_eq!((r.valid, r.lost_count, r.stale_count), (Verdict::Invalid, 1, 1), "{r:?}");
+        assert_eq!((r.lost[0].module.as_str(), r.lost[0].value), ("a", Some(1)));
+        assert_eq!((r.stale[0].got_value, r.stale[0].got_revision), (Some(7), Some(5)));
+        assert_eq!(r.excused_by_source, 0);
+        let unknown = vec![
+            [bind(0, "u", "a"), bind(0, "u", "b"), bind(0, "u", "c")].concat(),
+            set(0, "u", "b", 1, Ok, Some(10)),
+            set(1, "u", "a", 2, Info, None),
+            deliver("c", "u", 10, 1, "m1"),
+            fin(0, 0),
+        ];
+        let r = run(unknown);
+        assert_eq!((r.valid, r.lost_count, r.excused_by_source), (Verdict::Invalid, 1, 0));
+        assert_eq!(r.lost[0].module, "a");
     }
 
     /// Proves a lost update fails the check: update 2 was acknowledged but
@@ -594,7 +704,8 @@ mod tests {
         assert_eq!(r.indeterminate_delivered, 1);
         assert_eq!(r.stale_count, 1);
         assert_eq!(r.stale[0].module, "b");
-        assert_eq!((r.stale[0].value, r.stale[0].got_value), (Some(3), Some(1)));
+        // b holds its own update 2 (rev 20), newer than update 1 it applied.
+        assert_eq!((r.stale[0].value, r.stale[0].got_value), (Some(3), Some(2)));
     }
 
     /// Proves deliveries that no update explains fail: a failed update's

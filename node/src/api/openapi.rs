@@ -148,7 +148,7 @@ pub const DOCS: &[Doc] = &[
     ),
     d(Post, "/v1/users/{uid}/bindings", "Bind an account of a supported IM module to the user", Json, Write, &["unsupported_module", "invalid_binding", "account_bound_elsewhere", "too_many_bindings", "invalid_uid"]),
     d(Delete, "/v1/users/{uid}/bindings/{module}/{account}", "Unbind one of the user's accounts", NoBody, Write, &["not_bound", "invalid_binding", "invalid_uid"]),
-    d(Put, "/v1/users/{uid}/profile", "Set the user's profile from one bound module: one outbox item per other bound account, in the same entry", Json, Write, &["module_not_bound", "unsupported_module", "profile_too_large", "invalid_uid"]),
+    d(Put, "/v1/users/{uid}/profile", "Set the user's profile from one bound module: one outbox item per other bound account, in the same entry; answers the update's own revision (distinct per update, growing with log order: what receivers order by)", Json, Write, &["module_not_bound", "unsupported_module", "profile_too_large", "invalid_uid"]),
     d(Get, "/v1/users/{uid}/profile", "Read the user's profile and bindings", NoBody, Read, &["invalid_uid"]),
     q(
         d(Get, "/v1/outbox", "Pending (or dead-lettered) profile deliveries", NoBody, Read, &[]),

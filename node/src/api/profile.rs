@@ -191,15 +191,16 @@ impl Api {
         check_target(source, "-").map_err(|m| ApiError::new(codes::INVALID_BINDING, m))?;
         self.supported(source)?;
         let op = ProfileOp::SetProfile { uid: uid.into(), source: source.into(), profile };
-        let (revision, r) = self.write_profile(op).await?;
-        let ProfileResult::Set { items, .. } = r else {
+        let (index, r) = self.write_profile(op).await?;
+        let ProfileResult::Set { revision, items, .. } = r else {
             return Err(ApiError::Cluster(crate::raft::ClusterError::Internal(format!(
                 "unexpected profile result {r:?}"
             ))));
         };
-        self.node.wait_applied(revision).await?;
+        self.node.wait_applied(index).await?;
         let mut a = self.node.read_local(|s| answer_of(uid, s.profiles.user(uid)));
-        // The answer is this update's, even if a newer one applied since.
+        // The answer is this update's (its own profile revision, not the
+        // entry's index), even if a newer one applied since.
         a.revision = revision;
         a.outbox = items.into_iter().map(webhook::message_id).collect();
         Ok(a)

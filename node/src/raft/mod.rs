@@ -37,6 +37,14 @@ use types::{NodeAddr, Raft};
 const WRITE_QUEUE: usize = 4096;
 /// Most operations in one log entry: bounds entry size (~100 B/event → ~2 MiB).
 const MAX_BATCH_EVENTS: usize = 20_000;
+// A batch stops taking requests once it holds MAX_BATCH_EVENTS ops, and
+// every request carrying a profile op carries only that one, so an entry
+// holds at most MAX_BATCH_EVENTS profile ops: with a 2x margin below the
+// slots of a revision, profile::revision stays distinct per update.
+const _: () = assert!(
+    2 * MAX_BATCH_EVENTS as u64 <= herald_domain::profile::REVISION_SLOTS,
+    "an entry must not hold more profile ops than a revision has slots"
+);
 /// Most payload bytes (message bodies) in one log entry: an entry must fit
 /// one AppendEntries message with room to spare.
 const MAX_BATCH_BYTES: usize = 8 << 20;

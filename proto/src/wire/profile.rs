@@ -61,7 +61,11 @@ pub struct ProfileAnswer {
     /// None: never set.
     #[serde(default)]
     pub profile: Option<Profile>,
-    /// Log index of the last update (0: never set).
+    /// The profile revision of the last update (after a PUT: of this
+    /// update), 0: never set. Distinct for every update and growing with
+    /// log order (log index × 2^16 + the update's position among the
+    /// profile ops of its log entry), so it orders updates batched into one
+    /// entry too; it is not a log index (bind answers give those).
     #[serde(default)]
     pub revision: u64,
     #[serde(default)]
@@ -85,6 +89,7 @@ pub struct OutboxItem {
     pub module: String,
     pub account: String,
     pub source: String,
+    /// The update's profile revision (see [`ProfileAnswer::revision`]).
     pub revision: u64,
     pub attempts: u32,
     pub created_ms: u64,
@@ -108,6 +113,7 @@ pub struct OutboxAnswer {
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ResendAnswer {
     pub id: u64,
+    /// Log index of the resend's write.
     pub revision: u64,
 }
 
@@ -133,9 +139,12 @@ pub struct DeliveryData {
     pub account: String,
     /// The module the change was made in.
     pub source: String,
-    /// Increases with every update of the user: apply only a revision
-    /// higher than the last one applied (deliveries may repeat or, across
-    /// a leader change, arrive out of order).
+    /// The update's profile revision: distinct for every update and growing
+    /// with the order Herald committed them (two updates batched into one
+    /// log entry included), the same number the `PUT` that made it
+    /// answered. Apply only a revision higher than the last one applied or
+    /// made here (deliveries may repeat or, across a leader change, arrive
+    /// out of order).
     pub revision: u64,
     pub profile: Profile,
     /// Cluster time of the update, ms since the Unix epoch.
