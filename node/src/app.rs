@@ -270,6 +270,13 @@ pub fn publish_router(api: &Arc<Api>) -> Router {
         .route_service("/herald.v1.Presence/{*method}", grpc.clone())
         .route_service("/herald.v1.Cluster/{*method}", grpc.clone())
         .route_service("/herald.v1.Messages/{*method}", grpc.clone())
+        // Matched before the wildcard below: the session stream with its own
+        // small codec buffers (gateway::session_route); Pick goes on to the
+        // generated GatewayServer.
+        .route_service(
+            "/herald.v1.Gateway/Session",
+            crate::gateway::session_route::SessionRoute::new(api.gateway.clone(), frame_limit),
+        )
         .route_service("/herald.v1.Gateway/{*method}", grpc.clone())
         .route_service("/grpc.health.v1.Health/{*method}", grpc.clone())
         .route_service("/grpc.reflection.v1.ServerReflection/{*method}", grpc.clone())

@@ -406,7 +406,7 @@ async fn browser_session(
     let writer = async {
         // The session ends its stream with an Err status after a refusal.
         while let Some(Ok(f)) = out.recv().await {
-            let Some(v) = server_json(f) else { continue };
+            let Some(v) = server_json(*f) else { continue };
             if tx.send(Message::Text(v.to_string().into())).await.is_err() {
                 return;
             }

@@ -9,12 +9,15 @@
 //!
 //! - [`auth`] — session tokens (HMAC) or an external auth service.
 //! - [`session`] — one client session (the gRPC bidirectional stream).
+//! - [`session_route`] — `Gateway/Session` on the publish port with small
+//!   codec buffers.
 //! - [`load`] — load measurement, sharing and gateway choice.
 
 pub mod auth;
 pub mod load;
 pub mod peer;
 pub mod session;
+pub mod session_route;
 
 use std::collections::{HashMap, HashSet};
 use std::sync::atomic::{AtomicU64, Ordering};

@@ -34,15 +34,22 @@ pub const WINDOW: usize = 256;
 const HELLO_TIMEOUT: Duration = Duration::from_secs(10);
 /// Frames queued towards one client.
 const OUT_QUEUE: usize = 64;
+/// Ack batches queued for a session's committer (it coalesces them).
+const ACK_QUEUE: usize = 16;
 /// Ids one Ack frame may name.
 const MAX_ACK_IDS: usize = 4096;
 /// Client type used when a Hello names none.
 pub const DEFAULT_CLIENT: &str = "app";
 
-type Out = mpsc::Sender<Result<pb::ServerFrame, Status>>;
+/// Frames are boxed in the queue: a tokio channel allocates its slots 32
+/// at a time when it is made, and a `ServerFrame` is ~150 bytes (a boxed
+/// one 8), so an idle session's queue costs ~0.5 KB instead of ~5 KB
+/// (docs/benchmarks.md, "Where a session's memory goes").
+pub type OutFrame = Result<Box<pb::ServerFrame>, Status>;
+type Out = mpsc::Sender<OutFrame>;
 
-fn frame(f: server_frame::Frame) -> Result<pb::ServerFrame, Status> {
-    Ok(pb::ServerFrame { frame: Some(f) })
+fn frame(f: server_frame::Frame) -> OutFrame {
+    Ok(Box::new(pb::ServerFrame { frame: Some(f) }))
 }
 
 /// Sends an error frame, then ends the stream with a gRPC status carrying
@@ -87,7 +94,7 @@ impl pb::gateway_server::Gateway for GatewayGrpc {
         req: Request<Streaming<pb::ClientFrame>>,
     ) -> Result<Response<Self::SessionStream>, Status> {
         let rx = open(self.gw.clone(), req.into_inner());
-        Ok(Response::new(Box::pin(ReceiverStream::new(rx))))
+        Ok(Response::new(Box::pin(ReceiverStream::new(rx).map(|f| f.map(|b| *b)))))
     }
 
     async fn pick(
@@ -105,7 +112,7 @@ impl pb::gateway_server::Gateway for GatewayGrpc {
 /// Runs a session over any stream of client frames (gRPC's, or a browser's
 /// WebSocket frames converted: `api::watch_http`); answers its server
 /// frames, ending with an `Err` status when the session is refused or cut.
-pub fn open<S>(gw: Arc<Gateway>, inbound: S) -> mpsc::Receiver<Result<pb::ServerFrame, Status>>
+pub fn open<S>(gw: Arc<Gateway>, inbound: S) -> mpsc::Receiver<OutFrame>
 where
     S: Stream<Item = Result<pb::ClientFrame, Status>> + Unpin + Send + 'static,
 {
@@ -122,7 +129,9 @@ struct Session {
     cursor: u64,
     /// Sent, not acknowledged: id → (origin, stored).
     inflight: BTreeMap<u64, (Origin, bool)>,
-    acks: mpsc::Sender<Vec<u64>>,
+    /// The ack committer, started with the first stored ack: an idle
+    /// session keeps no task and no channel for it.
+    acks: Option<(mpsc::Sender<Vec<u64>>, tokio::task::JoinHandle<()>)>,
 }
 
 impl Session {
@@ -197,8 +206,14 @@ impl Session {
         if !origins.is_empty() {
             self.gw.report_delivered(&self.uid, &origins);
         }
-        if !stored.is_empty() && self.acks.send(stored).await.is_err() {
-            return Err(());
+        if !stored.is_empty() {
+            let (tx, _) = self.acks.get_or_insert_with(|| {
+                let (tx, rx) = mpsc::channel(ACK_QUEUE);
+                (tx, tokio::spawn(ack_committer(self.gw.clone(), self.uid.clone(), rx)))
+            });
+            if tx.send(stored).await.is_err() {
+                return Err(());
+            }
         }
         self.fill().await
     }
@@ -251,7 +266,10 @@ where
         .await;
     }
     let now_s = (crate::clock::wall_us().max(0) as u64) / 1_000_000;
-    if let Err(e) = gw.auth.check(&hello.uid, &hello.token, &client, now_s).await {
+    // Boxed (here and below, the awaits of the opening and the logout): a
+    // future awaited inline is part of the session task's size for the
+    // session's whole life; boxed, it is freed once answered.
+    if let Err(e) = Box::pin(gw.auth.check(&hello.uid, &hello.token, &client, now_s)).await {
         gw.sessions_refused.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         tracing::info!(code = e.code().name, "session refused");
         return refuse(&out, e.code(), e.to_string()).await;
@@ -259,12 +277,10 @@ where
     // The sid is the user's own: a Hello naming a sid another user holds
     // is refused (it would move that sid to this user). Read after a
     // barrier, so a login just committed elsewhere is seen.
-    let owner = match gw
-        .node
-        .read(crate::raft::Consistency::Linearizable, |st| {
-            st.presence.sid_owner(hello.sid).map(str::to_owned)
-        })
-        .await
+    let owner = match Box::pin(gw.node.read(crate::raft::Consistency::Linearizable, |st| {
+        st.presence.sid_owner(hello.sid).map(str::to_owned)
+    }))
+    .await
     {
         Ok(o) => o,
         Err(e) => {
@@ -324,14 +340,14 @@ where
         client: client.clone(),
         gateway: gw.node.id,
     };
-    let index = match gw.node.write(vec![login]).await {
+    let index = match Box::pin(gw.node.write(vec![login])).await {
         Ok((index, _)) => index,
         Err(e) => {
             gw.unregister(sid);
             return refuse(&out, e.code(), e.to_string()).await;
         }
     };
-    let _ = gw.node.wait_applied(index).await;
+    let _ = Box::pin(gw.node.wait_applied(index)).await;
     gw.sessions_opened.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
     let queued = gw.node.read_local(|s| s.msgs.queued(&uid) as u64);
     let welcome = pb::Welcome {
@@ -342,15 +358,13 @@ where
         queued,
     };
     tracing::info!(queued, "session open");
-    let (ack_tx, ack_rx) = mpsc::channel(16);
-    let committer = tokio::spawn(ack_committer(gw.clone(), uid.clone(), ack_rx));
     let mut s = Session {
         gw: gw.clone(),
         uid: uid.clone(),
         out: out.clone(),
         cursor: 0,
         inflight: BTreeMap::new(),
-        acks: ack_tx,
+        acks: None,
     };
 
     // 3. Serve until the client goes, falls silent, or the node stops.
@@ -401,15 +415,18 @@ where
 
     // 4. Offline (unless another session of this user and client is here);
     //    unacknowledged messages stay stored.
+    let committer = s.acks.take().map(|(_, task)| task);
     drop(s);
-    let _ = committer.await;
+    if let Some(c) = committer {
+        let _ = c.await;
+    }
     let last = gw.unregister(sid);
     tracing::info!(reason = end, "session closed");
     if last {
         let op =
             Op::SessionLogout { uid: uid.clone(), client: client.clone(), gateway: gw.node.id };
         for attempt in 0..5 {
-            match gw.node.write(vec![op.clone()]).await {
+            match Box::pin(gw.node.write(vec![op.clone()])).await {
                 Ok(_) => break,
                 Err(e) => {
                     // The reaper or the next restart reset covers a logout
