@@ -24,6 +24,24 @@ pub struct MessagesGrpc {
     pub api: Arc<Api>,
 }
 
+/// A submission from a protobuf request, sent by principal `p` (a user
+/// sends as itself only; an application as anyone).
+fn submission(p: &Principal, mut r: pb::SendRequest) -> Result<Submission, ApiError> {
+    p.bind(&mut r.from)?;
+    Ok(Submission {
+        idempotency_key: r.idempotency_key,
+        from: r.from,
+        to: r.to,
+        group: (!r.group.is_empty()).then_some(r.group),
+        broadcast: r.broadcast,
+        ttl_s: r.ttl_s,
+        content_type: r.content_type,
+        body: r.body,
+        grant_media: None,
+        namespace: p.namespace(),
+    })
+}
+
 #[tonic::async_trait]
 impl pb::messages_server::Messages for MessagesGrpc {
     async fn send(
@@ -31,20 +49,7 @@ impl pb::messages_server::Messages for MessagesGrpc {
         req: Request<pb::SendRequest>,
     ) -> Result<Response<pb::SendResponse>, Status> {
         let p = principal(&req)?;
-        let mut r = req.into_inner();
-        p.bind(&mut r.from).map_err(|e| e.to_grpc())?;
-        let s = Submission {
-            idempotency_key: r.idempotency_key,
-            from: r.from,
-            to: r.to,
-            group: (!r.group.is_empty()).then_some(r.group),
-            broadcast: r.broadcast,
-            ttl_s: r.ttl_s,
-            content_type: r.content_type,
-            body: r.body,
-            grant_media: None,
-            namespace: p.namespace(),
-        };
+        let s = submission(&p, req.into_inner()).map_err(|e| e.to_grpc())?;
         let a = self.api.send(s).await.map_err(|e| e.to_grpc())?;
         Ok(Response::new(pb::SendResponse::from(a)))
     }
@@ -56,20 +61,8 @@ impl pb::messages_server::Messages for MessagesGrpc {
         let p = principal(&req)?;
         let r = req.into_inner();
         let mut subs = Vec::with_capacity(r.messages.len());
-        for mut m in r.messages {
-            p.bind(&mut m.from).map_err(|e| e.to_grpc())?;
-            subs.push(Submission {
-                idempotency_key: m.idempotency_key,
-                from: m.from,
-                to: m.to,
-                group: (!m.group.is_empty()).then_some(m.group),
-                broadcast: m.broadcast,
-                ttl_s: m.ttl_s,
-                content_type: m.content_type,
-                body: m.body,
-                grant_media: None,
-                namespace: p.namespace(),
-            });
+        for m in r.messages {
+            subs.push(submission(&p, m).map_err(|e| e.to_grpc())?);
         }
         let (revision, items) = self.api.send_batch(subs).await.map_err(|e| e.to_grpc())?;
         let results = items

@@ -106,7 +106,13 @@ impl Api {
     #[tracing::instrument(level = "info", skip_all, fields(from = %s.from, key = %s.idempotency_key, to = s.to.len(), group = ?s.group, broadcast = s.broadcast))]
     pub async fn send(&self, s: Submission) -> Result<SendAnswer, ApiError> {
         let r = self.send_inner(s).await;
-        match &r {
+        self.count_send(&r);
+        r
+    }
+
+    /// Counts one submission's answer in the metrics.
+    fn count_send(&self, r: &Result<SendAnswer, ApiError>) {
+        match r {
             Ok(a) => {
                 self.metrics.messages_sent.inc();
                 for o in &a.recipients {
@@ -118,7 +124,6 @@ impl Api {
             }
             Err(e) => self.count_error(e),
         }
-        r
     }
 
     fn validate(&self, s: &Submission) -> Result<(), ApiError> {
@@ -196,24 +201,7 @@ impl Api {
     ) -> Result<(u64, Vec<Result<SendAnswer, ApiError>>), ApiError> {
         let r = self.send_batch_inner(subs).await;
         match &r {
-            Ok((_, items)) => {
-                for a in items {
-                    match a {
-                        Ok(a) => {
-                            self.metrics.messages_sent.inc();
-                            for o in &a.recipients {
-                                self.metrics
-                                    .message_outcomes
-                                    .get_or_create(&crate::metrics::OutcomeLabel {
-                                        outcome: o.outcome.clone(),
-                                    })
-                                    .inc();
-                            }
-                        }
-                        Err(e) => self.count_error(e),
-                    }
-                }
-            }
+            Ok((_, items)) => items.iter().for_each(|a| self.count_send(a)),
             Err(e) => self.count_error(e),
         }
         r
