@@ -73,6 +73,11 @@ pub enum OpResult {
     Msg(MsgResult),
     Lib(LibResult),
     Profile(ProfileResult),
+    /// A `SessionLogin` naming a sid another user holds: nothing changed
+    /// (the check is here, in apply, so it is atomic with the login and a
+    /// gateway needs no read of the leader before it; issue 16). Last, so
+    /// that answers of nodes without it still decode.
+    SidTaken,
 }
 
 /// Everything the Raft group holds.
@@ -105,6 +110,12 @@ impl State {
                 Op::Presence(ev) => {
                     self.presence.apply_event(ev, cmd.at_ms, index, &mut fx.touched);
                     OpResult::Ok
+                }
+                Op::SessionLogin { uid, sid, client, gateway }
+                    if *sid != 0
+                        && self.presence.sid_owner(*sid).is_some_and(|o| o != uid.as_str()) =>
+                {
+                    OpResult::SidTaken
                 }
                 Op::SessionLogin { uid, sid, client, gateway } => {
                     self.presence.session_login(
@@ -383,6 +394,33 @@ mod tests {
         let rs = st.apply(&Command { at_ms: 3, ops: vec![pset("u", "icq", "third")] }, 6, &mut fx);
         assert!(set_revision(&rs[0]) > r2);
         assert_eq!(State::from_items(st.items(), st.applied()), st);
+    }
+
+    /// A gateway login naming a sid another user holds is refused in apply
+    /// (`SidTaken`) and changes nothing; the holder itself, and a login with
+    /// sid 0, are applied as before (issue 16: the check is atomic with the
+    /// login, so a gateway in a remote zone reads nothing from the leader).
+    #[test]
+    fn session_login_with_another_users_sid_is_refused_in_apply() {
+        let mut st = State::default();
+        let mut fx = Effects::default();
+        let gw = |uid: &str, sid| Op::SessionLogin {
+            uid: uid.into(),
+            sid,
+            client: "web".into(),
+            gateway: 1,
+        };
+        let rs = st.apply(&Command { at_ms: 1, ops: vec![gw("a", 7)] }, 1, &mut fx);
+        assert_eq!(rs, vec![OpResult::Ok]);
+        let before = st.clone();
+        let rs = st.apply(&Command { at_ms: 2, ops: vec![gw("b", 7)] }, 2, &mut fx);
+        assert_eq!(rs, vec![OpResult::SidTaken]);
+        assert_eq!(st.presence.sid_owner(7), Some("a"), "the sid stays a's");
+        assert!(st.presence.get("b").is_none(), "b did not come online");
+        assert_eq!(st.msgs, before.msgs);
+        let rs = st.apply(&Command { at_ms: 3, ops: vec![gw("a", 7), gw("b", 0)] }, 3, &mut fx);
+        assert_eq!(rs, vec![OpResult::Ok, OpResult::Ok]);
+        assert!(st.presence.get("b").is_some());
     }
 
     /// The persisted items of a state (a snapshot's contents) rebuild an

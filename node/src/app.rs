@@ -97,7 +97,7 @@ pub async fn run(
     let (n1, n2) = (node.clone(), node.clone());
     tokio::spawn(time.clone().serve(time_l, move || n1.leader_id()));
     tokio::spawn(time.clone().sync_loop(move || (n2.leader_id(), n2.lowest_voter())));
-    let metrics = Arc::new(Metrics::new());
+    let metrics = Arc::new(Metrics::new().with_read_index_rpcs(node.read_rounds.rpcs.clone()));
     let gateway = crate::gateway::Gateway::new(
         node.clone(),
         config.gateway.clone(),

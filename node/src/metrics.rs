@@ -20,6 +20,12 @@ pub struct CodeLabel {
     pub code: String,
 }
 
+/// Where a media download's bytes came from: `local`, `zone`, `remote`.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct SourceLabel {
+    pub source: &'static str,
+}
+
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct OutcomeLabel {
     pub outcome: String,
@@ -56,6 +62,8 @@ pub struct Metrics {
     pub media_uploads: Counter,
     pub media_upload_bytes: Counter,
     pub media_download_bytes: Counter,
+    /// Downloads served, by where the bytes came from (issue 16).
+    pub media_downloads: Family<SourceLabel, Counter>,
     pub media_group_sends: Counter,
     media_healthy: Gauge,
     media_free_bytes: Gauge,
@@ -128,6 +136,7 @@ impl Metrics {
             media_uploads: Counter::default(),
             media_upload_bytes: Counter::default(),
             media_download_bytes: Counter::default(),
+            media_downloads: Family::default(),
             media_group_sends: Counter::default(),
             media_healthy: Gauge::default(),
             media_free_bytes: Gauge::default(),
@@ -218,6 +227,11 @@ impl Metrics {
             "media_download_bytes",
             "Media bytes served by this node",
             m.media_download_bytes.clone(),
+        );
+        r.register(
+            "media_downloads",
+            "Media downloads served, by where the bytes came from (local, zone, remote)",
+            m.media_downloads.clone(),
         );
         r.register("media_group_sends", "Group-sends answered", m.media_group_sends.clone());
         r.register(
@@ -393,6 +407,17 @@ impl Metrics {
         self.media_known.set(m.media as i64);
         self.media_under_replicated.set(m.under_replicated as i64);
         self.media_open_uploads.set(m.open_uploads as i64);
+    }
+
+    /// Registers the node's count of ReadIndex RPCs sent to the leader
+    /// (the Raft node exists before the metrics; the counter is shared).
+    pub fn with_read_index_rpcs(mut self, rpcs: Counter) -> Self {
+        self.registry.register(
+            "read_index_rpcs",
+            "ReadIndex round trips this node made to the leader for linearizable reads",
+            rpcs,
+        );
+        self
     }
 
     /// Renders the text exposition, after refreshing the gauges.

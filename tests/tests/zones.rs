@@ -342,3 +342,111 @@ fn add_replica_keeps_zone_and_role() -> Result<()> {
     assert_eq!(x["role"], "replica", "{v}");
     Ok(())
 }
+
+/// A counter of `/metrics` on `addr` (0 when not yet exported).
+fn metric(addr: &str, name: &str) -> Result<u64> {
+    let (st, v) = get_json(addr, "/metrics")?;
+    if st != 200 {
+        bail!("/metrics {st}: {v}");
+    }
+    let text = v.as_str().unwrap_or_default();
+    Ok(text
+        .lines()
+        .find_map(|l| l.strip_prefix(name).and_then(|r| r.strip_prefix(' ')))
+        .map(|n| n.trim().parse::<f64>().unwrap_or(0.0) as u64)
+        .unwrap_or(0))
+}
+
+/// A raw gateway Hello on `addr`: the refusal code of the first frame, or
+/// None when the session opened.
+async fn hello_code(addr: &str, uid: &str, sid: u64) -> Result<Option<String>> {
+    use herald_proto::v1 as pb;
+    let mut c = pb::gateway_client::GatewayClient::connect(format!("http://{addr}")).await?;
+    let (tx, rx) = tokio::sync::mpsc::channel(8);
+    let h = pb::Hello { uid: uid.into(), token: token(uid), client: "web".into(), sid };
+    tx.send(pb::ClientFrame { frame: Some(pb::client_frame::Frame::Hello(h)) }).await?;
+    let mut frames = c.session(tokio_stream::wrappers::ReceiverStream::new(rx)).await?.into_inner();
+    Ok(match tokio::time::timeout(Duration::from_secs(10), frames.message()).await {
+        Ok(Ok(Some(pb::ServerFrame { frame: Some(pb::server_frame::Frame::Error(e)) }))) => {
+            Some(e.code)
+        }
+        Ok(Ok(Some(_))) => None,
+        other => bail!("no answer to the Hello: {other:?}"),
+    })
+}
+
+/// A login on the gateway of the remote replica reads nothing from the
+/// leader (issue 16): the sid-owner check is part of the login's apply, so
+/// opening a session makes no ReadIndex round trip across the WAN (the
+/// replica's `read_index_rpcs` counter stays put, while one linearizable
+/// query there moves it); the user's offline messages, stored through dc1,
+/// are delivered by the replica from its own state, in order; a Hello
+/// naming a sid another user holds is still refused with `sid_taken` and
+/// leaves the sid with its owner.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn login_on_the_remote_replica_reads_nothing_from_the_leader() -> Result<()> {
+    use herald_client::session::{Session, SessionConfig, SessionEvent};
+    let z = tokio::task::block_in_place(|| start_zoned("fail"))?;
+    let c = &z.c;
+    let replica = c.addr(REPLICA);
+    tokio::task::block_in_place(|| -> Result<()> {
+        let leader = c.wait_leader(Duration::from_secs(20))?;
+        wait_replica(c, leader)?;
+        let l = c.addr(leader);
+        phase("three messages stored for offline zu1 through the leader; zu0 holds sid 4242");
+        for i in 0..3 {
+            let body = json!({"idempotency_key": format!("z{i}"), "from": "app", "to": ["zu1"], "body": format!("m{i}")});
+            let (st, v) = post_json(&l, "/v1/messages", &body)?;
+            assert_eq!((st, v["recipients"][0]["outcome"].as_str()), (200, Some("stored")), "{v}");
+        }
+        let rev = push(&l, vec![login_event("zu0", 4242, "web", "here")])?;
+        // The replica has applied all of it before the logins begin.
+        let (st, v) =
+            query_with(&replica, "zu0", json!({"consistency": "local", "min_revision": rev}))?;
+        assert_eq!(st, 200, "{v}");
+        Ok(())
+    })?;
+    let before = tokio::task::block_in_place(|| metric(&replica, "herald_read_index_rpcs_total"))?;
+
+    phase("zu1 logs in on the replica: its 3 messages come, in order");
+    let mut cfg = SessionConfig::new(vec![replica.clone()], "zu1", token("zu1"));
+    cfg.client = "web".into();
+    let mut s = Session::connect(cfg).await?;
+    let mut bodies = Vec::new();
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(15);
+    while bodies.len() < 3 {
+        match tokio::time::timeout_at(deadline, s.recv()).await {
+            Ok(Some(SessionEvent::Connected { node, queued, .. })) => {
+                assert_eq!((node, queued), (REPLICA, 3), "the dc2 gateway, 3 waiting");
+            }
+            Ok(Some(SessionEvent::Message(m))) => {
+                assert_eq!(m.node, REPLICA);
+                s.ack(vec![m.id]).await;
+                bodies.push(String::from_utf8_lossy(&m.body).into_owned());
+            }
+            other => bail!("session on the replica: {other:?} after {bodies:?}"),
+        }
+    }
+    assert_eq!(bodies, ["m0", "m1", "m2"]);
+
+    phase("a Hello with zu0's sid is refused on the replica");
+    assert_eq!(hello_code(&replica, "zu2", 4242).await?.as_deref(), Some("sid_taken"));
+    assert_eq!(hello_code(&replica, "zu0", 4242).await?, None, "the owner's own sid opens");
+    let after = tokio::task::block_in_place(|| metric(&replica, "herald_read_index_rpcs_total"))?;
+    assert_eq!(after, before, "no ReadIndex round trip for logins on the replica");
+    tokio::task::block_in_place(|| -> Result<()> {
+        let v = query(&replica, &["zu2".into()], "linearizable")?;
+        let users = v["users"].as_array().cloned().unwrap_or_default();
+        assert!(
+            !users.iter().any(|u| u["uid"] == "zu2" && u["online"] == true),
+            "zu2 did not come online: {v}"
+        );
+        let (_, v) = get_json(&replica, "/v1/presence?sid=4242")?;
+        assert_eq!(v["users"][0]["uid"], "zu0", "{v}");
+        // The counter can move: a linearizable read on the replica asks the leader.
+        assert!(metric(&replica, "herald_read_index_rpcs_total")? > before);
+        Ok(())
+    })?;
+    drop(s);
+    Ok(())
+}

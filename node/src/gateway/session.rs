@@ -25,7 +25,7 @@ use tonic::{Request, Response, Status, Streaming};
 use super::{Gateway, Push, SESSION_QUEUE};
 use herald_domain::messages::{Origin, StoredMsg};
 use herald_domain::presence::{MAX_CLIENTS_PER_USER, MAX_CLIENT_BYTES, MAX_UID_BYTES};
-use herald_domain::state::Op;
+use herald_domain::state::{Op, OpResult};
 
 /// Messages sent to a session and not yet acknowledged: beyond this the
 /// session waits for acks (flow control; bounds memory per session).
@@ -274,30 +274,6 @@ where
         tracing::info!(code = e.code().name, "session refused");
         return refuse(&out, e.code(), e.to_string()).await;
     }
-    // The sid is the user's own: a Hello naming a sid another user holds
-    // is refused (it would move that sid to this user). Read after a
-    // barrier, so a login just committed elsewhere is seen.
-    let owner = match Box::pin(gw.node.read(crate::raft::Consistency::Linearizable, |st| {
-        st.presence.sid_owner(hello.sid).map(str::to_owned)
-    }))
-    .await
-    {
-        Ok(o) => o,
-        Err(e) => {
-            gw.sessions_refused.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-            return refuse(&out, e.code(), e.to_string()).await;
-        }
-    };
-    if owner.as_deref().is_some_and(|o| o != hello.uid) {
-        gw.sessions_refused.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-        tracing::info!(sid = hello.sid, "session refused: the sid is another user's");
-        return refuse(
-            &out,
-            codes::SID_TAKEN,
-            format!("sid {} belongs to another user", hello.sid),
-        )
-        .await;
-    }
     // After the token check: only the user itself learns it is at the cap.
     if !gw.node.read_local(|st| st.presence.admits_client(&hello.uid, &client)) {
         gw.sessions_refused.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
@@ -340,7 +316,23 @@ where
         client: client.clone(),
         gateway: gw.node.id,
     };
+    // The sid is the user's own: a Hello naming a sid another user holds
+    // is refused (it would move that sid to this user). Checked in apply,
+    // atomically with the login, so the opening reads nothing from the
+    // leader: a gateway in a remote zone pays one write, not a read-index
+    // round trip as well (issue 16).
     let index = match Box::pin(gw.node.write(vec![login])).await {
+        Ok((_, r)) if matches!(r.first(), Some(OpResult::SidTaken)) => {
+            gw.unregister(sid);
+            gw.sessions_refused.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            tracing::info!(sid = hello.sid, "session refused: the sid is another user's");
+            return refuse(
+                &out,
+                codes::SID_TAKEN,
+                format!("sid {} belongs to another user", hello.sid),
+            )
+            .await;
+        }
         Ok((index, _)) => index,
         Err(e) => {
             gw.unregister(sid);

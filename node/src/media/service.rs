@@ -204,6 +204,52 @@ pub fn placement(id: &str, nodes: impl IntoIterator<Item = u64>) -> Vec<u64> {
     v
 }
 
+/// Where the bytes of a download come from (metric `media_downloads`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Source {
+    /// This node's own replica.
+    Local,
+    /// A node in this node's zone.
+    Zone,
+    /// A node in another zone (across the WAN).
+    Remote,
+}
+
+impl Source {
+    pub fn label(self) -> &'static str {
+        match self {
+            Source::Local => "local",
+            Source::Zone => "zone",
+            Source::Remote => "remote",
+        }
+    }
+}
+
+/// `nodes` (holders of `id`, not `me`) in the order a download asks them:
+/// those in `me`'s zone (by the membership `members`) first, then the
+/// others, each group in placement order, so every node of a zone spreads
+/// its reads the same way. A node the membership does not name counts as
+/// remote.
+pub fn by_zone(
+    id: &str,
+    nodes: &BTreeSet<u64>,
+    me: u64,
+    members: &[(u64, crate::raft::types::NodeAddr)],
+) -> Vec<(u64, Source)> {
+    let zone_of = |n: u64| members.iter().find(|(m, _)| *m == n).map(|(_, a)| a.zone.as_str());
+    let mine = zone_of(me);
+    let mut v: Vec<(u64, Source)> = placement(id, nodes.iter().copied())
+        .into_iter()
+        .map(|n| {
+            let near = mine.is_some() && zone_of(n) == mine;
+            (n, if near { Source::Zone } else { Source::Remote })
+        })
+        .collect();
+    // Stable: placement order within each group.
+    v.sort_by_key(|(_, s)| *s == Source::Remote);
+    v
+}
+
 fn valid_content_type(ct: &str) -> bool {
     !ct.is_empty()
         && ct.len() <= MAX_CONTENT_TYPE_BYTES
@@ -814,19 +860,21 @@ impl Media {
     }
 
     /// Bytes `start..start+len` of media `id`: from the local file, or
-    /// streamed from a node that holds a replica.
+    /// streamed from a node that holds a replica, one in this node's zone
+    /// first (issue 16: a download does not cross the WAN while a replica
+    /// is near). Says where the bytes come from.
     pub async fn open_bytes(
         &self,
         id: &str,
         start: u64,
         len: u64,
         replicas: &BTreeSet<u64>,
-    ) -> Result<ByteStream, MediaError> {
+    ) -> Result<(ByteStream, Source), MediaError> {
         if self.store.has(id) {
             let mut f = tokio::fs::File::open(self.store.path(id)).await?;
             f.seek(io::SeekFrom::Start(start)).await?;
             let s = tokio_util::io::ReaderStream::with_capacity(f.take(len), WRITE_BUFFER_BYTES);
-            return Ok(Box::pin(s));
+            return Ok((Box::pin(s), Source::Local));
         }
         let me = self.node.id();
         self.open_remote(id, start, len, &replicas.iter().copied().filter(|n| *n != me).collect())
@@ -844,7 +892,7 @@ impl Media {
         }
         let _pin = self.pin(id);
         let me = self.node.id();
-        let mut s = self
+        let (mut s, _) = self
             .open_remote(id, 0, 0, &replicas.iter().copied().filter(|n| *n != me).collect())
             .await?;
         let mut tmp = self.store.temp().await?;
@@ -864,16 +912,17 @@ impl Media {
     }
 
     /// Bytes `start..start+len` (0 = to the end) of `id` streamed from the
-    /// first of `nodes` (in placement order) that answers.
+    /// first of `nodes` that answers: those in this node's zone first, each
+    /// group in placement order ([`by_zone`]).
     async fn open_remote(
         &self,
         id: &str,
         start: u64,
         len: u64,
         nodes: &BTreeSet<u64>,
-    ) -> Result<ByteStream, MediaError> {
+    ) -> Result<(ByteStream, Source), MediaError> {
         let mut last = String::from("no other node holds a replica");
-        for n in placement(id, nodes.iter().copied()) {
+        for (n, source) in by_zone(id, nodes, self.node.id(), &self.node.members()) {
             let Ok(mut c) = super::peer::client(&self.node, n) else { continue };
             match c.get_blob(BlobRequest { id: id.into(), offset: start, length: len }).await {
                 Ok(resp) => {
@@ -881,7 +930,8 @@ impl Media {
                         r.map(|c| Bytes::from(c.data))
                             .map_err(|s| io::Error::other(s.message().to_string()))
                     });
-                    return Ok(Box::pin(s));
+                    tracing::debug!(media = %id, node = n, source = source.label(), "media from a peer");
+                    return Ok((Box::pin(s), source));
                 }
                 Err(s) => last = format!("node {n}: {}", s.message()),
             }
@@ -1069,6 +1119,30 @@ mod tests {
         let firsts: BTreeSet<u64> =
             (0..64).map(|i| placement(&format!("m{i}"), [1, 2, 3])[0]).collect();
         assert_eq!(firsts.len(), 3, "every node is first for some media");
+    }
+
+    /// A download asks the holders in its own zone first, then the others,
+    /// each group in placement order; with no zone known for itself every
+    /// holder counts as remote (issue 16).
+    #[test]
+    fn downloads_ask_own_zone_holders_first() {
+        use crate::raft::types::NodeAddr;
+        let addr = |zone: &str| NodeAddr { zone: zone.into(), ..Default::default() };
+        let members = vec![(1, addr("dc1")), (2, addr("dc1")), (3, addr("dc2")), (4, addr("dc2"))];
+        let holders: BTreeSet<u64> = [1, 2, 3].into();
+        for i in 0..32 {
+            let id = format!("m{i}");
+            let order = by_zone(&id, &holders, 4, &members);
+            assert_eq!(order[0], (3, Source::Zone), "{id}: the one dc2 holder first");
+            let rest: Vec<u64> = order[1..].iter().map(|(n, _)| *n).collect();
+            assert_eq!(rest, placement(&id, [1, 2]), "{id}: then dc1 in placement order");
+            assert!(order[1..].iter().all(|(_, s)| *s == Source::Remote));
+            let from_dc1 = by_zone(&id, &[2, 3, 4].into(), 1, &members);
+            assert_eq!(from_dc1[0], (2, Source::Zone));
+        }
+        let unknown = by_zone("m", &holders, 9, &members);
+        assert!(unknown.iter().all(|(_, s)| *s == Source::Remote));
+        assert_eq!(unknown.len(), 3);
     }
 
     /// Content types and names are checked before anything is promised.

@@ -23,6 +23,7 @@ use crate::api::messages::{check_group_name, check_uid, Submission};
 use crate::api::routes::{Served, Verb};
 use crate::api::{Api, ApiError, Consistency};
 use crate::media::range::{self, RangeAnswer};
+use crate::metrics::SourceLabel;
 use herald_domain::library::{LibOp, LibResult, MAX_GROUPS_PER_CONTACT};
 
 type AppState = std::sync::Arc<Api>;
@@ -185,8 +186,9 @@ async fn get_content(
     let body = if method == Method::HEAD || len == 0 {
         Body::empty()
     } else {
-        let s = api.media.open_bytes(&id, start, len, &m.replicas).await?;
+        let (s, source) = api.media.open_bytes(&id, start, len, &m.replicas).await?;
         api.metrics.media_download_bytes.inc_by(len);
+        api.metrics.media_downloads.get_or_create(&SourceLabel { source: source.label() }).inc();
         Body::from_stream(s)
     };
     let mut r = Response::builder()
