@@ -1,5 +1,6 @@
-//! Deployment (issue 16, docs/deploy-zones.md): the shipped systemd unit is
-//! valid for systemd and names real heraldd flags, and the rolling upgrade
+//! Deployment (issue 16, docs/deploy-zones.md): the guide's layouts are
+//! valid XML, the shipped systemd unit is valid for systemd and names real
+//! heraldd flags, and the rolling upgrade
 //! of the guide — one node at a time, graceful stop, start on the same data
 //! dir, wait until caught up, the leader last after a leadership transfer —
 //! keeps a 3-node cluster taking writes and loses none acknowledged.
@@ -106,6 +107,64 @@ fn deploy_systemd_unit_verifies() -> Result<()> {
             String::from_utf8_lossy(&out.stderr)
         );
     }
+    Ok(())
+}
+
+/// The `<servers>` XML of the guide's three layouts, in order (A, B, C).
+fn guide_layouts() -> Result<Vec<String>> {
+    let guide = Path::new(env!("CARGO_MANIFEST_DIR")).join("../docs/deploy-zones.md");
+    let text = std::fs::read_to_string(guide)?;
+    Ok(text
+        .split("```xml\n")
+        .skip(1)
+        .filter_map(|b| b.split("```").next())
+        .map(String::from)
+        .collect())
+}
+
+/// Runs `heraldd --check` on a node file made of `body` (node 1's): Ok,
+/// or the error it printed.
+fn check_layout(dir: &Path, name: &str, body: &str) -> Result<std::result::Result<(), String>> {
+    let file = dir.join(format!("{name}.xml"));
+    let data = dir.join(name);
+    std::fs::write(
+        &file,
+        format!(
+            "<herald cluster=\"guide\">\n  <node number=\"1\" data-dir=\"{}\"/>\n{body}</herald>\n",
+            data.display()
+        ),
+    )?;
+    let out = Command::new(heraldd_path()).arg("--check").arg("--config").arg(&file).output()?;
+    let err = String::from_utf8_lossy(&out.stderr);
+    Ok(if out.status.success() {
+        Ok(())
+    } else {
+        Err(err.lines().find(|l| l.starts_with("Error")).unwrap_or(&err).to_string())
+    })
+}
+
+/// The three layouts of docs/deploy-zones.md are valid heraldd XML as
+/// printed (each as node 1's file), B and C with `zone-survival="true"`;
+/// and layout A is refused once `zone-survival="true"` is added, as the
+/// guide says (losing dc1 leaves no voter).
+#[test]
+fn deploy_guide_layouts_are_valid_xml() -> Result<()> {
+    let layouts = guide_layouts()?;
+    assert_eq!(layouts.len(), 3, "the guide should show layouts A, B and C");
+    let dir = tempfile::Builder::new().prefix("herald-guide-").tempdir()?;
+    for (name, body) in ["a", "b", "c"].iter().zip(&layouts) {
+        if let Err(e) = check_layout(dir.path(), name, body)? {
+            panic!("layout {name} refused: {e}\n{body}");
+        }
+    }
+    for (name, body) in ["b", "c"].iter().zip(&layouts[1..]) {
+        assert!(body.contains("<servers zone-survival=\"true\">"), "layout {name}: {body}");
+    }
+    let a = layouts[0].replace("<servers>", "<servers zone-survival=\"true\">");
+    ensure!(a != layouts[0], "layout A has no plain <servers>");
+    let refused = check_layout(dir.path(), "a-survival", &a)?;
+    let err = refused.expect_err("layout A with zone-survival must be refused");
+    assert!(err.contains("zone-survival") && err.contains("dc1"), "{err}");
     Ok(())
 }
 
