@@ -3,6 +3,7 @@
 //! The binary is taken from `$HERALDD` or `<workspace>/target/<profile>/heraldd`;
 //! `scripts/test` builds it before the tests run.
 
+use std::collections::HashMap;
 use std::fs;
 use std::net::TcpListener;
 use std::path::{Path, PathBuf};
@@ -610,6 +611,44 @@ impl Cluster {
     pub fn path(&self) -> &Path {
         self.dir.path()
     }
+
+    /// Waits until node `number` (just restarted) is caught up, the check of
+    /// the rolling upgrade in docs/deploy-zones.md: the leader reports it
+    /// `healthy` in its own `/v1/cluster?local=true`, and the node's own
+    /// `applied_index` has reached the leader's `commit_index` as read at
+    /// that moment (under write load `lag_entries` is rarely 0, so the
+    /// commit index is the fixed target). Returns that index.
+    pub fn wait_caught_up(&self, number: u64, timeout: Duration) -> Result<u64> {
+        let addr = self.addr(number);
+        let deadline = Instant::now() + timeout;
+        let target = eventually(timeout, || {
+            let leader = local_view(&addr)?["leader"]
+                .as_u64()
+                .ok_or_else(|| anyhow!("node {number} knows no leader yet"))?;
+            let lv = local_view(&self.addr(leader))?;
+            if lv["leader"] != json!(leader) {
+                bail!("node {leader} no longer leads: {lv}");
+            }
+            let me = lv["nodes"]
+                .as_array()
+                .and_then(|a| a.iter().find(|n| n["number"] == json!(number)))
+                .ok_or_else(|| anyhow!("node {number} not in the leader's view: {lv}"))?;
+            if me["healthy"] != json!(true) {
+                bail!("leader {leader} does not see node {number} healthy: {me}");
+            }
+            lv["commit_index"].as_u64().ok_or_else(|| anyhow!("no commit_index in {lv}"))
+        })
+        .with_context(|| self.logs_tail())?;
+        let left = deadline.saturating_duration_since(Instant::now());
+        eventually(left, || {
+            let applied = local_view(&addr)?["applied_index"].as_u64().unwrap_or(0);
+            if applied < target {
+                bail!("node {number} applied {applied} < leader commit {target}");
+            }
+            Ok(target)
+        })
+        .with_context(|| self.logs_tail())
+    }
 }
 
 fn agent() -> ureq::Agent {
@@ -706,6 +745,40 @@ pub fn push(addr: &str, events: Vec<Value>) -> Result<u64> {
         bail!("push → {st}: {v}");
     }
     v["revision"].as_u64().ok_or_else(|| anyhow!("no revision in {v}"))
+}
+
+/// Maps uid → user JSON from a query answer.
+pub fn users_by_uid(v: &Value) -> HashMap<String, Value> {
+    v["users"]
+        .as_array()
+        .map(|a| {
+            a.iter().map(|u| (u["uid"].as_str().unwrap_or("").to_string(), u.clone())).collect()
+        })
+        .unwrap_or_default()
+}
+
+/// Asserts that a query through `addr` sees all `uids` online with ext.v =
+/// uid (as [`login_event`] wrote them with the uid as value).
+pub fn assert_all_online(addr: &str, uids: &[String], consistency: &str) -> Result<()> {
+    let v = query(addr, uids, consistency)?;
+    let users = users_by_uid(&v);
+    let missing: Vec<&String> = uids.iter().filter(|u| !users.contains_key(*u)).collect();
+    if !missing.is_empty() {
+        bail!(
+            "{} of {} uids missing (first: {:?}); unknown={}",
+            missing.len(),
+            uids.len(),
+            missing.first(),
+            v["unknown"].as_array().map(|a| a.len()).unwrap_or(0)
+        );
+    }
+    for u in uids {
+        let r = &users[u];
+        if r["online"] != json!(true) || r["ext"]["v"] != json!(u) {
+            bail!("{u} not as written: {r}");
+        }
+    }
+    Ok(())
 }
 
 /// Linearizable (or local) batch query by uids.

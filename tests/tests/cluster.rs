@@ -2,7 +2,6 @@
 //! restart and membership. Each starts its own heraldd processes on free
 //! ports in a temp dir.
 
-use std::collections::HashMap;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
@@ -24,16 +23,6 @@ fn admin(addr: &str, path: &str, body: Value) -> Result<Value> {
         }
         Ok(v)
     })
-}
-
-/// Maps uid → user JSON from a query answer.
-fn users_by_uid(v: &Value) -> HashMap<String, Value> {
-    v["users"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|u| (u["uid"].as_str().unwrap().to_string(), u.clone()))
-        .collect()
 }
 
 /// Pushes `n` single-event logins `prefix0..n` through `addr` from `threads`
@@ -64,29 +53,6 @@ fn push_logins(addr: &str, prefix: &str, n: usize, threads: usize) -> usize {
         h.join().unwrap();
     }
     acked.load(Ordering::SeqCst)
-}
-
-/// Asserts that a query through `addr` sees all `uids` online with ext.v = uid.
-fn assert_all_online(addr: &str, uids: &[String], consistency: &str) -> Result<()> {
-    let v = query(addr, uids, consistency)?;
-    let users = users_by_uid(&v);
-    let missing: Vec<&String> = uids.iter().filter(|u| !users.contains_key(*u)).collect();
-    if !missing.is_empty() {
-        bail!(
-            "{} of {} uids missing (first: {:?}); unknown={}",
-            missing.len(),
-            uids.len(),
-            missing.first(),
-            v["unknown"].as_array().map(|a| a.len()).unwrap_or(0)
-        );
-    }
-    for u in uids {
-        let r = &users[u];
-        if r["online"] != json!(true) || r["ext"]["v"] != json!(u) {
-            bail!("{u} not as written: {r}");
-        }
-    }
-    Ok(())
 }
 
 fn uids(prefix: &str, n: usize) -> Vec<String> {
