@@ -63,6 +63,9 @@ pub struct Waiter {
     pub notify: Notify,
 }
 
+/// Acknowledgements for one node: (request number there, recipient uid).
+type Reports = Vec<(u64, String)>;
+
 /// One acknowledgement report: request `req` of the receiving node was
 /// delivered to `uid`.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
@@ -99,7 +102,7 @@ pub struct Gateway {
     next_req: AtomicU64,
     waiters: Mutex<HashMap<u64, Arc<Waiter>>>,
     /// Delivery report queues, one per other node (its [`reporter`] task).
-    reporters: Mutex<HashMap<u64, mpsc::Sender<Vec<(u64, String)>>>>,
+    reporters: Mutex<HashMap<u64, mpsc::Sender<Reports>>>,
     /// True once this gateway's sessions from before a restart are cleared.
     ready: watch::Sender<bool>,
     /// Session counters for metrics.
@@ -477,7 +480,7 @@ pub(crate) async fn drain_queued<T>(rx: &mut mpsc::Receiver<Vec<T>>, cap: usize)
 /// ack frame (docs/benchmarks.md, "after coalescing"). Reports go in the
 /// order they were queued; a failed call is logged and its reports given
 /// up, as a lost report only makes the sender's answer "stored".
-async fn reporter(node: Arc<RaftNode>, peer: u64, mut rx: mpsc::Receiver<Vec<(u64, String)>>) {
+async fn reporter(node: Arc<RaftNode>, peer: u64, mut rx: mpsc::Receiver<Reports>) {
     while let Some(reports) = drain_queued(&mut rx, MAX_REPORTS_PER_CALL).await {
         let n = reports.len();
         let sent = async {
