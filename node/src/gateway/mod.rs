@@ -77,11 +77,12 @@ pub struct DeliveredReport {
 /// instead: bounds memory per slow session.
 const SESSION_QUEUE: usize = 256;
 /// Delivery report batches (one per ack frame) queued towards one other
-/// node: 4,096 frames is seconds of acks at 20,000 messages/s even acked
-/// one by one, longer than one [`REPORT_TIMEOUT`], so only a node that has
-/// stopped answering fills it — then new reports are dropped (best effort:
-/// those senders hear "stored") instead of growing memory without bound.
-const REPORT_QUEUE: usize = 4096;
+/// node: 65,536 frames is over 3 s of acks at 20,000 messages/s even with
+/// one frame per message, longer than one [`REPORT_TIMEOUT`], so only a
+/// node that has stopped answering fills it — then new reports are dropped
+/// (best effort: those senders hear "stored") instead of growing memory
+/// without bound (a few MiB at most: slots are allocated as they fill).
+const REPORT_QUEUE: usize = 65_536;
 /// A reporter stops draining its queue into one `Delivered` call at this
 /// many reports: each is a request number and a uid (≤ 128 bytes), so a
 /// call stays near 1 MiB, far below the sync port's message limit.
