@@ -52,6 +52,9 @@ const SEEN_IDS: usize = 16_384;
 const EVENT_QUEUE: usize = 1024;
 /// Connect timeout to a gateway.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(2);
+/// Ids one Ack frame names at most: the gateway refuses a frame naming
+/// more (`too_many_ids`, node/src/gateway/session.rs `MAX_ACK_IDS`).
+const MAX_ACK_IDS: usize = 4096;
 
 /// How to open sessions.
 #[derive(Debug, Clone)]
@@ -365,6 +368,25 @@ fn status_end(s: tonic::Status) -> Ended {
     }
 }
 
+/// The acks to send now: `first` and every ack the application queued
+/// meanwhile (until [`MAX_ACK_IDS`] are gathered), as few frames as the
+/// gateway's per-frame limit allows. An application that acks message by
+/// message then costs the gateway one frame (one report, one commit) per
+/// burst instead of per message.
+fn coalesce_acks(first: Vec<u64>, ctl: &mut mpsc::Receiver<Ctl>) -> Vec<Vec<u64>> {
+    let mut ids = first;
+    while ids.len() < MAX_ACK_IDS {
+        match ctl.try_recv() {
+            Ok(Ctl::Ack(more)) => ids.extend(more),
+            Err(_) => break,
+        }
+    }
+    if ids.len() <= MAX_ACK_IDS {
+        return vec![ids];
+    }
+    ids.chunks(MAX_ACK_IDS).map(<[u64]>::to_vec).collect()
+}
+
 /// One session on one gateway. Err: it never opened (try another
 /// gateway); Ok: it opened and later ended.
 async fn one_session(
@@ -480,12 +502,14 @@ async fn one_session(
             },
             c = ctl.recv() => match c {
                 Some(Ctl::Ack(ids)) => {
-                    for id in &ids {
-                        seen.insert(*id);
-                    }
-                    let f = pb::ClientFrame { frame: Some(client_frame::Frame::Ack(pb::Ack { ids, up_to: 0 })) };
-                    if out_tx.send(f).await.is_err() {
-                        return Ok(Ended::Retry { code: "closed".into(), message: "session closed".into() });
+                    for ids in coalesce_acks(ids, ctl) {
+                        for id in &ids {
+                            seen.insert(*id);
+                        }
+                        let f = pb::ClientFrame { frame: Some(client_frame::Frame::Ack(pb::Ack { ids, up_to: 0 })) };
+                        if out_tx.send(f).await.is_err() {
+                            return Ok(Ended::Retry { code: "closed".into(), message: "session closed".into() });
+                        }
                     }
                 }
                 None => return Ok(Ended::Closed),
@@ -517,5 +541,30 @@ mod tests {
         }
         assert_eq!(s.set.len(), SEEN_IDS);
         assert!(s.insert(1), "the oldest id was forgotten");
+    }
+
+    /// Acks queued while the session task was busy go out as one frame, in
+    /// order; more than a frame may name are split at the gateway's limit.
+    #[tokio::test]
+    async fn session_acks_coalesce_within_the_frame_limit() {
+        let (tx, mut rx) = mpsc::channel(EVENT_QUEUE);
+        for id in 2..=5u64 {
+            tx.send(Ctl::Ack(vec![id])).await.unwrap();
+        }
+        assert_eq!(coalesce_acks(vec![1], &mut rx), vec![vec![1, 2, 3, 4, 5]]);
+        assert_eq!(coalesce_acks(vec![9], &mut rx), vec![vec![9]], "nothing queued");
+        tx.send(Ctl::Ack((1..=MAX_ACK_IDS as u64).collect())).await.unwrap();
+        tx.send(Ctl::Ack(vec![7])).await.unwrap();
+        let frames = coalesce_acks(vec![0], &mut rx);
+        assert_eq!(frames.len(), 2);
+        assert_eq!(frames[0].len(), MAX_ACK_IDS);
+        assert_eq!(frames[1], vec![MAX_ACK_IDS as u64]);
+        let all: Vec<u64> = frames.concat();
+        assert_eq!(all, (0..=MAX_ACK_IDS as u64).collect::<Vec<_>>());
+        assert_eq!(
+            coalesce_acks(vec![8], &mut rx),
+            vec![vec![8, 7]],
+            "the rest waits for the next"
+        );
     }
 }

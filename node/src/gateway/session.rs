@@ -129,6 +129,11 @@ struct Session {
     cursor: u64,
     /// Sent, not acknowledged: id → (origin, stored).
     inflight: BTreeMap<u64, (Origin, bool)>,
+    /// The last [`fill`](Session::fill) was cut by the window, so stored
+    /// messages may wait after the cursor: an ack (which makes room) must
+    /// read the store again. When false, every stored message is either
+    /// sent or not yet applied (and then its notice comes).
+    behind: bool,
     /// The ack committer, started with the first stored ack: an idle
     /// session keeps no task and no channel for it.
     acks: Option<(mpsc::Sender<Vec<u64>>, tokio::task::JoinHandle<()>)>,
@@ -139,11 +144,13 @@ impl Session {
     async fn fill(&mut self) -> Result<(), ()> {
         let room = WINDOW.saturating_sub(self.inflight.len());
         if room == 0 {
+            self.behind = true;
             return Ok(());
         }
         let now = self.gw.node.clock().now_ms();
         let pending =
             self.gw.node.read_local(|s| s.msgs.pending(&self.uid, self.cursor, now, room));
+        self.behind = pending.len() >= room;
         for m in pending {
             self.cursor = self.cursor.max(m.id);
             self.inflight.insert(m.id, (m.origin, true));
@@ -163,7 +170,11 @@ impl Session {
     async fn on_push(&mut self, p: Push) -> Result<(), ()> {
         match p {
             // Stored ones are read back from the state in id order, so a
-            // lost or reordered notice never leaves a gap.
+            // lost or reordered notice never leaves a gap. One at or below
+            // the cursor went out with an earlier read (ids are given, and
+            // inboxes filled, in apply order): a batch's 100 notices cost
+            // one read, not 100.
+            Push::Msg { msg, stored: true } if msg.id <= self.cursor => Ok(()),
             Push::Msg { stored: true, .. } | Push::Resync => self.fill().await,
             Push::Msg { msg, stored: false } => {
                 if self.inflight.len() >= WINDOW || self.inflight.contains_key(&msg.id) {
@@ -187,14 +198,12 @@ impl Session {
             .await;
             return Err(());
         }
-        let acked: std::collections::BTreeSet<u64> = self
-            .inflight
-            .range(..=a.up_to)
-            .map(|(id, _)| *id)
-            .chain(a.ids.iter().copied())
-            .collect();
+        // An id named twice (or also covered by `up_to`) is removed once:
+        // the second `remove` finds nothing.
+        let mut acked: Vec<u64> = self.inflight.range(..=a.up_to).map(|(id, _)| *id).collect();
+        acked.extend_from_slice(&a.ids);
         let mut origins = Vec::with_capacity(acked.len());
-        let mut stored = Vec::new();
+        let mut stored = Vec::with_capacity(acked.len());
         for id in acked {
             if let Some((o, s)) = self.inflight.remove(&id) {
                 origins.push(o);
@@ -215,7 +224,13 @@ impl Session {
                 return Err(());
             }
         }
-        self.fill().await
+        // Room was made; the store is read again only when messages may
+        // wait there (the window cut the last read).
+        if self.behind {
+            self.fill().await
+        } else {
+            Ok(())
+        }
     }
 }
 
@@ -223,10 +238,9 @@ impl Session {
 /// queued meanwhile. A failed commit leaves the messages stored: they come
 /// again (at-least-once).
 async fn ack_committer(gw: Arc<Gateway>, uid: String, mut rx: mpsc::Receiver<Vec<u64>>) {
-    while let Some(mut ids) = rx.recv().await {
-        while let Ok(more) = rx.try_recv() {
-            ids.extend(more);
-        }
+    // No cap beyond the queue's: ACK_QUEUE frames of at most MAX_ACK_IDS
+    // (+ WINDOW by `up_to`) ids each.
+    while let Some(ids) = super::drain_queued(&mut rx, usize::MAX).await {
         if let Err(e) = gw.commit_acks(&uid, ids).await {
             tracing::warn!(uid = %uid, error = %e, "ack not committed; the messages stay stored and come again");
         }
@@ -356,6 +370,7 @@ where
         out: out.clone(),
         cursor: 0,
         inflight: BTreeMap::new(),
+        behind: false,
         acks: None,
     };
 
