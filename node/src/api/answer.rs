@@ -279,7 +279,7 @@ mod tests {
             uid: uid.into(),
             sid,
             clients: clients.iter().map(|c| c.to_string()).collect::<BTreeSet<_>>(),
-            accepts_strangers: sid % 2 == 0,
+            accepts_strangers: sid.is_multiple_of(2),
             ext: ext.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect(),
             changed_at_ms: if sid == 0 { 0 } else { 1_700_000_000_000u64.saturating_add(sid) },
             revision: sid.saturating_mul(3),
