@@ -100,7 +100,7 @@ fn query_and_query_stream_answer_like_http() -> Result<()> {
         uid: uid.into(),
         sid,
         client: client.into(),
-        accepts_strangers: Some(sid % 2 == 0),
+        accepts_strangers: Some(sid.is_multiple_of(2)),
         ext: ext(sid),
     };
     let rt = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
