@@ -1176,29 +1176,90 @@ impl PresenceState {
     /// Answers a batch query: records found by uid then by sid (each user at
     /// most once, in request order), and the ids that have no record.
     pub fn query(&self, uids: &[String], sids: &[u64]) -> QueryResult {
-        let mut seen = HashSet::new();
-        let mut out = QueryResult { revision: self.applied, ..Default::default() };
-        for uid in uids {
+        self.query_view(uids, sids).to_result()
+    }
+
+    /// A batch query's answer read in place: which records it holds (as
+    /// handles, not copies) and which ids have none. The API encodes its
+    /// answer from this while it holds the state lock, so that no record is
+    /// copied on the way to the wire.
+    pub fn query_view<'a>(&'a self, uids: &'a [String], sids: &[u64]) -> QueryView<'a> {
+        let mut seen = HashSet::with_capacity(uids.len() + sids.len());
+        let mut q = QueryView {
+            state: self,
+            uids,
+            users: Vec::with_capacity(uids.len() + sids.len()),
+            unknown: Vec::new(),
+            unknown_sids: Vec::new(),
+        };
+        for (i, uid) in uids.iter().enumerate() {
             match self.find_uid(uid) {
                 Some(h) => {
                     if seen.insert(h) {
-                        out.users.push(self.view(h).to_record());
+                        q.users.push(h);
                     }
                 }
-                None => out.unknown.push(uid.clone()),
+                None => q.unknown.push(i),
             }
         }
         for sid in sids {
             match self.sid_find(*sid) {
                 Some(h) => {
                     if seen.insert(h) {
-                        out.users.push(self.view(h).to_record());
+                        q.users.push(h);
                     }
                 }
-                None => out.unknown_sids.push(*sid),
+                None => q.unknown_sids.push(*sid),
             }
         }
-        out
+        q
+    }
+}
+
+/// The answer to a batch query as [`PresenceState::query_view`] finds it:
+/// borrowed from the state (the records) and from the request (the unknown
+/// uids). [`QueryView::to_result`] is the owned copy.
+pub struct QueryView<'a> {
+    state: &'a PresenceState,
+    uids: &'a [String],
+    /// Handles of the records found, in answer order.
+    users: Vec<u32>,
+    /// Indexes into `uids` of the uids that have no record.
+    unknown: Vec<usize>,
+    unknown_sids: Vec<u64>,
+}
+
+impl<'a> QueryView<'a> {
+    /// Applied index the answer is served at.
+    pub fn revision(&self) -> u64 {
+        self.state.applied
+    }
+
+    /// Records found, by uid then by sid, each user once, in request order.
+    pub fn users(&self) -> impl ExactSizeIterator<Item = RecordRef<'a>> + '_ {
+        let state = self.state;
+        self.users.iter().map(move |h| state.view(*h))
+    }
+
+    /// Uids that have no record, in request order.
+    pub fn unknown(&self) -> impl ExactSizeIterator<Item = &'a str> + '_ {
+        let uids = self.uids;
+        self.unknown.iter().map(move |i| uids[*i].as_str())
+    }
+
+    /// Sids that resolve to no user, in request order.
+    pub fn unknown_sids(&self) -> &[u64] {
+        &self.unknown_sids
+    }
+
+    /// The owned answer (every record copied).
+    pub fn to_result(&self) -> QueryResult {
+        QueryResult {
+            revision: self.revision(),
+            users: self.users().map(|r| r.to_record()).collect(),
+            unknown: self.unknown().map(str::to_owned).collect(),
+            unknown_sids: self.unknown_sids.clone(),
+        }
     }
 }
 

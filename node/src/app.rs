@@ -17,6 +17,7 @@ use crate::api::messages::MessagesGrpc;
 use crate::gateway::session::GatewayGrpc;
 
 use crate::api::grpc::{ClusterService, PresenceGrpc, PresenceService};
+use crate::api::query_route::{self, QueryRoute};
 use crate::api::{http, Api};
 use crate::clock::ClusterClock;
 use crate::config::Config;
@@ -234,10 +235,10 @@ pub async fn run(
 /// HTTP routes plus the two public gRPC services, on one port.
 pub fn publish_router(api: &Arc<Api>) -> Router {
     let limit = api.limits.max_request_bytes;
-    let presence =
-        PresenceServer::new(PresenceGrpc(Arc::new(PresenceService { api: api.clone() })))
-            .max_decoding_message_size(limit)
-            .max_encoding_message_size(api.limits.max_response_bytes);
+    let presence_svc = Arc::new(PresenceService { api: api.clone() });
+    let presence = PresenceServer::new(PresenceGrpc(presence_svc.clone()))
+        .max_decoding_message_size(limit)
+        .max_encoding_message_size(api.limits.max_response_bytes);
     let cluster = ClusterServer::new(ClusterService { api: api.clone() });
     let messages = MessagesServer::new(MessagesGrpc { api: api.clone() })
         .max_decoding_message_size(limit)
@@ -267,6 +268,16 @@ pub fn publish_router(api: &Arc<Api>) -> Router {
     // The guard wraps everything (HTTP, gRPC, the fallback): no request
     // reaches a handler without passing its rule in api::routes::ROUTES.
     http::router(api.clone())
+        // Matched before the wildcard: the two query methods send answers
+        // encoded from the state (api::query_route).
+        .route_service(
+            "/herald.v1.Presence/Query",
+            QueryRoute::new(presence_svc.clone(), query_route::Method::Query),
+        )
+        .route_service(
+            "/herald.v1.Presence/QueryStream",
+            QueryRoute::new(presence_svc, query_route::Method::QueryStream),
+        )
         .route_service("/herald.v1.Presence/{*method}", grpc.clone())
         .route_service("/herald.v1.Cluster/{*method}", grpc.clone())
         .route_service("/herald.v1.Messages/{*method}", grpc.clone())

@@ -4,6 +4,7 @@ use herald_proto::codes;
 use std::pin::Pin;
 use std::sync::Arc;
 
+use bytes::Bytes;
 use futures::Stream;
 use herald_proto::v1 as pb;
 use herald_proto::v1::cluster_client::ClusterClient;
@@ -16,7 +17,7 @@ use super::messages::grpc::principal;
 use super::watch::{Control, Frame, WatchRequest};
 use super::{Api, ApiError, Consistency, MembershipOp, MembershipResult};
 use crate::raft::Turn;
-use herald_domain::presence::{Event, QueryResult};
+use herald_domain::presence::Event;
 
 /// Requests of one stream being worked on at once: responses keep request
 /// order, so more would only buffer.
@@ -78,7 +79,11 @@ fn consistency_from_pb(c: i32) -> Consistency {
     }
 }
 
-pub(crate) fn query_to_pb(q: QueryResult, info: Option<super::ReadInfo>) -> pb::QueryResponse {
+#[cfg(test)]
+pub(crate) fn query_to_pb(
+    q: herald_domain::presence::QueryResult,
+    info: Option<super::ReadInfo>,
+) -> pb::QueryResponse {
     pb::QueryResponse {
         staleness_ms: info.and_then(|i| i.staleness_ms),
         revision: q.revision,
@@ -107,21 +112,37 @@ impl PresenceService {
         Ok(pb::PushEventsResponse { revision: self.api.push_events_in_turn(events, turn).await? })
     }
 
-    async fn query(&self, req: pb::QueryRequest) -> Result<pb::QueryResponse, ApiError> {
+    /// The encoded `QueryResponse` of a query, written from the state
+    /// under its lock ([`super::answer::query_pb`]); the publish router
+    /// sends these bytes as they are ([`super::query_route`]).
+    pub(crate) async fn query_encoded(&self, req: pb::QueryRequest) -> Result<Bytes, ApiError> {
         let spec = super::ReadSpec {
             consistency: consistency_from_pb(req.consistency),
             max_staleness_ms: req.max_staleness_ms,
             min_revision: req.min_revision,
         };
-        let (q, info) = self.api.query(&req.uids, &req.sids, spec).await?;
-        Ok(query_to_pb(q, Some(info)))
+        self.api
+            .query(&req.uids, &req.sids, spec, |q, info, max| {
+                super::answer::query_pb(q, info.staleness_ms, max)
+            })
+            .await
+    }
+
+    /// The same answer decoded, for the generated `PresenceServer`'s
+    /// `Query` and `QueryStream`: the publish router serves both methods
+    /// through [`super::query_route`] instead, so these run only where the
+    /// generated server is used on its own.
+    async fn query(&self, req: pb::QueryRequest) -> Result<pb::QueryResponse, ApiError> {
+        let bytes = self.query_encoded(req).await?;
+        prost::Message::decode(bytes)
+            .map_err(|e| ApiError::new(codes::INTERNAL, format!("query answer: {e}")))
     }
 }
 
-type RespStream<T> = Pin<Box<dyn Stream<Item = Result<T, Status>> + Send + 'static>>;
+pub(crate) type RespStream<T> = Pin<Box<dyn Stream<Item = Result<T, Status>> + Send + 'static>>;
 
 /// Runs `f` on each request of a stream, in order, answering each.
-fn map_stream<Req, Resp, F, Fut>(
+pub(crate) fn map_stream<Req, Resp, F, Fut>(
     svc: Arc<PresenceService>,
     input: Streaming<Req>,
     f: F,

@@ -7,6 +7,7 @@
 //! [`routes::ROUTES`], enforced by [`access::guard`] before any handler.
 
 pub mod access;
+pub mod answer;
 pub mod console;
 pub mod grpc;
 pub mod http;
@@ -14,6 +15,7 @@ pub mod media;
 pub mod messages;
 pub mod openapi;
 pub mod profile;
+pub mod query_route;
 pub mod routes;
 pub mod size;
 pub mod watch;
@@ -30,7 +32,7 @@ use crate::raft::{ClusterError, RaftNode, Turn};
 use std::collections::{BTreeSet, HashMap};
 
 use herald_domain::presence::{
-    Event, EventError, PresenceState, QueryResult, MAX_CLIENTS_PER_USER, MAX_EXT_ENTRIES,
+    Event, EventError, PresenceState, QueryView, MAX_CLIENTS_PER_USER, MAX_EXT_ENTRIES,
 };
 
 /// An error answered to a client: a stable code from the catalog
@@ -399,12 +401,13 @@ impl Api {
     /// Answers a batch query as `spec` asks (consistency, max staleness,
     /// min revision), with how it was served.
     #[tracing::instrument(level = "debug", skip_all, fields(uids = uids.len(), sids = sids.len(), consistency = ?spec.consistency))]
-    pub async fn query(
+    pub async fn query<T>(
         &self,
         uids: &[String],
         sids: &[u64],
         spec: ReadSpec,
-    ) -> Result<(QueryResult, ReadInfo), ApiError> {
+        encode: impl FnOnce(&QueryView<'_>, &ReadInfo, usize) -> Result<T, ApiError>,
+    ) -> Result<T, ApiError> {
         let start = Instant::now();
         if spec.max_staleness_ms == Some(0) {
             return Err(ApiError::new(
@@ -412,7 +415,7 @@ impl Api {
                 "max_staleness_ms must be at least 1 (0 could never be met)",
             ));
         }
-        let r = self.query_inner(uids, sids, spec).await;
+        let r = self.query_inner(uids, sids, spec, encode).await;
         match &r {
             Ok((_, info)) => {
                 let consistency = spec.consistency;
@@ -429,15 +432,20 @@ impl Api {
             }
             Err(e) => self.count_error(e),
         }
-        r
+        r.map(|(t, _)| t)
     }
 
-    async fn query_inner(
+    /// Reads the answer of a batch query and hands it to `encode` (with
+    /// how the read is served and `<limits max-response-bytes>`) under the
+    /// state lock: the answer is written from the records in place
+    /// ([`answer`]), never copied into owned records first.
+    async fn query_inner<T>(
         &self,
         uids: &[String],
         sids: &[u64],
         spec: ReadSpec,
-    ) -> Result<(QueryResult, ReadInfo), ApiError> {
+        encode: impl FnOnce(&QueryView<'_>, &ReadInfo, usize) -> Result<T, ApiError>,
+    ) -> Result<(T, ReadInfo), ApiError> {
         let n = uids.len() + sids.len();
         let max = self.limits.max_ids_per_query;
         if n > max {
@@ -446,17 +454,11 @@ impl Api {
                 format!("{n} ids; at most {max} per query"),
             ));
         }
-        // Measured before the records are copied: an answer over the limit
-        // is never built.
         let max_bytes = self.limits.max_response_bytes;
         let (r, info) = self
             .node
-            .read_with(spec, |st| {
-                let bytes = size::query_answer_bytes(&st.presence, uids, sids);
-                if bytes > max_bytes {
-                    return Err(size::too_large(bytes, max_bytes));
-                }
-                Ok(st.presence.query(uids, sids))
+            .read_with_info(spec, |st, info| {
+                encode(&st.presence.query_view(uids, sids), info, max_bytes)
             })
             .await?;
         Ok((r?, info))

@@ -1,9 +1,10 @@
 //! The answer-size limit, `<limits max-response-bytes>` (issue 14: a 24 KB
-//! query once answered 132 MB). A presence query's answer is measured
-//! before it is built ([`query_answer_bytes`], under the state lock, from
-//! the records it would copy); every other JSON answer is checked once
-//! built, before it is sent ([`limit_json_answers`]), so no read route
-//! sends more than the limit.
+//! query once answered 132 MB). A presence query's answer counts its bytes
+//! as it is encoded from the state and stops at the limit
+//! ([`super::answer`]); a watch's snapshot is measured before it is built
+//! ([`query_answer_bytes`], an upper bound, under the state lock); every
+//! other JSON answer is checked once built, before it is sent
+//! ([`limit_json_answers`]), so no read route sends more than the limit.
 
 use axum::body::HttpBody as _;
 use axum::extract::State;
@@ -77,8 +78,8 @@ pub fn too_large(bytes: usize, max: usize) -> ApiError {
 /// `max-response-bytes` is replaced by the `response_too_large` refusal.
 /// Writes are left alone (their answers are bounded by their requests, and
 /// refusing the answer of a committed write would hide that it committed);
-/// the one read by `POST`, the presence query, is measured before it is
-/// built. Media bytes are streamed, not JSON, and bounded by their Range.
+/// the one read by `POST`, the presence query, counts its bytes as it is
+/// encoded. Media bytes are streamed, not JSON, and bounded by their Range.
 pub async fn limit_json_answers(
     State(api): State<std::sync::Arc<Api>>,
     req: axum::extract::Request,

@@ -414,6 +414,16 @@ impl RaftNode {
         spec: ReadSpec,
         f: impl FnOnce(&State) -> T,
     ) -> Result<(T, ReadInfo), ClusterError> {
+        self.read_with_info(spec, |st, _| f(st)).await
+    }
+
+    /// [`Self::read_with`], with `f` also given how the read is served (an
+    /// answer encoded under the lock carries its staleness).
+    pub async fn read_with_info<T>(
+        &self,
+        spec: ReadSpec,
+        f: impl FnOnce(&State, &ReadInfo) -> T,
+    ) -> Result<(T, ReadInfo), ClusterError> {
         if let Some(wanted) = spec.min_revision {
             let wait = Duration::from_millis(self.reads.min_revision_wait_ms);
             let r = self
@@ -463,7 +473,7 @@ impl RaftNode {
             staleness_ms: if linear { Some(0) } else { self.staleness_of(stamp) },
             forwarded,
         };
-        Ok((f(&guard), info))
+        Ok((f(&guard, &info), info))
     }
 
     /// Staleness of a state whose newest stamp is `stamp`, by this node's
