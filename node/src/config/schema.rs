@@ -426,7 +426,13 @@ section! {
     pub struct WatchConfig {
         /// Most changed user records the window keeps; a watcher resuming
         /// from before the oldest gets `reset` and a fresh snapshot.
-        window_changes: usize = 100_000 => "window-changes", int(
+        /// 10,000 by measurement: a record in the window is an owned
+        /// `Record` (~1.5 KB of heap with one client type and one ext
+        /// key), so 100,000 cost 150 MB per node, 150 B per user at
+        /// 1,000,000 users (`scripts/measure-memory`: 284 B/user against
+        /// 134 with a window of 1); 10,000 is ~15 MB and still a minute of
+        /// changes when 1 % of 1,000,000 users change per minute.
+        window_changes: usize = 10_000 => "window-changes", int(
             1,
             10_000_000,
             "the window is kept in memory (a record is ~200 bytes to a few KiB), so \
