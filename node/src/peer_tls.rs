@@ -198,6 +198,7 @@ pub struct PeerGuard {
 }
 
 /// Who called, as far as the connection says: its certificate chain.
+#[derive(Clone)]
 pub struct Caller {
     certs: Option<Arc<Vec<CertificateDer<'static>>>>,
 }

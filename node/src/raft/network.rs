@@ -220,6 +220,49 @@ pub(crate) fn bound_append(
     Ok((rpc, Bound { bytes, cut_at: Some(last) }))
 }
 
+/// `rpc` as a chain of requests whose entries each encode to at most
+/// `max_bytes` (always at least one entry each): part k+1's `prev_log_id` is
+/// part k's last entry, and every part but the last carries a commit index
+/// no later than its own last entry, so the follower never hears of a
+/// commit beyond what it holds. The parts, answered in order, replicate
+/// exactly what `rpc` would (pipelined replication sends them on one stream).
+pub(crate) fn split_append(
+    rpc: AppendEntriesRequest<TypeConfig>,
+    max_bytes: usize,
+) -> Result<Vec<AppendEntriesRequest<TypeConfig>>, std::io::Error> {
+    let AppendEntriesRequest { vote, prev_log_id, entries, leader_commit } = rpc;
+    let mut parts = Vec::new();
+    let mut cur: Vec<super::types::Entry> = Vec::new();
+    let (mut bytes, mut prev) = (0usize, prev_log_id);
+    for e in entries {
+        let n = super::codec::encoded_len(&e)?;
+        if !cur.is_empty() && bytes + n > max_bytes {
+            let last = cur.last().map(|e| e.log_id).expect("a part has an entry");
+            let commit = match leader_commit {
+                Some(c) if c.index > last.index => Some(last),
+                c => c,
+            };
+            parts.push(AppendEntriesRequest {
+                vote,
+                prev_log_id: prev,
+                entries: std::mem::take(&mut cur),
+                leader_commit: commit,
+            });
+            prev = Some(last);
+            bytes = 0;
+        }
+        bytes += n;
+        cur.push(e);
+    }
+    parts.push(AppendEntriesRequest { vote, prev_log_id: prev, entries: cur, leader_commit });
+    Ok(parts)
+}
+
+/// AppendEntries parts queued on one replication stream before the feeder
+/// waits: openraft's follower side pipelines at most 64 (its
+/// `PIPELINE_BUFFER_SIZE`), so more would only wait in memory.
+const STREAM_PARTS: usize = 64;
+
 /// openraft's timeout (one heartbeat interval, enough for an empty or small
 /// batch) plus the time `bytes` of entries may take at
 /// [`MIN_APPEND_BYTES_PER_SEC`].
@@ -229,6 +272,127 @@ pub(crate) fn append_timeout(base: Duration, bytes: usize) -> Duration {
 
 impl RaftNetworkV2<TypeConfig> for Conn {
     type SnapshotData = File;
+
+    /// Pipelined replication: the requests openraft generates go out on one
+    /// `AppendStream` without waiting for answers (bounded by
+    /// [`STREAM_PARTS`] and HTTP/2 flow control), and the follower's
+    /// answers come back in order. A request over [`MAX_APPEND_BYTES`] goes
+    /// as a chain of parts ([`split_append`]) whose answers are merged into
+    /// its one answer. Each answer is awaited at most the timeout a unary
+    /// AppendEntries of its size gets ([`append_timeout`]).
+    fn stream_append<'s, S>(
+        &'s mut self,
+        input: S,
+        option: RPCOption,
+    ) -> futures::future::BoxFuture<
+        's,
+        Result<
+            futures::stream::BoxStream<
+                's,
+                Result<openraft::raft::StreamAppendResult<TypeConfig>, RPCError<TypeConfig>>,
+            >,
+            RPCError<TypeConfig>,
+        >,
+    >
+    where
+        S: futures::Stream<Item = AppendEntriesRequest<TypeConfig>>
+            + OptionalSend
+            + Unpin
+            + 'static,
+    {
+        use futures::StreamExt as _;
+        let target = self.target;
+        let floor = option.soft_ttl().max(self.append_floor);
+        Box::pin(async move {
+            let mut client = self.client()?;
+            let (parts_tx, parts_rx) = tokio::sync::mpsc::channel::<RaftBytes>(STREAM_PARTS);
+            // (parts, bytes) of each request, in order, for the merge.
+            let (groups_tx, groups_rx) = tokio::sync::mpsc::channel::<(usize, usize)>(STREAM_PARTS);
+            tokio::spawn(async move {
+                let mut input = input;
+                while let Some(rpc) = input.next().await {
+                    let whole = match encode(&rpc) {
+                        Ok(d) => d,
+                        Err(e) => {
+                            tracing::warn!(target_node = target, error = %e, "append not encoded");
+                            return;
+                        }
+                    };
+                    let parts = if whole.len() <= MAX_APPEND_BYTES {
+                        vec![whole]
+                    } else {
+                        let split = split_append(rpc, MAX_APPEND_BYTES)
+                            .and_then(|ps| ps.iter().map(encode).collect::<Result<Vec<_>, _>>());
+                        match split {
+                            Ok(ps) => {
+                                tracing::debug!(
+                                    target_node = target,
+                                    parts = ps.len(),
+                                    "AppendEntries split to its byte bound"
+                                );
+                                ps
+                            }
+                            Err(e) => {
+                                tracing::warn!(target_node = target, error = %e, "append not encoded");
+                                return;
+                            }
+                        }
+                    };
+                    let bytes = parts.iter().map(Vec::len).sum();
+                    if groups_tx.send((parts.len(), bytes)).await.is_err() {
+                        return;
+                    }
+                    for data in parts {
+                        if parts_tx.send(RaftBytes { data }).await.is_err() {
+                            return;
+                        }
+                    }
+                }
+            });
+            let open = client.append_stream(tokio_stream::wrappers::ReceiverStream::new(parts_rx));
+            let answers = tokio::time::timeout(append_timeout(floor, 0), open)
+                .await
+                .map_err(|_| {
+                    RPCError::Unreachable(Unreachable::from_string(format!(
+                        "node {target}: timed out"
+                    )))
+                })?
+                .map_err(|s| status_to_rpc(target, s))?
+                .into_inner();
+            let merged =
+                futures::stream::unfold(Some((answers, groups_rx)), move |state| async move {
+                    let (mut answers, mut groups) = state?;
+                    let (n, bytes) = groups.recv().await?;
+                    let timeout = append_timeout(floor, bytes);
+                    let mut last = None;
+                    for _ in 0..n {
+                        let next = tokio::time::timeout(timeout, answers.message()).await;
+                        let r: Result<
+                            openraft::raft::StreamAppendResult<TypeConfig>,
+                            RPCError<TypeConfig>,
+                        > = match next {
+                            Err(_) => Err(RPCError::Unreachable(Unreachable::from_string(
+                                format!("node {target}: timed out"),
+                            ))),
+                            Ok(Err(s)) => Err(status_to_rpc(target, s)),
+                            Ok(Ok(None)) => Err(RPCError::Network(NetworkError::from_string(
+                                format!("node {target}: append stream ended"),
+                            ))),
+                            Ok(Ok(Some(m))) => decode(&m.data)
+                                .map_err(|e| RPCError::Network(NetworkError::new(&e))),
+                        };
+                        match r {
+                            // The follower ends the stream after an error:
+                            // it is this request's answer and the last.
+                            Ok(Ok(l)) => last = Some(Ok(Ok(l))),
+                            other => return Some((other, None)),
+                        }
+                    }
+                    last.map(|r| (r, Some((answers, groups))))
+                });
+            Ok(merged.boxed())
+        })
+    }
 
     async fn append_entries(
         &mut self,
@@ -420,6 +584,42 @@ mod tests {
         // One entry larger than the bound is still sent, alone.
         let (rpc, b) = bound_append(request(entries, 9), 10).unwrap();
         assert_eq!((rpc.entries.len(), b.cut_at), (1, Some(log_id(1, 1))));
+    }
+
+    /// A request over the byte bound splits into a chain of parts each
+    /// under it (at least one entry each): every part's prev is the one
+    /// before's last entry, the parts together carry every entry in order,
+    /// every part but the last carries a commit index no later than its
+    /// own last entry, and the last keeps the request's; a request within
+    /// the bound, or a heartbeat, is one part, unchanged.
+    #[test]
+    fn oversized_appends_split_into_a_chain() {
+        let entries: Vec<Entry> = (1..=10).map(|i| entry(i, 1000)).collect();
+        let one = super::super::codec::encoded_len(&entries[0]).unwrap();
+        let parts = split_append(request(entries.clone(), 9), one * 3 + 10).unwrap();
+        assert_eq!(parts.iter().map(|p| p.entries.len()).collect::<Vec<_>>(), vec![3, 3, 3, 1]);
+        let mut prev = None;
+        for (k, p) in parts.iter().enumerate() {
+            assert_eq!(p.prev_log_id, prev, "part {k} follows the one before");
+            let last = p.entries.last().unwrap().log_id;
+            let commit = p.leader_commit.unwrap();
+            if k + 1 < parts.len() {
+                assert!(commit.index <= last.index, "part {k}: commit {commit} past {last}");
+            } else {
+                assert_eq!(commit, log_id(1, 9), "the last part keeps the commit index");
+            }
+            prev = Some(last);
+        }
+        let all: Vec<LogId> =
+            parts.iter().flat_map(|p| p.entries.iter().map(|e| e.log_id)).collect();
+        assert_eq!(all, entries.iter().map(|e| e.log_id).collect::<Vec<_>>());
+        // Commit behind the first cut: left as it is everywhere.
+        let parts = split_append(request(entries.clone(), 2), one * 3 + 10).unwrap();
+        assert!(parts.iter().all(|p| p.leader_commit == Some(log_id(1, 2))));
+        // Within the bound, and a heartbeat: one part.
+        assert_eq!(split_append(request(entries, 9), usize::MAX).unwrap().len(), 1);
+        let hb = split_append(request(vec![], 9), 10).unwrap();
+        assert_eq!((hb.len(), hb[0].entries.len()), (1, 0));
     }
 
     /// The timeout grows with the bytes sent: openraft's base for an empty

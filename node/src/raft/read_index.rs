@@ -118,6 +118,15 @@ mod tests {
 
     #[tonic::async_trait]
     impl RaftInternal for Leader {
+        type AppendStreamStream = std::pin::Pin<
+            Box<dyn tokio_stream::Stream<Item = Result<RaftBytes, Status>> + Send + 'static>,
+        >;
+        async fn append_stream(
+            &self,
+            _: Request<tonic::Streaming<RaftBytes>>,
+        ) -> Result<Response<Self::AppendStreamStream>, Status> {
+            Err(Status::unimplemented("test leader"))
+        }
         async fn vote(&self, _: Request<RaftBytes>) -> Result<Response<RaftBytes>, Status> {
             Err(Status::unimplemented("test"))
         }

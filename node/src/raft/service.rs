@@ -73,6 +73,58 @@ impl RaftInternal for RaftService {
         reply(&resp)
     }
 
+    type AppendStreamStream = std::pin::Pin<
+        Box<dyn tokio_stream::Stream<Item = Result<RaftBytes, Status>> + Send + 'static>,
+    >;
+
+    /// Pipelined replication: the leader's AppendEntries in order on one
+    /// stream, handed to openraft's `Raft::stream_append` (which keeps a
+    /// bounded pipeline of them), each answered in order. A request that
+    /// does not decode, or whose claimed leader the caller's certificate
+    /// does not name, ends the stream (nothing of it reaches Raft).
+    async fn append_stream(
+        &self,
+        req: Request<Streaming<RaftBytes>>,
+    ) -> Result<Response<Self::AppendStreamStream>, Status> {
+        let caller = self.peers.caller(&req);
+        let peers = self.peers.clone();
+        let leader = Arc::new(std::sync::atomic::AtomicU64::new(0));
+        let seen = leader.clone();
+        let reqs = req.into_inner().map_while(move |m| {
+            let rpc: AppendEntriesRequest<TypeConfig> = match m
+                .map_err(|s| s.to_string())
+                .and_then(|m| decode(&m.data).map_err(|e| e.to_string()))
+            {
+                Ok(r) => r,
+                Err(e) => {
+                    tracing::debug!(error = %e, "append stream ended: a request did not decode");
+                    return None;
+                }
+            };
+            let claimed = rpc.vote.leader_id.voted_for;
+            if let Err(s) = peers.claim(&caller, claimed) {
+                tracing::warn!(claimed, error = %s.message(), "append stream refused");
+                return None;
+            }
+            seen.store(claimed, std::sync::atomic::Ordering::Relaxed);
+            Some(rpc)
+        });
+        let node = self.node.clone();
+        let out = self.node.raft.stream_append(reqs).map(move |r| match r {
+            Ok(res) => {
+                // Every answer but a higher vote means this node follows it.
+                if !matches!(res, Err(openraft::raft::StreamAppendError::HigherVote(_))) {
+                    node.note_leader_contact(leader.load(std::sync::atomic::Ordering::Relaxed));
+                }
+                encode(&res)
+                    .map(|data| RaftBytes { data })
+                    .map_err(|e| Status::internal(e.to_string()))
+            }
+            Err(fatal) => Err(Status::internal(fatal.to_string())),
+        });
+        Ok(Response::new(Box::pin(out)))
+    }
+
     async fn transfer_leader(
         &self,
         req: Request<RaftBytes>,
