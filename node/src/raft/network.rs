@@ -308,6 +308,26 @@ impl RaftNetworkV2<TypeConfig> for Conn {
             let (parts_tx, parts_rx) = tokio::sync::mpsc::channel::<RaftBytes>(STREAM_PARTS);
             // (parts, bytes) of each request, in order, for the merge.
             let (groups_tx, groups_rx) = tokio::sync::mpsc::channel::<(usize, usize)>(STREAM_PARTS);
+            let open = client.append_stream(tokio_stream::wrappers::ReceiverStream::new(parts_rx));
+            let opened =
+                tokio::time::timeout(append_timeout(floor, 0), open).await.map_err(|_| {
+                    RPCError::Unreachable(Unreachable::from_string(format!(
+                        "node {target}: timed out"
+                    )))
+                })?;
+            let answers = match opened {
+                Ok(r) => r.into_inner(),
+                // A follower of an older build (a rolling upgrade): one
+                // request at a time over the unary AppendEntries.
+                Err(s) if s.code() == tonic::Code::Unimplemented => {
+                    tracing::debug!(
+                        target_node = target,
+                        "no AppendStream there: sequential appends"
+                    );
+                    return openraft::network::stream_append_sequential(self, input, option).await;
+                }
+                Err(s) => return Err(status_to_rpc(target, s)),
+            };
             tokio::spawn(async move {
                 let mut input = input;
                 while let Some(rpc) = input.next().await {
@@ -349,16 +369,7 @@ impl RaftNetworkV2<TypeConfig> for Conn {
                     }
                 }
             });
-            let open = client.append_stream(tokio_stream::wrappers::ReceiverStream::new(parts_rx));
-            let answers = tokio::time::timeout(append_timeout(floor, 0), open)
-                .await
-                .map_err(|_| {
-                    RPCError::Unreachable(Unreachable::from_string(format!(
-                        "node {target}: timed out"
-                    )))
-                })?
-                .map_err(|s| status_to_rpc(target, s))?
-                .into_inner();
+
             let merged =
                 futures::stream::unfold(Some((answers, groups_rx)), move |state| async move {
                     let (mut answers, mut groups) = state?;
