@@ -52,9 +52,8 @@ const SEEN_IDS: usize = 16_384;
 const EVENT_QUEUE: usize = 1024;
 /// Connect timeout to a gateway.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(2);
-/// Ids one Ack frame names at most: the gateway refuses a frame naming
-/// more (`too_many_ids`, node/src/gateway/session.rs `MAX_ACK_IDS`).
-const MAX_ACK_IDS: usize = 4096;
+// Ids one Ack frame names at most (the gateway refuses more).
+use herald_proto::wire::messages::MAX_ACK_IDS;
 
 /// How to open sessions.
 #[derive(Debug, Clone)]

@@ -36,8 +36,8 @@ const HELLO_TIMEOUT: Duration = Duration::from_secs(10);
 const OUT_QUEUE: usize = 64;
 /// Ack batches queued for a session's committer (it coalesces them).
 const ACK_QUEUE: usize = 16;
-/// Ids one Ack frame may name.
-const MAX_ACK_IDS: usize = 4096;
+// Ids one Ack frame may name (shared with the client library).
+use herald_proto::wire::messages::MAX_ACK_IDS;
 /// Client type used when a Hello names none.
 pub const DEFAULT_CLIENT: &str = "app";
 

@@ -7,6 +7,12 @@ use serde::{Deserialize, Serialize};
 use super::is_zero;
 use crate::v1 as pb;
 
+/// Ids one gateway `Ack` frame may name: the gateway refuses a frame naming
+/// more (`too_many_ids`) and the client library splits its acks at it.
+/// 4,096 ids are 32 KiB of varints at most, far below the session frame
+/// limit, and more than the gateway's window of unacknowledged messages.
+pub const MAX_ACK_IDS: usize = 4096;
+
 /// `POST /v1/messages` body. Unknown fields are refused.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
