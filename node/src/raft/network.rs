@@ -18,7 +18,7 @@ use openraft::OptionalSend;
 use tonic::transport::{Channel, ClientTlsConfig, Endpoint};
 
 use super::codec::{decode, encode};
-use super::types::{NodeAddr, TypeConfig, Vote};
+use super::types::{LogId, NodeAddr, TypeConfig, Vote};
 use crate::peer_tls::PeerClientTls;
 
 type Snapshot = openraft::alias::SnapshotOf<TypeConfig, File>;
@@ -187,7 +187,7 @@ pub(crate) struct Bound {
     /// Encoded bytes of the entries sent.
     pub bytes: usize,
     /// The last log id sent, when entries after it were left out.
-    pub cut_at: Option<super::types::LogId>,
+    pub cut_at: Option<LogId>,
 }
 
 /// Keeps the longest prefix of `rpc`'s entries whose encoded size is at most
@@ -214,10 +214,19 @@ pub(crate) fn bound_append(
     }
     rpc.entries.truncate(keep);
     let last = rpc.entries.last().map(|e| e.log_id).expect("at least one entry is kept");
-    if rpc.leader_commit.as_ref().is_some_and(|c| c.index > last.index) {
-        rpc.leader_commit = Some(last);
-    }
+    rpc.leader_commit = commit_within(rpc.leader_commit, last);
     Ok((rpc, Bound { bytes, cut_at: Some(last) }))
+}
+
+/// The commit index to send with a request cut at `last`: the leader's, or
+/// `last` when the leader's is past it (that entry is committed: the
+/// leader's log is one chain and its commit index is beyond it), so the
+/// follower never hears of a commit beyond what it holds.
+fn commit_within(commit: Option<LogId>, last: LogId) -> Option<LogId> {
+    match commit {
+        Some(c) if c.index > last.index => Some(last),
+        c => c,
+    }
 }
 
 /// `rpc` as a chain of requests whose entries each encode to at most
@@ -238,15 +247,11 @@ pub(crate) fn split_append(
         let n = super::codec::encoded_len(&e)?;
         if !cur.is_empty() && bytes + n > max_bytes {
             let last = cur.last().map(|e| e.log_id).expect("a part has an entry");
-            let commit = match leader_commit {
-                Some(c) if c.index > last.index => Some(last),
-                c => c,
-            };
             parts.push(AppendEntriesRequest {
                 vote,
                 prev_log_id: prev,
                 entries: std::mem::take(&mut cur),
-                leader_commit: commit,
+                leader_commit: commit_within(leader_commit, last),
             });
             prev = Some(last);
             bytes = 0;
