@@ -3,6 +3,8 @@
 //! membership). No openraft type leaves this module.
 
 pub mod codec;
+#[cfg(test)]
+mod fake_peer;
 pub mod master;
 pub mod network;
 pub mod read_index;

@@ -638,89 +638,15 @@ mod tests {
         assert_eq!((hb.len(), hb[0].entries.len()), (1, 0));
     }
 
-    /// A follower of an older build: no `AppendStream`; each unary
-    /// AppendEntries is counted and answered `Success`.
-    #[derive(Default)]
-    struct OldFollower {
-        appends: std::sync::atomic::AtomicUsize,
-    }
-
-    #[tonic::async_trait]
-    impl herald_proto::raft::raft_internal_server::RaftInternal for OldFollower {
-        type AppendStreamStream = std::pin::Pin<
-            Box<dyn futures::Stream<Item = Result<RaftBytes, tonic::Status>> + Send + 'static>,
-        >;
-        async fn append_stream(
-            &self,
-            _: tonic::Request<tonic::Streaming<RaftBytes>>,
-        ) -> Result<tonic::Response<Self::AppendStreamStream>, tonic::Status> {
-            Err(tonic::Status::unimplemented("an older build"))
-        }
-        async fn append_entries(
-            &self,
-            req: tonic::Request<RaftBytes>,
-        ) -> Result<tonic::Response<RaftBytes>, tonic::Status> {
-            let _: AppendEntriesRequest<TypeConfig> = decode(&req.into_inner().data)
-                .map_err(|e| tonic::Status::invalid_argument(e.to_string()))?;
-            self.appends.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
-            let ok = openraft::raft::AppendEntriesResponse::<TypeConfig>::Success;
-            Ok(tonic::Response::new(RaftBytes { data: encode(&ok).unwrap() }))
-        }
-        async fn vote(
-            &self,
-            _: tonic::Request<RaftBytes>,
-        ) -> Result<tonic::Response<RaftBytes>, tonic::Status> {
-            Err(tonic::Status::unimplemented("test"))
-        }
-        async fn pre_vote(
-            &self,
-            _: tonic::Request<RaftBytes>,
-        ) -> Result<tonic::Response<RaftBytes>, tonic::Status> {
-            Err(tonic::Status::unimplemented("test"))
-        }
-        async fn transfer_leader(
-            &self,
-            _: tonic::Request<RaftBytes>,
-        ) -> Result<tonic::Response<RaftBytes>, tonic::Status> {
-            Err(tonic::Status::unimplemented("test"))
-        }
-        async fn snapshot(
-            &self,
-            _: tonic::Request<tonic::Streaming<SnapshotChunk>>,
-        ) -> Result<tonic::Response<RaftBytes>, tonic::Status> {
-            Err(tonic::Status::unimplemented("test"))
-        }
-        async fn forward(
-            &self,
-            _: tonic::Request<RaftBytes>,
-        ) -> Result<tonic::Response<RaftBytes>, tonic::Status> {
-            Err(tonic::Status::unimplemented("test"))
-        }
-        async fn read_index(
-            &self,
-            _: tonic::Request<herald_proto::raft::ReadIndexRequest>,
-        ) -> Result<tonic::Response<herald_proto::raft::ReadIndexReply>, tonic::Status> {
-            Err(tonic::Status::unimplemented("test"))
-        }
-    }
-
     /// A follower that has no `AppendStream` (an older build during a
     /// rolling upgrade) still replicates: `stream_append` falls back to one
     /// unary AppendEntries per request, answered in order.
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn stream_append_falls_back_to_unary_for_an_older_follower() {
         use futures::StreamExt as _;
-        let follower = std::sync::Arc::new(OldFollower::default());
-        let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let addr = l.local_addr().unwrap().to_string();
-        let svc = herald_proto::raft::raft_internal_server::RaftInternalServer::from_arc(
-            follower.clone(),
-        );
-        tokio::spawn(
-            tonic::transport::Server::builder()
-                .add_service(svc)
-                .serve_with_incoming(tokio_stream::wrappers::TcpListenerStream::new(l)),
-        );
+        // A follower of an older build: no AppendStream, every unary
+        // AppendEntries counted and answered Success.
+        let (follower, addr) = crate::raft::fake_peer::FakePeer::start().await;
         let mut factory = NetworkFactory {
             connect_timeout: Duration::from_secs(1),
             append_floor: Duration::from_secs(1),

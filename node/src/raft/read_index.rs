@@ -102,67 +102,9 @@ impl ReadIndexRounds {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use herald_proto::raft::raft_internal_server::{RaftInternal, RaftInternalServer};
-    use herald_proto::raft::{RaftBytes, ReadIndexReply, SnapshotChunk};
-    use std::sync::atomic::{AtomicU64, Ordering};
+    use std::sync::atomic::Ordering;
     use std::sync::Arc;
     use std::time::Duration;
-    use tonic::{Request, Response, Status, Streaming};
-
-    /// A leader whose read index is the number of ReadIndex calls begun so
-    /// far, each taking 50 ms.
-    #[derive(Default)]
-    struct Leader {
-        calls: AtomicU64,
-    }
-
-    #[tonic::async_trait]
-    impl RaftInternal for Leader {
-        type AppendStreamStream = std::pin::Pin<
-            Box<dyn tokio_stream::Stream<Item = Result<RaftBytes, Status>> + Send + 'static>,
-        >;
-        async fn append_stream(
-            &self,
-            _: Request<tonic::Streaming<RaftBytes>>,
-        ) -> Result<Response<Self::AppendStreamStream>, Status> {
-            Err(Status::unimplemented("test leader"))
-        }
-        async fn vote(&self, _: Request<RaftBytes>) -> Result<Response<RaftBytes>, Status> {
-            Err(Status::unimplemented("test"))
-        }
-        async fn pre_vote(&self, _: Request<RaftBytes>) -> Result<Response<RaftBytes>, Status> {
-            Err(Status::unimplemented("test"))
-        }
-        async fn append_entries(
-            &self,
-            _: Request<RaftBytes>,
-        ) -> Result<Response<RaftBytes>, Status> {
-            Err(Status::unimplemented("test"))
-        }
-        async fn transfer_leader(
-            &self,
-            _: Request<RaftBytes>,
-        ) -> Result<Response<RaftBytes>, Status> {
-            Err(Status::unimplemented("test"))
-        }
-        async fn snapshot(
-            &self,
-            _: Request<Streaming<SnapshotChunk>>,
-        ) -> Result<Response<RaftBytes>, Status> {
-            Err(Status::unimplemented("test"))
-        }
-        async fn forward(&self, _: Request<RaftBytes>) -> Result<Response<RaftBytes>, Status> {
-            Err(Status::unimplemented("test"))
-        }
-        async fn read_index(
-            &self,
-            _: Request<ReadIndexRequest>,
-        ) -> Result<Response<ReadIndexReply>, Status> {
-            let index = self.calls.fetch_add(1, Ordering::SeqCst) + 1;
-            tokio::time::sleep(Duration::from_millis(50)).await;
-            Ok(Response::new(ReadIndexReply { index }))
-        }
-    }
 
     /// 64 concurrent follower reads share a few ReadIndex RPCs instead of
     /// sending 64; every read gets an answer; and a read that starts while
@@ -170,15 +112,9 @@ mod tests {
     /// it began: its index is higher than the in-flight round's).
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn read_index_rounds_are_shared_and_never_stale() {
-        let leader = Arc::new(Leader::default());
-        let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let addr = l.local_addr().unwrap().to_string();
-        let svc = RaftInternalServer::from_arc(leader.clone());
-        tokio::spawn(
-            tonic::transport::Server::builder()
-                .add_service(svc)
-                .serve_with_incoming(tokio_stream::wrappers::TcpListenerStream::new(l)),
-        );
+        // A leader whose read index is the number of ReadIndex calls begun
+        // so far, each taking 50 ms.
+        let (leader, addr) = crate::raft::fake_peer::FakePeer::start().await;
         let ch = crate::raft::network::channel(&addr, Duration::from_secs(1), None).unwrap();
         let client = RaftInternalClient::new(ch);
         let rounds = Arc::new(ReadIndexRounds::default());
