@@ -316,24 +316,32 @@ mod tests {
         ]
     }
 
-    /// The JSON answer written from the state is byte for byte the one the
-    /// node wrote from owned records (`http::query_json`, the wire type's
-    /// bytes), with and without staleness.
-    #[test]
-    fn json_answer_keeps_its_bytes() {
+    /// Runs `check` on every query of [`queries`] against [`state`], with
+    /// no staleness, 0 and the largest: the view, the staleness, and the
+    /// read's info as the node gives it.
+    fn each_case(mut check: impl FnMut(&QueryView<'_>, Option<u64>, crate::api::ReadInfo)) {
         let st = state();
         for (uids, sids) in queries() {
             let q = st.query_view(&uids, &sids);
             for staleness in [None, Some(0), Some(u64::MAX)] {
                 let info =
                     crate::api::ReadInfo { revision: 7, staleness_ms: staleness, forwarded: false };
-                let old =
-                    serde_json::to_vec(&crate::api::http::query_json(&q.to_result(), Some(info)))
-                        .unwrap();
-                let new = query_json(&q, staleness, usize::MAX).unwrap();
-                assert_eq!(String::from_utf8(new).unwrap(), String::from_utf8(old).unwrap());
+                check(&q, staleness, info);
             }
         }
+    }
+
+    /// The JSON answer written from the state is byte for byte the one the
+    /// node wrote from owned records (`http::query_json`, the wire type's
+    /// bytes), with and without staleness.
+    #[test]
+    fn json_answer_keeps_its_bytes() {
+        each_case(|q, staleness, info| {
+            let old = serde_json::to_vec(&crate::api::http::query_json(&q.to_result(), Some(info)))
+                .unwrap();
+            let new = query_json(q, staleness, usize::MAX).unwrap();
+            assert_eq!(String::from_utf8(new).unwrap(), String::from_utf8(old).unwrap());
+        });
     }
 
     /// The protobuf answer written from the state is byte for byte what
@@ -342,21 +350,15 @@ mod tests {
     /// decodes to the same message in every case.
     #[test]
     fn protobuf_answer_keeps_its_bytes() {
-        let st = state();
-        for (uids, sids) in queries() {
-            let q = st.query_view(&uids, &sids);
-            for staleness in [None, Some(0), Some(u64::MAX)] {
-                let info =
-                    crate::api::ReadInfo { revision: 7, staleness_ms: staleness, forwarded: false };
-                let owned = crate::api::grpc::query_to_pb(q.to_result(), Some(info));
-                let new = query_pb(&q, staleness, usize::MAX).unwrap();
-                assert_eq!(herald_proto::v1::QueryResponse::decode(new.clone()).unwrap(), owned);
-                if owned.users.iter().all(|u| u.ext.len() <= 1) {
-                    assert_eq!(new.to_vec(), owned.encode_to_vec());
-                }
-                assert_eq!(new.len(), owned.encoded_len());
+        each_case(|q, staleness, info| {
+            let owned = crate::api::grpc::query_to_pb(q.to_result(), Some(info));
+            let new = query_pb(q, staleness, usize::MAX).unwrap();
+            assert_eq!(herald_proto::v1::QueryResponse::decode(new.clone()).unwrap(), owned);
+            if owned.users.iter().all(|u| u.ext.len() <= 1) {
+                assert_eq!(new.to_vec(), owned.encode_to_vec());
             }
-        }
+            assert_eq!(new.len(), owned.encoded_len());
+        });
     }
 
     /// An answer over the limit is refused with `response_too_large` in
