@@ -8,6 +8,16 @@ use anyhow::{ensure, Context, Result};
 use herald_proto::v1 as pb;
 use herald_tests::{phase, test_credential, Cluster, Tuning};
 
+/// The Presence gRPC client of the node at `addr`, with the test key.
+async fn presence_client(
+    addr: &str,
+) -> Result<pb::presence_client::PresenceClient<herald_client::credential::AuthChannel>> {
+    Ok(herald_client::HeraldClient::connect(addr)
+        .await?
+        .with_credential(test_credential())
+        .presence_client())
+}
+
 /// Batches of one user's logins on one stream, all sent before any answer
 /// is read, each setting the user's ext key `seq` to the batch's number.
 /// Proves: every batch is answered, in order (revisions never go down);
@@ -24,10 +34,7 @@ fn push_stream_keeps_a_window_in_flight_and_applies_in_order() -> Result<()> {
     let addr = format!("http://{}", c.nodes[0].publish());
     let rt = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
     rt.block_on(async {
-        let mut client = herald_client::HeraldClient::connect(&addr)
-            .await?
-            .with_credential(test_credential())
-            .presence_client();
+        let mut client = presence_client(&addr).await?;
         phase("send every batch, then read the answers");
         let reqs: Vec<pb::PushEventsRequest> = (0..BATCHES)
             .map(|i| pb::PushEventsRequest {
@@ -105,10 +112,7 @@ fn query_and_query_stream_answer_like_http() -> Result<()> {
     };
     let rt = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
     rt.block_on(async {
-        let mut client = herald_client::HeraldClient::connect(&addr)
-            .await?
-            .with_credential(test_credential())
-            .presence_client();
+        let mut client = presence_client(&addr).await?;
         phase("three users, one on two client types");
         let events = vec![
             login("q1", 11, "web"),
