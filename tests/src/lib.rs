@@ -717,6 +717,22 @@ pub fn get_json(addr: &str, path: &str) -> Result<(u16, Value)> {
     get_json_as(ADMIN, addr, path)
 }
 
+/// The value of an unlabelled metric in `addr`'s `/metrics` (an error when
+/// it is not exported).
+pub fn metric(addr: &str, name: &str) -> Result<f64> {
+    let (st, v) = get_json(addr, "/metrics")?;
+    if st != 200 {
+        bail!("/metrics {st}: {v}");
+    }
+    let text = v.as_str().context("metrics text")?;
+    text.lines()
+        .find_map(|l| {
+            l.strip_prefix(name).and_then(|r| r.strip_prefix(' ')).map(|x| x.trim().parse::<f64>())
+        })
+        .context(format!("{name} missing"))?
+        .map_err(|e| anyhow!("{name}: {e}"))
+}
+
 /// POST raw bytes with a content type (all-scopes key): (status, body as
 /// JSON or string).
 pub fn post_raw(addr: &str, path: &str, content_type: &str, body: Vec<u8>) -> Result<(u16, Value)> {

@@ -7,7 +7,7 @@ use std::collections::{BTreeSet, HashMap};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use anyhow::{bail, Context, Result};
+use anyhow::{bail, ensure, Context, Result};
 use herald_client::session::{Message, Session, SessionConfig, SessionEvent};
 use herald_proto::v1 as pb;
 use herald_tests::*;
@@ -390,6 +390,59 @@ async fn sessions_heartbeat_timeout_goes_offline() -> Result<()> {
         "the heartbeating session (gateway {node}) is still online"
     );
     drop(tx);
+    Ok(())
+}
+
+/// A client that closes its session goes offline at once, long before any
+/// heartbeat timeout: the session (which runs inside its response stream)
+/// is dropped with the stream and writes the logout. A user with two
+/// sessions of one client type on the node stays online until the second
+/// closes; the node's open-session gauge counts both down.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn sessions_closed_by_the_client_go_offline_at_once() -> Result<()> {
+    // Heartbeat timeout 30 s: only the close can make a user offline here.
+    let t = Tuning { session_heartbeat_ms: 10_000, ..Tuning::default() };
+    let hb = Duration::from_millis(t.session_heartbeat_ms);
+    let c = Cluster::start(3, t)?;
+    c.wait_leader(LEADER_WAIT)?;
+    let welcome = |f: Option<pb::ServerFrame>| {
+        matches!(f, Some(pb::ServerFrame { frame: Some(pb::server_frame::Frame::Welcome(_)) }))
+    };
+    let gauge = || -> Result<f64> {
+        tokio::task::block_in_place(|| metric(&c.addr(1), "herald_gateway_sessions"))
+    };
+    let offline_within = |uid: &'static str, within: Duration| {
+        eventually(within, || if online(&c.addr(2), uid)? { bail!("still online") } else { Ok(()) })
+    };
+    phase("two sessions of twice (same client type) and one of once, all on node 1");
+    let (mut a, a_tx) = raw_session(&c.addr(1), "twice", &token("twice")).await?;
+    assert!(welcome(a.message().await?));
+    let (mut b, b_tx) = raw_session(&c.addr(1), "twice", &token("twice")).await?;
+    assert!(welcome(b.message().await?));
+    let (mut o, o_tx) = raw_session(&c.addr(1), "once", &token("once")).await?;
+    assert!(welcome(o.message().await?));
+    assert!(online(&c.addr(2), "twice")? && online(&c.addr(2), "once")?);
+    assert_eq!(gauge()?, 3.0);
+
+    phase("once closes: offline well inside one heartbeat interval");
+    let t0 = Instant::now();
+    drop((o, o_tx));
+    offline_within("once", Duration::from_secs(5))?;
+    let took = t0.elapsed();
+    assert!(took < hb, "offline after {took:?}, not by the heartbeat timeout ({hb:?} per beat)");
+    eprintln!("closed session offline after {took:?}");
+
+    phase("twice closes one of two: still online; then the other: offline");
+    drop((a, a_tx));
+    eventually(Duration::from_secs(5), || {
+        let g = gauge()?;
+        ensure!(g == 1.0, "{g} sessions open");
+        Ok(())
+    })?;
+    assert!(online(&c.addr(2), "twice")?, "one session of the client type is still open");
+    drop((b, b_tx));
+    offline_within("twice", Duration::from_secs(5))?;
+    assert_eq!(gauge()?, 0.0);
     Ok(())
 }
 

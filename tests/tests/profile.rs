@@ -287,18 +287,6 @@ fn wait_for(what: &str, timeout: Duration, mut f: impl FnMut() -> Result<bool>) 
     }
 }
 
-/// The value of an unlabelled metric in `/metrics`.
-fn metric(addr: &str, name: &str) -> Result<f64> {
-    let (_, v) = get_json(addr, "/metrics")?;
-    let text = v.as_str().context("metrics text")?;
-    text.lines()
-        .find_map(|l| {
-            l.strip_prefix(name).and_then(|r| r.strip_prefix(' ')).map(|x| x.trim().parse::<f64>())
-        })
-        .context(format!("{name} missing"))?
-        .map_err(|e| anyhow!("{name}: {e}"))
-}
-
 /// One update from module `src` reaches four other modules' servers:
 /// one answers 500 three times then 200 (four attempts with one stable
 /// webhook id), one holds requests past the module's timeout twice, one is

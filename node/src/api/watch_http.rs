@@ -405,7 +405,7 @@ async fn browser_session(
     };
     let writer = async {
         // The session ends its stream with an Err status after a refusal.
-        while let Some(Ok(f)) = out.recv().await {
+        while let Some(Ok(f)) = out.next().await {
             let Some(v) = server_json(*f) else { continue };
             if tx.send(Message::Text(v.to_string().into())).await.is_err() {
                 return;

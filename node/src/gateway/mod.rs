@@ -11,11 +11,14 @@
 //! - [`session`] — one client session (the gRPC bidirectional stream).
 //! - [`session_route`] — `Gateway/Session` on the publish port with small
 //!   codec buffers.
+//! - [`queue`] — a session's push and frame queues, and the response
+//!   stream that runs the session (no task of its own).
 //! - [`load`] — load measurement, sharing and gateway choice.
 
 pub mod auth;
 pub mod load;
 pub mod peer;
+pub mod queue;
 pub mod session;
 pub mod session_route;
 
@@ -47,7 +50,7 @@ pub enum Push {
 struct SessionEntry {
     uid: String,
     client: String,
-    tx: mpsc::Sender<Push>,
+    tx: Arc<queue::PushQueue>,
 }
 
 #[derive(Default)]
@@ -165,7 +168,7 @@ impl Gateway {
         ok
     }
 
-    fn register(&self, uid: &str, client: &str, tx: mpsc::Sender<Push>) -> u64 {
+    fn register(&self, uid: &str, client: &str, tx: Arc<queue::PushQueue>) -> u64 {
         let id = self.next_session.fetch_add(1, Ordering::Relaxed);
         let mut r = self.registry.lock().expect("registry");
         r.sessions.insert(id, SessionEntry { uid: uid.to_owned(), client: client.to_owned(), tx });
@@ -204,8 +207,9 @@ impl Gateway {
                         let stored = *stored == herald_domain::messages::Stored::Stored;
                         for id in ids {
                             if let Some(s) = r.sessions.get(id) {
-                                if s.tx.try_send(Push::Msg { msg: msg.clone(), stored }).is_err() {
-                                    let _ = s.tx.try_send(Push::Resync);
+                                let p = Push::Msg { msg: msg.clone(), stored };
+                                if s.tx.try_push(p, SESSION_QUEUE).is_err() {
+                                    s.tx.resync(SESSION_QUEUE);
                                 }
                             }
                         }
@@ -215,8 +219,9 @@ impl Gateway {
                     let r = self.registry.lock().expect("registry");
                     let stored = msg.expires_at_ms > 0;
                     for s in r.sessions.values() {
-                        if s.tx.try_send(Push::Msg { msg: msg.clone(), stored }).is_err() {
-                            let _ = s.tx.try_send(Push::Resync);
+                        let p = Push::Msg { msg: msg.clone(), stored };
+                        if s.tx.try_push(p, SESSION_QUEUE).is_err() {
+                            s.tx.resync(SESSION_QUEUE);
                         }
                     }
                 }
@@ -227,7 +232,7 @@ impl Gateway {
                     );
                     let r = self.registry.lock().expect("registry");
                     for s in r.sessions.values() {
-                        let _ = s.tx.try_send(Push::Resync);
+                        s.tx.resync(SESSION_QUEUE);
                     }
                 }
                 Err(tokio::sync::broadcast::error::RecvError::Closed) => return,

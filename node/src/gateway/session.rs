@@ -18,11 +18,11 @@ use std::time::Duration;
 use futures::Stream;
 use herald_proto::v1::{self as pb, client_frame, server_frame};
 use tokio::sync::mpsc;
-use tokio_stream::wrappers::ReceiverStream;
 use tokio_stream::StreamExt;
 use tonic::{Request, Response, Status, Streaming};
 
-use super::{Gateway, Push, SESSION_QUEUE};
+use super::queue::{OutQueue, PushQueue, SessionFrames};
+use super::{Gateway, Push};
 use herald_domain::messages::{Origin, StoredMsg};
 use herald_domain::presence::{MAX_CLIENTS_PER_USER, MAX_CLIENT_BYTES, MAX_UID_BYTES};
 use herald_domain::state::{Op, OpResult};
@@ -32,7 +32,8 @@ use herald_domain::state::{Op, OpResult};
 pub const WINDOW: usize = 256;
 /// How long a new stream may take to send its Hello.
 const HELLO_TIMEOUT: Duration = Duration::from_secs(10);
-/// Frames queued towards one client.
+/// Frames queued towards one client (beyond it the session waits for the
+/// client to read: its pushes queue in the dispatcher's bounded queue).
 const OUT_QUEUE: usize = 64;
 /// Ack batches queued for a session's committer (it coalesces them).
 const ACK_QUEUE: usize = 16;
@@ -41,12 +42,11 @@ use herald_proto::wire::messages::MAX_ACK_IDS;
 /// Client type used when a Hello names none.
 pub const DEFAULT_CLIENT: &str = "app";
 
-/// Frames are boxed in the queue: a tokio channel allocates its slots 32
-/// at a time when it is made, and a `ServerFrame` is ~150 bytes (a boxed
-/// one 8), so an idle session's queue costs ~0.5 KB instead of ~5 KB
+/// Frames are boxed in the queue: a `ServerFrame` is ~150 bytes, a boxed
+/// one 8, so a burst of queued frames grows the queue's buffer by little
 /// (docs/benchmarks.md, "Where a session's memory goes").
 pub type OutFrame = Result<Box<pb::ServerFrame>, Status>;
-type Out = mpsc::Sender<OutFrame>;
+type Out = Arc<OutQueue<OutFrame>>;
 
 fn frame(f: server_frame::Frame) -> OutFrame {
     Ok(Box::new(pb::ServerFrame { frame: Some(f) }))
@@ -56,13 +56,12 @@ fn frame(f: server_frame::Frame) -> OutFrame {
 /// the same stable code.
 async fn refuse(out: &Out, code: Code, message: String) {
     let s = crate::api::grpc_status(code.grpc, code.name, &message);
-    let _ = out
-        .send(frame(server_frame::Frame::Error(pb::SessionError {
-            code: code.name.into(),
-            message,
-        })))
-        .await;
-    let _ = out.send(Err(s)).await;
+    out.send(frame(server_frame::Frame::Error(pb::SessionError {
+        code: code.name.into(),
+        message,
+    })))
+    .await;
+    out.send(Err(s)).await;
 }
 
 pub fn delivery(m: &StoredMsg, stored: bool) -> pb::Delivery {
@@ -93,8 +92,8 @@ impl pb::gateway_server::Gateway for GatewayGrpc {
         &self,
         req: Request<Streaming<pb::ClientFrame>>,
     ) -> Result<Response<Self::SessionStream>, Status> {
-        let rx = open(self.gw.clone(), req.into_inner());
-        Ok(Response::new(Box::pin(ReceiverStream::new(rx).map(|f| f.map(|b| *b)))))
+        let frames = open(self.gw.clone(), req.into_inner());
+        Ok(Response::new(Box::pin(frames.map(|f| f.map(|b| *b)))))
     }
 
     async fn pick(
@@ -109,16 +108,72 @@ impl pb::gateway_server::Gateway for GatewayGrpc {
     }
 }
 
-/// Runs a session over any stream of client frames (gRPC's, or a browser's
-/// WebSocket frames converted: `api::watch_http`); answers its server
-/// frames, ending with an `Err` status when the session is refused or cut.
-pub fn open<S>(gw: Arc<Gateway>, inbound: S) -> mpsc::Receiver<OutFrame>
+/// A session over any stream of client frames (gRPC's, or a browser's
+/// WebSocket frames converted: `api::watch_http`), as the stream of its
+/// server frames, ending with an `Err` status when the session is refused
+/// or cut. The session runs as that stream is polled (no task of its own);
+/// dropping the stream ends it.
+pub fn open<S>(gw: Arc<Gateway>, inbound: S) -> SessionFrames<OutFrame>
 where
     S: Stream<Item = Result<pb::ClientFrame, Status>> + Unpin + Send + 'static,
 {
-    let (tx, rx) = mpsc::channel(OUT_QUEUE);
-    tokio::spawn(async move { run(gw, inbound, tx).await });
-    rx
+    let out = OutQueue::new(OUT_QUEUE);
+    SessionFrames::new(out.clone(), Box::pin(run(gw, inbound, out)))
+}
+
+/// A session in the gateway's registry, until it is dropped — however the
+/// session ends: it returned, or the client went and its response stream
+/// (with the session's future) was dropped. Then it unregisters the session
+/// and, if the login was written and no other session of this user and
+/// client type stays on this node, writes the logout, after the session's
+/// acks in flight are committed. Unacknowledged messages stay stored.
+struct Registered {
+    gw: Arc<Gateway>,
+    sid: u64,
+    uid: String,
+    client: String,
+    /// The login was committed: a logout is owed.
+    online: bool,
+    /// Why the session ended (for the log).
+    end: &'static str,
+    /// The ack committer, once the session has one.
+    committer: Option<tokio::task::JoinHandle<()>>,
+}
+
+impl Drop for Registered {
+    fn drop(&mut self) {
+        let gw = self.gw.clone();
+        let (sid, online, end) = (self.sid, self.online, self.end);
+        let (uid, client) = (std::mem::take(&mut self.uid), std::mem::take(&mut self.client));
+        let committer = self.committer.take();
+        let Ok(rt) = tokio::runtime::Handle::try_current() else {
+            // The runtime is going: the restart reset ends the session.
+            gw.unregister(sid);
+            return;
+        };
+        rt.spawn(async move {
+            if let Some(c) = committer {
+                let _ = c.await;
+            }
+            let last = gw.unregister(sid);
+            tracing::info!(uid = %uid, client = %client, session = sid, reason = end, "session closed");
+            if !(online && last) {
+                return;
+            }
+            let op = Op::SessionLogout { uid, client, gateway: gw.node.id };
+            for attempt in 0..5 {
+                match gw.node.write(vec![op.clone()]).await {
+                    Ok(_) => break,
+                    Err(e) => {
+                        // The reaper or the next restart reset covers a
+                        // logout that never gets through.
+                        tracing::warn!(attempt, error = %e, "session logout not written yet");
+                        tokio::time::sleep(Duration::from_millis(200)).await;
+                    }
+                }
+            }
+        });
+    }
 }
 
 struct Session {
@@ -134,18 +189,20 @@ struct Session {
     /// read the store again. When false, every stored message is either
     /// sent or not yet applied (and then its notice comes).
     behind: bool,
-    /// The ack committer, started with the first stored ack: an idle
+    /// The ack committer's queue, made with the first stored ack: an idle
     /// session keeps no task and no channel for it.
-    acks: Option<(mpsc::Sender<Vec<u64>>, tokio::task::JoinHandle<()>)>,
+    acks: Option<mpsc::Sender<Vec<u64>>>,
+    /// The registration (dropped last: it ends the session).
+    reg: Registered,
 }
 
 impl Session {
     /// Sends stored messages after the cursor while the window has room.
-    async fn fill(&mut self) -> Result<(), ()> {
+    async fn fill(&mut self) {
         let room = WINDOW.saturating_sub(self.inflight.len());
         if room == 0 {
             self.behind = true;
-            return Ok(());
+            return;
         }
         let now = self.gw.node.clock().now_ms();
         let pending =
@@ -154,33 +211,29 @@ impl Session {
         for m in pending {
             self.cursor = self.cursor.max(m.id);
             self.inflight.insert(m.id, (m.origin, true));
-            self.send_msg(&m, true).await?;
+            self.send_msg(&m, true).await;
         }
-        Ok(())
     }
 
-    async fn send_msg(&mut self, m: &StoredMsg, stored: bool) -> Result<(), ()> {
+    async fn send_msg(&mut self, m: &StoredMsg, stored: bool) {
         self.gw.pushes.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-        self.out
-            .send(frame(server_frame::Frame::Message(delivery(m, stored))))
-            .await
-            .map_err(|_| ())
+        self.out.send(frame(server_frame::Frame::Message(delivery(m, stored)))).await
     }
 
-    async fn on_push(&mut self, p: Push) -> Result<(), ()> {
+    async fn on_push(&mut self, p: Push) {
         match p {
             // Stored ones are read back from the state in id order, so a
             // lost or reordered notice never leaves a gap. One at or below
             // the cursor went out with an earlier read (ids are given, and
             // inboxes filled, in apply order): a batch's 100 notices cost
             // one read, not 100.
-            Push::Msg { msg, stored: true } if msg.id <= self.cursor => Ok(()),
+            Push::Msg { msg, stored: true } if msg.id <= self.cursor => {}
             Push::Msg { stored: true, .. } | Push::Resync => self.fill().await,
             Push::Msg { msg, stored: false } => {
                 if self.inflight.len() >= WINDOW || self.inflight.contains_key(&msg.id) {
                     // Online-only and the client is not keeping up: it is
                     // not delivered (the sender hears "dropped").
-                    return Ok(());
+                    return;
                 }
                 self.inflight.insert(msg.id, (msg.origin, false));
                 self.send_msg(&msg, false).await
@@ -216,9 +269,12 @@ impl Session {
             self.gw.report_delivered(&self.uid, &origins);
         }
         if !stored.is_empty() {
-            let (tx, _) = self.acks.get_or_insert_with(|| {
+            let reg = &mut self.reg;
+            let tx = self.acks.get_or_insert_with(|| {
                 let (tx, rx) = mpsc::channel(ACK_QUEUE);
-                (tx, tokio::spawn(ack_committer(self.gw.clone(), self.uid.clone(), rx)))
+                reg.committer =
+                    Some(tokio::spawn(ack_committer(self.gw.clone(), self.uid.clone(), rx)));
+                tx
             });
             if tx.send(stored).await.is_err() {
                 return Err(());
@@ -227,10 +283,9 @@ impl Session {
         // Room was made; the store is read again only when messages may
         // wait there (the window cut the last read).
         if self.behind {
-            self.fill().await
-        } else {
-            Ok(())
+            self.fill().await;
         }
+        Ok(())
     }
 }
 
@@ -321,9 +376,18 @@ where
 
     // 2. Registered first (pushes queue up), then online through Raft.
     let uid = hello.uid.clone();
-    let (push_tx, mut push_rx) = mpsc::channel(SESSION_QUEUE);
-    let sid = gw.register(&uid, &client, push_tx);
+    let push = Arc::new(PushQueue::default());
+    let sid = gw.register(&uid, &client, push.clone());
     span.record("session", sid);
+    let mut reg = Registered {
+        gw: gw.clone(),
+        sid,
+        uid: uid.clone(),
+        client: client.clone(),
+        online: false,
+        end: "client_gone",
+        committer: None,
+    };
     let login = Op::SessionLogin {
         uid: uid.clone(),
         sid: hello.sid,
@@ -337,7 +401,7 @@ where
     // round trip as well (issue 16).
     let index = match Box::pin(gw.node.write(vec![login])).await {
         Ok((_, r)) if matches!(r.first(), Some(OpResult::SidTaken)) => {
-            gw.unregister(sid);
+            reg.end = "sid_taken";
             gw.sessions_refused.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
             tracing::info!(sid = hello.sid, "session refused: the sid is another user's");
             return refuse(
@@ -349,10 +413,11 @@ where
         }
         Ok((index, _)) => index,
         Err(e) => {
-            gw.unregister(sid);
+            reg.end = "login_failed";
             return refuse(&out, e.code(), e.to_string()).await;
         }
     };
+    reg.online = true;
     let _ = Box::pin(gw.node.wait_applied(index)).await;
     gw.sessions_opened.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
     let queued = gw.node.read_local(|s| s.msgs.queued(&uid) as u64);
@@ -372,16 +437,14 @@ where
         inflight: BTreeMap::new(),
         behind: false,
         acks: None,
+        reg,
     };
 
     // 3. Serve until the client goes, falls silent, or the node stops.
     let timeout = Duration::from_millis(gw.cfg.heartbeat_timeout_ms());
-    let end: &str = 'serve: {
-        if out.send(frame(server_frame::Frame::Welcome(welcome))).await.is_err()
-            || s.fill().await.is_err()
-        {
-            break 'serve "client_gone";
-        }
+    let end: &'static str = 'serve: {
+        out.send(frame(server_frame::Frame::Welcome(welcome))).await;
+        s.fill().await;
         let mut deadline = tokio::time::Instant::now() + timeout;
         loop {
             tokio::select! {
@@ -394,7 +457,8 @@ where
                     let r = match f.frame {
                         Some(client_frame::Frame::Heartbeat(h)) => {
                             let now_ms = gw.node.clock().now_ms();
-                            out.send(frame(server_frame::Frame::Heartbeat(pb::HeartbeatAck { seq: h.seq, now_ms }))).await.map_err(|_| ())
+                            out.send(frame(server_frame::Frame::Heartbeat(pb::HeartbeatAck { seq: h.seq, now_ms }))).await;
+                            Ok(())
                         }
                         Some(client_frame::Frame::Ack(a)) => s.on_ack(a).await,
                         Some(client_frame::Frame::Hello(_)) | None => {
@@ -406,12 +470,7 @@ where
                         break 'serve "client_gone";
                     }
                 }
-                p = push_rx.recv() => {
-                    let Some(p) = p else { break 'serve "closed" };
-                    if s.on_push(p).await.is_err() {
-                        break 'serve "client_gone";
-                    }
-                }
+                p = push.recv() => s.on_push(p).await,
                 _ = tokio::time::sleep_until(deadline) => {
                     refuse(&out, codes::HEARTBEAT_TIMEOUT, format!("no heartbeat for {timeout:?}")).await;
                     break 'serve "heartbeat_timeout";
@@ -420,28 +479,8 @@ where
         }
     };
 
-    // 4. Offline (unless another session of this user and client is here);
-    //    unacknowledged messages stay stored.
-    let committer = s.acks.take().map(|(_, task)| task);
-    drop(s);
-    if let Some(c) = committer {
-        let _ = c.await;
-    }
-    let last = gw.unregister(sid);
-    tracing::info!(reason = end, "session closed");
-    if last {
-        let op =
-            Op::SessionLogout { uid: uid.clone(), client: client.clone(), gateway: gw.node.id };
-        for attempt in 0..5 {
-            match Box::pin(gw.node.write(vec![op.clone()])).await {
-                Ok(_) => break,
-                Err(e) => {
-                    // The reaper or the next restart reset covers a logout
-                    // that never gets through.
-                    tracing::warn!(attempt, error = %e, "session logout not written yet");
-                    tokio::time::sleep(Duration::from_millis(200)).await;
-                }
-            }
-        }
-    }
+    // 4. Offline (unless another session of this user and client is here),
+    //    by the registration as it drops; unacknowledged messages stay
+    //    stored.
+    s.reg.end = end;
 }

@@ -63,9 +63,9 @@ impl Codec for SessionCodec {
     }
 }
 
-/// The session's response stream: its queue of boxed frames, unboxed.
+/// The session's response stream: the session's frames, unboxed.
 type Frames = futures::stream::Map<
-    tokio_stream::wrappers::ReceiverStream<OutFrame>,
+    super::queue::SessionFrames<OutFrame>,
     fn(OutFrame) -> Result<pb::ServerFrame, Status>,
 >;
 
@@ -82,8 +82,7 @@ impl tonic::server::StreamingService<pb::ClientFrame> for Sessions {
 
     fn call(&mut self, req: Request<Streaming<pb::ClientFrame>>) -> Self::Future {
         use futures::StreamExt as _;
-        let rx = session::open(self.0.clone(), req.into_inner());
-        let frames: Frames = tokio_stream::wrappers::ReceiverStream::new(rx)
+        let frames: Frames = session::open(self.0.clone(), req.into_inner())
             .map(unbox as fn(OutFrame) -> Result<pb::ServerFrame, Status>);
         std::future::ready(Ok(Response::new(frames)))
     }

@@ -25,7 +25,7 @@ use herald_proto::raft::RaftBytes;
 use openraft::async_runtime::WatchReceiver;
 use openraft::{ChangeMembers, Instant as _, LinearizerOption, ServerState};
 use serde::{Deserialize, Serialize};
-use tokio::sync::{mpsc, oneshot, Semaphore};
+use tokio::sync::{mpsc, oneshot};
 use tonic::transport::Channel;
 
 use crate::clock::ClusterClock;
@@ -50,14 +50,30 @@ const _: () = assert!(
 /// Most payload bytes (message bodies) in one log entry: an entry must fit
 /// one AppendEntries message with room to spare.
 const MAX_BATCH_BYTES: usize = 8 << 20;
-/// Batches in flight to openraft at once. Small on purpose: while they
-/// commit, new requests queue up and go out together as the next entry
-/// (group commit); two keep the disk busy while the next batch forms.
-/// Measured (release, 3 nodes on 2 cores, single-event writes, 64 / 256
-/// clients): 2 in flight 10.5–15.3k / 13.4–20.9k ops/s, 4 in flight
-/// 7.2–9.1k / 9.9–12.2k — more entries of fewer events each cost more
-/// (per-entry replication, fsync and apply) than they save in waiting.
+/// Batches in flight to openraft at once while batches are small. Small on
+/// purpose: while they commit, new requests queue up and go out together
+/// as the next entry (group commit); two keep the disk busy while the next
+/// batch forms. Measured (release, 3 nodes on 2 cores, single-event
+/// writes, 64 / 256 clients): 2 in flight 10.5–15.3k / 13.4–20.9k ops/s,
+/// 4 in flight 7.2–9.1k / 9.9–12.2k — more entries of fewer events each
+/// cost more (per-entry replication, fsync and apply) than they save in
+/// waiting.
 const MAX_INFLIGHT_BATCHES: usize = 2;
+/// Events from which a batch is big enough not to wait: a batch that has
+/// gathered this many (or [`AMORTIZED_BATCH_BYTES`]) goes out even while
+/// [`MAX_INFLIGHT_BATCHES`] are in flight, up to [`MAX_INFLIGHT_HARD`].
+/// The in-flight limit only exists to let batches grow; one this big has
+/// spread its per-entry cost (one wal record, one fsync round, one
+/// AppendEntries per follower) over enough events that waiting would add
+/// latency and save nothing. So the number in flight follows what is
+/// queued: one client at a time keeps two, a flood keeps more.
+const AMORTIZED_BATCH_EVENTS: usize = 4_096;
+/// Payload bytes that make a batch big enough not to wait (as above).
+const AMORTIZED_BATCH_BYTES: usize = 1 << 20;
+/// Most batches in flight at once, whatever is queued: bounds the memory a
+/// flood holds in openraft (at most this many entries of
+/// [`MAX_BATCH_BYTES`]) and the work a leader change throws back.
+const MAX_INFLIGHT_HARD: usize = 8;
 
 /// How fresh a read of the replicated state must be (see [`RaftNode::read`]).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
@@ -1092,34 +1108,91 @@ async fn ticker(node: Arc<RaftNode>) {
     }
 }
 
+/// Requests gathered into one log entry.
+struct Batch {
+    reqs: Vec<WriteReq>,
+    /// Operations in `reqs`.
+    events: usize,
+    /// Payload bytes of those operations.
+    bytes: usize,
+}
+
+impl Batch {
+    fn new(first: WriteReq) -> Self {
+        let mut b = Batch { reqs: Vec::new(), events: 0, bytes: 0 };
+        b.push(first);
+        b
+    }
+
+    fn push(&mut self, r: WriteReq) {
+        self.events += r.ops.len();
+        self.bytes += r.ops.iter().map(Op::payload_bytes).sum::<usize>();
+        self.reqs.push(r);
+    }
+
+    /// Takes no more requests: one entry's bounds are reached.
+    fn full(&self) -> bool {
+        self.events >= MAX_BATCH_EVENTS || self.bytes >= MAX_BATCH_BYTES
+    }
+
+    /// Big enough to go out without waiting for a batch to commit.
+    fn amortized(&self) -> bool {
+        self.events >= AMORTIZED_BATCH_EVENTS || self.bytes >= AMORTIZED_BATCH_BYTES
+    }
+
+    /// Takes what is queued now, until full.
+    fn drain(&mut self, rx: &mut mpsc::Receiver<WriteReq>) {
+        while !self.full() {
+            match rx.try_recv() {
+                Ok(r) => self.push(r),
+                Err(_) => break,
+            }
+        }
+    }
+}
+
+/// May a batch go out now, with `inflight` batches in flight? The group
+/// commit rule: a small batch waits for one of [`MAX_INFLIGHT_BATCHES`] to
+/// commit (meanwhile it grows); an amortized one only for the hard limit.
+fn may_send(batch: &Batch, inflight: usize) -> bool {
+    inflight < MAX_INFLIGHT_BATCHES || (batch.amortized() && inflight < MAX_INFLIGHT_HARD)
+}
+
 /// Group commit: drains whatever requests are queued (up to
-/// [`MAX_BATCH_EVENTS`]) into one log entry stamped with cluster time, and
-/// keeps up to [`MAX_INFLIGHT_BATCHES`] entries in flight.
+/// [`MAX_BATCH_EVENTS`]) into one log entry stamped with cluster time.
+/// While it waits for a batch in flight to commit ([`may_send`]) it keeps
+/// taking requests, so the entry holds what queued meanwhile.
 async fn batcher(
     raft: Raft,
     clock: Arc<ClusterClock>,
     mut rx: mpsc::Receiver<WriteReq>,
     last_proposed_ms: Arc<std::sync::atomic::AtomicU64>,
 ) {
-    let inflight = Arc::new(Semaphore::new(MAX_INFLIGHT_BATCHES));
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    let inflight = Arc::new(AtomicUsize::new(0));
+    // One waiter (this task): `notify_one` keeps a permit when nobody
+    // waits, so a batch that commits between the check and the wait is not
+    // missed; a spare permit only costs one more check.
+    let committed = Arc::new(tokio::sync::Notify::new());
     while let Some(first) = rx.recv().await {
-        let permit = match inflight.clone().acquire_owned().await {
-            Ok(p) => p,
-            Err(_) => return,
-        };
-        let mut n = first.ops.len();
-        let mut bytes: usize = first.ops.iter().map(Op::payload_bytes).sum();
-        let mut reqs = vec![first];
-        while n < MAX_BATCH_EVENTS && bytes < MAX_BATCH_BYTES {
-            match rx.try_recv() {
-                Ok(r) => {
-                    n += r.ops.len();
-                    bytes += r.ops.iter().map(Op::payload_bytes).sum::<usize>();
-                    reqs.push(r);
-                }
-                Err(_) => break,
+        let mut batch = Batch::new(first);
+        loop {
+            batch.drain(&mut rx);
+            if may_send(&batch, inflight.load(Ordering::Acquire)) {
+                break;
+            }
+            tokio::select! {
+                biased;
+                _ = committed.notified() => {}
+                r = rx.recv(), if !batch.full() => match r {
+                    Some(r) => batch.push(r),
+                    // Stopping: what was gathered still goes out.
+                    None => break,
+                },
             }
         }
+        let guard = InFlight::enter(&inflight, &committed);
+        let Batch { reqs, events: n, .. } = batch;
         let raft = raft.clone();
         let at_ms = clock.now_ms();
         last_proposed_ms.store(at_ms, std::sync::atomic::Ordering::Relaxed);
@@ -1150,7 +1223,79 @@ async fn batcher(
                     }
                 }
             }
-            drop(permit);
+            drop(guard);
         });
+    }
+}
+
+/// One batch in flight: counted from `enter` until dropped (also when its
+/// task unwinds), then the batcher hears of it.
+struct InFlight {
+    count: Arc<std::sync::atomic::AtomicUsize>,
+    committed: Arc<tokio::sync::Notify>,
+}
+
+impl InFlight {
+    fn enter(
+        count: &Arc<std::sync::atomic::AtomicUsize>,
+        committed: &Arc<tokio::sync::Notify>,
+    ) -> Self {
+        count.fetch_add(1, std::sync::atomic::Ordering::AcqRel);
+        InFlight { count: count.clone(), committed: committed.clone() }
+    }
+}
+
+impl Drop for InFlight {
+    fn drop(&mut self) {
+        self.count.fetch_sub(1, std::sync::atomic::Ordering::AcqRel);
+        self.committed.notify_one();
+    }
+}
+
+#[cfg(test)]
+mod group_commit_tests {
+    use super::*;
+
+    fn req(events: usize) -> WriteReq {
+        let ops = (0..events).map(|g| Op::GatewayReset { gateway: g as u64 }).collect();
+        WriteReq { ops, reply: oneshot::channel().0 }
+    }
+
+    /// The group-commit rule: a small batch waits while two batches are in
+    /// flight; one that has gathered enough events to have spread its
+    /// per-entry cost goes out up to the hard limit, and never beyond it.
+    #[test]
+    fn small_batches_wait_amortized_ones_go_up_to_the_hard_limit() {
+        let small = Batch::new(req(30));
+        assert!(may_send(&small, 0) && may_send(&small, MAX_INFLIGHT_BATCHES - 1));
+        assert!(!may_send(&small, MAX_INFLIGHT_BATCHES));
+        let big = Batch::new(req(AMORTIZED_BATCH_EVENTS));
+        assert!(big.amortized());
+        for k in 0..MAX_INFLIGHT_HARD {
+            assert!(may_send(&big, k), "an amortized batch goes with {k} in flight");
+        }
+        assert!(!may_send(&big, MAX_INFLIGHT_HARD));
+    }
+
+    /// A batch takes what is queued until it is full, and leaves the rest
+    /// queued for the next entry (in order).
+    #[test]
+    fn a_batch_drains_the_queue_until_full() {
+        let (tx, mut rx) = mpsc::channel(16);
+        for _ in 0..3 {
+            tx.try_send(req(MAX_BATCH_EVENTS / 2)).unwrap();
+        }
+        tx.try_send(req(1)).unwrap();
+        let mut b = Batch::new(req(1));
+        b.drain(&mut rx);
+        assert!(b.full());
+        assert_eq!(b.reqs.len(), 3, "the first request and two halves fill it");
+        assert_eq!(b.events, 1 + MAX_BATCH_EVENTS);
+        let mut next = Batch::new(rx.try_recv().unwrap());
+        next.drain(&mut rx);
+        assert_eq!(
+            (next.reqs.len(), next.events, next.full()),
+            (2, MAX_BATCH_EVENTS / 2 + 1, false)
+        );
     }
 }
