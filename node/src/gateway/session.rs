@@ -307,16 +307,81 @@ async fn run<S>(gw: Arc<Gateway>, mut inbound: S, out: Out)
 where
     S: Stream<Item = Result<pb::ClientFrame, Status>> + Unpin,
 {
+    // 1.–2. The opening, boxed: its locals (the Hello, the token check, the
+    // login's write) are freed once the session is open, so they are not
+    // part of the session's future for its whole life (~1 KB of an idle
+    // session, docs/benchmarks.md "Where a session's memory goes").
+    let Some((mut s, push)) = Box::pin(opening(&gw, &mut inbound, &out)).await else {
+        return;
+    };
+
+    // 3. Serve until the client goes, falls silent, or the node stops.
+    let timeout = Duration::from_millis(gw.cfg.heartbeat_timeout_ms());
+    let end: &'static str = 'serve: {
+        let mut deadline = tokio::time::Instant::now() + timeout;
+        loop {
+            tokio::select! {
+                f = inbound.next() => {
+                    let f = match f {
+                        Some(Ok(f)) => f,
+                        Some(Err(_)) | None => break 'serve "client_gone",
+                    };
+                    deadline = tokio::time::Instant::now() + timeout;
+                    let r = match f.frame {
+                        Some(client_frame::Frame::Heartbeat(h)) => {
+                            let now_ms = gw.node.clock().now_ms();
+                            out.send(frame(server_frame::Frame::Heartbeat(pb::HeartbeatAck { seq: h.seq, now_ms }))).await;
+                            Ok(())
+                        }
+                        // Boxed, as below: what an ack or a push awaits is
+                        // not part of the session's future for its life.
+                        Some(client_frame::Frame::Ack(a)) => Box::pin(s.on_ack(a)).await,
+                        Some(client_frame::Frame::Hello(_)) | None => {
+                            Box::pin(refuse(&out, codes::UNEXPECTED_FRAME, "Hello only once, first".into())).await;
+                            Err(())
+                        }
+                    };
+                    if r.is_err() {
+                        break 'serve "client_gone";
+                    }
+                }
+                p = push.recv() => Box::pin(s.on_push(p)).await,
+                _ = tokio::time::sleep_until(deadline) => {
+                    Box::pin(refuse(&out, codes::HEARTBEAT_TIMEOUT, format!("no heartbeat for {timeout:?}"))).await;
+                    break 'serve "heartbeat_timeout";
+                }
+            }
+        }
+    };
+
+    // 4. Offline (unless another session of this user and client is here),
+    //    by the registration as it drops; unacknowledged messages stay
+    //    stored.
+    s.reg.end = end;
+}
+
+/// Steps 1 and 2 of a session: the Hello, its checks, registration and the
+/// login through Raft, then the Welcome and the stored messages. The open
+/// session and its push queue, or None once refused (the refusal is
+/// queued).
+async fn opening<S>(
+    gw: &Arc<Gateway>,
+    inbound: &mut S,
+    out: &Out,
+) -> Option<(Session, Arc<PushQueue>)>
+where
+    S: Stream<Item = Result<pb::ClientFrame, Status>> + Unpin,
+{
     // 1. Hello, then the token check before anything else.
     let hello = match tokio::time::timeout(HELLO_TIMEOUT, inbound.next()).await {
         Ok(Some(Ok(pb::ClientFrame { frame: Some(client_frame::Frame::Hello(h)) }))) => h,
         Ok(Some(Ok(_))) => {
-            return refuse(&out, codes::EXPECTED_HELLO, "the first frame must be Hello".into())
+            return refused(out, codes::EXPECTED_HELLO, "the first frame must be Hello".into())
                 .await
         }
-        Ok(Some(Err(_))) | Ok(None) => return,
+        Ok(Some(Err(_))) | Ok(None) => return None,
         Err(_) => {
-            return refuse(&out, codes::HELLO_TIMEOUT, format!("no Hello within {HELLO_TIMEOUT:?}"))
+            return refused(out, codes::HELLO_TIMEOUT, format!("no Hello within {HELLO_TIMEOUT:?}"))
                 .await
         }
     };
@@ -327,8 +392,8 @@ where
     span.record("client", client.as_str());
     if hello.uid.is_empty() || hello.uid.len() > MAX_UID_BYTES || client.len() > MAX_CLIENT_BYTES {
         gw.sessions_refused.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-        return refuse(
-            &out,
+        return refused(
+            out,
             codes::INVALID_HELLO,
             format!("uid must be 1..={MAX_UID_BYTES} bytes and client at most {MAX_CLIENT_BYTES}"),
         )
@@ -341,13 +406,13 @@ where
     if let Err(e) = Box::pin(gw.auth.check(&hello.uid, &hello.token, &client, now_s)).await {
         gw.sessions_refused.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         tracing::info!(code = e.code().name, "session refused");
-        return refuse(&out, e.code(), e.to_string()).await;
+        return refused(out, e.code(), e.to_string()).await;
     }
     // After the token check: only the user itself learns it is at the cap.
     if !gw.node.read_local(|st| st.presence.admits_client(&hello.uid, &client)) {
         gw.sessions_refused.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-        return refuse(
-            &out,
+        return refused(
+            out,
             codes::TOO_MANY_CLIENTS,
             format!("{} is online on {MAX_CLIENTS_PER_USER} client types already", hello.uid),
         )
@@ -355,8 +420,8 @@ where
     }
     if gw.session_count() >= gw.cfg.max_sessions {
         gw.sessions_refused.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-        return refuse(
-            &out,
+        return refused(
+            out,
             codes::OVERLOADED,
             format!(
                 "this gateway holds its maximum of {} sessions; ask /v1/gateway for another",
@@ -366,8 +431,8 @@ where
         .await;
     }
     if !gw.wait_ready(Duration::from_secs(10)).await {
-        return refuse(
-            &out,
+        return refused(
+            out,
             codes::NOT_READY,
             "this gateway has not joined the cluster yet".into(),
         )
@@ -404,8 +469,8 @@ where
             reg.end = "sid_taken";
             gw.sessions_refused.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
             tracing::info!(sid = hello.sid, "session refused: the sid is another user's");
-            return refuse(
-                &out,
+            return refused(
+                out,
                 codes::SID_TAKEN,
                 format!("sid {} belongs to another user", hello.sid),
             )
@@ -414,7 +479,7 @@ where
         Ok((index, _)) => index,
         Err(e) => {
             reg.end = "login_failed";
-            return refuse(&out, e.code(), e.to_string()).await;
+            return refused(out, e.code(), e.to_string()).await;
         }
     };
     reg.online = true;
@@ -439,48 +504,13 @@ where
         acks: None,
         reg,
     };
+    out.send(frame(server_frame::Frame::Welcome(welcome))).await;
+    s.fill().await;
+    Some((s, push))
+}
 
-    // 3. Serve until the client goes, falls silent, or the node stops.
-    let timeout = Duration::from_millis(gw.cfg.heartbeat_timeout_ms());
-    let end: &'static str = 'serve: {
-        out.send(frame(server_frame::Frame::Welcome(welcome))).await;
-        s.fill().await;
-        let mut deadline = tokio::time::Instant::now() + timeout;
-        loop {
-            tokio::select! {
-                f = inbound.next() => {
-                    let f = match f {
-                        Some(Ok(f)) => f,
-                        Some(Err(_)) | None => break 'serve "client_gone",
-                    };
-                    deadline = tokio::time::Instant::now() + timeout;
-                    let r = match f.frame {
-                        Some(client_frame::Frame::Heartbeat(h)) => {
-                            let now_ms = gw.node.clock().now_ms();
-                            out.send(frame(server_frame::Frame::Heartbeat(pb::HeartbeatAck { seq: h.seq, now_ms }))).await;
-                            Ok(())
-                        }
-                        Some(client_frame::Frame::Ack(a)) => s.on_ack(a).await,
-                        Some(client_frame::Frame::Hello(_)) | None => {
-                            refuse(&out, codes::UNEXPECTED_FRAME, "Hello only once, first".into()).await;
-                            Err(())
-                        }
-                    };
-                    if r.is_err() {
-                        break 'serve "client_gone";
-                    }
-                }
-                p = push.recv() => s.on_push(p).await,
-                _ = tokio::time::sleep_until(deadline) => {
-                    refuse(&out, codes::HEARTBEAT_TIMEOUT, format!("no heartbeat for {timeout:?}")).await;
-                    break 'serve "heartbeat_timeout";
-                }
-            }
-        }
-    };
-
-    // 4. Offline (unless another session of this user and client is here),
-    //    by the registration as it drops; unacknowledged messages stay
-    //    stored.
-    s.reg.end = end;
+/// [`refuse`], for a step that answers nothing else.
+async fn refused<T>(out: &Out, code: Code, message: String) -> Option<T> {
+    refuse(out, code, message).await;
+    None
 }

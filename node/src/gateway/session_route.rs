@@ -6,10 +6,10 @@
 //! RPC's life. For a unary call that is nothing; for 100,000 idle sessions
 //! it was 16 KiB each, over half of a session's memory (heaptrack,
 //! docs/benchmarks.md "Where a session's memory goes"). Session frames are
-//! small (a heartbeat and its ack are ~10 bytes, a Welcome ~60, a delivery
-//! its body plus ~100), so this route starts both buffers at
-//! [`SESSION_CODEC_BUFFER`]; a bigger frame grows a buffer as tonic always
-//! does. Every other service keeps tonic's defaults: this route is matched
+//! small (a heartbeat and its ack are ~10 bytes, a Hello ~130, a Welcome
+//! ~40, a delivery its body plus ~100), so this route starts the buffers
+//! at [`SESSION_DECODE_BUFFER`] and [`SESSION_ENCODE_BUFFER`]; a bigger
+//! frame grows a buffer as tonic always does. Every other service keeps tonic's defaults: this route is matched
 //! before `/herald.v1.Gateway/{*method}` in the publish router, and the
 //! generated `GatewayServer` still serves `Pick`.
 
@@ -27,24 +27,25 @@ use tonic_prost::{ProstDecoder, ProstEncoder};
 use super::session::{self, OutFrame};
 use super::Gateway;
 
-/// Initial size of a session's encode and of its decode buffer (tonic's
-/// default is 8 KiB each). 512 bytes hold every frame of an idle session
-/// and a delivery of a short message; a longer one grows the buffer (by at
-/// least this much, as tonic grows it). Measured at 100,000 sessions: the
-/// two 8 KiB buffers were 16,384 B of heap per session, these are 1,024
-/// (docs/benchmarks.md).
-pub const SESSION_CODEC_BUFFER: usize = 512;
+/// Initial size of a session's decode buffer (tonic's default is 8 KiB).
+/// Every session starts with a Hello (uid, an HMAC token of ~90 bytes,
+/// client type: ~130 bytes with its header), so 256 holds it and every
+/// later frame of an idle session (a heartbeat is ~7 bytes); a bigger frame
+/// (an Ack naming many ids) grows the buffer, by at least this much, as
+/// tonic always does. Measured at 100,000 sessions: tonic's two 8 KiB
+/// buffers were 16,384 B of heap per session; 512 B each were 1,024; these
+/// two are 384 (docs/benchmarks.md).
+pub const SESSION_DECODE_BUFFER: usize = 256;
+/// Initial size of a session's encode buffer: a Welcome is ~40 bytes, a
+/// heartbeat's answer ~15; a delivery bigger than this grows it.
+pub const SESSION_ENCODE_BUFFER: usize = 128;
 /// Encoded response bytes gathered before tonic hands them to HTTP/2 at
 /// once (tonic's default, 32 KiB: an upper bound, never allocated up
 /// front; it lets a burst of deliveries go out in few DATA frames).
 const SESSION_YIELD_THRESHOLD: usize = 32 * 1024;
 
-fn buffers() -> BufferSettings {
-    BufferSettings::new(SESSION_CODEC_BUFFER, SESSION_YIELD_THRESHOLD)
-}
-
 /// prost encoding of `ServerFrame`s and decoding of `ClientFrame`s with
-/// [`buffers`].
+/// [`SESSION_ENCODE_BUFFER`] and [`SESSION_DECODE_BUFFER`].
 #[derive(Debug, Clone, Copy, Default)]
 pub struct SessionCodec;
 
@@ -55,11 +56,11 @@ impl Codec for SessionCodec {
     type Decoder = ProstDecoder<pb::ClientFrame>;
 
     fn encoder(&mut self) -> Self::Encoder {
-        ProstEncoder::new(buffers())
+        ProstEncoder::new(BufferSettings::new(SESSION_ENCODE_BUFFER, SESSION_YIELD_THRESHOLD))
     }
 
     fn decoder(&mut self) -> Self::Decoder {
-        ProstDecoder::new(buffers())
+        ProstDecoder::new(BufferSettings::new(SESSION_DECODE_BUFFER, SESSION_YIELD_THRESHOLD))
     }
 }
 
