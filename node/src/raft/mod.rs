@@ -3,6 +3,7 @@
 //! membership). No openraft type leaves this module.
 
 pub mod codec;
+pub mod entry_bytes;
 #[cfg(test)]
 mod fake_peer;
 pub mod master;
@@ -228,6 +229,9 @@ pub struct LocalStatus {
 
 /// The Raft group as the rest of the node sees it.
 pub struct RaftNode {
+    /// The log's entries as encoded once (`entry_bytes`): the sync port's
+    /// AppendEntries decoding keeps each entry's received bytes here.
+    entry_bytes: Arc<entry_bytes::EntryBytes>,
     pub id: u64,
     raft: Raft,
     sm: state_machine::StateMachine,
@@ -281,6 +285,7 @@ impl RaftNode {
         // The Raft log and vote: fsync-durable (herald-wal). A log that an
         // earlier version kept in sled is imported once.
         let log = wal_store::WalStore::open_or_import(&dir.join("raft-log"), &dir.join("sled"))?;
+        let entry_bytes = log.entry_bytes();
         let sm = state_machine::StateMachine::open_with_feed(
             dir.join("snapshots"),
             config.watch.clone(),
@@ -320,6 +325,7 @@ impl RaftNode {
             append_floor: Duration::from_millis(t.election_min_ms),
             tls: peer_tls.clone(),
             dial: dial.clone(),
+            kept: entry_bytes.clone(),
         };
         let raft = Raft::new(config.node, rc, net, log, sm.clone()).await?;
 
@@ -347,6 +353,7 @@ impl RaftNode {
 
         let (tx, rx) = mpsc::channel(WRITE_QUEUE);
         let node = Arc::new(RaftNode {
+            entry_bytes,
             id: config.node,
             raft,
             sm,

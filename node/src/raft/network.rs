@@ -18,6 +18,7 @@ use openraft::OptionalSend;
 use tonic::transport::{Channel, ClientTlsConfig, Endpoint};
 
 use super::codec::{decode, encode};
+use super::entry_bytes::{encode_append, EntryBytes};
 use super::types::{LogId, NodeAddr, TypeConfig, Vote};
 use crate::peer_tls::PeerClientTls;
 
@@ -81,6 +82,9 @@ pub struct NetworkFactory {
     pub tls: Option<PeerClientTls>,
     /// `<server sync-via>` of this node's file: number → where to dial it.
     pub dial: std::sync::Arc<std::collections::HashMap<u64, String>>,
+    /// Entries as the log encoded them: copied into requests, not encoded
+    /// again per follower.
+    pub kept: std::sync::Arc<EntryBytes>,
 }
 
 impl RaftNetworkFactory<TypeConfig> for NetworkFactory {
@@ -94,7 +98,13 @@ impl RaftNetworkFactory<TypeConfig> for NetworkFactory {
                 .max_decoding_message_size(MAX_RAFT_MESSAGE_BYTES)
                 .max_encoding_message_size(MAX_RAFT_MESSAGE_BYTES)
         });
-        Conn { target, addr: addr.clone(), client, append_floor: self.append_floor }
+        Conn {
+            target,
+            addr: addr.clone(),
+            client,
+            append_floor: self.append_floor,
+            kept: self.kept.clone(),
+        }
     }
 }
 
@@ -104,6 +114,7 @@ pub struct Conn {
     addr: String,
     client: Option<RaftInternalClient<Channel>>,
     append_floor: Duration,
+    kept: std::sync::Arc<EntryBytes>,
 }
 
 fn status_to_rpc(target: u64, s: tonic::Status) -> RPCError<TypeConfig> {
@@ -333,10 +344,11 @@ impl RaftNetworkV2<TypeConfig> for Conn {
                 }
                 Err(s) => return Err(status_to_rpc(target, s)),
             };
+            let kept = self.kept.clone();
             tokio::spawn(async move {
                 let mut input = input;
                 while let Some(rpc) = input.next().await {
-                    let whole = match encode(&rpc) {
+                    let whole = match encode_append(&rpc, &kept) {
                         Ok(d) => d,
                         Err(e) => {
                             tracing::warn!(target_node = target, error = %e, "append not encoded");
@@ -346,8 +358,11 @@ impl RaftNetworkV2<TypeConfig> for Conn {
                     let parts = if whole.len() <= MAX_APPEND_BYTES {
                         vec![whole]
                     } else {
-                        let split = split_append(rpc, MAX_APPEND_BYTES)
-                            .and_then(|ps| ps.iter().map(encode).collect::<Result<Vec<_>, _>>());
+                        let split = split_append(rpc, MAX_APPEND_BYTES).and_then(|ps| {
+                            ps.iter()
+                                .map(|p| encode_append(p, &kept))
+                                .collect::<Result<Vec<_>, _>>()
+                        });
                         match split {
                             Ok(ps) => {
                                 tracing::debug!(
@@ -418,7 +433,7 @@ impl RaftNetworkV2<TypeConfig> for Conn {
         let net = |e: std::io::Error| RPCError::Network(NetworkError::new(&e));
         // Encoded once; only a batch over the bound is sized entry by entry,
         // cut and encoded again.
-        let mut data = encode(&rpc).map_err(net)?;
+        let mut data = encode_append(&rpc, &self.kept).map_err(net)?;
         let mut bound = Bound { bytes: data.len(), cut_at: None };
         if data.len() > MAX_APPEND_BYTES {
             let (cut, b) = bound_append(rpc, MAX_APPEND_BYTES).map_err(net)?;
@@ -431,7 +446,7 @@ impl RaftNetworkV2<TypeConfig> for Conn {
                     "AppendEntries batch cut to its byte bound"
                 );
             }
-            data = encode(&cut).map_err(net)?;
+            data = encode_append(&cut, &self.kept).map_err(net)?;
             bound = b;
         }
         // Heartbeats come through here too, but openraft bounds them by its
@@ -652,6 +667,7 @@ mod tests {
             append_floor: Duration::from_secs(1),
             tls: None,
             dial: std::sync::Arc::new(Default::default()),
+            kept: EntryBytes::new(crate::raft::entry_bytes::ENTRY_BYTES_KEPT),
         };
         let mut conn = factory.new_client(2, &NodeAddr { sync: addr, ..Default::default() }).await;
         let mut second = request(vec![entry(3, 10)], 3);

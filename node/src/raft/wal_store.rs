@@ -11,6 +11,9 @@ use std::fmt::Debug;
 use std::io;
 use std::ops::{Bound, RangeBounds};
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use bytes::Bytes;
 
 use herald_wal::{Durability, Options, Wal, WalError};
 use openraft::entry::RaftEntry;
@@ -18,6 +21,7 @@ use openraft::storage::{IOFlushed, LogState, RaftLogReader, RaftLogStorage};
 use openraft::OptionalSend;
 
 use super::codec::{decode, encode};
+use super::entry_bytes::{EntryBytes, ENTRY_BYTES_KEPT};
 use super::network::MAX_RAFT_MESSAGE_BYTES;
 use super::types::{Entry, LogId, TypeConfig, Vote};
 
@@ -54,9 +58,16 @@ async fn blocking<T: Send + 'static>(
 #[derive(Clone, Debug)]
 pub struct WalStore {
     wal: Wal,
+    /// Entries' encodings shared with replication (`entry_bytes`).
+    kept: Arc<EntryBytes>,
 }
 
 impl WalStore {
+    /// The entries' encodings this log keeps, for replication to share.
+    pub fn entry_bytes(&self) -> Arc<EntryBytes> {
+        self.kept.clone()
+    }
+
     /// Opens the log in `dir`, logging what recovery repaired. A log that
     /// fails its checks (see herald-wal) is an error: the node must not start.
     pub fn open(dir: &Path) -> io::Result<Self> {
@@ -64,7 +75,7 @@ impl WalStore {
         for r in wal.recovered() {
             tracing::warn!(repair = %r, "raft log recovery");
         }
-        Ok(WalStore { wal })
+        Ok(WalStore { wal, kept: EntryBytes::new(ENTRY_BYTES_KEPT) })
     }
 
     /// Opens the log in `dir`. When there is none yet but `sled_dir` holds a
@@ -173,7 +184,15 @@ impl RaftLogReader<TypeConfig> for WalStore {
             Bound::Unbounded => u64::MAX,
         };
         let recs = self.wal.read_range(start..end).map_err(to_io)?;
-        recs.iter().map(|(_, b)| decode::<Entry>(b)).collect()
+        recs.into_iter()
+            .map(|(_, b)| {
+                let e = decode::<Entry>(&b)?;
+                // Replication reads entries here: their bytes go into each
+                // follower's request as they are (`entry_bytes`).
+                self.kept.put(e.log_id, Bytes::from(b));
+                Ok(e)
+            })
+            .collect()
     }
 
     async fn read_vote(&mut self) -> Result<Option<Vote>, io::Error> {
@@ -239,9 +258,18 @@ impl RaftLogStorage<TypeConfig> for WalStore {
         I: IntoIterator<Item = Entry> + OptionalSend,
         I::IntoIter: OptionalSend,
     {
+        // Encoded once: a follower writes the bytes the leader sent, the
+        // leader keeps what it encodes for its AppendEntries.
         let recs = entries
             .into_iter()
-            .map(|e| Ok((e.index(), encode(&e)?)))
+            .map(|e| match self.kept.get(&e.log_id) {
+                Some(b) => Ok((e.index(), b.to_vec())),
+                None => {
+                    let b = encode(&e)?;
+                    self.kept.put(e.log_id, Bytes::copy_from_slice(&b));
+                    Ok((e.index(), b))
+                }
+            })
             .collect::<Result<Vec<_>, io::Error>>()?;
         // Written (and readable) on return; the callback runs on the wal's
         // sync thread once fdatasync has returned.
