@@ -132,7 +132,10 @@ struct Registered {
     sid: u64,
     uid: String,
     client: String,
-    /// The login was committed: a logout is owed.
+    /// The login may have been committed: a logout is owed. Set before the
+    /// login's write, since a write queued or forwarded is not cancelled
+    /// when the client goes and its future is dropped mid-await; a logout
+    /// for a login that never committed changes nothing.
     online: bool,
     /// Why the session ended (for the log).
     end: &'static str,
@@ -321,6 +324,11 @@ where
         let mut deadline = tokio::time::Instant::now() + timeout;
         loop {
             tokio::select! {
+                // Frames first: hyper stops polling a session whose client
+                // is not reading (no HTTP/2 send capacity), and when it
+                // polls again, heartbeats that arrived meanwhile must
+                // count before an expired deadline does.
+                biased;
                 f = inbound.next() => {
                     let f = match f {
                         Some(Ok(f)) => f,
@@ -464,8 +472,11 @@ where
     // atomically with the login, so the opening reads nothing from the
     // leader: a gateway in a remote zone pays one write, not a read-index
     // round trip as well (issue 16).
+    reg.online = true;
     let index = match Box::pin(gw.node.write(vec![login])).await {
         Ok((_, r)) if matches!(r.first(), Some(OpResult::SidTaken)) => {
+            // Refused in apply: nothing to log out.
+            reg.online = false;
             reg.end = "sid_taken";
             gw.sessions_refused.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
             tracing::info!(sid = hello.sid, "session refused: the sid is another user's");
@@ -482,7 +493,6 @@ where
             return refused(out, e.code(), e.to_string()).await;
         }
     };
-    reg.online = true;
     let _ = Box::pin(gw.node.wait_applied(index)).await;
     gw.sessions_opened.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
     let queued = gw.node.read_local(|s| s.msgs.queued(&uid) as u64);

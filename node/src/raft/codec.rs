@@ -37,16 +37,6 @@ pub fn decode<T: DeserializeOwned>(b: &[u8]) -> Result<T, std::io::Error> {
         .map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidData, e))
 }
 
-/// Decodes one value from `b[*at..]` and moves `at` past it (a message
-/// read piece by piece: `entry_bytes::decode_append`).
-pub fn decode_prefix<T: DeserializeOwned>(b: &[u8], at: &mut usize) -> Result<T, std::io::Error> {
-    let rest = b.get(*at..).unwrap_or_default();
-    let (v, n) = bincode::serde::decode_from_slice(rest, config())
-        .map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidData, e))?;
-    *at += n;
-    Ok(v)
-}
-
 /// The length of `v` encoded, without allocating it (sizes a batch before
 /// it is encoded once).
 pub fn encoded_len<T: Serialize>(v: &T) -> Result<usize, std::io::Error> {

@@ -1,22 +1,24 @@
-//! Each log entry encoded once (issue 13: "entries encoded once").
+//! Each log entry encoded once on the leader (issue 13: "entries encoded
+//! once").
 //!
-//! An entry's bincode bytes are made once: by the wal's encoding on the node
-//! that proposed it, or by the leader and received in an AppendEntries on a
-//! follower. [`EntryBytes`] keeps them for a while, keyed by the entry's log
-//! id, so that:
-//! - the leader's AppendEntries to each follower copies those bytes into
-//!   the request ([`encode_append`]) instead of encoding the entry again,
-//!   once per follower;
-//! - a follower's wal writes the bytes it received ([`decode_append`] keeps
-//!   them) instead of encoding the entry it decoded from them.
+//! The bincode bytes the node's own log holds for an entry (encoded by its
+//! wal append, or read back by replication) are kept here for a while, keyed
+//! by the entry's log id, and the leader's AppendEntries to each follower
+//! copy them into the request ([`encode_append`]) instead of encoding the
+//! entry again, once per follower.
 //!
-//! A log id names one entry for good (Raft's log matching: the same index
-//! and leader term hold the same entry on every node), so bytes found by an
-//! entry's full log id are that entry's bytes, whatever was truncated or
-//! purged since. The cache is bounded in bytes and forgets the oldest index
-//! first; an entry not in it is encoded as before, so a miss costs time,
-//! never correctness. The bytes are exactly `codec::encode` of the entry
-//! and of the request (unit tests compare them).
+//! Only this node's own log fills the cache, never bytes from the network:
+//! a request's bytes are not trusted before openraft has checked its vote,
+//! and bytes cached from a refused request could otherwise be written for
+//! a later entry under the same log id (a follower still encodes what it
+//! decoded; see docs/benchmarks.md, "Entries encoded once"). A log id names
+//! one entry for good (Raft's log matching: the same index and leader term
+//! hold the same entry on every node), so bytes found by an entry's full
+//! log id are that entry's bytes, whatever was truncated or purged since.
+//! The cache is bounded in bytes and forgets the oldest index first; an
+//! entry not in it is encoded as before, so a miss costs time, never
+//! correctness. The bytes are exactly `codec::encode` of the entry and of
+//! the request (unit tests compare them).
 
 use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
@@ -25,13 +27,18 @@ use bytes::Bytes;
 use openraft::raft::AppendEntriesRequest;
 
 use super::codec;
-use super::types::{Entry, LogId, TypeConfig};
+use super::types::{LogId, TypeConfig};
 
-/// Bytes of encoded entries kept: a few rounds of replication at the
-/// largest batches (an entry is at most ~8 MiB of payload), so the leader's
-/// requests to both followers and a follower's wal append find them; small
-/// beside the state at 1,000,000 users (~165 MB).
+/// Bytes of encoded entries kept (with [`ENTRY_OVERHEAD`] each): a few
+/// rounds of replication at the largest batches (an entry is at most
+/// ~8 MiB of payload), so the leader's requests to both followers find
+/// them; small beside the state at 1,000,000 users (~165 MB).
 pub const ENTRY_BYTES_KEPT: usize = 32 << 20;
+/// What one kept entry costs beyond its bytes (its map node, log id and
+/// `Bytes` handle), counted against the bound so that many tiny entries
+/// (a blank entry encodes to a few bytes) cannot hold much more memory
+/// than the bound says.
+const ENTRY_OVERHEAD: usize = 96;
 
 /// Recently encoded entries by log id (see the module doc).
 pub struct EntryBytes {
@@ -65,18 +72,18 @@ impl EntryBytes {
     /// entries while over the bound (an entry bigger than the bound is not
     /// kept).
     pub fn put(&self, id: LogId, b: Bytes) {
-        if b.len() > self.max_bytes {
+        let n = b.len() + ENTRY_OVERHEAD;
+        if n > self.max_bytes {
             return;
         }
         let mut g = self.inner.lock().expect("entry bytes");
-        let n = b.len();
         if let Some((_, old)) = g.by_index.insert(id.index, (id, b)) {
-            g.bytes -= old.len();
+            g.bytes -= old.len() + ENTRY_OVERHEAD;
         }
         g.bytes += n;
         while g.bytes > self.max_bytes {
             let Some((_, (_, old))) = g.by_index.pop_first() else { break };
-            g.bytes -= old.len();
+            g.bytes -= old.len() + ENTRY_OVERHEAD;
         }
     }
 
@@ -115,48 +122,10 @@ pub fn encode_append(
     Ok(out)
 }
 
-/// Decodes an AppendEntries (as `codec::decode` would) and keeps each
-/// entry's own bytes, slices of `data`, in `kept` for the wal append that
-/// follows. Bounded as every decode is: no piece may claim more than the
-/// codec's limit, and the entry count is checked against the bytes left
-/// before anything is allocated for it.
-pub fn decode_append(
-    data: Vec<u8>,
-    kept: &EntryBytes,
-) -> Result<AppendEntriesRequest<TypeConfig>, std::io::Error> {
-    let data = Bytes::from(data);
-    let mut at = 0usize;
-    let vote = codec::decode_prefix(&data, &mut at)?;
-    let prev_log_id = codec::decode_prefix(&data, &mut at)?;
-    let n: u64 = codec::decode_prefix(&data, &mut at)?;
-    // Every entry takes at least one byte: a count beyond the bytes left is
-    // a lie, refused before the vector is sized by it.
-    if n > (data.len() - at) as u64 {
-        return Err(std::io::Error::new(
-            std::io::ErrorKind::InvalidData,
-            format!("{n} entries claimed in {} bytes", data.len() - at),
-        ));
-    }
-    let mut entries = Vec::with_capacity(n as usize);
-    for _ in 0..n {
-        let start = at;
-        let e: Entry = codec::decode_prefix(&data, &mut at)?;
-        kept.put(e.log_id, data.slice(start..at));
-        entries.push(e);
-    }
-    let leader_commit = codec::decode_prefix(&data, &mut at)?;
-    if at != data.len() {
-        return Err(std::io::Error::new(
-            std::io::ErrorKind::InvalidData,
-            format!("{} bytes after the AppendEntries", data.len() - at),
-        ));
-    }
-    Ok(AppendEntriesRequest { vote, prev_log_id, entries, leader_commit })
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::raft::types::Entry;
     use herald_domain::presence::{Event, Ext};
     use herald_domain::state::{Command, Op};
     use openraft::entry::RaftEntry;
@@ -210,34 +179,6 @@ mod tests {
         assert_eq!(encode_append(&beat, &kept).unwrap(), codec::encode(&beat).unwrap());
     }
 
-    /// Decoding piecewise gives the request `codec::decode` gives, and keeps
-    /// each entry's exact bytes; a request with trailing bytes, one cut
-    /// short and one claiming more entries than it has bytes are refused.
-    #[test]
-    fn decoded_requests_keep_each_entrys_bytes() {
-        let entries: Vec<Entry> = (10..14).map(|i| entry(i, 3, 2)).collect();
-        let whole = codec::encode(&rpc(entries.clone())).unwrap();
-        let kept = EntryBytes::new(ENTRY_BYTES_KEPT);
-        let got = decode_append(whole.clone(), &kept).unwrap();
-        let want: AppendEntriesRequest<TypeConfig> = codec::decode(&whole).unwrap();
-        assert_eq!(
-            (got.vote, got.prev_log_id, &got.entries, got.leader_commit),
-            (want.vote, want.prev_log_id, &want.entries, want.leader_commit)
-        );
-        for e in &entries {
-            assert_eq!(kept.get(&e.log_id).unwrap().as_ref(), codec::encode(e).unwrap().as_slice());
-        }
-        let mut long = whole.clone();
-        long.push(0);
-        assert!(decode_append(long, &kept).is_err());
-        assert!(decode_append(whole[..whole.len() - 3].to_vec(), &kept).is_err());
-        let beat = rpc(Vec::new());
-        let mut lie = codec::encode(&beat.vote).unwrap();
-        lie.extend(codec::encode(&beat.prev_log_id).unwrap());
-        lie.extend(codec::encode(&(1u64 << 40)).unwrap());
-        assert!(decode_append(lie, &kept).is_err());
-    }
-
     /// A log id names one entry: bytes kept for index 12 in term 3 are not
     /// handed out for index 12 in term 4 (an entry that replaced it).
     #[test]
@@ -254,17 +195,24 @@ mod tests {
     /// and does not keep an entry bigger than the bound.
     #[test]
     fn the_cache_is_bounded_oldest_first() {
-        let kept = EntryBytes::new(1000);
+        let each = 300 + ENTRY_OVERHEAD;
+        let kept = EntryBytes::new(3 * each + 10);
         for i in 0..10u64 {
             kept.put(entry(i, 1, 0).log_id, Bytes::from(vec![0u8; 300]));
         }
         let (n, bytes) = kept.kept();
-        assert_eq!((n, bytes), (3, 900));
+        assert_eq!((n, bytes), (3, 3 * each));
         assert!(kept.get(&entry(9, 1, 0).log_id).is_some());
         assert!(kept.get(&entry(6, 1, 0).log_id).is_none());
-        kept.put(entry(20, 1, 0).log_id, Bytes::from(vec![0u8; 1001]));
+        kept.put(entry(20, 1, 0).log_id, Bytes::from(vec![0u8; 3 * each]));
         assert!(kept.get(&entry(20, 1, 0).log_id).is_none());
-        assert_eq!(kept.kept(), (3, 900));
+        assert_eq!(kept.kept(), (3, 3 * each));
+        // Tiny entries are counted with their overhead: no more of them
+        // are kept than the bound holds.
+        for i in 30..100u64 {
+            kept.put(entry(i, 1, 0).log_id, Bytes::from(vec![0u8; 3]));
+        }
+        assert_eq!(kept.kept().0, (3 * each + 10) / (3 + ENTRY_OVERHEAD));
         assert_eq!(entry(1, 1, 0).log_id().index, 1);
     }
 }

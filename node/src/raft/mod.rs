@@ -229,9 +229,6 @@ pub struct LocalStatus {
 
 /// The Raft group as the rest of the node sees it.
 pub struct RaftNode {
-    /// The log's entries as encoded once (`entry_bytes`): the sync port's
-    /// AppendEntries decoding keeps each entry's received bytes here.
-    entry_bytes: Arc<entry_bytes::EntryBytes>,
     pub id: u64,
     raft: Raft,
     sm: state_machine::StateMachine,
@@ -325,7 +322,7 @@ impl RaftNode {
             append_floor: Duration::from_millis(t.election_min_ms),
             tls: peer_tls.clone(),
             dial: dial.clone(),
-            kept: entry_bytes.clone(),
+            kept: entry_bytes,
         };
         let raft = Raft::new(config.node, rc, net, log, sm.clone()).await?;
 
@@ -353,7 +350,6 @@ impl RaftNode {
 
         let (tx, rx) = mpsc::channel(WRITE_QUEUE);
         let node = Arc::new(RaftNode {
-            entry_bytes,
             id: config.node,
             raft,
             sm,

@@ -13,7 +13,6 @@ use tokio_stream::StreamExt;
 use tonic::{Request, Response, Status, Streaming};
 
 use super::codec::{decode, encode};
-use super::entry_bytes::decode_append;
 use super::state_machine::{verify_snapshot_file, RemoveOnDrop};
 use super::types::{SnapshotMeta, TypeConfig, Vote};
 use super::{ForwardReply, RaftNode};
@@ -58,7 +57,7 @@ impl RaftInternal for RaftService {
 
     async fn append_entries(&self, req: Request<RaftBytes>) -> Result<Response<RaftBytes>, Status> {
         let caller = self.peers.caller(&req);
-        let rpc = decode_append(req.into_inner().data, &self.node.entry_bytes).map_err(bad)?;
+        let rpc: AppendEntriesRequest<TypeConfig> = decode(&req.into_inner().data).map_err(bad)?;
         let leader = rpc.vote.leader_id.voted_for;
         self.peers.claim(&caller, leader)?;
         let resp = self
@@ -91,11 +90,10 @@ impl RaftInternal for RaftService {
         let peers = self.peers.clone();
         let leader = Arc::new(std::sync::atomic::AtomicU64::new(0));
         let seen = leader.clone();
-        let kept = self.node.entry_bytes.clone();
         let reqs = req.into_inner().map_while(move |m| {
             let rpc: AppendEntriesRequest<TypeConfig> = match m
                 .map_err(|s| s.to_string())
-                .and_then(|m| decode_append(m.data, &kept).map_err(|e| e.to_string()))
+                .and_then(|m| decode(&m.data).map_err(|e| e.to_string()))
             {
                 Ok(r) => r,
                 Err(e) => {

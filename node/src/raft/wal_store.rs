@@ -258,8 +258,9 @@ impl RaftLogStorage<TypeConfig> for WalStore {
         I: IntoIterator<Item = Entry> + OptionalSend,
         I::IntoIter: OptionalSend,
     {
-        // Encoded once: a follower writes the bytes the leader sent, the
-        // leader keeps what it encodes for its AppendEntries.
+        // Encoded once: what the leader encodes here is kept for its
+        // AppendEntries (an entry already kept is this node's own bytes of
+        // it: only this log fills the cache).
         let recs = entries
             .into_iter()
             .map(|e| match self.kept.get(&e.log_id) {
