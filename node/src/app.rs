@@ -149,6 +149,7 @@ pub async fn run(
         app.api.metrics.clone(),
     );
     tokio::spawn(dispatcher.run(stop_rx.clone()));
+    let stop_for_sync = stop_rx.clone();
     let stopped = move || {
         let mut rx = stop_rx.clone();
         async move {
@@ -173,10 +174,13 @@ pub async fn run(
             PeerGuard::mutual_tls(&app.config.cluster, Arc::new(members))
         }
     };
-    let raft_svc =
-        RaftInternalServer::new(RaftService { node: app.node.clone(), peers: peers.clone() })
-            .max_decoding_message_size(MAX_RAFT_MESSAGE_BYTES)
-            .max_encoding_message_size(MAX_RAFT_MESSAGE_BYTES);
+    let raft_svc = RaftInternalServer::new(RaftService {
+        node: app.node.clone(),
+        peers: peers.clone(),
+        stopping: stop_for_sync,
+    })
+    .max_decoding_message_size(MAX_RAFT_MESSAGE_BYTES)
+    .max_encoding_message_size(MAX_RAFT_MESSAGE_BYTES);
     let blob_svc = MediaBlobsServer::new(BlobService { media, peers: peers.clone() })
         .max_decoding_message_size(MAX_RAFT_MESSAGE_BYTES)
         .max_encoding_message_size(MAX_RAFT_MESSAGE_BYTES);
@@ -225,8 +229,12 @@ pub async fn run(
     let _ = stop_tx.send(true);
     // In-flight requests get a bounded time to finish.
     let grace = std::time::Duration::from_secs(5);
-    let _ = tokio::time::timeout(grace, pub_task).await;
-    let _ = tokio::time::timeout(grace, sync_task).await;
+    let t0 = std::time::Instant::now();
+    let closed = tokio::time::timeout(grace, pub_task).await.is_ok();
+    tracing::info!(closed, took_ms = t0.elapsed().as_millis() as u64, "publish port stopped");
+    let t0 = std::time::Instant::now();
+    let closed = tokio::time::timeout(grace, sync_task).await.is_ok();
+    tracing::info!(closed, took_ms = t0.elapsed().as_millis() as u64, "sync port stopped");
     app.node.shutdown().await;
     tracing::info!("stopped");
     Ok(())

@@ -4,7 +4,7 @@
 
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use anyhow::{bail, Result};
 use herald_tests::*;
@@ -177,6 +177,30 @@ fn cluster_full_restart_loses_nothing_acknowledged() -> Result<()> {
     }
     c.wait_leader(LEADER_WAIT)?;
     assert_all_online(&c.addr(leader), &all, "linearizable")?;
+    Ok(())
+}
+
+/// A follower stops promptly on SIGTERM: the leader's append stream into
+/// it (pipelined replication, a stream that never ends by itself) is ended
+/// by the stop, so the sync port's graceful shutdown does not wait out its
+/// 5 s bound for it (it did: every follower took 5 s to stop). The node
+/// comes back and catches up.
+#[test]
+fn cluster_follower_stops_without_waiting_for_the_append_stream() -> Result<()> {
+    let mut c = Cluster::start(3, Tuning::default())?;
+    let leader = c.wait_leader(LEADER_WAIT)?;
+    assert_eq!(push_logins(&c.addr(leader), "s", 50, 4), 50);
+    let f = (1..=3).find(|n| *n != leader).expect("a follower");
+    phase("SIGTERM a follower that the leader is streaming appends to");
+    let t0 = Instant::now();
+    c.node(f).stop()?;
+    let took = t0.elapsed();
+    eprintln!("follower {f} stopped in {took:?}");
+    assert!(took < Duration::from_secs(3), "stopping took {took:?}: the 5 s grace was waited out");
+    c.node(f).start()?;
+    let all = uids("s", 50);
+    let addr = c.addr(f);
+    eventually(Duration::from_secs(20), || assert_all_online(&addr, &all, "linearizable"))?;
     Ok(())
 }
 

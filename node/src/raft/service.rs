@@ -26,6 +26,10 @@ pub struct RaftService {
     pub node: Arc<RaftNode>,
     /// Who may call (`<peer-tls>`): every RPC asks it before acting.
     pub peers: PeerGuard,
+    /// True once the node is stopping: a leader's append stream, which
+    /// never ends by itself, ends then, so the sync port's graceful
+    /// shutdown does not wait out its bound for it.
+    pub stopping: tokio::sync::watch::Receiver<bool>,
 }
 
 fn bad(e: impl std::fmt::Display) -> Status {
@@ -90,7 +94,16 @@ impl RaftInternal for RaftService {
         let peers = self.peers.clone();
         let leader = Arc::new(std::sync::atomic::AtomicU64::new(0));
         let seen = leader.clone();
-        let reqs = req.into_inner().map_while(move |m| {
+        // Both halves end when the node stops: openraft's pipeline holds
+        // the request stream, and while it is open the HTTP/2 stream is
+        // too, so the sync port's graceful shutdown would wait out its
+        // bound (5 s) for it.
+        let until_stopped = |mut rx: tokio::sync::watch::Receiver<bool>| async move {
+            let _ = rx.wait_for(|s| *s).await;
+        };
+        let inbound =
+            futures::StreamExt::take_until(req.into_inner(), until_stopped(self.stopping.clone()));
+        let reqs = inbound.map_while(move |m| {
             let rpc: AppendEntriesRequest<TypeConfig> = match m
                 .map_err(|s| s.to_string())
                 .and_then(|m| decode(&m.data).map_err(|e| e.to_string()))
@@ -110,7 +123,11 @@ impl RaftInternal for RaftService {
             Some(rpc)
         });
         let node = self.node.clone();
-        let out = self.node.raft.stream_append(reqs).map(move |r| match r {
+        let answers = futures::StreamExt::take_until(
+            self.node.raft.stream_append(reqs),
+            until_stopped(self.stopping.clone()),
+        );
+        let out = answers.map(move |r| match r {
             Ok(res) => {
                 // Every answer but a higher vote means this node follows it.
                 if !matches!(res, Err(openraft::raft::StreamAppendError::HigherVote(_))) {
