@@ -94,7 +94,8 @@ fn online(addr: &str, uid: &str) -> Result<bool> {
 /// for node 2 from another CA — gets no answer to a forged `Forward`
 /// (login), `Snapshot` (empty state, the wipe of issue 14), `GetBlob` or
 /// `ReadIndex`; a member's real certificate (node 2) that claims to be
-/// node 3 in a `Vote`, `AppendEntries` or `Snapshot` is refused with
+/// node 3 in a `Vote`, `AppendEntries` (unary or on an `AppendStream`) or
+/// `Snapshot` is refused with
 /// `peer_wrong_number`; a certificate of the cluster's CA for node 9, which
 /// is no member, gets `peer_not_member` from the gateway peers' `Load` and
 /// `Delivered`, `Forward`, `GetBlob` and `ReadIndex`; node 2's own number
@@ -173,6 +174,17 @@ fn peer_tls_refuses_outsiders_and_wrong_numbers() -> Result<()> {
             leader_commit: None,
         };
         wrong(raft.append_entries(RaftBytes { data: encode(&append).unwrap() }).await, "append");
+        // The pipelined AppendStream opens before any request is seen; the
+        // first request's claim is refused, and the stream ends with it.
+        let (tx, rx) = tokio::sync::mpsc::channel(1);
+        tx.send(RaftBytes { data: encode(&append).unwrap() }).await.unwrap();
+        let mut answers = raft
+            .append_stream(tokio_stream::wrappers::ReceiverStream::new(rx))
+            .await
+            .expect("an append stream opens")
+            .into_inner();
+        let refusal = answers.message().await.expect_err("the forged append is refused");
+        wrong(Err(refusal), "append stream");
         let s = snapshot(&ch, Vote::new_committed(term + 100, 3)).await.unwrap_err();
         assert!(s.message().starts_with("peer_wrong_number"), "snapshot: {s:?}");
 

@@ -85,7 +85,9 @@ impl RaftInternal for RaftService {
     /// stream, handed to openraft's `Raft::stream_append` (which keeps a
     /// bounded pipeline of them), each answered in order. A request that
     /// does not decode, or whose claimed leader the caller's certificate
-    /// does not name, ends the stream (nothing of it reaches Raft).
+    /// does not name, ends the stream with its refusal (`invalid_argument`,
+    /// `peer_wrong_number`) after the answers before it; nothing of it
+    /// reaches Raft.
     async fn append_stream(
         &self,
         req: Request<Streaming<RaftBytes>>,
@@ -94,6 +96,9 @@ impl RaftInternal for RaftService {
         let peers = self.peers.clone();
         let leader = Arc::new(std::sync::atomic::AtomicU64::new(0));
         let seen = leader.clone();
+        // Why the requests stopped, when one was refused: the stream's last item.
+        let refusal: Arc<std::sync::Mutex<Option<Status>>> = Arc::default();
+        let refused_with = refusal.clone();
         // Both halves end when the node stops: openraft's pipeline holds
         // the request stream, and while it is open the HTTP/2 stream is
         // too, so the sync port's graceful shutdown would wait out its
@@ -111,12 +116,14 @@ impl RaftInternal for RaftService {
                 Ok(r) => r,
                 Err(e) => {
                     tracing::debug!(error = %e, "append stream ended: a request did not decode");
+                    *refused_with.lock().expect("refusal") = Some(bad(e));
                     return None;
                 }
             };
             let claimed = rpc.vote.leader_id.voted_for;
             if let Err(s) = peers.claim(&caller, claimed) {
                 tracing::warn!(claimed, error = %s.message(), "append stream refused");
+                *refused_with.lock().expect("refusal") = Some(s);
                 return None;
             }
             seen.store(claimed, std::sync::atomic::Ordering::Relaxed);
@@ -139,7 +146,10 @@ impl RaftInternal for RaftService {
             }
             Err(fatal) => Err(Status::internal(fatal.to_string())),
         });
-        Ok(Response::new(Box::pin(out)))
+        // Once the answers end: the refusal, if that is why.
+        let last = futures::stream::once(async move { refusal.lock().expect("refusal").take() })
+            .filter_map(|s| s.map(Err));
+        Ok(Response::new(Box::pin(out.chain(last))))
     }
 
     async fn transfer_leader(
