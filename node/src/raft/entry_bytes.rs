@@ -1,11 +1,11 @@
 //! Each log entry encoded once on the leader (issue 13: "entries encoded
 //! once").
 //!
-//! The bincode bytes the node's own log holds for an entry (encoded by its
-//! wal append, or read back by replication) are kept here for a while, keyed
-//! by the entry's log id, and the leader's AppendEntries to each follower
-//! copy them into the request ([`encode_append`]) instead of encoding the
-//! entry again, once per follower.
+//! Replication reads each entry back from the node's own log (openraft's
+//! `limited_get_log_entries`, one read per follower); the bincode bytes it
+//! read are kept here for a while, keyed by the entry's log id, and the
+//! leader's AppendEntries to each follower copy them into the request
+//! ([`encode_append`]) instead of encoding the entry again.
 //!
 //! Only this node's own log fills the cache, never bytes from the network:
 //! a request's bytes are not trusted before openraft has checked its vote,
@@ -70,13 +70,17 @@ impl EntryBytes {
 
     /// Keeps `b` as the encoding of the entry `id`, forgetting the oldest
     /// entries while over the bound (an entry bigger than the bound is not
-    /// kept).
+    /// kept). An entry kept already stays as it is: the second follower's
+    /// read of it (and the state machine's) costs a lookup, not an insert.
     pub fn put(&self, id: LogId, b: Bytes) {
         let n = b.len() + ENTRY_OVERHEAD;
         if n > self.max_bytes {
             return;
         }
         let mut g = self.inner.lock().expect("entry bytes");
+        if g.by_index.get(&id.index).is_some_and(|(have, _)| *have == id) {
+            return;
+        }
         if let Some((_, old)) = g.by_index.insert(id.index, (id, b)) {
             g.bytes -= old.len() + ENTRY_OVERHEAD;
         }
@@ -189,6 +193,10 @@ mod tests {
         let new = entry(12, 4, 1);
         assert!(kept.get(&new.log_id).is_none());
         assert!(kept.get(&old.log_id).is_some());
+        // Kept once: a second read of the same entry leaves it as it is.
+        let first = kept.get(&old.log_id).unwrap();
+        kept.put(old.log_id, Bytes::from_static(b"other"));
+        assert_eq!(kept.get(&old.log_id).unwrap(), first);
     }
 
     /// The cache stays within its bound, forgetting the oldest index first,

@@ -181,6 +181,38 @@ async fn storage_log_survives_reopen() {
     assert_eq!(got.iter().map(|e| e.index()).collect::<Vec<_>>(), vec![4, 5, 6, 7, 8]);
 }
 
+/// What replication reads back from the log is kept as the log's own
+/// bytes (`entry_bytes`): an AppendEntries built from them is the one
+/// encoded whole, and nothing is kept before a read.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn storage_entries_read_back_are_kept_for_replication() {
+    use openraft::raft::AppendEntriesRequest;
+    use openraft::storage::RaftLogReader;
+    let dir = TempDir::new().unwrap();
+    let (mut log, _sm) = open(dir.path());
+    let entries: Vec<Entry> = (1..=4)
+        .map(|i| Entry::new_normal(log_id(2, i), Command { at_ms: i, ops: ops(i) }))
+        .collect();
+    append_flushed(&mut log, entries.clone()).await;
+    let kept = log.entry_bytes();
+    assert!(kept.get(&log_id(2, 1)).is_none(), "an append keeps nothing");
+    let read = log.try_get_log_entries(1..=4).await.unwrap();
+    for e in &read {
+        let b = kept.get(&e.log_id).expect("kept once read");
+        assert_eq!(b.as_ref(), super::codec::encode(e).unwrap().as_slice());
+    }
+    let rpc = AppendEntriesRequest::<TypeConfig> {
+        vote: openraft::Vote::new_committed(2, 1),
+        prev_log_id: None,
+        entries: read,
+        leader_commit: Some(log_id(2, 4)),
+    };
+    assert_eq!(
+        super::entry_bytes::encode_append(&rpc, &kept).unwrap(),
+        super::codec::encode(&rpc).unwrap()
+    );
+}
+
 /// A received snapshot is verified completely before it replaces the
 /// current one: a truncated copy and a copy with one flipped byte are
 /// refused (by `verify_snapshot_file`, which the sync port runs first, and

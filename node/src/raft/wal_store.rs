@@ -258,19 +258,12 @@ impl RaftLogStorage<TypeConfig> for WalStore {
         I: IntoIterator<Item = Entry> + OptionalSend,
         I::IntoIter: OptionalSend,
     {
-        // Encoded once: what the leader encodes here is kept for its
-        // AppendEntries (an entry already kept is this node's own bytes of
-        // it: only this log fills the cache).
+        // Not kept here: replication reads each entry back through
+        // `try_get_log_entries` (openraft's `limited_get_log_entries`),
+        // which keeps the bytes it read for the AppendEntries.
         let recs = entries
             .into_iter()
-            .map(|e| match self.kept.get(&e.log_id) {
-                Some(b) => Ok((e.index(), b.to_vec())),
-                None => {
-                    let b = encode(&e)?;
-                    self.kept.put(e.log_id, Bytes::copy_from_slice(&b));
-                    Ok((e.index(), b))
-                }
-            })
+            .map(|e| Ok((e.index(), encode(&e)?)))
             .collect::<Result<Vec<_>, io::Error>>()?;
         // Written (and readable) on return; the callback runs on the wal's
         // sync thread once fdatasync has returned.
