@@ -122,10 +122,10 @@ impl<T> OutQueue<T> {
     fn pop(&self) -> Option<T> {
         let mut g = self.inner.lock().expect("out queue");
         let f = g.queue.pop_front();
-        // Emptied: the buffer goes, so an idle session holds none. An
-        // `OutFrame` slot is ~180 bytes (tonic's `Status` is inline), so
-        // even VecDeque's first 4 slots would cost an idle session ~700 B;
-        // one small allocation per frame sent is the cheaper side.
+        // Emptied: the buffer goes, so an idle session holds none (the
+        // session figures in docs/benchmarks.md were measured so). Keeping
+        // VecDeque's first 4 slots (16 B each) would trade ~64 B per idle
+        // session for one small allocation less per frame sent.
         if g.queue.is_empty() && g.queue.capacity() > 0 {
             g.queue = VecDeque::new();
         }
